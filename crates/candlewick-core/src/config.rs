@@ -1,0 +1,56 @@
+//! Reading diffusers' JSON configs (model_index.json, each component's config.json).
+//!
+//! Each model owns its typed config struct beside its code (`models::unet_2d_condition::UNet2DConditionConfig`, ...);
+//! this module only reads files and names them in errors.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Read and parse a JSON file; errors name the file and, for parse errors, the line and column.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::model(path, "file not found"),
+        _ => Error::model(path, format!("cannot be read: {e}")),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::model(path, format!("is not a valid config: {e}")))
+}
+
+/// model_index.json: which pipeline class and which component folders.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelIndex {
+    #[serde(rename = "_class_name")]
+    pub class_name: String,
+    #[serde(rename = "_diffusers_version", default)]
+    pub diffusers_version: Option<String>,
+}
+
+/// The folders of one Stable Diffusion model in diffusers' layout.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub root: PathBuf,
+}
+
+impl ModelFolder {
+    /// Check that `root` looks like a diffusers Stable Diffusion folder and read its index.
+    pub fn open(root: &Path) -> Result<(Self, ModelIndex)> {
+        if !root.is_dir() {
+            return Err(Error::model(root, "is not a folder (expected a diffusers model folder with model_index.json)"));
+        }
+        let index: ModelIndex = read_json(&root.join("model_index.json"))?;
+        Ok((Self { root: root.to_path_buf() }, index))
+    }
+
+    pub fn component(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `<component>/config.json` (or scheduler_config.json for the scheduler).
+    pub fn config_path(&self, component: &str) -> PathBuf {
+        let file = if component == "scheduler" { "scheduler_config.json" } else { "config.json" };
+        self.root.join(component).join(file)
+    }
+}

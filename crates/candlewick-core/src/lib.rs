@@ -1,0 +1,15 @@
+//! Candlewick's core: Stable Diffusion in diffusers' model-folder layout, on candle.
+//!
+//! This crate knows nothing of JavaScript. The napi binding (crates/candlewick-node)
+//! converts types at the boundary and calls [`pipeline::PipelineWorker`].
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod pipeline;
+pub mod schedulers;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

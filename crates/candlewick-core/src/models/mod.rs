@@ -1,0 +1,9 @@
+//! The three networks of Stable Diffusion, after diffusers' files of the same names.
+
+pub mod attention;
+pub mod clip;
+pub mod embeddings;
+pub mod resnet;
+pub mod unet_2d_blocks;
+pub mod unet_2d_condition;
+pub mod vae;

@@ -1,0 +1,11 @@
+//! The text-to-image pipeline, as diffusers' numbered steps, and the worker thread that runs it.
+
+mod observer;
+mod options;
+mod txt2img;
+mod worker;
+
+pub use observer::{Observer, StepProgress};
+pub use options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, RgbImage};
+pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
+pub use worker::PipelineWorker;

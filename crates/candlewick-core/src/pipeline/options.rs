@@ -1,0 +1,78 @@
+//! What a caller asks of the pipeline: loading options and per-call generation options.
+
+use crate::device::{DeviceRequest, DTypeRequest};
+use crate::schedulers::ddim::DdimOverrides;
+
+/// How to load a model folder.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// "auto" (default), "cpu" or "cuda".
+    pub device: DeviceRequest,
+    /// f32 or f16; the default is f16 on CUDA and f32 on the CPU.
+    pub dtype: DTypeRequest,
+    /// Allow TF32 matrix units for f32 work on CUDA (default false).
+    pub tf32: bool,
+}
+
+/// Latents the caller supplies for exact reproduction, in NCHW order.
+#[derive(Debug, Clone)]
+pub struct LatentsInput {
+    pub shape: [usize; 4],
+    pub data: Vec<f32>,
+}
+
+/// One text-to-image call. Field names follow diffusers' `StableDiffusionPipeline.__call__`.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// One or more prompts; each yields `num_images_per_prompt` images.
+    pub prompt: Vec<String>,
+    /// None, or one negative prompt per prompt (or a single one for all).
+    pub negative_prompt: Option<Vec<String>>,
+    pub num_inference_steps: usize,
+    pub guidance_scale: f64,
+    /// Pixels; None means the UNet's sample_size times the VAE's scale factor.
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub num_images_per_prompt: usize,
+    /// Seeds the initial latents and DDIM's eta noise. None draws a random seed.
+    pub seed: Option<u64>,
+    /// Initial latents; when given, `seed` only feeds eta noise.
+    pub latents: Option<LatentsInput>,
+    /// Overrides of the model folder's scheduler config, plus eta.
+    pub scheduler: DdimOverrides,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            prompt: vec![String::new()],
+            negative_prompt: None,
+            num_inference_steps: 50,
+            guidance_scale: 7.5,
+            width: None,
+            height: None,
+            num_images_per_prompt: 1,
+            seed: None,
+            latents: None,
+            scheduler: DdimOverrides::default(),
+        }
+    }
+}
+
+/// An 8-bit RGB image, rows top to bottom, 3 bytes a pixel.
+#[derive(Debug, Clone)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// What one call returns.
+#[derive(Debug, Clone)]
+pub struct GenerateOutput {
+    pub images: Vec<RgbImage>,
+    /// The seed actually used (drawn at random when the caller gave none).
+    pub seed: u64,
+    /// Things a user should know but that did not stop the call (a truncated prompt, ...).
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,275 @@
+//! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it, step by numbered step.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::observer::{Observer, StepProgress};
+use super::options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, RgbImage};
+use crate::config::{read_json, ModelFolder};
+use crate::device::{self, DeviceChoice};
+use crate::error::{expected, Error, Result};
+use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights;
+
+/// Pipeline classes whose folders this pipeline can load.
+const SUPPORTED_CLASSES: &[&str] = &["StableDiffusionPipeline"];
+
+/// What a loaded pipeline is running on and what it produces by default.
+#[derive(Debug, Clone)]
+pub struct PipelineInfo {
+    pub model_dir: PathBuf,
+    /// "cpu" or "cuda:0".
+    pub device: String,
+    /// Why that device was chosen.
+    pub device_reason: String,
+    /// "f32" or "f16".
+    pub dtype: String,
+    pub default_width: usize,
+    pub default_height: usize,
+    /// Pixels per latent cell along each side.
+    pub vae_scale_factor: usize,
+    /// Tokens per prompt (77 for CLIP).
+    pub max_prompt_tokens: usize,
+    /// The UNet was trained on this many timesteps: the most inference steps DDIM allows.
+    pub num_train_timesteps: usize,
+}
+
+pub struct StableDiffusionPipeline {
+    tokenizer: ClipTokenizer,
+    text_encoder: ClipTextTransformer,
+    unet: UNet2DConditionModel,
+    unet_config: UNet2DConditionConfig,
+    vae: AutoencoderKL,
+    vae_config: AutoencoderKLConfig,
+    scheduler_config: DdimSchedulerConfig,
+    target: DeviceChoice,
+    info: PipelineInfo,
+}
+
+impl StableDiffusionPipeline {
+    /// Load a Stable Diffusion model folder in diffusers' layout.
+    pub fn load(model_dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let (folder, index) = ModelFolder::open(model_dir)?;
+        if !SUPPORTED_CLASSES.contains(&index.class_name.as_str()) {
+            return Err(Error::model(
+                model_dir.join("model_index.json"),
+                format!("_class_name is {:?}; candlewick loads {SUPPORTED_CLASSES:?}", index.class_name),
+            ));
+        }
+        let target = device::choose(options.device, options.dtype)?;
+        let (device, dtype) = (&target.device, target.dtype);
+
+        let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
+
+        let text_config: ClipTextConfig = read_json(&folder.config_path("text_encoder"))?;
+        let path = weights::find_weights(&folder.component("text_encoder"), "model", dtype)?;
+        let vb = weights::open(&path, dtype, device)?;
+        let text_encoder = weights::with_file(&path, || ClipTextTransformer::new(vb, &text_config))?;
+
+        let unet_config: UNet2DConditionConfig = read_json(&folder.config_path("unet"))?;
+        let path = weights::find_weights(&folder.component("unet"), "diffusion_pytorch_model", dtype)?;
+        let vb = weights::open(&path, dtype, device)?;
+        let unet = weights::with_file(&path, || UNet2DConditionModel::new(vb, &unet_config))?;
+
+        let vae_config: AutoencoderKLConfig = read_json(&folder.config_path("vae"))?;
+        let path = weights::find_weights(&folder.component("vae"), "diffusion_pytorch_model", dtype)?;
+        let vb = weights::open(&path, dtype, device)?;
+        let vae = weights::with_file(&path, || AutoencoderKL::new(vb, &vae_config))?;
+
+        let scheduler_config: DdimSchedulerConfig = read_json(&folder.config_path("scheduler"))?;
+
+        let vae_scale_factor = vae_config.scale_factor();
+        let info = PipelineInfo {
+            model_dir: model_dir.to_path_buf(),
+            device: target.name.clone(),
+            device_reason: target.reason.clone(),
+            dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
+            default_width: unet_config.sample_size * vae_scale_factor,
+            default_height: unet_config.sample_size * vae_scale_factor,
+            vae_scale_factor,
+            max_prompt_tokens: tokenizer.max_length(),
+            num_train_timesteps: scheduler_config.num_train_timesteps,
+        };
+        Ok(Self { tokenizer, text_encoder, unet, unet_config, vae, vae_config, scheduler_config, target, info })
+    }
+
+    pub fn info(&self) -> &PipelineInfo {
+        &self.info
+    }
+
+    /// Generate images from text.
+    pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
+        let mut warnings = Vec::new();
+
+        // 1. Check inputs.
+        let (width, height) = self.check_inputs(options)?;
+        let do_guidance = options.guidance_scale > 1.0;
+        let batch = options.prompt.len() * options.num_images_per_prompt;
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+
+        // 2. Encode the prompts (and the negative prompts for classifier-free guidance).
+        let prompt_embeds = self.encode_prompt(options, do_guidance, &mut warnings)?;
+
+        // 3. Prepare the timesteps.
+        let scheduler_config = self.scheduler_config.with_overrides(&options.scheduler)?;
+        let scheduler = DdimScheduler::new(scheduler_config, options.num_inference_steps)?;
+        let eta = options.scheduler.eta.unwrap_or(0.0);
+
+        // 4. Prepare the latent variables.
+        let vsf = self.info.vae_scale_factor;
+        let shape = [batch, self.unet_config.in_channels, height / vsf, width / vsf];
+        let mut latents = match &options.latents {
+            Some(given) => self.latents_from_caller(given, shape)?,
+            None => self.random_latents(shape, &mut rng)?,
+        };
+        latents = (latents * scheduler.init_noise_sigma())?;
+
+        // 5. Denoising loop.
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if observer.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
+            let noise_pred = self.unet.forward(&model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)?;
+            let noise_pred = if do_guidance {
+                let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
+                (&uncond + ((text - &uncond)? * options.guidance_scale)?)?
+            } else {
+                noise_pred
+            };
+            let variance_noise = if eta > 0.0 { Some(self.random_latents(shape, &mut rng)?) } else { None };
+            latents = scheduler.step(&noise_pred, t, &latents, eta, variance_noise.as_ref())?;
+            observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t });
+        }
+        if observer.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+
+        // 6. Decode the latents with the VAE.
+        let image = self.decode_latents(&latents)?;
+
+        // 7. Convert to 8-bit RGB.
+        let images = to_rgb8(&image)?;
+        Ok(GenerateOutput { images, seed, warnings })
+    }
+
+    /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).
+    fn check_inputs(&self, o: &GenerateOptions) -> Result<(usize, usize)> {
+        let width = o.width.unwrap_or(self.info.default_width);
+        let height = o.height.unwrap_or(self.info.default_height);
+        for (name, value) in [("width", width), ("height", height)] {
+            if value == 0 || value % 8 != 0 {
+                return Err(expected("integer multiple of 8", name, value));
+            }
+            if value % self.info.vae_scale_factor != 0 {
+                return Err(expected(&format!("integer multiple of {}", self.info.vae_scale_factor), name, value));
+            }
+        }
+        if o.prompt.is_empty() {
+            return Err(expected("at least one prompt", "prompt", "an empty list"));
+        }
+        if let Some(negative) = &o.negative_prompt {
+            if negative.len() != 1 && negative.len() != o.prompt.len() {
+                return Err(expected(
+                    &format!("1 or {} negative prompts (one per prompt)", o.prompt.len()),
+                    "negativePrompt",
+                    format!("{} of them", negative.len()),
+                ));
+            }
+        }
+        let max_steps = self.info.num_train_timesteps;
+        if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
+            return Err(expected(&format!("integer between 1 and {max_steps}"), "numInferenceSteps", o.num_inference_steps));
+        }
+        if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
+            return Err(expected("finite number >= 0", "guidanceScale", o.guidance_scale));
+        }
+        if o.num_images_per_prompt == 0 {
+            return Err(expected("integer >= 1", "numImagesPerPrompt", o.num_images_per_prompt));
+        }
+        Ok((width, height))
+    }
+
+    /// Step 2: CLIP embeddings for every image of the batch, unconditional ones first when guiding.
+    fn encode_prompt(&self, o: &GenerateOptions, do_guidance: bool, warnings: &mut Vec<String>) -> Result<Tensor> {
+        let cond = self.embed_texts(&o.prompt, o.num_images_per_prompt, warnings)?;
+        if !do_guidance {
+            return Ok(cond);
+        }
+        let negative: Vec<String> = match &o.negative_prompt {
+            None => vec![String::new(); o.prompt.len()],
+            Some(n) if n.len() == 1 => vec![n[0].clone(); o.prompt.len()],
+            Some(n) => n.clone(),
+        };
+        let uncond = self.embed_texts(&negative, o.num_images_per_prompt, warnings)?;
+        Ok(Tensor::cat(&[&uncond, &cond], 0)?)
+    }
+
+    fn embed_texts(&self, texts: &[String], copies: usize, warnings: &mut Vec<String>) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(texts.len() * copies * self.tokenizer.max_length());
+        for text in texts {
+            let encoded = self.tokenizer.encode(text)?;
+            if let Some(cut) = encoded.truncated {
+                warnings.push(format!(
+                    "The following part of your input was truncated because CLIP can only handle sequences up to {} tokens: {cut:?}",
+                    self.tokenizer.max_length()
+                ));
+            }
+            for _ in 0..copies {
+                ids.extend_from_slice(&encoded.ids);
+            }
+        }
+        let n = texts.len() * copies;
+        let ids = Tensor::from_vec(ids, (n, self.tokenizer.max_length()), &self.target.device)?;
+        Ok(self.text_encoder.forward(&ids)?)
+    }
+
+    /// Step 4, seeded: standard normal noise drawn on the host, so a seed gives the same
+    /// latents on every device.
+    fn random_latents(&self, shape: [usize; 4], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+        Ok(Tensor::from_vec(data, &shape, &self.target.device)?)
+    }
+
+    fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {
+        if given.shape != shape {
+            return Err(expected(&format!("latents of shape {shape:?}"), "latents", format!("shape {:?}", given.shape)));
+        }
+        if given.data.len() != shape.iter().product::<usize>() {
+            return Err(expected(
+                &format!("{} values for latents of shape {shape:?}", shape.iter().product::<usize>()),
+                "latents",
+                format!("{} values", given.data.len()),
+            ));
+        }
+        Ok(Tensor::from_vec(given.data.clone(), &shape, &self.target.device)?)
+    }
+
+    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32.
+    fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.target.dtype)?;
+        let image = self.vae.decode(&scaled)?.to_dtype(DType::F32)?;
+        Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+}
+
+/// Step 7: NCHW floats in [0, 1] to 8-bit RGB, rounding as diffusers' `numpy_to_pil` does.
+fn to_rgb8(image: &Tensor) -> Result<Vec<RgbImage>> {
+    let (n, _c, height, width) = image.dims4()?;
+    let bytes = (image * 255.0)?.round()?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
+    (0..n)
+        .map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? }))
+        .collect()
+}

@@ -1,0 +1,101 @@
+//! One thread per pipeline that does all of its tensor work.
+//!
+//! candle's CUDA device uses the per-thread default stream and cuDNN handles are per thread,
+//! so a pipeline is loaded and run on a thread of its own. Calls become jobs on a channel and
+//! run one at a time, in order. A panic inside a job is caught here and becomes
+//! [`Error::Internal`]; the thread and the pipeline stay usable.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+
+use super::options::{GenerateOptions, GenerateOutput, LoadOptions};
+use super::txt2img::{PipelineInfo, StableDiffusionPipeline};
+use super::Observer;
+use crate::error::{Error, Result};
+
+type Done = Box<dyn FnOnce(Result<GenerateOutput>) + Send>;
+
+struct Job {
+    options: GenerateOptions,
+    observer: Observer,
+    done: Done,
+}
+
+/// A loaded pipeline living on its own thread. Dropping it lets queued jobs finish, then ends the thread.
+pub struct PipelineWorker {
+    jobs: mpsc::Sender<Job>,
+    info: PipelineInfo,
+}
+
+impl PipelineWorker {
+    /// Start the thread and load the model folder on it. Blocks until loading has finished.
+    pub fn load(model_dir: PathBuf, options: LoadOptions) -> Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<PipelineInfo>>();
+        thread::Builder::new()
+            .name("candlewick-pipeline".into())
+            .spawn(move || {
+                let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
+                let pipeline = match loaded {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(pipeline.info().clone()));
+                for job in queue {
+                    let result = guarded(|| pipeline.generate(&job.options, &job.observer));
+                    (job.done)(result);
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the pipeline thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| Error::Internal("the pipeline thread ended while loading".into()))??;
+        Ok(Self { jobs, info })
+    }
+
+    pub fn info(&self) -> &PipelineInfo {
+        &self.info
+    }
+
+    /// Queue a generation; `done` runs on the pipeline thread with the result.
+    pub fn generate(
+        &self,
+        options: GenerateOptions,
+        observer: Observer,
+        done: impl FnOnce(Result<GenerateOutput>) + Send + 'static,
+    ) {
+        let job = Job { options, observer, done: Box::new(done) };
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            (job.done)(Err(Error::Internal("the pipeline thread has stopped".into())));
+        }
+    }
+
+    /// Queue a generation and wait for its result.
+    pub fn generate_blocking(&self, options: GenerateOptions, observer: Observer) -> Result<GenerateOutput> {
+        let (tx, rx) = mpsc::channel();
+        self.generate(options, observer, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| Error::Internal("the pipeline thread ended during generation".into()))?
+    }
+}
+
+/// Run `f`, turning a panic into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Internal(message))
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Noise schedulers. Each algorithm has its own file and the same small surface as diffusers'.
+
+pub mod ddim;

@@ -1,0 +1,1 @@
+//! STUB (to be replaced): the napi binding.
