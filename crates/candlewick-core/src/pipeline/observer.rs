@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use candle_core::Tensor;
+
 /// Where the denoising loop stands after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepProgress {
@@ -14,11 +16,13 @@ pub struct StepProgress {
 }
 
 type ProgressFn = Box<dyn Fn(StepProgress) + Send + Sync>;
+type LatentsFn = Box<dyn Fn(StepProgress, &Tensor) + Send + Sync>;
 
 /// A progress callback and a cancellation flag, checked between denoising steps.
 #[derive(Default)]
 pub struct Observer {
     on_step: Option<ProgressFn>,
+    on_step_latents: Option<LatentsFn>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -29,6 +33,12 @@ impl Observer {
 
     pub fn with_progress(mut self, f: impl Fn(StepProgress) + Send + Sync + 'static) -> Self {
         self.on_step = Some(Box::new(f));
+        self
+    }
+
+    /// See the latents after every step (diffusers' `callback_on_step_end`); for parity tests and previews.
+    pub fn with_step_latents(mut self, f: impl Fn(StepProgress, &Tensor) + Send + Sync + 'static) -> Self {
+        self.on_step_latents = Some(Box::new(f));
         self
     }
 
@@ -46,7 +56,10 @@ impl Observer {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    pub fn step_done(&self, progress: StepProgress) {
+    pub fn step_done(&self, progress: StepProgress, latents: &Tensor) {
+        if let Some(f) = &self.on_step_latents {
+            f(progress, latents)
+        }
         if let Some(f) = &self.on_step {
             f(progress)
         }

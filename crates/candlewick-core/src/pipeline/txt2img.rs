@@ -150,7 +150,7 @@ impl StableDiffusionPipeline {
             };
             let variance_noise = if eta > 0.0 { Some(self.random_latents(shape, &mut rng)?) } else { None };
             latents = scheduler.step(&noise_pred, t, &latents, eta, variance_noise.as_ref())?;
-            observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t });
+            observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t }, &latents);
         }
         if observer.is_cancelled() {
             return Err(Error::Cancelled);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: set up, then run every CPU test suite (Rust core, the
+# TypeScript package with ava, the Node/Bun/Deno smoke through ava), and close with
+# one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+logs=$(mktemp -d)
+status=0
+
+echo "== cargo test (candlewick-core)"
+cargo test --release -p candlewick-core 2>&1 | tee "$logs/cargo.log" || status=1
+
+echo "== ava (package, CLI, runtimes)"
+npx ava 2>&1 | tee "$logs/ava.log" || status=1
+
+passed=0; failed=0
+# cargo: "test result: ok. 12 passed; 0 failed; ..."
+while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+  sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
+# ava: "  42 tests passed" / "  1 test failed"
+ava_passed=$(sed -n 's/^ *\([0-9]*\) tests\{0,1\} passed.*/\1/p' "$logs/ava.log" | tail -1)
+ava_failed=$(sed -n 's/^ *\([0-9]*\) tests\{0,1\} failed.*/\1/p' "$logs/ava.log" | tail -1)
+passed=$((passed + ${ava_passed:-0})); failed=$((failed + ${ava_failed:-0}))
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed"
+exit $status
