@@ -1,0 +1,17 @@
+# Sourced by the CUDA build scripts: the environment for building candle's CUDA kernels,
+# cuDNN bindings and FlashAttention-2 on a machine without a GPU, for Hopper (sm_90).
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CUDA_HOME=$(bash "$_root/scripts/cuda/toolkit.sh")
+export CUDA_PATH=$CUDA_HOME
+export PATH=$CUDA_HOME/bin:$PATH
+export LIBRARY_PATH=$CUDA_HOME/lib64:$CUDA_HOME/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
+export CPATH=$CUDA_HOME/include:$CUDA_HOME/include-cudnn${CPATH:+:$CPATH}
+export CUDNN_LIB=$CUDA_HOME/lib64
+export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+export CUDARC_CUDA_VERSION=13000
+# FlashAttention-2: objects cached across builds; cutlass from a local checkout (no network at build time).
+export CANDLE_FLASH_ATTN_BUILD_DIR=$_root/.cache/flash-attn-build
+export CUDAFORGE_HOME=$_root/.cache/cudaforge
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
+mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR" "$CUDAFORGE_HOME/git/checkouts"
+export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$_root/target/cuda}

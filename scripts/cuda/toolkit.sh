@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the CUDA 13.0 toolkit pieces the CUDA build needs, from PyPI wheels, into
+# .cache/cuda-13.0 (git-ignored), and lays them out as a CUDA_HOME: bin/nvcc, include/,
+# lib64/ with the libraries candle links against, and a stub libcuda.so for linking on a
+# machine without a GPU (the real one comes with the driver on the GPU machine).
+#
+# Pinned to 13.0: PTX from a newer toolkit does not load on the GPU machine's driver
+# (580.x, CUDA 13.0) -- CUDA_ERROR_UNSUPPORTED_PTX_VERSION.
+# Prints the CUDA_HOME path last.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+prefix=$PWD/.cache/cuda-13.0
+home=$prefix/home
+if [ -x "$home/bin/nvcc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then echo "$home"; exit 0; fi
+
+python3 -m pip install -q --disable-pip-version-check --no-deps --target "$prefix/site" \
+  nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
+  nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 \
+  nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.1.26 >&2
+
+cu=$prefix/site/nvidia/cu13
+mkdir -p "$home/lib64/stubs"
+ln -sfn "$cu/bin" "$home/bin"
+ln -sfn "$cu/include" "$home/include"
+for lib in "$cu"/lib/*.so* "$prefix"/site/nvidia/cudnn/lib/*.so*; do ln -sf "$lib" "$home/lib64/"; done
+ln -sfn "$prefix/site/nvidia/cudnn/include" "$home/include-cudnn"
+# Unversioned names for the linker.
+for so in cublas cublasLt nvrtc curand cudart cudnn; do
+  real=$(ls "$home/lib64/lib$so.so."* 2>/dev/null | head -1) || true
+  [ -n "$real" ] && ln -sf "$real" "$home/lib64/lib$so.so"
+done
+# libcuda stub: an empty shared object with the driver's SONAME; the .node's undefined
+# symbols resolve against the real driver library when it is loaded on the GPU machine.
+echo 'void candlewick_cuda_stub(void) {}' > "$prefix/stub.c"
+cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$home/lib64/stubs/libcuda.so" "$prefix/stub.c"
+ln -sf "$home/lib64/stubs/libcuda.so" "$home/lib64/stubs/libcuda.so.1"
+echo "$home"
