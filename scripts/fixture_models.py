@@ -1,0 +1,138 @@
+"""Model configs (the tiny test model and SD1.5's real shapes) and the weight perturbation that makes sure
+no tensor keeps its default value (so a wrongly mapped norm or bias shows up in the goldens)."""
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+# SD1.5's scheduler/scheduler_config.json values that differ from DDIMScheduler's defaults.
+SD15_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    clip_sample=False,
+)
+
+# Tiny components: same block types and defaults as SD1.5, small widths.
+TINY_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=32,
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+TINY_UNET = dict(
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=(2, 4),  # diffusers' quirk: a per-block list that means the number of heads
+    norm_num_groups=32,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64),
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    latent_channels=4,
+    layers_per_block=1,  # SD1.5 has 2; 1 keeps the fixture small and still tests the decoder's layers_per_block + 1
+    norm_num_groups=32,
+    sample_size=64,
+)
+
+# SD1.5's real configs (runwayml/stable-diffusion-v1-5 text_encoder, unet, vae config.json), for --full-size.
+SD15_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    layer_norm_eps=1e-5,
+    initializer_factor=1.0,
+    initializer_range=0.02,
+    attention_dropout=0.0,
+    dropout=0.0,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+SD15_UNET = dict(
+    act_fn="silu",
+    attention_head_dim=8,
+    block_out_channels=(320, 640, 1280, 1280),
+    center_input_sample=False,
+    cross_attention_dim=768,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-5,
+    norm_num_groups=32,
+    out_channels=4,
+    sample_size=64,
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+)
+SD15_VAE = dict(
+    act_fn="silu",
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    in_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    out_channels=3,
+    sample_size=512,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+
+
+@torch.no_grad()
+def perturb(module, generator, scale=0.1):
+    """Moves every parameter off its initial value: ones-like tensors (norm weights) become 1 + scale*N(0,1),
+    zero tensors (biases) become scale*N(0,1)*0.2, everything else gets scale*std*N(0,1) added."""
+    for _, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
+        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        if torch.all(p == 1):
+            p.copy_(1 + scale * noise)
+        elif torch.all(p == 0):
+            p.copy_(0.2 * scale * noise)
+        else:
+            p.add_(scale * p.std() * noise)
+
+
+def build(text_cfg, unet_cfg, vae_cfg, seed):
+    """Builds (text_encoder, unet, vae, scheduler) with seeded init and perturbed weights, eval mode, f32."""
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(**unet_cfg)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(**vae_cfg)
+    g = torch.Generator().manual_seed(seed + 3)
+    for m in (text_encoder, unet, vae):
+        perturb(m, g)
+        m.eval()
+        m.to(torch.float32)
+    scheduler = DDIMScheduler(**SD15_SCHEDULER)
+    return text_encoder, unet, vae, scheduler
