@@ -1,0 +1,240 @@
+//! The whole text-to-image pipeline against diffusers, on the tiny model.
+//!
+//! Goldens: test/fixtures/goldens/pipeline.{json,safetensors}, made by scripts/make_fixtures.py
+//! (`make_pipeline`: StableDiffusionPipeline(...)(latents=initial_latents, output_type="pt") with
+//! callback_on_step_end capturing the latents after every step).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Device, Tensor};
+use candlewick_core::device::{DTypeRequest, DeviceRequest};
+use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::Error;
+use common::{assert_close, fixtures_dir, load_goldens};
+
+fn tiny_model() -> PathBuf {
+    fixtures_dir().join("tiny-sd")
+}
+
+fn load(dtype: DTypeRequest) -> StableDiffusionPipeline {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype, tf32: false };
+    StableDiffusionPipeline::load(&tiny_model(), &options).expect("the tiny model loads")
+}
+
+fn quick_options() -> GenerateOptions {
+    GenerateOptions {
+        prompt: vec!["a red apple".into()],
+        num_inference_steps: 2,
+        width: Some(32),
+        height: Some(32),
+        seed: Some(7),
+        ..Default::default()
+    }
+}
+
+struct Golden {
+    options: GenerateOptions,
+    tensors: std::collections::HashMap<String, Tensor>,
+}
+
+fn golden_run() -> Golden {
+    let dir = fixtures_dir().join("goldens");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline.json")).unwrap()).unwrap();
+    let tensors = load_goldens("pipeline.safetensors");
+    let initial = &tensors["initial_latents"];
+    let shape: [usize; 4] = initial.dims4().unwrap().into();
+    let options = GenerateOptions {
+        prompt: vec![json["prompt"].as_str().unwrap().into()],
+        negative_prompt: Some(vec![json["negative_prompt"].as_str().unwrap().into()]),
+        num_inference_steps: json["steps"].as_u64().unwrap() as usize,
+        guidance_scale: json["guidance_scale"].as_f64().unwrap(),
+        width: Some(json["width"].as_u64().unwrap() as usize),
+        height: Some(json["height"].as_u64().unwrap() as usize),
+        latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
+        ..Default::default()
+    };
+    Golden { options, tensors }
+}
+
+/// Every per-step latent and the final image equal diffusers' (f32, 1e-4 relative; pixels within 1/255).
+#[test]
+fn txt2img_matches_diffusers_step_by_step() {
+    let pipe = load(DTypeRequest::F32);
+    let golden = golden_run();
+    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+    let sink = seen.clone();
+    let observer = Observer::new().with_step_latents(move |_, latents| sink.lock().unwrap().push(latents.clone()));
+    let output = pipe.generate(&golden.options, &observer).unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), golden.options.num_inference_steps);
+    for (i, latents) in seen.iter().enumerate() {
+        assert_close(&format!("latents_step_{i}"), latents, &golden.tensors[&format!("latents_step_{i}")], 1e-4);
+    }
+
+    let want = golden.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let got = &output.images[0].data;
+    assert_eq!(got.len(), want.len());
+    let off_by_more = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+    let pixels_off = got.chunks(3).zip(want.chunks(3)).filter(|(a, b)| a != b).count();
+    assert!(
+        off_by_more == 0 && (pixels_off as f64) <= 0.001 * (got.len() / 3) as f64,
+        "image differs from diffusers': {off_by_more} channel values off by more than 1, {pixels_off} pixels differ"
+    );
+}
+
+/// The fp16 weight variant loads when f16 is asked for, and stays close to f32.
+#[test]
+fn f16_uses_the_fp16_variant_and_stays_close() {
+    let pipe = load(DTypeRequest::F16);
+    assert_eq!(pipe.info().dtype, "f16");
+    let golden = golden_run();
+    let observer = Observer::new();
+    let output = pipe.generate(&golden.options, &observer).unwrap();
+    let want = golden.tensors["image"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got: Vec<f32> = output.images[0].data.iter().map(|&b| b as f32 / 255.0).collect();
+    let want_hwc = Tensor::from_vec(want, golden.tensors["image"].shape(), &Device::Cpu)
+        .unwrap()
+        .permute((0, 2, 3, 1))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let max_diff = got.iter().zip(&want_hwc).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 0.05, "f16 image differs from diffusers' f32 image by up to {max_diff}");
+}
+
+#[test]
+fn same_seed_same_image_other_seed_other_image() {
+    let pipe = load(DTypeRequest::F32);
+    let observer = Observer::new();
+    let a = pipe.generate(&quick_options(), &observer).unwrap();
+    let b = pipe.generate(&quick_options(), &observer).unwrap();
+    let c = pipe.generate(&GenerateOptions { seed: Some(8), ..quick_options() }, &observer).unwrap();
+    assert_eq!(a.seed, 7);
+    assert_eq!(a.images[0].data, b.images[0].data);
+    assert_ne!(a.images[0].data, c.images[0].data);
+}
+
+#[test]
+fn several_prompts_and_images_per_prompt() {
+    let pipe = load(DTypeRequest::F32);
+    let options = GenerateOptions {
+        prompt: vec!["one".into(), "two".into()],
+        num_images_per_prompt: 2,
+        negative_prompt: Some(vec!["blurry".into()]),
+        width: Some(48),
+        height: Some(40),
+        ..quick_options()
+    };
+    let output = pipe.generate(&options, &Observer::new()).unwrap();
+    assert_eq!(output.images.len(), 4);
+    for image in &output.images {
+        assert_eq!((image.width, image.height, image.data.len()), (48, 40, 48 * 40 * 3));
+    }
+}
+
+#[test]
+fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
+    let pipe = load(DTypeRequest::F32);
+    let steps: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let sink = steps.clone();
+    let observer = Observer::new().with_progress(move |p| sink.lock().unwrap().push((p.step, p.total_steps)));
+    pipe.generate(&GenerateOptions { num_inference_steps: 3, ..quick_options() }, &observer).unwrap();
+    assert_eq!(*steps.lock().unwrap(), vec![(1, 3), (2, 3), (3, 3)]);
+
+    let observer = Observer::new();
+    let flag = observer.cancel_flag();
+    let observer = observer.with_progress(move |p| {
+        if p.step == 1 {
+            flag.store(true, Ordering::Relaxed)
+        }
+    });
+    let err = pipe.generate(&GenerateOptions { num_inference_steps: 3, ..quick_options() }, &observer).unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    // The pipeline is still usable.
+    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+}
+
+#[test]
+fn bad_options_are_errors_that_name_the_option() {
+    let pipe = load(DTypeRequest::F32);
+    let cases: Vec<(GenerateOptions, &str)> = vec![
+        (GenerateOptions { width: Some(500), ..quick_options() }, "Expected integer multiple of 8 for width but received 500"),
+        (GenerateOptions { height: Some(0), ..quick_options() }, "Expected integer multiple of 8 for height but received 0"),
+        (
+            GenerateOptions { num_inference_steps: 0, ..quick_options() },
+            "Expected integer between 1 and 1000 for numInferenceSteps but received 0",
+        ),
+        (
+            GenerateOptions { guidance_scale: f64::NAN, ..quick_options() },
+            "Expected finite number >= 0 for guidanceScale but received NaN",
+        ),
+        (
+            GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..quick_options() },
+            "Expected 1 or 1 negative prompts (one per prompt) for negativePrompt but received 2 of them",
+        ),
+        (
+            GenerateOptions { latents: Some(LatentsInput { shape: [1, 4, 8, 8], data: vec![0.0; 256] }), ..quick_options() },
+            "Expected latents of shape [1, 4, 16, 16] for latents but received shape [1, 4, 8, 8]",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = pipe.generate(&options, &Observer::new()).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(err.code(), "ERR_CANDLEWICK_INVALID_OPTION");
+    }
+    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+}
+
+#[test]
+fn long_prompts_warn_with_the_text_that_was_cut() {
+    let pipe = load(DTypeRequest::F32);
+    let prompt = "a very long prompt about apples ".repeat(20) + "THE END";
+    let output = pipe.generate(&GenerateOptions { prompt: vec![prompt], ..quick_options() }, &Observer::new()).unwrap();
+    assert_eq!(output.warnings.len(), 1, "{:?}", output.warnings);
+    assert!(output.warnings[0].contains("the end"), "{}", output.warnings[0]);
+}
+
+#[test]
+fn damaged_model_folders_name_the_file() {
+    let dir = std::env::temp_dir().join(format!("candlewick-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&tiny_model(), &dir);
+    let options = LoadOptions { device: DeviceRequest::Cpu, ..Default::default() };
+
+    std::fs::remove_file(dir.join("vae/config.json")).unwrap();
+    let err = StableDiffusionPipeline::load(&dir, &options).err().unwrap().to_string();
+    assert_eq!(err, format!("{}: file not found", dir.join("vae/config.json").display()));
+
+    copy_dir(&tiny_model(), &dir);
+    let weights = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = StableDiffusionPipeline::load(&dir, &options).err().unwrap().to_string();
+    assert!(err.starts_with(&format!("{}: ", weights.display())), "{err}");
+
+    let missing = std::env::temp_dir().join("candlewick-no-such-model");
+    let err = StableDiffusionPipeline::load(&missing, &options).err().unwrap().to_string();
+    assert!(err.contains("is not a folder"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
