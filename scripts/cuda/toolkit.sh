@@ -11,10 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=$PWD/.cache/cuda-13.0
 home=$prefix/home
-if [ -x "$home/bin/nvcc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then echo "$home"; exit 0; fi
+if [ -x "$home/bin/nvcc" ] && [ -x "$home/nvvm/bin/cicc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then echo "$home"; exit 0; fi
 
-python3 -m pip install -q --disable-pip-version-check --no-deps --target "$prefix/site" \
-  nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
+python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$prefix/site" \
+  nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
   nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 \
   nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.1.26 >&2
 
@@ -22,6 +22,7 @@ cu=$prefix/site/nvidia/cu13
 mkdir -p "$home/lib64/stubs"
 ln -sfn "$cu/bin" "$home/bin"
 ln -sfn "$cu/include" "$home/include"
+ln -sfn "$cu/nvvm" "$home/nvvm"
 for lib in "$cu"/lib/*.so* "$prefix"/site/nvidia/cudnn/lib/*.so*; do ln -sf "$lib" "$home/lib64/"; done
 ln -sfn "$prefix/site/nvidia/cudnn/include" "$home/include-cudnn"
 # Unversioned names for the linker.
