@@ -1,1 +1,355 @@
-//! (to be written)
+//! Attention, after diffusers' `attention_processor.py` (`Attention` with `AttnProcessor2_0`),
+//! `attention.py` (`BasicTransformerBlock`, `FeedForward` with GEGLU) and
+//! `transformers/transformer_2d.py` (`Transformer2DModel` on continuous inputs).
+//!
+//! Every attention product of the three networks goes through [`scaled_dot_product`] (or its
+//! causal twin for CLIP), so a CUDA build can swap in flash attention in one place.
+
+use candle_core::{bail, DType, Result, Tensor, D};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, Module, VarBuilder};
+
+use super::resnet::{conv, group_norm};
+
+/// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
+/// computed in slices along batch*heads to bound memory.
+const MAX_SCORE_ELEMENTS: usize = 1 << 27;
+
+/// softmax(q kᵀ / sqrt(head_dim)) v on [batch, heads, seq, head_dim] tensors (keys and values
+/// may have another seq length). Matmuls run in the inputs' dtypes (q and k may be f32 while v
+/// is f16, for `upcast_attention`); the softmax runs in f32; the result has v's dtype.
+pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    attend(q, k, v, false)
+}
+
+/// [`scaled_dot_product`] where query i sees keys 0..=i only (CLIP's causal mask).
+pub fn causal_scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    attend(q, k, v, true)
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
+    let (b, h, sq, d) = q.dims4()?;
+    let (kb, kh, sk, kd) = k.dims4()?;
+    let (vb, vh, vs, dv) = v.dims4()?;
+    if (kb, kh, kd) != (b, h, d) || (vb, vh, vs) != (b, h, sk) {
+        bail!("scaled_dot_product: shapes do not match: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    }
+    if b * h == 0 || d == 0 || sk == 0 {
+        bail!("scaled_dot_product: empty batch, heads, head dimension or keys: q {:?}, k {:?}", q.dims(), k.dims());
+    }
+    let dtype = v.dtype();
+    // The affine op writes a contiguous copy, so scaling q first costs no extra copy.
+    let q = (q * (1.0 / (d as f64).sqrt()))?.reshape((b * h, sq, d))?;
+    let k = k.contiguous()?.reshape((b * h, sk, d))?;
+    let v = v.contiguous()?.reshape((b * h, sk, dv))?;
+    let mask = if causal { Some(causal_mask(sq, sk, q.device())?) } else { None };
+    let step = usize::max(1, MAX_SCORE_ELEMENTS / usize::max(1, sq * sk));
+    let mut outs = Vec::with_capacity((b * h).div_ceil(step));
+    let mut start = 0;
+    while start < b * h {
+        let n = usize::min(step, b * h - start);
+        let (qs, ks, vs) = (q.narrow(0, start, n)?, k.narrow(0, start, n)?, v.narrow(0, start, n)?);
+        let mut scores = qs.matmul(&ks.t()?)?.to_dtype(DType::F32)?;
+        if let Some(mask) = &mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        outs.push(probs.matmul(&vs)?);
+        start += n;
+    }
+    let out = if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 0)? };
+    out.reshape((b, h, sq, dv))
+}
+
+/// [sq, sk] f32: 0 where key j <= query i, -inf above the diagonal.
+fn causal_mask(sq: usize, sk: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let data: Vec<f32> =
+        (0..sq).flat_map(|i| (0..sk).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(data, (sq, sk), device)
+}
+
+/// The shape of one [`Attention`] layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionConfig {
+    pub query_dim: usize,
+    /// Channels of the context for cross-attention; None for self-attention.
+    pub cross_attention_dim: Option<usize>,
+    pub heads: usize,
+    pub dim_head: usize,
+    /// Bias on to_q/to_k/to_v.
+    pub bias: bool,
+    /// (groups, eps) of the `group_norm` the VAE's attention applies first.
+    pub group_norm: Option<(usize, f64)>,
+    /// Add the input back (the VAE's attention).
+    pub residual_connection: bool,
+    pub rescale_output_factor: f64,
+    /// Compute q kᵀ in f32 when the model runs in f16 (diffusers' `upcast_attention`, set by
+    /// SD 2.1, whose scores overflow f16).
+    pub upcast_attention: bool,
+}
+
+/// diffusers' `Attention` (to_q, to_k, to_v, to_out.0) as run by `AttnProcessor2_0`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    group_norm: Option<GroupNorm>,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    residual_connection: bool,
+    rescale_output_factor: f64,
+    upcast_attention: bool,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, cfg: &AttentionConfig) -> Result<Self> {
+        if cfg.heads == 0 || cfg.dim_head == 0 {
+            bail!("Attention: heads ({}) and head dim ({}) must be positive", cfg.heads, cfg.dim_head);
+        }
+        let inner = cfg.heads * cfg.dim_head;
+        let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
+        let group_norm = match cfg.group_norm {
+            Some((groups, eps)) => Some(group_norm(vb.pp("group_norm"), groups, cfg.query_dim, eps)?),
+            None => None,
+        };
+        let lin = |i, o, name: &str| candle_nn::linear_b(i, o, cfg.bias, vb.pp(name));
+        Ok(Self {
+            group_norm,
+            to_q: lin(cfg.query_dim, inner, "to_q")?,
+            to_k: lin(kv_dim, inner, "to_k")?,
+            to_v: lin(kv_dim, inner, "to_v")?,
+            to_out: candle_nn::linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
+            heads: cfg.heads,
+            residual_connection: cfg.residual_connection,
+            rescale_output_factor: cfg.rescale_output_factor,
+            upcast_attention: cfg.upcast_attention,
+        })
+    }
+
+    /// `xs`: [b, seq, query_dim]; `context`: [b, ctx_seq, cross_attention_dim] or None for
+    /// self-attention. The group norm, residual and rescale apply when configured.
+    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(&xs.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?.contiguous()?,
+            None => xs.clone(),
+        };
+        let out = self.attend(&normed, context)?;
+        self.finish(out, xs)
+    }
+
+    /// The VAE's spatial self-attention: [b, c, h, w] in and out.
+    pub fn forward_spatial(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let flat = xs.reshape((b, c, h * w))?;
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(&flat)?,
+            None => flat,
+        };
+        let out = self.attend(&normed.transpose(1, 2)?.contiguous()?, None)?;
+        self.finish(out.transpose(1, 2)?.reshape((b, c, h, w))?, xs)
+    }
+
+    /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
+    fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let context = context.unwrap_or(xs);
+        let q = self.split_heads(&self.to_q.forward(xs)?)?;
+        let k = self.split_heads(&self.to_k.forward(context)?)?;
+        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let (q, k) = if self.upcast_attention && q.dtype() != DType::F32 {
+            (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
+        } else {
+            (q, k)
+        };
+        let out = scaled_dot_product(&q, &k, &v)?;
+        let (b, h, s, d) = out.dims4()?;
+        self.to_out.forward(&out.transpose(1, 2)?.reshape((b, s, h * d))?)
+    }
+
+    /// The residual connection and output rescale.
+    fn finish(&self, out: Tensor, input: &Tensor) -> Result<Tensor> {
+        let out = if self.residual_connection { (out + input)? } else { out };
+        if self.rescale_output_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.rescale_output_factor
+        }
+    }
+
+    /// [b, s, heads*d] -> [b, heads, s, d].
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, s, inner) = xs.dims3()?;
+        xs.reshape((b, s, self.heads, inner / self.heads))?.transpose(1, 2)
+    }
+}
+
+/// diffusers' `FeedForward` with the GEGLU activation: net.0.proj (to 2 x inner), GELU-gated,
+/// then net.2.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    pub fn new(vb: VarBuilder, dim: usize, mult: usize) -> Result<Self> {
+        let inner = dim * mult;
+        let proj = candle_nn::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?;
+        let out = candle_nn::linear(inner, dim, vb.pp("net").pp("2"))?;
+        Ok(Self { proj, out })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.proj.forward(xs)?;
+        let halves = h.chunk(2, D::Minus1)?;
+        let gated = (&halves[0] * halves[1].gelu_erf()?)?;
+        self.out.forward(&gated)
+    }
+}
+
+/// diffusers' `BasicTransformerBlock` with layer norms: self-attention (cross-attention when
+/// `only_cross_attention`), cross-attention, GEGLU feed-forward, each pre-normed and residual.
+#[derive(Debug, Clone)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+    only_cross_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    pub fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        cross_attention_dim: usize,
+        only_cross_attention: bool,
+        upcast_attention: bool,
+    ) -> Result<Self> {
+        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let attn = |name: &str, cross: Option<usize>| {
+            let cfg = AttentionConfig {
+                query_dim: dim,
+                cross_attention_dim: cross,
+                heads,
+                dim_head,
+                bias: false,
+                group_norm: None,
+                residual_connection: false,
+                rescale_output_factor: 1.0,
+                upcast_attention,
+            };
+            Attention::new(vb.pp(name), &cfg)
+        };
+        Ok(Self {
+            norm1: norm("norm1")?,
+            attn1: attn("attn1", only_cross_attention.then_some(cross_attention_dim))?,
+            norm2: norm("norm2")?,
+            attn2: attn("attn2", Some(cross_attention_dim))?,
+            norm3: norm("norm3")?,
+            ff: FeedForward::new(vb.pp("ff"), dim, 4)?,
+            only_cross_attention,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let ctx1 = self.only_cross_attention.then_some(context);
+        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, ctx1)? + xs)?;
+        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + xs)?;
+        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+    }
+}
+
+/// The input and output projections of [`Transformer2DModel`]: 1x1 convolutions, or linear
+/// layers with `use_linear_projection`.
+#[derive(Debug, Clone)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// The settings of one [`Transformer2DModel`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transformer2DConfig {
+    pub num_layers: usize,
+    pub heads: usize,
+    pub cross_attention_dim: usize,
+    pub norm_num_groups: usize,
+    pub use_linear_projection: bool,
+    pub only_cross_attention: bool,
+    pub upcast_attention: bool,
+}
+
+/// diffusers' `Transformer2DModel` on continuous inputs: group norm, proj_in, transformer
+/// blocks over the h*w tokens, proj_out, plus the input.
+#[derive(Debug, Clone)]
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    transformer_blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    pub fn new(vb: VarBuilder, in_channels: usize, cfg: &Transformer2DConfig) -> Result<Self> {
+        if cfg.heads == 0 || in_channels / cfg.heads == 0 {
+            bail!("Transformer2DModel: {} attention heads do not fit {in_channels} channels", cfg.heads);
+        }
+        // diffusers: attention_head_dim = out_channels // num_attention_heads.
+        let dim_head = in_channels / cfg.heads;
+        let inner = cfg.heads * dim_head;
+        let norm = group_norm(vb.pp("norm"), cfg.norm_num_groups, in_channels, 1e-6)?;
+        let projection = |name: &str, i, o| -> Result<Projection> {
+            Ok(if cfg.use_linear_projection {
+                Projection::Linear(candle_nn::linear(i, o, vb.pp(name))?)
+            } else {
+                Projection::Conv(conv(vb.pp(name), i, o, 1)?)
+            })
+        };
+        let proj_in = projection("proj_in", in_channels, inner)?;
+        let vb_blocks = vb.pp("transformer_blocks");
+        let transformer_blocks = (0..cfg.num_layers)
+            .map(|i| {
+                BasicTransformerBlock::new(
+                    vb_blocks.pp(i),
+                    inner,
+                    cfg.heads,
+                    dim_head,
+                    cfg.cross_attention_dim,
+                    cfg.only_cross_attention,
+                    cfg.upcast_attention,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let proj_out = projection("proj_out", inner, in_channels)?;
+        Ok(Self { norm, proj_in, transformer_blocks, proj_out })
+    }
+
+    /// `xs`: [b, c, h, w]; `context`: [b, seq, cross_attention_dim].
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let normed = self.norm.forward(xs)?;
+        let tokens = |t: &Tensor, ch: usize| t.permute((0, 2, 3, 1))?.reshape((b, h * w, ch));
+        let mut hs = match &self.proj_in {
+            Projection::Conv(p) => {
+                let t = p.forward(&normed)?;
+                let inner = t.dim(1)?;
+                tokens(&t, inner)?
+            }
+            Projection::Linear(p) => p.forward(&tokens(&normed, c)?)?,
+        };
+        for block in &self.transformer_blocks {
+            hs = block.forward(&hs, context)?;
+        }
+        let inner = hs.dim(2)?;
+        let spatial = |t: &Tensor, ch: usize| t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?.contiguous();
+        let out = match &self.proj_out {
+            Projection::Conv(p) => p.forward(&spatial(&hs, inner)?)?,
+            Projection::Linear(p) => spatial(&p.forward(&hs)?, c)?,
+        };
+        out + xs
+    }
+}

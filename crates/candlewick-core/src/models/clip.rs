@@ -1,19 +1,184 @@
-//! STUB (to be replaced): CLIP text encoder.
-use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
+//! The text transformer of transformers' `CLIPTextModel`: token and position embeddings,
+//! pre-norm encoder layers with causal self-attention, and `final_layer_norm`. It returns
+//! `last_hidden_state`, which Stable Diffusion conditions on.
+//!
+//! Weights load with or without the `text_model.` prefix (transformers 4 saves it, 5 does not).
 
-#[derive(Debug, Clone, serde::Deserialize)]
+use candle_core::{bail, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use serde::Deserialize;
+
+use super::attention::causal_scaled_dot_product;
+
+/// text_encoder/config.json, with `CLIPTextConfig`'s defaults for missing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct ClipTextConfig {
+    pub vocab_size: usize,
     pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    /// "quick_gelu" (SD 1.x) or "gelu" (SD 2.x).
+    pub hidden_act: String,
+    pub layer_norm_eps: f64,
 }
 
-pub struct ClipTextTransformer;
+impl Default for ClipTextConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: "quick_gelu".into(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+/// CLIP's MLP activation.
+#[derive(Debug, Clone, Copy)]
+enum ClipActivation {
+    /// x * sigmoid(1.702 x).
+    QuickGelu,
+    /// The exact (erf) GELU.
+    Gelu,
+}
+
+impl ClipActivation {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Self::Gelu => xs.gelu_erf(),
+        }
+    }
+}
+
+/// `CLIPAttention` with a causal mask.
+#[derive(Debug, Clone)]
+struct ClipAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl ClipAttention {
+    fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Self {
+            q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
+            k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
+            v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
+            out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, s, d) = xs.dims3()?;
+        let split = |t: Tensor| t.reshape((b, s, self.heads, d / self.heads))?.transpose(1, 2);
+        let q = split(self.q_proj.forward(xs)?)?;
+        let k = split(self.k_proj.forward(xs)?)?;
+        let v = split(self.v_proj.forward(xs)?)?;
+        let out = causal_scaled_dot_product(&q, &k, &v)?;
+        self.out_proj.forward(&out.transpose(1, 2)?.reshape((b, s, d))?)
+    }
+}
+
+/// `CLIPEncoderLayer`: pre-norm self-attention and MLP, each residual.
+#[derive(Debug, Clone)]
+struct ClipEncoderLayer {
+    layer_norm1: LayerNorm,
+    self_attn: ClipAttention,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: ClipActivation,
+}
+
+impl ClipEncoderLayer {
+    fn new(vb: VarBuilder, cfg: &ClipTextConfig, act: ClipActivation) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        Ok(Self {
+            layer_norm1: candle_nn::layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            self_attn: ClipAttention::new(vb.pp("self_attn"), cfg)?,
+            layer_norm2: candle_nn::layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            fc1: candle_nn::linear(d, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
+            fc2: candle_nn::linear(cfg.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
+            act,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = (self.self_attn.forward(&self.layer_norm1.forward(xs)?)? + xs)?;
+        let h = self.act.forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?;
+        self.fc2.forward(&h)? + xs
+    }
+}
+
+/// The CLIP text transformer (transformers' `CLIPTextModel` without pooling).
+#[derive(Debug, Clone)]
+pub struct ClipTextTransformer {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<ClipEncoderLayer>,
+    final_layer_norm: LayerNorm,
+    max_positions: usize,
+}
 
 impl ClipTextTransformer {
-    pub fn new(_vb: VarBuilder, _cfg: &ClipTextConfig) -> Result<Self> {
-        candle_core::bail!("not written yet")
+    pub fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
+        let act = match cfg.hidden_act.as_str() {
+            "quick_gelu" => ClipActivation::QuickGelu,
+            "gelu" => ClipActivation::Gelu,
+            other => bail!("unsupported hidden_act {other:?} (expected \"quick_gelu\" or \"gelu\")"),
+        };
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+            bail!(
+                "hidden_size ({}) is not a multiple of num_attention_heads ({})",
+                cfg.hidden_size,
+                cfg.num_attention_heads
+            );
+        }
+        let vb =
+            if vb.contains_tensor("text_model.embeddings.token_embedding.weight") { vb.pp("text_model") } else { vb };
+        let emb = vb.pp("embeddings");
+        let token_embedding = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;
+        let position_embedding =
+            candle_nn::embedding(cfg.max_position_embeddings, cfg.hidden_size, emb.pp("position_embedding"))?;
+        let vb_layers = vb.pp("encoder").pp("layers");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| ClipEncoderLayer::new(vb_layers.pp(i), cfg, act))
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
+        Ok(Self {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            max_positions: cfg.max_position_embeddings,
+        })
     }
-    pub fn forward(&self, _input_ids: &Tensor) -> Result<Tensor> {
-        candle_core::bail!("not written yet")
+
+    /// `input_ids`: [b, seq] token ids (seq <= max_position_embeddings); returns
+    /// last_hidden_state [b, seq, hidden_size] in the weights' dtype.
+    pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (_, seq) = input_ids.dims2()?;
+        if seq > self.max_positions {
+            bail!("CLIP: {seq} tokens but max_position_embeddings is {}", self.max_positions);
+        }
+        let positions = Tensor::arange(0u32, seq as u32, input_ids.device())?;
+        let tokens = self.token_embedding.forward(input_ids)?;
+        let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs)?;
+        }
+        self.final_layer_norm.forward(&xs)
     }
 }

@@ -1,5 +1,6 @@
 //! The three networks of Stable Diffusion, after diffusers' files of the same names.
 
+pub mod activations;
 pub mod attention;
 pub mod clip;
 pub mod embeddings;

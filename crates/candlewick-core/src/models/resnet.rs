@@ -1,1 +1,200 @@
-//! (to be written)
+//! Residual blocks and resamplers of the UNet and the VAE, after diffusers' `resnet.py`,
+//! `downsampling.py` and `upsampling.py`: `ResnetBlock2D`, `Downsample2D`, `Upsample2D`.
+
+use candle_core::{bail, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module, VarBuilder};
+
+use super::activations::Activation;
+
+/// How a resnet block mixes in the time embedding (diffusers' `time_embedding_norm`,
+/// from the UNet's `resnet_time_scale_shift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeEmbeddingNorm {
+    /// Add the projected embedding before `norm2`.
+    Default,
+    /// Project to 2x channels and apply as scale and shift after `norm2`.
+    ScaleShift,
+}
+
+impl TimeEmbeddingNorm {
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        match value {
+            "default" => Ok(Self::Default),
+            "scale_shift" => Ok(Self::ScaleShift),
+            _ => bail!("unsupported {field} {value:?} (expected \"default\" or \"scale_shift\")"),
+        }
+    }
+}
+
+/// The settings every resnet of a block shares.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetConfig {
+    /// Channels of the time embedding, or None for the VAE (no `time_emb_proj`).
+    pub temb_channels: Option<usize>,
+    pub groups: usize,
+    pub eps: f64,
+    pub act: Activation,
+    pub output_scale_factor: f64,
+    pub time_embedding_norm: TimeEmbeddingNorm,
+}
+
+/// A 3x3 (or kxk) convolution with "same" padding, stride 1.
+pub(crate) fn conv(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { padding: (k.saturating_sub(1)) / 2, ..Default::default() };
+    candle_nn::conv2d(c_in, c_out, k, cfg, vb)
+}
+
+/// A GroupNorm whose statistics are computed in f32 (candle_nn's GroupNorm upcasts f16).
+pub(crate) fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
+    if groups == 0 {
+        bail!("GroupNorm: norm_num_groups must be at least 1 (got 0) for {channels} channels");
+    }
+    candle_nn::group_norm(groups, channels, eps, vb)
+}
+
+/// diffusers' `ResnetBlock2D`: norm1, act, conv1, (+ time embedding), norm2, act, conv2,
+/// plus the input (through a 1x1 `conv_shortcut` when the channel count changes),
+/// divided by `output_scale_factor`.
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    act: Activation,
+    output_scale_factor: f64,
+    time_embedding_norm: TimeEmbeddingNorm,
+}
+
+impl ResnetBlock2D {
+    pub fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, cfg: &ResnetConfig) -> Result<Self> {
+        let norm1 = group_norm(vb.pp("norm1"), cfg.groups, in_channels, cfg.eps)?;
+        let conv1 = conv(vb.pp("conv1"), in_channels, out_channels, 3)?;
+        let time_emb_proj = match cfg.temb_channels {
+            None => None,
+            Some(t) => {
+                let out = match cfg.time_embedding_norm {
+                    TimeEmbeddingNorm::Default => out_channels,
+                    TimeEmbeddingNorm::ScaleShift => 2 * out_channels,
+                };
+                Some(candle_nn::linear(t, out, vb.pp("time_emb_proj"))?)
+            }
+        };
+        let norm2 = group_norm(vb.pp("norm2"), cfg.groups, out_channels, cfg.eps)?;
+        let conv2 = conv(vb.pp("conv2"), out_channels, out_channels, 3)?;
+        let conv_shortcut = if in_channels != out_channels {
+            Some(conv(vb.pp("conv_shortcut"), in_channels, out_channels, 1)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            norm1,
+            conv1,
+            time_emb_proj,
+            norm2,
+            conv2,
+            conv_shortcut,
+            act: cfg.act,
+            output_scale_factor: cfg.output_scale_factor,
+            time_embedding_norm: cfg.time_embedding_norm,
+        })
+    }
+
+    /// `xs`: [b, c, h, w]; `temb`: [b or 1, temb_channels] (ignored when the block has no
+    /// `time_emb_proj`).
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.act.forward(&self.norm1.forward(xs)?)?;
+        let mut h = self.conv1.forward(&h)?;
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?.unsqueeze(2)?.unsqueeze(3)?),
+            (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
+            (None, _) => None,
+        };
+        h = match (self.time_embedding_norm, temb) {
+            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward(&h.broadcast_add(&t)?)?,
+            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
+                let chunks = t.chunk(2, 1)?;
+                let h = self.norm2.forward(&h)?;
+                h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?
+            }
+            (_, None) => self.norm2.forward(&h)?,
+        };
+        let h = self.conv2.forward(&self.act.forward(&h)?)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => c.forward(xs)?,
+            None => xs.clone(),
+        };
+        let out = (shortcut + h)?;
+        if self.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale_factor
+        }
+    }
+}
+
+/// diffusers' `Downsample2D` with `use_conv=True`: a stride-2 3x3 convolution. With
+/// `padding == 0` (the VAE encoder) the input is first padded by one on the right and bottom.
+#[derive(Debug, Clone)]
+pub struct Downsample2D {
+    conv: Conv2d,
+    pad_right_bottom: bool,
+}
+
+impl Downsample2D {
+    pub fn new(vb: VarBuilder, channels: usize, out_channels: usize, padding: usize) -> Result<Self> {
+        let cfg = Conv2dConfig { padding, stride: 2, ..Default::default() };
+        let conv = candle_nn::conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))?;
+        Ok(Self { conv, pad_right_bottom: padding == 0 })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.pad_right_bottom {
+            let xs = xs.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
+            self.conv.forward(&xs)
+        } else {
+            self.conv.forward(xs)
+        }
+    }
+}
+
+/// diffusers' `Upsample2D` with `use_conv=True`: nearest-neighbour upsampling (2x, or to the
+/// skip connection's size as diffusers' `forward_upsample_size` does), then a 3x3 convolution.
+#[derive(Debug, Clone)]
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn new(vb: VarBuilder, channels: usize, out_channels: usize) -> Result<Self> {
+        Ok(Self { conv: conv(vb.pp("conv"), channels, out_channels, 3)? })
+    }
+
+    /// `size`: the (height, width) to reach; None doubles both.
+    pub fn forward(&self, xs: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+        let (_, _, h, w) = xs.dims4()?;
+        let (th, tw) = size.unwrap_or((2 * h, 2 * w));
+        self.conv.forward(&upsample_nearest(xs, th, tw)?)
+    }
+}
+
+/// PyTorch's `F.interpolate(mode="nearest")` on [b, c, h, w]: source index floor(i * in / out).
+/// The 2x case is a broadcast (one copy); other sizes gather rows and columns.
+pub fn upsample_nearest(xs: &Tensor, th: usize, tw: usize) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    if th == 2 * h && tw == 2 * w {
+        return xs.reshape((b, c, h, 1, w, 1))?.broadcast_as((b, c, h, 2, w, 2))?.reshape((b, c, th, tw));
+    }
+    if h == 0 || w == 0 || th == 0 || tw == 0 {
+        bail!("upsample: cannot resize {h}x{w} to {th}x{tw}");
+    }
+    let index = |n_in: usize, n_out: usize| -> Result<Tensor> {
+        let scale = n_in as f64 / n_out as f64;
+        let idx: Vec<u32> = (0..n_out).map(|i| usize::min(n_in - 1, (i as f64 * scale) as usize) as u32).collect();
+        Tensor::from_vec(idx, n_out, xs.device())
+    };
+    let xs = xs.index_select(&index(h, th)?, 2)?;
+    xs.index_select(&index(w, tw)?, 3)
+}
