@@ -14,10 +14,10 @@ use candle_core::{Device, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::Error;
-use common::{assert_close, fixtures_dir, load_goldens};
+use common::{assert_close, fixtures, goldens};
 
 fn tiny_model() -> PathBuf {
-    fixtures_dir().join("tiny-sd")
+    fixtures().join("tiny-sd")
 }
 
 fn load(dtype: DTypeRequest) -> StableDiffusionPipeline {
@@ -42,10 +42,10 @@ struct Golden {
 }
 
 fn golden_run() -> Golden {
-    let dir = fixtures_dir().join("goldens");
+    let dir = fixtures().join("goldens");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline.json")).unwrap()).unwrap();
-    let tensors = load_goldens("pipeline.safetensors");
+    let tensors = goldens("pipeline");
     let initial = &tensors["initial_latents"];
     let shape: [usize; 4] = initial.dims4().unwrap().into();
     let options = GenerateOptions {

@@ -8,6 +8,7 @@
 use candle_core::{bail, DType, Result, Tensor, D};
 use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, Module, VarBuilder};
 
+use super::flash;
 use super::resnet::{conv, group_norm};
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
@@ -152,9 +153,12 @@ impl Attention {
     /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
     fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let (q, k, v) = (self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?);
+        if let Some(out) = flash::attention(&self.heads_last(&q)?, &self.heads_last(&k)?, &self.heads_last(&v)?)? {
+            let (b, s, h, d) = out.dims4()?;
+            return self.to_out.forward(&out.reshape((b, s, h * d))?);
+        }
+        let (q, k, v) = (self.split_heads(&q)?, self.split_heads(&k)?, self.split_heads(&v)?);
         let (q, k) = if self.upcast_attention && q.dtype() != DType::F32 {
             (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
         } else {
@@ -177,8 +181,13 @@ impl Attention {
 
     /// [b, s, heads*d] -> [b, heads, s, d].
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        self.heads_last(xs)?.transpose(1, 2)
+    }
+
+    /// [b, s, heads*d] -> [b, s, heads, d] (flash attention's layout; a view, no copy).
+    fn heads_last(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, s, inner) = xs.dims3()?;
-        xs.reshape((b, s, self.heads, inner / self.heads))?.transpose(1, 2)
+        xs.reshape((b, s, self.heads, inner / self.heads))
     }
 }
 

@@ -4,6 +4,7 @@ pub mod activations;
 pub mod attention;
 pub mod clip;
 pub mod embeddings;
+pub mod flash;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

@@ -1,0 +1,57 @@
+//! Fused FlashAttention-2 for the UNet's and the VAE's attention on CUDA (f16/bf16).
+//!
+//! Built only with the `flash-attn` feature (candle-flash-attn's kernels, a long nvcc build).
+//! Whether this thread's attention may use it is a per-thread switch: each pipeline runs on a
+//! thread of its own (see `pipeline::worker`), so a pipeline's setting is its thread's.
+
+use std::cell::Cell;
+
+use candle_core::{Result, Tensor};
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Allow or forbid flash attention on the calling thread (allowed by default).
+pub fn set_enabled(enabled: bool) {
+    ENABLED.with(|e| e.set(enabled));
+}
+
+/// Whether this build carries the flash-attention kernels.
+pub fn compiled() -> bool {
+    cfg!(feature = "flash-attn")
+}
+
+/// softmax(q kᵀ / sqrt(d)) v on [batch, seq, heads, d] tensors when flash attention can do it
+/// (CUDA, f16 or bf16, d a multiple of 8 up to 256, allowed on this thread); None otherwise,
+/// and the caller takes the unfused path.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    if !ENABLED.with(|e| e.get()) || !usable(q, k, v)? {
+        return Ok(None);
+    }
+    run(q, k, v).map(Some)
+}
+
+fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {
+    let d = q.dims4()?.3;
+    let half = matches!(q.dtype(), candle_core::DType::F16 | candle_core::DType::BF16);
+    Ok(compiled()
+        && q.device().is_cuda()
+        && half
+        && k.dtype() == q.dtype()
+        && v.dtype() == q.dtype()
+        && d % 8 == 0
+        && d <= 256)
+}
+
+#[cfg(feature = "flash-attn")]
+fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let d = q.dims4()?.3;
+    let scale = 1.0 / (d as f32).sqrt();
+    candle_flash_attn::flash_attn(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale, false)
+}
+
+#[cfg(not(feature = "flash-attn"))]
+fn run(_q: &Tensor, _k: &Tensor, _v: &Tensor) -> Result<Tensor> {
+    candle_core::bail!("flash attention is not compiled into this build")
+}
