@@ -1,0 +1,63 @@
+//! What a generate call reports back to JavaScript, in order, through one ThreadsafeFunction:
+//! a `progress` event after each denoising step, then one `result` event (or an error).
+
+use candlewick_core::pipeline::{GenerateOutput, RgbImage, StepProgress};
+use napi::bindgen_prelude::{BigInt, Buffer};
+use napi_derive::napi;
+
+/// After a denoising step.
+#[napi(object)]
+pub struct RawProgress {
+    /// 1-based: 1 after the first step, totalSteps after the last.
+    pub step: u32,
+    pub total_steps: u32,
+    /// The scheduler timestep that step denoised.
+    pub timestep: u32,
+}
+
+/// An 8-bit RGB image, rows top to bottom, 3 bytes a pixel.
+#[napi(object)]
+pub struct RawImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Buffer,
+}
+
+/// The outcome of a call that succeeded.
+#[napi(object)]
+pub struct RawGenerateResult {
+    pub images: Vec<RawImage>,
+    /// The seed used (drawn at random when none was given), a u64.
+    pub seed: BigInt,
+    /// Things the user should know that did not stop the call (a truncated prompt, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Exactly one of the two fields is set.
+#[napi(object)]
+pub struct RawGenerateEvent {
+    pub progress: Option<RawProgress>,
+    pub result: Option<RawGenerateResult>,
+}
+
+impl From<StepProgress> for RawGenerateEvent {
+    fn from(p: StepProgress) -> Self {
+        let progress =
+            RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep as u32 };
+        RawGenerateEvent { progress: Some(progress), result: None }
+    }
+}
+
+impl From<GenerateOutput> for RawGenerateEvent {
+    fn from(out: GenerateOutput) -> Self {
+        let images = out.images.into_iter().map(RawImage::from).collect();
+        let result = RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings };
+        RawGenerateEvent { progress: None, result: Some(result) }
+    }
+}
+
+impl From<RgbImage> for RawImage {
+    fn from(image: RgbImage) -> Self {
+        RawImage { width: image.width as u32, height: image.height as u32, data: Buffer::from(image.data) }
+    }
+}

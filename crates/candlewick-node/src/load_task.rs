@@ -1,0 +1,30 @@
+//! Loading a model folder without blocking JavaScript: an AsyncTask on the libuv pool that starts
+//! the pipeline's own thread and waits for it to finish loading.
+
+use std::path::PathBuf;
+
+use candlewick_core::pipeline::{LoadOptions, PipelineWorker};
+use napi::bindgen_prelude::{Env, Result, Task};
+
+use crate::error::{into_js_error, CoreError};
+use crate::pipeline::Pipeline;
+
+pub struct LoadTask {
+    pub model_dir: PathBuf,
+    pub options: LoadOptions,
+}
+
+impl Task for LoadTask {
+    /// The core's result is kept as it is, so `resolve` (on the JS thread) can turn an error
+    /// into a JS error carrying the core's `code`.
+    type Output = candlewick_core::Result<PipelineWorker>;
+    type JsValue = Pipeline;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(PipelineWorker::load(self.model_dir.clone(), self.options.clone()))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Pipeline> {
+        output.map(Pipeline::new).map_err(|e| into_js_error(&env, CoreError(e)))
+    }
+}

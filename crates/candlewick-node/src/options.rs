@@ -1,0 +1,167 @@
+//! The flat options objects JavaScript hands over (validated already by src/options.ts), converted
+//! once, with `TryFrom`, into the core's types. Field names become camelCase in JS.
+
+use candlewick_core::error::expected;
+use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, PipelineInfo};
+use candlewick_core::schedulers::ddim::{BetaSchedule, DdimOverrides, PredictionType, TimestepSpacing};
+use candlewick_core::Error;
+use napi::bindgen_prelude::{BigInt, Float32Array};
+use napi_derive::napi;
+
+/// How to load a model folder. Unset fields take the core's defaults.
+#[napi(object)]
+pub struct RawLoadOptions {
+    /// "auto" | "cpu" | "cuda".
+    pub device: Option<String>,
+    /// "auto" | "f32" | "f16".
+    pub dtype: Option<String>,
+    pub tf32: Option<bool>,
+}
+
+impl TryFrom<RawLoadOptions> for LoadOptions {
+    type Error = Error;
+    fn try_from(raw: RawLoadOptions) -> Result<Self, Error> {
+        let defaults = LoadOptions::default();
+        Ok(LoadOptions {
+            device: raw.device.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.device),
+            dtype: raw.dtype.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.dtype),
+            tf32: raw.tf32.unwrap_or(defaults.tf32),
+        })
+    }
+}
+
+/// Initial latents in NCHW order.
+#[napi(object)]
+pub struct RawLatents {
+    pub shape: Vec<u32>,
+    pub data: Float32Array,
+}
+
+/// Overrides of the model folder's scheduler_config.json, plus DDIM's eta.
+#[napi(object)]
+#[derive(Default)]
+pub struct RawSchedulerOptions {
+    pub eta: Option<f64>,
+    pub beta_start: Option<f64>,
+    pub beta_end: Option<f64>,
+    pub beta_schedule: Option<String>,
+    pub trained_betas: Option<Vec<f64>>,
+    pub num_train_timesteps: Option<u32>,
+    pub timestep_spacing: Option<String>,
+    pub steps_offset: Option<u32>,
+    pub set_alpha_to_one: Option<bool>,
+    pub prediction_type: Option<String>,
+    pub clip_sample: Option<bool>,
+    pub clip_sample_range: Option<f64>,
+    pub thresholding: Option<bool>,
+    pub dynamic_thresholding_ratio: Option<f64>,
+    pub sample_max_value: Option<f64>,
+    pub rescale_betas_zero_snr: Option<bool>,
+}
+
+impl TryFrom<RawSchedulerOptions> for DdimOverrides {
+    type Error = Error;
+    fn try_from(raw: RawSchedulerOptions) -> Result<Self, Error> {
+        Ok(DdimOverrides {
+            num_train_timesteps: raw.num_train_timesteps.map(|n| n as usize),
+            beta_start: raw.beta_start,
+            beta_end: raw.beta_end,
+            beta_schedule: raw.beta_schedule.as_deref().map(BetaSchedule::parse).transpose()?,
+            trained_betas: raw.trained_betas,
+            clip_sample: raw.clip_sample,
+            clip_sample_range: raw.clip_sample_range,
+            set_alpha_to_one: raw.set_alpha_to_one,
+            steps_offset: raw.steps_offset.map(|n| n as usize),
+            prediction_type: raw.prediction_type.as_deref().map(PredictionType::parse).transpose()?,
+            thresholding: raw.thresholding,
+            dynamic_thresholding_ratio: raw.dynamic_thresholding_ratio,
+            sample_max_value: raw.sample_max_value,
+            timestep_spacing: raw.timestep_spacing.as_deref().map(TimestepSpacing::parse).transpose()?,
+            rescale_betas_zero_snr: raw.rescale_betas_zero_snr,
+            eta: raw.eta,
+        })
+    }
+}
+
+/// One text-to-image call. Unset fields take the core's defaults (`GenerateOptions::default()`).
+#[napi(object)]
+pub struct RawGenerateOptions {
+    pub prompt: Vec<String>,
+    pub negative_prompt: Option<Vec<String>>,
+    pub num_inference_steps: Option<u32>,
+    pub guidance_scale: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub num_images_per_prompt: Option<u32>,
+    /// A u64 as a BigInt.
+    pub seed: Option<BigInt>,
+    pub latents: Option<RawLatents>,
+    pub scheduler: Option<RawSchedulerOptions>,
+}
+
+impl TryFrom<RawGenerateOptions> for GenerateOptions {
+    type Error = Error;
+    fn try_from(raw: RawGenerateOptions) -> Result<Self, Error> {
+        let defaults = GenerateOptions::default();
+        Ok(GenerateOptions {
+            prompt: raw.prompt,
+            negative_prompt: raw.negative_prompt,
+            num_inference_steps: raw.num_inference_steps.map_or(defaults.num_inference_steps, |n| n as usize),
+            guidance_scale: raw.guidance_scale.unwrap_or(defaults.guidance_scale),
+            width: raw.width.map(|w| w as usize),
+            height: raw.height.map(|h| h as usize),
+            num_images_per_prompt: raw.num_images_per_prompt.map_or(defaults.num_images_per_prompt, |n| n as usize),
+            seed: raw.seed.map(seed_from_bigint).transpose()?,
+            latents: raw.latents.map(LatentsInput::try_from).transpose()?,
+            scheduler: raw.scheduler.unwrap_or_default().try_into()?,
+        })
+    }
+}
+
+fn seed_from_bigint(seed: BigInt) -> Result<u64, Error> {
+    match seed.get_u64() {
+        (false, value, true) => Ok(value),
+        _ => Err(expected("integer between 0 and 2^64 - 1", "seed", "a BigInt out of that range")),
+    }
+}
+
+impl TryFrom<RawLatents> for LatentsInput {
+    type Error = Error;
+    fn try_from(raw: RawLatents) -> Result<Self, Error> {
+        let shape: [usize; 4] = match raw.shape.as_slice() {
+            &[n, c, h, w] => [n as usize, c as usize, h as usize, w as usize],
+            other => return Err(expected("shape of 4 dimensions (NCHW)", "latents.shape", format!("{other:?}"))),
+        };
+        Ok(LatentsInput { shape, data: raw.data.to_vec() })
+    }
+}
+
+/// What a loaded pipeline runs on and produces by default.
+#[napi(object)]
+pub struct RawPipelineInfo {
+    pub model_dir: String,
+    pub device: String,
+    pub device_reason: String,
+    pub dtype: String,
+    pub default_width: u32,
+    pub default_height: u32,
+    pub vae_scale_factor: u32,
+    pub max_prompt_tokens: u32,
+    pub num_train_timesteps: u32,
+}
+
+impl From<&PipelineInfo> for RawPipelineInfo {
+    fn from(info: &PipelineInfo) -> Self {
+        RawPipelineInfo {
+            model_dir: info.model_dir.display().to_string(),
+            device: info.device.clone(),
+            device_reason: info.device_reason.clone(),
+            dtype: info.dtype.clone(),
+            default_width: info.default_width as u32,
+            default_height: info.default_height as u32,
+            vae_scale_factor: info.vae_scale_factor as u32,
+            max_prompt_tokens: info.max_prompt_tokens as u32,
+            num_train_timesteps: info.num_train_timesteps as u32,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The `Pipeline` class: a loaded model on its own thread, and `GenerateCall`, the handle that
+//! cancels one call.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, PipelineWorker};
+use napi::bindgen_prelude::{AsyncTask, Env, Result};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use crate::error::{into_js_error, CoreError, ErrorCode};
+use crate::events::RawGenerateEvent;
+use crate::load_task::LoadTask;
+use crate::options::{RawGenerateOptions, RawLoadOptions, RawPipelineInfo};
+
+/// `(err, event) => void`, called on the JS thread: progress events, then one result or one error
+/// (whose `code` is the core's). One queue, so progress never arrives after the result.
+type EventCallback = ThreadsafeFunction<RawGenerateEvent, (), RawGenerateEvent, ErrorCode, true>;
+
+/// Load a diffusers model folder on a new pipeline thread. Rejects with `code` set
+/// (ERR_CANDLEWICK_MODEL names the file, ERR_CANDLEWICK_DEVICE, ...).
+#[napi(catch_unwind, ts_return_type = "Promise<Pipeline>")]
+pub fn load_pipeline(env: Env, model_dir: String, options: Option<RawLoadOptions>) -> Result<AsyncTask<LoadTask>> {
+    let options = match options {
+        Some(raw) => LoadOptions::try_from(raw).map_err(|e| into_js_error(&env, CoreError(e)))?,
+        None => LoadOptions::default(),
+    };
+    Ok(AsyncTask::new(LoadTask { model_dir: PathBuf::from(model_dir), options }))
+}
+
+/// A loaded Stable Diffusion pipeline. Made by `loadPipeline`; calls queue and run one at a time.
+#[napi]
+pub struct Pipeline {
+    worker: PipelineWorker,
+}
+
+impl Pipeline {
+    pub fn new(worker: PipelineWorker) -> Self {
+        Pipeline { worker }
+    }
+}
+
+#[napi]
+impl Pipeline {
+    #[napi(getter)]
+    pub fn info(&self) -> RawPipelineInfo {
+        self.worker.info().into()
+    }
+
+    /// Queue a text-to-image call. Returns at once; `onEvent` reports progress and the outcome.
+    /// Throws (synchronously) only when the options cannot be converted.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "options: RawGenerateOptions, onEvent: (err: Error | null, event: RawGenerateEvent) => void"
+    )]
+    pub fn generate(&self, env: Env, options: RawGenerateOptions, on_event: EventCallback) -> Result<GenerateCall> {
+        let options = GenerateOptions::try_from(options).map_err(|e| into_js_error(&env, CoreError(e)))?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let on_done = Arc::new(on_event);
+        let on_step = on_done.clone();
+        let observer = Observer::new().with_cancel_flag(cancelled.clone()).with_progress(move |p| {
+            // Non-blocking: the denoising loop never waits for JavaScript.
+            let _ = on_step.call(Ok(p.into()), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        self.worker.generate(options, observer, move |result| {
+            let event = result.map(RawGenerateEvent::from).map_err(|e| CoreError(e).into());
+            let _ = on_done.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(GenerateCall { cancelled })
+    }
+}
+
+/// One queued or running generate call.
+#[napi]
+pub struct GenerateCall {
+    cancelled: Arc<AtomicBool>,
+}
+
+#[napi]
+impl GenerateCall {
+    /// Ask the call to stop: it ends before its next denoising step (or before its first, if still
+    /// queued) and reports an error with code ERR_CANDLEWICK_CANCELLED.
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}

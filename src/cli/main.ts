@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+/** The `candlewick` command: dispatches to one file per command. Exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted. */
+
+import { createRequire } from "node:module";
+
+import { GENERATE_HELP, generate } from "./generate.js";
+import { UsageError } from "./usage.js";
+
+const HELP = `Usage: candlewick <command> [options]
+
+Stable Diffusion from the command line.
+
+Commands:
+  generate <prompt>   Generate images from text (candlewick generate --help)
+
+Options:
+  -h, --help          Show this help
+  -v, --version       Print candlewick's version
+`;
+
+export async function main(args: readonly string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case undefined:
+        process.stderr.write(HELP);
+        return 2;
+      case "-h":
+      case "--help":
+      case "help":
+        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : HELP);
+        return 0;
+      case "-v":
+      case "--version":
+        process.stdout.write(`${version()}\n`);
+        return 0;
+      case "generate":
+        return await generate(rest);
+      default:
+        throw new UsageError(command.startsWith("-") ? `unknown option ${command}` : `unknown command "${command}"`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`candlewick: ${error.message}\nRun "candlewick ${error.command ? `${error.command} ` : ""}--help" for usage.\n`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+function version(): string {
+  const require = createRequire(import.meta.url);
+  return (require("../../package.json") as { version: string }).version;
+}
+
+process.exitCode = await main(process.argv.slice(2));

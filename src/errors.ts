@@ -1,0 +1,41 @@
+/**
+ * Errors candlewick throws or rejects with. Every one has a stable `code`:
+ * the core's codes (ERR_CANDLEWICK_MODEL, ERR_CANDLEWICK_DEVICE, ERR_CANDLEWICK_TENSOR,
+ * ERR_CANDLEWICK_OUT_OF_MEMORY, ERR_CANDLEWICK_INTERNAL), ERR_CANDLEWICK_INVALID_OPTION for options
+ * rejected before any work, ERR_CANDLEWICK_CANCELLED for aborted calls and
+ * ERR_CANDLEWICK_NO_NATIVE_MODULE when the native module cannot be loaded.
+ */
+
+/** Options checked in TypeScript or in Rust were wrong; the message names the option. */
+export const INVALID_OPTION = "ERR_CANDLEWICK_INVALID_OPTION";
+/** The call was cancelled through its AbortSignal. */
+export const CANCELLED = "ERR_CANDLEWICK_CANCELLED";
+/** No native build could be loaded for this platform. */
+export const NO_NATIVE_MODULE = "ERR_CANDLEWICK_NO_NATIVE_MODULE";
+
+/** An error from candlewick, with a machine-readable `code`. */
+export class CandlewickError extends Error {
+  readonly code: string;
+
+  constructor(message: string, code: string, options?: { cause?: unknown; name?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = options?.name ?? "CandlewickError";
+  }
+}
+
+/** The rejection of an aborted call: `name` "AbortError" (as fetch uses), code ERR_CANDLEWICK_CANCELLED. */
+export function abortError(reason: unknown): CandlewickError {
+  return new CandlewickError("The generation was aborted", CANCELLED, { cause: reason, name: "AbortError" });
+}
+
+/** Wrap an error thrown by the native module (which carries the core's `code`). */
+export function fromNativeError(error: unknown): CandlewickError {
+  if (error instanceof CandlewickError) return error;
+  if (error instanceof Error) {
+    const { code } = error as { code?: unknown };
+    if (code === CANCELLED) return abortError(error);
+    return new CandlewickError(error.message, typeof code === "string" ? code : "ERR_CANDLEWICK_INTERNAL", { cause: error });
+  }
+  return new CandlewickError(String(error), "ERR_CANDLEWICK_INTERNAL");
+}

@@ -1,0 +1,39 @@
+/** A generated image: 8-bit RGB pixels, and PNG encoding with pngjs. */
+
+import { writeFile } from "node:fs/promises";
+
+import pngjs from "pngjs";
+
+/** One image from `generate`. */
+export class GeneratedImage {
+  /** Pixels per row. */
+  readonly width: number;
+  /** Rows. */
+  readonly height: number;
+  /** RGB, 3 bytes a pixel, rows top to bottom: width x height x 3 bytes. */
+  readonly data: Uint8Array;
+  /** The seed of the call that made this image (the drawn one when none was given). */
+  readonly seed: bigint;
+
+  constructor(width: number, height: number, data: Uint8Array, seed: bigint) {
+    if (data.length !== width * height * 3) {
+      throw new RangeError(`Expected ${width * height * 3} bytes for a ${width}x${height} RGB image but received ${data.length}`);
+    }
+    this.width = width;
+    this.height = height;
+    this.data = data;
+    this.seed = seed;
+  }
+
+  /** The image as a PNG file (8-bit RGB, no alpha). */
+  toPng(): Buffer {
+    const png = new pngjs.PNG({ width: this.width, height: this.height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
+    png.data = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
+    return pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });
+  }
+
+  /** Write the image as a PNG file. */
+  async savePng(path: string): Promise<void> {
+    await writeFile(path, this.toPng());
+  }
+}

@@ -1,0 +1,15 @@
+/**
+ * candlewick: Stable Diffusion in Node.js, Bun and Deno.
+ *
+ * ```ts
+ * const pipe = await StableDiffusionPipeline.fromPretrained("./stable-diffusion-v1-5");
+ * const [image] = await pipe.generate({ prompt: "a photo of an astronaut riding a horse on mars", seed: 42 });
+ * await image.savePng("astronaut.png");
+ * ```
+ */
+
+export { StableDiffusionPipeline, type PipelineInfo } from "./pipeline.js";
+export { GeneratedImage } from "./image.js";
+export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
+export type { BetaSchedule, DdimSchedulerOptions, PredictionType, SchedulerOptions, TimestepSpacing } from "./schedulers.js";
+export { CandlewickError } from "./errors.js";

@@ -1,0 +1,202 @@
+/**
+ * Public options of candlewick's calls, with their defaults, and their validation: every value is
+ * checked here, before anything crosses into Rust, with messages that name the option.
+ */
+
+import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated/native.js";
+import { toRawScheduler, type SchedulerOptions } from "./schedulers.js";
+import { CandlewickError, INVALID_OPTION } from "./errors.js";
+import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
+
+export type Device = "auto" | "cpu" | "cuda";
+export type DType = "auto" | "f32" | "f16";
+
+export const DEVICES: readonly Device[] = ["auto", "cpu", "cuda"];
+export const DTYPES: readonly DType[] = ["auto", "f32", "f16"];
+
+/** How `StableDiffusionPipeline.fromPretrained` loads a model folder. */
+export interface LoadOptions {
+  /** Where to run. "auto" takes the first CUDA GPU when this build has CUDA and one is present, else the CPU. Default "auto". */
+  device?: Device;
+  /** Weights and activations. "auto" is f16 on CUDA and f32 on the CPU; f16 loads the folder's `*.fp16.safetensors` when present. Default "auto". */
+  dtype?: DType;
+  /** Let f32 matrix products use TF32 units on CUDA (faster, ~1e-3 relative error). Default false. */
+  tf32?: boolean;
+}
+
+/** Where the denoising loop stands, after each step. */
+export interface GenerateProgress {
+  /** 1 after the first step, `totalSteps` after the last. */
+  step: number;
+  totalSteps: number;
+  /** The scheduler timestep that step denoised (981, 961, ... for SD1.5 with 50 steps). */
+  timestep: number;
+}
+
+/** Initial latents, for exact reproduction of another run. */
+export interface LatentsOptions {
+  /** [batch, channels, height / vaeScaleFactor, width / vaeScaleFactor], batch = prompts x numImagesPerPrompt. */
+  shape: readonly [number, number, number, number];
+  /** shape's product of values, NCHW order. */
+  data: Float32Array;
+}
+
+/** One text-to-image call, as diffusers' `StableDiffusionPipeline.__call__`. */
+export interface GenerateOptions {
+  /** What to draw: one prompt, or several (each gives `numImagesPerPrompt` images). Required. */
+  prompt: string | readonly string[];
+  /** What to steer away from: one for all prompts, or one per prompt. Default none (the empty prompt). */
+  negativePrompt?: string | readonly string[];
+  /** Denoising steps: more is slower and finer. Default 50. */
+  numInferenceSteps?: number;
+  /** Classifier-free guidance: how strongly to follow the prompt; <= 1 turns guidance off. Default 7.5. */
+  guidanceScale?: number;
+  /** Image width in pixels, a multiple of 8. Default: the model's (`pipe.defaultWidth`, 512 for SD1.5). */
+  width?: number;
+  /** Image height in pixels, a multiple of 8. Default: the model's (`pipe.defaultHeight`, 512 for SD1.5). */
+  height?: number;
+  /** Images per prompt. Default 1. */
+  numImagesPerPrompt?: number;
+  /** Seeds the initial noise (and DDIM's eta noise): same seed, same image. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`). */
+  seed?: number | bigint;
+  /** Start from these latents instead of seeded noise. Default: none. */
+  latents?: LatentsOptions;
+  /** The scheduler and overrides of its config. Default: DDIM with the model folder's scheduler config. */
+  scheduler?: SchedulerOptions;
+  /** Called after each denoising step. Default: none. */
+  onProgress?: (progress: GenerateProgress) => void;
+  /** Cancels the call: the promise rejects with an AbortError (code ERR_CANDLEWICK_CANCELLED). Default: none. */
+  signal?: AbortSignal;
+  /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */
+  onWarning?: (message: string) => void;
+}
+
+/** The most pixels along one side. */
+export const MAX_SIDE = 8192;
+/** The most inference steps (DDIM cannot take more steps than the model's training timesteps, 1000). */
+export const MAX_STEPS = 1000;
+/** The most images one call may make. */
+export const MAX_IMAGES_PER_PROMPT = 64;
+
+const LOAD_KEYS = ["device", "dtype", "tf32"] as const;
+const GENERATE_KEYS = [
+  "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
+  "seed", "latents", "scheduler", "onProgress", "signal", "onWarning",
+] as const;
+
+/** Check load options and convert them to the binding's shape. */
+export function toRawLoadOptions(value: unknown): RawLoadOptions {
+  const o = checkOptionsObject(value, "load options", LOAD_KEYS);
+  const raw: RawLoadOptions = {};
+  if (o.device !== undefined) raw.device = oneOf(o.device, "device", DEVICES);
+  if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
+  if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
+  return raw;
+}
+
+/** A generate call's options, split into what crosses into Rust and what stays in JavaScript. */
+export interface CheckedGenerateOptions {
+  raw: RawGenerateOptions;
+  onProgress?: (progress: GenerateProgress) => void;
+  signal?: AbortSignal;
+  onWarning?: (message: string) => void;
+}
+
+/** Check generate options and convert them to the binding's shape. */
+export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
+  if (value === undefined) throw invalid("options object with a prompt", "generate options", value);
+  const o = checkOptionsObject(value, "generate options", GENERATE_KEYS);
+  const prompt = prompts(o.prompt);
+  const raw: RawGenerateOptions = { prompt };
+  if (o.negativePrompt !== undefined) raw.negativePrompt = negativePrompts(o.negativePrompt, prompt.length);
+  if (o.numInferenceSteps !== undefined) raw.numInferenceSteps = integerIn(o.numInferenceSteps, "numInferenceSteps", 1, MAX_STEPS);
+  if (o.guidanceScale !== undefined) raw.guidanceScale = numberIn(o.guidanceScale, "guidanceScale", 0);
+  if (o.width !== undefined) raw.width = side(o.width, "width");
+  if (o.height !== undefined) raw.height = side(o.height, "height");
+  if (o.numImagesPerPrompt !== undefined) {
+    raw.numImagesPerPrompt = integerIn(o.numImagesPerPrompt, "numImagesPerPrompt", 1, MAX_IMAGES_PER_PROMPT);
+  }
+  if (o.seed !== undefined) raw.seed = seed(o.seed, "seed");
+  if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * (raw.numImagesPerPrompt ?? 1));
+  if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
+  const checked: CheckedGenerateOptions = { raw };
+  if (o.onProgress !== undefined) checked.onProgress = callback(o.onProgress, "onProgress") as CheckedGenerateOptions["onProgress"];
+  if (o.onWarning !== undefined) checked.onWarning = callback(o.onWarning, "onWarning") as CheckedGenerateOptions["onWarning"];
+  if (o.signal !== undefined) checked.signal = abortSignal(o.signal);
+  return checked;
+}
+
+function prompts(value: unknown): string[] {
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value) && value.length > 0) {
+    value.forEach((p, i) => {
+      if (typeof p !== "string") throw invalid("string", `prompt[${i}]`, p);
+    });
+    return [...value] as string[];
+  }
+  throw invalid("string or non-empty array of strings", "prompt", value);
+}
+
+function negativePrompts(value: unknown, count: number): string[] {
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value)) {
+    if (value.length !== 1 && value.length !== count) {
+      throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
+    }
+    value.forEach((p, i) => {
+      if (typeof p !== "string") throw invalid("string", `negativePrompt[${i}]`, p);
+    });
+    return [...value] as string[];
+  }
+  throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
+}
+
+/** Width or height: a positive multiple of 8 up to MAX_SIDE. */
+export function side(value: unknown, option: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0 || value % 8 !== 0) {
+    throw invalid("integer multiple of 8", option, value);
+  }
+  if (value > MAX_SIDE) throw invalid(`integer between 8 and ${MAX_SIDE}`, option, value);
+  return value;
+}
+
+const MAX_SEED = (1n << 64n) - 1n;
+
+/** A seed: a non-negative safe integer or a bigint below 2^64, as a bigint. */
+export function seed(value: unknown, option: string): bigint {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  if (typeof value === "bigint" && value >= 0n && value <= MAX_SEED) return value;
+  throw invalid("safe integer >= 0 or bigint between 0 and 2^64 - 1", option, value);
+}
+
+function latents(value: unknown, batch: number): RawLatents {
+  const o = checkOptionsObject(value, "latents", ["shape", "data"]);
+  const shape = o.shape;
+  if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => Number.isInteger(d) && d > 0)) {
+    throw invalid("array of 4 positive integers [batch, channels, height, width]", "latents.shape", shape);
+  }
+  if (shape[0] !== batch) {
+    throw invalid(`batch of ${batch} (prompts x numImagesPerPrompt)`, "latents.shape[0]", shape[0]);
+  }
+  if (!(o.data instanceof Float32Array)) throw invalid("Float32Array", "latents.data", o.data);
+  const count = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (o.data.length !== count) {
+    const message = `Expected Float32Array of ${count} values (shape [${shape.join(", ")}]) for latents.data but received ${o.data.length} values`;
+    throw new CandlewickError(message, INVALID_OPTION);
+  }
+  return { shape: [...shape] as number[], data: o.data };
+}
+
+function callback(value: unknown, option: string): (...args: never[]) => unknown {
+  if (typeof value !== "function") throw invalid("function", option, value);
+  return value as (...args: never[]) => unknown;
+}
+
+function abortSignal(value: unknown): AbortSignal {
+  const looksLikeSignal =
+    typeof value === "object" && value !== null && typeof (value as AbortSignal).aborted === "boolean" &&
+    typeof (value as AbortSignal).addEventListener === "function";
+  if (!looksLikeSignal) throw invalid("AbortSignal", "signal", value);
+  return value as AbortSignal;
+}
+

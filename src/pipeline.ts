@@ -1,0 +1,144 @@
+/** `StableDiffusionPipeline`: load a diffusers model folder, generate images from text. */
+
+import { resolve } from "node:path";
+
+import { abortError, CandlewickError, fromNativeError, INVALID_OPTION } from "./errors.js";
+import { loadNative } from "./binding.js";
+import { GeneratedImage } from "./image.js";
+import { checkGenerateOptions, toRawLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
+import { describe } from "./validate.js";
+
+import type { GenerateCall, Pipeline, RawGenerateEvent, RawPipelineInfo } from "./generated/native.js";
+
+/** What a loaded pipeline runs on and produces by default. */
+export interface PipelineInfo {
+  /** The model folder, as an absolute path. */
+  modelDir: string;
+  /** "cpu" or "cuda:0". */
+  device: string;
+  /** Why that device was chosen ("device \"auto\" fell back to the CPU: ..."). */
+  deviceReason: string;
+  /** "f32" or "f16". */
+  dtype: string;
+  /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */
+  defaultWidth: number;
+  /** Height when `generate` is given none. */
+  defaultHeight: number;
+  /** Pixels per latent cell along each side (8 for SD1.x/2.x). */
+  vaeScaleFactor: number;
+  /** Tokens per prompt; longer prompts are cut, with a warning (77 for CLIP). */
+  maxPromptTokens: number;
+  /** The model's training timesteps: the most inference steps DDIM allows. */
+  numTrainTimesteps: number;
+}
+
+/** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
+export class StableDiffusionPipeline {
+  readonly #native: Pipeline;
+  readonly #info: PipelineInfo;
+
+  private constructor(native: Pipeline) {
+    this.#native = native;
+    const info: RawPipelineInfo = native.info;
+    this.#info = Object.freeze({ ...info });
+  }
+
+  /**
+   * Load a model folder (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
+   * Loading runs off the JavaScript thread. Rejects with a CandlewickError whose `code` is
+   * ERR_CANDLEWICK_MODEL (the message names the missing or damaged file), ERR_CANDLEWICK_DEVICE or
+   * ERR_CANDLEWICK_INVALID_OPTION.
+   */
+  static async fromPretrained(modelDir: string, options: LoadOptions = {}): Promise<StableDiffusionPipeline> {
+    if (typeof modelDir !== "string" || modelDir.length === 0) {
+      throw new CandlewickError(`Expected path of a model folder for modelDir but received ${describe(modelDir)}`, INVALID_OPTION);
+    }
+    const raw = toRawLoadOptions(options);
+    const native = loadNative();
+    try {
+      return new StableDiffusionPipeline(await native.loadPipeline(resolve(modelDir), raw));
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+  }
+
+  /** Everything below in one object. */
+  get info(): PipelineInfo {
+    return this.#info;
+  }
+  get modelDir(): string {
+    return this.#info.modelDir;
+  }
+  get device(): string {
+    return this.#info.device;
+  }
+  get deviceReason(): string {
+    return this.#info.deviceReason;
+  }
+  get dtype(): string {
+    return this.#info.dtype;
+  }
+  get defaultWidth(): number {
+    return this.#info.defaultWidth;
+  }
+  get defaultHeight(): number {
+    return this.#info.defaultHeight;
+  }
+  get vaeScaleFactor(): number {
+    return this.#info.vaeScaleFactor;
+  }
+
+  /**
+   * Generate images from text: `prompt.length x numImagesPerPrompt` of them. Calls on one pipeline
+   * queue and run one at a time; the pipeline stays usable after errors and cancellation.
+   * Rejects with a CandlewickError (ERR_CANDLEWICK_INVALID_OPTION for bad options, before any work;
+   * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
+   */
+  async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
+    const { raw, onProgress, signal, onWarning } = checkGenerateOptions(options);
+    if (signal?.aborted) throw abortError(signal.reason);
+
+    return new Promise<GeneratedImage[]>((resolvePromise, reject) => {
+      let call: GenerateCall | undefined;
+      let settled = false;
+      const settle = (outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener("abort", onAbort);
+        outcome();
+      };
+      // Reject at once; the native call stops before its next denoising step.
+      const onAbort = () => {
+        call?.cancel();
+        settle(() => reject(abortError(signal?.reason)));
+      };
+      const onEvent = (error: Error | null, event: RawGenerateEvent) => {
+        if (settled) return;
+        if (error) return settle(() => reject(fromNativeError(error)));
+        if (event.progress && onProgress) {
+          try {
+            onProgress({ ...event.progress });
+          } catch (thrown) {
+            // An exception in the caller's callback ends the call with that exception.
+            call?.cancel();
+            settle(() => reject(thrown));
+          }
+          return;
+        }
+        if (event.result) {
+          const { images, seed, warnings } = event.result;
+          const warn = onWarning ?? ((message: string) => process.emitWarning(message, "CandlewickWarning"));
+          warnings.forEach((w) => warn(w));
+          const out = images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed));
+          settle(() => resolvePromise(out));
+        }
+      };
+      try {
+        call = this.#native.generate(raw, onEvent);
+      } catch (error) {
+        return settle(() => reject(fromNativeError(error)));
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}

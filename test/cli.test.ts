@@ -1,0 +1,147 @@
+// The `candlewick` command, run as a user runs it (a child process). The generating tests use the
+// tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
+// which is also the CLI's default model; they need the native module (npm run build:native).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import test from "ava";
+import pngjs from "pngjs";
+
+import { ROOT } from "./helpers/fixtures.js";
+
+const MAIN = join(ROOT, "src/cli/main.ts");
+const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** At most two CLIs at once: each is a Node process compiling TypeScript through tsx. */
+let running = 0;
+const waiting: (() => void)[] = [];
+async function slot<T>(work: () => Promise<T>): Promise<T> {
+  if (running >= 2) await new Promise<void>((wake) => waiting.push(wake));
+  running++;
+  try {
+    return await work();
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+/** Run the CLI (through tsx, from the sources) with stdin closed and stderr a pipe (not a TTY). */
+function cli(...args: string[]): Promise<Run> {
+  return slot(() => spawnCli(args));
+}
+
+function spawnCli(args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const scratch = () => mkdtempSync(join(tmpdir(), "candlewick-cli-"));
+
+test("--help lists the commands and exits 0", async (t) => {
+  const { code, stdout } = await cli("--help");
+  t.is(code, 0);
+  t.regex(stdout, /^Usage: candlewick <command> \[options\]/);
+  t.regex(stdout, /generate <prompt>/);
+});
+
+test("generate --help lists every flag", async (t) => {
+  const { code, stdout } = await cli("generate", "--help");
+  t.is(code, 0);
+  const flags = ["--model", "--out", "--negative-prompt", "--steps", "--guidance", "--width", "--height", "--seed", "--num-images", "--device", "--dtype", "--eta", "--timestep-spacing", "--help"];
+  for (const flag of flags) t.true(stdout.includes(`  ${flag} `) || stdout.includes(`  ${flag},`), `${flag} is documented`);
+});
+
+test("--version prints the package version", async (t) => {
+  const { code, stdout } = await cli("--version");
+  t.is(code, 0);
+  t.is(stdout, `${VERSION}\n`);
+});
+
+test("no command prints the usage on stderr and exits 2", async (t) => {
+  const { code, stdout, stderr } = await cli();
+  t.is(code, 2);
+  t.is(stdout, "");
+  t.regex(stderr, /^Usage: candlewick/);
+});
+
+const usageError = test.macro({
+  async exec(t, args: string[], message: string) {
+    const { code, stdout, stderr } = await cli(...args);
+    t.is(code, 2);
+    t.is(stdout, "");
+    const help = args[0] === "generate" ? "candlewick generate --help" : "candlewick --help";
+    t.is(stderr, `candlewick: ${message}\nRun "${help}" for usage.\n`);
+  },
+  title: (_given, args: string[]) => `usage error exits 2: candlewick ${args.join(" ")}`,
+});
+
+test(usageError, ["generate", "a red apple", "--guidence", "3"], "unknown option --guidence (did you mean --guidance?)");
+test(usageError, ["generate", "a red apple", "--frobnicate"], "unknown option --frobnicate");
+test(usageError, ["generate", "a red apple", "-x"], "unknown option -x");
+test(usageError, ["generate"], "missing the prompt");
+test(usageError, ["generate", "a", "red", "apple"], "expected one prompt but received 3 (quote the prompt)");
+test(usageError, ["generate", "x", "--steps"], "option --steps needs a value");
+test(usageError, ["generate", "x", "--steps", "abc"], 'Expected integer between 1 and 1000 for --steps but received "abc"');
+test(usageError, ["generate", "x", "--steps", "0"], "Expected integer between 1 and 1000 for --steps but received 0");
+test(usageError, ["generate", "x", "--width", "500"], "Expected integer multiple of 8 for --width but received 500");
+test(usageError, ["generate", "x", "--guidance", "-1"], 'option --guidance needs a value (for a value that starts with "-", write --guidance=VALUE)');
+test(usageError, ["generate", "x", "--guidance=-1"], "Expected finite number >= 0 for --guidance but received -1");
+test(usageError, ["generate", "x", "--eta", "2"], "Expected number between 0 and 1 for --eta but received 2");
+test(usageError, ["generate", "x", "--seed", "1.5"], 'Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for --seed but received "1.5"');
+test(usageError, ["generate", "x", "--device", "gpu"], 'Expected one of "auto", "cpu", "cuda" for --device but received "gpu"');
+test(usageError, ["generate", "x", "--dtype", "bf16"], 'Expected one of "auto", "f32", "f16" for --dtype but received "bf16"');
+test(usageError, ["generate", "x", "--timestep-spacing", "middle"], 'Expected one of "leading", "trailing", "linspace" for --timestep-spacing but received "middle"');
+test(usageError, ["generate", "x", "--num-images", "65"], "Expected integer between 1 and 64 for --num-images but received 65");
+test(usageError, ["generate", "x", "--out", "apple.jpg"], 'Expected a file name ending in .png for --out but received "apple.jpg"');
+test(usageError, ["frobnicate"], 'unknown command "frobnicate"');
+test(usageError, ["--frobnicate"], "unknown option --frobnicate");
+
+test("a model folder that does not exist exits 1 naming it", async (t) => {
+  const { code, stderr } = await cli("generate", "x", "--model", "/no/such/model", "--quiet");
+  t.is(code, 1);
+  t.is(stderr, "candlewick: /no/such/model: is not a folder (expected a diffusers model folder with model_index.json)\n");
+});
+
+test("generate with the packaged model writes a PNG of the requested size and prints its path", async (t) => {
+  const out = join(scratch(), "apple.png");
+  const { code, stdout, stderr } = await cli("generate", "a red apple", "--steps", "3", "--width", "64", "--height", "48", "--seed", "1", "--out", out);
+  t.is(code, 0, stderr);
+  t.is(stdout, `${out}\n`);
+  const png = pngjs.PNG.sync.read(readFileSync(out));
+  t.is(png.width, 64);
+  t.is(png.height, 48);
+  // stderr is not a TTY here: plain progress lines, no bar.
+  t.regex(stderr, /^step 1\/3 /m);
+  t.regex(stderr, /^step 3\/3 /m);
+  t.false(stderr.includes("\r"));
+});
+
+test("--num-images writes numbered files, and a seed reproduces them byte for byte", async (t) => {
+  const dir = scratch();
+  const args = ["generate", "a red apple", "--steps", "2", "--seed", "5", "--num-images", "2", "--negative-prompt", "blurry", "--eta", "0", "--timestep-spacing", "trailing", "--device", "cpu", "--dtype", "f32", "--quiet"];
+  const first = await cli(...args, "--out", join(dir, "a.png"));
+  t.is(first.code, 0, first.stderr);
+  t.is(first.stdout, `${join(dir, "a-1.png")}\n${join(dir, "a-2.png")}\n`);
+  t.is(first.stderr, "");
+  const second = await cli(...args, "--out", join(dir, "b.png"));
+  t.is(second.code, 0, second.stderr);
+  t.deepEqual(readFileSync(join(dir, "b-1.png")), readFileSync(join(dir, "a-1.png")));
+  t.notDeepEqual(readFileSync(join(dir, "a-1.png")), readFileSync(join(dir, "a-2.png")));
+});

@@ -1,0 +1,191 @@
+// StableDiffusionPipeline end to end on the tiny model (test/fixtures/tiny-sd) and the pipeline
+// golden (test/fixtures/goldens/pipeline.json + pipeline.safetensors), both made by
+// scripts/make_fixtures.py with diffusers' StableDiffusionPipeline. Needs the native module
+// (npm run build:native): a missing build fails these tests, it does not skip them.
+
+import { rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+import test from "ava";
+import pngjs from "pngjs";
+
+import { CandlewickError, GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
+import { copyOfTinySd, GOLDENS, readJson, shareWithin, TINY_SD } from "./helpers/fixtures.js";
+import { readSafetensors } from "./helpers/safetensors.js";
+
+const SMALL = { width: 64, height: 64, numInferenceSteps: 3 } as const;
+let pipe: StableDiffusionPipeline;
+
+test.before(async () => {
+  pipe = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f32" });
+});
+
+test("info reflects the model folder's configs and the requested device", (t) => {
+  const unet = readJson<{ sample_size: number }>(join(TINY_SD, "unet/config.json"));
+  const vae = readJson<{ block_out_channels: number[] }>(join(TINY_SD, "vae/config.json"));
+  const vaeScaleFactor = 2 ** (vae.block_out_channels.length - 1);
+  t.is(pipe.device, "cpu");
+  t.is(pipe.dtype, "f32");
+  t.is(pipe.vaeScaleFactor, vaeScaleFactor);
+  t.is(pipe.defaultWidth, unet.sample_size * vaeScaleFactor);
+  t.is(pipe.defaultHeight, unet.sample_size * vaeScaleFactor);
+  t.is(pipe.modelDir, TINY_SD);
+  t.regex(pipe.deviceReason, /cpu/);
+});
+
+test("generates an RGB image of the requested size that encodes to a PNG", async (t) => {
+  const [image, ...rest] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+  t.is(rest.length, 0);
+  t.true(image instanceof GeneratedImage);
+  t.is(image!.width, 64);
+  t.is(image!.height, 64);
+  t.is(image!.data.length, 64 * 64 * 3);
+  t.is(image!.seed, 1n);
+  const png = pngjs.PNG.sync.read(image!.toPng());
+  t.is(png.width, 64);
+  t.is(png.height, 64);
+  const rgb = new Uint8Array(64 * 64 * 3);
+  for (let i = 0; i < 64 * 64; i++) rgb.set(png.data.subarray(i * 4, i * 4 + 3), i * 3);
+  t.deepEqual(rgb, image!.data);
+});
+
+test("onProgress is called once per step, in order, before the promise resolves", async (t) => {
+  const seen: { step: number; totalSteps: number; timestep: number }[] = [];
+  await pipe.generate({ prompt: "a red apple", ...SMALL, numInferenceSteps: 4, seed: 1, onProgress: (p) => seen.push(p) });
+  t.deepEqual(seen.map((p) => p.step), [1, 2, 3, 4]);
+  t.true(seen.every((p) => p.totalSteps === 4));
+  t.true(seen.every((p, i) => i === 0 || p.timestep < seen[i - 1]!.timestep), "timesteps decrease");
+});
+
+test("the same seed gives the same bytes; another seed gives other bytes", async (t) => {
+  const [a] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 7 });
+  const [b] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 7n });
+  const [c] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 8 });
+  t.deepEqual(a!.data, b!.data);
+  t.notDeepEqual(a!.data, c!.data);
+});
+
+test("without a seed, a random one is drawn and reported, and it reproduces the image", async (t) => {
+  const [a] = await pipe.generate({ prompt: "a red apple", ...SMALL });
+  t.is(typeof a!.seed, "bigint");
+  const [b] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: a!.seed });
+  t.deepEqual(a!.data, b!.data);
+});
+
+test("several prompts x numImagesPerPrompt images, each different", async (t) => {
+  const images = await pipe.generate({ prompt: ["a red apple", "a blue car"], negativePrompt: "blurry", numImagesPerPrompt: 2, ...SMALL, seed: 3 });
+  t.is(images.length, 4);
+  t.notDeepEqual(images[0]!.data, images[1]!.data);
+  t.notDeepEqual(images[0]!.data, images[2]!.data);
+});
+
+test("aborting inside onProgress rejects with an AbortError, and the pipeline stays usable", async (t) => {
+  const controller = new AbortController();
+  const steps: number[] = [];
+  const call = pipe.generate({
+    prompt: "a red apple", ...SMALL, numInferenceSteps: 20, seed: 1, signal: controller.signal,
+    onProgress: ({ step }) => {
+      steps.push(step);
+      if (step === 2) controller.abort();
+    },
+  });
+  const error = await t.throwsAsync(call, { instanceOf: CandlewickError, name: "AbortError" });
+  t.is(error?.code, "ERR_CANDLEWICK_CANCELLED");
+  t.deepEqual(steps, [1, 2], "no progress after the abort");
+  const [image] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+  t.is(image!.width, 64);
+});
+
+test("an already aborted signal rejects before any work", async (t) => {
+  let calls = 0;
+  const signal = AbortSignal.abort();
+  await t.throwsAsync(pipe.generate({ prompt: "x", ...SMALL, signal, onProgress: () => calls++ }), { name: "AbortError", code: "ERR_CANDLEWICK_CANCELLED" });
+  t.is(calls, 0);
+});
+
+test("an exception in onProgress rejects the call with it", async (t) => {
+  const boom = new Error("boom");
+  await t.throwsAsync(pipe.generate({ prompt: "x", ...SMALL, onProgress: () => { throw boom; } }), { is: boom });
+  const [image] = await pipe.generate({ prompt: "x", ...SMALL, seed: 1 });
+  t.is(image!.height, 64);
+});
+
+test("calls made together queue and give what they give alone", async (t) => {
+  const [one, two] = await Promise.all([
+    pipe.generate({ prompt: "a red apple", ...SMALL, seed: 11 }),
+    pipe.generate({ prompt: "a red apple", ...SMALL, seed: 12 }),
+  ]);
+  const [alone] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 12 });
+  t.deepEqual(two![0]!.data, alone!.data);
+  t.notDeepEqual(one![0]!.data, two![0]!.data);
+});
+
+test("a prompt longer than 77 tokens is cut, with a warning", async (t) => {
+  const warnings: string[] = [];
+  const prompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
+  await pipe.generate({ prompt, ...SMALL, seed: 1, onWarning: (w) => warnings.push(w) });
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /truncated/);
+});
+
+test("options are checked before any work; the core's own checks come back with their code", async (t) => {
+  await t.throwsAsync(pipe.generate({ prompt: "x", width: 500 }), { code: "ERR_CANDLEWICK_INVALID_OPTION", message: "Expected integer multiple of 8 for width but received 500" });
+  const latents = { shape: [1, 4, 16, 16] as const, data: new Float32Array(4 * 16 * 16) };
+  const error = await t.throwsAsync(pipe.generate({ prompt: "x", ...SMALL, latents }), { instanceOf: CandlewickError });
+  t.is(error?.code, "ERR_CANDLEWICK_INVALID_OPTION");
+  t.regex(error!.message, /for latents but received shape \[1, 4, 16, 16\]/);
+});
+
+test("parity with diffusers: the golden's latents give the golden's image (within 1 on >= 99.9% of bytes)", async (t) => {
+  const golden = readJson<{
+    prompt: string; negative_prompt: string; steps: number; guidance_scale: number; width: number; height: number;
+    scheduler_overrides: Record<string, number | string | boolean>;
+  }>(join(GOLDENS, "pipeline.json"));
+  const tensors = readSafetensors(join(GOLDENS, "pipeline.safetensors"));
+  const initial = tensors.get("initial_latents")!;
+  const expected = tensors.get("image_u8")!;
+  const camel = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+  const scheduler = Object.fromEntries(Object.entries(golden.scheduler_overrides).map(([k, v]) => [camel(k), v]));
+  const [image] = await pipe.generate({
+    prompt: golden.prompt, negativePrompt: golden.negative_prompt, numInferenceSteps: golden.steps,
+    guidanceScale: golden.guidance_scale, width: golden.width, height: golden.height, scheduler,
+    latents: { shape: initial.shape as [number, number, number, number], data: initial.data as Float32Array },
+  });
+  t.deepEqual([image!.height, image!.width, 3], expected.shape);
+  const share = shareWithin(image!.data, expected.data as Uint8Array, 1);
+  t.true(share >= 0.999, `only ${(share * 100).toFixed(3)}% of bytes within 1 of diffusers'`);
+});
+
+test("f16 loads the fp16 weight variant and generates", async (t) => {
+  const half = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f16" });
+  t.is(half.dtype, "f16");
+  const [image] = await half.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+  t.is(image!.data.length, 64 * 64 * 3);
+});
+
+const brokenModel = test.macro({
+  async exec(t, breakIt: (dir: string) => void, names: RegExp) {
+    const dir = copyOfTinySd();
+    try {
+      breakIt(dir);
+      const error = await t.throwsAsync(StableDiffusionPipeline.fromPretrained(dir, { device: "cpu" }), { instanceOf: CandlewickError });
+      t.is(error?.code, "ERR_CANDLEWICK_MODEL");
+      t.regex(error!.message, names);
+    } finally {
+      rmSync(join(dir, ".."), { recursive: true, force: true });
+    }
+  },
+  title: (given) => `a broken model folder is an error naming the file: ${given}`,
+});
+
+test("no model_index.json", brokenModel, (dir) => unlinkSync(join(dir, "model_index.json")), /model_index\.json/);
+test("no UNet weights", brokenModel, (dir) => unlinkSync(join(dir, "unet/diffusion_pytorch_model.safetensors")), /unet[/\\]/);
+test("malformed UNet config", brokenModel, (dir) => writeFileSync(join(dir, "unet/config.json"), "{ not json"), /unet[/\\]config\.json/);
+test("no tokenizer vocabulary", brokenModel, (dir) => unlinkSync(join(dir, "tokenizer/vocab.json")), /vocab\.json/);
+test("truncated VAE weights", brokenModel, (dir) => writeFileSync(join(dir, "vae/diffusion_pytorch_model.safetensors"), Buffer.alloc(16)), /vae[/\\]diffusion_pytorch_model\.safetensors/);
+
+test("a folder that does not exist is an error naming it", async (t) => {
+  const error = await t.throwsAsync(StableDiffusionPipeline.fromPretrained("/no/such/model"), { instanceOf: CandlewickError });
+  t.is(error?.code, "ERR_CANDLEWICK_MODEL");
+  t.regex(error!.message, /\/no\/such\/model/);
+});
