@@ -22,6 +22,8 @@ export interface LoadOptions {
   dtype?: DType;
   /** Let f32 matrix products use TF32 units on CUDA (faster, ~1e-3 relative error). Default false. */
   tf32?: boolean;
+  /** Run attention as fused FlashAttention-2 where it applies (CUDA builds with flash attention, f16). Default true. */
+  flashAttention?: boolean;
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -78,7 +80,7 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const LOAD_KEYS = ["device", "dtype", "tf32"] as const;
+const LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "latents", "scheduler", "onProgress", "signal", "onWarning",
@@ -91,6 +93,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.device !== undefined) raw.device = oneOf(o.device, "device", DEVICES);
   if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
+  if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
   return raw;
 }
 

@@ -20,6 +20,10 @@ export interface PipelineInfo {
   deviceReason: string;
   /** "f32" or "f16". */
   dtype: string;
+  /** Whether attention runs as fused FlashAttention-2 (CUDA builds with flash attention, f16, `flashAttention` not false). */
+  flashAttention: boolean;
+  /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
+  tf32: boolean;
   /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */
   defaultWidth: number;
   /** Height when `generate` is given none. */
@@ -77,6 +81,9 @@ export class StableDiffusionPipeline {
   }
   get dtype(): string {
     return this.#info.dtype;
+  }
+  get flashAttention(): boolean {
+    return this.#info.flashAttention;
   }
   get defaultWidth(): number {
     return this.#info.defaultWidth;

@@ -87,6 +87,7 @@ export interface RawLoadOptions {
   /** "auto" | "f32" | "f16". */
   dtype?: string
   tf32?: boolean
+  flashAttention?: boolean
 }
 
 /** What a loaded pipeline runs on and produces by default. */
@@ -95,6 +96,8 @@ export interface RawPipelineInfo {
   device: string
   deviceReason: string
   dtype: string
+  flashAttention: boolean
+  tf32: boolean
   defaultWidth: number
   defaultHeight: number
   vaeScaleFactor: number

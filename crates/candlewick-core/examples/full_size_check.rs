@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let goldens = candle_core::safetensors::load(dir.join("goldens.safetensors"), &candle_core::Device::Cpu)?;
 
     let started = Instant::now();
-    let load = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, tf32: false };
+    let load = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
     let pipe = StableDiffusionPipeline::load(&dir, &load)?;
     let seconds_load = started.elapsed().as_secs_f64();
 

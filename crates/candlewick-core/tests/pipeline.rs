@@ -21,7 +21,7 @@ fn tiny_model() -> PathBuf {
 }
 
 fn load(dtype: DTypeRequest) -> StableDiffusionPipeline {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype, tf32: false };
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype, ..Default::default() };
     StableDiffusionPipeline::load(&tiny_model(), &options).expect("the tiny model loads")
 }
 

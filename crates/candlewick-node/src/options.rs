@@ -16,6 +16,7 @@ pub struct RawLoadOptions {
     /// "auto" | "f32" | "f16".
     pub dtype: Option<String>,
     pub tf32: Option<bool>,
+    pub flash_attention: Option<bool>,
 }
 
 impl TryFrom<RawLoadOptions> for LoadOptions {
@@ -26,6 +27,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             device: raw.device.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.device),
             dtype: raw.dtype.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.dtype),
             tf32: raw.tf32.unwrap_or(defaults.tf32),
+            flash_attention: raw.flash_attention.unwrap_or(defaults.flash_attention),
         })
     }
 }
@@ -143,6 +145,8 @@ pub struct RawPipelineInfo {
     pub device: String,
     pub device_reason: String,
     pub dtype: String,
+    pub flash_attention: bool,
+    pub tf32: bool,
     pub default_width: u32,
     pub default_height: u32,
     pub vae_scale_factor: u32,
@@ -157,6 +161,8 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             device: info.device.clone(),
             device_reason: info.device_reason.clone(),
             dtype: info.dtype.clone(),
+            flash_attention: info.flash_attention,
+            tf32: info.tf32,
             default_width: info.default_width as u32,
             default_height: info.default_height as u32,
             vae_scale_factor: info.vae_scale_factor as u32,

@@ -4,14 +4,23 @@ use crate::device::{DeviceRequest, DTypeRequest};
 use crate::schedulers::ddim::DdimOverrides;
 
 /// How to load a model folder.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// "auto" (default), "cpu" or "cuda".
     pub device: DeviceRequest,
     /// f32 or f16; the default is f16 on CUDA and f32 on the CPU.
     pub dtype: DTypeRequest,
-    /// Allow TF32 matrix units for f32 work on CUDA (default false).
+    /// Allow TF32 matrix units for f32 matrix products on CUDA (default false). candle holds this
+    /// switch process-wide: the last pipeline loaded sets it for all.
     pub tf32: bool,
+    /// Use fused FlashAttention-2 where it applies: CUDA builds with flash attention, f16 (default true).
+    pub flash_attention: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: DeviceRequest::default(), dtype: DTypeRequest::default(), tf32: false, flash_attention: true }
+    }
 }
 
 /// Latents the caller supplies for exact reproduction, in NCHW order.

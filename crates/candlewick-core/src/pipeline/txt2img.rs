@@ -1,5 +1,6 @@
 //! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it, step by numbered step.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -12,6 +13,7 @@ use super::options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions,
 use crate::config::{read_json, ModelFolder};
 use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
+use crate::models::flash;
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -34,6 +36,10 @@ pub struct PipelineInfo {
     pub dtype: String,
     pub default_width: usize,
     pub default_height: usize,
+    /// Whether attention runs as fused FlashAttention-2 (CUDA, f16, built with flash attention, not switched off).
+    pub flash_attention: bool,
+    /// Whether f32 matrix products may use TF32.
+    pub tf32: bool,
     /// Pixels per latent cell along each side.
     pub vae_scale_factor: usize,
     /// Tokens per prompt (77 for CLIP).
@@ -49,6 +55,9 @@ pub struct StableDiffusionPipeline {
     unet_config: UNet2DConditionConfig,
     vae: AutoencoderKL,
     vae_config: AutoencoderKLConfig,
+    /// The VAE's weights file, for an f32 copy when f16 decoding overflows.
+    vae_weights: PathBuf,
+    vae_f32: OnceCell<AutoencoderKL>,
     scheduler_config: DdimSchedulerConfig,
     target: DeviceChoice,
     info: PipelineInfo,
@@ -83,9 +92,15 @@ impl StableDiffusionPipeline {
         let path = weights::find_weights(&folder.component("vae"), "diffusion_pytorch_model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
         let vae = weights::with_file(&path, || AutoencoderKL::new(vb, &vae_config))?;
+        let vae_weights = path;
 
         let scheduler_config: DdimSchedulerConfig = read_json(&folder.config_path("scheduler"))?;
 
+        candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
+        let flash_attention = options.flash_attention
+            && flash::compiled()
+            && device.is_cuda()
+            && matches!(dtype, DType::F16 | DType::BF16);
         let vae_scale_factor = vae_config.scale_factor();
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),
@@ -94,11 +109,25 @@ impl StableDiffusionPipeline {
             dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
             default_width: unet_config.sample_size * vae_scale_factor,
             default_height: unet_config.sample_size * vae_scale_factor,
+            flash_attention,
+            tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
             max_prompt_tokens: tokenizer.max_length(),
             num_train_timesteps: scheduler_config.num_train_timesteps,
         };
-        Ok(Self { tokenizer, text_encoder, unet, unet_config, vae, vae_config, scheduler_config, target, info })
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            vae_weights,
+            vae_f32: OnceCell::new(),
+            scheduler_config,
+            target,
+            info,
+        })
     }
 
     pub fn info(&self) -> &PipelineInfo {
@@ -108,6 +137,7 @@ impl StableDiffusionPipeline {
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
         let mut warnings = Vec::new();
+        flash::set_enabled(self.info.flash_attention);
 
         // 1. Check inputs.
         let (width, height) = self.check_inputs(options)?;
@@ -157,7 +187,7 @@ impl StableDiffusionPipeline {
         }
 
         // 6. Decode the latents with the VAE.
-        let image = self.decode_latents(&latents)?;
+        let image = self.decode_latents(&latents, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
@@ -257,12 +287,36 @@ impl StableDiffusionPipeline {
         Ok(Tensor::from_vec(given.data.clone(), &shape, &self.target.device)?)
     }
 
-    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32.
-    fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
-        let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.target.dtype)?;
-        let image = self.vae.decode(&scaled)?.to_dtype(DType::F32)?;
+    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32. An f16 decode that overflows
+    /// (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the VAE,
+    /// loaded on first need, as diffusers' `force_upcast` does.
+    fn decode_latents(&self, latents: &Tensor, warnings: &mut Vec<String>) -> Result<Tensor> {
+        let scaled = (latents / self.vae_config.scaling_factor)?;
+        let mut image = self.vae.decode(&scaled.to_dtype(self.target.dtype)?)?.to_dtype(DType::F32)?;
+        if self.target.dtype != DType::F32 && !all_finite(&image)? {
+            warnings.push(format!(
+                "the VAE overflowed in {}; the image was decoded again in f32",
+                self.info.dtype
+            ));
+            image = self.vae_in_f32()?.decode(&scaled.to_dtype(DType::F32)?)?;
+        }
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
+
+    fn vae_in_f32(&self) -> Result<&AutoencoderKL> {
+        if let Some(vae) = self.vae_f32.get() {
+            return Ok(vae);
+        }
+        let vb = weights::open(&self.vae_weights, DType::F32, &self.target.device)?;
+        let vae = weights::with_file(&self.vae_weights, || AutoencoderKL::new(vb, &self.vae_config))?;
+        Ok(self.vae_f32.get_or_init(|| vae))
+    }
+}
+
+/// Whether every value of an f32 tensor is finite: a sum carries NaN and infinity through
+/// (a max may skip NaN); one reduction, one scalar read back.
+fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.abs()?.sum_all()?.to_scalar::<f32>()?.is_finite())
 }
 
 /// Step 7: NCHW floats in [0, 1] to 8-bit RGB, rounding as diffusers' `numpy_to_pil` does.
