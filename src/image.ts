@@ -5,6 +5,16 @@ import { writeFile } from "node:fs/promises";
 import pngjs from "pngjs";
 
 /** One image from `generate`. */
+/** Milliseconds per phase of one generate call, measured with the device synchronized between phases. */
+export interface PhaseTimings {
+  /** Tokenizer and CLIP text encoder. */
+  textEncoderMs: number;
+  /** The denoising loop: UNet, guidance and scheduler, every step. */
+  denoiseMs: number;
+  /** VAE decode and conversion to 8-bit RGB. */
+  decodeMs: number;
+}
+
 export class GeneratedImage {
   /** Pixels per row. */
   readonly width: number;
@@ -14,8 +24,10 @@ export class GeneratedImage {
   readonly data: Uint8Array;
   /** The seed of the call that made this image (the drawn one when none was given). */
   readonly seed: bigint;
+  /** Where the call that made this image spent its time (shared by the images of one call). */
+  readonly timings: PhaseTimings | undefined;
 
-  constructor(width: number, height: number, data: Uint8Array, seed: bigint) {
+  constructor(width: number, height: number, data: Uint8Array, seed: bigint, timings?: PhaseTimings) {
     if (data.length !== width * height * 3) {
       throw new RangeError(`Expected ${width * height * 3} bytes for a ${width}x${height} RGB image but received ${data.length}`);
     }
@@ -23,6 +35,7 @@ export class GeneratedImage {
     this.height = height;
     this.data = data;
     this.seed = seed;
+    this.timings = timings;
   }
 
   /** The image as a PNG file (8-bit RGB, no alpha). */

@@ -9,7 +9,7 @@
  */
 
 export { StableDiffusionPipeline, type PipelineInfo } from "./pipeline.js";
-export { GeneratedImage } from "./image.js";
+export { GeneratedImage, type PhaseTimings } from "./image.js";
 export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
 export type { BetaSchedule, DdimSchedulerOptions, PredictionType, SchedulerOptions, TimestepSpacing } from "./schedulers.js";
 export { CandlewickError } from "./errors.js";

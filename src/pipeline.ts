@@ -133,10 +133,10 @@ export class StableDiffusionPipeline {
           return;
         }
         if (event.result) {
-          const { images, seed, warnings } = event.result;
+          const { images, seed, warnings, timings } = event.result;
           const warn = onWarning ?? ((message: string) => process.emitWarning(message, "CandlewickWarning"));
           warnings.forEach((w) => warn(w));
-          const out = images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed));
+          const out = images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed, Object.freeze({ ...timings })));
           settle(() => resolvePromise(out));
         }
       };

@@ -65,6 +65,7 @@ export interface RawGenerateResult {
   seed: bigint
   /** Things the user should know that did not stop the call (a truncated prompt, ...). */
   warnings: Array<string>
+  timings: RawPhaseTimings
 }
 
 /** An 8-bit RGB image, rows top to bottom, 3 bytes a pixel. */
@@ -88,6 +89,13 @@ export interface RawLoadOptions {
   dtype?: string
   tf32?: boolean
   flashAttention?: boolean
+}
+
+/** Where the call's time went, in milliseconds. */
+export interface RawPhaseTimings {
+  textEncoderMs: number
+  denoiseMs: number
+  decodeMs: number
 }
 
 /** What a loaded pipeline runs on and produces by default. */

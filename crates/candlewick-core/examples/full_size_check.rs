@@ -3,10 +3,12 @@
 //!
 //! 1. `python scripts/make_fixtures.py --full-size DIR` writes the model and diffusers' goldens
 //!    (DIR/goldens.{json,safetensors}) and times diffusers on the same machine.
-//! 2. `cargo run --release --example full_size_check -- DIR bench/results/<date>-cpu-full-size.json`
+//!    On the GPU machine, bench/gpu/reference.py does the same with diffusers on CUDA.
+//! 2. `cargo run --release --example full_size_check -- DIR [--out FILE.json] [--device cpu|cuda]
+//!    [--dtype f32|f16] [--no-flash] [--tf32]`
 //!
-//! Prints and writes a JSON record: max relative error per tensor, the fraction of pixels within
-//! 1/255, and the seconds each side took.
+//! Prints (and writes) a JSON record: max relative error per step's latents, the image's PSNR and
+//! fraction of values within 1/255, and the seconds each side took.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,14 +27,26 @@ fn relative_error(got: &Tensor, want: &Tensor) -> candle_core::Result<f64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let usage =
+        "usage: full_size_check MODEL_DIR [--out FILE] [--device cpu|cuda] [--dtype f32|f16] [--no-flash] [--tf32]";
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: full_size_check MODEL_DIR [OUT_JSON]")?);
-    let out = args.next().map(PathBuf::from);
+    let dir = PathBuf::from(args.next().ok_or(usage)?);
+    let (mut out, mut load) =
+        (None, LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() });
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = Some(PathBuf::from(args.next().ok_or(usage)?)),
+            "--device" => load.device = args.next().ok_or(usage)?.parse()?,
+            "--dtype" => load.dtype = args.next().ok_or(usage)?.parse()?,
+            "--no-flash" => load.flash_attention = false,
+            "--tf32" => load.tf32 = true,
+            _ => return Err(usage.into()),
+        }
+    }
     let golden_info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json"))?)?;
     let goldens = candle_core::safetensors::load(dir.join("goldens.safetensors"), &candle_core::Device::Cpu)?;
 
     let started = Instant::now();
-    let load = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
     let pipe = StableDiffusionPipeline::load(&dir, &load)?;
     let seconds_load = started.elapsed().as_secs_f64();
 
@@ -64,10 +78,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let want = (goldens["image"].permute((0, 2, 3, 1))?.flatten_all()? * 255.0)?.round()?.to_vec1::<f32>()?;
     let got = &output.images[0].data;
     let within_one = got.iter().zip(&want).filter(|(a, b)| (**a as f32 - **b).abs() <= 1.0).count();
+    let mse =
+        got.iter().zip(&want).map(|(a, b)| ((*a as f64 - *b as f64) / 255.0).powi(2)).sum::<f64>() / want.len() as f64;
+    let psnr_db = if mse == 0.0 { f64::INFINITY } else { 10.0 * (1.0 / mse).log10() };
     let step_times: Vec<f64> = seen.iter().map(|(_, t)| *t).collect();
 
+    let info = pipe.info();
     let record = serde_json::json!({
-        "check": "full-size CPU parity, SD1.5-shaped random weights, f32",
+        "check": format!("full-size parity, SD1.5-shaped random weights, {} {}", info.device, info.dtype),
+        "device": info.device, "dtype": info.dtype, "flash_attention": info.flash_attention, "tf32": info.tf32,
         "model": "sd15-shaped-random",
         "width": options.width, "height": options.height, "steps": options.num_inference_steps,
         "guidance": options.guidance_scale,
@@ -79,11 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         "diffusers": {
             "torch": golden_info["torch_version"], "torch_threads": golden_info["torch_threads"],
+            "reference": golden_info.get("reference").cloned().unwrap_or("diffusers f32 on the CPU".into()),
             "seconds_call": golden_info["seconds_call"], "seconds_per_step": golden_info["seconds_per_step"],
         },
         "parity": {
             "latents_max_abs_rel": latents_rel,
             "image_values_within_1_of_255": within_one as f64 / want.len() as f64,
+            "image_psnr_db": psnr_db,
             "bounds": "latents <= 1e-4 relative to the tensor's max |value|; >= 99.9% of image values within 1/255",
         },
     });

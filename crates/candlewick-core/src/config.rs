@@ -38,7 +38,10 @@ impl ModelFolder {
     /// Check that `root` looks like a diffusers Stable Diffusion folder and read its index.
     pub fn open(root: &Path) -> Result<(Self, ModelIndex)> {
         if !root.is_dir() {
-            return Err(Error::model(root, "is not a folder (expected a diffusers model folder with model_index.json)"));
+            return Err(Error::model(
+                root,
+                "is not a folder (expected a diffusers model folder with model_index.json)",
+            ));
         }
         let index: ModelIndex = read_json(&root.join("model_index.json"))?;
         Ok((Self { root: root.to_path_buf() }, index))

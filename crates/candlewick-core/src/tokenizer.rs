@@ -67,9 +67,11 @@ impl ClipTokenizer {
 
         let model = read_bpe(&vocab_path, &merges_path, &specials.unk)?;
         let id_of = |token: &str, from: &Path, role: &str| -> Result<u32> {
-            model.get_vocab().get(token).copied().ok_or_else(|| {
-                Error::model(from, format!("{role} {token:?} is not in {}", vocab_path.display()))
-            })
+            model
+                .get_vocab()
+                .get(token)
+                .copied()
+                .ok_or_else(|| Error::model(from, format!("{role} {token:?} is not in {}", vocab_path.display())))
         };
         for (token, from, role) in specials.all_with_sources() {
             id_of(token, from, role)?;
@@ -168,7 +170,10 @@ fn existing_file(dir: &Path, name: &str) -> Result<PathBuf> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(Error::model(path, "file not found (a CLIP tokenizer folder needs vocab.json, merges.txt and tokenizer_config.json)"))
+        Err(Error::model(
+            path,
+            "file not found (a CLIP tokenizer folder needs vocab.json, merges.txt and tokenizer_config.json)",
+        ))
     }
 }
 
@@ -177,9 +182,10 @@ fn existing_file(dir: &Path, name: &str) -> Result<PathBuf> {
 fn read_bpe(vocab_path: &Path, merges_path: &Path, unk: &str) -> Result<BPE> {
     let blame = |e: tokenizers::Error| -> Error {
         match e.downcast_ref::<bpe::Error>() {
-            Some(bpe::Error::BadMerges(line)) => {
-                Error::model(merges_path, format!("merge {line} (not counting #version) is not two tokens separated by a space"))
-            }
+            Some(bpe::Error::BadMerges(line)) => Error::model(
+                merges_path,
+                format!("merge {line} (not counting #version) is not two tokens separated by a space"),
+            ),
             Some(bpe::Error::MergeTokenOutOfVocabulary(token)) => Error::model(
                 merges_path,
                 format!("a merge refers to {token:?}, which is not in {}", vocab_path.display()),

@@ -142,8 +142,14 @@ fn add_noise_uses_alphas_cumprod_at_the_timestep() {
 #[test]
 fn bad_config_values_in_scheduler_config_json_name_the_field() {
     for (json, message) in [
-        (r#"{"timestep_spacing": "middle"}"#, r#"timestep_spacing is "middle"; expected "leading", "trailing", "linspace""#),
-        (r#"{"beta_schedule": "cosine"}"#, r#"beta_schedule is "cosine"; expected "linear", "scaled_linear", "squaredcos_cap_v2""#),
+        (
+            r#"{"timestep_spacing": "middle"}"#,
+            r#"timestep_spacing is "middle"; expected "leading", "trailing", "linspace""#,
+        ),
+        (
+            r#"{"beta_schedule": "cosine"}"#,
+            r#"beta_schedule is "cosine"; expected "linear", "scaled_linear", "squaredcos_cap_v2""#,
+        ),
         (r#"{"prediction_type": "v"}"#, r#"prediction_type is "v"; expected "epsilon", "v_prediction", "sample""#),
     ] {
         let err = serde_json::from_str::<DdimSchedulerConfig>(json).unwrap_err().to_string();
@@ -190,14 +196,22 @@ fn bad_overrides_say_what_was_expected() {
 #[test]
 fn bad_enum_strings_list_the_allowed_values() {
     let sweep = [
-        (TimestepSpacing::parse("middle").map(|_| ()),
-            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "middle""#),
-        (TimestepSpacing::parse("Leading").map(|_| ()),
-            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "Leading""#),
-        (BetaSchedule::parse("cosine").map(|_| ()),
-            r#"Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.betaSchedule but received "cosine""#),
-        (PredictionType::parse("").map(|_| ()),
-            r#"Expected one of "epsilon", "v_prediction", "sample" for scheduler.predictionType but received """#),
+        (
+            TimestepSpacing::parse("middle").map(|_| ()),
+            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "middle""#,
+        ),
+        (
+            TimestepSpacing::parse("Leading").map(|_| ()),
+            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "Leading""#,
+        ),
+        (
+            BetaSchedule::parse("cosine").map(|_| ()),
+            r#"Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.betaSchedule but received "cosine""#,
+        ),
+        (
+            PredictionType::parse("").map(|_| ()),
+            r#"Expected one of "epsilon", "v_prediction", "sample" for scheduler.predictionType but received """#,
+        ),
     ];
     for (result, message) in sweep {
         assert_eq!(result.unwrap_err().to_string(), message);
@@ -214,8 +228,11 @@ fn bad_step_counts_name_num_inference_steps() {
         (0, "Expected integer between 1 and 1000 for numInferenceSteps but received 0"),
         (1001, "Expected integer between 1 and 1000 for numInferenceSteps but received 1001"),
         // diffusers gives timestep 1000 here and fails with an IndexError.
-        (1000, "Expected at most 999 steps with scheduler.stepsOffset 1 (the first timestep would be 1000, past the last \
-                training timestep 999) for numInferenceSteps but received 1000"),
+        (
+            1000,
+            "Expected at most 999 steps with scheduler.stepsOffset 1 (the first timestep would be 1000, past the last \
+                training timestep 999) for numInferenceSteps but received 1000",
+        ),
     ] {
         assert_eq!(DdimScheduler::new(sd15.clone(), n).unwrap_err().to_string(), message);
     }

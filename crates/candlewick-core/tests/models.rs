@@ -152,7 +152,11 @@ fn unsupported_unet_options_are_named_in_the_error() {
         ("dual_cross_attention", serde_json::json!(true), "dual_cross_attention"),
         ("act_fn", serde_json::json!("tanh"), "act_fn \"tanh\""),
         ("resnet_time_scale_shift", serde_json::json!("spatial"), "resnet_time_scale_shift \"spatial\""),
-        ("attention_head_dim", serde_json::json!([2, 4, 8]), "attention_head_dim has 3 entries ([2, 4, 8]) but 2 are needed"),
+        (
+            "attention_head_dim",
+            serde_json::json!([2, 4, 8]),
+            "attention_head_dim has 3 entries ([2, 4, 8]) but 2 are needed",
+        ),
     ] {
         let msg = unet_error(&unet_config_with(key, value));
         assert!(msg.contains(expect), "{key}: {msg}");

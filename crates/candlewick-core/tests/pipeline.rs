@@ -166,8 +166,14 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
 fn bad_options_are_errors_that_name_the_option() {
     let pipe = load(DTypeRequest::F32);
     let cases: Vec<(GenerateOptions, &str)> = vec![
-        (GenerateOptions { width: Some(500), ..quick_options() }, "Expected integer multiple of 8 for width but received 500"),
-        (GenerateOptions { height: Some(0), ..quick_options() }, "Expected integer multiple of 8 for height but received 0"),
+        (
+            GenerateOptions { width: Some(500), ..quick_options() },
+            "Expected integer multiple of 8 for width but received 500",
+        ),
+        (
+            GenerateOptions { height: Some(0), ..quick_options() },
+            "Expected integer multiple of 8 for height but received 0",
+        ),
         (
             GenerateOptions { num_inference_steps: 0, ..quick_options() },
             "Expected integer between 1 and 1000 for numInferenceSteps but received 0",
@@ -181,7 +187,10 @@ fn bad_options_are_errors_that_name_the_option() {
             "Expected 1 or 1 negative prompts (one per prompt) for negativePrompt but received 2 of them",
         ),
         (
-            GenerateOptions { latents: Some(LatentsInput { shape: [1, 4, 8, 8], data: vec![0.0; 256] }), ..quick_options() },
+            GenerateOptions {
+                latents: Some(LatentsInput { shape: [1, 4, 8, 8], data: vec![0.0; 256] }),
+                ..quick_options()
+            },
             "Expected latents of shape [1, 4, 16, 16] for latents but received shape [1, 4, 8, 8]",
         ),
     ];

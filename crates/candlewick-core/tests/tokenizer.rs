@@ -62,7 +62,13 @@ fn every_golden_prompt_tokenizes_exactly_as_transformers() {
             ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} prompts differ:\n{}", mismatches.len(), goldens.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} prompts differ:\n{}",
+        mismatches.len(),
+        goldens.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -74,7 +80,16 @@ fn pipeline_matches_transformers_backend_tokenizer() {
     for key in ["added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder"] {
         assert_eq!(ours[key], reference[key], "{key}");
     }
-    for key in ["type", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", "byte_fallback", "ignore_merges"] {
+    for key in [
+        "type",
+        "dropout",
+        "unk_token",
+        "continuing_subword_prefix",
+        "end_of_word_suffix",
+        "fuse_unk",
+        "byte_fallback",
+        "ignore_merges",
+    ] {
         assert_eq!(ours["model"][key], reference["model"][key], "model.{key}");
     }
 }
@@ -114,29 +129,77 @@ fn error_for(name: &str, damage: impl FnOnce(&Path)) -> String {
 fn damaged_folders_are_errors_naming_the_file() {
     let sweep: Vec<(&str, Box<dyn FnOnce(&Path)>, &str, &str)> = vec![
         ("no-vocab", Box::new(|d| std::fs::remove_file(d.join("vocab.json")).unwrap()), "vocab.json", "file not found"),
-        ("no-merges", Box::new(|d| std::fs::remove_file(d.join("merges.txt")).unwrap()), "merges.txt", "file not found"),
-        ("no-config", Box::new(|d| std::fs::remove_file(d.join("tokenizer_config.json")).unwrap()),
-            "tokenizer_config.json", "file not found"),
-        ("bad-vocab", Box::new(|d| std::fs::write(d.join("vocab.json"), "[1, 2]").unwrap()), "vocab.json", "not a JSON object"),
-        ("merge-out-of-vocab", Box::new(|d| {
-            let merges = std::fs::read_to_string(d.join("merges.txt")).unwrap();
-            std::fs::write(d.join("merges.txt"), merges + "zzqx\u{1F600} q\n").unwrap();
-        }), "merges.txt", "which is not in"),
-        ("bad-merge-line", Box::new(|d| {
-            std::fs::write(d.join("merges.txt"), "#version: 0.2\nt h\nthree parts here\n").unwrap();
-        }), "merges.txt", "merge 2 (not counting #version) is not two tokens"),
-        ("pad-not-in-vocab", Box::new(|d| {
-            let map = std::fs::read_to_string(d.join("special_tokens_map.json")).unwrap();
-            std::fs::write(d.join("special_tokens_map.json"), map.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": \"<pad>\"")).unwrap();
-        }), "special_tokens_map.json", "pad_token \"<pad>\" is not in"),
-        ("no-max-length", Box::new(|d| {
-            let config = std::fs::read_to_string(d.join("tokenizer_config.json")).unwrap();
-            std::fs::write(d.join("tokenizer_config.json"), config.replace("\"model_max_length\": 77,", "")).unwrap();
-        }), "tokenizer_config.json", "has no model_max_length"),
-        ("bad-token", Box::new(|d| {
-            let config = std::fs::read_to_string(d.join("tokenizer_config.json")).unwrap();
-            std::fs::write(d.join("tokenizer_config.json"), config.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": 5")).unwrap();
-        }), "tokenizer_config.json", "pad_token is neither a string nor an object"),
+        (
+            "no-merges",
+            Box::new(|d| std::fs::remove_file(d.join("merges.txt")).unwrap()),
+            "merges.txt",
+            "file not found",
+        ),
+        (
+            "no-config",
+            Box::new(|d| std::fs::remove_file(d.join("tokenizer_config.json")).unwrap()),
+            "tokenizer_config.json",
+            "file not found",
+        ),
+        (
+            "bad-vocab",
+            Box::new(|d| std::fs::write(d.join("vocab.json"), "[1, 2]").unwrap()),
+            "vocab.json",
+            "not a JSON object",
+        ),
+        (
+            "merge-out-of-vocab",
+            Box::new(|d| {
+                let merges = std::fs::read_to_string(d.join("merges.txt")).unwrap();
+                std::fs::write(d.join("merges.txt"), merges + "zzqx\u{1F600} q\n").unwrap();
+            }),
+            "merges.txt",
+            "which is not in",
+        ),
+        (
+            "bad-merge-line",
+            Box::new(|d| {
+                std::fs::write(d.join("merges.txt"), "#version: 0.2\nt h\nthree parts here\n").unwrap();
+            }),
+            "merges.txt",
+            "merge 2 (not counting #version) is not two tokens",
+        ),
+        (
+            "pad-not-in-vocab",
+            Box::new(|d| {
+                let map = std::fs::read_to_string(d.join("special_tokens_map.json")).unwrap();
+                std::fs::write(
+                    d.join("special_tokens_map.json"),
+                    map.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": \"<pad>\""),
+                )
+                .unwrap();
+            }),
+            "special_tokens_map.json",
+            "pad_token \"<pad>\" is not in",
+        ),
+        (
+            "no-max-length",
+            Box::new(|d| {
+                let config = std::fs::read_to_string(d.join("tokenizer_config.json")).unwrap();
+                std::fs::write(d.join("tokenizer_config.json"), config.replace("\"model_max_length\": 77,", ""))
+                    .unwrap();
+            }),
+            "tokenizer_config.json",
+            "has no model_max_length",
+        ),
+        (
+            "bad-token",
+            Box::new(|d| {
+                let config = std::fs::read_to_string(d.join("tokenizer_config.json")).unwrap();
+                std::fs::write(
+                    d.join("tokenizer_config.json"),
+                    config.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": 5"),
+                )
+                .unwrap();
+            }),
+            "tokenizer_config.json",
+            "pad_token is neither a string nor an object",
+        ),
     ];
     for (name, damage, file, message) in sweep {
         let err = error_for(name, damage);

@@ -31,6 +31,15 @@ pub struct RawGenerateResult {
     pub seed: BigInt,
     /// Things the user should know that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,
+    pub timings: RawPhaseTimings,
+}
+
+/// Where the call's time went, in milliseconds.
+#[napi(object)]
+pub struct RawPhaseTimings {
+    pub text_encoder_ms: f64,
+    pub denoise_ms: f64,
+    pub decode_ms: f64,
 }
 
 /// Exactly one of the two fields is set.
@@ -51,7 +60,13 @@ impl From<StepProgress> for RawGenerateEvent {
 impl From<GenerateOutput> for RawGenerateEvent {
     fn from(out: GenerateOutput) -> Self {
         let images = out.images.into_iter().map(RawImage::from).collect();
-        let result = RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings };
+        let t = out.timings;
+        let timings = RawPhaseTimings {
+            text_encoder_ms: t.text_encoder * 1e3,
+            denoise_ms: t.denoise * 1e3,
+            decode_ms: t.decode * 1e3,
+        };
+        let result = RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings, timings };
         RawGenerateEvent { progress: None, result: Some(result) }
     }
 }

@@ -137,7 +137,9 @@ impl ClipTextTransformer {
         let act = match cfg.hidden_act.as_str() {
             "quick_gelu" => ClipActivation::QuickGelu,
             "gelu" => ClipActivation::Gelu,
-            other => bail!("unsupported hidden_act {other:?} (expected \"quick_gelu\" or \"gelu\")"),
+            other => {
+                bail!("unsupported hidden_act {other:?} (expected \"quick_gelu\" or \"gelu\")")
+            }
         };
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             bail!(

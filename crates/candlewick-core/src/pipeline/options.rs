@@ -1,6 +1,6 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
-use crate::device::{DeviceRequest, DTypeRequest};
+use crate::device::{DTypeRequest, DeviceRequest};
 use crate::schedulers::ddim::DdimOverrides;
 
 /// How to load a model folder.
@@ -76,10 +76,22 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
+/// Where one call's time went, in seconds, measured with the device synchronized at each boundary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimings {
+    /// Tokenizing and the CLIP text encoder (prompts and negative prompts).
+    pub text_encoder: f64,
+    /// The whole denoising loop (UNet, guidance, scheduler steps).
+    pub denoise: f64,
+    /// The VAE decode and the conversion to 8-bit RGB.
+    pub decode: f64,
+}
+
 /// What one call returns.
 #[derive(Debug, Clone)]
 pub struct GenerateOutput {
     pub images: Vec<RgbImage>,
+    pub timings: PhaseTimings,
     /// The seed actually used (drawn at random when the caller gave none).
     pub seed: u64,
     /// Things a user should know but that did not stop the call (a truncated prompt, ...).

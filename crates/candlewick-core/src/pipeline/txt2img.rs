@@ -2,6 +2,7 @@
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use rand::SeedableRng;
@@ -9,12 +10,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::observer::{Observer, StepProgress};
-use super::options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, RgbImage};
+use super::options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage};
 use crate::config::{read_json, ModelFolder};
 use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
-use crate::models::flash;
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::flash;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
@@ -147,7 +148,9 @@ impl StableDiffusionPipeline {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
         // 2. Encode the prompts (and the negative prompts for classifier-free guidance).
+        let mut clock = PhaseClock::start(&self.target.device)?;
         let prompt_embeds = self.encode_prompt(options, do_guidance, &mut warnings)?;
+        let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps.
         let scheduler_config = self.scheduler_config.with_overrides(&options.scheduler)?;
@@ -185,13 +188,15 @@ impl StableDiffusionPipeline {
         if observer.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        let denoise = clock.lap()?;
 
         // 6. Decode the latents with the VAE.
         let image = self.decode_latents(&latents, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
-        Ok(GenerateOutput { images, seed, warnings })
+        let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
+        Ok(GenerateOutput { images, timings, seed, warnings })
     }
 
     /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).
@@ -220,7 +225,11 @@ impl StableDiffusionPipeline {
         }
         let max_steps = self.info.num_train_timesteps;
         if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
-            return Err(expected(&format!("integer between 1 and {max_steps}"), "numInferenceSteps", o.num_inference_steps));
+            return Err(expected(
+                &format!("integer between 1 and {max_steps}"),
+                "numInferenceSteps",
+                o.num_inference_steps,
+            ));
         }
         if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
             return Err(expected("finite number >= 0", "guidanceScale", o.guidance_scale));
@@ -275,7 +284,11 @@ impl StableDiffusionPipeline {
 
     fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {
         if given.shape != shape {
-            return Err(expected(&format!("latents of shape {shape:?}"), "latents", format!("shape {:?}", given.shape)));
+            return Err(expected(
+                &format!("latents of shape {shape:?}"),
+                "latents",
+                format!("shape {:?}", given.shape),
+            ));
         }
         if given.data.len() != shape.iter().product::<usize>() {
             return Err(expected(
@@ -294,10 +307,7 @@ impl StableDiffusionPipeline {
         let scaled = (latents / self.vae_config.scaling_factor)?;
         let mut image = self.vae.decode(&scaled.to_dtype(self.target.dtype)?)?.to_dtype(DType::F32)?;
         if self.target.dtype != DType::F32 && !all_finite(&image)? {
-            warnings.push(format!(
-                "the VAE overflowed in {}; the image was decoded again in f32",
-                self.info.dtype
-            ));
+            warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
             image = self.vae_in_f32()?.decode(&scaled.to_dtype(DType::F32)?)?;
         }
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
@@ -313,6 +323,26 @@ impl StableDiffusionPipeline {
     }
 }
 
+/// Seconds between phase boundaries, with the device synchronized at each (three waits a call).
+struct PhaseClock<'a> {
+    device: &'a Device,
+    since: Instant,
+}
+
+impl<'a> PhaseClock<'a> {
+    fn start(device: &'a Device) -> Result<Self> {
+        device.synchronize()?;
+        Ok(Self { device, since: Instant::now() })
+    }
+
+    fn lap(&mut self) -> Result<f64> {
+        self.device.synchronize()?;
+        let seconds = self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+        Ok(seconds)
+    }
+}
+
 /// Whether every value of an f32 tensor is finite: a sum carries NaN and infinity through
 /// (a max may skip NaN); one reduction, one scalar read back.
 fn all_finite(t: &Tensor) -> Result<bool> {
@@ -323,7 +353,5 @@ fn all_finite(t: &Tensor) -> Result<bool> {
 fn to_rgb8(image: &Tensor) -> Result<Vec<RgbImage>> {
     let (n, _c, height, width) = image.dims4()?;
     let bytes = (image * 255.0)?.round()?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
-    (0..n)
-        .map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? }))
-        .collect()
+    (0..n).map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? })).collect()
 }

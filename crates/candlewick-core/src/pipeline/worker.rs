@@ -52,9 +52,7 @@ impl PipelineWorker {
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the pipeline thread: {e}")))?;
-        let info = ready_rx
-            .recv()
-            .map_err(|_| Error::Internal("the pipeline thread ended while loading".into()))??;
+        let info = ready_rx.recv().map_err(|_| Error::Internal("the pipeline thread ended while loading".into()))??;
         Ok(Self { jobs, info })
     }
 

@@ -123,10 +123,9 @@ impl DdimScheduler {
                 let eps = ((sample - (&x0 * sqrt_a)?)? / sqrt_b)?;
                 (x0, eps)
             }
-            PredictionType::VPrediction => (
-                ((sample * sqrt_a)? - (model_output * sqrt_b)?)?,
-                ((model_output * sqrt_a)? + (sample * sqrt_b)?)?,
-            ),
+            PredictionType::VPrediction => {
+                (((sample * sqrt_a)? - (model_output * sqrt_b)?)?, ((model_output * sqrt_a)? + (sample * sqrt_b)?)?)
+            }
         };
         let x0 = if self.config.clip_sample {
             let r = self.config.clip_sample_range as f32;
@@ -159,7 +158,9 @@ impl DdimScheduler {
     fn alpha_at(&self, timestep: usize) -> candle_core::Result<f32> {
         match self.alphas_cumprod.get(timestep) {
             Some(&a) => Ok(a as f32),
-            None => bail!("DDIM timestep {timestep} is past the last training timestep {}", self.alphas_cumprod.len() - 1),
+            None => {
+                bail!("DDIM timestep {timestep} is past the last training timestep {}", self.alphas_cumprod.len() - 1)
+            }
         }
     }
 }

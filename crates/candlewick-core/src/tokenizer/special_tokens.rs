@@ -71,9 +71,9 @@ impl SpecialTokens {
         // 2. added_tokens_decoder, or else special_tokens_map.json.
         let mut added: Vec<AddedToken> = Vec::new();
         if let Some(decoder) = config.get("added_tokens_decoder") {
-            let entries = decoder.as_object().ok_or_else(|| {
-                Error::model(config_path, "added_tokens_decoder is not an object of id -> token")
-            })?;
+            let entries = decoder
+                .as_object()
+                .ok_or_else(|| Error::model(config_path, "added_tokens_decoder is not an object of id -> token"))?;
             let mut by_id = Vec::with_capacity(entries.len());
             for (id, value) in entries {
                 let id: u32 = id.parse().map_err(|_| {

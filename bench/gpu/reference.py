@@ -1,0 +1,106 @@
+"""diffusers' side of the GPU parity check, run on the GPU test machine by bench/gpu/run.sh.
+
+    python3 bench/gpu/reference.py OUTDIR        (PARITY_STEPS=20 by default)
+
+1. Makes SD1.5-shaped random weights in diffusers' folder layout in OUTDIR (f32 files and the
+   fp16 variant; the real CLIP tokenizer files from test/fixtures/tiny-sd/tokenizer), with the
+   configs and weight perturbation of scripts/fixture_models.py.
+2. Runs StableDiffusionPipeline on CUDA from fixed initial latents (512x512, guidance 7.5, DDIM)
+   in f32 with TF32 off, and writes OUTDIR/goldens.{safetensors,json}: initial_latents, the
+   latents after every step, the image; the format of crates/candlewick-core/examples/full_size_check.rs.
+3. Runs the same in fp16 and records diffusers' own fp16-vs-f32 error beside ours.
+"""
+import json
+import os
+import shutil
+import sys
+import time
+
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import fixture_models  # noqa: E402
+
+PROMPT = "a photo of an astronaut riding a horse on mars"
+NEGATIVE = "blurry"
+STEPS = int(os.environ.get("PARITY_STEPS", 20))
+SIZE, GUIDANCE, SEED = 512, 7.5, 0
+
+
+def add_text_model_prefix(folder):
+    """SD1.5's text_encoder files carry the `text_model.` prefix that transformers 5 leaves out."""
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".safetensors"):
+            path = os.path.join(folder, f)
+            tensors = load_file(path)
+            save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in tensors.items()},
+                      path, metadata={"format": "pt"})
+
+
+def make_model(out_dir):
+    tok_dir = os.path.join(out_dir, "tokenizer")
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "test/fixtures/tiny-sd/tokenizer"), tok_dir)
+    text_encoder, unet, vae, scheduler = fixture_models.build(
+        fixture_models.SD15_TEXT, fixture_models.SD15_UNET, fixture_models.SD15_VAE, SEED)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    pipe.to(torch.float16).save_pretrained(out_dir, safe_serialization=True, variant="fp16")
+    pipe.to(torch.float32)
+    add_text_model_prefix(os.path.join(out_dir, "text_encoder"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def run(pipe, latents, dtype):
+    pipe.to("cuda", dtype)
+    captured = {}
+
+    def on_step_end(p, i, t, kwargs):
+        captured[f"latents_step_{i}"] = kwargs["latents"].float().cpu()
+        return {}
+
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    image = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                 width=SIZE, height=SIZE, eta=0.0, latents=latents.to("cuda", dtype), output_type="pt",
+                 callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"]).images
+    torch.cuda.synchronize()
+    return captured, image.float().cpu(), time.perf_counter() - started
+
+
+def main(out_dir):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.perf_counter()
+    pipe = make_model(out_dir)
+    made_s = time.perf_counter() - started
+    g = torch.Generator().manual_seed(SEED + 30)
+    latents = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=g)
+    f32, image32, t32 = run(pipe, latents, torch.float32)
+    f16, image16, t16 = run(pipe, latents, torch.float16)
+    last = f"latents_step_{STEPS - 1}"
+    rel16 = float((f16[last] - f32[last]).abs().max() / f32[last].abs().max())
+    mse = float(((image16 - image32) ** 2).mean())
+    save_file({"initial_latents": latents, **f32, "image": image32}, os.path.join(out_dir, "goldens.safetensors"))
+    info = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance_scale": GUIDANCE,
+            "width": SIZE, "height": SIZE, "reference": "diffusers f32 on CUDA, TF32 off",
+            "torch_version": torch.__version__, "device": torch.cuda.get_device_name(),
+            "seconds_make_model": made_s, "seconds_call_f32": t32, "seconds_call_f16": t16,
+            "diffusers_f16_latents_rel": rel16,
+            "diffusers_f16_psnr_db": float("inf") if mse == 0 else float(10 * torch.log10(torch.tensor(1.0 / mse)))}
+    with open(os.path.join(out_dir, "goldens.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    print(json.dumps(info), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
