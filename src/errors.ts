@@ -1,7 +1,7 @@
 /**
  * Errors candlewick throws or rejects with. Every one has a stable `code`:
  * the core's codes (ERR_CANDLEWICK_MODEL, ERR_CANDLEWICK_DEVICE, ERR_CANDLEWICK_TENSOR,
- * ERR_CANDLEWICK_OUT_OF_MEMORY, ERR_CANDLEWICK_INTERNAL), ERR_CANDLEWICK_INVALID_OPTION for options
+ * ERR_CANDLEWICK_OUT_OF_MEMORY, ERR_CANDLEWICK_DISPOSED, ERR_CANDLEWICK_INTERNAL), ERR_CANDLEWICK_INVALID_OPTION for options
  * rejected before any work, ERR_CANDLEWICK_CANCELLED for aborted calls and
  * ERR_CANDLEWICK_NO_NATIVE_MODULE when the native module cannot be loaded.
  */

@@ -96,6 +96,18 @@ export class StableDiffusionPipeline {
   }
 
   /**
+   * Let queued calls finish, then free the model (GPU memory included) and end its thread.
+   * Later calls reject with code ERR_CANDLEWICK_DISPOSED. Also `await using pipe = ...`.
+   */
+  async dispose(): Promise<void> {
+    await this.#native.dispose();
+  }
+
+  async [Symbol.asyncDispose ?? Symbol.for("Symbol.asyncDispose")](): Promise<void> {
+    await this.dispose();
+  }
+
+  /**
    * Generate images from text: `prompt.length x numImagesPerPrompt` of them. Calls on one pipeline
    * queue and run one at a time; the pipeline stays usable after errors and cancellation.
    * Rejects with a CandlewickError (ERR_CANDLEWICK_INVALID_OPTION for bad options, before any work;

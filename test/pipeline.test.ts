@@ -189,3 +189,19 @@ test("a folder that does not exist is an error naming it", async (t) => {
   t.is(error?.code, "ERR_CANDLEWICK_MODEL");
   t.regex(error!.message, /\/no\/such\/model/);
 });
+
+test("every image carries its call's phase timings", async (t) => {
+  const [image] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+  const timings = image!.timings!;
+  t.true(timings.textEncoderMs > 0 && timings.denoiseMs > 0 && timings.decodeMs > 0, JSON.stringify(timings));
+});
+
+test("dispose lets a queued call finish, then later calls reject with ERR_CANDLEWICK_DISPOSED", async (t) => {
+  const own = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu" });
+  const queued = own.generate({ prompt: "last one", ...SMALL, seed: 3 });
+  await own.dispose();
+  t.is((await queued).length, 1);
+  const error = await t.throwsAsync(own.generate({ prompt: "too late", ...SMALL }));
+  t.is((error as CandlewickError).code, "ERR_CANDLEWICK_DISPOSED");
+  await own.dispose();
+});

@@ -14,6 +14,11 @@ export declare class GenerateCall {
 export declare class Pipeline {
   get info(): RawPipelineInfo
   /**
+   * Let queued calls finish, end the pipeline's thread and free its memory (GPU memory
+   * included). Later calls fail with ERR_CANDLEWICK_DISPOSED.
+   */
+  dispose(): Promise<void>
+  /**
    * Queue a text-to-image call. Returns at once; `onEvent` reports progress and the outcome.
    * Throws (synchronously) only when the options cannot be converted.
    */

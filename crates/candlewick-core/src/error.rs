@@ -24,6 +24,10 @@ pub enum Error {
     #[error("generation was cancelled")]
     Cancelled,
 
+    /// The pipeline was disposed; load the model again.
+    #[error("the pipeline was disposed; load the model again to generate")]
+    Disposed,
+
     /// A panic inside the pipeline, caught at the worker's boundary.
     #[error("internal error (a bug in candlewick, please report it): {0}")]
     Internal(String),
@@ -41,6 +45,7 @@ impl Error {
             Error::Model { .. } => "ERR_CANDLEWICK_MODEL",
             Error::Device(_) => "ERR_CANDLEWICK_DEVICE",
             Error::Cancelled => "ERR_CANDLEWICK_CANCELLED",
+            Error::Disposed => "ERR_CANDLEWICK_DISPOSED",
             Error::Internal(_) => "ERR_CANDLEWICK_INTERNAL",
             Error::Candle(e) if is_out_of_memory(e) => "ERR_CANDLEWICK_OUT_OF_MEMORY",
             Error::Candle(_) => "ERR_CANDLEWICK_TENSOR",

@@ -1,7 +1,8 @@
-//! Loading a model folder without blocking JavaScript: an AsyncTask on the libuv pool that starts
-//! the pipeline's own thread and waits for it to finish loading.
+//! Loading and disposing of a pipeline without blocking JavaScript: AsyncTasks on the libuv pool
+//! that start the pipeline's own thread and wait for it to finish loading, or to end.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candlewick_core::pipeline::{LoadOptions, PipelineWorker};
 use napi::bindgen_prelude::{Env, Result, Task};
@@ -26,5 +27,23 @@ impl Task for LoadTask {
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Pipeline> {
         output.map(Pipeline::new).map_err(|e| into_js_error(&env, CoreError(e)))
+    }
+}
+
+pub struct DisposeTask {
+    pub worker: Arc<PipelineWorker>,
+}
+
+impl Task for DisposeTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        self.worker.close();
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
     }
 }

@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 use crate::error::{into_js_error, CoreError, ErrorCode};
 use crate::events::RawGenerateEvent;
-use crate::load_task::LoadTask;
+use crate::load_task::{DisposeTask, LoadTask};
 use crate::options::{RawGenerateOptions, RawLoadOptions, RawPipelineInfo};
 
 /// `(err, event) => void`, called on the JS thread: progress events, then one result or one error
@@ -33,12 +33,12 @@ pub fn load_pipeline(env: Env, model_dir: String, options: Option<RawLoadOptions
 /// A loaded Stable Diffusion pipeline. Made by `loadPipeline`; calls queue and run one at a time.
 #[napi]
 pub struct Pipeline {
-    worker: PipelineWorker,
+    worker: Arc<PipelineWorker>,
 }
 
 impl Pipeline {
     pub fn new(worker: PipelineWorker) -> Self {
-        Pipeline { worker }
+        Pipeline { worker: Arc::new(worker) }
     }
 }
 
@@ -47,6 +47,13 @@ impl Pipeline {
     #[napi(getter)]
     pub fn info(&self) -> RawPipelineInfo {
         self.worker.info().into()
+    }
+
+    /// Let queued calls finish, end the pipeline's thread and free its memory (GPU memory
+    /// included). Later calls fail with ERR_CANDLEWICK_DISPOSED.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn dispose(&self) -> AsyncTask<DisposeTask> {
+        AsyncTask::new(DisposeTask { worker: self.worker.clone() })
     }
 
     /// Queue a text-to-image call. Returns at once; `onEvent` reports progress and the outcome.

@@ -7,8 +7,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread;
+use std::sync::{mpsc, Mutex};
+use std::thread::{self, JoinHandle};
 
 use super::options::{GenerateOptions, GenerateOutput, LoadOptions};
 use super::txt2img::{PipelineInfo, StableDiffusionPipeline};
@@ -23,9 +23,11 @@ struct Job {
     done: Done,
 }
 
-/// A loaded pipeline living on its own thread. Dropping it lets queued jobs finish, then ends the thread.
+/// A loaded pipeline living on its own thread. Dropping it (or [`PipelineWorker::close`]) lets
+/// queued jobs finish, then ends the thread and frees the model's memory.
 pub struct PipelineWorker {
-    jobs: mpsc::Sender<Job>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     info: PipelineInfo,
 }
 
@@ -34,7 +36,7 @@ impl PipelineWorker {
     pub fn load(model_dir: PathBuf, options: LoadOptions) -> Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<PipelineInfo>>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("candlewick-pipeline".into())
             .spawn(move || {
                 let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
@@ -53,7 +55,7 @@ impl PipelineWorker {
             })
             .map_err(|e| Error::Internal(format!("cannot start the pipeline thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| Error::Internal("the pipeline thread ended while loading".into()))??;
-        Ok(Self { jobs, info })
+        Ok(Self { jobs: Mutex::new(Some(jobs)), thread: Mutex::new(Some(thread)), info })
     }
 
     pub fn info(&self) -> &PipelineInfo {
@@ -68,8 +70,28 @@ impl PipelineWorker {
         done: impl FnOnce(Result<GenerateOutput>) + Send + 'static,
     ) {
         let job = Job { options, observer, done: Box::new(done) };
-        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
-            (job.done)(Err(Error::Internal("the pipeline thread has stopped".into())));
+        let sent = match self.jobs.lock() {
+            Ok(jobs) => match jobs.as_ref() {
+                Some(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| (job, "the pipeline thread has stopped")),
+                None => Err((job, "")),
+            },
+            Err(_) => Err((job, "the pipeline's job queue is poisoned")),
+        };
+        if let Err((job, why)) = sent {
+            let error = if why.is_empty() { Error::Disposed } else { Error::Internal(why.into()) };
+            (job.done)(Err(error));
+        }
+    }
+
+    /// Stop taking calls, let the queued ones finish, and wait until the thread has ended and
+    /// the model's memory is freed. Later calls fail with [`Error::Disposed`]. Idempotent.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 
