@@ -1,4 +1,4 @@
-//! Fused FlashAttention-2 for the UNet's and the VAE's attention on CUDA (f16/bf16).
+//! Fused FlashAttention-2 for the UNet's and the VAE's attention on CUDA (f16).
 //!
 //! Built only with the `flash-attn` feature (candle-flash-attn's kernels, a long nvcc build).
 //! Whether this thread's attention may use it is a per-thread switch: each pipeline runs on a
@@ -22,9 +22,13 @@ pub fn compiled() -> bool {
     cfg!(feature = "flash-attn")
 }
 
+/// The head dims the CUDA build compiles kernels for (scripts/cuda/flash-attn-sd.sh keeps the f16,
+/// non-causal kernels for 64, 96, 128 and 160; a head dim runs on the smallest kernel >= it).
+const HEAD_DIMS: std::ops::RangeInclusive<usize> = 33..=160;
+
 /// softmax(q kᵀ / sqrt(d)) v on [batch, seq, heads, d] tensors when flash attention can do it
-/// (CUDA, f16 or bf16, d a multiple of 8 up to 256, allowed on this thread); None otherwise,
-/// and the caller takes the unfused path.
+/// (CUDA, f16, d a multiple of 8 in 33..=160, allowed on this thread); None otherwise, and the
+/// caller takes the unfused path.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     if !ENABLED.with(|e| e.get()) || !usable(q, k, v)? {
         return Ok(None);
@@ -34,14 +38,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
 
 fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {
     let d = q.dims4()?.3;
-    let half = matches!(q.dtype(), candle_core::DType::F16 | candle_core::DType::BF16);
+    let f16 = candle_core::DType::F16;
     Ok(compiled()
         && q.device().is_cuda()
-        && half
-        && k.dtype() == q.dtype()
-        && v.dtype() == q.dtype()
+        && (q.dtype(), k.dtype(), v.dtype()) == (f16, f16, f16)
         && d % 8 == 0
-        && d <= 256)
+        && HEAD_DIMS.contains(&d))
 }
 
 #[cfg(feature = "flash-attn")]

@@ -101,7 +101,7 @@ impl StableDiffusionPipeline {
         let flash_attention = options.flash_attention
             && flash::compiled()
             && device.is_cuda()
-            && matches!(dtype, DType::F16 | DType::BF16);
+            && dtype == DType::F16;
         let vae_scale_factor = vae_config.scale_factor();
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),
