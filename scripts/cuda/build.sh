@@ -7,16 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda/env.sh
-features=${FEATURES:-cuda,cudnn,flash-attn}
-patch=()
-if [[ $features == *flash-attn* ]]; then
-  bash scripts/cuda/cutlass.sh
-  fa=$(bash scripts/cuda/flash-attn-sd.sh)
-  patch=(--config "patch.crates-io.candle-flash-attn.path=\"$fa\"")
-fi
-# The patch rewrites Cargo.lock's entry for candle-flash-attn; keep the committed lock as it is.
-cp Cargo.lock "$CARGO_TARGET_DIR/Cargo.lock.committed" 2>/dev/null || { mkdir -p "$CARGO_TARGET_DIR"; cp Cargo.lock "$CARGO_TARGET_DIR/Cargo.lock.committed"; }
-trap 'cp "$CARGO_TARGET_DIR/Cargo.lock.committed" Cargo.lock' EXIT
+cuda_features_and_patch
 out=npm/linux-x64-gnu-cuda
 npx napi build --platform --release -p candlewick-node --features "$features" --no-js --output-dir "$CARGO_TARGET_DIR/napi-out" -- "${patch[@]}"
 cp "$CARGO_TARGET_DIR"/napi-out/candlewick.linux-x64-gnu.node "$out/candlewick.linux-x64-gnu-cuda.node"

@@ -1,0 +1,88 @@
+// Candlewick's side of the GPU speed table, run by bench/gpu/run.sh on the GPU test machine.
+//
+//   node bench/gpu/bench.mjs MODEL_DIR OUT.json
+//
+// Each row is one switch: fp32, tf32, fp16 (unfused attention), fp16 + flash attention; then
+// batch 8 with every switch on. Work as ../shared/bench/anchor_diffusers.py: SD1.5 shapes,
+// 512x512, 50 DDIM steps, guidance 7.5 (the UNet runs at batch 2), text encoder + steps + VAE
+// decode (we also convert to 8-bit RGB on the host). Latency: median of RUNS runs after one
+// warm-up. Peak GPU memory: the most nvidia-smi reported during the row (the whole process:
+// CUDA context included), sampled every 20 ms.
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+
+import { StableDiffusionPipeline } from "../../dist/index.js";
+
+const [modelDir, outPath] = process.argv.slice(2);
+const STEPS = Number(process.env.STEPS ?? 50);
+const RUNS = Number(process.env.RUNS ?? 3);
+const WHICH = (process.env.WHICH ?? "fp32,tf32,fp16,fp16+flash,fp16+flash:b8").split(",");
+const PROMPT = "a photo of an astronaut riding a horse on mars";
+
+const VARIANTS = {
+  fp32: { load: { dtype: "f32", tf32: false, flashAttention: false } },
+  tf32: { load: { dtype: "f32", tf32: true, flashAttention: false } },
+  fp16: { load: { dtype: "f16", flashAttention: false } },
+  "fp16+flash": { load: { dtype: "f16", flashAttention: true } },
+  "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true }, batch: 8, variant: "fp16+flash" },
+};
+
+function memoryPeak() {
+  const smi = spawn("nvidia-smi", ["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "20"]);
+  let peakMiB = 0;
+  smi.stdout.on("data", (chunk) => {
+    for (const line of chunk.toString().split("\n")) {
+      const v = Number.parseFloat(line);
+      if (v > peakMiB) peakMiB = v;
+    }
+  });
+  return () => {
+    smi.kill();
+    return peakMiB / 1024;
+  };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const rows = [];
+let phases;
+for (const key of WHICH) {
+  const spec = VARIANTS[key];
+  const batch = spec.batch ?? 1;
+  const stopMemory = memoryPeak();
+  const loadStart = performance.now();
+  const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: "cuda", ...spec.load });
+  const loadS = (performance.now() - loadStart) / 1e3;
+  const call = { prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: 512, height: 512, numImagesPerPrompt: batch, seed: 1 };
+  const firstStart = performance.now();
+  await pipe.generate(call); // warm-up
+  const firstS = (performance.now() - firstStart) / 1e3;
+  const times = [];
+  let last;
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now();
+    last = await pipe.generate(call);
+    times.push((performance.now() - t0) / 1e3);
+  }
+  const peakGiB = stopMemory();
+  const row = {
+    system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS,
+    median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
+    images_per_s: batch / median(times), peak_gib: peakGiB, load_s: loadS, first_call_s: firstS,
+    flash_attention: pipe.info.flashAttention, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
+    timings_ms: last[0].timings,
+  };
+  if (key === "fp16+flash") {
+    const t = last[0].timings;
+    phases = { text_encoder: t.textEncoderMs, unet_step: t.denoiseMs / STEPS, vae_decode: t.decodeMs };
+  }
+  rows.push(row);
+  console.log(JSON.stringify(row));
+  await pipe.dispose();
+}
+writeFileSync(outPath, JSON.stringify({ rows, phases_ms: phases }, null, 1));
+console.log("\nvariant            batch  median_s  img/s  peakGiB");
+for (const r of rows) {
+  console.log(`${r.variant.padEnd(18)} ${String(r.batch).padStart(5)} ${r.median_s.toFixed(3).padStart(9)} ${r.images_per_s.toFixed(2).padStart(6)} ${r.peak_gib.toFixed(2).padStart(8)}`);
+}

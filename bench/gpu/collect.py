@@ -1,0 +1,72 @@
+"""Gathers one GPU run's files (bench/gpu/run.sh writes them under OUT) into OUT/results.json, in
+the format bench/results/<date>-<card>.json keeps, and prints the speed table.
+
+    python3 bench/gpu/collect.py OUT
+"""
+import datetime
+import json
+import os
+import sys
+
+
+def read(out, name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(out):
+    gpu = open(os.path.join(out, "gpu.txt")).read().strip().split(", ") if os.path.exists(os.path.join(out, "gpu.txt")) else ["?", "?"]
+    commit = open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None
+    ours = read(out, "candlewick.json") or {"rows": [], "phases_ms": None}
+    anchor = read(out, "anchor_diffusers.json") or {"results": []}
+    phases = read(out, "anchor_phases.json") or {}
+    rows = []
+    for r in ours["rows"]:
+        rows.append({k: r[k] for k in ("system", "variant", "batch", "median_s", "min_s", "max_s", "images_per_s", "peak_gib",
+                                       "load_s", "first_call_s")})
+    for r in anchor["results"]:
+        if "median_s" in r:
+            rows.append({"system": "diffusers", "variant": r["name"], "batch": r["batch"], "median_s": r["median_s"],
+                         "min_s": r["min_s"], "max_s": r["max_s"], "images_per_s": r["img_per_s"],
+                         "peak_gib": r["peak_gib"], "compile_s": r.get("compile_s")})
+    fp32 = next((r["median_s"] for r in rows if r["system"] == "candlewick" and r["variant"] == "fp32" and r["batch"] == 1), None)
+    for r in rows:
+        if r["system"] == "candlewick" and fp32 and r["batch"] == 1:
+            r["speedup_vs_fp32"] = fp32 / r["median_s"]
+    parity = {}
+    for name, key in (("parity-f32.json", "f32"), ("parity-f16-flash.json", "f16"), ("parity-f16-unfused.json", "f16_unfused")):
+        p = read(out, name)
+        if p:
+            lat = p["parity"]["latents_max_abs_rel"]
+            parity[f"{key}_latents_rel"] = lat[max(lat, key=lambda s: int(s.rsplit("_", 1)[1]))]
+            parity[f"{key}_psnr_db"] = p["parity"]["image_psnr_db"]
+    reference = read("/tmp/sd15", "goldens.json") or {}
+    parity["diffusers_f16_latents_rel"] = reference.get("diffusers_f16_latents_rel")
+    parity["diffusers_f16_psnr_db"] = reference.get("diffusers_f16_psnr_db")
+    parity["steps"] = reference.get("steps")
+    result = {
+        "date": datetime.date.today().isoformat(), "device": gpu[0], "driver": gpu[1] if len(gpu) > 1 else None,
+        "commit": commit,
+        "work": {"model": "sd15-shaped-random", "width": 512, "height": 512, "steps": 50, "guidance": 7.5},
+        "memory_note": "candlewick peak_gib: the most nvidia-smi showed for the whole process (CUDA context "
+                       "included); diffusers peak_gib: torch.cuda.max_memory_allocated (tensors only)",
+        "rows": rows,
+        "phases_ms": ours.get("phases_ms"),
+        "diffusers_phases_ms": phases.get("phases_ms"),
+        "attention": {"candlewick": read(out, "attention.json"), "pytorch_sdpa": phases.get("attention")},
+        "parity": parity,
+    }
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print("%-11s %-48s %5s %9s %7s %8s" % ("system", "variant", "batch", "median_s", "img/s", "peakGiB"))
+    for r in rows:
+        print("%-11s %-48s %5d %9.3f %7.2f %8.2f" % (r["system"], r["variant"], r["batch"], r["median_s"],
+                                                     r["images_per_s"], r["peak_gib"]))
+    print(json.dumps(parity))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Prepares .gpu/ (git-ignored) for bench/gpu/run.sh on the GPU test machine, which has no node,
+# no Rust and no diffusers: the CUDA .node, the CUDA example binaries (parity, attention), this
+# machine's node, diffusers' wheel, and copies of ../shared/bench's diffusers scripts; all
+# compressed (the call carries at most 64 MiB). Then:
+#   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs"]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+G=.gpu
+mkdir -p $G/whl
+npm run --silent build:ts
+bash scripts/cuda/build.sh
+bash scripts/cuda/examples.sh
+xz -T2 -6 -c npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node > $G/candlewick.node.xz
+for b in full_size_check attention_bench; do xz -T2 -6 -c target/cuda/release/examples/$b > $G/$b.xz; done
+[ -f $G/node.xz ] || xz -T2 -6 -c "$(command -v node)" > $G/node.xz
+ls $G/whl/diffusers-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps --only-binary=:all: -d $G/whl diffusers==0.42.1
+cp ../shared/bench/anchor_diffusers.py ../shared/bench/anchor_phases.py $G/
+git rev-parse HEAD > $G/commit
+du -ch $G/* dist node_modules/pngjs | tail -1

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything on the GPU test machine in one call (bench/gpu/pack.sh prepares .gpu/ here first):
+#   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs"]
+# 1. load check of the CUDA build; 2. SD1.5-shaped random weights and diffusers' f32 reference;
+# 3. parity (f32, f16 + flash, f16 unfused) from the same latents; 4. candlewick's speed rows;
+# 5. diffusers on the same card (../shared/bench/anchor_diffusers.py: fp16 + SDPA, torch.compile);
+# 6. attention alone against PyTorch SDPA; 7. the GPU JavaScript tests; 8. results.json.
+# Every stage writes under $OUT and has its own time limit, so one failure does not lose the rest.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/candlewick-out}
+mkdir -p "$OUT"
+G=.gpu
+W=/tmp/cw
+MODEL=/tmp/sd15
+started=$SECONDS
+stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
+
+stage "unpack"
+mkdir -p $W
+for f in node candlewick.node full_size_check attention_bench; do xz -dc "$G/$f.xz" > "$W/$f" && chmod +x "$W/$f"; done
+export PATH=$W:$PATH
+export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $G/whl/*.whl && export PYTHONPATH=/tmp/site
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+cp $G/commit "$OUT/commit.txt" 2>/dev/null
+
+stage "1. load check"
+ldd $W/candlewick.node | grep -E "not found|cuda|cublas|cudnn|nvrtc|curand" | tee "$OUT/ldd.txt"
+node -e 'const b = require(process.env.CANDLEWICK_NATIVE_LIBRARY_PATH); console.log(JSON.stringify(b.buildInfo()))' 2>&1 | tee "$OUT/build-info.txt"
+
+stage "2. model + diffusers reference"
+PARITY_STEPS=20 timeout 240 python3 bench/gpu/reference.py $MODEL 2>&1 | grep -v Warning | tail -5
+
+stage "3. parity"
+timeout 60 full_size_check $MODEL --device cuda --dtype f32 --no-flash --out "$OUT/parity-f32.json" > /dev/null 2>"$OUT/parity-f32.err"; tail -3 "$OUT/parity-f32.err"
+timeout 60 full_size_check $MODEL --device cuda --dtype f16 --out "$OUT/parity-f16-flash.json" > /dev/null 2>"$OUT/parity-f16.err"; tail -3 "$OUT/parity-f16.err"
+timeout 60 full_size_check $MODEL --device cuda --dtype f16 --no-flash --out "$OUT/parity-f16-unfused.json" > /dev/null 2>&1
+python3 -c 'import json,sys; [print(f, json.load(open(f))["parity"]) for f in sys.argv[1:]]' "$OUT"/parity-*.json
+
+stage "4. candlewick speed"
+timeout 200 node bench/gpu/bench.mjs $MODEL "$OUT/candlewick.json" 2>&1 | tail -8
+
+stage "5. diffusers on the same card"
+OUT=$OUT FLOPS=0 WHICH=${DIFFUSERS_WHICH:-fp16_sdpa,fp32,compiled_ro} timeout 200 python3 $G/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -6
+
+stage "6. attention alone"
+timeout 30 attention_bench "$OUT/attention.json" > /dev/null 2>&1
+(cd $G && timeout 60 python3 anchor_phases.py > "$OUT/anchor_phases.txt" 2>&1); tail -2 "$OUT/anchor_phases.txt"
+
+stage "7. GPU JavaScript tests"
+CANDLEWICK_GPU_MODEL=$MODEL timeout 120 node --test test/gpu/ 2>&1 | tee "$OUT/test-gpu.txt" | grep -E "^# (pass|fail)|^not ok"
+
+stage "8. results"
+python3 bench/gpu/collect.py "$OUT"
