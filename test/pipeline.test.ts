@@ -205,3 +205,22 @@ test("dispose lets a queued call finish, then later calls reject with ERR_CANDLE
   t.is((error as CandlewickError).code, "ERR_CANDLEWICK_DISPOSED");
   await own.dispose();
 });
+
+test("the event loop stays responsive while a call runs", async (t) => {
+  let ticks = 0;
+  let longestGapMs = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longestGapMs = Math.max(longestGapMs, now - last);
+    last = now;
+    ticks++;
+  }, 5);
+  try {
+    await pipe.generate({ prompt: "a red apple", width: 64, height: 64, numInferenceSteps: 10, seed: 1 });
+  } finally {
+    clearInterval(timer);
+  }
+  t.true(ticks >= 5, `only ${ticks} timer ticks during generation`);
+  t.true(longestGapMs < 250, `the event loop was blocked for ${longestGapMs.toFixed(0)} ms`);
+});
