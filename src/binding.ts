@@ -44,6 +44,16 @@ export function candidates(platform = platformName()): string[] {
 }
 
 let loaded: NativeBinding | undefined;
+/** Why the candidates before the one that loaded were passed over ("candlewick-linux-x64-gnu-cuda: libcudnn.so.9: cannot open ..."). */
+let passedOver: string[] = [];
+
+/** Why a CUDA build was not used, when the loaded build has no CUDA; undefined otherwise. */
+export function whyNoCuda(): string | undefined {
+  const binding = loadNative();
+  if (binding.buildInfo().cuda) return undefined;
+  const cuda = passedOver.find((line) => line.includes("-cuda"));
+  return cuda ? `the CUDA build did not load (${cuda.trim().replace(/^- /, "")})` : "no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)";
+}
 
 /** The native module, loaded on first use (so importing candlewick never fails by itself). */
 export function loadNative(): NativeBinding {
@@ -64,6 +74,7 @@ export function loadNative(): NativeBinding {
       continue;
     }
     loaded = binding;
+    passedOver = failures;
     return binding;
   }
   throw new CandlewickError(noBindingMessage(platform, failures), NO_NATIVE_MODULE);

@@ -10,6 +10,8 @@
 export const INVALID_OPTION = "ERR_CANDLEWICK_INVALID_OPTION";
 /** The call was cancelled through its AbortSignal. */
 export const CANCELLED = "ERR_CANDLEWICK_CANCELLED";
+/** The requested device cannot be used (no CUDA build, no GPU, an old driver). */
+export const DEVICE = "ERR_CANDLEWICK_DEVICE";
 /** No native build could be loaded for this platform. */
 export const NO_NATIVE_MODULE = "ERR_CANDLEWICK_NO_NATIVE_MODULE";
 

@@ -2,13 +2,18 @@
 
 import { resolve } from "node:path";
 
-import { abortError, CandlewickError, fromNativeError, INVALID_OPTION } from "./errors.js";
-import { loadNative } from "./binding.js";
+import { debuglog } from "node:util";
+
+import { abortError, CandlewickError, DEVICE, fromNativeError, INVALID_OPTION } from "./errors.js";
+import { loadNative, whyNoCuda } from "./binding.js";
 import { GeneratedImage } from "./image.js";
 import { checkGenerateOptions, toRawLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
 import { describe } from "./validate.js";
 
 import type { GenerateCall, Pipeline, RawGenerateEvent, RawPipelineInfo } from "./generated/native.js";
+
+/** `NODE_DEBUG=candlewick` logs which device each pipeline runs on and why. */
+const debug = debuglog("candlewick");
 
 /** What a loaded pipeline runs on and produces by default. */
 export interface PipelineInfo {
@@ -41,10 +46,13 @@ export class StableDiffusionPipeline {
   readonly #native: Pipeline;
   readonly #info: PipelineInfo;
 
-  private constructor(native: Pipeline) {
+  private constructor(native: Pipeline, noCuda: string | undefined) {
     this.#native = native;
     const info: RawPipelineInfo = native.info;
-    this.#info = Object.freeze({ ...info });
+    const deviceReason = info.device === "cpu" && noCuda && !/"cpu" was requested/.test(info.deviceReason)
+      ? `device "auto" chose the CPU: ${noCuda}`
+      : info.deviceReason;
+    this.#info = Object.freeze({ ...info, deviceReason });
   }
 
   /**
@@ -59,11 +67,18 @@ export class StableDiffusionPipeline {
     }
     const raw = toRawLoadOptions(options);
     const native = loadNative();
+    const noCuda = whyNoCuda();
+    if (raw.device === "cuda" && noCuda) {
+      throw new CandlewickError(`device "cuda" was requested but ${noCuda}`, DEVICE);
+    }
+    let pipe: StableDiffusionPipeline;
     try {
-      return new StableDiffusionPipeline(await native.loadPipeline(resolve(modelDir), raw));
+      pipe = new StableDiffusionPipeline(await native.loadPipeline(resolve(modelDir), raw), noCuda);
     } catch (error) {
       throw fromNativeError(error);
     }
+    debug("loaded %s on %s (%s): %s", pipe.modelDir, pipe.device, pipe.dtype, pipe.deviceReason);
+    return pipe;
   }
 
   /** Everything below in one object. */

@@ -224,3 +224,13 @@ test("the event loop stays responsive while a call runs", async (t) => {
   t.true(ticks >= 5, `only ${ticks} timer ticks during generation`);
   t.true(longestGapMs < 250, `the event loop was blocked for ${longestGapMs.toFixed(0)} ms`);
 });
+
+test("device \"cuda\" without a CUDA build is an error saying why; \"auto\" says why it chose the CPU", async (t) => {
+  const error = await t.throwsAsync(StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cuda" }));
+  t.is((error as CandlewickError).code, "ERR_CANDLEWICK_DEVICE");
+  t.regex(error!.message, /^device "cuda" was requested but (the CUDA build did not load|no CUDA build is installed)/);
+  const auto = await StableDiffusionPipeline.fromPretrained(TINY_SD);
+  t.is(auto.device, "cpu");
+  t.regex(auto.deviceReason, /CUDA/);
+  await auto.dispose();
+});

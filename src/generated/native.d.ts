@@ -40,6 +40,8 @@ export declare function loadPipeline(modelDir: string, options?: RawLoadOptions 
 export interface RawBuildInfo {
   version: string
   cuda: boolean
+  /** Whether the FlashAttention-2 kernels are compiled in. */
+  flashAttention: boolean
 }
 
 /** Exactly one of the two fields is set. */

@@ -47,8 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Same function: compare the two paths' outputs.
                 let a = flash::attention(&q, &k, &v)?.expect("flash applies").to_dtype(DType::F32)?;
                 let b = attention::scaled_dot_product(&qt, &kt, &vt)?.transpose(1, 2)?.to_dtype(DType::F32)?;
-                let rel = ((a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?)
-                    / b.abs()?.max_all()?.to_scalar::<f32>()?;
+                let rel = ((a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?) / b.abs()?.max_all()?.to_scalar::<f32>()?;
                 Some((ms, rel))
             } else {
                 None

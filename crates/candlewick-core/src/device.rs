@@ -84,7 +84,26 @@ pub fn choose(device: DeviceRequest, dtype: DTypeRequest) -> Result<DeviceChoice
 
 #[cfg(feature = "cuda")]
 fn cuda_device() -> std::result::Result<Device, String> {
-    Device::new_cuda(0).map_err(|e| format!("no usable CUDA GPU was found ({e})"))
+    Device::new_cuda(0).map_err(|e| {
+        let driver = match driver_cuda_version() {
+            Some((major, minor)) if major < 13 => format!(
+                "; the NVIDIA driver supports CUDA {major}.{minor}, and this build needs CUDA 13.0 or newer: update the driver"
+            ),
+            Some((major, minor)) => format!("; the NVIDIA driver supports CUDA {major}.{minor}"),
+            None => String::new(),
+        };
+        format!("no usable CUDA GPU was found ({e}){driver}")
+    })
+}
+
+/// The CUDA version the installed driver supports, as (major, minor).
+#[cfg(feature = "cuda")]
+fn driver_cuda_version() -> Option<(i32, i32)> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let mut version = 0;
+    // SAFETY: cuDriverGetVersion only writes the int it is given; it needs no cuInit.
+    let status = unsafe { sys::cuDriverGetVersion(&mut version) };
+    (status == sys::CUresult::CUDA_SUCCESS).then_some((version / 1000, (version % 1000) / 10))
 }
 
 #[cfg(not(feature = "cuda"))]

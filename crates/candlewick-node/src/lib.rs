@@ -19,9 +19,15 @@ use napi_derive::napi;
 pub struct RawBuildInfo {
     pub version: String,
     pub cuda: bool,
+    /// Whether the FlashAttention-2 kernels are compiled in.
+    pub flash_attention: bool,
 }
 
 #[napi]
 pub fn build_info() -> RawBuildInfo {
-    RawBuildInfo { version: env!("CARGO_PKG_VERSION").to_string(), cuda: candlewick_core::device::cuda_compiled() }
+    RawBuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cuda: candlewick_core::device::cuda_compiled(),
+        flash_attention: candlewick_core::models::flash::compiled(),
+    }
 }

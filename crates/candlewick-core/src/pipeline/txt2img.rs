@@ -98,10 +98,7 @@ impl StableDiffusionPipeline {
         let scheduler_config: DdimSchedulerConfig = read_json(&folder.config_path("scheduler"))?;
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
-        let flash_attention = options.flash_attention
-            && flash::compiled()
-            && device.is_cuda()
-            && dtype == DType::F16;
+        let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
         let vae_scale_factor = vae_config.scale_factor();
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),

@@ -1,0 +1,94 @@
+"""Writes bench/README.md (the speed table) and bench/chart.svg from the newest GPU result in
+bench/results/ (written by bench/gpu/run.sh on the GPU test machine, copied here).
+
+    python3 bench/report.py [bench/results/<date>-<card>.json]
+"""
+import glob
+import html
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def newest_result():
+    files = [f for f in sorted(glob.glob(os.path.join(HERE, "results", "*.json"))) if "cpu" not in os.path.basename(f)]
+    return files[-1]
+
+
+def chart(rows, path):
+    """A horizontal bar chart of batch-1 latency, one bar a row, as a dependency-free SVG."""
+    rows = [r for r in rows if r["batch"] == 1]
+    width, bar_h, left, top = 760, 22, 330, 30
+    longest = max(r["median_s"] for r in rows)
+    scale = (width - left - 70) / longest
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + bar_h * len(rows) + 20}" '
+           'font-family="sans-serif" font-size="12">',
+           f'<text x="10" y="18" font-weight="bold">SD1.5 512x512, 50 DDIM steps, batch 1: seconds an image (lower is better)</text>']
+    for i, r in enumerate(rows):
+        y = top + i * bar_h
+        color = "#e8772e" if r["system"] == "candlewick" else "#5b7bd5"
+        label = html.escape(f'{r["system"]}: {r["variant"]}')
+        out.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{label}</text>')
+        out.append(f'<rect x="{left}" y="{y + 3}" width="{r["median_s"] * scale:.1f}" height="{bar_h - 6}" fill="{color}"/>')
+        out.append(f'<text x="{left + r["median_s"] * scale + 4:.1f}" y="{y + 15}">{r["median_s"]:.3f}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main(path):
+    result = json.load(open(path))
+    rows = result["rows"]
+    chart(rows, os.path.join(HERE, "chart.svg"))
+    lines = [
+        "# Benchmarks",
+        "",
+        "Made by `python3 bench/report.py` from the newest file in bench/results/, which bench/gpu/run.sh wrote on",
+        "the GPU test machine (diffusers from ../shared/bench/anchor_diffusers.py in the same call, on the same card).",
+        "Only ratios measured in one run count: eager frameworks are launch-bound and move with the host CPU.",
+        "",
+        f"**{result['device']}**, driver {result['driver']}, {result['date']}, commit `{(result.get('commit') or '?')[:10]}`: "
+        f"SD1.5-shaped random weights, {result['work']['width']}x{result['work']['height']}, {result['work']['steps']} DDIM steps, "
+        f"guidance {result['work']['guidance']} (the UNet runs at batch 2). File: `{os.path.relpath(path, HERE)}`.",
+        "",
+        "![seconds an image](chart.svg)",
+        "",
+        "| system | variant | batch | median s | images/s | speed-up vs candlewick fp32 | peak GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    fp32 = next((r["median_s"] for r in rows if r["system"] == "candlewick" and r["variant"] == "fp32" and r["batch"] == 1), None)
+    for r in rows:
+        speedup = f"x{fp32 / r['median_s']:.2f}" if fp32 and r["batch"] == 1 else ""
+        lines.append(f"| {r['system']} | {r['variant']} | {r['batch']} | {r['median_s']:.3f} | {r['images_per_s']:.2f} | "
+                     f"{speedup} | {r['peak_gib']:.2f} |")
+    lines += ["", result.get("memory_note", ""), ""]
+    if result.get("phases_ms"):
+        p, d = result["phases_ms"], result.get("diffusers_phases_ms") or {}
+        lines += ["## Where the time goes (fp16 + flash attention, batch 1)", "",
+                  "| phase | candlewick ms | diffusers ms (eager) |", "| --- | --- | --- |",
+                  f"| text encoder (both prompts) | {p['text_encoder']:.1f} | {d.get('text_encoder_b2', float('nan')):.1f} |",
+                  f"| UNet step (batch 2, with guidance and scheduler) | {p['unet_step']:.1f} | {d.get('unet_step_b2_eager', float('nan')):.1f} |",
+                  f"| VAE decode (+ RGB8 on the host for candlewick) | {p['vae_decode']:.1f} | {d.get('vae_decode_b1_eager', float('nan')):.1f} |",
+                  "", "The arithmetic floor (anchors.md): 2.0 ms a UNet step, about 105 ms an image.", ""]
+    if result.get("parity"):
+        lines += ["## Parity against diffusers f32 on the same card", "", "```json", json.dumps(result["parity"], indent=1), "```", ""]
+    att = result.get("attention") or {}
+    if att.get("candlewick"):
+        sdpa = {(a["kind"], a["head_dim"], a["q_len"]): a for a in att.get("pytorch_sdpa") or []}
+        lines += ["## Attention alone (f16, batch 2, 8 heads)", "",
+                  "| kind | head dim | queries | keys | candlewick flash ms | unfused ms | PyTorch SDPA ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for a in att["candlewick"]:
+            s = sdpa.get((a["kind"], a["head_dim"], a["q_len"]), {})
+            flash = f"{a['flash_ms']:.4f}" if a.get("flash_ms") is not None else "-"
+            lines.append(f"| {a['kind']} | {a['head_dim']} | {a['q_len']} | {a['kv_len']} | {flash} | {a['unfused_ms']:.4f} | "
+                         f"{s.get('ms', float('nan')):.4f} |")
+        lines.append("")
+    with open(os.path.join(HERE, "README.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else newest_result())
