@@ -10,7 +10,7 @@ import { GeneratedImage } from "./image.js";
 import { checkGenerateOptions, toRawLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
 import { describe } from "./validate.js";
 
-import type { GenerateCall, Pipeline, RawGenerateEvent, RawPipelineInfo } from "./generated/native.js";
+import type { GenerateCall, Pipeline, RawGenerateEvent, RawGenerateResult, RawPipelineInfo } from "./generated/native.js";
 
 /** `NODE_DEBUG=candlewick` logs which device each pipeline runs on and why. */
 const debug = debuglog("candlewick");
@@ -129,10 +129,28 @@ export class StableDiffusionPipeline {
    * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
    */
   async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
-    const { raw, onProgress, signal, onWarning } = checkGenerateOptions(options);
-    if (signal?.aborted) throw abortError(signal.reason);
+    const { images, seed, timings } = await this.#run(options, false);
+    const frozen = Object.freeze({ ...timings });
+    return images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed, frozen));
+  }
 
-    return new Promise<GeneratedImage[]>((resolvePromise, reject) => {
+  /**
+   * Like `generate`, but returns the denoised latents instead of decoding them (diffusers'
+   * `output_type="latent"`): NCHW f32, `shape` [images, channels, height / vaeScaleFactor, width / vaeScaleFactor].
+   */
+  async generateLatents(options: GenerateOptions): Promise<GeneratedLatents> {
+    const { latents, seed } = await this.#run(options, true);
+    if (!latents) throw new CandlewickError("the native module returned no latents", "ERR_CANDLEWICK_INTERNAL");
+    return { shape: latents.shape as [number, number, number, number], data: latents.data, seed };
+  }
+
+  /** One native call: progress, cancellation, warnings; resolves with the raw result. */
+  #run(options: GenerateOptions, outputLatents: boolean): Promise<RawGenerateResult> {
+    const { raw, onProgress, signal, onWarning } = checkGenerateOptions(options);
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason));
+    raw.outputLatents = outputLatents;
+
+    return new Promise<RawGenerateResult>((resolvePromise, reject) => {
       let call: GenerateCall | undefined;
       let settled = false;
       const settle = (outcome: () => void) => {
@@ -160,11 +178,10 @@ export class StableDiffusionPipeline {
           return;
         }
         if (event.result) {
-          const { images, seed, warnings, timings } = event.result;
+          const result = event.result;
           const warn = onWarning ?? ((message: string) => process.emitWarning(message, "CandlewickWarning"));
-          warnings.forEach((w) => warn(w));
-          const out = images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed, Object.freeze({ ...timings })));
-          settle(() => resolvePromise(out));
+          result.warnings.forEach((w) => warn(w));
+          settle(() => resolvePromise(result));
         }
       };
       try {
@@ -175,4 +192,14 @@ export class StableDiffusionPipeline {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
+}
+
+/** What `generateLatents` resolves to. */
+export interface GeneratedLatents {
+  /** [images, channels, height / vaeScaleFactor, width / vaeScaleFactor]. */
+  shape: [number, number, number, number];
+  /** NCHW, not divided by the VAE's scaling factor. */
+  data: Float32Array;
+  /** The seed used. */
+  seed: bigint;
 }

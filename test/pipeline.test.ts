@@ -234,3 +234,25 @@ test("device \"cuda\" without a CUDA build is an error saying why; \"auto\" says
   t.regex(auto.deviceReason, /CUDA/);
   await auto.dispose();
 });
+
+test("generateLatents returns diffusers' final latents from the golden's initial latents (1e-4 relative)", async (t) => {
+  const golden = readJson<{ prompt: string; negative_prompt: string; steps: number; guidance_scale: number; width: number; height: number }>(
+    join(GOLDENS, "pipeline.json"),
+  );
+  const tensors = readSafetensors(join(GOLDENS, "pipeline.safetensors"));
+  const initial = tensors.get("initial_latents")!;
+  const want = tensors.get(`latents_step_${golden.steps - 1}`)!.data as Float32Array;
+  const got = await pipe.generateLatents({
+    prompt: golden.prompt, negativePrompt: golden.negative_prompt, numInferenceSteps: golden.steps,
+    guidanceScale: golden.guidance_scale, width: golden.width, height: golden.height,
+    latents: { shape: initial.shape as [number, number, number, number], data: initial.data as Float32Array },
+  });
+  t.deepEqual(got.shape, initial.shape);
+  let diff = 0;
+  let scale = 0;
+  want.forEach((w, i) => {
+    diff = Math.max(diff, Math.abs(w - got.data[i]!));
+    scale = Math.max(scale, Math.abs(w));
+  });
+  t.true(diff / scale <= 1e-4, `max |a-b| / max |golden| = ${diff / scale}`);
+});

@@ -18,6 +18,8 @@ const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
 const WHICH = (process.env.WHICH ?? "fp32,tf32,fp16,fp16+flash,fp16+flash:b8").split(",");
+const SIZE = Number(process.env.SIZE ?? 512);
+const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
 
 const VARIANTS = {
@@ -30,6 +32,7 @@ const VARIANTS = {
 
 function memoryPeak() {
   const smi = spawn("nvidia-smi", ["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "20"]);
+  smi.on("error", () => {}); // no nvidia-smi: the peak stays 0
   let peakMiB = 0;
   smi.stdout.on("data", (chunk) => {
     for (const line of chunk.toString().split("\n")) {
@@ -52,9 +55,9 @@ for (const key of WHICH) {
   const batch = spec.batch ?? 1;
   const stopMemory = memoryPeak();
   const loadStart = performance.now();
-  const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: "cuda", ...spec.load });
+  const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: DEVICE, ...spec.load });
   const loadS = (performance.now() - loadStart) / 1e3;
-  const call = { prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: 512, height: 512, numImagesPerPrompt: batch, seed: 1 };
+  const call = { prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1 };
   const firstStart = performance.now();
   await pipe.generate(call); // warm-up
   const firstS = (performance.now() - firstStart) / 1e3;

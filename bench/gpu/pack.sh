@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ (git-ignored) for bench/gpu/run.sh on the GPU test machine, which has no node,
-# no Rust and no diffusers: the CUDA .node, the CUDA example binaries (parity, attention), this
-# machine's node, diffusers' wheel, and copies of ../shared/bench's diffusers scripts; all
+# no Rust and no diffusers: the CUDA .node, this machine's node, diffusers' wheel, copies of
+# ../shared/bench's diffusers scripts (and with WITH_ATTENTION=1 the attention benchmark); all
 # compressed (the call carries at most 64 MiB). Then:
 #   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs"]
 set -euo pipefail
@@ -10,9 +10,13 @@ G=.gpu
 mkdir -p $G/whl
 npm run --silent build:ts
 bash scripts/cuda/build.sh
-bash scripts/cuda/examples.sh
 xz -T2 -6 -c npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node > $G/candlewick.node.xz
-for b in full_size_check attention_bench; do xz -T2 -6 -c target/cuda/release/examples/$b > $G/$b.xz; done
+rm -f $G/attention_bench.xz $G/full_size_check.xz
+if [ "${WITH_ATTENTION:-0}" = 1 ]; then
+  # Only with a smaller load beside it: the call carries at most 64 MiB, the fixtures included.
+  bash scripts/cuda/examples.sh
+  xz -T2 -6 -c target/cuda/release/examples/attention_bench > $G/attention_bench.xz
+fi
 [ -f $G/node.xz ] || xz -T2 -6 -c "$(command -v node)" > $G/node.xz
 ls $G/whl/diffusers-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps --only-binary=:all: -d $G/whl diffusers==0.42.1
 cp ../shared/bench/anchor_diffusers.py ../shared/bench/anchor_phases.py $G/

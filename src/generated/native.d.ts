@@ -63,6 +63,8 @@ export interface RawGenerateOptions {
   seed?: bigint
   latents?: RawLatents
   scheduler?: RawSchedulerOptions
+  /** Return the denoised latents instead of images. */
+  outputLatents?: boolean
 }
 
 /** The outcome of a call that succeeded. */
@@ -73,6 +75,8 @@ export interface RawGenerateResult {
   /** Things the user should know that did not stop the call (a truncated prompt, ...). */
   warnings: Array<string>
   timings: RawPhaseTimings
+  /** The denoised latents, when they were asked for instead of images. */
+  latents?: RawLatents
 }
 
 /** An 8-bit RGB image, rows top to bottom, 3 bytes a pixel. */

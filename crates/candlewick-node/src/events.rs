@@ -2,8 +2,10 @@
 //! a `progress` event after each denoising step, then one `result` event (or an error).
 
 use candlewick_core::pipeline::{GenerateOutput, RgbImage, StepProgress};
-use napi::bindgen_prelude::{BigInt, Buffer};
+use napi::bindgen_prelude::{BigInt, Buffer, Float32Array};
 use napi_derive::napi;
+
+use crate::options::RawLatents;
 
 /// After a denoising step.
 #[napi(object)]
@@ -32,6 +34,8 @@ pub struct RawGenerateResult {
     /// Things the user should know that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,
     pub timings: RawPhaseTimings,
+    /// The denoised latents, when they were asked for instead of images.
+    pub latents: Option<RawLatents>,
 }
 
 /// Where the call's time went, in milliseconds.
@@ -66,7 +70,12 @@ impl From<GenerateOutput> for RawGenerateEvent {
             denoise_ms: t.denoise * 1e3,
             decode_ms: t.decode * 1e3,
         };
-        let result = RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings, timings };
+        let latents = out.latents.map(|l| RawLatents {
+            shape: l.shape.iter().map(|&d| d as u32).collect(),
+            data: Float32Array::new(l.data),
+        });
+        let result =
+            RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings, timings, latents };
         RawGenerateEvent { progress: None, result: Some(result) }
     }
 }

@@ -99,6 +99,8 @@ pub struct RawGenerateOptions {
     pub seed: Option<BigInt>,
     pub latents: Option<RawLatents>,
     pub scheduler: Option<RawSchedulerOptions>,
+    /// Return the denoised latents instead of images.
+    pub output_latents: Option<bool>,
 }
 
 impl TryFrom<RawGenerateOptions> for GenerateOptions {
@@ -116,6 +118,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             seed: raw.seed.map(seed_from_bigint).transpose()?,
             latents: raw.latents.map(LatentsInput::try_from).transpose()?,
             scheduler: raw.scheduler.unwrap_or_default().try_into()?,
+            output_latents: raw.output_latents.unwrap_or(defaults.output_latents),
         })
     }
 }

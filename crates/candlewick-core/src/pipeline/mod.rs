@@ -6,6 +6,6 @@ mod txt2img;
 mod worker;
 
 pub use observer::{Observer, StepProgress};
-pub use options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage};
+pub use options::{FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage};
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

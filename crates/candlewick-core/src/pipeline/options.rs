@@ -49,6 +49,8 @@ pub struct GenerateOptions {
     pub latents: Option<LatentsInput>,
     /// Overrides of the model folder's scheduler config, plus eta.
     pub scheduler: DdimOverrides,
+    /// Return the denoised latents instead of decoding them (diffusers' `output_type="latent"`).
+    pub output_latents: bool,
 }
 
 impl Default for GenerateOptions {
@@ -64,6 +66,7 @@ impl Default for GenerateOptions {
             seed: None,
             latents: None,
             scheduler: DdimOverrides::default(),
+            output_latents: false,
         }
     }
 }
@@ -87,10 +90,20 @@ pub struct PhaseTimings {
     pub decode: f64,
 }
 
+/// Denoised latents, NCHW, f32 (not divided by the VAE's scaling factor).
+#[derive(Debug, Clone)]
+pub struct FinalLatents {
+    pub shape: [usize; 4],
+    pub data: Vec<f32>,
+}
+
 /// What one call returns.
 #[derive(Debug, Clone)]
 pub struct GenerateOutput {
+    /// The images; empty when latents were asked for.
     pub images: Vec<RgbImage>,
+    /// The denoised latents, when `output_latents` was set.
+    pub latents: Option<FinalLatents>,
     pub timings: PhaseTimings,
     /// The seed actually used (drawn at random when the caller gave none).
     pub seed: u64,

@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::observer::{Observer, StepProgress};
-use super::options::{GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage};
+use super::options::{
+    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage,
+};
 use crate::config::{read_json, ModelFolder};
 use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
@@ -186,6 +188,11 @@ impl StableDiffusionPipeline {
             return Err(Error::Cancelled);
         }
         let denoise = clock.lap()?;
+        if options.output_latents {
+            let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
+            let timings = PhaseTimings { text_encoder, denoise, decode: 0.0 };
+            return Ok(GenerateOutput { images: Vec::new(), latents: Some(latents), timings, seed, warnings });
+        }
 
         // 6. Decode the latents with the VAE.
         let image = self.decode_latents(&latents, &mut warnings)?;
@@ -193,7 +200,7 @@ impl StableDiffusionPipeline {
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
-        Ok(GenerateOutput { images, timings, seed, warnings })
+        Ok(GenerateOutput { images, latents: None, timings, seed, warnings })
     }
 
     /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).
