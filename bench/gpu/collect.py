@@ -21,7 +21,8 @@ def main(out):
     gpu = open(os.path.join(out, "gpu.txt")).read().strip().split(", ") if os.path.exists(os.path.join(out, "gpu.txt")) else ["?", "?"]
     commit = open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None
     ours = read(out, "candlewick.json") or {"rows": [], "phases_ms": None}
-    anchor = read(out, "anchor_diffusers.json") or {"results": []}
+    anchor = {"results": [r for name in ("anchor_diffusers_a.json", "anchor_diffusers_b.json", "anchor_diffusers.json")
+                          for r in (read(out, name) or {"results": []})["results"]]}
     phases = read(out, "anchor_phases.json") or {}
     rows = []
     for r in ours["rows"]:
@@ -43,7 +44,7 @@ def main(out):
             lat = p["parity"]["latents_max_abs_rel"]
             parity[f"{key}_latents_rel"] = lat[max(lat, key=lambda s: int(s.rsplit("_", 1)[1]))]
             parity[f"{key}_psnr_db"] = p["parity"]["image_psnr_db"]
-    reference = read("/tmp/sd15", "goldens.json") or {}
+    reference = read(out, "reference.json") or {}
     parity["diffusers_f16_latents_rel"] = reference.get("diffusers_f16_latents_rel")
     parity["diffusers_f16_psnr_db"] = reference.get("diffusers_f16_psnr_db")
     parity["steps"] = reference.get("steps")
