@@ -82,6 +82,7 @@ for (const key of WHICH) {
   }
   rows.push(row);
   console.log(JSON.stringify(row));
+  writeFileSync(outPath, JSON.stringify({ rows, phases_ms: phases }, null, 1)); // each row as it comes
   await pipe.dispose();
 }
 writeFileSync(outPath, JSON.stringify({ rows, phases_ms: phases }, null, 1));
