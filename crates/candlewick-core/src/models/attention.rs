@@ -6,10 +6,11 @@
 //! causal twin for CLIP), so a CUDA build can swap in flash attention in one place.
 
 use candle_core::{bail, DType, Result, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Conv2d, LayerNorm, Linear, Module, VarBuilder};
 
 use super::flash;
-use super::resnet::{conv, group_norm};
+use super::norm::{group_norm, GroupNorm};
+use super::resnet::conv;
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
 /// computed in slices along batch*heads to bound memory.

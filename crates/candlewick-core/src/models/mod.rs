@@ -5,6 +5,7 @@ pub mod attention;
 pub mod clip;
 pub mod embeddings;
 pub mod flash;
+pub mod norm;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

@@ -2,7 +2,7 @@
 //! `downsampling.py` and `upsampling.py`: `ResnetBlock2D`, `Downsample2D`, `Upsample2D`.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
 
 use super::activations::Activation;
 
@@ -44,13 +44,7 @@ pub(crate) fn conv(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Resul
     candle_nn::conv2d(c_in, c_out, k, cfg, vb)
 }
 
-/// A GroupNorm whose statistics are computed in f32 (candle_nn's GroupNorm upcasts f16).
-pub(crate) fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    if groups == 0 {
-        bail!("GroupNorm: norm_num_groups must be at least 1 (got 0) for {channels} channels");
-    }
-    candle_nn::group_norm(groups, channels, eps, vb)
-}
+pub(crate) use super::norm::{group_norm, GroupNorm};
 
 /// diffusers' `ResnetBlock2D`: norm1, act, conv1, (+ time embedding), norm2, act, conv2,
 /// plus the input (through a 1x1 `conv_shortcut` when the channel count changes),

@@ -6,12 +6,13 @@
 //! is refused by name when the model is built.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Module, VarBuilder};
+use candle_nn::{Conv2d, Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::resnet::{conv, group_norm, ResnetConfig, TimeEmbeddingNorm};
+use super::norm::{group_norm, GroupNorm};
+use super::resnet::{conv, ResnetConfig, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 
 /// A config value diffusers accepts either once for all blocks or once per block.

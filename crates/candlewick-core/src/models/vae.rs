@@ -3,11 +3,12 @@
 //! 1x1 `quant_conv` / `post_quant_conv` between them and the latent space.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Module, VarBuilder};
+use candle_nn::{Conv2d, Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;
-use super::resnet::{conv, group_norm, ResnetConfig, TimeEmbeddingNorm};
+use super::norm::{group_norm, GroupNorm};
+use super::resnet::{conv, ResnetConfig, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 
 /// vae/config.json, with `AutoencoderKL.__init__`'s defaults for missing keys.
