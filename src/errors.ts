@@ -3,7 +3,8 @@
  * the core's codes (ERR_CANDLEWICK_MODEL, ERR_CANDLEWICK_DEVICE, ERR_CANDLEWICK_TENSOR,
  * ERR_CANDLEWICK_OUT_OF_MEMORY, ERR_CANDLEWICK_DISPOSED, ERR_CANDLEWICK_INTERNAL), ERR_CANDLEWICK_INVALID_OPTION for options
  * rejected before any work, ERR_CANDLEWICK_CANCELLED for aborted calls and
- * ERR_CANDLEWICK_NO_NATIVE_MODULE when the native module cannot be loaded.
+ * ERR_CANDLEWICK_NO_NATIVE_MODULE when the native module cannot be loaded, and the model download's
+ * ERR_CANDLEWICK_HUB_NOT_FOUND, ERR_CANDLEWICK_HUB_AUTH, ERR_CANDLEWICK_HUB and ERR_CANDLEWICK_CACHE.
  */
 
 /** Options checked in TypeScript or in Rust were wrong; the message names the option. */
@@ -14,6 +15,18 @@ export const CANCELLED = "ERR_CANDLEWICK_CANCELLED";
 export const DEVICE = "ERR_CANDLEWICK_DEVICE";
 /** No native build could be loaded for this platform. */
 export const NO_NATIVE_MODULE = "ERR_CANDLEWICK_NO_NATIVE_MODULE";
+
+/** The hub has no such repository, revision or file (HTTP 404, or 401 for a repository it does not show). */
+export const HUB_NOT_FOUND = "ERR_CANDLEWICK_HUB_NOT_FOUND";
+/** The hub refused the token, or the model is gated or private (HTTP 401, 403). */
+export const HUB_AUTH = "ERR_CANDLEWICK_HUB_AUTH";
+/** The hub could not be reached or answered badly, or offline mode found no cached copy. */
+export const HUB = "ERR_CANDLEWICK_HUB";
+/** The model cache could not be written (read-only, full, ...). */
+export const CACHE = "ERR_CANDLEWICK_CACHE";
+
+/** The CLI could not write its output (a read-only folder, a full disk, ...). */
+export const OUTPUT = "ERR_CANDLEWICK_OUTPUT";
 
 /** An error from candlewick, with a machine-readable `code`. */
 export class CandlewickError extends Error {
@@ -27,8 +40,8 @@ export class CandlewickError extends Error {
 }
 
 /** The rejection of an aborted call: `name` "AbortError" (as fetch uses), code ERR_CANDLEWICK_CANCELLED. */
-export function abortError(reason: unknown): CandlewickError {
-  return new CandlewickError("The generation was aborted", CANCELLED, { cause: reason, name: "AbortError" });
+export function abortError(reason: unknown, message = "The generation was aborted"): CandlewickError {
+  return new CandlewickError(message, CANCELLED, { cause: reason, name: "AbortError" });
 }
 
 /** Wrap an error thrown by the native module (which carries the core's `code`). */

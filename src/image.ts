@@ -4,7 +4,14 @@ import { writeFile } from "node:fs/promises";
 
 import pngjs from "pngjs";
 
-/** One image from `generate`. */
+import { withTextChunks } from "./png-text.js";
+
+/** What to write into a PNG file beside the pixels. */
+export interface PngOptions {
+  /** Text entries (keyword to text), written as tEXt chunks (iTXt for text beyond Latin-1). Default: none. */
+  text?: Readonly<Record<string, string>>;
+}
+
 /** Milliseconds per phase of one generate call, measured with the device synchronized between phases. */
 export interface PhaseTimings {
   /** Tokenizer and CLIP text encoder. */
@@ -15,6 +22,7 @@ export interface PhaseTimings {
   decodeMs: number;
 }
 
+/** One image from `generate`. */
 export class GeneratedImage {
   /** Pixels per row. */
   readonly width: number;
@@ -22,7 +30,7 @@ export class GeneratedImage {
   readonly height: number;
   /** RGB, 3 bytes a pixel, rows top to bottom: width x height x 3 bytes. */
   readonly data: Uint8Array;
-  /** The seed of the call that made this image (the drawn one when none was given). */
+  /** The seed of this image: the call's `seed` (the drawn one when none was given), or its entry of `seeds`. */
   readonly seed: bigint;
   /** Where the call that made this image spent its time (shared by the images of one call). */
   readonly timings: PhaseTimings | undefined;
@@ -38,15 +46,16 @@ export class GeneratedImage {
     this.timings = timings;
   }
 
-  /** The image as a PNG file (8-bit RGB, no alpha). */
-  toPng(): Buffer {
+  /** The image as a PNG file (8-bit RGB, no alpha), with `options.text` in text chunks. */
+  toPng(options: PngOptions = {}): Buffer {
     const png = new pngjs.PNG({ width: this.width, height: this.height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
     png.data = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
-    return pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });
+    const file = pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });
+    return options.text ? withTextChunks(file, options.text) : file;
   }
 
   /** Write the image as a PNG file. */
-  async savePng(path: string): Promise<void> {
-    await writeFile(path, this.toPng());
+  async savePng(path: string, options: PngOptions = {}): Promise<void> {
+    await writeFile(path, this.toPng(options));
   }
 }

@@ -12,4 +12,10 @@ export { StableDiffusionPipeline, type GeneratedLatents, type PipelineInfo } fro
 export { GeneratedImage, type PhaseTimings } from "./image.js";
 export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
 export type { BetaSchedule, DdimSchedulerOptions, PredictionType, SchedulerOptions, TimestepSpacing } from "./schedulers.js";
+export type { BatchOptions, BatchProgress, BatchResult } from "./batch/generate-batch.js";
+export type { BatchDefaults, BatchInput } from "./batch/inputs.js";
+export { downloadPipeline, type DownloadProgress, type HubOptions, type Snapshot } from "./hub/download.js";
+export type { PngOptions } from "./image.js";
+export { readTextChunks } from "./png-text.js";
 export { CandlewickError } from "./errors.js";
+export { nativeInfo, type NativeInfo } from "./binding.js";

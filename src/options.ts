@@ -4,6 +4,8 @@
  */
 
 import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated/native.js";
+import type { HubOptions } from "./hub/download.js";
+import { VARIANTS } from "./hub/files.js";
 import { toRawScheduler, type SchedulerOptions } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION } from "./errors.js";
 import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
@@ -14,8 +16,11 @@ export type DType = "auto" | "f32" | "f16";
 export const DEVICES: readonly Device[] = ["auto", "cpu", "cuda"];
 export const DTYPES: readonly DType[] = ["auto", "f32", "f16"];
 
-/** How `StableDiffusionPipeline.fromPretrained` loads a model folder. */
-export interface LoadOptions {
+/**
+ * How `StableDiffusionPipeline.fromPretrained` loads a model. The hub options (`revision`, `variant`,
+ * `cacheDir`, `token`, `endpoint`, `offline`, `onDownloadProgress`, `signal`) apply to hub ids only.
+ */
+export interface LoadOptions extends HubOptions {
   /** Where to run. "auto" takes the first CUDA GPU when this build has CUDA and one is present, else the CPU. Default "auto". */
   device?: Device;
   /** Weights and activations. "auto" is f16 on CUDA and f32 on the CPU; f16 loads the folder's `*.fp16.safetensors` when present. Default "auto". */
@@ -61,6 +66,11 @@ export interface GenerateOptions {
   numImagesPerPrompt?: number;
   /** Seeds the initial noise (and DDIM's eta noise): same seed, same image. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`). */
   seed?: number | bigint;
+  /**
+   * One seed per image (prompt.length x numImagesPerPrompt, in output order) instead of `seed`: each
+   * image is then the image its seed makes alone, so one image of a batch can be made again by itself. Default: none.
+   */
+  seeds?: readonly (number | bigint)[];
   /** Start from these latents instead of seeded noise. Default: none. */
   latents?: LatentsOptions;
   /** The scheduler and overrides of its config. Default: DDIM with the model folder's scheduler config. */
@@ -80,15 +90,39 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention"] as const;
+const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
-  "seed", "latents", "scheduler", "onProgress", "signal", "onWarning",
+  "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning",
 ] as const;
 
-/** Check load options and convert them to the binding's shape. */
+/** Load options, checked: the binding's part and the hub's part. */
+export interface CheckedLoadOptions {
+  raw: RawLoadOptions;
+  hub: HubOptions;
+}
+
+/** Check load options and split them into the binding's shape and the hub options. */
+export function checkLoadOptions(value: unknown): CheckedLoadOptions {
+  const o = checkOptionsObject(value, "load options", [...NATIVE_LOAD_KEYS, ...HUB_KEYS]);
+  const hub: HubOptions = {};
+  for (const key of ["revision", "cacheDir", "endpoint"] as const) {
+    if (o[key] !== undefined) hub[key] = nonEmptyString(o[key], key);
+  }
+  if (o.token !== undefined) hub.token = o.token === false ? false : nonEmptyString(o.token, "token");
+  if (hub.endpoint !== undefined && !/^https?:\/\/[^/]/.test(hub.endpoint)) throw invalid("http(s) URL", "endpoint", hub.endpoint);
+  if (o.variant !== undefined) hub.variant = oneOf(o.variant, "variant", VARIANTS);
+  if (o.offline !== undefined) hub.offline = boolean(o.offline, "offline");
+  if (o.onDownloadProgress !== undefined) hub.onDownloadProgress = callback(o.onDownloadProgress, "onDownloadProgress") as HubOptions["onDownloadProgress"];
+  if (o.signal !== undefined) hub.signal = abortSignal(o.signal);
+  const native = Object.fromEntries(NATIVE_LOAD_KEYS.filter((k) => k in o).map((k) => [k, o[k]]));
+  return { raw: toRawLoadOptions(native), hub };
+}
+
+/** Check the binding's load options and convert them to its shape. */
 export function toRawLoadOptions(value: unknown): RawLoadOptions {
-  const o = checkOptionsObject(value, "load options", LOAD_KEYS);
+  const o = checkOptionsObject(value, "load options", NATIVE_LOAD_KEYS);
   const raw: RawLoadOptions = {};
   if (o.device !== undefined) raw.device = oneOf(o.device, "device", DEVICES);
   if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
@@ -120,6 +154,7 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
     raw.numImagesPerPrompt = integerIn(o.numImagesPerPrompt, "numImagesPerPrompt", 1, MAX_IMAGES_PER_PROMPT);
   }
   if (o.seed !== undefined) raw.seed = seed(o.seed, "seed");
+  if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * (raw.numImagesPerPrompt ?? 1), raw.seed !== undefined);
   if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * (raw.numImagesPerPrompt ?? 1));
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
   const checked: CheckedGenerateOptions = { raw };
@@ -170,6 +205,19 @@ export function seed(value: unknown, option: string): bigint {
   if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
   if (typeof value === "bigint" && value >= 0n && value <= MAX_SEED) return value;
   throw invalid("safe integer >= 0 or bigint between 0 and 2^64 - 1", option, value);
+}
+
+function seedList(value: unknown, images: number, withSeed: boolean): bigint[] {
+  if (withSeed) throw new CandlewickError("Expected seed or seeds, not both, but received both", INVALID_OPTION);
+  if (!Array.isArray(value) || value.length !== images) {
+    throw invalid(`array of ${images} seeds (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
+  }
+  return value.map((s: unknown, i) => seed(s, `seeds[${i}]`));
+}
+
+function nonEmptyString(value: unknown, option: string): string {
+  if (typeof value !== "string" || value.length === 0) throw invalid("non-empty string", option, value);
+  return value;
 }
 
 function latents(value: unknown, batch: number): RawLatents {

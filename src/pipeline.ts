@@ -1,13 +1,15 @@
 /** `StableDiffusionPipeline`: load a diffusers model folder, generate images from text. */
 
-import { resolve } from "node:path";
-
 import { debuglog } from "node:util";
 
 import { abortError, CandlewickError, DEVICE, fromNativeError, INVALID_OPTION } from "./errors.js";
-import { loadNative, whyNoCuda } from "./binding.js";
+import { cudaSkipped, loadNative, whyNoCuda } from "./binding.js";
 import { GeneratedImage } from "./image.js";
-import { checkGenerateOptions, toRawLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
+import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
+import type { BatchInput } from "./batch/inputs.js";
+import { resolveModel } from "./hub/resolve.js";
+import { checkGenerateOptions, checkLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
+import { withDriverHint } from "./load-errors.js";
 import { describe } from "./validate.js";
 
 import type { GenerateCall, Pipeline, RawGenerateEvent, RawGenerateResult, RawPipelineInfo } from "./generated/native.js";
@@ -41,6 +43,12 @@ export interface PipelineInfo {
   numTrainTimesteps: number;
 }
 
+/** A device error, with why the CUDA build is not running when that is the cause. */
+function cudaSkippedHint(message: string): string {
+  const skipped = cudaSkipped();
+  return skipped ? message.replace(/this build of candlewick was compiled without CUDA.*$/, skipped) : message;
+}
+
 /** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
 export class StableDiffusionPipeline {
   readonly #native: Pipeline;
@@ -49,33 +57,39 @@ export class StableDiffusionPipeline {
   private constructor(native: Pipeline, noCuda: string | undefined) {
     this.#native = native;
     const info: RawPipelineInfo = native.info;
+    // "auto" on a CPU build: say why no CUDA build runs (not installed, or installed but not loading).
     const deviceReason = info.device === "cpu" && noCuda && !/"cpu" was requested/.test(info.deviceReason)
       ? `device "auto" chose the CPU: ${noCuda}`
       : info.deviceReason;
-    this.#info = Object.freeze({ ...info, deviceReason });
+    this.#info = Object.freeze({ ...info, deviceReason: withDriverHint(deviceReason) });
   }
 
   /**
-   * Load a model folder (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
+   * Load a model: a folder in diffusers' layout (model_index.json, tokenizer/, text_encoder/, unet/,
+   * vae/, scheduler/), or a Hugging Face hub id ("org/name"), downloaded into the shared cache.
    * Loading runs off the JavaScript thread. Rejects with a CandlewickError whose `code` is
-   * ERR_CANDLEWICK_MODEL (the message names the missing or damaged file), ERR_CANDLEWICK_DEVICE or
-   * ERR_CANDLEWICK_INVALID_OPTION.
+   * ERR_CANDLEWICK_MODEL (the message names the missing or damaged file), ERR_CANDLEWICK_DEVICE,
+   * ERR_CANDLEWICK_INVALID_OPTION, or for hub ids ERR_CANDLEWICK_HUB_NOT_FOUND, ERR_CANDLEWICK_HUB_AUTH,
+   * ERR_CANDLEWICK_HUB or ERR_CANDLEWICK_CACHE.
    */
-  static async fromPretrained(modelDir: string, options: LoadOptions = {}): Promise<StableDiffusionPipeline> {
-    if (typeof modelDir !== "string" || modelDir.length === 0) {
-      throw new CandlewickError(`Expected path of a model folder for modelDir but received ${describe(modelDir)}`, INVALID_OPTION);
+  static async fromPretrained(model: string, options: LoadOptions = {}): Promise<StableDiffusionPipeline> {
+    if (typeof model !== "string" || model.length === 0) {
+      throw new CandlewickError(`Expected model folder or hub id ("org/name") for model but received ${describe(model)}`, INVALID_OPTION);
     }
-    const raw = toRawLoadOptions(options);
+    const { raw, hub } = checkLoadOptions(options);
     const native = loadNative();
     const noCuda = whyNoCuda();
     if (raw.device === "cuda" && noCuda) {
-      throw new CandlewickError(`device "cuda" was requested but ${noCuda}`, DEVICE);
+      throw new CandlewickError(withDriverHint(`device "cuda" was requested but ${noCuda}`), DEVICE);
     }
+    const modelDir = await resolveModel(model, hub);
     let pipe: StableDiffusionPipeline;
     try {
-      pipe = new StableDiffusionPipeline(await native.loadPipeline(resolve(modelDir), raw), noCuda);
+      pipe = new StableDiffusionPipeline(await native.loadPipeline(modelDir, raw), noCuda);
     } catch (error) {
-      throw fromNativeError(error);
+      const e = fromNativeError(error);
+      if (e.code === "ERR_CANDLEWICK_DEVICE") throw new CandlewickError(withDriverHint(cudaSkippedHint(e.message)), e.code, { cause: e });
+      throw e;
     }
     debug("loaded %s on %s (%s): %s", pipe.modelDir, pipe.device, pipe.dtype, pipe.deviceReason);
     return pipe;
@@ -129,9 +143,12 @@ export class StableDiffusionPipeline {
    * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
    */
   async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
-    const { images, seed, timings } = await this.#run(options, false);
+    const { images, seed, seeds, timings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
-    return images.map((image) => new GeneratedImage(image.width, image.height, new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), seed, frozen));
+    return images.map((image, i) => {
+      const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
+      return new GeneratedImage(image.width, image.height, data, seeds[i] ?? seed, frozen);
+    });
   }
 
   /**
@@ -191,6 +208,22 @@ export class StableDiffusionPipeline {
       }
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+  }
+
+  /**
+   * Generate many images: `inputs` is an array, an iterable or an async iterable of prompts or
+   * `BatchInput`s (each with its own seed and settings). Inputs with the same size, steps, guidance
+   * and scheduler are packed into GPU batches of up to `batchSize`; results come as each batch
+   * finishes (not in input order), each with its input's `index`. Each image is the one its seed
+   * makes alone. Stop with `options.signal` or by leaving the `for await` loop. A bad input stops
+   * the reading: what was read before it is still made and yielded, then the iterator throws an
+   * error naming it (`inputs[7]: Expected ...`).
+   */
+  generateBatch<I extends string | BatchInput>(
+    inputs: Iterable<I> | AsyncIterable<I>,
+    options: BatchOptions = {},
+  ): AsyncGenerator<BatchResult<I>, void, undefined> {
+    return generateBatch((o) => this.generate(o), inputs, options);
   }
 }
 

@@ -95,10 +95,16 @@ export function oneOf<T extends string>(value: unknown, option: string, allowed:
 }
 
 /**
- * The known option a misspelt one most likely meant: equal ignoring case, or within 2 edits
- * (1 for keys under 5 letters) of the option or of its start ("guidence" -> "guidanceScale").
+ * The known option a misspelt one most likely meant: equal ignoring case, the only one containing
+ * it, or within 2 edits (1 for keys under 5 letters) of the option or of its start ("guidence" -> "guidanceScale").
  */
 export function closest(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  const exact = known.find((k) => k.toLowerCase() === lower);
+  if (exact) return exact;
+  // "steps" -> "numInferenceSteps": the one option that contains the key.
+  const containing = key.length >= 4 ? known.filter((k) => k.toLowerCase().includes(lower)) : [];
+  if (containing.length === 1) return containing[0];
   const limit = key.length < 5 ? 1 : 2;
   let best: string | undefined;
   let bestDistance = limit + 1;

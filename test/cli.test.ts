@@ -2,57 +2,16 @@
 // tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
 // which is also the CLI's default model; they need the native module (npm run build:native).
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
 import pngjs from "pngjs";
 
+import { cli, scratch } from "./helpers/cli.js";
 import { ROOT } from "./helpers/fixtures.js";
 
-const MAIN = join(ROOT, "src/cli/main.ts");
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** At most two CLIs at once: each is a Node process compiling TypeScript through tsx. */
-let running = 0;
-const waiting: (() => void)[] = [];
-async function slot<T>(work: () => Promise<T>): Promise<T> {
-  if (running >= 2) await new Promise<void>((wake) => waiting.push(wake));
-  running++;
-  try {
-    return await work();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
-}
-
-/** Run the CLI (through tsx, from the sources) with stdin closed and stderr a pipe (not a TTY). */
-function cli(...args: string[]): Promise<Run> {
-  return slot(() => spawnCli(args));
-}
-
-function spawnCli(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-const scratch = () => mkdtempSync(join(tmpdir(), "candlewick-cli-"));
 
 test("--help lists the commands and exits 0", async (t) => {
   const { code, stdout } = await cli("--help");

@@ -4,7 +4,7 @@
 import test from "ava";
 
 import { CandlewickError } from "../src/errors.js";
-import { checkGenerateOptions, toRawLoadOptions } from "../src/options.js";
+import { checkGenerateOptions, checkLoadOptions, toRawLoadOptions } from "../src/options.js";
 import { toRawScheduler } from "../src/schedulers.js";
 
 const INVALID = "ERR_CANDLEWICK_INVALID_OPTION";
@@ -58,7 +58,8 @@ test(rejects, "a red apple", 'Expected plain object for generate options but rec
 test(rejects, undefined, "Expected options object with a prompt for generate options but received undefined");
 test(rejects, new Map(), "Expected plain object for generate options but received a Map");
 test("a typo in an option name is an error naming the key and the likely option", rejects, p({ guidence: 7 }), 'Unknown option "guidence" in generate options; did you mean "guidanceScale"?');
-test(rejects, p({ steps: 30 }), 'Unknown option "steps" in generate options; known options: prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, latents, scheduler, onProgress, signal, onWarning');
+test(rejects, p({ steps: 30 }), 'Unknown option "steps" in generate options; did you mean "numInferenceSteps"?');
+test(rejects, p({ frobnicate: 1 }), 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning');
 test(rejects, p({ Width: 64 }), 'Unknown option "Width" in generate options; did you mean "width"?');
 
 // Latents: shape, batch and data length; the model-dependent shape check is the core's.
@@ -148,6 +149,37 @@ test(rejectsLoad, { dtype: "bf16" }, 'Expected one of "auto", "f32", "f16" for d
 test(rejectsLoad, { tf32: 1 }, "Expected boolean for tf32 but received 1");
 test(rejectsLoad, { devcie: "cpu" }, 'Unknown option "devcie" in load options; did you mean "device"?');
 test(rejectsLoad, null, "Expected plain object for load options but received null");
+
+test(rejects, p({ seeds: [1, 2] }), "Expected array of 1 seeds (one per image: prompts x numImagesPerPrompt) for seeds but received an array of length 2");
+test(rejects, { prompt: ["a", "b"], seeds: [1, -2] }, "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seeds[1] but received -2");
+test(rejects, p({ seed: 1, seeds: [1] }), "Expected seed or seeds, not both, but received both");
+
+test("seeds: one per image, as bigints", (t) => {
+  const { raw } = checkGenerateOptions({ prompt: ["a", "b"], numImagesPerPrompt: 2, seeds: [1, 2n, 3, 2n ** 64n - 1n] });
+  t.deepEqual(raw.seeds, [1n, 2n, 3n, 18446744073709551615n]);
+});
+
+const rejectsHub = test.macro({
+  exec(t, options: unknown, message: string) {
+    t.throws(() => checkLoadOptions(options), { instanceOf: CandlewickError, message });
+  },
+  title: (given, _options, message: string) => given ?? `hub: ${message}`,
+});
+
+test(rejectsHub, { variant: "fp32" }, 'Expected one of "fp16" for variant but received "fp32"');
+test(rejectsHub, { revision: "" }, 'Expected non-empty string for revision but received ""');
+test(rejectsHub, { token: true }, "Expected non-empty string for token but received true");
+test(rejectsHub, { endpoint: "huggingface.co" }, 'Expected http(s) URL for endpoint but received "huggingface.co"');
+test(rejectsHub, { offline: "yes" }, 'Expected boolean for offline but received "yes"');
+test(rejectsHub, { onDownloadProgress: 1 }, "Expected function for onDownloadProgress but received 1");
+test(rejectsHub, { revison: "main" }, 'Unknown option "revison" in load options; did you mean "revision"?');
+
+test("load options split into the binding's and the hub's", (t) => {
+  const onDownloadProgress = () => {};
+  const { raw, hub } = checkLoadOptions({ device: "cpu", revision: "v1", variant: "fp16", token: false, offline: true, onDownloadProgress });
+  t.deepEqual(raw, { device: "cpu" });
+  t.deepEqual(hub, { revision: "v1", variant: "fp16", token: false, offline: true, onDownloadProgress });
+});
 
 test("load options convert as given", (t) => {
   t.deepEqual(toRawLoadOptions({ device: "cpu", dtype: "f16", tf32: true }), { device: "cpu", dtype: "f16", tf32: true });

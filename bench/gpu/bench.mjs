@@ -17,7 +17,7 @@ import { StableDiffusionPipeline } from "../../dist/index.js";
 const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
-const WHICH = (process.env.WHICH ?? "fp32,tf32,fp16,fp16+flash,fp16+flash:b8").split(",");
+const WHICH = (process.env.WHICH ?? "fp16+flash,fp16,tf32,fp32,fp16+flash:b8").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";

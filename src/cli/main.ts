@@ -3,6 +3,7 @@
 
 import { createRequire } from "node:module";
 
+import { BATCH_HELP, batch } from "./batch.js";
 import { GENERATE_HELP, generate } from "./generate.js";
 import { UsageError } from "./usage.js";
 
@@ -12,6 +13,7 @@ Stable Diffusion from the command line.
 
 Commands:
   generate <prompt>   Generate images from text (candlewick generate --help)
+  batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
 
 Options:
   -h, --help          Show this help
@@ -28,7 +30,7 @@ export async function main(args: readonly string[]): Promise<number> {
       case "-h":
       case "--help":
       case "help":
-        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : HELP);
+        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : rest[0] === "batch" ? BATCH_HELP : HELP);
         return 0;
       case "-v":
       case "--version":
@@ -36,6 +38,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return 0;
       case "generate":
         return await generate(rest);
+      case "batch":
+        return await batch(rest);
       default:
         throw new UsageError(command.startsWith("-") ? `unknown option ${command}` : `unknown command "${command}"`);
     }

@@ -61,6 +61,8 @@ export interface RawGenerateOptions {
   numImagesPerPrompt?: number
   /** A u64 as a BigInt. */
   seed?: bigint
+  /** One u64 per image, instead of `seed`. */
+  seeds?: Array<bigint>
   latents?: RawLatents
   scheduler?: RawSchedulerOptions
   /** Return the denoised latents instead of images. */
@@ -72,6 +74,8 @@ export interface RawGenerateResult {
   images: Array<RawImage>
   /** The seed used (drawn at random when none was given), a u64. */
   seed: bigint
+  /** Each image's seed, a u64. */
+  seeds: Array<bigint>
   /** Things the user should know that did not stop the call (a truncated prompt, ...). */
   warnings: Array<string>
   timings: RawPhaseTimings

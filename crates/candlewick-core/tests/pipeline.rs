@@ -122,6 +122,74 @@ fn same_seed_same_image_other_seed_other_image() {
     assert_ne!(a.images[0].data, c.images[0].data);
 }
 
+/// Pixels of two images equal within 1/255 on >= 99.9% of bytes (a batch of several images may
+/// sum in another order than a batch of one).
+fn assert_same_image(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: sizes differ");
+    let close = a.iter().zip(b).filter(|(x, y)| x.abs_diff(**y) <= 1).count();
+    assert!(close as f64 >= 0.999 * a.len() as f64, "{what}: only {close} of {} bytes within 1", a.len());
+}
+
+#[test]
+fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
+    let pipe = load(DTypeRequest::F32);
+    let observer = Observer::new();
+    let prompts = ["a red apple", "a blue bird", "a green hill"];
+    let seeds = [7u64, 123, 7];
+    for eta in [0.0, 1.0] {
+        let mut scheduler = quick_options().scheduler;
+        scheduler.eta = Some(eta);
+        let batch = GenerateOptions {
+            prompt: prompts.iter().map(|p| p.to_string()).collect(),
+            negative_prompt: Some(vec!["blurry".into(), "dark".into(), "blurry".into()]),
+            seed: None,
+            seeds: Some(seeds.to_vec()),
+            scheduler: scheduler.clone(),
+            ..quick_options()
+        };
+        let out = pipe.generate(&batch, &observer).unwrap();
+        assert_eq!(out.seeds, seeds.to_vec());
+        assert_eq!(out.seed, 7);
+        for (i, (prompt, seed)) in prompts.iter().zip(seeds).enumerate() {
+            let negative = batch.negative_prompt.as_ref().unwrap()[i].clone();
+            let alone = GenerateOptions {
+                prompt: vec![prompt.to_string()],
+                negative_prompt: Some(vec![negative]),
+                seed: Some(seed),
+                scheduler: scheduler.clone(),
+                ..quick_options()
+            };
+            let single = pipe.generate(&alone, &observer).unwrap();
+            assert_eq!(single.seeds, vec![seed]);
+            assert_same_image(&out.images[i].data, &single.images[0].data, &format!("image {i} (eta {eta})"));
+        }
+        // Same seed, other prompt: other image (the seeds are not shared across the batch by accident).
+        assert_ne!(out.images[0].data, out.images[2].data);
+    }
+}
+
+#[test]
+fn seeds_must_be_one_per_image_and_not_beside_seed() {
+    let pipe = load(DTypeRequest::F32);
+    let cases: Vec<(GenerateOptions, &str)> = vec![
+        (
+            GenerateOptions { seed: None, seeds: Some(vec![1, 2]), num_images_per_prompt: 3, ..quick_options() },
+            "Expected 3 seeds (one per image: prompts x numImagesPerPrompt) for seeds but received 2 of them",
+        ),
+        (
+            GenerateOptions { seeds: Some(vec![1]), ..quick_options() },
+            "Expected seeds without seed (give one of the two) for seeds but received both",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = pipe.generate(&options, &Observer::new()).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(err.code(), "ERR_CANDLEWICK_INVALID_OPTION");
+    }
+    let out = pipe.generate(&quick_options(), &Observer::new()).unwrap();
+    assert_eq!(out.seeds, vec![7]);
+}
+
 #[test]
 fn several_prompts_and_images_per_prompt() {
     let pipe = load(DTypeRequest::F32);

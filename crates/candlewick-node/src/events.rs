@@ -31,6 +31,8 @@ pub struct RawGenerateResult {
     pub images: Vec<RawImage>,
     /// The seed used (drawn at random when none was given), a u64.
     pub seed: BigInt,
+    /// Each image's seed, a u64.
+    pub seeds: Vec<BigInt>,
     /// Things the user should know that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,
     pub timings: RawPhaseTimings,
@@ -74,8 +76,9 @@ impl From<GenerateOutput> for RawGenerateEvent {
             shape: l.shape.iter().map(|&d| d as u32).collect(),
             data: Float32Array::new(l.data),
         });
+        let seeds = out.seeds.into_iter().map(BigInt::from).collect();
         let result =
-            RawGenerateResult { images, seed: BigInt::from(out.seed), warnings: out.warnings, timings, latents };
+            RawGenerateResult { images, seed: BigInt::from(out.seed), seeds, warnings: out.warnings, timings, latents };
         RawGenerateEvent { progress: None, result: Some(result) }
     }
 }

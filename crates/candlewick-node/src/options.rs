@@ -97,6 +97,8 @@ pub struct RawGenerateOptions {
     pub num_images_per_prompt: Option<u32>,
     /// A u64 as a BigInt.
     pub seed: Option<BigInt>,
+    /// One u64 per image, instead of `seed`.
+    pub seeds: Option<Vec<BigInt>>,
     pub latents: Option<RawLatents>,
     pub scheduler: Option<RawSchedulerOptions>,
     /// Return the denoised latents instead of images.
@@ -116,6 +118,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             height: raw.height.map(|h| h as usize),
             num_images_per_prompt: raw.num_images_per_prompt.map_or(defaults.num_images_per_prompt, |n| n as usize),
             seed: raw.seed.map(seed_from_bigint).transpose()?,
+            seeds: raw.seeds.map(|seeds| seeds.into_iter().map(seed_from_bigint).collect()).transpose()?,
             latents: raw.latents.map(LatentsInput::try_from).transpose()?,
             scheduler: raw.scheduler.unwrap_or_default().try_into()?,
             output_latents: raw.output_latents.unwrap_or(defaults.output_latents),

@@ -45,6 +45,10 @@ pub struct GenerateOptions {
     pub num_images_per_prompt: usize,
     /// Seeds the initial latents and DDIM's eta noise. None draws a random seed.
     pub seed: Option<u64>,
+    /// One seed per image (prompts x num_images_per_prompt, in output order), instead of `seed`:
+    /// each image's latents and eta noise come from its own stream, so an image made in a batch is
+    /// the image that a one-image call with `seed: seeds[i]` makes.
+    pub seeds: Option<Vec<u64>>,
     /// Initial latents; when given, `seed` only feeds eta noise.
     pub latents: Option<LatentsInput>,
     /// Overrides of the model folder's scheduler config, plus eta.
@@ -64,6 +68,7 @@ impl Default for GenerateOptions {
             height: None,
             num_images_per_prompt: 1,
             seed: None,
+            seeds: None,
             latents: None,
             scheduler: DdimOverrides::default(),
             output_latents: false,
@@ -105,8 +110,10 @@ pub struct GenerateOutput {
     /// The denoised latents, when `output_latents` was set.
     pub latents: Option<FinalLatents>,
     pub timings: PhaseTimings,
-    /// The seed actually used (drawn at random when the caller gave none).
+    /// The seed actually used (drawn at random when the caller gave none; `seeds[0]` with `seeds`).
     pub seed: u64,
+    /// Each image's seed: `seed` repeated, or the caller's `seeds`.
+    pub seeds: Vec<u64>,
     /// Things a user should know but that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,
 }

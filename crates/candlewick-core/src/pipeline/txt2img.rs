@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
+use super::noise::NoiseSource;
 use super::observer::{Observer, StepProgress};
 use super::options::{
     FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage,
@@ -143,8 +141,11 @@ impl StableDiffusionPipeline {
         let (width, height) = self.check_inputs(options)?;
         let do_guidance = options.guidance_scale > 1.0;
         let batch = options.prompt.len() * options.num_images_per_prompt;
-        let seed = options.seed.unwrap_or_else(rand::random);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let seed = match &options.seeds {
+            Some(seeds) => seeds.first().copied().unwrap_or_default(),
+            None => options.seed.unwrap_or_else(rand::random),
+        };
+        let mut noise = NoiseSource::new(seed, options.seeds.as_deref());
 
         // 2. Encode the prompts (and the negative prompts for classifier-free guidance).
         let mut clock = PhaseClock::start(&self.target.device)?;
@@ -161,7 +162,7 @@ impl StableDiffusionPipeline {
         let shape = [batch, self.unet_config.in_channels, height / vsf, width / vsf];
         let mut latents = match &options.latents {
             Some(given) => self.latents_from_caller(given, shape)?,
-            None => self.random_latents(shape, &mut rng)?,
+            None => noise.sample(shape, &self.target.device)?,
         };
         latents = (latents * scheduler.init_noise_sigma())?;
 
@@ -180,7 +181,7 @@ impl StableDiffusionPipeline {
             } else {
                 noise_pred
             };
-            let variance_noise = if eta > 0.0 { Some(self.random_latents(shape, &mut rng)?) } else { None };
+            let variance_noise = if eta > 0.0 { Some(noise.sample(shape, &self.target.device)?) } else { None };
             latents = scheduler.step(&noise_pred, t, &latents, eta, variance_noise.as_ref())?;
             observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t }, &latents);
         }
@@ -191,7 +192,8 @@ impl StableDiffusionPipeline {
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
             let timings = PhaseTimings { text_encoder, denoise, decode: 0.0 };
-            return Ok(GenerateOutput { images: Vec::new(), latents: Some(latents), timings, seed, warnings });
+            let seeds = options.seeds.clone().unwrap_or_else(|| vec![seed; batch]);
+            return Ok(GenerateOutput { images: Vec::new(), latents: Some(latents), timings, seed, seeds, warnings });
         }
 
         // 6. Decode the latents with the VAE.
@@ -200,7 +202,8 @@ impl StableDiffusionPipeline {
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
-        Ok(GenerateOutput { images, latents: None, timings, seed, warnings })
+        let seeds = options.seeds.clone().unwrap_or_else(|| vec![seed; batch]);
+        Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings })
     }
 
     /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).
@@ -241,6 +244,19 @@ impl StableDiffusionPipeline {
         if o.num_images_per_prompt == 0 {
             return Err(expected("integer >= 1", "numImagesPerPrompt", o.num_images_per_prompt));
         }
+        if let Some(seeds) = &o.seeds {
+            let images = o.prompt.len() * o.num_images_per_prompt;
+            if o.seed.is_some() {
+                return Err(expected("seeds without seed (give one of the two)", "seeds", "both"));
+            }
+            if seeds.len() != images {
+                return Err(expected(
+                    &format!("{images} seeds (one per image: prompts x numImagesPerPrompt)"),
+                    "seeds",
+                    format!("{} of them", seeds.len()),
+                ));
+            }
+        }
         Ok((width, height))
     }
 
@@ -276,14 +292,6 @@ impl StableDiffusionPipeline {
         let n = texts.len() * copies;
         let ids = Tensor::from_vec(ids, (n, self.tokenizer.max_length()), &self.target.device)?;
         Ok(self.text_encoder.forward(&ids)?)
-    }
-
-    /// Step 4, seeded: standard normal noise drawn on the host, so a seed gives the same
-    /// latents on every device.
-    fn random_latents(&self, shape: [usize; 4], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
-        Ok(Tensor::from_vec(data, &shape, &self.target.device)?)
     }
 
     fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {

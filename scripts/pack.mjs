@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// Pack every npm package as it would be published, into --out (default .scratch/packages):
+//   candlewick-<version>.tgz                    dist/, the tiny model, README; optionalDependencies on
+//                                               every platform package (what `napi pre-publish` adds)
+//   candlewick-<platform>-<version>.tgz         one per folder of npm/, with its .node file:
+//     npm/linux-x64-gnu        <- candlewick.linux-x64-gnu.node (npm run build:native)
+//     npm/linux-x64-gnu-cuda   <- npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node (npm run build:cuda)
+// Packages are staged in a temporary folder, so the working tree is left as it is.
+// Usage: node scripts/pack.mjs [--out DIR] [--node PLATFORM=FILE ...] [--allow-missing]
+//   --node overrides where a platform's .node comes from; --allow-missing skips platforms without one.
+// Prints one line per tarball: its absolute path.
+
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const { values } = parseArgs({
+  options: { out: { type: "string" }, node: { type: "string", multiple: true }, "allow-missing": { type: "boolean" } },
+});
+const out = resolve(values.out ?? join(root, ".scratch/packages"));
+const overrides = Object.fromEntries((values.node ?? []).map((spec) => spec.split("=")));
+const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+const stage = mkdtempSync(join(tmpdir(), "candlewick-pack-"));
+mkdirSync(out, { recursive: true });
+
+function pack(dir) {
+  const file = execFileSync("npm", ["pack", "--silent", "--pack-destination", out], { cwd: dir, encoding: "utf8" }).trim().split("\n").pop();
+  console.log(join(out, file));
+}
+
+try {
+  const platforms = [];
+  for (const platform of readdirSync(join(root, "npm"))) {
+    const source = join(root, "npm", platform);
+    const manifest = JSON.parse(readFileSync(join(source, "package.json"), "utf8"));
+    const binary = overrides[platform] ?? (platform.endsWith("-cuda") ? join(source, manifest.main) : join(root, `candlewick.${platform}.node`));
+    if (!existsSync(binary)) {
+      if (values["allow-missing"]) {
+        console.error(`pack: skipping ${manifest.name}: no ${binary}`);
+        continue;
+      }
+      throw new Error(`pack: ${binary} is missing (build it, pass --node ${platform}=FILE, or --allow-missing)`);
+    }
+    const dir = join(stage, platform);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ ...manifest, version: pkg.version }, null, 2));
+    cpSync(join(source, "README.md"), join(dir, "README.md"));
+    cpSync(binary, join(dir, manifest.main));
+    pack(dir);
+    platforms.push(manifest.name);
+  }
+
+  const dir = join(stage, "candlewick");
+  mkdirSync(dir);
+  for (const file of ["README.md", "dist", "test/fixtures/tiny-sd"]) cpSync(join(root, file), join(dir, file), { recursive: true });
+  const { devDependencies: _, scripts: __, allowScripts: ___, ava: ____, ...published } = pkg;
+  published.files = ["dist/", "test/fixtures/tiny-sd/"];
+  published.optionalDependencies = Object.fromEntries(platforms.map((name) => [name, pkg.version]));
+  writeFileSync(join(dir, "package.json"), JSON.stringify(published, null, 2));
+  pack(dir);
+} finally {
+  rmSync(stage, { recursive: true, force: true });
+}

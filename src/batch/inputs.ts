@@ -1,0 +1,93 @@
+/**
+ * One input of a batch: a prompt with its own seed and settings, checked with the library's
+ * validators, and the key that decides which inputs may share a GPU batch (the same size, steps,
+ * guidance and scheduler; prompts, negative prompts and seeds may differ).
+ */
+
+import { randomBytes } from "node:crypto";
+
+import { CandlewickError } from "../errors.js";
+import { checkGenerateOptions, type GenerateOptions } from "../options.js";
+import type { SchedulerOptions } from "../schedulers.js";
+import { checkOptionsObject, invalid } from "../validate.js";
+
+/** One image to make. A plain string is a prompt with every setting at its default. */
+export interface BatchInput {
+  /** What to draw. Required. */
+  prompt: string;
+  /** What to steer away from. Default: the batch's `negativePrompt`, else none. */
+  negativePrompt?: string;
+  /** This image's seed. Default: a random one (read it back from `result.image.seed`). */
+  seed?: number | bigint;
+  /** Default: the batch's, else 50. */
+  numInferenceSteps?: number;
+  /** Default: the batch's, else 7.5. */
+  guidanceScale?: number;
+  /** Default: the batch's, else the model's. */
+  width?: number;
+  /** Default: the batch's, else the model's. */
+  height?: number;
+  /** Default: the batch's, else the model folder's DDIM config. */
+  scheduler?: SchedulerOptions;
+}
+
+/** Settings every input of a batch starts from. */
+export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
+
+export const INPUT_KEYS = ["prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler"] as const;
+const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
+
+/** An input, checked, ready to join a GPU batch. */
+export interface CheckedInput {
+  /** The input's place in the stream, from 0. */
+  index: number;
+  prompt: string;
+  negativePrompt: string;
+  seed: bigint;
+  /** The settings a GPU batch shares, as generate options (without prompt, negative prompt and seed). */
+  shared: Omit<GenerateOptions, "prompt" | "negativePrompt" | "seed" | "seeds">;
+  /** Inputs with equal keys may run in one call. */
+  key: string;
+}
+
+/** Check the batch-wide defaults. */
+export function checkDefaults(value: unknown): BatchDefaults {
+  const o = checkOptionsObject(value, "defaults", DEFAULT_KEYS) as BatchDefaults;
+  checkGenerateOptions({ prompt: "", ...o });
+  return o;
+}
+
+/** Check input number `index` (a string or a BatchInput) over `defaults`; errors name `name` ("inputs[3]"). */
+export function checkInput(value: unknown, index: number, defaults: BatchDefaults, name = `inputs[${index}]`): CheckedInput {
+  const input = typeof value === "string" ? { prompt: value } : value;
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    throw invalid("prompt string or object with a prompt", name, value);
+  }
+  let o: Record<string, unknown>;
+  try {
+    o = checkOptionsObject(input, name, INPUT_KEYS);
+    if (typeof o.prompt !== "string") throw invalid("string", "prompt", o.prompt);
+    if (o.negativePrompt !== undefined && typeof o.negativePrompt !== "string") throw invalid("string", "negativePrompt", o.negativePrompt);
+    const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+    const { prompt, negativePrompt, seed, ...shared } = { ...defaults, ...given } as BatchInput;
+    const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler)]);
+    return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
+  } catch (error) {
+    if (error instanceof CandlewickError && !error.message.includes(name)) {
+      throw new CandlewickError(`${name}: ${error.message}`, error.code, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** A random u64 seed. */
+export function randomSeed(): bigint {
+  return randomBytes(8).readBigUInt64LE();
+}
+
+/** An object with its keys in order, so that equal settings give equal keys. */
+function sorted(value: unknown): unknown {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, sorted(v)]));
+}

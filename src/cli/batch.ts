@@ -1,0 +1,177 @@
+/**
+ * `candlewick batch <prompts.jsonl> --out <dir>`: one PNG per line of a JSON Lines file, each with
+ * its generation parameters in text chunks, a manifest line per image, a progress bar with the
+ * time left; resumable: a rerun of the same command makes only what is missing.
+ */
+
+import { createRequire } from "node:module";
+import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+import { CandlewickError, INVALID_OPTION, OUTPUT } from "../errors.js";
+import { Manifest, MANIFEST, pngText, recordKey, type ManifestRecord } from "../batch/manifest.js";
+import { DEFAULT_BATCH_SIZE } from "../batch/generate-batch.js";
+import type { BatchDefaults } from "../batch/inputs.js";
+import { readPromptsFile, type PromptLine } from "../batch/prompts-file.js";
+import type { StableDiffusionPipeline } from "../pipeline.js";
+import { integerIn } from "../validate.js";
+import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom } from "./flags.js";
+import { reportError } from "./generate.js";
+import { DEFAULT_MODEL, loadModel } from "./model.js";
+import { BatchDisplay } from "./progress.js";
+import { UsageError } from "./usage.js";
+
+export const BATCH_HELP = `Usage: candlewick batch <prompts.jsonl> --out <dir> [options]
+
+Generate one image per line of a JSON Lines file into a folder: PNG files named after their line
+(00007.png for line 7) that carry their generation parameters in text chunks, and ${MANIFEST}
+with one line per image. Run the same command again after an interruption: it skips what is done.
+
+Each line of the prompts file is a prompt string, or an object with "prompt" and any of
+"negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler"
+(as in the library), and "id" (copied into the manifest). Blank lines are skipped. The flags
+below are the defaults of lines that do not say.
+
+Options:
+  --out, -o <dir>           Output folder, created if missing (required)
+${COMMON_HELP.model}
+${COMMON_HELP.settings}
+  --seed <n>                Base seed: line N without its own seed gets n + N (default: random seeds)
+  --batch-size <n>          Images per GPU batch, 1-64 (default: ${DEFAULT_BATCH_SIZE})
+${COMMON_HELP.device}
+
+Example:
+  candlewick batch prompts.jsonl --out renders/ --model ./stable-diffusion-v1-5 --steps 30 --seed 1
+`;
+
+const OPTIONS = {
+  ...COMMON_FLAGS,
+  out: { type: "string", short: "o" },
+  "batch-size": { type: "string" },
+} as const;
+
+/** Run the command; returns the exit code. */
+export async function batch(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseFlags(args, OPTIONS, "batch");
+  if (values.help) {
+    process.stdout.write(BATCH_HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError(positionals.length === 0 ? "missing the prompts file" : `expected one prompts file but received ${positionals.length}`, "batch");
+  }
+  if (values.out === undefined) throw new UsageError("missing --out <dir>", "batch");
+  const { settings, batchSize, baseSeed, load } = checkFlags(values);
+  const quiet = values.quiet === true;
+  const say = (text: string) => quiet || process.stderr.write(`${text}\n`);
+  const outDir = values.out;
+  const model = values.model ?? DEFAULT_MODEL;
+
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once("SIGINT", onSigint);
+  let [total, done, written] = [0, 0, 0];
+  try {
+    // Everything that can be wrong with the input or the folder is found before the model loads.
+    const lines = await readPromptsFile(positionals[0]!, settings, baseSeed);
+    total = lines.length;
+    const manifest = await openOutput(outDir);
+    const keys = new Map(lines.map((l) => [l.line, keyOf(l, model)]));
+    done = await manifest.keep(keys);
+    const todo = lines.filter((l) => !manifest.isDone(l.line, keys.get(l.line)!));
+    if (done > 0) say(`${done} of ${total} images are already in ${outDir}; making the other ${todo.length}`);
+    if (todo.length === 0) return 0;
+
+    const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
+    const display = new BatchDisplay(process.stderr, total, done);
+    const results = pipe.generateBatch(todo.map((l) => l.input), {
+      batchSize,
+      signal: controller.signal,
+      onWarning: (message) => say(`warning: ${message}`),
+    });
+    const width = Math.max(5, String(lines.at(-1)!.line).length);
+    for await (const { index, image } of results) {
+      const line = todo[index]!;
+      const record = recordOf(line, image.seed, pipe, model, keys.get(line.line)!, `${String(line.line).padStart(width, "0")}.png`);
+      const path = join(outDir, record.file);
+      await writeOutput(path, () => writeFile(`${path}.tmp`, image.toPng({ text: pngText(record, `candlewick ${version()}`) })));
+      await writeOutput(path, () => rename(`${path}.tmp`, path));
+      await writeOutput(manifest.path, () => manifest.append(record));
+      written++;
+      process.stdout.write(`${path}\n`);
+      if (!quiet) display.image(record.file);
+    }
+    await writeOutput(manifest.path, () => manifest.rewrite());
+    say(`Wrote ${written} images to ${outDir} (${total} in all, listed in ${join(outDir, MANIFEST)})`);
+    return 0;
+  } catch (error) {
+    const missing = total - done - written;
+    return reportError(error, `candlewick: interrupted with ${done + written} of ${total} images done; run the same command again to make the other ${missing}\n`);
+  } finally {
+    process.off("SIGINT", onSigint);
+  }
+}
+
+/** The flags, checked; a bad value is a usage error. */
+function checkFlags(values: ReturnType<typeof parseFlags<typeof OPTIONS>>["values"]) {
+  try {
+    const batchSize = values["batch-size"] === undefined ? DEFAULT_BATCH_SIZE : integerIn(integer(values["batch-size"]), "--batch-size", 1, 64);
+    const baseSeed = values.seed === undefined ? undefined : seedFrom(values.seed);
+    return { settings: settingsFrom(values) as BatchDefaults, batchSize, baseSeed, load: loadOptionsFrom(values) };
+  } catch (error) {
+    if (error instanceof CandlewickError && error.code === INVALID_OPTION) throw new UsageError(error.message, "batch");
+    throw error;
+  }
+}
+
+/** Create the output folder and check that it takes files, before any work. */
+async function openOutput(dir: string): Promise<Manifest> {
+  await writeOutput(dir, () => mkdir(dir, { recursive: true }));
+  // A PNG a killed run was writing: its line is made again.
+  for (const name of await readdir(dir)) if (name.endsWith(".png.tmp")) await writeOutput(dir, () => rm(join(dir, name), { force: true }));
+  const manifest = await writeOutput(dir, () => Manifest.open(dir));
+  await writeOutput(dir, () => manifest.rewrite());
+  return manifest;
+}
+
+/** A file system write whose failure names the path, as ERR_CANDLEWICK_OUTPUT. */
+async function writeOutput<T>(path: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === undefined) throw error;
+    const reason = (error as Error).message.split(", ")[0]?.replace(/^[A-Z]+: /, "");
+    throw new CandlewickError(`cannot write ${path} (${code}: ${reason}); what was finished is kept`, OUTPUT, { cause: error });
+  }
+}
+
+/** What decides a line's image: its prompts, settings, seed (unless drawn at random) and the model. */
+function keyOf(l: PromptLine, model: string): string {
+  const c = l.checked;
+  return recordKey([c.prompt, c.negativePrompt, c.key, l.randomSeed ? "random" : c.seed, model]);
+}
+
+function recordOf(l: PromptLine, seed: bigint, pipe: StableDiffusionPipeline, model: string, key: string, file: string): ManifestRecord {
+  const s = l.checked.shared;
+  const { type: _, ...overrides } = { type: "ddim", ...s.scheduler };
+  return {
+    line: l.line,
+    ...(l.id !== undefined ? { id: l.id } : {}),
+    file,
+    prompt: l.checked.prompt,
+    negativePrompt: l.checked.negativePrompt,
+    seed: seed.toString(),
+    steps: s.numInferenceSteps ?? 50,
+    guidance: s.guidanceScale ?? 7.5,
+    width: s.width ?? pipe.defaultWidth,
+    height: s.height ?? pipe.defaultHeight,
+    scheduler: Object.keys(overrides).length > 0 ? `ddim ${JSON.stringify(overrides)}` : "ddim",
+    model,
+    key,
+  };
+}
+
+function version(): string {
+  return (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+}

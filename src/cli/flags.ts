@@ -1,0 +1,123 @@
+/**
+ * Flags that `generate` and `batch` share (model, generation settings, device), parsed with
+ * node:util's parseArgs and checked with the library's validators under the flags' names.
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+import { VARIANTS } from "../hub/files.js";
+import { DEVICES, DTYPES, MAX_STEPS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import { TIMESTEP_SPACINGS, type DdimSchedulerOptions } from "../schedulers.js";
+import { closest, integerIn, numberIn, oneOf } from "../validate.js";
+import { UsageError } from "./usage.js";
+
+export const COMMON_FLAGS = {
+  model: { type: "string" },
+  revision: { type: "string" },
+  variant: { type: "string" },
+  "negative-prompt": { type: "string" },
+  steps: { type: "string" },
+  guidance: { type: "string" },
+  width: { type: "string" },
+  height: { type: "string" },
+  seed: { type: "string" },
+  device: { type: "string" },
+  dtype: { type: "string" },
+  eta: { type: "string" },
+  "timestep-spacing": { type: "string" },
+  quiet: { type: "boolean", short: "q" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+/** The help lines of the shared flags. */
+export const COMMON_HELP = {
+  model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
+                            the shared cache (default: the tiny test model in the package)
+  --revision <rev>          Hub branch, tag or commit (default: main)
+  --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)`,
+  settings: `  --negative-prompt <text>  What to steer away from (default: none)
+  --steps <n>               Denoising steps, 1-${MAX_STEPS} (default: 50)
+  --guidance <x>            Classifier-free guidance scale, >= 0 (default: 7.5)
+  --width <px>              Width, a multiple of 8 (default: the model's, 512 for SD1.5)
+  --height <px>             Height, a multiple of 8 (default: the model's)`,
+  device: `  --device <d>              ${DEVICES.join(" | ")} (default: auto)
+  --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
+  --eta <x>                 DDIM eta, 0 to 1 (default: 0)
+  --timestep-spacing <s>    ${TIMESTEP_SPACINGS.join(" | ")} (default: the model's scheduler config)
+  --quiet, -q               No progress or messages on stderr
+  --help, -h                Show this help`,
+};
+
+type Flags = NonNullable<ParseArgsConfig["options"]>;
+
+/** What parseFlags returns: the flags' values and the positional arguments. */
+export interface Parsed<O extends Flags> {
+  values: { [K in keyof O]?: O[K]["type"] extends "boolean" ? boolean : string };
+  positionals: string[];
+}
+
+/** parseArgs, with its errors as usage errors of `command` that name the flag (and guess a misspelt one). */
+export function parseFlags<O extends Flags>(args: readonly string[], options: O, command: string): Parsed<O> {
+  try {
+    return parseArgs({ args: [...args], options, allowPositionals: true, strict: true }) as Parsed<O>;
+  } catch (error) {
+    const e = error as { code?: string; message: string };
+    const flag = /'(-[^ ']*)/.exec(e.message)?.[1];
+    if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      const guess = flag?.startsWith("--") ? closest(flag.slice(2), Object.keys(options)) : undefined;
+      throw new UsageError(`unknown option ${flag}${guess ? ` (did you mean --${guess}?)` : ""}`, command);
+    }
+    if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      const hint = e.message.includes("ambiguous") ? ` (for a value that starts with "-", write ${flag}=VALUE)` : "";
+      throw new UsageError(`option ${flag} needs a value${hint}`, command);
+    }
+    throw new UsageError(e.message, command);
+  }
+}
+
+type CommonValues = Parsed<typeof COMMON_FLAGS>["values"];
+
+/** --device, --dtype, --revision, --variant as load options. */
+export function loadOptionsFrom(v: CommonValues): LoadOptions {
+  const load: LoadOptions = {};
+  if (v.device !== undefined) load.device = oneOf(v.device, "--device", DEVICES);
+  if (v.dtype !== undefined) load.dtype = oneOf(v.dtype, "--dtype", DTYPES);
+  if (v.revision !== undefined) load.revision = v.revision;
+  if (v.variant !== undefined) load.variant = oneOf(v.variant, "--variant", VARIANTS);
+  return load;
+}
+
+/** The generation settings (everything but the prompt and the seed). */
+export type Settings = Omit<GenerateOptions, "prompt" | "seed" | "seeds">;
+
+/** --negative-prompt, --steps, --guidance, --width, --height, --eta, --timestep-spacing as generate options. */
+export function settingsFrom(v: CommonValues): Settings {
+  const options: Settings = {};
+  if (v["negative-prompt"] !== undefined) options.negativePrompt = v["negative-prompt"];
+  if (v.steps !== undefined) options.numInferenceSteps = integerIn(integer(v.steps), "--steps", 1, MAX_STEPS);
+  if (v.guidance !== undefined) options.guidanceScale = numberIn(number(v.guidance), "--guidance", 0);
+  if (v.width !== undefined) options.width = side(integer(v.width), "--width");
+  if (v.height !== undefined) options.height = side(integer(v.height), "--height");
+  const scheduler: DdimSchedulerOptions = {};
+  if (v.eta !== undefined) scheduler.eta = numberIn(number(v.eta), "--eta", 0, 1);
+  if (v["timestep-spacing"] !== undefined) {
+    scheduler.timestepSpacing = oneOf(v["timestep-spacing"], "--timestep-spacing", TIMESTEP_SPACINGS);
+  }
+  if (Object.keys(scheduler).length > 0) options.scheduler = scheduler;
+  return options;
+}
+
+/** --seed as a bigint. */
+export function seedFrom(text: string): bigint {
+  return seed(/^\d+$/.test(text) ? BigInt(text) : text, "--seed");
+}
+
+/** A decimal integer flag value (validated for range by the caller). */
+export function integer(text: string): number | string {
+  return /^-?\d+$/.test(text) ? Number(text) : text;
+}
+
+/** A decimal number flag value. */
+function number(text: string): number | string {
+  return /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(text) ? Number(text) : text;
+}

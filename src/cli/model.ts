@@ -1,0 +1,20 @@
+/** Loading the model for a CLI command: a folder or a hub id, with a download bar, and what it runs on. */
+
+import { fileURLToPath } from "node:url";
+
+import type { LoadOptions } from "../options.js";
+import { StableDiffusionPipeline } from "../pipeline.js";
+import { DownloadDisplay } from "./progress.js";
+
+/** The small model that ships in the package (test/fixtures/tiny-sd), so a fresh install can generate. */
+export const DEFAULT_MODEL = fileURLToPath(new URL("../../test/fixtures/tiny-sd", import.meta.url));
+
+/** Load `model` (the tiny model when undefined), telling the user through `say` unless quiet. */
+export async function loadModel(model: string | undefined, load: LoadOptions, quiet: boolean, say: (text: string) => void): Promise<StableDiffusionPipeline> {
+  say(`Loading ${model ?? DEFAULT_MODEL}${model ? "" : " (the tiny test model; pass --model DIR or --model org/name for a real one)"}`);
+  const download = new DownloadDisplay(process.stderr);
+  const options: LoadOptions = quiet ? load : { ...load, onDownloadProgress: (p) => download.update(p) };
+  const pipe = await StableDiffusionPipeline.fromPretrained(model ?? DEFAULT_MODEL, options).finally(() => download.finish());
+  say(`Running on ${pipe.device} (${pipe.dtype}): ${pipe.deviceReason}`);
+  return pipe;
+}

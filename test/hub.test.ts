@@ -1,0 +1,272 @@
+// Models by hub id, against the loopback hub of test/helpers/hub-server.ts serving the tiny model
+// that scripts/make_fixtures.py wrote (test/fixtures/tiny-sd), plus files the pipeline does not
+// need. Checks the cache layout huggingface_hub uses, what is (not) downloaded, offline mode,
+// tokens, errors, and resuming after a dropped connection or an interrupted run. Serial: one server, one log.
+
+import { execFile, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+import test from "ava";
+
+import { CandlewickError } from "../src/errors.js";
+import { downloadPipeline, type DownloadProgress } from "../src/hub/download.js";
+import { isRepoId } from "../src/hub/resolve.js";
+import { StableDiffusionPipeline } from "../src/pipeline.js";
+import { ROOT, TINY_SD } from "./helpers/fixtures.js";
+import { HubServer, filesOf, gitBlobSha1, sha256 } from "./helpers/hub-server.js";
+
+const COMMIT = createHash("sha1").update("tiny-sd commit").digest("hex");
+const TINY = filesOf(TINY_SD);
+/** Files a real repository has beside the pipeline's: none of them may be downloaded. */
+const EXTRAS: [string, Buffer][] = [
+  ["README.md", Buffer.from("# tiny-sd\n")],
+  ["unet/diffusion_pytorch_model.bin", Buffer.alloc(1000, 1)],
+  ["safety_checker/config.json", Buffer.from("{}")],
+  ["safety_checker/model.safetensors", Buffer.alloc(2000, 2)],
+];
+const PIPELINE_FILES = [...TINY.keys()].filter((f) => !f.includes(".fp16.")).sort();
+const FP16_FILES = [...TINY.keys()].filter((f) => !/(model|diffusion_pytorch_model)\.safetensors$/.test(f)).sort();
+
+let hub: HubServer;
+
+test.before(async () => {
+  hub = await new HubServer().start();
+  hub.addRepo("tiny/sd", { files: new Map([...TINY, ...EXTRAS]), commit: COMMIT });
+  hub.addRepo("tiny/gated", { files: TINY, commit: COMMIT, token: "hf_secret" });
+  const noUnet = new Map([...TINY].filter(([f]) => !f.startsWith("unet/diffusion_pytorch_model")));
+  hub.addRepo("tiny/no-unet-weights", { files: noUnet, commit: COMMIT });
+  hub.addRepo("tiny/new-name", { files: TINY, commit: COMMIT });
+  hub.renamed.set("tiny/old-name", "tiny/new-name");
+});
+
+test.after.always(async () => {
+  await hub?.close();
+});
+
+const cacheDir = () => mkdtempSync(join(tmpdir(), "candlewick-hub-"));
+const options = (cache: string) => ({ cacheDir: cache, endpoint: hub.endpoint, offline: false, token: false as string | false });
+
+/** Every file under `dir`, relative, sorted. */
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (sub: string) => {
+    for (const entry of readdirSync(join(dir, sub), { withFileTypes: true })) {
+      const rel = sub ? `${sub}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(rel);
+      else out.push(rel);
+    }
+  };
+  walk("");
+  return out.sort();
+}
+
+test.serial("ids and paths are told apart", (t) => {
+  for (const id of ["runwayml/stable-diffusion-v1-5", "org/name.v2", "a/b_c"]) t.true(isRepoId(id), id);
+  for (const path of ["./org/name", "/abs/path", "org/name/unet", "../x", "org--x/name", "name", "org/name-", ""]) t.false(isRepoId(path), path);
+});
+
+test.serial("downloads only the pipeline's files into huggingface_hub's cache layout", async (t) => {
+  const cache = cacheDir();
+  const progress: DownloadProgress[] = [];
+  const snapshot = await downloadPipeline("tiny/sd", { ...options(cache), onDownloadProgress: (p) => progress.push(p) });
+  const root = join(cache, "models--tiny--sd");
+  t.is(snapshot.dir, join(root, "snapshots", COMMIT));
+  t.deepEqual(listing(snapshot.dir), PIPELINE_FILES);
+  t.is(readFileSync(join(root, "refs/main"), "utf8"), COMMIT);
+  for (const file of PIPELINE_FILES) {
+    const data = TINY.get(file)!;
+    const etag = file.endsWith(".safetensors") ? sha256(data) : gitBlobSha1(data);
+    const depth = file.split("/").length;
+    t.is(readlinkSync(join(snapshot.dir, file)), `${"../".repeat(depth + 1)}blobs/${etag}`, file);
+    t.true(readFileSync(join(snapshot.dir, file)).equals(data), file);
+  }
+  t.deepEqual(readdirSync(join(root, "blobs")).filter((b) => b.endsWith(".incomplete")), []);
+  // Nothing else was asked for.
+  const fetched = hub.log.filter((r) => r.method === "GET" && r.url.includes("/resolve/")).map((r) => r.url);
+  t.false(fetched.some((u) => /README|\.bin|safety_checker/.test(u)), fetched.join("\n"));
+  const last = progress.at(-1)!;
+  const weights = PIPELINE_FILES.filter((f) => f.endsWith(".safetensors")).reduce((n, f) => n + TINY.get(f)!.length, 0);
+  t.true(last.total > weights && last.loaded === last.total, JSON.stringify(last));
+});
+
+test.serial("a second load uses the cache: one API call, no file requests", async (t) => {
+  const cache = cacheDir();
+  await downloadPipeline("tiny/sd", options(cache));
+  const from = hub.log.length;
+  const again = await downloadPipeline("tiny/sd", options(cache));
+  t.deepEqual(again.downloaded, []);
+  t.deepEqual(hub.log.slice(from).map((r) => `${r.method} ${r.url}`), ["GET /api/models/tiny/sd/revision/main"]);
+});
+
+test.serial('variant "fp16" downloads the fp16 weights only', async (t) => {
+  const cache = cacheDir();
+  const snapshot = await downloadPipeline("tiny/sd", { ...options(cache), variant: "fp16" });
+  t.deepEqual(listing(snapshot.dir), FP16_FILES);
+});
+
+test.serial("offline mode never touches the network: the cache, or an error naming the repository", async (t) => {
+  const cache = cacheDir();
+  const from = hub.log.length;
+  const error = await t.throwsAsync(downloadPipeline("tiny/sd", { ...options(cache), offline: true }), { instanceOf: CandlewickError });
+  t.is(hub.log.length, from);
+  t.is(error.code, "ERR_CANDLEWICK_HUB");
+  t.regex(error.message, /^tiny\/sd \(revision "main"\) is not in the cache at .*offline mode \(HF_HUB_OFFLINE=1\)/);
+  await downloadPipeline("tiny/sd", options(cache));
+  const mark = hub.log.length;
+  process.env.HF_HUB_OFFLINE = "1";
+  try {
+    const { offline: _, ...withoutOffline } = options(cache);
+    const snapshot = await downloadPipeline("tiny/sd", withoutOffline);
+    t.deepEqual(listing(snapshot.dir), PIPELINE_FILES);
+    // A commit hash needs no ref either.
+    await downloadPipeline("tiny/sd", { ...withoutOffline, revision: COMMIT });
+    // The fp16 files were never downloaded: offline, the cached full-precision weights stand in.
+    const fallback = await downloadPipeline("tiny/sd", { ...withoutOffline, variant: "fp16", revision: COMMIT });
+    t.deepEqual(fallback.files.filter((f) => f.endsWith(".safetensors")).sort(), PIPELINE_FILES.filter((f) => f.endsWith(".safetensors")));
+  } finally {
+    delete process.env.HF_HUB_OFFLINE;
+  }
+  t.is(hub.log.length, mark);
+});
+
+test.serial("HF_HUB_CACHE and HF_ENDPOINT are honoured", async (t) => {
+  const cache = cacheDir();
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_ENDPOINT = `${hub.endpoint}/`;
+  try {
+    const snapshot = await downloadPipeline("tiny/sd", { offline: false, token: false });
+    t.is(snapshot.dir, join(cache, "models--tiny--sd", "snapshots", COMMIT));
+  } finally {
+    delete process.env.HF_HUB_CACHE;
+    delete process.env.HF_ENDPOINT;
+  }
+});
+
+test.serial("gated models need HF_TOKEN; the token goes to the hub and never to the CDN", async (t) => {
+  const cache = cacheDir();
+  const denied = await t.throwsAsync(downloadPipeline("tiny/gated", options(cache)), { instanceOf: CandlewickError });
+  t.is(denied.code, "ERR_CANDLEWICK_HUB_AUTH");
+  t.is(denied.message, `tiny/gated on ${hub.endpoint} is gated (HTTP 401 GatedRepo): accept its conditions at ${hub.endpoint}/tiny/gated; no token was sent: set HF_TOKEN to a token of an account with access`);
+  const wrong = await t.throwsAsync(downloadPipeline("tiny/gated", { ...options(cache), token: "hf_wrong" }), { instanceOf: CandlewickError });
+  t.is(wrong.message, `tiny/gated on ${hub.endpoint} refused access to revision "main" (HTTP 401): the hub refused the token (HF_TOKEN)`);
+
+  const from = hub.log.length;
+  process.env.HF_TOKEN = "hf_secret";
+  try {
+    const { token: _, ...withoutToken } = options(cache);
+    await downloadPipeline("tiny/gated", withoutToken);
+  } finally {
+    delete process.env.HF_TOKEN;
+  }
+  t.true(hub.requests("hub", from).every((r) => r.authorization === "Bearer hf_secret"));
+  t.true(hub.requests("cdn", from).length > 0);
+  t.true(hub.requests("cdn", from).every((r) => r.authorization === undefined));
+});
+
+test.serial("unknown repositories, revisions and missing files are errors that name them", async (t) => {
+  const cache = cacheDir();
+  const unknown = await t.throwsAsync(downloadPipeline("nobody/nothing", options(cache)), { instanceOf: CandlewickError });
+  t.is(unknown.code, "ERR_CANDLEWICK_HUB_NOT_FOUND");
+  t.is(unknown.message, `Repository nobody/nothing on ${hub.endpoint} was not found (HTTP 401 RepoNotFound). Check the id; if it is private or gated, no token was sent: set HF_TOKEN to a token of an account with access.`);
+  const withToken = await t.throwsAsync(downloadPipeline("nobody/nothing", { ...options(cache), token: "hf_x" }));
+  t.regex(withToken?.message ?? "", /\(HTTP 404 RepoNotFound\)/);
+  const revision = await t.throwsAsync(downloadPipeline("tiny/sd", { ...options(cache), revision: "v9" }), { instanceOf: CandlewickError });
+  t.is(revision.code, "ERR_CANDLEWICK_HUB_NOT_FOUND");
+  t.is(revision.message, `tiny/sd on ${hub.endpoint} has no revision "v9" (HTTP 404 RevisionNotFound)`);
+  const weights = await t.throwsAsync(downloadPipeline("tiny/no-unet-weights", options(cache)), { instanceOf: CandlewickError });
+  t.is(weights.message, 'tiny/no-unet-weights (revision "main") lacks files the pipeline needs: unet weights (unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.fp16.safetensors; candlewick reads safetensors only)');
+  t.false(existsSync(join(cache, "models--tiny--no-unet-weights", "blobs")));
+});
+
+test.serial("a renamed repository is followed", async (t) => {
+  const snapshot = await downloadPipeline("tiny/old-name", options(cacheDir()));
+  t.deepEqual(listing(snapshot.dir), PIPELINE_FILES);
+});
+
+test.serial("a connection dropped in the middle of a file is resumed with a Range request", async (t) => {
+  const cache = cacheDir();
+  const file = "unet/diffusion_pytorch_model.safetensors";
+  const size = TINY.get(file)!.length;
+  hub.dropAfter.set(file, Math.floor(size / 2));
+  const from = hub.log.length;
+  const snapshot = await downloadPipeline("tiny/sd", options(cache));
+  t.false(hub.dropAfter.has(file), "the connection was dropped");
+  t.true(readFileSync(join(snapshot.dir, file)).equals(TINY.get(file)!));
+  const ranges = hub.requests("cdn", from).filter((r) => r.range).map((r) => r.range);
+  t.deepEqual(ranges, [`bytes=${Math.floor(size / 2)}-`]);
+});
+
+test.serial("a download an earlier run left unfinished resumes from its .incomplete file", async (t) => {
+  const cache = cacheDir();
+  const file = "text_encoder/model.safetensors";
+  const data = TINY.get(file)!;
+  const blobs = join(cache, "models--tiny--sd", "blobs");
+  mkdirSync(blobs, { recursive: true });
+  writeFileSync(join(blobs, `${sha256(data)}.incomplete`), data.subarray(0, 1000));
+  const from = hub.log.length;
+  const snapshot = await downloadPipeline("tiny/sd", options(cache));
+  t.true(readFileSync(join(snapshot.dir, file)).equals(data));
+  t.deepEqual(hub.requests("cdn", from).filter((r) => r.range).map((r) => r.range), ["bytes=1000-"]);
+});
+
+test.serial("an unreachable hub falls back to a complete cached snapshot, else names the host", async (t) => {
+  const cache = cacheDir();
+  const closed = await new HubServer().start();
+  const deadEndpoint = closed.endpoint;
+  await closed.close();
+  const error = await t.throwsAsync(downloadPipeline("tiny/sd", { ...options(cache), endpoint: deadEndpoint }), { instanceOf: CandlewickError });
+  t.is(error.code, "ERR_CANDLEWICK_HUB");
+  t.regex(error.message, new RegExp(`^Could not reach ${deadEndpoint} for tiny/sd \\(revision main\\) \\(ECONNREFUSED\\)`));
+  await downloadPipeline("tiny/sd", options(cache));
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.message);
+  process.on("warning", onWarning);
+  try {
+    const snapshot = await downloadPipeline("tiny/sd", { ...options(cache), endpoint: deadEndpoint });
+    t.is(snapshot.commit, COMMIT);
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off("warning", onWarning);
+  }
+  t.true(warnings.some((w) => w.includes(`using the cached snapshot ${COMMIT}`)), warnings.join("\n"));
+});
+
+test.serial("fromPretrained with a hub id generates what the local folder generates", async (t) => {
+  const cache = cacheDir();
+  const generate = { prompt: "a red apple", width: 32, height: 32, numInferenceSteps: 2, seed: 3 };
+  const fromHub = await StableDiffusionPipeline.fromPretrained("tiny/sd", { ...options(cache), device: "cpu" });
+  t.is(fromHub.modelDir, join(cache, "models--tiny--sd", "snapshots", COMMIT));
+  const local = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu" });
+  const [[a], [b]] = await Promise.all([fromHub.generate(generate), local.generate(generate)]);
+  t.true(Buffer.from(a!.data).equals(b!.data), "same pixels");
+  const missing = await t.throwsAsync(StableDiffusionPipeline.fromPretrained("nobody/nothing", options(cache)));
+  t.regex(missing?.message ?? "", /\(There is no folder .*nobody\/nothing either\.\)$/);
+});
+
+/** Python with huggingface_hub (the fixtures' venv, or CANDLEWICK_PYTHON): the cache must be shared both ways. */
+const PYTHON = process.env.CANDLEWICK_PYTHON ?? join(ROOT, ".venv/bin/python");
+const hasHubPython = spawnSync(PYTHON, ["-c", "import huggingface_hub"]).status === 0;
+const python = (code: string, env: NodeJS.ProcessEnv) =>
+  promisify(execFile)(PYTHON, ["-c", code], { env: { ...process.env, HF_HUB_DISABLE_TELEMETRY: "1", HF_TOKEN: "", ...env }, encoding: "utf8" });
+
+(hasHubPython ? test.serial : test.serial.skip)("Python's huggingface_hub and candlewick share the cache both ways", async (t) => {
+  // Python downloads; candlewick finds it offline.
+  const fromPython = cacheDir();
+  const patterns = JSON.stringify(["*.json", "tokenizer/*.txt", "*/model.safetensors", "*/diffusion_pytorch_model.safetensors"]);
+  const { stdout } = await python(`from huggingface_hub import snapshot_download\nprint(snapshot_download("tiny/sd", allow_patterns=${patterns}))`, { HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: fromPython });
+  const mark = hub.log.length;
+  const found = await downloadPipeline("tiny/sd", { cacheDir: fromPython, offline: true });
+  t.is(found.dir, stdout.trim());
+  t.is(hub.log.length, mark);
+
+  // candlewick downloads; Python finds every file offline, at the same paths.
+  const fromNode = cacheDir();
+  const snapshot = await downloadPipeline("tiny/sd", options(fromNode));
+  const code = `import json\nfrom huggingface_hub import hf_hub_download, snapshot_download\nfiles = ${JSON.stringify(snapshot.files)}\nprint(json.dumps([snapshot_download("tiny/sd", local_files_only=True)] + [hf_hub_download("tiny/sd", f, local_files_only=True) for f in files]))`;
+  const paths = JSON.parse((await python(code, { HF_HUB_CACHE: fromNode, HF_HUB_OFFLINE: "1" })).stdout) as string[];
+  t.deepEqual(paths, [snapshot.dir, ...snapshot.files.map((f) => join(snapshot.dir, f))]);
+});
