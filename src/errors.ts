@@ -13,6 +13,8 @@ export const INVALID_OPTION = "ERR_CANDLEWICK_INVALID_OPTION";
 export const CANCELLED = "ERR_CANDLEWICK_CANCELLED";
 /** The requested device cannot be used (no CUDA build, no GPU, an old driver). */
 export const DEVICE = "ERR_CANDLEWICK_DEVICE";
+/** A bug in candlewick: a panic caught in the native code, or a failure inside the binding. */
+export const INTERNAL = "ERR_CANDLEWICK_INTERNAL";
 /** No native build could be loaded for this platform. */
 export const NO_NATIVE_MODULE = "ERR_CANDLEWICK_NO_NATIVE_MODULE";
 
@@ -50,7 +52,10 @@ export function fromNativeError(error: unknown): CandlewickError {
   if (error instanceof Error) {
     const { code } = error as { code?: unknown };
     if (code === CANCELLED) return abortError(error);
-    return new CandlewickError(error.message, typeof code === "string" ? code : "ERR_CANDLEWICK_INTERNAL", { cause: error });
+    // The core's codes pass through; anything else (a napi status such as "GenericFailure") is a
+    // failure inside the binding: ERR_CANDLEWICK_INTERNAL, with the original as `cause`.
+    const known = typeof code === "string" && code.startsWith("ERR_CANDLEWICK_");
+    return new CandlewickError(error.message, known ? code : INTERNAL, { cause: error });
   }
-  return new CandlewickError(String(error), "ERR_CANDLEWICK_INTERNAL");
+  return new CandlewickError(String(error), INTERNAL);
 }

@@ -2,14 +2,15 @@
 // tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
 // which is also the CLI's default model; they need the native module (npm run build:native).
 
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import test from "ava";
 import pngjs from "pngjs";
 
 import { cli, scratch } from "./helpers/cli.js";
-import { ROOT } from "./helpers/fixtures.js";
+import { copyOfTinySd, ROOT } from "./helpers/fixtures.js";
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
 
@@ -69,6 +70,29 @@ test(usageError, ["generate", "x", "--dtype", "bf16"], 'Expected one of "auto", 
 test(usageError, ["generate", "x", "--timestep-spacing", "middle"], 'Expected one of "leading", "trailing", "linspace" for --timestep-spacing but received "middle"');
 test(usageError, ["generate", "x", "--num-images", "65"], "Expected integer between 1 and 64 for --num-images but received 65");
 test(usageError, ["generate", "x", "--out", "apple.jpg"], 'Expected a file name ending in .png for --out but received "apple.jpg"');
+// Sizes, steps, guidance, seeds and scheduler values at and past their limits, and wrong types.
+test(usageError, ["generate", "x", "--width", "0"], "Expected integer multiple of 8 for --width but received 0");
+test(usageError, ["generate", "x", "--width=-8"], "Expected integer multiple of 8 for --width but received -8");
+test(usageError, ["generate", "x", "--width", "65536"], "Expected integer between 8 and 8192 for --width but received 65536");
+test(usageError, ["generate", "x", "--height", "12"], "Expected integer multiple of 8 for --height but received 12");
+test(usageError, ["generate", "x", "--height", "64px"], 'Expected integer multiple of 8 for --height but received "64px"');
+test(usageError, ["generate", "x", "--steps", "1000000"], "Expected integer between 1 and 1000 for --steps but received 1000000");
+test(usageError, ["generate", "x", "--steps", "2.5"], 'Expected integer between 1 and 1000 for --steps but received "2.5"');
+test(usageError, ["generate", "x", "--guidance", "NaN"], 'Expected finite number >= 0 for --guidance but received "NaN"');
+test(usageError, ["generate", "x", "--guidance", "Infinity"], 'Expected finite number >= 0 for --guidance but received "Infinity"');
+test(usageError, ["generate", "x", "--guidance", "1e400"], "Expected finite number >= 0 for --guidance but received Infinity");
+test(usageError, ["generate", "x", "--num-images", "0"], "Expected integer between 1 and 64 for --num-images but received 0");
+test(usageError, ["generate", "x", "--seed=-1"], 'Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for --seed but received "-1"');
+test(usageError, ["generate", "x", "--seed", "18446744073709551616"], "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for --seed but received 18446744073709551616n");
+test(usageError, ["generate", "x", "--eta", "NaN"], 'Expected number between 0 and 1 for --eta but received "NaN"');
+test(usageError, ["generate", "x", "--eta=-0.1"], "Expected number between 0 and 1 for --eta but received -0.1");
+test(usageError, ["generate", "x", "--device", "CUDA"], 'Expected one of "auto", "cpu", "cuda" for --device but received "CUDA"');
+test(usageError, ["generate", "x", "--dtype", "f64"], 'Expected one of "auto", "f32", "f16" for --dtype but received "f64"');
+test(usageError, ["generate", "x", "--timestep-spacing", "LEADING"], 'Expected one of "leading", "trailing", "linspace" for --timestep-spacing but received "LEADING"');
+test(usageError, ["generate", "x", "--scheduler", "ddim"], "unknown option --scheduler");
+test(usageError, ["generate", "x", "--negative_prompt", "y"], "unknown option --negative_prompt (did you mean --negative-prompt?)");
+test(usageError, ["generate", "x", "--model"], "option --model needs a value");
+test(usageError, ["generate", "x", "--out", "image"], 'Expected a file name ending in .png for --out but received "image"');
 test(usageError, ["frobnicate"], 'unknown command "frobnicate"');
 test(usageError, ["--frobnicate"], "unknown option --frobnicate");
 
@@ -76,6 +100,36 @@ test("a model folder that does not exist exits 1 naming it", async (t) => {
   const { code, stderr } = await cli("generate", "x", "--model", "/no/such/model", "--quiet");
   t.is(code, 1);
   t.is(stderr, "candlewick: /no/such/model: is not a folder (expected a diffusers model folder with model_index.json)\n");
+});
+
+test("a device this build cannot provide exits 1 with the core's message", async (t) => {
+  const native = (await import("../src/binding.js")).loadNative();
+  if (native.buildInfo().cuda) return t.pass("a CUDA build: covered by the GPU tests");
+  const { code, stdout, stderr } = await cli("generate", "x", "--device", "cuda", "--quiet");
+  t.is(code, 1);
+  t.is(stdout, "");
+  t.is(stderr, 'candlewick: device "cuda" was requested but this build of candlewick was compiled without CUDA (install the linux-x64-gnu-cuda package)\n');
+});
+
+test("a damaged model folder exits 1 naming the file and what is wrong", async (t) => {
+  const dir = copyOfTinySd();
+  try {
+    writeFileSync(join(dir, "vae/diffusion_pytorch_model.safetensors"), Buffer.alloc(4));
+    const { code, stderr } = await cli("generate", "x", "--model", dir, "--quiet");
+    t.is(code, 1);
+    t.is(stderr, `candlewick: ${join(dir, "vae/diffusion_pytorch_model.safetensors")}: is not a safetensors file: it has 4 bytes, fewer than the 8 that give the header's length\n`);
+  } finally {
+    rmSync(join(dir, ".."), { recursive: true, force: true });
+  }
+});
+
+test("an empty prompt and an over-long prompt both generate; the long one with CLIP's warning", async (t) => {
+  const dir = scratch();
+  const empty = await cli("generate", "", "--steps", "1", "--width", "16", "--height", "16", "--out", join(dir, "empty.png"));
+  t.is(empty.code, 0, empty.stderr);
+  const long = await cli("generate", "red apple ".repeat(1000), "--steps", "1", "--width", "16", "--height", "16", "--out", join(dir, "long.png"));
+  t.is(long.code, 0, long.stderr);
+  t.regex(long.stderr, /^warning: The following part of your input was truncated because CLIP can only handle sequences up to 77 tokens: "/m);
 });
 
 test("generate with the packaged model writes a PNG of the requested size and prints its path", async (t) => {

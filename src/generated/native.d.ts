@@ -23,7 +23,20 @@ export declare class Pipeline {
    * Throws (synchronously) only when the options cannot be converted.
    */
   generate(options: RawGenerateOptions, onEvent: (err: Error | null, event: RawGenerateEvent) => void): GenerateCall
+  /**
+   * Test hook, not part of the API: queue a small call whose progress callback panics on the
+   * pipeline thread, to prove that the panic comes back as ERR_CANDLEWICK_INTERNAL and the
+   * pipeline takes the next call (test/reliability.test.ts).
+   */
+  __panicInJobForTest(onEvent: (err: Error | null, event: RawGenerateEvent) => void): GenerateCall
 }
+
+/**
+ * Test hook, not part of the API: panic inside a binding entry point, on the JS thread
+ * (`place` "call": throws) or in an AsyncTask on the libuv pool ("task": rejects), to prove that
+ * a panic reaches JavaScript as an error with code ERR_CANDLEWICK_INTERNAL (test/reliability.test.ts).
+ */
+export declare function __panicForTest(place: string): Promise<void>
 
 export declare function buildInfo(): RawBuildInfo
 

@@ -16,7 +16,25 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         std::io::ErrorKind::NotFound => Error::model(path, "file not found"),
         _ => Error::model(path, format!("cannot be read: {e}")),
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::model(path, format!("is not a valid config: {e}")))
+    parse_json(path, &text)
+}
+
+/// Parse a config's JSON text; errors name `path` and, past the syntax, the field at fault
+/// ("is not a valid config: block_out_channels: invalid type: string ..., expected a sequence").
+pub fn parse_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // Some fields' own messages start with their name already.
+        if matches!(at.as_str(), "." | "" | "?") || inner.starts_with(&format!("{at} ")) {
+            Error::model(path, format!("is not a valid config: {inner}"))
+        } else {
+            Error::model(path, format!("is not a valid config: {at}: {inner}"))
+        }
+    })?;
+    json.end().map_err(|e| Error::model(path, format!("is not a valid config: {e}")))?;
+    Ok(value)
 }
 
 /// model_index.json: which pipeline class and which component folders.

@@ -52,6 +52,18 @@ impl Error {
         }
     }
 
+    /// A caught panic's payload as [`Error::Internal`] with the panic's message.
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        // The payload may hold values whose Drop panics again; don't run it here.
+        std::mem::forget(payload);
+        Error::Internal(message)
+    }
+
     pub fn invalid_option(message: impl Into<String>) -> Self {
         Error::InvalidOption(message.into())
     }

@@ -159,6 +159,12 @@ impl ClipTokenizer {
         &self.full
     }
 
+    /// One past the largest id this tokenizer can produce: the text encoder's embedding needs at
+    /// least this many rows.
+    pub fn vocab_end(&self) -> usize {
+        self.full.get_vocab(true).values().max().map_or(0, |&id| id as usize + 1)
+    }
+
     /// Tokens per prompt, the text encoder's context length (77 for CLIP).
     pub fn max_length(&self) -> usize {
         self.max_length

@@ -1,9 +1,12 @@
 //! Opening a component's safetensors weights, memory-mapped, as a candle `VarBuilder`.
 //!
-//! The safetensors crate checks the header against the file (length, offsets inside the
-//! buffer, no overlap) before any tensor is touched, so no allocation is sized from an
-//! unchecked header. Missing tensors and wrong shapes surface when a model asks for them;
-//! [`with_file`] puts the file's name on those errors.
+//! The header is checked before any tensor is touched ([`checked::SafetensorsFile::parse`]: header
+//! length, JSON, offsets back to back and inside the file, each span equal to shape x dtype), so no
+//! allocation is sized from an unchecked header. Each tensor's shape is checked before its data is
+//! read, and integer tensors are refused rather than cast. Missing tensors and wrong shapes surface
+//! when a model asks for them; [`with_file`] puts the file's name on those errors.
+
+pub mod checked;
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+pub use checked::SafetensorsFile;
 
 /// Which weights file of a component folder to use: `<stem>.fp16.safetensors` when f16 is
 /// asked for and it exists, else `<stem>.safetensors`.
@@ -33,13 +37,18 @@ pub fn find_weights(component_dir: &Path, stem: &str, dtype: DType) -> Result<Pa
     ))
 }
 
-/// Memory-map a safetensors file; tensors are converted to `dtype` on `device` as they are read.
+/// Memory-map a safetensors file and check its header; tensors are converted to `dtype` on
+/// `device` as a model reads them.
 pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::model(path, "file not found"),
+        _ => Error::model(path, format!("cannot be read: {e}")),
+    })?;
     // SAFETY: the file is mapped read-only; like every safetensors reader we assume that
     // nobody truncates it while the pipeline is loading.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-        .map_err(|e| Error::model(path, format!("is not a valid safetensors file: {}", root_cause(&e))))?;
-    Ok(vb)
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::model(path, format!("cannot be mapped: {e}")))?;
+    let weights = SafetensorsFile::parse(path, map)?;
+    Ok(VarBuilder::from_backend(Box::new(weights), dtype, device.clone()))
 }
 
 /// Run a model constructor, naming `path` on any error (missing tensor, wrong shape, ...).

@@ -3,8 +3,10 @@
 //! A JS error made here has `message` = the core's message and `code` = [`candlewick_core::Error::code`]
 //! (`ERR_CANDLEWICK_MODEL`, `ERR_CANDLEWICK_CANCELLED`, ...).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use candlewick_core::Error;
-use napi::bindgen_prelude::{Env, JsError, Status};
+use napi::bindgen_prelude::{Env, JsError, Result, Status};
 
 /// The `code` of a JS error: a core code, or a napi status name for failures inside napi itself.
 /// napi-rs writes a `napi::Error<S>`'s `status.as_ref()` into the JS error's `code`.
@@ -40,4 +42,18 @@ impl From<CoreError> for napi::Error<ErrorCode> {
 pub fn into_js_error(env: &Env, e: CoreError) -> napi::Error {
     let typed: napi::Error<ErrorCode> = e.into();
     napi::Error::from(JsError::from(typed).into_unknown(*env))
+}
+
+/// Run an entry point's body, turning a panic into a JS error with code ERR_CANDLEWICK_INTERNAL.
+/// The last line of defence: the core returns errors, and its pipeline thread catches panics in
+/// jobs; `#[napi(catch_unwind)]` stays on entry points for napi-rs's own conversion code.
+pub fn catch_panic<T>(env: &Env, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or_else(|payload| Err(into_js_error(env, CoreError(Error::from_panic(payload)))))
+}
+
+/// The same for work off the JS thread (an AsyncTask's `compute`): the panic becomes the core's
+/// [`Error::Internal`], which `resolve` turns into a JS error on the JS thread.
+pub fn catch_panic_off_thread<T>(body: impl FnOnce() -> candlewick_core::Result<T>) -> candlewick_core::Result<T> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| Err(Error::from_panic(payload)))
 }

@@ -31,3 +31,32 @@ pub fn build_info() -> RawBuildInfo {
         flash_attention: candlewick_core::models::flash::compiled(),
     }
 }
+
+/// Test hook, not part of the API: panic inside a binding entry point, on the JS thread
+/// (`place` "call": throws) or in an AsyncTask on the libuv pool ("task": rejects), to prove that
+/// a panic reaches JavaScript as an error with code ERR_CANDLEWICK_INTERNAL (test/reliability.test.ts).
+#[napi(js_name = "__panicForTest", catch_unwind, ts_return_type = "Promise<void>")]
+pub fn panic_for_test(env: napi::Env, place: String) -> napi::Result<napi::bindgen_prelude::AsyncTask<PanicTask>> {
+    error::catch_panic(&env, || {
+        if place == "call" {
+            panic!("a panic in a binding call, for a test");
+        }
+        Ok(napi::bindgen_prelude::AsyncTask::new(PanicTask))
+    })
+}
+
+/// An AsyncTask whose work panics (see [`panic_for_test`]).
+pub struct PanicTask;
+
+impl napi::bindgen_prelude::Task for PanicTask {
+    type Output = candlewick_core::Result<()>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(error::catch_panic_off_thread(|| panic!("a panic in an AsyncTask, for a test")))
+    }
+
+    fn resolve(&mut self, env: napi::Env, output: Self::Output) -> napi::Result<()> {
+        output.map_err(|e| error::into_js_error(&env, error::CoreError(e)))
+    }
+}

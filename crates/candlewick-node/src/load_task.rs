@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candlewick_core::pipeline::{LoadOptions, PipelineWorker};
 use napi::bindgen_prelude::{Env, Result, Task};
 
-use crate::error::{into_js_error, CoreError};
+use crate::error::{catch_panic_off_thread, into_js_error, CoreError};
 use crate::pipeline::Pipeline;
 
 pub struct LoadTask {
@@ -22,7 +22,7 @@ impl Task for LoadTask {
     type JsValue = Pipeline;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        Ok(PipelineWorker::load(self.model_dir.clone(), self.options.clone()))
+        Ok(catch_panic_off_thread(|| PipelineWorker::load(self.model_dir.clone(), self.options.clone())))
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Pipeline> {
@@ -35,15 +35,17 @@ pub struct DisposeTask {
 }
 
 impl Task for DisposeTask {
-    type Output = ();
+    type Output = candlewick_core::Result<()>;
     type JsValue = ();
 
-    fn compute(&mut self) -> Result<()> {
-        self.worker.close();
-        Ok(())
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(catch_panic_off_thread(|| {
+            self.worker.close();
+            Ok(())
+        }))
     }
 
-    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-        Ok(())
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<()> {
+        output.map_err(|e| into_js_error(&env, CoreError(e)))
     }
 }

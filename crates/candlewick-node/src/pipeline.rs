@@ -10,7 +10,7 @@ use napi::bindgen_prelude::{AsyncTask, Env, Result};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::error::{into_js_error, CoreError, ErrorCode};
+use crate::error::{catch_panic, into_js_error, CoreError, ErrorCode};
 use crate::events::RawGenerateEvent;
 use crate::load_task::{DisposeTask, LoadTask};
 use crate::options::{RawGenerateOptions, RawLoadOptions, RawPipelineInfo};
@@ -23,11 +23,13 @@ type EventCallback = ThreadsafeFunction<RawGenerateEvent, (), RawGenerateEvent, 
 /// (ERR_CANDLEWICK_MODEL names the file, ERR_CANDLEWICK_DEVICE, ...).
 #[napi(catch_unwind, ts_return_type = "Promise<Pipeline>")]
 pub fn load_pipeline(env: Env, model_dir: String, options: Option<RawLoadOptions>) -> Result<AsyncTask<LoadTask>> {
-    let options = match options {
-        Some(raw) => LoadOptions::try_from(raw).map_err(|e| into_js_error(&env, CoreError(e)))?,
-        None => LoadOptions::default(),
-    };
-    Ok(AsyncTask::new(LoadTask { model_dir: PathBuf::from(model_dir), options }))
+    catch_panic(&env, || {
+        let options = match options {
+            Some(raw) => LoadOptions::try_from(raw).map_err(|e| into_js_error(&env, CoreError(e)))?,
+            None => LoadOptions::default(),
+        };
+        Ok(AsyncTask::new(LoadTask { model_dir: PathBuf::from(model_dir), options }))
+    })
 }
 
 /// A loaded Stable Diffusion pipeline. Made by `loadPipeline`; calls queue and run one at a time.
@@ -63,11 +65,43 @@ impl Pipeline {
         ts_args_type = "options: RawGenerateOptions, onEvent: (err: Error | null, event: RawGenerateEvent) => void"
     )]
     pub fn generate(&self, env: Env, options: RawGenerateOptions, on_event: EventCallback) -> Result<GenerateCall> {
-        let options = GenerateOptions::try_from(options).map_err(|e| into_js_error(&env, CoreError(e)))?;
+        catch_panic(&env, || {
+            let options = GenerateOptions::try_from(options).map_err(|e| into_js_error(&env, CoreError(e)))?;
+            Ok(self.queue(options, on_event, Observer::new()))
+        })
+    }
+
+    /// Test hook, not part of the API: queue a small call whose progress callback panics on the
+    /// pipeline thread, to prove that the panic comes back as ERR_CANDLEWICK_INTERNAL and the
+    /// pipeline takes the next call (test/reliability.test.ts).
+    #[napi(
+        js_name = "__panicInJobForTest",
+        catch_unwind,
+        ts_args_type = "onEvent: (err: Error | null, event: RawGenerateEvent) => void"
+    )]
+    pub fn panic_in_job_for_test(&self, env: Env, on_event: EventCallback) -> Result<GenerateCall> {
+        catch_panic(&env, || {
+            let options = GenerateOptions {
+                prompt: vec!["a panic".into()],
+                num_inference_steps: 1,
+                width: Some(16),
+                height: Some(16),
+                ..Default::default()
+            };
+            let observer =
+                Observer::new().with_step_latents(|_, _| panic!("a panic on the pipeline thread, for a test"));
+            Ok(self.queue(options, on_event, observer))
+        })
+    }
+}
+
+impl Pipeline {
+    /// Queue a call on the pipeline thread: progress and the outcome go to `on_event`.
+    fn queue(&self, options: GenerateOptions, on_event: EventCallback, observer: Observer) -> GenerateCall {
         let cancelled = Arc::new(AtomicBool::new(false));
         let on_done = Arc::new(on_event);
         let on_step = on_done.clone();
-        let observer = Observer::new().with_cancel_flag(cancelled.clone()).with_progress(move |p| {
+        let observer = observer.with_cancel_flag(cancelled.clone()).with_progress(move |p| {
             // Non-blocking: the denoising loop never waits for JavaScript.
             let _ = on_step.call(Ok(p.into()), ThreadsafeFunctionCallMode::NonBlocking);
         });
@@ -75,7 +109,7 @@ impl Pipeline {
             let event = result.map(RawGenerateEvent::from).map_err(|e| CoreError(e).into());
             let _ = on_done.call(event, ThreadsafeFunctionCallMode::NonBlocking);
         });
-        Ok(GenerateCall { cancelled })
+        GenerateCall { cancelled }
     }
 }
 

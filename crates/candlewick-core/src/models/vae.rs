@@ -56,9 +56,11 @@ impl Default for AutoencoderKLConfig {
 }
 
 impl AutoencoderKLConfig {
-    /// Pixels per latent along each side: 2^(len(block_out_channels) - 1).
+    /// Pixels per latent along each side: 2^(len(block_out_channels) - 1), or usize::MAX for a
+    /// config with more than 64 blocks (whose weights cannot load anyway), instead of overflowing.
     pub fn scale_factor(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        let shift = self.block_out_channels.len().saturating_sub(1);
+        u32::try_from(shift).ok().and_then(|s| 1usize.checked_shl(s)).unwrap_or(usize::MAX)
     }
 
     fn check(&self) -> Result<()> {

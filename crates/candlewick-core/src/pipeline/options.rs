@@ -23,6 +23,11 @@ impl Default for LoadOptions {
     }
 }
 
+/// The most pixels along one side (src/options.ts has the same limit).
+pub const MAX_SIDE: usize = 8192;
+/// The most images per prompt in one call (src/options.ts has the same limit).
+pub const MAX_IMAGES_PER_PROMPT: usize = 64;
+
 /// Latents the caller supplies for exact reproduction, in NCHW order.
 #[derive(Debug, Clone)]
 pub struct LatentsInput {

@@ -9,7 +9,8 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use super::noise::NoiseSource;
 use super::observer::{Observer, StepProgress};
 use super::options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage,
+    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage, MAX_IMAGES_PER_PROMPT,
+    MAX_SIDE,
 };
 use crate::config::{read_json, ModelFolder};
 use crate::device::{self, DeviceChoice};
@@ -80,6 +81,16 @@ impl StableDiffusionPipeline {
         let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
 
         let text_config: ClipTextConfig = read_json(&folder.config_path("text_encoder"))?;
+        if tokenizer.vocab_end() > text_config.vocab_size {
+            return Err(Error::model(
+                folder.component("tokenizer"),
+                format!(
+                    "does not match the text encoder: its ids reach {} but text_encoder/config.json has vocab_size {}",
+                    tokenizer.vocab_end() - 1,
+                    text_config.vocab_size
+                ),
+            ));
+        }
         let path = weights::find_weights(&folder.component("text_encoder"), "model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
         let text_encoder = weights::with_file(&path, || ClipTextTransformer::new(vb, &text_config))?;
@@ -95,18 +106,31 @@ impl StableDiffusionPipeline {
         let vae = weights::with_file(&path, || AutoencoderKL::new(vb, &vae_config))?;
         let vae_weights = path;
 
-        let scheduler_config: DdimSchedulerConfig = read_json(&folder.config_path("scheduler"))?;
+        let scheduler_path = folder.config_path("scheduler");
+        let scheduler_config: DdimSchedulerConfig = read_json(&scheduler_path)?;
+        scheduler_config
+            .validate()
+            .map_err(|e| Error::model(&scheduler_path, format!("is not a valid config: {e}")))?;
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
         let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
         let vae_scale_factor = vae_config.scale_factor();
+        let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
+            Error::model(
+                folder.config_path("unet"),
+                format!(
+                    "sample_size {} times the VAE's scale factor {vae_scale_factor} overflows",
+                    unet_config.sample_size
+                ),
+            )
+        })?;
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),
             device: target.name.clone(),
             device_reason: target.reason.clone(),
             dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
-            default_width: unet_config.sample_size * vae_scale_factor,
-            default_height: unet_config.sample_size * vae_scale_factor,
+            default_width: default_side,
+            default_height: default_side,
             flash_attention,
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
@@ -214,6 +238,9 @@ impl StableDiffusionPipeline {
             if value == 0 || value % 8 != 0 {
                 return Err(expected("integer multiple of 8", name, value));
             }
+            if value > MAX_SIDE {
+                return Err(expected(&format!("integer between 8 and {MAX_SIDE}"), name, value));
+            }
             if value % self.info.vae_scale_factor != 0 {
                 return Err(expected(&format!("integer multiple of {}", self.info.vae_scale_factor), name, value));
             }
@@ -241,8 +268,12 @@ impl StableDiffusionPipeline {
         if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
             return Err(expected("finite number >= 0", "guidanceScale", o.guidance_scale));
         }
-        if o.num_images_per_prompt == 0 {
-            return Err(expected("integer >= 1", "numImagesPerPrompt", o.num_images_per_prompt));
+        if o.num_images_per_prompt == 0 || o.num_images_per_prompt > MAX_IMAGES_PER_PROMPT {
+            return Err(expected(
+                &format!("integer between 1 and {MAX_IMAGES_PER_PROMPT}"),
+                "numImagesPerPrompt",
+                o.num_images_per_prompt,
+            ));
         }
         if let Some(seeds) = &o.seeds {
             let images = o.prompt.len() * o.num_images_per_prompt;

@@ -50,7 +50,8 @@ impl PipelineWorker {
                 let _ = ready_tx.send(Ok(pipeline.info().clone()));
                 for job in queue {
                     let result = guarded(|| pipeline.generate(&job.options, &job.observer));
-                    (job.done)(result);
+                    // A panicking `done` must not end the thread that later jobs need.
+                    let _ = catch_unwind(AssertUnwindSafe(move || (job.done)(result)));
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the pipeline thread: {e}")))?;
@@ -107,15 +108,51 @@ impl PipelineWorker {
 
 /// Run `f`, turning a panic into an error.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::Internal(message))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(Error::from_panic(payload)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::device::{DTypeRequest, DeviceRequest};
+
+    /// test/fixtures/tiny-sd, made by scripts/make_fixtures.py.
+    fn tiny_sd() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/tiny-sd")
+    }
+
+    fn small(seed: u64) -> GenerateOptions {
+        GenerateOptions {
+            prompt: vec!["a red apple".into()],
+            num_inference_steps: 2,
+            width: Some(16),
+            height: Some(16),
+            seed: Some(seed),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_panicking_job_becomes_an_internal_error_and_the_worker_takes_the_next_job() {
+        let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+        let worker = PipelineWorker::load(tiny_sd(), options).expect("tiny-sd loads");
+        let before = worker.generate_blocking(small(1), Observer::new()).expect("generates");
+
+        // The progress callback runs inside the job, on the pipeline thread.
+        let panicking = Observer::new().with_progress(|_| panic!("boom in a progress callback"));
+        match worker.generate_blocking(small(1), panicking) {
+            Err(Error::Internal(message)) => assert_eq!(message, "boom in a progress callback"),
+            other => panic!("expected Error::Internal, got {other:?}"),
+        }
+        let formatted = format!("{}", Error::Internal("x".into()));
+        assert_eq!(formatted, "internal error (a bug in candlewick, please report it): x");
+
+        // A panicking `done` callback does not end the thread either.
+        worker.generate(small(1), Observer::new(), |_| panic!("boom in done"));
+        let after = worker.generate_blocking(small(1), Observer::new()).expect("still generates");
+        assert_eq!(before.images[0].data, after.images[0].data, "the same seed gives the same image after the panics");
+        worker.close();
     }
 }
