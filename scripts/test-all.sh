@@ -21,6 +21,8 @@ while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
 # ava: "  42 tests passed" / "  1 test failed"
 ava_passed=$(sed -n 's/^ *\([0-9]*\) tests\{0,1\} passed.*/\1/p' "$logs/ava.log" | tail -1)
+# With failures ava prints no "N tests passed" line: count the passed tests' marks instead.
+[ -n "$ava_passed" ] || ava_passed=$(grep -c '✔' "$logs/ava.log")
 ava_failed=$(sed -n 's/^ *\([0-9]*\) tests\{0,1\} failed.*/\1/p' "$logs/ava.log" | tail -1)
 passed=$((passed + ${ava_passed:-0})); failed=$((failed + ${ava_failed:-0}))
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi

@@ -64,8 +64,8 @@ const loadRejectsThenGenerates = test.macro({
 });
 
 for (const { options, message } of BAD_LOAD_OPTIONS) test(loadRejectsThenGenerates, TINY_SD, options, message);
-test(loadRejectsThenGenerates, "", {}, 'Expected path of a model folder for modelDir but received ""');
-test(loadRejectsThenGenerates, 42, {}, "Expected path of a model folder for modelDir but received 42");
+test(loadRejectsThenGenerates, "", {}, 'Expected model folder or hub id ("org/name") for model but received ""');
+test(loadRejectsThenGenerates, 42, {}, 'Expected model folder or hub id ("org/name") for model but received 42');
 test(loadRejectsThenGenerates, "/no/such/model", { device: "cpu" }, "/no/such/model: is not a folder (expected a diffusers model folder with model_index.json)", "ERR_CANDLEWICK_MODEL");
 
 // A device this build cannot provide. (The CUDA build's GPU tests cover the other side.)
@@ -74,7 +74,7 @@ const cpuOnly = !loadNative().buildInfo().cuda;
   loadRejectsThenGenerates,
   TINY_SD,
   { device: "cuda" },
-  'device "cuda" was requested but this build of candlewick was compiled without CUDA (install the linux-x64-gnu-cuda package)',
+  'device "cuda" was requested but no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)',
   "ERR_CANDLEWICK_DEVICE",
 );
 

@@ -108,7 +108,7 @@ test("a device this build cannot provide exits 1 with the core's message", async
   const { code, stdout, stderr } = await cli("generate", "x", "--device", "cuda", "--quiet");
   t.is(code, 1);
   t.is(stdout, "");
-  t.is(stderr, 'candlewick: device "cuda" was requested but this build of candlewick was compiled without CUDA (install the linux-x64-gnu-cuda package)\n');
+  t.is(stderr, 'candlewick: device "cuda" was requested but no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)\n');
 });
 
 test("a damaged model folder exits 1 naming the file and what is wrong", async (t) => {
