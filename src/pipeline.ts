@@ -59,7 +59,7 @@ export class StableDiffusionPipeline {
     const info: RawPipelineInfo = native.info;
     // "auto" on a CPU build: say why no CUDA build runs (not installed, or installed but not loading).
     const deviceReason = info.device === "cpu" && noCuda && !/"cpu" was requested/.test(info.deviceReason)
-      ? `device "auto" chose the CPU: ${noCuda}`
+      ? `device "auto" fell back to the CPU: ${noCuda}`
       : info.deviceReason;
     this.#info = Object.freeze({ ...info, deviceReason: withDriverHint(deviceReason) });
   }

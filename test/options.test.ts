@@ -69,7 +69,7 @@ test("latents of the right size pass through without a copy", (t) => {
 
 const rejectsLoad = test.macro({
   exec(t, options: unknown, message: string) {
-    t.throws(() => toRawLoadOptions(options), { instanceOf: CandlewickError, message });
+    t.throws(() => checkLoadOptions(options), { instanceOf: CandlewickError, message });
   },
   title: (given, _options, message: string) => given ?? `load: ${message}`,
 });
