@@ -3,7 +3,7 @@
 import { debuglog } from "node:util";
 
 import { abortError, CandlewickError, DEVICE, fromNativeError, INVALID_OPTION } from "./errors.js";
-import { cudaSkipped, loadNative, whyNoCuda } from "./binding.js";
+import { loadNative, whyNoCuda } from "./binding.js";
 import { GeneratedImage } from "./image.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
@@ -41,12 +41,6 @@ export interface PipelineInfo {
   maxPromptTokens: number;
   /** The model's training timesteps: the most inference steps DDIM allows. */
   numTrainTimesteps: number;
-}
-
-/** A device error, with why the CUDA build is not running when that is the cause. */
-function cudaSkippedHint(message: string): string {
-  const skipped = cudaSkipped();
-  return skipped ? message.replace(/this build of candlewick was compiled without CUDA.*$/, skipped) : message;
 }
 
 /** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
@@ -88,7 +82,7 @@ export class StableDiffusionPipeline {
       pipe = new StableDiffusionPipeline(await native.loadPipeline(modelDir, raw), noCuda);
     } catch (error) {
       const e = fromNativeError(error);
-      if (e.code === "ERR_CANDLEWICK_DEVICE") throw new CandlewickError(withDriverHint(cudaSkippedHint(e.message)), e.code, { cause: e });
+      if (e.code === "ERR_CANDLEWICK_DEVICE") throw new CandlewickError(withDriverHint(e.message), e.code, { cause: e });
       throw e;
     }
     debug("loaded %s on %s (%s): %s", pipe.modelDir, pipe.device, pipe.dtype, pipe.deviceReason);

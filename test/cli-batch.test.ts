@@ -12,23 +12,11 @@ import pngjs from "pngjs";
 import { readTextChunks } from "../src/png-text.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { cli, cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
+import type { ManifestRecord } from "../src/batch/manifest.js";
 import { TINY_SD, shareWithin } from "./helpers/fixtures.js";
 
 /** Fast settings for the tiny model: 32x32, 2 steps, no guidance. */
 const FAST = ["--steps", "2", "--width", "32", "--height", "32", "--guidance", "1", "--batch-size", "8", "--seed", "1000"];
-
-interface Record {
-  line: number;
-  file: string;
-  prompt: string;
-  negativePrompt: string;
-  seed: string;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  id?: string;
-}
 
 function promptsFile(dir: string, count: number, line = (i: number) => JSON.stringify({ prompt: `picture number ${i}`, id: `p${i}` })): string {
   const path = join(dir, "prompts.jsonl");
@@ -36,8 +24,8 @@ function promptsFile(dir: string, count: number, line = (i: number) => JSON.stri
   return path;
 }
 
-const manifest = (out: string): Record[] =>
-  readFileSync(join(out, "manifest.jsonl"), "utf8").trimEnd().split("\n").map((l) => JSON.parse(l) as Record);
+const manifest = (out: string): ManifestRecord[] =>
+  readFileSync(join(out, "manifest.jsonl"), "utf8").trimEnd().split("\n").map((l) => JSON.parse(l) as ManifestRecord);
 const pngs = (out: string) => readdirSync(out).filter((f) => f !== "manifest.jsonl").sort();
 
 test("100 prompts, interrupted halfway and resumed, end with exactly 100 images and a complete manifest", async (t) => {
