@@ -8,7 +8,7 @@
  * ```
  */
 
-export { StableDiffusionPipeline, type GeneratedLatents, type PipelineInfo } from "./pipeline.js";
+export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
 export { GeneratedImage, type PhaseTimings } from "./image.js";
 export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
 export type { BetaSchedule, DdimSchedulerOptions, PredictionType, SchedulerOptions, TimestepSpacing } from "./schedulers.js";

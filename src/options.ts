@@ -29,6 +29,11 @@ export interface LoadOptions extends HubOptions {
   tf32?: boolean;
   /** Run attention as fused FlashAttention-2 where it applies (CUDA builds with flash attention, f16). Default true. */
   flashAttention?: boolean;
+  /**
+   * Run convolutions through cuDNN, with an execution plan chosen once per shape and cached
+   * (CUDA builds). Off, candle's im2col + GEMM convolutions run instead. Default true.
+   */
+  cudnn?: boolean;
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -90,7 +95,7 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
@@ -128,6 +133,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
+  if (o.cudnn !== undefined) raw.cudnn = boolean(o.cudnn, "cudnn");
   return raw;
 }
 

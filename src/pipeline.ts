@@ -17,6 +17,20 @@ import type { GenerateCall, Pipeline, RawGenerateEvent, RawGenerateResult, RawPi
 /** `NODE_DEBUG=candlewick` logs which device each pipeline runs on and why. */
 const debug = debuglog("candlewick");
 
+/**
+ * GPU memory of this process's tensors on the pipeline's device, in bytes: PyTorch's
+ * `memory_allocated`, `max_memory_allocated` and `memory_reserved`. All pipelines on one GPU
+ * share these numbers; the CUDA context and the libraries' own buffers are not included.
+ */
+export interface GpuMemory {
+  /** Held by live tensors now. */
+  used: number;
+  /** The most `used` has been since the process started or `resetGpuMemoryPeak()`. */
+  peakUsed: number;
+  /** Taken from the driver: used, or cached for reuse. */
+  reserved: number;
+}
+
 /** What a loaded pipeline runs on and produces by default. */
 export interface PipelineInfo {
   /** The model folder, as an absolute path. */
@@ -29,6 +43,8 @@ export interface PipelineInfo {
   dtype: string;
   /** Whether attention runs as fused FlashAttention-2 (CUDA builds with flash attention, f16, `flashAttention` not false). */
   flashAttention: boolean;
+  /** Whether convolutions run through cuDNN (CUDA builds with cuDNN, `cudnn` not false). */
+  cudnn: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
   tf32: boolean;
   /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */
@@ -108,6 +124,9 @@ export class StableDiffusionPipeline {
   get flashAttention(): boolean {
     return this.#info.flashAttention;
   }
+  get cudnn(): boolean {
+    return this.#info.cudnn;
+  }
   get defaultWidth(): number {
     return this.#info.defaultWidth;
   }
@@ -116,6 +135,33 @@ export class StableDiffusionPipeline {
   }
   get vaeScaleFactor(): number {
     return this.#info.vaeScaleFactor;
+  }
+
+  /** GPU memory in use on this pipeline's device; undefined on the CPU. */
+  gpuMemory(): GpuMemory | undefined {
+    const ordinal = this.#cudaOrdinal();
+    if (ordinal === undefined) return undefined;
+    try {
+      return loadNative().gpuMemory(ordinal);
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+  }
+
+  /** Start a new `gpuMemory().peakUsed` from what is in use now (no-op on the CPU). */
+  resetGpuMemoryPeak(): void {
+    const ordinal = this.#cudaOrdinal();
+    if (ordinal === undefined) return;
+    try {
+      loadNative().resetGpuMemoryPeak(ordinal);
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+  }
+
+  #cudaOrdinal(): number | undefined {
+    const match = /^cuda:(\d+)$/.exec(this.#info.device);
+    return match ? Number(match[1]) : undefined;
   }
 
   /**

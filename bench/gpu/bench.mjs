@@ -3,11 +3,14 @@
 //   node bench/gpu/bench.mjs MODEL_DIR OUT.json
 //
 // Each row is one switch: fp32, tf32, fp16 (unfused attention), fp16 + flash attention; then
-// batch 8 with every switch on. Work as ../shared/bench/anchor_diffusers.py: SD1.5 shapes,
+// batch 8 with every switch on, and fp16 + flash with candle's im2col convolutions instead of
+// cuDNN's (the cuDNN lever).  All rows but that one run convolutions through cuDNN. Work as ../shared/bench/anchor_diffusers.py: SD1.5 shapes,
 // 512x512, 50 DDIM steps, guidance 7.5 (the UNet runs at batch 2), text encoder + steps + VAE
 // decode (we also convert to 8-bit RGB on the host). Latency: median of RUNS runs after one
-// warm-up. Peak GPU memory: the most nvidia-smi reported during the row (the whole process:
-// CUDA context included), sampled every 20 ms.
+// warm-up. Peak GPU memory (peak_gib): the most the tensors held, from the warm-up to the last
+// run (pipe.gpuMemory().peakUsed after resetGpuMemoryPeak(): what diffusers' max_memory_allocated
+// measures); process_peak_gib: the most nvidia-smi reported (the whole process, CUDA context and
+// libraries included), sampled every 20 ms.
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -17,7 +20,7 @@ import { StableDiffusionPipeline } from "../../dist/index.js";
 const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
-const WHICH = (process.env.WHICH ?? "fp16+flash,fp16,tf32,fp32,fp16+flash:b8").split(",");
+const WHICH = (process.env.WHICH ?? "fp16+flash,fp16,tf32,fp32,fp16+flash:b8,fp16+flash:im2col").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
@@ -28,6 +31,7 @@ const VARIANTS = {
   fp16: { load: { dtype: "f16", flashAttention: false } },
   "fp16+flash": { load: { dtype: "f16", flashAttention: true } },
   "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true }, batch: 8, variant: "fp16+flash" },
+  "fp16+flash:im2col": { load: { dtype: "f16", flashAttention: true, cudnn: false }, variant: "fp16+flash, im2col convolutions" },
 };
 
 function memoryPeak() {
@@ -58,6 +62,7 @@ for (const key of WHICH) {
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: DEVICE, ...spec.load });
   const loadS = (performance.now() - loadStart) / 1e3;
   const call = { prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1 };
+  pipe.resetGpuMemoryPeak();
   const firstStart = performance.now();
   await pipe.generate(call); // warm-up
   const firstS = (performance.now() - firstStart) / 1e3;
@@ -68,12 +73,13 @@ for (const key of WHICH) {
     last = await pipe.generate(call);
     times.push((performance.now() - t0) / 1e3);
   }
-  const peakGiB = stopMemory();
+  const processPeakGiB = stopMemory();
+  const peakGiB = pipe.gpuMemory().peakUsed / 2 ** 30;
   const row = {
     system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS,
     median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
-    images_per_s: batch / median(times), peak_gib: peakGiB, load_s: loadS, first_call_s: firstS,
-    flash_attention: pipe.info.flashAttention, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
+    images_per_s: batch / median(times), peak_gib: peakGiB, process_peak_gib: processPeakGiB, load_s: loadS, first_call_s: firstS,
+    flash_attention: pipe.info.flashAttention, cudnn: pipe.info.cudnn, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
     timings_ms: last[0].timings,
   };
   if (key === "fp16+flash") {

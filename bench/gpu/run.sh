@@ -62,7 +62,7 @@ stage "6. attention alone"
 
 stage "7. GPU JavaScript tests"
 [ -d $MODEL ] && export CANDLEWICK_GPU_MODEL=$MODEL
-timeout 120 node --test test/gpu/ 2>&1 | tee "$OUT/test-gpu.txt" | grep -E "^# (pass|fail)|^not ok"
+CANDLEWICK_GPU_RESULTS=$OUT timeout 240 node --expose-gc --test test/gpu/ 2>&1 | tee "$OUT/test-gpu.txt" | grep -E "^# (pass|fail)|^not ok|out of memory reported"
 
 fi
 

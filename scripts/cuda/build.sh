@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA build of the native addon: candle's CUDA backend and FlashAttention-2, for compute
-# capability 9.0, built on a machine without a GPU. FEATURES=cuda,cudnn,flash-attn adds cuDNN
-# convolutions (with scripts/cuda/candle-core-sd.sh's fix; slower today: bench/NOTES.md).
+# capability 9.0, built on a machine without a GPU, with cuDNN convolutions (src/cudnn: plans
+# cached per shape) and FlashAttention-2.
 # Writes npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node.
 #   CUTLASS_GIT=<a local clone of NVIDIA/cutlass>  needed once (see cutlass.sh)
-#   FEATURES=cuda                                   to build without flash attention
+#   FEATURES=cuda,flash-attn                        to build without cuDNN (candle's im2col convolutions)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda/env.sh

@@ -16,18 +16,12 @@ export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
 mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR" "$CUDAFORGE_HOME/git/checkouts"
 export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$_root/target/cuda}
 
-# Sets `features` (FEATURES, default cuda,flash-attn: without cuDNN, which measured slower,
-# bench/NOTES.md run 3) and `patch` (cargo arguments that point
-# candle-core at the copy with f16 cuDNN convolutions fixed, candle-flash-attn at the trimmed copy), and keeps the committed Cargo.lock as it is (the patch
-# rewrites candle-flash-attn's entry there) by restoring it when the calling script exits.
+# Sets `features` (FEATURES, default cuda,cudnn,flash-attn) and `patch` (cargo arguments that
+# point candle-flash-attn at the trimmed copy), and keeps the committed Cargo.lock as it is (the
+# patch rewrites candle-flash-attn's entry there) by restoring it when the calling script exits.
 cuda_features_and_patch() {
-  features=${FEATURES:-cuda,flash-attn}
+  features=${FEATURES:-cuda,cudnn,flash-attn}
   patch=()
-  if [[ $features == *cudnn* ]]; then
-    local core
-    core=$(bash "$_root/scripts/cuda/candle-core-sd.sh")
-    patch+=(--config "patch.crates-io.candle-core.path=\"$core\"")
-  fi
   if [[ $features == *flash-attn* ]]; then
     bash "$_root/scripts/cuda/cutlass.sh"
     local fa

@@ -40,6 +40,8 @@ export declare function __panicForTest(place: string): Promise<void>
 
 export declare function buildInfo(): RawBuildInfo
 
+export declare function gpuMemory(ordinal: number): RawGpuMemory
+
 /**
  * Load a diffusers model folder on a new pipeline thread. Rejects with `code` set
  * (ERR_CANDLEWICK_MODEL names the file, ERR_CANDLEWICK_DEVICE, ...).
@@ -55,6 +57,8 @@ export interface RawBuildInfo {
   cuda: boolean
   /** Whether the FlashAttention-2 kernels are compiled in. */
   flashAttention: boolean
+  /** The cuDNN version this build links ("9.13.1" in the loaded library), or null without cuDNN. */
+  cudnn?: string
 }
 
 /** Exactly one of the two fields is set. */
@@ -96,6 +100,16 @@ export interface RawGenerateResult {
   latents?: RawLatents
 }
 
+/**
+ * GPU memory of this process's tensors on one CUDA device, in bytes (see candlewick-core's
+ * `gpu_memory`).
+ */
+export interface RawGpuMemory {
+  used: number
+  peakUsed: number
+  reserved: number
+}
+
 /** An 8-bit RGB image, rows top to bottom, 3 bytes a pixel. */
 export interface RawImage {
   width: number
@@ -117,6 +131,7 @@ export interface RawLoadOptions {
   dtype?: string
   tf32?: boolean
   flashAttention?: boolean
+  cudnn?: boolean
 }
 
 /** Where the call's time went, in milliseconds. */
@@ -133,6 +148,7 @@ export interface RawPipelineInfo {
   deviceReason: string
   dtype: string
   flashAttention: boolean
+  cudnn: boolean
   tf32: boolean
   defaultWidth: number
   defaultHeight: number
@@ -169,3 +185,5 @@ export interface RawSchedulerOptions {
   sampleMaxValue?: number
   rescaleBetasZeroSnr?: boolean
 }
+
+export declare function resetGpuMemoryPeak(ordinal: number): void

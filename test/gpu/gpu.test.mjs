@@ -4,7 +4,10 @@
 //
 //   CANDLEWICK_GPU_MODEL  an SD1.5-shaped model folder (bench/gpu/reference.py makes one);
 //                         the tiny model in test/fixtures is used for the quick checks.
+//   CANDLEWICK_GPU_RESULTS  a folder for the leak test's numbers (bench/results takes them).
+// Run with --expose-gc so the host-memory figures are taken after a full collection.
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -36,6 +39,7 @@ test("loads on CUDA in f16 with flash attention and generates a full-size image"
   assert.equal(pipe.device, "cuda:0");
   assert.equal(pipe.dtype, "f16");
   assert.equal(pipe.info.flashAttention, true);
+  assert.equal(pipe.info.cudnn, true);
   const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 20, seed: 1 });
   assert.equal(image.width, pipe.defaultWidth);
   assert.equal(image.data.length, image.width * image.height * 3);
@@ -59,11 +63,46 @@ test("cancel mid-run rejects with an AbortError, and the next call works and rep
   assert.deepEqual(a.data, b.data);
 });
 
-test("an impossible size is an out-of-memory error, and the pipeline works afterwards", async () => {
+const small = (seed) => ({ prompt: "a lighthouse at dusk", width: 256, height: 256, numInferenceSteps: 4, seed });
+
+test("an impossible size is an out-of-memory error that says what to lower, and the pipeline works afterwards", async () => {
+  const [before] = await pipe.generate(small(3));
+  const usedBefore = pipe.gpuMemory().used;
+  const started = Date.now();
   await assert.rejects(
-    pipe.generate({ prompt: "too big", width: 8192, height: 8192, numImagesPerPrompt: 16, numInferenceSteps: 1 }),
-    (e) => ["ERR_CANDLEWICK_OUT_OF_MEMORY", "ERR_CANDLEWICK_TENSOR"].includes(e.code),
+    pipe.generate({ prompt: "too big", width: 8192, height: 8192, numImagesPerPrompt: 64, numInferenceSteps: 1 }),
+    (e) => {
+      assert.equal(e.code, "ERR_CANDLEWICK_OUT_OF_MEMORY");
+      assert.match(e.message, /^cuda:0 ran out of memory generating 64 image\(s\) of 8192x8192: lower numImagesPerPrompt/);
+      return true;
+    },
   );
-  const [image] = await pipe.generate({ prompt: "after the fault", numInferenceSteps: 5, seed: 3 });
-  assert.equal(image.width, pipe.defaultWidth);
+  console.log(`out of memory reported after ${Date.now() - started} ms`);
+  const [after] = await pipe.generate(small(3));
+  assert.deepEqual(after.data, before.data, "the call after the fault must reproduce the one before it");
+  assert.equal(pipe.gpuMemory().used, usedBefore, "the failed call must free what it allocated");
+});
+
+test("two calls at once on one pipeline queue and give the results they give one by one", async () => {
+  const [a1] = await pipe.generate(small(5));
+  const [b1] = await pipe.generate(small(6));
+  const [[a2], [b2]] = await Promise.all([pipe.generate(small(5)), pipe.generate(small(6))]);
+  assert.deepEqual(a2.data, a1.data);
+  assert.deepEqual(b2.data, b1.data);
+});
+
+test("GPU memory and host memory after 200 generations equal those after 10, within 1%", async () => {
+  const settle = () => { globalThis.gc?.(); globalThis.gc?.(); };
+  const measure = () => { settle(); return { gpu_used: pipe.gpuMemory().used, gpu_reserved: pipe.gpuMemory().reserved, rss: process.memoryUsage().rss }; };
+  for (let i = 0; i < 10; i++) await pipe.generate(small(100 + i));
+  const at10 = measure();
+  for (let i = 10; i < 200; i++) await pipe.generate(small(100 + i));
+  const at200 = measure();
+  const delta = (k) => (at200[k] - at10[k]) / at10[k];
+  const result = { model: MODEL === TINY_SD ? "tiny-sd" : "sd15-shaped", call: small(0), gc: typeof globalThis.gc === "function", at10, at200,
+    gpu_used_delta: delta("gpu_used"), gpu_reserved_delta: delta("gpu_reserved"), rss_delta: delta("rss") };
+  console.log(JSON.stringify(result));
+  if (process.env.CANDLEWICK_GPU_RESULTS) writeFileSync(`${process.env.CANDLEWICK_GPU_RESULTS}/leaks.json`, JSON.stringify(result, null, 1));
+  assert.ok(Math.abs(result.gpu_used_delta) <= 0.01, `GPU memory in use moved by ${(100 * result.gpu_used_delta).toFixed(2)}%`);
+  assert.ok(Math.abs(result.rss_delta) <= 0.01, `host RSS moved by ${(100 * result.rss_delta).toFixed(2)}%`);
 });

@@ -28,6 +28,11 @@ pub enum Error {
     #[error("the pipeline was disposed; load the model again to generate")]
     Disposed,
 
+    /// The device ran out of memory during a call; the message says what was asked and what
+    /// to lower. The pipeline stays usable.
+    #[error("{0}")]
+    OutOfMemory(String),
+
     /// A panic inside the pipeline, caught at the worker's boundary.
     #[error("internal error (a bug in candlewick, please report it): {0}")]
     Internal(String),
@@ -47,6 +52,7 @@ impl Error {
             Error::Cancelled => "ERR_CANDLEWICK_CANCELLED",
             Error::Disposed => "ERR_CANDLEWICK_DISPOSED",
             Error::Internal(_) => "ERR_CANDLEWICK_INTERNAL",
+            Error::OutOfMemory(_) => "ERR_CANDLEWICK_OUT_OF_MEMORY",
             Error::Candle(e) if is_out_of_memory(e) => "ERR_CANDLEWICK_OUT_OF_MEMORY",
             Error::Candle(_) => "ERR_CANDLEWICK_TENSOR",
         }
@@ -73,7 +79,7 @@ impl Error {
     }
 }
 
-fn is_out_of_memory(e: &candle_core::Error) -> bool {
+pub(crate) fn is_out_of_memory(e: &candle_core::Error) -> bool {
     let text = e.to_string();
     text.contains("OUT_OF_MEMORY") || text.contains("out of memory")
 }

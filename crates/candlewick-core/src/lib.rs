@@ -4,8 +4,10 @@
 //! converts types at the boundary and calls [`pipeline::PipelineWorker`].
 
 pub mod config;
+pub mod cudnn;
 pub mod device;
 pub mod error;
+pub mod gpu_memory;
 pub mod models;
 pub mod pipeline;
 pub mod schedulers;

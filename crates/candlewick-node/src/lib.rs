@@ -21,6 +21,8 @@ pub struct RawBuildInfo {
     pub cuda: bool,
     /// Whether the FlashAttention-2 kernels are compiled in.
     pub flash_attention: bool,
+    /// The cuDNN version this build links ("9.13.1" in the loaded library), or null without cuDNN.
+    pub cudnn: Option<String>,
 }
 
 #[napi]
@@ -29,7 +31,34 @@ pub fn build_info() -> RawBuildInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         cuda: candlewick_core::device::cuda_compiled(),
         flash_attention: candlewick_core::models::flash::compiled(),
+        cudnn: candlewick_core::cudnn::version(),
     }
+}
+
+/// GPU memory of this process's tensors on one CUDA device, in bytes (see candlewick-core's
+/// `gpu_memory`).
+#[napi(object)]
+pub struct RawGpuMemory {
+    pub used: f64,
+    pub peak_used: f64,
+    pub reserved: f64,
+}
+
+#[napi]
+pub fn gpu_memory(env: napi::Env, ordinal: u32) -> napi::Result<RawGpuMemory> {
+    error::catch_panic(&env, || {
+        let m = candlewick_core::gpu_memory::usage(ordinal as usize)
+            .map_err(|e| error::into_js_error(&env, error::CoreError(e)))?;
+        Ok(RawGpuMemory { used: m.used as f64, peak_used: m.peak_used as f64, reserved: m.reserved as f64 })
+    })
+}
+
+#[napi]
+pub fn reset_gpu_memory_peak(env: napi::Env, ordinal: u32) -> napi::Result<()> {
+    error::catch_panic(&env, || {
+        candlewick_core::gpu_memory::reset_peak(ordinal as usize)
+            .map_err(|e| error::into_js_error(&env, error::CoreError(e)))
+    })
 }
 
 /// Test hook, not part of the API: panic inside a binding entry point, on the JS thread

@@ -17,6 +17,7 @@ pub struct RawLoadOptions {
     pub dtype: Option<String>,
     pub tf32: Option<bool>,
     pub flash_attention: Option<bool>,
+    pub cudnn: Option<bool>,
 }
 
 impl TryFrom<RawLoadOptions> for LoadOptions {
@@ -28,6 +29,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             dtype: raw.dtype.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.dtype),
             tf32: raw.tf32.unwrap_or(defaults.tf32),
             flash_attention: raw.flash_attention.unwrap_or(defaults.flash_attention),
+            cudnn: raw.cudnn.unwrap_or(defaults.cudnn),
         })
     }
 }
@@ -152,6 +154,7 @@ pub struct RawPipelineInfo {
     pub device_reason: String,
     pub dtype: String,
     pub flash_attention: bool,
+    pub cudnn: bool,
     pub tf32: bool,
     pub default_width: u32,
     pub default_height: u32,
@@ -168,6 +171,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             device_reason: info.device_reason.clone(),
             dtype: info.dtype.clone(),
             flash_attention: info.flash_attention,
+            cudnn: info.cudnn,
             tf32: info.tf32,
             default_width: info.default_width as u32,
             default_height: info.default_height as u32,

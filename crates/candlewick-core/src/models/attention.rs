@@ -5,8 +5,9 @@
 //! Every attention product of the three networks goes through [`scaled_dot_product`] (or its
 //! causal twin for CLIP), so a CUDA build can swap in flash attention in one place.
 
+use super::conv::Conv2d;
 use candle_core::{bail, DType, Result, Tensor, D};
-use candle_nn::{Conv2d, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
 
 use super::flash;
 use super::norm::{group_norm, GroupNorm};

@@ -3,6 +3,7 @@
 pub mod activations;
 pub mod attention;
 pub mod clip;
+pub mod conv;
 pub mod embeddings;
 pub mod flash;
 pub mod norm;

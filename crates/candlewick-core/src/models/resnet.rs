@@ -2,9 +2,10 @@
 //! `downsampling.py` and `upsampling.py`: `ResnetBlock2D`, `Downsample2D`, `Upsample2D`.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Linear, Module, VarBuilder};
 
 use super::activations::Activation;
+use super::conv::Conv2d;
 
 /// How a resnet block mixes in the time embedding (diffusers' `time_embedding_norm`,
 /// from the UNet's `resnet_time_scale_shift`).
@@ -40,8 +41,7 @@ pub struct ResnetConfig {
 
 /// A 3x3 (or kxk) convolution with "same" padding, stride 1.
 pub(crate) fn conv(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding: (k.saturating_sub(1)) / 2, ..Default::default() };
-    candle_nn::conv2d(c_in, c_out, k, cfg, vb)
+    Conv2d::new(vb, c_in, c_out, k, k.saturating_sub(1) / 2, 1)
 }
 
 pub(crate) use super::norm::{group_norm, GroupNorm};
@@ -139,8 +139,7 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(vb: VarBuilder, channels: usize, out_channels: usize, padding: usize) -> Result<Self> {
-        let cfg = Conv2dConfig { padding, stride: 2, ..Default::default() };
-        let conv = candle_nn::conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))?;
+        let conv = Conv2d::new(vb.pp("conv"), channels, out_channels, 3, padding, 2)?;
         Ok(Self { conv, pad_right_bottom: padding == 0 })
     }
 

@@ -5,8 +5,9 @@
 //! what this UNet cannot run (SDXL's addition embeddings, class embeddings, other block types)
 //! is refused by name when the model is built.
 
+use super::conv::Conv2d;
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;

@@ -2,8 +2,9 @@
 //! parameters of a diagonal Gaussian over latents), the `Decoder` (latents to image), and the
 //! 1x1 `quant_conv` / `post_quant_conv` between them and the latent space.
 
+use super::conv::Conv2d;
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;

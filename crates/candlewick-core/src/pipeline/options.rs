@@ -15,11 +15,20 @@ pub struct LoadOptions {
     pub tf32: bool,
     /// Use fused FlashAttention-2 where it applies: CUDA builds with flash attention, f16 (default true).
     pub flash_attention: bool,
+    /// Run convolutions through cuDNN's execution plans, cached per shape: CUDA builds with cuDNN
+    /// (default true). Off, candle's im2col + GEMM convolutions run instead.
+    pub cudnn: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: DeviceRequest::default(), dtype: DTypeRequest::default(), tf32: false, flash_attention: true }
+        Self {
+            device: DeviceRequest::default(),
+            dtype: DTypeRequest::default(),
+            tf32: false,
+            flash_attention: true,
+            cudnn: true,
+        }
     }
 }
 

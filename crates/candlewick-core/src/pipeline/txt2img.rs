@@ -9,10 +9,11 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use super::noise::NoiseSource;
 use super::observer::{Observer, StepProgress};
 use super::options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage, MAX_IMAGES_PER_PROMPT,
-    MAX_SIDE,
+    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage,
+    MAX_IMAGES_PER_PROMPT, MAX_SIDE,
 };
 use crate::config::{read_json, ModelFolder};
+use crate::cudnn;
 use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
@@ -40,6 +41,8 @@ pub struct PipelineInfo {
     pub default_height: usize,
     /// Whether attention runs as fused FlashAttention-2 (CUDA, f16, built with flash attention, not switched off).
     pub flash_attention: bool,
+    /// Whether convolutions run through cuDNN (CUDA, built with cuDNN, not switched off).
+    pub cudnn: bool,
     /// Whether f32 matrix products may use TF32.
     pub tf32: bool,
     /// Pixels per latent cell along each side.
@@ -114,6 +117,7 @@ impl StableDiffusionPipeline {
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
         let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
+        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
         let vae_scale_factor = vae_config.scale_factor();
         let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
             Error::model(
@@ -132,6 +136,7 @@ impl StableDiffusionPipeline {
             default_width: default_side,
             default_height: default_side,
             flash_attention,
+            cudnn,
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
             max_prompt_tokens: tokenizer.max_length(),
@@ -158,8 +163,16 @@ impl StableDiffusionPipeline {
 
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
+        self.run(options, observer).map_err(|e| {
+            cudnn::release_workspace();
+            self.explain_out_of_memory(e, options)
+        })
+    }
+
+    fn run(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
         let mut warnings = Vec::new();
         flash::set_enabled(self.info.flash_attention);
+        cudnn::set_enabled(self.info.cudnn);
 
         // 1. Check inputs.
         let (width, height) = self.check_inputs(options)?;
@@ -228,6 +241,24 @@ impl StableDiffusionPipeline {
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
         let seeds = options.seeds.clone().unwrap_or_else(|| vec![seed; batch]);
         Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings })
+    }
+
+    /// A tensor allocation that failed for lack of device memory becomes an error that says what
+    /// was asked and what to lower. Everything the call allocated is freed when it returns.
+    fn explain_out_of_memory(&self, e: Error, o: &GenerateOptions) -> Error {
+        match e {
+            Error::Candle(cause) if crate::error::is_out_of_memory(&cause) => {
+                let images = o.prompt.len() * o.num_images_per_prompt;
+                let width = o.width.unwrap_or(self.info.default_width);
+                let height = o.height.unwrap_or(self.info.default_height);
+                Error::OutOfMemory(format!(
+                    "{} ran out of memory generating {images} image(s) of {width}x{height}: lower numImagesPerPrompt \
+                     (or the number of prompts per call), width or height ({cause})",
+                    self.info.device
+                ))
+            }
+            other => other,
+        }
     }
 
     /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).

@@ -1,0 +1,86 @@
+//! Convolutions through cuDNN on CUDA, with an execution plan chosen once per shape.
+//!
+//! candle's own CUDA convolution is im2col + GEMM (a 9x larger matrix written and read for
+//! every 3x3 convolution), and its cuDNN path asks cuDNN's heuristics for an algorithm and
+//! zeroes a workspace on every call. Here each shape's plan is built on first use and cached,
+//! as PyTorch does, and the workspace is one buffer that grows as needed.
+//!
+//! Built only with the `cudnn` feature. Like flash attention it is a per-thread switch: each
+//! pipeline runs on a thread of its own (`pipeline::worker`), so a pipeline's setting is its
+//! thread's, and so are its cached plans (freed when the thread ends).
+
+use std::cell::Cell;
+
+use candle_core::{Result, Tensor};
+
+#[cfg(feature = "cudnn")]
+mod backend;
+#[cfg(feature = "cudnn")]
+mod op;
+#[cfg(feature = "cudnn")]
+mod plan;
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Allow or forbid cuDNN convolutions on the calling thread (allowed by default).
+pub fn set_enabled(enabled: bool) {
+    ENABLED.with(|e| e.set(enabled));
+}
+
+/// Whether this build links cuDNN.
+pub fn compiled() -> bool {
+    cfg!(feature = "cudnn")
+}
+
+/// cuDNN's version as major.minor.patch, when this build links it.
+pub fn version() -> Option<String> {
+    #[cfg(feature = "cudnn")]
+    {
+        let v = unsafe { cudarc::cudnn::sys::cudnnGetVersion() };
+        Some(format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100))
+    }
+    #[cfg(not(feature = "cudnn"))]
+    None
+}
+
+/// Free this thread's cuDNN workspace (the next convolution allocates what it needs): after a
+/// failed call, so that a workspace grown for a size that did not fit is not kept.
+pub fn release_workspace() {
+    #[cfg(feature = "cudnn")]
+    op::release_workspace();
+}
+
+/// Padding, stride and dilation, the same along both spatial axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub padding: usize,
+    pub stride: usize,
+    pub dilation: usize,
+}
+
+/// A 2-D convolution of `x` [n, c, h, w] with `weight` [k, c, r, s], without bias, when cuDNN
+/// can do it here (CUDA, f16 or f32, built with cuDNN, allowed on this thread); None otherwise,
+/// and the caller takes candle's path.
+pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Option<Tensor>> {
+    let usable = compiled()
+        && ENABLED.with(|e| e.get())
+        && x.device().is_cuda()
+        && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
+        && weight.dtype() == x.dtype();
+    if !usable {
+        return Ok(None);
+    }
+    run(x, weight, params).map(Some)
+}
+
+#[cfg(feature = "cudnn")]
+fn run(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op::CudnnConv2d(params))
+}
+
+#[cfg(not(feature = "cudnn"))]
+fn run(_x: &Tensor, _weight: &Tensor, _params: Conv2dParams) -> Result<Tensor> {
+    candle_core::bail!("cuDNN is not compiled into this build")
+}

@@ -1,0 +1,183 @@
+//! The convolution as a candle op, and this thread's cuDNN handle, plans and workspace.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape};
+use cudarc::cudnn::{result as cudnn_result, sys};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use half::f16;
+
+use super::backend::check;
+use super::plan::{ConvKey, ConvPlan};
+use super::Conv2dParams;
+
+pub(super) struct CudnnConv2d(pub Conv2dParams);
+
+impl CustomOp2 for CudnnConv2d {
+    fn name(&self) -> &'static str {
+        "cudnn-conv2d"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        bail!("cuDNN convolution called on CPU tensors")
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, x_l: &Layout, w: &CudaStorage, w_l: &Layout) -> Result<(CudaStorage, Shape)> {
+        if !x_l.is_contiguous() || !w_l.is_contiguous() {
+            bail!("cuDNN convolution needs contiguous tensors");
+        }
+        let (n, c, h, wd) = x_l.shape().dims4()?;
+        let (k, c_w, r, s) = w_l.shape().dims4()?;
+        if c != c_w {
+            bail!("cuDNN convolution: input has {c} channels, the filter {c_w}");
+        }
+        let Conv2dParams { padding, stride, dilation } = self.0;
+        let out = |size: usize, kernel: usize| {
+            (size + 2 * padding).checked_sub(dilation * (kernel - 1) + 1).map(|v| v / stride + 1)
+        };
+        let (Some(p), Some(q)) = (out(h, r), out(wd, s)) else {
+            bail!("cuDNN convolution: a {r}x{s} filter does not fit a {h}x{wd} input padded by {padding}")
+        };
+        let dims = Dims { x: [n, c, h, wd], w: [k, c, r, s], y: [n, k, p, q] };
+        let storage = match x.dtype() {
+            DType::F16 => self.run::<f16>(x, x_l, w, w_l, &dims)?,
+            DType::F32 => self.run::<f32>(x, x_l, w, w_l, &dims)?,
+            other => bail!("cuDNN convolution: {other:?} tensors are not supported"),
+        };
+        Ok((storage, Shape::from(dims.y.to_vec())))
+    }
+}
+
+struct Dims {
+    x: [usize; 4],
+    w: [usize; 4],
+    y: [usize; 4],
+}
+
+impl CudnnConv2d {
+    fn run<T: CudaDType + cudarc::driver::DeviceRepr>(
+        &self,
+        x: &CudaStorage,
+        x_l: &Layout,
+        w: &CudaStorage,
+        w_l: &Layout,
+        dims: &Dims,
+    ) -> Result<CudaStorage> {
+        let device = x.device.clone();
+        let stream = device.cuda_stream();
+        let x_view = x.as_cuda_slice::<T>()?.slice(x_l.start_offset()..);
+        let w_view = w.as_cuda_slice::<T>()?.slice(w_l.start_offset()..);
+        let mut y = unsafe { device.alloc::<T>(dims.y.iter().product()) }?;
+        {
+            let (x_ptr, _x_sync) = x_view.device_ptr(&stream);
+            let (w_ptr, _w_sync) = w_view.device_ptr(&stream);
+            let (y_ptr, _y_sync) = y.device_ptr_mut(&stream);
+            let Conv2dParams { padding, stride, dilation } = self.0;
+            let i64s = |d: [usize; 4]| d.map(|v| v as i64);
+            let key = ConvKey {
+                dtype: x.dtype(),
+                x: i64s(dims.x),
+                w: i64s(dims.w),
+                y: i64s(dims.y),
+                padding: [padding as i64; 2],
+                stride: [stride as i64; 2],
+                dilation: [dilation as i64; 2],
+                alignment: [alignment(x_ptr), alignment(w_ptr), alignment(y_ptr)],
+                tf32: candle_core::cuda::gemm_reduced_precision_f32(),
+            };
+            with_thread_state(&device, |state| {
+                let ThreadState { handle, plans, workspace, .. } = state;
+                if !plans.contains_key(&key) {
+                    let plan = ConvPlan::build(*handle, &key)?;
+                    plans.insert(key.clone(), plan);
+                }
+                let plan = &plans[&key];
+                let (ws_ptr, _ws_sync) = match grow(workspace, &device, plan.workspace_bytes)? {
+                    Some(ws) => {
+                        let (ptr, sync) = ws.device_ptr_mut(&stream);
+                        (ptr as *mut c_void, Some(sync))
+                    }
+                    None => (std::ptr::null_mut(), None),
+                };
+                plan.execute(*handle, x_ptr as *mut c_void, w_ptr as *mut c_void, y_ptr as *mut c_void, ws_ptr)
+            })?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(y, device))
+    }
+}
+
+/// The largest power of two up to 16 that divides the address.
+fn alignment(ptr: u64) -> i64 {
+    let mut a = 16i64;
+    while a > 1 && ptr % a as u64 != 0 {
+        a /= 2;
+    }
+    a
+}
+
+struct ThreadState {
+    device: DeviceId,
+    handle: sys::cudnnHandle_t,
+    plans: HashMap<ConvKey, ConvPlan>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+impl ThreadState {
+    fn new(device: &CudaDevice) -> Result<Self> {
+        let handle = cudnn_result::create_handle()
+            .map_err(|e| candle_core::Error::Msg(format!("cuDNN create handle: {e:?}")))?;
+        let stream = device.cuda_stream();
+        check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
+        Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None })
+    }
+}
+
+/// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
+fn grow<'a>(
+    slot: &'a mut Option<CudaSlice<u8>>,
+    device: &CudaDevice,
+    bytes: usize,
+) -> Result<Option<&'a mut CudaSlice<u8>>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    if slot.as_ref().is_none_or(|ws| ws.len() < bytes) {
+        *slot = None;
+        *slot = Some(unsafe { device.alloc::<u8>(bytes) }?);
+    }
+    Ok(slot.as_mut())
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        self.plans.clear();
+        unsafe { sys::cudnnDestroy(self.handle) };
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
+}
+
+pub(super) fn release_workspace() {
+    STATE.with(|cell| {
+        if let Some(state) = cell.borrow_mut().as_mut() {
+            state.workspace = None;
+        }
+    });
+}
+
+fn with_thread_state<R>(device: &CudaDevice, f: impl FnOnce(&mut ThreadState) -> Result<R>) -> Result<R> {
+    STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|s| s.device != device.id()) {
+            *slot = None;
+            *slot = Some(ThreadState::new(device)?);
+        }
+        f(slot.as_mut().expect("state was just set"))
+    })
+}

@@ -1,0 +1,87 @@
+//! How much GPU memory this process's tensors use, from CUDA's default memory pool of the
+//! device (where candle allocates, through cuMemAllocAsync): PyTorch's `memory_allocated`,
+//! `max_memory_allocated` and `memory_reserved`, for the benchmarks and for callers who size
+//! their batches. The CUDA context and the libraries' own buffers (cuBLAS) are not included.
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    /// Bytes held by live tensors (and cuDNN's workspace) now.
+    pub used: u64,
+    /// The most `used` has been since the process started or [`reset_peak`] was called.
+    pub peak_used: u64,
+    /// Bytes the pool holds from the driver, used or cached for reuse.
+    pub reserved: u64,
+}
+
+/// The memory of CUDA device `ordinal`; an error on a CPU-only build or a device that has none.
+pub fn usage(ordinal: usize) -> Result<GpuMemory> {
+    imp::usage(ordinal)
+}
+
+/// Start a new peak: `peak_used` becomes the current `used`.
+pub fn reset_peak(ordinal: usize) -> Result<()> {
+    imp::reset_peak(ordinal)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::*;
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+
+    fn pool(ordinal: usize) -> Result<sys::CUmemoryPool> {
+        let fail = |e: result::DriverError| Error::Device(format!("cannot read the memory of cuda:{ordinal}: {e}"));
+        result::init().map_err(fail)?;
+        let device = result::device::get(ordinal as i32).map_err(fail)?;
+        // SAFETY: `device` came from cuDeviceGet.
+        unsafe { result::device::get_default_mem_pool(device) }.map_err(fail)
+    }
+
+    fn attribute(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Result<u64> {
+        let mut value = 0u64;
+        // SAFETY: these attributes are cuuint64_t values.
+        unsafe { result::mem_pool::get_attribute(pool, attr, &mut value as *mut u64 as *mut _) }
+            .map_err(|e| Error::Device(format!("cannot read GPU memory pool attribute {attr:?}: {e}")))?;
+        Ok(value)
+    }
+
+    pub fn usage(ordinal: usize) -> Result<GpuMemory> {
+        use sys::CUmemPool_attribute::*;
+        let pool = pool(ordinal)?;
+        Ok(GpuMemory {
+            used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            peak_used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+            reserved: attribute(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+        })
+    }
+
+    pub fn reset_peak(ordinal: usize) -> Result<()> {
+        let pool = pool(ordinal)?;
+        let mut zero = 0u64;
+        // SAFETY: USED_MEM_HIGH takes a cuuint64_t; 0 is the only value it accepts (a reset).
+        unsafe {
+            result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut _,
+            )
+        }
+        .map_err(|e| Error::Device(format!("cannot reset the GPU memory peak: {e}")))
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use super::*;
+
+    pub fn usage(_ordinal: usize) -> Result<GpuMemory> {
+        Err(Error::Device(
+            "this build of candlewick was compiled without CUDA: there is no GPU memory to report".into(),
+        ))
+    }
+
+    pub fn reset_peak(_ordinal: usize) -> Result<()> {
+        usage(0).map(|_| ())
+    }
+}
