@@ -17,6 +17,22 @@ def read(out, name):
         return json.load(f)
 
 
+def read_text(out, name):
+    path = os.path.join(out, name)
+    return open(path).read().strip() if os.path.exists(path) else None
+
+
+def test_summary(out):
+    """node --test's verdict lines from test-gpu.txt: which tests passed and failed."""
+    text = read_text(out, "test-gpu.txt")
+    if text is None:
+        return None
+    lines = [l.strip() for l in text.splitlines()]
+    return {"passed": [l.split(" - ", 1)[1] for l in lines if l.startswith("ok ")],
+            "failed": [l.split(" - ", 1)[1] for l in lines if l.startswith("not ok ")],
+            "notes": [l[2:] for l in lines if l.startswith("# out of memory")]}
+
+
 def main(out):
     gpu = open(os.path.join(out, "gpu.txt")).read().strip().split(", ") if os.path.exists(os.path.join(out, "gpu.txt")) else ["?", "?"]
     commit = open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None
@@ -26,8 +42,8 @@ def main(out):
     phases = read(out, "anchor_phases.json") or {}
     rows = []
     for r in ours["rows"]:
-        rows.append({k: r[k] for k in ("system", "variant", "batch", "median_s", "min_s", "max_s", "images_per_s", "peak_gib",
-                                       "load_s", "first_call_s")})
+        rows.append({k: r.get(k) for k in ("system", "variant", "batch", "median_s", "min_s", "max_s", "images_per_s", "peak_gib",
+                                           "process_peak_gib", "load_s", "first_call_s")})
     for r in anchor["results"]:
         if "median_s" in r:
             rows.append({"system": "diffusers", "variant": r["name"], "batch": r["batch"], "median_s": r["median_s"],
@@ -52,13 +68,18 @@ def main(out):
         "date": datetime.date.today().isoformat(), "device": gpu[0], "driver": gpu[1] if len(gpu) > 1 else None,
         "commit": commit,
         "work": {"model": "sd15-shaped-random", "width": 512, "height": 512, "steps": 50, "guidance": 7.5},
-        "memory_note": "candlewick peak_gib: the most nvidia-smi showed for the whole process (CUDA context "
-                       "included); diffusers peak_gib: torch.cuda.max_memory_allocated (tensors only)",
+        "memory_note": "peak_gib: the most the tensors held during the warm-up and timed runs, weights included "
+                       "(candlewick: pipe.gpuMemory().peakUsed, CUDA's memory-pool high-water mark; diffusers: "
+                       "torch.cuda.max_memory_allocated); candlewick process_peak_gib: nvidia-smi's most for the whole "
+                       "process (CUDA context and libraries included)",
         "rows": rows,
         "phases_ms": ours.get("phases_ms"),
         "diffusers_phases_ms": phases.get("phases_ms"),
         "attention": {"candlewick": read(out, "attention.json"), "pytorch_sdpa": phases.get("attention")},
         "parity": parity,
+        "build_info": read_text(out, "build-info.txt"),
+        "gpu_tests": test_summary(out),
+        "leaks": read(out, "leaks.json"),
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -80,7 +80,9 @@ test("an impossible size is an out-of-memory error that says what to lower, and 
   console.log(`out of memory reported after ${Date.now() - started} ms`);
   const [after] = await pipe.generate(small(3));
   assert.deepEqual(after.data, before.data, "the call after the fault must reproduce the one before it");
-  assert.equal(pipe.gpuMemory().used, usedBefore, "the failed call must free what it allocated");
+  // At most what was in use before: the failed call frees its tensors and the cuDNN workspace it grew.
+  const usedAfter = pipe.gpuMemory().used;
+  assert.ok(usedAfter <= usedBefore, `GPU memory in use went from ${usedBefore} to ${usedAfter} bytes across the failed call`);
 });
 
 test("two calls at once on one pipeline queue and give the results they give one by one", async () => {
