@@ -45,6 +45,8 @@ export interface PipelineInfo {
   flashAttention: boolean;
   /** Whether convolutions run through cuDNN (CUDA builds with cuDNN, `cudnn` not false). */
   cudnn: boolean;
+  /** Whether the UNet step is captured and replayed as a CUDA graph (CUDA, `cudaGraphs` not false). */
+  cudaGraphs: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
   tf32: boolean;
   /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */
@@ -126,6 +128,9 @@ export class StableDiffusionPipeline {
   }
   get cudnn(): boolean {
     return this.#info.cudnn;
+  }
+  get cudaGraphs(): boolean {
+    return this.#info.cudaGraphs;
   }
   get defaultWidth(): number {
     return this.#info.defaultWidth;

@@ -31,6 +31,11 @@ test("info reflects the model folder's configs and the requested device", (t) =>
   t.is(pipe.defaultHeight, unet.sample_size * vaeScaleFactor);
   t.is(pipe.modelDir, TINY_SD);
   t.regex(pipe.deviceReason, /cpu/);
+  // The CUDA-only levers are off on the CPU whatever the options say.
+  t.false(pipe.flashAttention);
+  t.false(pipe.cudnn);
+  t.false(pipe.cudaGraphs);
+  t.is(pipe.gpuMemory(), undefined);
 });
 
 test("generates an RGB image of the requested size that encodes to a PNG", async (t) => {
@@ -222,7 +227,9 @@ test("the event loop stays responsive while a call runs", async (t) => {
     clearInterval(timer);
   }
   t.true(ticks >= 5, `only ${ticks} timer ticks during generation`);
-  t.true(longestGapMs < 250, `the event loop was blocked for ${longestGapMs.toFixed(0)} ms`);
+  // Loose on purpose: on a 2-core CI machine other test files compete for the CPU. Generation on
+  // the JS thread would block the loop for the whole call and the timer would not tick at all.
+  t.true(longestGapMs < 1000, `the event loop was blocked for ${longestGapMs.toFixed(0)} ms`);
 });
 
 test("device \"cuda\" without a CUDA build is an error saying why; \"auto\" says why it chose the CPU", async (t) => {

@@ -2,9 +2,10 @@
 //
 //   node bench/gpu/bench.mjs MODEL_DIR OUT.json
 //
-// Each row is one switch: fp32, tf32, fp16 (unfused attention), fp16 + flash attention; then
-// batch 8 with every switch on, and fp16 + flash with candle's im2col convolutions instead of
-// cuDNN's (the cuDNN lever).  All rows but that one run convolutions through cuDNN. Work as ../shared/bench/anchor_diffusers.py: SD1.5 shapes,
+// Each row is one switch: fp32, tf32, fp16 (unfused attention), fp16 + flash attention, then
+// + CUDA graphs (every switch on: the default); batch 8 with every switch on; fp16 + flash with
+// candle's im2col convolutions instead of cuDNN's (the cuDNN lever). All rows but that one run
+// convolutions through cuDNN; only the "+graphs" rows capture CUDA graphs. Work as ../shared/bench/anchor_diffusers.py: SD1.5 shapes,
 // 512x512, 50 DDIM steps, guidance 7.5 (the UNet runs at batch 2), text encoder + steps + VAE
 // decode (we also convert to 8-bit RGB on the host). Latency: median of RUNS runs after one
 // warm-up. Peak GPU memory (peak_gib): the most the tensors held, from the warm-up to the last
@@ -20,18 +21,22 @@ import { StableDiffusionPipeline } from "../../dist/index.js";
 const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
-const WHICH = (process.env.WHICH ?? "fp16+flash,fp16,tf32,fp32,fp16+flash:b8,fp16+flash:im2col").split(",");
+const WHICH = (process.env.WHICH ?? "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
 
 const VARIANTS = {
-  fp32: { load: { dtype: "f32", tf32: false, flashAttention: false } },
-  tf32: { load: { dtype: "f32", tf32: true, flashAttention: false } },
-  fp16: { load: { dtype: "f16", flashAttention: false } },
-  "fp16+flash": { load: { dtype: "f16", flashAttention: true } },
-  "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true }, batch: 8, variant: "fp16+flash" },
-  "fp16+flash:im2col": { load: { dtype: "f16", flashAttention: true, cudnn: false }, variant: "fp16+flash, im2col convolutions" },
+  fp32: { load: { dtype: "f32", tf32: false, flashAttention: false, cudaGraphs: false } },
+  tf32: { load: { dtype: "f32", tf32: true, flashAttention: false, cudaGraphs: false } },
+  fp16: { load: { dtype: "f16", flashAttention: false, cudaGraphs: false } },
+  "fp16+flash": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false } },
+  "fp16+flash+graphs": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true } },
+  "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
+  "fp16+flash+graphs:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
+  "fp16+flash:im2col": {
+    load: { dtype: "f16", flashAttention: true, cudnn: false, cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
+  },
 };
 
 function memoryPeak() {
@@ -61,7 +66,11 @@ for (const key of WHICH) {
   const loadStart = performance.now();
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: DEVICE, ...spec.load });
   const loadS = (performance.now() - loadStart) / 1e3;
-  const call = { prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1 };
+  const warnings = new Set();
+  const call = {
+    prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1,
+    onWarning: (w) => warnings.add(w),
+  };
   pipe.resetGpuMemoryPeak();
   const firstStart = performance.now();
   await pipe.generate(call); // warm-up
@@ -79,10 +88,10 @@ for (const key of WHICH) {
     system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS,
     median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
     images_per_s: batch / median(times), peak_gib: peakGiB, process_peak_gib: processPeakGiB, load_s: loadS, first_call_s: firstS,
-    flash_attention: pipe.info.flashAttention, cudnn: pipe.info.cudnn, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
-    timings_ms: last[0].timings,
+    flash_attention: pipe.info.flashAttention, cudnn: pipe.info.cudnn, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
+    timings_ms: last[0].timings, warnings: [...warnings],
   };
-  if (key === "fp16+flash") {
+  if (key === "fp16+flash+graphs") {
     const t = last[0].timings;
     phases = { text_encoder: t.textEncoderMs, unet_step: t.denoiseMs / STEPS, vae_decode: t.decodeMs };
   }

@@ -33,6 +33,16 @@ def test_summary(out):
             "notes": [l[2:] for l in lines if l.startswith("# out of memory")]}
 
 
+def profile(out):
+    """CANDLEWICK_PROFILE's lines from profile.txt: bench.mjs ran fp16+flash at batch 1, then at
+    batch 8, each a warm-up and one timed call; the timed calls' lines are kept."""
+    text = read_text(out, "profile.txt")
+    if text is None:
+        return None
+    lines = [json.loads(l)["candlewick_profile"] for l in text.splitlines() if l.startswith('{"candlewick_profile"')]
+    return {"batch_1": lines[1] if len(lines) > 1 else None, "batch_8": lines[3] if len(lines) > 3 else None}
+
+
 def main(out):
     gpu = open(os.path.join(out, "gpu.txt")).read().strip().split(", ") if os.path.exists(os.path.join(out, "gpu.txt")) else ["?", "?"]
     commit = open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None
@@ -54,7 +64,8 @@ def main(out):
         if r["system"] == "candlewick" and fp32 and r["batch"] == 1:
             r["speedup_vs_fp32"] = fp32 / r["median_s"]
     parity = {}
-    for name, key in (("parity-f32.json", "f32"), ("parity-f16-flash.json", "f16"), ("parity-f16-unfused.json", "f16_unfused")):
+    for name, key in (("parity-f32.json", "f32"), ("parity-f16-flash.json", "f16"), ("parity-f16-unfused.json", "f16_unfused"),
+                      ("parity-f16-flash-eager.json", "f16_eager")):
         p = read(out, name)
         if p:
             lat = p["parity"]["latents_max_abs_rel"]
@@ -80,6 +91,7 @@ def main(out):
         "build_info": read_text(out, "build-info.txt"),
         "gpu_tests": test_summary(out),
         "leaks": read(out, "leaks.json"),
+        "profile_ms": profile(out),
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)

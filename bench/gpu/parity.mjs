@@ -45,6 +45,7 @@ for (const [name, load] of [
   ["f32", { dtype: "f32", flashAttention: false }],
   ["f16-flash", { dtype: "f16", flashAttention: true }],
   ["f16-unfused", { dtype: "f16", flashAttention: false }],
+  ["f16-flash-eager", { dtype: "f16", flashAttention: true, cudaGraphs: false }],
 ]) {
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: process.env.DEVICE ?? "cuda", ...load });
   const latents = await pipe.generateLatents(call);
@@ -72,6 +73,7 @@ for (const [name, load] of [
   const record = {
     check: `GPU parity against ${golden.reference}, ${golden.steps} steps, ${golden.width}x${golden.height}`,
     device: pipe.device, dtype: pipe.dtype, flash_attention: pipe.info.flashAttention,
+    cudnn: pipe.info.cudnn, cuda_graphs: pipe.info.cudaGraphs,
     parity: {
       latents_max_abs_rel: { [lastName]: diff / scale },
       image_psnr_db: mse === 0 ? null : 10 * Math.log10(1 / mse),

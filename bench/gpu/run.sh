@@ -2,7 +2,8 @@
 # Everything on the GPU test machine in one call (bench/gpu/pack.sh prepares .gpu/ here first):
 #   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs"]
 # 1. load check of the CUDA build; 2. SD1.5-shaped random weights and diffusers' f32 reference;
-# 3. parity (f32, f16 + flash, f16 unfused) from the same latents (bench/gpu/parity.mjs); 4. candlewick's speed rows;
+# 3. parity (f32, f16 + flash, f16 unfused, f16 + flash without CUDA graphs) from the same latents
+# (bench/gpu/parity.mjs); 4. candlewick's speed rows; 4b. a per-layer profile (CANDLEWICK_PROFILE=1);
 # 5. diffusers on the same card (../shared/bench/anchor_diffusers.py: fp16 + SDPA, torch.compile);
 # 6. attention alone against PyTorch SDPA (when .gpu/attention_bench.xz is there: it and node do
 #    not fit in one call's 64 MiB beside the fixtures, so pack.sh leaves it out unless WITH_ATTENTION=1); 7. the GPU JavaScript tests; 8. results.json.
@@ -43,7 +44,11 @@ stage "3. parity"
 timeout 150 node bench/gpu/parity.mjs $MODEL "$OUT" 2>&1 | tail -4
 
 stage "4. candlewick speed"
-timeout 200 node bench/gpu/bench.mjs $MODEL "$OUT/candlewick.json" 2>&1 | tail -8
+timeout 300 node bench/gpu/bench.mjs $MODEL "$OUT/candlewick.json" 2>&1 | tail -10
+
+stage "4b. where the time goes: CANDLEWICK_PROFILE=1 (CUDA events around the layers, graphs off)"
+CANDLEWICK_PROFILE=1 WHICH=fp16+flash,fp16+flash:b8 RUNS=1 timeout 120 node bench/gpu/bench.mjs $MODEL "$OUT/profile-rows.json" 2> "$OUT/profile.txt" | tail -3
+grep -c candlewick_profile "$OUT/profile.txt"
 
 stage "5a. diffusers fp16 + SDPA on the same card"
 OUT=$OUT FLOPS=0 WHICH=fp16_sdpa,fp16_sdpa_b8 timeout 120 python3 $G/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -4

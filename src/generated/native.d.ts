@@ -132,6 +132,7 @@ export interface RawLoadOptions {
   tf32?: boolean
   flashAttention?: boolean
   cudnn?: boolean
+  cudaGraphs?: boolean
 }
 
 /** Where the call's time went, in milliseconds. */
@@ -149,6 +150,7 @@ export interface RawPipelineInfo {
   dtype: string
   flashAttention: boolean
   cudnn: boolean
+  cudaGraphs: boolean
   tf32: boolean
   defaultWidth: number
   defaultHeight: number

@@ -40,6 +40,7 @@ test("loads on CUDA in f16 with flash attention and generates a full-size image"
   assert.equal(pipe.dtype, "f16");
   assert.equal(pipe.info.flashAttention, true);
   assert.equal(pipe.info.cudnn, true);
+  assert.equal(pipe.info.cudaGraphs, true);
   const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 20, seed: 1 });
   assert.equal(image.width, pipe.defaultWidth);
   assert.equal(image.data.length, image.width * image.height * 3);
@@ -64,6 +65,20 @@ test("cancel mid-run rejects with an AbortError, and the next call works and rep
 });
 
 const small = (seed) => ({ prompt: "a lighthouse at dusk", width: 256, height: 256, numInferenceSteps: 4, seed });
+
+test("replaying the captured CUDA graph gives the image eager steps give, byte for byte", async () => {
+  const eager = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", cudaGraphs: false });
+  try {
+    const call = { ...small(7), numInferenceSteps: 8 };
+    const [want] = await eager.generate(call);
+    const [first] = await pipe.generate(call); // warm-up step, capture, replays
+    const [second] = await pipe.generate(call); // replays only
+    assert.deepEqual(first.data, want.data);
+    assert.deepEqual(second.data, want.data);
+  } finally {
+    await eager.dispose();
+  }
+});
 
 test("an impossible size is an out-of-memory error that says what to lower, and the pipeline works afterwards", async () => {
   const [before] = await pipe.generate(small(3));

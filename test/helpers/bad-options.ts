@@ -174,6 +174,8 @@ export const BAD_LOAD_OPTIONS: BadCase[] = [
   { options: { dtype: "float64" }, message: 'Expected one of "auto", "f32", "f16" for dtype but received "float64"' },
   { options: { dtype: "F16" }, message: 'Expected one of "auto", "f32", "f16" for dtype but received "F16"' },
   { options: { flashAttention: "yes" }, message: 'Expected boolean for flashAttention but received "yes"' },
+  { options: { cudnn: 1 }, message: "Expected boolean for cudnn but received 1" },
+  { options: { cudaGraphs: "no" }, message: 'Expected boolean for cudaGraphs but received "no"' },
   { options: { precision: "f16" }, message: 'Unknown option "precision" in load options; did you mean "revision"?' },
   { options: "cpu", message: 'Expected plain object for load options but received "cpu"' },
 ];

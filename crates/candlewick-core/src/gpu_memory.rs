@@ -1,7 +1,8 @@
 //! How much GPU memory this process's tensors use, from CUDA's default memory pool of the
-//! device (where candle allocates, through cuMemAllocAsync): PyTorch's `memory_allocated`,
-//! `max_memory_allocated` and `memory_reserved`, for the benchmarks and for callers who size
-//! their batches. The CUDA context and the libraries' own buffers (cuBLAS) are not included.
+//! device (where candle allocates, through cuMemAllocAsync) plus the memory of captured CUDA
+//! graphs (`pipeline::cuda_graph`): PyTorch's `memory_allocated`, `max_memory_allocated` and
+//! `memory_reserved`, for the benchmarks and for callers who size their batches. The CUDA
+//! context and the libraries' own buffers (cuBLAS) are not included.
 
 use crate::error::{Error, Result};
 
@@ -9,7 +10,8 @@ use crate::error::{Error, Result};
 pub struct GpuMemory {
     /// Bytes held by live tensors (and cuDNN's workspace) now.
     pub used: u64,
-    /// The most `used` has been since the process started or [`reset_peak`] was called.
+    /// The most `used` has been since the process started or [`reset_peak`] was called (the
+    /// pool's and the graphs' highs added: an upper bound when both peaked at different times).
     pub peak_used: u64,
     /// Bytes the pool holds from the driver, used or cached for reuse.
     pub reserved: u64,
@@ -46,13 +48,27 @@ mod imp {
         Ok(value)
     }
 
+    fn graph_attribute(ordinal: usize, attr: sys::CUgraphMem_attribute) -> Result<u64> {
+        let device = result::device::get(ordinal as i32).map_err(|e| Error::Device(format!("cuda:{ordinal}: {e}")))?;
+        let mut value = 0u64;
+        // SAFETY: these attributes are cuuint64_t values; `device` came from cuDeviceGet.
+        unsafe { sys::cuDeviceGetGraphMemAttribute(device, attr, &mut value as *mut u64 as *mut _) }
+            .result()
+            .map_err(|e| Error::Device(format!("cannot read CUDA graph memory attribute {attr:?}: {e}")))?;
+        Ok(value)
+    }
+
     pub fn usage(ordinal: usize) -> Result<GpuMemory> {
+        use sys::CUgraphMem_attribute::*;
         use sys::CUmemPool_attribute::*;
         let pool = pool(ordinal)?;
         Ok(GpuMemory {
-            used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
-            peak_used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
-            reserved: attribute(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+            used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?
+                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT)?,
+            peak_used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?
+                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?,
+            reserved: attribute(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?
+                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT)?,
         })
     }
 
@@ -67,7 +83,19 @@ mod imp {
                 &mut zero as *mut u64 as *mut _,
             )
         }
-        .map_err(|e| Error::Device(format!("cannot reset the GPU memory peak: {e}")))
+        .map_err(|e| Error::Device(format!("cannot reset the GPU memory peak: {e}")))?;
+        let device = result::device::get(ordinal as i32).map_err(|e| Error::Device(format!("cuda:{ordinal}: {e}")))?;
+        let mut zero = 0u64;
+        // SAFETY: as above, for the graphs' high-water mark.
+        unsafe {
+            sys::cuDeviceSetGraphMemAttribute(
+                device,
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut _,
+            )
+        }
+        .result()
+        .map_err(|e| Error::Device(format!("cannot reset the CUDA graph memory peak: {e}")))
     }
 }
 

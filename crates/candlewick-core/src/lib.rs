@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpu_memory;
 pub mod models;
 pub mod pipeline;
+pub mod profile;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;

@@ -154,9 +154,18 @@ impl Attention {
 
     /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
     fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        crate::profile::scope("attention", xs, || self.attend_unprofiled(xs, context))
+    }
+
+    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let (q, k, v) = (self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?);
-        if let Some(out) = flash::attention(&self.heads_last(&q)?, &self.heads_last(&k)?, &self.heads_last(&v)?)? {
+        let (q, k, v) = crate::profile::scope("attention_qkv", xs, || {
+            Ok((self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?))
+        })?;
+        let fused = crate::profile::scope("attention_flash", xs, || {
+            flash::attention(&self.heads_last(&q)?, &self.heads_last(&k)?, &self.heads_last(&v)?)
+        })?;
+        if let Some(out) = fused {
             let (b, s, h, d) = out.dims4()?;
             return self.to_out.forward(&out.reshape((b, s, h * d))?);
         }
@@ -166,7 +175,7 @@ impl Attention {
         } else {
             (q, k)
         };
-        let out = scaled_dot_product(&q, &k, &v)?;
+        let out = crate::profile::scope("attention_unfused", &q, || scaled_dot_product(&q, &k, &v))?;
         let (b, h, s, d) = out.dims4()?;
         self.to_out.forward(&out.transpose(1, 2)?.reshape((b, s, h * d))?)
     }
@@ -210,10 +219,14 @@ impl FeedForward {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.proj.forward(xs)?;
-        let halves = h.chunk(2, D::Minus1)?;
-        let gated = (&halves[0] * halves[1].gelu_erf()?)?;
-        self.out.forward(&gated)
+        crate::profile::scope("feed_forward", xs, || {
+            let h = crate::profile::scope("ff_proj", xs, || self.proj.forward(xs))?;
+            let gated = crate::profile::scope("ff_geglu", &h, || {
+                let halves = h.chunk(2, D::Minus1)?;
+                &halves[0] * halves[1].gelu_erf()?
+            })?;
+            crate::profile::scope("ff_out", &gated, || self.out.forward(&gated))
+        })
     }
 }
 
@@ -268,9 +281,10 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, ctx1)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+        let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", xs, || n.forward(xs));
+        let xs = (self.attn1.forward(&norm(&self.norm1, xs)?, ctx1)? + xs)?;
+        let xs = (self.attn2.forward(&norm(&self.norm2, &xs)?, Some(context))? + xs)?;
+        self.ff.forward(&norm(&self.norm3, &xs)?)? + xs
     }
 }
 
@@ -341,6 +355,10 @@ impl Transformer2DModel {
 
     /// `xs`: [b, c, h, w]; `context`: [b, seq, cross_attention_dim].
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        crate::profile::scope("transformer", xs, || self.forward_unprofiled(xs, context))
+    }
+
+    fn forward_unprofiled(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         let normed = self.norm.forward(xs)?;
         let tokens = |t: &Tensor, ch: usize| t.permute((0, 2, 3, 1))?.reshape((b, h * w, ch));

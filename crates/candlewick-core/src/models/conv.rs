@@ -31,6 +31,12 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        crate::profile::scope("conv", xs, || self.forward_unprofiled(xs))
+    }
+}
+
+impl Conv2d {
+    fn forward_unprofiled(&self, xs: &Tensor) -> Result<Tensor> {
         let Conv2dParams { padding, stride, dilation } = self.params;
         let ys = match cudnn::conv2d(xs, &self.weight, self.params)? {
             Some(ys) => ys,

@@ -44,7 +44,7 @@ impl Module for GroupNorm {
         if !xs.device().is_cuda() {
             return self.inner.forward(xs);
         }
-        self.forward_fused(xs)
+        crate::profile::scope("group_norm", xs, || self.forward_fused(xs))
     }
 }
 

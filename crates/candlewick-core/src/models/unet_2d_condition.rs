@@ -352,6 +352,23 @@ impl UNet2DConditionModel {
     /// `encoder_hidden_states` [b, seq, cross_attention_dim]. Any h and w work: each up block
     /// upsamples to the size of the skip connection it meets, as diffusers does.
     pub fn forward(&self, sample: &Tensor, timestep: f64, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+        let t_proj = self.time_proj(timestep, sample)?;
+        self.forward_with_time_proj(sample, &t_proj, encoder_hidden_states)
+    }
+
+    /// Step 1's sinusoidal projection of the timestep, [1, channels] in `like`'s dtype and device:
+    /// computed on the host, so a captured CUDA graph takes it as an input (`pipeline::cuda_graph`).
+    pub fn time_proj(&self, timestep: f64, like: &Tensor) -> Result<Tensor> {
+        self.time_proj.forward(timestep, like.device(), like.dtype())
+    }
+
+    /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]): only device work.
+    pub fn forward_with_time_proj(
+        &self,
+        sample: &Tensor,
+        t_proj: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
         let (b, _, _, _) = sample.dims4()?;
         let (cb, _, _) = encoder_hidden_states.dims3()?;
         if cb != b {
@@ -361,8 +378,7 @@ impl UNet2DConditionModel {
         let sample = if self.center_input_sample { sample.affine(2.0, -1.0)? } else { sample.clone() };
 
         // 1. Time embedding ([1, time_embed_dim], broadcast over the batch).
-        let t_emb = self.time_proj.forward(timestep, sample.device(), sample.dtype())?;
-        let mut emb = self.time_embedding.forward(&t_emb)?;
+        let mut emb = self.time_embedding.forward(t_proj)?;
         if let Some(act) = &self.time_embed_act {
             emb = act.forward(&emb)?;
         }

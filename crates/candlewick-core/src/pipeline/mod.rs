@@ -1,5 +1,6 @@
 //! The text-to-image pipeline, as diffusers' numbered steps, and the worker thread that runs it.
 
+mod cuda_graph;
 mod noise;
 mod observer;
 mod options;

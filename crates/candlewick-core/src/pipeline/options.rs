@@ -18,6 +18,8 @@ pub struct LoadOptions {
     /// Run convolutions through cuDNN's execution plans, cached per shape: CUDA builds with cuDNN
     /// (default true). Off, candle's im2col + GEMM convolutions run instead.
     pub cudnn: bool,
+    /// Capture the UNet step as a CUDA graph per shape and replay it (CUDA, default true).
+    pub cuda_graphs: bool,
 }
 
 impl Default for LoadOptions {
@@ -28,6 +30,7 @@ impl Default for LoadOptions {
             tf32: false,
             flash_attention: true,
             cudnn: true,
+            cuda_graphs: true,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
+use super::cuda_graph::GraphedUNet;
 use super::noise::NoiseSource;
 use super::observer::{Observer, StepProgress};
 use super::options::{
@@ -43,6 +44,8 @@ pub struct PipelineInfo {
     pub flash_attention: bool,
     /// Whether convolutions run through cuDNN (CUDA, built with cuDNN, not switched off).
     pub cudnn: bool,
+    /// Whether the UNet step is captured and replayed as a CUDA graph (CUDA, not switched off).
+    pub cuda_graphs: bool,
     /// Whether f32 matrix products may use TF32.
     pub tf32: bool,
     /// Pixels per latent cell along each side.
@@ -57,6 +60,7 @@ pub struct StableDiffusionPipeline {
     tokenizer: ClipTokenizer,
     text_encoder: ClipTextTransformer,
     unet: UNet2DConditionModel,
+    unet_graphs: GraphedUNet,
     unet_config: UNet2DConditionConfig,
     vae: AutoencoderKL,
     vae_config: AutoencoderKLConfig,
@@ -137,6 +141,7 @@ impl StableDiffusionPipeline {
             default_height: default_side,
             flash_attention,
             cudnn,
+            cuda_graphs: options.cuda_graphs && device.is_cuda(),
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
             max_prompt_tokens: tokenizer.max_length(),
@@ -145,6 +150,7 @@ impl StableDiffusionPipeline {
         Ok(Self {
             tokenizer,
             text_encoder,
+            unet_graphs: GraphedUNet::new(info.cuda_graphs),
             unet,
             unet_config,
             vae,
@@ -163,7 +169,7 @@ impl StableDiffusionPipeline {
 
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
-        self.run(options, observer).map_err(|e| {
+        crate::profile::record(&self.target.device, || self.run(options, observer)).map_err(|e| {
             cudnn::release_workspace();
             self.explain_out_of_memory(e, options)
         })
@@ -211,7 +217,9 @@ impl StableDiffusionPipeline {
             }
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
-            let noise_pred = self.unet.forward(&model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)?;
+            let noise_pred = crate::profile::scope("unet", &model_input, || {
+                self.unet_graphs.predict(&self.unet, &model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)
+            })?;
             let noise_pred = if do_guidance {
                 let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
                 (&uncond + ((text - &uncond)? * options.guidance_scale)?)?
@@ -225,6 +233,7 @@ impl StableDiffusionPipeline {
         if observer.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        warnings.extend(self.unet_graphs.take_failure());
         let denoise = clock.lap()?;
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
