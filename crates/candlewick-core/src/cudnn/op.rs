@@ -8,7 +8,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape};
 use cudarc::cudnn::{result as cudnn_result, sys};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::sys::CUstreamCaptureStatus;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::f16;
 
 use super::backend::check;
@@ -96,7 +97,16 @@ impl CudnnConv2d {
                     plans.insert(key.clone(), plan);
                 }
                 let plan = &plans[&key];
-                let (ws_ptr, _ws_sync) = match grow(workspace, &device, plan.workspace_bytes)? {
+                // While a CUDA graph is being captured, the workspace is the graph's own (allocated
+                // and freed inside it): the shared one may grow, and move, after the capture.
+                let mut own_workspace = None;
+                let workspace = if capturing(&stream) && plan.workspace_bytes > 0 {
+                    own_workspace = Some(unsafe { device.alloc::<u8>(plan.workspace_bytes) }?);
+                    own_workspace.as_mut()
+                } else {
+                    grow(workspace, &device, plan.workspace_bytes)?
+                };
+                let (ws_ptr, _ws_sync) = match workspace {
                     Some(ws) => {
                         let (ptr, sync) = ws.device_ptr_mut(&stream);
                         (ptr as *mut c_void, Some(sync))
@@ -134,6 +144,10 @@ impl ThreadState {
         check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None })
     }
+}
+
+fn capturing(stream: &CudaStream) -> bool {
+    matches!(stream.capture_status(), Ok(status) if status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
 }
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
