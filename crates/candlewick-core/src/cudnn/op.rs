@@ -99,12 +99,13 @@ impl CudnnConv2d {
                 let plan = &plans[&key];
                 // While a CUDA graph is being captured, the workspace is the graph's own (allocated
                 // and freed inside it): the shared one may grow, and move, after the capture.
-                let mut own_workspace = None;
-                let workspace = if capturing(&stream) && plan.workspace_bytes > 0 {
-                    own_workspace = Some(unsafe { device.alloc::<u8>(plan.workspace_bytes) }?);
-                    own_workspace.as_mut()
-                } else {
-                    grow(workspace, &device, plan.workspace_bytes)?
+                let mut own_workspace = match capturing(&stream) && plan.workspace_bytes > 0 {
+                    true => Some(unsafe { device.alloc::<u8>(plan.workspace_bytes) }?),
+                    false => None,
+                };
+                let workspace = match own_workspace.as_mut() {
+                    Some(own) => Some(own),
+                    None => grow(workspace, &device, plan.workspace_bytes)?,
                 };
                 let (ws_ptr, _ws_sync) = match workspace {
                     Some(ws) => {

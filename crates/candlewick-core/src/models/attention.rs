@@ -7,11 +7,12 @@
 
 use super::conv::Conv2d;
 use candle_core::{bail, DType, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Module, VarBuilder};
 
-use super::flash;
+use super::linear::{self, Linear};
 use super::norm::{group_norm, GroupNorm};
 use super::resnet::conv;
+use super::{flash, fused};
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
 /// computed in slices along batch*heads to bound memory.
@@ -115,13 +116,13 @@ impl Attention {
             Some((groups, eps)) => Some(group_norm(vb.pp("group_norm"), groups, cfg.query_dim, eps)?),
             None => None,
         };
-        let lin = |i, o, name: &str| candle_nn::linear_b(i, o, cfg.bias, vb.pp(name));
+        let lin = |i, o, name: &str| linear::linear_b(i, o, cfg.bias, vb.pp(name));
         Ok(Self {
             group_norm,
             to_q: lin(cfg.query_dim, inner, "to_q")?,
             to_k: lin(kv_dim, inner, "to_k")?,
             to_v: lin(kv_dim, inner, "to_v")?,
-            to_out: candle_nn::linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
+            to_out: linear::linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
             heads: cfg.heads,
             residual_connection: cfg.residual_connection,
             rescale_output_factor: cfg.rescale_output_factor,
@@ -213,17 +214,20 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(vb: VarBuilder, dim: usize, mult: usize) -> Result<Self> {
         let inner = dim * mult;
-        let proj = candle_nn::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?;
-        let out = candle_nn::linear(inner, dim, vb.pp("net").pp("2"))?;
+        let proj = linear::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?;
+        let out = linear::linear(inner, dim, vb.pp("net").pp("2"))?;
         Ok(Self { proj, out })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         crate::profile::scope("feed_forward", xs, || {
             let h = crate::profile::scope("ff_proj", xs, || self.proj.forward(xs))?;
-            let gated = crate::profile::scope("ff_geglu", &h, || {
-                let halves = h.chunk(2, D::Minus1)?;
-                &halves[0] * halves[1].gelu_erf()?
+            let gated = crate::profile::scope("ff_geglu", &h, || match fused::geglu(&h)? {
+                Some(gated) => Ok(gated),
+                None => {
+                    let halves = h.chunk(2, D::Minus1)?;
+                    &halves[0] * halves[1].gelu_erf()?
+                }
             })?;
             crate::profile::scope("ff_out", &gated, || self.out.forward(&gated))
         })
@@ -329,7 +333,7 @@ impl Transformer2DModel {
         let norm = group_norm(vb.pp("norm"), cfg.norm_num_groups, in_channels, 1e-6)?;
         let projection = |name: &str, i, o| -> Result<Projection> {
             Ok(if cfg.use_linear_projection {
-                Projection::Linear(candle_nn::linear(i, o, vb.pp(name))?)
+                Projection::Linear(linear::linear(i, o, vb.pp(name))?)
             } else {
                 Projection::Conv(conv(vb.pp(name), i, o, 1)?)
             })

@@ -4,6 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::fused;
 use crate::cudnn::{self, Conv2dParams};
 
 #[derive(Debug, Clone)]
@@ -42,9 +43,10 @@ impl Conv2d {
             Some(ys) => ys,
             None => xs.conv2d(&self.weight, padding, stride, dilation, 1)?,
         };
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
-            None => Ok(ys),
+        let Some(bias) = &self.bias else { return Ok(ys) };
+        match fused::bias_add(&ys, bias, 1)? {
+            Some(ys) => Ok(ys),
+            None => ys.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
         }
     }
 }

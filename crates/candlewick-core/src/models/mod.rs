@@ -6,6 +6,8 @@ pub mod clip;
 pub mod conv;
 pub mod embeddings;
 pub mod flash;
+pub mod fused;
+pub mod linear;
 pub mod norm;
 pub mod resnet;
 pub mod unet_2d_blocks;

@@ -103,7 +103,7 @@ impl ResnetBlock2D {
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.act.forward(&self.norm1.forward(xs)?)?;
+        let h = self.norm1.forward_then(self.act, xs)?;
         let mut h = self.conv1.forward(&h)?;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?.unsqueeze(2)?.unsqueeze(3)?),
@@ -111,15 +111,15 @@ impl ResnetBlock2D {
             (None, _) => None,
         };
         h = match (self.time_embedding_norm, temb) {
-            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward(&h.broadcast_add(&t)?)?,
+            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward_then(self.act, &h.broadcast_add(&t)?)?,
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let chunks = t.chunk(2, 1)?;
                 let h = self.norm2.forward(&h)?;
-                h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?
+                self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?
             }
-            (_, None) => self.norm2.forward(&h)?,
+            (_, None) => self.norm2.forward_then(self.act, &h)?,
         };
-        let h = self.conv2.forward(&self.act.forward(&h)?)?;
+        let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),

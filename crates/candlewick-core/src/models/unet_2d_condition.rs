@@ -417,6 +417,6 @@ impl UNet2DConditionModel {
         }
 
         // 5. Out.
-        self.conv_out.forward(&self.conv_act.forward(&self.conv_norm_out.forward(&xs)?)?)
+        self.conv_out.forward(&self.conv_norm_out.forward_then(self.conv_act, &xs)?)
     }
 }

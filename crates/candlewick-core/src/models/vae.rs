@@ -148,7 +148,7 @@ impl Encoder {
             xs = block.forward(&xs)?;
         }
         let xs = self.mid_block.forward(&xs, None)?;
-        self.conv_out.forward(&self.conv_norm_out.forward(&xs)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_then(Activation::Silu, &xs)?)
     }
 }
 
@@ -190,7 +190,7 @@ impl Decoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&xs)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_then(Activation::Silu, &xs)?)
     }
 }
 

@@ -1,0 +1,132 @@
+// Fused CUDA kernels for what candle composes from several generic (and, for broadcasts,
+// index-computing) kernels: bias adds, GroupNorm (+ SiLU), GEGLU. Compiled to PTX by build.rs
+// for CUDA builds; called from src/models/fused.rs. Each rounds to the storage type where
+// PyTorch's separate ops would, so f16 results match diffusers' op by op.
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+// Round to the storage type and back: where PyTorch would store an intermediate result.
+template <typename T> __device__ __forceinline__ float round_as(float v) { return to_f(from_f<T>(v)); }
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+// y[i] = x[i] + bias[(i / inner) % channels]: a per-channel bias on [n, channels, inner...]
+// (inner = h*w for NCHW, 1 for the last dim of a linear layer's output).
+template <typename T>
+__device__ void bias_add(const T *x, const T *bias, T *y, uint64_t numel, uint32_t inner, uint32_t channels) {
+  if (numel < (1ull << 32)) {
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += blockDim.x * gridDim.x) {
+      y[i] = from_f<T>(to_f(x[i]) + to_f(bias[(i / inner) % channels]));
+    }
+  } else {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += (uint64_t)blockDim.x * gridDim.x) {
+      y[i] = from_f<T>(to_f(x[i]) + to_f(bias[(i / inner) % channels]));
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
+  return v;
+}
+
+// GroupNorm, pass 1: partial sums of x and x*x over chunks of each group's elements.
+// x: [rows = n * groups, per_row] contiguous. Grid (chunks, rows); partial[(row * chunks + chunk) * 2 + {0, 1}].
+// No atomics: pass 2 adds the partials in a fixed order, so results repeat run to run.
+template <typename T>
+__device__ void group_norm_stats(const T *x, float *partial, uint32_t per_row, uint32_t chunk) {
+  const uint32_t row = blockIdx.y;
+  const uint32_t start = blockIdx.x * chunk;
+  const uint32_t end = min(start + chunk, per_row);
+  const T *xr = x + (uint64_t)row * per_row;
+  float s = 0.f, ss = 0.f;
+  for (uint32_t i = start + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = to_f(xr[i]);
+    s += v;
+    ss += v * v;
+  }
+  __shared__ float sh[2][32];
+  s = warp_sum(s);
+  ss = warp_sum(ss);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) { sh[0][warp] = s; sh[1][warp] = ss; }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x / 32;
+    s = lane < warps ? sh[0][lane] : 0.f;
+    ss = lane < warps ? sh[1][lane] : 0.f;
+    s = warp_sum(s);
+    ss = warp_sum(ss);
+    if (lane == 0) {
+      float *p = partial + ((uint64_t)row * gridDim.x + blockIdx.x) * 2;
+      p[0] = s;
+      p[1] = ss;
+    }
+  }
+}
+
+// GroupNorm, pass 2: y = (x - mean) * rstd * weight[c] + bias[c], then SiLU when `silu` is set.
+// Same grid as pass 1; `chunks` partials per row; channel c = group * channels_per_group + i / inner.
+template <typename T>
+__device__ void group_norm_apply(const T *x, const float *partial, const T *weight, const T *bias, T *y,
+                                 uint32_t per_row, uint32_t chunk, uint32_t chunks, uint32_t inner,
+                                 uint32_t groups, uint32_t channels_per_group, float eps, int silu_after) {
+  const uint32_t row = blockIdx.y;
+  const float *p = partial + (uint64_t)row * chunks * 2;
+  float s = 0.f, ss = 0.f;
+  for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
+  const float mean = s / per_row;
+  const float var = fmaxf(ss / per_row - mean * mean, 0.f);
+  const float rstd = rsqrtf(var + eps);
+  const uint32_t group = row % groups;
+  const uint32_t start = blockIdx.x * chunk;
+  const uint32_t end = min(start + chunk, per_row);
+  const uint64_t base = (uint64_t)row * per_row;
+  for (uint32_t i = start + threadIdx.x; i < end; i += blockDim.x) {
+    const uint32_t c = group * channels_per_group + i / inner;
+    float v = (to_f(x[base + i]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]);
+    if (silu_after) v = silu(round_as<T>(v));
+    y[base + i] = from_f<T>(v);
+  }
+}
+
+// GEGLU: h [rows, 2n] -> y [rows, n], y = h[:, :n] * gelu(h[:, n:]) (diffusers' GEGLU, the
+// GELU's result rounded to T before the product as PyTorch's two ops do).
+template <typename T>
+__device__ void geglu(const T *h, T *y, uint64_t numel, uint32_t n) {
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += (uint64_t)blockDim.x * gridDim.x) {
+    const uint64_t r = i / n;
+    const uint32_t j = (uint32_t)(i - r * n);
+    const T *hr = h + r * 2 * n;
+    y[i] = from_f<T>(to_f(hr[j]) * round_as<T>(gelu_erf(to_f(hr[n + j]))));
+  }
+}
+
+#define FUSED_KERNELS(T, SUFFIX)                                                                        \
+  extern "C" __global__ void bias_add_##SUFFIX(const T *x, const T *bias, T *y, uint64_t numel,            \
+                                               uint32_t inner, uint32_t channels) {                       \
+    bias_add<T>(x, bias, y, numel, inner, channels);                                                     \
+  }                                                                                                      \
+  extern "C" __global__ void group_norm_stats_##SUFFIX(const T *x, float *partial, uint32_t per_row,       \
+                                                       uint32_t chunk) {                                  \
+    group_norm_stats<T>(x, partial, per_row, chunk);                                                     \
+  }                                                                                                      \
+  extern "C" __global__ void group_norm_apply_##SUFFIX(                                                  \
+      const T *x, const float *partial, const T *weight, const T *bias, T *y, uint32_t per_row,           \
+      uint32_t chunk, uint32_t chunks, uint32_t inner, uint32_t groups, uint32_t channels_per_group,      \
+      float eps, int silu_after) {                                                                       \
+    group_norm_apply<T>(x, partial, weight, bias, y, per_row, chunk, chunks, inner, groups,             \
+                        channels_per_group, eps, silu_after);                                            \
+  }                                                                                                      \
+  extern "C" __global__ void geglu_##SUFFIX(const T *h, T *y, uint64_t numel, uint32_t n) {             \
+    geglu<T>(h, y, numel, n);                                                                            \
+  }
+
+FUSED_KERNELS(__half, f16)
+FUSED_KERNELS(float, f32)

@@ -1,0 +1,324 @@
+//! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU) and GEGLU: one
+//! kernel where candle runs several, and no per-element index arithmetic for broadcasts.
+//!
+//! Each function returns None when the kernels cannot run here (a CPU tensor, a build without
+//! CUDA, a dtype other than f16/f32) and the caller composes candle's ops instead; the CPU path
+//! and these kernels compute the same function (checked against diffusers on the GPU machine:
+//! bench/gpu/parity.mjs).
+
+use candle_core::{Result, Tensor};
+
+/// `x + bias` broadcast along dim 1 of `x` ([n, channels, ...]) or, with `channel_dim` the
+/// last dim, along the last dim ([..., channels]).
+pub fn bias_add(x: &Tensor, bias: &Tensor, channel_dim: usize) -> Result<Option<Tensor>> {
+    if !usable(x) || bias.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    imp::bias_add(x, bias, channel_dim).map(Some)
+}
+
+/// diffusers' GroupNorm over [n, c, ...] with per-channel affine, then SiLU when `silu`.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    imp::group_norm(x, weight, bias, groups, eps, silu).map(Some)
+}
+
+/// diffusers' GEGLU on the projection's output `h` [..., 2n]: h[..., :n] * gelu(h[..., n:]).
+pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(h) {
+        return Ok(None);
+    }
+    imp::geglu(h).map(Some)
+}
+
+fn usable(x: &Tensor) -> bool {
+    cfg!(feature = "cuda")
+        && x.device().is_cuda()
+        && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda::{CudaDType, CudaStorage, WrapErr};
+    use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+    use half::f16;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+    const MODULE: &str = "candlewick_fused";
+    const THREADS: u32 = 256;
+
+    fn suffix(dtype: DType) -> Result<&'static str> {
+        match dtype {
+            DType::F16 => Ok("f16"),
+            DType::F32 => Ok("f32"),
+            other => bail!("fused kernels: {other:?} is not supported"),
+        }
+    }
+
+    /// Enough blocks to cover `numel` a few times over on a large GPU, no more.
+    fn elementwise_grid(numel: usize) -> u32 {
+        numel.div_ceil(THREADS as usize * 4).clamp(1, 65_535 * 8) as u32
+    }
+
+    fn contiguous_slice<'a, T: CudaDType>(
+        s: &'a CudaStorage,
+        l: &Layout,
+    ) -> Result<candle_core::cuda::cudarc::driver::CudaView<'a, T>> {
+        match l.contiguous_offsets() {
+            Some((start, end)) => Ok(s.as_cuda_slice::<T>()?.slice(start..end)),
+            None => bail!("fused kernels need contiguous inputs"),
+        }
+    }
+
+    fn no_cpu<T>() -> Result<T> {
+        bail!("fused CUDA kernels called on CPU tensors")
+    }
+
+    // ---- bias add -------------------------------------------------------------------------
+
+    struct BiasAdd {
+        inner: u32,
+        channels: u32,
+    }
+
+    impl BiasAdd {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+        ) -> Result<CudaStorage> {
+            let dev = x.device().clone();
+            let (xv, bv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?);
+            let numel = xl.shape().elem_count();
+            let mut y = unsafe { dev.alloc::<T>(numel) }?;
+            let func = dev.get_or_load_custom_func(&format!("bias_add_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (n, inner, channels) = (numel as u64, self.inner, self.channels);
+            args.arg(&xv).arg(&bv).arg(&mut y).arg(&n).arg(&inner).arg(&channels);
+            let cfg = LaunchConfig {
+                grid_dim: (elementwise_grid(numel), 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+        }
+    }
+
+    impl CustomOp2 for BiasAdd {
+        fn name(&self) -> &'static str {
+            "fused-bias-add"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
+            let out = match x.dtype() {
+                DType::F16 => self.run::<f16>(x, xl, b, bl)?,
+                _ => self.run::<f32>(x, xl, b, bl)?,
+            };
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
+    pub fn bias_add(x: &Tensor, bias: &Tensor, channel_dim: usize) -> Result<Tensor> {
+        let dims = x.dims();
+        if channel_dim >= dims.len() || bias.elem_count() != dims[channel_dim] {
+            bail!("bias_add: a bias of {} values does not match dim {channel_dim} of {:?}", bias.elem_count(), dims);
+        }
+        let inner: usize = dims[channel_dim + 1..].iter().product();
+        let op = BiasAdd { inner: inner as u32, channels: dims[channel_dim] as u32 };
+        x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op)
+    }
+
+    // ---- GroupNorm (+ SiLU) -----------------------------------------------------------------
+
+    /// Elements of one group that one block covers.
+    const GROUP_CHUNK: u32 = 4096;
+
+    struct GroupNorm {
+        groups: u32,
+        eps: f32,
+        silu: bool,
+    }
+
+    impl GroupNorm {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (x, xl): (&CudaStorage, &Layout),
+            (w, wl): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+        ) -> Result<CudaStorage> {
+            let dev = x.device().clone();
+            let dims = xl.shape().dims();
+            let (n, c) = (dims[0], dims[1]);
+            let inner: usize = dims[2..].iter().product();
+            let groups = self.groups as usize;
+            let per_row = c / groups * inner;
+            let rows = n * groups;
+            if rows > 65_535 || per_row > u32::MAX as usize {
+                bail!("group norm: {rows} groups of {per_row} values is beyond the fused kernel's grid");
+            }
+            let chunks = per_row.div_ceil(GROUP_CHUNK as usize).max(1);
+            let (xv, wv, bv) =
+                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
+            let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
+            let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
+            let cfg = LaunchConfig {
+                grid_dim: (chunks as u32, rows as u32, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let sfx = suffix(x.dtype())?;
+            let (per_row, chunk) = (per_row as u32, GROUP_CHUNK);
+
+            let stats = dev.get_or_load_custom_func(&format!("group_norm_stats_{sfx}"), MODULE, PTX)?;
+            let mut args = stats.builder();
+            args.arg(&xv).arg(&mut partial).arg(&per_row).arg(&chunk);
+            unsafe { args.launch(cfg) }.w()?;
+
+            let apply = dev.get_or_load_custom_func(&format!("group_norm_apply_{sfx}"), MODULE, PTX)?;
+            let mut args = apply.builder();
+            let (chunks, inner, cpg, silu) = (chunks as u32, inner as u32, (c / groups) as u32, self.silu as i32);
+            args.arg(&xv).arg(&partial).arg(&wv).arg(&bv).arg(&mut y);
+            args.arg(&per_row)
+                .arg(&chunk)
+                .arg(&chunks)
+                .arg(&inner)
+                .arg(&self.groups)
+                .arg(&cpg)
+                .arg(&self.eps)
+                .arg(&silu);
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+        }
+    }
+
+    impl CustomOp3 for GroupNorm {
+        fn name(&self) -> &'static str {
+            "fused-group-norm"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let out = match x.dtype() {
+                DType::F16 => self.run::<f16>((x, xl), (w, wl), (b, bl))?,
+                _ => self.run::<f32>((x, xl), (w, wl), (b, bl))?,
+            };
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
+    pub fn group_norm(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+            bail!("group norm: {groups} groups do not divide the channels of {dims:?}");
+        }
+        if weight.elem_count() != dims[1] || bias.elem_count() != dims[1] {
+            bail!("group norm: weight and bias need {} values", dims[1]);
+        }
+        let op = GroupNorm { groups: groups as u32, eps: eps as f32, silu };
+        x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+    }
+
+    // ---- GEGLU ----------------------------------------------------------------------------
+
+    struct Geglu;
+
+    impl Geglu {
+        fn run<T: CudaDType + DeviceRepr>(&self, h: &CudaStorage, hl: &Layout) -> Result<(CudaStorage, Shape)> {
+            let dev = h.device().clone();
+            let mut dims = hl.shape().dims().to_vec();
+            let last = dims.pop().unwrap_or(0);
+            if last % 2 != 0 || last == 0 {
+                bail!("GEGLU: the projection's last dim ({last}) must be even");
+            }
+            dims.push(last / 2);
+            let numel: usize = dims.iter().product();
+            let hv = contiguous_slice::<T>(h, hl)?;
+            let mut y = unsafe { dev.alloc::<T>(numel) }?;
+            let func = dev.get_or_load_custom_func(&format!("geglu_{}", suffix(h.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (n64, half) = (numel as u64, (last / 2) as u32);
+            args.arg(&hv).arg(&mut y).arg(&n64).arg(&half);
+            let cfg = LaunchConfig {
+                grid_dim: (elementwise_grid(numel), 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(dims)))
+        }
+    }
+
+    impl CustomOp1 for Geglu {
+        fn name(&self) -> &'static str {
+            "fused-geglu"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout) -> Result<(CudaStorage, Shape)> {
+            match h.dtype() {
+                DType::F16 => self.run::<f16>(h, hl),
+                _ => self.run::<f32>(h, hl),
+            }
+        }
+    }
+
+    pub fn geglu(h: &Tensor) -> Result<Tensor> {
+        h.contiguous()?.apply_op1_no_bwd(&Geglu)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use candle_core::{bail, Result, Tensor};
+
+    pub fn bias_add(_: &Tensor, _: &Tensor, _: usize) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn group_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f64, _: bool) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn geglu(_: &Tensor) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+}

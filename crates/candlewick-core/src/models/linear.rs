@@ -1,0 +1,35 @@
+//! diffusers' `nn.Linear`: candle_nn's matrix product, with the bias added by one fused kernel
+//! on CUDA (`fused::bias_add`) instead of candle's broadcast add.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::fused;
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    product: candle_nn::Linear,
+    bias: Option<Tensor>,
+}
+
+/// A linear layer from `in_dim` to `out_dim` features, with bias when `bias`.
+pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    Ok(Linear { product: candle_nn::Linear::new(weight, None), bias })
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    linear_b(in_dim, out_dim, true, vb)
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.product.forward(xs)?;
+        let Some(bias) = &self.bias else { return Ok(ys) };
+        match fused::bias_add(&ys, bias, ys.rank() - 1)? {
+            Some(ys) => Ok(ys),
+            None => ys.broadcast_add(bias),
+        }
+    }
+}
