@@ -13,8 +13,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def newest_result():
-    files = [f for f in sorted(glob.glob(os.path.join(HERE, "results", "*.json"))) if "cpu" not in os.path.basename(f)]
-    return files[-1]
+    """The GPU result with the highest "run" number (runs are numbered in bench/NOTES.md)."""
+    files = [f for f in glob.glob(os.path.join(HERE, "results", "*.json")) if "cpu" not in os.path.basename(f)]
+    return max(files, key=lambda f: (json.load(open(f)).get("run", 0), f))
 
 
 def chart(rows, path):
@@ -66,12 +67,39 @@ def main(path):
     lines += ["", result.get("memory_note", ""), ""]
     if result.get("phases_ms"):
         p, d = result["phases_ms"], result.get("diffusers_phases_ms") or {}
-        lines += ["## Where the time goes (fp16 + flash attention, batch 1)", "",
+        lines += ["## Where the time goes (every switch on, batch 1)", "",
                   "| phase | candlewick ms | diffusers ms (eager) |", "| --- | --- | --- |",
                   f"| text encoder (both prompts) | {p['text_encoder']:.1f} | {d.get('text_encoder_b2', float('nan')):.1f} |",
                   f"| UNet step (batch 2, with guidance and scheduler) | {p['unet_step']:.1f} | {d.get('unet_step_b2_eager', float('nan')):.1f} |",
                   f"| VAE decode (+ RGB8 on the host for candlewick) | {p['vae_decode']:.1f} | {d.get('vae_decode_b1_eager', float('nan')):.1f} |",
                   "", "The arithmetic floor (anchors.md): 2.0 ms a UNet step, about 105 ms an image.", ""]
+    prof = result.get("profile_ms") or {}
+    if prof.get("batch_1"):
+        b1, b8 = prof["batch_1"], prof.get("batch_8") or {}
+        lines += ["### By layer", "",
+                  "`CANDLEWICK_PROFILE=1` (CUDA events around the layers, CUDA graphs off, so launch gaps count too; times",
+                  "are inclusive: a resnet's includes its convolutions), one 50-step call, per UNet step (batch 2 / batch 16):", "",
+                  "| part | batch 1: ms a step | calls a step | batch 8: ms a step |", "| --- | --- | --- | --- |"]
+        for name, v in sorted(b1.items(), key=lambda kv: -kv[1]["ms"]):
+            other = b8.get(name, {}).get("ms")
+            lines.append(f"| {name} | {v['ms'] / 50:.2f} | {v['calls'] // 50} | {other / 50 if other else float('nan'):.2f} |")
+        lines.append("")
+    if result.get("leaks") or result.get("gpu_tests"):
+        lines += ["## GPU faults and leaks (test/gpu)", ""]
+        tests = result.get("gpu_tests") or {}
+        for name in tests.get("passed", []):
+            lines.append(f"- passed: {name}")
+        for name in tests.get("failed", []):
+            lines.append(f"- **failed**: {name}")
+        for note in tests.get("notes", []):
+            lines.append(f"- {note}")
+        leaks = result.get("leaks")
+        if leaks:
+            lines.append(f"- 200 generations against 10 ({leaks['call']['width']}x{leaks['call']['height']}, "
+                         f"{leaks['call']['numInferenceSteps']} steps, {leaks['model']}): GPU memory in use "
+                         f"{100 * leaks['gpu_used_delta']:+.2f}%, reserved {100 * leaks['gpu_reserved_delta']:+.2f}%, "
+                         f"host RSS {100 * leaks['rss_delta']:+.2f}%")
+        lines.append("")
     if result.get("parity"):
         lines += ["## Parity against diffusers f32 on the same card", "", "```json", json.dumps(result["parity"], indent=1), "```", ""]
     att = result.get("attention") or {}
