@@ -35,6 +35,11 @@ export interface LoadOptions extends HubOptions {
    */
   cudnn?: boolean;
   /**
+   * Time cuDNN's first few plans for each convolution shape the first time it runs and keep the
+   * fastest (PyTorch's `torch.backends.cudnn.benchmark`): a slower first call at each new size. Default false.
+   */
+  cudnnBenchmark?: boolean;
+  /**
    * Capture the UNet step as a CUDA graph the second time a shape (size and batch) is seen, and
    * replay it for every later step: one launch instead of ~1,000 (CUDA builds). Each captured
    * shape keeps its own activation memory (the two most recent shapes are kept). Default true.
@@ -101,7 +106,7 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudaGraphs"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "cudaGraphs"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
@@ -140,6 +145,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
   if (o.cudnn !== undefined) raw.cudnn = boolean(o.cudnn, "cudnn");
+  if (o.cudnnBenchmark !== undefined) raw.cudnnBenchmark = boolean(o.cudnnBenchmark, "cudnnBenchmark");
   if (o.cudaGraphs !== undefined) raw.cudaGraphs = boolean(o.cudaGraphs, "cudaGraphs");
   return raw;
 }

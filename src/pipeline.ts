@@ -45,6 +45,8 @@ export interface PipelineInfo {
   flashAttention: boolean;
   /** Whether convolutions run through cuDNN (CUDA builds with cuDNN, `cudnn` not false). */
   cudnn: boolean;
+  /** Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnnBenchmark: true`). */
+  cudnnBenchmark: boolean;
   /** Whether the UNet step is captured and replayed as a CUDA graph (CUDA, `cudaGraphs` not false). */
   cudaGraphs: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */

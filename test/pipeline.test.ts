@@ -35,6 +35,7 @@ test("info reflects the model folder's configs and the requested device", (t) =>
   t.false(pipe.flashAttention);
   t.false(pipe.cudnn);
   t.false(pipe.cudaGraphs);
+  t.false(pipe.info.cudnnBenchmark);
   t.is(pipe.gpuMemory(), undefined);
 });
 

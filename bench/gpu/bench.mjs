@@ -21,7 +21,8 @@ import { StableDiffusionPipeline } from "../../dist/index.js";
 const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
-const WHICH = (process.env.WHICH ?? "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col").split(",");
+const WHICH = (process.env.WHICH ??
+  "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs+bench").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
@@ -34,6 +35,9 @@ const VARIANTS = {
   "fp16+flash+graphs": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true } },
   "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
   "fp16+flash+graphs:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
+  "fp16+flash+graphs+bench": {
+    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnBenchmark: true }, variant: "fp16+flash+graphs, cudnnBenchmark",
+  },
   "fp16+flash:im2col": {
     load: { dtype: "f16", flashAttention: true, cudnn: false, cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
   },

@@ -11,14 +11,19 @@ mkdir -p $G/whl
 npm run --silent build:ts
 bash scripts/cuda/build.sh
 xz -T2 -6 -c npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node > $G/candlewick.node.xz
-rm -f $G/attention_bench.xz $G/full_size_check.xz
-if [ "${WITH_ATTENTION:-0}" = 1 ]; then
-  # Only with a smaller load beside it: the call carries at most 64 MiB, the fixtures included.
-  bash scripts/cuda/examples.sh
-  xz -T2 -6 -c target/cuda/release/examples/attention_bench > $G/attention_bench.xz
-fi
 [ -f $G/node.xz ] || xz -T2 -6 -c "$(command -v node)" > $G/node.xz
 ls $G/whl/diffusers-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps --only-binary=:all: -d $G/whl diffusers==0.42.1
 cp ../shared/bench/anchor_diffusers.py ../shared/bench/anchor_phases.py $G/
 git rev-parse HEAD > $G/commit
+rm -f $G/attention_bench.xz $G/full_size_check.xz
+if [ "${WITH_ATTENTION:-0}" = 1 ]; then
+  # A folder of its own for PART=c: the benchmark does not fit one call's 64 MiB beside node,
+  # the .node and the fixtures.
+  bash scripts/cuda/examples.sh
+  mkdir -p .gpu-attention/whl
+  xz -T2 -6 -c target/cuda/release/examples/attention_bench > .gpu-attention/attention_bench.xz
+  cp ../shared/bench/anchor_phases.py ../shared/bench/anchor_diffusers.py .gpu-attention/
+  cp .gpu/whl/*.whl .gpu-attention/whl/
+  git rev-parse HEAD > .gpu-attention/commit
+fi
 du -ch $G/* dist node_modules/pngjs | tail -1

@@ -10,11 +10,13 @@
 # Every stage writes under $OUT and has its own time limit, so one failure does not lose the rest.
 # One call may run 10 minutes: PART=a (stages 1-4 and diffusers fp16 + SDPA) and then PART=b (the
 # rest of 5, 6, 7) on the same warm machine (the second call within 30 s of the first); default: all.
+# PART=c: stage 6 alone, from G=.gpu-attention (WITH_ATTENTION=1 bash bench/gpu/pack.sh makes it):
+#   device tool: run  command="G=.gpu-attention PART=c bash bench/gpu/run.sh"  carry=[".gpu-attention"]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/candlewick-out}
 mkdir -p "$OUT"
-G=.gpu
+G=${G:-.gpu}
 W=/tmp/cw
 MODEL=/tmp/sd15
 PART=${PART:-ab}
@@ -69,6 +71,12 @@ stage "7. GPU JavaScript tests"
 [ -d $MODEL ] && export CANDLEWICK_GPU_MODEL=$MODEL
 CANDLEWICK_GPU_RESULTS=$OUT timeout 240 node --expose-gc --test test/gpu/ 2>&1 | tee "$OUT/test-gpu.txt" | grep -E "^# (pass|fail)|^not ok|out of memory reported"
 
+fi
+
+if [[ $PART == *c* ]]; then
+stage "6. attention alone (PART=c: a call of its own, carrying the attention benchmark instead of node)"
+timeout 60 attention_bench "$OUT/attention.json" | tail -8
+(cd $G && timeout 90 python3 anchor_phases.py > "$OUT/anchor_phases.txt" 2>&1); tail -2 "$OUT/anchor_phases.txt"
 fi
 
 stage "8. results"

@@ -132,6 +132,7 @@ export interface RawLoadOptions {
   tf32?: boolean
   flashAttention?: boolean
   cudnn?: boolean
+  cudnnBenchmark?: boolean
   cudaGraphs?: boolean
 }
 
@@ -150,6 +151,7 @@ export interface RawPipelineInfo {
   dtype: string
   flashAttention: boolean
   cudnn: boolean
+  cudnnBenchmark: boolean
   cudaGraphs: boolean
   tf32: boolean
   defaultWidth: number

@@ -18,6 +18,7 @@ pub struct RawLoadOptions {
     pub tf32: Option<bool>,
     pub flash_attention: Option<bool>,
     pub cudnn: Option<bool>,
+    pub cudnn_benchmark: Option<bool>,
     pub cuda_graphs: Option<bool>,
 }
 
@@ -31,6 +32,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             tf32: raw.tf32.unwrap_or(defaults.tf32),
             flash_attention: raw.flash_attention.unwrap_or(defaults.flash_attention),
             cudnn: raw.cudnn.unwrap_or(defaults.cudnn),
+            cudnn_benchmark: raw.cudnn_benchmark.unwrap_or(defaults.cudnn_benchmark),
             cuda_graphs: raw.cuda_graphs.unwrap_or(defaults.cuda_graphs),
         })
     }
@@ -157,6 +159,7 @@ pub struct RawPipelineInfo {
     pub dtype: String,
     pub flash_attention: bool,
     pub cudnn: bool,
+    pub cudnn_benchmark: bool,
     pub cuda_graphs: bool,
     pub tf32: bool,
     pub default_width: u32,
@@ -175,6 +178,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             dtype: info.dtype.clone(),
             flash_attention: info.flash_attention,
             cudnn: info.cudnn,
+            cudnn_benchmark: info.cudnn_benchmark,
             cuda_graphs: info.cuda_graphs,
             tf32: info.tf32,
             default_width: info.default_width as u32,

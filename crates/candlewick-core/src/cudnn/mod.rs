@@ -22,6 +22,18 @@ mod plan;
 
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
+    static BENCHMARK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Choose each shape's plan by timing cuDNN's first few choices on the first call of that shape,
+/// instead of taking its first choice (PyTorch's `torch.backends.cudnn.benchmark`; off by default).
+pub fn set_benchmark(on: bool) {
+    BENCHMARK.with(|b| b.set(on));
+}
+
+#[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+fn benchmarking() -> bool {
+    BENCHMARK.with(|b| b.get())
 }
 
 /// Allow or forbid cuDNN convolutions on the calling thread (allowed by default).

@@ -8,8 +8,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape};
 use cudarc::cudnn::{result as cudnn_result, sys};
-use cudarc::driver::sys::CUstreamCaptureStatus;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use std::sync::Arc;
+
+use cudarc::driver::sys::{CUevent_flags, CUstreamCaptureStatus};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::f16;
 
 use super::backend::check;
@@ -93,7 +95,8 @@ impl CudnnConv2d {
             with_thread_state(&device, |state| {
                 let ThreadState { handle, plans, workspace, .. } = state;
                 if !plans.contains_key(&key) {
-                    let plan = ConvPlan::build(*handle, &key)?;
+                    let ptrs = [x_ptr, w_ptr, y_ptr].map(|p| p as *mut c_void);
+                    let plan = choose_plan(*handle, &key, &device, &stream, ptrs)?;
                     plans.insert(key.clone(), plan);
                 }
                 let plan = &plans[&key];
@@ -145,6 +148,57 @@ impl ThreadState {
         check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None })
     }
+}
+
+/// The shape's plan: cuDNN's first choice, or with benchmarking on (`super::set_benchmark`, as
+/// PyTorch's `torch.backends.cudnn.benchmark`) the fastest of its first few choices, timed on the
+/// call's own tensors (the output is written again by the caller afterwards).
+fn choose_plan(
+    handle: sys::cudnnHandle_t,
+    key: &ConvKey,
+    device: &CudaDevice,
+    stream: &Arc<CudaStream>,
+    [x, w, y]: [*mut c_void; 3],
+) -> Result<ConvPlan> {
+    let limit = if super::benchmarking() && !capturing(stream) { BENCHMARK_CANDIDATES } else { 1 };
+    let mut candidates = ConvPlan::candidates(handle, key, limit)?;
+    if candidates.len() == 1 {
+        return Ok(candidates.remove(0));
+    }
+    let most = candidates.iter().map(|c| c.workspace_bytes).max().unwrap_or(0);
+    let mut workspace = if most > 0 { Some(unsafe { device.alloc::<u8>(most) }?) } else { None };
+    let mut best = (f32::INFINITY, 0);
+    for (i, candidate) in candidates.iter().enumerate() {
+        let (ws, _ws_sync) = match workspace.as_mut() {
+            Some(ws) => {
+                let (ptr, sync) = ws.device_ptr_mut(stream);
+                (ptr as *mut c_void, Some(sync))
+            }
+            None => (std::ptr::null_mut(), None),
+        };
+        candidate.execute(handle, x, w, y, ws)?; // warm-up
+        let start = timing_event(stream)?;
+        for _ in 0..BENCHMARK_RUNS {
+            candidate.execute(handle, x, w, y, ws)?;
+        }
+        let end = timing_event(stream)?;
+        end.synchronize().map_err(candle_core::Error::wrap)?;
+        let ms = start.elapsed_ms(&end).map_err(candle_core::Error::wrap)?;
+        if ms < best.0 {
+            best = (ms, i);
+        }
+    }
+    Ok(candidates.swap_remove(best.1))
+}
+
+/// Plans timed per shape when benchmarking, and runs of each.
+const BENCHMARK_CANDIDATES: usize = 8;
+const BENCHMARK_RUNS: usize = 3;
+
+fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent> {
+    let event = stream.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(candle_core::Error::wrap)?;
+    event.record(stream).map_err(candle_core::Error::wrap)?;
+    Ok(event)
 }
 
 fn capturing(stream: &CudaStream) -> bool {

@@ -4,6 +4,8 @@
 
 use std::ffi::c_void;
 
+use std::rc::Rc;
+
 use candle_core::{bail, DType, Result};
 use cudarc::cudnn::sys::{
     self, cudnnBackendAttributeName_t as Attr, cudnnBackendDescriptorType_t as Kind,
@@ -39,13 +41,15 @@ pub(super) struct ConvKey {
 
 pub(super) struct ConvPlan {
     plan: Descriptor,
-    /// Descriptors the plan was built from, kept alive beside it.
-    _parts: Vec<Descriptor>,
+    /// Descriptors the plan was built from (shared by a shape's candidate plans), kept alive beside it.
+    _parts: (Rc<Vec<Descriptor>>, Descriptor),
     pub workspace_bytes: usize,
 }
 
 impl ConvPlan {
-    pub fn build(handle: sys::cudnnHandle_t, key: &ConvKey) -> Result<Self> {
+    /// Up to `limit` plans for the key's convolution, in the order cuDNN's heuristics rank them
+    /// (at least one, or an error).
+    pub fn candidates(handle: sys::cudnnHandle_t, key: &ConvKey, limit: usize) -> Result<Vec<Self>> {
         let data_type = match key.dtype {
             DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
             DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
@@ -82,13 +86,16 @@ impl ConvPlan {
         graph.set_handle(Attr::CUDNN_ATTR_OPERATIONGRAPH_HANDLE, handle)?;
         graph.set_descriptors(Attr::CUDNN_ATTR_OPERATIONGRAPH_OPS, &[&op])?;
         graph.finalize()?;
+        let parts = Rc::new(vec![x, w, y, conv, op, graph]);
+        let graph = &parts[5];
 
+        let mut found = Vec::new();
         let mut tried = 0;
         for mode in
             [sys::cudnnBackendHeurMode_t::CUDNN_HEUR_MODE_A, sys::cudnnBackendHeurMode_t::CUDNN_HEUR_MODE_FALLBACK]
         {
             let mut heuristics = Descriptor::new(Kind::CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR)?;
-            heuristics.set_descriptors(Attr::CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, &[&graph])?;
+            heuristics.set_descriptors(Attr::CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, &[graph])?;
             heuristics.set_heur_mode(Attr::CUDNN_ATTR_ENGINEHEUR_MODE, mode)?;
             heuristics.finalize()?;
             let configs = heuristics.get_descriptors(
@@ -111,11 +118,13 @@ impl ConvPlan {
                 if !(0..=MAX_WORKSPACE_BYTES).contains(&workspace) {
                     continue;
                 }
-                return Ok(Self {
-                    plan,
-                    _parts: vec![x, w, y, conv, op, graph, config],
-                    workspace_bytes: workspace as usize,
-                });
+                found.push(Self { plan, _parts: (parts.clone(), config), workspace_bytes: workspace as usize });
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+            if !found.is_empty() {
+                return Ok(found);
             }
         }
         bail!("cuDNN has no usable engine for the convolution {key:?} ({tried} engine configs tried)")

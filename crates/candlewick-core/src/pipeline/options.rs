@@ -18,6 +18,9 @@ pub struct LoadOptions {
     /// Run convolutions through cuDNN's execution plans, cached per shape: CUDA builds with cuDNN
     /// (default true). Off, candle's im2col + GEMM convolutions run instead.
     pub cudnn: bool,
+    /// Time cuDNN's first few plans per convolution shape on its first call and keep the fastest
+    /// (PyTorch's `torch.backends.cudnn.benchmark`; default false: cuDNN's first choice).
+    pub cudnn_benchmark: bool,
     /// Capture the UNet step as a CUDA graph per shape and replay it (CUDA, default true).
     pub cuda_graphs: bool,
 }
@@ -30,6 +33,7 @@ impl Default for LoadOptions {
             tf32: false,
             flash_attention: true,
             cudnn: true,
+            cudnn_benchmark: false,
             cuda_graphs: true,
         }
     }

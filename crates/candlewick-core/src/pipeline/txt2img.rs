@@ -44,6 +44,8 @@ pub struct PipelineInfo {
     pub flash_attention: bool,
     /// Whether convolutions run through cuDNN (CUDA, built with cuDNN, not switched off).
     pub cudnn: bool,
+    /// Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnn_benchmark` asked).
+    pub cudnn_benchmark: bool,
     /// Whether the UNet step is captured and replayed as a CUDA graph (CUDA, not switched off).
     pub cuda_graphs: bool,
     /// Whether f32 matrix products may use TF32.
@@ -141,6 +143,7 @@ impl StableDiffusionPipeline {
             default_height: default_side,
             flash_attention,
             cudnn,
+            cudnn_benchmark: cudnn && options.cudnn_benchmark,
             cuda_graphs: options.cuda_graphs && device.is_cuda(),
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
@@ -179,6 +182,7 @@ impl StableDiffusionPipeline {
         let mut warnings = Vec::new();
         flash::set_enabled(self.info.flash_attention);
         cudnn::set_enabled(self.info.cudnn);
+        cudnn::set_benchmark(self.info.cudnn_benchmark);
 
         // 1. Check inputs.
         let (width, height) = self.check_inputs(options)?;
