@@ -108,6 +108,25 @@ __device__ void geglu(const T *h, T *y, uint64_t numel, uint32_t n) {
   }
 }
 
+// Batched transpose: x [batch, rows, cols] -> y [batch, cols, rows], through 32x32 tiles in
+// shared memory so that reads and writes are both coalesced (candle's strided copy computes an
+// index per element). Grid (ceil(cols / 32), ceil(rows / 32), batch), block (32, 8).
+template <typename T>
+__device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
+  __shared__ T tile[32][33];
+  const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
+  const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = x[base + (uint64_t)r * cols + c];
+  }
+  __syncthreads();
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t c = c0 + j, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) y[base + (uint64_t)c * rows + r] = tile[threadIdx.x][j];
+  }
+}
+
 #define FUSED_KERNELS(T, SUFFIX)                                                                        \
   extern "C" __global__ void bias_add_##SUFFIX(const T *x, const T *bias, T *y, uint64_t numel,            \
                                                uint32_t inner, uint32_t channels) {                       \
@@ -126,6 +145,9 @@ __device__ void geglu(const T *h, T *y, uint64_t numel, uint32_t n) {
   }                                                                                                      \
   extern "C" __global__ void geglu_##SUFFIX(const T *h, T *y, uint64_t numel, uint32_t n) {             \
     geglu<T>(h, y, numel, n);                                                                            \
+  }                                                                                                      \
+  extern "C" __global__ void transpose_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols) {         \
+    transpose<T>(x, y, rows, cols);                                                                      \
   }
 
 FUSED_KERNELS(__half, f16)

@@ -149,8 +149,8 @@ impl Attention {
             Some(norm) => norm.forward(&flat)?,
             None => flat,
         };
-        let out = self.attend(&normed.transpose(1, 2)?.contiguous()?, None)?;
-        self.finish(out.transpose(1, 2)?.reshape((b, c, h, w))?, xs)
+        let out = self.attend(&fused::to_tokens(&normed.reshape((b, c, h, w))?)?, None)?;
+        self.finish(fused::from_tokens(&out, h, w)?, xs)
     }
 
     /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
@@ -363,25 +363,18 @@ impl Transformer2DModel {
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
+        let (_, _, h, w) = xs.dims4()?;
         let normed = self.norm.forward(xs)?;
-        let tokens = |t: &Tensor, ch: usize| t.permute((0, 2, 3, 1))?.reshape((b, h * w, ch));
         let mut hs = match &self.proj_in {
-            Projection::Conv(p) => {
-                let t = p.forward(&normed)?;
-                let inner = t.dim(1)?;
-                tokens(&t, inner)?
-            }
-            Projection::Linear(p) => p.forward(&tokens(&normed, c)?)?,
+            Projection::Conv(p) => fused::to_tokens(&p.forward(&normed)?)?,
+            Projection::Linear(p) => p.forward(&fused::to_tokens(&normed)?)?,
         };
         for block in &self.transformer_blocks {
             hs = block.forward(&hs, context)?;
         }
-        let inner = hs.dim(2)?;
-        let spatial = |t: &Tensor, ch: usize| t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?.contiguous();
         let out = match &self.proj_out {
-            Projection::Conv(p) => p.forward(&spatial(&hs, inner)?)?,
-            Projection::Linear(p) => spatial(&p.forward(&hs)?, c)?,
+            Projection::Conv(p) => p.forward(&fused::from_tokens(&hs, h, w)?)?,
+            Projection::Linear(p) => fused::from_tokens(&p.forward(&hs)?, h, w)?,
         };
         out + xs
     }

@@ -1,5 +1,6 @@
-//! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU) and GEGLU: one
-//! kernel where candle runs several, and no per-element index arithmetic for broadcasts.
+//! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU), GEGLU and the
+//! NCHW <-> tokens transposes: one kernel where candle runs several, and no per-element index
+//! arithmetic for broadcasts and permutes.
 //!
 //! Each function returns None when the kernels cannot run here (a CPU tensor, a build without
 //! CUDA, a dtype other than f16/f32) and the caller composes candle's ops instead; the CPU path
@@ -38,6 +39,32 @@ pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     imp::geglu(h).map(Some)
+}
+
+/// The last two dims of a rank-3 `x` swapped, contiguous: [b, m, n] -> [b, n, m].
+pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(x) || x.rank() != 3 {
+        return Ok(None);
+    }
+    imp::transpose(x).map(Some)
+}
+
+/// [b, c, h, w] -> [b, h*w, c] (a transformer's tokens), contiguous.
+pub fn to_tokens(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    match transpose(&x.reshape((b, c, h * w))?)? {
+        Some(t) => Ok(t),
+        None => x.permute((0, 2, 3, 1))?.reshape((b, h * w, c)),
+    }
+}
+
+/// [b, h*w, c] -> [b, c, h, w], contiguous: back from tokens.
+pub fn from_tokens(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (b, _, c) = x.dims3()?;
+    match transpose(x)? {
+        Some(t) => t.reshape((b, c, h, w)),
+        None => x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous(),
+    }
 }
 
 fn usable(x: &Tensor) -> bool {
@@ -306,10 +333,59 @@ mod imp {
     pub fn geglu(h: &Tensor) -> Result<Tensor> {
         h.contiguous()?.apply_op1_no_bwd(&Geglu)
     }
+
+    // ---- transpose --------------------------------------------------------------------------
+
+    struct Transpose;
+
+    impl Transpose {
+        fn run<T: CudaDType + DeviceRepr>(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+            let dev = x.device().clone();
+            let (b, rows, cols) = xl.shape().dims3()?;
+            if b > 65_535 || rows.div_ceil(32) > 65_535 || cols > u32::MAX as usize {
+                bail!("transpose: [{b}, {rows}, {cols}] is beyond the kernel's grid");
+            }
+            let xv = contiguous_slice::<T>(x, xl)?;
+            let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
+            let func = dev.get_or_load_custom_func(&format!("transpose_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (r32, c32) = (rows as u32, cols as u32);
+            args.arg(&xv).arg(&mut y).arg(&r32).arg(&c32);
+            let cfg = LaunchConfig {
+                grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, b as u32),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, cols, rows))))
+        }
+    }
+
+    impl CustomOp1 for Transpose {
+        fn name(&self) -> &'static str {
+            "fused-transpose"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+            match x.dtype() {
+                DType::F16 => self.run::<f16>(x, xl),
+                _ => self.run::<f32>(x, xl),
+            }
+        }
+    }
+
+    pub fn transpose(x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(&Transpose)
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
+    pub fn transpose(_: &Tensor) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
     use candle_core::{bail, Result, Tensor};
 
     pub fn bias_add(_: &Tensor, _: &Tensor, _: usize) -> Result<Tensor> {
