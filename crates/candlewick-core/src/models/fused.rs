@@ -112,6 +112,26 @@ mod imp {
         bail!("fused CUDA kernels called on CPU tensors")
     }
 
+    /// candle's CustomOp1 for a kernel wrapper with `run::<T>(storage, layout)` for f16 and f32.
+    macro_rules! one_input_op {
+        ($op:ident, $name:literal) => {
+            impl CustomOp1 for $op {
+                fn name(&self) -> &'static str {
+                    $name
+                }
+                fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+                    no_cpu()
+                }
+                fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+                    match x.dtype() {
+                        DType::F16 => self.run::<f16>(x, xl),
+                        _ => self.run::<f32>(x, xl),
+                    }
+                }
+            }
+        };
+    }
+
     // ---- bias add -------------------------------------------------------------------------
 
     struct BiasAdd {
@@ -315,20 +335,7 @@ mod imp {
         }
     }
 
-    impl CustomOp1 for Geglu {
-        fn name(&self) -> &'static str {
-            "fused-geglu"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout) -> Result<(CudaStorage, Shape)> {
-            match h.dtype() {
-                DType::F16 => self.run::<f16>(h, hl),
-                _ => self.run::<f32>(h, hl),
-            }
-        }
-    }
+    one_input_op!(Geglu, "fused-geglu");
 
     pub fn geglu(h: &Tensor) -> Result<Tensor> {
         h.contiguous()?.apply_op1_no_bwd(&Geglu)
@@ -361,20 +368,7 @@ mod imp {
         }
     }
 
-    impl CustomOp1 for Transpose {
-        fn name(&self) -> &'static str {
-            "fused-transpose"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
-            match x.dtype() {
-                DType::F16 => self.run::<f16>(x, xl),
-                _ => self.run::<f32>(x, xl),
-            }
-        }
-    }
+    one_input_op!(Transpose, "fused-transpose");
 
     pub fn transpose(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(&Transpose)
