@@ -21,7 +21,7 @@ pub struct RawBuildInfo {
     pub cuda: bool,
     /// Whether the FlashAttention-2 kernels are compiled in.
     pub flash_attention: bool,
-    /// The cuDNN version this build links ("9.13.1" in the loaded library), or null without cuDNN.
+    /// The version of the cuDNN library in use ("9.14.0"), or null in a build without cuDNN.
     pub cudnn: Option<String>,
 }
 
