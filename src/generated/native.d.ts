@@ -57,7 +57,7 @@ export interface RawBuildInfo {
   cuda: boolean
   /** Whether the FlashAttention-2 kernels are compiled in. */
   flashAttention: boolean
-  /** The cuDNN version this build links ("9.13.1" in the loaded library), or null without cuDNN. */
+  /** The version of the cuDNN library in use ("9.14.0"), or null in a build without cuDNN. */
   cudnn?: string
 }
 
