@@ -35,6 +35,7 @@ const VARIANTS = {
   "fp16+flash+graphs": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true } },
   "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
   "fp16+flash+graphs:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
+  "fp16+flash+graphs:b16": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs+bench": {
     load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnBenchmark: true }, variant: "fp16+flash+graphs, cudnnBenchmark",
   },
