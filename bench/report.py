@@ -13,8 +13,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def newest_result():
-    """The GPU result with the highest "run" number (runs are numbered in bench/NOTES.md)."""
-    files = [f for f in glob.glob(os.path.join(HERE, "results", "*.json")) if "cpu" not in os.path.basename(f)]
+    """The complete GPU result with the highest "run" number (runs are numbered in bench/NOTES.md;
+    "partial" ones measured a few rows only)."""
+    files = [f for f in glob.glob(os.path.join(HERE, "results", "*.json"))
+             if "cpu" not in os.path.basename(f) and not json.load(open(f)).get("partial")]
     return max(files, key=lambda f: (json.load(open(f)).get("run", 0), f))
 
 
