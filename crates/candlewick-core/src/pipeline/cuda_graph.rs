@@ -100,6 +100,8 @@ impl GraphedUNet {
                 let (_, graph) = state.graphs.back().expect("just pushed");
                 graph.replay(sample, &t_proj, &context)
             }
+            // Out of memory while capturing says nothing about graphs: the call fails as it would eagerly.
+            Err(e) if crate::error::is_out_of_memory(&e) => Err(e),
             Err(e) => {
                 state.failed =
                     Some(format!("CUDA graph capture of the UNet step failed, running it eagerly from now on: {e}"));
