@@ -27,7 +27,12 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Option<Tensor>> {
-    if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() {
+    if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() || x.rank() < 2 {
+        return Ok(None);
+    }
+    // One grid row per group of each image; beyond CUDA's 65,535 grid rows, candle's ops.
+    let n = x.dim(0)?;
+    if n * groups > 65_535 || x.elem_count() / n.max(1) / groups.max(1) > u32::MAX as usize {
         return Ok(None);
     }
     imp::group_norm(x, weight, bias, groups, eps, silu).map(Some)
@@ -44,6 +49,11 @@ pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
 /// The last two dims of a rank-3 `x` swapped, contiguous: [b, m, n] -> [b, n, m].
 pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
     if !usable(x) || x.rank() != 3 {
+        return Ok(None);
+    }
+    // A grid of 32x32 tiles, at most 65,535 high and deep; beyond, candle's copy.
+    let (b, rows, cols) = x.dims3()?;
+    if b > 65_535 || rows.div_ceil(32) > 65_535 || cols > u32::MAX as usize {
         return Ok(None);
     }
     imp::transpose(x).map(Some)
