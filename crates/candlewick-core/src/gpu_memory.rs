@@ -32,15 +32,17 @@ mod imp {
     use super::*;
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
 
-    fn pool(ordinal: usize) -> Result<sys::CUmemoryPool> {
+    /// The device and its default memory pool, looked up once per call.
+    fn device_and_pool(ordinal: usize) -> Result<(sys::CUdevice, sys::CUmemoryPool)> {
         let fail = |e: result::DriverError| Error::Device(format!("cannot read the memory of cuda:{ordinal}: {e}"));
         result::init().map_err(fail)?;
         let device = result::device::get(ordinal as i32).map_err(fail)?;
         // SAFETY: `device` came from cuDeviceGet.
-        unsafe { result::device::get_default_mem_pool(device) }.map_err(fail)
+        let pool = unsafe { result::device::get_default_mem_pool(device) }.map_err(fail)?;
+        Ok((device, pool))
     }
 
-    fn attribute(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Result<u64> {
+    fn pool_attribute(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Result<u64> {
         let mut value = 0u64;
         // SAFETY: these attributes are cuuint64_t values.
         unsafe { result::mem_pool::get_attribute(pool, attr, &mut value as *mut u64 as *mut _) }
@@ -48,8 +50,7 @@ mod imp {
         Ok(value)
     }
 
-    fn graph_attribute(ordinal: usize, attr: sys::CUgraphMem_attribute) -> Result<u64> {
-        let device = result::device::get(ordinal as i32).map_err(|e| Error::Device(format!("cuda:{ordinal}: {e}")))?;
+    fn graph_attribute(device: sys::CUdevice, attr: sys::CUgraphMem_attribute) -> Result<u64> {
         let mut value = 0u64;
         // SAFETY: these attributes are cuuint64_t values; `device` came from cuDeviceGet.
         unsafe { sys::cuDeviceGetGraphMemAttribute(device, attr, &mut value as *mut u64 as *mut _) }
@@ -61,21 +62,19 @@ mod imp {
     pub fn usage(ordinal: usize) -> Result<GpuMemory> {
         use sys::CUgraphMem_attribute::*;
         use sys::CUmemPool_attribute::*;
-        let pool = pool(ordinal)?;
+        let (device, pool) = device_and_pool(ordinal)?;
+        let both = |p, g| -> Result<u64> { Ok(pool_attribute(pool, p)? + graph_attribute(device, g)?) };
         Ok(GpuMemory {
-            used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?
-                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT)?,
-            peak_used: attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?
-                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?,
-            reserved: attribute(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?
-                + graph_attribute(ordinal, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT)?,
+            used: both(CU_MEMPOOL_ATTR_USED_MEM_CURRENT, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT)?,
+            peak_used: both(CU_MEMPOOL_ATTR_USED_MEM_HIGH, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?,
+            reserved: both(CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT)?,
         })
     }
 
     pub fn reset_peak(ordinal: usize) -> Result<()> {
-        let pool = pool(ordinal)?;
+        let (device, pool) = device_and_pool(ordinal)?;
+        // SAFETY: both high-water marks take a cuuint64_t; 0 is the only value they accept (a reset).
         let mut zero = 0u64;
-        // SAFETY: USED_MEM_HIGH takes a cuuint64_t; 0 is the only value it accepts (a reset).
         unsafe {
             result::mem_pool::set_attribute(
                 pool,
@@ -84,9 +83,6 @@ mod imp {
             )
         }
         .map_err(|e| Error::Device(format!("cannot reset the GPU memory peak: {e}")))?;
-        let device = result::device::get(ordinal as i32).map_err(|e| Error::Device(format!("cuda:{ordinal}: {e}")))?;
-        let mut zero = 0u64;
-        // SAFETY: as above, for the graphs' high-water mark.
         unsafe {
             sys::cuDeviceSetGraphMemAttribute(
                 device,

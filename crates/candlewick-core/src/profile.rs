@@ -6,7 +6,7 @@
 //! Times are inclusive (a resnet's time includes its convolutions), and the events themselves
 //! serialize nothing: the GPU runs as it would, the host does a little more per layer.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Result};
 
 /// Whether `CANDLEWICK_PROFILE` asks for profiles (read once).
 pub fn requested() -> bool {
@@ -15,8 +15,8 @@ pub fn requested() -> bool {
 }
 
 /// Runs `f`, timing its GPU work under `name` when this thread is recording.
-pub fn scope<T>(name: &'static str, like: &Tensor, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    imp::scope(name, like.device(), f)
+pub fn scope<T>(name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    imp::scope(name, f)
 }
 
 /// Record the scopes `f` runs on this thread, and print their sums when it returns.
@@ -52,7 +52,7 @@ mod imp {
         Some(event)
     }
 
-    pub fn scope<T>(name: &'static str, _device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn scope<T>(name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = RECORDING.with(|r| r.borrow().as_ref().and_then(|rec| event(&rec.stream)));
         let out = f()?;
         if let Some(start) = start {
@@ -94,7 +94,7 @@ mod imp {
 mod imp {
     use candle_core::{Device, Result};
 
-    pub fn scope<T>(_name: &'static str, _device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn scope<T>(_name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         f()
     }
 

@@ -306,15 +306,7 @@ fn malformed_or_missing_configs() {
         (SCHED, Some(r#"{"beta_schedule": "cosine"}"#), SCHED, "is not a valid config: beta_schedule is \"cosine\"; expected \"linear\", \"scaled_linear\", \"squaredcos_cap_v2\" at line 1 column 27"),
         ("model_index.json", Some(r#"{"_class_name": "StableDiffusionXLPipeline"}"#), "model_index.json", "_class_name is \"StableDiffusionXLPipeline\"; candlewick loads [\"StableDiffusionPipeline\"]"),
     ];
-    for (rel, contents, named, expected) in cases {
-        let m = Copy::new();
-        match contents {
-            Some(text) => m.write(rel, text),
-            None => fs::remove_file(m.path(rel)).unwrap(),
-        }
-        let message = m.load_error_naming(named);
-        assert!(message.starts_with(expected), "{rel}: {message:?} should start with {expected:?}");
-    }
+    check_file_cases(&cases);
 }
 
 #[test]
@@ -357,15 +349,7 @@ fn missing_or_mismatched_tokenizer_files() {
             "pad_token \"<|pad|>\" is not in",
         ),
     ];
-    for (rel, contents, named, expected) in cases {
-        let m = Copy::new();
-        match contents {
-            Some(text) => m.write(rel, text),
-            None => fs::remove_file(m.path(rel)).unwrap(),
-        }
-        let message = m.load_error_naming(named);
-        assert!(message.starts_with(expected), "{rel}: {message:?} should start with {expected:?}");
-    }
+    check_file_cases(&cases);
 }
 
 #[test]
@@ -385,5 +369,19 @@ fn the_header_check_accepts_the_fixtures_and_reads_every_tensor() {
     let file = SafetensorsFile::parse(&path, fs::read(&path).unwrap()).expect("fixture parses");
     for name in file.names() {
         file.tensor(&name, None, candle_core::DType::F32, &candle_core::Device::Cpu).expect("tensor loads");
+    }
+}
+
+/// Each case: in a fresh copy of the tiny model, write `contents` to `rel` (or delete it when None);
+/// loading must fail with an error that names `named` and starts with `expected`.
+fn check_file_cases(cases: &[(&str, Option<&str>, &str, &str)]) {
+    for &(rel, contents, named, expected) in cases {
+        let m = Copy::new();
+        match contents {
+            Some(text) => m.write(rel, text),
+            None => fs::remove_file(m.path(rel)).unwrap(),
+        }
+        let message = m.load_error_naming(named);
+        assert!(message.starts_with(expected), "{rel}: {message:?} should start with {expected:?}");
     }
 }

@@ -155,15 +155,15 @@ impl Attention {
 
     /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
     fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        crate::profile::scope("attention", xs, || self.attend_unprofiled(xs, context))
+        crate::profile::scope("attention", || self.attend_unprofiled(xs, context))
     }
 
     fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let (q, k, v) = crate::profile::scope("attention_qkv", xs, || {
+        let (q, k, v) = crate::profile::scope("attention_qkv", || {
             Ok((self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?))
         })?;
-        let fused = crate::profile::scope("attention_flash", xs, || {
+        let fused = crate::profile::scope("attention_flash", || {
             flash::attention(&self.heads_last(&q)?, &self.heads_last(&k)?, &self.heads_last(&v)?)
         })?;
         if let Some(out) = fused {
@@ -176,7 +176,7 @@ impl Attention {
         } else {
             (q, k)
         };
-        let out = crate::profile::scope("attention_unfused", &q, || scaled_dot_product(&q, &k, &v))?;
+        let out = crate::profile::scope("attention_unfused", || scaled_dot_product(&q, &k, &v))?;
         let (b, h, s, d) = out.dims4()?;
         self.to_out.forward(&out.transpose(1, 2)?.reshape((b, s, h * d))?)
     }
@@ -220,16 +220,16 @@ impl FeedForward {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        crate::profile::scope("feed_forward", xs, || {
-            let h = crate::profile::scope("ff_proj", xs, || self.proj.forward(xs))?;
-            let gated = crate::profile::scope("ff_geglu", &h, || match fused::geglu(&h)? {
+        crate::profile::scope("feed_forward", || {
+            let h = crate::profile::scope("ff_proj", || self.proj.forward(xs))?;
+            let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h)? {
                 Some(gated) => Ok(gated),
                 None => {
                     let halves = h.chunk(2, D::Minus1)?;
                     &halves[0] * halves[1].gelu_erf()?
                 }
             })?;
-            crate::profile::scope("ff_out", &gated, || self.out.forward(&gated))
+            crate::profile::scope("ff_out", || self.out.forward(&gated))
         })
     }
 }
@@ -285,7 +285,7 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
-        let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", xs, || n.forward(xs));
+        let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", || n.forward(xs));
         let xs = (self.attn1.forward(&norm(&self.norm1, xs)?, ctx1)? + xs)?;
         let xs = (self.attn2.forward(&norm(&self.norm2, &xs)?, Some(context))? + xs)?;
         self.ff.forward(&norm(&self.norm3, &xs)?)? + xs
@@ -359,7 +359,7 @@ impl Transformer2DModel {
 
     /// `xs`: [b, c, h, w]; `context`: [b, seq, cross_attention_dim].
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        crate::profile::scope("transformer", xs, || self.forward_unprofiled(xs, context))
+        crate::profile::scope("transformer", || self.forward_unprofiled(xs, context))
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {

@@ -10,7 +10,7 @@ use crate::cudnn::{self, Conv2dParams};
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
-    bias: Option<Tensor>,
+    bias: Tensor,
     params: Conv2dParams,
 }
 
@@ -25,14 +25,14 @@ impl Conv2d {
         stride: usize,
     ) -> Result<Self> {
         let weight = vb.get((c_out, c_in, kernel, kernel), "weight")?;
-        let bias = Some(vb.get(c_out, "bias")?);
+        let bias = vb.get(c_out, "bias")?;
         Ok(Self { weight, bias, params: Conv2dParams { padding, stride, dilation: 1 } })
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        crate::profile::scope("conv", xs, || self.forward_unprofiled(xs))
+        crate::profile::scope("conv", || self.forward_unprofiled(xs))
     }
 }
 
@@ -43,10 +43,9 @@ impl Conv2d {
             Some(ys) => ys,
             None => xs.conv2d(&self.weight, padding, stride, dilation, 1)?,
         };
-        let Some(bias) = &self.bias else { return Ok(ys) };
-        match fused::bias_add(&ys, bias, 1)? {
+        match fused::bias_add(&ys, &self.bias, 1)? {
             Some(ys) => Ok(ys),
-            None => ys.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
+            None => ys.broadcast_add(&self.bias.reshape((1, self.bias.dim(0)?, 1, 1))?),
         }
     }
 }

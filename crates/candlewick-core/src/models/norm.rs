@@ -32,7 +32,7 @@ pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> R
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        crate::profile::scope("group_norm", xs, || {
+        crate::profile::scope("group_norm", || {
             match fused::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, false)? {
                 Some(ys) => Ok(ys),
                 None => self.inner.forward(xs),
@@ -45,7 +45,7 @@ impl GroupNorm {
     /// `act(norm(xs))`, in one pass with the norm on CUDA when `act` is SiLU.
     pub fn forward_then(&self, act: Activation, xs: &Tensor) -> Result<Tensor> {
         if act == Activation::Silu {
-            let fused = crate::profile::scope("group_norm", xs, || {
+            let fused = crate::profile::scope("group_norm", || {
                 fused::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, true)
             })?;
             if let Some(ys) = fused {

@@ -99,7 +99,7 @@ impl ResnetBlock2D {
     /// `xs`: [b, c, h, w]; `temb`: [b or 1, temb_channels] (ignored when the block has no
     /// `time_emb_proj`).
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        crate::profile::scope("resnet", xs, || self.forward_unprofiled(xs, temb))
+        crate::profile::scope("resnet", || self.forward_unprofiled(xs, temb))
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
@@ -173,7 +173,7 @@ impl Upsample2D {
     pub fn forward(&self, xs: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        let upsampled = crate::profile::scope("upsample_nearest", xs, || upsample_nearest(xs, th, tw))?;
+        let upsampled = crate::profile::scope("upsample_nearest", || upsample_nearest(xs, th, tw))?;
         self.conv.forward(&upsampled)
     }
 }

@@ -221,7 +221,7 @@ impl StableDiffusionPipeline {
             }
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
-            let noise_pred = crate::profile::scope("unet", &model_input, || {
+            let noise_pred = crate::profile::scope("unet", || {
                 self.unet_graphs.predict(&self.unet, &model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)
             })?;
             let noise_pred = if do_guidance {
