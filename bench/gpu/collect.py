@@ -92,6 +92,9 @@ def main(out):
         "gpu_tests": test_summary(out),
         "leaks": read(out, "leaks.json"),
         "profile_ms": profile(out),
+        "kernels": read(out, "kernels.json"),
+        "conv_layouts": read(out, "conv_layouts.json"),
+        "rss_trace": [json.loads(l) for l in (read_text(out, "rss.txt") or "").splitlines() if l.startswith("{")] or None,
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)

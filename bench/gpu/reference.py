@@ -1,6 +1,6 @@
 """diffusers' side of the GPU parity check, run on the GPU test machine by bench/gpu/run.sh.
 
-    python3 bench/gpu/reference.py OUTDIR        (PARITY_STEPS=20 by default)
+    python3 bench/gpu/reference.py OUTDIR        (PARITY_STEPS=20 by default; MODEL_ONLY=1: step 1 alone)
 
 1. Makes SD1.5-shaped random weights in diffusers' folder layout in OUTDIR (f32 files and the
    fp16 variant; the real CLIP tokenizer files from test/fixtures/tiny-sd/tokenizer), with the
@@ -83,6 +83,9 @@ def main(out_dir):
     started = time.perf_counter()
     pipe = make_model(out_dir)
     made_s = time.perf_counter() - started
+    if os.environ.get("MODEL_ONLY") == "1":
+        print(f"model made in {made_s:.1f} s", flush=True)
+        return
     g = torch.Generator().manual_seed(SEED + 30)
     latents = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=g)
     f32, image32, t32 = run(pipe, latents, torch.float32)

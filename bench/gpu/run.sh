@@ -10,6 +10,8 @@
 # Every stage writes under $OUT and has its own time limit, so one failure does not lose the rest.
 # One call may run 10 minutes: PART=a (stages 1-4 and diffusers fp16 + SDPA) and then PART=b (the
 # rest of 5, 6, 7) on the same warm machine (the second call within 30 s of the first); default: all.
+# PART=p: profiling for the next change: the SD1.5-shaped model, a kernel-level Nsight Compute
+# profile of one UNet step, cuDNN NCHW vs channels-last in PyTorch, host RSS traces (issue 5).
 # PART=c: stage 6 alone, from G=.gpu-attention (WITH_ATTENTION=1 bash bench/gpu/pack.sh makes it):
 #   device tool: run  command="G=.gpu-attention PART=c bash bench/gpu/run.sh"  carry=[".gpu-attention"]
 set -uo pipefail
@@ -77,6 +79,28 @@ if [[ $PART == *c* ]]; then
 stage "6. attention alone (PART=c: a call of its own, carrying the attention benchmark instead of node)"
 timeout 60 attention_bench "$OUT/attention.json" | tail -8
 (cd $G && timeout 90 python3 anchor_phases.py > "$OUT/anchor_phases.txt" 2>&1); tail -2 "$OUT/anchor_phases.txt"
+fi
+
+if [[ $PART == *p* ]]; then
+stage "p1. SD1.5-shaped model (no reference run)"
+MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py $MODEL 2>&1 | grep -v Warning | tail -2
+
+stage "p2. kernel-level profile: Nsight Compute, one generate call with 1 and with 3 steps, graphs off"
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+for steps in 1 3; do
+  STEPS=$steps timeout 200 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+    --csv --print-units base --log-file "$OUT/ncu-$steps.csv" node bench/gpu/kernels.mjs $MODEL > "$OUT/ncu-$steps.txt" 2>&1
+  echo "steps=$steps rc=$? $(wc -l < "$OUT/ncu-$steps.csv") lines"; tail -2 "$OUT/ncu-$steps.txt"
+done
+python3 bench/gpu/kernels.py "$OUT/ncu-1.csv" "$OUT/ncu-3.csv" "$OUT/kernels.json"
+
+stage "p3. cuDNN convolutions NCHW against channels-last (PyTorch)"
+timeout 120 python3 bench/gpu/conv_layouts.py "$OUT/conv_layouts.json" 2>&1 | grep -v -i warn | head -40
+
+stage "p4. host RSS over many generations, tiny model (graphs, eager, one malloc arena) and SD1.5-shaped"
+timeout 100 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 80 graphs 2>&1 | tee "$OUT/rss.txt"
+MALLOC_ARENA_MAX=1 timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 graphs 2>&1 | tee -a "$OUT/rss.txt"
+timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 eager 2>&1 | tee -a "$OUT/rss.txt"
 fi
 
 stage "8. results"
