@@ -40,6 +40,12 @@ export interface LoadOptions extends HubOptions {
    */
   cudnnBenchmark?: boolean;
   /**
+   * Keep the filters of kxk convolutions channels-last (converted once at load) and run cuDNN's
+   * NHWC kernels, with the bias, time embedding and residual add fused into the layout change
+   * back (CUDA builds with `cudnn`). Off, cuDNN gets NCHW tensors and converts them on every call. Default true.
+   */
+  channelsLast?: boolean;
+  /**
    * Capture the UNet step as a CUDA graph the second time a shape (size and batch) is seen, and
    * replay it for every later step: one launch instead of ~1,000 (CUDA builds). Each captured
    * shape keeps its own activation memory (the two most recent shapes are kept). Default true.
@@ -106,7 +112,7 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "cudaGraphs"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "channelsLast", "cudaGraphs"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
@@ -146,6 +152,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
   if (o.cudnn !== undefined) raw.cudnn = boolean(o.cudnn, "cudnn");
   if (o.cudnnBenchmark !== undefined) raw.cudnnBenchmark = boolean(o.cudnnBenchmark, "cudnnBenchmark");
+  if (o.channelsLast !== undefined) raw.channelsLast = boolean(o.channelsLast, "channelsLast");
   if (o.cudaGraphs !== undefined) raw.cudaGraphs = boolean(o.cudaGraphs, "cudaGraphs");
   return raw;
 }

@@ -47,6 +47,8 @@ export interface PipelineInfo {
   cudnn: boolean;
   /** Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnnBenchmark: true`). */
   cudnnBenchmark: boolean;
+  /** Whether kxk convolutions run channels-last through cuDNN (`cudnn` on and `channelsLast` not false). */
+  channelsLast: boolean;
   /** Whether the UNet step is captured and replayed as a CUDA graph (CUDA, `cudaGraphs` not false). */
   cudaGraphs: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */

@@ -46,6 +46,7 @@ for (const [name, load] of [
   ["f16-flash", { dtype: "f16", flashAttention: true }],
   ["f16-unfused", { dtype: "f16", flashAttention: false }],
   ["f16-flash-eager", { dtype: "f16", flashAttention: true, cudaGraphs: false }],
+  ["f16-flash-nchw", { dtype: "f16", flashAttention: true, channelsLast: false }],
 ]) {
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: process.env.DEVICE ?? "cuda", ...load });
   const latents = await pipe.generateLatents(call);

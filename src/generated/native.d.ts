@@ -133,6 +133,7 @@ export interface RawLoadOptions {
   flashAttention?: boolean
   cudnn?: boolean
   cudnnBenchmark?: boolean
+  channelsLast?: boolean
   cudaGraphs?: boolean
 }
 
@@ -152,6 +153,7 @@ export interface RawPipelineInfo {
   flashAttention: boolean
   cudnn: boolean
   cudnnBenchmark: boolean
+  channelsLast: boolean
   cudaGraphs: boolean
   tf32: boolean
   defaultWidth: number

@@ -19,6 +19,7 @@ pub struct RawLoadOptions {
     pub flash_attention: Option<bool>,
     pub cudnn: Option<bool>,
     pub cudnn_benchmark: Option<bool>,
+    pub channels_last: Option<bool>,
     pub cuda_graphs: Option<bool>,
 }
 
@@ -33,6 +34,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             flash_attention: raw.flash_attention.unwrap_or(defaults.flash_attention),
             cudnn: raw.cudnn.unwrap_or(defaults.cudnn),
             cudnn_benchmark: raw.cudnn_benchmark.unwrap_or(defaults.cudnn_benchmark),
+            channels_last: raw.channels_last.unwrap_or(defaults.channels_last),
             cuda_graphs: raw.cuda_graphs.unwrap_or(defaults.cuda_graphs),
         })
     }
@@ -160,6 +162,7 @@ pub struct RawPipelineInfo {
     pub flash_attention: bool,
     pub cudnn: bool,
     pub cudnn_benchmark: bool,
+    pub channels_last: bool,
     pub cuda_graphs: bool,
     pub tf32: bool,
     pub default_width: u32,
@@ -179,6 +182,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             flash_attention: info.flash_attention,
             cudnn: info.cudnn,
             cudnn_benchmark: info.cudnn_benchmark,
+            channels_last: info.channels_last,
             cuda_graphs: info.cuda_graphs,
             tf32: info.tf32,
             default_width: info.default_width as u32,

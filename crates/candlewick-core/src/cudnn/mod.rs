@@ -23,6 +23,18 @@ mod plan;
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
     static BENCHMARK: Cell<bool> = const { Cell::new(false) };
+    static CHANNELS_LAST: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Keep convolution filters channels-last and run cuDNN's NHWC kernels (on by default). Read
+/// when a model is loaded: `models::conv::Conv2d` converts its filter then.
+pub fn set_channels_last(on: bool) {
+    CHANNELS_LAST.with(|c| c.set(on));
+}
+
+/// Whether models loaded on this thread now run their convolutions channels-last (with cuDNN).
+pub fn channels_last() -> bool {
+    CHANNELS_LAST.with(|c| c.get())
 }
 
 /// Choose each shape's plan by timing cuDNN's first few choices on the first call of that shape,
@@ -39,6 +51,11 @@ fn benchmarking() -> bool {
 /// Allow or forbid cuDNN convolutions on the calling thread (allowed by default).
 pub fn set_enabled(enabled: bool) {
     ENABLED.with(|e| e.set(enabled));
+}
+
+/// Whether cuDNN convolutions are allowed on the calling thread.
+pub fn enabled() -> bool {
+    ENABLED.with(|e| e.get())
 }
 
 /// Whether this build links cuDNN.
@@ -76,23 +93,36 @@ pub struct Conv2dParams {
 /// can do it here (CUDA, f16 or f32, built with cuDNN, allowed on this thread); None otherwise,
 /// and the caller takes candle's path.
 pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Option<Tensor>> {
-    let usable = compiled()
-        && ENABLED.with(|e| e.get())
-        && x.device().is_cuda()
-        && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
-        && weight.dtype() == x.dtype();
-    if !usable {
+    if !usable(x, weight) {
         return Ok(None);
     }
-    run(x, weight, params).map(Some)
+    run(x, weight, params, false).map(Some)
+}
+
+/// The same convolution in channels-last memory: `x` [n, h, w, c] and `weight` [k, r, s, c] give
+/// [n, p, q, k]. cuDNN's fast Hopper kernels work in this layout; given NCHW tensors, cuDNN
+/// converts the input and the filter on every call.
+pub fn conv2d_channels_last(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Option<Tensor>> {
+    if !usable(x, weight) {
+        return Ok(None);
+    }
+    run(x, weight, params, true).map(Some)
+}
+
+fn usable(x: &Tensor, weight: &Tensor) -> bool {
+    compiled()
+        && enabled()
+        && x.device().is_cuda()
+        && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
+        && weight.dtype() == x.dtype()
 }
 
 #[cfg(feature = "cudnn")]
-fn run(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op::CudnnConv2d(params))
+fn run(x: &Tensor, weight: &Tensor, params: Conv2dParams, channels_last: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op::CudnnConv2d { params, channels_last })
 }
 
 #[cfg(not(feature = "cudnn"))]
-fn run(_x: &Tensor, _weight: &Tensor, _params: Conv2dParams) -> Result<Tensor> {
+fn run(_x: &Tensor, _weight: &Tensor, _params: Conv2dParams, _channels_last: bool) -> Result<Tensor> {
     candle_core::bail!("cuDNN is not compiled into this build")
 }

@@ -18,7 +18,12 @@ use super::backend::check;
 use super::plan::{ConvKey, ConvPlan};
 use super::Conv2dParams;
 
-pub(super) struct CudnnConv2d(pub Conv2dParams);
+/// The convolution; `channels_last`: input [n, h, w, c], filter [k, r, s, c], output [n, p, q, k]
+/// (otherwise NCHW, KCRS, NCHW).
+pub(super) struct CudnnConv2d {
+    pub params: Conv2dParams,
+    pub channels_last: bool,
+}
 
 impl CustomOp2 for CudnnConv2d {
     fn name(&self) -> &'static str {
@@ -33,12 +38,17 @@ impl CustomOp2 for CudnnConv2d {
         if !x_l.is_contiguous() || !w_l.is_contiguous() {
             bail!("cuDNN convolution needs contiguous tensors");
         }
-        let (n, c, h, wd) = x_l.shape().dims4()?;
-        let (k, c_w, r, s) = w_l.shape().dims4()?;
+        let ((n, c, h, wd), (k, c_w, r, s)) = match self.channels_last {
+            false => (x_l.shape().dims4()?, w_l.shape().dims4()?),
+            true => {
+                let ((n, h, wd, c), (k, r, s, c_w)) = (x_l.shape().dims4()?, w_l.shape().dims4()?);
+                ((n, c, h, wd), (k, c_w, r, s))
+            }
+        };
         if c != c_w {
             bail!("cuDNN convolution: input has {c} channels, the filter {c_w}");
         }
-        let Conv2dParams { padding, stride, dilation } = self.0;
+        let Conv2dParams { padding, stride, dilation } = self.params;
         let out = |size: usize, kernel: usize| {
             (size + 2 * padding).checked_sub(dilation * (kernel - 1) + 1).map(|v| v / stride + 1)
         };
@@ -51,7 +61,8 @@ impl CustomOp2 for CudnnConv2d {
             DType::F32 => self.run::<f32>(x, x_l, w, w_l, &dims)?,
             other => bail!("cuDNN convolution: {other:?} tensors are not supported"),
         };
-        Ok((storage, Shape::from(dims.y.to_vec())))
+        let [n, k, p, q] = dims.y;
+        Ok((storage, if self.channels_last { Shape::from((n, p, q, k)) } else { Shape::from((n, k, p, q)) }))
     }
 }
 
@@ -79,7 +90,7 @@ impl CudnnConv2d {
             let (x_ptr, _x_sync) = x_view.device_ptr(&stream);
             let (w_ptr, _w_sync) = w_view.device_ptr(&stream);
             let (y_ptr, _y_sync) = y.device_ptr_mut(&stream);
-            let Conv2dParams { padding, stride, dilation } = self.0;
+            let Conv2dParams { padding, stride, dilation } = self.params;
             let i64s = |d: [usize; 4]| d.map(|v| v as i64);
             let key = ConvKey {
                 dtype: x.dtype(),
@@ -91,6 +102,7 @@ impl CudnnConv2d {
                 dilation: [dilation as i64; 2],
                 alignment: [alignment(x_ptr), alignment(w_ptr), alignment(y_ptr)],
                 tf32: candle_core::cuda::gemm_reduced_precision_f32(),
+                channels_last: self.channels_last,
             };
             with_thread_state(&device, |state| {
                 let ThreadState { handle, plans, workspace, .. } = state;

@@ -1,5 +1,5 @@
 //! One convolution's cuDNN execution plan: an operation graph with a single forward
-//! convolution over packed NCHW tensors, the first engine cuDNN's heuristics rank that our
+//! convolution over packed NCHW tensors (or NHWC ones with a KRSC filter: channels-last), the first engine cuDNN's heuristics rank that our
 //! numerical rules accept, finalized once and executed for every call of that shape.
 
 use std::ffi::c_void;
@@ -37,6 +37,8 @@ pub(super) struct ConvKey {
     pub alignment: [i64; 3],
     /// Whether f32 convolutions may run on TF32 tensor cores.
     pub tf32: bool,
+    /// Channels-last memory: input and output NHWC, filter KRSC (the dims above stay NCHW/KCRS).
+    pub channels_last: bool,
 }
 
 pub(super) struct ConvPlan {
@@ -55,9 +57,9 @@ impl ConvPlan {
             DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
             other => bail!("cuDNN convolution: {other:?} tensors are not supported"),
         };
-        let x = tensor(X, key.x, data_type, key.alignment[0])?;
-        let w = tensor(W, key.w, data_type, key.alignment[1])?;
-        let y = tensor(Y, key.y, data_type, key.alignment[2])?;
+        let x = tensor(X, key.x, data_type, key.alignment[0], key.channels_last)?;
+        let w = tensor(W, key.w, data_type, key.alignment[1], key.channels_last)?;
+        let y = tensor(Y, key.y, data_type, key.alignment[2], key.channels_last)?;
 
         let mut conv = Descriptor::new(Kind::CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR)?;
         // f16 convolutions accumulate in f32, as PyTorch's do.
@@ -149,9 +151,16 @@ impl ConvPlan {
     }
 }
 
-/// A packed NCHW tensor.
-fn tensor(uid: i64, dims: [i64; 4], data_type: sys::cudnnDataType_t, alignment: i64) -> Result<Descriptor> {
-    let strides = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1];
+/// A packed tensor of NCHW dims, stored NCHW or, `channels_last`, NHWC (KRSC for a filter).
+fn tensor(
+    uid: i64,
+    dims: [i64; 4],
+    data_type: sys::cudnnDataType_t,
+    alignment: i64,
+    channels_last: bool,
+) -> Result<Descriptor> {
+    let [_, c, h, w] = dims;
+    let strides = if channels_last { [h * w * c, 1, w * c, c] } else { [c * h * w, h * w, w, 1] };
     let mut t = Descriptor::new(Kind::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
     t.set_data_type(Attr::CUDNN_ATTR_TENSOR_DATA_TYPE, data_type)?;
     t.set_i64s(Attr::CUDNN_ATTR_TENSOR_DIMENSIONS, &dims)?;

@@ -1,5 +1,6 @@
 // Fused CUDA kernels for what candle composes from several generic (and, for broadcasts,
-// index-computing) kernels: bias adds, GroupNorm (+ SiLU), GEGLU. Compiled to PTX by build.rs
+// index-computing) kernels: bias adds, GroupNorm (+ SiLU), GEGLU, layout transposes and the
+// tail of a channels-last convolution. Compiled to PTX by build.rs
 // for CUDA builds; called from src/models/fused.rs. Each rounds to the storage type where
 // PyTorch's separate ops would, so f16 results match diffusers' op by op.
 #include <cuda_fp16.h>
@@ -127,6 +128,35 @@ __device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
   }
 }
 
+// A channels-last convolution's output back to NCHW, with what follows the convolution in a
+// resnet fused in: x [batch, rows = p*q, cols = k] -> y [batch, k, p*q],
+//   y = x + bias[c], then + per_sample[b * per_sample_stride + c] (the time embedding) when
+//   has_per_sample, then residual[b, c, r] + y (the block's shortcut) when has_residual,
+// each step rounded to T as PyTorch's separate ops are. Grid and block as transpose's.
+template <typename T>
+__device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, const T *residual, T *y,
+                              uint32_t rows, uint32_t cols, uint32_t per_sample_stride, int has_per_sample,
+                              int has_residual) {
+  __shared__ T tile[32][33];
+  const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
+  const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = x[base + (uint64_t)r * cols + c];
+  }
+  __syncthreads();
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t c = c0 + j, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) {
+      float v = round_as<T>(to_f(tile[threadIdx.x][j]) + to_f(bias[c]));
+      if (has_per_sample) v = round_as<T>(v + to_f(per_sample[(uint64_t)blockIdx.z * per_sample_stride + c]));
+      const uint64_t o = base + (uint64_t)c * rows + r;
+      if (has_residual) v = to_f(residual[o]) + v;
+      y[o] = from_f<T>(v);
+    }
+  }
+}
+
 #define FUSED_KERNELS(T, SUFFIX)                                                                        \
   extern "C" __global__ void bias_add_##SUFFIX(const T *x, const T *bias, T *y, uint64_t numel,            \
                                                uint32_t inner, uint32_t channels) {                       \
@@ -148,6 +178,13 @@ __device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
   }                                                                                                      \
   extern "C" __global__ void transpose_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols) {         \
     transpose<T>(x, y, rows, cols);                                                                      \
+  }                                                                                                      \
+  extern "C" __global__ void conv_epilogue_##SUFFIX(const T *x, const T *bias, const T *per_sample,        \
+                                                    const T *residual, T *y, uint32_t rows, uint32_t cols, \
+                                                    uint32_t per_sample_stride, int has_per_sample,        \
+                                                    int has_residual) {                                    \
+    conv_epilogue<T>(x, bias, per_sample, residual, y, rows, cols, per_sample_stride, has_per_sample,      \
+                     has_residual);                                                                      \
   }
 
 FUSED_KERNELS(__half, f16)

@@ -1,5 +1,5 @@
-//! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU), GEGLU and the
-//! NCHW <-> tokens transposes: one kernel where candle runs several, and no per-element index
+//! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU), GEGLU, the
+//! NCHW <-> tokens transposes and a channels-last convolution's tail: one kernel where candle runs several, and no per-element index
 //! arithmetic for broadcasts and permutes.
 //!
 //! Each function returns None when the kernels cannot run here (a CPU tensor, a build without
@@ -57,6 +57,27 @@ pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     imp::transpose(x).map(Some)
+}
+
+/// The tail of a channels-last convolution: its output `y` [b, p, q, k] back to [b, k, p, q] with
+/// `bias` [k] added, then `per_sample` [b or 1, k] (a resnet's time embedding), then `residual`
+/// [b, k, p, q] + that (a resnet's shortcut): one pass where candle would run four.
+pub fn conv_epilogue(
+    y: &Tensor,
+    bias: &Tensor,
+    per_sample: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let same_dtype = |t: Option<&Tensor>| t.is_none_or(|t| t.dtype() == y.dtype());
+    if !usable(y) || y.rank() != 4 || !same_dtype(Some(bias)) || !same_dtype(per_sample) || !same_dtype(residual) {
+        return Ok(None);
+    }
+    // transpose's grid: beyond it, candle's ops.
+    let (b, p, q, k) = y.dims4()?;
+    if b > 65_535 || (p * q).div_ceil(32) > 65_535 || k > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::conv_epilogue(y, bias, per_sample, residual).map(Some)
 }
 
 /// [b, c, h, w] -> [b, h*w, c] (a transformer's tokens), contiguous.
@@ -377,11 +398,114 @@ mod imp {
     pub fn transpose(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(&Transpose)
     }
+
+    // ---- a channels-last convolution's tail -------------------------------------------------
+
+    /// Inputs: the convolution's output [b, rows, cols], the coefficients (bias [cols], followed
+    /// by the per-sample rows [b or 1, cols] when there are some), the residual [b, cols, rows]
+    /// (any tensor when there is none).
+    struct ConvEpilogue {
+        per_sample_stride: u32,
+        has_per_sample: bool,
+        has_residual: bool,
+    }
+
+    impl ConvEpilogue {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (x, xl): (&CudaStorage, &Layout),
+            (coef, cl): (&CudaStorage, &Layout),
+            (res, rl): (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = x.device().clone();
+            let (b, rows, cols) = xl.shape().dims3()?;
+            if self.has_residual && rl.shape().elem_count() != b * rows * cols {
+                bail!("conv epilogue: the residual has {} values, expected {}", rl.shape().elem_count(), b * rows * cols);
+            }
+            let (xv, cv, rv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(coef, cl)?, contiguous_slice::<T>(res, rl)?);
+            let bias = cv.slice(0..cols);
+            let per_sample = if self.has_per_sample { cv.slice(cols..) } else { cv.slice(0..cols) };
+            let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
+            let func = dev.get_or_load_custom_func(&format!("conv_epilogue_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (r32, c32) = (rows as u32, cols as u32);
+            let (has_per_sample, has_residual) = (self.has_per_sample as i32, self.has_residual as i32);
+            args.arg(&xv).arg(&bias).arg(&per_sample).arg(&rv).arg(&mut y);
+            args.arg(&r32).arg(&c32).arg(&self.per_sample_stride).arg(&has_per_sample).arg(&has_residual);
+            let cfg = LaunchConfig {
+                grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, b as u32),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, cols, rows))))
+        }
+    }
+
+    impl CustomOp3 for ConvEpilogue {
+        fn name(&self) -> &'static str {
+            "fused-conv-epilogue"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            c: &CudaStorage,
+            cl: &Layout,
+            r: &CudaStorage,
+            rl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            match x.dtype() {
+                DType::F16 => self.run::<f16>((x, xl), (c, cl), (r, rl)),
+                _ => self.run::<f32>((x, xl), (c, cl), (r, rl)),
+            }
+        }
+    }
+
+    pub fn conv_epilogue(
+        y: &Tensor,
+        bias: &Tensor,
+        per_sample: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, p, q, k) = y.dims4()?;
+        if bias.elem_count() != k {
+            bail!("conv epilogue: a bias of {} values for {k} channels", bias.elem_count());
+        }
+        let (coef, per_sample_stride) = match per_sample {
+            None => (bias.contiguous()?, 0),
+            Some(t) => {
+                let (rows, cols) = t.dims2()?;
+                if cols != k || (rows != b && rows != 1) {
+                    bail!("conv epilogue: per-sample values {:?} for {b} samples of {k} channels", t.dims());
+                }
+                let stride = if rows == 1 { 0 } else { k as u32 };
+                (Tensor::cat(&[&bias.reshape((1, k))?, t], 0)?, stride)
+            }
+        };
+        let residual_or_any = residual.unwrap_or(bias).contiguous()?;
+        let op = ConvEpilogue { per_sample_stride, has_per_sample: per_sample.is_some(), has_residual: residual.is_some() };
+        y.reshape((b, p * q, k))?.contiguous()?.apply_op3_no_bwd(&coef, &residual_or_any, &op)?.reshape((b, k, p, q))
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
     pub fn transpose(_: &Tensor) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn conv_epilogue(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
     use candle_core::{bail, Result, Tensor};

@@ -104,31 +104,33 @@ impl ResnetBlock2D {
 
     fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let h = self.norm1.forward_then(self.act, xs)?;
-        let mut h = self.conv1.forward(&h)?;
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?.unsqueeze(2)?.unsqueeze(3)?),
+            (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?),
             (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
             (None, _) => None,
         };
-        h = match (self.time_embedding_norm, temb) {
-            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward_then(self.act, &h.broadcast_add(&t)?)?,
+        let h = match (self.time_embedding_norm, temb) {
+            // conv1's output plus the time embedding, in one pass on CUDA.
+            (TimeEmbeddingNorm::Default, Some(t)) => {
+                self.norm2.forward_then(self.act, &self.conv1.forward_fused(&h, Some(&t), None)?)?
+            }
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
-                let chunks = t.chunk(2, 1)?;
+                let h = self.conv1.forward(&h)?;
+                let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
                 let h = self.norm2.forward(&h)?;
                 self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?
             }
-            (_, None) => self.norm2.forward_then(self.act, &h)?,
+            (_, None) => self.norm2.forward_then(self.act, &self.conv1.forward(&h)?)?,
         };
-        let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
-        let out = (shortcut + h)?;
         if self.output_scale_factor == 1.0 {
-            Ok(out)
+            // shortcut + conv2(h), in one pass with conv2's tail on CUDA.
+            self.conv2.forward_fused(&h, None, Some(&shortcut))
         } else {
-            out / self.output_scale_factor
+            (shortcut + self.conv2.forward(&h)?)? / self.output_scale_factor
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct PipelineInfo {
     pub cudnn: bool,
     /// Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnn_benchmark` asked).
     pub cudnn_benchmark: bool,
+    /// Whether kxk convolutions run channels-last (`cudnn` on and `channels_last` not false).
+    pub channels_last: bool,
     /// Whether the UNet step is captured and replayed as a CUDA graph (CUDA, not switched off).
     pub cuda_graphs: bool,
     /// Whether f32 matrix products may use TF32.
@@ -100,6 +102,11 @@ impl StableDiffusionPipeline {
                 ),
             ));
         }
+        // Read by the convolutions as they load (`models::conv`): channels-last filters or not.
+        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
+        let channels_last = cudnn && options.channels_last;
+        cudnn::set_enabled(cudnn);
+        cudnn::set_channels_last(channels_last);
         let path = weights::find_weights(&folder.component("text_encoder"), "model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
         let text_encoder = weights::with_file(&path, || ClipTextTransformer::new(vb, &text_config))?;
@@ -123,7 +130,6 @@ impl StableDiffusionPipeline {
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
         let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
-        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
         let vae_scale_factor = vae_config.scale_factor();
         let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
             Error::model(
@@ -144,6 +150,7 @@ impl StableDiffusionPipeline {
             flash_attention,
             cudnn,
             cudnn_benchmark: cudnn && options.cudnn_benchmark,
+            channels_last,
             cuda_graphs: options.cuda_graphs && device.is_cuda(),
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
