@@ -11,7 +11,8 @@
 # One call may run 10 minutes: PART=a (stages 1-4 and diffusers fp16 + SDPA) and then PART=b (the
 # rest of 5, 6, 7) on the same warm machine (the second call within 30 s of the first); default: all.
 # PART=p: profiling for the next change: the SD1.5-shaped model, a kernel-level Nsight Compute
-# profile of one UNet step, cuDNN NCHW vs channels-last in PyTorch, host RSS traces (issue 5).
+# profile of one UNet step (k), cuDNN NCHW vs channels-last in PyTorch (l), host RSS traces (r);
+# each letter also alone, e.g. PART=ak.
 # PART=c: stage 6 alone, from G=.gpu-attention (WITH_ATTENTION=1 bash bench/gpu/pack.sh makes it):
 #   device tool: run  command="G=.gpu-attention PART=c bash bench/gpu/run.sh"  carry=[".gpu-attention"]
 set -uo pipefail
@@ -81,10 +82,12 @@ timeout 60 attention_bench "$OUT/attention.json" | tail -8
 (cd $G && timeout 90 python3 anchor_phases.py > "$OUT/anchor_phases.txt" 2>&1); tail -2 "$OUT/anchor_phases.txt"
 fi
 
-if [[ $PART == *p* ]]; then
+if [[ $PART == *[pklr]* ]] && [ ! -d $MODEL ]; then
 stage "p1. SD1.5-shaped model (no reference run)"
 MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py $MODEL 2>&1 | grep -v Warning | tail -2
+fi
 
+if [[ $PART == *[pk]* ]]; then
 stage "p2. kernel-level profile: Nsight Compute, one generate call with 1 and with 3 steps, graphs off"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 for steps in 1 3; do
@@ -93,10 +96,14 @@ for steps in 1 3; do
   echo "steps=$steps rc=$? $(wc -l < "$OUT/ncu-$steps.csv") lines"; tail -2 "$OUT/ncu-$steps.txt"
 done
 python3 bench/gpu/kernels.py "$OUT/ncu-1.csv" "$OUT/ncu-3.csv" "$OUT/kernels.json"
+fi
 
+if [[ $PART == *[pl]* ]]; then
 stage "p3. cuDNN convolutions NCHW against channels-last (PyTorch)"
 timeout 120 python3 bench/gpu/conv_layouts.py "$OUT/conv_layouts.json" 2>&1 | grep -v -i warn | head -40
+fi
 
+if [[ $PART == *[pr]* ]]; then
 stage "p4. host RSS over many generations, tiny model (graphs, eager, one malloc arena) and SD1.5-shaped"
 timeout 100 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 80 graphs 2>&1 | tee "$OUT/rss.txt"
 MALLOC_ARENA_MAX=1 timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 graphs 2>&1 | tee -a "$OUT/rss.txt"

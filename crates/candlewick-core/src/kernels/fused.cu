@@ -32,6 +32,16 @@ __device__ void bias_add(const T *x, const T *bias, T *y, uint64_t numel, uint32
   }
 }
 
+// y[i] = residual[i] + (x[i] + bias[(i / inner) % channels]): a linear layer's (or a 1x1
+// convolution's) bias and the residual connection after it, rounded as two separate ops.
+template <typename T>
+__device__ void bias_add_residual(const T *x, const T *bias, const T *residual, T *y, uint64_t numel,
+                                  uint32_t inner, uint32_t channels) {
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += (uint64_t)blockDim.x * gridDim.x) {
+    y[i] = from_f<T>(to_f(residual[i]) + round_as<T>(to_f(x[i]) + to_f(bias[(i / inner) % channels])));
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
   return v;
@@ -161,6 +171,10 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
   extern "C" __global__ void bias_add_##SUFFIX(const T *x, const T *bias, T *y, uint64_t numel,            \
                                                uint32_t inner, uint32_t channels) {                       \
     bias_add<T>(x, bias, y, numel, inner, channels);                                                     \
+  }                                                                                                      \
+  extern "C" __global__ void bias_add_residual_##SUFFIX(const T *x, const T *bias, const T *residual, T *y, \
+                                                        uint64_t numel, uint32_t inner, uint32_t channels) { \
+    bias_add_residual<T>(x, bias, residual, y, numel, inner, channels);                                  \
   }                                                                                                      \
   extern "C" __global__ void group_norm_stats_##SUFFIX(const T *x, float *partial, uint32_t per_row,       \
                                                        uint32_t chunk) {                                  \

@@ -137,8 +137,17 @@ impl Attention {
             Some(norm) => norm.forward(&xs.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?.contiguous()?,
             None => xs.clone(),
         };
-        let out = self.attend(&normed, context)?;
+        let out = self.attend(&normed, context, None)?;
         self.finish(out, xs)
+    }
+
+    /// `residual + forward(xs, context)`, the addition fused into to_out's bias on CUDA (a
+    /// transformer block's residual connection).
+    pub fn forward_residual(&self, xs: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
+            return residual + self.forward(xs, context)?;
+        }
+        self.attend(xs, context, Some(residual))
     }
 
     /// The VAE's spatial self-attention: [b, c, h, w] in and out.
@@ -149,16 +158,20 @@ impl Attention {
             Some(norm) => norm.forward(&flat)?,
             None => flat,
         };
-        let out = self.attend(&fused::to_tokens(&normed.reshape((b, c, h, w))?)?, None)?;
+        let out = self.attend(&fused::to_tokens(&normed.reshape((b, c, h, w))?)?, None, None)?;
         self.finish(fused::from_tokens(&out, h, w)?, xs)
     }
 
-    /// to_q/to_k/to_v, attention over heads, to_out.0: [b, seq, query_dim] out.
-    fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        crate::profile::scope("attention", || self.attend_unprofiled(xs, context))
+    /// to_q/to_k/to_v, attention over heads, to_out.0 (+ `residual`): [b, seq, query_dim] out.
+    fn attend(&self, xs: &Tensor, context: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        crate::profile::scope("attention", || self.attend_unprofiled(xs, context, residual))
     }
 
-    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let to_out = |out: &Tensor| match residual {
+            Some(r) => self.to_out.forward_residual(out, r),
+            None => self.to_out.forward(out),
+        };
         let context = context.unwrap_or(xs);
         let (q, k, v) = crate::profile::scope("attention_qkv", || {
             Ok((self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?))
@@ -168,7 +181,7 @@ impl Attention {
         })?;
         if let Some(out) = fused {
             let (b, s, h, d) = out.dims4()?;
-            return self.to_out.forward(&out.reshape((b, s, h * d))?);
+            return to_out(&out.reshape((b, s, h * d))?);
         }
         let (q, k, v) = (self.split_heads(&q)?, self.split_heads(&k)?, self.split_heads(&v)?);
         let (q, k) = if self.upcast_attention && q.dtype() != DType::F32 {
@@ -178,7 +191,7 @@ impl Attention {
         };
         let out = crate::profile::scope("attention_unfused", || scaled_dot_product(&q, &k, &v))?;
         let (b, h, s, d) = out.dims4()?;
-        self.to_out.forward(&out.transpose(1, 2)?.reshape((b, s, h * d))?)
+        to_out(&out.transpose(1, 2)?.reshape((b, s, h * d))?)
     }
 
     /// The residual connection and output rescale.
@@ -219,7 +232,9 @@ impl FeedForward {
         Ok(Self { proj, out })
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `residual + feed_forward(xs)` (a transformer block's last residual connection), the
+    /// addition fused into net.2's bias on CUDA.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         crate::profile::scope("feed_forward", || {
             let h = crate::profile::scope("ff_proj", || self.proj.forward(xs))?;
             let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h)? {
@@ -229,7 +244,7 @@ impl FeedForward {
                     &halves[0] * halves[1].gelu_erf()?
                 }
             })?;
-            crate::profile::scope("ff_out", || self.out.forward(&gated))
+            crate::profile::scope("ff_out", || self.out.forward_residual(&gated, residual))
         })
     }
 }
@@ -286,9 +301,9 @@ impl BasicTransformerBlock {
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
         let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", || n.forward(xs));
-        let xs = (self.attn1.forward(&norm(&self.norm1, xs)?, ctx1)? + xs)?;
-        let xs = (self.attn2.forward(&norm(&self.norm2, &xs)?, Some(context))? + xs)?;
-        self.ff.forward(&norm(&self.norm3, &xs)?)? + xs
+        let xs = self.attn1.forward_residual(&norm(&self.norm1, xs)?, ctx1, xs)?;
+        let xs = self.attn2.forward_residual(&norm(&self.norm2, &xs)?, Some(context), &xs)?;
+        self.ff.forward_residual(&norm(&self.norm3, &xs)?, &xs)
     }
 }
 
@@ -372,10 +387,9 @@ impl Transformer2DModel {
         for block in &self.transformer_blocks {
             hs = block.forward(&hs, context)?;
         }
-        let out = match &self.proj_out {
-            Projection::Conv(p) => p.forward(&fused::from_tokens(&hs, h, w)?)?,
-            Projection::Linear(p) => fused::from_tokens(&p.forward(&hs)?, h, w)?,
-        };
-        out + xs
+        match &self.proj_out {
+            Projection::Conv(p) => p.forward_tokens_residual(&hs, h, w, xs),
+            Projection::Linear(p) => fused::from_tokens(&p.forward(&hs)?, h, w)? + xs,
+        }
     }
 }

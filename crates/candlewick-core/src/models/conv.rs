@@ -69,6 +69,27 @@ impl Conv2d {
         })
     }
 
+    /// `residual + conv(x)` for a 1x1 convolution whose input `x` comes as tokens [b, h*w, c]
+    /// (a transformer's proj_out): on CUDA a matrix product on the tokens, then one kernel back to
+    /// NCHW [b, k, h, w] with the bias and the residual, instead of a transpose, the convolution,
+    /// the bias and the addition.
+    pub fn forward_tokens_residual(&self, tokens: &Tensor, h: usize, w: usize, residual: &Tensor) -> Result<Tensor> {
+        let (k, c, r, s) = self.weight.dims4()?;
+        let pointwise = !self.channels_last && r == 1 && s == 1 && self.params.stride == 1 && self.params.padding == 0;
+        if !pointwise || !tokens.device().is_cuda() {
+            return self.forward_fused(&fused::from_tokens(tokens, h, w)?, None, Some(residual));
+        }
+        crate::profile::scope("conv", || {
+            let b = tokens.dim(0)?;
+            let product = candle_nn::Linear::new(self.weight.reshape((k, c))?, None);
+            let ys = product.forward(tokens)?.reshape((b, h, w, k))?;
+            match fused::conv_epilogue(&ys, &self.bias, None, Some(residual))? {
+                Some(out) => Ok(out),
+                None => self.finish(ys.permute((0, 3, 1, 2))?.contiguous()?, None, Some(residual)),
+            }
+        })
+    }
+
     fn forward_channels_last(
         &self,
         xs: &Tensor,

@@ -18,6 +18,14 @@ pub fn bias_add(x: &Tensor, bias: &Tensor, channel_dim: usize) -> Result<Option<
     imp::bias_add(x, bias, channel_dim).map(Some)
 }
 
+/// `residual + (x + bias)`, the bias broadcast as in [`bias_add`]; `residual` has `x`'s shape.
+pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(x) || bias.dtype() != x.dtype() || residual.dtype() != x.dtype() || residual.dims() != x.dims() {
+        return Ok(None);
+    }
+    imp::bias_add_residual(x, bias, channel_dim, residual).map(Some)
+}
+
 /// diffusers' GroupNorm over [n, c, ...] with per-channel affine, then SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,
@@ -220,6 +228,75 @@ mod imp {
         let inner: usize = dims[channel_dim + 1..].iter().product();
         let op = BiasAdd { inner: inner as u32, channels: dims[channel_dim] as u32 };
         x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op)
+    }
+
+    struct BiasAddResidual(BiasAdd);
+
+    impl BiasAddResidual {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (x, xl): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+            (r, rl): (&CudaStorage, &Layout),
+        ) -> Result<CudaStorage> {
+            let dev = x.device().clone();
+            let (xv, bv, rv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?, contiguous_slice::<T>(r, rl)?);
+            let numel = xl.shape().elem_count();
+            let mut y = unsafe { dev.alloc::<T>(numel) }?;
+            let func = dev.get_or_load_custom_func(&format!("bias_add_residual_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (n, inner, channels) = (numel as u64, self.0.inner, self.0.channels);
+            args.arg(&xv).arg(&bv).arg(&rv).arg(&mut y).arg(&n).arg(&inner).arg(&channels);
+            let cfg = LaunchConfig {
+                grid_dim: (elementwise_grid(numel), 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+        }
+    }
+
+    impl CustomOp3 for BiasAddResidual {
+        fn name(&self) -> &'static str {
+            "fused-bias-add-residual"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+            r: &CudaStorage,
+            rl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let out = match x.dtype() {
+                DType::F16 => self.run::<f16>((x, xl), (b, bl), (r, rl))?,
+                _ => self.run::<f32>((x, xl), (b, bl), (r, rl))?,
+            };
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
+    pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        if channel_dim >= dims.len() || bias.elem_count() != dims[channel_dim] {
+            bail!("bias_add: a bias of {} values does not match dim {channel_dim} of {:?}", bias.elem_count(), dims);
+        }
+        let inner: usize = dims[channel_dim + 1..].iter().product();
+        let op = BiasAddResidual(BiasAdd { inner: inner as u32, channels: dims[channel_dim] as u32 });
+        x.contiguous()?.apply_op3_no_bwd(&bias.contiguous()?, &residual.contiguous()?, &op)
     }
 
     // ---- GroupNorm (+ SiLU) -----------------------------------------------------------------
@@ -511,6 +588,9 @@ mod imp {
     use candle_core::{bail, Result, Tensor};
 
     pub fn bias_add(_: &Tensor, _: &Tensor, _: usize) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn bias_add_residual(_: &Tensor, _: &Tensor, _: usize, _: &Tensor) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
     pub fn group_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f64, _: bool) -> Result<Tensor> {

@@ -25,7 +25,24 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.add_bias(self.product.forward(xs)?)
+    }
+}
+
+impl Linear {
+    /// `residual + linear(xs)`: a residual connection after the layer, added in the bias's
+    /// kernel on CUDA.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let ys = self.product.forward(xs)?;
+        if let Some(bias) = &self.bias {
+            if let Some(out) = fused::bias_add_residual(&ys, bias, ys.rank() - 1, residual)? {
+                return Ok(out);
+            }
+        }
+        residual + self.add_bias(ys)?
+    }
+
+    fn add_bias(&self, ys: Tensor) -> Result<Tensor> {
         let Some(bias) = &self.bias else { return Ok(ys) };
         match fused::bias_add(&ys, bias, ys.rank() - 1)? {
             Some(ys) => Ok(ys),
