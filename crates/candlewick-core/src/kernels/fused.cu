@@ -47,6 +47,28 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// LayerNorm over the last dim: x [rows, cols] -> y, one warp a row, statistics in f32 (mean,
+// then the mean of squared deviations, as PyTorch), then the per-column affine.
+template <typename T>
+__device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uint32_t rows, uint32_t cols,
+                           float eps) {
+  const uint64_t row = (uint64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const uint32_t lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T *xr = x + row * cols;
+  float s = 0.f;
+  for (uint32_t c = lane; c < cols; c += 32) s += to_f(xr[c]);
+  const float mean = warp_sum(s) / cols;
+  float ss = 0.f;
+  for (uint32_t c = lane; c < cols; c += 32) {
+    const float d = to_f(xr[c]) - mean;
+    ss += d * d;
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
+  T *yr = y + row * cols;
+  for (uint32_t c = lane; c < cols; c += 32) yr[c] = from_f<T>((to_f(xr[c]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
+}
+
 // GroupNorm, pass 1: partial sums of x and x*x over chunks of each group's elements.
 // x: [rows = n * groups, per_row] contiguous. Grid (chunks, rows); partial[(row * chunks + chunk) * 2 + {0, 1}].
 // No atomics: pass 2 adds the partials in a fixed order, so results repeat run to run.
@@ -107,15 +129,63 @@ __device__ void group_norm_apply(const T *x, const float *partial, const T *weig
   }
 }
 
-// GEGLU: h [rows, 2n] -> y [rows, n], y = h[:, :n] * gelu(h[:, n:]) (diffusers' GEGLU, the
-// GELU's result rounded to T before the product as PyTorch's two ops do).
+// GroupNorm between the passes, for group_norm_apply_tokens: mean and rstd of each row from
+// pass 1's partials (summed in the order group_norm_apply sums them, so the values are the same).
+__device__ void finalize_group_stats(const float *partial, float *stats, uint32_t rows, uint32_t chunks,
+                                     uint32_t per_row, float eps) {
+  const uint32_t row = blockIdx.x * blockDim.x + threadIdx.x;
+  if (row >= rows) return;
+  const float *p = partial + (uint64_t)row * chunks * 2;
+  float s = 0.f, ss = 0.f;
+  for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
+  const float mean = s / per_row;
+  const float var = fmaxf(ss / per_row - mean * mean, 0.f);
+  stats[2 * row] = mean;
+  stats[2 * row + 1] = rsqrtf(var + eps);
+}
+
+// GroupNorm, pass 2 written channels-last: x [batch, channels, pixels] -> y [batch, pixels,
+// channels] (the input of a channels-last convolution, or a transformer's tokens), through
+// transpose's 32x32 tiles; the same arithmetic as group_norm_apply. Grid (ceil(pixels / 32),
+// ceil(channels / 32), batch), block (32, 8).
 template <typename T>
-__device__ void geglu(const T *h, T *y, uint64_t numel, uint32_t n) {
+__device__ void group_norm_apply_tokens(const T *x, const float *stats, const T *weight, const T *bias, T *y,
+                                        uint32_t channels, uint32_t pixels, uint32_t groups,
+                                        uint32_t channels_per_group, int silu_after) {
+  __shared__ T tile[32][33];
+  const uint64_t base = (uint64_t)blockIdx.z * channels * pixels;
+  const uint32_t c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t c = c0 + j, p = p0 + threadIdx.x;
+    if (c < channels && p < pixels) {
+      const float *st = stats + 2 * ((uint64_t)blockIdx.z * groups + c / channels_per_group);
+      float v = (to_f(x[base + (uint64_t)c * pixels + p]) - st[0]) * st[1] * to_f(weight[c]) + to_f(bias[c]);
+      if (silu_after) v = silu(round_as<T>(v));
+      tile[j][threadIdx.x] = from_f<T>(v);
+    }
+  }
+  __syncthreads();
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t p = p0 + j, c = c0 + threadIdx.x;
+    if (c < channels && p < pixels) y[base + (uint64_t)p * channels + c] = tile[threadIdx.x][j];
+  }
+}
+
+// GEGLU: h [rows, 2n] -> y [rows, n], y = h[:, :n] * gelu(h[:, n:]) (diffusers' GEGLU, the
+// GELU's result rounded to T before the product as PyTorch's two ops do). With `has_bias`, the
+// projection's bias [2n] is added first (rounded to T, as the projection's output would be).
+template <typename T>
+__device__ void geglu(const T *h, const T *bias, T *y, uint64_t numel, uint32_t n, int has_bias) {
   for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += (uint64_t)blockDim.x * gridDim.x) {
     const uint64_t r = i / n;
     const uint32_t j = (uint32_t)(i - r * n);
     const T *hr = h + r * 2 * n;
-    y[i] = from_f<T>(to_f(hr[j]) * round_as<T>(gelu_erf(to_f(hr[n + j]))));
+    float a = to_f(hr[j]), g = to_f(hr[n + j]);
+    if (has_bias) {
+      a = round_as<T>(a + to_f(bias[j]));
+      g = round_as<T>(g + to_f(bias[n + j]));
+    }
+    y[i] = from_f<T>(a * round_as<T>(gelu_erf(g)));
   }
 }
 
@@ -176,6 +246,10 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
                                                         uint64_t numel, uint32_t inner, uint32_t channels) { \
     bias_add_residual<T>(x, bias, residual, y, numel, inner, channels);                                  \
   }                                                                                                      \
+  extern "C" __global__ void layer_norm_##SUFFIX(const T *x, const T *weight, const T *bias, T *y,        \
+                                                 uint32_t rows, uint32_t cols, float eps) {              \
+    layer_norm<T>(x, weight, bias, y, rows, cols, eps);                                                  \
+  }                                                                                                      \
   extern "C" __global__ void group_norm_stats_##SUFFIX(const T *x, float *partial, uint32_t per_row,       \
                                                        uint32_t chunk) {                                  \
     group_norm_stats<T>(x, partial, per_row, chunk);                                                     \
@@ -187,8 +261,15 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
     group_norm_apply<T>(x, partial, weight, bias, y, per_row, chunk, chunks, inner, groups,             \
                         channels_per_group, eps, silu_after);                                            \
   }                                                                                                      \
-  extern "C" __global__ void geglu_##SUFFIX(const T *h, T *y, uint64_t numel, uint32_t n) {             \
-    geglu<T>(h, y, numel, n);                                                                            \
+  extern "C" __global__ void group_norm_apply_tokens_##SUFFIX(                                           \
+      const T *x, const float *stats, const T *weight, const T *bias, T *y, uint32_t channels,            \
+      uint32_t pixels, uint32_t groups, uint32_t channels_per_group, int silu_after) {                    \
+    group_norm_apply_tokens<T>(x, stats, weight, bias, y, channels, pixels, groups, channels_per_group,   \
+                               silu_after);                                                              \
+  }                                                                                                      \
+  extern "C" __global__ void geglu_##SUFFIX(const T *h, const T *bias, T *y, uint64_t numel, uint32_t n, \
+                                            int has_bias) {                                              \
+    geglu<T>(h, bias, y, numel, n, has_bias);                                                            \
   }                                                                                                      \
   extern "C" __global__ void transpose_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols) {         \
     transpose<T>(x, y, rows, cols);                                                                      \
@@ -200,6 +281,11 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
     conv_epilogue<T>(x, bias, per_sample, residual, y, rows, cols, per_sample_stride, has_per_sample,      \
                      has_residual);                                                                      \
   }
+
+extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,
+                                               uint32_t chunks, uint32_t per_row, float eps) {
+  finalize_group_stats(partial, stats, rows, chunks, per_row, eps);
+}
 
 FUSED_KERNELS(__half, f16)
 FUSED_KERNELS(float, f32)

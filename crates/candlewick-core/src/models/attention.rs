@@ -7,10 +7,10 @@
 
 use super::conv::Conv2d;
 use candle_core::{bail, DType, Result, Tensor, D};
-use candle_nn::{LayerNorm, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::linear::{self, Linear};
-use super::norm::{group_norm, GroupNorm};
+use super::norm::{group_norm, layer_norm, GroupNorm, LayerNorm};
 use super::resnet::conv;
 use super::{flash, fused};
 
@@ -236,11 +236,12 @@ impl FeedForward {
     /// addition fused into net.2's bias on CUDA.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         crate::profile::scope("feed_forward", || {
-            let h = crate::profile::scope("ff_proj", || self.proj.forward(xs))?;
-            let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h)? {
+            // The projection's bias is added in GEGLU's kernel on CUDA.
+            let h = crate::profile::scope("ff_proj", || self.proj.product(xs))?;
+            let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h, self.proj.bias())? {
                 Some(gated) => Ok(gated),
                 None => {
-                    let halves = h.chunk(2, D::Minus1)?;
+                    let halves = self.proj.add_bias(h)?.chunk(2, D::Minus1)?;
                     &halves[0] * halves[1].gelu_erf()?
                 }
             })?;
@@ -272,7 +273,7 @@ impl BasicTransformerBlock {
         only_cross_attention: bool,
         upcast_attention: bool,
     ) -> Result<Self> {
-        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let norm = |name: &str| layer_norm(dim, 1e-5, vb.pp(name));
         let attn = |name: &str, cross: Option<usize>| {
             let cfg = AttentionConfig {
                 query_dim: dim,
@@ -379,10 +380,15 @@ impl Transformer2DModel {
 
     fn forward_unprofiled(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
-        let normed = self.norm.forward(xs)?;
         let mut hs = match &self.proj_in {
-            Projection::Conv(p) => fused::to_tokens(&p.forward(&normed)?)?,
-            Projection::Linear(p) => p.forward(&fused::to_tokens(&normed)?)?,
+            Projection::Conv(p) => p.forward_normed_to_tokens(&self.norm, xs)?,
+            Projection::Linear(p) => {
+                let tokens = match self.norm.forward_tokens(None, xs)? {
+                    Some(tokens) => tokens,
+                    None => fused::to_tokens(&self.norm.forward(xs)?)?,
+                };
+                p.forward(&tokens)?
+            }
         };
         for block in &self.transformer_blocks {
             hs = block.forward(&hs, context)?;

@@ -5,7 +5,9 @@
 //! Weights load with or without the `text_model.` prefix (transformers 4 saves it, 5 does not).
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Linear, Module, VarBuilder};
+
+use super::norm::{layer_norm, LayerNorm};
 use serde::Deserialize;
 
 use super::attention::causal_scaled_dot_product;
@@ -106,9 +108,9 @@ impl ClipEncoderLayer {
     fn new(vb: VarBuilder, cfg: &ClipTextConfig, act: ClipActivation) -> Result<Self> {
         let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self {
-            layer_norm1: candle_nn::layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            layer_norm1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
             self_attn: ClipAttention::new(vb.pp("self_attn"), cfg)?,
-            layer_norm2: candle_nn::layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            layer_norm2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
             fc1: candle_nn::linear(d, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
             fc2: candle_nn::linear(cfg.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
             act,
@@ -158,7 +160,7 @@ impl ClipTextTransformer {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| ClipEncoderLayer::new(vb_layers.pp(i), cfg, act))
             .collect::<Result<Vec<_>>>()?;
-        let final_layer_norm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
+        let final_layer_norm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
         Ok(Self {
             token_embedding,
             position_embedding,

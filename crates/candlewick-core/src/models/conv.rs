@@ -11,7 +11,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::activations::Activation;
 use super::fused;
+use super::norm::GroupNorm;
 use crate::cudnn::{self, Conv2dParams};
 
 #[derive(Debug, Clone)]
@@ -69,18 +71,64 @@ impl Conv2d {
         })
     }
 
+    /// `conv(act(norm(xs)))`, plus `per_sample` and `residual` as in [`Self::forward_fused`]. A
+    /// channels-last convolution takes the norm's output channels-last from the norm's kernel
+    /// on CUDA (no transpose in between).
+    pub fn forward_normed(
+        &self,
+        norm: &GroupNorm,
+        act: Activation,
+        xs: &Tensor,
+        per_sample: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if self.channels_last {
+            if let Some(tokens) = norm.forward_tokens(Some(act), xs)? {
+                let (b, c, h, w) = xs.dims4()?;
+                let nhwc = tokens.reshape((b, h, w, c))?;
+                let out = crate::profile::scope("conv", || self.conv_channels_last(&nhwc, per_sample, residual))?;
+                if let Some(out) = out {
+                    return Ok(out);
+                }
+            }
+        }
+        self.forward_fused(&norm.forward_then(act, xs)?, per_sample, residual)
+    }
+
+    /// A 1x1 convolution of `norm(xs)` as tokens [b, h*w, c_out] (a transformer's proj_in): on
+    /// CUDA the norm writes tokens and the convolution is a matrix product on them.
+    pub fn forward_normed_to_tokens(&self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
+        if self.pointwise() && xs.device().is_cuda() {
+            if let Some(tokens) = norm.forward_tokens(None, xs)? {
+                return crate::profile::scope("conv", || {
+                    let (k, c, _, _) = self.weight.dims4()?;
+                    let ys = candle_nn::Linear::new(self.weight.reshape((k, c))?, None).forward(&tokens)?;
+                    match fused::bias_add(&ys, &self.bias, 2)? {
+                        Some(ys) => Ok(ys),
+                        None => ys.broadcast_add(&self.bias),
+                    }
+                });
+            }
+        }
+        fused::to_tokens(&self.forward(&norm.forward(xs)?)?)
+    }
+
+    /// A 1x1 convolution, stride 1, no padding: a matrix product over the channels.
+    fn pointwise(&self) -> bool {
+        let dims = self.weight.dims();
+        !self.channels_last && dims[2] == 1 && dims[3] == 1 && self.params.stride == 1 && self.params.padding == 0
+    }
+
     /// `residual + conv(x)` for a 1x1 convolution whose input `x` comes as tokens [b, h*w, c]
     /// (a transformer's proj_out): on CUDA a matrix product on the tokens, then one kernel back to
     /// NCHW [b, k, h, w] with the bias and the residual, instead of a transpose, the convolution,
     /// the bias and the addition.
     pub fn forward_tokens_residual(&self, tokens: &Tensor, h: usize, w: usize, residual: &Tensor) -> Result<Tensor> {
-        let (k, c, r, s) = self.weight.dims4()?;
-        let pointwise = !self.channels_last && r == 1 && s == 1 && self.params.stride == 1 && self.params.padding == 0;
-        if !pointwise || !tokens.device().is_cuda() {
+        if !self.pointwise() || !tokens.device().is_cuda() {
             return self.forward_fused(&fused::from_tokens(tokens, h, w)?, None, Some(residual));
         }
         crate::profile::scope("conv", || {
-            let b = tokens.dim(0)?;
+            let (b, (k, c, _, _)) = (tokens.dim(0)?, self.weight.dims4()?);
             let product = candle_nn::Linear::new(self.weight.reshape((k, c))?, None);
             let ys = product.forward(tokens)?.reshape((b, h, w, k))?;
             match fused::conv_epilogue(&ys, &self.bias, None, Some(residual))? {
@@ -97,8 +145,17 @@ impl Conv2d {
         residual: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
         let (b, c, h, w) = xs.dims4()?;
-        let xs = fused::to_tokens(xs)?.reshape((b, h, w, c))?;
-        let Some(ys) = cudnn::conv2d_channels_last(&xs, &self.weight, self.params)? else {
+        self.conv_channels_last(&fused::to_tokens(xs)?.reshape((b, h, w, c))?, per_sample, residual)
+    }
+
+    /// The channels-last convolution of `xs` [b, h, w, c], back to NCHW with its tail.
+    fn conv_channels_last(
+        &self,
+        xs: &Tensor,
+        per_sample: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        let Some(ys) = cudnn::conv2d_channels_last(xs, &self.weight, self.params)? else {
             return Ok(None);
         };
         if let Some(out) = fused::conv_epilogue(&ys, &self.bias, per_sample, residual)? {

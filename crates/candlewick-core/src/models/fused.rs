@@ -26,6 +26,18 @@ pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual
     imp::bias_add_residual(x, bias, channel_dim, residual).map(Some)
 }
 
+/// LayerNorm over the last dim of `x`, with per-feature `weight` and `bias`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+    if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() || x.rank() == 0 {
+        return Ok(None);
+    }
+    let cols = x.dim(x.rank() - 1)?;
+    if cols == 0 || x.elem_count() / cols > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::layer_norm(x, weight, bias, eps).map(Some)
+}
+
 /// diffusers' GroupNorm over [n, c, ...] with per-channel affine, then SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,
@@ -43,15 +55,37 @@ pub fn group_norm(
     if n * groups > 65_535 || x.elem_count() / n.max(1) / groups.max(1) > u32::MAX as usize {
         return Ok(None);
     }
-    imp::group_norm(x, weight, bias, groups, eps, silu).map(Some)
+    imp::group_norm(x, weight, bias, groups, eps, silu, false).map(Some)
 }
 
-/// diffusers' GEGLU on the projection's output `h` [..., 2n]: h[..., :n] * gelu(h[..., n:]).
-pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
-    if !usable(h) {
+/// [`group_norm`] on [n, c, h, w], written channels-last: [n, h*w, c] (a channels-last
+/// convolution's input, or a transformer's tokens) in the same pass.
+pub fn group_norm_tokens(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() || x.rank() != 4 {
         return Ok(None);
     }
-    imp::geglu(h).map(Some)
+    // group_norm's grid, and transpose's tiles: beyond, candle's ops.
+    let (n, c, h, w) = x.dims4()?;
+    if n * groups > 65_535 || n > 65_535 || c.div_ceil(32) > 65_535 || c / groups.max(1) * h * w > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::group_norm(x, weight, bias, groups, eps, silu, true).map(Some)
+}
+
+/// diffusers' GEGLU on the projection's output `h` [..., 2n]: h[..., :n] * gelu(h[..., n:]),
+/// the projection's `bias` [2n] (when given) added first, in the same pass.
+pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !usable(h) || bias.is_some_and(|b| b.dtype() != h.dtype()) {
+        return Ok(None);
+    }
+    imp::geglu(h, bias).map(Some)
 }
 
 /// The last two dims of a rank-3 `x` swapped, contiguous: [b, m, n] -> [b, n, m].
@@ -115,7 +149,7 @@ fn usable(x: &Tensor) -> bool {
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
     use candle_core::cuda::{CudaDType, CudaStorage, WrapErr};
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
     use half::f16;
@@ -240,10 +274,12 @@ mod imp {
             (r, rl): (&CudaStorage, &Layout),
         ) -> Result<CudaStorage> {
             let dev = x.device().clone();
-            let (xv, bv, rv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?, contiguous_slice::<T>(r, rl)?);
+            let (xv, bv, rv) =
+                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?, contiguous_slice::<T>(r, rl)?);
             let numel = xl.shape().elem_count();
             let mut y = unsafe { dev.alloc::<T>(numel) }?;
-            let func = dev.get_or_load_custom_func(&format!("bias_add_residual_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("bias_add_residual_{}", suffix(x.dtype())?), MODULE, PTX)?;
             let mut args = func.builder();
             let (n, inner, channels) = (numel as u64, self.0.inner, self.0.channels);
             args.arg(&xv).arg(&bv).arg(&rv).arg(&mut y).arg(&n).arg(&inner).arg(&channels);
@@ -299,6 +335,81 @@ mod imp {
         x.contiguous()?.apply_op3_no_bwd(&bias.contiguous()?, &residual.contiguous()?, &op)
     }
 
+    // ---- LayerNorm ---------------------------------------------------------------------------
+
+    struct LayerNorm {
+        eps: f32,
+    }
+
+    impl LayerNorm {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (x, xl): (&CudaStorage, &Layout),
+            (w, wl): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+        ) -> Result<CudaStorage> {
+            let dev = x.device().clone();
+            let dims = xl.shape().dims();
+            let cols = dims[dims.len() - 1];
+            let rows = xl.shape().elem_count() / cols;
+            if wl.shape().elem_count() != cols || bl.shape().elem_count() != cols {
+                bail!("layer norm: weight and bias need {cols} values");
+            }
+            let (xv, wv, bv) =
+                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
+            let mut y = unsafe { dev.alloc::<T>(rows * cols) }?;
+            let func = dev.get_or_load_custom_func(&format!("layer_norm_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (r32, c32) = (rows as u32, cols as u32);
+            args.arg(&xv).arg(&wv).arg(&bv).arg(&mut y).arg(&r32).arg(&c32).arg(&self.eps);
+            const ROWS_PER_BLOCK: usize = THREADS as usize / 32;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+        }
+    }
+
+    impl CustomOp3 for LayerNorm {
+        fn name(&self) -> &'static str {
+            "fused-layer-norm"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let out = match x.dtype() {
+                DType::F16 => self.run::<f16>((x, xl), (w, wl), (b, bl))?,
+                _ => self.run::<f32>((x, xl), (w, wl), (b, bl))?,
+            };
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let op = LayerNorm { eps: eps as f32 };
+        x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+    }
+
     // ---- GroupNorm (+ SiLU) -----------------------------------------------------------------
 
     /// Elements of one group that one block covers.
@@ -308,6 +419,8 @@ mod imp {
         groups: u32,
         eps: f32,
         silu: bool,
+        /// Write [n, pixels, c] instead of [n, c, pixels].
+        tokens: bool,
     }
 
     impl GroupNorm {
@@ -329,7 +442,7 @@ mod imp {
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
             let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
-            let cfg = LaunchConfig {
+            let stats_cfg = LaunchConfig {
                 grid_dim: (chunks as u32, rows as u32, 1),
                 block_dim: (THREADS, 1, 1),
                 shared_mem_bytes: 0,
@@ -340,7 +453,11 @@ mod imp {
             let stats = dev.get_or_load_custom_func(&format!("group_norm_stats_{sfx}"), MODULE, PTX)?;
             let mut args = stats.builder();
             args.arg(&xv).arg(&mut partial).arg(&per_row).arg(&chunk);
-            unsafe { args.launch(cfg) }.w()?;
+            unsafe { args.launch(stats_cfg) }.w()?;
+            if self.tokens {
+                self.apply_tokens::<T>(&dev, sfx, (&xv, &wv, &bv), &partial, &mut y, (n, c, inner, chunks))?;
+                return Ok(CudaStorage::wrap_cuda_slice(y, dev));
+            }
 
             let apply = dev.get_or_load_custom_func(&format!("group_norm_apply_{sfx}"), MODULE, PTX)?;
             let mut args = apply.builder();
@@ -354,8 +471,46 @@ mod imp {
                 .arg(&cpg)
                 .arg(&self.eps)
                 .arg(&silu);
-            unsafe { args.launch(cfg) }.w()?;
+            unsafe { args.launch(stats_cfg) }.w()?;
             Ok(CudaStorage::wrap_cuda_slice(y, dev))
+        }
+
+        /// Pass 2 channels-last: each row's mean and rstd from the partials, then the tiles.
+        fn apply_tokens<T: CudaDType + DeviceRepr>(
+            &self,
+            dev: &candle_core::cuda::CudaDevice,
+            sfx: &str,
+            (xv, wv, bv): (&CudaView<T>, &CudaView<T>, &CudaView<T>),
+            partial: &CudaSlice<f32>,
+            y: &mut CudaSlice<T>,
+            (n, c, pixels, chunks): (usize, usize, usize, usize),
+        ) -> Result<()> {
+            let groups = self.groups as usize;
+            let rows = n * groups;
+            let mut stats = unsafe { dev.alloc::<f32>(rows * 2) }?;
+            let finalize = dev.get_or_load_custom_func("group_norm_finalize", MODULE, PTX)?;
+            let mut args = finalize.builder();
+            let (rows32, chunks32, per_row) = (rows as u32, chunks as u32, (c / groups * pixels) as u32);
+            args.arg(partial).arg(&mut stats).arg(&rows32).arg(&chunks32).arg(&per_row).arg(&self.eps);
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(256) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+
+            let apply = dev.get_or_load_custom_func(&format!("group_norm_apply_tokens_{sfx}"), MODULE, PTX)?;
+            let mut args = apply.builder();
+            let (c32, pixels32, cpg, silu) = (c as u32, pixels as u32, (c / groups) as u32, self.silu as i32);
+            args.arg(xv).arg(&stats).arg(wv).arg(bv).arg(y);
+            args.arg(&c32).arg(&pixels32).arg(&self.groups).arg(&cpg).arg(&silu);
+            let cfg = LaunchConfig {
+                grid_dim: (pixels.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(())
         }
     }
 
@@ -387,7 +542,12 @@ mod imp {
                 DType::F16 => self.run::<f16>((x, xl), (w, wl), (b, bl))?,
                 _ => self.run::<f32>((x, xl), (w, wl), (b, bl))?,
             };
-            Ok((out, xl.shape().clone()))
+            let dims = xl.shape().dims();
+            let shape = match self.tokens {
+                true => Shape::from((dims[0], dims[2..].iter().product::<usize>(), dims[1])),
+                false => xl.shape().clone(),
+            };
+            Ok((out, shape))
         }
     }
 
@@ -398,6 +558,7 @@ mod imp {
         groups: usize,
         eps: f64,
         silu: bool,
+        tokens: bool,
     ) -> Result<Tensor> {
         let dims = x.dims();
         if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
@@ -406,30 +567,39 @@ mod imp {
         if weight.elem_count() != dims[1] || bias.elem_count() != dims[1] {
             bail!("group norm: weight and bias need {} values", dims[1]);
         }
-        let op = GroupNorm { groups: groups as u32, eps: eps as f32, silu };
+        let op = GroupNorm { groups: groups as u32, eps: eps as f32, silu, tokens };
         x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
     }
 
     // ---- GEGLU ----------------------------------------------------------------------------
 
-    struct Geglu;
+    struct Geglu {
+        has_bias: bool,
+    }
 
     impl Geglu {
-        fn run<T: CudaDType + DeviceRepr>(&self, h: &CudaStorage, hl: &Layout) -> Result<(CudaStorage, Shape)> {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (h, hl): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
             let dev = h.device().clone();
             let mut dims = hl.shape().dims().to_vec();
             let last = dims.pop().unwrap_or(0);
             if last % 2 != 0 || last == 0 {
                 bail!("GEGLU: the projection's last dim ({last}) must be even");
             }
+            if self.has_bias && bl.shape().elem_count() != last {
+                bail!("GEGLU: a bias of {} values for {last} features", bl.shape().elem_count());
+            }
             dims.push(last / 2);
             let numel: usize = dims.iter().product();
-            let hv = contiguous_slice::<T>(h, hl)?;
+            let (hv, bv) = (contiguous_slice::<T>(h, hl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(numel) }?;
             let func = dev.get_or_load_custom_func(&format!("geglu_{}", suffix(h.dtype())?), MODULE, PTX)?;
             let mut args = func.builder();
-            let (n64, half) = (numel as u64, (last / 2) as u32);
-            args.arg(&hv).arg(&mut y).arg(&n64).arg(&half);
+            let (n64, half, has_bias) = (numel as u64, (last / 2) as u32, self.has_bias as i32);
+            args.arg(&hv).arg(&bv).arg(&mut y).arg(&n64).arg(&half).arg(&has_bias);
             let cfg = LaunchConfig {
                 grid_dim: (elementwise_grid(numel), 1, 1),
                 block_dim: (THREADS, 1, 1),
@@ -440,10 +610,26 @@ mod imp {
         }
     }
 
-    one_input_op!(Geglu, "fused-geglu");
+    impl CustomOp2 for Geglu {
+        fn name(&self) -> &'static str {
+            "fused-geglu"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
+            match h.dtype() {
+                DType::F16 => self.run::<f16>((h, hl), (b, bl)),
+                _ => self.run::<f32>((h, hl), (b, bl)),
+            }
+        }
+    }
 
-    pub fn geglu(h: &Tensor) -> Result<Tensor> {
-        h.contiguous()?.apply_op1_no_bwd(&Geglu)
+    /// `bias` None: any tensor stands in for the kernel's unused pointer.
+    pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let h = h.contiguous()?;
+        let b = bias.unwrap_or(&h).contiguous()?;
+        h.apply_op2_no_bwd(&b, &Geglu { has_bias: bias.is_some() })
     }
 
     // ---- transpose --------------------------------------------------------------------------
@@ -497,9 +683,14 @@ mod imp {
             let dev = x.device().clone();
             let (b, rows, cols) = xl.shape().dims3()?;
             if self.has_residual && rl.shape().elem_count() != b * rows * cols {
-                bail!("conv epilogue: the residual has {} values, expected {}", rl.shape().elem_count(), b * rows * cols);
+                bail!(
+                    "conv epilogue: the residual has {} values, expected {}",
+                    rl.shape().elem_count(),
+                    b * rows * cols
+                );
             }
-            let (xv, cv, rv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(coef, cl)?, contiguous_slice::<T>(res, rl)?);
+            let (xv, cv, rv) =
+                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(coef, cl)?, contiguous_slice::<T>(res, rl)?);
             let bias = cv.slice(0..cols);
             let per_sample = if self.has_per_sample { cv.slice(cols..) } else { cv.slice(0..cols) };
             let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
@@ -572,7 +763,8 @@ mod imp {
             }
         };
         let residual_or_any = residual.unwrap_or(bias).contiguous()?;
-        let op = ConvEpilogue { per_sample_stride, has_per_sample: per_sample.is_some(), has_residual: residual.is_some() };
+        let op =
+            ConvEpilogue { per_sample_stride, has_per_sample: per_sample.is_some(), has_residual: residual.is_some() };
         y.reshape((b, p * q, k))?.contiguous()?.apply_op3_no_bwd(&coef, &residual_or_any, &op)?.reshape((b, k, p, q))
     }
 }
@@ -593,10 +785,13 @@ mod imp {
     pub fn bias_add_residual(_: &Tensor, _: &Tensor, _: usize, _: &Tensor) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
-    pub fn group_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f64, _: bool) -> Result<Tensor> {
+    pub fn group_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f64, _: bool, _: bool) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
-    pub fn geglu(_: &Tensor) -> Result<Tensor> {
+    pub fn layer_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f64) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn geglu(_: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
 }

@@ -42,7 +42,17 @@ impl Linear {
         residual + self.add_bias(ys)?
     }
 
-    fn add_bias(&self, ys: Tensor) -> Result<Tensor> {
+    /// The matrix product alone, for a caller that adds [`Self::bias`] in a kernel of its own.
+    pub fn product(&self, xs: &Tensor) -> Result<Tensor> {
+        self.product.forward(xs)
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `ys + bias`: what [`Self::product`] left out.
+    pub fn add_bias(&self, ys: Tensor) -> Result<Tensor> {
         let Some(bias) = &self.bias else { return Ok(ys) };
         match fused::bias_add(&ys, bias, ys.rank() - 1)? {
             Some(ys) => Ok(ys),

@@ -1,5 +1,6 @@
 //! GroupNorm with diffusers' semantics (statistics in f32, per-channel affine), optionally
-//! followed by SiLU as diffusers' resnets and output blocks apply it.
+//! followed by SiLU as diffusers' resnets and output blocks apply it; and LayerNorm (one warp a
+//! row on CUDA, `fused::layer_norm`; candle_nn's on the CPU).
 //!
 //! On the CPU it is candle_nn's GroupNorm (exact: the parity tests' bound is 1e-4). On CUDA,
 //! candle_nn's version is about 13 kernels and as many passes over the activations; here it is
@@ -11,6 +12,29 @@ use candle_nn::VarBuilder;
 
 use super::activations::Activation;
 use super::fused;
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    let (weight, bias) = (vb.get(dim, "weight")?, vb.get(dim, "bias")?);
+    let inner = candle_nn::LayerNorm::new(weight.clone(), bias.clone(), eps);
+    Ok(LayerNorm { inner, weight, bias, eps })
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match fused::layer_norm(xs, &self.weight, &self.bias, self.eps)? {
+            Some(ys) => Ok(ys),
+            None => self.inner.forward(xs),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -53,5 +77,19 @@ impl GroupNorm {
             }
         }
         act.forward(&self.forward(xs)?)
+    }
+
+    /// `act(norm(xs))` (no activation when `act` is None) for [b, c, h, w], written
+    /// channels-last as [b, h*w, c] by the norm's own kernel on CUDA. None where that kernel
+    /// cannot run (the CPU, an activation other than SiLU): the caller composes the ops.
+    pub fn forward_tokens(&self, act: Option<Activation>, xs: &Tensor) -> Result<Option<Tensor>> {
+        let silu = match act {
+            None => false,
+            Some(Activation::Silu) => true,
+            Some(_) => return Ok(None),
+        };
+        crate::profile::scope("group_norm", || {
+            fused::group_norm_tokens(xs, &self.weight, &self.bias, self.groups, self.eps, silu)
+        })
     }
 }

@@ -103,34 +103,36 @@ impl ResnetBlock2D {
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.norm1.forward_then(self.act, xs)?;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?),
             (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
             (None, _) => None,
         };
-        let h = match (self.time_embedding_norm, temb) {
-            // conv1's output plus the time embedding, in one pass on CUDA.
+        // conv1 (plus the time embedding, in conv1's tail on CUDA).
+        let h = match (self.time_embedding_norm, &temb) {
             (TimeEmbeddingNorm::Default, Some(t)) => {
-                self.norm2.forward_then(self.act, &self.conv1.forward_fused(&h, Some(&t), None)?)?
+                self.conv1.forward_normed(&self.norm1, self.act, xs, Some(t), None)?
             }
-            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
-                let h = self.conv1.forward(&h)?;
-                let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
-                let h = self.norm2.forward(&h)?;
-                self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?
-            }
-            (_, None) => self.norm2.forward_then(self.act, &self.conv1.forward(&h)?)?,
+            _ => self.conv1.forward_normed(&self.norm1, self.act, xs, None, None)?,
         };
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
-        if self.output_scale_factor == 1.0 {
-            // shortcut + conv2(h), in one pass with conv2's tail on CUDA.
-            self.conv2.forward_fused(&h, None, Some(&shortcut))
-        } else {
-            (shortcut + self.conv2.forward(&h)?)? / self.output_scale_factor
+        // norm2, act, conv2, + shortcut (in conv2's tail on CUDA), / output_scale_factor.
+        let residual = (self.output_scale_factor == 1.0).then_some(&shortcut);
+        let h = match (self.time_embedding_norm, &temb) {
+            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
+                let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
+                let h = self.norm2.forward(&h)?;
+                let h = self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?;
+                self.conv2.forward_fused(&h, None, residual)?
+            }
+            _ => self.conv2.forward_normed(&self.norm2, self.act, &h, None, residual)?,
+        };
+        match residual {
+            Some(_) => Ok(h),
+            None => (shortcut + h)? / self.output_scale_factor,
         }
     }
 }
