@@ -48,7 +48,10 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // LayerNorm over the last dim: x [rows, cols] -> y, one warp a row, statistics in f32 (mean,
-// then the mean of squared deviations, as PyTorch), then the per-column affine.
+// then the mean of squared deviations, as PyTorch), then the per-column affine. Rows of up to
+// 32 * LN_REGS values are read once into registers (all loads in flight together); longer
+// rows are read three times.
+#define LN_REGS 48
 template <typename T>
 __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uint32_t rows, uint32_t cols,
                            float eps) {
@@ -56,6 +59,31 @@ __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uin
   const uint32_t lane = threadIdx.x % 32;
   if (row >= rows) return;
   const T *xr = x + row * cols;
+  T *yr = y + row * cols;
+  if (cols <= 32 * LN_REGS) {
+    float v[LN_REGS];
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < LN_REGS; i++) {
+      const uint32_t c = lane + 32 * i;
+      v[i] = c < cols ? to_f(xr[c]) : 0.f;
+      s += v[i];
+    }
+    const float mean = warp_sum(s) / cols;
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < LN_REGS; i++) {
+      const float d = lane + 32 * i < cols ? v[i] - mean : 0.f;
+      ss += d * d;
+    }
+    const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
+#pragma unroll
+    for (int i = 0; i < LN_REGS; i++) {
+      const uint32_t c = lane + 32 * i;
+      if (c < cols) yr[c] = from_f<T>((v[i] - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
+    }
+    return;
+  }
   float s = 0.f;
   for (uint32_t c = lane; c < cols; c += 32) s += to_f(xr[c]);
   const float mean = warp_sum(s) / cols;
@@ -65,7 +93,6 @@ __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uin
     ss += d * d;
   }
   const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
-  T *yr = y + row * cols;
   for (uint32_t c = lane; c < cols; c += 32) yr[c] = from_f<T>((to_f(xr[c]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
 }
 
@@ -210,13 +237,12 @@ __device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
 
 // A channels-last convolution's output back to NCHW, with what follows the convolution in a
 // resnet fused in: x [batch, rows = p*q, cols = k] -> y [batch, k, p*q],
-//   y = x + bias[c], then + per_sample[b * per_sample_stride + c] (the time embedding) when
-//   has_per_sample, then residual[b, c, r] + y (the block's shortcut) when has_residual,
+//   y = x + bias[c], then by `extra_kind`: 0 nothing more; 1 + extra[b * per_sample_stride + c]
+//   (a time embedding); 2 extra[b, c, r] + y (a shortcut),
 // each step rounded to T as PyTorch's separate ops are. Grid and block as transpose's.
 template <typename T>
-__device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, const T *residual, T *y,
-                              uint32_t rows, uint32_t cols, uint32_t per_sample_stride, int has_per_sample,
-                              int has_residual) {
+__device__ void conv_epilogue(const T *x, const T *bias, const T *extra, T *y, uint32_t rows, uint32_t cols,
+                              uint32_t per_sample_stride, int extra_kind) {
   __shared__ T tile[32][33];
   const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
   const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
@@ -229,9 +255,9 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
     const uint32_t c = c0 + j, r = r0 + threadIdx.x;
     if (r < rows && c < cols) {
       float v = round_as<T>(to_f(tile[threadIdx.x][j]) + to_f(bias[c]));
-      if (has_per_sample) v = round_as<T>(v + to_f(per_sample[(uint64_t)blockIdx.z * per_sample_stride + c]));
       const uint64_t o = base + (uint64_t)c * rows + r;
-      if (has_residual) v = to_f(residual[o]) + v;
+      if (extra_kind == 1) v = v + to_f(extra[(uint64_t)blockIdx.z * per_sample_stride + c]);
+      if (extra_kind == 2) v = to_f(extra[o]) + v;
       y[o] = from_f<T>(v);
     }
   }
@@ -274,12 +300,10 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *per_sample, co
   extern "C" __global__ void transpose_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols) {         \
     transpose<T>(x, y, rows, cols);                                                                      \
   }                                                                                                      \
-  extern "C" __global__ void conv_epilogue_##SUFFIX(const T *x, const T *bias, const T *per_sample,        \
-                                                    const T *residual, T *y, uint32_t rows, uint32_t cols, \
-                                                    uint32_t per_sample_stride, int has_per_sample,        \
-                                                    int has_residual) {                                    \
-    conv_epilogue<T>(x, bias, per_sample, residual, y, rows, cols, per_sample_stride, has_per_sample,      \
-                     has_residual);                                                                      \
+  extern "C" __global__ void conv_epilogue_##SUFFIX(const T *x, const T *bias, const T *extra, T *y,        \
+                                                    uint32_t rows, uint32_t cols, uint32_t per_sample_stride, \
+                                                    int extra_kind) {                                      \
+    conv_epilogue<T>(x, bias, extra, y, rows, cols, per_sample_stride, extra_kind);                      \
   }
 
 extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,

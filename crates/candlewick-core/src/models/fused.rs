@@ -664,42 +664,54 @@ mod imp {
 
     // ---- a channels-last convolution's tail -------------------------------------------------
 
-    /// Inputs: the convolution's output [b, rows, cols], the coefficients (bias [cols], followed
-    /// by the per-sample rows [b or 1, cols] when there are some), the residual [b, cols, rows]
-    /// (any tensor when there is none).
+    /// What the tail adds after the bias (the kernel's `extra_kind`).
+    #[derive(Clone, Copy)]
+    enum Extra {
+        Nothing = 0,
+        /// [b or 1, cols]: one value per sample and channel.
+        PerSample = 1,
+        /// [b, cols, rows]: a residual, NCHW.
+        Residual = 2,
+    }
+
+    /// Inputs: the convolution's output [b, rows, cols], the bias [cols], the extra tensor (any
+    /// tensor when there is `Extra::Nothing`).
     struct ConvEpilogue {
+        extra: Extra,
         per_sample_stride: u32,
-        has_per_sample: bool,
-        has_residual: bool,
     }
 
     impl ConvEpilogue {
         fn run<T: CudaDType + DeviceRepr>(
             &self,
             (x, xl): (&CudaStorage, &Layout),
-            (coef, cl): (&CudaStorage, &Layout),
-            (res, rl): (&CudaStorage, &Layout),
+            (bias, bl): (&CudaStorage, &Layout),
+            (extra, el): (&CudaStorage, &Layout),
         ) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let (b, rows, cols) = xl.shape().dims3()?;
-            if self.has_residual && rl.shape().elem_count() != b * rows * cols {
-                bail!(
-                    "conv epilogue: the residual has {} values, expected {}",
-                    rl.shape().elem_count(),
-                    b * rows * cols
-                );
+            let expected = match self.extra {
+                Extra::Nothing => el.shape().elem_count(),
+                Extra::PerSample => {
+                    if self.per_sample_stride == 0 {
+                        cols
+                    } else {
+                        b * cols
+                    }
+                }
+                Extra::Residual => b * rows * cols,
+            };
+            if bl.shape().elem_count() != cols || el.shape().elem_count() != expected {
+                bail!("conv epilogue: bias or extra values do not match [{b}, {rows}, {cols}]");
             }
-            let (xv, cv, rv) =
-                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(coef, cl)?, contiguous_slice::<T>(res, rl)?);
-            let bias = cv.slice(0..cols);
-            let per_sample = if self.has_per_sample { cv.slice(cols..) } else { cv.slice(0..cols) };
+            let (xv, bv, ev) =
+                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(bias, bl)?, contiguous_slice::<T>(extra, el)?);
             let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
             let func = dev.get_or_load_custom_func(&format!("conv_epilogue_{}", suffix(x.dtype())?), MODULE, PTX)?;
             let mut args = func.builder();
-            let (r32, c32) = (rows as u32, cols as u32);
-            let (has_per_sample, has_residual) = (self.has_per_sample as i32, self.has_residual as i32);
-            args.arg(&xv).arg(&bias).arg(&per_sample).arg(&rv).arg(&mut y);
-            args.arg(&r32).arg(&c32).arg(&self.per_sample_stride).arg(&has_per_sample).arg(&has_residual);
+            let (r32, c32, kind) = (rows as u32, cols as u32, self.extra as i32);
+            args.arg(&xv).arg(&bv).arg(&ev).arg(&mut y);
+            args.arg(&r32).arg(&c32).arg(&self.per_sample_stride).arg(&kind);
             let cfg = LaunchConfig {
                 grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, b as u32),
                 block_dim: (32, 8, 1),
@@ -729,14 +741,14 @@ mod imp {
             &self,
             x: &CudaStorage,
             xl: &Layout,
-            c: &CudaStorage,
-            cl: &Layout,
-            r: &CudaStorage,
-            rl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+            e: &CudaStorage,
+            el: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
             match x.dtype() {
-                DType::F16 => self.run::<f16>((x, xl), (c, cl), (r, rl)),
-                _ => self.run::<f32>((x, xl), (c, cl), (r, rl)),
+                DType::F16 => self.run::<f16>((x, xl), (b, bl), (e, el)),
+                _ => self.run::<f32>((x, xl), (b, bl), (e, el)),
             }
         }
     }
@@ -748,24 +760,25 @@ mod imp {
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, p, q, k) = y.dims4()?;
-        if bias.elem_count() != k {
-            bail!("conv epilogue: a bias of {} values for {k} channels", bias.elem_count());
-        }
-        let (coef, per_sample_stride) = match per_sample {
-            None => (bias.contiguous()?, 0),
-            Some(t) => {
-                let (rows, cols) = t.dims2()?;
-                if cols != k || (rows != b && rows != 1) {
-                    bail!("conv epilogue: per-sample values {:?} for {b} samples of {k} channels", t.dims());
-                }
-                let stride = if rows == 1 { 0 } else { k as u32 };
-                (Tensor::cat(&[&bias.reshape((1, k))?, t], 0)?, stride)
-            }
+        let tokens = y.reshape((b, p * q, k))?.contiguous()?;
+        let run = |extra: &Tensor, kind: Extra, per_sample_stride: u32| {
+            let op = ConvEpilogue { extra: kind, per_sample_stride };
+            tokens.apply_op3_no_bwd(&bias.contiguous()?, &extra.contiguous()?, &op)?.reshape((b, k, p, q))
         };
-        let residual_or_any = residual.unwrap_or(bias).contiguous()?;
-        let op =
-            ConvEpilogue { per_sample_stride, has_per_sample: per_sample.is_some(), has_residual: residual.is_some() };
-        y.reshape((b, p * q, k))?.contiguous()?.apply_op3_no_bwd(&coef, &residual_or_any, &op)?.reshape((b, k, p, q))
+        let with_per_sample = |t: &Tensor| {
+            let (rows, cols) = t.dims2()?;
+            if cols != k || (rows != b && rows != 1) {
+                bail!("conv epilogue: per-sample values {:?} for {b} samples of {k} channels", t.dims());
+            }
+            run(t, Extra::PerSample, if rows == 1 { 0 } else { k as u32 })
+        };
+        match (per_sample, residual) {
+            (None, None) => run(bias, Extra::Nothing, 0),
+            (Some(t), None) => with_per_sample(t),
+            (None, Some(r)) => run(r, Extra::Residual, 0),
+            // Not in SD's blocks: the kernel takes one extra input, candle adds the residual.
+            (Some(t), Some(r)) => r + with_per_sample(t)?,
+        }
     }
 }
 

@@ -96,15 +96,16 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `xs`: [b, c, h, w]; `temb`: [b or 1, temb_channels] (ignored when the block has no
-    /// `time_emb_proj`).
+    /// `xs`: [b, c, h, w]; `temb`: the time embedding after the block's activation, `act(temb)`
+    /// [b or 1, temb_channels] (the UNet applies it once for all its resnets; ignored when the
+    /// block has no `time_emb_proj`).
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         crate::profile::scope("resnet", || self.forward_unprofiled(xs, temb))
     }
 
     fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => Some(proj.forward(&self.act.forward(t)?)?),
+            (Some(proj), Some(t)) => Some(proj.forward(t)?),
             (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
             (None, _) => None,
         };

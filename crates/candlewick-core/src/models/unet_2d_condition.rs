@@ -191,6 +191,8 @@ pub struct UNet2DConditionModel {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     time_embed_act: Option<Activation>,
+    /// The resnets' activation, applied to the time embedding once for all of them.
+    resnet_act: Activation,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock2D>,
@@ -338,6 +340,7 @@ impl UNet2DConditionModel {
             time_proj,
             time_embedding,
             time_embed_act,
+            resnet_act: act,
             down_blocks,
             mid_block,
             up_blocks,
@@ -377,11 +380,14 @@ impl UNet2DConditionModel {
         let context = encoder_hidden_states.to_dtype(sample.dtype())?;
         let sample = if self.center_input_sample { sample.affine(2.0, -1.0)? } else { sample.clone() };
 
-        // 1. Time embedding ([1, time_embed_dim], broadcast over the batch).
+        // 1. Time embedding ([1, time_embed_dim], broadcast over the batch), through the resnets'
+        // activation (each resnet's time_emb_proj applies it first in diffusers).
         let mut emb = self.time_embedding.forward(t_proj)?;
         if let Some(act) = &self.time_embed_act {
             emb = act.forward(&emb)?;
         }
+
+        let emb = self.resnet_act.forward(&emb)?;
 
         // 2. Down.
         let mut xs = self.conv_in.forward(&sample)?;
