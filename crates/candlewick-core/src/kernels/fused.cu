@@ -48,10 +48,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // LayerNorm over the last dim: x [rows, cols] -> y, one warp a row, statistics in f32 (mean,
-// then the mean of squared deviations, as PyTorch), then the per-column affine. Rows of up to
-// 32 * LN_REGS values are read once into registers (all loads in flight together); longer
-// rows are read three times.
-#define LN_REGS 48
+// then the mean of squared deviations, as PyTorch), then the per-column affine.
 template <typename T>
 __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uint32_t rows, uint32_t cols,
                            float eps) {
@@ -60,30 +57,6 @@ __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uin
   if (row >= rows) return;
   const T *xr = x + row * cols;
   T *yr = y + row * cols;
-  if (cols <= 32 * LN_REGS) {
-    float v[LN_REGS];
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < LN_REGS; i++) {
-      const uint32_t c = lane + 32 * i;
-      v[i] = c < cols ? to_f(xr[c]) : 0.f;
-      s += v[i];
-    }
-    const float mean = warp_sum(s) / cols;
-    float ss = 0.f;
-#pragma unroll
-    for (int i = 0; i < LN_REGS; i++) {
-      const float d = lane + 32 * i < cols ? v[i] - mean : 0.f;
-      ss += d * d;
-    }
-    const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
-#pragma unroll
-    for (int i = 0; i < LN_REGS; i++) {
-      const uint32_t c = lane + 32 * i;
-      if (c < cols) yr[c] = from_f<T>((v[i] - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
-    }
-    return;
-  }
   float s = 0.f;
   for (uint32_t c = lane; c < cols; c += 32) s += to_f(xr[c]);
   const float mean = warp_sum(s) / cols;
@@ -96,6 +69,59 @@ __device__ void layer_norm(const T *x, const T *weight, const T *bias, T *y, uin
   for (uint32_t c = lane; c < cols; c += 32) yr[c] = from_f<T>((to_f(xr[c]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
 }
 
+// The same for f16 rows of an even length up to 64 * PAIRS, every pointer 4-byte aligned: each
+// lane reads PAIRS half2 values into registers once (a kernel per PAIRS, so that short rows do
+// not pay long rows' registers).
+template <int PAIRS>
+__device__ void layer_norm_pairs(const __half *x, const __half *weight, const __half *bias, __half *y,
+                                 uint32_t rows, uint32_t cols, float eps) {
+  const uint64_t row = (uint64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const uint32_t lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const uint32_t pairs = cols / 2;
+  const __half2 *xr = reinterpret_cast<const __half2 *>(x + row * cols);
+  float2 v[PAIRS];
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < PAIRS; i++) {
+    const uint32_t p = lane + 32 * i;
+    v[i] = p < pairs ? __half22float2(xr[p]) : make_float2(0.f, 0.f);
+    s += v[i].x + v[i].y;
+  }
+  const float mean = warp_sum(s) / cols;
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < PAIRS; i++) {
+    if (lane + 32 * i < pairs) {
+      const float dx = v[i].x - mean, dy = v[i].y - mean;
+      ss += dx * dx + dy * dy;
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
+  const __half2 *w2 = reinterpret_cast<const __half2 *>(weight);
+  const __half2 *b2 = reinterpret_cast<const __half2 *>(bias);
+  __half2 *yr = reinterpret_cast<__half2 *>(y + row * cols);
+#pragma unroll
+  for (int i = 0; i < PAIRS; i++) {
+    const uint32_t p = lane + 32 * i;
+    if (p < pairs) {
+      const float2 w = __half22float2(w2[p]), b = __half22float2(b2[p]);
+      yr[p] = __floats2half2_rn((v[i].x - mean) * rstd * w.x + b.x, (v[i].y - mean) * rstd * w.y + b.y);
+    }
+  }
+}
+
+#define LAYER_NORM_PAIRS(PAIRS)                                                                         \
+  extern "C" __global__ void layer_norm_pairs##PAIRS##_f16(const __half *x, const __half *weight,         \
+                                                           const __half *bias, __half *y, uint32_t rows,  \
+                                                           uint32_t cols, float eps) {                    \
+    layer_norm_pairs<PAIRS>(x, weight, bias, y, rows, cols, eps);                                        \
+  }
+LAYER_NORM_PAIRS(4)
+LAYER_NORM_PAIRS(8)
+LAYER_NORM_PAIRS(16)
+LAYER_NORM_PAIRS(24)
+
 // GroupNorm, pass 1: partial sums of x and x*x over chunks of each group's elements.
 // x: [rows = n * groups, per_row] contiguous. Grid (chunks, rows); partial[(row * chunks + chunk) * 2 + {0, 1}].
 // No atomics: pass 2 adds the partials in a fixed order, so results repeat run to run.
@@ -106,6 +132,7 @@ __device__ void group_norm_stats(const T *x, float *partial, uint32_t per_row, u
   const uint32_t end = min(start + chunk, per_row);
   const T *xr = x + (uint64_t)row * per_row;
   float s = 0.f, ss = 0.f;
+#pragma unroll 8
   for (uint32_t i = start + threadIdx.x; i < end; i += blockDim.x) {
     const float v = to_f(xr[i]);
     s += v;

@@ -149,7 +149,7 @@ fn usable(x: &Tensor) -> bool {
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
     use candle_core::cuda::{CudaDType, CudaStorage, WrapErr};
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
     use half::f16;
@@ -358,7 +358,18 @@ mod imp {
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(rows * cols) }?;
-            let func = dev.get_or_load_custom_func(&format!("layer_norm_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            // f16 rows of an even length up to 64 * 24, 4-byte aligned: the half2 kernel whose
+            // registers hold the row (the smallest that does); otherwise the general one.
+            let stream = dev.cuda_stream();
+            let aligned = [xv.device_ptr(&stream).0, wv.device_ptr(&stream).0, bv.device_ptr(&stream).0]
+                .iter()
+                .all(|p| p % 4 == 0);
+            let pairs = [4usize, 8, 16, 24].into_iter().find(|&k| cols <= 64 * k);
+            let name = match (x.dtype(), pairs) {
+                (DType::F16, Some(k)) if cols % 2 == 0 && aligned => format!("layer_norm_pairs{k}_f16"),
+                _ => format!("layer_norm_{}", suffix(x.dtype())?),
+            };
+            let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let mut args = func.builder();
             let (r32, c32) = (rows as u32, cols as u32);
             args.arg(&xv).arg(&wv).arg(&bv).arg(&mut y).arg(&r32).arg(&c32).arg(&self.eps);
