@@ -95,9 +95,7 @@ pub struct AttentionConfig {
 #[derive(Debug, Clone)]
 pub struct Attention {
     group_norm: Option<GroupNorm>,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    projections: Projections,
     to_out: Linear,
     heads: usize,
     residual_connection: bool,
@@ -116,12 +114,9 @@ impl Attention {
             Some((groups, eps)) => Some(group_norm(vb.pp("group_norm"), groups, cfg.query_dim, eps)?),
             None => None,
         };
-        let lin = |i, o, name: &str| linear::linear_b(i, o, cfg.bias, vb.pp(name));
         Ok(Self {
             group_norm,
-            to_q: lin(cfg.query_dim, inner, "to_q")?,
-            to_k: lin(kv_dim, inner, "to_k")?,
-            to_v: lin(kv_dim, inner, "to_v")?,
+            projections: Projections::new(&vb, cfg.query_dim, kv_dim, inner, cfg.bias)?,
             to_out: linear::linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
             heads: cfg.heads,
             residual_connection: cfg.residual_connection,
@@ -172,18 +167,13 @@ impl Attention {
             Some(r) => self.to_out.forward_residual(out, r),
             None => self.to_out.forward(out),
         };
-        let context = context.unwrap_or(xs);
-        let (q, k, v) = crate::profile::scope("attention_qkv", || {
-            Ok((self.to_q.forward(xs)?, self.to_k.forward(context)?, self.to_v.forward(context)?))
-        })?;
-        let fused = crate::profile::scope("attention_flash", || {
-            flash::attention(&self.heads_last(&q)?, &self.heads_last(&k)?, &self.heads_last(&v)?)
-        })?;
+        let (q, k, v) = crate::profile::scope("attention_qkv", || self.project(xs, context))?;
+        let fused = crate::profile::scope("attention_flash", || flash::attention(&q, &k, &v))?;
         if let Some(out) = fused {
             let (b, s, h, d) = out.dims4()?;
             return to_out(&out.reshape((b, s, h * d))?);
         }
-        let (q, k, v) = (self.split_heads(&q)?, self.split_heads(&k)?, self.split_heads(&v)?);
+        let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
         let (q, k) = if self.upcast_attention && q.dtype() != DType::F32 {
             (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
         } else {
@@ -204,15 +194,64 @@ impl Attention {
         }
     }
 
-    /// [b, s, heads*d] -> [b, heads, s, d].
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        self.heads_last(xs)?.transpose(1, 2)
+    /// q, k and v as [b, seq, heads, d] (flash attention's layout), views of one matrix
+    /// product's output for self-attention (two for cross-attention: q, then k and v).
+    fn project(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = &self.projections;
+        if let (None, Some(qkv)) = (context, &p.qkv) {
+            let [q, k, v] = self.unstack::<3>(&qkv.forward(xs)?)?;
+            return Ok((q, k, v));
+        }
+        let [q] = self.unstack::<1>(&p.q.forward(xs)?)?;
+        let [k, v] = self.unstack::<2>(&p.kv.forward(context.unwrap_or(xs))?)?;
+        Ok((q, k, v))
     }
 
-    /// [b, s, heads*d] -> [b, s, heads, d] (flash attention's layout; a view, no copy).
-    fn heads_last(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, s, inner) = xs.dims3()?;
-        xs.reshape((b, s, self.heads, inner / self.heads))
+    /// [b, s, N * heads * d] (N projections side by side) -> N views [b, s, heads, d].
+    fn unstack<const N: usize>(&self, xs: &Tensor) -> Result<[Tensor; N]> {
+        let (b, s, width) = xs.dims3()?;
+        let all = xs.reshape((b, s, N, self.heads, width / N / self.heads))?;
+        let mut parts = Vec::with_capacity(N);
+        for i in 0..N {
+            parts.push(all.narrow(2, i, 1)?.squeeze(2)?);
+        }
+        parts.try_into().map_err(|_| candle_core::Error::Msg("attention: projection split".into()))
+    }
+}
+
+/// to_q, to_k and to_v, stacked so that one matrix product makes several of them.
+#[derive(Debug, Clone)]
+struct Projections {
+    q: Linear,
+    /// to_k and to_v: weight [2 * inner, kv_dim].
+    kv: Linear,
+    /// All three, weight [3 * inner, query_dim], when queries and keys read inputs of one size
+    /// (self-attention); `q` and `kv` are then views of its weight.
+    qkv: Option<Linear>,
+}
+
+impl Projections {
+    fn new(vb: &VarBuilder, query_dim: usize, kv_dim: usize, inner: usize, bias: bool) -> Result<Self> {
+        let weight = |name: &str, in_dim| vb.pp(name).get((inner, in_dim), "weight");
+        let bias_of = |name: &str| if bias { vb.pp(name).get(inner, "bias").map(Some) } else { Ok(None) };
+        let (wq, wk, wv) = (weight("to_q", query_dim)?, weight("to_k", kv_dim)?, weight("to_v", kv_dim)?);
+        let (bq, bk, bv) = (bias_of("to_q")?, bias_of("to_k")?, bias_of("to_v")?);
+        let stack = |parts: &[&Option<Tensor>]| -> Result<Option<Tensor>> {
+            match parts.iter().map(|b| b.as_ref()).collect::<Option<Vec<_>>>() {
+                Some(bs) => Tensor::cat(&bs, 0).map(Some),
+                None => Ok(None),
+            }
+        };
+        if kv_dim != query_dim {
+            let kv = Linear::new(Tensor::cat(&[&wk, &wv], 0)?, stack(&[&bk, &bv])?);
+            return Ok(Self { q: Linear::new(wq, bq), kv, qkv: None });
+        }
+        let (w, b) = (Tensor::cat(&[&wq, &wk, &wv], 0)?, stack(&[&bq, &bk, &bv])?);
+        let rows = |start, len| -> Result<Linear> {
+            let bias = b.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
+            Ok(Linear::new(w.narrow(0, start, len)?, bias))
+        };
+        Ok(Self { q: rows(0, inner)?, kv: rows(inner, 2 * inner)?, qkv: Some(Linear::new(w.clone(), b.clone())) })
     }
 }
 

@@ -50,7 +50,9 @@ fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {
 fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let d = q.dims4()?.3;
     let scale = 1.0 / (d as f32).sqrt();
-    candle_flash_attn::flash_attn(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale, false)
+    // Strided views (of a stacked q/k/v projection) are fine as long as the last dim is dense.
+    let dense_rows = |t: &Tensor| if t.stride().last() == Some(&1) { Ok(t.clone()) } else { t.contiguous() };
+    candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)
 }
 
 #[cfg(not(feature = "flash-attn"))]

@@ -12,6 +12,13 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
+impl Linear {
+    /// From a weight [out_dim, in_dim] and an optional bias [out_dim].
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { product: candle_nn::Linear::new(weight, None), bias }
+    }
+}
+
 /// A linear layer from `in_dim` to `out_dim` features, with bias when `bias`.
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
