@@ -29,10 +29,10 @@ def kernels(path):
 
 KINDS = [  # first match wins
     ("convolution layout transform", ("nchwToNhwc", "nhwcToNchw", "nchwToFoldedNhwc", "foldedNhwcToNchw", "transpose_readWrite", "convertTensor", "tensorTransform")),
-    ("convolution", ("conv", "fprop", "xmma", "implicit", "dgrad", "wgrad", "cudnn", "sm90_", "sm80_", "cutlass__5x")),
+    ("convolution (cuDNN)", ("fprop", "xmma", "implicit_convolve", "cudnn", "cask_")),
+    ("GEMM (cuBLAS)", ("nvjet", "gemm", "cublas")),
     ("attention", ("flash", "fmha", "attention")),
-    ("GEMM (cuBLAS)", ("gemm", "cublas", "cutlass", "Kernel2")),
-    ("our fused kernels", ("bias_add", "group_norm", "geglu", "transpose_tiles", "cw_")),
+    ("our fused kernels", ("bias_add", "group_norm", "geglu", "transpose_", "conv_epilogue", "layer_norm")),
     ("candle copies", ("copy", "ucopy")),
     ("candle elementwise / reductions", ("affine", "badd", "bmul", "bsub", "bdiv", "usilu", "ugelu", "sum", "max", "min", "cast", "where", "fill", "uexp", "usqrt", "urecip", "uneg", "softmax", "layernorm", "rmsnorm", "index")),
 ]
