@@ -16,6 +16,7 @@ for (let i = 1; performance.now() - started < Number(seconds) * 1000; i++) {
     const m = process.memoryUsage();
     console.log(JSON.stringify({ mode, arena_max: process.env.MALLOC_ARENA_MAX ?? null, calls: i,
       s: +((performance.now() - started) / 1000).toFixed(1), rss_mb: mb(m.rss), js_heap_mb: mb(m.heapUsed),
+      js_heap_total_mb: mb(m.heapTotal), rss_outside_js_heap_mb: mb(m.rss - m.heapTotal),
       external_mb: mb(m.external), array_buffers_mb: mb(m.arrayBuffers), gpu_used_mb: mb(pipe.gpuMemory().used) }));
   }
 }

@@ -105,9 +105,8 @@ fi
 
 if [[ $PART == *[pr]* ]]; then
 stage "p4. host RSS over many generations, tiny model (graphs, eager, one malloc arena) and SD1.5-shaped"
-timeout 100 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 80 graphs 2>&1 | tee "$OUT/rss.txt"
-MALLOC_ARENA_MAX=1 timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 graphs 2>&1 | tee -a "$OUT/rss.txt"
-timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 eager 2>&1 | tee -a "$OUT/rss.txt"
+timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 graphs 2>&1 | tee "$OUT/rss.txt"
+timeout 60 node --expose-gc bench/gpu/rss.mjs $MODEL 40 graphs 2>&1 | tee -a "$OUT/rss.txt"
 fi
 
 stage "8. results"
