@@ -104,9 +104,10 @@ timeout 120 python3 bench/gpu/conv_layouts.py "$OUT/conv_layouts.json" 2>&1 | gr
 fi
 
 if [[ $PART == *[pr]* ]]; then
-stage "p4. host RSS over many generations, tiny model (graphs, eager, one malloc arena) and SD1.5-shaped"
-timeout 60 node --expose-gc bench/gpu/rss.mjs test/fixtures/tiny-sd 45 graphs 2>&1 | tee "$OUT/rss.txt"
-timeout 60 node --expose-gc bench/gpu/rss.mjs $MODEL 40 graphs 2>&1 | tee -a "$OUT/rss.txt"
+stage "p4. host RSS over many generations, SD1.5-shaped model (256x256, 4 steps), CUDA graphs and eager"
+for mode in ${RSS_MODES:-graphs eager}; do
+  timeout 70 node --expose-gc bench/gpu/rss.mjs $MODEL ${RSS_SECONDS:-45} $mode 2>&1 | tee -a "$OUT/rss.txt"
+done
 fi
 
 stage "8. results"
