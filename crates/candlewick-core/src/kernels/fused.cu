@@ -243,6 +243,17 @@ __device__ void geglu(const T *h, const T *bias, T *y, uint64_t numel, uint32_t 
   }
 }
 
+// The 32x32 tile of x [rows, cols] at (r0, c0) into shared memory (block (32, 8)), then a barrier.
+template <typename T>
+__device__ __forceinline__ void load_tile(const T *x, T (*tile)[33], uint32_t rows, uint32_t cols, uint32_t r0,
+                                          uint32_t c0) {
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = x[(uint64_t)r * cols + c];
+  }
+  __syncthreads();
+}
+
 // Batched transpose: x [batch, rows, cols] -> y [batch, cols, rows], through 32x32 tiles in
 // shared memory so that reads and writes are both coalesced (candle's strided copy computes an
 // index per element). Grid (ceil(cols / 32), ceil(rows / 32), batch), block (32, 8).
@@ -251,11 +262,7 @@ __device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
   __shared__ T tile[32][33];
   const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
   const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
-  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
-    const uint32_t r = r0 + j, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[j][threadIdx.x] = x[base + (uint64_t)r * cols + c];
-  }
-  __syncthreads();
+  load_tile(x + base, tile, rows, cols, r0, c0);
   for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
     const uint32_t c = c0 + j, r = r0 + threadIdx.x;
     if (r < rows && c < cols) y[base + (uint64_t)c * rows + r] = tile[threadIdx.x][j];
@@ -273,11 +280,7 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *extra, T *y, u
   __shared__ T tile[32][33];
   const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
   const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
-  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
-    const uint32_t r = r0 + j, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[j][threadIdx.x] = x[base + (uint64_t)r * cols + c];
-  }
-  __syncthreads();
+  load_tile(x + base, tile, rows, cols, r0, c0);
   for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
     const uint32_t c = c0 + j, r = r0 + threadIdx.x;
     if (r < rows && c < cols) {

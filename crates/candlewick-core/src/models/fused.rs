@@ -205,6 +205,74 @@ mod imp {
         };
     }
 
+    /// candle's CustomOp2 for a kernel wrapper with `run::<T>((storage, layout), (storage, layout))`.
+    macro_rules! two_input_op {
+        ($op:ident, $name:literal) => {
+            impl CustomOp2 for $op {
+                fn name(&self) -> &'static str {
+                    $name
+                }
+                fn cpu_fwd(
+                    &self,
+                    _: &CpuStorage,
+                    _: &Layout,
+                    _: &CpuStorage,
+                    _: &Layout,
+                ) -> Result<(CpuStorage, Shape)> {
+                    no_cpu()
+                }
+                fn cuda_fwd(
+                    &self,
+                    x: &CudaStorage,
+                    xl: &Layout,
+                    a: &CudaStorage,
+                    al: &Layout,
+                ) -> Result<(CudaStorage, Shape)> {
+                    match x.dtype() {
+                        DType::F16 => self.run::<f16>((x, xl), (a, al)),
+                        _ => self.run::<f32>((x, xl), (a, al)),
+                    }
+                }
+            }
+        };
+    }
+
+    /// candle's CustomOp3 for a kernel wrapper with `run::<T>` taking three (storage, layout).
+    macro_rules! three_input_op {
+        ($op:ident, $name:literal) => {
+            impl CustomOp3 for $op {
+                fn name(&self) -> &'static str {
+                    $name
+                }
+                fn cpu_fwd(
+                    &self,
+                    _: &CpuStorage,
+                    _: &Layout,
+                    _: &CpuStorage,
+                    _: &Layout,
+                    _: &CpuStorage,
+                    _: &Layout,
+                ) -> Result<(CpuStorage, Shape)> {
+                    no_cpu()
+                }
+                fn cuda_fwd(
+                    &self,
+                    x: &CudaStorage,
+                    xl: &Layout,
+                    a: &CudaStorage,
+                    al: &Layout,
+                    b: &CudaStorage,
+                    bl: &Layout,
+                ) -> Result<(CudaStorage, Shape)> {
+                    match x.dtype() {
+                        DType::F16 => self.run::<f16>((x, xl), (a, al), (b, bl)),
+                        _ => self.run::<f32>((x, xl), (a, al), (b, bl)),
+                    }
+                }
+            }
+        };
+    }
+
     // ---- bias add -------------------------------------------------------------------------
 
     struct BiasAdd {
@@ -215,11 +283,9 @@ mod imp {
     impl BiasAdd {
         fn run<T: CudaDType + DeviceRepr>(
             &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-        ) -> Result<CudaStorage> {
+            (x, xl): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let (xv, bv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?);
             let numel = xl.shape().elem_count();
@@ -234,25 +300,11 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             unsafe { args.launch(cfg) }.w()?;
-            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
         }
     }
 
-    impl CustomOp2 for BiasAdd {
-        fn name(&self) -> &'static str {
-            "fused-bias-add"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
-            let out = match x.dtype() {
-                DType::F16 => self.run::<f16>(x, xl, b, bl)?,
-                _ => self.run::<f32>(x, xl, b, bl)?,
-            };
-            Ok((out, xl.shape().clone()))
-        }
-    }
+    two_input_op!(BiasAdd, "fused-bias-add");
 
     pub fn bias_add(x: &Tensor, bias: &Tensor, channel_dim: usize) -> Result<Tensor> {
         let dims = x.dims();
@@ -272,7 +324,7 @@ mod imp {
             (x, xl): (&CudaStorage, &Layout),
             (b, bl): (&CudaStorage, &Layout),
             (r, rl): (&CudaStorage, &Layout),
-        ) -> Result<CudaStorage> {
+        ) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let (xv, bv, rv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(b, bl)?, contiguous_slice::<T>(r, rl)?);
@@ -289,41 +341,11 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             unsafe { args.launch(cfg) }.w()?;
-            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
         }
     }
 
-    impl CustomOp3 for BiasAddResidual {
-        fn name(&self) -> &'static str {
-            "fused-bias-add-residual"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-            r: &CudaStorage,
-            rl: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            let out = match x.dtype() {
-                DType::F16 => self.run::<f16>((x, xl), (b, bl), (r, rl))?,
-                _ => self.run::<f32>((x, xl), (b, bl), (r, rl))?,
-            };
-            Ok((out, xl.shape().clone()))
-        }
-    }
+    three_input_op!(BiasAddResidual, "fused-bias-add-residual");
 
     pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
@@ -347,7 +369,7 @@ mod imp {
             (x, xl): (&CudaStorage, &Layout),
             (w, wl): (&CudaStorage, &Layout),
             (b, bl): (&CudaStorage, &Layout),
-        ) -> Result<CudaStorage> {
+        ) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let dims = xl.shape().dims();
             let cols = dims[dims.len() - 1];
@@ -380,41 +402,11 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             unsafe { args.launch(cfg) }.w()?;
-            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
         }
     }
 
-    impl CustomOp3 for LayerNorm {
-        fn name(&self) -> &'static str {
-            "fused-layer-norm"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            w: &CudaStorage,
-            wl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            let out = match x.dtype() {
-                DType::F16 => self.run::<f16>((x, xl), (w, wl), (b, bl))?,
-                _ => self.run::<f32>((x, xl), (w, wl), (b, bl))?,
-            };
-            Ok((out, xl.shape().clone()))
-        }
-    }
+    three_input_op!(LayerNorm, "fused-layer-norm");
 
     pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
         let op = LayerNorm { eps: eps as f32 };
@@ -440,7 +432,7 @@ mod imp {
             (x, xl): (&CudaStorage, &Layout),
             (w, wl): (&CudaStorage, &Layout),
             (b, bl): (&CudaStorage, &Layout),
-        ) -> Result<CudaStorage> {
+        ) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let dims = xl.shape().dims();
             let (n, c) = (dims[0], dims[1]);
@@ -467,7 +459,7 @@ mod imp {
             unsafe { args.launch(stats_cfg) }.w()?;
             if self.tokens {
                 self.apply_tokens::<T>(&dev, sfx, (&xv, &wv, &bv), &partial, &mut y, (n, c, inner, chunks))?;
-                return Ok(CudaStorage::wrap_cuda_slice(y, dev));
+                return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, inner, c))));
             }
 
             let apply = dev.get_or_load_custom_func(&format!("group_norm_apply_{sfx}"), MODULE, PTX)?;
@@ -483,7 +475,7 @@ mod imp {
                 .arg(&self.eps)
                 .arg(&silu);
             unsafe { args.launch(stats_cfg) }.w()?;
-            Ok(CudaStorage::wrap_cuda_slice(y, dev))
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
         }
 
         /// Pass 2 channels-last: each row's mean and rstd from the partials, then the tiles.
@@ -525,42 +517,7 @@ mod imp {
         }
     }
 
-    impl CustomOp3 for GroupNorm {
-        fn name(&self) -> &'static str {
-            "fused-group-norm"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            w: &CudaStorage,
-            wl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            let out = match x.dtype() {
-                DType::F16 => self.run::<f16>((x, xl), (w, wl), (b, bl))?,
-                _ => self.run::<f32>((x, xl), (w, wl), (b, bl))?,
-            };
-            let dims = xl.shape().dims();
-            let shape = match self.tokens {
-                true => Shape::from((dims[0], dims[2..].iter().product::<usize>(), dims[1])),
-                false => xl.shape().clone(),
-            };
-            Ok((out, shape))
-        }
-    }
+    three_input_op!(GroupNorm, "fused-group-norm");
 
     pub fn group_norm(
         x: &Tensor,
@@ -621,20 +578,7 @@ mod imp {
         }
     }
 
-    impl CustomOp2 for Geglu {
-        fn name(&self) -> &'static str {
-            "fused-geglu"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
-            match h.dtype() {
-                DType::F16 => self.run::<f16>((h, hl), (b, bl)),
-                _ => self.run::<f32>((h, hl), (b, bl)),
-            }
-        }
-    }
+    two_input_op!(Geglu, "fused-geglu");
 
     /// `bias` None: any tensor stands in for the kernel's unused pointer.
     pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -733,36 +677,7 @@ mod imp {
         }
     }
 
-    impl CustomOp3 for ConvEpilogue {
-        fn name(&self) -> &'static str {
-            "fused-conv-epilogue"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-            e: &CudaStorage,
-            el: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            match x.dtype() {
-                DType::F16 => self.run::<f16>((x, xl), (b, bl), (e, el)),
-                _ => self.run::<f32>((x, xl), (b, bl), (e, el)),
-            }
-        }
-    }
+    three_input_op!(ConvEpilogue, "fused-conv-epilogue");
 
     pub fn conv_epilogue(
         y: &Tensor,
