@@ -101,8 +101,7 @@ impl Conv2d {
         if self.pointwise() && xs.device().is_cuda() {
             if let Some(tokens) = norm.forward_tokens(None, xs)? {
                 return crate::profile::scope("conv", || {
-                    let (k, c, _, _) = self.weight.dims4()?;
-                    let ys = candle_nn::Linear::new(self.weight.reshape((k, c))?, None).forward(&tokens)?;
+                    let ys = self.pointwise_product(&tokens)?;
                     match fused::bias_add(&ys, &self.bias, 2)? {
                         Some(ys) => Ok(ys),
                         None => ys.broadcast_add(&self.bias),
@@ -111,6 +110,12 @@ impl Conv2d {
             }
         }
         fused::to_tokens(&self.forward(&norm.forward(xs)?)?)
+    }
+
+    /// A [`Self::pointwise`] convolution of tokens [b, h*w, c] without its bias: [b, h*w, k].
+    fn pointwise_product(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (k, c, _, _) = self.weight.dims4()?;
+        candle_nn::Linear::new(self.weight.reshape((k, c))?, None).forward(tokens)
     }
 
     /// A 1x1 convolution, stride 1, no padding: a matrix product over the channels.
@@ -128,9 +133,8 @@ impl Conv2d {
             return self.forward_fused(&fused::from_tokens(tokens, h, w)?, None, Some(residual));
         }
         crate::profile::scope("conv", || {
-            let (b, (k, c, _, _)) = (tokens.dim(0)?, self.weight.dims4()?);
-            let product = candle_nn::Linear::new(self.weight.reshape((k, c))?, None);
-            let ys = product.forward(tokens)?.reshape((b, h, w, k))?;
+            let (b, k) = (tokens.dim(0)?, self.weight.dim(0)?);
+            let ys = self.pointwise_product(tokens)?.reshape((b, h, w, k))?;
             match fused::conv_epilogue(&ys, &self.bias, None, Some(residual))? {
                 Some(out) => Ok(out),
                 None => self.finish(ys.permute((0, 3, 1, 2))?.contiguous()?, None, Some(residual)),

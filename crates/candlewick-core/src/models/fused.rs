@@ -71,9 +71,9 @@ pub fn group_norm_tokens(
     if !usable(x) || weight.dtype() != x.dtype() || bias.dtype() != x.dtype() || x.rank() != 4 {
         return Ok(None);
     }
-    // group_norm's grid, and transpose's tiles: beyond, candle's ops.
+    // group_norm's grid and the tiles' grid: beyond, candle's ops.
     let (n, c, h, w) = x.dims4()?;
-    if n * groups > 65_535 || n > 65_535 || c.div_ceil(32) > 65_535 || c / groups.max(1) * h * w > u32::MAX as usize {
+    if n * groups > 65_535 || !tiles_fit(n, c, h * w) || c / groups.max(1) * h * w > u32::MAX as usize {
         return Ok(None);
     }
     imp::group_norm(x, weight, bias, groups, eps, silu, true).map(Some)
@@ -93,9 +93,8 @@ pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
     if !usable(x) || x.rank() != 3 {
         return Ok(None);
     }
-    // A grid of 32x32 tiles, at most 65,535 high and deep; beyond, candle's copy.
     let (b, rows, cols) = x.dims3()?;
-    if b > 65_535 || rows.div_ceil(32) > 65_535 || cols > u32::MAX as usize {
+    if !tiles_fit(b, rows, cols) {
         return Ok(None);
     }
     imp::transpose(x).map(Some)
@@ -114,9 +113,8 @@ pub fn conv_epilogue(
     if !usable(y) || y.rank() != 4 || !same_dtype(Some(bias)) || !same_dtype(per_sample) || !same_dtype(residual) {
         return Ok(None);
     }
-    // transpose's grid: beyond it, candle's ops.
     let (b, p, q, k) = y.dims4()?;
-    if b > 65_535 || (p * q).div_ceil(32) > 65_535 || k > u32::MAX as usize {
+    if !tiles_fit(b, p * q, k) {
         return Ok(None);
     }
     imp::conv_epilogue(y, bias, per_sample, residual).map(Some)
@@ -138,6 +136,12 @@ pub fn from_tokens(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         Some(t) => t.reshape((b, c, h, w)),
         None => x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous(),
     }
+}
+
+/// Whether a kernel over the 32x32 tiles of [batch, rows, cols] fits CUDA's grid (at most
+/// 65,535 tiles high and deep; `imp::tile_grid`); beyond, callers compose candle's ops.
+fn tiles_fit(batch: usize, rows: usize, cols: usize) -> bool {
+    batch <= 65_535 && rows.div_ceil(32) <= 65_535 && cols <= u32::MAX as usize
 }
 
 fn usable(x: &Tensor) -> bool {
@@ -171,6 +175,17 @@ mod imp {
         numel.div_ceil(THREADS as usize * 4).clamp(1, 65_535 * 8) as u32
     }
 
+    /// The launch of a kernel over the 32x32 tiles of [batch, rows, cols] (fused.cu's transpose,
+    /// conv_epilogue, group_norm_apply_tokens): grid (cols / 32, rows / 32, batch), block (32, 8).
+    /// [`super::tiles_fit`] checks the grid first.
+    fn tile_grid(batch: usize, rows: usize, cols: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, batch as u32),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
     fn contiguous_slice<'a, T: CudaDType>(
         s: &'a CudaStorage,
         l: &Layout,
@@ -185,88 +200,22 @@ mod imp {
         bail!("fused CUDA kernels called on CPU tensors")
     }
 
-    /// candle's CustomOp1 for a kernel wrapper with `run::<T>(storage, layout)` for f16 and f32.
-    macro_rules! one_input_op {
-        ($op:ident, $name:literal) => {
-            impl CustomOp1 for $op {
+    /// candle's CustomOp1/2/3 for a kernel wrapper whose `run::<T>` takes one (storage, layout)
+    /// pair an input and runs in f16 or f32 (the first input's dtype); the CPU side refuses.
+    macro_rules! custom_op {
+        ($trait:ident for $op:ident, $name:literal, $($s:ident $l:ident),+) => {
+            impl $trait for $op {
                 fn name(&self) -> &'static str {
                     $name
                 }
-                fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+                #[allow(unused_variables)]
+                fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> Result<(CpuStorage, Shape)> {
                     no_cpu()
                 }
-                fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
-                    match x.dtype() {
-                        DType::F16 => self.run::<f16>(x, xl),
-                        _ => self.run::<f32>(x, xl),
-                    }
-                }
-            }
-        };
-    }
-
-    /// candle's CustomOp2 for a kernel wrapper with `run::<T>((storage, layout), (storage, layout))`.
-    macro_rules! two_input_op {
-        ($op:ident, $name:literal) => {
-            impl CustomOp2 for $op {
-                fn name(&self) -> &'static str {
-                    $name
-                }
-                fn cpu_fwd(
-                    &self,
-                    _: &CpuStorage,
-                    _: &Layout,
-                    _: &CpuStorage,
-                    _: &Layout,
-                ) -> Result<(CpuStorage, Shape)> {
-                    no_cpu()
-                }
-                fn cuda_fwd(
-                    &self,
-                    x: &CudaStorage,
-                    xl: &Layout,
-                    a: &CudaStorage,
-                    al: &Layout,
-                ) -> Result<(CudaStorage, Shape)> {
-                    match x.dtype() {
-                        DType::F16 => self.run::<f16>((x, xl), (a, al)),
-                        _ => self.run::<f32>((x, xl), (a, al)),
-                    }
-                }
-            }
-        };
-    }
-
-    /// candle's CustomOp3 for a kernel wrapper with `run::<T>` taking three (storage, layout).
-    macro_rules! three_input_op {
-        ($op:ident, $name:literal) => {
-            impl CustomOp3 for $op {
-                fn name(&self) -> &'static str {
-                    $name
-                }
-                fn cpu_fwd(
-                    &self,
-                    _: &CpuStorage,
-                    _: &Layout,
-                    _: &CpuStorage,
-                    _: &Layout,
-                    _: &CpuStorage,
-                    _: &Layout,
-                ) -> Result<(CpuStorage, Shape)> {
-                    no_cpu()
-                }
-                fn cuda_fwd(
-                    &self,
-                    x: &CudaStorage,
-                    xl: &Layout,
-                    a: &CudaStorage,
-                    al: &Layout,
-                    b: &CudaStorage,
-                    bl: &Layout,
-                ) -> Result<(CudaStorage, Shape)> {
-                    match x.dtype() {
-                        DType::F16 => self.run::<f16>((x, xl), (a, al), (b, bl)),
-                        _ => self.run::<f32>((x, xl), (a, al), (b, bl)),
+                fn cuda_fwd(&self, $($s: &CudaStorage, $l: &Layout),+) -> Result<(CudaStorage, Shape)> {
+                    match [$($s.dtype()),+][0] {
+                        DType::F16 => self.run::<f16>($(($s, $l)),+),
+                        _ => self.run::<f32>($(($s, $l)),+),
                     }
                 }
             }
@@ -304,7 +253,7 @@ mod imp {
         }
     }
 
-    two_input_op!(BiasAdd, "fused-bias-add");
+    custom_op!(CustomOp2 for BiasAdd, "fused-bias-add", x xl, a al);
 
     pub fn bias_add(x: &Tensor, bias: &Tensor, channel_dim: usize) -> Result<Tensor> {
         let dims = x.dims();
@@ -345,7 +294,7 @@ mod imp {
         }
     }
 
-    three_input_op!(BiasAddResidual, "fused-bias-add-residual");
+    custom_op!(CustomOp3 for BiasAddResidual, "fused-bias-add-residual", x xl, a al, b bl);
 
     pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
@@ -406,7 +355,7 @@ mod imp {
         }
     }
 
-    three_input_op!(LayerNorm, "fused-layer-norm");
+    custom_op!(CustomOp3 for LayerNorm, "fused-layer-norm", x xl, a al, b bl);
 
     pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
         let op = LayerNorm { eps: eps as f32 };
@@ -507,17 +456,13 @@ mod imp {
             let (c32, pixels32, cpg, silu) = (c as u32, pixels as u32, (c / groups) as u32, self.silu as i32);
             args.arg(xv).arg(&stats).arg(wv).arg(bv).arg(y);
             args.arg(&c32).arg(&pixels32).arg(&self.groups).arg(&cpg).arg(&silu);
-            let cfg = LaunchConfig {
-                grid_dim: (pixels.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32),
-                block_dim: (32, 8, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = tile_grid(n, c, pixels);
             unsafe { args.launch(cfg) }.w()?;
             Ok(())
         }
     }
 
-    three_input_op!(GroupNorm, "fused-group-norm");
+    custom_op!(CustomOp3 for GroupNorm, "fused-group-norm", x xl, a al, b bl);
 
     pub fn group_norm(
         x: &Tensor,
@@ -578,7 +523,7 @@ mod imp {
         }
     }
 
-    two_input_op!(Geglu, "fused-geglu");
+    custom_op!(CustomOp2 for Geglu, "fused-geglu", x xl, a al);
 
     /// `bias` None: any tensor stands in for the kernel's unused pointer.
     pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -592,7 +537,7 @@ mod imp {
     struct Transpose;
 
     impl Transpose {
-        fn run<T: CudaDType + DeviceRepr>(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        fn run<T: CudaDType + DeviceRepr>(&self, (x, xl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let (b, rows, cols) = xl.shape().dims3()?;
             let xv = contiguous_slice::<T>(x, xl)?;
@@ -601,17 +546,13 @@ mod imp {
             let mut args = func.builder();
             let (r32, c32) = (rows as u32, cols as u32);
             args.arg(&xv).arg(&mut y).arg(&r32).arg(&c32);
-            let cfg = LaunchConfig {
-                grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, b as u32),
-                block_dim: (32, 8, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = tile_grid(b, rows, cols);
             unsafe { args.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, cols, rows))))
         }
     }
 
-    one_input_op!(Transpose, "fused-transpose");
+    custom_op!(CustomOp1 for Transpose, "fused-transpose", x xl);
 
     pub fn transpose(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(&Transpose)
@@ -667,17 +608,13 @@ mod imp {
             let (r32, c32, kind) = (rows as u32, cols as u32, self.extra as i32);
             args.arg(&xv).arg(&bv).arg(&ev).arg(&mut y);
             args.arg(&r32).arg(&c32).arg(&self.per_sample_stride).arg(&kind);
-            let cfg = LaunchConfig {
-                grid_dim: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, b as u32),
-                block_dim: (32, 8, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = tile_grid(b, rows, cols);
             unsafe { args.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, cols, rows))))
         }
     }
 
-    three_input_op!(ConvEpilogue, "fused-conv-epilogue");
+    custom_op!(CustomOp3 for ConvEpilogue, "fused-conv-epilogue", x xl, a al, b bl);
 
     pub fn conv_epilogue(
         y: &Tensor,
