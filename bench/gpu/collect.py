@@ -43,6 +43,19 @@ def profile(out):
     return {"batch_1": lines[1] if len(lines) > 1 else None, "batch_8": lines[3] if len(lines) > 3 else None}
 
 
+def startup(out):
+    """Start-up rows: startup.jsonl (bench/gpu/startup.mjs), the library's one-time costs
+    (CANDLEWICK_PROFILE_STARTUP lines) and diffusers' load + first image from the same call."""
+    text = read_text(out, "startup.jsonl")
+    if text is None:
+        return None
+    profile = [json.loads(l)["candlewick_startup"] for l in (read_text(out, "startup-profile.txt") or "").splitlines()
+               if l.startswith('{"candlewick_startup"')]
+    diffusers = [r for r in (read(out, "anchor_diffusers_s.json") or {"results": []})["results"] if "load_s" in r]
+    return {"candlewick": [json.loads(l) for l in text.splitlines() if l.startswith("{")],
+            "candlewick_one_time_costs": profile, "diffusers": diffusers}
+
+
 def main(out):
     gpu = open(os.path.join(out, "gpu.txt")).read().strip().split(", ") if os.path.exists(os.path.join(out, "gpu.txt")) else ["?", "?"]
     commit = open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None
@@ -94,6 +107,7 @@ def main(out):
         "leaks": read(out, "leaks.json"),
         "profile_ms": profile(out),
         "kernels": read(out, "kernels.json"),
+        "startup": startup(out),
         "conv_layouts": read(out, "conv_layouts.json"),
         "rss_trace": [json.loads(l) for l in (read_text(out, "rss.txt") or "").splitlines() if l.startswith("{")] or None,
     }

@@ -13,6 +13,8 @@
 # PART=p: profiling for the next change: the SD1.5-shaped model, a kernel-level Nsight Compute
 # profile of one UNet step (k), cuDNN NCHW vs channels-last in PyTorch (l), host RSS traces (r);
 # each letter also alone, e.g. PART=ak.
+# PART=s: start-up (issue 6, point 6): load + first image in fresh node processes
+# (bench/gpu/startup.mjs, with and without CANDLEWICK_PROFILE_STARTUP=1), diffusers' load beside it.
 # PART=c: stage 6 alone, from G=.gpu-attention (WITH_ATTENTION=1 bash bench/gpu/pack.sh makes it):
 #   device tool: run  command="G=.gpu-attention PART=c bash bench/gpu/run.sh"  carry=[".gpu-attention"]
 set -uo pipefail
@@ -82,7 +84,7 @@ timeout 60 attention_bench "$OUT/attention.json" | tail -8
 (cd $G && timeout 90 python3 anchor_phases.py > "$OUT/anchor_phases.txt" 2>&1); tail -2 "$OUT/anchor_phases.txt"
 fi
 
-if [[ $PART == *[pklr]* ]] && [ ! -d $MODEL ]; then
+if [[ $PART == *[pklrs]* ]] && [ ! -d $MODEL ]; then
 stage "p1. SD1.5-shaped model (no reference run)"
 MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py $MODEL 2>&1 | grep -v Warning | tail -2
 fi
@@ -108,6 +110,18 @@ stage "p4. host RSS over many generations, SD1.5-shaped model (256x256, 4 steps)
 for mode in ${RSS_MODES:-graphs eager}; do
   timeout 70 node --expose-gc bench/gpu/rss.mjs $MODEL ${RSS_SECONDS:-45} $mode 2>&1 | tee -a "$OUT/rss.txt"
 done
+fi
+
+if [[ $PART == *s* ]]; then
+stage "s. start-up: load + first image in fresh node processes (page cache warm), then diffusers' load"
+cat $MODEL/*/*.safetensors > /dev/null
+timeout 60 node bench/gpu/startup.mjs $MODEL 3 >> "$OUT/startup.jsonl" 2>> "$OUT/startup-stderr.txt"
+CANDLEWICK_PROFILE_STARTUP=1 timeout 60 node bench/gpu/startup.mjs $MODEL 2 >> "$OUT/startup.jsonl" 2>> "$OUT/startup-profile.txt"
+CANDLEWICK_PROFILE_STARTUP=1 timeout 60 node bench/gpu/startup.mjs $MODEL 2 '{"cudaGraphs": false}' >> "$OUT/startup.jsonl" 2>> "$OUT/startup-profile.txt"
+python3 -c 'import json,sys; [print(r["rep"], r["load_options"], "load %.3f first %.3f = %.3f steady %.3f" % (r["load_s"], r["first_image_s"], r["load_plus_first_s"], r["steady_s"]), "process->first %.3f" % r.get("process_to_first_image_s", 0)) for r in map(json.loads, open(sys.argv[1]))]' "$OUT/startup.jsonl"
+grep candlewick_startup "$OUT/startup-profile.txt" | head -12
+OUT=$OUT FLOPS=0 WHICH=load timeout 150 python3 $G/anchor_diffusers.py 2>&1 | grep -v -i warn | grep load
+mv "$OUT/anchor_diffusers.json" "$OUT/anchor_diffusers_s.json"
 fi
 
 stage "8. results"

@@ -6,12 +6,63 @@
 //! Times are inclusive (a resnet's time includes its convolutions), and the events themselves
 //! serialize nothing: the GPU runs as it would, the host does a little more per layer.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use candle_core::{Device, Result};
 
 /// Whether `CANDLEWICK_PROFILE` asks for profiles (read once).
 pub fn requested() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("CANDLEWICK_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+/// Whether `CANDLEWICK_PROFILE_STARTUP=1` asks for the one-time costs of loading and of first
+/// calls (read once): see [`startup_time`].
+pub fn startup_requested() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_PROFILE_STARTUP").is_ok_and(|v| v == "1"))
+}
+
+/// Seconds of one-time work (CUDA context, weights upload, cuDNN plans, graph capture), summed
+/// per name until [`print_startup`] prints them.
+static STARTUP: Mutex<Vec<(&str, f64, usize)>> = Mutex::new(Vec::new());
+
+/// Runs `f` and, when start-up profiling is requested, adds its wall time under `name`; with
+/// `device` given, the device is synchronized first and after, so that the time is the work's.
+pub fn startup_time<T, E>(name: &'static str, device: Option<&Device>, f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+    if !startup_requested() {
+        return f();
+    }
+    let sync = || device.map(|d| d.synchronize());
+    let _ = sync();
+    let start = Instant::now();
+    let out = f();
+    let _ = sync();
+    let seconds = start.elapsed().as_secs_f64();
+    if let Ok(mut sums) = STARTUP.lock() {
+        match sums.iter_mut().find(|(n, ..)| *n == name) {
+            Some(entry) => {
+                entry.1 += seconds;
+                entry.2 += 1;
+            }
+            None => sums.push((name, seconds, 1)),
+        }
+    }
+    out
+}
+
+/// Prints the sums [`startup_time`] gathered since the last print as one JSON line on stderr,
+/// `{"candlewick_startup": {"what": "load", "unet": {"s": 0.31, "calls": 1}, ...}}`, and clears them.
+pub fn print_startup(what: &str) {
+    if !startup_requested() {
+        return;
+    }
+    let Ok(mut sums) = STARTUP.lock() else { return };
+    let parts: Vec<String> =
+        sums.iter().map(|(name, s, calls)| format!("\"{name}\": {{\"s\": {s:.4}, \"calls\": {calls}}}")).collect();
+    eprintln!("{{\"candlewick_startup\": {{\"what\": \"{what}\", {}}}}}", parts.join(", "));
+    sums.clear();
 }
 
 /// Runs `f`, timing its GPU work under `name` when this thread is recording.

@@ -108,7 +108,9 @@ impl CudnnConv2d {
                 let ThreadState { handle, plans, workspace, .. } = state;
                 if !plans.contains_key(&key) {
                     let ptrs = [x_ptr, w_ptr, y_ptr].map(|p| p as *mut c_void);
-                    let plan = choose_plan(*handle, &key, &device, &stream, ptrs)?;
+                    let plan = crate::profile::startup_time("cudnn_plans", None, || {
+                        choose_plan(*handle, &key, &device, &stream, ptrs)
+                    })?;
                     plans.insert(key.clone(), plan);
                 }
                 let plan = &plans[&key];
@@ -257,7 +259,7 @@ fn with_thread_state<R>(device: &CudaDevice, f: impl FnOnce(&mut ThreadState) ->
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|s| s.device != device.id()) {
             *slot = None;
-            *slot = Some(ThreadState::new(device)?);
+            *slot = Some(crate::profile::startup_time("cudnn_handle", None, || ThreadState::new(device))?);
         }
         f(slot.as_mut().expect("state was just set"))
     })

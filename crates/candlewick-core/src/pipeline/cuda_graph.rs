@@ -85,13 +85,16 @@ impl GraphedUNet {
             return graph.replay(sample, &t_proj, &context);
         }
         let Some(out_shape) = state.warmed.get(&key).cloned() else {
-            let out = captured::warm_up(sample, || unet.forward_with_time_proj(sample, &t_proj, &context))?;
+            let out = crate::profile::startup_time("unet_first_step", Some(sample.device()), || {
+                captured::warm_up(sample, || unet.forward_with_time_proj(sample, &t_proj, &context))
+            })?;
             state.warmed.insert(key, out.shape().clone());
             return Ok(out);
         };
-        match captured::Graph::capture(sample, &t_proj, &context, &out_shape, |s, t, c| {
-            unet.forward_with_time_proj(s, t, c)
-        }) {
+        let captured = crate::profile::startup_time("unet_graph_capture", Some(sample.device()), || {
+            captured::Graph::capture(sample, &t_proj, &context, &out_shape, |s, t, c| unet.forward_with_time_proj(s, t, c))
+        });
+        match captured {
             Ok(graph) => {
                 if state.graphs.len() == KEEP {
                     state.graphs.pop_front();

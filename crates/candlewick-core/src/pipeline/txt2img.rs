@@ -21,6 +21,7 @@ use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
 use crate::models::flash;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::profile;
 use crate::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights;
@@ -86,7 +87,7 @@ impl StableDiffusionPipeline {
                 format!("_class_name is {:?}; candlewick loads {SUPPORTED_CLASSES:?}", index.class_name),
             ));
         }
-        let target = device::choose(options.device, options.dtype)?;
+        let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
         let (device, dtype) = (&target.device, target.dtype);
 
         let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
@@ -109,17 +110,23 @@ impl StableDiffusionPipeline {
         cudnn::set_channels_last(channels_last);
         let path = weights::find_weights(&folder.component("text_encoder"), "model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
-        let text_encoder = weights::with_file(&path, || ClipTextTransformer::new(vb, &text_config))?;
+        let text_encoder = profile::startup_time("text_encoder_weights", Some(device), || {
+            weights::with_file(&path, || ClipTextTransformer::new(vb, &text_config))
+        })?;
 
         let unet_config: UNet2DConditionConfig = read_json(&folder.config_path("unet"))?;
         let path = weights::find_weights(&folder.component("unet"), "diffusion_pytorch_model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
-        let unet = weights::with_file(&path, || UNet2DConditionModel::new(vb, &unet_config))?;
+        let unet = profile::startup_time("unet_weights", Some(device), || {
+            weights::with_file(&path, || UNet2DConditionModel::new(vb, &unet_config))
+        })?;
 
         let vae_config: AutoencoderKLConfig = read_json(&folder.config_path("vae"))?;
         let path = weights::find_weights(&folder.component("vae"), "diffusion_pytorch_model", dtype)?;
         let vb = weights::open(&path, dtype, device)?;
-        let vae = weights::with_file(&path, || AutoencoderKL::new(vb, &vae_config))?;
+        let vae = profile::startup_time("vae_weights", Some(device), || {
+            weights::with_file(&path, || AutoencoderKL::new(vb, &vae_config))
+        })?;
         let vae_weights = path;
 
         let scheduler_path = folder.config_path("scheduler");
@@ -179,10 +186,12 @@ impl StableDiffusionPipeline {
 
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
-        crate::profile::record(&self.target.device, || self.run(options, observer)).map_err(|e| {
+        let result = profile::record(&self.target.device, || self.run(options, observer)).map_err(|e| {
             cudnn::release_workspace();
             self.explain_out_of_memory(e, options)
-        })
+        });
+        profile::print_startup("generate");
+        result
     }
 
     fn run(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {

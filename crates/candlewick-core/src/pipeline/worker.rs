@@ -40,6 +40,7 @@ impl PipelineWorker {
             .name("candlewick-pipeline".into())
             .spawn(move || {
                 let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
+                crate::profile::print_startup("load");
                 let pipeline = match loaded {
                     Ok(p) => p,
                     Err(e) => {
