@@ -59,9 +59,9 @@ pub fn print_startup(what: &str) {
         return;
     }
     let Ok(mut sums) = STARTUP.lock() else { return };
-    let parts: Vec<String> =
-        sums.iter().map(|(name, s, calls)| format!("\"{name}\": {{\"s\": {s:.4}, \"calls\": {calls}}}")).collect();
-    eprintln!("{{\"candlewick_startup\": {{\"what\": \"{what}\", {}}}}}", parts.join(", "));
+    let parts: String =
+        sums.iter().map(|(name, s, calls)| format!(", \"{name}\": {{\"s\": {s:.4}, \"calls\": {calls}}}")).collect();
+    eprintln!("{{\"candlewick_startup\": {{\"what\": \"{what}\"{parts}}}}}");
     sums.clear();
 }
 
