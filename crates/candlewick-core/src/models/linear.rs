@@ -1,10 +1,11 @@
-//! diffusers' `nn.Linear`: candle_nn's matrix product, with the bias added by one fused kernel
-//! on CUDA (`fused::bias_add`) instead of candle's broadcast add.
+//! diffusers' `nn.Linear`: on CUDA in f16 one cuBLASLt call that adds the bias (and a residual)
+//! in its epilogue (`gemm::linear`); elsewhere candle_nn's matrix product, with the bias added by
+//! one fused kernel (`fused::bias_add`) or candle's broadcast add.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::fused;
+use super::{fused, gemm};
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -32,14 +33,20 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = gemm::linear(xs, self.product.weight(), self.bias.as_ref(), None)? {
+            return Ok(ys);
+        }
         self.add_bias(self.product.forward(xs)?)
     }
 }
 
 impl Linear {
-    /// `residual + linear(xs)`: a residual connection after the layer, added in the bias's
-    /// kernel on CUDA.
+    /// `residual + linear(xs)`: a residual connection after the layer, added in the GEMM's
+    /// epilogue or the bias's kernel on CUDA.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = gemm::linear(xs, self.product.weight(), self.bias.as_ref(), Some(residual))? {
+            return Ok(ys);
+        }
         let ys = self.product.forward(xs)?;
         if let Some(bias) = &self.bias {
             if let Some(out) = fused::bias_add_residual(&ys, bias, ys.rank() - 1, residual)? {

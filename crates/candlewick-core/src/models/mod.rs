@@ -7,6 +7,7 @@ pub mod conv;
 pub mod embeddings;
 pub mod flash;
 pub mod fused;
+pub mod gemm;
 pub mod linear;
 pub mod norm;
 pub mod resnet;

@@ -1,53 +1,64 @@
-//! The UNet step as a CUDA graph: diffusers' "traced UNet", torch.compile's reduce-overhead.
+//! The UNet step (and the text encoder) as CUDA graphs: diffusers' "traced UNet", torch.compile's
+//! reduce-overhead.
 //!
 //! At batch 1 the GPU mostly waits for the host to launch the step's ~1,000 kernels. The first
-//! step of a new shape runs eagerly (it builds the cuDNN plans, loads the kernels and sizes the
-//! workspace); the second is captured with CUDA stream capture into a graph that reads static
-//! input buffers (latents, the timestep's projection, the text embeddings) and writes a static
-//! output buffer; every later step copies its inputs into those buffers and replays the graph
-//! with one launch. Everything the step allocates is allocated and freed inside the graph.
+//! run of a new shape runs eagerly (it builds the cuDNN and cuBLASLt plans, loads the kernels and
+//! sizes the workspaces); the second is captured with CUDA stream capture into a graph that reads
+//! static input buffers (for the UNet: latents, the timestep's projection, the text embeddings;
+//! for the text encoder: the token ids) and writes a static output buffer; every later run copies
+//! its inputs into those buffers and replays the graph with one launch. Everything a run
+//! allocates is allocated and freed inside the graph.
 //!
 //! The guidance combination and the scheduler update stay eager: they take per-step scalars
 //! that a replayed graph would freeze. Graphs are kept per shape (the latest [`KEEP`]); each
 //! holds its own activation memory. If capture fails, the pipeline says why in a warning and
-//! runs eagerly from then on.
+//! runs that model eagerly from then on.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
 use candle_core::{DType, Device, Result, Shape, Tensor};
 
-use crate::models::unet_2d_condition::UNet2DConditionModel;
-
 /// How many shapes keep a captured graph.
 const KEEP: usize = 2;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct GraphKey {
-    sample: Vec<usize>,
-    context: Vec<usize>,
-    dtype: DType,
-}
+/// The inputs' shapes and dtypes.
+type GraphKey = Vec<(Vec<usize>, DType)>;
 
 #[derive(Default)]
 struct State {
-    /// Shapes that ran eagerly once, with the output shape they gave.
-    warmed: HashMap<GraphKey, Shape>,
+    /// Shapes that ran eagerly once, with the output's shape and dtype.
+    warmed: HashMap<GraphKey, (Shape, DType)>,
     graphs: VecDeque<(GraphKey, captured::Graph)>,
     /// Why capture failed, once it has: graphs are off for the rest of the pipeline's life.
     failed: Option<String>,
     failure_reported: bool,
 }
 
-/// Runs the UNet, through captured graphs when `enabled` and the tensors are on CUDA.
-pub struct GraphedUNet {
+/// Runs one model through captured graphs, one per input shape, when `enabled` and the
+/// tensors are on CUDA.
+pub struct GraphedModel {
+    /// The model's name in a warning ("UNet step", "text encoder").
+    name: &'static str,
+    /// Names of its first (eager) run and of its capture in start-up profiles (`crate::profile`).
+    profile_names: [&'static str; 2],
     enabled: bool,
     state: RefCell<State>,
 }
 
-impl GraphedUNet {
-    pub fn new(enabled: bool) -> Self {
-        Self { enabled: enabled && captured::SUPPORTED, state: RefCell::new(State::default()) }
+impl GraphedModel {
+    /// The UNet step: inputs latents, the timestep's projection and the text embeddings.
+    pub fn unet(enabled: bool) -> Self {
+        Self::new("UNet step", ["unet_first_step", "unet_graph_capture"], enabled)
+    }
+
+    /// The text encoder: input the token ids.
+    pub fn text_encoder(enabled: bool) -> Self {
+        Self::new("text encoder", ["text_encoder_first_run", "text_encoder_graph_capture"], enabled)
+    }
+
+    fn new(name: &'static str, profile_names: [&'static str; 2], enabled: bool) -> Self {
+        Self { name, profile_names, enabled: enabled && captured::SUPPORTED, state: RefCell::new(State::default()) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -65,51 +76,46 @@ impl GraphedUNet {
         state.failed.clone()
     }
 
-    /// The UNet's prediction for `sample` at `timestep`, as [`UNet2DConditionModel::forward`].
-    pub fn predict(
-        &self,
-        unet: &UNet2DConditionModel,
-        sample: &Tensor,
-        timestep: f64,
-        context: &Tensor,
-    ) -> Result<Tensor> {
-        if !self.enabled() || !matches!(sample.device(), Device::Cuda(_)) {
-            return unet.forward(sample, timestep, context);
+    /// `forward(inputs)`, eagerly the first time a shape is seen, then through its graph.
+    /// `forward` must depend on nothing but `inputs` and the model's weights.
+    pub fn run(&self, inputs: &[&Tensor], forward: impl Fn(&[&Tensor]) -> Result<Tensor>) -> Result<Tensor> {
+        if !self.enabled() || !inputs.iter().all(|t| matches!(t.device(), Device::Cuda(_))) {
+            return forward(inputs);
         }
-        let t_proj = unet.time_proj(timestep, sample)?;
-        let context = context.to_dtype(sample.dtype())?;
-        let key = GraphKey { sample: sample.dims().to_vec(), context: context.dims().to_vec(), dtype: sample.dtype() };
+        let key: GraphKey = inputs.iter().map(|t| (t.dims().to_vec(), t.dtype())).collect();
         let mut state = self.state.borrow_mut();
 
         if let Some((_, graph)) = state.graphs.iter().find(|(k, _)| *k == key) {
-            return graph.replay(sample, &t_proj, &context);
+            return graph.replay(inputs);
         }
-        let Some(out_shape) = state.warmed.get(&key).cloned() else {
-            let out = crate::profile::startup_time("unet_first_step", Some(sample.device()), || {
-                captured::warm_up(sample, || unet.forward_with_time_proj(sample, &t_proj, &context))
+        let Some((out_shape, out_dtype)) = state.warmed.get(&key).cloned() else {
+            let out = crate::profile::startup_time(self.profile_names[0], Some(inputs[0].device()), || {
+                captured::warm_up(inputs[0], || forward(inputs))
             })?;
-            state.warmed.insert(key, out.shape().clone());
+            state.warmed.insert(key, (out.shape().clone(), out.dtype()));
             return Ok(out);
         };
-        let captured = crate::profile::startup_time("unet_graph_capture", Some(sample.device()), || {
-            captured::Graph::capture(sample, &t_proj, &context, &out_shape, |s, t, c| unet.forward_with_time_proj(s, t, c))
+        let captured = crate::profile::startup_time(self.profile_names[1], Some(inputs[0].device()), || {
+            captured::Graph::capture(inputs, &out_shape, out_dtype, &forward)
         });
         match captured {
             Ok(graph) => {
                 if state.graphs.len() == KEEP {
                     state.graphs.pop_front();
                 }
-                state.graphs.push_back((key.clone(), graph));
+                state.graphs.push_back((key, graph));
                 let (_, graph) = state.graphs.back().expect("just pushed");
-                graph.replay(sample, &t_proj, &context)
+                graph.replay(inputs)
             }
             // Out of memory while capturing says nothing about graphs: the call fails as it would eagerly.
             Err(e) if crate::error::is_out_of_memory(&e) => Err(e),
             Err(e) => {
-                state.failed =
-                    Some(format!("CUDA graph capture of the UNet step failed, running it eagerly from now on: {e}"));
+                state.failed = Some(format!(
+                    "CUDA graph capture of the {} failed, running it eagerly from now on: {e}",
+                    self.name
+                ));
                 state.graphs.clear();
-                unet.forward_with_time_proj(sample, &t_proj, &context)
+                forward(inputs)
             }
         }
     }
@@ -132,32 +138,30 @@ mod captured {
     }
 
     pub struct Graph {
-        sample: Tensor,
-        t_proj: Tensor,
-        context: Tensor,
+        inputs: Vec<Tensor>,
         out: Tensor,
         graph: CudaGraph,
     }
 
     impl Graph {
         pub fn capture(
-            sample: &Tensor,
-            t_proj: &Tensor,
-            context: &Tensor,
+            inputs: &[&Tensor],
             out_shape: &Shape,
-            step: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+            out_dtype: DType,
+            forward: impl Fn(&[&Tensor]) -> Result<Tensor>,
         ) -> Result<Self> {
-            let Device::Cuda(device) = sample.device() else { bail!("CUDA graphs need CUDA tensors") };
-            let (sample, t_proj, context) = (sample.copy()?, t_proj.copy()?, context.copy()?);
-            let out = Tensor::zeros(out_shape, sample.dtype(), sample.device())?;
+            let Device::Cuda(device) = inputs[0].device() else { bail!("CUDA graphs need CUDA tensors") };
+            let inputs = inputs.iter().map(|t| t.copy()).collect::<Result<Vec<_>>>()?;
+            let out = Tensor::zeros(out_shape, out_dtype, inputs[0].device())?;
             let stream = device.cuda_stream();
             stream.synchronize().map_err(candle_core::Error::wrap)?;
             let _uploads = device.enable_cuda_graph_htod_cache();
             stream
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
                 .map_err(candle_core::Error::wrap)?;
-            // Every tensor the step allocates is freed before the capture ends: `result` drops here.
-            let recorded = step(&sample, &t_proj, &context).and_then(|result| out.slice_set(&result, 0, 0));
+            // Every tensor the run allocates is freed before the capture ends: `result` drops here.
+            let views: Vec<&Tensor> = inputs.iter().collect();
+            let recorded = forward(&views).and_then(|result| out.slice_set(&result, 0, 0));
             let ended = stream.end_capture(CUgraphInstantiate_flags(0));
             recorded?;
             let graph = match ended.map_err(candle_core::Error::wrap)? {
@@ -165,15 +169,15 @@ mod captured {
                 None => bail!("the captured graph is empty"),
             };
             graph.upload().map_err(candle_core::Error::wrap)?;
-            Ok(Self { sample, t_proj, context, out, graph })
+            Ok(Self { inputs, out, graph })
         }
 
         /// Copies the inputs into the graph's buffers, replays it, and returns a copy of its output
         /// (the next replay overwrites the buffer).
-        pub fn replay(&self, sample: &Tensor, t_proj: &Tensor, context: &Tensor) -> Result<Tensor> {
-            self.sample.slice_set(&sample.contiguous()?, 0, 0)?;
-            self.t_proj.slice_set(&t_proj.contiguous()?, 0, 0)?;
-            self.context.slice_set(&context.contiguous()?, 0, 0)?;
+        pub fn replay(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+            for (buffer, input) in self.inputs.iter().zip(inputs) {
+                buffer.slice_set(&input.contiguous()?, 0, 0)?;
+            }
             self.graph.launch().map_err(candle_core::Error::wrap)?;
             self.out.copy()
         }
@@ -182,7 +186,7 @@ mod captured {
 
 #[cfg(not(feature = "cuda"))]
 mod captured {
-    use candle_core::{bail, Result, Shape, Tensor};
+    use candle_core::{bail, DType, Result, Shape, Tensor};
 
     pub const SUPPORTED: bool = false;
 
@@ -193,17 +197,11 @@ mod captured {
     pub struct Graph;
 
     impl Graph {
-        pub fn capture(
-            _: &Tensor,
-            _: &Tensor,
-            _: &Tensor,
-            _: &Shape,
-            _: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
-        ) -> Result<Self> {
+        pub fn capture(_: &[&Tensor], _: &Shape, _: DType, _: impl Fn(&[&Tensor]) -> Result<Tensor>) -> Result<Self> {
             bail!("this build has no CUDA")
         }
 
-        pub fn replay(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Tensor> {
+        pub fn replay(&self, _: &[&Tensor]) -> Result<Tensor> {
             bail!("this build has no CUDA")
         }
     }

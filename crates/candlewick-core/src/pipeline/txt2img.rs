@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
-use super::cuda_graph::GraphedUNet;
+use super::cuda_graph::GraphedModel;
 use super::noise::NoiseSource;
 use super::observer::{Observer, StepProgress};
 use super::options::{
@@ -65,7 +65,8 @@ pub struct StableDiffusionPipeline {
     tokenizer: ClipTokenizer,
     text_encoder: ClipTextTransformer,
     unet: UNet2DConditionModel,
-    unet_graphs: GraphedUNet,
+    unet_graphs: GraphedModel,
+    text_encoder_graphs: GraphedModel,
     unet_config: UNet2DConditionConfig,
     vae: AutoencoderKL,
     vae_config: AutoencoderKLConfig,
@@ -167,7 +168,8 @@ impl StableDiffusionPipeline {
         Ok(Self {
             tokenizer,
             text_encoder,
-            unet_graphs: GraphedUNet::new(info.cuda_graphs),
+            unet_graphs: GraphedModel::unet(info.cuda_graphs),
+            text_encoder_graphs: GraphedModel::text_encoder(info.cuda_graphs),
             unet,
             unet_config,
             vae,
@@ -238,7 +240,7 @@ impl StableDiffusionPipeline {
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
             let noise_pred = crate::profile::scope("unet", || {
-                self.unet_graphs.predict(&self.unet, &model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)
+                self.predict_noise(&model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)
             })?;
             let noise_pred = if do_guidance {
                 let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
@@ -254,6 +256,7 @@ impl StableDiffusionPipeline {
             return Err(Error::Cancelled);
         }
         warnings.extend(self.unet_graphs.take_failure());
+        warnings.extend(self.text_encoder_graphs.take_failure());
         let denoise = clock.lap()?;
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
@@ -351,23 +354,31 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
-    /// Step 2: CLIP embeddings for every image of the batch, unconditional ones first when guiding.
+    /// Step 2: CLIP embeddings for every image of the batch, unconditional ones first when
+    /// guiding. Each text goes through the encoder once (negative and positive prompts in one
+    /// batch), and its embedding is repeated for its `num_images_per_prompt` images.
     fn encode_prompt(&self, o: &GenerateOptions, do_guidance: bool, warnings: &mut Vec<String>) -> Result<Tensor> {
-        let cond = self.embed_texts(&o.prompt, o.num_images_per_prompt, warnings)?;
-        if !do_guidance {
-            return Ok(cond);
+        let mut texts: Vec<&str> = Vec::with_capacity(2 * o.prompt.len());
+        if do_guidance {
+            match &o.negative_prompt {
+                None => texts.extend(o.prompt.iter().map(|_| "")),
+                Some(n) if n.len() == 1 => texts.extend(o.prompt.iter().map(|_| n[0].as_str())),
+                Some(n) => texts.extend(n.iter().map(String::as_str)),
+            }
         }
-        let negative: Vec<String> = match &o.negative_prompt {
-            None => vec![String::new(); o.prompt.len()],
-            Some(n) if n.len() == 1 => vec![n[0].clone(); o.prompt.len()],
-            Some(n) => n.clone(),
-        };
-        let uncond = self.embed_texts(&negative, o.num_images_per_prompt, warnings)?;
-        Ok(Tensor::cat(&[&uncond, &cond], 0)?)
+        texts.extend(o.prompt.iter().map(String::as_str));
+        let embeds = self.embed_texts(&texts, warnings)?;
+        let copies = o.num_images_per_prompt;
+        if copies == 1 {
+            return Ok(embeds);
+        }
+        let rows: Vec<u32> = (0..texts.len() as u32).flat_map(|t| std::iter::repeat_n(t, copies)).collect();
+        let rows = Tensor::new(rows.as_slice(), &self.target.device)?;
+        Ok(embeds.index_select(&rows, 0)?)
     }
 
-    fn embed_texts(&self, texts: &[String], copies: usize, warnings: &mut Vec<String>) -> Result<Tensor> {
-        let mut ids = Vec::with_capacity(texts.len() * copies * self.tokenizer.max_length());
+    fn embed_texts(&self, texts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(texts.len() * self.tokenizer.max_length());
         for text in texts {
             let encoded = self.tokenizer.encode(text)?;
             if let Some(cut) = encoded.truncated {
@@ -376,13 +387,22 @@ impl StableDiffusionPipeline {
                     self.tokenizer.max_length()
                 ));
             }
-            for _ in 0..copies {
-                ids.extend_from_slice(&encoded.ids);
-            }
+            ids.extend_from_slice(&encoded.ids);
         }
-        let n = texts.len() * copies;
-        let ids = Tensor::from_vec(ids, (n, self.tokenizer.max_length()), &self.target.device)?;
-        Ok(self.text_encoder.forward(&ids)?)
+        let ids = Tensor::from_vec(ids, (texts.len(), self.tokenizer.max_length()), &self.target.device)?;
+        Ok(self.text_encoder_graphs.run(&[&ids], |ids| self.text_encoder.forward(ids[0]))?)
+    }
+
+    /// Step 5's UNet call: the noise prediction for `sample` at `timestep`, through the shape's
+    /// CUDA graph when graphs are on.
+    fn predict_noise(&self, sample: &Tensor, timestep: f64, context: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.unet_graphs.enabled() {
+            return self.unet.forward(sample, timestep, context);
+        }
+        let t_proj = self.unet.time_proj(timestep, sample)?;
+        let context = context.to_dtype(sample.dtype())?;
+        let inputs = [sample, &t_proj, &context];
+        self.unet_graphs.run(&inputs, |x| self.unet.forward_with_time_proj(x[0], x[1], x[2]))
     }
 
     fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {

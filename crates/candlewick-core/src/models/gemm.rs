@@ -1,0 +1,333 @@
+//! diffusers' `nn.Linear` on CUDA as one cuBLASLt matrix product whose epilogue adds the bias
+//! and, after a residual connection, the residual: `residual + xs · weightᵀ + bias`.
+//!
+//! candle's product is a cuBLAS call without an epilogue; the bias (and the residual) then take
+//! a kernel of their own that reads the whole output again and writes it once more. Here cuBLASLt
+//! reads the residual as its C matrix (D = A·B + 1·C) and adds the bias as it writes D.
+//!
+//! [`linear`] returns None where it does not apply (not CUDA, not f16, unaligned or oddly shaped
+//! tensors) and the caller takes candle's path; both compute the same function with f32
+//! accumulation (checked against diffusers on the GPU machine: bench/gpu/parity.mjs).
+
+use candle_core::{DType, Result, Tensor};
+
+/// `residual + xs · weightᵀ + bias` for `xs` [..., k], `weight` [n, k], `bias` [n] and
+/// `residual` [..., n] (each optional but the weight), or None where cuBLASLt is not used.
+pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let f16_on_cuda = |t: &Tensor| t.device().is_cuda() && t.dtype() == DType::F16;
+    if !cfg!(feature = "cuda") || !f16_on_cuda(xs) || !f16_on_cuda(weight) || xs.rank() < 2 || weight.rank() != 2 {
+        return Ok(None);
+    }
+    let (n, k) = weight.dims2()?;
+    let mut out_dims = xs.dims().to_vec();
+    if out_dims.pop() != Some(k) || bias.is_some_and(|b| !f16_on_cuda(b) || b.dims() != [n]) {
+        return Ok(None);
+    }
+    out_dims.push(n);
+    if residual.is_some_and(|r| !f16_on_cuda(r) || r.dims() != out_dims.as_slice()) {
+        return Ok(None);
+    }
+    // cuBLASLt's 16-byte alignment: every row a multiple of 8 halves, every view starting on
+    // one (candle's allocations themselves are 256-byte aligned).
+    let aligned = |t: Option<&Tensor>| t.is_none_or(|t| t.layout().start_offset() % 8 == 0);
+    if k % 8 != 0 || n % 8 != 0 || xs.elem_count() / k > i32::MAX as usize || ![Some(xs), Some(weight), bias, residual].into_iter().all(aligned) {
+        return Ok(None);
+    }
+    imp::linear(xs, weight, bias, residual, &out_dims)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::ffi::c_void;
+    use std::mem::size_of;
+
+    use candle_core::cuda::cudarc::cublaslt::{result as lt, sys};
+    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda::{CudaDevice, CudaStorage, DeviceId};
+    use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+    use half::f16;
+
+    fn lt_error(e: lt::CublasError) -> candle_core::Error {
+        candle_core::Error::Msg(format!("cuBLASLt: {e:?}"))
+    }
+
+    /// cuBLASLt's recommended workspace on Hopper.
+    const WORKSPACE_BYTES: usize = 32 << 20;
+
+    pub fn linear(
+        xs: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        out_dims: &[usize],
+    ) -> Result<Option<Tensor>> {
+        let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec() };
+        let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
+        let out = match residual {
+            Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op)?,
+            None => xs.apply_op2_no_bwd(&weight, &op)?,
+        };
+        Ok(Some(out))
+    }
+
+    fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f16>> {
+        match l.contiguous_offsets() {
+            Some((start, end)) => Ok(s.as_cuda_slice::<f16>()?.slice(start..end)),
+            None => bail!("cuBLASLt linear: inputs must be contiguous"),
+        }
+    }
+
+    struct LinearOp {
+        bias: Option<Tensor>,
+        out_dims: Vec<usize>,
+    }
+
+    impl LinearOp {
+        fn run(
+            &self,
+            (x, xl): (&CudaStorage, &Layout),
+            (w, wl): (&CudaStorage, &Layout),
+            residual: Option<(&CudaStorage, &Layout)>,
+        ) -> Result<(CudaStorage, Shape)> {
+            let device = x.device().clone();
+            let stream = device.cuda_stream();
+            let (n, k) = wl.shape().dims2()?;
+            let m = xl.shape().elem_count() / k;
+            let (xv, wv) = (view(x, xl)?, view(w, wl)?);
+            let rv = residual.map(|(r, rl)| view(r, rl)).transpose()?;
+            let bias_guard = self.bias.as_ref().map(|b| b.storage_and_layout());
+            let bv = match &bias_guard {
+                Some((storage, layout)) => match &**storage {
+                    Storage::Cuda(s) => Some(view(s, layout)?),
+                    _ => bail!("cuBLASLt linear: the bias is not on the GPU"),
+                },
+                None => None,
+            };
+            let mut y = unsafe { device.alloc::<f16>(m * n) }?;
+            {
+                let (x_ptr, _x_sync) = xv.device_ptr(&stream);
+                let (w_ptr, _w_sync) = wv.device_ptr(&stream);
+                let (y_ptr, _y_sync) = y.device_ptr_mut(&stream);
+                let r = rv.as_ref().map(|r| r.device_ptr(&stream));
+                let b = bv.as_ref().map(|b| b.device_ptr(&stream));
+                let r_ptr = r.as_ref().map(|(p, _)| *p);
+                let b_ptr = b.as_ref().map(|(p, _)| *p);
+                if [Some(x_ptr), Some(w_ptr), Some(y_ptr), r_ptr, b_ptr].iter().flatten().any(|p| p % 16 != 0) {
+                    bail!("cuBLASLt linear: a tensor is not 16-byte aligned");
+                }
+                let key = Key { m: m as u64, n: n as u64, k: k as u64, bias: b_ptr.is_some(), residual: r_ptr.is_some() };
+                with_thread_state(&device, |state| {
+                    let ThreadState { handle, plans, workspace, .. } = state;
+                    if !plans.contains_key(&key) {
+                        plans.insert(key, Plan::new(*handle, key)?);
+                    }
+                    let plan = &plans[&key];
+                    let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
+                    plan.run(*handle, [x_ptr, w_ptr, y_ptr], r_ptr, b_ptr, ws_ptr, stream.cu_stream() as sys::cudaStream_t)
+                })?;
+            }
+            Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from(self.out_dims.clone())))
+        }
+    }
+
+    impl CustomOp2 for LinearOp {
+        fn name(&self) -> &'static str {
+            "cublaslt-linear"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            bail!("cuBLASLt linear called on CPU tensors")
+        }
+        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+            self.run((x, xl), (w, wl), None)
+        }
+    }
+
+    impl CustomOp3 for LinearOp {
+        fn name(&self) -> &'static str {
+            "cublaslt-linear-residual"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            bail!("cuBLASLt linear called on CPU tensors")
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+            r: &CudaStorage,
+            rl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            self.run((x, xl), (w, wl), Some((r, rl)))
+        }
+    }
+
+    /// One product's shape: m rows of xs, n outputs, k inputs, and which epilogue.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    struct Key {
+        m: u64,
+        n: u64,
+        k: u64,
+        bias: bool,
+        residual: bool,
+    }
+
+    /// A shape's descriptors and the algorithm cuBLASLt's heuristics chose for it, made once.
+    /// cuBLASLt is column-major: the row-major [m, n] output is a column-major n x m matrix
+    /// D = op(A) · B with A the weight (k x n column-major, transposed) and B xs (k x m).
+    struct Plan {
+        desc: sys::cublasLtMatmulDesc_t,
+        /// Layouts of A, B and C = D.
+        layouts: [sys::cublasLtMatrixLayout_t; 3],
+        algo: sys::cublasLtMatmulAlgo_t,
+        bias: bool,
+        residual: bool,
+    }
+
+    impl Plan {
+        fn new(handle: sys::cublasLtHandle_t, key: Key) -> Result<Self> {
+            let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
+                .map_err(lt_error)?;
+            let mut plan = Self { desc, layouts: [std::ptr::null_mut(); 3], algo: unsafe { std::mem::zeroed() }, bias: key.bias, residual: key.residual };
+            let half = sys::cudaDataType_t::CUDA_R_16F;
+            plan.layouts[0] = lt::create_matrix_layout(half, key.k, key.n, key.k as i64).map_err(lt_error)?;
+            plan.layouts[1] = lt::create_matrix_layout(half, key.k, key.m, key.k as i64).map_err(lt_error)?;
+            plan.layouts[2] = lt::create_matrix_layout(half, key.n, key.m, key.n as i64).map_err(lt_error)?;
+            let transpose: i32 = 1;
+            let epilogue =
+                if key.bias { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS } else { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT };
+            unsafe {
+                plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &transpose)?;
+                plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+            }
+            let pref = lt::create_matmul_pref().map_err(lt_error)?;
+            let chosen = unsafe {
+                let bytes = WORKSPACE_BYTES as u64;
+                let set = lt::set_matmul_pref_attribute(
+                    pref,
+                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    (&bytes) as *const u64 as *const c_void,
+                    size_of::<u64>(),
+                );
+                let [a, b, c] = plan.layouts;
+                let chosen = set.and_then(|_| lt::get_matmul_algo_heuristic(handle, plan.desc, a, b, c, c, pref));
+                let _ = lt::destroy_matmul_pref(pref);
+                chosen.map_err(lt_error)?
+            };
+            plan.algo = chosen.algo;
+            Ok(plan)
+        }
+
+        unsafe fn set<T>(&self, attr: sys::cublasLtMatmulDescAttributes_t, value: &T) -> Result<()> {
+            lt::set_matmul_desc_attribute(self.desc, attr, value as *const T as *const c_void, size_of::<T>()).map_err(lt_error)
+        }
+
+        fn run(
+            &self,
+            handle: sys::cublasLtHandle_t,
+            [x, w, y]: [u64; 3],
+            residual: Option<u64>,
+            bias: Option<u64>,
+            workspace: u64,
+            stream: sys::cudaStream_t,
+        ) -> Result<()> {
+            if self.bias != bias.is_some() || self.residual != residual.is_some() {
+                bail!("cuBLASLt linear: plan and call disagree on the epilogue");
+            }
+            let alpha = 1f32;
+            let beta = if residual.is_some() { 1f32 } else { 0f32 };
+            let [a, b, c] = self.layouts;
+            unsafe {
+                if let Some(bias) = bias {
+                    self.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
+                }
+                lt::matmul(
+                    handle,
+                    self.desc,
+                    (&alpha) as *const f32 as *const c_void,
+                    (&beta) as *const f32 as *const c_void,
+                    w as *const c_void,
+                    a,
+                    x as *const c_void,
+                    b,
+                    residual.unwrap_or(y) as *const c_void,
+                    c,
+                    y as *mut c_void,
+                    c,
+                    &self.algo,
+                    workspace as *mut c_void,
+                    WORKSPACE_BYTES,
+                    stream,
+                )
+                .map_err(lt_error)
+            }
+        }
+    }
+
+    impl Drop for Plan {
+        fn drop(&mut self) {
+            unsafe {
+                for layout in self.layouts.into_iter().filter(|l| !l.is_null()) {
+                    let _ = lt::destroy_matrix_layout(layout);
+                }
+                let _ = lt::destroy_matmul_desc(self.desc);
+            }
+        }
+    }
+
+    /// The pipeline thread's cuBLASLt handle, workspace and plans (as `cudnn::op`'s: each
+    /// pipeline runs on a thread of its own, and its CUDA graphs capture this workspace, which
+    /// never moves or grows).
+    struct ThreadState {
+        device: DeviceId,
+        handle: sys::cublasLtHandle_t,
+        workspace: CudaSlice<u8>,
+        plans: HashMap<Key, Plan>,
+    }
+
+    impl Drop for ThreadState {
+        fn drop(&mut self) {
+            self.plans.clear();
+            unsafe {
+                let _ = lt::destroy_handle(self.handle);
+            }
+        }
+    }
+
+    thread_local! {
+        static STATE: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
+    }
+
+    fn with_thread_state<R>(device: &CudaDevice, f: impl FnOnce(&mut ThreadState) -> Result<R>) -> Result<R> {
+        STATE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|s| s.device != device.id()) {
+                *slot = None;
+                let handle = lt::create_handle().map_err(lt_error)?;
+                let workspace = unsafe { device.alloc::<u8>(WORKSPACE_BYTES) }?;
+                *slot = Some(ThreadState { device: device.id(), handle, workspace, plans: HashMap::new() });
+            }
+            f(slot.as_mut().expect("state was just set"))
+        })
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use candle_core::{Result, Tensor};
+
+    pub fn linear(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: &[usize]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
