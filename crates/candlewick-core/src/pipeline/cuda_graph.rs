@@ -125,7 +125,7 @@ impl GraphedModel {
 mod captured {
     use candle_core::cuda::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
     use candle_core::cuda::cudarc::driver::CudaGraph;
-    use candle_core::{bail, Device, Result, Shape, Tensor};
+    use candle_core::{bail, DType, Device, Result, Shape, Tensor};
 
     pub const SUPPORTED: bool = true;
 
