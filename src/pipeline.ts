@@ -49,6 +49,8 @@ export interface PipelineInfo {
   cudnnBenchmark: boolean;
   /** Whether kxk convolutions run channels-last through cuDNN (`cudnn` on and `channelsLast` not false). */
   channelsLast: boolean;
+  /** Whether self-attention runs on cuDNN's fused kernel (`flashAttention` and `cudnn` on, `cudnnAttention` not false). */
+  cudnnAttention: boolean;
   /** Whether the UNet step is captured and replayed as a CUDA graph (CUDA, `cudaGraphs` not false). */
   cudaGraphs: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */

@@ -22,7 +22,7 @@ const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
 const WHICH = (process.env.WHICH ??
-  "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs:nchw,fp16+flash+graphs+bench").split(",");
+  "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs:nchw,fp16+flash+graphs:fa2,fp16+flash+graphs:b8:fa2,fp16+flash+graphs+bench").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
@@ -38,6 +38,12 @@ const VARIANTS = {
   "fp16+flash+graphs:b16": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs+bench": {
     load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnBenchmark: true }, variant: "fp16+flash+graphs, cudnnBenchmark",
+  },
+  "fp16+flash+graphs:fa2": {
+    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnAttention: false }, variant: "fp16+flash+graphs, FlashAttention-2 only",
+  },
+  "fp16+flash+graphs:b8:fa2": {
+    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnAttention: false }, batch: 8, variant: "fp16+flash+graphs, FlashAttention-2 only",
   },
   "fp16+flash+graphs:nchw": {
     load: { dtype: "f16", flashAttention: true, cudaGraphs: true, channelsLast: false }, variant: "fp16+flash+graphs, NCHW convolutions",

@@ -1,6 +1,8 @@
 //! CUDA builds only: compiles src/kernels/fused.cu to PTX for the GPU's compute capability
 //! (CUDA_COMPUTE_CAP, 90 for Hopper) with the toolkit's nvcc (CUDA_HOME or PATH). The PTX is
-//! embedded in the library and loaded by src/models/fused.rs on first use.
+//! embedded in the library and loaded by src/models/fused.rs on first use. With cuDNN, also
+//! src/cudnn/sdpa.cpp (cuDNN's frontend headers: CUDA_HOME/include-cudnn-frontend, from
+//! scripts/cuda/toolkit.sh), linked against libcudnn.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -10,6 +12,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
+    }
+    if std::env::var_os("CARGO_FEATURE_CUDNN").is_some() {
+        compile_sdpa();
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("fused.ptx");
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
@@ -23,4 +28,20 @@ fn main() {
             panic!("cannot run {} (the CUDA build needs nvcc: scripts/cuda/toolkit.sh): {e}", nvcc.display())
         });
     assert!(status.success(), "nvcc failed on src/kernels/fused.cu");
+}
+
+/// cuDNN's fused attention through its frontend's graph API: a C++ file with a C interface.
+fn compile_sdpa() {
+    println!("cargo:rerun-if-changed=src/cudnn/sdpa.cpp");
+    let mut build = cc::Build::new();
+    build.cpp(true).std("c++17").opt_level(2).warnings(false).file("src/cudnn/sdpa.cpp");
+    if let Ok(home) = std::env::var("CUDA_HOME") {
+        let home = PathBuf::from(home);
+        for dir in ["include", "include-cudnn", "include-cudnn-frontend"] {
+            build.include(home.join(dir));
+        }
+    }
+    build.compile("candlewick_sdpa");
+    println!("cargo:rustc-link-lib=dylib=cudnn");
+    println!("cargo:rustc-link-lib=dylib=cudart");
 }

@@ -11,7 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=$PWD/.cache/cuda-13.0
 home=$prefix/home
-if [ -x "$home/bin/nvcc" ] && [ -x "$home/nvvm/bin/cicc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then echo "$home"; exit 0; fi
+# cuDNN's frontend (C++ headers only) for src/cudnn/sdpa.cpp: its graph API builds the fused attention.
+frontend() {
+  [ -e "$home/include-cudnn-frontend/cudnn_frontend.h" ] && return
+  python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$prefix/frontend" \
+    nvidia-cudnn-frontend==1.32.0 >&2
+  mkdir -p "$home"
+  ln -sfn "$prefix/frontend/include" "$home/include-cudnn-frontend"
+}
+if [ -x "$home/bin/nvcc" ] && [ -x "$home/nvvm/bin/cicc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then frontend; echo "$home"; exit 0; fi
 
 python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$prefix/site" \
   nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
@@ -35,4 +43,5 @@ done
 echo 'void candlewick_cuda_stub(void) {}' > "$prefix/stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$home/lib64/stubs/libcuda.so" "$prefix/stub.c"
 ln -sf "$home/lib64/stubs/libcuda.so" "$home/lib64/stubs/libcuda.so.1"
+frontend
 echo "$home"

@@ -134,6 +134,7 @@ export interface RawLoadOptions {
   cudnn?: boolean
   cudnnBenchmark?: boolean
   channelsLast?: boolean
+  cudnnAttention?: boolean
   cudaGraphs?: boolean
 }
 
@@ -154,6 +155,7 @@ export interface RawPipelineInfo {
   cudnn: boolean
   cudnnBenchmark: boolean
   channelsLast: boolean
+  cudnnAttention: boolean
   cudaGraphs: boolean
   tf32: boolean
   defaultWidth: number

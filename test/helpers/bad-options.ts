@@ -178,6 +178,7 @@ export const BAD_LOAD_OPTIONS: BadCase[] = [
   { options: { cudaGraphs: "no" }, message: 'Expected boolean for cudaGraphs but received "no"' },
   { options: { cudnnBenchmark: null }, message: "Expected boolean for cudnnBenchmark but received null" },
   { options: { channelsLast: "nhwc" }, message: 'Expected boolean for channelsLast but received "nhwc"' },
+  { options: { cudnnAttention: 1 }, message: "Expected boolean for cudnnAttention but received 1" },
   { options: { precision: "f16" }, message: 'Unknown option "precision" in load options; did you mean "revision"?' },
   { options: "cpu", message: 'Expected plain object for load options but received "cpu"' },
 ];

@@ -20,6 +20,7 @@ pub struct RawLoadOptions {
     pub cudnn: Option<bool>,
     pub cudnn_benchmark: Option<bool>,
     pub channels_last: Option<bool>,
+    pub cudnn_attention: Option<bool>,
     pub cuda_graphs: Option<bool>,
 }
 
@@ -35,6 +36,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             cudnn: raw.cudnn.unwrap_or(defaults.cudnn),
             cudnn_benchmark: raw.cudnn_benchmark.unwrap_or(defaults.cudnn_benchmark),
             channels_last: raw.channels_last.unwrap_or(defaults.channels_last),
+            cudnn_attention: raw.cudnn_attention.unwrap_or(defaults.cudnn_attention),
             cuda_graphs: raw.cuda_graphs.unwrap_or(defaults.cuda_graphs),
         })
     }
@@ -163,6 +165,7 @@ pub struct RawPipelineInfo {
     pub cudnn: bool,
     pub cudnn_benchmark: bool,
     pub channels_last: bool,
+    pub cudnn_attention: bool,
     pub cuda_graphs: bool,
     pub tf32: bool,
     pub default_width: u32,
@@ -183,6 +186,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             cudnn: info.cudnn,
             cudnn_benchmark: info.cudnn_benchmark,
             channels_last: info.channels_last,
+            cudnn_attention: info.cudnn_attention,
             cuda_graphs: info.cuda_graphs,
             tf32: info.tf32,
             default_width: info.default_width as u32,

@@ -19,11 +19,50 @@ mod backend;
 mod op;
 #[cfg(feature = "cudnn")]
 mod plan;
+#[cfg(feature = "cudnn")]
+mod sdpa;
 
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
     static BENCHMARK: Cell<bool> = const { Cell::new(false) };
     static CHANNELS_LAST: Cell<bool> = const { Cell::new(true) };
+    static ATTENTION: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Allow or forbid cuDNN's fused attention on the calling thread (allowed by default; it also
+/// needs cuDNN convolutions allowed, [`set_enabled`]).
+pub fn set_attention(on: bool) {
+    ATTENTION.with(|a| a.set(on));
+}
+
+/// softmax(q kᵀ / sqrt(d)) v with cuDNN's fused attention kernel, for q [b, s_q, h, d] and k, v
+/// [b, s_kv, h, d] (FlashAttention-2's layout; strided views with a dense last dim), f16 on CUDA
+/// with d a multiple of 8 up to 128, when this build links cuDNN and this thread allows it; None
+/// otherwise, or when cuDNN refuses the shape, and the caller takes another path.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    let f16 = candle_core::DType::F16;
+    let d = q.dims4()?.3;
+    if !compiled()
+        || !enabled()
+        || !ATTENTION.with(|a| a.get())
+        || !q.device().is_cuda()
+        || (q.dtype(), k.dtype(), v.dtype()) != (f16, f16, f16)
+        || d % 8 != 0
+        || d > 128
+    {
+        return Ok(None);
+    }
+    attention_imp(q, k, v)
+}
+
+#[cfg(feature = "cudnn")]
+fn attention_imp(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    sdpa::attention(q, k, v)
+}
+
+#[cfg(not(feature = "cudnn"))]
+fn attention_imp(_q: &Tensor, _k: &Tensor, _v: &Tensor) -> Result<Option<Tensor>> {
+    Ok(None)
 }
 
 /// Keep convolution filters channels-last and run cuDNN's NHWC kernels (on by default). Read

@@ -147,11 +147,13 @@ fn alignment(ptr: u64) -> i64 {
     a
 }
 
-struct ThreadState {
+pub(super) struct ThreadState {
     device: DeviceId,
-    handle: sys::cudnnHandle_t,
+    pub handle: sys::cudnnHandle_t,
     plans: HashMap<ConvKey, ConvPlan>,
-    workspace: Option<CudaSlice<u8>>,
+    pub workspace: Option<CudaSlice<u8>>,
+    /// The fused attention's graphs (`super::sdpa`), one per shape.
+    pub attention: super::sdpa::Graphs,
 }
 
 impl ThreadState {
@@ -160,7 +162,8 @@ impl ThreadState {
             .map_err(|e| candle_core::Error::Msg(format!("cuDNN create handle: {e:?}")))?;
         let stream = device.cuda_stream();
         check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
-        Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None })
+        let attention = super::sdpa::Graphs::new()?;
+        Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None, attention })
     }
 }
 
@@ -215,12 +218,12 @@ fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent> {
     Ok(event)
 }
 
-fn capturing(stream: &CudaStream) -> bool {
+pub(super) fn capturing(stream: &CudaStream) -> bool {
     matches!(stream.capture_status(), Ok(status) if status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
 }
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
-fn grow<'a>(
+pub(super) fn grow<'a>(
     slot: &'a mut Option<CudaSlice<u8>>,
     device: &CudaDevice,
     bytes: usize,
@@ -238,6 +241,7 @@ fn grow<'a>(
 impl Drop for ThreadState {
     fn drop(&mut self) {
         self.plans.clear();
+        self.attention.clear();
         unsafe { sys::cudnnDestroy(self.handle) };
     }
 }
@@ -254,7 +258,7 @@ pub(super) fn release_workspace() {
     });
 }
 
-fn with_thread_state<R>(device: &CudaDevice, f: impl FnOnce(&mut ThreadState) -> Result<R>) -> Result<R> {
+pub(super) fn with_thread_state<R>(device: &CudaDevice, f: impl FnOnce(&mut ThreadState) -> Result<R>) -> Result<R> {
     STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|s| s.device != device.id()) {

@@ -26,6 +26,22 @@ pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> 
 }
 
 /// [`scaled_dot_product`] where query i sees keys 0..=i only (CLIP's causal mask).
+/// A fused attention kernel on [b, seq, heads, d] tensors when one can run here: cuDNN's for
+/// self-attention (faster than FlashAttention-2's at SD's head dims on Hopper: bench/NOTES.md,
+/// run 26), FlashAttention-2 for cross-attention (77 keys: the two are level) and whatever
+/// cuDNN refuses; None when neither can, and the caller takes the unfused path.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    if !flash::enabled() {
+        return Ok(None);
+    }
+    if q.dim(1)? == k.dim(1)? {
+        if let Some(out) = crate::cudnn::attention(q, k, v)? {
+            return Ok(Some(out));
+        }
+    }
+    flash::attention(q, k, v)
+}
+
 pub fn causal_scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     attend(q, k, v, true)
 }
@@ -168,7 +184,7 @@ impl Attention {
             None => self.to_out.forward(out),
         };
         let (q, k, v) = crate::profile::scope("attention_qkv", || self.project(xs, context))?;
-        let fused = crate::profile::scope("attention_flash", || flash::attention(&q, &k, &v))?;
+        let fused = crate::profile::scope("attention_flash", || fused_attention(&q, &k, &v))?;
         if let Some(out) = fused {
             let (b, s, h, d) = out.dims4()?;
             return to_out(&out.reshape((b, s, h * d))?);

@@ -17,6 +17,12 @@ pub fn set_enabled(enabled: bool) {
     ENABLED.with(|e| e.set(enabled));
 }
 
+/// Whether this thread allows fused attention kernels (flash attention's switch also governs
+/// cuDNN's fused attention: `models::attention`).
+pub fn enabled() -> bool {
+    ENABLED.with(|e| e.get())
+}
+
 /// Whether this build carries the flash-attention kernels.
 pub fn compiled() -> bool {
     cfg!(feature = "flash-attn")

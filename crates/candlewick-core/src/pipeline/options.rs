@@ -24,6 +24,9 @@ pub struct LoadOptions {
     /// Keep convolution filters channels-last and run cuDNN's NHWC kernels for kxk convolutions
     /// (with `cudnn`; default true). Off, cuDNN gets NCHW tensors and converts them itself.
     pub channels_last: bool,
+    /// Run self-attention with cuDNN's fused attention kernel instead of FlashAttention-2 where
+    /// cuDNN takes the shape (with `flash_attention` and `cudnn`; default true).
+    pub cudnn_attention: bool,
     /// Capture the UNet step as a CUDA graph per shape and replay it (CUDA, default true).
     pub cuda_graphs: bool,
 }
@@ -38,6 +41,7 @@ impl Default for LoadOptions {
             cudnn: true,
             cudnn_benchmark: false,
             channels_last: true,
+            cudnn_attention: true,
             cuda_graphs: true,
         }
     }

@@ -49,6 +49,9 @@ pub struct PipelineInfo {
     pub cudnn_benchmark: bool,
     /// Whether kxk convolutions run channels-last (`cudnn` on and `channels_last` not false).
     pub channels_last: bool,
+    /// Whether self-attention runs through cuDNN's fused kernel (`flash_attention` and `cudnn`
+    /// on, and `cudnn_attention` not false).
+    pub cudnn_attention: bool,
     /// Whether the UNet step is captured and replayed as a CUDA graph (CUDA, not switched off).
     pub cuda_graphs: bool,
     /// Whether f32 matrix products may use TF32.
@@ -159,6 +162,7 @@ impl StableDiffusionPipeline {
             cudnn,
             cudnn_benchmark: cudnn && options.cudnn_benchmark,
             channels_last,
+            cudnn_attention: flash_attention && cudnn && options.cudnn_attention,
             cuda_graphs: options.cuda_graphs && device.is_cuda(),
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
@@ -201,6 +205,7 @@ impl StableDiffusionPipeline {
         flash::set_enabled(self.info.flash_attention);
         cudnn::set_enabled(self.info.cudnn);
         cudnn::set_benchmark(self.info.cudnn_benchmark);
+        cudnn::set_attention(self.info.cudnn_attention);
 
         // 1. Check inputs.
         let (width, height) = self.check_inputs(options)?;

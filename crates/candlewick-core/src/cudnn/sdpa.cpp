@@ -1,0 +1,147 @@
+// cuDNN's fused scaled-dot-product attention (flash attention on Hopper's tensor-core
+// instructions), built with cuDNN's frontend graph API and exposed to Rust as a C function
+// (src/cudnn/sdpa.rs). One graph per shape and strides, built on first use and cached in a
+// per-thread cache object that Rust owns.
+//
+// Inputs q [b, h, s_q, d], k and v [b, h, s_kv, d] and the output o are given by dims and
+// strides in that order (any layout with a dense last dim: the UNet passes views of a stacked
+// [b, s, 3, h, d] projection); f16 in and out, f32 softmax; scale 1/sqrt(d); no mask.
+#include <cudnn_frontend.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace fe = cudnn_frontend;
+
+namespace {
+
+struct Key {
+    int64_t dims[5];  // b, h, s_q, s_kv, d
+    int64_t strides[4][4];  // q, k, v, o
+
+    bool operator==(Key const& other) const { return std::memcmp(this, &other, sizeof(Key)) == 0; }
+};
+
+struct Entry {
+    Key key;
+    std::shared_ptr<fe::graph::Graph> graph;
+    std::shared_ptr<fe::graph::Tensor_attributes> q, k, v, o;
+    int64_t workspace;
+};
+
+struct Cache {
+    std::vector<Entry> entries;
+};
+
+int fail(char* message, size_t len, std::string const& what) {
+    std::snprintf(message, len, "%s", what.c_str());
+    return 1;
+}
+
+std::vector<int64_t> row(int64_t const* values) { return std::vector<int64_t>(values, values + 4); }
+
+// Builds the graph for `key`; 0, or 1 with a message.
+int build(cudnnHandle_t handle, Key const& key, Entry& entry, char* message, size_t len) {
+    int64_t const b = key.dims[0], h = key.dims[1], s_q = key.dims[2], s_kv = key.dims[3], d = key.dims[4];
+    auto graph = std::make_shared<fe::graph::Graph>();
+    graph->set_io_data_type(fe::DataType_t::HALF)
+        .set_intermediate_data_type(fe::DataType_t::FLOAT)
+        .set_compute_data_type(fe::DataType_t::FLOAT);
+    auto tensor = [&](char const* name, int64_t s, int which) {
+        return graph->tensor(fe::graph::Tensor_attributes()
+                                 .set_name(name)
+                                 .set_uid(which + 1)
+                                 .set_dim({b, h, s, d})
+                                 .set_stride(row(key.strides[which])));
+    };
+    auto q = tensor("q", s_q, 0);
+    auto k = tensor("k", s_kv, 1);
+    auto v = tensor("v", s_kv, 2);
+    auto options = fe::graph::SDPA_attributes()
+                       .set_name("sdpa")
+                       .set_generate_stats(false)
+                       .set_attn_scale(1.0f / std::sqrt(static_cast<float>(d)));
+    auto [o, stats] = graph->sdpa(q, k, v, options);
+    (void)stats;
+    o->set_output(true).set_uid(4).set_dim({b, h, s_q, d}).set_stride(row(key.strides[3]));
+
+    auto checked = [&](fe::error_t status, char const* step) {
+        if (status.is_good()) return true;
+        std::snprintf(message, len, "cuDNN attention (%s): %s", step, status.get_message().c_str());
+        return false;
+    };
+    if (!checked(graph->validate(), "validate") || !checked(graph->build_operation_graph(handle), "operation graph") ||
+        !checked(graph->create_execution_plans({fe::HeurMode_t::A}), "execution plans") ||
+        !checked(graph->check_support(handle), "support") ||
+        !checked(graph->build_plans(handle, fe::BuildPlanPolicy_t::HEURISTICS_CHOICE), "build plans")) {
+        return 1;
+    }
+    int64_t workspace = 0;
+    if (!checked(graph->get_workspace_size(workspace), "workspace size")) return 1;
+    entry = Entry{key, graph, q, k, v, o, workspace};
+    return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+void* candlewick_sdpa_cache_new() { return new (std::nothrow) Cache(); }
+
+void candlewick_sdpa_cache_free(void* cache) { delete static_cast<Cache*>(cache); }
+
+// Builds (once) the graph for these dims and strides and reports its workspace; 0 on success,
+// 1 with a message when cuDNN cannot run this attention.
+int candlewick_sdpa_prepare(void* cache, cudnnHandle_t handle, int64_t const dims[5], int64_t const strides[16],
+                            int64_t* workspace, char* message, size_t message_len) {
+    try {
+        Key key{};
+        std::memcpy(key.dims, dims, sizeof key.dims);
+        std::memcpy(key.strides, strides, sizeof key.strides);
+        auto& entries = static_cast<Cache*>(cache)->entries;
+        for (auto const& entry : entries) {
+            if (entry.key == key) {
+                *workspace = entry.workspace;
+                return 0;
+            }
+        }
+        Entry entry;
+        if (build(handle, key, entry, message, message_len) != 0) return 1;
+        *workspace = entry.workspace;
+        entries.push_back(std::move(entry));
+        return 0;
+    } catch (std::exception const& e) {
+        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
+    } catch (...) {
+        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
+    }
+}
+
+// Runs the graph prepared for these dims and strides (candlewick_sdpa_prepare first) on the
+// handle's stream.
+int candlewick_sdpa_execute(void* cache, cudnnHandle_t handle, int64_t const dims[5], int64_t const strides[16],
+                            void* q, void* k, void* v, void* o, void* workspace, char* message,
+                            size_t message_len) {
+    try {
+        Key key{};
+        std::memcpy(key.dims, dims, sizeof key.dims);
+        std::memcpy(key.strides, strides, sizeof key.strides);
+        for (auto const& entry : static_cast<Cache*>(cache)->entries) {
+            if (!(entry.key == key)) continue;
+            std::unordered_map<int64_t, void*> pointers = {{1, q}, {2, k}, {3, v}, {4, o}};
+            auto status = entry.graph->execute(handle, pointers, workspace);
+            if (status.is_bad()) return fail(message, message_len, "cuDNN attention (execute): " + status.get_message());
+            return 0;
+        }
+        return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
+    } catch (std::exception const& e) {
+        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
+    } catch (...) {
+        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
+    }
+}
+
+}  // extern "C"
