@@ -14,7 +14,7 @@ xz -T2 -6 -c npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node > $G/cand
 [ -f $G/node.xz ] || xz -T2 -6 -c "$(command -v node)" > $G/node.xz
 ls $G/whl/diffusers-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps --only-binary=:all: -d $G/whl diffusers==0.42.1
 cp ../shared/bench/anchor_diffusers.py ../shared/bench/anchor_phases.py $G/
-git rev-parse HEAD > $G/commit
+echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- crates src bench || echo ' + uncommitted changes')" > $G/commit
 rm -f $G/attention_bench.xz $G/full_size_check.xz
 if [ "${WITH_ATTENTION:-0}" = 1 ]; then
   # A folder of its own for PART=c: the benchmark does not fit one call's 64 MiB beside node,

@@ -269,6 +269,30 @@ __device__ void transpose(const T *x, T *y, uint32_t rows, uint32_t cols) {
   }
 }
 
+// 2x nearest-neighbour upsampling into channels-last: x [batch, rows = c, cols = h*w] (NCHW,
+// `width` = w) -> y [batch, 2h, 2w, c], each pixel written to its four destinations: the next
+// channels-last convolution's input in one pass (instead of an upsampling copy, then a
+// transpose). Grid and block as transpose's.
+template <typename T>
+__device__ void upsample2x_tokens(const T *x, T *y, uint32_t rows, uint32_t cols, uint32_t width) {
+  __shared__ T tile[32][33];
+  const uint32_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  load_tile(x + (uint64_t)blockIdx.z * rows * cols, tile, rows, cols, r0, c0);
+  const uint64_t out_base = (uint64_t)blockIdx.z * rows * cols * 4;
+  for (uint32_t j = threadIdx.y; j < 32; j += blockDim.y) {
+    const uint32_t pixel = c0 + j, r = r0 + threadIdx.x;
+    if (r < rows && pixel < cols) {
+      const T v = tile[threadIdx.x][j];
+      const uint64_t py = pixel / width, px = pixel % width;
+      for (uint32_t dy = 0; dy < 2; ++dy) {
+        const uint64_t row = ((2 * py + dy) * 2 * width + 2 * px) * rows + r;
+        y[out_base + row] = v;
+        y[out_base + row + rows] = v;
+      }
+    }
+  }
+}
+
 // A channels-last convolution's output back to NCHW, with what follows the convolution in a
 // resnet fused in: x [batch, rows = p*q, cols = k] -> y [batch, k, p*q],
 //   y = x + bias[c], then by `extra_kind`: 0 nothing more; 1 + extra[b * per_sample_stride + c]
@@ -329,6 +353,10 @@ __device__ void conv_epilogue(const T *x, const T *bias, const T *extra, T *y, u
   }                                                                                                      \
   extern "C" __global__ void transpose_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols) {         \
     transpose<T>(x, y, rows, cols);                                                                      \
+  }                                                                                                      \
+  extern "C" __global__ void upsample2x_tokens_##SUFFIX(const T *x, T *y, uint32_t rows, uint32_t cols,     \
+                                                        uint32_t width) {                                   \
+    upsample2x_tokens<T>(x, y, rows, cols, width);                                                       \
   }                                                                                                      \
   extern "C" __global__ void conv_epilogue_##SUFFIX(const T *x, const T *bias, const T *extra, T *y,        \
                                                     uint32_t rows, uint32_t cols, uint32_t per_sample_stride, \

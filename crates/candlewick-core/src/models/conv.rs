@@ -12,7 +12,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::activations::Activation;
-use super::fused;
+use super::{fused, gemm};
 use super::norm::GroupNorm;
 use crate::cudnn::{self, Conv2dParams};
 
@@ -101,6 +101,10 @@ impl Conv2d {
         if self.pointwise() && xs.device().is_cuda() {
             if let Some(tokens) = norm.forward_tokens(None, xs)? {
                 return crate::profile::scope("conv", || {
+                    let (k, c, _, _) = self.weight.dims4()?;
+                    if let Some(ys) = gemm::linear(&tokens, &self.weight.reshape((k, c))?, Some(&self.bias), None)? {
+                        return Ok(ys);
+                    }
                     let ys = self.pointwise_product(&tokens)?;
                     match fused::bias_add(&ys, &self.bias, 2)? {
                         Some(ys) => Ok(ys),
@@ -140,6 +144,18 @@ impl Conv2d {
                 None => self.finish(ys.permute((0, 3, 1, 2))?.contiguous()?, None, Some(residual)),
             }
         })
+    }
+
+    /// The convolution of `xs` [b, c, h, w] upsampled 2x (nearest), when it runs channels-last:
+    /// the upsampling writes the convolution's NHWC input directly. None otherwise.
+    pub fn forward_upsampled_2x(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        if !self.channels_last {
+            return Ok(None);
+        }
+        let Some(nhwc) = crate::profile::scope("upsample_nearest", || fused::upsample2x_tokens(xs))? else {
+            return Ok(None);
+        };
+        crate::profile::scope("conv", || self.conv_channels_last(&nhwc, None, None))
     }
 
     fn forward_channels_last(

@@ -120,6 +120,19 @@ pub fn conv_epilogue(
     imp::conv_epilogue(y, bias, per_sample, residual).map(Some)
 }
 
+/// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
+/// (the input of a channels-last convolution), in one pass.
+pub fn upsample2x_tokens(x: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(x) || x.rank() != 4 {
+        return Ok(None);
+    }
+    let (b, c, h, w) = x.dims4()?;
+    if !tiles_fit(b, c, h * w) || 4 * c * h * w > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::upsample2x_tokens(x).map(Some)
+}
+
 /// [b, c, h, w] -> [b, h*w, c] (a transformer's tokens), contiguous.
 pub fn to_tokens(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
@@ -554,6 +567,36 @@ mod imp {
 
     custom_op!(CustomOp1 for Transpose, "fused-transpose", x xl);
 
+    // ---- 2x nearest upsampling into channels-last -------------------------------------------
+
+    struct Upsample2xTokens {
+        height: usize,
+        width: usize,
+    }
+
+    impl Upsample2xTokens {
+        fn run<T: CudaDType + DeviceRepr>(&self, (x, xl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+            let dev = x.device().clone();
+            let (b, c, pixels) = xl.shape().dims3()?;
+            let xv = contiguous_slice::<T>(x, xl)?;
+            let mut y = unsafe { dev.alloc::<T>(b * c * pixels * 4) }?;
+            let func =
+                dev.get_or_load_custom_func(&format!("upsample2x_tokens_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let mut args = func.builder();
+            let (r32, c32, w32) = (c as u32, pixels as u32, self.width as u32);
+            args.arg(&xv).arg(&mut y).arg(&r32).arg(&c32).arg(&w32);
+            unsafe { args.launch(tile_grid(b, c, pixels)) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, 2 * self.height, 2 * self.width, c))))
+        }
+    }
+
+    custom_op!(CustomOp1 for Upsample2xTokens, "fused-upsample2x-tokens", x xl);
+
+    pub fn upsample2x_tokens(x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        x.contiguous()?.reshape((b, c, h * w))?.apply_op1_no_bwd(&Upsample2xTokens { height: h, width: w })
+    }
+
     pub fn transpose(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(&Transpose)
     }
@@ -648,6 +691,9 @@ mod imp {
 #[cfg(not(feature = "cuda"))]
 mod imp {
     pub fn transpose(_: &Tensor) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn upsample2x_tokens(_: &Tensor) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
     pub fn conv_epilogue(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>) -> Result<Tensor> {
