@@ -415,7 +415,10 @@ mod imp {
             let sfx = suffix(x.dtype())?;
             let (per_row, chunk) = (per_row as u32, GROUP_CHUNK);
 
-            let stats = dev.get_or_load_custom_func(&format!("group_norm_stats_{sfx}"), MODULE, PTX)?;
+            // f16 rows of whole 16-byte vectors: the kernel with 16-byte loads.
+            let vec8 = x.dtype() == DType::F16 && per_row % 8 == 0 && xv.device_ptr(&dev.cuda_stream()).0 % 16 == 0;
+            let stats_name = if vec8 { "group_norm_stats_vec8_f16".to_string() } else { format!("group_norm_stats_{sfx}") };
+            let stats = dev.get_or_load_custom_func(&stats_name, MODULE, PTX)?;
             let mut args = stats.builder();
             args.arg(&xv).arg(&mut partial).arg(&per_row).arg(&chunk);
             unsafe { args.launch(stats_cfg) }.w()?;
@@ -522,6 +525,23 @@ mod imp {
             let numel: usize = dims.iter().product();
             let (hv, bv) = (contiguous_slice::<T>(h, hl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(numel) }?;
+            let stream = dev.cuda_stream();
+            let aligned = [hv.device_ptr(&stream).0, bv.device_ptr(&stream).0, y.device_ptr(&stream).0]
+                .iter()
+                .all(|p| p % 16 == 0);
+            if h.dtype() == DType::F16 && (last / 2) % 8 == 0 && aligned && numel / 8 < u32::MAX as usize {
+                let func = dev.get_or_load_custom_func("geglu_vec8_f16", MODULE, PTX)?;
+                let mut args = func.builder();
+                let (vectors, n_vectors, has_bias) = ((numel / 8) as u32, (last / 16) as u32, self.has_bias as i32);
+                args.arg(&hv).arg(&bv).arg(&mut y).arg(&vectors).arg(&n_vectors).arg(&has_bias);
+                let cfg = LaunchConfig {
+                    grid_dim: (elementwise_grid(numel / 8), 1, 1),
+                    block_dim: (THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                unsafe { args.launch(cfg) }.w()?;
+                return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(dims)));
+            }
             let func = dev.get_or_load_custom_func(&format!("geglu_{}", suffix(h.dtype())?), MODULE, PTX)?;
             let mut args = func.builder();
             let (n64, half, has_bias) = (numel as u64, (last / 2) as u32, self.has_bias as i32);
