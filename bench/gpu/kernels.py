@@ -29,9 +29,9 @@ def kernels(path):
 
 KINDS = [  # first match wins
     ("convolution layout transform", ("nchwToNhwc", "nhwcToNchw", "nchwToFoldedNhwc", "foldedNhwcToNchw", "transpose_readWrite", "convertTensor", "tensorTransform")),
+    ("attention", ("flash", "fmha", "sdpa", "attention")),
     ("convolution (cuDNN)", ("fprop", "xmma", "implicit_convolve", "cudnn", "cask_")),
     ("GEMM (cuBLAS)", ("nvjet", "gemm", "cublas")),
-    ("attention", ("flash", "fmha", "attention")),
     ("our fused kernels", ("bias_add", "group_norm", "geglu", "transpose_", "conv_epilogue", "layer_norm")),
     ("candle copies", ("copy", "ucopy")),
     ("candle elementwise / reductions", ("affine", "badd", "bmul", "bsub", "bdiv", "usilu", "ugelu", "sum", "max", "min", "cast", "where", "fill", "uexp", "usqrt", "urecip", "uneg", "softmax", "layernorm", "rmsnorm", "index")),

@@ -421,6 +421,80 @@ extern "C" __global__ void geglu_vec8_f16(const __half *h, const __half *bias, _
   }
 }
 
+// The f16 transposing kernels on 64x64 tiles with two elements a thread (4-byte loads and
+// stores instead of 2-byte ones): both dims even, pointers 4-byte aligned. Grid (ceil(cols / 64),
+// ceil(rows / 64), batch), block (32, 8). Same arithmetic as the 32x32 versions.
+
+// group_norm_apply_tokens: x [batch, channels, pixels] -> y [batch, pixels, channels].
+extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, const float *stats,
+                                                             const __half *weight, const __half *bias, __half *y,
+                                                             uint32_t channels, uint32_t pixels, uint32_t groups,
+                                                             uint32_t channels_per_group, int silu_after) {
+  __shared__ __half tile[64][65];
+  const uint64_t base = (uint64_t)blockIdx.z * channels * pixels;
+  const uint32_t c0 = blockIdx.y * 64, p0 = blockIdx.x * 64, tx2 = 2 * threadIdx.x;
+  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+    const uint32_t c = c0 + j, p = p0 + tx2;
+    if (c < channels && p < pixels) {
+      const float *st = stats + 2 * ((uint64_t)blockIdx.z * groups + c / channels_per_group);
+      const float w = __half2float(weight[c]), b = __half2float(bias[c]);
+      const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(x + base + (uint64_t)c * pixels + p));
+      float a0 = (v.x - st[0]) * st[1] * w + b, a1 = (v.y - st[0]) * st[1] * w + b;
+      if (silu_after) {
+        a0 = silu(round_as<__half>(a0));
+        a1 = silu(round_as<__half>(a1));
+      }
+      tile[j][tx2] = __float2half_rn(a0);
+      tile[j][tx2 + 1] = __float2half_rn(a1);
+    }
+  }
+  __syncthreads();
+  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+    const uint32_t p = p0 + j, c = c0 + tx2;
+    if (c < channels && p < pixels) {
+      *reinterpret_cast<__half2 *>(y + base + (uint64_t)p * channels + c) = __halves2half2(tile[tx2][j], tile[tx2 + 1][j]);
+    }
+  }
+}
+
+// conv_epilogue: x [batch, rows = p*q, cols = k] -> y [batch, k, p*q], bias and extra as there.
+extern "C" __global__ void conv_epilogue_pairs_f16(const __half *x, const __half *bias, const __half *extra,
+                                                   __half *y, uint32_t rows, uint32_t cols,
+                                                   uint32_t per_sample_stride, int extra_kind) {
+  __shared__ __half tile[64][65];
+  const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
+  const uint32_t r0 = blockIdx.y * 64, c0 = blockIdx.x * 64, tx2 = 2 * threadIdx.x;
+  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+    const uint32_t r = r0 + j, c = c0 + tx2;
+    if (r < rows && c < cols) {
+      const __half2 v = *reinterpret_cast<const __half2 *>(x + base + (uint64_t)r * cols + c);
+      tile[j][tx2] = __low2half(v);
+      tile[j][tx2 + 1] = __high2half(v);
+    }
+  }
+  __syncthreads();
+  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+    const uint32_t c = c0 + j, r = r0 + tx2;
+    if (r < rows && c < cols) {
+      const float b = __half2float(bias[c]);
+      float v0 = round_as<__half>(__half2float(tile[tx2][j]) + b);
+      float v1 = round_as<__half>(__half2float(tile[tx2 + 1][j]) + b);
+      const uint64_t o = base + (uint64_t)c * rows + r;
+      if (extra_kind == 1) {
+        const float e = __half2float(extra[(uint64_t)blockIdx.z * per_sample_stride + c]);
+        v0 = v0 + e;
+        v1 = v1 + e;
+      }
+      if (extra_kind == 2) {
+        const float2 e = __half22float2(*reinterpret_cast<const __half2 *>(extra + o));
+        v0 = e.x + v0;
+        v1 = e.y + v1;
+      }
+      *reinterpret_cast<__half2 *>(y + o) = __floats2half2_rn(v0, v1);
+    }
+  }
+}
+
 extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,
                                                uint32_t chunks, uint32_t per_row, float eps) {
   finalize_group_stats(partial, stats, rows, chunks, per_row, eps);

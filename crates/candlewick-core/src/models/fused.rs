@@ -199,6 +199,26 @@ mod imp {
         }
     }
 
+    /// The launch of a `_pairs_f16` kernel over 64x64 tiles of [batch, rows, cols]: grid
+    /// (cols / 64, rows / 64, batch), block (32, 8).
+    fn tile_grid_64(batch: usize, rows: usize, cols: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, batch as u32),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Whether the f16 `_pairs` variant of a transposing kernel applies: both dims even and every
+    /// pointer 4-byte aligned (two halves a load and a store).
+    fn pairs_fit(suffix: &str, rows: usize, cols: usize, pointers: &[u64]) -> bool {
+        suffix == "f16" && rows % 2 == 0 && cols % 2 == 0 && pointers.iter().all(|p| p % 4 == 0)
+    }
+
+    fn ptr<T, S: DevicePtr<T>>(dev: &candle_core::cuda::CudaDevice, s: &S) -> u64 {
+        s.device_ptr(&dev.cuda_stream()).0
+    }
+
     fn contiguous_slice<'a, T: CudaDType>(
         s: &'a CudaStorage,
         l: &Layout,
@@ -467,12 +487,14 @@ mod imp {
             };
             unsafe { args.launch(cfg) }.w()?;
 
-            let apply = dev.get_or_load_custom_func(&format!("group_norm_apply_tokens_{sfx}"), MODULE, PTX)?;
+            let pairs = pairs_fit(sfx, c, pixels, &[ptr(dev, xv), ptr(dev, wv), ptr(dev, bv), ptr(dev, &*y)]);
+            let name = if pairs { "group_norm_apply_tokens_pairs_f16".to_string() } else { format!("group_norm_apply_tokens_{sfx}") };
+            let apply = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let mut args = apply.builder();
             let (c32, pixels32, cpg, silu) = (c as u32, pixels as u32, (c / groups) as u32, self.silu as i32);
             args.arg(xv).arg(&stats).arg(wv).arg(bv).arg(y);
             args.arg(&c32).arg(&pixels32).arg(&self.groups).arg(&cpg).arg(&silu);
-            let cfg = tile_grid(n, c, pixels);
+            let cfg = if pairs { tile_grid_64(n, c, pixels) } else { tile_grid(n, c, pixels) };
             unsafe { args.launch(cfg) }.w()?;
             Ok(())
         }
@@ -666,12 +688,15 @@ mod imp {
             let (xv, bv, ev) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(bias, bl)?, contiguous_slice::<T>(extra, el)?);
             let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
-            let func = dev.get_or_load_custom_func(&format!("conv_epilogue_{}", suffix(x.dtype())?), MODULE, PTX)?;
+            let sfx = suffix(x.dtype())?;
+            let pairs = pairs_fit(sfx, rows, cols, &[ptr(&dev, &xv), ptr(&dev, &bv), ptr(&dev, &ev), ptr(&dev, &y)]);
+            let name = if pairs { "conv_epilogue_pairs_f16".to_string() } else { format!("conv_epilogue_{sfx}") };
+            let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let mut args = func.builder();
             let (r32, c32, kind) = (rows as u32, cols as u32, self.extra as i32);
             args.arg(&xv).arg(&bv).arg(&ev).arg(&mut y);
             args.arg(&r32).arg(&c32).arg(&self.per_sample_stride).arg(&kind);
-            let cfg = tile_grid(b, rows, cols);
+            let cfg = if pairs { tile_grid_64(b, rows, cols) } else { tile_grid(b, rows, cols) };
             unsafe { args.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, cols, rows))))
         }
