@@ -37,7 +37,7 @@ pub fn set_attention(on: bool) {
 
 /// softmax(q kᵀ / sqrt(d)) v with cuDNN's fused attention kernel, for q [b, s_q, h, d] and k, v
 /// [b, s_kv, h, d] (FlashAttention-2's layout; strided views with a dense last dim), f16 on CUDA
-/// with d a multiple of 8 up to 128, when this build links cuDNN and this thread allows it; None
+/// with d a multiple of 8 up to 256, when this build links cuDNN and this thread allows it; None
 /// otherwise, or when cuDNN refuses the shape, and the caller takes another path.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     let f16 = candle_core::DType::F16;
@@ -48,7 +48,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
         || !q.device().is_cuda()
         || (q.dtype(), k.dtype(), v.dtype()) != (f16, f16, f16)
         || d % 8 != 0
-        || d > 128
+        || d > 256
     {
         return Ok(None);
     }

@@ -426,17 +426,39 @@ extern "C" __global__ void geglu_vec8_f16(const __half *h, const __half *bias, _
 // ceil(rows / 64), batch), block (32, 8). Same arithmetic as the 32x32 versions.
 
 // group_norm_apply_tokens: x [batch, channels, pixels] -> y [batch, pixels, channels].
+// With `chunks` > 0, `stats` holds pass 1's partials (`chunks` a row, rows of `per_row`
+// elements) and each block finalizes the groups its 64 channels touch, as
+// finalize_group_stats would (same order, same values), instead of a launch of its own.
 extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, const float *stats,
                                                              const __half *weight, const __half *bias, __half *y,
                                                              uint32_t channels, uint32_t pixels, uint32_t groups,
-                                                             uint32_t channels_per_group, int silu_after) {
+                                                             uint32_t channels_per_group, int silu_after,
+                                                             uint32_t chunks, uint32_t per_row, float eps) {
   __shared__ __half tile[64][65];
+  __shared__ float block_stats[65][2];
   const uint64_t base = (uint64_t)blockIdx.z * channels * pixels;
   const uint32_t c0 = blockIdx.y * 64, p0 = blockIdx.x * 64, tx2 = 2 * threadIdx.x;
+  const uint32_t first_group = c0 / channels_per_group;
+  if (chunks > 0) {
+    const uint32_t last_group = min(c0 + 63, channels - 1) / channels_per_group;
+    const uint32_t g = first_group + threadIdx.y * 32 + threadIdx.x;
+    if (g <= last_group) {
+      const uint32_t row = blockIdx.z * groups + g;
+      const float *p = stats + (uint64_t)row * chunks * 2;
+      float s = 0.f, ss = 0.f;
+      for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
+      const float mean = s / per_row;
+      const float var = fmaxf(ss / per_row - mean * mean, 0.f);
+      block_stats[g - first_group][0] = mean;
+      block_stats[g - first_group][1] = rsqrtf(var + eps);
+    }
+    __syncthreads();
+  }
   for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
     const uint32_t c = c0 + j, p = p0 + tx2;
     if (c < channels && p < pixels) {
-      const float *st = stats + 2 * ((uint64_t)blockIdx.z * groups + c / channels_per_group);
+      const float *st = chunks > 0 ? block_stats[c / channels_per_group - first_group]
+                                   : stats + 2 * ((uint64_t)blockIdx.z * groups + c / channels_per_group);
       const float w = __half2float(weight[c]), b = __half2float(bias[c]);
       const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(x + base + (uint64_t)c * pixels + p));
       float a0 = (v.x - st[0]) * st[1] * w + b, a1 = (v.y - st[0]) * st[1] * w + b;

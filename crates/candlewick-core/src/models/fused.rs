@@ -475,6 +475,21 @@ mod imp {
         ) -> Result<()> {
             let groups = self.groups as usize;
             let rows = n * groups;
+            let pairs = pairs_fit(sfx, c, pixels, &[ptr(dev, xv), ptr(dev, wv), ptr(dev, bv), ptr(dev, &*y)]);
+            // The pairs kernel finalizes the statistics itself where that is a few partials a group
+            // (each block reads those of the groups its 64 channels touch).
+            let cpg = c / groups;
+            if pairs && chunks <= 16 && cpg >= 1 && 64 / cpg + 2 <= 64 {
+                let apply = dev.get_or_load_custom_func("group_norm_apply_tokens_pairs_f16", MODULE, PTX)?;
+                let mut args = apply.builder();
+                let (c32, pixels32, cpg32, silu) = (c as u32, pixels as u32, cpg as u32, self.silu as i32);
+                let (chunks32, per_row) = (chunks as u32, (cpg * pixels) as u32);
+                args.arg(xv).arg(partial).arg(wv).arg(bv).arg(y);
+                args.arg(&c32).arg(&pixels32).arg(&self.groups).arg(&cpg32).arg(&silu);
+                args.arg(&chunks32).arg(&per_row).arg(&self.eps);
+                unsafe { args.launch(tile_grid_64(n, c, pixels)) }.w()?;
+                return Ok(());
+            }
             let mut stats = unsafe { dev.alloc::<f32>(rows * 2) }?;
             let finalize = dev.get_or_load_custom_func("group_norm_finalize", MODULE, PTX)?;
             let mut args = finalize.builder();
@@ -487,13 +502,16 @@ mod imp {
             };
             unsafe { args.launch(cfg) }.w()?;
 
-            let pairs = pairs_fit(sfx, c, pixels, &[ptr(dev, xv), ptr(dev, wv), ptr(dev, bv), ptr(dev, &*y)]);
             let name = if pairs { "group_norm_apply_tokens_pairs_f16".to_string() } else { format!("group_norm_apply_tokens_{sfx}") };
             let apply = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let mut args = apply.builder();
             let (c32, pixels32, cpg, silu) = (c as u32, pixels as u32, (c / groups) as u32, self.silu as i32);
             args.arg(xv).arg(&stats).arg(wv).arg(bv).arg(y);
             args.arg(&c32).arg(&pixels32).arg(&self.groups).arg(&cpg).arg(&silu);
+            let (no_partials, zero) = (0u32, 0f32);
+            if pairs {
+                args.arg(&no_partials).arg(&no_partials).arg(&zero);
+            }
             let cfg = if pairs { tile_grid_64(n, c, pixels) } else { tile_grid(n, c, pixels) };
             unsafe { args.launch(cfg) }.w()?;
             Ok(())
