@@ -210,14 +210,17 @@ __device__ void group_norm_apply(const T *x, const float *partial, const T *weig
 }
 
 // GroupNorm between the passes, for group_norm_apply_tokens: mean and rstd of each row from
-// pass 1's partials (summed in the order group_norm_apply sums them, so the values are the same).
+// pass 1's partials, one warp a row (a VAE group at 512x512 has 256 partials). Block 256 threads.
 __device__ void finalize_group_stats(const float *partial, float *stats, uint32_t rows, uint32_t chunks,
                                      uint32_t per_row, float eps) {
-  const uint32_t row = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= rows) return;
   const float *p = partial + (uint64_t)row * chunks * 2;
   float s = 0.f, ss = 0.f;
-  for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
+  for (uint32_t k = lane; k < chunks; k += 32) { s += p[2 * k]; ss += p[2 * k + 1]; }
+  s = warp_sum(s);
+  ss = warp_sum(ss);
+  if (lane != 0) return;
   const float mean = s / per_row;
   const float var = fmaxf(ss / per_row - mean * mean, 0.f);
   stats[2 * row] = mean;
@@ -427,8 +430,8 @@ extern "C" __global__ void geglu_vec8_f16(const __half *h, const __half *bias, _
 
 // group_norm_apply_tokens: x [batch, channels, pixels] -> y [batch, pixels, channels].
 // With `chunks` > 0, `stats` holds pass 1's partials (`chunks` a row, rows of `per_row`
-// elements) and each block finalizes the groups its 64 channels touch, as
-// finalize_group_stats would (same order, same values), instead of a launch of its own.
+// elements) and each block finalizes the groups its 64 channels touch (as finalize_group_stats
+// does, summing the partials in order) instead of a launch of its own.
 extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, const float *stats,
                                                              const __half *weight, const __half *bias, __half *y,
                                                              uint32_t channels, uint32_t pixels, uint32_t groups,

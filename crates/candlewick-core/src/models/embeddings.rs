@@ -2,9 +2,10 @@
 //! projection and the two-layer `TimestepEmbedding` MLP.
 
 use candle_core::{bail, DType, Device, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::activations::Activation;
+use super::linear::{self, Linear};
 
 /// diffusers' `Timesteps`: a sinusoidal embedding of the (scalar) timestep, computed in f32
 /// exactly as `get_timestep_embedding` does (max_period 10000, scale 1).
@@ -59,8 +60,8 @@ impl TimestepEmbedding {
         act: Activation,
         post_act: Option<Activation>,
     ) -> Result<Self> {
-        let linear_1 = candle_nn::linear(in_channels, time_embed_dim, vb.pp("linear_1"))?;
-        let linear_2 = candle_nn::linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?;
+        let linear_1 = linear::linear(in_channels, time_embed_dim, vb.pp("linear_1"))?;
+        let linear_2 = linear::linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?;
         Ok(Self { linear_1, act, linear_2, post_act })
     }
 

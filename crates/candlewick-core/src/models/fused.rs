@@ -496,7 +496,7 @@ mod imp {
             let (rows32, chunks32, per_row) = (rows as u32, chunks as u32, (c / groups * pixels) as u32);
             args.arg(partial).arg(&mut stats).arg(&rows32).arg(&chunks32).arg(&per_row).arg(&self.eps);
             let cfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(256) as u32, 1, 1),
+                grid_dim: (rows.div_ceil(8) as u32, 1, 1), // a warp a row
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };

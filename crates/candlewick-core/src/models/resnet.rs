@@ -2,10 +2,11 @@
 //! `downsampling.py` and `upsampling.py`: `ResnetBlock2D`, `Downsample2D`, `Upsample2D`.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::activations::Activation;
 use super::conv::Conv2d;
+use super::linear::{self, Linear};
 
 /// How a resnet block mixes in the time embedding (diffusers' `time_embedding_norm`,
 /// from the UNet's `resnet_time_scale_shift`).
@@ -73,7 +74,7 @@ impl ResnetBlock2D {
                     TimeEmbeddingNorm::Default => out_channels,
                     TimeEmbeddingNorm::ScaleShift => 2 * out_channels,
                 };
-                Some(candle_nn::linear(t, out, vb.pp("time_emb_proj"))?)
+                Some(linear::linear(t, out, vb.pp("time_emb_proj"))?)
             }
         };
         let norm2 = group_norm(vb.pp("norm2"), cfg.groups, out_channels, cfg.eps)?;
