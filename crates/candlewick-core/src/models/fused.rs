@@ -703,8 +703,22 @@ mod imp {
             if bl.shape().elem_count() != cols || el.shape().elem_count() != expected {
                 bail!("conv epilogue: bias or extra values do not match [{b}, {rows}, {cols}]");
             }
-            let (xv, bv, ev) =
-                (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(bias, bl)?, contiguous_slice::<T>(extra, el)?);
+            if let Extra::PerSample = self.extra {
+                // The kernel reads extra[sample * per_sample_stride + channel]: the view's own layout.
+                let (dims, stride) = (el.shape().dims(), el.stride());
+                let one_row = self.per_sample_stride == 0 && dims.first() == Some(&1);
+                let rows_match = dims.first() == Some(&b) && stride.first() == Some(&(self.per_sample_stride as usize));
+                if dims.len() != 2 || dims[1] != cols || stride[1] != 1 || !(one_row || rows_match) {
+                    bail!("conv epilogue: per-sample values of layout {dims:?} / {stride:?} for [{b}, {cols}]");
+                }
+            }
+            let (xv, bv) = (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(bias, bl)?);
+            // Per-sample values may be rows of a wider matrix (the UNet's stacked time
+            // projections): the kernel steps `per_sample_stride` between samples.
+            let ev = match self.extra {
+                Extra::PerSample => extra.as_cuda_slice::<T>()?.slice(el.start_offset()..),
+                _ => contiguous_slice::<T>(extra, el)?,
+            };
             let mut y = unsafe { dev.alloc::<T>(b * rows * cols) }?;
             let sfx = suffix(x.dtype())?;
             let pairs = pairs_fit(sfx, rows, cols, &[ptr(&dev, &xv), ptr(&dev, &bv), ptr(&dev, &ev), ptr(&dev, &y)]);
@@ -732,19 +746,25 @@ mod imp {
         let tokens = y.reshape((b, p * q, k))?.contiguous()?;
         let run = |extra: &Tensor, kind: Extra, per_sample_stride: u32| {
             let op = ConvEpilogue { extra: kind, per_sample_stride };
-            tokens.apply_op3_no_bwd(&bias.contiguous()?, &extra.contiguous()?, &op)?.reshape((b, k, p, q))
+            tokens.apply_op3_no_bwd(&bias.contiguous()?, extra, &op)?.reshape((b, k, p, q))
         };
         let with_per_sample = |t: &Tensor| {
             let (rows, cols) = t.dims2()?;
             if cols != k || (rows != b && rows != 1) {
                 bail!("conv epilogue: per-sample values {:?} for {b} samples of {k} channels", t.dims());
             }
-            run(t, Extra::PerSample, if rows == 1 { 0 } else { k as u32 })
+            // Rows with dense channels are read where they are (a view of a wider matrix too).
+            let t = if t.stride()[1] == 1 { t.clone() } else { t.contiguous()? };
+            let stride = if rows == 1 { 0 } else { t.stride()[0] };
+            if stride > u32::MAX as usize {
+                bail!("conv epilogue: per-sample row stride {stride} is too large");
+            }
+            run(&t, Extra::PerSample, stride as u32)
         };
         match (per_sample, residual) {
-            (None, None) => run(bias, Extra::Nothing, 0),
+            (None, None) => run(&bias.contiguous()?, Extra::Nothing, 0),
             (Some(t), None) => with_per_sample(t),
-            (None, Some(r)) => run(r, Extra::Residual, 0),
+            (None, Some(r)) => run(&r.contiguous()?, Extra::Residual, 0),
             // Not in SD's blocks: the kernel takes one extra input, candle adds the residual.
             (Some(t), Some(r)) => r + with_per_sample(t)?,
         }

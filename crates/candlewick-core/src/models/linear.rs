@@ -65,6 +65,11 @@ impl Linear {
         self.bias.as_ref()
     }
 
+    /// The weight, [out_dim, in_dim].
+    pub fn weight(&self) -> &Tensor {
+        self.product.weight()
+    }
+
     /// `ys + bias`: what [`Self::product`] left out.
     pub fn add_bias(&self, ys: Tensor) -> Result<Tensor> {
         let Some(bias) = &self.bias else { return Ok(ys) };

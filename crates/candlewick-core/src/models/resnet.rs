@@ -55,6 +55,8 @@ pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
     time_emb_proj: Option<Linear>,
+    /// Where this block's projection starts in [`TimeEmbedding::projected`], once stacked.
+    time_columns: Option<usize>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -88,6 +90,7 @@ impl ResnetBlock2D {
             norm1,
             conv1,
             time_emb_proj,
+            time_columns: None,
             norm2,
             conv2,
             conv_shortcut,
@@ -100,13 +103,33 @@ impl ResnetBlock2D {
     /// `xs`: [b, c, h, w]; `temb`: the time embedding after the block's activation, `act(temb)`
     /// [b or 1, temb_channels] (the UNet applies it once for all its resnets; ignored when the
     /// block has no `time_emb_proj`).
-    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, temb: Option<&TimeEmbedding>) -> Result<Tensor> {
         crate::profile::scope("resnet", || self.forward_unprofiled(xs, temb))
     }
 
-    fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+    /// The block's time projection, for the UNet to stack with the other blocks' (then
+    /// [`Self::use_stacked_time_projection`]).
+    pub fn time_emb_proj(&self) -> Option<&Linear> {
+        self.time_emb_proj.as_ref()
+    }
+
+    /// Replace the time projection by `proj` (views of the stacked weights, for the eager path)
+    /// and read columns `first_column..` of [`TimeEmbedding::projected`] when it is given.
+    pub fn use_stacked_time_projection(&mut self, proj: Linear, first_column: usize) {
+        self.time_emb_proj = Some(proj);
+        self.time_columns = Some(first_column);
+    }
+
+    fn project_time(&self, proj: &Linear, t: &TimeEmbedding) -> Result<Tensor> {
+        match (&t.projected, self.time_columns) {
+            (Some(all), Some(first)) => all.narrow(1, first, proj.weight().dim(0)?),
+            _ => proj.forward(&t.activated),
+        }
+    }
+
+    fn forward_unprofiled(&self, xs: &Tensor, temb: Option<&TimeEmbedding>) -> Result<Tensor> {
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => Some(proj.forward(t)?),
+            (Some(proj), Some(t)) => Some(self.project_time(proj, t)?),
             (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
             (None, _) => None,
         };
@@ -161,6 +184,15 @@ impl Downsample2D {
             self.conv.forward(xs)
         }
     }
+}
+
+/// What a resnet receives of the time embedding: `act(temb)` [b or 1, temb_channels] and, on
+/// CUDA, every resnet's `time_emb_proj` of it from one matrix product, [b or 1, the sum of their
+/// output channels] (`UNet2DConditionModel` stacks their weights at load): a resnet then reads its
+/// own columns of `projected` instead of running a small product of its own.
+pub struct TimeEmbedding {
+    pub activated: Tensor,
+    pub projected: Option<Tensor>,
 }
 
 /// diffusers' `Upsample2D` with `use_conv=True`: nearest-neighbour upsampling (2x, or to the

@@ -6,7 +6,7 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{Attention, AttentionConfig, Transformer2DConfig, Transformer2DModel};
-use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
+use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, TimeEmbedding, Upsample2D};
 
 /// Settings of the transformers inside a cross-attention block.
 #[derive(Debug, Clone)]
@@ -98,6 +98,11 @@ pub struct DownBlock2D {
 pub type CrossAttnDownBlock2D = DownBlock2D;
 
 impl DownBlock2D {
+    /// The block's resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> &mut [ResnetBlock2D] {
+        &mut self.resnets
+    }
+
     /// `cross`: None for `DownBlock2D`, Some for `CrossAttnDownBlock2D`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -121,7 +126,7 @@ impl DownBlock2D {
 
     /// Returns the block's output and the skip connections it adds (one per resnet, plus the
     /// downsampled output).
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, context: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         let mut xs = xs.clone();
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -153,6 +158,11 @@ pub struct UpBlock2D {
 pub type CrossAttnUpBlock2D = UpBlock2D;
 
 impl UpBlock2D {
+    /// The block's resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> &mut [ResnetBlock2D] {
+        &mut self.resnets
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         vb: VarBuilder,
@@ -184,7 +194,7 @@ impl UpBlock2D {
         &self,
         xs: &Tensor,
         skips: &[Tensor],
-        temb: &Tensor,
+        temb: &TimeEmbedding,
         context: &Tensor,
         upsample_size: Option<(usize, usize)>,
     ) -> Result<Tensor> {
@@ -214,6 +224,11 @@ pub struct UNetMidBlock2DCrossAttn {
 }
 
 impl UNetMidBlock2DCrossAttn {
+    /// The block's resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> &mut [ResnetBlock2D] {
+        &mut self.resnets
+    }
+
     pub fn new(vb: VarBuilder, channels: usize, resnet: &ResnetConfig, cross: &CrossAttnConfig) -> Result<Self> {
         let n = cross.transformer_layers.len();
         let resnets = resnets(&vb, (0..=n).map(|_| (channels, channels)), resnet)?;
@@ -221,7 +236,7 @@ impl UNetMidBlock2DCrossAttn {
         Ok(Self { resnets, attentions })
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Tensor) -> Result<Tensor> {
         let Some((first, rest)) = self.resnets.split_first() else { bail!("mid block has no resnets") };
         let mut xs = first.forward(xs, Some(temb))?;
         for (attn, resnet) in self.attentions.iter().zip(rest) {
@@ -241,6 +256,11 @@ pub struct UNetMidBlock2D {
 }
 
 impl UNetMidBlock2D {
+    /// The block's resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> &mut [ResnetBlock2D] {
+        &mut self.resnets
+    }
+
     /// `attention_head_dim`: Some to add attention layers (heads = channels / head dim).
     pub fn new(
         vb: VarBuilder,
@@ -274,7 +294,7 @@ impl UNetMidBlock2D {
         Ok(Self { resnets, attentions })
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, temb: Option<&TimeEmbedding>) -> Result<Tensor> {
         let Some((first, rest)) = self.resnets.split_first() else { bail!("mid block has no resnets") };
         let mut xs = first.forward(xs, temb)?;
         for (i, resnet) in rest.iter().enumerate() {

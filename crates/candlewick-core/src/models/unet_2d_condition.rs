@@ -13,7 +13,9 @@ use serde::Deserialize;
 use super::activations::Activation;
 use super::embeddings::{TimestepEmbedding, Timesteps};
 use super::norm::{group_norm, GroupNorm};
-use super::resnet::{conv, ResnetConfig, TimeEmbeddingNorm};
+use super::gemm;
+use super::linear::Linear;
+use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 
 /// A config value diffusers accepts either once for all blocks or once per block.
@@ -193,6 +195,9 @@ pub struct UNet2DConditionModel {
     time_embed_act: Option<Activation>,
     /// The resnets' activation, applied to the time embedding once for all of them.
     resnet_act: Activation,
+    /// Every resnet's `time_emb_proj` stacked into one (its weights' rows are the resnets'
+    /// weights, which keep views of them): on CUDA one matrix product instead of one a resnet.
+    time_projections: Option<Linear>,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock2D>,
@@ -206,6 +211,32 @@ pub struct UNet2DConditionModel {
 enum MidBlock {
     CrossAttn(UNetMidBlock2DCrossAttn),
     Plain(UNetMidBlock2D),
+}
+
+/// Stacks the resnets' time projections (weights [c_i, temb] and biases [c_i]) into one and
+/// gives each resnet views of its rows and its first column; None when there are none (or
+/// one has no bias).
+fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option<Linear>> {
+    let mut weights = Vec::new();
+    let mut biases = Vec::new();
+    for resnet in &resnets {
+        let Some(proj) = resnet.time_emb_proj() else { continue };
+        let Some(bias) = proj.bias() else { return Ok(None) };
+        weights.push(proj.weight().clone());
+        biases.push(bias.clone());
+    }
+    if weights.is_empty() {
+        return Ok(None);
+    }
+    let (weight, bias) = (Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?);
+    let mut first = 0;
+    for resnet in resnets.iter_mut().filter(|r| r.time_emb_proj().is_some()) {
+        let rows = resnet.time_emb_proj().map(|p| p.weight().dim(0)).transpose()?.unwrap_or(0);
+        let view = Linear::new(weight.narrow(0, first, rows)?, Some(bias.narrow(0, first, rows)?));
+        resnet.use_stacked_time_projection(view, first);
+        first += rows;
+    }
+    Ok(Some(Linear::new(weight, Some(bias))))
 }
 
 impl UNet2DConditionModel {
@@ -283,7 +314,7 @@ impl UNet2DConditionModel {
         // Mid block.
         let last = channels[n - 1];
         let mid_resnet = ResnetConfig { output_scale_factor: cfg.mid_block_scale_factor, ..resnet };
-        let mid_block = match cfg.mid_block_type.as_deref() {
+        let mut mid_block = match cfg.mid_block_type.as_deref() {
             None => None,
             Some("UNetMidBlock2DCrossAttn") => {
                 // diffusers' mid block has one transformer, of the last block's (first) depth.
@@ -335,12 +366,26 @@ impl UNet2DConditionModel {
 
         let conv_norm_out = group_norm(vb.pp("conv_norm_out"), groups, channels[0], cfg.norm_eps)?;
         let conv_out = conv(vb.pp("conv_out"), channels[0], cfg.out_channels, cfg.conv_out_kernel)?;
+        let mut resnets: Vec<&mut ResnetBlock2D> = Vec::new();
+        for block in &mut down_blocks {
+            resnets.extend(block.resnets_mut());
+        }
+        match &mut mid_block {
+            Some(MidBlock::CrossAttn(m)) => resnets.extend(m.resnets_mut()),
+            Some(MidBlock::Plain(m)) => resnets.extend(m.resnets_mut()),
+            None => {}
+        }
+        for block in &mut up_blocks {
+            resnets.extend(block.resnets_mut());
+        }
+        let time_projections = stack_time_projections(resnets)?;
         Ok(Self {
             conv_in,
             time_proj,
             time_embedding,
             time_embed_act,
             resnet_act: act,
+            time_projections,
             down_blocks,
             mid_block,
             up_blocks,
@@ -388,6 +433,11 @@ impl UNet2DConditionModel {
         }
 
         let emb = self.resnet_act.forward(&emb)?;
+        let projected = match &self.time_projections {
+            Some(p) => gemm::linear(&emb, p.weight(), p.bias(), None)?,
+            None => None,
+        };
+        let emb = TimeEmbedding { activated: emb, projected };
 
         // 2. Down.
         let mut xs = self.conv_in.forward(&sample)?;
