@@ -53,9 +53,9 @@ export interface LoadOptions extends HubOptions {
    */
   cudnnAttention?: boolean;
   /**
-   * Capture the UNet step as a CUDA graph the second time a shape (size and batch) is seen, and
-   * replay it for every later step: one launch instead of ~1,000 (CUDA builds). Each captured
-   * shape keeps its own activation memory (the two most recent shapes are kept). Default true.
+   * Capture the UNet step (and the text encoder) as a CUDA graph the second time a shape (size and
+   * batch) is seen, and replay it for every later step: one launch instead of ~600 (CUDA builds).
+   * Each captured shape keeps its own activation memory (the two most recent shapes are kept). Default true.
    */
   cudaGraphs?: boolean;
 }

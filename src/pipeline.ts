@@ -51,7 +51,7 @@ export interface PipelineInfo {
   channelsLast: boolean;
   /** Whether self-attention runs on cuDNN's fused kernel (`flashAttention` and `cudnn` on, `cudnnAttention` not false). */
   cudnnAttention: boolean;
-  /** Whether the UNet step is captured and replayed as a CUDA graph (CUDA, `cudaGraphs` not false). */
+  /** Whether the UNet step and the text encoder are captured and replayed as CUDA graphs (CUDA, `cudaGraphs` not false). */
   cudaGraphs: boolean;
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
   tf32: boolean;

@@ -25,7 +25,6 @@ pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> 
     attend(q, k, v, false)
 }
 
-/// [`scaled_dot_product`] where query i sees keys 0..=i only (CLIP's causal mask).
 /// A fused attention kernel on [b, seq, heads, d] tensors when one can run here: cuDNN's for
 /// self-attention (faster than FlashAttention-2's at SD's head dims on Hopper: bench/NOTES.md,
 /// run 26), FlashAttention-2 for cross-attention (77 keys: the two are level) and whatever
@@ -42,6 +41,7 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>>
     flash::attention(q, k, v)
 }
 
+/// [`scaled_dot_product`] where query i sees keys 0..=i only (CLIP's causal mask).
 pub fn causal_scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     attend(q, k, v, true)
 }

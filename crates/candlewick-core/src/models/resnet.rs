@@ -100,9 +100,9 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `xs`: [b, c, h, w]; `temb`: the time embedding after the block's activation, `act(temb)`
-    /// [b or 1, temb_channels] (the UNet applies it once for all its resnets; ignored when the
-    /// block has no `time_emb_proj`).
+    /// `xs`: [b, c, h, w]; `temb`: the time embedding after the block's activation (the UNet
+    /// applies it once for all its resnets), and perhaps every resnet's projection of it
+    /// ([`TimeEmbedding`]); ignored when the block has no `time_emb_proj`.
     pub fn forward(&self, xs: &Tensor, temb: Option<&TimeEmbedding>) -> Result<Tensor> {
         crate::profile::scope("resnet", || self.forward_unprofiled(xs, temb))
     }

@@ -27,7 +27,8 @@ pub struct LoadOptions {
     /// Run self-attention with cuDNN's fused attention kernel instead of FlashAttention-2 where
     /// cuDNN takes the shape (with `flash_attention` and `cudnn`; default true).
     pub cudnn_attention: bool,
-    /// Capture the UNet step as a CUDA graph per shape and replay it (CUDA, default true).
+    /// Capture the UNet step and the text encoder as CUDA graphs per shape and replay them (CUDA,
+    /// default true).
     pub cuda_graphs: bool,
 }
 

@@ -52,7 +52,8 @@ pub struct PipelineInfo {
     /// Whether self-attention runs through cuDNN's fused kernel (`flash_attention` and `cudnn`
     /// on, and `cudnn_attention` not false).
     pub cudnn_attention: bool,
-    /// Whether the UNet step is captured and replayed as a CUDA graph (CUDA, not switched off).
+    /// Whether the UNet step and the text encoder are captured and replayed as CUDA graphs (CUDA,
+    /// not switched off).
     pub cuda_graphs: bool,
     /// Whether f32 matrix products may use TF32.
     pub tf32: bool,
