@@ -101,8 +101,7 @@ impl Conv2d {
         if self.pointwise() && xs.device().is_cuda() {
             if let Some(tokens) = norm.forward_tokens(None, xs)? {
                 return crate::profile::scope("conv", || {
-                    let (k, c, _, _) = self.weight.dims4()?;
-                    if let Some(ys) = gemm::linear(&tokens, &self.weight.reshape((k, c))?, Some(&self.bias), None)? {
+                    if let Some(ys) = gemm::linear(&tokens, &self.pointwise_weight()?, Some(&self.bias), None)? {
                         return Ok(ys);
                     }
                     let ys = self.pointwise_product(&tokens)?;
@@ -118,8 +117,13 @@ impl Conv2d {
 
     /// A [`Self::pointwise`] convolution of tokens [b, h*w, c] without its bias: [b, h*w, k].
     fn pointwise_product(&self, tokens: &Tensor) -> Result<Tensor> {
+        candle_nn::Linear::new(self.pointwise_weight()?, None).forward(tokens)
+    }
+
+    /// A [`Self::pointwise`] convolution's filter [k, c, 1, 1] as a linear layer's weight [k, c].
+    fn pointwise_weight(&self) -> Result<Tensor> {
         let (k, c, _, _) = self.weight.dims4()?;
-        candle_nn::Linear::new(self.weight.reshape((k, c))?, None).forward(tokens)
+        self.weight.reshape((k, c))
     }
 
     /// A 1x1 convolution, stride 1, no padding: a matrix product over the channels.

@@ -212,7 +212,12 @@ mod imp {
     /// Whether the f16 `_pairs` variant of a transposing kernel applies: both dims even and every
     /// pointer 4-byte aligned (two halves a load and a store).
     fn pairs_fit(suffix: &str, rows: usize, cols: usize, pointers: &[u64]) -> bool {
-        suffix == "f16" && rows % 2 == 0 && cols % 2 == 0 && pointers.iter().all(|p| p % 4 == 0)
+        suffix == "f16" && rows % 2 == 0 && cols % 2 == 0 && aligned(pointers, 4)
+    }
+
+    /// Whether every device address is a multiple of `bytes` (what a vectorized kernel loads at once).
+    fn aligned(pointers: &[u64], bytes: u64) -> bool {
+        pointers.iter().all(|p| p % bytes == 0)
     }
 
     fn ptr<T, S: DevicePtr<T>>(dev: &candle_core::cuda::CudaDevice, s: &S) -> u64 {
@@ -364,13 +369,10 @@ mod imp {
             let mut y = unsafe { dev.alloc::<T>(rows * cols) }?;
             // f16 rows of an even length up to 64 * 24, 4-byte aligned: the half2 kernel whose
             // registers hold the row (the smallest that does); otherwise the general one.
-            let stream = dev.cuda_stream();
-            let aligned = [xv.device_ptr(&stream).0, wv.device_ptr(&stream).0, bv.device_ptr(&stream).0]
-                .iter()
-                .all(|p| p % 4 == 0);
+            let half2 = aligned(&[ptr(&dev, &xv), ptr(&dev, &wv), ptr(&dev, &bv)], 4);
             let pairs = [4usize, 8, 16, 24].into_iter().find(|&k| cols <= 64 * k);
             let name = match (x.dtype(), pairs) {
-                (DType::F16, Some(k)) if cols % 2 == 0 && aligned => format!("layer_norm_pairs{k}_f16"),
+                (DType::F16, Some(k)) if cols % 2 == 0 && half2 => format!("layer_norm_pairs{k}_f16"),
                 _ => format!("layer_norm_{}", suffix(x.dtype())?),
             };
             let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
@@ -436,7 +438,7 @@ mod imp {
             let (per_row, chunk) = (per_row as u32, GROUP_CHUNK);
 
             // f16 rows of whole 16-byte vectors: the kernel with 16-byte loads.
-            let vec8 = x.dtype() == DType::F16 && per_row % 8 == 0 && xv.device_ptr(&dev.cuda_stream()).0 % 16 == 0;
+            let vec8 = x.dtype() == DType::F16 && per_row % 8 == 0 && aligned(&[ptr(&dev, &xv)], 16);
             let stats_name = if vec8 { "group_norm_stats_vec8_f16".to_string() } else { format!("group_norm_stats_{sfx}") };
             let stats = dev.get_or_load_custom_func(&stats_name, MODULE, PTX)?;
             let mut args = stats.builder();
@@ -565,11 +567,8 @@ mod imp {
             let numel: usize = dims.iter().product();
             let (hv, bv) = (contiguous_slice::<T>(h, hl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(numel) }?;
-            let stream = dev.cuda_stream();
-            let aligned = [hv.device_ptr(&stream).0, bv.device_ptr(&stream).0, y.device_ptr(&stream).0]
-                .iter()
-                .all(|p| p % 16 == 0);
-            if h.dtype() == DType::F16 && (last / 2) % 8 == 0 && aligned && numel / 8 < u32::MAX as usize {
+            let vec8 = aligned(&[ptr(&dev, &hv), ptr(&dev, &bv), ptr(&dev, &y)], 16);
+            if h.dtype() == DType::F16 && (last / 2) % 8 == 0 && vec8 && numel / 8 < u32::MAX as usize {
                 let func = dev.get_or_load_custom_func("geglu_vec8_f16", MODULE, PTX)?;
                 let mut args = func.builder();
                 let (vectors, n_vectors, has_bias) = ((numel / 8) as u32, (last / 16) as u32, self.has_bias as i32);
