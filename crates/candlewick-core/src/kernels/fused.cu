@@ -520,6 +520,77 @@ extern "C" __global__ void conv_epilogue_pairs_f16(const __half *x, const __half
   }
 }
 
+// The sum of `v` over the block, returned to every thread (block a multiple of 32 threads).
+__device__ float block_sum(float v) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // `partial` and `total` are free: every thread has read a previous result
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = warp_sum(lane < (int)(blockDim.x / 32) ? partial[lane] : 0.f);
+    if (lane == 0) total = v;
+  }
+  __syncthreads();
+  return total;
+}
+
+// GroupNorm in one kernel where a group fits in shared memory: x [batch, channels, pixels] ->
+// y [batch, pixels, channels] (channels-last, as group_norm_apply_tokens writes), SiLU after
+// when `silu_after`. One block a group of one sample, grid (groups, batch): the block reads the
+// group once into shared memory, takes the mean, then the variance about the mean, and writes
+// the normalized values channels-last, where the two-kernel path launches twice and reads the
+// activations twice. channels_per_group even, pixels a multiple of 8, x 16-byte and y 4-byte
+// aligned. Dynamic shared memory: channels_per_group * (pixels + 2) halves (rows padded so that
+// neighbouring channels start on different banks).
+extern "C" __global__ void group_norm_tokens_single_f16(const __half *x, const __half *weight, const __half *bias,
+                                                        __half *y, uint32_t channels, uint32_t pixels,
+                                                        uint32_t channels_per_group, float eps, int silu_after) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  __half *group = reinterpret_cast<__half *>(shared_bytes);
+  const uint32_t row = pixels + 2, n = channels_per_group * pixels;
+  const uint32_t first_channel = blockIdx.x * channels_per_group;
+  const uint4 *src = reinterpret_cast<const uint4 *>(x + ((uint64_t)blockIdx.y * channels + first_channel) * pixels);
+  float s = 0.f;
+#pragma unroll 4
+  for (uint32_t v = threadIdx.x; v < n / 8; v += blockDim.x) {
+    const uint4 v4 = src[v];
+    const uint32_t c = v * 8 / pixels, p = v * 8 - c * pixels;
+    const __half2 *h = reinterpret_cast<const __half2 *>(&v4);
+    __half2 *dst = reinterpret_cast<__half2 *>(group + c * row + p);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      dst[k] = h[k];
+      const float2 f = __half22float2(h[k]);
+      s += f.x + f.y;
+    }
+  }
+  const float mean = block_sum(s) / n;
+  float ss = 0.f;
+  for (uint32_t i = threadIdx.x; i < n / 2; i += blockDim.x) {
+    const uint32_t c = 2 * i / pixels, p = 2 * i - c * pixels;
+    const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(group + c * row + p));
+    ss += (f.x - mean) * (f.x - mean) + (f.y - mean) * (f.y - mean);
+  }
+  const float rstd = rsqrtf(block_sum(ss) / n + eps);
+  const uint32_t pairs = channels_per_group / 2;
+  __half *out = y + (uint64_t)blockIdx.y * pixels * channels + first_channel;
+  for (uint32_t i = threadIdx.x; i < pixels * pairs; i += blockDim.x) {
+    const uint32_t p = i / pairs, c = 2 * (i - p * pairs);
+    const float w0 = __half2float(weight[first_channel + c]), w1 = __half2float(weight[first_channel + c + 1]);
+    const float b0 = __half2float(bias[first_channel + c]), b1 = __half2float(bias[first_channel + c + 1]);
+    float a0 = (__half2float(group[c * row + p]) - mean) * rstd * w0 + b0;
+    float a1 = (__half2float(group[(c + 1) * row + p]) - mean) * rstd * w1 + b1;
+    if (silu_after) {
+      a0 = silu(round_as<__half>(a0));
+      a1 = silu(round_as<__half>(a1));
+    }
+    *reinterpret_cast<__half2 *>(out + (uint64_t)p * channels + c) = __floats2half2_rn(a0, a1);
+  }
+}
+
 extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,
                                                uint32_t chunks, uint32_t per_row, float eps) {
   finalize_group_stats(partial, stats, rows, chunks, per_row, eps);

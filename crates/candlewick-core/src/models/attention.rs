@@ -87,6 +87,23 @@ fn causal_mask(sq: usize, sk: usize, device: &candle_core::Device) -> Result<Ten
     Tensor::from_vec(data, (sq, sk), device)
 }
 
+/// The text conditioning that cross-attention reads: the text encoder's hidden states
+/// [b, seq, cross_attention_dim] and, once the UNet has stacked its layers' key and value
+/// projections ([`Attention::use_stacked_context_projection`]), all of those projections of them
+/// [b, seq, sum of 2 * inner], computed once per generation instead of once per layer and step.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub hidden: Tensor,
+    pub keys_values: Option<Tensor>,
+}
+
+impl Context {
+    /// Hidden states alone: every layer projects its own keys and values.
+    pub fn hidden(hidden: Tensor) -> Self {
+        Self { hidden, keys_values: None }
+    }
+}
+
 /// The shape of one [`Attention`] layer.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionConfig {
@@ -117,6 +134,8 @@ pub struct Attention {
     residual_connection: bool,
     rescale_output_factor: f64,
     upcast_attention: bool,
+    /// Where this layer's keys and values start in [`Context::keys_values`], once stacked.
+    context_columns: Option<usize>,
 }
 
 impl Attention {
@@ -138,12 +157,28 @@ impl Attention {
             residual_connection: cfg.residual_connection,
             rescale_output_factor: cfg.rescale_output_factor,
             upcast_attention: cfg.upcast_attention,
+            context_columns: None,
         })
     }
 
-    /// `xs`: [b, seq, query_dim]; `context`: [b, ctx_seq, cross_attention_dim] or None for
-    /// self-attention. The group norm, residual and rescale apply when configured.
-    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+    /// The key and value projection [2 * inner, kv_dim], for the UNet to stack with the other
+    /// cross-attention layers' (then [`Self::use_stacked_context_projection`]).
+    pub fn context_projection(&self) -> &Linear {
+        &self.projections.kv
+    }
+
+    /// Replace the key and value projection by `kv` (a view of the stacked weights, for contexts
+    /// without [`Context::keys_values`]) and read columns `first_column..` of
+    /// [`Context::keys_values`] when a context has them.
+    pub fn use_stacked_context_projection(&mut self, kv: Linear, first_column: usize) {
+        self.projections.kv = kv;
+        self.context_columns = Some(first_column);
+    }
+
+    /// `xs`: [b, seq, query_dim]; `context`: the text ([`Context::hidden`]: [b, ctx_seq,
+    /// cross_attention_dim]) or None for self-attention. The group norm, residual and rescale
+    /// apply when configured.
+    pub fn forward(&self, xs: &Tensor, context: Option<&Context>) -> Result<Tensor> {
         let normed = match &self.group_norm {
             Some(norm) => norm.forward(&xs.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?.contiguous()?,
             None => xs.clone(),
@@ -154,7 +189,7 @@ impl Attention {
 
     /// `residual + forward(xs, context)`, the addition fused into to_out's bias on CUDA (a
     /// transformer block's residual connection).
-    pub fn forward_residual(&self, xs: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+    pub fn forward_residual(&self, xs: &Tensor, context: Option<&Context>, residual: &Tensor) -> Result<Tensor> {
         if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
             return residual + self.forward(xs, context)?;
         }
@@ -174,11 +209,11 @@ impl Attention {
     }
 
     /// to_q/to_k/to_v, attention over heads, to_out.0 (+ `residual`): [b, seq, query_dim] out.
-    fn attend(&self, xs: &Tensor, context: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn attend(&self, xs: &Tensor, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
         crate::profile::scope("attention", || self.attend_unprofiled(xs, context, residual))
     }
 
-    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
         let to_out = |out: &Tensor| match residual {
             Some(r) => self.to_out.forward_residual(out, r),
             None => self.to_out.forward(out),
@@ -211,15 +246,21 @@ impl Attention {
     }
 
     /// q, k and v as [b, seq, heads, d] (flash attention's layout), views of one matrix
-    /// product's output for self-attention (two for cross-attention: q, then k and v).
-    fn project(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+    /// product's output for self-attention (two for cross-attention: q, then k and v, or q and
+    /// this layer's columns of the context's stacked keys and values).
+    fn project(&self, xs: &Tensor, context: Option<&Context>) -> Result<(Tensor, Tensor, Tensor)> {
         let p = &self.projections;
         if let (None, Some(qkv)) = (context, &p.qkv) {
             let [q, k, v] = self.unstack::<3>(&qkv.forward(xs)?)?;
             return Ok((q, k, v));
         }
         let [q] = self.unstack::<1>(&p.q.forward(xs)?)?;
-        let [k, v] = self.unstack::<2>(&p.kv.forward(context.unwrap_or(xs))?)?;
+        let kv = match (context, self.context_columns) {
+            (Some(Context { keys_values: Some(all), .. }), Some(first)) => all.narrow(2, first, p.kv.weight().dim(0)?)?,
+            (Some(c), _) => p.kv.forward(&c.hidden)?,
+            (None, _) => p.kv.forward(xs)?,
+        };
+        let [k, v] = self.unstack::<2>(&kv)?;
         Ok((q, k, v))
     }
 
@@ -354,7 +395,7 @@ impl BasicTransformerBlock {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, context: &Context) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
         let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", || n.forward(xs));
         let xs = self.attn1.forward_residual(&norm(&self.norm1, xs)?, ctx1, xs)?;
@@ -428,12 +469,21 @@ impl Transformer2DModel {
         Ok(Self { norm, proj_in, transformer_blocks, proj_out })
     }
 
-    /// `xs`: [b, c, h, w]; `context`: [b, seq, cross_attention_dim].
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `xs`: [b, c, h, w]; `context`: the text, hidden states [b, seq, cross_attention_dim].
+    pub fn forward(&self, xs: &Tensor, context: &Context) -> Result<Tensor> {
         crate::profile::scope("transformer", || self.forward_unprofiled(xs, context))
     }
 
-    fn forward_unprofiled(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// The attention layers that read the text context (cross-attention), for the UNet to stack
+    /// their key and value projections.
+    pub fn context_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        self.transformer_blocks.iter_mut().flat_map(|b| {
+            let first = b.only_cross_attention.then_some(&mut b.attn1);
+            first.into_iter().chain(std::iter::once(&mut b.attn2))
+        })
+    }
+
+    fn forward_unprofiled(&self, xs: &Tensor, context: &Context) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         let mut hs = match &self.proj_in {
             Projection::Conv(p) => p.forward_normed_to_tokens(&self.norm, xs)?,

@@ -402,6 +402,10 @@ mod imp {
     /// Elements of one group that one block covers.
     const GROUP_CHUNK: u32 = 4096;
 
+    /// The most shared memory the one-kernel channels-last GroupNorm gives a group (a 64x64 SD
+    /// latent's 320 channels in 32 groups take 80 KiB); larger groups take the two passes.
+    const SINGLE_PASS_BYTES: usize = 160 << 10;
+
     struct GroupNorm {
         groups: u32,
         eps: f32,
@@ -427,8 +431,11 @@ mod imp {
             let chunks = per_row.div_ceil(GROUP_CHUNK as usize).max(1);
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
-            let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
             let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
+            if self.tokens && x.dtype() == DType::F16 && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
+                return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, inner, c))));
+            }
+            let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
             let stats_cfg = LaunchConfig {
                 grid_dim: (chunks as u32, rows as u32, 1),
                 block_dim: (THREADS, 1, 1),
@@ -463,6 +470,41 @@ mod imp {
                 .arg(&silu);
             unsafe { args.launch(stats_cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
+        }
+
+        /// The whole norm channels-last in one kernel with a block a group (f16 only: the caller
+        /// checks), when a group fits in the shared memory of one block (up to [`SINGLE_PASS_BYTES`]):
+        /// false where it does not, and the caller runs the two passes.
+        fn single_pass_tokens<T: CudaDType + DeviceRepr>(
+            &self,
+            dev: &candle_core::cuda::CudaDevice,
+            (xv, wv, bv): (&CudaView<T>, &CudaView<T>, &CudaView<T>),
+            y: &mut CudaSlice<T>,
+            (n, c, pixels): (usize, usize, usize),
+        ) -> Result<bool> {
+            use candle_core::cuda::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+            let cpg = c / self.groups as usize;
+            let bytes = cpg * (pixels + 2) * 2;
+            let shapes_fit = cpg % 2 == 0 && pixels % 8 == 0 && n <= 65_535;
+            let pointers_fit = aligned(&[ptr(dev, xv)], 16) && aligned(&[ptr(dev, &*y)], 4);
+            if !shapes_fit || !pointers_fit || bytes > SINGLE_PASS_BYTES {
+                return Ok(false);
+            }
+            let most = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()?;
+            if bytes > most.max(0) as usize {
+                return Ok(false);
+            }
+            let func = dev.get_or_load_custom_func("group_norm_tokens_single_f16", MODULE, PTX)?;
+            if bytes > 48 << 10 {
+                func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32).w()?;
+            }
+            let mut args = func.builder();
+            let (c32, pixels32, cpg32, silu) = (c as u32, pixels as u32, cpg as u32, self.silu as i32);
+            args.arg(xv).arg(wv).arg(bv).arg(y);
+            args.arg(&c32).arg(&pixels32).arg(&cpg32).arg(&self.eps).arg(&silu);
+            let cfg = LaunchConfig { grid_dim: (self.groups, n as u32, 1), block_dim: (512, 1, 1), shared_mem_bytes: bytes as u32 };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(true)
         }
 
         /// Pass 2 channels-last: each row's mean and rstd from the partials, then the tiles.

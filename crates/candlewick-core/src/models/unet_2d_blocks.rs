@@ -5,7 +5,7 @@
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::attention::{Attention, AttentionConfig, Transformer2DConfig, Transformer2DModel};
+use super::attention::{Attention, AttentionConfig, Context, Transformer2DConfig, Transformer2DModel};
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, TimeEmbedding, Upsample2D};
 
 /// Settings of the transformers inside a cross-attention block.
@@ -103,6 +103,11 @@ impl DownBlock2D {
         &mut self.resnets
     }
 
+    /// The block's transformers (the UNet stacks their cross-attention projections).
+    pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
+        &mut self.attentions
+    }
+
     /// `cross`: None for `DownBlock2D`, Some for `CrossAttnDownBlock2D`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -126,7 +131,7 @@ impl DownBlock2D {
 
     /// Returns the block's output and the skip connections it adds (one per resnet, plus the
     /// downsampled output).
-    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Context) -> Result<(Tensor, Vec<Tensor>)> {
         let mut xs = xs.clone();
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -163,6 +168,11 @@ impl UpBlock2D {
         &mut self.resnets
     }
 
+    /// The block's transformers (the UNet stacks their cross-attention projections).
+    pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
+        &mut self.attentions
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         vb: VarBuilder,
@@ -195,7 +205,7 @@ impl UpBlock2D {
         xs: &Tensor,
         skips: &[Tensor],
         temb: &TimeEmbedding,
-        context: &Tensor,
+        context: &Context,
         upsample_size: Option<(usize, usize)>,
     ) -> Result<Tensor> {
         if skips.len() != self.resnets.len() {
@@ -229,6 +239,11 @@ impl UNetMidBlock2DCrossAttn {
         &mut self.resnets
     }
 
+    /// The block's transformers (the UNet stacks their cross-attention projections).
+    pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
+        &mut self.attentions
+    }
+
     pub fn new(vb: VarBuilder, channels: usize, resnet: &ResnetConfig, cross: &CrossAttnConfig) -> Result<Self> {
         let n = cross.transformer_layers.len();
         let resnets = resnets(&vb, (0..=n).map(|_| (channels, channels)), resnet)?;
@@ -236,7 +251,7 @@ impl UNetMidBlock2DCrossAttn {
         Ok(Self { resnets, attentions })
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, temb: &TimeEmbedding, context: &Context) -> Result<Tensor> {
         let Some((first, rest)) = self.resnets.split_first() else { bail!("mid block has no resnets") };
         let mut xs = first.forward(xs, Some(temb))?;
         for (attn, resnet) in self.attentions.iter().zip(rest) {

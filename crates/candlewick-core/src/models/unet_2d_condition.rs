@@ -11,6 +11,7 @@ use candle_nn::{Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;
+use super::attention::{Attention, Context, Transformer2DModel};
 use super::embeddings::{TimestepEmbedding, Timesteps};
 use super::norm::{group_norm, GroupNorm};
 use super::gemm;
@@ -198,6 +199,10 @@ pub struct UNet2DConditionModel {
     /// Every resnet's `time_emb_proj` stacked into one (its weights' rows are the resnets'
     /// weights, which keep views of them): on CUDA one matrix product instead of one a resnet.
     time_projections: Option<Linear>,
+    /// Every cross-attention layer's key and value projection stacked into one (the layers keep
+    /// views of it): the text context's keys and values for all layers in one product a
+    /// generation ([`Self::project_context`]) instead of two small ones a layer and step.
+    context_projections: Option<Linear>,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock2D>,
@@ -237,6 +242,34 @@ fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option
         first += rows;
     }
     Ok(Some(Linear::new(weight, Some(bias))))
+}
+
+/// Stacks the cross-attention layers' key and value projections (weights [2 * inner_i,
+/// cross_attention_dim]) into one and gives each layer a view of its rows and its first column;
+/// None when there are none, or when the layers differ in input size or in having a bias.
+fn stack_context_projections(mut layers: Vec<&mut Attention>) -> Result<Option<Linear>> {
+    let projections: Vec<&Linear> = layers.iter().map(|a| a.context_projection()).collect();
+    let Some(first) = projections.first() else { return Ok(None) };
+    let in_dim = first.weight().dim(1)?;
+    let has_bias = first.bias().is_some();
+    for p in &projections {
+        if p.weight().dim(1)? != in_dim || p.bias().is_some() != has_bias {
+            return Ok(None);
+        }
+    }
+    let weight = Tensor::cat(&projections.iter().map(|p| p.weight()).collect::<Vec<_>>(), 0)?;
+    let bias = match has_bias {
+        true => Some(Tensor::cat(&projections.iter().filter_map(|p| p.bias()).collect::<Vec<_>>(), 0)?),
+        false => None,
+    };
+    let mut start = 0;
+    for layer in layers.iter_mut() {
+        let rows = layer.context_projection().weight().dim(0)?;
+        let b = bias.as_ref().map(|b| b.narrow(0, start, rows)).transpose()?;
+        layer.use_stacked_context_projection(Linear::new(weight.narrow(0, start, rows)?, b), start);
+        start += rows;
+    }
+    Ok(Some(Linear::new(weight, bias)))
 }
 
 impl UNet2DConditionModel {
@@ -379,6 +412,18 @@ impl UNet2DConditionModel {
             resnets.extend(block.resnets_mut());
         }
         let time_projections = stack_time_projections(resnets)?;
+        let mut transformers: Vec<&mut Transformer2DModel> = Vec::new();
+        for block in &mut down_blocks {
+            transformers.extend(block.transformers_mut());
+        }
+        if let Some(MidBlock::CrossAttn(m)) = &mut mid_block {
+            transformers.extend(m.transformers_mut());
+        }
+        for block in &mut up_blocks {
+            transformers.extend(block.transformers_mut());
+        }
+        let context_projections =
+            stack_context_projections(transformers.into_iter().flat_map(|t| t.context_attentions_mut()).collect())?;
         Ok(Self {
             conv_in,
             time_proj,
@@ -386,6 +431,7 @@ impl UNet2DConditionModel {
             time_embed_act,
             resnet_act: act,
             time_projections,
+            context_projections,
             down_blocks,
             mid_block,
             up_blocks,
@@ -401,7 +447,8 @@ impl UNet2DConditionModel {
     /// upsamples to the size of the skip connection it meets, as diffusers does.
     pub fn forward(&self, sample: &Tensor, timestep: f64, encoder_hidden_states: &Tensor) -> Result<Tensor> {
         let t_proj = self.time_proj(timestep, sample)?;
-        self.forward_with_time_proj(sample, &t_proj, encoder_hidden_states)
+        let context = self.project_context(encoder_hidden_states, sample.dtype())?;
+        self.forward_with_time_proj(sample, &t_proj, &context)
     }
 
     /// Step 1's sinusoidal projection of the timestep, [1, channels] in `like`'s dtype and device:
@@ -410,19 +457,26 @@ impl UNet2DConditionModel {
         self.time_proj.forward(timestep, like.device(), like.dtype())
     }
 
-    /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]): only device work.
-    pub fn forward_with_time_proj(
-        &self,
-        sample: &Tensor,
-        t_proj: &Tensor,
-        encoder_hidden_states: &Tensor,
-    ) -> Result<Tensor> {
+    /// The text context of a generation, `encoder_hidden_states` [b, seq, cross_attention_dim] in
+    /// `dtype` (the sample's) with every cross-attention layer's keys and values of it: the same
+    /// for every step, so a pipeline makes it once and passes it to each step.
+    pub fn project_context(&self, encoder_hidden_states: &Tensor, dtype: candle_core::DType) -> Result<Context> {
+        let hidden = encoder_hidden_states.to_dtype(dtype)?;
+        let keys_values = self.context_projections.as_ref().map(|p| p.forward(&hidden)).transpose()?;
+        Ok(Context { hidden, keys_values })
+    }
+
+    /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]) and the text context
+    /// ([`Self::project_context`]): only device work.
+    pub fn forward_with_time_proj(&self, sample: &Tensor, t_proj: &Tensor, context: &Context) -> Result<Tensor> {
         let (b, _, _, _) = sample.dims4()?;
-        let (cb, _, _) = encoder_hidden_states.dims3()?;
+        let (cb, _, _) = context.hidden.dims3()?;
         if cb != b {
             bail!("UNet: sample has batch {b} but encoder_hidden_states has batch {cb}");
         }
-        let context = encoder_hidden_states.to_dtype(sample.dtype())?;
+        if context.hidden.dtype() != sample.dtype() {
+            bail!("UNet: the context is {:?} but the sample {:?}", context.hidden.dtype(), sample.dtype());
+        }
         let sample = if self.center_input_sample { sample.affine(2.0, -1.0)? } else { sample.clone() };
 
         // 1. Time embedding ([1, time_embed_dim], broadcast over the batch), through the resnets'
@@ -443,14 +497,14 @@ impl UNet2DConditionModel {
         let mut xs = self.conv_in.forward(&sample)?;
         let mut skips = vec![xs.clone()];
         for block in &self.down_blocks {
-            let (out, res) = block.forward(&xs, &emb, &context)?;
+            let (out, res) = block.forward(&xs, &emb, context)?;
             xs = out;
             skips.extend(res);
         }
 
         // 3. Mid.
         xs = match &self.mid_block {
-            Some(MidBlock::CrossAttn(m)) => m.forward(&xs, &emb, &context)?,
+            Some(MidBlock::CrossAttn(m)) => m.forward(&xs, &emb, context)?,
             Some(MidBlock::Plain(m)) => m.forward(&xs, Some(&emb))?,
             None => xs,
         };
@@ -469,7 +523,7 @@ impl UNet2DConditionModel {
                 }
                 None => None,
             };
-            xs = block.forward(&xs, &res, &emb, &context, upsample_size)?;
+            xs = block.forward(&xs, &res, &emb, context, upsample_size)?;
         }
 
         // 5. Out.

@@ -17,6 +17,7 @@ use crate::config::{read_json, ModelFolder};
 use crate::cudnn;
 use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
+use crate::models::attention::Context;
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
 use crate::models::flash;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -220,7 +221,9 @@ impl StableDiffusionPipeline {
 
         // 2. Encode the prompts (and the negative prompts for classifier-free guidance).
         let mut clock = PhaseClock::start(&self.target.device)?;
+        // The UNet's cross-attention keys and values of them are the same at every step: made once.
         let prompt_embeds = self.encode_prompt(options, do_guidance, &mut warnings)?;
+        let context = self.unet.project_context(&prompt_embeds, self.target.dtype)?;
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps.
@@ -246,7 +249,7 @@ impl StableDiffusionPipeline {
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
             let noise_pred = crate::profile::scope("unet", || {
-                self.predict_noise(&model_input, t as f64, &prompt_embeds)?.to_dtype(DType::F32)
+                self.predict_noise(&model_input, t as f64, &context)?.to_dtype(DType::F32)
             })?;
             let noise_pred = if do_guidance {
                 let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
@@ -401,14 +404,18 @@ impl StableDiffusionPipeline {
 
     /// Step 5's UNet call: the noise prediction for `sample` at `timestep`, through the shape's
     /// CUDA graph when graphs are on.
-    fn predict_noise(&self, sample: &Tensor, timestep: f64, context: &Tensor) -> candle_core::Result<Tensor> {
-        if !self.unet_graphs.enabled() {
-            return self.unet.forward(sample, timestep, context);
-        }
+    fn predict_noise(&self, sample: &Tensor, timestep: f64, context: &Context) -> candle_core::Result<Tensor> {
         let t_proj = self.unet.time_proj(timestep, sample)?;
-        let context = context.to_dtype(sample.dtype())?;
-        let inputs = [sample, &t_proj, &context];
-        self.unet_graphs.run(&inputs, |x| self.unet.forward_with_time_proj(x[0], x[1], x[2]))
+        if !self.unet_graphs.enabled() {
+            return self.unet.forward_with_time_proj(sample, &t_proj, context);
+        }
+        // The graph's inputs: the latents, the timestep, the text and (when stacked) its keys and values.
+        let mut inputs = vec![sample, &t_proj, &context.hidden];
+        inputs.extend(context.keys_values.as_ref());
+        self.unet_graphs.run(&inputs, |x| {
+            let context = Context { hidden: x[2].clone(), keys_values: x.get(3).map(|kv| (*kv).clone()) };
+            self.unet.forward_with_time_proj(x[0], x[1], &context)
+        })
     }
 
     fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {
