@@ -80,27 +80,42 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
     out.reshape((b, h, sq, dv))
 }
 
+thread_local! {
+    /// Causal masks made on this thread, by size and device: made once, so that a captured CUDA
+    /// graph (the text encoder's) reads the mask instead of uploading it, which capture forbids.
+    static CAUSAL_MASKS: std::cell::RefCell<Vec<((usize, usize), candle_core::Device, Tensor)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// [sq, sk] f32: 0 where key j <= query i, -inf above the diagonal.
 fn causal_mask(sq: usize, sk: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let cached = CAUSAL_MASKS
+        .with(|m| m.borrow().iter().find(|(size, d, _)| *size == (sq, sk) && d.same_device(device)).map(|e| e.2.clone()));
+    if let Some(mask) = cached {
+        return Ok(mask);
+    }
     let data: Vec<f32> =
         (0..sq).flat_map(|i| (0..sk).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::from_vec(data, (sq, sk), device)
+    let mask = Tensor::from_vec(data, (sq, sk), device)?;
+    CAUSAL_MASKS.with(|m| m.borrow_mut().push(((sq, sk), device.clone(), mask.clone())));
+    Ok(mask)
 }
 
 /// The text conditioning that cross-attention reads: the text encoder's hidden states
-/// [b, seq, cross_attention_dim] and, once the UNet has stacked its layers' key and value
-/// projections ([`Attention::use_stacked_context_projection`]), all of those projections of them
-/// [b, seq, sum of 2 * inner], computed once per generation instead of once per layer and step.
+/// [b, seq, cross_attention_dim] and, when the UNet has made them ([`Attention::use_context_index`]),
+/// every cross-attention layer's keys and values of them ([b, seq, 2 * inner] each, in the
+/// UNet's layer order): the same at every denoising step, so made once a generation instead of
+/// once a layer and step.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub hidden: Tensor,
-    pub keys_values: Option<Tensor>,
+    pub keys_values: Vec<Tensor>,
 }
 
 impl Context {
     /// Hidden states alone: every layer projects its own keys and values.
     pub fn hidden(hidden: Tensor) -> Self {
-        Self { hidden, keys_values: None }
+        Self { hidden, keys_values: Vec::new() }
     }
 }
 
@@ -134,8 +149,8 @@ pub struct Attention {
     residual_connection: bool,
     rescale_output_factor: f64,
     upcast_attention: bool,
-    /// Where this layer's keys and values start in [`Context::keys_values`], once stacked.
-    context_columns: Option<usize>,
+    /// This layer's entry in [`Context::keys_values`], for a cross-attention layer of a UNet.
+    context_index: Option<usize>,
 }
 
 impl Attention {
@@ -157,22 +172,19 @@ impl Attention {
             residual_connection: cfg.residual_connection,
             rescale_output_factor: cfg.rescale_output_factor,
             upcast_attention: cfg.upcast_attention,
-            context_columns: None,
+            context_index: None,
         })
     }
 
-    /// The key and value projection [2 * inner, kv_dim], for the UNet to stack with the other
-    /// cross-attention layers' (then [`Self::use_stacked_context_projection`]).
-    pub fn context_projection(&self) -> &Linear {
-        &self.projections.kv
+    /// This layer's keys and values of the text context [b, seq, 2 * inner] (for
+    /// [`Context::keys_values`]).
+    pub fn project_context(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.projections.kv.forward(hidden)
     }
 
-    /// Replace the key and value projection by `kv` (a view of the stacked weights, for contexts
-    /// without [`Context::keys_values`]) and read columns `first_column..` of
-    /// [`Context::keys_values`] when a context has them.
-    pub fn use_stacked_context_projection(&mut self, kv: Linear, first_column: usize) {
-        self.projections.kv = kv;
-        self.context_columns = Some(first_column);
+    /// Read keys and values from entry `index` of [`Context::keys_values`] when a context has them.
+    pub fn use_context_index(&mut self, index: usize) {
+        self.context_index = Some(index);
     }
 
     /// `xs`: [b, seq, query_dim]; `context`: the text ([`Context::hidden`]: [b, ctx_seq,
@@ -255,8 +267,8 @@ impl Attention {
             return Ok((q, k, v));
         }
         let [q] = self.unstack::<1>(&p.q.forward(xs)?)?;
-        let kv = match (context, self.context_columns) {
-            (Some(Context { keys_values: Some(all), .. }), Some(first)) => all.narrow(2, first, p.kv.weight().dim(0)?)?,
+        let kv = match (context, self.context_index) {
+            (Some(c), Some(i)) if i < c.keys_values.len() => c.keys_values[i].clone(),
             (Some(c), _) => p.kv.forward(&c.hidden)?,
             (None, _) => p.kv.forward(xs)?,
         };
@@ -474,8 +486,15 @@ impl Transformer2DModel {
         crate::profile::scope("transformer", || self.forward_unprofiled(xs, context))
     }
 
-    /// The attention layers that read the text context (cross-attention), for the UNet to stack
-    /// their key and value projections.
+    /// The attention layers that read the text context (cross-attention), in order.
+    pub fn context_attentions(&self) -> impl Iterator<Item = &Attention> {
+        self.transformer_blocks.iter().flat_map(|b| {
+            let first = b.only_cross_attention.then_some(&b.attn1);
+            first.into_iter().chain(std::iter::once(&b.attn2))
+        })
+    }
+
+    /// [`Self::context_attentions`], to change.
     pub fn context_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
         self.transformer_blocks.iter_mut().flat_map(|b| {
             let first = b.only_cross_attention.then_some(&mut b.attn1);

@@ -115,6 +115,41 @@ impl Conv2d {
         fused::to_tokens(&self.forward(&norm.forward(xs)?)?)
     }
 
+    /// The bias, for a layer that takes it over ([`Self::add_to_bias`]).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Adds `extra` [c_out] to the bias: the bias of another convolution whose output is added
+    /// to this one's (a resnet's shortcut, then run by [`Self::forward_unbiased_plus`]).
+    pub fn add_to_bias(&mut self, extra: &Tensor) -> Result<()> {
+        self.bias = (&self.bias + extra)?;
+        Ok(())
+    }
+
+    /// `conv(xs) + addend` without this layer's bias (another layer has added it to its own):
+    /// a 1x1 convolution is one cuBLASLt product on CUDA with `addend` as its C matrix, instead
+    /// of a product, a bias kernel and an addition in the next layer's tail.
+    pub fn forward_unbiased_plus(&self, xs: &Tensor, addend: &Tensor) -> Result<Tensor> {
+        crate::profile::scope("conv", || {
+            if self.pointwise() {
+                if let Some(out) = gemm::pointwise_conv_plus(xs, &self.pointwise_weight()?, addend)? {
+                    return Ok(out);
+                }
+            }
+            let Conv2dParams { padding, stride, dilation } = self.params;
+            let weight = match self.channels_last {
+                true => self.weight.permute((0, 3, 1, 2))?.contiguous()?,
+                false => self.weight.clone(),
+            };
+            let ys = match cudnn::conv2d(xs, &weight, self.params)? {
+                Some(ys) => ys,
+                None => xs.conv2d(&weight, padding, stride, dilation, 1)?,
+            };
+            ys + addend
+        })
+    }
+
     /// A [`Self::pointwise`] convolution of tokens [b, h*w, c] without its bias: [b, h*w, k].
     fn pointwise_product(&self, tokens: &Tensor) -> Result<Tensor> {
         candle_nn::Linear::new(self.pointwise_weight()?, None).forward(tokens)

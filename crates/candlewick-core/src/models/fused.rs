@@ -402,9 +402,11 @@ mod imp {
     /// Elements of one group that one block covers.
     const GROUP_CHUNK: u32 = 4096;
 
-    /// The most shared memory the one-kernel channels-last GroupNorm gives a group (a 64x64 SD
-    /// latent's 320 channels in 32 groups take 80 KiB); larger groups take the two passes.
-    const SINGLE_PASS_BYTES: usize = 160 << 10;
+    /// The largest group (channels a group x pixels) that the one-kernel channels-last GroupNorm
+    /// takes: SD's 16x16 and 8x8 levels. A block a group is latency-bound: on an H100 it beats
+    /// the two passes there, matches them at 32x32 and is 2-3x slower at 64x64, where 64 blocks
+    /// leave half the GPU idle (bench/NOTES.md, run 33).
+    const SINGLE_PASS_ELEMENTS: usize = 12 << 10;
 
     struct GroupNorm {
         groups: u32,
@@ -432,7 +434,7 @@ mod imp {
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
-            if self.tokens && x.dtype() == DType::F16 && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
+            if self.tokens && x.dtype() == DType::F16 && std::env::var_os("CW_EXP_NO_SINGLE_GN").is_none() && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
                 return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, inner, c))));
             }
             let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
@@ -473,8 +475,8 @@ mod imp {
         }
 
         /// The whole norm channels-last in one kernel with a block a group (f16 only: the caller
-        /// checks), when a group fits in the shared memory of one block (up to [`SINGLE_PASS_BYTES`]):
-        /// false where it does not, and the caller runs the two passes.
+        /// checks) for groups up to [`SINGLE_PASS_ELEMENTS`]: false where it does not run, and the
+        /// caller runs the two passes.
         fn single_pass_tokens<T: CudaDType + DeviceRepr>(
             &self,
             dev: &candle_core::cuda::CudaDevice,
@@ -482,27 +484,19 @@ mod imp {
             y: &mut CudaSlice<T>,
             (n, c, pixels): (usize, usize, usize),
         ) -> Result<bool> {
-            use candle_core::cuda::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
             let cpg = c / self.groups as usize;
-            let bytes = cpg * (pixels + 2) * 2;
-            let shapes_fit = cpg % 2 == 0 && pixels % 8 == 0 && n <= 65_535;
+            let shapes_fit = cpg % 2 == 0 && pixels % 8 == 0 && n <= 65_535 && cpg * pixels <= SINGLE_PASS_ELEMENTS;
             let pointers_fit = aligned(&[ptr(dev, xv)], 16) && aligned(&[ptr(dev, &*y)], 4);
-            if !shapes_fit || !pointers_fit || bytes > SINGLE_PASS_BYTES {
-                return Ok(false);
-            }
-            let most = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()?;
-            if bytes > most.max(0) as usize {
+            if !shapes_fit || !pointers_fit {
                 return Ok(false);
             }
             let func = dev.get_or_load_custom_func("group_norm_tokens_single_f16", MODULE, PTX)?;
-            if bytes > 48 << 10 {
-                func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32).w()?;
-            }
             let mut args = func.builder();
             let (c32, pixels32, cpg32, silu) = (c as u32, pixels as u32, cpg as u32, self.silu as i32);
             args.arg(xv).arg(wv).arg(bv).arg(y);
             args.arg(&c32).arg(&pixels32).arg(&cpg32).arg(&self.eps).arg(&silu);
-            let cfg = LaunchConfig { grid_dim: (self.groups, n as u32, 1), block_dim: (512, 1, 1), shared_mem_bytes: bytes as u32 };
+            let shared_mem_bytes = (cpg * (pixels + 2) * 2) as u32; // within the 48 KiB any launch may have
+            let cfg = LaunchConfig { grid_dim: (self.groups, n as u32, 1), block_dim: (512, 1, 1), shared_mem_bytes };
             unsafe { args.launch(cfg) }.w()?;
             Ok(true)
         }

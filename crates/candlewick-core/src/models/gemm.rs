@@ -36,6 +36,28 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, residual: Opt
     imp::linear(xs, weight, bias, residual, &out_dims)
 }
 
+/// `addend + conv(xs)` for a 1x1 convolution without bias on NCHW tensors: `xs` [b, c, h, w],
+/// `weight` [k, c], `addend` [b, k, h, w]. One cuBLASLt product a sample (strided-batched):
+/// column-major, a sample's output [k, h*w] is the h*w x k matrix X·Wᵀ, X being the sample's
+/// input read as h*w x c, and the addend comes in as C. None where cuBLASLt is not used.
+pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Option<Tensor>> {
+    let f16_on_cuda = |t: &Tensor| t.device().is_cuda() && t.dtype() == DType::F16;
+    if !cfg!(feature = "cuda") || !f16_on_cuda(xs) || !f16_on_cuda(weight) || !f16_on_cuda(addend) || xs.rank() != 4 {
+        return Ok(None);
+    }
+    let (b, c, h, w) = xs.dims4()?;
+    let (k, wc) = weight.dims2()?;
+    let pixels = h * w;
+    let aligned = |t: &Tensor| t.layout().start_offset() % 8 == 0;
+    if wc != c || addend.dims() != [b, k, h, w] || c % 8 != 0 || k % 8 != 0 || pixels % 8 != 0 {
+        return Ok(None);
+    }
+    if b * c * pixels > i32::MAX as usize || b * k * pixels > i32::MAX as usize || ![xs, weight, addend].into_iter().all(aligned) {
+        return Ok(None);
+    }
+    imp::pointwise_conv_plus(xs, weight, addend)
+}
+
 #[cfg(feature = "cuda")]
 mod imp {
     use std::cell::RefCell;
@@ -70,6 +92,12 @@ mod imp {
             Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op)?,
             None => xs.apply_op2_no_bwd(&weight, &op)?,
         };
+        Ok(Some(out))
+    }
+
+    pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Option<Tensor>> {
+        let op = PointwiseConvOp;
+        let out = xs.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &addend.contiguous()?, &op)?;
         Ok(Some(out))
     }
 
@@ -118,18 +146,81 @@ mod imp {
                 if [Some(x_ptr), Some(w_ptr), Some(y_ptr), r_ptr, b_ptr].iter().flatten().any(|p| p % 16 != 0) {
                     bail!("cuBLASLt linear: a tensor is not 16-byte aligned");
                 }
-                let key = Key { m: m as u64, n: n as u64, k: k as u64, bias: b_ptr.is_some(), residual: r_ptr.is_some() };
-                with_thread_state(&device, |state| {
-                    let ThreadState { handle, plans, workspace, .. } = state;
-                    if !plans.contains_key(&key) {
-                        plans.insert(key, Plan::new(*handle, key)?);
-                    }
-                    let plan = &plans[&key];
-                    let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
-                    plan.run(*handle, [x_ptr, w_ptr, y_ptr], r_ptr, b_ptr, ws_ptr, stream.cu_stream() as sys::cudaStream_t)
-                })?;
+                let key = Key {
+                    m: m as u64,
+                    n: n as u64,
+                    k: k as u64,
+                    bias: b_ptr.is_some(),
+                    residual: r_ptr.is_some(),
+                    nchw_batch: None,
+                };
+                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], r_ptr, b_ptr)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from(self.out_dims.clone())))
+        }
+    }
+
+    /// The plan for `key` (made on first use), run on the device's stream.
+    fn run_plan(device: &CudaDevice, key: Key, xwy: [u64; 3], residual: Option<u64>, bias: Option<u64>) -> Result<()> {
+        let stream = device.cuda_stream();
+        with_thread_state(device, |state| {
+            let ThreadState { handle, plans, workspace, .. } = state;
+            if !plans.contains_key(&key) {
+                plans.insert(key, Plan::new(*handle, key)?);
+            }
+            let plan = &plans[&key];
+            let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
+            plan.run(*handle, xwy, residual, bias, ws_ptr, stream.cu_stream() as sys::cudaStream_t)
+        })
+    }
+
+    /// Inputs: xs [b, c, h, w], the weight [k, c], the addend [b, k, h, w] (contiguous).
+    struct PointwiseConvOp;
+
+    impl CustomOp3 for PointwiseConvOp {
+        fn name(&self) -> &'static str {
+            "cublaslt-pointwise-conv-plus"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            bail!("cuBLASLt pointwise convolution called on CPU tensors")
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+            a: &CudaStorage,
+            al: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let device = x.device().clone();
+            let stream = device.cuda_stream();
+            let (b, c, h, wd) = xl.shape().dims4()?;
+            let (k, _) = wl.shape().dims2()?;
+            let (xv, wv, av) = (view(x, xl)?, view(w, wl)?, view(a, al)?);
+            let mut y = unsafe { device.alloc::<f16>(b * k * h * wd) }?;
+            {
+                let (x_ptr, _x_sync) = xv.device_ptr(&stream);
+                let (w_ptr, _w_sync) = wv.device_ptr(&stream);
+                let (a_ptr, _a_sync) = av.device_ptr(&stream);
+                let (y_ptr, _y_sync) = y.device_ptr_mut(&stream);
+                if [x_ptr, w_ptr, a_ptr, y_ptr].iter().any(|p| p % 16 != 0) {
+                    bail!("cuBLASLt pointwise convolution: a tensor is not 16-byte aligned");
+                }
+                // Per sample: m = pixels rows, n = k outputs, k = c inputs.
+                let key =
+                    Key { m: (h * wd) as u64, n: k as u64, k: c as u64, bias: false, residual: true, nchw_batch: Some(b as u64) };
+                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], Some(a_ptr), None)?;
+            }
+            Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from((b, k, h, wd))))
         }
     }
 
@@ -181,11 +272,15 @@ mod imp {
         k: u64,
         bias: bool,
         residual: bool,
+        /// A 1x1 convolution on NCHW tensors ([`PointwiseConvOp`]) of this many samples: m is
+        /// then the pixels, the output m x n column-major a sample, the weight not transposed.
+        nchw_batch: Option<u64>,
     }
 
     /// A shape's descriptors and the algorithm cuBLASLt's heuristics chose for it, made once.
-    /// cuBLASLt is column-major: the row-major [m, n] output is a column-major n x m matrix
-    /// D = op(A) · B with A the weight (k x n column-major, transposed) and B xs (k x m).
+    /// cuBLASLt is column-major: for a linear layer, the row-major [m, n] output is a
+    /// column-major n x m matrix D = op(A) · B with A the weight (k x n column-major, transposed)
+    /// and B xs (k x m); for a 1x1 convolution on NCHW tensors, A is xs and B the weight.
     struct Plan {
         desc: sys::cublasLtMatmulDesc_t,
         /// Layouts of A, B and C = D.
@@ -193,18 +288,38 @@ mod imp {
         algo: sys::cublasLtMatmulAlgo_t,
         bias: bool,
         residual: bool,
+        /// A is xs (a 1x1 convolution on NCHW tensors) rather than the weight.
+        xs_first: bool,
     }
 
     impl Plan {
         fn new(handle: sys::cublasLtHandle_t, key: Key) -> Result<Self> {
             let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
                 .map_err(lt_error)?;
-            let mut plan = Self { desc, layouts: [std::ptr::null_mut(); 3], algo: unsafe { std::mem::zeroed() }, bias: key.bias, residual: key.residual };
+            let mut plan = Self {
+                desc,
+                layouts: [std::ptr::null_mut(); 3],
+                algo: unsafe { std::mem::zeroed() },
+                bias: key.bias,
+                residual: key.residual,
+                xs_first: key.nchw_batch.is_some(),
+            };
             let half = sys::cudaDataType_t::CUDA_R_16F;
-            plan.layouts[0] = lt::create_matrix_layout(half, key.k, key.n, key.k as i64).map_err(lt_error)?;
-            plan.layouts[1] = lt::create_matrix_layout(half, key.k, key.m, key.k as i64).map_err(lt_error)?;
-            plan.layouts[2] = lt::create_matrix_layout(half, key.n, key.m, key.n as i64).map_err(lt_error)?;
-            let transpose: i32 = 1;
+            if let Some(batch) = key.nchw_batch {
+                // D (m x n) = A (m x k: xs, the sample's pixels x channels) · B (k x n: the
+                // weight [n, k] row-major) + C; A, C and D step a sample at a time, B stays.
+                plan.layouts[0] = lt::create_matrix_layout(half, key.m, key.k, key.m as i64).map_err(lt_error)?;
+                plan.layouts[1] = lt::create_matrix_layout(half, key.k, key.n, key.k as i64).map_err(lt_error)?;
+                plan.layouts[2] = lt::create_matrix_layout(half, key.m, key.n, key.m as i64).map_err(lt_error)?;
+                for (layout, stride) in plan.layouts.into_iter().zip([key.m * key.k, 0, key.m * key.n]) {
+                    unsafe { batch_layout(layout, batch as i32, stride as i64)? };
+                }
+            } else {
+                plan.layouts[0] = lt::create_matrix_layout(half, key.k, key.n, key.k as i64).map_err(lt_error)?;
+                plan.layouts[1] = lt::create_matrix_layout(half, key.k, key.m, key.k as i64).map_err(lt_error)?;
+                plan.layouts[2] = lt::create_matrix_layout(half, key.n, key.m, key.n as i64).map_err(lt_error)?;
+            }
+            let transpose: i32 = key.nchw_batch.is_none() as i32;
             let epilogue =
                 if key.bias { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS } else { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT };
             unsafe {
@@ -252,14 +367,15 @@ mod imp {
                 if let Some(bias) = bias {
                     self.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
                 }
+                let (first, second) = if self.xs_first { (x, w) } else { (w, x) };
                 lt::matmul(
                     handle,
                     self.desc,
                     (&alpha) as *const f32 as *const c_void,
                     (&beta) as *const f32 as *const c_void,
-                    w as *const c_void,
+                    first as *const c_void,
                     a,
-                    x as *const c_void,
+                    second as *const c_void,
                     b,
                     residual.unwrap_or(y) as *const c_void,
                     c,
@@ -273,6 +389,20 @@ mod imp {
                 .map_err(lt_error)
             }
         }
+    }
+
+    /// Makes `layout` a strided batch of `count` matrices `stride` elements apart.
+    unsafe fn batch_layout(layout: sys::cublasLtMatrixLayout_t, count: i32, stride: i64) -> Result<()> {
+        use sys::cublasLtMatrixLayoutAttribute_t::{CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET};
+        lt::set_matrix_layout_attribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, (&count) as *const i32 as *const c_void, size_of::<i32>())
+            .map_err(lt_error)?;
+        lt::set_matrix_layout_attribute(
+            layout,
+            CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+            (&stride) as *const i64 as *const c_void,
+            size_of::<i64>(),
+        )
+        .map_err(lt_error)
     }
 
     impl Drop for Plan {
@@ -328,6 +458,10 @@ mod imp {
     use candle_core::{Result, Tensor};
 
     pub fn linear(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: &[usize]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    pub fn pointwise_conv_plus(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
 }

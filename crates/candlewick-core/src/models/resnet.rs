@@ -60,6 +60,9 @@ pub struct ResnetBlock2D {
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
+    /// conv_shortcut's bias is in conv2's (CUDA f16): the shortcut then adds its product to
+    /// conv2's output, the two biases included ([`Conv2d::forward_unbiased_plus`]).
+    shortcut_bias_in_conv2: bool,
     act: Activation,
     output_scale_factor: f64,
     time_embedding_norm: TimeEmbeddingNorm,
@@ -80,12 +83,22 @@ impl ResnetBlock2D {
             }
         };
         let norm2 = group_norm(vb.pp("norm2"), cfg.groups, out_channels, cfg.eps)?;
-        let conv2 = conv(vb.pp("conv2"), out_channels, out_channels, 3)?;
+        let mut conv2 = conv(vb.pp("conv2"), out_channels, out_channels, 3)?;
         let conv_shortcut = if in_channels != out_channels {
             Some(conv(vb.pp("conv_shortcut"), in_channels, out_channels, 1)?)
         } else {
             None
         };
+        // On CUDA in f16, the shortcut becomes one product that adds conv2's output (bias
+        // folded in). Elsewhere the block keeps diffusers' order of operations exactly.
+        let shortcut_bias_in_conv2 = conv_shortcut.is_some()
+            && cfg.output_scale_factor == 1.0
+            && vb.device().is_cuda()
+            && vb.dtype() == candle_core::DType::F16
+            && std::env::var_os("CW_EXP_NO_FOLD").is_none();
+        if let (true, Some(shortcut)) = (shortcut_bias_in_conv2, &conv_shortcut) {
+            conv2.add_to_bias(shortcut.bias())?;
+        }
         Ok(Self {
             norm1,
             conv1,
@@ -94,6 +107,7 @@ impl ResnetBlock2D {
             norm2,
             conv2,
             conv_shortcut,
+            shortcut_bias_in_conv2,
             act: cfg.act,
             output_scale_factor: cfg.output_scale_factor,
             time_embedding_norm: cfg.time_embedding_norm,
@@ -140,24 +154,35 @@ impl ResnetBlock2D {
             }
             _ => self.conv1.forward_normed(&self.norm1, self.act, xs, None, None)?,
         };
+        if let (true, Some(shortcut)) = (self.shortcut_bias_in_conv2, &self.conv_shortcut) {
+            // norm2, act, conv2 (both biases), then the shortcut's product adds itself to that.
+            let h = self.second_half(&h, temb.as_ref(), None)?;
+            return shortcut.forward_unbiased_plus(xs, &h);
+        }
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
         // norm2, act, conv2, + shortcut (in conv2's tail on CUDA), / output_scale_factor.
         let residual = (self.output_scale_factor == 1.0).then_some(&shortcut);
-        let h = match (self.time_embedding_norm, &temb) {
-            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
-                let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
-                let h = self.norm2.forward(&h)?;
-                let h = self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?;
-                self.conv2.forward_fused(&h, None, residual)?
-            }
-            _ => self.conv2.forward_normed(&self.norm2, self.act, &h, None, residual)?,
-        };
+        let h = self.second_half(&h, temb.as_ref(), residual)?;
         match residual {
             Some(_) => Ok(h),
             None => (shortcut + h)? / self.output_scale_factor,
+        }
+    }
+
+    /// norm2 (then the time embedding's scale and shift with `ScaleShift`), act, conv2, plus
+    /// `residual` in conv2's tail.
+    fn second_half(&self, h: &Tensor, temb: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        match (self.time_embedding_norm, temb) {
+            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
+                let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
+                let h = self.norm2.forward(h)?;
+                let h = self.act.forward(&h.broadcast_mul(&(&chunks[0] + 1.0)?)?.broadcast_add(&chunks[1])?)?;
+                self.conv2.forward_fused(&h, None, residual)
+            }
+            _ => self.conv2.forward_normed(&self.norm2, self.act, h, None, residual),
         }
     }
 }

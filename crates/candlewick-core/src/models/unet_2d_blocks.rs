@@ -103,7 +103,12 @@ impl DownBlock2D {
         &mut self.resnets
     }
 
-    /// The block's transformers (the UNet stacks their cross-attention projections).
+    /// The block's transformers (the UNet numbers their cross-attention layers).
+    pub fn transformers(&self) -> &[Transformer2DModel] {
+        &self.attentions
+    }
+
+    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }
@@ -168,7 +173,12 @@ impl UpBlock2D {
         &mut self.resnets
     }
 
-    /// The block's transformers (the UNet stacks their cross-attention projections).
+    /// The block's transformers (the UNet numbers their cross-attention layers).
+    pub fn transformers(&self) -> &[Transformer2DModel] {
+        &self.attentions
+    }
+
+    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }
@@ -239,7 +249,12 @@ impl UNetMidBlock2DCrossAttn {
         &mut self.resnets
     }
 
-    /// The block's transformers (the UNet stacks their cross-attention projections).
+    /// The block's transformers (the UNet numbers their cross-attention layers).
+    pub fn transformers(&self) -> &[Transformer2DModel] {
+        &self.attentions
+    }
+
+    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }

@@ -199,10 +199,6 @@ pub struct UNet2DConditionModel {
     /// Every resnet's `time_emb_proj` stacked into one (its weights' rows are the resnets'
     /// weights, which keep views of them): on CUDA one matrix product instead of one a resnet.
     time_projections: Option<Linear>,
-    /// Every cross-attention layer's key and value projection stacked into one (the layers keep
-    /// views of it): the text context's keys and values for all layers in one product a
-    /// generation ([`Self::project_context`]) instead of two small ones a layer and step.
-    context_projections: Option<Linear>,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock2D>,
@@ -242,34 +238,6 @@ fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option
         first += rows;
     }
     Ok(Some(Linear::new(weight, Some(bias))))
-}
-
-/// Stacks the cross-attention layers' key and value projections (weights [2 * inner_i,
-/// cross_attention_dim]) into one and gives each layer a view of its rows and its first column;
-/// None when there are none, or when the layers differ in input size or in having a bias.
-fn stack_context_projections(mut layers: Vec<&mut Attention>) -> Result<Option<Linear>> {
-    let projections: Vec<&Linear> = layers.iter().map(|a| a.context_projection()).collect();
-    let Some(first) = projections.first() else { return Ok(None) };
-    let in_dim = first.weight().dim(1)?;
-    let has_bias = first.bias().is_some();
-    for p in &projections {
-        if p.weight().dim(1)? != in_dim || p.bias().is_some() != has_bias {
-            return Ok(None);
-        }
-    }
-    let weight = Tensor::cat(&projections.iter().map(|p| p.weight()).collect::<Vec<_>>(), 0)?;
-    let bias = match has_bias {
-        true => Some(Tensor::cat(&projections.iter().filter_map(|p| p.bias()).collect::<Vec<_>>(), 0)?),
-        false => None,
-    };
-    let mut start = 0;
-    for layer in layers.iter_mut() {
-        let rows = layer.context_projection().weight().dim(0)?;
-        let b = bias.as_ref().map(|b| b.narrow(0, start, rows)).transpose()?;
-        layer.use_stacked_context_projection(Linear::new(weight.narrow(0, start, rows)?, b), start);
-        start += rows;
-    }
-    Ok(Some(Linear::new(weight, bias)))
 }
 
 impl UNet2DConditionModel {
@@ -412,6 +380,8 @@ impl UNet2DConditionModel {
             resnets.extend(block.resnets_mut());
         }
         let time_projections = stack_time_projections(resnets)?;
+        // Number the cross-attention layers: each reads its keys and values of the text from
+        // that entry of the Context that `project_context` makes once a generation.
         let mut transformers: Vec<&mut Transformer2DModel> = Vec::new();
         for block in &mut down_blocks {
             transformers.extend(block.transformers_mut());
@@ -422,8 +392,9 @@ impl UNet2DConditionModel {
         for block in &mut up_blocks {
             transformers.extend(block.transformers_mut());
         }
-        let context_projections =
-            stack_context_projections(transformers.into_iter().flat_map(|t| t.context_attentions_mut()).collect())?;
+        for (i, layer) in transformers.into_iter().flat_map(|t| t.context_attentions_mut()).enumerate() {
+            layer.use_context_index(i);
+        }
         Ok(Self {
             conv_in,
             time_proj,
@@ -431,7 +402,6 @@ impl UNet2DConditionModel {
             time_embed_act,
             resnet_act: act,
             time_projections,
-            context_projections,
             down_blocks,
             mid_block,
             up_blocks,
@@ -459,11 +429,25 @@ impl UNet2DConditionModel {
 
     /// The text context of a generation, `encoder_hidden_states` [b, seq, cross_attention_dim] in
     /// `dtype` (the sample's) with every cross-attention layer's keys and values of it: the same
-    /// for every step, so a pipeline makes it once and passes it to each step.
+    /// at every step, so a pipeline makes it once and passes it to each step.
     pub fn project_context(&self, encoder_hidden_states: &Tensor, dtype: candle_core::DType) -> Result<Context> {
         let hidden = encoder_hidden_states.to_dtype(dtype)?;
-        let keys_values = self.context_projections.as_ref().map(|p| p.forward(&hidden)).transpose()?;
+        if std::env::var_os("CW_EXP_NO_KV").is_some() {
+            return Ok(Context::hidden(hidden));
+        }
+        let keys_values = self.context_attentions().map(|a| a.project_context(&hidden)).collect::<Result<Vec<_>>>()?;
         Ok(Context { hidden, keys_values })
+    }
+
+    /// The cross-attention layers in the order of [`Context::keys_values`].
+    fn context_attentions(&self) -> impl Iterator<Item = &Attention> {
+        let mid = match &self.mid_block {
+            Some(MidBlock::CrossAttn(m)) => m.transformers(),
+            _ => &[],
+        };
+        let down = self.down_blocks.iter().flat_map(|b| b.transformers());
+        let up = self.up_blocks.iter().flat_map(|b| b.transformers());
+        down.chain(mid).chain(up).flat_map(|t| t.context_attentions())
     }
 
     /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]) and the text context

@@ -4,9 +4,11 @@
 //! At batch 1 the GPU mostly waits for the host to launch the step's ~1,000 kernels. The first
 //! run of a new shape runs eagerly (it builds the cuDNN and cuBLASLt plans, loads the kernels and
 //! sizes the workspaces); the second is captured with CUDA stream capture into a graph that reads
-//! static input buffers (for the UNet: latents, the timestep's projection, the text embeddings;
-//! for the text encoder: the token ids) and writes a static output buffer; every later run copies
-//! its inputs into those buffers and replays the graph with one launch. Everything a run
+//! static input buffers (for the UNet: latents, the timestep's projection, the text embeddings and
+//! each cross-attention layer's keys and values of them; for the text encoder: the token ids) and
+//! writes a static output buffer; every later run copies its inputs into those buffers (skipping
+//! an input that is the tensor it copied last time, as the text context is at every step of a
+//! generation) and replays the graph with one launch. Everything a run
 //! allocates is allocated and freed inside the graph.
 //!
 //! The guidance combination and the scheduler update stay eager: they take per-step scalars
@@ -125,7 +127,9 @@ impl GraphedModel {
 mod captured {
     use candle_core::cuda::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
     use candle_core::cuda::cudarc::driver::CudaGraph;
-    use candle_core::{bail, DType, Device, Result, Shape, Tensor};
+    use std::cell::RefCell;
+
+    use candle_core::{bail, DType, Device, Result, Shape, Tensor, TensorId};
 
     pub const SUPPORTED: bool = true;
 
@@ -139,6 +143,10 @@ mod captured {
 
     pub struct Graph {
         inputs: Vec<Tensor>,
+        /// Which tensor each input buffer last received: an input that is that very tensor again
+        /// (a generation's text context, the same at every step) is not copied again. Candle's
+        /// tensors do not change once made, and their ids are never reused.
+        copied: RefCell<Vec<Option<TensorId>>>,
         out: Tensor,
         graph: CudaGraph,
     }
@@ -169,14 +177,21 @@ mod captured {
                 None => bail!("the captured graph is empty"),
             };
             graph.upload().map_err(candle_core::Error::wrap)?;
-            Ok(Self { inputs, out, graph })
+            let copied = RefCell::new(vec![None; inputs.len()]);
+            Ok(Self { inputs, copied, out, graph })
         }
 
         /// Copies the inputs into the graph's buffers, replays it, and returns a copy of its output
         /// (the next replay overwrites the buffer).
         pub fn replay(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-            for (buffer, input) in self.inputs.iter().zip(inputs) {
+            let mut copied = self.copied.borrow_mut();
+            for ((buffer, input), last) in self.inputs.iter().zip(inputs).zip(copied.iter_mut()) {
+                if *last == Some(input.id()) {
+                    continue;
+                }
+                *last = None; // a failed copy leaves the buffer unknown
                 buffer.slice_set(&input.contiguous()?, 0, 0)?;
+                *last = Some(input.id());
             }
             self.graph.launch().map_err(candle_core::Error::wrap)?;
             self.out.copy()

@@ -409,11 +409,11 @@ impl StableDiffusionPipeline {
         if !self.unet_graphs.enabled() {
             return self.unet.forward_with_time_proj(sample, &t_proj, context);
         }
-        // The graph's inputs: the latents, the timestep, the text and (when stacked) its keys and values.
+        // The graph's inputs: the latents, the timestep, the text and each layer's keys and values of it.
         let mut inputs = vec![sample, &t_proj, &context.hidden];
-        inputs.extend(context.keys_values.as_ref());
+        inputs.extend(&context.keys_values);
         self.unet_graphs.run(&inputs, |x| {
-            let context = Context { hidden: x[2].clone(), keys_values: x.get(3).map(|kv| (*kv).clone()) };
+            let context = Context { hidden: x[2].clone(), keys_values: x[3..].iter().map(|&kv| kv.clone()).collect() };
             self.unet.forward_with_time_proj(x[0], x[1], &context)
         })
     }
