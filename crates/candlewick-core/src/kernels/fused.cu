@@ -591,6 +591,120 @@ extern "C" __global__ void group_norm_tokens_single_f16(const __half *x, const _
   }
 }
 
+// GroupNorm of a channels-last convolution's raw output, the convolution's tail included:
+// y [batch, pixels, channels] f16 (cuDNN's NHWC output), v = y + bias[c] (rounded to f16), then
+// + extra[b * extra_stride + c] (a resnet's time embedding, rounded) when `has_extra`: what
+// conv_epilogue would write, here never written. Both kernels split the channels into blocks of
+// whole groups (`block_channels`, a multiple of the group width) and the pixels into chunks:
+// grid (chunks, channels / block_channels, batch); each thread keeps one channel pair of the
+// block, block_channels / 2 threads a pixel and blockDim.x / (block_channels / 2) pixels a pass.
+__device__ __forceinline__ float2 conv_tail(const __half2 *y, uint64_t i, float2 b, float2 e, int has_extra) {
+  const float2 f = __half22float2(y[i]);
+  float2 v = make_float2(round_as<__half>(f.x + b.x), round_as<__half>(f.y + b.y));
+  if (has_extra) v = make_float2(round_as<__half>(v.x + e.x), round_as<__half>(v.y + e.y));
+  return v;
+}
+
+// Pass 1: partial sums of v and v*v of each group over the block's pixels, into
+// partial[((b * groups + g) * chunks + chunk) * 2 + {0, 1}], summed in a fixed order.
+// Dynamic shared memory: 2 * blockDim.x floats.
+extern "C" __global__ void group_norm_stats_nhwc_f16(const __half *y, const __half *bias, const __half *extra,
+                                                     uint32_t extra_stride, int has_extra, float *partial,
+                                                     uint32_t channels, uint32_t pixels, uint32_t pixels_per_chunk,
+                                                     uint32_t groups, uint32_t block_channels) {
+  extern __shared__ float sums[];
+  const uint32_t block_pairs = block_channels / 2, lanes = blockDim.x / block_pairs;
+  const uint32_t lane = threadIdx.x / block_pairs;
+  const uint32_t pair = blockIdx.y * block_pairs + threadIdx.x % block_pairs, pairs = channels / 2;
+  float s = 0.f, ss = 0.f;
+  if (lane < lanes) {
+    const float2 b = __half22float2(reinterpret_cast<const __half2 *>(bias)[pair]);
+    const float2 e = has_extra ? __half22float2(reinterpret_cast<const __half2 *>(extra + (uint64_t)blockIdx.z * extra_stride)[pair])
+                               : make_float2(0.f, 0.f);
+    const __half2 *src = reinterpret_cast<const __half2 *>(y) + (uint64_t)blockIdx.z * pixels * pairs;
+    const uint32_t end = min((blockIdx.x + 1) * pixels_per_chunk, pixels);
+    for (uint32_t p = blockIdx.x * pixels_per_chunk + lane; p < end; p += lanes) {
+      const float2 v = conv_tail(src, (uint64_t)p * pairs + pair, b, e, has_extra);
+      s += v.x + v.y;
+      ss += v.x * v.x + v.y * v.y;
+    }
+  }
+  sums[threadIdx.x] = s;
+  sums[blockDim.x + threadIdx.x] = ss;
+  __syncthreads();
+  const uint32_t group_pairs = pairs / groups, block_groups = block_pairs / group_pairs;
+  for (uint32_t i = threadIdx.x; i < block_groups; i += blockDim.x) {
+    float gs = 0.f, gss = 0.f;
+    for (uint32_t l = 0; l < lanes; l++) {
+      for (uint32_t q = 0; q < group_pairs; q++) {
+        const uint32_t t = l * block_pairs + i * group_pairs + q;
+        gs += sums[t];
+        gss += sums[blockDim.x + t];
+      }
+    }
+    const uint32_t g = blockIdx.y * block_groups + i;
+    float *out = partial + (((uint64_t)blockIdx.z * groups + g) * gridDim.x + blockIdx.x) * 2;
+    out[0] = gs;
+    out[1] = gss;
+  }
+}
+
+// Pass 2: each block first takes the mean and rstd of its groups from pass 1's `stats_chunks`
+// partials (summed in order, as group_norm_apply does; with stats_chunks 0, `partial` holds
+// group_norm_finalize's mean and rstd), then writes
+// out[b, p, c] = (v - mean) * rstd * weight[c] + gn_bias[c] (SiLU after when `silu_after`),
+// channels-last: the next channels-last convolution's input. Its chunks of pixels need not be
+// pass 1's. Static shared memory for up to 64 groups a block.
+extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __half *bias, const __half *extra,
+                                                     uint32_t extra_stride, int has_extra, const float *partial,
+                                                     const __half *weight, const __half *gn_bias, __half *out,
+                                                     uint32_t channels, uint32_t pixels, uint32_t pixels_per_chunk,
+                                                     uint32_t groups, uint32_t block_channels, uint32_t stats_chunks,
+                                                     float eps, int silu_after) {
+  __shared__ float stats[64][2];
+  const uint32_t pairs = channels / 2, group_pairs = pairs / groups;
+  const uint32_t block_pairs = block_channels / 2, block_groups = block_pairs / group_pairs;
+  const uint32_t per_group = 2 * group_pairs * pixels;
+  for (uint32_t i = threadIdx.x; i < block_groups; i += blockDim.x) {
+    const uint32_t g = blockIdx.y * block_groups + i;
+    if (stats_chunks == 0) {  // group_norm_finalize's mean and rstd
+      stats[i][0] = partial[((uint64_t)blockIdx.z * groups + g) * 2];
+      stats[i][1] = partial[((uint64_t)blockIdx.z * groups + g) * 2 + 1];
+      continue;
+    }
+    const float *p = partial + ((uint64_t)blockIdx.z * groups + g) * stats_chunks * 2;
+    float s = 0.f, ss = 0.f;
+    for (uint32_t k = 0; k < stats_chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
+    const float mean = s / per_group;
+    stats[i][0] = mean;
+    stats[i][1] = rsqrtf(fmaxf(ss / per_group - mean * mean, 0.f) + eps);
+  }
+  __syncthreads();
+  const uint32_t lanes = blockDim.x / block_pairs, lane = threadIdx.x / block_pairs;
+  if (lane >= lanes) return;
+  const uint32_t local = threadIdx.x % block_pairs, pair = blockIdx.y * block_pairs + local;
+  const float2 b = __half22float2(reinterpret_cast<const __half2 *>(bias)[pair]);
+  const float2 e = has_extra ? __half22float2(reinterpret_cast<const __half2 *>(extra + (uint64_t)blockIdx.z * extra_stride)[pair])
+                             : make_float2(0.f, 0.f);
+  const float2 w = __half22float2(reinterpret_cast<const __half2 *>(weight)[pair]);
+  const float2 gb = __half22float2(reinterpret_cast<const __half2 *>(gn_bias)[pair]);
+  const float *st = stats[local / group_pairs];
+  const uint64_t base = (uint64_t)blockIdx.z * pixels * pairs;
+  const __half2 *src = reinterpret_cast<const __half2 *>(y) + base;
+  __half2 *dst = reinterpret_cast<__half2 *>(out) + base;
+  const uint32_t end = min((blockIdx.x + 1) * pixels_per_chunk, pixels);
+  for (uint32_t p = blockIdx.x * pixels_per_chunk + lane; p < end; p += lanes) {
+    const uint64_t i = (uint64_t)p * pairs + pair;
+    const float2 v = conv_tail(src, i, b, e, has_extra);
+    float a0 = (v.x - st[0]) * st[1] * w.x + gb.x, a1 = (v.y - st[0]) * st[1] * w.y + gb.y;
+    if (silu_after) {
+      a0 = silu(round_as<__half>(a0));
+      a1 = silu(round_as<__half>(a1));
+    }
+    dst[i] = __floats2half2_rn(a0, a1);
+  }
+}
+
 extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,
                                                uint32_t chunks, uint32_t per_row, float eps) {
   finalize_group_stats(partial, stats, rows, chunks, per_row, eps);

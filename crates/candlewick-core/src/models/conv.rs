@@ -207,8 +207,9 @@ impl Conv2d {
         self.conv_channels_last(&fused::to_tokens(xs)?.reshape((b, h, w, c))?, per_sample, residual)
     }
 
-    /// The channels-last convolution of `xs` [b, h, w, c], back to NCHW with its tail.
-    fn conv_channels_last(
+    /// The channels-last convolution of `xs` [b, h, w, c], back to NCHW with its tail (None
+    /// where cuDNN does not run it).
+    pub fn conv_channels_last(
         &self,
         xs: &Tensor,
         per_sample: Option<&Tensor>,
@@ -217,11 +218,29 @@ impl Conv2d {
         let Some(ys) = cudnn::conv2d_channels_last(xs, &self.weight, self.params)? else {
             return Ok(None);
         };
-        if let Some(out) = fused::conv_epilogue(&ys, &self.bias, per_sample, residual)? {
-            return Ok(Some(out));
+        self.tail_channels_last(&ys, per_sample, residual).map(Some)
+    }
+
+    /// `conv(act(norm(xs)))` as cuDNN's raw channels-last output [b, p, q, k], without the bias
+    /// (for a layer that applies the tail itself: `fused::group_norm_of_conv_tail`); None where
+    /// the convolution does not run channels-last.
+    pub fn forward_normed_raw(&self, norm: &GroupNorm, act: Activation, xs: &Tensor) -> Result<Option<Tensor>> {
+        if !self.channels_last {
+            return Ok(None);
+        }
+        let Some(tokens) = norm.forward_tokens(Some(act), xs)? else { return Ok(None) };
+        let (b, c, h, w) = xs.dims4()?;
+        crate::profile::scope("conv", || cudnn::conv2d_channels_last(&tokens.reshape((b, h, w, c))?, &self.weight, self.params))
+    }
+
+    /// The tail of a channels-last convolution's raw output `ys` [b, p, q, k]: back to NCHW with
+    /// the bias, `per_sample` and `residual` as in [`Self::forward_fused`].
+    pub fn tail_channels_last(&self, ys: &Tensor, per_sample: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(out) = fused::conv_epilogue(ys, &self.bias, per_sample, residual)? {
+            return Ok(out);
         }
         let ys = ys.permute((0, 3, 1, 2))?.contiguous()?;
-        self.finish(ys, per_sample, residual).map(Some)
+        self.finish(ys, per_sample, residual)
     }
 
     fn forward_nchw(&self, xs: &Tensor, per_sample: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {

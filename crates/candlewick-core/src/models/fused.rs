@@ -120,6 +120,36 @@ pub fn conv_epilogue(
     imp::conv_epilogue(y, bias, per_sample, residual).map(Some)
 }
 
+/// GroupNorm (then SiLU when `silu`) of what a channels-last convolution's tail would make of
+/// its raw output: `y` [b, p, q, c] (cuDNN's NHWC output) plus the convolution's `conv_bias`
+/// [c], plus `per_sample` [b or 1, c] (a resnet's time embedding), each rounded as
+/// [`conv_epilogue`] rounds them, written as tokens [b, p*q, c]: the next channels-last
+/// convolution's input, in two kernels that never write the tail's result. None where the
+/// kernels do not apply (not f16 on CUDA, an odd group width or one over 1024 channels).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_of_conv_tail(
+    y: &Tensor,
+    conv_bias: &Tensor,
+    per_sample: Option<&Tensor>,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    let f16 = |t: &Tensor| t.dtype() == candle_core::DType::F16;
+    if !usable(y) || !f16(y) || !f16(conv_bias) || !f16(weight) || !f16(bias) || per_sample.is_some_and(|t| !f16(t)) || y.rank() != 4 {
+        return Ok(None);
+    }
+    let (n, p, q, c) = y.dims4()?;
+    let fits = groups > 0 && c % groups == 0 && (c / groups) % 2 == 0 && c / groups <= 1024 && n <= 65_535;
+    let sizes = conv_bias.dims() == [c] && weight.dims() == [c] && bias.dims() == [c];
+    if !fits || !sizes || n * p * q * c > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::group_norm_of_conv_tail(y, conv_bias, per_sample, weight, bias, groups, eps, silu).map(Some)
+}
+
 /// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
 /// (the input of a channels-last convolution), in one pass.
 pub fn upsample2x_tokens(x: &Tensor) -> Result<Option<Tensor>> {
@@ -696,6 +726,186 @@ mod imp {
         x.contiguous()?.apply_op1_no_bwd(&Transpose)
     }
 
+    // ---- GroupNorm of a channels-last convolution's tail ---------------------------------------
+
+    /// Inputs: the convolution's raw output [b, pixels, c], its bias [c], the per-sample values
+    /// (any tensor without them); the norm's weight and bias travel in the op.
+    struct GroupNormOfConvTail {
+        weight: Tensor,
+        bias: Tensor,
+        groups: u32,
+        eps: f32,
+        silu: bool,
+        /// Elements between samples' per-sample rows (0: one row for all), None: no per-sample values.
+        per_sample_stride: Option<u32>,
+    }
+
+    /// Channels a block of the NHWC GroupNorm kernels covers: whole groups, as many as fit in
+    /// 64 channels (at least one group), a divisor of `groups` so that the blocks tile them.
+    fn block_channels(channels: usize, groups: usize) -> usize {
+        let width = channels / groups;
+        let mut per_block = 1;
+        for k in 1..=groups {
+            if groups % k == 0 && k * width <= 64 {
+                per_block = k;
+            }
+        }
+        per_block * width
+    }
+
+    impl GroupNormOfConvTail {
+        fn run(
+            &self,
+            (y, yl): (&CudaStorage, &Layout),
+            (cb, cbl): (&CudaStorage, &Layout),
+            (extra, el): (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = y.device().clone();
+            let (n, pixels, c) = yl.shape().dims3()?;
+            let groups = self.groups as usize;
+            let (yv, cbv) = (contiguous_slice::<f16>(y, yl)?, contiguous_slice::<f16>(cb, cbl)?);
+            let ev = match self.per_sample_stride {
+                Some(_) => extra.as_cuda_slice::<f16>()?.slice(el.start_offset()..),
+                None => contiguous_slice::<f16>(extra, el)?,
+            };
+            let (wg, wl) = self.weight.storage_and_layout();
+            let (bg, bl) = self.bias.storage_and_layout();
+            let (candle_core::Storage::Cuda(ws), candle_core::Storage::Cuda(bs)) = (&*wg, &*bg) else {
+                bail!("group norm of a convolution's tail: the norm's weights are not on the GPU")
+            };
+            let (wv, bv) = (contiguous_slice::<f16>(ws, &wl)?, contiguous_slice::<f16>(bs, &bl)?);
+            let pointers = [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv)];
+            let stride = self.per_sample_stride.unwrap_or(0);
+            if !aligned(&pointers, 4) || stride % 2 != 0 {
+                bail!("group norm of a convolution's tail: tensors are not 4-byte aligned");
+            }
+            let block_c = block_channels(c, groups);
+            let block_pairs = block_c / 2;
+            let lanes = usize::max(1, 512 / block_pairs);
+            let threads = (block_pairs * lanes) as u32;
+            let channel_blocks = (c / block_c) as u32;
+            // Pass 1: 32 chunks a sample (what each pass-2 block sums), unless that is more than 16
+            // passes of lanes a block (the VAE's large images): then a finalize launch of its own.
+            let stats_chunk = pixels.div_ceil(32).clamp(lanes, 16 * lanes);
+            let stats_chunks = pixels.div_ceil(stats_chunk);
+            let mut partial = unsafe { dev.alloc::<f32>(n * groups * stats_chunks * 2) }?;
+            let mut out = unsafe { dev.alloc::<f16>(n * pixels * c) }?;
+            let (c32, pixels32, has_extra) = (c as u32, pixels as u32, self.per_sample_stride.is_some() as i32);
+            let block_c32 = block_c as u32;
+            let stats = dev.get_or_load_custom_func("group_norm_stats_nhwc_f16", MODULE, PTX)?;
+            let mut args = stats.builder();
+            let chunk32 = stats_chunk as u32;
+            args.arg(&yv).arg(&cbv).arg(&ev).arg(&stride).arg(&has_extra).arg(&mut partial);
+            args.arg(&c32).arg(&pixels32).arg(&chunk32).arg(&self.groups).arg(&block_c32);
+            let cfg = LaunchConfig {
+                grid_dim: (stats_chunks as u32, channel_blocks, n as u32),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: threads * 2 * 4,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            let finalized = if stats_chunks > 32 {
+                let rows = n * groups;
+                let mut stats = unsafe { dev.alloc::<f32>(rows * 2) }?;
+                let finalize = dev.get_or_load_custom_func("group_norm_finalize", MODULE, PTX)?;
+                let mut args = finalize.builder();
+                let (rows32, chunks32, per_row) = (rows as u32, stats_chunks as u32, (c / groups * pixels) as u32);
+                args.arg(&partial).arg(&mut stats).arg(&rows32).arg(&chunks32).arg(&per_row).arg(&self.eps);
+                let cfg = LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                unsafe { args.launch(cfg) }.w()?;
+                Some(stats)
+            } else {
+                None
+            };
+            let (partial, stats_chunks) = match &finalized {
+                Some(stats) => (stats, 0),
+                None => (&partial, stats_chunks),
+            };
+            // Pass 2: a few passes of lanes a block.
+            let apply_chunk = 4 * lanes;
+            let apply = dev.get_or_load_custom_func("group_norm_apply_nhwc_f16", MODULE, PTX)?;
+            let mut args = apply.builder();
+            let (apply32, stats_chunks32, silu) = (apply_chunk as u32, stats_chunks as u32, self.silu as i32);
+            args.arg(&yv).arg(&cbv).arg(&ev).arg(&stride).arg(&has_extra).arg(partial);
+            args.arg(&wv).arg(&bv).arg(&mut out);
+            args.arg(&c32).arg(&pixels32).arg(&apply32).arg(&self.groups).arg(&block_c32).arg(&stats_chunks32);
+            args.arg(&self.eps).arg(&silu);
+            let cfg = LaunchConfig {
+                grid_dim: (pixels.div_ceil(apply_chunk) as u32, channel_blocks, n as u32),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, pixels, c))))
+        }
+    }
+
+    impl CustomOp3 for GroupNormOfConvTail {
+        fn name(&self) -> &'static str {
+            "fused-group-norm-of-conv-tail"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            no_cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            y: &CudaStorage,
+            yl: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+            e: &CudaStorage,
+            el: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            self.run((y, yl), (b, bl), (e, el))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_of_conv_tail(
+        y: &Tensor,
+        conv_bias: &Tensor,
+        per_sample: Option<&Tensor>,
+        weight: &Tensor,
+        bias: &Tensor,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let (n, p, q, c) = y.dims4()?;
+        let tokens = y.reshape((n, p * q, c))?.contiguous()?;
+        let (extra, per_sample_stride) = match per_sample {
+            Some(t) => {
+                let (rows, cols) = t.dims2()?;
+                if cols != c || (rows != n && rows != 1) {
+                    bail!("group norm of a convolution's tail: per-sample values {:?} for {n} samples of {c} channels", t.dims());
+                }
+                let t = if t.stride()[1] == 1 { t.clone() } else { t.contiguous()? };
+                let stride = if rows == 1 { 0 } else { t.stride()[0] };
+                if stride > u32::MAX as usize {
+                    bail!("group norm of a convolution's tail: per-sample row stride {stride} is too large");
+                }
+                (t, Some(stride as u32))
+            }
+            None => (conv_bias.clone(), None),
+        };
+        let op = GroupNormOfConvTail {
+            weight: weight.contiguous()?,
+            bias: bias.contiguous()?,
+            groups: groups as u32,
+            eps: eps as f32,
+            silu,
+            per_sample_stride,
+        };
+        tokens.apply_op3_no_bwd(&conv_bias.contiguous()?, &extra, &op)
+    }
+
     // ---- a channels-last convolution's tail -------------------------------------------------
 
     /// What the tail adds after the bias (the kernel's `extra_kind`).
@@ -808,6 +1018,19 @@ mod imp {
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_of_conv_tail(
+        _: &Tensor,
+        _: &Tensor,
+        _: Option<&Tensor>,
+        _: &Tensor,
+        _: &Tensor,
+        _: usize,
+        _: f64,
+        _: bool,
+    ) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
     pub fn transpose(_: &Tensor) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }

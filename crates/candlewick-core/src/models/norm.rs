@@ -79,6 +79,26 @@ impl GroupNorm {
         act.forward(&self.forward(xs)?)
     }
 
+    /// `act(norm(v))` written as tokens [b, p*q, c] (a channels-last convolution's input), where
+    /// v is what a channels-last convolution's tail makes of its raw output `y` [b, p, q, c]:
+    /// y + `conv_bias` + `per_sample` (`fused::group_norm_of_conv_tail`, on CUDA in f16; v itself
+    /// is never written). None where that kernel cannot run (the caller applies the tail, then
+    /// this norm).
+    pub fn forward_tokens_of_conv_tail(
+        &self,
+        act: Activation,
+        y: &Tensor,
+        conv_bias: &Tensor,
+        per_sample: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        if act != Activation::Silu {
+            return Ok(None);
+        }
+        crate::profile::scope("group_norm", || {
+            fused::group_norm_of_conv_tail(y, conv_bias, per_sample, &self.weight, &self.bias, self.groups, self.eps, true)
+        })
+    }
+
     /// `act(norm(xs))` (no activation when `act` is None) for [b, c, h, w], written
     /// channels-last as [b, h*w, c] by the norm's own kernel on CUDA. None where that kernel
     /// cannot run (the CPU, an activation other than SiLU): the caller composes the ops.

@@ -147,13 +147,7 @@ impl ResnetBlock2D {
             (Some(_), None) => bail!("ResnetBlock2D: this block needs a time embedding"),
             (None, _) => None,
         };
-        // conv1 (plus the time embedding, in conv1's tail on CUDA).
-        let h = match (self.time_embedding_norm, &temb) {
-            (TimeEmbeddingNorm::Default, Some(t)) => {
-                self.conv1.forward_normed(&self.norm1, self.act, xs, Some(t), None)?
-            }
-            _ => self.conv1.forward_normed(&self.norm1, self.act, xs, None, None)?,
-        };
+        let h = self.first_half(xs, temb.as_ref())?;
         if let (true, Some(shortcut)) = (self.shortcut_bias_in_conv2, &self.conv_shortcut) {
             // norm2, act, conv2 (both biases), then the shortcut's product adds itself to that.
             let h = self.second_half(&h, temb.as_ref(), None)?;
@@ -172,9 +166,39 @@ impl ResnetBlock2D {
         }
     }
 
+    /// norm1, act, conv1, plus the time embedding (`Default`: in conv1's tail on CUDA). On CUDA
+    /// in f16 this goes on through norm2 and act: norm2 reads conv1's raw channels-last output
+    /// and applies its tail itself, and writes conv2's channels-last input.
+    fn first_half(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<HalfWay> {
+        let per_sample = match self.time_embedding_norm {
+            TimeEmbeddingNorm::Default => temb,
+            TimeEmbeddingNorm::ScaleShift => None,
+        };
+        if self.time_embedding_norm == TimeEmbeddingNorm::Default && std::env::var_os("CW_EXP_NO_GNTAIL").is_none() {
+            if let Some(raw) = self.conv1.forward_normed_raw(&self.norm1, self.act, xs)? {
+                let bias = self.conv1.bias();
+                if let Some(tokens) = self.norm2.forward_tokens_of_conv_tail(self.act, &raw, bias, per_sample)? {
+                    let (b, p, q, c) = raw.dims4()?;
+                    return Ok(HalfWay::Conv2Input(tokens.reshape((b, p, q, c))?));
+                }
+                return Ok(HalfWay::Conv1Output(self.conv1.tail_channels_last(&raw, per_sample, None)?));
+            }
+        }
+        Ok(HalfWay::Conv1Output(self.conv1.forward_normed(&self.norm1, self.act, xs, per_sample, None)?))
+    }
+
     /// norm2 (then the time embedding's scale and shift with `ScaleShift`), act, conv2, plus
     /// `residual` in conv2's tail.
-    fn second_half(&self, h: &Tensor, temb: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn second_half(&self, h: &HalfWay, temb: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let h = match h {
+            HalfWay::Conv1Output(h) => h,
+            HalfWay::Conv2Input(nhwc) => {
+                if let Some(out) = crate::profile::scope("conv", || self.conv2.conv_channels_last(nhwc, None, residual))? {
+                    return Ok(out);
+                }
+                return self.conv2.forward_fused(&nhwc.permute((0, 3, 1, 2))?.contiguous()?, None, residual);
+            }
+        };
         match (self.time_embedding_norm, temb) {
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let chunks = t.unsqueeze(2)?.unsqueeze(3)?.chunk(2, 1)?;
@@ -185,6 +209,13 @@ impl ResnetBlock2D {
             _ => self.conv2.forward_normed(&self.norm2, self.act, h, None, residual),
         }
     }
+}
+
+/// Where a resnet block is between its halves: conv1's output (NCHW), or already conv2's input
+/// (norm2 and act applied, channels-last [b, h, w, c]) when norm2 read conv1's raw output.
+enum HalfWay {
+    Conv1Output(Tensor),
+    Conv2Input(Tensor),
 }
 
 /// diffusers' `Downsample2D` with `use_conv=True`: a stride-2 3x3 convolution. With
