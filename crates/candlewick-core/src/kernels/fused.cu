@@ -632,15 +632,26 @@ extern "C" __global__ void group_norm_stats_nhwc_f16(const __half *y, const __ha
   sums[threadIdx.x] = s;
   sums[blockDim.x + threadIdx.x] = ss;
   __syncthreads();
+  // Two short fixed-order sums instead of one long one: over the lanes for each channel pair,
+  // then over the pairs of each group.
+  if (threadIdx.x < block_pairs) {
+    for (uint32_t l = 1; l < lanes; l++) {
+      s += sums[l * block_pairs + threadIdx.x];
+      ss += sums[blockDim.x + l * block_pairs + threadIdx.x];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < block_pairs) {
+    sums[threadIdx.x] = s;
+    sums[blockDim.x + threadIdx.x] = ss;
+  }
+  __syncthreads();
   const uint32_t group_pairs = pairs / groups, block_groups = block_pairs / group_pairs;
   for (uint32_t i = threadIdx.x; i < block_groups; i += blockDim.x) {
     float gs = 0.f, gss = 0.f;
-    for (uint32_t l = 0; l < lanes; l++) {
-      for (uint32_t q = 0; q < group_pairs; q++) {
-        const uint32_t t = l * block_pairs + i * group_pairs + q;
-        gs += sums[t];
-        gss += sums[blockDim.x + t];
-      }
+    for (uint32_t q = 0; q < group_pairs; q++) {
+      gs += sums[i * group_pairs + q];
+      gss += sums[blockDim.x + i * group_pairs + q];
     }
     const uint32_t g = blockIdx.y * block_groups + i;
     float *out = partial + (((uint64_t)blockIdx.z * groups + g) * gridDim.x + blockIdx.x) * 2;
@@ -650,11 +661,13 @@ extern "C" __global__ void group_norm_stats_nhwc_f16(const __half *y, const __ha
 }
 
 // Pass 2: each block first takes the mean and rstd of its groups from pass 1's `stats_chunks`
-// partials (summed in order, as group_norm_apply does; with stats_chunks 0, `partial` holds
-// group_norm_finalize's mean and rstd), then writes
+// (at most 32) partials, a warp a group summing them in a fixed tree order (with stats_chunks
+// 0, `partial` holds group_norm_finalize's mean and rstd), then writes
 // out[b, p, c] = (v - mean) * rstd * weight[c] + gn_bias[c] (SiLU after when `silu_after`),
-// channels-last: the next channels-last convolution's input. Its chunks of pixels need not be
-// pass 1's. Static shared memory for up to 64 groups a block.
+// channels-last: the next channels-last convolution's input. Each thread takes 8 channels
+// (16-byte loads and stores: block_channels a multiple of 8, pointers and extra_stride
+// 16-byte aligned), block_channels / 8 threads a pixel. Its chunks of pixels need not be pass
+// 1's. Static shared memory for up to 64 groups a block.
 extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __half *bias, const __half *extra,
                                                      uint32_t extra_stride, int has_extra, const float *partial,
                                                      const __half *weight, const __half *gn_bias, __half *out,
@@ -662,46 +675,66 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
                                                      uint32_t groups, uint32_t block_channels, uint32_t stats_chunks,
                                                      float eps, int silu_after) {
   __shared__ float stats[64][2];
-  const uint32_t pairs = channels / 2, group_pairs = pairs / groups;
-  const uint32_t block_pairs = block_channels / 2, block_groups = block_pairs / group_pairs;
-  const uint32_t per_group = 2 * group_pairs * pixels;
-  for (uint32_t i = threadIdx.x; i < block_groups; i += blockDim.x) {
-    const uint32_t g = blockIdx.y * block_groups + i;
+  const uint32_t width = channels / groups, block_groups = block_channels / width;
+  const uint32_t per_group = width * pixels;
+  const uint32_t warp = threadIdx.x / 32, lane32 = threadIdx.x % 32;
+  for (uint32_t i = warp; i < block_groups; i += blockDim.x / 32) {
+    const uint64_t row = (uint64_t)blockIdx.z * groups + blockIdx.y * block_groups + i;
     if (stats_chunks == 0) {  // group_norm_finalize's mean and rstd
-      stats[i][0] = partial[((uint64_t)blockIdx.z * groups + g) * 2];
-      stats[i][1] = partial[((uint64_t)blockIdx.z * groups + g) * 2 + 1];
+      if (lane32 < 2) stats[i][lane32] = partial[row * 2 + lane32];
       continue;
     }
-    const float *p = partial + ((uint64_t)blockIdx.z * groups + g) * stats_chunks * 2;
-    float s = 0.f, ss = 0.f;
-    for (uint32_t k = 0; k < stats_chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
-    const float mean = s / per_group;
-    stats[i][0] = mean;
-    stats[i][1] = rsqrtf(fmaxf(ss / per_group - mean * mean, 0.f) + eps);
+    const float *p = partial + row * stats_chunks * 2;
+    const float s = warp_sum(lane32 < stats_chunks ? p[2 * lane32] : 0.f);
+    const float ss = warp_sum(lane32 < stats_chunks ? p[2 * lane32 + 1] : 0.f);
+    if (lane32 == 0) {
+      const float mean = s / per_group;
+      stats[i][0] = mean;
+      stats[i][1] = rsqrtf(fmaxf(ss / per_group - mean * mean, 0.f) + eps);
+    }
   }
   __syncthreads();
-  const uint32_t lanes = blockDim.x / block_pairs, lane = threadIdx.x / block_pairs;
+  const uint32_t block_vectors = block_channels / 8, lanes = blockDim.x / block_vectors;
+  const uint32_t lane = threadIdx.x / block_vectors;
   if (lane >= lanes) return;
-  const uint32_t local = threadIdx.x % block_pairs, pair = blockIdx.y * block_pairs + local;
-  const float2 b = __half22float2(reinterpret_cast<const __half2 *>(bias)[pair]);
-  const float2 e = has_extra ? __half22float2(reinterpret_cast<const __half2 *>(extra + (uint64_t)blockIdx.z * extra_stride)[pair])
-                             : make_float2(0.f, 0.f);
-  const float2 w = __half22float2(reinterpret_cast<const __half2 *>(weight)[pair]);
-  const float2 gb = __half22float2(reinterpret_cast<const __half2 *>(gn_bias)[pair]);
-  const float *st = stats[local / group_pairs];
-  const uint64_t base = (uint64_t)blockIdx.z * pixels * pairs;
-  const __half2 *src = reinterpret_cast<const __half2 *>(y) + base;
-  __half2 *dst = reinterpret_cast<__half2 *>(out) + base;
+  const uint32_t local = threadIdx.x % block_vectors * 8, c0 = blockIdx.y * block_channels + local;
+  float b[8], e[8], w[8], gb[8], mean[8], rstd[8];
+  {
+    const uint4 b4 = *reinterpret_cast<const uint4 *>(bias + c0);
+    const uint4 w4 = *reinterpret_cast<const uint4 *>(weight + c0);
+    const uint4 gb4 = *reinterpret_cast<const uint4 *>(gn_bias + c0);
+    uint4 e4 = make_uint4(0, 0, 0, 0);
+    if (has_extra) e4 = *reinterpret_cast<const uint4 *>(extra + (uint64_t)blockIdx.z * extra_stride + c0);
+    const __half *bh = reinterpret_cast<const __half *>(&b4), *wh = reinterpret_cast<const __half *>(&w4);
+    const __half *gbh = reinterpret_cast<const __half *>(&gb4), *eh = reinterpret_cast<const __half *>(&e4);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      b[k] = __half2float(bh[k]);
+      e[k] = __half2float(eh[k]);
+      w[k] = __half2float(wh[k]);
+      gb[k] = __half2float(gbh[k]);
+      const uint32_t g = (local + k) / width;
+      mean[k] = stats[g][0];
+      rstd[k] = stats[g][1];
+    }
+  }
+  const uint64_t base = (uint64_t)blockIdx.z * pixels * channels;
   const uint32_t end = min((blockIdx.x + 1) * pixels_per_chunk, pixels);
   for (uint32_t p = blockIdx.x * pixels_per_chunk + lane; p < end; p += lanes) {
-    const uint64_t i = (uint64_t)p * pairs + pair;
-    const float2 v = conv_tail(src, i, b, e, has_extra);
-    float a0 = (v.x - st[0]) * st[1] * w.x + gb.x, a1 = (v.y - st[0]) * st[1] * w.y + gb.y;
-    if (silu_after) {
-      a0 = silu(round_as<__half>(a0));
-      a1 = silu(round_as<__half>(a1));
+    const uint64_t i = base + (uint64_t)p * channels + c0;
+    const uint4 y4 = *reinterpret_cast<const uint4 *>(y + i);
+    const __half *yh = reinterpret_cast<const __half *>(&y4);
+    uint4 o4;
+    __half *oh = reinterpret_cast<__half *>(&o4);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      float v = round_as<__half>(__half2float(yh[k]) + b[k]);
+      if (has_extra) v = round_as<__half>(v + e[k]);
+      float a = (v - mean[k]) * rstd[k] * w[k] + gb[k];
+      if (silu_after) a = silu(round_as<__half>(a));
+      oh[k] = __float2half_rn(a);
     }
-    dst[i] = __floats2half2_rn(a0, a1);
+    *reinterpret_cast<uint4 *>(out + i) = o4;
   }
 }
 

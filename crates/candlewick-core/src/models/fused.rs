@@ -125,7 +125,7 @@ pub fn conv_epilogue(
 /// [c], plus `per_sample` [b or 1, c] (a resnet's time embedding), each rounded as
 /// [`conv_epilogue`] rounds them, written as tokens [b, p*q, c]: the next channels-last
 /// convolution's input, in two kernels that never write the tail's result. None where the
-/// kernels do not apply (not f16 on CUDA, an odd group width or one over 1024 channels).
+/// kernels do not apply (not f16 on CUDA, groups that do not make blocks of 8-channel vectors).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_of_conv_tail(
     y: &Tensor,
@@ -142,12 +142,31 @@ pub fn group_norm_of_conv_tail(
         return Ok(None);
     }
     let (n, p, q, c) = y.dims4()?;
-    let fits = groups > 0 && c % groups == 0 && (c / groups) % 2 == 0 && c / groups <= 1024 && n <= 65_535;
+    // The kernels' 16-byte accesses: blocks of whole groups in 8-channel vectors, every tensor
+    // starting on 8 halves (candle's allocations are 256-byte aligned).
+    let fits = groups > 0 && c % groups == 0 && block_channels(c, groups) % 8 == 0 && c / groups <= 512 && n <= 65_535;
     let sizes = conv_bias.dims() == [c] && weight.dims() == [c] && bias.dims() == [c];
-    if !fits || !sizes || n * p * q * c > u32::MAX as usize {
+    let aligned = [Some(y), Some(conv_bias), per_sample, Some(weight), Some(bias)]
+        .into_iter()
+        .flatten()
+        .all(|t| t.layout().start_offset() % 8 == 0);
+    if !fits || !sizes || !aligned || n * p * q * c > u32::MAX as usize {
         return Ok(None);
     }
     imp::group_norm_of_conv_tail(y, conv_bias, per_sample, weight, bias, groups, eps, silu).map(Some)
+}
+
+/// Channels a block of the NHWC GroupNorm kernels covers: whole groups, as many as fit in
+/// 64 channels (at least one group), a divisor of `groups` so that the blocks tile them.
+fn block_channels(channels: usize, groups: usize) -> usize {
+    let width = channels / groups;
+    let mut per_block = 1;
+    for k in 1..=groups {
+        if groups % k == 0 && k * width <= 64 {
+            per_block = k;
+        }
+    }
+    per_block * width
 }
 
 /// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
@@ -740,19 +759,6 @@ mod imp {
         per_sample_stride: Option<u32>,
     }
 
-    /// Channels a block of the NHWC GroupNorm kernels covers: whole groups, as many as fit in
-    /// 64 channels (at least one group), a divisor of `groups` so that the blocks tile them.
-    fn block_channels(channels: usize, groups: usize) -> usize {
-        let width = channels / groups;
-        let mut per_block = 1;
-        for k in 1..=groups {
-            if groups % k == 0 && k * width <= 64 {
-                per_block = k;
-            }
-        }
-        per_block * width
-    }
-
     impl GroupNormOfConvTail {
         fn run(
             &self,
@@ -774,12 +780,8 @@ mod imp {
                 bail!("group norm of a convolution's tail: the norm's weights are not on the GPU")
             };
             let (wv, bv) = (contiguous_slice::<f16>(ws, &wl)?, contiguous_slice::<f16>(bs, &bl)?);
-            let pointers = [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv)];
             let stride = self.per_sample_stride.unwrap_or(0);
-            if !aligned(&pointers, 4) || stride % 2 != 0 {
-                bail!("group norm of a convolution's tail: tensors are not 4-byte aligned");
-            }
-            let block_c = block_channels(c, groups);
+            let block_c = super::block_channels(c, groups);
             let block_pairs = block_c / 2;
             let lanes = usize::max(1, 512 / block_pairs);
             let threads = (block_pairs * lanes) as u32;
@@ -790,6 +792,10 @@ mod imp {
             let stats_chunks = pixels.div_ceil(stats_chunk);
             let mut partial = unsafe { dev.alloc::<f32>(n * groups * stats_chunks * 2) }?;
             let mut out = unsafe { dev.alloc::<f16>(n * pixels * c) }?;
+            let pointers = [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv), ptr(&dev, &out)];
+            if !aligned(&pointers, 16) || stride % 8 != 0 || block_c % 8 != 0 {
+                bail!("group norm of a convolution's tail: tensors are not 16-byte aligned or groups not 8-channel blocks");
+            }
             let (c32, pixels32, has_extra) = (c as u32, pixels as u32, self.per_sample_stride.is_some() as i32);
             let block_c32 = block_c as u32;
             let stats = dev.get_or_load_custom_func("group_norm_stats_nhwc_f16", MODULE, PTX)?;
@@ -820,7 +826,9 @@ mod imp {
                 Some(stats) => (stats, 0),
                 None => (&partial, stats_chunks),
             };
-            // Pass 2: a few passes of lanes a block.
+            // Pass 2: a thread 8 channels, 4 passes of lanes a block.
+            let lanes = usize::max(1, 512 / (block_c / 8));
+            let threads = ((block_c / 8) * lanes) as u32;
             let apply_chunk = 4 * lanes;
             let apply = dev.get_or_load_custom_func("group_norm_apply_nhwc_f16", MODULE, PTX)?;
             let mut args = apply.builder();
@@ -886,7 +894,8 @@ mod imp {
                 if cols != c || (rows != n && rows != 1) {
                     bail!("group norm of a convolution's tail: per-sample values {:?} for {n} samples of {c} channels", t.dims());
                 }
-                let t = if t.stride()[1] == 1 { t.clone() } else { t.contiguous()? };
+                // Rows read where they are when 16-byte aligned (a view of a wider matrix too).
+                let t = if t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % 8 == 0) { t.clone() } else { t.contiguous()? };
                 let stride = if rows == 1 { 0 } else { t.stride()[0] };
                 if stride > u32::MAX as usize {
                     bail!("group norm of a convolution's tail: per-sample row stride {stride} is too large");
