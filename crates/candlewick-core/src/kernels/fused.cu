@@ -663,8 +663,9 @@ extern "C" __global__ void group_norm_stats_nhwc_f16(const __half *y, const __ha
 // Pass 2: each block first takes the mean and rstd of its groups from pass 1's `stats_chunks`
 // (at most 32) partials, a warp a group summing them in a fixed tree order (with stats_chunks
 // 0, `partial` holds group_norm_finalize's mean and rstd), then writes
-// out[b, p, c] = (v - mean) * rstd * weight[c] + gn_bias[c] (SiLU after when `silu_after`),
-// channels-last: the next channels-last convolution's input. Each thread takes 8 channels
+// out[b, p, c] = (v - mean) * rstd * weight[c] + gn_bias[c] (SiLU after when `silu_after`;
+// computed as v * scale + shift), channels-last: the next channels-last convolution's input.
+// Each thread takes 8 channels
 // (16-byte loads and stores: block_channels a multiple of 8, pointers and extra_stride
 // 16-byte aligned), block_channels / 8 threads a pixel. Its chunks of pixels need not be pass
 // 1's. Static shared memory for up to 64 groups a block.
@@ -698,7 +699,8 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
   const uint32_t lane = threadIdx.x / block_vectors;
   if (lane >= lanes) return;
   const uint32_t local = threadIdx.x % block_vectors * 8, c0 = blockIdx.y * block_channels + local;
-  float b[8], e[8], w[8], gb[8], mean[8], rstd[8];
+  // Per channel: the tail's bias and time embedding, and the norm folded into a * scale + shift.
+  float b[8], e[8], scale[8], shift[8];
   {
     const uint4 b4 = *reinterpret_cast<const uint4 *>(bias + c0);
     const uint4 w4 = *reinterpret_cast<const uint4 *>(weight + c0);
@@ -711,15 +713,14 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
     for (int k = 0; k < 8; k++) {
       b[k] = __half2float(bh[k]);
       e[k] = __half2float(eh[k]);
-      w[k] = __half2float(wh[k]);
-      gb[k] = __half2float(gbh[k]);
-      const uint32_t g = (local + k) / width;
-      mean[k] = stats[g][0];
-      rstd[k] = stats[g][1];
+      const float *st = stats[(local + k) / width];
+      scale[k] = st[1] * __half2float(wh[k]);
+      shift[k] = __half2float(gbh[k]) - st[0] * scale[k];
     }
   }
   const uint64_t base = (uint64_t)blockIdx.z * pixels * channels;
   const uint32_t end = min((blockIdx.x + 1) * pixels_per_chunk, pixels);
+#pragma unroll 4
   for (uint32_t p = blockIdx.x * pixels_per_chunk + lane; p < end; p += lanes) {
     const uint64_t i = base + (uint64_t)p * channels + c0;
     const uint4 y4 = *reinterpret_cast<const uint4 *>(y + i);
@@ -730,7 +731,7 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
     for (int k = 0; k < 8; k++) {
       float v = round_as<__half>(__half2float(yh[k]) + b[k]);
       if (has_extra) v = round_as<__half>(v + e[k]);
-      float a = (v - mean[k]) * rstd[k] * w[k] + gb[k];
+      float a = v * scale[k] + shift[k];
       if (silu_after) a = silu(round_as<__half>(a));
       oh[k] = __float2half_rn(a);
     }

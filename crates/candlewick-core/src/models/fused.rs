@@ -826,10 +826,10 @@ mod imp {
                 Some(stats) => (stats, 0),
                 None => (&partial, stats_chunks),
             };
-            // Pass 2: a thread 8 channels, 4 passes of lanes a block.
-            let lanes = usize::max(1, 512 / (block_c / 8));
+            // Pass 2: a thread 8 channels, 256 threads and 8 passes of lanes a block.
+            let lanes = usize::max(1, 256 / (block_c / 8));
             let threads = ((block_c / 8) * lanes) as u32;
-            let apply_chunk = 4 * lanes;
+            let apply_chunk = 8 * lanes;
             let apply = dev.get_or_load_custom_func("group_norm_apply_nhwc_f16", MODULE, PTX)?;
             let mut args = apply.builder();
             let (apply32, stats_chunks32, silu) = (apply_chunk as u32, stats_chunks as u32, self.silu as i32);
