@@ -112,13 +112,6 @@ pub struct Context {
     pub keys_values: Vec<Tensor>,
 }
 
-impl Context {
-    /// Hidden states alone: every layer projects its own keys and values.
-    pub fn hidden(hidden: Tensor) -> Self {
-        Self { hidden, keys_values: Vec::new() }
-    }
-}
-
 /// The shape of one [`Attention`] layer.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionConfig {

@@ -483,7 +483,7 @@ mod imp {
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
-            if self.tokens && x.dtype() == DType::F16 && std::env::var_os("CW_EXP_NO_SINGLE_GN").is_none() && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
+            if self.tokens && x.dtype() == DType::F16 && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
                 return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, inner, c))));
             }
             let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
@@ -826,10 +826,12 @@ mod imp {
                 Some(stats) => (stats, 0),
                 None => (&partial, stats_chunks),
             };
-            // Pass 2: a thread 8 channels, 256 threads and 8 passes of lanes a block.
+            // Pass 2: a thread 8 channels, 256 threads a block, 1 to 8 passes of lanes: enough
+            // blocks for two an SM of a large GPU where the image is small, long ones where it is large.
             let lanes = usize::max(1, 256 / (block_c / 8));
             let threads = ((block_c / 8) * lanes) as u32;
-            let apply_chunk = 8 * lanes;
+            let chunks_wanted = 264usize.div_ceil(n * channel_blocks as usize);
+            let apply_chunk = pixels.div_ceil(chunks_wanted).next_multiple_of(lanes).clamp(lanes, 8 * lanes);
             let apply = dev.get_or_load_custom_func("group_norm_apply_nhwc_f16", MODULE, PTX)?;
             let mut args = apply.builder();
             let (apply32, stats_chunks32, silu) = (apply_chunk as u32, stats_chunks as u32, self.silu as i32);

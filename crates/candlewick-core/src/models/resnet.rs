@@ -94,8 +94,7 @@ impl ResnetBlock2D {
         let shortcut_bias_in_conv2 = conv_shortcut.is_some()
             && cfg.output_scale_factor == 1.0
             && vb.device().is_cuda()
-            && vb.dtype() == candle_core::DType::F16
-            && std::env::var_os("CW_EXP_NO_FOLD").is_none();
+            && vb.dtype() == candle_core::DType::F16;
         if let (true, Some(shortcut)) = (shortcut_bias_in_conv2, &conv_shortcut) {
             conv2.add_to_bias(shortcut.bias())?;
         }
@@ -174,7 +173,7 @@ impl ResnetBlock2D {
             TimeEmbeddingNorm::Default => temb,
             TimeEmbeddingNorm::ScaleShift => None,
         };
-        if self.time_embedding_norm == TimeEmbeddingNorm::Default && std::env::var_os("CW_EXP_NO_GNTAIL").is_none() {
+        if self.time_embedding_norm == TimeEmbeddingNorm::Default {
             if let Some(raw) = self.conv1.forward_normed_raw(&self.norm1, self.act, xs)? {
                 let bias = self.conv1.bias();
                 if let Some(tokens) = self.norm2.forward_tokens_of_conv_tail(self.act, &raw, bias, per_sample)? {

@@ -432,9 +432,6 @@ impl UNet2DConditionModel {
     /// at every step, so a pipeline makes it once and passes it to each step.
     pub fn project_context(&self, encoder_hidden_states: &Tensor, dtype: candle_core::DType) -> Result<Context> {
         let hidden = encoder_hidden_states.to_dtype(dtype)?;
-        if std::env::var_os("CW_EXP_NO_KV").is_some() {
-            return Ok(Context::hidden(hidden));
-        }
         let keys_values = self.context_attentions().map(|a| a.project_context(&hidden)).collect::<Result<Vec<_>>>()?;
         Ok(Context { hidden, keys_values })
     }
