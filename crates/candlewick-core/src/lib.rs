@@ -4,6 +4,8 @@
 //! converts types at the boundary and calls [`pipeline::PipelineWorker`].
 
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda_op;
 pub mod cudnn;
 pub mod device;
 pub mod error;

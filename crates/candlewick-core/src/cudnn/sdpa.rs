@@ -13,7 +13,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDevice, CudaStorage};
-use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Device, Layout, Result, Shape, Tensor};
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
 use half::f16;
@@ -148,32 +148,10 @@ struct Sdpa {
     workspace: usize,
 }
 
-impl CustomOp3 for Sdpa {
-    fn name(&self) -> &'static str {
-        "cudnn-sdpa"
-    }
+crate::cuda_op::cuda_only_op!(CustomOp3 for Sdpa, "cudnn-sdpa", run, q ql, k kl, v vl);
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        bail!("cuDNN attention called on CPU tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        q: &CudaStorage,
-        ql: &Layout,
-        k: &CudaStorage,
-        kl: &Layout,
-        v: &CudaStorage,
-        vl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
+impl Sdpa {
+    fn run(&self, (q, ql): (&CudaStorage, &Layout), (k, kl): (&CudaStorage, &Layout), (v, vl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
         let device = q.device().clone();
         let stream = device.cuda_stream();
         let [b, h, s_q, _, d] = self.key.dims.map(|v| v as usize);

@@ -137,16 +137,7 @@ impl Conv2d {
                     return Ok(out);
                 }
             }
-            let Conv2dParams { padding, stride, dilation } = self.params;
-            let weight = match self.channels_last {
-                true => self.weight.permute((0, 3, 1, 2))?.contiguous()?,
-                false => self.weight.clone(),
-            };
-            let ys = match cudnn::conv2d(xs, &weight, self.params)? {
-                Some(ys) => ys,
-                None => xs.conv2d(&weight, padding, stride, dilation, 1)?,
-            };
-            ys + addend
+            self.conv_nchw(xs)? + addend
         })
     }
 
@@ -244,17 +235,21 @@ impl Conv2d {
     }
 
     fn forward_nchw(&self, xs: &Tensor, per_sample: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.finish(self.conv_nchw(xs)?, per_sample, residual)
+    }
+
+    /// The convolution on NCHW tensors without the bias: cuDNN's NCHW kernels, or candle's.
+    fn conv_nchw(&self, xs: &Tensor) -> Result<Tensor> {
         let Conv2dParams { padding, stride, dilation } = self.params;
         // A channels-last filter where cuDNN cannot run after all: back to [k, c, r, s].
         let weight = match self.channels_last {
             true => self.weight.permute((0, 3, 1, 2))?.contiguous()?,
             false => self.weight.clone(),
         };
-        let ys = match cudnn::conv2d(xs, &weight, self.params)? {
-            Some(ys) => ys,
-            None => xs.conv2d(&weight, padding, stride, dilation, 1)?,
-        };
-        self.finish(ys, per_sample, residual)
+        match cudnn::conv2d(xs, &weight, self.params)? {
+            Some(ys) => Ok(ys),
+            None => xs.conv2d(&weight, padding, stride, dilation, 1),
+        }
     }
 
     /// Bias, per-sample values and residual, composed from separate ops.

@@ -849,33 +849,7 @@ mod imp {
         }
     }
 
-    impl CustomOp3 for GroupNormOfConvTail {
-        fn name(&self) -> &'static str {
-            "fused-group-norm-of-conv-tail"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            no_cpu()
-        }
-        fn cuda_fwd(
-            &self,
-            y: &CudaStorage,
-            yl: &Layout,
-            b: &CudaStorage,
-            bl: &Layout,
-            e: &CudaStorage,
-            el: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            self.run((y, yl), (b, bl), (e, el))
-        }
-    }
+    crate::cuda_op::cuda_only_op!(CustomOp3 for GroupNormOfConvTail, "fused-group-norm-of-conv-tail", run, y yl, b bl, e el);
 
     #[allow(clippy::too_many_arguments)]
     pub fn group_norm_of_conv_tail(

@@ -69,7 +69,7 @@ mod imp {
     use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
     use candle_core::backend::BackendStorage;
     use candle_core::cuda::{CudaDevice, CudaStorage, DeviceId};
-    use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+    use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
     use half::f16;
 
     fn lt_error(e: lt::CublasError) -> candle_core::Error {
@@ -177,29 +177,14 @@ mod imp {
     /// Inputs: xs [b, c, h, w], the weight [k, c], the addend [b, k, h, w] (contiguous).
     struct PointwiseConvOp;
 
-    impl CustomOp3 for PointwiseConvOp {
-        fn name(&self) -> &'static str {
-            "cublaslt-pointwise-conv-plus"
-        }
-        fn cpu_fwd(
+    crate::cuda_op::cuda_only_op!(CustomOp3 for PointwiseConvOp, "cublaslt-pointwise-conv-plus", run, x xl, w wl, a al);
+
+    impl PointwiseConvOp {
+        fn run(
             &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            bail!("cuBLASLt pointwise convolution called on CPU tensors")
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            w: &CudaStorage,
-            wl: &Layout,
-            a: &CudaStorage,
-            al: &Layout,
+            (x, xl): (&CudaStorage, &Layout),
+            (w, wl): (&CudaStorage, &Layout),
+            (a, al): (&CudaStorage, &Layout),
         ) -> Result<(CudaStorage, Shape)> {
             let device = x.device().clone();
             let stream = device.cuda_stream();
@@ -224,45 +209,23 @@ mod imp {
         }
     }
 
-    impl CustomOp2 for LinearOp {
-        fn name(&self) -> &'static str {
-            "cublaslt-linear"
+    impl LinearOp {
+        fn run_product(&self, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+            self.run(x, w, None)
         }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            bail!("cuBLASLt linear called on CPU tensors")
-        }
-        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-            self.run((x, xl), (w, wl), None)
+
+        fn run_with_residual(
+            &self,
+            x: (&CudaStorage, &Layout),
+            w: (&CudaStorage, &Layout),
+            r: (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
+            self.run(x, w, Some(r))
         }
     }
 
-    impl CustomOp3 for LinearOp {
-        fn name(&self) -> &'static str {
-            "cublaslt-linear-residual"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            bail!("cuBLASLt linear called on CPU tensors")
-        }
-        fn cuda_fwd(
-            &self,
-            x: &CudaStorage,
-            xl: &Layout,
-            w: &CudaStorage,
-            wl: &Layout,
-            r: &CudaStorage,
-            rl: &Layout,
-        ) -> Result<(CudaStorage, Shape)> {
-            self.run((x, xl), (w, wl), Some((r, rl)))
-        }
-    }
+    crate::cuda_op::cuda_only_op!(CustomOp2 for LinearOp, "cublaslt-linear", run_product, x xl, w wl);
+    crate::cuda_op::cuda_only_op!(CustomOp3 for LinearOp, "cublaslt-linear-residual", run_with_residual, x xl, w wl, r rl);
 
     /// One product's shape: m rows of xs, n outputs, k inputs, and which epilogue.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
