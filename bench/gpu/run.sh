@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything on the GPU test machine in one call (bench/gpu/pack.sh prepares .gpu/ here first):
-#   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs"]
+#   device tool: run  command="bash bench/gpu/run.sh"  carry=[".gpu", "dist", "node_modules/pngjs/lib", "node_modules/pngjs/package.json"]
 # 1. load check of the CUDA build; 2. SD1.5-shaped random weights and diffusers' f32 reference;
 # 3. parity (f32, f16 + flash, f16 unfused, f16 + flash without CUDA graphs) from the same latents
 # (bench/gpu/parity.mjs); 4. candlewick's speed rows; 4b. a per-layer profile (CANDLEWICK_PROFILE=1);
