@@ -66,7 +66,7 @@ test("cancel mid-run rejects with an AbortError, and the next call works and rep
 
 const small = (seed) => ({ prompt: "a lighthouse at dusk", width: 256, height: 256, numInferenceSteps: 4, seed });
 
-test("replaying the captured CUDA graph gives the image eager steps give, byte for byte", async () => {
+test("replaying the captured CUDA graph gives the image eager steps give, byte for byte, for a new prompt too", async () => {
   const eager = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", cudaGraphs: false });
   try {
     const call = { ...small(7), numInferenceSteps: 8 };
@@ -75,6 +75,13 @@ test("replaying the captured CUDA graph gives the image eager steps give, byte f
     const [second] = await pipe.generate(call); // replays only
     assert.deepEqual(first.data, want.data);
     assert.deepEqual(second.data, want.data);
+    // Another prompt through the same graph: its text (and each layer's keys and values of it,
+    // made once a call) must replace the first call's in the graph's input buffers.
+    const other = { ...call, prompt: "a blue boat on a calm lake" };
+    const [wantOther] = await eager.generate(other);
+    const [gotOther] = await pipe.generate(other);
+    assert.notDeepEqual(wantOther.data, want.data, "the two prompts should give different images");
+    assert.deepEqual(gotOther.data, wantOther.data);
   } finally {
     await eager.dispose();
   }
