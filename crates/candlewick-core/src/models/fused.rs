@@ -454,7 +454,7 @@ mod imp {
     /// The largest group (channels a group x pixels) that the one-kernel channels-last GroupNorm
     /// takes: SD's 16x16 and 8x8 levels. A block a group is latency-bound: on an H100 it beats
     /// the two passes there, matches them at 32x32 and is 2-3x slower at 64x64, where 64 blocks
-    /// leave half the GPU idle (bench/NOTES.md, run 33).
+    /// leave half the GPU idle (bench/NOTES.md, run 32).
     const SINGLE_PASS_ELEMENTS: usize = 12 << 10;
 
     struct GroupNorm {

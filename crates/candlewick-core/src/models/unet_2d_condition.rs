@@ -381,7 +381,8 @@ impl UNet2DConditionModel {
         }
         let time_projections = stack_time_projections(resnets)?;
         // Number the cross-attention layers: each reads its keys and values of the text from
-        // that entry of the Context that `project_context` makes once a generation.
+        // that entry of the Context that `project_context` makes once a generation (in
+        // `context_attentions`' order: down blocks, mid block, up blocks).
         let mut transformers: Vec<&mut Transformer2DModel> = Vec::new();
         for block in &mut down_blocks {
             transformers.extend(block.transformers_mut());
@@ -436,7 +437,8 @@ impl UNet2DConditionModel {
         Ok(Context { hidden, keys_values })
     }
 
-    /// The cross-attention layers in the order of [`Context::keys_values`].
+    /// The cross-attention layers in the order of [`Context::keys_values`] (the order `new`
+    /// numbered them in).
     fn context_attentions(&self) -> impl Iterator<Item = &Attention> {
         let mid = match &self.mid_block {
             Some(MidBlock::CrossAttn(m)) => m.transformers(),

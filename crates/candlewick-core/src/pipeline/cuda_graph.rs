@@ -49,7 +49,8 @@ pub struct GraphedModel {
 }
 
 impl GraphedModel {
-    /// The UNet step: inputs latents, the timestep's projection and the text embeddings.
+    /// The UNet step: inputs latents, the timestep's projection, the text embeddings and each
+    /// cross-attention layer's keys and values of them.
     pub fn unet(enabled: bool) -> Self {
         Self::new("UNet step", ["unet_first_step", "unet_graph_capture"], enabled)
     }
