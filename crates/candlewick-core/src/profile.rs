@@ -30,7 +30,11 @@ static STARTUP: Mutex<Vec<(&str, f64, usize)>> = Mutex::new(Vec::new());
 
 /// Runs `f` and, when start-up profiling is requested, adds its wall time under `name`; with
 /// `device` given, the device is synchronized first and after, so that the time is the work's.
-pub fn startup_time<T, E>(name: &'static str, device: Option<&Device>, f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+pub fn startup_time<T, E>(
+    name: &'static str,
+    device: Option<&Device>,
+    f: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
     if !startup_requested() {
         return f();
     }

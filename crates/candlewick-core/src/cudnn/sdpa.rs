@@ -99,10 +99,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
         [s[0] as i64, s[2] as i64, s[1] as i64, 1]
     };
     let out_strides = [(s_q * h * d) as i64, d as i64, (h * d) as i64, 1];
-    let key = Key {
-        dims: [b, h, s_q, s_kv, d].map(|v| v as i64),
-        strides: [order(&q), order(&k), order(&v), out_strides],
-    };
+    let key =
+        Key { dims: [b, h, s_q, s_kv, d].map(|v| v as i64), strides: [order(&q), order(&k), order(&v), out_strides] };
     let Some(workspace) = prepare(device, key)? else { return Ok(None) };
     q.apply_op3_no_bwd(&k, &v, &Sdpa { key, workspace }).map(Some)
 }
@@ -151,7 +149,12 @@ struct Sdpa {
 crate::cuda_op::cuda_only_op!(CustomOp3 for Sdpa, "cudnn-sdpa", run, q ql, k kl, v vl);
 
 impl Sdpa {
-    fn run(&self, (q, ql): (&CudaStorage, &Layout), (k, kl): (&CudaStorage, &Layout), (v, vl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+    fn run(
+        &self,
+        (q, ql): (&CudaStorage, &Layout),
+        (k, kl): (&CudaStorage, &Layout),
+        (v, vl): (&CudaStorage, &Layout),
+    ) -> Result<(CudaStorage, Shape)> {
         let device = q.device().clone();
         let stream = device.cuda_stream();
         let [b, h, s_q, _, d] = self.key.dims.map(|v| v as usize);

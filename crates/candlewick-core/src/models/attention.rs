@@ -89,8 +89,9 @@ thread_local! {
 
 /// [sq, sk] f32: 0 where key j <= query i, -inf above the diagonal.
 fn causal_mask(sq: usize, sk: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let cached = CAUSAL_MASKS
-        .with(|m| m.borrow().iter().find(|(size, d, _)| *size == (sq, sk) && d.same_device(device)).map(|e| e.2.clone()));
+    let cached = CAUSAL_MASKS.with(|m| {
+        m.borrow().iter().find(|(size, d, _)| *size == (sq, sk) && d.same_device(device)).map(|e| e.2.clone())
+    });
     if let Some(mask) = cached {
         return Ok(mask);
     }

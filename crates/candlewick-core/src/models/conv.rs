@@ -12,8 +12,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::activations::Activation;
-use super::{fused, gemm};
 use super::norm::GroupNorm;
+use super::{fused, gemm};
 use crate::cudnn::{self, Conv2dParams};
 
 #[derive(Debug, Clone)]
@@ -221,12 +221,19 @@ impl Conv2d {
         }
         let Some(tokens) = norm.forward_tokens(Some(act), xs)? else { return Ok(None) };
         let (b, c, h, w) = xs.dims4()?;
-        crate::profile::scope("conv", || cudnn::conv2d_channels_last(&tokens.reshape((b, h, w, c))?, &self.weight, self.params))
+        crate::profile::scope("conv", || {
+            cudnn::conv2d_channels_last(&tokens.reshape((b, h, w, c))?, &self.weight, self.params)
+        })
     }
 
     /// The tail of a channels-last convolution's raw output `ys` [b, p, q, k]: back to NCHW with
     /// the bias, `per_sample` and `residual` as in [`Self::forward_fused`].
-    pub fn tail_channels_last(&self, ys: &Tensor, per_sample: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    pub fn tail_channels_last(
+        &self,
+        ys: &Tensor,
+        per_sample: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if let Some(out) = fused::conv_epilogue(ys, &self.bias, per_sample, residual)? {
             return Ok(out);
         }

@@ -138,7 +138,14 @@ pub fn group_norm_of_conv_tail(
     silu: bool,
 ) -> Result<Option<Tensor>> {
     let f16 = |t: &Tensor| t.dtype() == candle_core::DType::F16;
-    if !usable(y) || !f16(y) || !f16(conv_bias) || !f16(weight) || !f16(bias) || per_sample.is_some_and(|t| !f16(t)) || y.rank() != 4 {
+    if !usable(y)
+        || !f16(y)
+        || !f16(conv_bias)
+        || !f16(weight)
+        || !f16(bias)
+        || per_sample.is_some_and(|t| !f16(t))
+        || y.rank() != 4
+    {
         return Ok(None);
     }
     let (n, p, q, c) = y.dims4()?;
@@ -483,7 +490,10 @@ mod imp {
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(xl.shape().elem_count()) }?;
-            if self.tokens && x.dtype() == DType::F16 && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))? {
+            if self.tokens
+                && x.dtype() == DType::F16
+                && self.single_pass_tokens(&dev, (&xv, &wv, &bv), &mut y, (n, c, inner))?
+            {
                 return Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, inner, c))));
             }
             let mut partial = unsafe { dev.alloc::<f32>(rows * chunks * 2) }?;
@@ -497,7 +507,8 @@ mod imp {
 
             // f16 rows of whole 16-byte vectors: the kernel with 16-byte loads.
             let vec8 = x.dtype() == DType::F16 && per_row % 8 == 0 && aligned(&[ptr(&dev, &xv)], 16);
-            let stats_name = if vec8 { "group_norm_stats_vec8_f16".to_string() } else { format!("group_norm_stats_{sfx}") };
+            let stats_name =
+                if vec8 { "group_norm_stats_vec8_f16".to_string() } else { format!("group_norm_stats_{sfx}") };
             let stats = dev.get_or_load_custom_func(&stats_name, MODULE, PTX)?;
             let mut args = stats.builder();
             args.arg(&xv).arg(&mut partial).arg(&per_row).arg(&chunk);
@@ -589,7 +600,11 @@ mod imp {
             };
             unsafe { args.launch(cfg) }.w()?;
 
-            let name = if pairs { "group_norm_apply_tokens_pairs_f16".to_string() } else { format!("group_norm_apply_tokens_{sfx}") };
+            let name = if pairs {
+                "group_norm_apply_tokens_pairs_f16".to_string()
+            } else {
+                format!("group_norm_apply_tokens_{sfx}")
+            };
             let apply = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let mut args = apply.builder();
             let (c32, pixels32, cpg, silu) = (c as u32, pixels as u32, (c / groups) as u32, self.silu as i32);
@@ -792,7 +807,8 @@ mod imp {
             let stats_chunks = pixels.div_ceil(stats_chunk);
             let mut partial = unsafe { dev.alloc::<f32>(n * groups * stats_chunks * 2) }?;
             let mut out = unsafe { dev.alloc::<f16>(n * pixels * c) }?;
-            let pointers = [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv), ptr(&dev, &out)];
+            let pointers =
+                [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv), ptr(&dev, &out)];
             if !aligned(&pointers, 16) || stride % 8 != 0 || block_c % 8 != 0 {
                 bail!("group norm of a convolution's tail: tensors are not 16-byte aligned or groups not 8-channel blocks");
             }
@@ -816,7 +832,11 @@ mod imp {
                 let mut args = finalize.builder();
                 let (rows32, chunks32, per_row) = (rows as u32, stats_chunks as u32, (c / groups * pixels) as u32);
                 args.arg(&partial).arg(&mut stats).arg(&rows32).arg(&chunks32).arg(&per_row).arg(&self.eps);
-                let cfg = LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                let cfg = LaunchConfig {
+                    grid_dim: (rows.div_ceil(8) as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
                 unsafe { args.launch(cfg) }.w()?;
                 Some(stats)
             } else {
@@ -868,10 +888,17 @@ mod imp {
             Some(t) => {
                 let (rows, cols) = t.dims2()?;
                 if cols != c || (rows != n && rows != 1) {
-                    bail!("group norm of a convolution's tail: per-sample values {:?} for {n} samples of {c} channels", t.dims());
+                    bail!(
+                        "group norm of a convolution's tail: per-sample values {:?} for {n} samples of {c} channels",
+                        t.dims()
+                    );
                 }
                 // Rows read where they are when 16-byte aligned (a view of a wider matrix too).
-                let t = if t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % 8 == 0) { t.clone() } else { t.contiguous()? };
+                let t = if t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % 8 == 0) {
+                    t.clone()
+                } else {
+                    t.contiguous()?
+                };
                 let stride = if rows == 1 { 0 } else { t.stride()[0] };
                 if stride > u32::MAX as usize {
                     bail!("group norm of a convolution's tail: per-sample row stride {stride} is too large");

@@ -13,7 +13,12 @@ use candle_core::{DType, Result, Tensor};
 
 /// `residual + xs · weightᵀ + bias` for `xs` [..., k], `weight` [n, k], `bias` [n] and
 /// `residual` [..., n] (each optional but the weight), or None where cuBLASLt is not used.
-pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+pub fn linear(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
     let f16_on_cuda = |t: &Tensor| t.device().is_cuda() && t.dtype() == DType::F16;
     if !cfg!(feature = "cuda") || !f16_on_cuda(xs) || !f16_on_cuda(weight) || xs.rank() < 2 || weight.rank() != 2 {
         return Ok(None);
@@ -30,7 +35,11 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, residual: Opt
     // cuBLASLt's 16-byte alignment: every row a multiple of 8 halves, every view starting on
     // one (candle's allocations themselves are 256-byte aligned).
     let aligned = |t: Option<&Tensor>| t.is_none_or(|t| t.layout().start_offset() % 8 == 0);
-    if k % 8 != 0 || n % 8 != 0 || xs.elem_count() / k > i32::MAX as usize || ![Some(xs), Some(weight), bias, residual].into_iter().all(aligned) {
+    if k % 8 != 0
+        || n % 8 != 0
+        || xs.elem_count() / k > i32::MAX as usize
+        || ![Some(xs), Some(weight), bias, residual].into_iter().all(aligned)
+    {
         return Ok(None);
     }
     imp::linear(xs, weight, bias, residual, &out_dims)
@@ -52,7 +61,10 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
     if wc != c || addend.dims() != [b, k, h, w] || c % 8 != 0 || k % 8 != 0 || pixels % 8 != 0 {
         return Ok(None);
     }
-    if b * c * pixels > i32::MAX as usize || b * k * pixels > i32::MAX as usize || ![xs, weight, addend].into_iter().all(aligned) {
+    if b * c * pixels > i32::MAX as usize
+        || b * k * pixels > i32::MAX as usize
+        || ![xs, weight, addend].into_iter().all(aligned)
+    {
         return Ok(None);
     }
     imp::pointwise_conv_plus(xs, weight, addend)
@@ -65,9 +77,9 @@ mod imp {
     use std::ffi::c_void;
     use std::mem::size_of;
 
+    use candle_core::backend::BackendStorage;
     use candle_core::cuda::cudarc::cublaslt::{result as lt, sys};
     use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
-    use candle_core::backend::BackendStorage;
     use candle_core::cuda::{CudaDevice, CudaStorage, DeviceId};
     use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
     use half::f16;
@@ -201,8 +213,14 @@ mod imp {
                     bail!("cuBLASLt pointwise convolution: a tensor is not 16-byte aligned");
                 }
                 // Per sample: m = pixels rows, n = k outputs, k = c inputs.
-                let key =
-                    Key { m: (h * wd) as u64, n: k as u64, k: c as u64, bias: false, residual: true, nchw_batch: Some(b as u64) };
+                let key = Key {
+                    m: (h * wd) as u64,
+                    n: k as u64,
+                    k: c as u64,
+                    bias: false,
+                    residual: true,
+                    nchw_batch: Some(b as u64),
+                };
                 run_plan(&device, key, [x_ptr, w_ptr, y_ptr], Some(a_ptr), None)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from((b, k, h, wd))))
@@ -257,8 +275,9 @@ mod imp {
 
     impl Plan {
         fn new(handle: sys::cublasLtHandle_t, key: Key) -> Result<Self> {
-            let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
-                .map_err(lt_error)?;
+            let desc =
+                lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
+                    .map_err(lt_error)?;
             let mut plan = Self {
                 desc,
                 layouts: [std::ptr::null_mut(); 3],
@@ -283,8 +302,11 @@ mod imp {
                 plan.layouts[2] = lt::create_matrix_layout(half, key.n, key.m, key.n as i64).map_err(lt_error)?;
             }
             let transpose: i32 = key.nchw_batch.is_none() as i32;
-            let epilogue =
-                if key.bias { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS } else { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT };
+            let epilogue = if key.bias {
+                sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+            } else {
+                sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+            };
             unsafe {
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &transpose)?;
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
@@ -308,7 +330,8 @@ mod imp {
         }
 
         unsafe fn set<T>(&self, attr: sys::cublasLtMatmulDescAttributes_t, value: &T) -> Result<()> {
-            lt::set_matmul_desc_attribute(self.desc, attr, value as *const T as *const c_void, size_of::<T>()).map_err(lt_error)
+            lt::set_matmul_desc_attribute(self.desc, attr, value as *const T as *const c_void, size_of::<T>())
+                .map_err(lt_error)
         }
 
         fn run(
@@ -356,9 +379,16 @@ mod imp {
 
     /// Makes `layout` a strided batch of `count` matrices `stride` elements apart.
     unsafe fn batch_layout(layout: sys::cublasLtMatrixLayout_t, count: i32, stride: i64) -> Result<()> {
-        use sys::cublasLtMatrixLayoutAttribute_t::{CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET};
-        lt::set_matrix_layout_attribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, (&count) as *const i32 as *const c_void, size_of::<i32>())
-            .map_err(lt_error)?;
+        use sys::cublasLtMatrixLayoutAttribute_t::{
+            CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+        };
+        lt::set_matrix_layout_attribute(
+            layout,
+            CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+            (&count) as *const i32 as *const c_void,
+            size_of::<i32>(),
+        )
+        .map_err(lt_error)?;
         lt::set_matrix_layout_attribute(
             layout,
             CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
@@ -420,7 +450,13 @@ mod imp {
 mod imp {
     use candle_core::{Result, Tensor};
 
-    pub fn linear(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: &[usize]) -> Result<Option<Tensor>> {
+    pub fn linear(
+        _: &Tensor,
+        _: &Tensor,
+        _: Option<&Tensor>,
+        _: Option<&Tensor>,
+        _: &[usize],
+    ) -> Result<Option<Tensor>> {
         Ok(None)
     }
 

@@ -95,7 +95,16 @@ impl GroupNorm {
             return Ok(None);
         }
         crate::profile::scope("group_norm", || {
-            fused::group_norm_of_conv_tail(y, conv_bias, per_sample, &self.weight, &self.bias, self.groups, self.eps, true)
+            fused::group_norm_of_conv_tail(
+                y,
+                conv_bias,
+                per_sample,
+                &self.weight,
+                &self.bias,
+                self.groups,
+                self.eps,
+                true,
+            )
         })
     }
 

@@ -192,7 +192,9 @@ impl ResnetBlock2D {
         let h = match h {
             HalfWay::Conv1Output(h) => h,
             HalfWay::Conv2Input(nhwc) => {
-                if let Some(out) = crate::profile::scope("conv", || self.conv2.conv_channels_last(nhwc, None, residual))? {
+                if let Some(out) =
+                    crate::profile::scope("conv", || self.conv2.conv_channels_last(nhwc, None, residual))?
+                {
                     return Ok(out);
                 }
                 return self.conv2.forward_fused(&nhwc.permute((0, 3, 1, 2))?.contiguous()?, None, residual);

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use super::activations::Activation;
 use super::attention::{Attention, Context, Transformer2DModel};
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::norm::{group_norm, GroupNorm};
 use super::gemm;
 use super::linear::Linear;
+use super::norm::{group_norm, GroupNorm};
 use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 
