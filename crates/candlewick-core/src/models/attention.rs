@@ -170,10 +170,10 @@ impl Attention {
         })
     }
 
-    /// This layer's keys and values of the text context [b, seq, 2 * inner] (for
+    /// This layer's key and value projection [2 * inner, kv_dim] (the UNet keeps it to make
     /// [`Context::keys_values`]).
-    pub fn project_context(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.projections.kv.forward(hidden)
+    pub fn context_projection(&self) -> &Linear {
+        &self.projections.kv
     }
 
     /// Read keys and values from entry `index` of [`Context::keys_values`] when a context has them.
@@ -481,14 +481,6 @@ impl Transformer2DModel {
     }
 
     /// The attention layers that read the text context (cross-attention), in order.
-    pub fn context_attentions(&self) -> impl Iterator<Item = &Attention> {
-        self.transformer_blocks.iter().flat_map(|b| {
-            let first = b.only_cross_attention.then_some(&b.attn1);
-            first.into_iter().chain(std::iter::once(&b.attn2))
-        })
-    }
-
-    /// [`Self::context_attentions`], to change.
     pub fn context_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
         self.transformer_blocks.iter_mut().flat_map(|b| {
             let first = b.only_cross_attention.then_some(&mut b.attn1);

@@ -104,11 +104,6 @@ impl DownBlock2D {
     }
 
     /// The block's transformers (the UNet numbers their cross-attention layers).
-    pub fn transformers(&self) -> &[Transformer2DModel] {
-        &self.attentions
-    }
-
-    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }
@@ -174,11 +169,6 @@ impl UpBlock2D {
     }
 
     /// The block's transformers (the UNet numbers their cross-attention layers).
-    pub fn transformers(&self) -> &[Transformer2DModel] {
-        &self.attentions
-    }
-
-    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }
@@ -250,11 +240,6 @@ impl UNetMidBlock2DCrossAttn {
     }
 
     /// The block's transformers (the UNet numbers their cross-attention layers).
-    pub fn transformers(&self) -> &[Transformer2DModel] {
-        &self.attentions
-    }
-
-    /// [`Self::transformers`], to change.
     pub fn transformers_mut(&mut self) -> &mut [Transformer2DModel] {
         &mut self.attentions
     }

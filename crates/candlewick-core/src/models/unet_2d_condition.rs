@@ -11,7 +11,7 @@ use candle_nn::{Module, VarBuilder};
 use serde::Deserialize;
 
 use super::activations::Activation;
-use super::attention::{Attention, Context, Transformer2DModel};
+use super::attention::{Context, Transformer2DModel};
 use super::embeddings::{TimestepEmbedding, Timesteps};
 use super::gemm;
 use super::linear::Linear;
@@ -199,6 +199,9 @@ pub struct UNet2DConditionModel {
     /// Every resnet's `time_emb_proj` stacked into one (its weights' rows are the resnets'
     /// weights, which keep views of them): on CUDA one matrix product instead of one a resnet.
     time_projections: Option<Linear>,
+    /// The cross-attention layers' key and value projections (the layers' own weights), in the
+    /// order of [`Context::keys_values`].
+    context_projections: Vec<Linear>,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock2D>,
@@ -380,9 +383,9 @@ impl UNet2DConditionModel {
             resnets.extend(block.resnets_mut());
         }
         let time_projections = stack_time_projections(resnets)?;
-        // Number the cross-attention layers: each reads its keys and values of the text from
-        // that entry of the Context that `project_context` makes once a generation (in
-        // `context_attentions`' order: down blocks, mid block, up blocks).
+        // Number the cross-attention layers (down blocks, mid block, up blocks) and keep their key
+        // and value projections in that order: each layer reads its entry of the Context that
+        // `project_context` makes once a generation.
         let mut transformers: Vec<&mut Transformer2DModel> = Vec::new();
         for block in &mut down_blocks {
             transformers.extend(block.transformers_mut());
@@ -393,7 +396,9 @@ impl UNet2DConditionModel {
         for block in &mut up_blocks {
             transformers.extend(block.transformers_mut());
         }
+        let mut context_projections = Vec::new();
         for (i, layer) in transformers.into_iter().flat_map(|t| t.context_attentions_mut()).enumerate() {
+            context_projections.push(layer.context_projection().clone());
             layer.use_context_index(i);
         }
         Ok(Self {
@@ -403,6 +408,7 @@ impl UNet2DConditionModel {
             time_embed_act,
             resnet_act: act,
             time_projections,
+            context_projections,
             down_blocks,
             mid_block,
             up_blocks,
@@ -433,20 +439,8 @@ impl UNet2DConditionModel {
     /// at every step, so a pipeline makes it once and passes it to each step.
     pub fn project_context(&self, encoder_hidden_states: &Tensor, dtype: candle_core::DType) -> Result<Context> {
         let hidden = encoder_hidden_states.to_dtype(dtype)?;
-        let keys_values = self.context_attentions().map(|a| a.project_context(&hidden)).collect::<Result<Vec<_>>>()?;
+        let keys_values = self.context_projections.iter().map(|p| p.forward(&hidden)).collect::<Result<Vec<_>>>()?;
         Ok(Context { hidden, keys_values })
-    }
-
-    /// The cross-attention layers in the order of [`Context::keys_values`] (the order `new`
-    /// numbered them in).
-    fn context_attentions(&self) -> impl Iterator<Item = &Attention> {
-        let mid = match &self.mid_block {
-            Some(MidBlock::CrossAttn(m)) => m.transformers(),
-            _ => &[],
-        };
-        let down = self.down_blocks.iter().flat_map(|b| b.transformers());
-        let up = self.up_blocks.iter().flat_map(|b| b.transformers());
-        down.chain(mid).chain(up).flat_map(|t| t.context_attentions())
     }
 
     /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]) and the text context
