@@ -886,24 +886,9 @@ mod imp {
         let tokens = y.reshape((n, p * q, c))?.contiguous()?;
         let (extra, per_sample_stride) = match per_sample {
             Some(t) => {
-                let (rows, cols) = t.dims2()?;
-                if cols != c || (rows != n && rows != 1) {
-                    bail!(
-                        "group norm of a convolution's tail: per-sample values {:?} for {n} samples of {c} channels",
-                        t.dims()
-                    );
-                }
-                // Rows read where they are when 16-byte aligned (a view of a wider matrix too).
-                let t = if t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % 8 == 0) {
-                    t.clone()
-                } else {
-                    t.contiguous()?
-                };
-                let stride = if rows == 1 { 0 } else { t.stride()[0] };
-                if stride > u32::MAX as usize {
-                    bail!("group norm of a convolution's tail: per-sample row stride {stride} is too large");
-                }
-                (t, Some(stride as u32))
+                // The kernels read 16-byte vectors of a row.
+                let (t, stride) = per_sample_rows(t, n, c, 8, "group norm of a convolution's tail")?;
+                (t, Some(stride))
             }
             None => (conv_bias.clone(), None),
         };
@@ -916,6 +901,30 @@ mod imp {
             per_sample_stride,
         };
         tokens.apply_op3_no_bwd(&conv_bias.contiguous()?, &extra, &op)
+    }
+
+    /// Per-sample values `t` [samples or 1, channels] (a resnet's time embedding) as a kernel
+    /// reads them: row `i` at `i * stride` (stride 0: one row for every sample). Rows with dense
+    /// channels whose stride is a multiple of `row_align` elements are read where they are (a view
+    /// of a wider matrix too); others are copied first.
+    fn per_sample_rows(
+        t: &Tensor,
+        samples: usize,
+        channels: usize,
+        row_align: usize,
+        what: &str,
+    ) -> Result<(Tensor, u32)> {
+        let (rows, cols) = t.dims2()?;
+        if cols != channels || (rows != samples && rows != 1) {
+            bail!("{what}: per-sample values {:?} for {samples} samples of {channels} channels", t.dims());
+        }
+        let in_place = t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % row_align == 0);
+        let t = if in_place { t.clone() } else { t.contiguous()? };
+        let stride = if rows == 1 { 0 } else { t.stride()[0] };
+        if stride > u32::MAX as usize {
+            bail!("{what}: per-sample row stride {stride} is too large");
+        }
+        Ok((t, stride as u32))
     }
 
     // ---- a channels-last convolution's tail -------------------------------------------------
@@ -1006,17 +1015,8 @@ mod imp {
             tokens.apply_op3_no_bwd(&bias.contiguous()?, extra, &op)?.reshape((b, k, p, q))
         };
         let with_per_sample = |t: &Tensor| {
-            let (rows, cols) = t.dims2()?;
-            if cols != k || (rows != b && rows != 1) {
-                bail!("conv epilogue: per-sample values {:?} for {b} samples of {k} channels", t.dims());
-            }
-            // Rows with dense channels are read where they are (a view of a wider matrix too).
-            let t = if t.stride()[1] == 1 { t.clone() } else { t.contiguous()? };
-            let stride = if rows == 1 { 0 } else { t.stride()[0] };
-            if stride > u32::MAX as usize {
-                bail!("conv epilogue: per-sample row stride {stride} is too large");
-            }
-            run(&t, Extra::PerSample, stride as u32)
+            let (t, stride) = per_sample_rows(t, b, k, 1, "conv epilogue")?;
+            run(&t, Extra::PerSample, stride)
         };
         match (per_sample, residual) {
             (None, None) => run(&bias.contiguous()?, Extra::Nothing, 0),
