@@ -47,6 +47,13 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// A group's mean and rstd from its sums of x and x*x over `count` elements (the variance as
+// E[x^2] - mean^2, clamped at 0): what every GroupNorm kernel's pass 2 starts from.
+__device__ __forceinline__ float2 mean_rstd(float s, float ss, float count, float eps) {
+  const float mean = s / count;
+  return make_float2(mean, rsqrtf(fmaxf(ss / count - mean * mean, 0.f) + eps));
+}
+
 // LayerNorm over the last dim: x [rows, cols] -> y, one warp a row, statistics in f32 (mean,
 // then the mean of squared deviations, as PyTorch), then the per-column affine.
 template <typename T>
@@ -194,9 +201,8 @@ __device__ void group_norm_apply(const T *x, const float *partial, const T *weig
   const float *p = partial + (uint64_t)row * chunks * 2;
   float s = 0.f, ss = 0.f;
   for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
-  const float mean = s / per_row;
-  const float var = fmaxf(ss / per_row - mean * mean, 0.f);
-  const float rstd = rsqrtf(var + eps);
+  const float2 st = mean_rstd(s, ss, per_row, eps);
+  const float mean = st.x, rstd = st.y;
   const uint32_t group = row % groups;
   const uint32_t start = blockIdx.x * chunk;
   const uint32_t end = min(start + chunk, per_row);
@@ -221,10 +227,9 @@ __device__ void finalize_group_stats(const float *partial, float *stats, uint32_
   s = warp_sum(s);
   ss = warp_sum(ss);
   if (lane != 0) return;
-  const float mean = s / per_row;
-  const float var = fmaxf(ss / per_row - mean * mean, 0.f);
-  stats[2 * row] = mean;
-  stats[2 * row + 1] = rsqrtf(var + eps);
+  const float2 st = mean_rstd(s, ss, per_row, eps);
+  stats[2 * row] = st.x;
+  stats[2 * row + 1] = st.y;
 }
 
 // GroupNorm, pass 2 written channels-last: x [batch, channels, pixels] -> y [batch, pixels,
@@ -450,10 +455,9 @@ extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, co
       const float *p = stats + (uint64_t)row * chunks * 2;
       float s = 0.f, ss = 0.f;
       for (uint32_t k = 0; k < chunks; k++) { s += p[2 * k]; ss += p[2 * k + 1]; }
-      const float mean = s / per_row;
-      const float var = fmaxf(ss / per_row - mean * mean, 0.f);
-      block_stats[g - first_group][0] = mean;
-      block_stats[g - first_group][1] = rsqrtf(var + eps);
+      const float2 st = mean_rstd(s, ss, per_row, eps);
+      block_stats[g - first_group][0] = st.x;
+      block_stats[g - first_group][1] = st.y;
     }
     __syncthreads();
   }
@@ -598,11 +602,14 @@ extern "C" __global__ void group_norm_tokens_single_f16(const __half *x, const _
 // whole groups (`block_channels`, a multiple of the group width) and the pixels into chunks:
 // grid (chunks, channels / block_channels, batch); each thread keeps one channel pair of the
 // block, block_channels / 2 threads a pixel and blockDim.x / (block_channels / 2) pixels a pass.
+__device__ __forceinline__ float conv_tail(float y, float b, float e, int has_extra) {
+  const float v = round_as<__half>(y + b);
+  return has_extra ? round_as<__half>(v + e) : v;
+}
+
 __device__ __forceinline__ float2 conv_tail(const __half2 *y, uint64_t i, float2 b, float2 e, int has_extra) {
   const float2 f = __half22float2(y[i]);
-  float2 v = make_float2(round_as<__half>(f.x + b.x), round_as<__half>(f.y + b.y));
-  if (has_extra) v = make_float2(round_as<__half>(v.x + e.x), round_as<__half>(v.y + e.y));
-  return v;
+  return make_float2(conv_tail(f.x, b.x, e.x, has_extra), conv_tail(f.y, b.y, e.y, has_extra));
 }
 
 // Pass 1: partial sums of v and v*v of each group over the block's pixels, into
@@ -689,9 +696,9 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
     const float s = warp_sum(lane32 < stats_chunks ? p[2 * lane32] : 0.f);
     const float ss = warp_sum(lane32 < stats_chunks ? p[2 * lane32 + 1] : 0.f);
     if (lane32 == 0) {
-      const float mean = s / per_group;
-      stats[i][0] = mean;
-      stats[i][1] = rsqrtf(fmaxf(ss / per_group - mean * mean, 0.f) + eps);
+      const float2 st = mean_rstd(s, ss, per_group, eps);
+      stats[i][0] = st.x;
+      stats[i][1] = st.y;
     }
   }
   __syncthreads();
@@ -729,9 +736,7 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
     __half *oh = reinterpret_cast<__half *>(&o4);
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-      float v = round_as<__half>(__half2float(yh[k]) + b[k]);
-      if (has_extra) v = round_as<__half>(v + e[k]);
-      float a = v * scale[k] + shift[k];
+      float a = conv_tail(__half2float(yh[k]), b[k], e[k], has_extra) * scale[k] + shift[k];
       if (silu_after) a = silu(round_as<__half>(a));
       oh[k] = __float2half_rn(a);
     }
