@@ -19,7 +19,6 @@ pub fn linear(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    let f16_on_cuda = |t: &Tensor| t.device().is_cuda() && t.dtype() == DType::F16;
     if !cfg!(feature = "cuda") || !f16_on_cuda(xs) || !f16_on_cuda(weight) || xs.rank() < 2 || weight.rank() != 2 {
         return Ok(None);
     }
@@ -32,13 +31,10 @@ pub fn linear(
     if residual.is_some_and(|r| !f16_on_cuda(r) || r.dims() != out_dims.as_slice()) {
         return Ok(None);
     }
-    // cuBLASLt's 16-byte alignment: every row a multiple of 8 halves, every view starting on
-    // one (candle's allocations themselves are 256-byte aligned).
-    let aligned = |t: Option<&Tensor>| t.is_none_or(|t| t.layout().start_offset() % 8 == 0);
     if k % 8 != 0
         || n % 8 != 0
         || xs.elem_count() / k > i32::MAX as usize
-        || ![Some(xs), Some(weight), bias, residual].into_iter().all(aligned)
+        || ![Some(xs), Some(weight), bias, residual].into_iter().flatten().all(starts_aligned)
     {
         return Ok(None);
     }
@@ -50,24 +46,32 @@ pub fn linear(
 /// column-major, a sample's output [k, h*w] is the h*w x k matrix X·Wᵀ, X being the sample's
 /// input read as h*w x c, and the addend comes in as C. None where cuBLASLt is not used.
 pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Option<Tensor>> {
-    let f16_on_cuda = |t: &Tensor| t.device().is_cuda() && t.dtype() == DType::F16;
     if !cfg!(feature = "cuda") || !f16_on_cuda(xs) || !f16_on_cuda(weight) || !f16_on_cuda(addend) || xs.rank() != 4 {
         return Ok(None);
     }
     let (b, c, h, w) = xs.dims4()?;
     let (k, wc) = weight.dims2()?;
     let pixels = h * w;
-    let aligned = |t: &Tensor| t.layout().start_offset() % 8 == 0;
     if wc != c || addend.dims() != [b, k, h, w] || c % 8 != 0 || k % 8 != 0 || pixels % 8 != 0 {
         return Ok(None);
     }
     if b * c * pixels > i32::MAX as usize
         || b * k * pixels > i32::MAX as usize
-        || ![xs, weight, addend].into_iter().all(aligned)
+        || ![xs, weight, addend].into_iter().all(starts_aligned)
     {
         return Ok(None);
     }
     imp::pointwise_conv_plus(xs, weight, addend)
+}
+
+fn f16_on_cuda(t: &Tensor) -> bool {
+    t.device().is_cuda() && t.dtype() == DType::F16
+}
+
+/// cuBLASLt's 16-byte alignment: every view starting on a multiple of 8 halves (candle's
+/// allocations themselves are 256-byte aligned; the callers check that rows are multiples of 8).
+fn starts_aligned(t: &Tensor) -> bool {
+    t.layout().start_offset() % 8 == 0
 }
 
 #[cfg(feature = "cuda")]
