@@ -40,6 +40,13 @@ export interface LoadOptions extends HubOptions {
    */
   cudnnBenchmark?: boolean;
   /**
+   * Time cuBLASLt's first few algorithms for each matrix-product shape the first time it runs and
+   * keep the fastest (PyTorch's TunableOp; CUDA, f16): a slower first call at each new size, and
+   * since the choice follows timings, images may differ in the last bits from one process to the
+   * next. Default false.
+   */
+  gemmBenchmark?: boolean;
+  /**
    * Keep the filters of kxk convolutions channels-last (converted once at load) and run cuDNN's
    * NHWC kernels, with the bias, time embedding and residual add fused into the layout change
    * back (CUDA builds with `cudnn`). Off, cuDNN gets NCHW tensors and converts them on every call. Default true.
@@ -119,7 +126,7 @@ export const MAX_STEPS = 1000;
 /** The most images one call may make. */
 export const MAX_IMAGES_PER_PROMPT = 64;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "channelsLast", "cudnnAttention", "cudaGraphs"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "gemmBenchmark", "channelsLast", "cudnnAttention", "cudaGraphs"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
@@ -159,6 +166,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
   if (o.cudnn !== undefined) raw.cudnn = boolean(o.cudnn, "cudnn");
   if (o.cudnnBenchmark !== undefined) raw.cudnnBenchmark = boolean(o.cudnnBenchmark, "cudnnBenchmark");
+  if (o.gemmBenchmark !== undefined) raw.gemmBenchmark = boolean(o.gemmBenchmark, "gemmBenchmark");
   if (o.channelsLast !== undefined) raw.channelsLast = boolean(o.channelsLast, "channelsLast");
   if (o.cudnnAttention !== undefined) raw.cudnnAttention = boolean(o.cudnnAttention, "cudnnAttention");
   if (o.cudaGraphs !== undefined) raw.cudaGraphs = boolean(o.cudaGraphs, "cudaGraphs");

@@ -47,6 +47,8 @@ export interface PipelineInfo {
   cudnn: boolean;
   /** Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnnBenchmark: true`). */
   cudnnBenchmark: boolean;
+  /** Whether cuBLASLt algorithms are chosen by timing them (CUDA, f16 and `gemmBenchmark: true`). */
+  gemmBenchmark: boolean;
   /** Whether kxk convolutions run channels-last through cuDNN (`cudnn` on and `channelsLast` not false). */
   channelsLast: boolean;
   /** Whether self-attention runs on cuDNN's fused kernel (`flashAttention` and `cudnn` on, `cudnnAttention` not false). */

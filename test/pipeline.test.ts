@@ -36,6 +36,7 @@ test("info reflects the model folder's configs and the requested device", (t) =>
   t.false(pipe.cudnn);
   t.false(pipe.cudaGraphs);
   t.false(pipe.info.cudnnBenchmark);
+  t.false(pipe.info.gemmBenchmark);
   t.false(pipe.info.channelsLast);
   t.false(pipe.info.cudnnAttention);
   t.is(pipe.gpuMemory(), undefined);

@@ -22,7 +22,7 @@ const [modelDir, outPath] = process.argv.slice(2);
 const STEPS = Number(process.env.STEPS ?? 50);
 const RUNS = Number(process.env.RUNS ?? 3);
 const WHICH = (process.env.WHICH ??
-  "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs:nchw,fp16+flash+graphs:fa2,fp16+flash+graphs:b8:fa2,fp16+flash+graphs+bench").split(",");
+  "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs:nchw,fp16+flash+graphs:fa2,fp16+flash+graphs:b8:fa2,fp16+flash+graphs+bench,fp16+flash+graphs+gemmbench,fp16+flash+graphs+gemmbench:b8").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
@@ -38,6 +38,12 @@ const VARIANTS = {
   "fp16+flash+graphs:b16": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs+bench": {
     load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnBenchmark: true }, variant: "fp16+flash+graphs, cudnnBenchmark",
+  },
+  "fp16+flash+graphs+gemmbench": {
+    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, gemmBenchmark: true }, variant: "fp16+flash+graphs, gemmBenchmark",
+  },
+  "fp16+flash+graphs+gemmbench:b8": {
+    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, gemmBenchmark: true }, batch: 8, variant: "fp16+flash+graphs, gemmBenchmark",
   },
   "fp16+flash+graphs:fa2": {
     load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnAttention: false }, variant: "fp16+flash+graphs, FlashAttention-2 only",

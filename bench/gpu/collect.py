@@ -79,7 +79,7 @@ def main(out):
     parity = {}
     for name, key in (("parity-f32.json", "f32"), ("parity-f16-flash.json", "f16"), ("parity-f16-unfused.json", "f16_unfused"),
                       ("parity-f16-flash-eager.json", "f16_eager"),
-                      ("parity-f16-flash-nchw.json", "f16_nchw")):
+                      ("parity-f16-flash-nchw.json", "f16_nchw"), ("parity-f16-flash-benchmarked.json", "f16_benchmarked")):
         p = read(out, name)
         if p:
             lat = p["parity"]["latents_max_abs_rel"]

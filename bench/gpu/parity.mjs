@@ -47,6 +47,7 @@ for (const [name, load] of [
   ["f16-unfused", { dtype: "f16", flashAttention: false }],
   ["f16-flash-eager", { dtype: "f16", flashAttention: true, cudaGraphs: false }],
   ["f16-flash-nchw", { dtype: "f16", flashAttention: true, channelsLast: false }],
+  ["f16-flash-benchmarked", { dtype: "f16", flashAttention: true, cudnnBenchmark: true, gemmBenchmark: true }],
 ]) {
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: process.env.DEVICE ?? "cuda", ...load });
   const latents = await pipe.generateLatents(call);

@@ -133,6 +133,7 @@ export interface RawLoadOptions {
   flashAttention?: boolean
   cudnn?: boolean
   cudnnBenchmark?: boolean
+  gemmBenchmark?: boolean
   channelsLast?: boolean
   cudnnAttention?: boolean
   cudaGraphs?: boolean
@@ -154,6 +155,7 @@ export interface RawPipelineInfo {
   flashAttention: boolean
   cudnn: boolean
   cudnnBenchmark: boolean
+  gemmBenchmark: boolean
   channelsLast: boolean
   cudnnAttention: boolean
   cudaGraphs: boolean

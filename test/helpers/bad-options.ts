@@ -177,6 +177,7 @@ export const BAD_LOAD_OPTIONS: BadCase[] = [
   { options: { cudnn: 1 }, message: "Expected boolean for cudnn but received 1" },
   { options: { cudaGraphs: "no" }, message: 'Expected boolean for cudaGraphs but received "no"' },
   { options: { cudnnBenchmark: null }, message: "Expected boolean for cudnnBenchmark but received null" },
+  { options: { gemmBenchmark: "yes" }, message: 'Expected boolean for gemmBenchmark but received "yes"' },
   { options: { channelsLast: "nhwc" }, message: 'Expected boolean for channelsLast but received "nhwc"' },
   { options: { cudnnAttention: 1 }, message: "Expected boolean for cudnnAttention but received 1" },
   { options: { precision: "f16" }, message: 'Unknown option "precision" in load options; did you mean "revision"?' },

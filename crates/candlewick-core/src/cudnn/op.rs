@@ -10,8 +10,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape};
 use cudarc::cudnn::{result as cudnn_result, sys};
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUevent_flags, CUstreamCaptureStatus};
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::f16;
 
 use super::backend::check;
@@ -184,8 +183,7 @@ fn choose_plan(
     }
     let most = candidates.iter().map(|c| c.workspace_bytes).max().unwrap_or(0);
     let mut workspace = if most > 0 { Some(unsafe { device.alloc::<u8>(most) }?) } else { None };
-    let mut best = (f32::INFINITY, 0);
-    for (i, candidate) in candidates.iter().enumerate() {
+    let fastest = crate::cuda_op::timing::fastest(stream, &candidates, BENCHMARK_RUNS, |candidate| {
         let (ws, _ws_sync) = match workspace.as_mut() {
             Some(ws) => {
                 let (ptr, sync) = ws.device_ptr_mut(stream);
@@ -193,34 +191,16 @@ fn choose_plan(
             }
             None => (std::ptr::null_mut(), None),
         };
-        candidate.execute(handle, x, w, y, ws)?; // warm-up
-        let start = timing_event(stream)?;
-        for _ in 0..BENCHMARK_RUNS {
-            candidate.execute(handle, x, w, y, ws)?;
-        }
-        let end = timing_event(stream)?;
-        end.synchronize().map_err(candle_core::Error::wrap)?;
-        let ms = start.elapsed_ms(&end).map_err(candle_core::Error::wrap)?;
-        if ms < best.0 {
-            best = (ms, i);
-        }
-    }
-    Ok(candidates.swap_remove(best.1))
+        candidate.execute(handle, x, w, y, ws)
+    })?;
+    Ok(candidates.swap_remove(fastest.unwrap_or(0)))
 }
 
 /// Plans timed per shape when benchmarking, and runs of each.
 const BENCHMARK_CANDIDATES: usize = 8;
 const BENCHMARK_RUNS: usize = 3;
 
-fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent> {
-    let event = stream.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(candle_core::Error::wrap)?;
-    event.record(stream).map_err(candle_core::Error::wrap)?;
-    Ok(event)
-}
-
-pub(super) fn capturing(stream: &CudaStream) -> bool {
-    matches!(stream.capture_status(), Ok(status) if status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
-}
+pub(super) use crate::cuda_op::timing::capturing;
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
 pub(super) fn grow<'a>(

@@ -271,6 +271,15 @@ mod imp {
         suffix == "f16" && rows % 2 == 0 && cols % 2 == 0 && aligned(pointers, 4)
     }
 
+    /// How many warps the GPU runs at once (SMs x warps an SM).
+    fn resident_warps(dev: &candle_core::cuda::CudaDevice) -> Result<usize> {
+        use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as A;
+        let context = dev.cuda_stream().context().clone();
+        let sms = context.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()?;
+        let threads = context.attribute(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR).w()?;
+        Ok(sms.max(1) as usize * (threads.max(32) as usize / 32))
+    }
+
     /// Whether every device address is a multiple of `bytes` (what a vectorized kernel loads at once).
     fn aligned(pointers: &[u64], bytes: u64) -> bool {
         pointers.iter().all(|p| p % bytes == 0)
@@ -423,11 +432,22 @@ mod imp {
             let (xv, wv, bv) =
                 (contiguous_slice::<T>(x, xl)?, contiguous_slice::<T>(w, wl)?, contiguous_slice::<T>(b, bl)?);
             let mut y = unsafe { dev.alloc::<T>(rows * cols) }?;
-            // f16 rows of an even length up to 64 * 24, 4-byte aligned: the half2 kernel whose
-            // registers hold the row (the smallest that does); otherwise the general one.
-            let half2 = aligned(&[ptr(&dev, &xv), ptr(&dev, &wv), ptr(&dev, &bv)], 4);
+            // f16 rows a multiple of 8 long, 16-byte aligned, too few for a warp a row to fill
+            // half the GPU's warp slots (SD's 32x32 and lower levels at batch 2, CLIP): a block a
+            // row. On an H100 (Nsight, bench/NOTES.md run 36): 512 rows of 1280 3.9 us against
+            // 10.3 a warp a row, 2048 of 640 5.0 against 6.9, but 8192 of 320 8.7 against 6.3.
+            // Otherwise, rows of an even length up to 64 * 24, 4-byte aligned: a warp a row with
+            // the row in half2 registers (the smallest kernel that holds it); else the general one.
+            let pointers = [ptr(&dev, &xv), ptr(&dev, &wv), ptr(&dev, &bv), ptr(&dev, &y)];
+            let half2 = aligned(&pointers, 4);
             let pairs = [4usize, 8, 16, 24].into_iter().find(|&k| cols <= 64 * k);
+            let vec8 = x.dtype() == DType::F16
+                && cols % 8 == 0
+                && cols <= 8 * 1024
+                && aligned(&pointers, 16)
+                && rows < resident_warps(&dev)? / 2;
             let name = match (x.dtype(), pairs) {
+                _ if vec8 => "layer_norm_vec8_f16".to_string(),
                 (DType::F16, Some(k)) if cols % 2 == 0 && half2 => format!("layer_norm_pairs{k}_f16"),
                 _ => format!("layer_norm_{}", suffix(x.dtype())?),
             };
@@ -436,10 +456,18 @@ mod imp {
             let (r32, c32) = (rows as u32, cols as u32);
             args.arg(&xv).arg(&wv).arg(&bv).arg(&mut y).arg(&r32).arg(&c32).arg(&self.eps);
             const ROWS_PER_BLOCK: usize = THREADS as usize / 32;
-            let cfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
+            let cfg = if vec8 {
+                LaunchConfig {
+                    grid_dim: (rows as u32, 1, 1),
+                    block_dim: ((cols / 8).next_multiple_of(32) as u32, 1, 1),
+                    shared_mem_bytes: 0,
+                }
+            } else {
+                LaunchConfig {
+                    grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+                    block_dim: (THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                }
             };
             unsafe { args.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))

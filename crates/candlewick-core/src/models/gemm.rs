@@ -9,7 +9,26 @@
 //! tensors) and the caller takes candle's path; both compute the same function with f32
 //! accumulation (checked against diffusers on the GPU machine: bench/gpu/parity.mjs).
 
+use std::cell::Cell;
+
 use candle_core::{DType, Result, Tensor};
+
+thread_local! {
+    static BENCHMARK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Choose each product shape's algorithm by timing cuBLASLt's first few candidates on its first
+/// call on this thread, instead of taking its heuristics' first choice (PyTorch's TunableOp; off
+/// by default: the choice then depends on timings, so results may differ in the last bits from
+/// one process to the next).
+pub fn set_benchmark(on: bool) {
+    BENCHMARK.with(|b| b.set(on));
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn benchmarking() -> bool {
+    BENCHMARK.with(|b| b.get())
+}
 
 /// `residual + xs · weightᵀ + bias` for `xs` [..., k], `weight` [n, k], `bias` [n] and
 /// `residual` [..., n] (each optional but the weight), or None where cuBLASLt is not used.
@@ -83,10 +102,12 @@ mod imp {
 
     use candle_core::backend::BackendStorage;
     use candle_core::cuda::cudarc::cublaslt::{result as lt, sys};
-    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
+    use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut};
     use candle_core::cuda::{CudaDevice, CudaStorage, DeviceId};
     use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
     use half::f16;
+
+    use crate::cuda_op::timing::{self, capturing};
 
     fn lt_error(e: lt::CublasError) -> candle_core::Error {
         candle_core::Error::Msg(format!("cuBLASLt: {e:?}"))
@@ -181,12 +202,16 @@ mod imp {
         let stream = device.cuda_stream();
         with_thread_state(device, |state| {
             let ThreadState { handle, plans, workspace, .. } = state;
-            if !plans.contains_key(&key) {
-                plans.insert(key, Plan::new(*handle, key)?);
-            }
-            let plan = &plans[&key];
             let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
-            plan.run(*handle, xwy, residual, bias, ws_ptr, stream.cu_stream() as sys::cudaStream_t)
+            let cu_stream = stream.cu_stream() as sys::cudaStream_t;
+            if !plans.contains_key(&key) {
+                let mut plan = Plan::new(*handle, key)?;
+                if super::benchmarking() && !capturing(&stream) {
+                    plan.tune(*handle, &stream, xwy, residual, bias, ws_ptr)?;
+                }
+                plans.insert(key, plan);
+            }
+            plans[&key].run(*handle, xwy, residual, bias, ws_ptr, cu_stream)
         })
     }
 
@@ -262,7 +287,8 @@ mod imp {
         nchw_batch: Option<u64>,
     }
 
-    /// A shape's descriptors and the algorithm cuBLASLt's heuristics chose for it, made once.
+    /// A shape's descriptors and the algorithm cuBLASLt's heuristics chose for it (or, when
+    /// benchmarking, the fastest of their first few), made once.
     /// cuBLASLt is column-major: for a linear layer, the row-major [m, n] output is a
     /// column-major n x m matrix D = op(A) · B with A the weight (k x n column-major, transposed)
     /// and B xs (k x m); for a 1x1 convolution on NCHW tensors, A is xs and B the weight.
@@ -315,22 +341,77 @@ mod imp {
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &transpose)?;
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
             }
+            let chosen = plan.candidates(handle, 1)?;
+            plan.algo = *chosen
+                .first()
+                .ok_or_else(|| lt_error(lt::CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)))?;
+            Ok(plan)
+        }
+
+        /// Times cuBLASLt's first few algorithms for this shape on the call's own tensors (the
+        /// output is written again by the caller afterwards) and keeps the fastest.
+        fn tune(
+            &mut self,
+            handle: sys::cublasLtHandle_t,
+            stream: &std::sync::Arc<CudaStream>,
+            xwy: [u64; 3],
+            residual: Option<u64>,
+            bias: Option<u64>,
+            workspace: u64,
+        ) -> Result<()> {
+            let candidates = self.candidates(handle, TUNE_CANDIDATES)?;
+            if candidates.len() < 2 {
+                return Ok(());
+            }
+            let cu_stream = stream.cu_stream() as sys::cudaStream_t;
+            let fastest = timing::fastest(stream, &candidates, TUNE_RUNS, |algo| {
+                self.algo = *algo;
+                self.run(handle, xwy, residual, bias, workspace, cu_stream)
+            })?;
+            self.algo = candidates[fastest.unwrap_or(0)];
+            Ok(())
+        }
+
+        /// cuBLASLt's heuristics' first `count` algorithms for this plan's shape.
+        fn candidates(&self, handle: sys::cublasLtHandle_t, count: usize) -> Result<Vec<sys::cublasLtMatmulAlgo_t>> {
             let pref = lt::create_matmul_pref().map_err(lt_error)?;
-            let chosen = unsafe {
-                let bytes = WORKSPACE_BYTES as u64;
-                let set = lt::set_matmul_pref_attribute(
+            let bytes = WORKSPACE_BYTES as u64;
+            let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> = vec![unsafe { std::mem::zeroed() }; count];
+            let mut found = 0i32;
+            let [a, b, c] = self.layouts;
+            let status = unsafe {
+                lt::set_matmul_pref_attribute(
                     pref,
                     sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                     (&bytes) as *const u64 as *const c_void,
                     size_of::<u64>(),
-                );
-                let [a, b, c] = plan.layouts;
-                let chosen = set.and_then(|_| lt::get_matmul_algo_heuristic(handle, plan.desc, a, b, c, c, pref));
-                let _ = lt::destroy_matmul_pref(pref);
-                chosen.map_err(lt_error)?
+                )
+                .and_then(|_| {
+                    sys::cublasLtMatmulAlgoGetHeuristic(
+                        handle,
+                        self.desc,
+                        a,
+                        b,
+                        c,
+                        c,
+                        pref,
+                        count as i32,
+                        results.as_mut_ptr(),
+                        &mut found,
+                    )
+                    .result()
+                })
             };
-            plan.algo = chosen.algo;
-            Ok(plan)
+            unsafe {
+                let _ = lt::destroy_matmul_pref(pref);
+            }
+            status.map_err(lt_error)?;
+            Ok(results
+                .into_iter()
+                .take(found.max(0) as usize)
+                .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+                .map(|r| r.algo)
+                .collect())
         }
 
         unsafe fn set<T>(&self, attr: sys::cublasLtMatmulDescAttributes_t, value: &T) -> Result<()> {
@@ -380,6 +461,10 @@ mod imp {
             }
         }
     }
+
+    /// Algorithms timed per shape when tuning, and runs of each.
+    const TUNE_CANDIDATES: usize = 8;
+    const TUNE_RUNS: usize = 5;
 
     /// Makes `layout` a strided batch of `count` matrices `stride` elements apart.
     unsafe fn batch_layout(layout: sys::cublasLtMatrixLayout_t, count: i32, stride: i64) -> Result<()> {

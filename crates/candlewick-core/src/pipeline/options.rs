@@ -21,6 +21,9 @@ pub struct LoadOptions {
     /// Time cuDNN's first few plans per convolution shape on its first call and keep the fastest
     /// (PyTorch's `torch.backends.cudnn.benchmark`; default false: cuDNN's first choice).
     pub cudnn_benchmark: bool,
+    /// Time cuBLASLt's first few algorithms per matrix-product shape on its first call and keep
+    /// the fastest (PyTorch's TunableOp; CUDA, f16; default false: the heuristics' first choice).
+    pub gemm_benchmark: bool,
     /// Keep convolution filters channels-last and run cuDNN's NHWC kernels for kxk convolutions
     /// (with `cudnn`; default true). Off, cuDNN gets NCHW tensors and converts them itself.
     pub channels_last: bool,
@@ -41,6 +44,7 @@ impl Default for LoadOptions {
             flash_attention: true,
             cudnn: true,
             cudnn_benchmark: false,
+            gemm_benchmark: false,
             channels_last: true,
             cudnn_attention: true,
             cuda_graphs: true,

@@ -19,9 +19,9 @@ use crate::device::{self, DeviceChoice};
 use crate::error::{expected, Error, Result};
 use crate::models::attention::Context;
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
-use crate::models::flash;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::{flash, gemm};
 use crate::profile;
 use crate::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
@@ -48,6 +48,8 @@ pub struct PipelineInfo {
     pub cudnn: bool,
     /// Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnn_benchmark` asked).
     pub cudnn_benchmark: bool,
+    /// Whether cuBLASLt algorithms are chosen by timing them (CUDA, f16, `gemm_benchmark` asked).
+    pub gemm_benchmark: bool,
     /// Whether kxk convolutions run channels-last (`cudnn` on and `channels_last` not false).
     pub channels_last: bool,
     /// Whether self-attention runs through cuDNN's fused kernel (`flash_attention` and `cudnn`
@@ -163,6 +165,7 @@ impl StableDiffusionPipeline {
             flash_attention,
             cudnn,
             cudnn_benchmark: cudnn && options.cudnn_benchmark,
+            gemm_benchmark: options.gemm_benchmark && device.is_cuda() && dtype == DType::F16,
             channels_last,
             cudnn_attention: flash_attention && cudnn && options.cudnn_attention,
             cuda_graphs: options.cuda_graphs && device.is_cuda(),
@@ -207,6 +210,7 @@ impl StableDiffusionPipeline {
         flash::set_enabled(self.info.flash_attention);
         cudnn::set_enabled(self.info.cudnn);
         cudnn::set_benchmark(self.info.cudnn_benchmark);
+        gemm::set_benchmark(self.info.gemm_benchmark);
         cudnn::set_attention(self.info.cudnn_attention);
 
         // 1. Check inputs.
