@@ -431,7 +431,11 @@ extern "C" __global__ void geglu_vec8_f16(const __half *h, const __half *bias, _
 
 // The f16 transposing kernels on 64x64 tiles with two elements a thread (4-byte loads and
 // stores instead of 2-byte ones): both dims even, pointers 4-byte aligned. Grid (ceil(cols / 64),
-// ceil(rows / 64), batch), block (32, 8). Same arithmetic as the 32x32 versions.
+// ceil(rows / 64), batch), block (32, TILE_ROWS). Same arithmetic as the 32x32 versions. Each
+// thread covers 64 / TILE_ROWS rows of the tile in loops with a compile-time stride, unrolled so
+// that its loads can be issued together (at SD's lower levels these kernels have a few dozen
+// blocks; bench/NOTES.md, run 36).
+#define TILE_ROWS 8u
 
 // group_norm_apply_tokens: x [batch, channels, pixels] -> y [batch, pixels, channels].
 // With `chunks` > 0, `stats` holds pass 1's partials (`chunks` a row, rows of `per_row`
@@ -461,7 +465,8 @@ extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, co
     }
     __syncthreads();
   }
-  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+#pragma unroll
+  for (uint32_t j = threadIdx.y; j < 64; j += TILE_ROWS) {
     const uint32_t c = c0 + j, p = p0 + tx2;
     if (c < channels && p < pixels) {
       const float *st = chunks > 0 ? block_stats[c / channels_per_group - first_group]
@@ -478,7 +483,8 @@ extern "C" __global__ void group_norm_apply_tokens_pairs_f16(const __half *x, co
     }
   }
   __syncthreads();
-  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+#pragma unroll
+  for (uint32_t j = threadIdx.y; j < 64; j += TILE_ROWS) {
     const uint32_t p = p0 + j, c = c0 + tx2;
     if (c < channels && p < pixels) {
       *reinterpret_cast<__half2 *>(y + base + (uint64_t)p * channels + c) = __halves2half2(tile[tx2][j], tile[tx2 + 1][j]);
@@ -493,7 +499,8 @@ extern "C" __global__ void conv_epilogue_pairs_f16(const __half *x, const __half
   __shared__ __half tile[64][65];
   const uint64_t base = (uint64_t)blockIdx.z * rows * cols;
   const uint32_t r0 = blockIdx.y * 64, c0 = blockIdx.x * 64, tx2 = 2 * threadIdx.x;
-  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+#pragma unroll
+  for (uint32_t j = threadIdx.y; j < 64; j += TILE_ROWS) {
     const uint32_t r = r0 + j, c = c0 + tx2;
     if (r < rows && c < cols) {
       const __half2 v = *reinterpret_cast<const __half2 *>(x + base + (uint64_t)r * cols + c);
@@ -502,7 +509,8 @@ extern "C" __global__ void conv_epilogue_pairs_f16(const __half *x, const __half
     }
   }
   __syncthreads();
-  for (uint32_t j = threadIdx.y; j < 64; j += blockDim.y) {
+#pragma unroll
+  for (uint32_t j = threadIdx.y; j < 64; j += TILE_ROWS) {
     const uint32_t c = c0 + j, r = r0 + tx2;
     if (r < rows && c < cols) {
       const float b = __half2float(bias[c]);
@@ -675,6 +683,7 @@ extern "C" __global__ void group_norm_stats_nhwc_f16(const __half *y, const __ha
                                : make_float2(0.f, 0.f);
     const __half2 *src = reinterpret_cast<const __half2 *>(y) + (uint64_t)blockIdx.z * pixels * pairs;
     const uint32_t end = min((blockIdx.x + 1) * pixels_per_chunk, pixels);
+#pragma unroll 4
     for (uint32_t p = blockIdx.x * pixels_per_chunk + lane; p < end; p += lanes) {
       const float2 v = conv_tail(src, (uint64_t)p * pairs + pair, b, e, has_extra);
       s += v.x + v.y;

@@ -239,9 +239,12 @@ mod imp {
         }
     }
 
-    /// Enough blocks to cover `numel` a few times over on a large GPU, no more.
-    fn elementwise_grid(numel: usize) -> u32 {
-        numel.div_ceil(THREADS as usize * 4).clamp(1, 65_535 * 8) as u32
+    /// A thread an item (`items` elements, or 16-byte vectors for the vec8 kernels), up to
+    /// 65,535 * 8 blocks, past which the kernels' grid-stride loops take several. Fewer blocks
+    /// with several items a thread leave the GPU waiting on one load after another where a
+    /// tensor is small (GEGLU at SD's 16x16 level: 327K vectors).
+    fn elementwise_grid(items: usize) -> u32 {
+        items.div_ceil(THREADS as usize).clamp(1, 65_535 * 8) as u32
     }
 
     /// The launch of a kernel over the 32x32 tiles of [batch, rows, cols] (fused.cu's transpose,
@@ -256,7 +259,7 @@ mod imp {
     }
 
     /// The launch of a `_pairs_f16` kernel over 64x64 tiles of [batch, rows, cols]: grid
-    /// (cols / 64, rows / 64, batch), block (32, 8).
+    /// (cols / 64, rows / 64, batch), block (32, 8) (8 is fused.cu's TILE_ROWS).
     fn tile_grid_64(batch: usize, rows: usize, cols: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, batch as u32),
