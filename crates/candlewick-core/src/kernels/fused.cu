@@ -798,6 +798,17 @@ extern "C" __global__ void group_norm_apply_nhwc_f16(const __half *y, const __ha
   }
 }
 
+// [a, b] along dim 1 of [n, ...] tensors, any dtype: each sample's a_vectors 16-byte vectors of
+// a, then its b_vectors of b (per-sample sizes multiples of 16 bytes, pointers 16-byte aligned).
+extern "C" __global__ void cat_dim1_vec16(const uint4 *a, const uint4 *b, uint4 *y, uint32_t a_vectors,
+                                          uint32_t b_vectors, uint32_t vectors) {
+  const uint32_t per_sample = a_vectors + b_vectors;
+  for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += blockDim.x * gridDim.x) {
+    const uint32_t n = v / per_sample, j = v - n * per_sample;
+    y[v] = j < a_vectors ? a[(uint64_t)n * a_vectors + j] : b[(uint64_t)n * b_vectors + (j - a_vectors)];
+  }
+}
+
 extern "C" __global__ void group_norm_finalize(const float *partial, float *stats, uint32_t rows,
                                                uint32_t chunks, uint32_t per_row, float eps) {
   finalize_group_stats(partial, stats, rows, chunks, per_row, eps);

@@ -1,5 +1,5 @@
 //! Fused CUDA kernels (src/kernels/fused.cu) for bias adds, GroupNorm (+ SiLU), GEGLU, the
-//! NCHW <-> tokens transposes and a channels-last convolution's tail: one kernel where candle runs several, and no per-element index
+//! NCHW <-> tokens transposes, a channels-last convolution's tail and the skip concatenation: one kernel where candle runs several, and no per-element index
 //! arithmetic for broadcasts and permutes.
 //!
 //! Each function returns None when the kernels cannot run here (a CPU tensor, a build without
@@ -174,6 +174,28 @@ fn block_channels(channels: usize, groups: usize) -> usize {
         }
     }
     per_block * width
+}
+
+/// `a` [n, c1, ...] and `b` [n, c2, ...] (the same other dims) concatenated along dim 1 in one
+/// kernel of 16-byte copies, where candle's `Tensor::cat` launches a strided copy per input (the
+/// up blocks' skip connections, 12 a UNet step). None where the sizes or offsets do not make
+/// whole 16-byte vectors.
+pub fn cat_dim1(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(a) || b.dtype() != a.dtype() || !b.device().same_device(a.device()) || a.rank() < 2 {
+        return Ok(None);
+    }
+    if b.rank() != a.rank() || a.dim(0)? != b.dim(0)? || a.dims()[2..] != b.dims()[2..] || a.dim(0)? == 0 {
+        return Ok(None);
+    }
+    let size = a.dtype().size_in_bytes();
+    let n = a.dim(0)?;
+    let whole_vectors = |t: &Tensor| {
+        t.elem_count() / n * size % 16 == 0 && (!t.is_contiguous() || t.layout().start_offset() * size % 16 == 0)
+    };
+    if !whole_vectors(a) || !whole_vectors(b) || (a.elem_count() + b.elem_count()) * size / 16 > u32::MAX as usize {
+        return Ok(None);
+    }
+    imp::cat_dim1(a, b).map(Some)
 }
 
 /// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
@@ -735,6 +757,47 @@ mod imp {
         h.apply_op2_no_bwd(&b, &Geglu { has_bias: bias.is_some() })
     }
 
+    // ---- concatenation along dim 1 ---------------------------------------------------------
+
+    struct CatDim1;
+
+    impl CatDim1 {
+        fn run<T: CudaDType + DeviceRepr>(
+            &self,
+            (a, al): (&CudaStorage, &Layout),
+            (b, bl): (&CudaStorage, &Layout),
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = a.device().clone();
+            let (mut dims, n) = (al.shape().dims().to_vec(), al.shape().dims()[0]);
+            dims[1] += bl.shape().dims()[1];
+            let (av, bv) = (contiguous_slice::<T>(a, al)?, contiguous_slice::<T>(b, bl)?);
+            let numel = av.len() + bv.len();
+            let mut y = unsafe { dev.alloc::<T>(numel) }?;
+            if !aligned(&[ptr(&dev, &av), ptr(&dev, &bv), ptr(&dev, &y)], 16) {
+                bail!("concatenation: a tensor is not 16-byte aligned");
+            }
+            let vector = 16 / std::mem::size_of::<T>();
+            let (a_vectors, b_vectors) = ((av.len() / n / vector) as u32, (bv.len() / n / vector) as u32);
+            let vectors = (numel / vector) as u32;
+            let func = dev.get_or_load_custom_func("cat_dim1_vec16", MODULE, PTX)?;
+            let mut args = func.builder();
+            args.arg(&av).arg(&bv).arg(&mut y).arg(&a_vectors).arg(&b_vectors).arg(&vectors);
+            let cfg = LaunchConfig {
+                grid_dim: (elementwise_grid(numel / vector), 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { args.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(dims)))
+        }
+    }
+
+    custom_op!(CustomOp2 for CatDim1, "fused-cat-dim1", a al, b bl);
+
+    pub fn cat_dim1(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &CatDim1)
+    }
+
     // ---- transpose --------------------------------------------------------------------------
 
     struct Transpose;
@@ -1098,6 +1161,9 @@ mod imp {
         bail!("fused kernels need the CUDA build")
     }
     pub fn geglu(_: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
+        bail!("fused kernels need the CUDA build")
+    }
+    pub fn cat_dim1(_: &Tensor, _: &Tensor) -> Result<Tensor> {
         bail!("fused kernels need the CUDA build")
     }
 }

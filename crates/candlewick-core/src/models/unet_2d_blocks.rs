@@ -6,6 +6,7 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{Attention, AttentionConfig, Context, Transformer2DConfig, Transformer2DModel};
+use super::fused;
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, TimeEmbedding, Upsample2D};
 
 /// Settings of the transformers inside a cross-attention block.
@@ -213,7 +214,10 @@ impl UpBlock2D {
         }
         let mut xs = xs.clone();
         for (i, (resnet, skip)) in self.resnets.iter().zip(skips.iter().rev()).enumerate() {
-            xs = Tensor::cat(&[&xs, skip], 1)?;
+            xs = match fused::cat_dim1(&xs, skip)? {
+                Some(cat) => cat,
+                None => Tensor::cat(&[&xs, skip], 1)?,
+            };
             xs = resnet.forward(&xs, Some(temb))?;
             if let Some(attn) = self.attentions.get(i) {
                 xs = attn.forward(&xs, context)?;
