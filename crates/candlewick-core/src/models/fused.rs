@@ -262,9 +262,9 @@ mod imp {
     }
 
     /// A thread an item (`items` elements, or 16-byte vectors for the vec8 kernels), up to
-    /// 65,535 * 8 blocks, past which the kernels' grid-stride loops take several. Fewer blocks
-    /// with several items a thread leave the GPU waiting on one load after another where a
-    /// tensor is small (GEGLU at SD's 16x16 level: 327K vectors).
+    /// 65,535 * 8 blocks, past which the kernels' grid-stride loops take several (with the
+    /// unrolled tile loops, about 0.5% at batch 1 against four items a thread: bench/NOTES.md,
+    /// run 36, call 7).
     fn elementwise_grid(items: usize) -> u32 {
         items.div_ceil(THREADS as usize).clamp(1, 65_535 * 8) as u32
     }
