@@ -17,7 +17,16 @@ npx ava 2>&1 | tee "$logs/ava.log" || status=1
 
 echo "== cargo check of the CUDA build (scripts/cuda/check.sh: CUDA 13.0 toolkit from PyPI, no GPU needed)"
 if bash scripts/cuda/check.sh > "$logs/cuda-check.log" 2>&1; then cuda_check=1; else cuda_check=0; status=1; fi
-tail -3 "$logs/cuda-check.log"
+if [ "$cuda_check" -eq 1 ]; then
+  tail -1 "$logs/cuda-check.log"
+else
+  # The reason, not just cargo's last line: errors, failed tools, then the log's end and the free disk.
+  echo "cuda check FAILED; its errors:"
+  grep -E -A12 '^error|panicked|toolkit.sh:|env.sh:|No space left|ERROR' "$logs/cuda-check.log" | head -80
+  echo "-- last lines of the log:"
+  tail -15 "$logs/cuda-check.log"
+  echo "-- free disk: $(df -h --output=avail . | tail -1)"
+fi
 
 passed=0; failed=0
 # cargo: "test result: ok. 12 passed; 0 failed; ..."

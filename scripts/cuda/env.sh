@@ -1,7 +1,9 @@
 # Sourced by the CUDA build scripts: the environment for building candle's CUDA kernels,
 # cuDNN bindings and FlashAttention-2 on a machine without a GPU, for Hopper (sm_90).
 _root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export CUDA_HOME=$(bash "$_root/scripts/cuda/toolkit.sh")
+# (A failed install stops the sourcing script here rather than building with no toolkit.)
+CUDA_HOME=$(bash "$_root/scripts/cuda/toolkit.sh") || { echo "env.sh: the CUDA toolkit could not be installed (above)" >&2; return 1; }
+export CUDA_HOME
 export CUDA_PATH=$CUDA_HOME
 export PATH=$CUDA_HOME/bin:$PATH
 export LIBRARY_PATH=$CUDA_HOME/lib64:$CUDA_HOME/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}

@@ -11,20 +11,33 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=$PWD/.cache/cuda-13.0
 home=$prefix/home
+# pip into a target folder, three tries (the wheels are about 1.5 GB: a dropped download
+# should not fail CI), without pip's wheel cache (it would double the disk used).
+pip_install() {
+  local target=$1; shift
+  local try
+  for try in 1 2 3; do
+    python3 -m pip install -q --disable-pip-version-check --no-cache-dir --retries 10 --timeout 60 \
+      --no-deps --upgrade --target "$target" "$@" >&2 && return 0
+    echo "toolkit.sh: pip install into $target failed (try $try of 3); free disk: $(df -h --output=avail "$PWD" | tail -1)" >&2
+    sleep $((try * 10))
+  done
+  echo "toolkit.sh: could not install $* from PyPI" >&2
+  return 1
+}
 # cuDNN's frontend (C++ headers only) for src/cudnn/sdpa.cpp: its graph API builds the fused attention.
 frontend() {
   [ -e "$home/include-cudnn-frontend/cudnn_frontend.h" ] && return
-  python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$prefix/frontend" \
-    nvidia-cudnn-frontend==1.32.0 >&2
+  pip_install "$prefix/frontend" nvidia-cudnn-frontend==1.32.0
   mkdir -p "$home"
   ln -sfn "$prefix/frontend/include" "$home/include-cudnn-frontend"
 }
 if [ -x "$home/bin/nvcc" ] && [ -x "$home/nvvm/bin/cicc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then frontend; echo "$home"; exit 0; fi
 
-python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$prefix/site" \
+pip_install "$prefix/site" \
   nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
   nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 \
-  nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.1.26 >&2
+  nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.1.26
 
 cu=$prefix/site/nvidia/cu13
 mkdir -p "$home/lib64/stubs"
@@ -44,4 +57,8 @@ echo 'void candlewick_cuda_stub(void) {}' > "$prefix/stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$home/lib64/stubs/libcuda.so" "$prefix/stub.c"
 ln -sf "$home/lib64/stubs/libcuda.so" "$home/lib64/stubs/libcuda.so.1"
 frontend
+for need in bin/nvcc nvvm/bin/cicc include/cuda.h include-cudnn/cudnn.h lib64/stubs/libcuda.so \
+  include-cudnn-frontend/cudnn_frontend.h; do
+  [ -e "$home/$need" ] || { echo "toolkit.sh: $home/$need is missing after the install" >&2; exit 1; }
+done
 echo "$home"
