@@ -16,10 +16,11 @@ echo "== ava (package, CLI, runtimes)"
 npx ava 2>&1 | tee "$logs/ava.log" || status=1
 
 echo "== cargo check of the CUDA build (scripts/cuda/check.sh: CUDA 13.0 toolkit from PyPI, no GPU needed)"
-if bash scripts/cuda/check.sh > "$logs/cuda-check.log" 2>&1; then cuda_check=1; else cuda_check=0; status=1; fi
-if [ "$cuda_check" -eq 1 ]; then
+if bash scripts/cuda/check.sh > "$logs/cuda-check.log" 2>&1; then
+  cuda_check=1
   tail -1 "$logs/cuda-check.log"
 else
+  cuda_check=0; status=1
   # The reason, not just cargo's last line: errors, failed tools, then the log's end and the free disk.
   echo "cuda check FAILED; its errors:"
   grep -E -A12 '^error|panicked|toolkit.sh:|env.sh:|No space left|ERROR' "$logs/cuda-check.log" | head -80

@@ -31,8 +31,16 @@ frontend() {
   pip_install "$prefix/frontend" nvidia-cudnn-frontend==1.32.0
   mkdir -p "$home"
   ln -sfn "$prefix/frontend/include" "$home/include-cudnn-frontend"
+  [ -e "$home/include-cudnn-frontend/cudnn_frontend.h" ] || { echo "toolkit.sh: cudnn_frontend.h is missing after the install" >&2; exit 1; }
 }
-if [ -x "$home/bin/nvcc" ] && [ -x "$home/nvvm/bin/cicc" ] && [ -e "$home/lib64/stubs/libcuda.so" ]; then frontend; echo "$home"; exit 0; fi
+# What the build uses from the toolkit; the first one missing, if any.
+missing() {
+  local piece
+  for piece in bin/nvcc nvvm/bin/cicc include/cuda.h include-cudnn/cudnn.h lib64/stubs/libcuda.so; do
+    [ -e "$home/$piece" ] || { echo "$piece"; return; }
+  done
+}
+if [ -z "$(missing)" ]; then frontend; echo "$home"; exit 0; fi
 
 pip_install "$prefix/site" \
   nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-runtime==13.0.96 \
@@ -57,8 +65,6 @@ echo 'void candlewick_cuda_stub(void) {}' > "$prefix/stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$home/lib64/stubs/libcuda.so" "$prefix/stub.c"
 ln -sf "$home/lib64/stubs/libcuda.so" "$home/lib64/stubs/libcuda.so.1"
 frontend
-for need in bin/nvcc nvvm/bin/cicc include/cuda.h include-cudnn/cudnn.h lib64/stubs/libcuda.so \
-  include-cudnn-frontend/cudnn_frontend.h; do
-  [ -e "$home/$need" ] || { echo "toolkit.sh: $home/$need is missing after the install" >&2; exit 1; }
-done
+piece=$(missing)
+[ -z "$piece" ] || { echo "toolkit.sh: $home/$piece is missing after the install" >&2; exit 1; }
 echo "$home"
