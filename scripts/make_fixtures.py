@@ -9,7 +9,7 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sd/     tiny random Stable Diffusion model in diffusers' folder layout (real CLIP
                              vocabulary), f32 weights plus *.fp16.safetensors variants
   test/fixtures/goldens/     tokens.json, clip_tokenizer_reference.json, text_encoder.*, unet.safetensors,
-                             vae.safetensors, ddim.json, pipeline.*
+                             vae.safetensors, ddim.json, schedulers.*, pipeline.*
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
 import fixture_models  # noqa: E402
 import fixture_prompts  # noqa: E402
+import fixture_schedulers  # noqa: E402
 import fixture_tokenizer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,6 +246,7 @@ def main():
     make_unet(pipe)
     make_vae(pipe)
     fixture_ddim.make(os.path.join(GOLDENS, "ddim.json"))
+    fixture_schedulers.make(GOLDENS)
     make_pipeline(pipe)
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 

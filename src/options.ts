@@ -6,7 +6,7 @@
 import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated/native.js";
 import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
-import { toRawScheduler, type SchedulerOptions } from "./schedulers.js";
+import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION } from "./errors.js";
 import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
 
@@ -109,8 +109,12 @@ export interface GenerateOptions {
   seeds?: readonly (number | bigint)[];
   /** Start from these latents instead of seeded noise. Default: none. */
   latents?: LatentsOptions;
-  /** The scheduler and overrides of its config. Default: DDIM with the model folder's scheduler config. */
-  scheduler?: SchedulerOptions;
+  /**
+   * The scheduler: a name ("ddim", "DDIMScheduler", a preset such as "dpm++-2m-karras") or
+   * `{ type, ...fields }`, fields in camelCase merged over the model folder's scheduler config.
+   * Default: the folder's scheduler (`pipe.info.scheduler`) with its config.
+   */
+  scheduler?: SchedulerChoice;
   /** Called after each denoising step. Default: none. */
   onProgress?: (progress: GenerateProgress) => void;
   /** Cancels the call: the promise rejects with an AbortError (code ERR_CANDLEWICK_CANCELLED). Default: none. */

@@ -67,6 +67,8 @@ export interface PipelineInfo {
   maxPromptTokens: number;
   /** The model's training timesteps: the most inference steps DDIM allows. */
   numTrainTimesteps: number;
+  /** The folder's scheduler class (scheduler_config.json's `_class_name`, e.g. "PNDMScheduler"): what runs unless a call's `scheduler` picks another. */
+  scheduler: string;
 }
 
 /** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */

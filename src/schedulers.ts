@@ -1,26 +1,27 @@
 /**
- * The DDIM scheduler's options: diffusers' DDIMScheduler config in camelCase, plus eta.
- * Every field overrides the model folder's scheduler/scheduler_config.json for one call; a field
- * left out keeps the folder's value, or diffusers' default when the folder has none.
+ * The schedulers' options: diffusers' scheduler classes, their config fields in camelCase.
+ *
+ * A call's `scheduler` picks the class (`type`) and changes fields of its config; fields left out
+ * keep the model folder's scheduler/scheduler_config.json value (or diffusers' default when the
+ * folder has none), as diffusers' `Class.from_config(pipe.scheduler.config, **fields)` does. Without
+ * `type`, the folder's own class runs (`pipe.info.scheduler`). The fields' types and ranges are
+ * checked once, by the core (its messages name the field: `scheduler.betaEnd`); here the value is
+ * only converted to diffusers' snake_case names.
  */
 
-import type { RawSchedulerOptions } from "./generated/native.js";
-import { boolean, checkOptionsObject, integerIn, invalid, numberAbove, numberIn, oneOf } from "./validate.js";
+import type { RawGenerateOptions } from "./generated/native.js";
+import { invalid, isPlainObject } from "./validate.js";
 
 export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
 export type TimestepSpacing = "leading" | "trailing" | "linspace";
 export type PredictionType = "epsilon" | "v_prediction" | "sample";
 
-export const BETA_SCHEDULES: readonly BetaSchedule[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
 export const TIMESTEP_SPACINGS: readonly TimestepSpacing[] = ["leading", "trailing", "linspace"];
-export const PREDICTION_TYPES: readonly PredictionType[] = ["epsilon", "v_prediction", "sample"];
 
-/** DDIM (Song et al. 2020) as diffusers' DDIMScheduler. */
-export interface DdimSchedulerOptions {
-  /** The scheduler. Default "ddim", the only one so far. */
-  type?: "ddim";
-  /** DDIM's eta, between 0 and 1: 0 is deterministic DDIM, 1 is DDPM-like noise. Default 0. */
-  eta?: number;
+/** The noise-schedule fields every scheduler has. Defaults: the model folder's, else diffusers'. */
+export interface NoiseScheduleOptions {
+  /** Timesteps the model was trained on. Default: the model's (1000). */
+  numTrainTimesteps?: number;
   /** First beta of the schedule. Default: the model's (diffusers: 0.0001; SD1.5: 0.00085). */
   betaStart?: number;
   /** Last beta of the schedule. Default: the model's (diffusers: 0.02; SD1.5: 0.012). */
@@ -29,21 +30,26 @@ export interface DdimSchedulerOptions {
   betaSchedule?: BetaSchedule;
   /** Explicit betas, one per training timestep, replacing the schedule. Default: none. */
   trainedBetas?: readonly number[];
-  /** Timesteps the model was trained on. Default: the model's (1000). */
-  numTrainTimesteps?: number;
-  /** How inference timesteps are spread over the training ones. Default: the model's (diffusers: "leading"). */
-  timestepSpacing?: TimestepSpacing;
-  /** Added to every inference timestep. Default: the model's (diffusers: 0; SD1.5: 1). */
-  stepsOffset?: number;
-  /** Use alpha_cumprod = 1 for the step after the last. Default: the model's (diffusers: true; SD1.5: false). */
-  setAlphaToOne?: boolean;
   /** What the UNet predicts. Default: the model's (diffusers: "epsilon"; SD2.x 768: "v_prediction"). */
   predictionType?: PredictionType;
+  /** How inference timesteps are spread over the training ones. Default: the model's (diffusers: "leading" for most classes). */
+  timestepSpacing?: TimestepSpacing;
+  /** Added to every leading-spaced timestep. Default: the model's (diffusers: 0; SD1.5: 1). */
+  stepsOffset?: number;
+}
+
+/** DDIM (Song et al. 2020) as diffusers' DDIMScheduler. */
+export interface DdimSchedulerOptions extends NoiseScheduleOptions {
+  type?: "ddim" | "DDIMScheduler";
+  /** DDIM's eta, between 0 and 1: 0 is deterministic DDIM, 1 adds DDPM-like noise. Default 0. */
+  eta?: number;
+  /** Use alpha_cumprod = 1 for the step after the last. Default: the model's (diffusers: true; SD1.5: false). */
+  setAlphaToOne?: boolean;
   /** Clip the predicted x0 to [-clipSampleRange, clipSampleRange]. Default: the model's (diffusers: true; SD1.5: false). */
   clipSample?: boolean;
   /** Bound for clipSample. Default: the model's (diffusers: 1). */
   clipSampleRange?: number;
-  /** Dynamic thresholding of x0 (pixel-space models only: true is refused for Stable Diffusion). Default: the model's (diffusers: false). */
+  /** Dynamic thresholding of x0 (pixel-space models only: true is refused for Stable Diffusion). Default: the model's (false). */
   thresholding?: boolean;
   /** Quantile for dynamic thresholding. Default: the model's (diffusers: 0.995). */
   dynamicThresholdingRatio?: number;
@@ -53,65 +59,44 @@ export interface DdimSchedulerOptions {
   rescaleBetasZeroSnr?: boolean;
 }
 
-/** Any scheduler's options (only DDIM so far). */
+/** Any scheduler's options, told apart by `type`. */
 export type SchedulerOptions = DdimSchedulerOptions;
 
-const KNOWN = [
-  "type", "eta", "betaStart", "betaEnd", "betaSchedule", "trainedBetas", "numTrainTimesteps", "timestepSpacing",
-  "stepsOffset", "setAlphaToOne", "predictionType", "clipSample", "clipSampleRange", "thresholding",
-  "dynamicThresholdingRatio", "sampleMaxValue", "rescaleBetasZeroSnr",
-] as const;
+/** A scheduler by name ("ddim", a diffusers class name, or a preset such as "dpm++-2m-karras"), or its options. */
+export type SchedulerChoice = SchedulerOptions | SchedulerOptions["type"] & string;
 
-/** Check scheduler options (named `option` in messages) and convert them to the binding's shape. */
-export function toRawScheduler(value: unknown, option = "scheduler"): RawSchedulerOptions {
-  const o = checkOptionsObject(value, option, KNOWN);
-  const raw: RawSchedulerOptions = {};
-  const name = (key: string) => `${option}.${key}`;
-  if (o.type !== undefined) oneOf(o.type, name("type"), ["ddim"]);
-  if (o.eta !== undefined) raw.eta = numberIn(o.eta, name("eta"), 0, 1);
-  if (o.betaStart !== undefined) raw.betaStart = below1(o.betaStart, name("betaStart"), 0, "number >= 0 and < 1");
-  if (o.betaEnd !== undefined) {
-    const start = raw.betaStart;
-    const what = start === undefined ? "number > 0 and < 1" : `number above ${name("betaStart")} (${start}) and below 1`;
-    raw.betaEnd = below1(o.betaEnd, name("betaEnd"), start ?? 0, what, true);
+const CAMEL_KEY = /^[a-z][a-zA-Z0-9]*$/;
+
+/** `betaEnd` -> `beta_end`. */
+function snakeCase(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * A call's `scheduler` (named `option` in messages) in the binding's shape: `{ type, ...fields }`
+ * with diffusers' snake_case field names. Values pass as they are; the core checks them.
+ */
+export function toRawScheduler(value: unknown, option = "scheduler"): NonNullable<RawGenerateOptions["scheduler"]> {
+  if (typeof value === "string") {
+    if (value.length === 0) throw invalid("scheduler name or options object", option, value);
+    return { type: value };
   }
-  if (o.betaSchedule !== undefined) raw.betaSchedule = oneOf(o.betaSchedule, name("betaSchedule"), BETA_SCHEDULES);
-  if (o.trainedBetas !== undefined) raw.trainedBetas = trainedBetas(o.trainedBetas, name("trainedBetas"));
-  if (o.numTrainTimesteps !== undefined) {
-    raw.numTrainTimesteps = integerIn(o.numTrainTimesteps, name("numTrainTimesteps"), 1, 100_000);
-  }
-  if (o.timestepSpacing !== undefined) {
-    raw.timestepSpacing = oneOf(o.timestepSpacing, name("timestepSpacing"), TIMESTEP_SPACINGS);
-  }
-  if (o.stepsOffset !== undefined) raw.stepsOffset = integerIn(o.stepsOffset, name("stepsOffset"), 0, 100_000);
-  if (o.setAlphaToOne !== undefined) raw.setAlphaToOne = boolean(o.setAlphaToOne, name("setAlphaToOne"));
-  if (o.predictionType !== undefined) {
-    raw.predictionType = oneOf(o.predictionType, name("predictionType"), PREDICTION_TYPES);
-  }
-  if (o.clipSample !== undefined) raw.clipSample = boolean(o.clipSample, name("clipSample"));
-  if (o.clipSampleRange !== undefined) raw.clipSampleRange = numberAbove(o.clipSampleRange, name("clipSampleRange"), 0);
-  if (o.thresholding !== undefined) raw.thresholding = boolean(o.thresholding, name("thresholding"));
-  if (o.dynamicThresholdingRatio !== undefined) {
-    raw.dynamicThresholdingRatio = numberAbove(o.dynamicThresholdingRatio, name("dynamicThresholdingRatio"), 0);
-  }
-  if (o.sampleMaxValue !== undefined) raw.sampleMaxValue = numberAbove(o.sampleMaxValue, name("sampleMaxValue"), 0);
-  if (o.rescaleBetasZeroSnr !== undefined) {
-    raw.rescaleBetasZeroSnr = boolean(o.rescaleBetasZeroSnr, name("rescaleBetasZeroSnr"));
+  if (!isPlainObject(value)) throw invalid("scheduler name or plain object", option, value);
+  const raw: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(value)) {
+    if (field === undefined) continue;
+    if (!CAMEL_KEY.test(key)) throw invalid("camelCase option name", `${option} key`, key);
+    if (key === "type" && typeof field !== "string") throw invalid("string", `${option}.type`, field);
+    raw[snakeCase(key)] = plain(field, `${option}.${key}`);
   }
   return raw;
 }
 
-/** A beta: finite, >= min (> min when `exclusive`) and < 1. */
-function below1(value: unknown, option: string, min: number, what: string, exclusive = false): number {
-  const ok = typeof value === "number" && Number.isFinite(value) && (exclusive ? value > min : value >= min) && value < 1;
-  if (!ok) throw invalid(what, option, value);
-  return value as number;
-}
-
-function trainedBetas(value: unknown, option: string): number[] {
-  const isList = Array.isArray(value) || value instanceof Float64Array || value instanceof Float32Array;
-  if (!isList || (value as ArrayLike<unknown>).length === 0) throw invalid("non-empty array of numbers", option, value);
-  const betas = Array.from(value as ArrayLike<unknown>);
-  betas.forEach((beta, i) => below1(beta, `${option}[${i}]`, 0, "number >= 0 and < 1"));
-  return betas as number[];
+/** A field's value as JSON crosses the binding: numbers, strings, booleans, null and arrays of them. */
+function plain(value: unknown, option: string): unknown {
+  if (value === null || ["number", "string", "boolean"].includes(typeof value)) return value;
+  if (Array.isArray(value) || ArrayBuffer.isView(value)) {
+    return Array.from(value as ArrayLike<unknown>, (v, i) => plain(v, `${option}[${i}]`));
+  }
+  throw invalid("number, string, boolean or array", option, value);
 }

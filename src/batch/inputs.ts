@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 
 import { CandlewickError } from "../errors.js";
 import { checkGenerateOptions, type GenerateOptions } from "../options.js";
-import type { SchedulerOptions } from "../schedulers.js";
+import type { SchedulerChoice } from "../schedulers.js";
 import { checkOptionsObject, invalid } from "../validate.js";
 
 /** One image to make. A plain string is a prompt with every setting at its default. */
@@ -28,7 +28,7 @@ export interface BatchInput {
   /** Default: the batch's, else the model's. */
   height?: number;
   /** Default: the batch's, else the model folder's DDIM config. */
-  scheduler?: SchedulerOptions;
+  scheduler?: SchedulerChoice;
 }
 
 /** Settings every input of a batch starts from. */

@@ -154,7 +154,9 @@ function keyOf(l: PromptLine, model: string): string {
 
 function recordOf(l: PromptLine, seed: bigint, pipe: StableDiffusionPipeline, model: string, key: string, file: string): ManifestRecord {
   const s = l.checked.shared;
-  const { type: _, ...overrides } = { type: "ddim", ...s.scheduler };
+  const chosen = typeof s.scheduler === "string" ? { type: s.scheduler } : { ...s.scheduler };
+  const { type, ...overrides } = chosen;
+  const name = type ?? pipe.info.scheduler;
   return {
     line: l.line,
     ...(l.id !== undefined ? { id: l.id } : {}),
@@ -166,7 +168,7 @@ function recordOf(l: PromptLine, seed: bigint, pipe: StableDiffusionPipeline, mo
     guidance: s.guidanceScale ?? 7.5,
     width: s.width ?? pipe.defaultWidth,
     height: s.height ?? pipe.defaultHeight,
-    scheduler: Object.keys(overrides).length > 0 ? `ddim ${JSON.stringify(overrides)}` : "ddim",
+    scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
     model,
     key,
   };

@@ -81,7 +81,8 @@ export interface RawGenerateOptions {
   /** One u64 per image, instead of `seed`. */
   seeds?: Array<bigint>
   latents?: RawLatents
-  scheduler?: RawSchedulerOptions
+  /** `{ type, ...fields }` in diffusers' snake_case names (src/schedulers.ts converts them). */
+  scheduler?: Record<string, any>
   /** Return the denoised latents instead of images. */
   outputLatents?: boolean
 }
@@ -165,6 +166,8 @@ export interface RawPipelineInfo {
   vaeScaleFactor: number
   maxPromptTokens: number
   numTrainTimesteps: number
+  /** The folder's scheduler class (scheduler_config.json's `_class_name`). */
+  scheduler: string
 }
 
 /** After a denoising step. */
@@ -174,26 +177,6 @@ export interface RawProgress {
   totalSteps: number
   /** The scheduler timestep that step denoised. */
   timestep: number
-}
-
-/** Overrides of the model folder's scheduler_config.json, plus DDIM's eta. */
-export interface RawSchedulerOptions {
-  eta?: number
-  betaStart?: number
-  betaEnd?: number
-  betaSchedule?: string
-  trainedBetas?: Array<number>
-  numTrainTimesteps?: number
-  timestepSpacing?: string
-  stepsOffset?: number
-  setAlphaToOne?: boolean
-  predictionType?: string
-  clipSample?: boolean
-  clipSampleRange?: number
-  thresholding?: boolean
-  dynamicThresholdingRatio?: number
-  sampleMaxValue?: number
-  rescaleBetasZeroSnr?: boolean
 }
 
 export declare function resetGpuMemoryPeak(ordinal: number): void

@@ -44,6 +44,16 @@ pub struct ModelIndex {
     pub class_name: String,
     #[serde(rename = "_diffusers_version", default)]
     pub diffusers_version: Option<String>,
+    /// Each component's `[library, class]` (`"scheduler": ["diffusers", "PNDMScheduler"]`).
+    #[serde(flatten)]
+    pub components: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelIndex {
+    /// A component's class name as model_index.json gives it (`"PNDMScheduler"`), if any.
+    pub fn component_class(&self, component: &str) -> Option<&str> {
+        self.components.get(component)?.as_array()?.get(1)?.as_str()
+    }
 }
 
 /// The folders of one Stable Diffusion model in diffusers' layout.

@@ -85,6 +85,22 @@ pub(crate) fn is_out_of_memory(e: &candle_core::Error) -> bool {
 }
 
 /// sharp-style message: "Expected integer multiple of 8 for width but received 500".
+///
+/// Option paths are diffusers' snake_case names (`num_inference_steps`, `scheduler.beta_end`),
+/// never quoted; values are quoted when they are strings (`{:?}`). A binding renders the message
+/// in its language's spelling by converting the unquoted snake_case words (the Node binding:
+/// `scheduler.betaEnd`).
 pub fn expected(what: &str, option: &str, received: impl std::fmt::Display) -> Error {
     Error::InvalidOption(format!("Expected {what} for {option} but received {received}"))
+}
+
+/// `one of "a", "b", "c"`: the allowed values of a closed set, quoted.
+pub fn one_of(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("one of {}", quoted.join(", "))
+}
+
+/// "1 seed", "3 seeds".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

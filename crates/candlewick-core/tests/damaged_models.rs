@@ -302,8 +302,8 @@ fn malformed_or_missing_configs() {
         ("vae/config.json", Some(r#"{"block_out_channels": "wide"}"#), "vae/config.json", "is not a valid config: block_out_channels: invalid type: string \"wide\", expected a sequence at line 1 column 29"),
         ("vae/config.json", Some(r#"{"block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D"]}"#), VAE, "down_block_types has 1 entries but block_out_channels has 2"),
         ("text_encoder/config.json", Some(r#"{"hidden_size": 48, "num_attention_heads": 4}"#), TE, "shape mismatch for text_model.embeddings.token_embedding.weight, expected: [49408, 48], got: [49408, 32]"),
-        (SCHED, Some(r#"{"num_train_timesteps": 0}"#), SCHED, "is not a valid config: Expected integer between 1 and 100000 for scheduler.numTrainTimesteps but received 0"),
-        (SCHED, Some(r#"{"beta_schedule": "cosine"}"#), SCHED, "is not a valid config: beta_schedule is \"cosine\"; expected \"linear\", \"scaled_linear\", \"squaredcos_cap_v2\" at line 1 column 27"),
+        (SCHED, Some(r#"{"_class_name": "DDIMScheduler", "num_train_timesteps": 0, "typo": 1}"#), SCHED, "is not a valid DDIMScheduler config: Expected integer between 1 and 100000 for scheduler.num_train_timesteps but received 0"),
+        (SCHED, Some(r#"{"beta_schedule": "cosine"}"#), SCHED, "is not a valid DDIMScheduler config: Expected one of \"linear\", \"scaled_linear\", \"squaredcos_cap_v2\" for scheduler.beta_schedule but received \"cosine\""),
         ("model_index.json", Some(r#"{"_class_name": "StableDiffusionXLPipeline"}"#), "model_index.json", "_class_name is \"StableDiffusionXLPipeline\"; candlewick loads [\"StableDiffusionPipeline\"]"),
     ];
     check_file_cases(&cases);

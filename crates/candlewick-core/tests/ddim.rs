@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candlewick_core::schedulers::ddim::{
-    BetaSchedule, DdimOverrides, DdimScheduler, DdimSchedulerConfig, PredictionType, TimestepSpacing,
+use candlewick_core::schedulers::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use candlewick_core::schedulers::{
+    BetaSchedule, NoNoise, PredictionType, Scheduler, SchedulerChoice, StepNoise, TimestepSpacing,
 };
+use serde_json::{json, Map, Value};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -41,7 +43,30 @@ fn case(name: &str) -> Case {
 }
 
 fn config(c: &Case) -> DdimSchedulerConfig {
-    serde_json::from_value(c.config.clone()).unwrap_or_else(|e| panic!("{}: config: {e}", c.name))
+    let mut cfg: DdimSchedulerConfig =
+        serde_json::from_value(c.config.clone()).unwrap_or_else(|e| panic!("{}: config: {e}", c.name));
+    cfg.eta = c.eta;
+    cfg
+}
+
+/// The case's config as scheduler_config.json holds it (a DDIMScheduler folder).
+fn folder(c: &Case) -> SchedulerChoice {
+    let mut map: Map<String, Value> = serde_json::from_value(c.config.clone()).unwrap();
+    map.insert("_class_name".into(), json!("DDIMScheduler"));
+    SchedulerChoice::from_folder(map).unwrap()
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// One noise tensor, for a step with eta > 0.
+struct Given(Option<Tensor>);
+
+impl StepNoise for Given {
+    fn sample_like(&mut self, _like: &Tensor) -> candlewick_core::Result<Tensor> {
+        Ok(self.0.take().expect("the step drew noise twice"))
+    }
 }
 
 fn tensor(values: &[f32]) -> Tensor {
@@ -64,8 +89,9 @@ fn every_golden_config_matches_diffusers() {
         // rescale_zero_terminal_snr subtracts nearly equal square roots near t = 999, which turns that
         // ulp into a few 1e-6 of alphas_cumprod. Everywhere else the values agree to float32 rounding.
         let alpha_bound = if cfg.rescale_betas_zero_snr { 5e-6 } else { 1e-6 };
-        let s = DdimScheduler::new(cfg, c.num_inference_steps).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        assert_eq!(s.timesteps(), c.timesteps.as_slice(), "{}: timesteps", c.name);
+        let mut s = DdimScheduler::new(cfg, c.num_inference_steps).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let want: Vec<f64> = c.timesteps.iter().map(|&t| t as f64).collect();
+        assert_eq!(s.timesteps(), want.as_slice(), "{}: timesteps", c.name);
         for (&t, &golden) in c.timesteps.iter().zip(&c.alphas_cumprod_at_timesteps) {
             let e = rel(s.alphas_cumprod()[t], golden);
             if alpha_bound > 1e-6 {
@@ -78,9 +104,9 @@ fn every_golden_config_matches_diffusers() {
         assert!(rel(s.final_alpha_cumprod(), c.final_alpha_cumprod) <= 1e-6, "{}: final_alpha_cumprod", c.name);
         assert_eq!(s.init_noise_sigma(), c.init_noise_sigma, "{}: init_noise_sigma", c.name);
         for st in &c.steps {
-            let noise = st.variance_noise.as_deref().map(tensor);
+            let mut noise = Given(st.variance_noise.as_deref().map(tensor));
             let prev = s
-                .step(&tensor(&st.model_output), st.timestep, &tensor(&st.sample), c.eta, noise.as_ref())
+                .step(&tensor(&st.model_output), st.timestep as f64, &tensor(&st.sample), &mut noise)
                 .unwrap_or_else(|e| panic!("{} t={}: {e}", c.name, st.timestep));
             let got = prev.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let scale = st.prev_sample.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
@@ -107,22 +133,25 @@ fn missing_keys_take_diffusers_defaults_and_unknown_keys_are_ignored() {
 }
 
 #[test]
-fn overrides_are_applied() {
-    let sd15 = config(&case("sd15_50"));
-    let o = DdimOverrides { timestep_spacing: Some(TimestepSpacing::Trailing), ..Default::default() };
-    assert_eq!(sd15.with_overrides(&o).unwrap(), config(&case("sd15_trailing_50")));
-    let o = DdimOverrides {
-        rescale_betas_zero_snr: Some(true),
-        prediction_type: Some(PredictionType::VPrediction),
-        timestep_spacing: Some(TimestepSpacing::Trailing),
-        eta: Some(0.8),
-        ..Default::default()
-    };
-    assert_eq!(sd15.with_overrides(&o).unwrap(), config(&case("zero_snr_v_trailing_7_eta0.8")));
-    let linear = config(&case("linear_defaults_50"));
-    let o = DdimOverrides { clip_sample_range: Some(0.5), ..Default::default() };
-    assert_eq!(linear.with_overrides(&o).unwrap(), config(&case("linear_clip0.5_7")));
-    assert_eq!(sd15.with_overrides(&DdimOverrides::default()).unwrap(), sd15);
+fn overrides_are_merged_over_the_folder_config() {
+    let sd15 = folder(&case("sd15_50"));
+    let timesteps = |choice: &SchedulerChoice, n| choice.build(n).unwrap().timesteps().to_vec();
+    let trailing = sd15.with_overrides(&object(json!({"timestep_spacing": "trailing"}))).unwrap();
+    let want: Vec<f64> = case("sd15_trailing_50").timesteps.iter().map(|&t| t as f64).collect();
+    assert_eq!(timesteps(&trailing, 50), want);
+    let zsnr = sd15
+        .with_overrides(&object(json!({
+            "rescale_betas_zero_snr": true, "prediction_type": "v_prediction", "timestep_spacing": "trailing",
+            "type": "ddim", "eta": 0.8
+        })))
+        .unwrap();
+    let golden = case("zero_snr_v_trailing_7_eta0.8");
+    let want: Vec<f64> = golden.timesteps.iter().map(|&t| t as f64).collect();
+    assert_eq!(timesteps(&zsnr, 7), want);
+    let mut merged: DdimSchedulerConfig = serde_json::from_value(Value::Object(zsnr.config().clone())).unwrap();
+    merged.eta = 0.8;
+    assert_eq!(merged, config(&golden));
+    assert_eq!(sd15.with_overrides(&Map::new()).unwrap(), sd15);
 }
 
 #[test]
@@ -132,7 +161,7 @@ fn add_noise_uses_alphas_cumprod_at_the_timestep() {
     let st = &c.steps[0];
     let (x, n) = (tensor(&st.sample), tensor(&st.model_output));
     let a = c.alphas_cumprod_at_timesteps[0];
-    let noisy = s.add_noise(&x, &n, c.timesteps[0]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let noisy = s.add_noise(&x, &n, c.timesteps[0] as f64).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for ((got, x), n) in noisy.iter().zip(&st.sample).zip(&st.model_output) {
         let want = a.sqrt() * *x as f64 + (1.0 - a).sqrt() * *n as f64;
         assert!((*got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0), "{got} vs {want}");
@@ -143,52 +172,56 @@ fn add_noise_uses_alphas_cumprod_at_the_timestep() {
 fn bad_config_values_in_scheduler_config_json_name_the_field() {
     for (json, message) in [
         (
-            r#"{"timestep_spacing": "middle"}"#,
-            r#"timestep_spacing is "middle"; expected "leading", "trailing", "linspace""#,
+            json!({"_class_name": "DDIMScheduler", "timestep_spacing": "middle"}),
+            r#"is not a valid DDIMScheduler config: Expected one of "leading", "trailing", "linspace" for scheduler.timestep_spacing but received "middle""#,
         ),
         (
-            r#"{"beta_schedule": "cosine"}"#,
-            r#"beta_schedule is "cosine"; expected "linear", "scaled_linear", "squaredcos_cap_v2""#,
+            json!({"_class_name": "DDIMScheduler", "beta_schedule": "cosine"}),
+            r#"is not a valid DDIMScheduler config: Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.beta_schedule but received "cosine""#,
         ),
-        (r#"{"prediction_type": "v"}"#, r#"prediction_type is "v"; expected "epsilon", "v_prediction", "sample""#),
+        (
+            json!({"_class_name": "KarrasVeScheduler"}),
+            r#"_class_name is "KarrasVeScheduler"; candlewick implements DDIMScheduler"#,
+        ),
     ] {
-        let err = serde_json::from_str::<DdimSchedulerConfig>(json).unwrap_err().to_string();
-        assert!(err.starts_with(message), "{json}: {err}");
+        let err = SchedulerChoice::from_folder(object(json)).unwrap_err();
+        assert!(err.starts_with(message), "{err}");
     }
 }
 
 #[test]
 fn bad_overrides_say_what_was_expected() {
-    let sd15 = config(&case("sd15_50"));
-    let o = DdimOverrides::default;
-    let sweep: Vec<(DdimOverrides, &str)> = vec![
-        (DdimOverrides { eta: Some(1.5), ..o() }, "Expected number between 0 and 1 for scheduler.eta but received 1.5"),
-        (DdimOverrides { eta: Some(-0.1), ..o() }, "Expected number between 0 and 1 for scheduler.eta but received -0.1"),
-        (DdimOverrides { eta: Some(f64::NAN), ..o() }, "Expected number between 0 and 1 for scheduler.eta but received NaN"),
-        (DdimOverrides { num_train_timesteps: Some(0), ..o() },
-            "Expected integer between 1 and 100000 for scheduler.numTrainTimesteps but received 0"),
-        (DdimOverrides { beta_start: Some(0.02), ..o() },
-            "Expected number above scheduler.betaStart (0.02) and below 1 for scheduler.betaEnd but received 0.012"),
-        (DdimOverrides { beta_start: Some(-0.001), ..o() },
-            "Expected number >= 0 and < 1 for scheduler.betaStart but received -0.001"),
-        (DdimOverrides { beta_end: Some(1.0), ..o() },
-            "Expected number above scheduler.betaStart (0.00085) and below 1 for scheduler.betaEnd but received 1"),
-        (DdimOverrides { trained_betas: Some(vec![0.01; 10]), ..o() },
-            "Expected 1000 betas (one per scheduler.numTrainTimesteps) for scheduler.trainedBetas but received 10 of them"),
-        (DdimOverrides { num_train_timesteps: Some(2), trained_betas: Some(vec![0.01, 1.0]), ..o() },
-            "Expected betas >= 0 and < 1 for scheduler.trainedBetas but received 1"),
-        (DdimOverrides { clip_sample_range: Some(0.0), ..o() },
-            "Expected finite number > 0 for scheduler.clipSampleRange but received 0"),
-        (DdimOverrides { clip_sample_range: Some(f64::INFINITY), ..o() },
-            "Expected finite number > 0 for scheduler.clipSampleRange but received inf"),
-        (DdimOverrides { steps_offset: Some(1000), ..o() },
-            "Expected integer below scheduler.numTrainTimesteps (1000) for scheduler.stepsOffset but received 1000"),
-        (DdimOverrides { thresholding: Some(true), ..o() },
+    let sd15 = folder(&case("sd15_50"));
+    let sweep = [
+        (json!({"eta": 1.5}), "Expected number between 0 and 1 for scheduler.eta but received 1.5"),
+        (json!({"eta": -0.1}), "Expected number between 0 and 1 for scheduler.eta but received -0.1"),
+        (json!({"eta": "x"}), r#"Expected f64 for scheduler.eta but received "x""#),
+        (json!({"num_train_timesteps": 0}), "Expected integer between 1 and 100000 for scheduler.num_train_timesteps but received 0"),
+        (json!({"beta_start": 0.02}),
+            "Expected number above scheduler.beta_start (0.02) and below 1 for scheduler.beta_end but received 0.012"),
+        (json!({"beta_start": -0.001}), "Expected number >= 0 and < 1 for scheduler.beta_start but received -0.001"),
+        (json!({"beta_end": 1.0}),
+            "Expected number above scheduler.beta_start (0.00085) and below 1 for scheduler.beta_end but received 1"),
+        (json!({"trained_betas": vec![0.01; 10]}),
+            "Expected 1000 betas (one per scheduler.num_train_timesteps) for scheduler.trained_betas but received 10 betas"),
+        (json!({"num_train_timesteps": 2, "trained_betas": [0.01, 1.0]}),
+            "Expected number >= 0 and < 1 for scheduler.trained_betas[1] but received 1"),
+        (json!({"num_train_timesteps": 2, "trained_betas": [0.0, 0.0]}),
+            "Expected betas with at least one above 0 (all zero: the noise never changes, the image is black) for scheduler.trained_betas but received all zeros"),
+        (json!({"clip_sample_range": 0.0}), "Expected finite number > 0 for scheduler.clip_sample_range but received 0"),
+        (json!({"steps_offset": 1000}),
+            "Expected integer below scheduler.num_train_timesteps (1000) for scheduler.steps_offset but received 1000"),
+        (json!({"thresholding": true}),
             "Expected false (dynamic thresholding is for pixel-space models and is not supported) for scheduler.thresholding but received true"),
+        (json!({"timestep_spacing": "middle"}),
+            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestep_spacing but received "middle""#),
+        (json!({"type": "euler-b"}), r#"Expected one of "ddim", "DDIMScheduler" for scheduler.type but received "euler-b""#),
+        (json!({"skip_prk_steps": true}),
+            "scheduler.skip_prk_steps is not an option of the ddim scheduler (DDIMScheduler); its options are num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample, clip_sample_range, set_alpha_to_one, steps_offset, prediction_type, thresholding, dynamic_thresholding_ratio, sample_max_value, timestep_spacing, rescale_betas_zero_snr, eta"),
     ];
     for (overrides, message) in sweep {
-        let err = sd15.with_overrides(&overrides).unwrap_err();
-        assert_eq!(err.to_string(), message, "{overrides:?}");
+        let err = sd15.with_overrides(&object(overrides.clone())).unwrap_err();
+        assert_eq!(err.to_string(), message, "{overrides}");
         assert_eq!(err.code(), "ERR_CANDLEWICK_INVALID_OPTION");
     }
 }
@@ -197,27 +230,23 @@ fn bad_overrides_say_what_was_expected() {
 fn bad_enum_strings_list_the_allowed_values() {
     let sweep = [
         (
-            TimestepSpacing::parse("middle").map(|_| ()),
-            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "middle""#,
+            TimestepSpacing::parse("middle", "scheduler.timestep_spacing").map(|_| ()),
+            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestep_spacing but received "middle""#,
         ),
         (
-            TimestepSpacing::parse("Leading").map(|_| ()),
-            r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestepSpacing but received "Leading""#,
+            BetaSchedule::parse("cosine", "scheduler.beta_schedule").map(|_| ()),
+            r#"Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.beta_schedule but received "cosine""#,
         ),
         (
-            BetaSchedule::parse("cosine").map(|_| ()),
-            r#"Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.betaSchedule but received "cosine""#,
-        ),
-        (
-            PredictionType::parse("").map(|_| ()),
-            r#"Expected one of "epsilon", "v_prediction", "sample" for scheduler.predictionType but received """#,
+            PredictionType::parse("", "scheduler.prediction_type").map(|_| ()),
+            r#"Expected one of "epsilon", "v_prediction", "sample" for scheduler.prediction_type but received """#,
         ),
     ];
     for (result, message) in sweep {
         assert_eq!(result.unwrap_err().to_string(), message);
     }
     for s in ["leading", "trailing", "linspace"] {
-        assert_eq!(TimestepSpacing::parse(s).unwrap().as_str(), s);
+        assert_eq!(TimestepSpacing::parse(s, "x").unwrap().as_str(), s);
     }
 }
 
@@ -225,19 +254,18 @@ fn bad_enum_strings_list_the_allowed_values() {
 fn bad_step_counts_name_num_inference_steps() {
     let sd15 = config(&case("sd15_50"));
     for (n, message) in [
-        (0, "Expected integer between 1 and 1000 for numInferenceSteps but received 0"),
-        (1001, "Expected integer between 1 and 1000 for numInferenceSteps but received 1001"),
+        (0, "Expected integer between 1 and 1000 for num_inference_steps but received 0"),
+        (1001, "Expected integer between 1 and 1000 for num_inference_steps but received 1001"),
         // diffusers gives timestep 1000 here and fails with an IndexError.
         (
             1000,
-            "Expected at most 999 steps with scheduler.stepsOffset 1 (the first timestep would be 1000, past the last \
-                training timestep 999) for numInferenceSteps but received 1000",
+            "Expected at most 999 steps with scheduler.steps_offset 1 (the first timestep would be 1000, past the last \
+                training timestep 999) for num_inference_steps but received 1000",
         ),
     ] {
         assert_eq!(DdimScheduler::new(sd15.clone(), n).unwrap_err().to_string(), message);
     }
-    let s = DdimScheduler::new(sd15, 50).unwrap();
+    let mut s = DdimScheduler::new(sd15, 50).unwrap();
     let x = tensor(&[0.0; 16]);
-    assert!(s.step(&x, 1000, &x, 0.0, None).is_err(), "timestep past the training range");
-    assert!(s.step(&x, 981, &x, 0.5, None).is_err(), "eta > 0 without variance_noise");
+    assert!(s.step(&x, 1000.0, &x, &mut NoNoise).is_err(), "timestep past the training range");
 }

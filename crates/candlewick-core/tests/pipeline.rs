@@ -138,7 +138,7 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
     let seeds = [7u64, 123, 7];
     for eta in [0.0, 1.0] {
         let mut scheduler = quick_options().scheduler;
-        scheduler.eta = Some(eta);
+        scheduler.insert("eta".into(), serde_json::json!(eta));
         let batch = GenerateOptions {
             prompt: prompts.iter().map(|p| p.to_string()).collect(),
             negative_prompt: Some(vec!["blurry".into(), "dark".into(), "blurry".into()]),
@@ -169,12 +169,29 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
 }
 
 #[test]
+fn each_image_of_a_seeded_call_is_the_image_its_reported_seed_makes_alone() {
+    let pipe = load(DTypeRequest::F32);
+    let observer = Observer::new();
+    let out = pipe.generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer).unwrap();
+    assert_eq!(out.seeds, vec![42, 43]);
+    for (image, seed) in out.images.iter().zip([42, 43]) {
+        let alone = pipe.generate(&GenerateOptions { seed: Some(seed), ..quick_options() }, &observer).unwrap();
+        assert_same_image(&image.data, &alone.images[0].data, &format!("seed {seed}"));
+    }
+    // u64::MAX + 1 wraps to 0.
+    let out = pipe
+        .generate(&GenerateOptions { seed: Some(u64::MAX), num_images_per_prompt: 2, ..quick_options() }, &observer)
+        .unwrap();
+    assert_eq!(out.seeds, vec![u64::MAX, 0]);
+}
+
+#[test]
 fn seeds_must_be_one_per_image_and_not_beside_seed() {
     let pipe = load(DTypeRequest::F32);
     let cases: Vec<(GenerateOptions, &str)> = vec![
         (
             GenerateOptions { seed: None, seeds: Some(vec![1, 2]), num_images_per_prompt: 3, ..quick_options() },
-            "Expected 3 seeds (one per image: prompts x numImagesPerPrompt) for seeds but received 2 of them",
+            "Expected 3 seeds (one per image: prompts x num_images_per_prompt) for seeds but received 2 seeds",
         ),
         (
             GenerateOptions { seeds: Some(vec![1]), ..quick_options() },
@@ -244,15 +261,15 @@ fn bad_options_are_errors_that_name_the_option() {
         ),
         (
             GenerateOptions { num_inference_steps: 0, ..quick_options() },
-            "Expected integer between 1 and 1000 for numInferenceSteps but received 0",
+            "Expected integer between 1 and 1000 for num_inference_steps but received 0",
         ),
         (
             GenerateOptions { guidance_scale: f64::NAN, ..quick_options() },
-            "Expected finite number >= 0 for guidanceScale but received NaN",
+            "Expected finite number >= 0 for guidance_scale but received NaN",
         ),
         (
             GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..quick_options() },
-            "Expected 1 or 1 negative prompts (one per prompt) for negativePrompt but received 2 of them",
+            "Expected 1 negative prompt for negative_prompt but received 2 negative prompts",
         ),
         (
             GenerateOptions {

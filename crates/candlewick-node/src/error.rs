@@ -32,7 +32,57 @@ pub struct CoreError(pub Error);
 
 impl From<CoreError> for napi::Error<ErrorCode> {
     fn from(CoreError(e): CoreError) -> Self {
-        napi::Error::new(ErrorCode(e.code().to_string()), e.to_string())
+        let message = match &e {
+            Error::InvalidOption(message) | Error::OutOfMemory(message) => in_js_spelling(message),
+            other => other.to_string(),
+        };
+        napi::Error::new(ErrorCode(e.code().to_string()), message)
+    }
+}
+
+/// An option message in JavaScript's spelling: the core names options as diffusers does
+/// (`scheduler.beta_end`, `num_inference_steps`) and quotes string values, so every unquoted
+/// snake_case word is an option name and becomes camelCase (`scheduler.betaEnd`).
+pub fn in_js_spelling(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    let mut upper_next = false;
+    let mut chars = message.chars().peekable();
+    let mut prev: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if c == '"' && prev != Some('\\') {
+            quoted = !quoted;
+        }
+        let in_word = prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+        let next_starts_word = chars.peek().is_some_and(|n| n.is_ascii_lowercase() || n.is_ascii_digit());
+        if !quoted && c == '_' && in_word && next_starts_word {
+            upper_next = true;
+        } else if upper_next {
+            out.push(c.to_ascii_uppercase());
+            upper_next = false;
+        } else {
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_js_spelling;
+
+    #[test]
+    fn option_names_are_camel_cased_and_quoted_values_kept() {
+        assert_eq!(
+            in_js_spelling(r#"Expected one of "linear", "scaled_linear" for scheduler.beta_schedule but received "sq_x""#),
+            r#"Expected one of "linear", "scaled_linear" for scheduler.betaSchedule but received "sq_x""#
+        );
+        assert_eq!(
+            in_js_spelling("Expected number above scheduler.beta_start (0.02) and below 1 for scheduler.beta_end but received 0.012"),
+            "Expected number above scheduler.betaStart (0.02) and below 1 for scheduler.betaEnd but received 0.012"
+        );
+        assert_eq!(in_js_spelling("num_inference_steps, trained_betas[3]"), "numInferenceSteps, trainedBetas[3]");
     }
 }
 

@@ -14,7 +14,7 @@ pub struct RawProgress {
     pub step: u32,
     pub total_steps: u32,
     /// The scheduler timestep that step denoised.
-    pub timestep: u32,
+    pub timestep: f64,
 }
 
 /// An 8-bit RGB image, rows top to bottom, 3 bytes a pixel.
@@ -58,7 +58,7 @@ pub struct RawGenerateEvent {
 impl From<StepProgress> for RawGenerateEvent {
     fn from(p: StepProgress) -> Self {
         let progress =
-            RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep as u32 };
+            RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep };
         RawGenerateEvent { progress: Some(progress), result: None }
     }
 }

@@ -3,7 +3,6 @@
 
 use candlewick_core::error::expected;
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, PipelineInfo};
-use candlewick_core::schedulers::ddim::{BetaSchedule, DdimOverrides, PredictionType, TimestepSpacing};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array};
 use napi_derive::napi;
@@ -51,52 +50,6 @@ pub struct RawLatents {
     pub data: Float32Array,
 }
 
-/// Overrides of the model folder's scheduler_config.json, plus DDIM's eta.
-#[napi(object)]
-#[derive(Default)]
-pub struct RawSchedulerOptions {
-    pub eta: Option<f64>,
-    pub beta_start: Option<f64>,
-    pub beta_end: Option<f64>,
-    pub beta_schedule: Option<String>,
-    pub trained_betas: Option<Vec<f64>>,
-    pub num_train_timesteps: Option<u32>,
-    pub timestep_spacing: Option<String>,
-    pub steps_offset: Option<u32>,
-    pub set_alpha_to_one: Option<bool>,
-    pub prediction_type: Option<String>,
-    pub clip_sample: Option<bool>,
-    pub clip_sample_range: Option<f64>,
-    pub thresholding: Option<bool>,
-    pub dynamic_thresholding_ratio: Option<f64>,
-    pub sample_max_value: Option<f64>,
-    pub rescale_betas_zero_snr: Option<bool>,
-}
-
-impl TryFrom<RawSchedulerOptions> for DdimOverrides {
-    type Error = Error;
-    fn try_from(raw: RawSchedulerOptions) -> Result<Self, Error> {
-        Ok(DdimOverrides {
-            num_train_timesteps: raw.num_train_timesteps.map(|n| n as usize),
-            beta_start: raw.beta_start,
-            beta_end: raw.beta_end,
-            beta_schedule: raw.beta_schedule.as_deref().map(BetaSchedule::parse).transpose()?,
-            trained_betas: raw.trained_betas,
-            clip_sample: raw.clip_sample,
-            clip_sample_range: raw.clip_sample_range,
-            set_alpha_to_one: raw.set_alpha_to_one,
-            steps_offset: raw.steps_offset.map(|n| n as usize),
-            prediction_type: raw.prediction_type.as_deref().map(PredictionType::parse).transpose()?,
-            thresholding: raw.thresholding,
-            dynamic_thresholding_ratio: raw.dynamic_thresholding_ratio,
-            sample_max_value: raw.sample_max_value,
-            timestep_spacing: raw.timestep_spacing.as_deref().map(TimestepSpacing::parse).transpose()?,
-            rescale_betas_zero_snr: raw.rescale_betas_zero_snr,
-            eta: raw.eta,
-        })
-    }
-}
-
 /// One text-to-image call. Unset fields take the core's defaults (`GenerateOptions::default()`).
 #[napi(object)]
 pub struct RawGenerateOptions {
@@ -112,7 +65,8 @@ pub struct RawGenerateOptions {
     /// One u64 per image, instead of `seed`.
     pub seeds: Option<Vec<BigInt>>,
     pub latents: Option<RawLatents>,
-    pub scheduler: Option<RawSchedulerOptions>,
+    /// `{ type, ...fields }` in diffusers' snake_case names (src/schedulers.ts converts them).
+    pub scheduler: Option<serde_json::Map<String, serde_json::Value>>,
     /// Return the denoised latents instead of images.
     pub output_latents: Option<bool>,
 }
@@ -132,7 +86,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             seed: raw.seed.map(seed_from_bigint).transpose()?,
             seeds: raw.seeds.map(|seeds| seeds.into_iter().map(seed_from_bigint).collect()).transpose()?,
             latents: raw.latents.map(LatentsInput::try_from).transpose()?,
-            scheduler: raw.scheduler.unwrap_or_default().try_into()?,
+            scheduler: raw.scheduler.unwrap_or_default(),
             output_latents: raw.output_latents.unwrap_or(defaults.output_latents),
         })
     }
@@ -176,6 +130,8 @@ pub struct RawPipelineInfo {
     pub vae_scale_factor: u32,
     pub max_prompt_tokens: u32,
     pub num_train_timesteps: u32,
+    /// The folder's scheduler class (scheduler_config.json's `_class_name`).
+    pub scheduler: String,
 }
 
 impl From<&PipelineInfo> for RawPipelineInfo {
@@ -198,6 +154,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             vae_scale_factor: info.vae_scale_factor as u32,
             max_prompt_tokens: info.max_prompt_tokens as u32,
             num_train_timesteps: info.num_train_timesteps as u32,
+            scheduler: info.scheduler.clone(),
         }
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 /// Where the denoising loop stands after a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepProgress {
     /// 1-based: 1 after the first step, `total_steps` after the last.
     pub step: usize,
     pub total_steps: usize,
     /// The scheduler timestep that step denoised.
-    pub timestep: usize,
+    pub timestep: f64,
 }
 
 type ProgressFn = Box<dyn Fn(StepProgress) + Send + Sync>;

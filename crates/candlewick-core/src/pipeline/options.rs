@@ -1,7 +1,6 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
 use crate::device::{DTypeRequest, DeviceRequest};
-use crate::schedulers::ddim::DdimOverrides;
 
 /// How to load a model folder.
 #[derive(Debug, Clone)]
@@ -77,7 +76,7 @@ pub struct GenerateOptions {
     pub width: Option<usize>,
     pub height: Option<usize>,
     pub num_images_per_prompt: usize,
-    /// Seeds the initial latents and DDIM's eta noise. None draws a random seed.
+    /// Seeds image i's initial latents and step noise with `seed + i`. None draws a random seed.
     pub seed: Option<u64>,
     /// One seed per image (prompts x num_images_per_prompt, in output order), instead of `seed`:
     /// each image's latents and eta noise come from its own stream, so an image made in a batch is
@@ -85,8 +84,10 @@ pub struct GenerateOptions {
     pub seeds: Option<Vec<u64>>,
     /// Initial latents; when given, `seed` only feeds eta noise.
     pub latents: Option<LatentsInput>,
-    /// Overrides of the model folder's scheduler config, plus eta.
-    pub scheduler: DdimOverrides,
+    /// The scheduler: `type` (a class, type or preset name: another class than the folder's) and
+    /// fields of its config in diffusers' names, merged over the folder's scheduler_config.json
+    /// (diffusers' `from_config(config, **overrides)`). Empty: the folder's scheduler as is.
+    pub scheduler: serde_json::Map<String, serde_json::Value>,
     /// Return the denoised latents instead of decoding them (diffusers' `output_type="latent"`).
     pub output_latents: bool,
 }
@@ -104,7 +105,7 @@ impl Default for GenerateOptions {
             seed: None,
             seeds: None,
             latents: None,
-            scheduler: DdimOverrides::default(),
+            scheduler: serde_json::Map::new(),
             output_latents: false,
         }
     }
@@ -144,9 +145,9 @@ pub struct GenerateOutput {
     /// The denoised latents, when `output_latents` was set.
     pub latents: Option<FinalLatents>,
     pub timings: PhaseTimings,
-    /// The seed actually used (drawn at random when the caller gave none; `seeds[0]` with `seeds`).
+    /// The first image's seed (drawn at random when the caller gave none).
     pub seed: u64,
-    /// Each image's seed: `seed` repeated, or the caller's `seeds`.
+    /// Each image's seed, the one that makes that image alone: `seed + i`, or the caller's `seeds`.
     pub seeds: Vec<u64>,
     /// Things a user should know but that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,

@@ -23,7 +23,7 @@ use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionMod
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::models::{flash, gemm};
 use crate::profile;
-use crate::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
+use crate::schedulers::SchedulerChoice;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights;
 
@@ -64,8 +64,11 @@ pub struct PipelineInfo {
     pub vae_scale_factor: usize,
     /// Tokens per prompt (77 for CLIP).
     pub max_prompt_tokens: usize,
-    /// The UNet was trained on this many timesteps: the most inference steps DDIM allows.
+    /// The UNet was trained on this many timesteps: the most inference steps a scheduler allows.
     pub num_train_timesteps: usize,
+    /// The folder's scheduler (scheduler_config.json's `_class_name`): what runs unless a call
+    /// chooses another.
+    pub scheduler: String,
 }
 
 pub struct StableDiffusionPipeline {
@@ -80,7 +83,7 @@ pub struct StableDiffusionPipeline {
     /// The VAE's weights file, for an f32 copy when f16 decoding overflows.
     vae_weights: PathBuf,
     vae_f32: OnceCell<AutoencoderKL>,
-    scheduler_config: DdimSchedulerConfig,
+    scheduler: SchedulerChoice,
     target: DeviceChoice,
     info: PipelineInfo,
 }
@@ -138,10 +141,13 @@ impl StableDiffusionPipeline {
         let vae_weights = path;
 
         let scheduler_path = folder.config_path("scheduler");
-        let scheduler_config: DdimSchedulerConfig = read_json(&scheduler_path)?;
-        scheduler_config
-            .validate()
-            .map_err(|e| Error::model(&scheduler_path, format!("is not a valid config: {e}")))?;
+        // diffusers builds the class model_index.json names, with scheduler_config.json's fields.
+        let mut scheduler_config: serde_json::Map<String, serde_json::Value> = read_json(&scheduler_path)?;
+        if let Some(class) = index.component_class("scheduler") {
+            scheduler_config.insert("_class_name".into(), class.into());
+        }
+        let scheduler = SchedulerChoice::from_folder(scheduler_config)
+            .map_err(|message| Error::model(&scheduler_path, message))?;
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
         let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
@@ -172,7 +178,8 @@ impl StableDiffusionPipeline {
             tf32: options.tf32 && device.is_cuda(),
             vae_scale_factor,
             max_prompt_tokens: tokenizer.max_length(),
-            num_train_timesteps: scheduler_config.num_train_timesteps,
+            num_train_timesteps: scheduler.num_train_timesteps(),
+            scheduler: scheduler.kind().class_name().into(),
         };
         Ok(Self {
             tokenizer,
@@ -185,7 +192,7 @@ impl StableDiffusionPipeline {
             vae_config,
             vae_weights,
             vae_f32: OnceCell::new(),
-            scheduler_config,
+            scheduler,
             target,
             info,
         })
@@ -217,11 +224,17 @@ impl StableDiffusionPipeline {
         let (width, height) = self.check_inputs(options)?;
         let do_guidance = options.guidance_scale > 1.0;
         let batch = options.prompt.len() * options.num_images_per_prompt;
-        let seed = match &options.seeds {
-            Some(seeds) => seeds.first().copied().unwrap_or_default(),
-            None => options.seed.unwrap_or_else(rand::random),
+        // Each image has its own seed and noise stream (image i of a call with `seed` s: s + i),
+        // so an image made in a batch is the image its seed makes alone.
+        let seeds: Vec<u64> = match &options.seeds {
+            Some(seeds) => seeds.clone(),
+            None => {
+                let first = options.seed.unwrap_or_else(rand::random);
+                (0..batch as u64).map(|i| first.wrapping_add(i)).collect()
+            }
         };
-        let mut noise = NoiseSource::new(seed, options.seeds.as_deref());
+        let seed = seeds.first().copied().unwrap_or_default();
+        let mut noise = NoiseSource::new(&seeds);
 
         // 2. Encode the prompts (and the negative prompts for classifier-free guidance).
         let mut clock = PhaseClock::start(&self.target.device)?;
@@ -231,9 +244,7 @@ impl StableDiffusionPipeline {
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps.
-        let scheduler_config = self.scheduler_config.with_overrides(&options.scheduler)?;
-        let scheduler = DdimScheduler::new(scheduler_config, options.num_inference_steps)?;
-        let eta = options.scheduler.eta.unwrap_or(0.0);
+        let mut scheduler = self.scheduler.with_overrides(&options.scheduler)?.build(options.num_inference_steps)?;
 
         // 4. Prepare the latent variables.
         let vsf = self.info.vae_scale_factor;
@@ -251,9 +262,9 @@ impl StableDiffusionPipeline {
                 return Err(Error::Cancelled);
             }
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
-            let model_input = scheduler.scale_model_input(model_input, t).to_dtype(self.target.dtype)?;
+            let model_input = scheduler.scale_model_input(&model_input, t)?.to_dtype(self.target.dtype)?;
             let noise_pred = crate::profile::scope("unet", || {
-                self.predict_noise(&model_input, t as f64, &context)?.to_dtype(DType::F32)
+                self.predict_noise(&model_input, t, &context)?.to_dtype(DType::F32)
             })?;
             let noise_pred = if do_guidance {
                 let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
@@ -261,8 +272,7 @@ impl StableDiffusionPipeline {
             } else {
                 noise_pred
             };
-            let variance_noise = if eta > 0.0 { Some(noise.sample(shape, &self.target.device)?) } else { None };
-            latents = scheduler.step(&noise_pred, t, &latents, eta, variance_noise.as_ref())?;
+            latents = scheduler.step(&noise_pred, t, &latents, &mut noise)?;
             observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t }, &latents);
         }
         if observer.is_cancelled() {
@@ -274,7 +284,6 @@ impl StableDiffusionPipeline {
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
             let timings = PhaseTimings { text_encoder, denoise, decode: 0.0 };
-            let seeds = options.seeds.clone().unwrap_or_else(|| vec![seed; batch]);
             return Ok(GenerateOutput { images: Vec::new(), latents: Some(latents), timings, seed, seeds, warnings });
         }
 
@@ -284,7 +293,6 @@ impl StableDiffusionPipeline {
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
-        let seeds = options.seeds.clone().unwrap_or_else(|| vec![seed; batch]);
         Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings })
     }
 
@@ -297,7 +305,7 @@ impl StableDiffusionPipeline {
                 let width = o.width.unwrap_or(self.info.default_width);
                 let height = o.height.unwrap_or(self.info.default_height);
                 Error::OutOfMemory(format!(
-                    "{} ran out of memory generating {images} image(s) of {width}x{height}: lower numImagesPerPrompt \
+                    "{} ran out of memory generating {images} image(s) of {width}x{height}: lower num_images_per_prompt \
                      (or the number of prompts per call), width or height ({cause})",
                     self.info.device
                 ))
@@ -327,9 +335,12 @@ impl StableDiffusionPipeline {
         if let Some(negative) = &o.negative_prompt {
             if negative.len() != 1 && negative.len() != o.prompt.len() {
                 return Err(expected(
-                    &format!("1 or {} negative prompts (one per prompt)", o.prompt.len()),
-                    "negativePrompt",
-                    format!("{} of them", negative.len()),
+                    &match o.prompt.len() {
+                        1 => "1 negative prompt".to_string(),
+                        n => format!("1 or {n} negative prompts (one per prompt)"),
+                    },
+                    "negative_prompt",
+                    crate::error::count(negative.len(), "negative prompt", "negative prompts"),
                 ));
             }
         }
@@ -337,17 +348,17 @@ impl StableDiffusionPipeline {
         if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
             return Err(expected(
                 &format!("integer between 1 and {max_steps}"),
-                "numInferenceSteps",
+                "num_inference_steps",
                 o.num_inference_steps,
             ));
         }
         if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
-            return Err(expected("finite number >= 0", "guidanceScale", o.guidance_scale));
+            return Err(expected("finite number >= 0", "guidance_scale", o.guidance_scale));
         }
         if o.num_images_per_prompt == 0 || o.num_images_per_prompt > MAX_IMAGES_PER_PROMPT {
             return Err(expected(
                 &format!("integer between 1 and {MAX_IMAGES_PER_PROMPT}"),
-                "numImagesPerPrompt",
+                "num_images_per_prompt",
                 o.num_images_per_prompt,
             ));
         }
@@ -358,9 +369,9 @@ impl StableDiffusionPipeline {
             }
             if seeds.len() != images {
                 return Err(expected(
-                    &format!("{images} seeds (one per image: prompts x numImagesPerPrompt)"),
+                    &format!("{images} seeds (one per image: prompts x num_images_per_prompt)"),
                     "seeds",
-                    format!("{} of them", seeds.len()),
+                    crate::error::count(seeds.len(), "seed", "seeds"),
                 ));
             }
         }

@@ -1,4 +1,16 @@
-//! Noise schedulers. Each algorithm has its own file and the same small surface as diffusers'.
+//! Noise schedulers: one file per diffusers scheduler, named after diffusers' file
+//! (`scheduling_ddim.rs` is `schedulers/scheduling_ddim.py`), behind one trait ([`Scheduler`]).
+//!
+//! A scheduler is chosen as diffusers chooses it: scheduler_config.json's `_class_name` picks the
+//! class, and a call's `{ type, ...fields }` changes the class and/or fields merged over the
+//! folder's config, like `Class.from_config(config, **overrides)` ([`SchedulerChoice`]).
 
 pub mod betas;
-pub mod ddim;
+mod choice;
+pub mod config;
+mod scheduler;
+pub mod scheduling_ddim;
+
+pub use choice::{SchedulerChoice, SchedulerKind};
+pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing};
+pub use scheduler::{NoNoise, Scheduler, StepNoise};

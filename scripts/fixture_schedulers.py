@@ -1,0 +1,140 @@
+"""schedulers.json + schedulers.safetensors: every scheduler Candlewick implements, run by diffusers.
+
+Run from the repository root (after `pip install -r scripts/requirements-fixtures.txt`):
+
+    .venv/bin/python scripts/fixture_schedulers.py
+
+For each case: `Class.from_config(base, **overrides)` (base: SD1.5's scheduler_config.json, the way a user
+swaps the scheduler of a folder, or the class's own defaults), `set_timesteps(n)`, then a denoising loop on a
+seeded [2, 2, 2, 2] sample: for each timestep, `scale_model_input`, a seeded stand-in for the UNet's output,
+`step`. Recorded per UNet call: the scaled model input, the model output, every noise tensor the step drew
+(diffusers' `randn_tensor`, patched to record; a Rust test replays them in order) and the step's prev_sample.
+The JSON holds the merged config (`scheduler.config`, as diffusers resolved it), timesteps, sigmas where the
+class has them, init_noise_sigma and order; the safetensors file holds the tensors as
+`<case>.<call>.{model_input,model_output,prev_sample,noise<k>}` and `<case>.sample` (the initial sample).
+
+crates/candlewick-core/tests/schedulers.rs checks Candlewick against these.
+"""
+
+import inspect
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+import diffusers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_models import SD15_SCHEDULER  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDENS = os.path.join(ROOT, "test", "fixtures", "goldens")
+SHAPE = (2, 2, 2, 2)
+
+# SD1.5's scheduler/scheduler_config.json (a PNDMScheduler config): what `from_config` starts from when a user
+# swaps the scheduler of an SD1.5 folder. Keys a class does not know (skip_prk_steps for Euler) are ignored.
+SD15 = dict(SD15_SCHEDULER, skip_prk_steps=True)
+
+# (name, diffusers class, base config (None: the class's defaults), overrides, num_inference_steps, step kwargs)
+CASES = [
+    ("ddim_sd15_20", "DDIMScheduler", SD15, {}, 20, {}),
+    ("ddim_sd15_10_eta1", "DDIMScheduler", SD15, {}, 10, {"eta": 1.0}),
+]
+
+
+def record_noise(module, log):
+    """Patch `randn_tensor` in a scheduler's module so that every noise tensor it draws is logged."""
+    original = module.randn_tensor
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        log.append(out.clone())
+        return out
+
+    module.randn_tensor = recording
+    return lambda: setattr(module, "randn_tensor", original)
+
+
+def jsonable(value):
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def run_case(name, class_name, base, overrides, steps, step_kwargs, tensors):
+    cls = getattr(diffusers, class_name)
+    scheduler = cls.from_config(base, **overrides) if base is not None else cls(**overrides)
+    scheduler.set_timesteps(steps)
+    g = torch.Generator().manual_seed(1234)
+    sample = torch.randn(SHAPE, generator=g, dtype=torch.float32) * scheduler.init_noise_sigma
+    tensors[f"{name}.sample"] = sample.clone()
+    module = sys.modules[cls.__module__]
+    noise_log = []
+    restore = record_noise(module, noise_log)
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    step_generator = torch.Generator().manual_seed(99)
+    calls = 0
+    try:
+        for i, t in enumerate(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(sample, t)
+            # A stand-in for the UNet: depends on its input (as a real model does) plus seeded noise.
+            model_output = 0.5 * torch.tanh(model_input) + 0.3 * torch.randn(SHAPE, generator=g)
+            noise_log.clear()
+            kwargs = dict(step_kwargs)
+            if takes_generator:
+                kwargs["generator"] = step_generator
+            out = scheduler.step(model_output, t, sample, **kwargs)
+            prev = out.prev_sample if hasattr(out, "prev_sample") else out[0]
+            tensors[f"{name}.{i}.model_input"] = model_input.clone()
+            tensors[f"{name}.{i}.model_output"] = model_output.clone()
+            tensors[f"{name}.{i}.prev_sample"] = prev.clone()
+            for k, noise in enumerate(noise_log):
+                tensors[f"{name}.{i}.noise{k}"] = noise.to(torch.float32).clone()
+            sample = prev
+            calls += 1
+    finally:
+        restore()
+    config = {k: jsonable(v) for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    sigmas = getattr(scheduler, "sigmas", None)
+    return {
+        "name": name,
+        "class_name": class_name,
+        "base": "sd15" if base is SD15 else ("class defaults" if base is None else "custom"),
+        "overrides": overrides,
+        "config": config,
+        "num_inference_steps": steps,
+        "step_kwargs": step_kwargs,
+        "timesteps": [float(t) for t in scheduler.timesteps.tolist()],
+        "sigmas": None if sigmas is None else [float(s) for s in sigmas.to(torch.float32).tolist()],
+        "init_noise_sigma": float(scheduler.init_noise_sigma),
+        "order": int(scheduler.order),
+        "unet_calls": calls,
+    }
+
+
+def make(goldens=GOLDENS):
+    torch.set_num_threads(2)
+    tensors = {}
+    cases = [run_case(*case, tensors) for case in CASES]
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(goldens, "schedulers.safetensors"))
+    with open(os.path.join(goldens, "schedulers.json"), "w", encoding="utf-8") as f:
+        json.dump({
+            "about": "scripts/fixture_schedulers.py: Class.from_config(base, **overrides), set_timesteps(n), then per "
+                     "UNet call scale_model_input / stand-in model output / step; tensors in schedulers.safetensors",
+            "diffusers_version": diffusers.__version__,
+            "shape": list(SHAPE),
+            "cases": cases,
+        }, f, indent=1)
+        f.write("\n")
+    print(f"schedulers: {len(cases)} cases, {len(tensors)} tensors")
+
+
+if __name__ == "__main__":
+    torch.use_deterministic_algorithms(True)
+    make()
