@@ -94,6 +94,7 @@ export function toRawScheduler(value: unknown, option = "scheduler"): NonNullabl
 
 /** A field's value as JSON crosses the binding: numbers, strings, booleans, null and arrays of them. */
 function plain(value: unknown, option: string): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) throw invalid("finite number", option, value);
   if (value === null || ["number", "string", "boolean"].includes(typeof value)) return value;
   if (Array.isArray(value) || ArrayBuffer.isView(value)) {
     return Array.from(value as ArrayLike<unknown>, (v, i) => plain(v, `${option}[${i}]`));

@@ -67,7 +67,7 @@ test("100 prompts, interrupted halfway and resumed, end with exactly 100 images 
     t.is(r.id, `p${r.line}`);
     t.is(r.seed, String(1000 + r.line));
     const text = readTextChunks(readFileSync(join(out, r.file)));
-    t.like(text, { prompt: r.prompt, negativePrompt: "", seed: r.seed, steps: "2", guidance: "1", scheduler: "ddim", size: "32x32" });
+    t.like(text, { prompt: r.prompt, negativePrompt: "", seed: r.seed, steps: "2", guidance: "1", scheduler: "DDIMScheduler", size: "32x32" });
   }
 
   // The parameters in a PNG make that image again (one from each run).

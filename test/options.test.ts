@@ -8,6 +8,7 @@ import { CandlewickError } from "../src/errors.js";
 import { checkGenerateOptions, checkLoadOptions, toRawLoadOptions } from "../src/options.js";
 import { toRawScheduler } from "../src/schedulers.js";
 import { BAD_GENERATE_OPTIONS, BAD_LOAD_OPTIONS } from "./helpers/bad-options.js";
+import { BAD_SCHEDULER_SHAPES } from "./helpers/bad-scheduler-options.js";
 
 const INVALID = "ERR_CANDLEWICK_INVALID_OPTION";
 
@@ -19,7 +20,7 @@ const rejects = test.macro({
   title: (given, _options, message: string) => given ?? message,
 });
 
-for (const { title, options, message } of BAD_GENERATE_OPTIONS) {
+for (const { title, options, message } of [...BAD_GENERATE_OPTIONS, ...BAD_SCHEDULER_SHAPES]) {
   if (title) test(title, rejects, options, message);
   else test(rejects, options, message);
 }
@@ -49,7 +50,7 @@ test("valid options convert to the binding's flat shape, numbers seeds as bigint
     height: 8192,
     numImagesPerPrompt: 2,
     seed: 9007199254740991n,
-    scheduler: { eta: 0, timestepSpacing: "trailing", setAlphaToOne: false, trainedBetas: [0.5] },
+    scheduler: { type: "ddim", eta: 0, timestep_spacing: "trailing", set_alpha_to_one: false, trained_betas: [0.5] },
   });
   t.is(checked.onProgress, onProgress);
   t.is(checked.signal, signal);
@@ -112,12 +113,14 @@ test("load options convert as given", (t) => {
   t.deepEqual(toRawLoadOptions(undefined), {});
 });
 
-test("the scheduler converter drops `type` and keeps every DDIM field", (t) => {
+test("the scheduler converter renames fields to diffusers' snake_case and passes values as they are", (t) => {
   const all = {
-    type: "ddim", eta: 0.5, betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear", numTrainTimesteps: 1000,
-    timestepSpacing: "leading", stepsOffset: 1, setAlphaToOne: false, predictionType: "v_prediction", clipSample: true,
-    clipSampleRange: 1.5, thresholding: false, dynamicThresholdingRatio: 0.995, sampleMaxValue: 1, rescaleBetasZeroSnr: true,
+    type: "ddim", eta: 0.5, betaStart: 0.00085, betaSchedule: "scaled_linear", numTrainTimesteps: 1000,
+    stepsOffset: 1, setAlphaToOne: false, trainedBetas: new Float64Array([0.1, 0.2]), rescaleBetasZeroSnr: true, unknownField: "x",
   };
-  const { type: _, ...rest } = all;
-  t.deepEqual(toRawScheduler(all), rest);
+  t.deepEqual(toRawScheduler(all), {
+    type: "ddim", eta: 0.5, beta_start: 0.00085, beta_schedule: "scaled_linear", num_train_timesteps: 1000,
+    steps_offset: 1, set_alpha_to_one: false, trained_betas: [0.1, 0.2], rescale_betas_zero_snr: true, unknown_field: "x",
+  });
+  t.deepEqual(toRawScheduler("dpm++-2m-karras"), { type: "dpm++-2m-karras" });
 });

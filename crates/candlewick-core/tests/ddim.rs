@@ -195,7 +195,7 @@ fn bad_overrides_say_what_was_expected() {
     let sweep = [
         (json!({"eta": 1.5}), "Expected number between 0 and 1 for scheduler.eta but received 1.5"),
         (json!({"eta": -0.1}), "Expected number between 0 and 1 for scheduler.eta but received -0.1"),
-        (json!({"eta": "x"}), r#"Expected f64 for scheduler.eta but received "x""#),
+        (json!({"eta": "x"}), r#"Expected number for scheduler.eta but received "x""#),
         (json!({"num_train_timesteps": 0}), "Expected integer between 1 and 100000 for scheduler.num_train_timesteps but received 0"),
         (json!({"beta_start": 0.02}),
             "Expected number above scheduler.beta_start (0.02) and below 1 for scheduler.beta_end but received 0.012"),

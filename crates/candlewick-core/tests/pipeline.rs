@@ -247,6 +247,24 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
     pipe.generate(&quick_options(), &Observer::new()).unwrap();
 }
 
+/// A generation whose numbers overflow errors instead of returning a black image, and the
+/// pipeline stays usable (first-contact issue: NaN latents, huge guidance gave black images).
+#[test]
+fn non_finite_results_are_errors_not_black_images() {
+    let pipe = load(DTypeRequest::F32);
+    let nan = LatentsInput { shape: [1, 4, 16, 16], data: vec![f32::NAN; 4 * 16 * 16] };
+    let huge = GenerateOptions { guidance_scale: 3e38, ..quick_options() };
+    for (options, start) in [
+        (GenerateOptions { latents: Some(nan), ..quick_options() }, "the latents became NaN or infinite during denoising"),
+        (huge, "the latents became NaN or infinite during denoising (guidance_scale 300000000000000000000000000000000000000"),
+    ] {
+        let err = pipe.generate(&options, &Observer::new()).unwrap_err();
+        assert!(err.to_string().starts_with(start), "{err}");
+        assert_eq!(err.code(), "ERR_CANDLEWICK_NON_FINITE");
+    }
+    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+}
+
 #[test]
 fn bad_options_are_errors_that_name_the_option() {
     let pipe = load(DTypeRequest::F32);
@@ -266,6 +284,10 @@ fn bad_options_are_errors_that_name_the_option() {
         (
             GenerateOptions { guidance_scale: f64::NAN, ..quick_options() },
             "Expected finite number >= 0 for guidance_scale but received NaN",
+        ),
+        (
+            GenerateOptions { guidance_scale: 1e39, ..quick_options() },
+            "Expected number at most 3.4028235e38 (the largest f32) for guidance_scale but received 1000000000000000000000000000000000000000",
         ),
         (
             GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..quick_options() },

@@ -190,8 +190,16 @@ fn parse<C: DeserializeOwned>(config: &Map<String, Value>) -> Result<C> {
         let path = e.path().to_string();
         let received = config.get(path.split(['.', '[']).next().unwrap_or("")).map(|v| v.to_string());
         let inner = e.into_inner().to_string();
-        // serde: "invalid type: string \"x\", expected f64" or a custom message.
+        // serde: "invalid type: string \"x\", expected f64", or a closed enum's "..., expected one of ...".
         let what = inner.rsplit_once("expected ").map(|(_, w)| w.to_string()).unwrap_or(inner);
-        expected(&what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
+        let what = match what.as_str() {
+            "f64" | "f32" => "number",
+            "usize" | "u64" | "u32" => "integer >= 0",
+            "a boolean" => "boolean",
+            "a string" => "string",
+            "a sequence" => "array of numbers",
+            other => other,
+        };
+        expected(what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
     })
 }
