@@ -43,6 +43,14 @@ CASES = [
     ("ddim_sd15_10_eta1", "DDIMScheduler", SD15, {}, 10, {"eta": 1.0}),
 ]
 
+# Whole 5-step pipelines on test/fixtures/tiny-sd with the scheduler swapped in
+# (`Class.from_config(tiny_sd_scheduler_config, **overrides)`): (name, diffusers class, overrides). The tiny
+# model's folder holds a DDIMScheduler config with SD1.5's betas. Deterministic schedulers only: the ones that draw
+# noise each step are checked step by step above with diffusers' noise replayed.
+PIPELINE_CASES = [
+    ("ddim_trailing", "DDIMScheduler", {"timestep_spacing": "trailing"}),
+]
+
 
 def record_noise(module, log):
     """Patch `randn_tensor` in a scheduler's module so that every noise tensor it draws is logged."""
