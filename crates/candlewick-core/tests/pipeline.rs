@@ -90,7 +90,12 @@ fn every_scheduler_in_the_whole_pipeline_matches_diffusers() {
         let calls = golden.tensors.keys().filter(|k| k.starts_with("latents_step_")).count();
         assert_eq!(seen.len(), calls, "{name}: UNet calls");
         for (i, latents) in seen.iter().enumerate() {
-            assert_close(&format!("{name} latents_step_{i}"), latents, &golden.tensors[&format!("latents_step_{i}")], 1e-4);
+            assert_close(
+                &format!("{name} latents_step_{i}"),
+                latents,
+                &golden.tensors[&format!("latents_step_{i}")],
+                1e-4,
+            );
         }
         eprintln!("pipeline with {name}: {calls} UNet calls match diffusers");
     }
@@ -207,7 +212,9 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
 fn each_image_of_a_seeded_call_is_the_image_its_reported_seed_makes_alone() {
     let pipe = load(DTypeRequest::F32);
     let observer = Observer::new();
-    let out = pipe.generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer).unwrap();
+    let out = pipe
+        .generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer)
+        .unwrap();
     assert_eq!(out.seeds, vec![42, 43]);
     for (image, seed) in out.images.iter().zip([42, 43]) {
         let alone = pipe.generate(&GenerateOptions { seed: Some(seed), ..quick_options() }, &observer).unwrap();

@@ -96,7 +96,12 @@ fn check(c: &Case, t: &HashMap<String, Tensor>) -> f64 {
         let drawn = noise.len();
         let mut replay = Replay(noise);
         let prev = s.step(&get(&format!("{i}.model_output")), ts, &sample, &mut replay).unwrap();
-        assert!(replay.0.is_empty(), "{} call {i}: drew {} of diffusers' {drawn} noise tensors", c.name, drawn - replay.0.len());
+        assert!(
+            replay.0.is_empty(),
+            "{} call {i}: drew {} of diffusers' {drawn} noise tensors",
+            c.name,
+            drawn - replay.0.len()
+        );
         let e = max_rel(&prev, &get(&format!("{i}.prev_sample")));
         worst = worst.max(e);
         assert!(e <= 1e-6, "{} call {i} (t={ts}): prev_sample off by {e:e}", c.name);

@@ -62,6 +62,8 @@ pub struct PipelineInfo {
     /// The folder's scheduler (scheduler_config.json's `_class_name`): what runs unless a call
     /// chooses another.
     pub scheduler: String,
+    /// Threads of the pipeline's pool for CPU tensor work (set by the worker that runs it).
+    pub threads: usize,
 }
 
 /// diffusers' `StableDiffusionPipeline`: the components, composed as text to image.
@@ -119,6 +121,7 @@ impl StableDiffusionPipeline {
             max_prompt_tokens: components.tokenizer.max_length(),
             num_train_timesteps: components.scheduler.num_train_timesteps(),
             scheduler: components.scheduler.kind().class_name().into(),
+            threads: rayon::current_num_threads(),
         };
         Ok(Self {
             prompt_encoder: PromptEncoder::new(info.cuda_graphs),
@@ -283,7 +286,11 @@ impl StableDiffusionPipeline {
         }
         // Guidance is applied in f32: a larger scale is infinite there (an all-black image).
         if o.guidance_scale > f64::from(f32::MAX) {
-            return Err(expected(&format!("number at most {:e} (the largest f32)", f32::MAX), "guidance_scale", o.guidance_scale));
+            return Err(expected(
+                &format!("number at most {:e} (the largest f32)", f32::MAX),
+                "guidance_scale",
+                o.guidance_scale,
+            ));
         }
         if o.num_images_per_prompt == 0 || o.num_images_per_prompt > MAX_IMAGES_PER_PROMPT {
             return Err(expected(
@@ -338,7 +345,9 @@ impl StableDiffusionPipeline {
             image = c.vae_in_f32()?.decode(&scaled.to_dtype(DType::F32)?)?;
         }
         if !all_finite(&image)? {
-            return Err(Error::NonFinite("the VAE's decoded image is NaN or infinite (the latents are out of range)".into()));
+            return Err(Error::NonFinite(
+                "the VAE's decoded image is NaN or infinite (the latents are out of range)".into(),
+            ));
         }
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }

@@ -111,9 +111,9 @@ impl SchedulerChoice {
         let mut kind = self.kind;
         let mut fields = Map::new();
         if let Some(name) = overrides.get("type") {
-            let name = name.as_str().ok_or_else(|| {
-                expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name)
-            })?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name))?;
             (kind, fields) = resolve_type(name)?;
         }
         let known = kind.fields();
@@ -131,8 +131,12 @@ impl SchedulerChoice {
             }
             fields.insert(key.clone(), value.clone());
         }
-        let mut config: Map<String, Value> =
-            self.config.iter().filter(|(k, _)| known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut config: Map<String, Value> = self
+            .config
+            .iter()
+            .filter(|(k, _)| known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         config.extend(fields);
         let choice = Self { kind, config };
         // Field types and ranges are checked by the config's own deserialization and validation.
