@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
+use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
+use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -14,14 +17,25 @@ use crate::error::{expected, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    Pndm,
+    Ddpm,
+    Lcm,
 }
 
 /// Each kind's diffusers class name and the `type` name a call uses.
-const KINDS: &[(SchedulerKind, &str, &str)] = &[(SchedulerKind::Ddim, "DDIMScheduler", "ddim")];
+const KINDS: &[(SchedulerKind, &str, &str)] = &[
+    (SchedulerKind::Ddim, "DDIMScheduler", "ddim"),
+    (SchedulerKind::Pndm, "PNDMScheduler", "pndm"),
+    (SchedulerKind::Ddpm, "DDPMScheduler", "ddpm"),
+    (SchedulerKind::Lcm, "LCMScheduler", "lcm"),
+];
 
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
 /// ("DPM++ 2M Karras" is DPMSolverMultistep with Karras sigmas).
-const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[];
+const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
+    // PLMS: PNDM's linear multistep method without the Runge-Kutta warm-up (what SD1.x ships).
+    ("plms", SchedulerKind::Pndm, &[("skip_prk_steps", PresetValue::Bool(true))]),
+];
 
 /// A preset's field value (consts cannot hold `serde_json::Value`).
 #[derive(Debug, Clone, Copy)]
@@ -60,12 +74,18 @@ impl SchedulerKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             SchedulerKind::Ddim => serde_introspect::<DdimSchedulerConfig>(),
+            SchedulerKind::Pndm => serde_introspect::<PndmSchedulerConfig>(),
+            SchedulerKind::Ddpm => serde_introspect::<DdpmSchedulerConfig>(),
+            SchedulerKind::Lcm => serde_introspect::<LcmSchedulerConfig>(),
         }
     }
 
     fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             SchedulerKind::Ddim => Box::new(DdimScheduler::new(parse::<DdimSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Pndm => Box::new(PndmScheduler::new(parse::<PndmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
         })
     }
 }
@@ -90,7 +110,8 @@ impl SchedulerChoice {
         // diffusers' bookkeeping keys (`_class_name`, `_diffusers_version`) are not config fields.
         let config = config.into_iter().filter(|(k, _)| !k.starts_with('_')).collect();
         let choice = Self { kind, config };
-        choice.build(1).map_err(|e| format!("is not a valid {class} config: {e}"))?;
+        // The config alone (no step count: PNDM's Runge-Kutta warm-up needs at least 4 steps).
+        choice.parse_config().map_err(|e| format!("is not a valid {class} config: {e}"))?;
         Ok(choice)
     }
 
@@ -162,6 +183,9 @@ impl SchedulerChoice {
     fn parse_config(&self) -> Result<()> {
         match self.kind {
             SchedulerKind::Ddim => parse::<DdimSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Pndm => parse::<PndmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
         }
     }
 }
