@@ -85,6 +85,9 @@ CASES = [
 # noise each step are checked step by step above with diffusers' noise replayed.
 PIPELINE_CASES = [
     ("ddim_trailing", "DDIMScheduler", {"timestep_spacing": "trailing"}),
+    # SD1.5's own scheduler: PLMS, 5 steps = 6 UNet calls; and PNDM's Runge-Kutta warm-up: 14 calls.
+    ("plms", "PNDMScheduler", {"skip_prk_steps": True}),
+    ("pndm_prk", "PNDMScheduler", {"skip_prk_steps": False}),
 ]
 
 
