@@ -9,6 +9,9 @@ const s = (scheduler: unknown) => ({ prompt: "a red apple", numInferenceSteps: 2
 const DDIM_FIELDS =
   "numTrainTimesteps, betaStart, betaEnd, betaSchedule, trainedBetas, clipSample, clipSampleRange, setAlphaToOne, stepsOffset, predictionType, thresholding, dynamicThresholdingRatio, sampleMaxValue, timestepSpacing, rescaleBetasZeroSnr, eta";
 
+const PNDM_FIELDS =
+  "numTrainTimesteps, betaStart, betaEnd, betaSchedule, trainedBetas, skipPrkSteps, setAlphaToOne, predictionType, timestepSpacing, stepsOffset";
+
 /** Refused by the TypeScript conversion (what JSON cannot carry), before the native module. */
 export const BAD_SCHEDULER_SHAPES: BadCase[] = [
   { options: s(null), message: "Expected scheduler name or plain object for scheduler but received null" },
@@ -35,4 +38,9 @@ export const BAD_SCHEDULER_FIELDS: BadCase[] = [
   { options: s({ numTrainTimesteps: 2, trainedBetas: [0.1, 1.5] }), message: "Expected number >= 0 and < 1 for scheduler.trainedBetas[1] but received 1.5" },
   { options: s({ numTrainTimesteps: 2, trainedBetas: [0, 0] }), message: "Expected betas with at least one above 0 (all zero: the noise never changes, the image is black) for scheduler.trainedBetas but received all zeros" },
   { options: s({ thresholding: true }), message: "Expected false (dynamic thresholding is for pixel-space models and is not supported) for scheduler.thresholding but received true" },
+  // PNDM, DDPM, LCM: what each refuses and why.
+  { options: s({ type: "pndm", skipPrkSteps: false }), message: "Expected integer of at least 4 when scheduler.skipPrkSteps is false (PNDM's Runge-Kutta warm-up runs on the last 4 timesteps; set scheduler.skipPrkSteps to true for fewer steps) for numInferenceSteps but received 2" },
+  { options: s({ type: "plms", eta: 0 }), message: `scheduler.eta is not an option of the pndm scheduler (PNDMScheduler); its options are ${PNDM_FIELDS}` },
+  { options: s({ type: "ddpm", varianceType: "learned" }), message: 'Expected "fixed_small", "fixed_small_log" or "fixed_large" (a learned variance needs a model that predicts it in extra output channels; Stable Diffusion UNets output 4 channels) for scheduler.varianceType but received "learned"' },
+  { options: s({ type: "lcm", originalInferenceSteps: 1 }), message: "Expected integer between 1 and scheduler.originalInferenceSteps (1): LCM picks its timesteps from that many for numInferenceSteps but received 2" },
 ];
