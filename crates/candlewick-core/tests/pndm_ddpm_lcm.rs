@@ -34,7 +34,9 @@ fn golden(name: &str) -> (Map<String, Value>, Vec<f64>) {
 fn err(choice: &SchedulerChoice, overrides: Value, steps: usize) -> String {
     match choice.with_overrides(&object(overrides.clone())) {
         Err(e) => e.to_string(),
-        Ok(c) => c.build(steps).map(|_| ()).expect_err(&format!("{overrides} with {steps} steps was accepted")).to_string(),
+        Ok(c) => {
+            c.build(steps).map(|_| ()).expect_err(&format!("{overrides} with {steps} steps was accepted")).to_string()
+        }
     }
 }
 
@@ -153,8 +155,9 @@ fn ddpm_refusals_say_why() {
         err(&sd15, ddpm(json!({"clip_sample_range": -1.0})), 10),
         "Expected finite number > 0 for scheduler.clip_sample_range but received -1"
     );
-    assert!(err(&sd15, ddpm(json!({"skip_prk_steps": true})), 10)
-        .starts_with("scheduler.skip_prk_steps is not an option of the ddpm scheduler (DDPMScheduler); its options are"));
+    assert!(err(&sd15, ddpm(json!({"skip_prk_steps": true})), 10).starts_with(
+        "scheduler.skip_prk_steps is not an option of the ddpm scheduler (DDPMScheduler); its options are"
+    ));
 }
 
 #[test]

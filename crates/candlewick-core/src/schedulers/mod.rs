@@ -11,9 +11,9 @@ mod choice;
 pub mod config;
 mod scheduler;
 pub mod scheduling_ddim;
-pub mod scheduling_pndm;
 pub mod scheduling_ddpm;
 pub mod scheduling_lcm;
+pub mod scheduling_pndm;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
 pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, VarianceType};

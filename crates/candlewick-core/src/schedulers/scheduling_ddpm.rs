@@ -184,8 +184,13 @@ impl Scheduler for DdpmScheduler {
 
     /// diffusers' `step`: the posterior mean from the predicted clean sample, plus noise drawn
     /// from `noise` at every timestep above 0.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let prev_t = self.previous_timestep(timestep)?;
         let a_t = alpha_at(&self.alphas_cumprod, timestep, CLASS)?;
         let a_prev = if prev_t >= 0.0 { alpha_at(&self.alphas_cumprod, prev_t, CLASS)? } else { 1.0 };

@@ -7,7 +7,9 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use super::alphas::{add_noise, alpha_at, check_clip_sample_range, check_steps_offset, div_scalar, refuse_thresholding};
+use super::alphas::{
+    add_noise, alpha_at, check_clip_sample_range, check_steps_offset, div_scalar, refuse_thresholding,
+};
 use super::config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing};
 use super::scheduler::{Scheduler, StepNoise};
 use crate::error::{expected, Error, Result};
@@ -148,9 +150,8 @@ impl LcmScheduler {
         // of them at floor(linspace(0, original, n, endpoint=False)).
         let k = config.num_train_timesteps / original;
         let origin: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
-        let timesteps = (0..n)
-            .map(|i| origin[(i as f64 * (original as f64 / n as f64)).floor() as usize] as f64)
-            .collect();
+        let timesteps =
+            (0..n).map(|i| origin[(i as f64 * (original as f64 / n as f64)).floor() as usize] as f64).collect();
         let alphas_cumprod = config.noise_schedule().alphas_cumprod();
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
         Ok(Self { config, timesteps, alphas_cumprod, final_alpha_cumprod, step_index: None, begin_index: None })
@@ -200,16 +201,24 @@ impl Scheduler for LcmScheduler {
 
     /// diffusers' `step`: the consistency function's denoised sample, then (every step but the
     /// last) fresh noise from `noise` to the next timestep's level.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let step_index = match self.step_index {
             Some(i) => i,
             None => self.init_step_index(timestep)?,
         };
         let prev_timestep = self.timesteps.get(step_index + 1).copied().unwrap_or(timestep);
         let a_t = alpha_at(&self.alphas_cumprod, timestep, CLASS)?;
-        let a_prev =
-            if prev_timestep >= 0.0 { alpha_at(&self.alphas_cumprod, prev_timestep, CLASS)? } else { self.final_alpha_cumprod };
+        let a_prev = if prev_timestep >= 0.0 {
+            alpha_at(&self.alphas_cumprod, prev_timestep, CLASS)?
+        } else {
+            self.final_alpha_cumprod
+        };
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let (c_skip, c_out) = self.boundary_scalings(timestep);

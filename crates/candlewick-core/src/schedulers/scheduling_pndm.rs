@@ -283,8 +283,13 @@ impl Scheduler for PndmScheduler {
 
     /// diffusers' `step`: a Runge-Kutta call while the counter is among the PRK calls, else a
     /// PLMS call. Deterministic: `noise` is never drawn.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, _noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        _noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         if timestep.fract() != 0.0 {
             return Err(internal(&format!("timestep {timestep} is not a whole number")));
         }
