@@ -46,8 +46,11 @@ export class GeneratedImage {
     this.timings = timings;
   }
 
-  /** The image as a PNG file (8-bit RGB, no alpha), with `options.text` in text chunks. */
-  toPng(options: PngOptions = {}): Buffer {
+  /**
+   * The image as a PNG file (8-bit RGB, no alpha), with `options.text` in text chunks. A Node
+   * Buffer, typed as the Uint8Array it is so that the declarations need no @types/node.
+   */
+  toPng(options: PngOptions = {}): Uint8Array {
     const png = new pngjs.PNG({ width: this.width, height: this.height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
     png.data = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
     const file = pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });

@@ -7,7 +7,7 @@ import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated
 import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
 import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
-import { CandlewickError, INVALID_OPTION } from "./errors.js";
+import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
 import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
 
 export type Device = "auto" | "cpu" | "cuda";
@@ -118,7 +118,7 @@ export interface GenerateOptions {
   /** Called after each denoising step. Default: none. */
   onProgress?: (progress: GenerateProgress) => void;
   /** Cancels the call: the promise rejects with an AbortError (code ERR_CANDLEWICK_CANCELLED). Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */
   onWarning?: (message: string) => void;
 }
@@ -137,13 +137,13 @@ const GENERATE_KEYS = [
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning",
 ] as const;
 
-/** Load options, checked: the binding's part and the hub's part. */
+/** Load options, checked: the binding's part and the hub's part. @internal */
 export interface CheckedLoadOptions {
   raw: RawLoadOptions;
   hub: HubOptions;
 }
 
-/** Check load options and split them into the binding's shape and the hub options. */
+/** Check load options and split them into the binding's shape and the hub options. @internal */
 export function checkLoadOptions(value: unknown): CheckedLoadOptions {
   const o = checkOptionsObject(value, "load options", [...NATIVE_LOAD_KEYS, ...HUB_KEYS]);
   const hub: HubOptions = {};
@@ -160,7 +160,7 @@ export function checkLoadOptions(value: unknown): CheckedLoadOptions {
   return { raw: toRawLoadOptions(native), hub };
 }
 
-/** Check the binding's load options and convert them to its shape. */
+/** Check the binding's load options and convert them to its shape. @internal */
 export function toRawLoadOptions(value: unknown): RawLoadOptions {
   const o = checkOptionsObject(value, "load options", NATIVE_LOAD_KEYS);
   const raw: RawLoadOptions = {};
@@ -177,15 +177,15 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   return raw;
 }
 
-/** A generate call's options, split into what crosses into Rust and what stays in JavaScript. */
+/** A generate call's options, split into what crosses into Rust and what stays in JavaScript. @internal */
 export interface CheckedGenerateOptions {
   raw: RawGenerateOptions;
   onProgress?: (progress: GenerateProgress) => void;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onWarning?: (message: string) => void;
 }
 
-/** Check generate options and convert them to the binding's shape. */
+/** Check generate options and convert them to the binding's shape. @internal */
 export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (value === undefined) throw invalid("options object with a prompt", "generate options", value);
   const o = checkOptionsObject(value, "generate options", GENERATE_KEYS);
@@ -289,11 +289,11 @@ function callback(value: unknown, option: string): (...args: never[]) => unknown
   return value as (...args: never[]) => unknown;
 }
 
-function abortSignal(value: unknown): AbortSignal {
+function abortSignal(value: unknown): AbortSignalLike {
   const looksLikeSignal =
-    typeof value === "object" && value !== null && typeof (value as AbortSignal).aborted === "boolean" &&
-    typeof (value as AbortSignal).addEventListener === "function";
+    typeof value === "object" && value !== null && typeof (value as AbortSignalLike).aborted === "boolean" &&
+    typeof (value as AbortSignalLike).addEventListener === "function";
   if (!looksLikeSignal) throw invalid("AbortSignal", "signal", value);
-  return value as AbortSignal;
+  return value as AbortSignalLike;
 }
 

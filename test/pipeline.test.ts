@@ -50,7 +50,9 @@ test("generates an RGB image of the requested size that encodes to a PNG", async
   t.is(image!.height, 64);
   t.is(image!.data.length, 64 * 64 * 3);
   t.is(image!.seed, 1n);
-  const png = pngjs.PNG.sync.read(image!.toPng());
+  const file = image!.toPng();
+  t.true(Buffer.isBuffer(file), "toPng returns a Buffer (typed as Uint8Array)");
+  const png = pngjs.PNG.sync.read(Buffer.from(file));
   t.is(png.width, 64);
   t.is(png.height, 64);
   const rgb = new Uint8Array(64 * 64 * 3);

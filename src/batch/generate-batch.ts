@@ -8,7 +8,7 @@
  * that is not full runs as soon as the pipeline would otherwise idle (the source is slow, or over).
  */
 
-import { abortError, CandlewickError } from "../errors.js";
+import { abortError, CandlewickError, type AbortSignalLike } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
 import type { GenerateOptions, GenerateProgress } from "../options.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
@@ -21,7 +21,7 @@ export interface BatchOptions {
   /** The most images in one GPU batch (one native call). Default 4. */
   batchSize?: number;
   /** Stops the batch: calls in progress end before their next step and the iterator throws an AbortError. Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Called after every denoising step of a GPU batch, with the indices of the inputs in it. Default: none. */
   onProgress?: (progress: BatchProgress) => void;
   /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */

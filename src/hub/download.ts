@@ -8,9 +8,9 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-import { abortError, CandlewickError, HUB, HUB_NOT_FOUND } from "../errors.js";
+import { abortError, CandlewickError, HUB, HUB_NOT_FOUND, type AbortSignalLike } from "../errors.js";
 import { downloadBlob } from "./blob.js";
-import { RepoCache, defaultCacheDir } from "./cache.js";
+import { RepoCache, defaultCacheDir, type Env } from "./cache.js";
 import { PIPELINE_FOLDERS, selectPipelineFiles, type Variant } from "./files.js";
 import { HubClient, defaultEndpoint, defaultToken, type FileMetadata } from "./http.js";
 
@@ -45,7 +45,7 @@ export interface HubOptions {
   /** Called as bytes arrive. Default: none. */
   onDownloadProgress?: (progress: DownloadProgress) => void;
   /** Cancels the download (what has arrived is kept, and the next call resumes it). Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 /** What `downloadPipeline` fetched. */
@@ -61,7 +61,7 @@ export interface Snapshot {
 }
 
 /** Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for offline mode, as huggingface_hub reads it. */
-export function offlineFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+export function offlineFromEnv(env: Env = process.env): boolean {
   return ["1", "on", "yes", "true"].includes((env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE || "").toLowerCase());
 }
 
@@ -82,7 +82,8 @@ async function download(repoId: string, options: HubOptions): Promise<Snapshot> 
     return fromCache(cache, revision, options.variant, "offline mode (HF_HUB_OFFLINE=1) does not download");
   }
   const token = options.token === false ? undefined : (options.token ?? defaultToken());
-  const client = new HubClient(options.endpoint ?? defaultEndpoint(), repoId, token, options.signal);
+  // A real AbortSignal (fetch takes nothing else); options.ts checks what it can of one.
+  const client = new HubClient(options.endpoint ?? defaultEndpoint(), repoId, token, options.signal as AbortSignal | undefined);
   let info;
   try {
     info = await client.modelInfo(revision);
