@@ -252,7 +252,13 @@ export class StableDiffusionPipeline {
         if (event.result) {
           const result = event.result;
           const warn = onWarning ?? ((message: string) => process.emitWarning(message, "CandlewickWarning"));
-          result.warnings.forEach((w) => warn(w));
+          try {
+            result.warnings.forEach((w) => warn(w));
+          } catch (thrown) {
+            // As from onProgress: the caller's exception ends the call (this runs in a native
+            // callback, where an exception would otherwise be uncaught and end the process).
+            return settle(() => reject(thrown));
+          }
           settle(() => resolvePromise(result));
         }
       };

@@ -121,6 +121,16 @@ test("an exception in onProgress rejects the call with it", async (t) => {
   t.is(image!.height, 64);
 });
 
+test("an exception in onWarning rejects the call with it (not an uncaught exception), and the pipeline stays usable", async (t) => {
+  const boom = new Error("boom");
+  const prompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
+  await t.throwsAsync(pipe.generate({ prompt, ...SMALL, onWarning: () => { throw boom; } }), { is: boom });
+  const thrown: unknown = await pipe.generateLatents({ prompt, ...SMALL, onWarning: () => { throw "a string"; } }).then(() => "resolved", (e: unknown) => e);
+  t.is(thrown, "a string");
+  const [image] = await pipe.generate({ prompt: "x", ...SMALL, seed: 1 });
+  t.is(image!.height, 64);
+});
+
 test("calls made together queue and give what they give alone", async (t) => {
   const [one, two] = await Promise.all([
     pipe.generate({ prompt: "a red apple", ...SMALL, seed: 11 }),

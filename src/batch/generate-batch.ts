@@ -59,7 +59,8 @@ interface Pending<I> {
 interface Run<I> {
   items: Pending<I>[];
   controller: AbortController;
-  done: Promise<GeneratedImage[] | Error>;
+  /** Settles (never rejects) with the images, or with what the call rejected with, as it was. */
+  done: Promise<{ images: GeneratedImage[] } | { error: unknown }>;
 }
 
 const NOT_READY = Symbol("not ready");
@@ -111,8 +112,8 @@ export async function* generateBatch<I extends string | BatchInput>(
       ...(o.onWarning ? { onWarning: o.onWarning } : {}),
     };
     const done = generate(call).then(
-      (images) => images,
-      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      (images) => ({ images }),
+      (error: unknown) => ({ error }),
     ).finally(() => signal?.removeEventListener("abort", stop));
     return { items, controller, done };
   };
@@ -161,8 +162,8 @@ export async function* generateBatch<I extends string | BatchInput>(
       if ((await Promise.race(wake)) === "read") continue;
       running.shift();
       const outcome = await first.done;
-      if (outcome instanceof Error) throw namingInputs(outcome, first.items);
-      for (const [i, item] of first.items.entries()) yield { index: item.checked.index, input: item.input, image: outcome[i]! };
+      if ("error" in outcome) throw namingInputs(outcome.error, first.items);
+      for (const [i, item] of first.items.entries()) yield { index: item.checked.index, input: item.input, image: outcome.images[i]! };
     }
     if (badInput !== undefined) throw badInput;
   } finally {
@@ -190,9 +191,9 @@ function iterate<I>(inputs: Iterable<I> | AsyncIterable<I>): AsyncIterator<I> {
   throw invalid("array, iterable or async iterable of inputs", "inputs", inputs);
 }
 
-/** An error of one GPU batch, naming its inputs (an abort passes through as it is). */
-function namingInputs(error: Error, items: Pending<unknown>[]): Error {
-  if (error.name === "AbortError" || !(error instanceof CandlewickError)) return error;
+/** An error of one GPU batch, naming its inputs (an abort, or what a callback threw, passes through as it is). */
+function namingInputs(error: unknown, items: Pending<unknown>[]): unknown {
+  if (!(error instanceof CandlewickError) || error.name === "AbortError") return error;
   const which = items.map((p) => p.checked.index).join(", ");
   return new CandlewickError(`inputs ${which}: ${error.message}`, error.code, { cause: error });
 }
