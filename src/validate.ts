@@ -31,6 +31,11 @@ export function describe(value: unknown): string {
   return name ? `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}` : "an object";
 }
 
+/** "1 image", "2 images": a number and its noun, singular or plural as the number asks. */
+export function count(n: number | bigint, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 || n === 1n ? noun : plural}`;
+}
+
 /** "Expected {what} for {option} but received {value}". */
 export function invalid(what: string, option: string, value: unknown): CandlewickError {
   return new CandlewickError(`Expected ${what} for ${option} but received ${describe(value)}`, INVALID_OPTION);
