@@ -8,7 +8,7 @@ import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
 import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
-import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
+import { boolean, checkOptionsObject, count, integerIn, invalid, numberIn, oneOf } from "./validate.js";
 
 export type Device = "auto" | "cpu" | "cuda";
 export type DType = "auto" | "f32" | "f16";
@@ -221,18 +221,17 @@ function prompts(value: unknown): string[] {
   throw invalid("string or non-empty array of strings", "prompt", value);
 }
 
-function negativePrompts(value: unknown, count: number): string[] {
+function negativePrompts(value: unknown, prompts: number): string[] {
+  const what = prompts === 1 ? "string or array of 1 string" : `string or array of 1 or ${prompts} strings (one per prompt)`;
   if (typeof value === "string") return [value];
   if (Array.isArray(value)) {
-    if (value.length !== 1 && value.length !== count) {
-      throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
-    }
+    if (value.length !== 1 && value.length !== prompts) throw invalid(what, "negativePrompt", value);
     value.forEach((p, i) => {
       if (typeof p !== "string") throw invalid("string", `negativePrompt[${i}]`, p);
     });
     return [...value] as string[];
   }
-  throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
+  throw invalid(what, "negativePrompt", value);
 }
 
 /** Width or height: a positive multiple of 8 up to MAX_SIDE. */
@@ -256,7 +255,7 @@ export function seed(value: unknown, option: string): bigint {
 function seedList(value: unknown, images: number, withSeed: boolean): bigint[] {
   if (withSeed) throw new CandlewickError("Expected seed or seeds, not both, but received both", INVALID_OPTION);
   if (!Array.isArray(value) || value.length !== images) {
-    throw invalid(`array of ${images} seeds (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
+    throw invalid(`array of ${count(images, "seed")} (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
   }
   return value.map((s: unknown, i) => seed(s, `seeds[${i}]`));
 }
@@ -276,9 +275,9 @@ function latents(value: unknown, batch: number): RawLatents {
     throw invalid(`batch of ${batch} (prompts x numImagesPerPrompt)`, "latents.shape[0]", shape[0]);
   }
   if (!(o.data instanceof Float32Array)) throw invalid("Float32Array", "latents.data", o.data);
-  const count = (shape as number[]).reduce((a, b) => a * b, 1);
-  if (o.data.length !== count) {
-    const message = `Expected Float32Array of ${count} values (shape [${shape.join(", ")}]) for latents.data but received ${o.data.length} values`;
+  const values = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (o.data.length !== values) {
+    const message = `Expected Float32Array of ${count(values, "value")} (shape [${shape.join(", ")}]) for latents.data but received ${count(o.data.length, "value")}`;
     throw new CandlewickError(message, INVALID_OPTION);
   }
   return { shape: [...shape] as number[], data: o.data };

@@ -160,7 +160,7 @@ test("--num-images writes numbered files, and a seed reproduces them byte for by
   t.notDeepEqual(readFileSync(join(dir, "a-1.png")), readFileSync(join(dir, "a-2.png")));
 });
 
-const TINY = ["--steps", "1", "--width", "16", "--height", "16", "--quiet"];
+const TINY = ["--steps", "1", "--width", "16", "--height", "16"];
 
 test("--out in a folder that does not exist creates the folder, as batch --out does", async (t) => {
   const out = join(scratch(), "new/deeper/apple.png");
@@ -169,6 +169,7 @@ test("--out in a folder that does not exist creates the folder, as batch --out d
   t.is(stdout, `${out}\n`);
   t.true(existsSync(out));
   t.deepEqual(readdirSync(join(out, "..")), ["apple.png"], "no temporary file is left");
+  t.regex(stderr, /\nWrote 1 image of 16x16, seed \d+\n$/);
 });
 
 test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's message), before the model loads", async (t) => {
@@ -192,12 +193,14 @@ test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's me
 
 test("generate's PNGs carry the same text chunks as batch's, with eta in the web-UI parameters", async (t) => {
   const dir = scratch();
-  const settings = ["--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5", "--quiet"];
+  const settings = ["--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];
   const one = await cli("generate", "a red apple", ...settings, "--seed", "5", "--out", join(dir, "one.png"));
   t.is(one.code, 0, one.stderr);
+  t.regex(one.stderr, /\nWrote 1 image of 32x32, seed 5\n$/);
   writeFileSync(join(dir, "prompts.jsonl"), `${JSON.stringify({ prompt: "a red apple", seed: 5 })}\n`);
   const batch = await cli("batch", join(dir, "prompts.jsonl"), ...settings, "--out", join(dir, "batch"));
   t.is(batch.code, 0, batch.stderr);
+  t.regex(batch.stderr, new RegExp(`\nWrote 1 image to ${join(dir, "batch")} \\(1 in all, `));
   const fromGenerate = readTextChunks(readFileSync(join(dir, "one.png")));
   t.deepEqual(fromGenerate, readTextChunks(readFileSync(join(dir, "batch/00001.png"))));
   t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'ddim {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });

@@ -195,5 +195,5 @@ function iterate<I>(inputs: Iterable<I> | AsyncIterable<I>): AsyncIterator<I> {
 function namingInputs(error: unknown, items: Pending<unknown>[]): unknown {
   if (!(error instanceof CandlewickError) || error.name === "AbortError") return error;
   const which = items.map((p) => p.checked.index).join(", ");
-  return new CandlewickError(`inputs ${which}: ${error.message}`, error.code, { cause: error });
+  return new CandlewickError(`${items.length === 1 ? "input" : "inputs"} ${which}: ${error.message}`, error.code, { cause: error });
 }

@@ -11,6 +11,7 @@ import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { CandlewickError, HUB } from "../errors.js";
+import { count } from "../validate.js";
 import { writable } from "./cache.js";
 import type { FileMetadata, HubClient } from "./http.js";
 
@@ -39,7 +40,7 @@ export async function downloadBlob(client: HubClient, file: string, meta: FileMe
       if (failures >= MAX_TRIES) {
         const reason = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
         throw new CandlewickError(
-          `Downloading ${client.repoId}/${file} failed ${MAX_TRIES} times in a row (${reason}); ${have} bytes are kept in ${incomplete} and the next try resumes from there`,
+          `Downloading ${client.repoId}/${file} failed ${MAX_TRIES} times in a row (${reason}); ${count(have, "byte")} ${have === 1 ? "is" : "are"} kept in ${incomplete} and the next try resumes from there`,
           HUB,
           { cause: error },
         );
