@@ -66,6 +66,10 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: latents([1, 4, 8, 8], [0, 1]), message: "Expected Float32Array for latents.data but received an array of length 2" },
   { options: latents([1, 4, 8, 8], new Float64Array(256)), message: "Expected Float32Array for latents.data but received a Float64Array" },
   { options: latents([1, 4, 8, 8], new Float32Array(255)), message: "Expected Float32Array of 256 values (shape [1, 4, 8, 8]) for latents.data but received 255 values" },
+  // Non-finite latents would give an all-black image: the first one is named.
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(NaN, 3)), message: "Expected finite number for latents.data[3] but received NaN" },
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(Infinity, 255)), message: "Expected finite number for latents.data[255] but received Infinity" },
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(-Infinity, 0, 1)), message: "Expected finite number for latents.data[0] but received -Infinity" },
   { options: p({ latents: { shape: [1, 4, 8, 8], data: new Float32Array(256), dtype: "f32" } }), message: 'Unknown option "dtype" in latents; known options: shape, data' },
   // Scheduler options.
   // Sizes: zero, negative, huge, not numbers.
