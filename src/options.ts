@@ -127,8 +127,17 @@ export interface GenerateOptions {
 export const MAX_SIDE = 8192;
 /** The most inference steps (DDIM cannot take more steps than the model's training timesteps, 1000). */
 export const MAX_STEPS = 1000;
-/** The most images one call may make. */
-export const MAX_IMAGES_PER_PROMPT = 64;
+/**
+ * The most images one call may make in all (prompts x numImagesPerPrompt). One call is one batch,
+ * held in memory at once: GPU memory grows by ~0.9 GiB per 512x512 f16 image (7.64 GiB peak at
+ * batch 8 on an H200, README's table), so 64 images take ~60 GiB, and a typo such as 100 prompts
+ * x 64 would fail on memory after minutes of work. A bigger batch is not faster either: from two
+ * images on, a UNet step is compute-bound on an H200 (docs/anchors.md). More images belong in
+ * `generateBatch`, which makes any number in calls of up to this many.
+ */
+export const MAX_IMAGES_PER_CALL = 64;
+/** The most images per prompt (one prompt may take the whole call). */
+export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
 const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "gemmBenchmark", "channelsLast", "cudnnAttention", "cudaGraphs"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
@@ -199,9 +208,15 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.numImagesPerPrompt !== undefined) {
     raw.numImagesPerPrompt = integerIn(o.numImagesPerPrompt, "numImagesPerPrompt", 1, MAX_IMAGES_PER_PROMPT);
   }
+  const perPrompt = raw.numImagesPerPrompt ?? 1;
+  if (prompt.length * perPrompt > MAX_IMAGES_PER_CALL) {
+    const received = `${count(prompt.length, "prompt")} x ${perPrompt} = ${count(prompt.length * perPrompt, "image")}`;
+    const message = `Expected at most ${MAX_IMAGES_PER_CALL} images in one call (prompts x numImagesPerPrompt) but received ${received}; generateBatch makes any number`;
+    throw new CandlewickError(message, INVALID_OPTION);
+  }
   if (o.seed !== undefined) raw.seed = seed(o.seed, "seed");
-  if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * (raw.numImagesPerPrompt ?? 1), raw.seed !== undefined);
-  if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * (raw.numImagesPerPrompt ?? 1));
+  if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * perPrompt, raw.seed !== undefined);
+  if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * perPrompt);
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
   const checked: CheckedGenerateOptions = { raw };
   if (o.onProgress !== undefined) checked.onProgress = callback(o.onProgress, "onProgress") as CheckedGenerateOptions["onProgress"];

@@ -101,6 +101,12 @@ test("an options object from another realm (a vm context) is a plain object", (t
 test(rejects, { prompt: ["a", "b"], seeds: [1, -2] }, "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seeds[1] but received -2");
 test(rejects, { prompt: "a red apple", seed: 1, seeds: [1] }, "Expected seed or seeds, not both, but received both");
 
+test("64 images in one call pass, however they are split between prompts", (t) => {
+  t.is(checkGenerateOptions({ prompt: "a", numImagesPerPrompt: 64 }).raw.numImagesPerPrompt, 64);
+  t.is(checkGenerateOptions({ prompt: Array.from({ length: 32 }, () => "a"), numImagesPerPrompt: 2 }).raw.prompt.length, 32);
+  t.is(checkGenerateOptions({ prompt: Array.from({ length: 64 }, () => "a") }).raw.prompt.length, 64);
+});
+
 test("seeds: one per image, as bigints", (t) => {
   const { raw } = checkGenerateOptions({ prompt: ["a", "b"], numImagesPerPrompt: 2, seeds: [1, 2n, 3, 2n ** 64n - 1n] });
   t.deepEqual(raw.seeds, [1n, 2n, 3n, 18446744073709551615n]);

@@ -10,7 +10,7 @@
 
 import { abortError, CandlewickError, type AbortSignalLike } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
-import type { GenerateOptions, GenerateProgress } from "../options.js";
+import { MAX_IMAGES_PER_CALL, type GenerateOptions, type GenerateProgress } from "../options.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
 import { checkDefaults, checkInput, type BatchDefaults, type BatchInput, type CheckedInput } from "./inputs.js";
 
@@ -45,7 +45,8 @@ export interface BatchResult<I> {
 }
 
 export const DEFAULT_BATCH_SIZE = 4;
-const MAX_BATCH_SIZE = 64;
+/** A GPU batch is one generate call. */
+const MAX_BATCH_SIZE = MAX_IMAGES_PER_CALL;
 /** Inputs read ahead of the GPU, in batches. */
 const READ_AHEAD = 4;
 

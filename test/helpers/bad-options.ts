@@ -2,7 +2,7 @@
 // validation alone (no native module), test/bad-options.test.ts sends each through a loaded
 // pipeline's generate() (or fromPretrained) and then generates successfully with that pipeline.
 // Messages follow sharp's shape and name the option, the value received and what is allowed;
-// the limits come from src/options.ts (MAX_SIDE, MAX_STEPS, MAX_IMAGES_PER_PROMPT).
+// the limits come from src/options.ts (MAX_SIDE, MAX_STEPS, MAX_IMAGES_PER_PROMPT, MAX_IMAGES_PER_CALL).
 
 /** One bad call: its options and the exact message; `code` when not ERR_CANDLEWICK_INVALID_OPTION. */
 export interface BadCase {
@@ -35,6 +35,19 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: p({ guidanceScale: null }), message: "Expected finite number >= 0 for guidanceScale but received null" },
   { options: p({ numImagesPerPrompt: 0 }), message: "Expected integer between 1 and 64 for numImagesPerPrompt but received 0" },
   { options: p({ numImagesPerPrompt: 65 }), message: "Expected integer between 1 and 64 for numImagesPerPrompt but received 65" },
+  // The images of one call, in all: prompts x numImagesPerPrompt.
+  {
+    options: { prompt: Array.from({ length: 100 }, (_, i) => `prompt ${i}`), numImagesPerPrompt: 64 },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 100 prompts x 64 = 6400 images; generateBatch makes any number",
+  },
+  {
+    options: { prompt: Array.from({ length: 65 }, () => "x") },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 65 prompts x 1 = 65 images; generateBatch makes any number",
+  },
+  {
+    options: { prompt: ["a", "b", "c"], numImagesPerPrompt: 22 },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 3 prompts x 22 = 66 images; generateBatch makes any number",
+  },
   { options: p({ seed: -1 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received -1" },
   { options: p({ seed: 1.5 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received 1.5" },
   { options: p({ seed: 2 ** 53 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received 9007199254740992" },
