@@ -114,7 +114,18 @@ test.serial("offline mode never touches the network: the cache, or an error nami
   const error = await t.throwsAsync(downloadPipeline("tiny/sd", { ...options(cache), offline: true }), { instanceOf: CandlewickError });
   t.is(hub.log.length, from);
   t.is(error.code, "ERR_CANDLEWICK_HUB");
-  t.regex(error.message, /^tiny\/sd \(revision "main"\) is not in the cache at .*offline mode \(HF_HUB_OFFLINE=1\)/);
+  // The option caused it, so the message says so (HF_HUB_OFFLINE is not set here).
+  t.is(error.message, `tiny/sd (revision "main") is not in the cache at ${cache}, and the offline option (offline: true) does not download: run once with offline: false, online`);
+  for (const [name, value] of [["HF_HUB_OFFLINE", "1"], ["TRANSFORMERS_OFFLINE", "yes"]] as const) {
+    process.env[name] = value;
+    try {
+      const { offline: _, ...withoutOffline } = options(cache);
+      const fromEnv = await t.throwsAsync(downloadPipeline("tiny/sd", withoutOffline), { instanceOf: CandlewickError });
+      t.is(fromEnv.message, `tiny/sd (revision "main") is not in the cache at ${cache}, and offline mode (${name}=${value}) does not download: run once online, or unset ${name}`);
+    } finally {
+      delete process.env[name];
+    }
+  }
   await downloadPipeline("tiny/sd", options(cache));
   const mark = hub.log.length;
   process.env.HF_HUB_OFFLINE = "1";
