@@ -30,7 +30,11 @@ export class GeneratedImage {
   readonly height: number;
   /** RGB, 3 bytes a pixel, rows top to bottom: width x height x 3 bytes. */
   readonly data: Uint8Array;
-  /** The seed of this image: the call's `seed` (the drawn one when none was given), or its entry of `seeds`. */
+  /**
+   * This image's seed: generating with it alone (same prompt and settings) makes this image again.
+   * The call's `seeds` entry for it; else, for image i of a call with `seed` (or a drawn one),
+   * seed + i (wrapping at 2^64), as web UIs number the images of a batch.
+   */
   readonly seed: bigint;
   /** Where the call that made this image spent its time (shared by the images of one call). */
   readonly timings: PhaseTimings | undefined;

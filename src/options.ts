@@ -100,7 +100,11 @@ export interface GenerateOptions {
   height?: number;
   /** Images per prompt. Default 1. */
   numImagesPerPrompt?: number;
-  /** Seeds the initial noise (and DDIM's eta noise): same seed, same image. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`). */
+  /**
+   * Seeds the initial noise (and DDIM's eta noise): same seed, same image. Image i of the call gets
+   * seed + i (wrapping at 2^64), as web UIs number a batch, so each image's `image.seed` makes that
+   * image alone. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`).
+   */
   seed?: number | bigint;
   /**
    * One seed per image (prompt.length x numImagesPerPrompt, in output order) instead of `seed`: each

@@ -131,6 +131,17 @@ test("an exception in onWarning rejects the call with it (not an uncaught except
   t.is(image!.height, 64);
 });
 
+test("image i of a call with seed s has seed s + i, and that seed alone makes it again (latents too)", async (t) => {
+  const options = { prompt: "a red apple", ...SMALL, numImagesPerPrompt: 3 };
+  const images = await pipe.generate({ ...options, seed: 42 });
+  t.deepEqual(images.map((image) => image.seed), [42n, 43n, 44n]);
+  const [alone] = await pipe.generate({ ...options, numImagesPerPrompt: 1, seed: images[2]!.seed });
+  t.deepEqual(alone!.data, images[2]!.data);
+  const latents = await pipe.generateLatents({ ...options, seed: 2n ** 64n - 2n });
+  t.deepEqual(latents.seeds, [2n ** 64n - 2n, 2n ** 64n - 1n, 0n], "wrapping at 2^64");
+  t.is(latents.seed, 2n ** 64n - 2n);
+});
+
 test("calls made together queue and give what they give alone", async (t) => {
   const [one, two] = await Promise.all([
     pipe.generate({ prompt: "a red apple", ...SMALL, seed: 11 }),
