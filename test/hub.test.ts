@@ -108,6 +108,22 @@ test.serial('variant "fp16" downloads the fp16 weights only', async (t) => {
   t.deepEqual(listing(snapshot.dir), FP16_FILES);
 });
 
+test.serial("an exception in onDownloadProgress rejects the download with it at once (not retried as a network failure)", async (t) => {
+  const cache = cacheDir();
+  const boom = new Error("boom");
+  let throws = 0;
+  // Thrown once bytes arrive (inside the download loop, which retries network failures).
+  const onDownloadProgress = (p: DownloadProgress) => {
+    if (p.fileLoaded === 0) return;
+    throws++;
+    throw boom;
+  };
+  await t.throwsAsync(downloadPipeline("tiny/sd", { ...options(cache), onDownloadProgress }), { is: boom });
+  t.is(throws, 1);
+  const snapshot = await downloadPipeline("tiny/sd", options(cache));
+  t.deepEqual(listing(snapshot.dir), PIPELINE_FILES);
+});
+
 test.serial("offline mode never touches the network: the cache, or an error naming the repository", async (t) => {
   const cache = cacheDir();
   const from = hub.log.length;
