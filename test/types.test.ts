@@ -2,10 +2,11 @@
 // .d.ts files are emitted (as `npm run build:ts` does) into a scratch node_modules/candlewick with
 // the real package.json, and test/types/*.ts, files written as a user would, are compiled against
 // them with the repo's typescript, `types: []` (no @types/node) and `skipLibCheck: false` (so every
-// .d.ts the package ships is checked, not only what the user calls).
+// .d.ts the package ships is checked, not only what the user calls). The README's TypeScript and
+// JavaScript examples are compiled the same way, as written.
 
 import { execFile } from "node:child_process";
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -60,6 +61,21 @@ test("they still compile with @types/node, whose AbortSignal fits too", async (t
   const { code, output } = await compile(["with-dom.ts"], {
     module: "NodeNext", moduleResolution: "NodeNext", lib: ["ES2022"], types: ["node"], typeRoots: [join(ROOT, "node_modules/@types")],
   });
+  t.is(code, 0, output);
+});
+
+test("the README's TypeScript and JavaScript examples type-check as written", async (t) => {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const blocks = [...readme.matchAll(/^```(ts|js)\n([\s\S]*?)^```$/gm)].map((m) => m[2]!);
+  t.true(blocks.length >= 4, `${blocks.length} examples found`);
+  const files = blocks.map((code, i) => {
+    // An example that continues an earlier one uses its `pipe`.
+    const prelude = /\bconst pipe\b/.test(code) ? "" : 'import type { StableDiffusionPipeline } from "candlewick";\ndeclare const pipe: StableDiffusionPipeline;\n';
+    const name = `readme-${i}.ts`;
+    writeFileSync(join(project, "src", name), `${prelude}${code}\nexport {};\n`);
+    return name;
+  });
+  const { code, output } = await compile(files, { module: "NodeNext", moduleResolution: "NodeNext", lib: ["ES2022", "DOM"] });
   t.is(code, 0, output);
 });
 
