@@ -57,21 +57,18 @@ export function imageParameters(
   };
 }
 
-/** The web UIs' names of diffusers' schedulers (by class or by candlewick's short name); others keep their name. */
+/**
+ * The web UIs' names of diffusers' scheduler classes (and of candlewick's short names for them);
+ * a scheduler not listed keeps its own name.
+ */
 const SAMPLERS: Record<string, string> = {
   ddim: "DDIM",
   DDIMScheduler: "DDIM",
-  pndm: "PLMS",
   PNDMScheduler: "PLMS",
-  euler: "Euler",
   EulerDiscreteScheduler: "Euler",
-  "euler-a": "Euler a",
   EulerAncestralDiscreteScheduler: "Euler a",
-  "dpm++-2m": "DPM++ 2M",
-  DPMSolverMultistepScheduler: "DPM++ 2M",
-  "dpm++-2m-karras": "DPM++ 2M Karras",
-  lms: "LMS",
   LMSDiscreteScheduler: "LMS",
+  DPMSolverMultistepScheduler: "DPM++ 2M",
 };
 
 /** PNG text entries: each parameter by name, `parameters` as web UIs write it, and `Software`. */
