@@ -203,7 +203,7 @@ test("generate's PNGs carry the same text chunks as batch's, with eta in the web
   t.regex(batch.stderr, new RegExp(`\nWrote 1 image to ${join(dir, "batch")} \\(1 in all, `));
   const fromGenerate = readTextChunks(readFileSync(join(dir, "one.png")));
   t.deepEqual(fromGenerate, readTextChunks(readFileSync(join(dir, "batch/00001.png"))));
-  t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'ddim {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });
+  t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'DDIMScheduler {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });
   t.is(fromGenerate.parameters, `a red apple\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: ${TINY_SD}, Eta DDIM: 0.5`);
   t.is(fromGenerate.Software, `candlewick ${VERSION}`);
 });

@@ -87,7 +87,7 @@ test(rejects, { prompt: "a", latents: { shape: [1, 1, 1, 1], data: new Float32Ar
 test(rejects, { prompt: "a", latents: { shape: [1, 1, 1, 2], data: new Float32Array(1) } }, "Expected Float32Array of 2 values (shape [1, 1, 1, 2]) for latents.data but received 1 value");
 test(rejects, { prompt: "a", guidanceScale: { value: 7.5 } }, "Expected finite number >= 0 for guidanceScale but received an object with key value");
 test(rejects, { prompt: "a", onWarning: { a: 1, b: 2 } }, "Expected function for onWarning but received an object with keys a, b");
-test(rejects, { prompt: "a", scheduler: { eta: { a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7 } } }, "Expected number between 0 and 1 for scheduler.eta but received an object with keys a, b, c, d, e and 2 more");
+test(rejects, { prompt: "a", scheduler: { eta: { a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7 } } }, "Expected number, string, boolean or array for scheduler.eta but received an object with keys a, b, c, d, e and 2 more");
 test(rejects, { prompt: "a", width: new Date(0) }, "Expected integer multiple of 8 for width but received a Date");
 test(rejects, Object.create({ prompt: "a" }), "Expected plain object for generate options but received an object that inherits from another object (no own keys)");
 
