@@ -9,6 +9,7 @@ import { join } from "node:path";
 import test from "ava";
 import pngjs from "pngjs";
 
+import { checkOutputFiles } from "../src/cli/output.js";
 import { readTextChunks } from "../src/png-text.js";
 import { cli, cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
 import { copyOfTinySd, ROOT, TINY_SD } from "./helpers/fixtures.js";
@@ -180,6 +181,7 @@ test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's me
   t.is(notDir.code, 1);
   t.is(notDir.stdout, "");
   t.is(notDir.stderr, `candlewick: cannot write ${underFile} (ENOTDIR: ${join(dir, "a-file")} is a file, not a folder)\n`, "no Loading line: the check comes first");
+  await t.throwsAsync(checkOutputFiles([underFile]), { code: "ERR_CANDLEWICK_OUTPUT", message: /^cannot write .*a-file\/apple\.png \(ENOTDIR/ });
   const deeper = join(dir, "a-file/sub/apple.png");
   t.is((await cli("generate", "x", "--quiet", "--out", deeper)).stderr, `candlewick: cannot write ${deeper} (ENOTDIR: not a directory)\n`);
   mkdirSync(join(dir, "taken.png"));
