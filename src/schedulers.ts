@@ -145,7 +145,7 @@ function snakeCase(key: string): string {
 
 /**
  * A call's `scheduler` (named `option` in messages) in the binding's shape: `{ type, ...fields }`
- * with diffusers' snake_case field names. Values pass as they are; the core checks them.
+ * with diffusers' snake_case field names. Values pass as they are; the core checks them. @internal
  */
 export function toRawScheduler(value: unknown, option = "scheduler"): NonNullable<RawGenerateOptions["scheduler"]> {
   if (typeof value === "string") {

@@ -2,15 +2,17 @@
 // tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
 // which is also the CLI's default model; they need the native module (npm run build:native).
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import test from "ava";
 import pngjs from "pngjs";
 
-import { cli, scratch } from "./helpers/cli.js";
-import { copyOfTinySd, ROOT } from "./helpers/fixtures.js";
+import { checkOutputFiles } from "../src/cli/output.js";
+import { readTextChunks } from "../src/png-text.js";
+import { cli, cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
+import { copyOfTinySd, ROOT, TINY_SD } from "./helpers/fixtures.js";
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
 
@@ -157,4 +159,53 @@ test("--num-images writes numbered files, and a seed reproduces them byte for by
   t.is(second.code, 0, second.stderr);
   t.deepEqual(readFileSync(join(dir, "b-1.png")), readFileSync(join(dir, "a-1.png")));
   t.notDeepEqual(readFileSync(join(dir, "a-1.png")), readFileSync(join(dir, "a-2.png")));
+});
+
+const TINY = ["--steps", "1", "--width", "16", "--height", "16"];
+
+test("--out in a folder that does not exist creates the folder, as batch --out does", async (t) => {
+  const out = join(scratch(), "new/deeper/apple.png");
+  const { code, stdout, stderr } = await cli("generate", "a red apple", ...TINY, "--out", out);
+  t.is(code, 0, stderr);
+  t.is(stdout, `${out}\n`);
+  t.true(existsSync(out));
+  t.deepEqual(readdirSync(join(out, "..")), ["apple.png"], "no temporary file is left");
+  t.regex(stderr, /\nWrote 1 image of 16x16, seed \d+\n$/);
+});
+
+test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's message), before the model loads", async (t) => {
+  const dir = scratch();
+  writeFileSync(join(dir, "a-file"), "");
+  const underFile = join(dir, "a-file/apple.png");
+  const notDir = await cli("generate", "x", "--out", underFile);
+  t.is(notDir.code, 1);
+  t.is(notDir.stdout, "");
+  t.is(notDir.stderr, `candlewick: cannot write ${underFile} (ENOTDIR: ${join(dir, "a-file")} is a file, not a folder)\n`, "no Loading line: the check comes first");
+  await t.throwsAsync(checkOutputFiles([underFile]), { code: "ERR_CANDLEWICK_OUTPUT", message: /^cannot write .*a-file\/apple\.png \(ENOTDIR/ });
+  const deeper = join(dir, "a-file/sub/apple.png");
+  t.is((await cli("generate", "x", "--quiet", "--out", deeper)).stderr, `candlewick: cannot write ${deeper} (ENOTDIR: not a directory)\n`);
+  mkdirSync(join(dir, "taken.png"));
+  const isDir = await cli("generate", "x", ...TINY, "--out", join(dir, "taken.png"));
+  t.is(isDir.stderr, `candlewick: cannot write ${join(dir, "taken.png")} (EISDIR: it is a folder)\n`);
+  const readOnly = join(readOnlyDir(), "apple.png");
+  const denied = await cliWith({ unprivileged: true }, "generate", "x", ...TINY, "--num-images", "2", "--out", readOnly);
+  t.is(denied.code, 1);
+  t.is(denied.stderr, `candlewick: cannot write ${readOnly.replace(/\.png$/, "-1.png")} (EACCES: permission denied)\n`);
+});
+
+test("generate's PNGs carry the same text chunks as batch's, with eta in the web-UI parameters", async (t) => {
+  const dir = scratch();
+  const settings = ["--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];
+  const one = await cli("generate", "a red apple", ...settings, "--seed", "5", "--out", join(dir, "one.png"));
+  t.is(one.code, 0, one.stderr);
+  t.regex(one.stderr, /\nWrote 1 image of 32x32, seed 5\n$/);
+  writeFileSync(join(dir, "prompts.jsonl"), `${JSON.stringify({ prompt: "a red apple", seed: 5 })}\n`);
+  const batch = await cli("batch", join(dir, "prompts.jsonl"), ...settings, "--out", join(dir, "batch"));
+  t.is(batch.code, 0, batch.stderr);
+  t.regex(batch.stderr, new RegExp(`\nWrote 1 image to ${join(dir, "batch")} \\(1 in all, `));
+  const fromGenerate = readTextChunks(readFileSync(join(dir, "one.png")));
+  t.deepEqual(fromGenerate, readTextChunks(readFileSync(join(dir, "batch/00001.png"))));
+  t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'DDIMScheduler {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });
+  t.is(fromGenerate.parameters, `a red apple\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: ${TINY_SD}, Eta DDIM: 0.5`);
+  t.is(fromGenerate.Software, `candlewick ${VERSION}`);
 });

@@ -2,7 +2,7 @@
 // validation alone (no native module), test/bad-options.test.ts sends each through a loaded
 // pipeline's generate() (or fromPretrained) and then generates successfully with that pipeline.
 // Messages follow sharp's shape and name the option, the value received and what is allowed;
-// the limits come from src/options.ts (MAX_SIDE, MAX_STEPS, MAX_IMAGES_PER_PROMPT).
+// the limits come from src/options.ts (MAX_SIDE, MAX_STEPS, MAX_IMAGES_PER_PROMPT, MAX_IMAGES_PER_CALL).
 
 /** One bad call: its options and the exact message; `code` when not ERR_CANDLEWICK_INVALID_OPTION. */
 export interface BadCase {
@@ -35,6 +35,19 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: p({ guidanceScale: null }), message: "Expected finite number >= 0 for guidanceScale but received null" },
   { options: p({ numImagesPerPrompt: 0 }), message: "Expected integer between 1 and 64 for numImagesPerPrompt but received 0" },
   { options: p({ numImagesPerPrompt: 65 }), message: "Expected integer between 1 and 64 for numImagesPerPrompt but received 65" },
+  // The images of one call, in all: prompts x numImagesPerPrompt.
+  {
+    options: { prompt: Array.from({ length: 100 }, (_, i) => `prompt ${i}`), numImagesPerPrompt: 64 },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 100 prompts x 64 = 6400 images; generateBatch makes any number",
+  },
+  {
+    options: { prompt: Array.from({ length: 65 }, () => "x") },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 65 prompts x 1 = 65 images; generateBatch makes any number",
+  },
+  {
+    options: { prompt: ["a", "b", "c"], numImagesPerPrompt: 22 },
+    message: "Expected at most 64 images in one call (prompts x numImagesPerPrompt) but received 3 prompts x 22 = 66 images; generateBatch makes any number",
+  },
   { options: p({ seed: -1 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received -1" },
   { options: p({ seed: 1.5 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received 1.5" },
   { options: p({ seed: 2 ** 53 }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received 9007199254740992" },
@@ -47,10 +60,10 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: { prompt: ["ok", 7] }, message: "Expected string for prompt[1] but received 7" },
   { options: { prompt: ["a", "b", "c"], negativePrompt: ["x", "y"] }, message: "Expected string or array of 1 or 3 strings (one per prompt) for negativePrompt but received an array of length 2" },
   { options: p({ negativePrompt: [null] }), message: "Expected string for negativePrompt[0] but received null" },
-  { options: p({ negativePrompt: 3 }), message: "Expected string or array of 1 or 1 strings (one per prompt) for negativePrompt but received 3" },
+  { options: p({ negativePrompt: 3 }), message: "Expected string or array of 1 string for negativePrompt but received 3" },
   { options: p({ onProgress: "log" }), message: 'Expected function for onProgress but received "log"' },
-  { options: p({ onWarning: {} }), message: "Expected function for onWarning but received an object" },
-  { options: p({ signal: {} }), message: "Expected AbortSignal for signal but received an object" },
+  { options: p({ onWarning: {} }), message: "Expected function for onWarning but received an empty object" },
+  { options: p({ signal: {} }), message: "Expected AbortSignal for signal but received an empty object" },
   { options: p({ signal: new AbortController() }), message: "Expected AbortSignal for signal but received an AbortController" },
   { options: "a red apple", message: 'Expected plain object for generate options but received "a red apple"' },
   { options: undefined, message: "Expected options object with a prompt for generate options but received undefined" },
@@ -66,6 +79,10 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: latents([1, 4, 8, 8], [0, 1]), message: "Expected Float32Array for latents.data but received an array of length 2" },
   { options: latents([1, 4, 8, 8], new Float64Array(256)), message: "Expected Float32Array for latents.data but received a Float64Array" },
   { options: latents([1, 4, 8, 8], new Float32Array(255)), message: "Expected Float32Array of 256 values (shape [1, 4, 8, 8]) for latents.data but received 255 values" },
+  // Non-finite latents would give an all-black image: the first one is named.
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(NaN, 3)), message: "Expected finite number for latents.data[3] but received NaN" },
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(Infinity, 255)), message: "Expected finite number for latents.data[255] but received Infinity" },
+  { options: latents([1, 4, 8, 8], new Float32Array(256).fill(-Infinity, 0, 1)), message: "Expected finite number for latents.data[0] but received -Infinity" },
   { options: p({ latents: { shape: [1, 4, 8, 8], data: new Float32Array(256), dtype: "f32" } }), message: 'Unknown option "dtype" in latents; known options: shape, data' },
   // Scheduler options.
   // Sizes: zero, negative, huge, not numbers.
@@ -85,7 +102,7 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: p({ guidanceScale: -Infinity }), message: "Expected finite number >= 0 for guidanceScale but received -Infinity" },
   { options: p({ guidanceScale: [7.5] }), message: "Expected finite number >= 0 for guidanceScale but received an array of length 1" },
   { options: p({ guidanceScale: 7n }), message: "Expected finite number >= 0 for guidanceScale but received 7n" },
-  { options: p({ guidanceScale: {} }), message: "Expected finite number >= 0 for guidanceScale but received an object" },
+  { options: p({ guidanceScale: {} }), message: "Expected finite number >= 0 for guidanceScale but received an empty object" },
   // Steps: 0, 10^6, negative, wrong types.
   { options: p({ numInferenceSteps: 1_000_000 }), message: "Expected integer between 1 and 1000 for numInferenceSteps but received 1000000" },
   { options: p({ numInferenceSteps: -1 }), message: "Expected integer between 1 and 1000 for numInferenceSteps but received -1" },
@@ -97,13 +114,13 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: p({ numImagesPerPrompt: -1 }), message: "Expected integer between 1 and 64 for numImagesPerPrompt but received -1" },
   // Prompts of the wrong type.
   { options: { prompt: null }, message: "Expected string or non-empty array of strings for prompt but received null" },
-  { options: { prompt: {} }, message: "Expected string or non-empty array of strings for prompt but received an object" },
+  { options: { prompt: {} }, message: "Expected string or non-empty array of strings for prompt but received an empty object" },
   { options: { prompt: [[]] }, message: "Expected string for prompt[0] but received an array of length 0" },
   { options: { prompt: Symbol("x") }, message: "Expected string or non-empty array of strings for prompt but received a symbol" },
   { options: { prompt: () => "x" }, message: "Expected string or non-empty array of strings for prompt but received a function" },
   { options: { prompt: new String("x") }, message: "Expected string or non-empty array of strings for prompt but received a String" },
-  { options: p({ negativePrompt: {} }), message: "Expected string or array of 1 or 1 strings (one per prompt) for negativePrompt but received an object" },
-  { options: p({ negativePrompt: ["a", "b"] }), message: "Expected string or array of 1 or 1 strings (one per prompt) for negativePrompt but received an array of length 2" },
+  { options: p({ negativePrompt: {} }), message: "Expected string or array of 1 string for negativePrompt but received an empty object" },
+  { options: p({ negativePrompt: ["a", "b"] }), message: "Expected string or array of 1 string for negativePrompt but received an array of length 2" },
   { options: p({ seed: NaN }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received NaN" },
   { options: p({ seed: Infinity }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received Infinity" },
   { options: p({ seed: null }), message: "Expected safe integer >= 0 or bigint between 0 and 2^64 - 1 for seed but received null" },

@@ -19,7 +19,7 @@ export const BAD_SCHEDULER_SHAPES: BadCase[] = [
   { options: s({ type: 1 }), message: "Expected string for scheduler.type but received 1" },
   { options: s({ eta: NaN }), message: "Expected finite number for scheduler.eta but received NaN" },
   { options: s({ trainedBetas: [0.1, Infinity] }), message: "Expected finite number for scheduler.trainedBetas[1] but received Infinity" },
-  { options: s({ eta: {} }), message: "Expected number, string, boolean or array for scheduler.eta but received an object" },
+  { options: s({ eta: {} }), message: "Expected number, string, boolean or array for scheduler.eta but received an empty object" },
   { options: s({ beta_end: 0.1 }), message: 'Expected camelCase option name for scheduler key but received "beta_end"' },
 ];
 
