@@ -41,7 +41,7 @@ export function imageParameters(
   settings: Settings, prompt: string, negativePrompt: string, seed: bigint, pipe: Defaults, model: string,
 ): ImageParameters {
   const chosen = typeof settings.scheduler === "string" ? { type: settings.scheduler } : { ...settings.scheduler };
-  const { type, ...overrides } = chosen;
+  const { type, ...overrides } = chosen as Record<string, unknown> & { type?: string };
   const name: string = type ?? pipe.info.scheduler;
   return {
     prompt,
