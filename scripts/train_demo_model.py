@@ -141,6 +141,8 @@ def main():
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--pool", type=int, default=200_000)
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end the UNet training after this step, the learning-rate schedule still planned over --steps")
     p.add_argument("--max-minutes", type=float, default=4.5, help="stop the UNet training early (said loudly) past this")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
@@ -228,6 +230,10 @@ def main():
         if (step + 1) % 500 == 0 or step == args.steps - 1:
             log(f"unet step {step + 1:6d}  mean loss {loss_sum.item() / ((step % 500) + 1):.4f}  lr {lr:.2e}  {time.time() - t0:.0f}s")
             loss_sum.zero_()
+        if args.stop_at is not None and step + 1 >= args.stop_at:
+            stopped_early = step + 1
+            log(f"stopped at step {stopped_early} of a schedule over {args.steps} (--stop-at)")
+            break
         if time.time() - t0 > args.max_minutes * 60:
             stopped_early = step + 1
             log(f"STOPPED EARLY at step {stopped_early} of {args.steps}: --max-minutes {args.max_minutes} reached")
@@ -260,7 +266,8 @@ def main():
     fixture_models.add_text_model_prefix(os.path.join(out, "text_encoder"))
     meta = ds.vocabulary()
     meta["training"] = {
-        "seed": SEED, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch, "steps": stopped_early or args.steps, "batch": args.batch,
+        "seed": SEED, "vae_steps": args.vae_steps, "vae_batch": args.vae_batch, "steps": stopped_early or args.steps,
+        "schedule_steps": args.steps, "batch": args.batch,
         "lr": args.lr, "pool": args.pool, "seconds": round(time.time() - t_start),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
