@@ -4,9 +4,11 @@
 // is printed and held to a stated floor. A scheduler with a wrong sign, a swapped guidance term or a mis-mapped
 // text encoder fails here even where goldens made the same wrong way would pass.
 //
-// Every check runs for each entry of SCHEDULERS: add a scheduler there once candlewick has it. The floors were
-// set below the rates measured on 2026-12-02 (in the comments), leaving room for one or two images more to miss;
-// img2img and inpainting checks belong here once those pipelines exist.
+// Every check runs for each entry of SCHEDULERS: add a scheduler there once candlewick has it (and check its
+// rates: with DDIM the same cases at 15 steps instead of 20 matched all four attributes in 17/24, not 21/24).
+// The floors sit below the rates measured with DDIM on 2026-12-02 (in the comments), leaving room for two to
+// four more misses. img2img and inpainting checks belong here once those pipelines exist; the CUDA build's run of
+// this file is not done (the GPU machine has no Node).
 
 import { join } from "node:path";
 
@@ -21,7 +23,7 @@ const vocab = readVocabulary(MODEL);
 const SCHEDULERS: readonly SchedulerOptions[] = [{ type: "ddim" }];
 const STEPS = 20;
 const CASES = 24;
-const NEGATIVE_CASES = 12;
+const NEGATIVE_CASES = 10;
 const KEYS = ["colour", "background", "position", "size"] as const;
 
 let pipe: StableDiffusionPipeline;
@@ -87,7 +89,7 @@ for (const scheduler of SCHEDULERS) {
   test.serial(`[${name}] the shape's colour, the background, the position and the size follow the prompt (guidance 7.5)`, async (t) => {
     const r = rates(await adherenceImages(scheduler, 7.5));
     t.log(`${name}, guidance 7.5, ${STEPS} steps: ${KEYS.map((k) => `${k} ${share(r[k], CASES)}`).join(", ")}; all four ${share(r.all, CASES)}`);
-    // Measured 2026-12-02 (ddim): see the report; each floor leaves room for a few more misses.
+    // DDIM, 2026-12-02: colour 22/24, background 24/24, position 23/24, size 22/24; all four 21/24.
     for (const k of KEYS) t.true(r[k] / CASES >= 0.8, `${k}: ${share(r[k], CASES)} below 80%`);
     t.true(r.all / CASES >= 0.7, `all four: ${share(r.all, CASES)} below 70%`);
   });
@@ -97,6 +99,7 @@ for (const scheduler of SCHEDULERS) {
     const none = rates(await adherenceImages(scheduler, 1));
     t.log(`${name}: all four attributes match in ${share(none.all, CASES)} at guidance 1, ${share(strong.all, CASES)} at guidance 7.5`);
     t.log(`${name}, guidance 1: ${KEYS.map((k) => `${k} ${share(none[k], CASES)}`).join(", ")}`);
+    // DDIM, 2026-12-02: 14/24 at guidance 1, 21/24 at 7.5.
     t.true((strong.all - none.all) / CASES >= 0.15, "guidance 7.5 should match all four attributes at least 15 points more often than guidance 1");
   });
 
@@ -123,6 +126,7 @@ for (const scheduler of SCHEDULERS) {
     const kept = otherRun.filter((m, i) => m.colour === named[i]).length;
     t.log(`${name}: the colour the seed gave went in ${share(gone, NEGATIVE_CASES)} with a negative prompt naming it; ` +
       `a negative naming another colour: that colour avoided in ${share(avoided, NEGATIVE_CASES)}, the seed's colour kept in ${share(kept, NEGATIVE_CASES)}`);
+    // DDIM, 2026-12-02 (12 cases): gone 12/12, avoided 12/12, kept 2/12.
     t.true(gone / NEGATIVE_CASES >= 0.9, "the named colour should go in at least 90% of images");
     t.true(avoided / NEGATIVE_CASES >= 0.9, "a colour named in the negative prompt should be absent in at least 90% of images");
   });
