@@ -7,8 +7,8 @@
 // Every check runs for each entry of SCHEDULERS: add a scheduler there once candlewick has it (and check its
 // rates: with DDIM the same cases at 15 steps instead of 20 matched all four attributes in 17/24, not 21/24).
 // The floors sit below the rates measured with DDIM on 2026-12-02 (in the comments), leaving room for two to
-// four more misses. img2img and inpainting checks belong here once those pipelines exist; the CUDA build's run of
-// this file is not done (the GPU machine has no Node).
+// four more misses. img2img and inpainting checks belong here once those pipelines exist; running this file
+// with the CUDA build on the GPU machine is not done yet (it has no Node unless one is carried there).
 
 import { join } from "node:path";
 
