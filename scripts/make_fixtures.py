@@ -28,8 +28,7 @@ import tempfile
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,19 +59,6 @@ def save_tensors(path, tensors):
 
 def folder_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
-def add_text_model_prefix(folder):
-    """transformers 5 saves CLIPTextModel without the `text_model.` key prefix that SD1.5's (and every
-    transformers 4) text_encoder/model.safetensors has; transformers 5 loads both. Restore SD1.5's layout."""
-    for f in sorted(os.listdir(folder)):
-        if f.endswith(".safetensors"):
-            path = os.path.join(folder, f)
-            with safe_open(path, "pt") as h:
-                metadata = h.metadata()
-            tensors = load_file(path)
-            save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in tensors.items()},
-                      path, metadata=metadata)
 
 
 def check_reload(pipe, reloaded):
@@ -109,7 +95,7 @@ def make_tiny_model():
             if f.endswith(".fp16.safetensors"):
                 shutil.copy(os.path.join(half_dir, name, f), os.path.join(TINY, name, f))
     shutil.rmtree(tmp)
-    add_text_model_prefix(os.path.join(TINY, "text_encoder"))
+    fixture_models.add_text_model_prefix(os.path.join(TINY, "text_encoder"))
     print(f"tiny-sd: {folder_size(TINY) / 1e6:.2f} MB")
     reloaded = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None, requires_safety_checker=False)
     check_reload(pipe, reloaded)

@@ -1,6 +1,6 @@
 // The `candlewick` command, run as a user runs it (a child process). The generating tests use the
-// tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
-// which is also the CLI's default model; they need the native module (npm run build:native).
+// CLI's default model, the trained shapes model that ships in the package (test/fixtures/shapes-sd, made by
+// scripts/train_demo_model.py); they need the native module (npm run build:native).
 
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -48,7 +48,7 @@ const usageError = test.macro({
     const { code, stdout, stderr } = await cli(...args);
     t.is(code, 2);
     t.is(stdout, "");
-    const help = args[0] === "generate" ? "candlewick generate --help" : "candlewick --help";
+    const help = args[0] === "generate" || args[0] === "demo" ? `candlewick ${args[0]} --help` : "candlewick --help";
     t.is(stderr, `candlewick: ${message}\nRun "${help}" for usage.\n`);
   },
   title: (_given, args: string[]) => `usage error exits 2: candlewick ${args.join(" ")}`,
@@ -95,6 +95,9 @@ test(usageError, ["generate", "x", "--schedular", "ddim"], "unknown option --sch
 test(usageError, ["generate", "x", "--negative_prompt", "y"], "unknown option --negative_prompt (did you mean --negative-prompt?)");
 test(usageError, ["generate", "x", "--model"], "option --model needs a value");
 test(usageError, ["generate", "x", "--out", "image"], 'Expected a file name ending in .png for --out but received "image"');
+test(usageError, ["demo", "a red apple"], 'unexpected argument "a red apple" (the demo\'s prompts are fixed)');
+test(usageError, ["demo", "--out", "grid.jpg"], 'Expected a file name ending in .png for --out but received "grid.jpg"');
+test(usageError, ["demo", "--steps", "0"], "Expected integer between 1 and 1000 for --steps but received 0");
 test(usageError, ["frobnicate"], 'unknown command "frobnicate"');
 test(usageError, ["--frobnicate"], "unknown option --frobnicate");
 
@@ -195,7 +198,7 @@ test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's me
 
 test("generate's PNGs carry the same text chunks as batch's, with eta in the web-UI parameters", async (t) => {
   const dir = scratch();
-  const settings = ["--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];
+  const settings = ["--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];
   const one = await cli("generate", "a red apple", ...settings, "--seed", "5", "--out", join(dir, "one.png"));
   t.is(one.code, 0, one.stderr);
   t.regex(one.stderr, /\nWrote 1 image of 32x32, seed 5\n$/);
@@ -208,4 +211,24 @@ test("generate's PNGs carry the same text chunks as batch's, with eta in the web
   t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'DDIMScheduler {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });
   t.is(fromGenerate.parameters, `a red apple\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: ${TINY_SD}, Eta DDIM: 0.5`);
   t.is(fromGenerate.Software, `candlewick ${VERSION}`);
+});
+
+test("demo writes one grid PNG of its eight prompts (4 to a row, each 3x) and prints the prompts", async (t) => {
+  const out = join(scratch(), "grid.png");
+  const { code, stdout, stderr } = await cli("demo", "--steps", "2", "--out", out, "--quiet");
+  t.is(code, 0, stderr);
+  const lines = stdout.trimEnd().split("\n");
+  t.is(lines.length, 8);
+  t.is(lines[0], "row 1, column 1: a large red circle on a white background, top left");
+  t.regex(lines[7]!, /^row 2, column 4: /);
+  const png = pngjs.PNG.sync.read(readFileSync(out));
+  // 64x64 images enlarged 3x, 4 pixels between cells and around them.
+  t.is(png.width, 4 + 4 * (192 + 4));
+  t.is(png.height, 4 + 2 * (192 + 4));
+});
+
+test("demo --help lists its flags", async (t) => {
+  const { code, stdout } = await cli("demo", "--help");
+  t.is(code, 0);
+  for (const flag of ["--model", "--out", "--steps", "--seed", "--device"]) t.true(stdout.includes(`  ${flag}`), flag);
 });

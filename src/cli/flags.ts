@@ -33,7 +33,7 @@ export const COMMON_FLAGS = {
 /** The help lines of the shared flags. */
 export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
-                            the shared cache (default: the tiny test model in the package)
+                            the shared cache (default: the small shapes model in the package)
   --revision <rev>          Hub branch, tag or commit (default: main)
   --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)`,
   settings: `  --negative-prompt <text>  What to steer away from (default: none)
