@@ -215,7 +215,8 @@ fn bad_overrides_say_what_was_expected() {
             "Expected false (dynamic thresholding is for pixel-space models and is not supported) for scheduler.thresholding but received true"),
         (json!({"timestep_spacing": "middle"}),
             r#"Expected one of "leading", "trailing", "linspace" for scheduler.timestep_spacing but received "middle""#),
-        (json!({"type": "euler-b"}), r#"Expected one of "ddim", "DDIMScheduler" for scheduler.type but received "euler-b""#),
+        (json!({"type": "euler-b"}),
+            r#"Expected one of "ddim", "euler", "euler-ancestral", "heun", "euler-karras", "euler-a", "heun-karras", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler" for scheduler.type but received "euler-b""#),
         (json!({"skip_prk_steps": true}),
             "scheduler.skip_prk_steps is not an option of the ddim scheduler (DDIMScheduler); its options are num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample, clip_sample_range, set_alpha_to_one, steps_offset, prediction_type, thresholding, dynamic_thresholding_ratio, sample_max_value, timestep_spacing, rescale_betas_zero_snr, eta"),
     ];

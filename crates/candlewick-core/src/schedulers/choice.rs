@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use super::scheduling_euler_ancestral_discrete::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSchedulerConfig};
+use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -14,14 +17,26 @@ use crate::error::{expected, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    EulerDiscrete,
+    EulerAncestralDiscrete,
+    HeunDiscrete,
 }
 
 /// Each kind's diffusers class name and the `type` name a call uses.
-const KINDS: &[(SchedulerKind, &str, &str)] = &[(SchedulerKind::Ddim, "DDIMScheduler", "ddim")];
+const KINDS: &[(SchedulerKind, &str, &str)] = &[
+    (SchedulerKind::Ddim, "DDIMScheduler", "ddim"),
+    (SchedulerKind::EulerDiscrete, "EulerDiscreteScheduler", "euler"),
+    (SchedulerKind::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler", "euler-ancestral"),
+    (SchedulerKind::HeunDiscrete, "HeunDiscreteScheduler", "heun"),
+];
 
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
 /// ("DPM++ 2M Karras" is DPMSolverMultistep with Karras sigmas).
-const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[];
+const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
+    ("euler-karras", SchedulerKind::EulerDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+    ("euler-a", SchedulerKind::EulerAncestralDiscrete, &[]),
+    ("heun-karras", SchedulerKind::HeunDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+];
 
 /// A preset's field value (consts cannot hold `serde_json::Value`).
 #[derive(Debug, Clone, Copy)]
@@ -60,12 +75,18 @@ impl SchedulerKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             SchedulerKind::Ddim => serde_introspect::<DdimSchedulerConfig>(),
+            SchedulerKind::EulerDiscrete => serde_introspect::<EulerDiscreteSchedulerConfig>(),
+            SchedulerKind::EulerAncestralDiscrete => serde_introspect::<EulerAncestralDiscreteSchedulerConfig>(),
+            SchedulerKind::HeunDiscrete => serde_introspect::<HeunDiscreteSchedulerConfig>(),
         }
     }
 
     fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             SchedulerKind::Ddim => Box::new(DdimScheduler::new(parse::<DdimSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::EulerAncestralDiscrete => Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
         })
     }
 }
@@ -158,6 +179,9 @@ impl SchedulerChoice {
     fn parse_config(&self) -> Result<()> {
         match self.kind {
             SchedulerKind::Ddim => parse::<DdimSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerDiscrete => parse::<EulerDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerAncestralDiscrete => parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
         }
     }
 }

@@ -11,7 +11,12 @@ pub mod config;
 mod scheduler;
 pub mod sigmas;
 pub mod scheduling_ddim;
+pub mod scheduling_euler_discrete;
+pub mod scheduling_euler_ancestral_discrete;
+pub mod scheduling_heun_discrete;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
-pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing};
+pub use config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType,
+};
 pub use scheduler::{NoNoise, Scheduler, StepNoise};
