@@ -9,7 +9,7 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sd/     tiny random Stable Diffusion model in diffusers' folder layout (real CLIP
                              vocabulary), f32 weights plus *.fp16.safetensors variants
   test/fixtures/goldens/     tokens.json, clip_tokenizer_reference.json, text_encoder.*, unet.safetensors,
-                             vae.safetensors, ddim.json, schedulers.*, pipeline.*
+                             vae.safetensors, ddim.json, schedulers.*, pipeline.*, pipeline_heun_karras.*
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -196,7 +196,7 @@ def make_vae(pipe):
 
 
 @torch.no_grad()
-def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="pipeline"):
+def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="pipeline", scheduler_overrides=None):
     g = torch.Generator().manual_seed(SEED + 30)
     scale = pipe.vae_scale_factor
     latents = torch.randn(1, pipe.unet.config.in_channels, size // scale, size // scale, generator=g)
@@ -218,7 +218,7 @@ def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="p
                  {"initial_latents": latents, **captured, "image": image, "image_u8": image_u8})
     write_json(os.path.join(out_dir, f"{name}.json"), {
         "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps, "guidance_scale": guidance,
-        "width": size, "height": size, "scheduler_overrides": {"eta": 0.0},
+        "width": size, "height": size, "scheduler_overrides": scheduler_overrides or {"eta": 0.0},
         "timesteps": pipe.scheduler.timesteps.tolist(), "latents_seed": SEED + 30,
         "about": "StableDiffusionPipeline(...)(latents=initial_latents, output_type='pt'); latents_step_i after "
                  "step i (callback_on_step_end); prompt_embeds = [uncond; cond]; image_u8 = round(image*255) HWC",
@@ -226,6 +226,20 @@ def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="p
     img = image.flatten()
     print(f"{name}: image mean {img.mean():.3f} std {img.std():.3f}, saturated {(img <= 0).float().mean():.3f}/"
           f"{(img >= 1).float().mean():.3f}, last latents max {captured[f'latents_step_{steps - 1}'].abs().max():.3f}")
+
+
+@torch.no_grad()
+def make_pipeline_heun(pipe):
+    """pipeline_heun_karras.*: the same run with the folder's scheduler swapped as users swap it,
+    `HeunDiscreteScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)`: two UNet calls a
+    step at fractional timesteps, latents_step_i after each call."""
+    from diffusers import HeunDiscreteScheduler
+    folder_scheduler = pipe.scheduler
+    pipe.scheduler = HeunDiscreteScheduler.from_config(folder_scheduler.config, use_karras_sigmas=True)
+    try:
+        make_pipeline(pipe, steps=3, name="pipeline_heun_karras", scheduler_overrides={"type": "heun-karras"})
+    finally:
+        pipe.scheduler = folder_scheduler
 
 
 def main():
@@ -248,6 +262,7 @@ def main():
     fixture_ddim.make(os.path.join(GOLDENS, "ddim.json"))
     fixture_schedulers.make(GOLDENS)
     make_pipeline(pipe)
+    make_pipeline_heun(pipe)
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 

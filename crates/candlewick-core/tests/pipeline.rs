@@ -1,8 +1,9 @@
 //! The whole text-to-image pipeline against diffusers, on the tiny model.
 //!
-//! Goldens: test/fixtures/goldens/pipeline.{json,safetensors}, made by scripts/make_fixtures.py
+//! Goldens: test/fixtures/goldens/pipeline.{json,safetensors} (the folder's DDIM) and
+//! pipeline_heun_karras.* (Heun with Karras sigmas swapped in), made by scripts/make_fixtures.py
 //! (`make_pipeline`: StableDiffusionPipeline(...)(latents=initial_latents, output_type="pt") with
-//! callback_on_step_end capturing the latents after every step).
+//! callback_on_step_end capturing the latents after every UNet call).
 
 mod common;
 
@@ -41,11 +42,11 @@ struct Golden {
     tensors: std::collections::HashMap<String, Tensor>,
 }
 
-fn golden_run() -> Golden {
+fn golden_run(name: &str) -> Golden {
     let dir = fixtures().join("goldens");
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline.json")).unwrap()).unwrap();
-    let tensors = goldens("pipeline");
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let tensors = goldens(name);
     let initial = &tensors["initial_latents"];
     let shape: [usize; 4] = initial.dims4().unwrap().into();
     let options = GenerateOptions {
@@ -56,6 +57,7 @@ fn golden_run() -> Golden {
         width: Some(json["width"].as_u64().unwrap() as usize),
         height: Some(json["height"].as_u64().unwrap() as usize),
         latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
+        scheduler: json["scheduler_overrides"].as_object().unwrap().clone(),
         ..Default::default()
     };
     Golden { options, tensors }
@@ -64,15 +66,28 @@ fn golden_run() -> Golden {
 /// Every per-step latent and the final image equal diffusers' (f32, 1e-4 relative; pixels within 1/255).
 #[test]
 fn txt2img_matches_diffusers_step_by_step() {
+    check_golden_run("pipeline");
+}
+
+/// The same with a scheduler swapped in as users swap it: Heun's interleaved second-order calls at
+/// fractional Karras timesteps, `{ type: "heun-karras" }` over the folder's config.
+#[test]
+fn txt2img_with_heun_karras_matches_diffusers_call_by_call() {
+    check_golden_run("pipeline_heun_karras");
+}
+
+fn check_golden_run(name: &str) {
     let pipe = load(DTypeRequest::F32);
-    let golden = golden_run();
+    let golden = golden_run(name);
     let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
     let sink = seen.clone();
     let observer = Observer::new().with_step_latents(move |_, latents| sink.lock().unwrap().push(latents.clone()));
     let output = pipe.generate(&golden.options, &observer).unwrap();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), golden.options.num_inference_steps);
+    let calls = (0..).take_while(|i| golden.tensors.contains_key(&format!("latents_step_{i}"))).count();
+    assert!(calls >= golden.options.num_inference_steps);
+    assert_eq!(seen.len(), calls);
     for (i, latents) in seen.iter().enumerate() {
         assert_close(&format!("latents_step_{i}"), latents, &golden.tensors[&format!("latents_step_{i}")], 1e-4);
     }
@@ -93,7 +108,7 @@ fn txt2img_matches_diffusers_step_by_step() {
 fn f16_uses_the_fp16_variant_and_stays_close() {
     let pipe = load(DTypeRequest::F16);
     assert_eq!(pipe.info().dtype, "f16");
-    let golden = golden_run();
+    let golden = golden_run("pipeline");
     let observer = Observer::new();
     let output = pipe.generate(&golden.options, &observer).unwrap();
     let want = golden.tensors["image"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
