@@ -169,3 +169,24 @@ fn euler_ancestral_draws_fresh_noise_every_step() {
     }
     assert_eq!(noise.0, 4);
 }
+
+/// A folder config without `timestep_spacing` (SD1.5's own scheduler_config.json) swapped to Euler
+/// runs Euler's default spacing, linspace, not the folder class's default, leading: diffusers'
+/// `from_config(pipe.scheduler.config)` drops the values the folder's class defaulted
+/// (`_use_default_values`). That is the golden `euler_sd15_20` (`from_config` of the raw config).
+#[test]
+fn a_swap_inherits_the_folders_keys_not_its_class_defaults() {
+    let raw = json!({
+        "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": false,
+        "skip_prk_steps": true, "trained_betas": null
+    });
+    let folder = SchedulerChoice::from_folder(object(raw)).unwrap();
+    let euler = folder.with_overrides(&object(json!({"type": "euler"}))).unwrap().build(20).unwrap();
+    let golden = case("euler_sd15_20");
+    let f32s = |t: &[f64]| t.iter().map(|&t| t as f32).collect::<Vec<f32>>();
+    assert_eq!(f32s(euler.timesteps()), f32s(&golden.timesteps));
+    assert_eq!(golden.config.get("timestep_spacing"), Some(&json!("linspace")));
+    // linspace: the initial noise is sigma_max itself, not sqrt(sigma_max^2 + 1).
+    assert!((euler.init_noise_sigma() - 14.614646911621094).abs() < 1e-6);
+}
