@@ -37,7 +37,8 @@ fn object(v: Value) -> Map<String, Value> {
 
 /// SD1.5's scheduler folder as diffusers saves a DDIM swap of it (tiny-sd's config).
 fn sd15_ddim_folder() -> SchedulerChoice {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/tiny-sd/scheduler/scheduler_config.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/tiny-sd/scheduler/scheduler_config.json");
     SchedulerChoice::from_folder(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()).unwrap()
 }
 
@@ -47,7 +48,8 @@ fn defaults_are_diffusers_defaults() {
     let parse = |name: &str| Value::Object(case(name).config);
     let euler: EulerDiscreteSchedulerConfig = serde_json::from_value(parse("euler_defaults_10")).unwrap();
     assert_eq!(euler, EulerDiscreteSchedulerConfig::default());
-    let ancestral: EulerAncestralDiscreteSchedulerConfig = serde_json::from_value(parse("euler_a_defaults_10")).unwrap();
+    let ancestral: EulerAncestralDiscreteSchedulerConfig =
+        serde_json::from_value(parse("euler_a_defaults_10")).unwrap();
     assert_eq!(ancestral, EulerAncestralDiscreteSchedulerConfig::default());
     let heun: HeunDiscreteSchedulerConfig = serde_json::from_value(parse("heun_defaults_8")).unwrap();
     assert_eq!(heun, HeunDiscreteSchedulerConfig::default());

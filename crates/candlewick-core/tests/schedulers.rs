@@ -147,11 +147,11 @@ fn sigmas_match_diffusers() {
             _ => continue,
         };
         let want: Vec<f32> = c.sigmas.as_ref().expect("sigmas").iter().map(|&s| s as f32).collect();
-        // Exact, but for two float32 operations diffusers runs on tensors of a thousand values, where
-        // torch (MKL build) is within an ulp but not correctly rounded: log_linear's
-        // `torch.linspace(...).exp()` and the `alphas_cumprod.sqrt()` of rescale_zero_terminal_snr
-        // (torch.sqrt of small tensors is exact; of 1000 values, about 1 in 150 is an ulp off, and
-        // the cumulative product carries that into the later sigmas): a few ulps there.
+        // Exact, but where diffusers runs a float32 operation that torch does not round correctly on
+        // the CPU over all thousand training timesteps: log_linear's `torch.linspace(...).exp()`
+        // (MKL's exp), and the `alphas_cumprod.sqrt()` of rescale_zero_terminal_snr (about 1 torch
+        // sqrt in 180 is an ulp off, and the cumulative product carries that into the later
+        // sigmas): a few ulps there.
         let flag = |k: &str| c.config.get(k).and_then(Value::as_bool) == Some(true);
         let log_linear = c.config.get("interpolation_type").and_then(Value::as_str) == Some("log_linear");
         let ulps = if log_linear || flag("rescale_betas_zero_snr") { 4 } else { 0 };

@@ -132,8 +132,13 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
 
     /// diffusers' `step(model_output, timestep, sample, generator)`: an Euler step to sigma_down,
     /// plus fresh noise * sigma_up (drawn every step, the last included, where sigma_up is 0).
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let i = current_index(self.step_index, self.begin_index, &self.timesteps, timestep)?;
         let (sigma_from, sigma_to) = sigma_pair(&self.sigmas, i)?;
         let pred_original_sample = denoised(self.config.prediction_type, model_output, sample, sigma_from)?;

@@ -8,7 +8,9 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use super::config::{BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType};
+use super::config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType,
+};
 use super::scheduler::{Scheduler, StepNoise};
 use super::{betas, sigmas};
 use crate::error::{expected, Error, Result};
@@ -224,8 +226,13 @@ impl Scheduler for EulerDiscreteScheduler {
     }
 
     /// diffusers' `step(model_output, timestep, sample)` with s_churn 0: x + (x - x0) / sigma * (sigma_next - sigma).
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, _noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        _noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let i = current_index(self.step_index, self.begin_index, &self.timesteps, timestep)?;
         let (sigma, sigma_next) = sigma_pair(&self.sigmas, i)?;
         let pred_original_sample = denoised(self.config.prediction_type, model_output, sample, sigma)?;
@@ -272,7 +279,9 @@ pub(crate) fn interpolated(timesteps: &[f32], train_sigmas: &[f32]) -> Vec<f64> 
 /// extra timestep, -1 (its sigma is the smallest training sigma), and so does this.
 pub(crate) fn spaced_timesteps(spacing: TimestepSpacing, train: usize, steps_offset: usize, n: usize) -> Vec<f32> {
     match spacing {
-        TimestepSpacing::Linspace => sigmas::linspace(0.0, (train - 1) as f64, n).into_iter().rev().map(|t| t as f32).collect(),
+        TimestepSpacing::Linspace => {
+            sigmas::linspace(0.0, (train - 1) as f64, n).into_iter().rev().map(|t| t as f32).collect()
+        }
         TimestepSpacing::Leading => (0..n).rev().map(|i| (i * (train / n)) as f32 + steps_offset as f32).collect(),
         TimestepSpacing::Trailing => {
             let start = train as f64;
@@ -314,7 +323,12 @@ pub(crate) fn index_for_timestep(timesteps: &[f64], timestep: f64) -> Result<usi
 /// The step index of a call: the running one, else the begin index, else the timestep's position
 /// (diffusers' `_init_step_index`, done by whichever of scale_model_input and step comes first).
 /// A call past the last timestep is an error (a bug of the caller), not a step to sigma infinity.
-pub(crate) fn current_index(step: Option<usize>, begin: Option<usize>, timesteps: &[f64], timestep: f64) -> Result<usize> {
+pub(crate) fn current_index(
+    step: Option<usize>,
+    begin: Option<usize>,
+    timesteps: &[f64],
+    timestep: f64,
+) -> Result<usize> {
     match step.or(begin) {
         Some(i) if i >= timesteps.len() => {
             Err(Error::Internal(format!("scheduler call {i} is past the last of {} timesteps", timesteps.len())))
@@ -326,7 +340,12 @@ pub(crate) fn current_index(step: Option<usize>, begin: Option<usize>, timesteps
 
 /// The sigma index `add_noise` uses: the timestep's position before any step without a begin
 /// index, else the running step index, else the begin index.
-pub(crate) fn add_noise_index(step: Option<usize>, begin: Option<usize>, timesteps: &[f64], timestep: f64) -> Result<usize> {
+pub(crate) fn add_noise_index(
+    step: Option<usize>,
+    begin: Option<usize>,
+    timesteps: &[f64],
+    timestep: f64,
+) -> Result<usize> {
     match (begin, step) {
         (None, _) => index_for_timestep(timesteps, timestep),
         (Some(_), Some(i)) | (Some(i), None) => Ok(i),
@@ -362,7 +381,12 @@ pub(crate) fn div_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
 /// The denoised sample x0 of an epsilon or v-prediction model at noise level sigma:
 /// `sample - sigma * eps`, or `v * (-sigma / sqrt(sigma^2 + 1)) + sample / (sigma^2 + 1)`.
 /// A "sample" model's output is x0 itself.
-pub(crate) fn denoised(prediction: PredictionType, model_output: &Tensor, sample: &Tensor, sigma: f32) -> Result<Tensor> {
+pub(crate) fn denoised(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    sigma: f32,
+) -> Result<Tensor> {
     Ok(match prediction {
         PredictionType::Epsilon => (sample - (model_output * f64::from(sigma))?)?,
         PredictionType::VPrediction => {

@@ -137,14 +137,10 @@ impl HeunDiscreteScheduler {
         // torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]]), and the same for
         // the timesteps without the final one.
         let last = base.len() - 1;
-        let sigmas = std::iter::once(base[0])
-            .chain(base[1..last].iter().flat_map(|&s| [s, s]))
-            .chain([base[last]])
-            .collect();
-        let timesteps = std::iter::once(timesteps[0])
-            .chain(timesteps[1..].iter().flat_map(|&t| [t, t]))
-            .map(f64::from)
-            .collect();
+        let sigmas =
+            std::iter::once(base[0]).chain(base[1..last].iter().flat_map(|&s| [s, s])).chain([base[last]]).collect();
+        let timesteps =
+            std::iter::once(timesteps[0]).chain(timesteps[1..].iter().flat_map(|&t| [t, t])).map(f64::from).collect();
         Ok(Self { config, timesteps, sigmas, step_index: None, begin_index: None, pending: None })
     }
 
@@ -183,14 +179,22 @@ impl Scheduler for HeunDiscreteScheduler {
     /// diffusers' `step(model_output, timestep, sample)`: a first-order call takes an Euler step
     /// from sigma to sigma_next and remembers it; the second-order call redoes it from the same
     /// sample with the average of both derivatives.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, _noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        _noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let i = current_index(self.step_index, self.begin_index, &self.timesteps, timestep)?;
         let first_order = self.pending.is_none();
         let (sigma, sigma_next) = if first_order {
             (self.sigma(i)?, self.sigma(i + 1)?)
         } else {
-            (self.sigma(i.checked_sub(1).ok_or_else(|| Error::Internal("Heun second order at step 0".into()))?)?, self.sigma(i)?)
+            (
+                self.sigma(i.checked_sub(1).ok_or_else(|| Error::Internal("Heun second order at step 0".into()))?)?,
+                self.sigma(i)?,
+            )
         };
         let sigma_input = if first_order { sigma } else { sigma_next };
         let mut pred_original_sample = denoised(self.config.prediction_type, model_output, sample, sigma_input)?;

@@ -6,10 +6,11 @@
 
 /// sqrt((1 - alphas_cumprod) / alphas_cumprod) per training timestep, float32 as diffusers computes it.
 ///
-/// Correctly rounded square roots. torch's own (`** 0.5`, `.sqrt()`) on a CPU tensor of a thousand
-/// values goes through MKL, an ulp off for about 1 value in 150 (small tensors are exact); the
-/// goldens' sigmas at the timesteps a schedule uses have matched exactly so far, and the Karras
-/// timesteps read the logs of all of them (tests/schedulers.rs checks both).
+/// Correctly rounded square roots. torch's float32 sqrt on the CPU (`** 0.5`, `.sqrt()`, 0-d tensors
+/// included) is not: about 1 result in 180, near a rounding tie, is an ulp off (measured on 2M
+/// values with the goldens' torch; the algorithm is not known here). The goldens' sigmas have
+/// matched exactly at the timesteps their schedules use, and the Karras timesteps, which read the
+/// logs of all of them (tests/schedulers.rs checks both).
 pub fn training_sigmas(alphas_cumprod: &[f32]) -> Vec<f32> {
     // `((1 - a) / a) ** 0.5` on a float32 tensor: torch's pow with exponent 0.5 is sqrt.
     alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
@@ -78,9 +79,8 @@ pub fn linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
     let div = (n - 1) as f64;
     let delta = stop - start;
     let step = delta / div;
-    let mut out: Vec<f64> = (0..n)
-        .map(|i| if step == 0.0 { i as f64 / div * delta + start } else { i as f64 * step + start })
-        .collect();
+    let mut out: Vec<f64> =
+        (0..n).map(|i| if step == 0.0 { i as f64 / div * delta + start } else { i as f64 * step + start }).collect();
     out[n - 1] = stop;
     out
 }
