@@ -27,6 +27,7 @@ pub fn log_sigmas(sigmas: &[f32]) -> Vec<f64> {
 /// fractional timesteps move by an ulp with a correctly rounded log. The mantissa is brought to
 /// [sqrt(1/2), sqrt(2)), log(1 + y) is a 5/5 rational minimax fit evaluated with fused
 /// multiply-adds, and e * ln 2 is added with one more. Positive normal inputs only (sigmas).
+#[allow(clippy::excessive_precision)] // numpy's constants as numpy writes them
 pub fn np_log_f32(x: f32) -> f32 {
     if x.is_nan() || x < 0.0 {
         return f32::NAN;
