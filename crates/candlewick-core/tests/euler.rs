@@ -192,3 +192,25 @@ fn a_swap_inherits_the_folders_keys_not_its_class_defaults() {
     // linspace: the initial noise is sigma_max itself, not sqrt(sigma_max^2 + 1).
     assert!((euler.init_noise_sigma() - 14.614646911621094).abs() < 1e-6);
 }
+
+/// A one-timestep training schedule (the smallest num_train_timesteps allowed) sets up and steps
+/// with every sigma schedule instead of indexing past its one sigma.
+#[test]
+fn a_one_timestep_schedule_does_not_panic() {
+    let folder = sd15_ddim_folder();
+    let x = Tensor::ones((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    for t in ["euler", "euler-karras", "heun-karras", "euler-a"] {
+        let overrides = object(json!({"type": t, "num_train_timesteps": 1, "steps_offset": 0}));
+        let mut s = folder.with_overrides(&overrides).unwrap().build(1).unwrap();
+        for ts in s.timesteps().to_vec() {
+            s.step(&x, ts, &x, &mut Ones).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+    }
+}
+
+struct Ones;
+impl candlewick_core::schedulers::StepNoise for Ones {
+    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
+        Ok(like.ones_like()?)
+    }
+}

@@ -103,6 +103,9 @@ pub fn exponential(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
 /// diffusers' `_sigma_to_t(sigma, log_sigmas)` (numpy float64): the fractional training timestep
 /// whose log sigma is `ln(sigma)`, linearly interpolated between the two neighbouring ones.
 pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
+    if log_sigmas.len() < 2 {
+        return 0.0; // a one-timestep schedule: nothing to interpolate
+    }
     let log_sigma = sigma.max(1e-10).ln();
     // np.cumsum(dists >= 0).argmax(): the last index whose log sigma is <= log_sigma (0 if none),
     // clipped so that a neighbour above exists.
@@ -168,6 +171,7 @@ mod tests {
         assert_eq!(sigma_to_t(0.01, &log_sigmas), 0.0);
         assert_eq!(sigma_to_t(5.0, &log_sigmas), 3.0);
         assert_eq!(sigma_to_t(0.8, &log_sigmas), 3.0);
+        assert_eq!(sigma_to_t(0.8, &log_sigmas[..1]), 0.0);
     }
 
     #[test]
