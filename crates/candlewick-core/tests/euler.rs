@@ -111,7 +111,7 @@ fn bad_configs_name_the_option() {
         (json!({"type": "heun", "clip_sample_range": 0.0}), "Expected finite number > 0 for scheduler.clip_sample_range but received 0"),
         (json!({"type": "heun", "beta_schedule": "exp"}),
             r#"Expected one of "linear", "scaled_linear", "squaredcos_cap_v2" for scheduler.beta_schedule but received "exp""#),
-        (json!({"type": "euler", "use_karras_sigmas": null}), "Expected a boolean for scheduler.use_karras_sigmas but received null"),
+        (json!({"type": "euler", "use_karras_sigmas": null}), "Expected boolean for scheduler.use_karras_sigmas but received null"),
         (json!({"type": "euler", "eta": 0.5}),
             "scheduler.eta is not an option of the euler scheduler (EulerDiscreteScheduler); its options are num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, prediction_type, interpolation_type, use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas, sigma_min, sigma_max, timestep_spacing, timestep_type, steps_offset, rescale_betas_zero_snr, final_sigmas_type"),
         (json!({"type": "heun", "final_sigmas_type": "zero"}),

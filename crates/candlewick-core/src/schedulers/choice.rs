@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
+use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
+use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
 use super::scheduling_euler_ancestral_discrete::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
 use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSchedulerConfig};
 use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
@@ -17,6 +20,9 @@ use crate::error::{expected, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    Pndm,
+    Ddpm,
+    Lcm,
     EulerDiscrete,
     EulerAncestralDiscrete,
     HeunDiscrete,
@@ -25,6 +31,9 @@ pub enum SchedulerKind {
 /// Each kind's diffusers class name and the `type` name a call uses.
 const KINDS: &[(SchedulerKind, &str, &str)] = &[
     (SchedulerKind::Ddim, "DDIMScheduler", "ddim"),
+    (SchedulerKind::Pndm, "PNDMScheduler", "pndm"),
+    (SchedulerKind::Ddpm, "DDPMScheduler", "ddpm"),
+    (SchedulerKind::Lcm, "LCMScheduler", "lcm"),
     (SchedulerKind::EulerDiscrete, "EulerDiscreteScheduler", "euler"),
     (SchedulerKind::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler", "euler-ancestral"),
     (SchedulerKind::HeunDiscrete, "HeunDiscreteScheduler", "heun"),
@@ -33,6 +42,8 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
 /// ("DPM++ 2M Karras" is DPMSolverMultistep with Karras sigmas).
 const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
+    // PLMS: PNDM's linear multistep method without the Runge-Kutta warm-up (what SD1.x ships).
+    ("plms", SchedulerKind::Pndm, &[("skip_prk_steps", PresetValue::Bool(true))]),
     ("euler-karras", SchedulerKind::EulerDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
     ("euler-a", SchedulerKind::EulerAncestralDiscrete, &[]),
     ("heun-karras", SchedulerKind::HeunDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
@@ -75,6 +86,9 @@ impl SchedulerKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             SchedulerKind::Ddim => serde_introspect::<DdimSchedulerConfig>(),
+            SchedulerKind::Pndm => serde_introspect::<PndmSchedulerConfig>(),
+            SchedulerKind::Ddpm => serde_introspect::<DdpmSchedulerConfig>(),
+            SchedulerKind::Lcm => serde_introspect::<LcmSchedulerConfig>(),
             SchedulerKind::EulerDiscrete => serde_introspect::<EulerDiscreteSchedulerConfig>(),
             SchedulerKind::EulerAncestralDiscrete => serde_introspect::<EulerAncestralDiscreteSchedulerConfig>(),
             SchedulerKind::HeunDiscrete => serde_introspect::<HeunDiscreteSchedulerConfig>(),
@@ -84,6 +98,9 @@ impl SchedulerKind {
     fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             SchedulerKind::Ddim => Box::new(DdimScheduler::new(parse::<DdimSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Pndm => Box::new(PndmScheduler::new(parse::<PndmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::new(parse(config)?, steps)?),
             SchedulerKind::EulerAncestralDiscrete => Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?),
             SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
@@ -111,7 +128,8 @@ impl SchedulerChoice {
         // diffusers' bookkeeping keys (`_class_name`, `_diffusers_version`) are not config fields.
         let config = config.into_iter().filter(|(k, _)| !k.starts_with('_')).collect();
         let choice = Self { kind, config };
-        choice.build(1).map_err(|e| format!("is not a valid {class} config: {e}"))?;
+        // The config alone (no step count: PNDM's Runge-Kutta warm-up needs at least 4 steps).
+        choice.parse_config().map_err(|e| format!("is not a valid {class} config: {e}"))?;
         Ok(choice)
     }
 
@@ -132,9 +150,9 @@ impl SchedulerChoice {
         let mut kind = self.kind;
         let mut fields = Map::new();
         if let Some(name) = overrides.get("type") {
-            let name = name.as_str().ok_or_else(|| {
-                expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name)
-            })?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name))?;
             (kind, fields) = resolve_type(name)?;
         }
         let known = kind.fields();
@@ -152,8 +170,12 @@ impl SchedulerChoice {
             }
             fields.insert(key.clone(), value.clone());
         }
-        let mut config: Map<String, Value> =
-            self.config.iter().filter(|(k, _)| known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut config: Map<String, Value> = self
+            .config
+            .iter()
+            .filter(|(k, _)| known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         config.extend(fields);
         let choice = Self { kind, config };
         // Field types and ranges are checked by the config's own deserialization and validation.
@@ -179,6 +201,9 @@ impl SchedulerChoice {
     fn parse_config(&self) -> Result<()> {
         match self.kind {
             SchedulerKind::Ddim => parse::<DdimSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Pndm => parse::<PndmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::EulerDiscrete => parse::<EulerDiscreteSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::EulerAncestralDiscrete => parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
@@ -214,8 +239,16 @@ fn parse<C: DeserializeOwned>(config: &Map<String, Value>) -> Result<C> {
         let path = e.path().to_string();
         let received = config.get(path.split(['.', '[']).next().unwrap_or("")).map(|v| v.to_string());
         let inner = e.into_inner().to_string();
-        // serde: "invalid type: string \"x\", expected f64" or a custom message.
+        // serde: "invalid type: string \"x\", expected f64", or a closed enum's "..., expected one of ...".
         let what = inner.rsplit_once("expected ").map(|(_, w)| w.to_string()).unwrap_or(inner);
-        expected(&what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
+        let what = match what.as_str() {
+            "f64" | "f32" => "number",
+            "usize" | "u64" | "u32" => "integer >= 0",
+            "a boolean" => "boolean",
+            "a string" => "string",
+            "a sequence" => "array of numbers",
+            other => other,
+        };
+        expected(what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
     })
 }

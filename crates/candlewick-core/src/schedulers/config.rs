@@ -195,3 +195,30 @@ impl NoiseSchedule<'_> {
         betas::cumprod_f32(&alphas)
     }
 }
+
+/// How DDPM's step noise is scaled (`variance_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VarianceType {
+    /// The posterior variance beta~_t (DDPM eq. 7).
+    #[default]
+    FixedSmall,
+    /// The posterior variance through exp(0.5 * log(.)): its standard deviation.
+    FixedSmallLog,
+    /// beta_t, the step's own beta.
+    FixedLarge,
+    /// log(beta_t) (GLIDE's max_log).
+    FixedLargeLog,
+    /// The model predicts the variance (extra output channels).
+    Learned,
+    /// The model predicts where the log-variance lies between the small and large ones.
+    LearnedRange,
+}
+
+closed_enum!(VarianceType, "variance_type", [
+    "fixed_small" => FixedSmall,
+    "fixed_small_log" => FixedSmallLog,
+    "fixed_large" => FixedLarge,
+    "fixed_large_log" => FixedLargeLog,
+    "learned" => Learned,
+    "learned_range" => LearnedRange,
+]);

@@ -5,12 +5,16 @@
 //! class, and a call's `{ type, ...fields }` changes the class and/or fields merged over the
 //! folder's config, like `Class.from_config(config, **overrides)` ([`SchedulerChoice`]).
 
+mod alphas;
 pub mod betas;
 mod choice;
 pub mod config;
 mod scheduler;
 pub mod sigmas;
 pub mod scheduling_ddim;
+pub mod scheduling_ddpm;
+pub mod scheduling_lcm;
+pub mod scheduling_pndm;
 pub mod scheduling_euler_discrete;
 pub mod scheduling_euler_ancestral_discrete;
 pub mod scheduling_heun_discrete;
@@ -18,5 +22,6 @@ pub mod scheduling_heun_discrete;
 pub use choice::{SchedulerChoice, SchedulerKind};
 pub use config::{
     BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType,
+    VarianceType,
 };
 pub use scheduler::{NoNoise, Scheduler, StepNoise};
