@@ -10,6 +10,9 @@ use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
 use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
 use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
 use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
+use super::scheduling_euler_ancestral_discrete::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSchedulerConfig};
+use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -20,6 +23,9 @@ pub enum SchedulerKind {
     Pndm,
     Ddpm,
     Lcm,
+    EulerDiscrete,
+    EulerAncestralDiscrete,
+    HeunDiscrete,
 }
 
 /// Each kind's diffusers class name and the `type` name a call uses.
@@ -28,6 +34,9 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
     (SchedulerKind::Pndm, "PNDMScheduler", "pndm"),
     (SchedulerKind::Ddpm, "DDPMScheduler", "ddpm"),
     (SchedulerKind::Lcm, "LCMScheduler", "lcm"),
+    (SchedulerKind::EulerDiscrete, "EulerDiscreteScheduler", "euler"),
+    (SchedulerKind::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler", "euler-ancestral"),
+    (SchedulerKind::HeunDiscrete, "HeunDiscreteScheduler", "heun"),
 ];
 
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
@@ -35,6 +44,9 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
 const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
     // PLMS: PNDM's linear multistep method without the Runge-Kutta warm-up (what SD1.x ships).
     ("plms", SchedulerKind::Pndm, &[("skip_prk_steps", PresetValue::Bool(true))]),
+    ("euler-karras", SchedulerKind::EulerDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+    ("euler-a", SchedulerKind::EulerAncestralDiscrete, &[]),
+    ("heun-karras", SchedulerKind::HeunDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
 ];
 
 /// A preset's field value (consts cannot hold `serde_json::Value`).
@@ -77,6 +89,9 @@ impl SchedulerKind {
             SchedulerKind::Pndm => serde_introspect::<PndmSchedulerConfig>(),
             SchedulerKind::Ddpm => serde_introspect::<DdpmSchedulerConfig>(),
             SchedulerKind::Lcm => serde_introspect::<LcmSchedulerConfig>(),
+            SchedulerKind::EulerDiscrete => serde_introspect::<EulerDiscreteSchedulerConfig>(),
+            SchedulerKind::EulerAncestralDiscrete => serde_introspect::<EulerAncestralDiscreteSchedulerConfig>(),
+            SchedulerKind::HeunDiscrete => serde_introspect::<HeunDiscreteSchedulerConfig>(),
         }
     }
 
@@ -86,6 +101,9 @@ impl SchedulerKind {
             SchedulerKind::Pndm => Box::new(PndmScheduler::new(parse::<PndmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::EulerAncestralDiscrete => Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
         })
     }
 }
@@ -186,6 +204,9 @@ impl SchedulerChoice {
             SchedulerKind::Pndm => parse::<PndmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerDiscrete => parse::<EulerDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerAncestralDiscrete => parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
         }
     }
 }

@@ -10,11 +10,18 @@ pub mod betas;
 mod choice;
 pub mod config;
 mod scheduler;
+pub mod sigmas;
 pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
 pub mod scheduling_lcm;
 pub mod scheduling_pndm;
+pub mod scheduling_euler_discrete;
+pub mod scheduling_euler_ancestral_discrete;
+pub mod scheduling_heun_discrete;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
-pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, VarianceType};
+pub use config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType,
+    VarianceType,
+};
 pub use scheduler::{NoNoise, Scheduler, StepNoise};
