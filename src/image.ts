@@ -22,6 +22,18 @@ export interface PhaseTimings {
   decodeMs: number;
 }
 
+/** The settings a call ran with, every default filled in (the model's size, the folder's scheduler). */
+export interface ResolvedSettings {
+  numInferenceSteps: number;
+  guidanceScale: number;
+  width: number;
+  height: number;
+  /** The scheduler's diffusers class ("PNDMScheduler", "DDIMScheduler", ...). */
+  scheduler: string;
+  /** Its config as it ran: the folder's fields with the call's merged over them, in camelCase. */
+  schedulerConfig: Readonly<Record<string, unknown>>;
+}
+
 /** One image from `generate`. */
 export class GeneratedImage {
   /** Pixels per row. */
@@ -38,8 +50,10 @@ export class GeneratedImage {
   readonly seed: bigint;
   /** Where the call that made this image spent its time (shared by the images of one call). */
   readonly timings: PhaseTimings | undefined;
+  /** The settings the call that made this image ran with (shared by the images of one call). */
+  readonly settings: Readonly<ResolvedSettings> | undefined;
 
-  constructor(width: number, height: number, data: Uint8Array, seed: bigint, timings?: PhaseTimings) {
+  constructor(width: number, height: number, data: Uint8Array, seed: bigint, timings?: PhaseTimings, settings?: ResolvedSettings) {
     if (data.length !== width * height * 3) {
       throw new RangeError(`Expected ${width * height * 3} bytes for a ${width}x${height} RGB image but received ${data.length}`);
     }
@@ -48,6 +62,7 @@ export class GeneratedImage {
     this.data = data;
     this.seed = seed;
     this.timings = timings;
+    this.settings = settings;
   }
 
   /**

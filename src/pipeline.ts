@@ -198,11 +198,12 @@ export class StableDiffusionPipeline {
    * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
    */
   async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
-    const { images, seeds, timings } = await this.#run(options, false);
+    const { images, seeds, timings, settings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
+    const resolved = Object.freeze({ ...settings, schedulerConfig: Object.freeze(camelKeys(settings.schedulerConfig)) });
     return images.map((image, i) => {
       const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
-      return new GeneratedImage(image.width, image.height, data, imageSeed(seeds, i, images.length), frozen);
+      return new GeneratedImage(image.width, image.height, data, imageSeed(seeds, i, images.length), frozen, resolved);
     });
   }
 
@@ -307,4 +308,9 @@ export interface GeneratedLatents {
   seed: bigint;
   /** Each image's seed, as `GeneratedImage.seed`: generating with it alone makes that image's latents again. */
   seeds: bigint[];
+}
+
+/** diffusers' snake_case field names in JavaScript's camelCase (`beta_end` -> `betaEnd`). */
+function camelKeys(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).map(([k, v]) => [k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), v]));
 }

@@ -13,7 +13,7 @@ const pixel = (png: pngjs.PNG, x: number, y: number) => [...png.data.subarray((y
 
 test("places images row by row, enlarged by whole pixels, with gaps of the background colour", (t) => {
   const images = [solid(2, 3, [255, 0, 0]), solid(2, 3, [0, 255, 0]), solid(2, 3, [0, 0, 255])];
-  const png = pngjs.PNG.sync.read(imageGrid(images, { columns: 2, scale: 2, gap: 1, background: [9, 9, 9] }));
+  const png = pngjs.PNG.sync.read(Buffer.from(imageGrid(images, { columns: 2, scale: 2, gap: 1, background: [9, 9, 9] })));
   t.is(png.width, 1 + 2 * (4 + 1));
   t.is(png.height, 1 + 2 * (6 + 1));
   t.deepEqual(pixel(png, 0, 0), [9, 9, 9]);
@@ -27,7 +27,7 @@ test("places images row by row, enlarged by whole pixels, with gaps of the backg
 
 test("keeps each image's pixels in place", (t) => {
   const data = Uint8Array.from({ length: 2 * 2 * 3 }, (_, i) => i * 10);
-  const png = pngjs.PNG.sync.read(imageGrid([new GeneratedImage(2, 2, data, 0n)], { gap: 0 }));
+  const png = pngjs.PNG.sync.read(Buffer.from(imageGrid([new GeneratedImage(2, 2, data, 0n)], { gap: 0 })));
   t.deepEqual(pixel(png, 1, 0), [30, 40, 50]);
   t.deepEqual(pixel(png, 0, 1), [60, 70, 80]);
 });

@@ -60,6 +60,19 @@ test("generates an RGB image of the requested size that encodes to a PNG", async
   t.deepEqual(rgb, image!.data);
 });
 
+test("image.settings echoes what the call ran with, defaults filled in (the folder's size and scheduler config)", async (t) => {
+  const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 2, seed: 1 });
+  t.deepEqual(
+    { ...image!.settings, schedulerConfig: undefined },
+    { numInferenceSteps: 2, guidanceScale: 7.5, width: pipe.defaultWidth, height: pipe.defaultHeight, scheduler: "DDIMScheduler", schedulerConfig: undefined },
+  );
+  t.like(image!.settings!.schedulerConfig, { stepsOffset: 1, betaSchedule: "scaled_linear", setAlphaToOne: false });
+  const [euler] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1, scheduler: { type: "euler", useKarrasSigmas: true } });
+  t.is(euler!.settings!.scheduler, "EulerDiscreteScheduler");
+  t.like(euler!.settings!.schedulerConfig, { useKarrasSigmas: true, betaEnd: 0.012 });
+  t.false("stepsOffset" in euler!.settings!.schedulerConfig && "skipPrkSteps" in euler!.settings!.schedulerConfig);
+});
+
 test("onProgress is called once per step, in order, before the promise resolves", async (t) => {
   const seen: { step: number; totalSteps: number; timestep: number }[] = [];
   await pipe.generate({ prompt: "a red apple", ...SMALL, numInferenceSteps: 4, seed: 1, onProgress: (p) => seen.push(p) });

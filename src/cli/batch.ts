@@ -12,13 +12,14 @@ import { Manifest, MANIFEST, recordKey, type ManifestRecord } from "../batch/man
 import { DEFAULT_BATCH_SIZE } from "../batch/generate-batch.js";
 import type { BatchDefaults } from "../batch/inputs.js";
 import { readPromptsFile, type PromptLine } from "../batch/prompts-file.js";
+import type { GeneratedImage } from "../image.js";
 import type { StableDiffusionPipeline } from "../pipeline.js";
 import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom } from "./flags.js";
 import { reportError } from "./generate.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
 import { writeFileAtomically, writeOutput as writeOutputThen } from "./output.js";
-import { imageParameters, pngText } from "./parameters.js";
+import { imageParameters, pngText, resolvedOf } from "./parameters.js";
 import { BatchDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
 
@@ -93,7 +94,7 @@ export async function batch(args: readonly string[]): Promise<number> {
     const width = Math.max(5, String(lines.at(-1)!.line).length);
     for await (const { index, image } of results) {
       const line = todo[index]!;
-      const record = recordOf(line, image.seed, pipe, model, keys.get(line.line)!, `${String(line.line).padStart(width, "0")}.png`);
+      const record = recordOf(line, image, model, keys.get(line.line)!, `${String(line.line).padStart(width, "0")}.png`);
       const path = join(outDir, record.file);
       await writeFileAtomically(path, image.toPng({ text: pngText(record) }), KEPT);
       await writeOutput(manifest.path, () => manifest.append(record));
@@ -147,7 +148,7 @@ function keyOf(l: PromptLine, model: string): string {
   return recordKey([c.prompt, c.negativePrompt, c.key, l.randomSeed ? "random" : c.seed, model]);
 }
 
-function recordOf(l: PromptLine, seed: bigint, pipe: StableDiffusionPipeline, model: string, key: string, file: string): ManifestRecord {
-  const parameters = imageParameters(l.checked.shared, l.checked.prompt, l.checked.negativePrompt, seed, pipe, model);
+function recordOf(l: PromptLine, image: GeneratedImage, model: string, key: string, file: string): ManifestRecord {
+  const parameters = imageParameters(l.checked.shared, l.checked.prompt, l.checked.negativePrompt, image.seed, resolvedOf(image), model);
   return { line: l.line, ...(l.id !== undefined ? { id: l.id } : {}), file, ...parameters, key };
 }

@@ -12,7 +12,7 @@ import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom, type Settings } from "./flags.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
 import { checkOutputFiles, writeFileAtomically } from "./output.js";
-import { imageParameters, pngText } from "./parameters.js";
+import { imageParameters, pngText, resolvedOf } from "./parameters.js";
 import { ProgressDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
 
@@ -89,7 +89,7 @@ export async function generate(args: readonly string[]): Promise<number> {
     }).finally(() => progress.finish());
     const model = values.model ?? DEFAULT_MODEL;
     for (const [i, image] of images.entries()) {
-      const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, pipe, model);
+      const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, resolvedOf(image), model);
       await writeFileAtomically(paths[i]!, image.toPng({ text: pngText(parameters) }));
       process.stdout.write(`${paths[i]}\n`);
     }

@@ -9,6 +9,8 @@
 
 import { createRequire } from "node:module";
 
+import { CandlewickError, INTERNAL } from "../errors.js";
+import type { ResolvedSettings } from "../image.js";
 import type { Settings } from "./flags.js";
 
 /** One image's generation parameters. */
@@ -29,30 +31,36 @@ export interface ImageParameters {
   model: string;
 }
 
-/** The defaults the library applies (numInferenceSteps 50, guidanceScale 7.5, the model's size and scheduler). */
-interface Defaults {
-  defaultWidth: number;
-  defaultHeight: number;
-  info: { scheduler: string };
+/** What the library says a call ran with (`image.settings`: every default filled in). */
+type Resolved = Pick<ResolvedSettings, "numInferenceSteps" | "guidanceScale" | "width" | "height" | "scheduler" | "schedulerConfig">;
+
+/** A generated image's resolved settings (every image from `generate` has them). */
+export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved {
+  if (!image.settings) throw new CandlewickError("the image carries no settings from the native module", INTERNAL);
+  return image.settings;
 }
 
-/** The parameters of an image made with `settings` (defaults filled in), its prompts and seed. */
+/**
+ * The parameters of an image: its prompts and seed, the settings the library resolved for the call
+ * (`resolved`), and the scheduler fields the call itself set (`settings.scheduler`, kept as given).
+ */
 export function imageParameters(
-  settings: Settings, prompt: string, negativePrompt: string, seed: bigint, pipe: Defaults, model: string,
+  settings: Settings, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
 ): ImageParameters {
-  const chosen = typeof settings.scheduler === "string" ? { type: settings.scheduler } : { ...settings.scheduler };
-  const { type, ...overrides } = chosen as Record<string, unknown> & { type?: string };
-  const name: string = type ?? pipe.info.scheduler;
+  const chosen = typeof settings.scheduler === "string" ? {} : { ...settings.scheduler };
+  const { type: _, ...overrides } = chosen as Record<string, unknown> & { type?: string };
+  const name = resolved.scheduler;
+  const eta = resolved.schedulerConfig.eta;
   return {
     prompt,
     negativePrompt,
     seed: seed.toString(),
-    steps: settings.numInferenceSteps ?? 50,
-    guidance: settings.guidanceScale ?? 7.5,
-    width: settings.width ?? pipe.defaultWidth,
-    height: settings.height ?? pipe.defaultHeight,
+    steps: resolved.numInferenceSteps,
+    guidance: resolved.guidanceScale,
+    width: resolved.width,
+    height: resolved.height,
     scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
-    eta: typeof overrides.eta === "number" ? overrides.eta : 0,
+    eta: typeof eta === "number" ? eta : 0,
     model,
   };
 }

@@ -99,6 +99,8 @@ export interface RawGenerateResult {
   timings: RawPhaseTimings
   /** The denoised latents, when they were asked for instead of images. */
   latents?: RawLatents
+  /** The settings the call ran with, defaults filled in. */
+  settings: RawResolvedSettings
 }
 
 /**
@@ -181,6 +183,17 @@ export interface RawProgress {
   totalSteps: number
   /** The scheduler timestep that step denoised. */
   timestep: number
+}
+
+/** The core's `ResolvedSettings`. */
+export interface RawResolvedSettings {
+  numInferenceSteps: number
+  guidanceScale: number
+  width: number
+  height: number
+  scheduler: string
+  /** diffusers' snake_case field names. */
+  schedulerConfig: Record<string, any>
 }
 
 export declare function resetGpuMemoryPeak(ordinal: number): void

@@ -77,7 +77,9 @@ mod tests {
     #[test]
     fn option_names_are_camel_cased_and_quoted_values_kept() {
         assert_eq!(
-            in_js_spelling(r#"Expected one of "linear", "scaled_linear" for scheduler.beta_schedule but received "sq_x""#),
+            in_js_spelling(
+                r#"Expected one of "linear", "scaled_linear" for scheduler.beta_schedule but received "sq_x""#
+            ),
             r#"Expected one of "linear", "scaled_linear" for scheduler.betaSchedule but received "sq_x""#
         );
         assert_eq!(

@@ -38,6 +38,20 @@ pub struct RawGenerateResult {
     pub timings: RawPhaseTimings,
     /// The denoised latents, when they were asked for instead of images.
     pub latents: Option<RawLatents>,
+    /// The settings the call ran with, defaults filled in.
+    pub settings: RawResolvedSettings,
+}
+
+/// The core's `ResolvedSettings`.
+#[napi(object)]
+pub struct RawResolvedSettings {
+    pub num_inference_steps: u32,
+    pub guidance_scale: f64,
+    pub width: u32,
+    pub height: u32,
+    pub scheduler: String,
+    /// diffusers' snake_case field names.
+    pub scheduler_config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where the call's time went, in milliseconds.
@@ -57,8 +71,7 @@ pub struct RawGenerateEvent {
 
 impl From<StepProgress> for RawGenerateEvent {
     fn from(p: StepProgress) -> Self {
-        let progress =
-            RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep };
+        let progress = RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep };
         RawGenerateEvent { progress: Some(progress), result: None }
     }
 }
@@ -77,8 +90,24 @@ impl From<GenerateOutput> for RawGenerateEvent {
             data: Float32Array::new(l.data),
         });
         let seeds = out.seeds.into_iter().map(BigInt::from).collect();
-        let result =
-            RawGenerateResult { images, seed: BigInt::from(out.seed), seeds, warnings: out.warnings, timings, latents };
+        let r = out.settings;
+        let settings = RawResolvedSettings {
+            num_inference_steps: r.num_inference_steps as u32,
+            guidance_scale: r.guidance_scale,
+            width: r.width as u32,
+            height: r.height as u32,
+            scheduler: r.scheduler,
+            scheduler_config: r.scheduler_config,
+        };
+        let result = RawGenerateResult {
+            images,
+            seed: BigInt::from(out.seed),
+            seeds,
+            warnings: out.warnings,
+            timings,
+            latents,
+            settings,
+        };
         RawGenerateEvent { progress: None, result: Some(result) }
     }
 }

@@ -11,6 +11,8 @@ mod txt2img;
 mod worker;
 
 pub use observer::{Observer, StepProgress};
-pub use options::{FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage};
+pub use options::{
+    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage,
+};
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

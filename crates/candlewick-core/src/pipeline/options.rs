@@ -141,6 +141,20 @@ pub struct FinalLatents {
     pub data: Vec<f32>,
 }
 
+/// The settings a call ran with, every default filled in: callers record them without knowing
+/// the defaults (the model's size, the folder's scheduler and its config).
+#[derive(Debug, Clone)]
+pub struct ResolvedSettings {
+    pub num_inference_steps: usize,
+    pub guidance_scale: f64,
+    pub width: usize,
+    pub height: usize,
+    /// The scheduler's diffusers class ("PNDMScheduler").
+    pub scheduler: String,
+    /// Its config as it ran: the folder's fields with the call's merged over them (diffusers' names).
+    pub scheduler_config: serde_json::Map<String, serde_json::Value>,
+}
+
 /// What one call returns.
 #[derive(Debug, Clone)]
 pub struct GenerateOutput {
@@ -155,4 +169,6 @@ pub struct GenerateOutput {
     pub seeds: Vec<u64>,
     /// Things a user should know but that did not stop the call (a truncated prompt, ...).
     pub warnings: Vec<String>,
+    /// The settings it ran with.
+    pub settings: ResolvedSettings,
 }

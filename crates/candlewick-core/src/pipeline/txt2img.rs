@@ -10,7 +10,7 @@ use super::denoise::{all_finite, Conditioning, DenoiseOptions, Denoiser};
 use super::noise::NoiseSource;
 use super::observer::Observer;
 use super::options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, RgbImage,
+    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage,
     MAX_IMAGES_PER_PROMPT, MAX_SIDE,
 };
 use super::prompt::PromptEncoder;
@@ -185,7 +185,16 @@ impl StableDiffusionPipeline {
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many steps.
-        let mut scheduler = c.scheduler.with_overrides(&options.scheduler)?.build(options.num_inference_steps)?;
+        let choice = c.scheduler.with_overrides(&options.scheduler)?;
+        let mut scheduler = choice.build(options.num_inference_steps)?;
+        let settings = ResolvedSettings {
+            num_inference_steps: options.num_inference_steps,
+            guidance_scale: options.guidance_scale,
+            width,
+            height,
+            scheduler: choice.kind().class_name().into(),
+            scheduler_config: choice.config().clone(),
+        };
 
         // 4. Prepare the latent variables: each image's noise from its own seed.
         let vsf = self.info.vae_scale_factor;
@@ -213,7 +222,15 @@ impl StableDiffusionPipeline {
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
             let timings = PhaseTimings { text_encoder, denoise, decode: 0.0 };
-            return Ok(GenerateOutput { images: Vec::new(), latents: Some(latents), timings, seed, seeds, warnings });
+            return Ok(GenerateOutput {
+                images: Vec::new(),
+                latents: Some(latents),
+                timings,
+                seed,
+                seeds,
+                warnings,
+                settings,
+            });
         }
 
         // 6. Decode the latents with the VAE.
@@ -222,7 +239,7 @@ impl StableDiffusionPipeline {
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
-        Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings })
+        Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings, settings })
     }
 
     /// A tensor allocation that failed for lack of device memory becomes an error that says what

@@ -8,11 +8,13 @@ use serde_json::{Map, Value};
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
 use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
-use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
-use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
-use super::scheduling_euler_ancestral_discrete::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+use super::scheduling_euler_ancestral_discrete::{
+    EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig,
+};
 use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSchedulerConfig};
 use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
+use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
+use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -102,7 +104,9 @@ impl SchedulerKind {
             SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::new(parse(config)?, steps)?),
-            SchedulerKind::EulerAncestralDiscrete => Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::EulerAncestralDiscrete => {
+                Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?)
+            }
             SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
         })
     }
@@ -205,7 +209,9 @@ impl SchedulerChoice {
             SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::EulerDiscrete => parse::<EulerDiscreteSchedulerConfig>(&self.config)?.validate(),
-            SchedulerKind::EulerAncestralDiscrete => parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerAncestralDiscrete => {
+                parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate()
+            }
             SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
         }
     }

@@ -10,14 +10,14 @@ pub mod betas;
 mod choice;
 pub mod config;
 mod scheduler;
-pub mod sigmas;
 pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
+pub mod scheduling_euler_ancestral_discrete;
+pub mod scheduling_euler_discrete;
+pub mod scheduling_heun_discrete;
 pub mod scheduling_lcm;
 pub mod scheduling_pndm;
-pub mod scheduling_euler_discrete;
-pub mod scheduling_euler_ancestral_discrete;
-pub mod scheduling_heun_discrete;
+pub mod sigmas;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
 pub use config::{
