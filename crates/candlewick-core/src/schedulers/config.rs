@@ -162,3 +162,63 @@ impl NoiseSchedule<'_> {
         betas::cumprod_f32(&alphas)
     }
 }
+
+/// DPM-Solver's formulation (`algorithm_type` of `DPMSolverMultistepScheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlgorithmType {
+    /// DPM-Solver++: solves for the data prediction (the default; guided sampling).
+    #[default]
+    DpmSolverPlusPlus,
+    /// SDE-DPM-Solver++: the stochastic variant, fresh noise every step.
+    SdeDpmSolverPlusPlus,
+    /// DPM-Solver: solves for the noise prediction (deprecated in diffusers).
+    DpmSolver,
+    /// SDE-DPM-Solver: the stochastic noise-prediction variant (deprecated in diffusers).
+    SdeDpmSolver,
+}
+
+/// How DPM-Solver's second-order step is formed (`solver_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpmSolverType {
+    #[default]
+    Midpoint,
+    Heun,
+}
+
+/// UniPC's B(h) (`solver_type` of `UniPCMultistepScheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UniPcSolverType {
+    /// B(h) = h: for unconditional sampling.
+    Bh1,
+    /// B(h) = e^h - 1: for guided sampling.
+    #[default]
+    Bh2,
+}
+
+/// The noise level after the last step (`final_sigmas_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinalSigmasType {
+    /// 0: the last step lands on the clean sample.
+    #[default]
+    Zero,
+    /// The smallest training sigma.
+    SigmaMin,
+}
+
+/// Models that predict their own variance (`variance_type`); Stable Diffusion's UNets do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarianceType {
+    Learned,
+    LearnedRange,
+}
+
+closed_enum!(AlgorithmType, "algorithm_type", [
+    "dpmsolver++" => DpmSolverPlusPlus,
+    "sde-dpmsolver++" => SdeDpmSolverPlusPlus,
+    "dpmsolver" => DpmSolver,
+    "sde-dpmsolver" => SdeDpmSolver,
+]);
+closed_enum!(DpmSolverType, "solver_type", ["midpoint" => Midpoint, "heun" => Heun]);
+closed_enum!(UniPcSolverType, "solver_type", ["bh1" => Bh1, "bh2" => Bh2]);
+closed_enum!(FinalSigmasType, "final_sigmas_type", ["zero" => Zero, "sigma_min" => SigmaMin]);
+closed_enum!(VarianceType, "variance_type", ["learned" => Learned, "learned_range" => LearnedRange]);
