@@ -9,6 +9,7 @@ pub mod betas;
 mod choice;
 pub mod config;
 mod scheduler;
+pub mod sigmas;
 pub mod scheduling_ddim;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
