@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use super::scheduling_dpmsolver_multistep::{DpmSolverMultistepScheduler, DpmSolverMultistepSchedulerConfig};
+use super::scheduling_unipc_multistep::{UniPcMultistepScheduler, UniPcMultistepSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -14,14 +16,40 @@ use crate::error::{expected, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    DpmSolverMultistep,
+    UniPcMultistep,
 }
 
 /// Each kind's diffusers class name and the `type` name a call uses.
-const KINDS: &[(SchedulerKind, &str, &str)] = &[(SchedulerKind::Ddim, "DDIMScheduler", "ddim")];
+const KINDS: &[(SchedulerKind, &str, &str)] = &[
+    (SchedulerKind::Ddim, "DDIMScheduler", "ddim"),
+    (SchedulerKind::DpmSolverMultistep, "DPMSolverMultistepScheduler", "dpmsolver-multistep"),
+    (SchedulerKind::UniPcMultistep, "UniPCMultistepScheduler", "unipc"),
+];
 
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
 /// ("DPM++ 2M Karras" is DPMSolverMultistep with Karras sigmas).
-const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[];
+const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
+    ("dpm++-2m", SchedulerKind::DpmSolverMultistep, &DPM_2M),
+    ("dpm++-2m-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_KARRAS),
+    ("dpm++-2m-sde", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE),
+    ("dpm++-2m-sde-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE_KARRAS),
+    // "unipc" itself is UniPC's type name.
+    ("unipc-karras", SchedulerKind::UniPcMultistep, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+];
+
+/// DPM++ 2M as web UIs name it: DPM-Solver++ of order 2, with or without Karras sigmas, ODE or SDE.
+const fn dpm_2m(algorithm: &'static str, karras: bool) -> [(&'static str, PresetValue); 3] {
+    [
+        ("algorithm_type", PresetValue::Str(algorithm)),
+        ("solver_order", PresetValue::Int(2)),
+        ("use_karras_sigmas", PresetValue::Bool(karras)),
+    ]
+}
+const DPM_2M: [(&str, PresetValue); 3] = dpm_2m("dpmsolver++", false);
+const DPM_2M_KARRAS: [(&str, PresetValue); 3] = dpm_2m("dpmsolver++", true);
+const DPM_2M_SDE: [(&str, PresetValue); 3] = dpm_2m("sde-dpmsolver++", false);
+const DPM_2M_SDE_KARRAS: [(&str, PresetValue); 3] = dpm_2m("sde-dpmsolver++", true);
 
 /// A preset's field value (consts cannot hold `serde_json::Value`).
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +58,8 @@ enum PresetValue {
     Bool(bool),
     #[allow(dead_code)]
     Str(&'static str),
+    #[allow(dead_code)]
+    Int(i64),
 }
 
 impl SchedulerKind {
@@ -60,12 +90,20 @@ impl SchedulerKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             SchedulerKind::Ddim => serde_introspect::<DdimSchedulerConfig>(),
+            SchedulerKind::DpmSolverMultistep => serde_introspect::<DpmSolverMultistepSchedulerConfig>(),
+            SchedulerKind::UniPcMultistep => serde_introspect::<UniPcMultistepSchedulerConfig>(),
         }
     }
 
     fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             SchedulerKind::Ddim => Box::new(DdimScheduler::new(parse::<DdimSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::DpmSolverMultistep => {
+                Box::new(DpmSolverMultistepScheduler::new(parse::<DpmSolverMultistepSchedulerConfig>(config)?, steps)?)
+            }
+            SchedulerKind::UniPcMultistep => {
+                Box::new(UniPcMultistepScheduler::new(parse::<UniPcMultistepSchedulerConfig>(config)?, steps)?)
+            }
         })
     }
 }
@@ -158,6 +196,8 @@ impl SchedulerChoice {
     fn parse_config(&self) -> Result<()> {
         match self.kind {
             SchedulerKind::Ddim => parse::<DdimSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::DpmSolverMultistep => parse::<DpmSolverMultistepSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::UniPcMultistep => parse::<UniPcMultistepSchedulerConfig>(&self.config)?.validate(),
         }
     }
 }
@@ -173,6 +213,7 @@ fn resolve_type(name: &str) -> Result<(SchedulerKind, Map<String, Value>)> {
                 let v = match v {
                     PresetValue::Bool(b) => Value::Bool(*b),
                     PresetValue::Str(s) => Value::String((*s).into()),
+                    PresetValue::Int(i) => Value::from(*i),
                 };
                 (k.to_string(), v)
             })

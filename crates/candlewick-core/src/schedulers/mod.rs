@@ -11,6 +11,8 @@ pub mod config;
 mod scheduler;
 pub mod sigmas;
 pub mod scheduling_ddim;
+pub mod scheduling_dpmsolver_multistep;
+pub mod scheduling_unipc_multistep;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
 pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing};

@@ -337,12 +337,14 @@ impl DpmSolverMultistepScheduler {
                 (mul(sample, sigma_t / sigma_s)? - mul(m0, alpha_t * ((-h).exp() - 1.0))?)?
             }
             (AlgorithmType::DpmSolver, _) => (mul(sample, alpha_t / alpha_s)? - mul(m0, sigma_t * (h.exp() - 1.0))?)?,
-            (AlgorithmType::SdeDpmSolverPlusPlus, Some(noise)) => ((mul(sample, sigma_t / sigma_s * (-h).exp())?
-                + mul(m0, alpha_t * (1.0 - (-2.0 * h).exp()))?)?
-                + mul(noise, sigma_t * (1.0 - (-2.0 * h).exp()).sqrt())?)?,
-            (AlgorithmType::SdeDpmSolver, Some(noise)) => ((mul(sample, alpha_t / alpha_s)?
-                - mul(m0, 2.0 * (sigma_t * (h.exp() - 1.0)))?)?
-                + mul(noise, sigma_t * ((2.0 * h).exp() - 1.0).sqrt())?)?,
+            (AlgorithmType::SdeDpmSolverPlusPlus, Some(noise)) => {
+                ((mul(sample, sigma_t / sigma_s * (-h).exp())? + mul(m0, alpha_t * (1.0 - (-2.0 * h).exp()))?)?
+                    + mul(noise, sigma_t * (1.0 - (-2.0 * h).exp()).sqrt())?)?
+            }
+            (AlgorithmType::SdeDpmSolver, Some(noise)) => {
+                ((mul(sample, alpha_t / alpha_s)? - mul(m0, 2.0 * (sigma_t * (h.exp() - 1.0)))?)?
+                    + mul(noise, sigma_t * ((2.0 * h).exp() - 1.0).sqrt())?)?
+            }
             _ => return Err(no_noise()),
         })
     }
@@ -410,7 +412,8 @@ impl DpmSolverMultistepScheduler {
         };
         let (alpha_t, sigma_t) = alpha_sigma_t(self.sigmas[i + 1]);
         let (alpha_s0, sigma_s0) = alpha_sigma_t(self.sigmas[i]);
-        let (lambda_t, lambda_s0, lambda_s1, lambda_s2) = (lambda_at(i + 1), lambda_at(i), lambda_at(i - 1), lambda_at(i - 2));
+        let (lambda_t, lambda_s0, lambda_s1, lambda_s2) =
+            (lambda_at(i + 1), lambda_at(i), lambda_at(i - 1), lambda_at(i - 2));
         let (m0, m1, m2) = (self.output(1)?, self.output(2)?, self.output(3)?);
         let (h, h_0, h_1) = (lambda_t - lambda_s0, lambda_s0 - lambda_s1, lambda_s1 - lambda_s2);
         let (r0, r1) = (h_0 / h, h_1 / h);
@@ -470,11 +473,16 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
     /// diffusers' `step`: converts the output, keeps it in the history, and takes the highest
     /// order the history and the position allow.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
-        let i = *self.step_index.get_or_insert_with(|| {
-            self.begin_index.unwrap_or_else(|| index_for_timestep(&self.timesteps, timestep))
-        });
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
+        let i = *self
+            .step_index
+            .get_or_insert_with(|| self.begin_index.unwrap_or_else(|| index_for_timestep(&self.timesteps, timestep)));
         let n = self.timesteps.len();
         if i >= n {
             return Err(Error::Internal(format!("DPM-Solver stepped past its {n} timesteps")));
@@ -570,14 +578,17 @@ pub(crate) fn spaced_sigmas(
         Some((lo, hi)) => (lo.unwrap_or(sigma_min), hi.unwrap_or(sigma_max)),
         None => (sigma_min, sigma_max),
     };
-    // np.log of the float32 training sigmas: float32 values.
-    let log_sigmas: Vec<f64> = training.iter().map(|s| s.ln() as f64).collect();
+    let log_sigmas = sigmas::log_sigmas(training);
     let from_sigmas = |sigmas: Vec<f64>, round: bool| {
         let timesteps = sigmas
             .iter()
             .map(|&s| {
                 let t = sigmas::sigma_to_t(s, &log_sigmas);
-                if round { t.round_ties_even() } else { t.trunc() }
+                if round {
+                    t.round_ties_even()
+                } else {
+                    t.trunc()
+                }
             })
             .collect();
         (timesteps, sigmas.iter().map(|&s| s as f32).collect())
@@ -590,24 +601,15 @@ pub(crate) fn spaced_sigmas(
             (spaced.iter().map(|&t| t as f64).collect(), sigmas)
         }
         SigmaSpacing::Karras => from_sigmas(sigmas::karras(sigma_min, sigma_max, n), round),
-        SigmaSpacing::Exponential => {
-            let logs = np_linspace(sigma_max.ln(), sigma_min.ln(), n);
-            from_sigmas(logs.into_iter().map(f64::exp).collect(), false)
-        }
+        SigmaSpacing::Exponential => from_sigmas(sigmas::exponential(sigma_min, sigma_max, n), false),
         SigmaSpacing::LuLambdas => {
             // diffusers' "lambdas" here are the log sigmas, flipped: from the largest down.
             let (lambda_min, lambda_max) = (log_sigmas[0], log_sigmas[log_sigmas.len() - 1]);
-            let ramp = np_linspace(0.0, 1.0, n);
+            let ramp = sigmas::linspace(0.0, 1.0, n);
             let sigmas = ramp.iter().map(|r| (lambda_max + r * (lambda_min - lambda_max)).exp()).collect();
             from_sigmas(sigmas, round)
         }
     }
-}
-
-/// `np.linspace(start, stop, n)`: start + i * step, the last value exactly `stop`.
-fn np_linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
-    let step = if n > 1 { (stop - start) / (n - 1) as f64 } else { 0.0 };
-    (0..n).map(|i| if n > 1 && i == n - 1 { stop } else { i as f64 * step + start }).collect()
 }
 
 /// The multistep schedulers' leading / trailing / linspace timesteps (DPM-Solver, UniPC, DEIS):
@@ -624,7 +626,7 @@ pub(crate) fn multistep_timesteps(
 ) -> Vec<i64> {
     match spacing {
         TimestepSpacing::Linspace => {
-            let points = np_linspace(0.0, (last_timestep - 1) as f64, n + 1);
+            let points = sigmas::linspace(0.0, (last_timestep - 1) as f64, n + 1);
             points[1..].iter().rev().map(|v| v.round_ties_even() as i64).collect()
         }
         TimestepSpacing::Leading => {

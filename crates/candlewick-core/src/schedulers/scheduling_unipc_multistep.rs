@@ -271,17 +271,29 @@ impl UniPcMultistepScheduler {
         rks.push(1.0);
 
         let hh = if self.config.predict_x0 { -h } else { h };
-        let h_phi_1 = hh.exp_m1();
+        let h_phi_1 = expm1(hh);
         let mut h_phi_k = h_phi_1 / hh - 1.0;
         let b_h = match self.config.solver_type {
             UniPcSolverType::Bh1 => hh,
-            UniPcSolverType::Bh2 => hh.exp_m1(),
+            UniPcSolverType::Bh2 => expm1(hh),
         };
         let mut factorial = 1u64;
         let mut r = Vec::with_capacity(order);
         let mut b = Vec::with_capacity(order);
         for i in 1..=order as u64 {
-            r.push(rks.iter().map(|&rk| if i == 1 { 1.0 } else if i == 2 { rk } else { rk * rk }).collect::<Vec<f32>>());
+            r.push(
+                rks.iter()
+                    .map(|&rk| {
+                        if i == 1 {
+                            1.0
+                        } else if i == 2 {
+                            rk
+                        } else {
+                            rk * rk
+                        }
+                    })
+                    .collect::<Vec<f32>>(),
+            );
             b.push(h_phi_k * factorial as f32 / b_h);
             factorial *= i + 1;
             h_phi_k = h_phi_k / hh - (1.0 / factorial as f64) as f32;
@@ -301,7 +313,11 @@ impl UniPcMultistepScheduler {
 
     /// The weight of the correction terms: alpha_t B(h) (x0) or sigma_t B(h) (noise).
     fn weight(&self, c: &Coefficients) -> f32 {
-        if self.config.predict_x0 { c.alpha_t * c.b_h } else { c.sigma_t * c.b_h }
+        if self.config.predict_x0 {
+            c.alpha_t * c.b_h
+        } else {
+            c.sigma_t * c.b_h
+        }
     }
 
     /// `multistep_uni_p_bh_update`: the predictor from sigma index `i` to `i + 1`.
@@ -329,6 +345,12 @@ impl UniPcMultistepScheduler {
     }
 }
 
+/// `torch.expm1` of a float32 scalar: correctly rounded, as torch's is on the goldens' machine
+/// (libm's expm1f is off by an ulp at times, and UniP's b coefficients amplify it).
+fn expm1(x: f32) -> f32 {
+    f64::from(x).exp_m1() as f32
+}
+
 /// The scalars and order conditions of one UniP / UniC update (float32, as diffusers' tensors).
 struct Coefficients {
     alpha_t: f32,
@@ -349,16 +371,18 @@ fn solve(r: &[Vec<f32>], b: &[f32], k: usize) -> Result<Vec<f32>> {
     let mut a: Vec<Vec<f64>> = (0..k).map(|i| (0..k).map(|j| f64::from(r[i][j])).collect()).collect();
     let mut y: Vec<f64> = b[..k].iter().map(|&v| f64::from(v)).collect();
     for col in 0..k {
-        let pivot = (col..k).max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs())).unwrap_or(col);
-        if !(a[pivot][col].abs() > 0.0) {
+        // The first row with the largest magnitude, as LAPACK's isamax.
+        let pivot = (col..k).fold(col, |p, q| if a[q][col].abs() > a[p][col].abs() { q } else { p });
+        if a[pivot][col] == 0.0 || !a[pivot][col].is_finite() {
             return Err(Error::Internal("UniPC's order conditions are singular (repeated noise levels)".into()));
         }
         a.swap(col, pivot);
         y.swap(col, pivot);
+        let top = a[col].clone();
         for row in col + 1..k {
-            let f = a[row][col] / a[col][col];
-            for j in col..k {
-                a[row][j] -= f * a[col][j];
+            let f = a[row][col] / top[col];
+            for (v, t) in a[row][col..].iter_mut().zip(&top[col..]) {
+                *v -= f * t;
             }
             y[row] -= f * y[col];
         }
@@ -396,11 +420,16 @@ impl Scheduler for UniPcMultistepScheduler {
 
     /// diffusers' `step`: correct the previous result with this output (UniC), then predict the
     /// next sample (UniP).
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, _noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
-        let i = *self.step_index.get_or_insert_with(|| {
-            self.begin_index.unwrap_or_else(|| index_for_timestep(&self.timesteps, timestep))
-        });
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        _noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
+        let i = *self
+            .step_index
+            .get_or_insert_with(|| self.begin_index.unwrap_or_else(|| index_for_timestep(&self.timesteps, timestep)));
         let n = self.timesteps.len();
         if i >= n {
             return Err(Error::Internal(format!("UniPC stepped past its {n} timesteps")));
