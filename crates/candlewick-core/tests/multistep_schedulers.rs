@@ -174,6 +174,17 @@ fn refused_configs_say_why() {
          "scheduler.predict_x0 is not an option of the dpmsolver-multistep scheduler"),
         (json!({ "type": "dpm++-2m", "lambda_min_clipped": 100.0 }),
          "Expected number that leaves at least 2 training timesteps for scheduler.lambda_min_clipped but received 100"),
+        // Karras sigmas end on sigma_min: with final_sigmas_type "sigma_min" the last step has h = 0, and
+        // diffusers' heun / third-order forms divide 0 by 0 (NaN images, checked with diffusers 0.42.1).
+        (json!({ "type": "dpm++-2m-karras", "final_sigmas_type": "sigma_min", "solver_type": "heun" }),
+         "Expected \"zero\", or scheduler.euler_at_final true (the last noise level already is the final one here, and \
+          diffusers' last heun step divides by zero: a NaN image) for scheduler.final_sigmas_type but received \"sigma_min\""),
+        (json!({ "type": "dpm++-2m-karras", "final_sigmas_type": "sigma_min", "solver_order": 3 }),
+         "Expected \"zero\", or scheduler.euler_at_final true (the last noise level already is the final one here, and \
+          diffusers' last third-order step divides by zero: a NaN image) for scheduler.final_sigmas_type but received \"sigma_min\""),
+        (json!({ "type": "unipc-karras", "final_sigmas_type": "sigma_min", "solver_order": 3, "lower_order_final": false }),
+         "Expected \"zero\", or scheduler.lower_order_final true (the last noise level already is the final one here, and \
+          diffusers' last third-order step is NaN) for scheduler.final_sigmas_type but received \"sigma_min\""),
     ];
     for (fields, want) in cases {
         let got = message(fields.clone());
@@ -197,6 +208,19 @@ fn steps_that_repeat_a_noise_level_are_refused() {
     assert!(err.ends_with("for num_inference_steps but received 1000"), "{err}");
     let err = with(json!({ "type": "unipc" })).unwrap().build(0).err().unwrap().to_string();
     assert_eq!(err, "Expected integer between 1 and 1000 for num_inference_steps but received 0");
+}
+
+#[test]
+fn a_flat_last_step_runs_where_diffusers_runs_it() {
+    // The same configurations with a midpoint second-order, an euler or a lower-order last step are finite in
+    // diffusers, and run.
+    for fields in [
+        json!({ "type": "dpm++-2m-karras", "final_sigmas_type": "sigma_min" }),
+        json!({ "type": "dpm++-2m-karras", "final_sigmas_type": "sigma_min", "solver_type": "heun", "euler_at_final": true }),
+        json!({ "type": "unipc-karras", "final_sigmas_type": "sigma_min", "solver_order": 3 }),
+    ] {
+        assert!(with(fields.clone()).unwrap().build(20).is_ok(), "{fields}");
+    }
 }
 
 #[test]

@@ -287,16 +287,39 @@ impl DpmSolverMultistepScheduler {
         };
         sigmas.push(sigma_last);
         check_schedule(&sigmas, config.timestep_spacing, n)?;
-        let order = config.solver_order;
-        Ok(Self {
+        let scheduler = Self {
+            model_outputs: vec![None; config.solver_order],
             config,
             timesteps,
             sigmas,
-            model_outputs: vec![None; order],
             lower_order_nums: 0,
             step_index: None,
             begin_index: None,
-        })
+        };
+        scheduler.check_last_step()?;
+        Ok(scheduler)
+    }
+
+    /// Where the last noise level already is the final one (sigma_min after Karras, exponential
+    /// or Lu sigmas, or a last timestep of 0), the last step's h is 0: a heun or third-order
+    /// step divides 0 by 0 there, and diffusers' image is NaN. Refused.
+    fn check_last_step(&self) -> Result<()> {
+        let (c, n) = (&self.config, self.timesteps.len());
+        let flat_last = self.sigmas[n] == self.sigmas[n - 1];
+        let first_order = c.solver_order == 1 || n == 1 || c.euler_at_final || (c.lower_order_final && n < 15);
+        let third_order = c.solver_order == 3 && n >= 3 && !(c.lower_order_final && n < 15);
+        let form = if third_order { "third-order" } else { "heun" };
+        if flat_last && !first_order && (third_order || c.solver_type == DpmSolverType::Heun) {
+            return Err(expected(
+                &format!(
+                    "\"zero\", or scheduler.euler_at_final true (the last noise level already is the final one here, \
+                     and diffusers' last {form} step divides by zero: a NaN image)"
+                ),
+                "scheduler.final_sigmas_type",
+                "\"sigma_min\"",
+            ));
+        }
+        Ok(())
     }
 
     /// The sigma of each timestep plus the final one (float32).

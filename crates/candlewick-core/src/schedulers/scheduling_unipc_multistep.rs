@@ -207,6 +207,18 @@ impl UniPcMultistepScheduler {
         };
         sigmas.push(sigma_last);
         check_schedule(&sigmas, config.timestep_spacing, n)?;
+        // The last noise level already the final one (sigma_min after Karras or exponential
+        // sigmas): a third-order last step solves a system with an infinite ratio, a NaN image
+        // in diffusers. Refused.
+        let last = sigmas.len() - 1;
+        if sigmas[last] == sigmas[last - 1] && !config.lower_order_final && config.solver_order == 3 && last >= 3 {
+            return Err(expected(
+                "\"zero\", or scheduler.lower_order_final true (the last noise level already is the final one here, \
+                 and diffusers' last third-order step is NaN)",
+                "scheduler.final_sigmas_type",
+                "\"sigma_min\"",
+            ));
+        }
         let order = config.solver_order;
         Ok(Self {
             config,
