@@ -229,3 +229,48 @@ fn lambda_min_clipped_null_is_no_clipping() {
     let plain = with(json!({ "type": "dpm++-2m" })).unwrap().build(10).unwrap();
     assert_eq!(clipped.timesteps(), plain.timesteps());
 }
+
+/// The tiny model (test/fixtures/tiny-sd) with each preset: the stateful multistep schedulers run
+/// end to end, and with the SDE preset (fresh noise every step, from each image's own seeded
+/// stream) an image of a seeded batch is the image its seed makes alone.
+#[test]
+fn presets_run_in_the_pipeline_and_sde_noise_follows_each_image_seed() {
+    use candlewick_core::device::{DTypeRequest, DeviceRequest};
+    use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
+
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/tiny-sd");
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    let pipe = StableDiffusionPipeline::load(&model, &options).expect("the tiny model loads");
+    let observer = Observer::new();
+    let call = |prompts: &[&str], seeds: &[u64], scheduler: &str| {
+        let options = GenerateOptions {
+            prompt: prompts.iter().map(|p| p.to_string()).collect(),
+            num_inference_steps: 4,
+            width: Some(32),
+            height: Some(32),
+            seeds: Some(seeds.to_vec()),
+            scheduler: serde_json::from_value(json!({ "type": scheduler })).unwrap(),
+            ..Default::default()
+        };
+        pipe.generate(&options, &observer).unwrap_or_else(|e| panic!("{scheduler}: {e}")).images
+    };
+    let ddim = call(&["a red apple"], &[7], "ddim");
+    for preset in ["dpm++-2m", "dpm++-2m-karras", "dpm++-2m-sde", "dpm++-2m-sde-karras", "unipc", "unipc-karras"] {
+        let image = call(&["a red apple"], &[7], preset);
+        assert_ne!(image[0].data, ddim[0].data, "{preset} gives DDIM's image");
+        assert_eq!(call(&["a red apple"], &[7], preset)[0].data, image[0].data, "{preset}: same seed, same image");
+    }
+    let batch = call(&["a red apple", "a blue bird"], &[7, 8], "dpm++-2m-sde-karras");
+    assert_same_image(&batch[0].data, &call(&["a red apple"], &[7], "dpm++-2m-sde-karras")[0].data, "image 0 alone");
+    assert_same_image(&batch[1].data, &call(&["a blue bird"], &[8], "dpm++-2m-sde-karras")[0].data, "image 1 alone");
+    // Another seed's step noise gives another image.
+    assert_ne!(call(&["a red apple"], &[8], "dpm++-2m-sde-karras")[0].data, batch[0].data);
+}
+
+/// Pixels of two images equal within 1/255 on >= 99.9% of bytes (a batch of several images may
+/// sum in another order than a batch of one), as tests/pipeline.rs compares them.
+fn assert_same_image(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: sizes differ");
+    let close = a.iter().zip(b).filter(|(x, y)| x.abs_diff(**y) <= 1).count();
+    assert!(close as f64 >= 0.999 * a.len() as f64, "{what}: only {close} of {} bytes within 1", a.len());
+}
