@@ -286,7 +286,7 @@ impl DpmSolverMultistepScheduler {
             FinalSigmasType::SigmaMin => training[0],
         };
         sigmas.push(sigma_last);
-        check_schedule(&sigmas, config.timestep_spacing, n)?;
+        check_schedule(&timesteps, &sigmas, config.timestep_spacing, n)?;
         let scheduler = Self {
             model_outputs: vec![None; config.solver_order],
             config,
@@ -673,20 +673,26 @@ pub(crate) fn multistep_timesteps(
     }
 }
 
-/// The schedule's own sanity: the noise level falls at every step (a repeated first timestep
-/// would make diffusers start at the second one and fail; a repeated level divides by zero). The
-/// final level may equal the last (a step that changes nothing, as diffusers runs it).
-pub(crate) fn check_schedule(sigmas: &[f32], spacing: TimestepSpacing, n: usize) -> Result<()> {
+/// The schedule's own sanity: the noise level falls at every step (a repeated level divides by
+/// zero; the final level may equal the last, a step that changes nothing as diffusers runs it),
+/// and the first timestep is not repeated (diffusers would start such a run at the second and fail).
+pub(crate) fn check_schedule(timesteps: &[f64], sigmas: &[f32], spacing: TimestepSpacing, n: usize) -> Result<()> {
     let last = sigmas.len() - 1;
     let flat = sigmas.windows(2).enumerate().find(|(k, w)| !(w[1] < w[0] || (k + 1 == last && w[1] <= w[0])));
-    if let Some((k, w)) = flat {
+    let repeated_first = timesteps.len() > 1 && timesteps[0] == timesteps[1];
+    if flat.is_some() || repeated_first {
+        let (k, level) = flat.map_or((0, sigmas[0]), |(k, w)| (k, w[0]));
+        let what = if flat.is_some() {
+            format!("share noise level {level}")
+        } else {
+            format!("share timestep {}", timesteps[0])
+        };
         return Err(expected(
             &format!(
-                "fewer steps (with timestep_spacing {:?}, steps {} and {} share noise level {})",
+                "fewer steps (with timestep_spacing {:?}, steps {} and {} {what})",
                 spacing.as_str(),
                 k + 1,
-                k + 2,
-                w[0]
+                k + 2
             ),
             "num_inference_steps",
             n,

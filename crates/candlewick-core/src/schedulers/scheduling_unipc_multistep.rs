@@ -206,7 +206,7 @@ impl UniPcMultistepScheduler {
             (FinalSigmasType::SigmaMin, _) => sigmas[sigmas.len() - 1],
         };
         sigmas.push(sigma_last);
-        check_schedule(&sigmas, config.timestep_spacing, n)?;
+        check_schedule(&timesteps, &sigmas, config.timestep_spacing, n)?;
         // The last noise level already the final one (sigma_min after Karras or exponential
         // sigmas): a third-order last step solves a system with an infinite ratio, a NaN image
         // in diffusers. Refused.
