@@ -223,6 +223,33 @@ fn a_flat_last_step_runs_where_diffusers_runs_it() {
     }
 }
 
+/// Step noise of zeros (the SDE preset draws some).
+struct Zeros;
+
+impl candlewick_core::schedulers::StepNoise for Zeros {
+    fn sample_like(&mut self, like: &candle_core::Tensor) -> candlewick_core::Result<candle_core::Tensor> {
+        Ok(like.zeros_like()?)
+    }
+}
+
+#[test]
+fn one_training_timestep_runs() {
+    for scheduler in ["dpm++-2m", "dpm++-2m-karras", "dpm++-2m-sde", "unipc", "unipc-karras"] {
+        for spacing in ["leading", "trailing", "linspace"] {
+            let fields =
+                json!({ "type": scheduler, "num_train_timesteps": 1, "steps_offset": 0, "timestep_spacing": spacing });
+            let s = with(fields.clone()).unwrap().build(1).unwrap_or_else(|e| panic!("{fields}: {e}"));
+            let mut s = s;
+            assert_eq!(s.timesteps(), &[0.0], "{fields}");
+            let x =
+                candle_core::Tensor::ones((1, 4, 2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            let out = s.step(&(&x * 0.5).unwrap(), 0.0, &x, &mut Zeros).unwrap();
+            let values = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{fields}: {values:?}");
+        }
+    }
+}
+
 #[test]
 fn lambda_min_clipped_null_is_no_clipping() {
     let clipped = with(json!({ "type": "dpm++-2m", "lambda_min_clipped": null })).unwrap().build(10).unwrap();

@@ -269,7 +269,7 @@ impl DpmSolverMultistepScheduler {
             }
         };
         let last_timestep = train - clipped;
-        if last_timestep < 2 {
+        if clipped > 0 && last_timestep < 2 {
             return Err(expected(
                 "number that leaves at least 2 training timesteps",
                 "scheduler.lambda_min_clipped",
