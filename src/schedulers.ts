@@ -130,6 +130,8 @@ export interface UniPcMultistepSchedulerOptions extends NoiseScheduleOptions, Mu
   sigmaMin?: number | null;
   /** The largest noise level of Karras / exponential spacing; null: the largest training one. Default: the model's (null). */
   sigmaMax?: number | null;
+  /** Flow models' timestep shift: not supported (true is refused). Default: the model's (false). */
+  useDynamicShifting?: boolean;
 }
 
 /** Any scheduler's options, told apart by `type`. */

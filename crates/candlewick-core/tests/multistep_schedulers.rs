@@ -167,6 +167,11 @@ fn refused_configs_say_why() {
          "Expected true with scheduler.final_sigmas_type \"zero\" (diffusers' last step is NaN; use \"sigma_min\") for \
           scheduler.predict_x0 but received false"),
         (json!({ "type": "unipc", "solver_order": 4 }), "Expected 1, 2 or 3 for scheduler.solver_order but received 4"),
+        (
+            json!({ "type": "unipc", "use_dynamic_shifting": true }),
+            "Expected false (dynamic shifting is for flow models; diffusers refuses it without their mu) for \
+             scheduler.use_dynamic_shifting but received true",
+        ),
         (json!({ "type": "unipc", "sigma_min": 2.0, "sigma_max": 1.0 }),
          "Expected number above scheduler.sigma_min (2) for scheduler.sigma_max but received 1"),
         (json!({ "type": "unipc", "eta": 0.5 }), "scheduler.eta is not an option of the unipc scheduler"),

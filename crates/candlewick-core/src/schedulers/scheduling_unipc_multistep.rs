@@ -70,6 +70,9 @@ pub struct UniPcMultistepSchedulerConfig {
     pub sigma_min: Option<f64>,
     /// The largest sigma of Karras / exponential sigmas (None: the largest training sigma).
     pub sigma_max: Option<f64>,
+    /// Flow models' resolution-dependent timestep shift (false); true is refused: diffusers'
+    /// `set_timesteps` then needs a `mu` that Stable Diffusion pipelines never pass.
+    pub use_dynamic_shifting: bool,
 }
 
 impl Default for UniPcMultistepSchedulerConfig {
@@ -99,6 +102,7 @@ impl Default for UniPcMultistepSchedulerConfig {
             rescale_betas_zero_snr: false,
             sigma_min: None,
             sigma_max: None,
+            use_dynamic_shifting: false,
         }
     }
 }
@@ -131,6 +135,13 @@ impl UniPcMultistepSchedulerConfig {
             return Err(expected("1, 2 or 3", "scheduler.solver_order", self.solver_order));
         }
         refuse_unsupported(self.thresholding, self.use_beta_sigmas, self.use_flow_sigmas)?;
+        if self.use_dynamic_shifting {
+            return Err(expected(
+                "false (dynamic shifting is for flow models; diffusers refuses it without their mu)",
+                "scheduler.use_dynamic_shifting",
+                true,
+            ));
+        }
         check_sigma_spacing(
             &[("use_karras_sigmas", self.use_karras_sigmas), ("use_exponential_sigmas", self.use_exponential_sigmas)],
             self.beta_schedule,
