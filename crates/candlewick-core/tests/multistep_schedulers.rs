@@ -255,6 +255,22 @@ fn one_training_timestep_runs() {
     }
 }
 
+/// A DPMSolverMultistepScheduler config as diffusers saves it (`json.dumps` writes -inf as
+/// `-Infinity`) loads, and runs unclipped; the literal inside a string stays a string.
+#[test]
+fn saved_configs_with_python_infinity_load() {
+    let text = r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity,
+        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+        "note": "a \"-Infinity\" in text", "use_karras_sigmas": true, "trained_betas": null}"#;
+    let config: Map<String, Value> =
+        candlewick_core::config::parse_json(Path::new("scheduler_config.json"), text).unwrap();
+    assert_eq!(config["lambda_min_clipped"], Value::Null);
+    assert_eq!(config["note"], json!("a \"-Infinity\" in text"));
+    let folder = SchedulerChoice::from_folder(config).unwrap();
+    let unclipped = with(json!({ "type": "dpm++-2m-karras" })).unwrap();
+    assert_eq!(folder.build(10).unwrap().timesteps(), unclipped.build(10).unwrap().timesteps());
+}
+
 #[test]
 fn lambda_min_clipped_null_is_no_clipping() {
     let clipped = with(json!({ "type": "dpm++-2m", "lambda_min_clipped": null })).unwrap().build(10).unwrap();
