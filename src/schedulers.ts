@@ -103,7 +103,7 @@ export interface DpmSolverMultistepSchedulerOptions extends NoiseScheduleOptions
   eulerAtFinal?: boolean;
   /** Uniform steps in log SNR (Lu et al.'s lambdas). Not with betaSchedule "squaredcos_cap_v2". Default: the model's (diffusers: false). */
   useLuLambdas?: boolean;
-  /** Timesteps whose log(alpha / sigma) is below this are cut off (cosine-schedule models use -5.1); null or -Infinity: none. Default: the model's (diffusers: -Infinity). */
+  /** Timesteps whose log(alpha / sigma) is below this are cut off (cosine-schedule models use -5.1); null: none (diffusers' -Infinity, which JSON cannot carry). Default: the model's (diffusers: -Infinity, read as null). */
   lambdaMinClipped?: number | null;
   /** Models that predict their variance: not supported (only null). Default: the model's (null). */
   varianceType?: null;
