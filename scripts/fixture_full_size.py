@@ -49,8 +49,7 @@ def run(out_dir, smoke=False):
     pipe.save_pretrained(out_dir, safe_serialization=True)
     shutil.rmtree(tok_dir)
     fixture_tokenizer.write_tokenizer_folder(tok_dir)
-    from make_fixtures import add_text_model_prefix
-    add_text_model_prefix(os.path.join(out_dir, "text_encoder"))
+    fixture_models.add_text_model_prefix(os.path.join(out_dir, "text_encoder"))
     print(f"weights written to {out_dir} in {time.perf_counter() - started:.1f} s")
 
     g = torch.Generator().manual_seed(SEED + 30)

@@ -1,8 +1,12 @@
 """Model configs (the tiny test model and SD1.5's real shapes) and the weight perturbation that makes sure
 no tensor keeps its default value (so a wrongly mapped norm or bias shows up in the goldens)."""
 
+import os
+
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 # SD1.5's scheduler/scheduler_config.json values that differ from DDIMScheduler's defaults.
@@ -136,3 +140,16 @@ def build(text_cfg, unet_cfg, vae_cfg, seed):
         m.to(torch.float32)
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
     return text_encoder, unet, vae, scheduler
+
+
+def add_text_model_prefix(folder):
+    """transformers 5 saves CLIPTextModel without the `text_model.` key prefix that SD1.5's (and every
+    transformers 4) text_encoder/model.safetensors has; transformers 5 loads both. Restore SD1.5's layout."""
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".safetensors"):
+            path = os.path.join(folder, f)
+            with safe_open(path, "pt") as h:
+                metadata = h.metadata()
+            tensors = load_file(path)
+            save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in tensors.items()},
+                      path, metadata=metadata)

@@ -42,6 +42,42 @@ SD15 = dict(SD15_SCHEDULER, skip_prk_steps=True)
 CASES = [
     ("ddim_sd15_20", "DDIMScheduler", SD15, {}, 20, {}),
     ("ddim_sd15_10_eta1", "DDIMScheduler", SD15, {}, 10, {"eta": 1.0}),
+    # PNDM: SD1.5's own scheduler (skip_prk_steps: PLMS only, the second timestep twice: n + 1 calls).
+    ("pndm_sd15_50", "PNDMScheduler", SD15, {}, 50, {}),
+    ("pndm_sd15_2", "PNDMScheduler", SD15, {}, 2, {}),
+    ("pndm_sd15_1", "PNDMScheduler", SD15, {}, 1, {}),
+    ("pndm_sd15_trailing_7", "PNDMScheduler", SD15, {"timestep_spacing": "trailing"}, 7, {}),
+    ("pndm_sd15_linspace_9", "PNDMScheduler", SD15, {"timestep_spacing": "linspace"}, 9, {}),
+    ("pndm_sd15_v_alpha_one_20", "PNDMScheduler", SD15, {"prediction_type": "v_prediction", "set_alpha_to_one": True},
+     20, {}),
+    ("pndm_sd15_cosine_15", "PNDMScheduler", SD15, {"beta_schedule": "squaredcos_cap_v2", "steps_offset": 0}, 15, {}),
+    # PNDM with its Runge-Kutta warm-up (12 PRK calls on the last 4 timesteps, then PLMS).
+    ("pndm_prk_sd15_10", "PNDMScheduler", SD15, {"skip_prk_steps": False}, 10, {}),
+    ("pndm_prk_defaults_4", "PNDMScheduler", None, {}, 4, {}),
+    ("pndm_prk_sd15_trailing_25", "PNDMScheduler", SD15, {"skip_prk_steps": False, "timestep_spacing": "trailing"}, 25,
+     {}),
+    ("pndm_prk_sd15_linspace_v_6", "PNDMScheduler", SD15,
+     {"skip_prk_steps": False, "timestep_spacing": "linspace", "prediction_type": "v_prediction"}, 6, {}),
+    # DDPM: noise at every timestep above 0 (SD1.5's leading spacing ends on 1: noise at every step).
+    ("ddpm_sd15_20", "DDPMScheduler", SD15, {}, 20, {}),
+    ("ddpm_defaults_10", "DDPMScheduler", None, {}, 10, {}),
+    ("ddpm_sd15_small_log_linspace_10", "DDPMScheduler", SD15,
+     {"variance_type": "fixed_small_log", "timestep_spacing": "linspace"}, 10, {}),
+    ("ddpm_sd15_large_trailing_v_12", "DDPMScheduler", SD15,
+     {"variance_type": "fixed_large", "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 12, {}),
+    ("ddpm_sd15_sample_clip_8", "DDPMScheduler", SD15,
+     {"prediction_type": "sample", "clip_sample": True, "clip_sample_range": 0.5}, 8, {}),
+    ("ddpm_sd15_zero_snr_trailing_v_10", "DDPMScheduler", SD15,
+     {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 10, {}),
+    # LCM: its own timesteps, boundary scalings, fresh noise every step but the last.
+    ("lcm_defaults_4", "LCMScheduler", None, {}, 4, {}),
+    ("lcm_defaults_1", "LCMScheduler", None, {}, 1, {}),
+    ("lcm_sd15_6", "LCMScheduler", SD15, {}, 6, {}),
+    ("lcm_defaults_orig7_scaling3_3", "LCMScheduler", None, {"original_inference_steps": 7, "timestep_scaling": 3.0},
+     3, {}),
+    ("lcm_defaults_v_clip_8", "LCMScheduler", None,
+     {"prediction_type": "v_prediction", "clip_sample": True, "clip_sample_range": 1.5}, 8, {}),
+    ("lcm_defaults_sample_50", "LCMScheduler", None, {"prediction_type": "sample"}, 50, {}),
     # DPMSolverMultistepScheduler: DPM++ 2M (N < 15: the last two steps lower order), Karras, SDE, orders 1-3,
     # heun, each spacing (SD1.5's config has none: linspace; leading's // (N + 1)), predictions, final sigmas, clipping.
     ("dpm_sd15_20", "DPMSolverMultistepScheduler", SD15, {}, 20, {}),
@@ -117,10 +153,26 @@ CASES = [
      {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 20, {}),
 ]
 
+# Whole 5-step pipelines on test/fixtures/tiny-sd with the scheduler swapped in
+# (`Class.from_config(tiny_sd_scheduler_config, **overrides)`): (name, diffusers class, overrides). The tiny
+# model's folder holds a DDIMScheduler config with SD1.5's betas. Deterministic schedulers only: the ones that draw
+# noise each step are checked step by step above with diffusers' noise replayed.
+PIPELINE_CASES = [
+    ("ddim_trailing", "DDIMScheduler", {"timestep_spacing": "trailing"}),
+    # SD1.5's own scheduler: PLMS, 5 steps = 6 UNet calls; and PNDM's Runge-Kutta warm-up: 14 calls.
+    ("plms", "PNDMScheduler", {"skip_prk_steps": True}),
+    ("pndm_prk", "PNDMScheduler", {"skip_prk_steps": False}),
+    # DPM++ 2M Karras (timesteps rounded from Karras sigmas, the last two steps lower order) and UniPC (its corrector
+    # reusing the previous UNet output).
+    ("dpm_2m_karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    ("unipc", "UniPCMultistepScheduler", {}),
+]
+
 
 def record_noise(module, log):
-    """Patch `randn_tensor` in a scheduler's module so that every noise tensor it draws is logged."""
-    if not hasattr(module, "randn_tensor"):  # a deterministic scheduler's module (UniPC) draws no noise
+    """Patch `randn_tensor` in a scheduler's module so that every noise tensor it draws is logged (a module
+    without it, PNDM's, draws none)."""
+    if not hasattr(module, "randn_tensor"):
         return lambda: None
     original = module.randn_tensor
 
@@ -143,6 +195,28 @@ def jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no infinity: DPM-Solver's lambda_min_clipped=-inf is null (no clipping)
     return value
+
+
+def record_add_noise(name, cls, base, overrides, steps, tensors):
+    """img2img's start at strength 0.5, as StableDiffusionImg2ImgPipeline does it on a fresh scheduler:
+    `set_begin_index(t_start * order)` where the class has it, then `add_noise` at `timesteps[t_start * order]`.
+    Records `<case>.add_noise.{original,noise,noisy}`; returns the begin index (None: no step to start from)."""
+    scheduler = cls.from_config(base, **overrides) if base is not None else cls(**overrides)
+    scheduler.set_timesteps(steps)
+    t_start = max(steps - min(int(steps * 0.5), steps), 0)
+    begin = t_start * scheduler.order
+    if begin >= len(scheduler.timesteps):
+        return None  # no step left to start from (1 step at strength 0.5)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    g = torch.Generator().manual_seed(4321)
+    original = torch.randn(SHAPE, generator=g, dtype=torch.float32)
+    noise = torch.randn(SHAPE, generator=g, dtype=torch.float32)
+    noisy = scheduler.add_noise(original, noise, scheduler.timesteps[begin:begin + 1])
+    tensors[f"{name}.add_noise.original"] = original
+    tensors[f"{name}.add_noise.noise"] = noise
+    tensors[f"{name}.add_noise.noisy"] = noisy.clone()
+    return begin
 
 
 def run_case(name, class_name, base, overrides, steps, step_kwargs, tensors):
@@ -179,6 +253,7 @@ def run_case(name, class_name, base, overrides, steps, step_kwargs, tensors):
             calls += 1
     finally:
         restore()
+    add_noise_begin_index = record_add_noise(name, cls, base, overrides, steps, tensors)
     config = {k: jsonable(v) for k, v in dict(scheduler.config).items() if not k.startswith("_")}
     sigmas = getattr(scheduler, "sigmas", None)
     return {
@@ -194,6 +269,7 @@ def run_case(name, class_name, base, overrides, steps, step_kwargs, tensors):
         "init_noise_sigma": float(scheduler.init_noise_sigma),
         "order": int(scheduler.order),
         "unet_calls": calls,
+        "add_noise_begin_index": add_noise_begin_index,
     }
 
 

@@ -28,8 +28,7 @@ import tempfile
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,19 +59,6 @@ def save_tensors(path, tensors):
 
 def folder_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
-def add_text_model_prefix(folder):
-    """transformers 5 saves CLIPTextModel without the `text_model.` key prefix that SD1.5's (and every
-    transformers 4) text_encoder/model.safetensors has; transformers 5 loads both. Restore SD1.5's layout."""
-    for f in sorted(os.listdir(folder)):
-        if f.endswith(".safetensors"):
-            path = os.path.join(folder, f)
-            with safe_open(path, "pt") as h:
-                metadata = h.metadata()
-            tensors = load_file(path)
-            save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in tensors.items()},
-                      path, metadata=metadata)
 
 
 def check_reload(pipe, reloaded):
@@ -109,7 +95,7 @@ def make_tiny_model():
             if f.endswith(".fp16.safetensors"):
                 shutil.copy(os.path.join(half_dir, name, f), os.path.join(TINY, name, f))
     shutil.rmtree(tmp)
-    add_text_model_prefix(os.path.join(TINY, "text_encoder"))
+    fixture_models.add_text_model_prefix(os.path.join(TINY, "text_encoder"))
     print(f"tiny-sd: {folder_size(TINY) / 1e6:.2f} MB")
     reloaded = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None, requires_safety_checker=False)
     check_reload(pipe, reloaded)
@@ -196,7 +182,13 @@ def make_vae(pipe):
 
 
 @torch.no_grad()
-def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="pipeline"):
+def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="pipeline", scheduler=None):
+    """scheduler: (diffusers class name, overrides) swapped in as `Class.from_config(pipe.scheduler.config, **overrides)`."""
+    if scheduler is not None:
+        import diffusers
+        cls, overrides = scheduler
+        pipe = StableDiffusionPipeline(**{**pipe.components, "scheduler": getattr(diffusers, cls).from_config(
+            pipe.scheduler.config, **overrides)})
     g = torch.Generator().manual_seed(SEED + 30)
     scale = pipe.vae_scale_factor
     latents = torch.randn(1, pipe.unet.config.in_channels, size // scale, size // scale, generator=g)
@@ -220,6 +212,7 @@ def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="p
         "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps, "guidance_scale": guidance,
         "width": size, "height": size, "scheduler_overrides": {"eta": 0.0},
         "timesteps": pipe.scheduler.timesteps.tolist(), "latents_seed": SEED + 30,
+        "scheduler": None if scheduler is None else {"type": scheduler[0], **scheduler[1]},
         "about": "StableDiffusionPipeline(...)(latents=initial_latents, output_type='pt'); latents_step_i after "
                  "step i (callback_on_step_end); prompt_embeds = [uncond; cond]; image_u8 = round(image*255) HWC",
     })
@@ -228,10 +221,19 @@ def make_pipeline(pipe, steps=5, guidance=7.5, size=64, out_dir=GOLDENS, name="p
           f"{(img >= 1).float().mean():.3f}, last latents max {captured[f'latents_step_{steps - 1}'].abs().max():.3f}")
 
 
+def make_scheduler_goldens(pipe):
+    """Every scheduler alone (fixture_schedulers.py) and, for the deterministic ones, the whole 5-step pipeline."""
+    fixture_schedulers.make(GOLDENS)
+    for name, cls, overrides in fixture_schedulers.PIPELINE_CASES:
+        make_pipeline(pipe, name=f"pipeline_{name}", scheduler=(cls, overrides))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", metavar="OUTDIR", help="SD1.5-shaped random weights + timing (not committed)")
     parser.add_argument("--smoke", action="store_true", help="with --full-size: tiny shapes, to test the code path")
+    parser.add_argument("--schedulers-only", action="store_true",
+                        help="only the scheduler goldens (schedulers.*, pipeline_<scheduler>.*) from the committed tiny-sd")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     if args.full_size:
@@ -240,14 +242,18 @@ def main():
         return
     torch.set_num_threads(2)
     os.makedirs(GOLDENS, exist_ok=True)
+    if args.schedulers_only:
+        make_scheduler_goldens(StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None,
+                                                                       requires_safety_checker=False))
+        return
     pipe = make_tiny_model()
     make_tokens(pipe.tokenizer)
     make_text_encoder(pipe)
     make_unet(pipe)
     make_vae(pipe)
     fixture_ddim.make(os.path.join(GOLDENS, "ddim.json"))
-    fixture_schedulers.make(GOLDENS)
     make_pipeline(pipe)
+    make_scheduler_goldens(pipe)
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 

@@ -56,9 +56,9 @@ try {
 
   const dir = join(stage, "candlewick");
   mkdirSync(dir);
-  for (const file of ["README.md", "dist", "test/fixtures/tiny-sd"]) cpSync(join(root, file), join(dir, file), { recursive: true });
+  // package.json's "files" (dist/ and the bundled models) is what the main package ships.
+  for (const file of ["README.md", ...pkg.files]) cpSync(join(root, file), join(dir, file), { recursive: true });
   const { devDependencies: _, scripts: __, allowScripts: ___, ava: ____, ...published } = pkg;
-  published.files = ["dist/", "test/fixtures/tiny-sd/"];
   published.optionalDependencies = Object.fromEntries(platforms.map((name) => [name, pkg.version]));
   writeFileSync(join(dir, "package.json"), JSON.stringify(published, null, 2));
   pack(dir);

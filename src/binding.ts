@@ -16,6 +16,7 @@ import { explainLoadError } from "./load-errors.js";
 
 import type * as Native from "./generated/native.js";
 
+/** @internal */
 export type NativeBinding = typeof Native;
 
 /** Which native build is in use, and what was tried before it. */
@@ -59,7 +60,7 @@ export function candidates(platform = platformName()): string[] {
 
 let loaded: { binding: NativeBinding; info: NativeInfo } | undefined;
 
-/** The native module, loaded on first use (so importing candlewick never fails by itself). */
+/** The native module, loaded on first use (so importing candlewick never fails by itself). @internal */
 export function loadNative(): NativeBinding {
   return load().binding;
 }

@@ -30,6 +30,18 @@ export const CACHE = "ERR_CANDLEWICK_CACHE";
 /** The CLI could not write its output (a read-only folder, a full disk, ...). */
 export const OUTPUT = "ERR_CANDLEWICK_OUTPUT";
 
+/**
+ * An AbortSignal, as candlewick's declarations name it: the members candlewick uses, so that the
+ * published types need neither @types/node nor the DOM library. Pass a real AbortSignal
+ * (`new AbortController().signal`, `AbortSignal.timeout(ms)`): downloads hand it to `fetch`.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
 /** An error from candlewick, with a machine-readable `code`. */
 export class CandlewickError extends Error {
   readonly code: string;

@@ -30,7 +30,11 @@ export class GeneratedImage {
   readonly height: number;
   /** RGB, 3 bytes a pixel, rows top to bottom: width x height x 3 bytes. */
   readonly data: Uint8Array;
-  /** The seed of this image: the call's `seed` (the drawn one when none was given), or its entry of `seeds`. */
+  /**
+   * This image's seed: generating with it alone (same prompt and settings) makes this image again.
+   * The call's `seeds` entry for it; else, for image i of a call with `seed` (or a drawn one),
+   * seed + i (wrapping at 2^64), as web UIs number the images of a batch.
+   */
   readonly seed: bigint;
   /** Where the call that made this image spent its time (shared by the images of one call). */
   readonly timings: PhaseTimings | undefined;
@@ -46,8 +50,11 @@ export class GeneratedImage {
     this.timings = timings;
   }
 
-  /** The image as a PNG file (8-bit RGB, no alpha), with `options.text` in text chunks. */
-  toPng(options: PngOptions = {}): Buffer {
+  /**
+   * The image as a PNG file (8-bit RGB, no alpha), with `options.text` in text chunks. A Node
+   * Buffer, typed as the Uint8Array it is so that the declarations need no @types/node.
+   */
+  toPng(options: PngOptions = {}): Uint8Array {
     const png = new pngjs.PNG({ width: this.width, height: this.height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
     png.data = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
     const file = pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });

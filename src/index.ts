@@ -10,8 +10,19 @@
 
 export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
 export { GeneratedImage, type PhaseTimings } from "./image.js";
+export { imageGrid, type GridOptions } from "./grid.js";
 export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
-export type { BetaSchedule, DdimSchedulerOptions, PredictionType, SchedulerOptions, TimestepSpacing } from "./schedulers.js";
+export type {
+  BetaSchedule,
+  DdimSchedulerOptions,
+  PredictionType,
+  SchedulerOptions,
+  TimestepSpacing,
+  PndmSchedulerOptions,
+  DdpmSchedulerOptions,
+  LcmSchedulerOptions,
+  VarianceType,
+} from "./schedulers.js";
 export type { BatchOptions, BatchProgress, BatchResult } from "./batch/generate-batch.js";
 export type { BatchDefaults, BatchInput } from "./batch/inputs.js";
 export { downloadPipeline, type DownloadProgress, type HubOptions, type Snapshot } from "./hub/download.js";

@@ -7,8 +7,8 @@ import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated
 import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
 import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
-import { CandlewickError, INVALID_OPTION } from "./errors.js";
-import { boolean, checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "./validate.js";
+import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
+import { boolean, checkOptionsObject, count, integerIn, invalid, numberIn, oneOf } from "./validate.js";
 
 export type Device = "auto" | "cpu" | "cuda";
 export type DType = "auto" | "f32" | "f16";
@@ -100,7 +100,11 @@ export interface GenerateOptions {
   height?: number;
   /** Images per prompt. Default 1. */
   numImagesPerPrompt?: number;
-  /** Seeds the initial noise (and DDIM's eta noise): same seed, same image. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`). */
+  /**
+   * Seeds the initial noise (and DDIM's eta noise): same seed, same image. Image i of the call gets
+   * seed + i (wrapping at 2^64), as web UIs number a batch, so each image's `image.seed` makes that
+   * image alone. A safe integer or a bigint below 2^64. Default: random (read it back from `image.seed`).
+   */
   seed?: number | bigint;
   /**
    * One seed per image (prompt.length x numImagesPerPrompt, in output order) instead of `seed`: each
@@ -118,7 +122,7 @@ export interface GenerateOptions {
   /** Called after each denoising step. Default: none. */
   onProgress?: (progress: GenerateProgress) => void;
   /** Cancels the call: the promise rejects with an AbortError (code ERR_CANDLEWICK_CANCELLED). Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */
   onWarning?: (message: string) => void;
 }
@@ -127,8 +131,17 @@ export interface GenerateOptions {
 export const MAX_SIDE = 8192;
 /** The most inference steps (DDIM cannot take more steps than the model's training timesteps, 1000). */
 export const MAX_STEPS = 1000;
-/** The most images one call may make. */
-export const MAX_IMAGES_PER_PROMPT = 64;
+/**
+ * The most images one call may make in all (prompts x numImagesPerPrompt). One call is one batch,
+ * held in memory at once: GPU memory grows by ~0.9 GiB per 512x512 f16 image (7.64 GiB peak at
+ * batch 8 on an H200, README's table), so 64 images take ~60 GiB, and a typo such as 100 prompts
+ * x 64 would fail on memory after minutes of work. A bigger batch is not faster either: from two
+ * images on, a UNet step is compute-bound on an H200 (docs/anchors.md). More images belong in
+ * `generateBatch`, which makes any number in calls of up to this many.
+ */
+export const MAX_IMAGES_PER_CALL = 64;
+/** The most images per prompt (one prompt may take the whole call). */
+export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
 const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "gemmBenchmark", "channelsLast", "cudnnAttention", "cudaGraphs"] as const;
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
@@ -137,13 +150,13 @@ const GENERATE_KEYS = [
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning",
 ] as const;
 
-/** Load options, checked: the binding's part and the hub's part. */
+/** Load options, checked: the binding's part and the hub's part. @internal */
 export interface CheckedLoadOptions {
   raw: RawLoadOptions;
   hub: HubOptions;
 }
 
-/** Check load options and split them into the binding's shape and the hub options. */
+/** Check load options and split them into the binding's shape and the hub options. @internal */
 export function checkLoadOptions(value: unknown): CheckedLoadOptions {
   const o = checkOptionsObject(value, "load options", [...NATIVE_LOAD_KEYS, ...HUB_KEYS]);
   const hub: HubOptions = {};
@@ -160,7 +173,7 @@ export function checkLoadOptions(value: unknown): CheckedLoadOptions {
   return { raw: toRawLoadOptions(native), hub };
 }
 
-/** Check the binding's load options and convert them to its shape. */
+/** Check the binding's load options and convert them to its shape. @internal */
 export function toRawLoadOptions(value: unknown): RawLoadOptions {
   const o = checkOptionsObject(value, "load options", NATIVE_LOAD_KEYS);
   const raw: RawLoadOptions = {};
@@ -177,15 +190,15 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   return raw;
 }
 
-/** A generate call's options, split into what crosses into Rust and what stays in JavaScript. */
+/** A generate call's options, split into what crosses into Rust and what stays in JavaScript. @internal */
 export interface CheckedGenerateOptions {
   raw: RawGenerateOptions;
   onProgress?: (progress: GenerateProgress) => void;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onWarning?: (message: string) => void;
 }
 
-/** Check generate options and convert them to the binding's shape. */
+/** Check generate options and convert them to the binding's shape. @internal */
 export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (value === undefined) throw invalid("options object with a prompt", "generate options", value);
   const o = checkOptionsObject(value, "generate options", GENERATE_KEYS);
@@ -199,9 +212,15 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.numImagesPerPrompt !== undefined) {
     raw.numImagesPerPrompt = integerIn(o.numImagesPerPrompt, "numImagesPerPrompt", 1, MAX_IMAGES_PER_PROMPT);
   }
+  const perPrompt = raw.numImagesPerPrompt ?? 1;
+  if (prompt.length * perPrompt > MAX_IMAGES_PER_CALL) {
+    const received = `${count(prompt.length, "prompt")} x ${perPrompt} = ${count(prompt.length * perPrompt, "image")}`;
+    const message = `Expected at most ${MAX_IMAGES_PER_CALL} images in one call (prompts x numImagesPerPrompt) but received ${received}; generateBatch makes any number`;
+    throw new CandlewickError(message, INVALID_OPTION);
+  }
   if (o.seed !== undefined) raw.seed = seed(o.seed, "seed");
-  if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * (raw.numImagesPerPrompt ?? 1), raw.seed !== undefined);
-  if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * (raw.numImagesPerPrompt ?? 1));
+  if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * perPrompt, raw.seed !== undefined);
+  if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * perPrompt);
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
   const checked: CheckedGenerateOptions = { raw };
   if (o.onProgress !== undefined) checked.onProgress = callback(o.onProgress, "onProgress") as CheckedGenerateOptions["onProgress"];
@@ -221,18 +240,17 @@ function prompts(value: unknown): string[] {
   throw invalid("string or non-empty array of strings", "prompt", value);
 }
 
-function negativePrompts(value: unknown, count: number): string[] {
+function negativePrompts(value: unknown, prompts: number): string[] {
+  const what = prompts === 1 ? "string or array of 1 string" : `string or array of 1 or ${prompts} strings (one per prompt)`;
   if (typeof value === "string") return [value];
   if (Array.isArray(value)) {
-    if (value.length !== 1 && value.length !== count) {
-      throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
-    }
+    if (value.length !== 1 && value.length !== prompts) throw invalid(what, "negativePrompt", value);
     value.forEach((p, i) => {
       if (typeof p !== "string") throw invalid("string", `negativePrompt[${i}]`, p);
     });
     return [...value] as string[];
   }
-  throw invalid(`string or array of 1 or ${count} strings (one per prompt)`, "negativePrompt", value);
+  throw invalid(what, "negativePrompt", value);
 }
 
 /** Width or height: a positive multiple of 8 up to MAX_SIDE. */
@@ -256,7 +274,7 @@ export function seed(value: unknown, option: string): bigint {
 function seedList(value: unknown, images: number, withSeed: boolean): bigint[] {
   if (withSeed) throw new CandlewickError("Expected seed or seeds, not both, but received both", INVALID_OPTION);
   if (!Array.isArray(value) || value.length !== images) {
-    throw invalid(`array of ${images} seeds (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
+    throw invalid(`array of ${count(images, "seed")} (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
   }
   return value.map((s: unknown, i) => seed(s, `seeds[${i}]`));
 }
@@ -276,10 +294,16 @@ function latents(value: unknown, batch: number): RawLatents {
     throw invalid(`batch of ${batch} (prompts x numImagesPerPrompt)`, "latents.shape[0]", shape[0]);
   }
   if (!(o.data instanceof Float32Array)) throw invalid("Float32Array", "latents.data", o.data);
-  const count = (shape as number[]).reduce((a, b) => a * b, 1);
-  if (o.data.length !== count) {
-    const message = `Expected Float32Array of ${count} values (shape [${shape.join(", ")}]) for latents.data but received ${o.data.length} values`;
+  const values = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (o.data.length !== values) {
+    const message = `Expected Float32Array of ${count(values, "value")} (shape [${shape.join(", ")}]) for latents.data but received ${count(o.data.length, "value")}`;
     throw new CandlewickError(message, INVALID_OPTION);
+  }
+  // NaN or Infinity would spread through every step and come out as an all-black image.
+  // (A plain loop: 5x faster than findIndex, ~30 ms for 64 latents of a 1024x1024 image.)
+  const data = o.data;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) throw invalid("finite number", `latents.data[${i}]`, data[i]);
   }
   return { shape: [...shape] as number[], data: o.data };
 }
@@ -289,11 +313,11 @@ function callback(value: unknown, option: string): (...args: never[]) => unknown
   return value as (...args: never[]) => unknown;
 }
 
-function abortSignal(value: unknown): AbortSignal {
+function abortSignal(value: unknown): AbortSignalLike {
   const looksLikeSignal =
-    typeof value === "object" && value !== null && typeof (value as AbortSignal).aborted === "boolean" &&
-    typeof (value as AbortSignal).addEventListener === "function";
+    typeof value === "object" && value !== null && typeof (value as AbortSignalLike).aborted === "boolean" &&
+    typeof (value as AbortSignalLike).addEventListener === "function";
   if (!looksLikeSignal) throw invalid("AbortSignal", "signal", value);
-  return value as AbortSignal;
+  return value as AbortSignalLike;
 }
 

@@ -2,7 +2,7 @@
 
 import { debuglog } from "node:util";
 
-import { abortError, CandlewickError, DEVICE, fromNativeError, INVALID_OPTION } from "./errors.js";
+import { abortError, CandlewickError, DEVICE, fromNativeError, INTERNAL, INVALID_OPTION } from "./errors.js";
 import { loadNative, whyNoCuda } from "./binding.js";
 import { GeneratedImage } from "./image.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
@@ -198,11 +198,11 @@ export class StableDiffusionPipeline {
    * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
    */
   async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
-    const { images, seed, seeds, timings } = await this.#run(options, false);
+    const { images, seeds, timings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
     return images.map((image, i) => {
       const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
-      return new GeneratedImage(image.width, image.height, data, seeds[i] ?? seed, frozen);
+      return new GeneratedImage(image.width, image.height, data, imageSeed(seeds, i, images.length), frozen);
     });
   }
 
@@ -211,9 +211,11 @@ export class StableDiffusionPipeline {
    * `output_type="latent"`): NCHW f32, `shape` [images, channels, height / vaeScaleFactor, width / vaeScaleFactor].
    */
   async generateLatents(options: GenerateOptions): Promise<GeneratedLatents> {
-    const { latents, seed } = await this.#run(options, true);
-    if (!latents) throw new CandlewickError("the native module returned no latents", "ERR_CANDLEWICK_INTERNAL");
-    return { shape: latents.shape as [number, number, number, number], data: latents.data, seed };
+    const { latents, seed, seeds } = await this.#run(options, true);
+    if (!latents) throw new CandlewickError("the native module returned no latents", INTERNAL);
+    const count = latents.shape[0] ?? 0;
+    const perImage = Array.from({ length: count }, (_, i) => imageSeed(seeds, i, count));
+    return { shape: latents.shape as [number, number, number, number], data: latents.data, seed, seeds: perImage };
   }
 
   /** One native call: progress, cancellation, warnings; resolves with the raw result. */
@@ -252,7 +254,13 @@ export class StableDiffusionPipeline {
         if (event.result) {
           const result = event.result;
           const warn = onWarning ?? ((message: string) => process.emitWarning(message, "CandlewickWarning"));
-          result.warnings.forEach((w) => warn(w));
+          try {
+            result.warnings.forEach((w) => warn(w));
+          } catch (thrown) {
+            // As from onProgress: the caller's exception ends the call (this runs in a native
+            // callback, where an exception would otherwise be uncaught and end the process).
+            return settle(() => reject(thrown));
+          }
           settle(() => resolvePromise(result));
         }
       };
@@ -282,12 +290,21 @@ export class StableDiffusionPipeline {
   }
 }
 
+/** Image i's seed, from the core's per-image seeds (never the call's seed in its place). */
+function imageSeed(seeds: readonly bigint[], i: number, images: number): bigint {
+  const seed = seeds[i];
+  if (seed === undefined) throw new CandlewickError(`the native module returned ${seeds.length} seeds for ${images} images`, INTERNAL);
+  return seed;
+}
+
 /** What `generateLatents` resolves to. */
 export interface GeneratedLatents {
   /** [images, channels, height / vaeScaleFactor, width / vaeScaleFactor]. */
   shape: [number, number, number, number];
   /** NCHW, not divided by the VAE's scaling factor. */
   data: Float32Array;
-  /** The seed used. */
+  /** The call's seed (drawn at random when none was given). */
   seed: bigint;
+  /** Each image's seed, as `GeneratedImage.seed`: generating with it alone makes that image's latents again. */
+  seeds: bigint[];
 }

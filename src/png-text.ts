@@ -36,8 +36,8 @@ function textChunk(keyword: string, text: string): Buffer {
   return chunk("iTXt", Buffer.concat([header, Buffer.from(text, "utf8")]));
 }
 
-/** `png` with one text chunk per entry, inserted after IHDR. */
-export function withTextChunks(png: Uint8Array, entries: Readonly<Record<string, string>>): Buffer {
+/** `png` with one text chunk per entry, inserted after IHDR (a Buffer, typed as the Uint8Array it is). */
+export function withTextChunks(png: Uint8Array, entries: Readonly<Record<string, string>>): Uint8Array {
   const buffer = Buffer.from(png.buffer, png.byteOffset, png.byteLength);
   if (!buffer.subarray(0, 8).equals(SIGNATURE) || buffer.toString("latin1", 12, 16) !== "IHDR") {
     throw new RangeError("not a PNG file (no signature and IHDR chunk)");

@@ -59,6 +59,77 @@ export interface DdimSchedulerOptions extends NoiseScheduleOptions {
   rescaleBetasZeroSnr?: boolean;
 }
 
+/**
+ * PNDM (Liu et al. 2022) as diffusers' PNDMScheduler, the scheduler SD1.x folders ship: Runge-Kutta
+ * warm-up calls then linear multistep (PLMS) steps. "plms" is PNDM with `skipPrkSteps: true`.
+ */
+export interface PndmSchedulerOptions extends NoiseScheduleOptions {
+  type?: "pndm" | "PNDMScheduler" | "plms";
+  /**
+   * Skip the 12 Runge-Kutta warm-up calls and run PLMS from the start (n steps are n + 1 UNet calls:
+   * the second timestep runs twice). false needs at least 4 steps (n steps are n + 9 calls).
+   * Default: the model's (diffusers: false; SD1.5: true).
+   */
+  skipPrkSteps?: boolean;
+  /** Use alpha_cumprod = 1 for the step after the last. Default: the model's (diffusers: false). */
+  setAlphaToOne?: boolean;
+  /** What the UNet predicts ("sample" is not a PNDM prediction). Default: the model's (diffusers: "epsilon"). */
+  predictionType?: Exclude<PredictionType, "sample">;
+}
+
+/** DDPM's step noise scale: the posterior variance, its log-space form, or the step's beta. */
+export type VarianceType = "fixed_small" | "fixed_small_log" | "fixed_large";
+
+/** DDPM (Ho et al. 2020) ancestral sampling as diffusers' DDPMScheduler: fresh noise at every timestep above 0. */
+export interface DdpmSchedulerOptions extends NoiseScheduleOptions {
+  type?: "ddpm" | "DDPMScheduler";
+  /**
+   * How the step noise is scaled. Default: the model's (diffusers: "fixed_small"). "learned" and
+   * "learned_range" (models that predict their variance) and "fixed_large_log" (NaN in diffusers' DDPM) are refused.
+   */
+  varianceType?: VarianceType;
+  /** Clip the predicted x0 to [-clipSampleRange, clipSampleRange]. Default: the model's (diffusers: true; SD1.5: false). */
+  clipSample?: boolean;
+  /** Bound for clipSample. Default: the model's (diffusers: 1). */
+  clipSampleRange?: number;
+  /** Dynamic thresholding of x0 (pixel-space models only: true is refused for Stable Diffusion). Default: the model's (false). */
+  thresholding?: boolean;
+  /** Quantile for dynamic thresholding. Default: the model's (diffusers: 0.995). */
+  dynamicThresholdingRatio?: number;
+  /** Bound for dynamic thresholding. Default: the model's (diffusers: 1). */
+  sampleMaxValue?: number;
+  /** Rescale betas to zero terminal SNR. Default: the model's (diffusers: false). */
+  rescaleBetasZeroSnr?: boolean;
+}
+
+/**
+ * LCM (Luo et al. 2023) as diffusers' LCMScheduler, for latent consistency models and LCM-LoRA
+ * (typically 2 to 8 steps, guidance 1 to 2): fresh noise after every step but the last.
+ * Its timesteps come from `originalInferenceSteps`; `timestepSpacing` and `stepsOffset` are accepted
+ * but, as in diffusers, change nothing.
+ */
+export interface LcmSchedulerOptions extends NoiseScheduleOptions {
+  type?: "lcm" | "LCMScheduler";
+  /** Steps of the distillation schedule the timesteps are picked from; numInferenceSteps may not exceed it. Default: the model's (diffusers: 50). */
+  originalInferenceSteps?: number;
+  /** The timestep's factor in the consistency boundary scalings c_skip and c_out. Default: the model's (diffusers: 10). */
+  timestepScaling?: number;
+  /** Use alpha_cumprod = 1 below timestep 0 (LCM's timesteps never get there). Default: the model's (diffusers: true). */
+  setAlphaToOne?: boolean;
+  /** Clip the predicted x0 to [-clipSampleRange, clipSampleRange]. Default: the model's (diffusers: false). */
+  clipSample?: boolean;
+  /** Bound for clipSample. Default: the model's (diffusers: 1). */
+  clipSampleRange?: number;
+  /** Dynamic thresholding of x0 (pixel-space models only: true is refused for Stable Diffusion). Default: the model's (false). */
+  thresholding?: boolean;
+  /** Quantile for dynamic thresholding. Default: the model's (diffusers: 0.995). */
+  dynamicThresholdingRatio?: number;
+  /** Bound for dynamic thresholding. Default: the model's (diffusers: 1). */
+  sampleMaxValue?: number;
+  /** Rescale betas to zero terminal SNR. Default: the model's (diffusers: false). */
+  rescaleBetasZeroSnr?: boolean;
+}
+
 /** Where the last step lands: "zero" (the clean sample) or "sigma_min" (the smallest training noise level). */
 export type FinalSigmasType = "zero" | "sigma_min";
 
@@ -135,7 +206,9 @@ export interface UniPcMultistepSchedulerOptions extends NoiseScheduleOptions, Mu
 }
 
 /** Any scheduler's options, told apart by `type`. */
-export type SchedulerOptions = DdimSchedulerOptions | DpmSolverMultistepSchedulerOptions | UniPcMultistepSchedulerOptions;
+export type SchedulerOptions = DdimSchedulerOptions | PndmSchedulerOptions | DdpmSchedulerOptions | LcmSchedulerOptions
+  | DpmSolverMultistepSchedulerOptions
+  | UniPcMultistepSchedulerOptions;
 
 /** A scheduler by name ("ddim", a diffusers class name, or a preset such as "dpm++-2m-karras"), or its options. */
 export type SchedulerChoice = SchedulerOptions | SchedulerOptions["type"] & string;
@@ -149,7 +222,7 @@ function snakeCase(key: string): string {
 
 /**
  * A call's `scheduler` (named `option` in messages) in the binding's shape: `{ type, ...fields }`
- * with diffusers' snake_case field names. Values pass as they are; the core checks them.
+ * with diffusers' snake_case field names. Values pass as they are; the core checks them. @internal
  */
 export function toRawScheduler(value: unknown, option = "scheduler"): NonNullable<RawGenerateOptions["scheduler"]> {
   if (typeof value === "string") {
@@ -169,6 +242,7 @@ export function toRawScheduler(value: unknown, option = "scheduler"): NonNullabl
 
 /** A field's value as JSON crosses the binding: numbers, strings, booleans, null and arrays of them. */
 function plain(value: unknown, option: string): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) throw invalid("finite number", option, value);
   if (value === null || ["number", "string", "boolean"].includes(typeof value)) return value;
   if (Array.isArray(value) || ArrayBuffer.isView(value)) {
     return Array.from(value as ArrayLike<unknown>, (v, i) => plain(v, `${option}[${i}]`));

@@ -5,7 +5,11 @@
 
 import { CandlewickError, INVALID_OPTION } from "./errors.js";
 
-/** How a received value reads in a message: numbers as written, strings quoted, objects by kind. */
+/**
+ * How a received value reads in a message: numbers as written, strings quoted, arrays by length,
+ * plain objects by their keys ("an object with keys a, b", "an empty object"), other objects by
+ * their class ("a Map").
+ */
 export function describe(value: unknown): string {
   switch (typeof value) {
     case "number":
@@ -23,12 +27,20 @@ export function describe(value: unknown): string {
     case "symbol":
       return "a symbol";
   }
-  if (value === null) return "null";
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
-  const proto = Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null;
-  if (proto === null || proto === Object.prototype) return "an object";
-  const name = proto.constructor?.name;
-  return name ? `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}` : "an object";
+  const keys = Object.keys(value);
+  const shown = `${keys.slice(0, 5).join(", ")}${keys.length > 5 ? ` and ${keys.length - 5} more` : ""}`;
+  if (isPlainObject(value)) return keys.length === 0 ? "an empty object" : `an object with ${keys.length === 1 ? "key" : "keys"} ${shown}`;
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: string } }).constructor?.name;
+  // Object.create(other): calling it "an object" would hide why it is refused.
+  if (!name || name === "Object") return `an object that inherits from another object (${keys.length === 0 ? "no own keys" : `own keys: ${shown}`})`;
+  return `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}`;
+}
+
+/** "1 image", "2 images": a number and its noun, singular or plural as the number asks. */
+export function count(n: number | bigint, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 || n === 1n ? noun : plural}`;
 }
 
 /** "Expected {what} for {option} but received {value}". */
@@ -36,10 +48,11 @@ export function invalid(what: string, option: string, value: unknown): Candlewic
   return new CandlewickError(`Expected ${what} for ${option} but received ${describe(value)}`, INVALID_OPTION);
 }
 
+/** An object literal (or Object.create(null)), from this realm or another (a vm context, a worker's structured clone). */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === null || proto === Object.prototype;
+  const proto = Object.getPrototypeOf(value) as object | null;
+  return proto === null || proto === Object.prototype || (Object.getPrototypeOf(proto) === null && (proto as { constructor?: { name?: string } }).constructor?.name === "Object");
 }
 
 /** An options object: a plain object (or undefined, read as {}) whose keys are all known. */

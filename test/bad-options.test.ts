@@ -10,6 +10,7 @@ import test from "ava";
 import { CandlewickError, StableDiffusionPipeline } from "../src/index.js";
 import { loadNative } from "../src/binding.js";
 import { BAD_GENERATE_OPTIONS, BAD_LOAD_OPTIONS } from "./helpers/bad-options.js";
+import { BAD_SCHEDULER_FIELDS, BAD_SCHEDULER_SHAPES } from "./helpers/bad-scheduler-options.js";
 import { TINY_SD } from "./helpers/fixtures.js";
 
 /** The smallest call the tiny model takes: 16x16 pixels (8x8 latents), one step (~30 ms on a CPU). */
@@ -39,7 +40,7 @@ const rejectsThenGenerates = test.macro({
   title: (given, _options: unknown, message: string, _code?: string) => `generate: ${given ?? message}`,
 });
 
-for (const { title, options, message } of BAD_GENERATE_OPTIONS) {
+for (const { title, options, message } of [...BAD_GENERATE_OPTIONS, ...BAD_SCHEDULER_SHAPES, ...BAD_SCHEDULER_FIELDS]) {
   if (title) test(title, rejectsThenGenerates, options, message);
   else test(rejectsThenGenerates, options, message);
 }
@@ -47,8 +48,7 @@ for (const { title, options, message } of BAD_GENERATE_OPTIONS) {
 // Valid for TypeScript, refused by the core against the model and its scheduler config.
 const s = (scheduler: Record<string, unknown>) => ({ ...TINY, scheduler });
 test(rejectsThenGenerates, { ...TINY, latents: { shape: [1, 4, 16, 16], data: new Float32Array(4 * 16 * 16) } }, "Expected latents of shape [1, 4, 8, 8] for latents but received shape [1, 4, 16, 16]");
-test(rejectsThenGenerates, s({ thresholding: true }), "Expected false (dynamic thresholding is for pixel-space models and is not supported) for scheduler.thresholding but received true");
-test(rejectsThenGenerates, s({ trainedBetas: [0.1, 0.2] }), "Expected 1000 betas (one per scheduler.numTrainTimesteps) for scheduler.trainedBetas but received 2 of them");
+test(rejectsThenGenerates, s({ trainedBetas: [0.1, 0.2] }), "Expected 1000 betas (one per scheduler.numTrainTimesteps) for scheduler.trainedBetas but received 2 betas");
 test(rejectsThenGenerates, s({ stepsOffset: 1000 }), "Expected integer below scheduler.numTrainTimesteps (1000) for scheduler.stepsOffset but received 1000");
 test(rejectsThenGenerates, s({ betaStart: 0.5 }), "Expected number above scheduler.betaStart (0.5) and below 1 for scheduler.betaEnd but received 0.012");
 test(rejectsThenGenerates, { ...s({ numTrainTimesteps: 10 }), numInferenceSteps: 20 }, "Expected integer between 1 and 10 for numInferenceSteps but received 20");

@@ -79,6 +79,16 @@ test.serial("a bad input stops the reading: what came before it is made, then an
   t.is(notIterable?.message, 'Expected array, iterable or async iterable of inputs for inputs but received "a prompt"');
 });
 
+test.serial("an exception in onWarning or onProgress ends the batch with it, as thrown", async (t) => {
+  const long = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
+  const boom = new Error("boom");
+  await t.throwsAsync(collect(pipe.generateBatch([long, "a"], { defaults: quick, onWarning: () => { throw boom; } })), { is: boom });
+  const thrown: unknown = await collect(pipe.generateBatch(["a"], { defaults: quick, onProgress: () => { throw 42; } })).then(() => "resolved", (e: unknown) => e);
+  t.is(thrown, 42);
+  const results = await collect(pipe.generateBatch(["a"], { defaults: quick }));
+  t.is(results.length, 1);
+});
+
 test.serial("cancelling keeps what finished and stops the rest; the pipeline stays usable", async (t) => {
   const controller = new AbortController();
   const seen: number[] = [];

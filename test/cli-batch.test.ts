@@ -1,5 +1,5 @@
-// `candlewick batch`, run as a user runs it, on the tiny model that scripts/make_fixtures.py wrote
-// (test/fixtures/tiny-sd, the CLI's default model): 100 prompts interrupted halfway and resumed,
+// `candlewick batch`, run as a user runs it, on the CLI's default model (the small shapes model that
+// scripts/train_demo_model.py wrote, test/fixtures/shapes-sd): 100 prompts interrupted halfway and resumed,
 // a killed run resumed, edited lines made again, PNG parameters that reproduce the image, and
 // bad input (bad JSON, bad values, an output folder that cannot be written).
 
@@ -13,9 +13,10 @@ import { readTextChunks } from "../src/png-text.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { cli, cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
 import type { ManifestRecord } from "../src/batch/manifest.js";
-import { TINY_SD, shareWithin } from "./helpers/fixtures.js";
+import { DEFAULT_MODEL } from "../src/cli/model.js";
+import { shareWithin } from "./helpers/fixtures.js";
 
-/** Fast settings for the tiny model: 32x32, 2 steps, no guidance. */
+/** Fast settings for the default model: 32x32, 2 steps, no guidance. */
 const FAST = ["--steps", "2", "--width", "32", "--height", "32", "--guidance", "1", "--batch-size", "8", "--seed", "1000"];
 
 function promptsFile(dir: string, count: number, line = (i: number) => JSON.stringify({ prompt: `picture number ${i}`, id: `p${i}` })): string {
@@ -67,11 +68,11 @@ test("100 prompts, interrupted halfway and resumed, end with exactly 100 images 
     t.is(r.id, `p${r.line}`);
     t.is(r.seed, String(1000 + r.line));
     const text = readTextChunks(readFileSync(join(out, r.file)));
-    t.like(text, { prompt: r.prompt, negativePrompt: "", seed: r.seed, steps: "2", guidance: "1", scheduler: "ddim", size: "32x32" });
+    t.like(text, { prompt: r.prompt, negativePrompt: "", seed: r.seed, steps: "2", guidance: "1", scheduler: "DDIMScheduler", size: "32x32" });
   }
 
   // The parameters in a PNG make that image again (one from each run).
-  const pipe = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu" });
+  const pipe = await StableDiffusionPipeline.fromPretrained(DEFAULT_MODEL, { device: "cpu" });
   for (const r of [records[0]!, records[99]!]) {
     const png = pngjs.PNG.sync.read(readFileSync(join(out, r.file)));
     const rgb = Uint8Array.from({ length: 32 * 32 * 3 }, (_, i) => png.data[Math.floor(i / 3) * 4 + (i % 3)]!);

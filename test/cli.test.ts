@@ -1,16 +1,18 @@
 // The `candlewick` command, run as a user runs it (a child process). The generating tests use the
-// tiny model that ships in the package (test/fixtures/tiny-sd, made by scripts/make_fixtures.py),
-// which is also the CLI's default model; they need the native module (npm run build:native).
+// CLI's default model, the trained shapes model that ships in the package (test/fixtures/shapes-sd, made by
+// scripts/train_demo_model.py); they need the native module (npm run build:native).
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import test from "ava";
 import pngjs from "pngjs";
 
-import { cli, scratch } from "./helpers/cli.js";
-import { copyOfTinySd, ROOT } from "./helpers/fixtures.js";
+import { checkOutputFiles } from "../src/cli/output.js";
+import { readTextChunks } from "../src/png-text.js";
+import { cli, cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
+import { copyOfTinySd, ROOT, TINY_SD } from "./helpers/fixtures.js";
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
 
@@ -46,7 +48,7 @@ const usageError = test.macro({
     const { code, stdout, stderr } = await cli(...args);
     t.is(code, 2);
     t.is(stdout, "");
-    const help = args[0] === "generate" ? "candlewick generate --help" : "candlewick --help";
+    const help = args[0] === "generate" || args[0] === "demo" ? `candlewick ${args[0]} --help` : "candlewick --help";
     t.is(stderr, `candlewick: ${message}\nRun "${help}" for usage.\n`);
   },
   title: (_given, args: string[]) => `usage error exits 2: candlewick ${args.join(" ")}`,
@@ -89,10 +91,13 @@ test(usageError, ["generate", "x", "--eta=-0.1"], "Expected number between 0 and
 test(usageError, ["generate", "x", "--device", "CUDA"], 'Expected one of "auto", "cpu", "cuda" for --device but received "CUDA"');
 test(usageError, ["generate", "x", "--dtype", "f64"], 'Expected one of "auto", "f32", "f16" for --dtype but received "f64"');
 test(usageError, ["generate", "x", "--timestep-spacing", "LEADING"], 'Expected one of "leading", "trailing", "linspace" for --timestep-spacing but received "LEADING"');
-test(usageError, ["generate", "x", "--scheduler", "ddim"], "unknown option --scheduler");
+test(usageError, ["generate", "x", "--schedular", "ddim"], "unknown option --schedular (did you mean --scheduler?)");
 test(usageError, ["generate", "x", "--negative_prompt", "y"], "unknown option --negative_prompt (did you mean --negative-prompt?)");
 test(usageError, ["generate", "x", "--model"], "option --model needs a value");
 test(usageError, ["generate", "x", "--out", "image"], 'Expected a file name ending in .png for --out but received "image"');
+test(usageError, ["demo", "a red apple"], 'unexpected argument "a red apple" (the demo\'s prompts are fixed)');
+test(usageError, ["demo", "--out", "grid.jpg"], 'Expected a file name ending in .png for --out but received "grid.jpg"');
+test(usageError, ["demo", "--steps", "0"], "Expected integer between 1 and 1000 for --steps but received 0");
 test(usageError, ["frobnicate"], 'unknown command "frobnicate"');
 test(usageError, ["--frobnicate"], "unknown option --frobnicate");
 
@@ -157,4 +162,73 @@ test("--num-images writes numbered files, and a seed reproduces them byte for by
   t.is(second.code, 0, second.stderr);
   t.deepEqual(readFileSync(join(dir, "b-1.png")), readFileSync(join(dir, "a-1.png")));
   t.notDeepEqual(readFileSync(join(dir, "a-1.png")), readFileSync(join(dir, "a-2.png")));
+});
+
+const TINY = ["--steps", "1", "--width", "16", "--height", "16"];
+
+test("--out in a folder that does not exist creates the folder, as batch --out does", async (t) => {
+  const out = join(scratch(), "new/deeper/apple.png");
+  const { code, stdout, stderr } = await cli("generate", "a red apple", ...TINY, "--out", out);
+  t.is(code, 0, stderr);
+  t.is(stdout, `${out}\n`);
+  t.true(existsSync(out));
+  t.deepEqual(readdirSync(join(out, "..")), ["apple.png"], "no temporary file is left");
+  t.regex(stderr, /\nWrote 1 image of 16x16, seed \d+\n$/);
+});
+
+test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's message), before the model loads", async (t) => {
+  const dir = scratch();
+  writeFileSync(join(dir, "a-file"), "");
+  const underFile = join(dir, "a-file/apple.png");
+  const notDir = await cli("generate", "x", "--out", underFile);
+  t.is(notDir.code, 1);
+  t.is(notDir.stdout, "");
+  t.is(notDir.stderr, `candlewick: cannot write ${underFile} (ENOTDIR: ${join(dir, "a-file")} is a file, not a folder)\n`, "no Loading line: the check comes first");
+  await t.throwsAsync(checkOutputFiles([underFile]), { code: "ERR_CANDLEWICK_OUTPUT", message: /^cannot write .*a-file\/apple\.png \(ENOTDIR/ });
+  const deeper = join(dir, "a-file/sub/apple.png");
+  t.is((await cli("generate", "x", "--quiet", "--out", deeper)).stderr, `candlewick: cannot write ${deeper} (ENOTDIR: not a directory)\n`);
+  mkdirSync(join(dir, "taken.png"));
+  const isDir = await cli("generate", "x", ...TINY, "--out", join(dir, "taken.png"));
+  t.is(isDir.stderr, `candlewick: cannot write ${join(dir, "taken.png")} (EISDIR: it is a folder)\n`);
+  const readOnly = join(readOnlyDir(), "apple.png");
+  const denied = await cliWith({ unprivileged: true }, "generate", "x", ...TINY, "--num-images", "2", "--out", readOnly);
+  t.is(denied.code, 1);
+  t.is(denied.stderr, `candlewick: cannot write ${readOnly.replace(/\.png$/, "-1.png")} (EACCES: permission denied)\n`);
+});
+
+test("generate's PNGs carry the same text chunks as batch's, with eta in the web-UI parameters", async (t) => {
+  const dir = scratch();
+  const settings = ["--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];
+  const one = await cli("generate", "a red apple", ...settings, "--seed", "5", "--out", join(dir, "one.png"));
+  t.is(one.code, 0, one.stderr);
+  t.regex(one.stderr, /\nWrote 1 image of 32x32, seed 5\n$/);
+  writeFileSync(join(dir, "prompts.jsonl"), `${JSON.stringify({ prompt: "a red apple", seed: 5 })}\n`);
+  const batch = await cli("batch", join(dir, "prompts.jsonl"), ...settings, "--out", join(dir, "batch"));
+  t.is(batch.code, 0, batch.stderr);
+  t.regex(batch.stderr, new RegExp(`\nWrote 1 image to ${join(dir, "batch")} \\(1 in all, `));
+  const fromGenerate = readTextChunks(readFileSync(join(dir, "one.png")));
+  t.deepEqual(fromGenerate, readTextChunks(readFileSync(join(dir, "batch/00001.png"))));
+  t.like(fromGenerate, { prompt: "a red apple", negativePrompt: "blurry", seed: "5", steps: "2", guidance: "7.5", scheduler: 'DDIMScheduler {"eta":0.5}', eta: "0.5", size: "32x32", model: TINY_SD });
+  t.is(fromGenerate.parameters, `a red apple\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: ${TINY_SD}, Eta DDIM: 0.5`);
+  t.is(fromGenerate.Software, `candlewick ${VERSION}`);
+});
+
+test("demo writes one grid PNG of its eight prompts (4 to a row, each 3x) and prints the prompts", async (t) => {
+  const out = join(scratch(), "grid.png");
+  const { code, stdout, stderr } = await cli("demo", "--steps", "2", "--out", out, "--quiet");
+  t.is(code, 0, stderr);
+  const lines = stdout.trimEnd().split("\n");
+  t.is(lines.length, 8);
+  t.is(lines[0], "row 1, column 1: a large red circle on a white background, top left");
+  t.regex(lines[7]!, /^row 2, column 4: /);
+  const png = pngjs.PNG.sync.read(readFileSync(out));
+  // 64x64 images enlarged 3x, 4 pixels between cells and around them.
+  t.is(png.width, 4 + 4 * (192 + 4));
+  t.is(png.height, 4 + 2 * (192 + 4));
+});
+
+test("demo --help lists its flags", async (t) => {
+  const { code, stdout } = await cli("demo", "--help");
+  t.is(code, 0);
+  for (const flag of ["--model", "--out", "--steps", "--seed", "--device"]) t.true(stdout.includes(`  ${flag}`), flag);
 });

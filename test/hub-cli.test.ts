@@ -56,7 +56,8 @@ test.serial("a hub id downloads with progress on stderr, then offline mode uses 
 
 test.serial("a read-only cache: an error naming it when a download is needed, none when everything is cached", async (t) => {
   const cache = readOnlyDir();
-  const denied = await cliWith({ env: envFor(cache), unprivileged: true }, "generate", "x", "--model", "tiny/sd", "--quiet");
+  // --out in a writable folder: the output is checked first, and the cache is what this is about.
+  const denied = await cliWith({ env: envFor(cache), unprivileged: true }, "generate", "x", "--model", "tiny/sd", "--out", join(scratch(), "x.png"), "--quiet");
   t.is(denied.code, 1);
   t.is(denied.stderr, `candlewick: Cannot write to the Hugging Face cache at ${join(cache, "models--tiny--sd", "blobs")} (EACCES: it is read-only). Set HF_HUB_CACHE (or HF_HOME, or the cacheDir option) to a writable folder, or free some space.\n`);
 

@@ -50,7 +50,9 @@ test("generates an RGB image of the requested size that encodes to a PNG", async
   t.is(image!.height, 64);
   t.is(image!.data.length, 64 * 64 * 3);
   t.is(image!.seed, 1n);
-  const png = pngjs.PNG.sync.read(image!.toPng());
+  const file = image!.toPng();
+  t.true(Buffer.isBuffer(file), "toPng returns a Buffer (typed as Uint8Array)");
+  const png = pngjs.PNG.sync.read(Buffer.from(file));
   t.is(png.width, 64);
   t.is(png.height, 64);
   const rgb = new Uint8Array(64 * 64 * 3);
@@ -117,6 +119,27 @@ test("an exception in onProgress rejects the call with it", async (t) => {
   await t.throwsAsync(pipe.generate({ prompt: "x", ...SMALL, onProgress: () => { throw boom; } }), { is: boom });
   const [image] = await pipe.generate({ prompt: "x", ...SMALL, seed: 1 });
   t.is(image!.height, 64);
+});
+
+test("an exception in onWarning rejects the call with it (not an uncaught exception), and the pipeline stays usable", async (t) => {
+  const boom = new Error("boom");
+  const prompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
+  await t.throwsAsync(pipe.generate({ prompt, ...SMALL, onWarning: () => { throw boom; } }), { is: boom });
+  const thrown: unknown = await pipe.generateLatents({ prompt, ...SMALL, onWarning: () => { throw "a string"; } }).then(() => "resolved", (e: unknown) => e);
+  t.is(thrown, "a string");
+  const [image] = await pipe.generate({ prompt: "x", ...SMALL, seed: 1 });
+  t.is(image!.height, 64);
+});
+
+test("image i of a call with seed s has seed s + i, and that seed alone makes it again (latents too)", async (t) => {
+  const options = { prompt: "a red apple", ...SMALL, numImagesPerPrompt: 3 };
+  const images = await pipe.generate({ ...options, seed: 42 });
+  t.deepEqual(images.map((image) => image.seed), [42n, 43n, 44n]);
+  const [alone] = await pipe.generate({ ...options, numImagesPerPrompt: 1, seed: images[2]!.seed });
+  t.deepEqual(alone!.data, images[2]!.data);
+  const latents = await pipe.generateLatents({ ...options, seed: 2n ** 64n - 2n });
+  t.deepEqual(latents.seeds, [2n ** 64n - 2n, 2n ** 64n - 1n, 0n], "wrapping at 2^64");
+  t.is(latents.seed, 2n ** 64n - 2n);
 });
 
 test("calls made together queue and give what they give alone", async (t) => {

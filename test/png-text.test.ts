@@ -13,7 +13,7 @@ const image = new GeneratedImage(4, 2, Uint8Array.from({ length: 24 }, (_, i) =>
 
 test("text chunks round-trip, Latin-1 as tEXt and other text as iTXt, and the pixels stay readable", (t) => {
   const text = { prompt: "a café at night", negativePrompt: "", seed: "18446744073709551615", emoji: "猫 on a 🚲", multi: "line one\nline two" };
-  const png = image.toPng({ text });
+  const png = Buffer.from(image.toPng({ text }));
   t.deepEqual(readTextChunks(png), text);
   const types: string[] = [];
   for (let at = 8; at < png.length; at += 12 + png.readUInt32BE(at)) types.push(png.toString("latin1", at + 4, at + 8));

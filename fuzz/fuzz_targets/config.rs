@@ -1,7 +1,7 @@
 //! Config parsing and checking, on any JSON: model_index.json, text_encoder/config.json,
 //! unet/config.json, vae/config.json and scheduler_config.json (the first byte picks which).
 //! Parsing goes through `config::parse_json` as loading does; a config that parses is then
-//! checked the way loading checks it: the scheduler is built for 1 to 64 steps, and each model is
+//! checked the way loading checks it: the scheduler's class is chosen from `_class_name` and built for 1 to 64 steps, and each model is
 //! built from zero weights of the shapes it asks for (capped, so that a config asking for huge
 //! tensors is refused by the backend instead of exhausting the fuzzer's memory).
 #![no_main]
@@ -16,7 +16,7 @@ use candlewick_core::config::{parse_json, ModelIndex};
 use candlewick_core::models::clip::{ClipTextConfig, ClipTextTransformer};
 use candlewick_core::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use candlewick_core::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use candlewick_core::schedulers::ddim::{DdimScheduler, DdimSchedulerConfig};
+use candlewick_core::schedulers::SchedulerChoice;
 use libfuzzer_sys::fuzz_target;
 
 /// The most values one zero tensor may have in the fuzzer.
@@ -81,10 +81,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            if let Ok(cfg) = parse_json::<DdimSchedulerConfig>(path, text) {
-                if cfg.validate().is_ok() {
+            // As loading does: the class from `_class_name`, checked; then set up for 1 to 64 steps.
+            if let Ok(cfg) = parse_json::<serde_json::Map<String, serde_json::Value>>(path, text) {
+                if let Ok(choice) = SchedulerChoice::from_folder(cfg) {
                     let steps = 1 + usize::from(which / 5) % 64;
-                    if let Ok(scheduler) = DdimScheduler::new(cfg, steps) {
+                    if let Ok(scheduler) = choice.build(steps) {
                         let _ = scheduler.timesteps();
                     }
                 }

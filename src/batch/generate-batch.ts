@@ -8,9 +8,9 @@
  * that is not full runs as soon as the pipeline would otherwise idle (the source is slow, or over).
  */
 
-import { abortError, CandlewickError } from "../errors.js";
+import { abortError, CandlewickError, type AbortSignalLike } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
-import type { GenerateOptions, GenerateProgress } from "../options.js";
+import { MAX_IMAGES_PER_CALL, type GenerateOptions, type GenerateProgress } from "../options.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
 import { checkDefaults, checkInput, type BatchDefaults, type BatchInput, type CheckedInput } from "./inputs.js";
 
@@ -21,7 +21,7 @@ export interface BatchOptions {
   /** The most images in one GPU batch (one native call). Default 4. */
   batchSize?: number;
   /** Stops the batch: calls in progress end before their next step and the iterator throws an AbortError. Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Called after every denoising step of a GPU batch, with the indices of the inputs in it. Default: none. */
   onProgress?: (progress: BatchProgress) => void;
   /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */
@@ -45,7 +45,8 @@ export interface BatchResult<I> {
 }
 
 export const DEFAULT_BATCH_SIZE = 4;
-const MAX_BATCH_SIZE = 64;
+/** A GPU batch is one generate call. */
+const MAX_BATCH_SIZE = MAX_IMAGES_PER_CALL;
 /** Inputs read ahead of the GPU, in batches. */
 const READ_AHEAD = 4;
 
@@ -59,7 +60,8 @@ interface Pending<I> {
 interface Run<I> {
   items: Pending<I>[];
   controller: AbortController;
-  done: Promise<GeneratedImage[] | Error>;
+  /** Settles (never rejects) with the images, or with what the call rejected with, as it was. */
+  done: Promise<{ images: GeneratedImage[] } | { error: unknown }>;
 }
 
 const NOT_READY = Symbol("not ready");
@@ -111,8 +113,8 @@ export async function* generateBatch<I extends string | BatchInput>(
       ...(o.onWarning ? { onWarning: o.onWarning } : {}),
     };
     const done = generate(call).then(
-      (images) => images,
-      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      (images) => ({ images }),
+      (error: unknown) => ({ error }),
     ).finally(() => signal?.removeEventListener("abort", stop));
     return { items, controller, done };
   };
@@ -161,8 +163,8 @@ export async function* generateBatch<I extends string | BatchInput>(
       if ((await Promise.race(wake)) === "read") continue;
       running.shift();
       const outcome = await first.done;
-      if (outcome instanceof Error) throw namingInputs(outcome, first.items);
-      for (const [i, item] of first.items.entries()) yield { index: item.checked.index, input: item.input, image: outcome[i]! };
+      if ("error" in outcome) throw namingInputs(outcome.error, first.items);
+      for (const [i, item] of first.items.entries()) yield { index: item.checked.index, input: item.input, image: outcome.images[i]! };
     }
     if (badInput !== undefined) throw badInput;
   } finally {
@@ -190,9 +192,9 @@ function iterate<I>(inputs: Iterable<I> | AsyncIterable<I>): AsyncIterator<I> {
   throw invalid("array, iterable or async iterable of inputs", "inputs", inputs);
 }
 
-/** An error of one GPU batch, naming its inputs (an abort passes through as it is). */
-function namingInputs(error: Error, items: Pending<unknown>[]): Error {
-  if (error.name === "AbortError" || !(error instanceof CandlewickError)) return error;
+/** An error of one GPU batch, naming its inputs (an abort, or what a callback threw, passes through as it is). */
+function namingInputs(error: unknown, items: Pending<unknown>[]): unknown {
+  if (!(error instanceof CandlewickError) || error.name === "AbortError") return error;
   const which = items.map((p) => p.checked.index).join(", ");
-  return new CandlewickError(`inputs ${which}: ${error.message}`, error.code, { cause: error });
+  return new CandlewickError(`${items.length === 1 ? "input" : "inputs"} ${which}: ${error.message}`, error.code, { cause: error });
 }

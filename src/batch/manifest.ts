@@ -11,26 +11,16 @@ import { existsSync } from "node:fs";
 import { appendFile, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-/** One finished image. */
-export interface ManifestRecord {
+import type { ImageParameters } from "../cli/parameters.js";
+
+/** One finished image: its generation parameters, and where it is. */
+export interface ManifestRecord extends ImageParameters {
   /** The prompts file's line (1-based). */
   line: number;
   /** The line's "id", if it had one. */
   id?: string | number;
   /** The PNG, relative to the output folder. */
   file: string;
-  prompt: string;
-  negativePrompt: string;
-  /** A u64, as a decimal string. */
-  seed: string;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  /** "ddim", or "ddim" and the overrides as JSON. */
-  scheduler: string;
-  /** The --model value (a folder or a hub id). */
-  model: string;
   /** What the line asked for, hashed: equal keys give equal images. */
   key: string;
 }
@@ -93,25 +83,4 @@ export class Manifest {
     await writeFile(temporary, lines.join(""));
     await rename(temporary, this.path);
   }
-}
-
-/** PNG text entries for a record: each parameter by name, and `parameters` in the form Stable Diffusion web UIs read. */
-export function pngText(r: ManifestRecord, software: string): Record<string, string> {
-  const parameters = [
-    r.prompt,
-    ...(r.negativePrompt ? [`Negative prompt: ${r.negativePrompt}`] : []),
-    `Steps: ${r.steps}, Sampler: DDIM, CFG scale: ${r.guidance}, Seed: ${r.seed}, Size: ${r.width}x${r.height}, Model: ${r.model}`,
-  ].join("\n");
-  return {
-    prompt: r.prompt,
-    negativePrompt: r.negativePrompt,
-    seed: r.seed,
-    steps: String(r.steps),
-    guidance: String(r.guidance),
-    scheduler: r.scheduler,
-    model: r.model,
-    size: `${r.width}x${r.height}`,
-    parameters,
-    Software: software,
-  };
 }

@@ -4,20 +4,21 @@
  * time left; resumable: a rerun of the same command makes only what is missing.
  */
 
-import { createRequire } from "node:module";
-import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 
-import { CandlewickError, INVALID_OPTION, OUTPUT } from "../errors.js";
-import { Manifest, MANIFEST, pngText, recordKey, type ManifestRecord } from "../batch/manifest.js";
+import { CandlewickError, INVALID_OPTION } from "../errors.js";
+import { Manifest, MANIFEST, recordKey, type ManifestRecord } from "../batch/manifest.js";
 import { DEFAULT_BATCH_SIZE } from "../batch/generate-batch.js";
 import type { BatchDefaults } from "../batch/inputs.js";
 import { readPromptsFile, type PromptLine } from "../batch/prompts-file.js";
 import type { StableDiffusionPipeline } from "../pipeline.js";
-import { integerIn } from "../validate.js";
+import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom } from "./flags.js";
 import { reportError } from "./generate.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
+import { writeFileAtomically, writeOutput as writeOutputThen } from "./output.js";
+import { imageParameters, pngText } from "./parameters.js";
 import { BatchDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
 
@@ -79,7 +80,7 @@ export async function batch(args: readonly string[]): Promise<number> {
     const keys = new Map(lines.map((l) => [l.line, keyOf(l, model)]));
     done = await manifest.keep(keys);
     const todo = lines.filter((l) => !manifest.isDone(l.line, keys.get(l.line)!));
-    if (done > 0) say(`${done} of ${total} images are already in ${outDir}; making the other ${todo.length}`);
+    if (done > 0) say(`${done} of ${count(total, "image")} ${done === 1 ? "is" : "are"} already in ${outDir}; making the other ${todo.length}`);
     if (todo.length === 0) return 0;
 
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
@@ -94,19 +95,18 @@ export async function batch(args: readonly string[]): Promise<number> {
       const line = todo[index]!;
       const record = recordOf(line, image.seed, pipe, model, keys.get(line.line)!, `${String(line.line).padStart(width, "0")}.png`);
       const path = join(outDir, record.file);
-      await writeOutput(path, () => writeFile(`${path}.tmp`, image.toPng({ text: pngText(record, `candlewick ${version()}`) })));
-      await writeOutput(path, () => rename(`${path}.tmp`, path));
+      await writeFileAtomically(path, image.toPng({ text: pngText(record) }), KEPT);
       await writeOutput(manifest.path, () => manifest.append(record));
       written++;
       process.stdout.write(`${path}\n`);
       if (!quiet) display.image(record.file);
     }
     await writeOutput(manifest.path, () => manifest.rewrite());
-    say(`Wrote ${written} images to ${outDir} (${total} in all, listed in ${join(outDir, MANIFEST)})`);
+    say(`Wrote ${count(written, "image")} to ${outDir} (${total} in all, listed in ${join(outDir, MANIFEST)})`);
     return 0;
   } catch (error) {
     const missing = total - done - written;
-    return reportError(error, `candlewick: interrupted with ${done + written} of ${total} images done; run the same command again to make the other ${missing}\n`);
+    return reportError(error, `candlewick: interrupted with ${done + written} of ${count(total, "image")} done; run the same command again to make the other ${missing}\n`);
   } finally {
     process.off("SIGINT", onSigint);
   }
@@ -134,16 +134,11 @@ async function openOutput(dir: string): Promise<Manifest> {
   return manifest;
 }
 
-/** A file system write whose failure names the path, as ERR_CANDLEWICK_OUTPUT. */
-async function writeOutput<T>(path: string, write: () => Promise<T>): Promise<T> {
-  try {
-    return await write();
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === undefined) throw error;
-    const reason = (error as Error).message.split(", ")[0]?.replace(/^[A-Z]+: /, "");
-    throw new CandlewickError(`cannot write ${path} (${code}: ${reason}); what was finished is kept`, OUTPUT, { cause: error });
-  }
+const KEPT = "; what was finished is kept";
+
+/** A write whose failure names the path, as ERR_CANDLEWICK_OUTPUT (and says that finished images are kept). */
+function writeOutput<T>(path: string, write: () => Promise<T>): Promise<T> {
+  return writeOutputThen(path, write, KEPT);
 }
 
 /** What decides a line's image: its prompts, settings, seed (unless drawn at random) and the model. */
@@ -153,27 +148,6 @@ function keyOf(l: PromptLine, model: string): string {
 }
 
 function recordOf(l: PromptLine, seed: bigint, pipe: StableDiffusionPipeline, model: string, key: string, file: string): ManifestRecord {
-  const s = l.checked.shared;
-  const chosen = typeof s.scheduler === "string" ? { type: s.scheduler } : { ...s.scheduler };
-  const { type, ...overrides } = chosen;
-  const name = type ?? pipe.info.scheduler;
-  return {
-    line: l.line,
-    ...(l.id !== undefined ? { id: l.id } : {}),
-    file,
-    prompt: l.checked.prompt,
-    negativePrompt: l.checked.negativePrompt,
-    seed: seed.toString(),
-    steps: s.numInferenceSteps ?? 50,
-    guidance: s.guidanceScale ?? 7.5,
-    width: s.width ?? pipe.defaultWidth,
-    height: s.height ?? pipe.defaultHeight,
-    scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
-    model,
-    key,
-  };
-}
-
-function version(): string {
-  return (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+  const parameters = imageParameters(l.checked.shared, l.checked.prompt, l.checked.negativePrompt, seed, pipe, model);
+  return { line: l.line, ...(l.id !== undefined ? { id: l.id } : {}), file, ...parameters, key };
 }

@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
 import { DEVICES, DTYPES, MAX_STEPS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
-import { TIMESTEP_SPACINGS, type DdimSchedulerOptions } from "../schedulers.js";
+import { TIMESTEP_SPACINGS } from "../schedulers.js";
 import { closest, integerIn, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
 
@@ -23,6 +23,7 @@ export const COMMON_FLAGS = {
   seed: { type: "string" },
   device: { type: "string" },
   dtype: { type: "string" },
+  scheduler: { type: "string" },
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
   quiet: { type: "boolean", short: "q" },
@@ -32,7 +33,7 @@ export const COMMON_FLAGS = {
 /** The help lines of the shared flags. */
 export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
-                            the shared cache (default: the tiny test model in the package)
+                            the shared cache (default: the small shapes model in the package)
   --revision <rev>          Hub branch, tag or commit (default: main)
   --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)`,
   settings: `  --negative-prompt <text>  What to steer away from (default: none)
@@ -42,7 +43,10 @@ export const COMMON_HELP = {
   --height <px>             Height, a multiple of 8 (default: the model's)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
-  --eta <x>                 DDIM eta, 0 to 1 (default: 0)
+  --scheduler <name>        The scheduler: ddim, pndm (plms), ddpm, euler, euler-a, heun, dpm++-2m,
+                            dpm++-2m-karras, dpm++-2m-sde-karras, unipc, lcm, ... or a diffusers class
+                            name such as EulerDiscreteScheduler (default: the model's, from its folder)
+  --eta <x>                 DDIM's eta, 0 to 1 (with the ddim scheduler; default: 0)
   --timestep-spacing <s>    ${TIMESTEP_SPACINGS.join(" | ")} (default: the model's scheduler config)
   --quiet, -q               No progress or messages on stderr
   --help, -h                Show this help`,
@@ -90,7 +94,7 @@ export function loadOptionsFrom(v: CommonValues): LoadOptions {
 /** The generation settings (everything but the prompt and the seed). */
 export type Settings = Omit<GenerateOptions, "prompt" | "seed" | "seeds">;
 
-/** --negative-prompt, --steps, --guidance, --width, --height, --eta, --timestep-spacing as generate options. */
+/** --negative-prompt, --steps, --guidance, --width, --height, --scheduler, --eta, --timestep-spacing as generate options. */
 export function settingsFrom(v: CommonValues): Settings {
   const options: Settings = {};
   if (v["negative-prompt"] !== undefined) options.negativePrompt = v["negative-prompt"];
@@ -98,12 +102,14 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.guidance !== undefined) options.guidanceScale = numberIn(number(v.guidance), "--guidance", 0);
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
-  const scheduler: DdimSchedulerOptions = {};
+  // The scheduler's name and fields are checked by the core, against the model's scheduler config.
+  const scheduler: Record<string, unknown> = {};
+  if (v.scheduler !== undefined) scheduler.type = v.scheduler;
   if (v.eta !== undefined) scheduler.eta = numberIn(number(v.eta), "--eta", 0, 1);
   if (v["timestep-spacing"] !== undefined) {
     scheduler.timestepSpacing = oneOf(v["timestep-spacing"], "--timestep-spacing", TIMESTEP_SPACINGS);
   }
-  if (Object.keys(scheduler).length > 0) options.scheduler = scheduler;
+  if (Object.keys(scheduler).length > 0) options.scheduler = scheduler as Settings["scheduler"];
   return options;
 }
 

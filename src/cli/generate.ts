@@ -1,22 +1,30 @@
-/** `candlewick generate <prompt>`: load a model, generate, write PNG files, print their paths. */
+/**
+ * `candlewick generate <prompt>`: check that the output files can be written, load a model,
+ * generate, write PNG files that carry their generation parameters (as `batch` writes them), print
+ * their paths.
+ */
 
 import { extname } from "node:path";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import { MAX_IMAGES_PER_PROMPT, type GenerateOptions, type LoadOptions } from "../options.js";
-import { integerIn } from "../validate.js";
-import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom } from "./flags.js";
-import { loadModel } from "./model.js";
+import { count, integerIn } from "../validate.js";
+import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags, seedFrom, settingsFrom, type Settings } from "./flags.js";
+import { DEFAULT_MODEL, loadModel } from "./model.js";
+import { checkOutputFiles, writeFileAtomically } from "./output.js";
+import { imageParameters, pngText } from "./parameters.js";
 import { ProgressDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
 
 export const GENERATE_HELP = `Usage: candlewick generate <prompt> [options]
 
-Generate images from a text prompt and write them as PNG files (their paths go to stdout).
+Generate images from a text prompt and write them as PNG files (their paths go to stdout), with
+their generation parameters in text chunks (as web UIs read them).
 
 Options:
 ${COMMON_HELP.model}
-  --out, -o <file.png>      Output file; with --num-images N, file-1.png ... file-N.png (default: image.png)
+  --out, -o <file.png>      Output file, its folder created if missing; with --num-images N,
+                            file-1.png ... file-N.png (default: image.png)
 ${COMMON_HELP.settings}
   --seed <n>                Seed, 0 to 2^64-1 (default: random, printed)
   --num-images <n>          Images to generate, 1-${MAX_IMAGES_PER_PROMPT} (default: 1)
@@ -44,10 +52,12 @@ export async function generate(args: readonly string[]): Promise<number> {
     throw new UsageError(problem, "generate");
   }
   let load: LoadOptions;
+  let settings: Settings;
   let options: GenerateOptions;
   try {
     load = loadOptionsFrom(values);
-    options = { ...settingsFrom(values), prompt: positionals[0]! };
+    settings = settingsFrom(values);
+    options = { ...settings, prompt: positionals[0]! };
     if (values.seed !== undefined) options.seed = seedFrom(values.seed);
     if (values["num-images"] !== undefined) {
       options.numImagesPerPrompt = integerIn(integer(values["num-images"]), "--num-images", 1, MAX_IMAGES_PER_PROMPT);
@@ -66,6 +76,9 @@ export async function generate(args: readonly string[]): Promise<number> {
   const onSigint = () => controller.abort();
   process.once("SIGINT", onSigint);
   try {
+    // A folder that cannot take the files is found before the model loads.
+    const paths = outputPaths(values.out ?? "image.png", options.numImagesPerPrompt ?? 1);
+    await checkOutputFiles(paths);
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
     const progress = new ProgressDisplay(process.stderr);
     const images = await pipe.generate({
@@ -74,12 +87,14 @@ export async function generate(args: readonly string[]): Promise<number> {
       onProgress: quiet ? undefined : (p) => progress.step(p),
       onWarning: (message) => say(`warning: ${message}`),
     }).finally(() => progress.finish());
-    const paths = outputPaths(values.out ?? "image.png", images.length);
+    const model = values.model ?? DEFAULT_MODEL;
     for (const [i, image] of images.entries()) {
-      await image.savePng(paths[i]!);
+      const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, pipe, model);
+      await writeFileAtomically(paths[i]!, image.toPng({ text: pngText(parameters) }));
       process.stdout.write(`${paths[i]}\n`);
     }
-    say(`Wrote ${images.length} image${images.length === 1 ? "" : "s"} of ${images[0]?.width}x${images[0]?.height}, seed ${images[0]?.seed}`);
+    const seeds = images.map((image) => image.seed).join(", ");
+    say(`Wrote ${count(images.length, "image")} of ${images[0]?.width}x${images[0]?.height}, ${images.length === 1 ? "seed" : "seeds"} ${seeds}`);
     return 0;
   } catch (error) {
     return reportError(error);

@@ -4,6 +4,7 @@
 import { createRequire } from "node:module";
 
 import { BATCH_HELP, batch } from "./batch.js";
+import { DEMO_HELP, demo } from "./demo.js";
 import { GENERATE_HELP, generate } from "./generate.js";
 import { UsageError } from "./usage.js";
 
@@ -14,6 +15,7 @@ Stable Diffusion from the command line.
 Commands:
   generate <prompt>   Generate images from text (candlewick generate --help)
   batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
+  demo                Draw eight prompts with the bundled model into one grid PNG (candlewick demo --help)
 
 Options:
   -h, --help          Show this help
@@ -30,7 +32,7 @@ export async function main(args: readonly string[]): Promise<number> {
       case "-h":
       case "--help":
       case "help":
-        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : rest[0] === "batch" ? BATCH_HELP : HELP);
+        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : rest[0] === "batch" ? BATCH_HELP : rest[0] === "demo" ? DEMO_HELP : HELP);
         return 0;
       case "-v":
       case "--version":
@@ -40,6 +42,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await generate(rest);
       case "batch":
         return await batch(rest);
+      case "demo":
+        return await demo(rest);
       default:
         throw new UsageError(command.startsWith("-") ? `unknown option ${command}` : `unknown command "${command}"`);
     }

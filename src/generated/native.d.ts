@@ -138,6 +138,8 @@ export interface RawLoadOptions {
   channelsLast?: boolean
   cudnnAttention?: boolean
   cudaGraphs?: boolean
+  /** Threads for CPU tensor work (default: the cores available). */
+  threads?: number
 }
 
 /** Where the call's time went, in milliseconds. */
@@ -168,6 +170,8 @@ export interface RawPipelineInfo {
   numTrainTimesteps: number
   /** The folder's scheduler class (scheduler_config.json's `_class_name`). */
   scheduler: string
+  /** Threads of the pipeline's CPU pool. */
+  threads: number
 }
 
 /** After a denoising step. */

@@ -11,6 +11,7 @@ import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { CandlewickError, HUB } from "../errors.js";
+import { count } from "../validate.js";
 import { writable } from "./cache.js";
 import type { FileMetadata, HubClient } from "./http.js";
 
@@ -20,7 +21,19 @@ const MAX_TRIES = 5;
 /** `loaded` bytes of the file are in the cache so far. */
 export type OnBytes = (loaded: number) => void;
 
+/** What the caller's progress callback threw, carried through the retry loop untouched. */
+class CallbackThrew {
+  constructor(readonly thrown: unknown) {}
+}
+
 export async function downloadBlob(client: HubClient, file: string, meta: FileMetadata, blob: string, onBytes: OnBytes): Promise<void> {
+  const report: OnBytes = (loaded) => {
+    try {
+      onBytes(loaded);
+    } catch (thrown) {
+      throw new CallbackThrew(thrown);
+    }
+  };
   const incomplete = `${blob}.incomplete`;
   await writable(dirname(blob), () => mkdir(dirname(blob), { recursive: true }));
   let have = await sizeOf(incomplete);
@@ -29,17 +42,19 @@ export async function downloadBlob(client: HubClient, file: string, meta: FileMe
   for (let failures = 0; ; ) {
     const before = have;
     try {
-      have = await fetchInto(client, file, meta, incomplete, have, onBytes);
+      have = await fetchInto(client, file, meta, incomplete, have, report);
       if (meta.size === undefined || have === meta.size) break;
       throw new Error(`the connection ended at byte ${have} of ${meta.size}`);
     } catch (error) {
+      // The caller's exception ends the download as it was thrown (it is no network failure to retry).
+      if (error instanceof CallbackThrew) throw error.thrown;
       if (error instanceof CandlewickError || (error as Error).name === "AbortError") throw error;
       have = await sizeOf(incomplete);
       failures = have > before ? 1 : failures + 1;
       if (failures >= MAX_TRIES) {
         const reason = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
         throw new CandlewickError(
-          `Downloading ${client.repoId}/${file} failed ${MAX_TRIES} times in a row (${reason}); ${have} bytes are kept in ${incomplete} and the next try resumes from there`,
+          `Downloading ${client.repoId}/${file} failed ${MAX_TRIES} times in a row (${reason}); ${count(have, "byte")} ${have === 1 ? "is" : "are"} kept in ${incomplete} and the next try resumes from there`,
           HUB,
           { cause: error },
         );

@@ -18,18 +18,21 @@ import { dirname, join, relative, resolve } from "node:path";
 
 import { CACHE, CandlewickError } from "../errors.js";
 
+/** Environment variables, as `process.env` holds them (a plain type: the declarations need no @types/node). */
+export type Env = Readonly<Record<string, string | undefined>>;
+
 /** A full commit hash: a revision that needs no lookup. */
 export const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
 /** The hub cache folder: HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub ($XDG_CACHE_HOME/huggingface or ~/.cache/huggingface). */
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+export function defaultCacheDir(env: Env = process.env): string {
   const explicit = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
   if (explicit) return resolve(expandHome(explicit));
   return join(hfHome(env), "hub");
 }
 
 /** HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface. */
-export function hfHome(env: NodeJS.ProcessEnv = process.env): string {
+export function hfHome(env: Env = process.env): string {
   if (env.HF_HOME) return resolve(expandHome(env.HF_HOME));
   return join(env.XDG_CACHE_HOME ? expandHome(env.XDG_CACHE_HOME) : join(home(), ".cache"), "huggingface");
 }

@@ -8,9 +8,9 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-import { abortError, CandlewickError, HUB, HUB_NOT_FOUND } from "../errors.js";
+import { abortError, CandlewickError, HUB, HUB_NOT_FOUND, type AbortSignalLike } from "../errors.js";
 import { downloadBlob } from "./blob.js";
-import { RepoCache, defaultCacheDir } from "./cache.js";
+import { RepoCache, defaultCacheDir, type Env } from "./cache.js";
 import { PIPELINE_FOLDERS, selectPipelineFiles, type Variant } from "./files.js";
 import { HubClient, defaultEndpoint, defaultToken, type FileMetadata } from "./http.js";
 
@@ -45,7 +45,7 @@ export interface HubOptions {
   /** Called as bytes arrive. Default: none. */
   onDownloadProgress?: (progress: DownloadProgress) => void;
   /** Cancels the download (what has arrived is kept, and the next call resumes it). Default: none. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 /** What `downloadPipeline` fetched. */
@@ -60,9 +60,19 @@ export interface Snapshot {
   downloaded: string[];
 }
 
-/** Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for offline mode, as huggingface_hub reads it. */
-export function offlineFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
-  return ["1", "on", "yes", "true"].includes((env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE || "").toLowerCase());
+/** The variable that asks for offline mode, as NAME=value (HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE, as huggingface_hub reads them); undefined when none does. */
+function offlineVariable(env: Env = process.env): string | undefined {
+  const name = env.HF_HUB_OFFLINE ? "HF_HUB_OFFLINE" : env.TRANSFORMERS_OFFLINE ? "TRANSFORMERS_OFFLINE" : undefined;
+  const value = name && env[name];
+  return value && ["1", "on", "yes", "true"].includes(value.toLowerCase()) ? `${name}=${value}` : undefined;
+}
+
+/** Why nothing may be downloaded, and what to do about it, naming what asked for offline mode; undefined when online. */
+function offlineMode(options: HubOptions): { why: string; fix: string } | undefined {
+  if (options.offline === true) return { why: "the offline option (offline: true) does not download", fix: "run once with offline: false, online" };
+  const variable = options.offline === undefined ? offlineVariable() : undefined;
+  if (!variable) return undefined;
+  return { why: `offline mode (${variable}) does not download`, fix: `run once online, or unset ${variable.split("=")[0]}` };
 }
 
 /** Fetch (or find in the cache) the files of repository `repoId` that the pipeline needs. */
@@ -78,11 +88,11 @@ export async function downloadPipeline(repoId: string, options: HubOptions = {})
 async function download(repoId: string, options: HubOptions): Promise<Snapshot> {
   const revision = options.revision ?? "main";
   const cache = new RepoCache(options.cacheDir ?? defaultCacheDir(), repoId);
-  if (options.offline ?? offlineFromEnv()) {
-    return fromCache(cache, revision, options.variant, "offline mode (HF_HUB_OFFLINE=1) does not download");
-  }
+  const offline = offlineMode(options);
+  if (offline) return fromCache(cache, revision, options.variant, offline);
   const token = options.token === false ? undefined : (options.token ?? defaultToken());
-  const client = new HubClient(options.endpoint ?? defaultEndpoint(), repoId, token, options.signal);
+  // A real AbortSignal (fetch takes nothing else); options.ts checks what it can of one.
+  const client = new HubClient(options.endpoint ?? defaultEndpoint(), repoId, token, options.signal as AbortSignal | undefined);
   let info;
   try {
     info = await client.modelInfo(revision);
@@ -126,14 +136,14 @@ function tryFromCache(cache: RepoCache, revision: string, variant: Variant | und
   return missing.length === 0 ? { dir: cache.snapshotDir(commit), commit, files, downloaded: [] } : undefined;
 }
 
-function fromCache(cache: RepoCache, revision: string, variant: Variant | undefined, why: string): Snapshot {
+function fromCache(cache: RepoCache, revision: string, variant: Variant | undefined, { why, fix }: { why: string; fix: string }): Snapshot {
   const commit = cache.commitFor(revision);
   if (!commit) {
-    throw new CandlewickError(`${cache.repoId} (revision "${revision}") is not in the cache at ${cache.cacheDir}, and ${why}: run once online, or unset HF_HUB_OFFLINE`, HUB);
+    throw new CandlewickError(`${cache.repoId} (revision "${revision}") is not in the cache at ${cache.cacheDir}, and ${why}: ${fix}`, HUB);
   }
   const { files, missing } = selectPipelineFiles(snapshotFiles(cache.snapshotDir(commit)), variant);
   if (missing.length > 0) {
-    throw new CandlewickError(`The cached snapshot ${cache.snapshotDir(commit)} lacks ${missing.join(", ")}, and ${why}: run once online, or unset HF_HUB_OFFLINE`, HUB);
+    throw new CandlewickError(`The cached snapshot ${cache.snapshotDir(commit)} lacks ${missing.join(", ")}, and ${why}: ${fix}`, HUB);
   }
   return { dir: cache.snapshotDir(commit), commit, files, downloaded: [] };
 }

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { CandlewickError, HUB, HUB_AUTH, HUB_NOT_FOUND } from "../errors.js";
-import { hfHome } from "./cache.js";
+import { hfHome, type Env } from "./cache.js";
 
 /** What HEAD on a file's resolve URL tells. */
 export interface FileMetadata {
@@ -34,7 +34,7 @@ export interface ModelInfo {
 }
 
 /** The token: HF_TOKEN, else the file `huggingface-cli login` writes (HF_TOKEN_PATH, or $HF_HOME/token). */
-export function defaultToken(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function defaultToken(env: Env = process.env): string | undefined {
   if (env.HF_TOKEN) return env.HF_TOKEN;
   try {
     return readFileSync(env.HF_TOKEN_PATH || join(hfHome(env), "token"), "utf8").trim() || undefined;
@@ -44,7 +44,7 @@ export function defaultToken(env: NodeJS.ProcessEnv = process.env): string | und
 }
 
 /** The hub's address: HF_ENDPOINT, else https://huggingface.co. */
-export function defaultEndpoint(env: NodeJS.ProcessEnv = process.env): string {
+export function defaultEndpoint(env: Env = process.env): string {
   return (env.HF_ENDPOINT || "https://huggingface.co").replace(/\/+$/, "");
 }
 

@@ -33,6 +33,11 @@ pub enum Error {
     #[error("{0}")]
     OutOfMemory(String),
 
+    /// A generation's numbers turned NaN or infinite (a black image otherwise); the message says
+    /// where and what to lower.
+    #[error("{0}")]
+    NonFinite(String),
+
     /// A panic inside the pipeline, caught at the worker's boundary.
     #[error("internal error (a bug in candlewick, please report it): {0}")]
     Internal(String),
@@ -53,6 +58,7 @@ impl Error {
             Error::Disposed => "ERR_CANDLEWICK_DISPOSED",
             Error::Internal(_) => "ERR_CANDLEWICK_INTERNAL",
             Error::OutOfMemory(_) => "ERR_CANDLEWICK_OUT_OF_MEMORY",
+            Error::NonFinite(_) => "ERR_CANDLEWICK_NON_FINITE",
             Error::Candle(e) if is_out_of_memory(e) => "ERR_CANDLEWICK_OUT_OF_MEMORY",
             Error::Candle(_) => "ERR_CANDLEWICK_TENSOR",
         }

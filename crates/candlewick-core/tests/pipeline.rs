@@ -42,10 +42,16 @@ struct Golden {
 }
 
 fn golden_run() -> Golden {
+    golden_named("pipeline")
+}
+
+/// goldens/<name>.{json,safetensors}: a 5-step run of diffusers' StableDiffusionPipeline on tiny-sd
+/// (`scheduler`: the class and fields swapped in with `from_config`, absent for the folder's DDIM).
+fn golden_named(name: &str) -> Golden {
     let dir = fixtures().join("goldens");
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline.json")).unwrap()).unwrap();
-    let tensors = goldens("pipeline");
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let tensors = goldens(name);
     let initial = &tensors["initial_latents"];
     let shape: [usize; 4] = initial.dims4().unwrap().into();
     let options = GenerateOptions {
@@ -56,9 +62,43 @@ fn golden_run() -> Golden {
         width: Some(json["width"].as_u64().unwrap() as usize),
         height: Some(json["height"].as_u64().unwrap() as usize),
         latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
+        scheduler: json["scheduler"].as_object().cloned().unwrap_or_default(),
         ..Default::default()
     };
     Golden { options, tensors }
+}
+
+/// Every scheduler's 5-step golden (scripts/fixture_schedulers.py's PIPELINE_CASES, made by
+/// scripts/make_fixtures.py): each UNet call's latents within 1e-4 relative, as the DDIM golden.
+#[test]
+fn every_scheduler_in_the_whole_pipeline_matches_diffusers() {
+    let pipe = load(DTypeRequest::F32);
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("goldens"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| Some(f.strip_prefix("pipeline_")?.strip_suffix(".json")?.to_string()))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no pipeline_<scheduler> goldens");
+    for name in names {
+        let golden = golden_named(&format!("pipeline_{name}"));
+        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+        let sink = seen.clone();
+        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+        pipe.generate(&golden.options, &observer).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let seen = seen.lock().unwrap();
+        let calls = golden.tensors.keys().filter(|k| k.starts_with("latents_step_")).count();
+        assert_eq!(seen.len(), calls, "{name}: UNet calls");
+        for (i, latents) in seen.iter().enumerate() {
+            assert_close(
+                &format!("{name} latents_step_{i}"),
+                latents,
+                &golden.tensors[&format!("latents_step_{i}")],
+                1e-4,
+            );
+        }
+        eprintln!("pipeline with {name}: {calls} UNet calls match diffusers");
+    }
 }
 
 /// Every per-step latent and the final image equal diffusers' (f32, 1e-4 relative; pixels within 1/255).
@@ -172,7 +212,9 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
 fn each_image_of_a_seeded_call_is_the_image_its_reported_seed_makes_alone() {
     let pipe = load(DTypeRequest::F32);
     let observer = Observer::new();
-    let out = pipe.generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer).unwrap();
+    let out = pipe
+        .generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer)
+        .unwrap();
     assert_eq!(out.seeds, vec![42, 43]);
     for (image, seed) in out.images.iter().zip([42, 43]) {
         let alone = pipe.generate(&GenerateOptions { seed: Some(seed), ..quick_options() }, &observer).unwrap();
@@ -247,6 +289,24 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
     pipe.generate(&quick_options(), &Observer::new()).unwrap();
 }
 
+/// A generation whose numbers overflow errors instead of returning a black image, and the
+/// pipeline stays usable (first-contact issue: NaN latents, huge guidance gave black images).
+#[test]
+fn non_finite_results_are_errors_not_black_images() {
+    let pipe = load(DTypeRequest::F32);
+    let nan = LatentsInput { shape: [1, 4, 16, 16], data: vec![f32::NAN; 4 * 16 * 16] };
+    let huge = GenerateOptions { guidance_scale: 3e38, ..quick_options() };
+    for (options, start) in [
+        (GenerateOptions { latents: Some(nan), ..quick_options() }, "the latents became NaN or infinite during denoising"),
+        (huge, "the latents became NaN or infinite during denoising (guidance_scale 300000000000000000000000000000000000000"),
+    ] {
+        let err = pipe.generate(&options, &Observer::new()).unwrap_err();
+        assert!(err.to_string().starts_with(start), "{err}");
+        assert_eq!(err.code(), "ERR_CANDLEWICK_NON_FINITE");
+    }
+    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+}
+
 #[test]
 fn bad_options_are_errors_that_name_the_option() {
     let pipe = load(DTypeRequest::F32);
@@ -266,6 +326,10 @@ fn bad_options_are_errors_that_name_the_option() {
         (
             GenerateOptions { guidance_scale: f64::NAN, ..quick_options() },
             "Expected finite number >= 0 for guidance_scale but received NaN",
+        ),
+        (
+            GenerateOptions { guidance_scale: 1e39, ..quick_options() },
+            "Expected number at most 3.4028235e38 (the largest f32) for guidance_scale but received 1000000000000000000000000000000000000000",
         ),
         (
             GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..quick_options() },

@@ -26,6 +26,8 @@ struct Case {
     init_noise_sigma: f64,
     order: usize,
     unet_calls: usize,
+    /// img2img's start at strength 0.5 (None where no step is left).
+    add_noise_begin_index: Option<usize>,
 }
 
 fn goldens() -> (Vec<Case>, HashMap<String, Tensor>) {
@@ -96,7 +98,12 @@ fn check(c: &Case, t: &HashMap<String, Tensor>) -> f64 {
         let drawn = noise.len();
         let mut replay = Replay(noise);
         let prev = s.step(&get(&format!("{i}.model_output")), ts, &sample, &mut replay).unwrap();
-        assert!(replay.0.is_empty(), "{} call {i}: drew {} of diffusers' {drawn} noise tensors", c.name, drawn - replay.0.len());
+        assert!(
+            replay.0.is_empty(),
+            "{} call {i}: drew {} of diffusers' {drawn} noise tensors",
+            c.name,
+            drawn - replay.0.len()
+        );
         let e = max_rel(&prev, &get(&format!("{i}.prev_sample")));
         worst = worst.max(e);
         assert!(e <= 1e-6, "{} call {i} (t={ts}): prev_sample off by {e:e}", c.name);
@@ -105,12 +112,26 @@ fn check(c: &Case, t: &HashMap<String, Tensor>) -> f64 {
     worst
 }
 
+/// img2img's starting point on a fresh scheduler, as diffusers' img2img pipeline makes it:
+/// `set_begin_index(b)`, then `add_noise` at `timesteps[b]`.
+fn check_add_noise(c: &Case, t: &HashMap<String, Tensor>) {
+    let Some(begin) = c.add_noise_begin_index else { return };
+    let get = |k: &str| t.get(&format!("{}.{k}", c.name)).unwrap_or_else(|| panic!("{}.{k} missing", c.name)).clone();
+    let mut s = scheduler(c);
+    s.set_begin_index(begin);
+    let timestep = s.timesteps()[begin];
+    let noisy = s.add_noise(&get("add_noise.original"), &get("add_noise.noise"), timestep).unwrap();
+    let e = max_rel(&noisy, &get("add_noise.noisy"));
+    assert!(e <= 1e-6, "{} add_noise at timesteps[{begin}] = {timestep}: off by {e:e}", c.name);
+}
+
 #[test]
 fn every_scheduler_matches_diffusers_step_by_step() {
     let (cases, tensors) = goldens();
     let mut by_class: HashMap<&str, usize> = HashMap::new();
     for c in &cases {
         let worst = check(c, &tensors);
+        check_add_noise(c, &tensors);
         *by_class.entry(c.class_name.as_str()).or_default() += 1;
         eprintln!("{:<40} {:>3} calls, worst prev_sample error {worst:.1e}", c.name, c.unet_calls);
     }

@@ -33,7 +33,9 @@ pub struct CoreError(pub Error);
 impl From<CoreError> for napi::Error<ErrorCode> {
     fn from(CoreError(e): CoreError) -> Self {
         let message = match &e {
-            Error::InvalidOption(message) | Error::OutOfMemory(message) => in_js_spelling(message),
+            Error::InvalidOption(message) | Error::OutOfMemory(message) | Error::NonFinite(message) => {
+                in_js_spelling(message)
+            }
             other => other.to_string(),
         };
         napi::Error::new(ErrorCode(e.code().to_string()), message)

@@ -22,6 +22,8 @@ pub struct RawLoadOptions {
     pub channels_last: Option<bool>,
     pub cudnn_attention: Option<bool>,
     pub cuda_graphs: Option<bool>,
+    /// Threads for CPU tensor work (default: the cores available).
+    pub threads: Option<u32>,
 }
 
 impl TryFrom<RawLoadOptions> for LoadOptions {
@@ -39,6 +41,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
             channels_last: raw.channels_last.unwrap_or(defaults.channels_last),
             cudnn_attention: raw.cudnn_attention.unwrap_or(defaults.cudnn_attention),
             cuda_graphs: raw.cuda_graphs.unwrap_or(defaults.cuda_graphs),
+            threads: raw.threads.map(|n| n as usize).or(defaults.threads),
         })
     }
 }
@@ -132,6 +135,8 @@ pub struct RawPipelineInfo {
     pub num_train_timesteps: u32,
     /// The folder's scheduler class (scheduler_config.json's `_class_name`).
     pub scheduler: String,
+    /// Threads of the pipeline's CPU pool.
+    pub threads: u32,
 }
 
 impl From<&PipelineInfo> for RawPipelineInfo {
@@ -155,6 +160,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             max_prompt_tokens: info.max_prompt_tokens as u32,
             num_train_timesteps: info.num_train_timesteps as u32,
             scheduler: info.scheduler.clone(),
+            threads: info.threads as u32,
         }
     }
 }

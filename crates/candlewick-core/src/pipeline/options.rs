@@ -32,6 +32,9 @@ pub struct LoadOptions {
     /// Capture the UNet step and the text encoder as CUDA graphs per shape and replay them (CUDA,
     /// default true).
     pub cuda_graphs: bool,
+    /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
+    /// the process). Under load, fewer threads than cores can be faster.
+    pub threads: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +50,7 @@ impl Default for LoadOptions {
             channels_last: true,
             cudnn_attention: true,
             cuda_graphs: true,
+            threads: None,
         }
     }
 }

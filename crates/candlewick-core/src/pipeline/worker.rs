@@ -36,25 +36,31 @@ impl PipelineWorker {
     pub fn load(model_dir: PathBuf, options: LoadOptions) -> Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<PipelineInfo>>();
+        let pool = cpu_pool(options.threads)?;
         let thread = thread::Builder::new()
             .name("candlewick-pipeline".into())
             .spawn(move || {
-                let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
-                crate::profile::print_startup("load");
-                let pipeline = match loaded {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
+                // The pipeline lives on one thread of its own CPU pool for its whole life (CUDA's
+                // per-thread stream and cuDNN's handles stay with it); candle's CPU kernels run on
+                // the current rayon pool, so `threads` bounds them.
+                pool.install(move || {
+                    let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
+                    crate::profile::print_startup("load");
+                    let pipeline = match loaded {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(pipeline.info().clone()));
+                    for job in queue {
+                        let result = guarded(|| pipeline.generate(&job.options, &job.observer));
+                        // A panicking `done` must not end the thread that later jobs need.
+                        let _ = catch_unwind(AssertUnwindSafe(move || (job.done)(result)));
+                        return_freed_memory();
                     }
-                };
-                let _ = ready_tx.send(Ok(pipeline.info().clone()));
-                for job in queue {
-                    let result = guarded(|| pipeline.generate(&job.options, &job.observer));
-                    // A panicking `done` must not end the thread that later jobs need.
-                    let _ = catch_unwind(AssertUnwindSafe(move || (job.done)(result)));
-                    return_freed_memory();
-                }
+                })
             })
             .map_err(|e| Error::Internal(format!("cannot start the pipeline thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| Error::Internal("the pipeline thread ended while loading".into()))??;
@@ -119,6 +125,21 @@ fn return_freed_memory() {
     }
 }
 
+/// The pipeline's own pool for candle's CPU kernels (they run on the current rayon pool), so that
+/// `threads` bounds this pipeline's CPU work whatever else the process runs.
+fn cpu_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    let threads = match threads {
+        Some(0) => return Err(crate::error::expected("integer >= 1", "threads", 0)),
+        Some(n) => n,
+        None => thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("candlewick-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start {threads} CPU threads: {e}")))
+}
+
 /// Run `f`, turning a panic into an error.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(Error::from_panic(payload)))
@@ -167,5 +188,25 @@ mod tests {
         let after = worker.generate_blocking(small(1), Observer::new()).expect("still generates");
         assert_eq!(before.images[0].data, after.images[0].data, "the same seed gives the same image after the panics");
         worker.close();
+    }
+
+    #[test]
+    fn threads_bound_the_cpu_pool_and_leave_the_image_unchanged() {
+        let load = |threads| {
+            let options =
+                LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, threads, ..Default::default() };
+            PipelineWorker::load(tiny_sd(), options).expect("tiny-sd loads")
+        };
+        let one = load(Some(1));
+        assert_eq!(one.info().threads, 1);
+        let default = load(None);
+        assert_eq!(default.info().threads, thread::available_parallelism().map_or(1, |n| n.get()));
+        let a = one.generate_blocking(small(3), Observer::new()).expect("generates");
+        let b = default.generate_blocking(small(3), Observer::new()).expect("generates");
+        assert_eq!(a.images[0].data, b.images[0].data, "the thread count does not change the image");
+        match PipelineWorker::load(tiny_sd(), LoadOptions { threads: Some(0), ..Default::default() }) {
+            Err(e) => assert_eq!(e.to_string(), "Expected integer >= 1 for threads but received 0"),
+            Ok(_) => panic!("threads 0 loaded"),
+        }
     }
 }

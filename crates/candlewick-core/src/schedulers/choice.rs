@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
+use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
+use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
+use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
 use super::scheduling_dpmsolver_multistep::{DpmSolverMultistepScheduler, DpmSolverMultistepSchedulerConfig};
 use super::scheduling_unipc_multistep::{UniPcMultistepScheduler, UniPcMultistepSchedulerConfig};
 use crate::error::{expected, Error, Result};
@@ -16,6 +19,9 @@ use crate::error::{expected, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    Pndm,
+    Ddpm,
+    Lcm,
     DpmSolverMultistep,
     UniPcMultistep,
 }
@@ -23,6 +29,9 @@ pub enum SchedulerKind {
 /// Each kind's diffusers class name and the `type` name a call uses.
 const KINDS: &[(SchedulerKind, &str, &str)] = &[
     (SchedulerKind::Ddim, "DDIMScheduler", "ddim"),
+    (SchedulerKind::Pndm, "PNDMScheduler", "pndm"),
+    (SchedulerKind::Ddpm, "DDPMScheduler", "ddpm"),
+    (SchedulerKind::Lcm, "LCMScheduler", "lcm"),
     (SchedulerKind::DpmSolverMultistep, "DPMSolverMultistepScheduler", "dpmsolver-multistep"),
     (SchedulerKind::UniPcMultistep, "UniPCMultistepScheduler", "unipc"),
 ];
@@ -30,6 +39,8 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
 /// ("DPM++ 2M Karras" is DPMSolverMultistep with Karras sigmas).
 const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
+    // PLMS: PNDM's linear multistep method without the Runge-Kutta warm-up (what SD1.x ships).
+    ("plms", SchedulerKind::Pndm, &[("skip_prk_steps", PresetValue::Bool(true))]),
     ("dpm++-2m", SchedulerKind::DpmSolverMultistep, &DPM_2M),
     ("dpm++-2m-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_KARRAS),
     ("dpm++-2m-sde", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE),
@@ -90,6 +101,9 @@ impl SchedulerKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             SchedulerKind::Ddim => serde_introspect::<DdimSchedulerConfig>(),
+            SchedulerKind::Pndm => serde_introspect::<PndmSchedulerConfig>(),
+            SchedulerKind::Ddpm => serde_introspect::<DdpmSchedulerConfig>(),
+            SchedulerKind::Lcm => serde_introspect::<LcmSchedulerConfig>(),
             SchedulerKind::DpmSolverMultistep => serde_introspect::<DpmSolverMultistepSchedulerConfig>(),
             SchedulerKind::UniPcMultistep => serde_introspect::<UniPcMultistepSchedulerConfig>(),
         }
@@ -98,6 +112,9 @@ impl SchedulerKind {
     fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             SchedulerKind::Ddim => Box::new(DdimScheduler::new(parse::<DdimSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Pndm => Box::new(PndmScheduler::new(parse::<PndmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::DpmSolverMultistep => {
                 Box::new(DpmSolverMultistepScheduler::new(parse::<DpmSolverMultistepSchedulerConfig>(config)?, steps)?)
             }
@@ -128,7 +145,8 @@ impl SchedulerChoice {
         // diffusers' bookkeeping keys (`_class_name`, `_diffusers_version`) are not config fields.
         let config = config.into_iter().filter(|(k, _)| !k.starts_with('_')).collect();
         let choice = Self { kind, config };
-        choice.build(1).map_err(|e| format!("is not a valid {class} config: {e}"))?;
+        // The config alone (no step count: PNDM's Runge-Kutta warm-up needs at least 4 steps).
+        choice.parse_config().map_err(|e| format!("is not a valid {class} config: {e}"))?;
         Ok(choice)
     }
 
@@ -149,9 +167,9 @@ impl SchedulerChoice {
         let mut kind = self.kind;
         let mut fields = Map::new();
         if let Some(name) = overrides.get("type") {
-            let name = name.as_str().ok_or_else(|| {
-                expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name)
-            })?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| expected(&crate::error::one_of(&SchedulerKind::type_names()), "scheduler.type", name))?;
             (kind, fields) = resolve_type(name)?;
         }
         let known = kind.fields();
@@ -169,8 +187,12 @@ impl SchedulerChoice {
             }
             fields.insert(key.clone(), value.clone());
         }
-        let mut config: Map<String, Value> =
-            self.config.iter().filter(|(k, _)| known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut config: Map<String, Value> = self
+            .config
+            .iter()
+            .filter(|(k, _)| known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         config.extend(fields);
         let choice = Self { kind, config };
         // Field types and ranges are checked by the config's own deserialization and validation.
@@ -196,6 +218,9 @@ impl SchedulerChoice {
     fn parse_config(&self) -> Result<()> {
         match self.kind {
             SchedulerKind::Ddim => parse::<DdimSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Pndm => parse::<PndmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::DpmSolverMultistep => parse::<DpmSolverMultistepSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::UniPcMultistep => parse::<UniPcMultistepSchedulerConfig>(&self.config)?.validate(),
         }
@@ -231,8 +256,16 @@ fn parse<C: DeserializeOwned>(config: &Map<String, Value>) -> Result<C> {
         let path = e.path().to_string();
         let received = config.get(path.split(['.', '[']).next().unwrap_or("")).map(|v| v.to_string());
         let inner = e.into_inner().to_string();
-        // serde: "invalid type: string \"x\", expected f64" or a custom message.
+        // serde: "invalid type: string \"x\", expected f64", or a closed enum's "..., expected one of ...".
         let what = inner.rsplit_once("expected ").map(|(_, w)| w.to_string()).unwrap_or(inner);
-        expected(&what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
+        let what = match what.as_str() {
+            "f64" | "f32" => "number",
+            "usize" | "u64" | "u32" => "integer >= 0",
+            "a boolean" => "boolean",
+            "a string" => "string",
+            "a sequence" => "array of numbers",
+            other => other,
+        };
+        expected(what, &format!("scheduler.{path}"), received.unwrap_or_else(|| "a missing value".into()))
     })
 }

@@ -163,6 +163,32 @@ impl NoiseSchedule<'_> {
     }
 }
 
+/// How DDPM's step noise is scaled (`variance_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VarianceType {
+    /// The posterior variance beta~_t (DDPM eq. 7).
+    #[default]
+    FixedSmall,
+    /// The posterior variance through exp(0.5 * log(.)): its standard deviation.
+    FixedSmallLog,
+    /// beta_t, the step's own beta.
+    FixedLarge,
+    /// log(beta_t) (GLIDE's max_log).
+    FixedLargeLog,
+    /// The model predicts the variance (extra output channels).
+    Learned,
+    /// The model predicts where the log-variance lies between the small and large ones.
+    LearnedRange,
+}
+
+closed_enum!(VarianceType, "variance_type", [
+    "fixed_small" => FixedSmall,
+    "fixed_small_log" => FixedSmallLog,
+    "fixed_large" => FixedLarge,
+    "fixed_large_log" => FixedLargeLog,
+    "learned" => Learned,
+    "learned_range" => LearnedRange,
+]);
 /// DPM-Solver's formulation (`algorithm_type` of `DPMSolverMultistepScheduler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AlgorithmType {
@@ -205,13 +231,6 @@ pub enum FinalSigmasType {
     SigmaMin,
 }
 
-/// Models that predict their own variance (`variance_type`); Stable Diffusion's UNets do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VarianceType {
-    Learned,
-    LearnedRange,
-}
-
 closed_enum!(AlgorithmType, "algorithm_type", [
     "dpmsolver++" => DpmSolverPlusPlus,
     "sde-dpmsolver++" => SdeDpmSolverPlusPlus,
@@ -221,4 +240,3 @@ closed_enum!(AlgorithmType, "algorithm_type", [
 closed_enum!(DpmSolverType, "solver_type", ["midpoint" => Midpoint, "heun" => Heun]);
 closed_enum!(UniPcSolverType, "solver_type", ["bh1" => Bh1, "bh2" => Bh2]);
 closed_enum!(FinalSigmasType, "final_sigmas_type", ["zero" => Zero, "sigma_min" => SigmaMin]);
-closed_enum!(VarianceType, "variance_type", ["learned" => Learned, "learned_range" => LearnedRange]);

@@ -5,15 +5,19 @@
 //! class, and a call's `{ type, ...fields }` changes the class and/or fields merged over the
 //! folder's config, like `Class.from_config(config, **overrides)` ([`SchedulerChoice`]).
 
+mod alphas;
 pub mod betas;
 mod choice;
 pub mod config;
 mod scheduler;
 pub mod sigmas;
 pub mod scheduling_ddim;
+pub mod scheduling_ddpm;
+pub mod scheduling_lcm;
+pub mod scheduling_pndm;
 pub mod scheduling_dpmsolver_multistep;
 pub mod scheduling_unipc_multistep;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
-pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing};
+pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, VarianceType};
 pub use scheduler::{NoNoise, Scheduler, StepNoise};

@@ -30,8 +30,13 @@ pub trait Scheduler: Send {
 
     /// One UNet call's update: the sample for the next call. Advances the scheduler's own
     /// step index and history; `noise` is drawn only by schedulers that need it.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor>;
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor>;
 
     /// Forward diffusion of clean latents to `timestep` (img2img's starting point).
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor>;

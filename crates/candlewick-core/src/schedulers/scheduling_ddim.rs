@@ -197,8 +197,13 @@ impl Scheduler for DdimScheduler {
     /// One DDIM step from `timestep` back to `timestep - num_train_timesteps // num_inference_steps`:
     /// diffusers' `step(model_output, timestep, sample, eta, variance_noise=...)` with
     /// use_clipped_model_output=False; the variance noise is drawn when eta > 0.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: &mut dyn StepNoise)
-        -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: &mut dyn StepNoise,
+    ) -> Result<Tensor> {
         let a_t = self.alpha_at(timestep)?;
         let prev_timestep = timestep - self.step_ratio as f64;
         let a_prev = if prev_timestep >= 0.0 { self.alpha_at(prev_timestep)? } else { self.final_alpha_cumprod as f32 };

@@ -65,7 +65,8 @@ pub struct DpmSolverMultistepSchedulerConfig {
     /// Timesteps whose lambda = log(alpha / sigma) is below this are cut off (None: -infinity,
     /// no cut; JSON has no infinity). Cosine-schedule models use -5.1.
     pub lambda_min_clipped: Option<f64>,
-    /// Models that predict a variance (None); "learned" / "learned_range" are not supported here.
+    /// Models that predict a variance (None); "learned" / "learned_range" are not supported here,
+    /// DDPM's fixed variances are ignored as diffusers ignores them.
     pub variance_type: Option<VarianceType>,
     /// How inference timesteps are placed ("linspace"; "leading" uses num_train_timesteps // (N + 1)).
     pub timestep_spacing: TimestepSpacing,
@@ -164,7 +165,9 @@ impl DpmSolverMultistepSchedulerConfig {
             ));
         }
         refuse_unsupported(self.thresholding, self.use_beta_sigmas, self.use_flow_sigmas)?;
-        if let Some(v) = self.variance_type {
+        // diffusers reads only "learned" / "learned_range" here (DDPM's fixed variances, carried
+        // over from a DDPM folder's config, change nothing).
+        if let Some(v @ (VarianceType::Learned | VarianceType::LearnedRange)) = self.variance_type {
             return Err(expected(
                 "null (models that predict their variance are not supported)",
                 "scheduler.variance_type",

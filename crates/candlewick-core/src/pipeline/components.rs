@@ -1,0 +1,123 @@
+//! The model folder's components, loaded and owned: diffusers' `pipe.components`
+//! (tokenizer, text encoder, UNet, VAE, scheduler config). One generic loader reads each model's
+//! config.json and weights; model_index.json's `_class_name`s say which classes to build.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+
+use super::options::LoadOptions;
+use crate::config::{read_json, ModelFolder, ModelIndex};
+use crate::cudnn;
+use crate::device::{self, DeviceChoice};
+use crate::error::{Error, Result};
+use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::profile;
+use crate::schedulers::SchedulerChoice;
+use crate::tokenizer::ClipTokenizer;
+use crate::weights;
+
+/// A model component as loaded: the network and its config.json.
+pub struct Loaded<M, C> {
+    pub model: M,
+    pub config: C,
+    /// The weights file it was read from.
+    pub weights: PathBuf,
+}
+
+/// Everything a Stable Diffusion folder holds, on one device.
+pub struct Components {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: Loaded<ClipTextTransformer, ClipTextConfig>,
+    pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
+    pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
+    /// An f32 copy of the VAE, loaded when an f16 decode overflows.
+    vae_f32: OnceCell<AutoencoderKL>,
+    /// The folder's scheduler: model_index.json's class with scheduler_config.json's fields.
+    pub scheduler: SchedulerChoice,
+    pub target: DeviceChoice,
+}
+
+impl Components {
+    /// Load every component of `folder`. The CUDA switches that construction reads (cuDNN,
+    /// channels-last filters) are set first.
+    pub fn load(folder: &ModelFolder, index: &ModelIndex, options: &LoadOptions) -> Result<Self> {
+        let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
+        let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
+
+        // Read by the convolutions as they load (`models::conv`): channels-last filters or not.
+        let device = &target.device;
+        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
+        cudnn::set_enabled(cudnn);
+        cudnn::set_channels_last(cudnn && options.channels_last);
+
+        let text_config: ClipTextConfig = read_json(&folder.config_path("text_encoder"))?;
+        if tokenizer.vocab_end() > text_config.vocab_size {
+            return Err(Error::model(
+                folder.component("tokenizer"),
+                format!(
+                    "does not match the text encoder: its ids reach {} but text_encoder/config.json has vocab_size {}",
+                    tokenizer.vocab_end() - 1,
+                    text_config.vocab_size
+                ),
+            ));
+        }
+        let text_encoder = load(folder, "text_encoder", "model", &target, text_config, ClipTextTransformer::new)?;
+        let unet_config = read_json(&folder.config_path("unet"))?;
+        let unet = load(folder, "unet", "diffusion_pytorch_model", &target, unet_config, UNet2DConditionModel::new)?;
+        let vae_config = read_json(&folder.config_path("vae"))?;
+        let vae = load(folder, "vae", "diffusion_pytorch_model", &target, vae_config, AutoencoderKL::new)?;
+
+        let scheduler_path = folder.config_path("scheduler");
+        // diffusers builds the class model_index.json names, with scheduler_config.json's fields.
+        let mut scheduler_config: serde_json::Map<String, serde_json::Value> = read_json(&scheduler_path)?;
+        if let Some(class) = index.component_class("scheduler") {
+            scheduler_config.insert("_class_name".into(), class.into());
+        }
+        let scheduler =
+            SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
+        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target })
+    }
+
+    /// The compute dtype (f16 or f32).
+    pub fn dtype(&self) -> DType {
+        self.target.dtype
+    }
+
+    /// The VAE in f32, loaded on first need (diffusers' `force_upcast` when f16 overflows).
+    pub fn vae_in_f32(&self) -> Result<&AutoencoderKL> {
+        if let Some(vae) = self.vae_f32.get() {
+            return Ok(vae);
+        }
+        let path = &self.vae.weights;
+        let vb = weights::open(path, DType::F32, &self.target.device)?;
+        let vae = weights::with_file(path, || AutoencoderKL::new(vb, &self.vae.config))?;
+        Ok(self.vae_f32.get_or_init(|| vae))
+    }
+}
+
+/// One model component from its config (`<component>/config.json`) and
+/// `<component>/<stem>[.fp16].safetensors`, built on the target device, timed under the
+/// component's name in start-up profiles.
+fn load<M, C>(
+    folder: &ModelFolder,
+    component: &'static str,
+    stem: &str,
+    target: &DeviceChoice,
+    config: C,
+    build: impl FnOnce(candle_nn::VarBuilder<'static>, &C) -> candle_core::Result<M>,
+) -> Result<Loaded<M, C>> {
+    let dir: &Path = &folder.component(component);
+    let path = weights::find_weights(dir, stem, target.dtype)?;
+    let vb = weights::open(&path, target.dtype, &target.device)?;
+    let name = match component {
+        "text_encoder" => "text_encoder_weights",
+        "unet" => "unet_weights",
+        _ => "vae_weights",
+    };
+    let model = profile::startup_time(name, Some(&target.device), || weights::with_file(&path, || build(vb, &config)))?;
+    Ok(Loaded { model, config, weights: path })
+}

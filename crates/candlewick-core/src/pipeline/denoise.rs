@@ -1,0 +1,122 @@
+//! The one denoising loop every task runs (diffusers' step 7 of each pipeline): classifier-free
+//! guidance, the UNet call (through its CUDA graph), the scheduler step, progress and
+//! cancellation. Tasks differ only in what they hand it: the starting latents, the scheduler and
+//! the conditioning.
+
+use candle_core::{DType, IndexOp, Tensor};
+
+use super::cuda_graph::GraphedModel;
+use super::observer::{Observer, StepProgress};
+use crate::error::{Error, Result};
+use crate::models::attention::Context;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::schedulers::{Scheduler, StepNoise};
+
+/// What the UNet is conditioned on besides the latents and the timestep. Today the text (and
+/// each cross-attention layer's keys and values of it, made once a generation); it grows here:
+/// SDXL's added time and text embeddings, an inpainting UNet's extra input channels.
+pub struct Conditioning {
+    /// Unconditional rows first when guiding, as diffusers concatenates them.
+    pub context: Context,
+}
+
+/// The loop's settings for one call.
+pub struct DenoiseOptions {
+    /// Classifier-free guidance scale; guidance runs when > 1.
+    pub guidance_scale: f64,
+    /// The UNet's dtype (latents and scheduler arithmetic stay f32).
+    pub dtype: DType,
+}
+
+/// The UNet step's CUDA graphs and the loop that uses them.
+pub struct Denoiser {
+    graphs: GraphedModel,
+}
+
+impl Denoiser {
+    pub fn new(cuda_graphs: bool) -> Self {
+        Self { graphs: GraphedModel::unet(cuda_graphs) }
+    }
+
+    /// Why graph capture failed, once, as a warning.
+    pub fn take_graph_failure(&self) -> Option<String> {
+        self.graphs.take_failure()
+    }
+
+    /// Run `scheduler`'s timesteps from `latents` (already scaled by `init_noise_sigma`).
+    /// Returns the denoised latents, f32. Ends with [`Error::Cancelled`] when the observer is
+    /// cancelled between two steps, and with an error when the latents turn NaN or infinite
+    /// (a black image otherwise).
+    pub fn run(
+        &self,
+        unet: &UNet2DConditionModel,
+        conditioning: &Conditioning,
+        mut latents: Tensor,
+        scheduler: &mut dyn Scheduler,
+        noise: &mut dyn StepNoise,
+        options: &DenoiseOptions,
+        observer: &Observer,
+    ) -> Result<Tensor> {
+        let do_guidance = options.guidance_scale > 1.0;
+        let batch = latents.dim(0)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if observer.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            let model_input = scheduler.scale_model_input(&model_input, t)?.to_dtype(options.dtype)?;
+            let noise_pred = crate::profile::scope("unet", || {
+                self.predict_noise(unet, &model_input, t, &conditioning.context)?.to_dtype(DType::F32)
+            })?;
+            let noise_pred = if do_guidance {
+                let (uncond, text) = (noise_pred.i(..batch)?, noise_pred.i(batch..)?);
+                (&uncond + ((text - &uncond)? * options.guidance_scale)?)?
+            } else {
+                noise_pred
+            };
+            latents = scheduler.step(&noise_pred, t, &latents, noise)?;
+            observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t }, &latents);
+        }
+        if observer.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if !all_finite(&latents)? {
+            return Err(Error::NonFinite(format!(
+                "the latents became NaN or infinite during denoising (guidance_scale {}, {} scheduler steps): \
+                 lower guidance_scale, or check the latents and the scheduler's config",
+                options.guidance_scale,
+                timesteps.len()
+            )));
+        }
+        Ok(latents)
+    }
+
+    /// The UNet's noise prediction for `sample` at `timestep`, through the shape's CUDA graph
+    /// when graphs are on.
+    fn predict_noise(
+        &self,
+        unet: &UNet2DConditionModel,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Context,
+    ) -> candle_core::Result<Tensor> {
+        let t_proj = unet.time_proj(timestep, sample)?;
+        if !self.graphs.enabled() {
+            return unet.forward_with_time_proj(sample, &t_proj, context);
+        }
+        // The graph's inputs: the latents, the timestep, the text and each layer's keys and values of it.
+        let mut inputs = vec![sample, &t_proj, &context.hidden];
+        inputs.extend(&context.keys_values);
+        self.graphs.run(&inputs, |x| {
+            let context = Context { hidden: x[2].clone(), keys_values: x[3..].iter().map(|&kv| kv.clone()).collect() };
+            unet.forward_with_time_proj(x[0], x[1], &context)
+        })
+    }
+}
+
+/// Whether every value of an f32 tensor is finite: a sum carries NaN and infinity through
+/// (a max may skip NaN); one reduction, one scalar read back.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.abs()?.sum_all()?.to_scalar::<f32>()?.is_finite())
+}

@@ -1,0 +1,110 @@
+/**
+ * What made an image, as the CLI records it: in the PNG's text chunks (`generate` and `batch`
+ * alike) and in batch's manifest. Each parameter has its own chunk, and `parameters` holds them in
+ * the form Stable Diffusion web UIs write and read (AUTOMATIC1111's infotext): the prompt, then
+ * "Negative prompt: ...", then "Steps: 30, Sampler: DDIM, CFG scale: 7.5, Seed: 1, Size: 512x512,
+ * Model: ..., Eta DDIM: 0.5" (the web UIs' name of the scheduler; DDIM's eta only when it is not
+ * 0, its default there).
+ */
+
+import { createRequire } from "node:module";
+
+import type { Settings } from "./flags.js";
+
+/** One image's generation parameters. */
+export interface ImageParameters {
+  prompt: string;
+  negativePrompt: string;
+  /** A u64, as a decimal string. */
+  seed: string;
+  steps: number;
+  guidance: number;
+  width: number;
+  height: number;
+  /** The scheduler as the call named it ("ddim", "DDIMScheduler", ...; the model's when the call named none), then its fields as JSON when it set any. */
+  scheduler: string;
+  /** DDIM's eta (0 unless the scheduler options set it). */
+  eta: number;
+  /** The --model value (a folder or a hub id). */
+  model: string;
+}
+
+/** The defaults the library applies (numInferenceSteps 50, guidanceScale 7.5, the model's size and scheduler). */
+interface Defaults {
+  defaultWidth: number;
+  defaultHeight: number;
+  info: { scheduler: string };
+}
+
+/** The parameters of an image made with `settings` (defaults filled in), its prompts and seed. */
+export function imageParameters(
+  settings: Settings, prompt: string, negativePrompt: string, seed: bigint, pipe: Defaults, model: string,
+): ImageParameters {
+  const chosen = typeof settings.scheduler === "string" ? { type: settings.scheduler } : { ...settings.scheduler };
+  const { type, ...overrides } = chosen as Record<string, unknown> & { type?: string };
+  const name: string = type ?? pipe.info.scheduler;
+  return {
+    prompt,
+    negativePrompt,
+    seed: seed.toString(),
+    steps: settings.numInferenceSteps ?? 50,
+    guidance: settings.guidanceScale ?? 7.5,
+    width: settings.width ?? pipe.defaultWidth,
+    height: settings.height ?? pipe.defaultHeight,
+    scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
+    eta: typeof overrides.eta === "number" ? overrides.eta : 0,
+    model,
+  };
+}
+
+/**
+ * The web UIs' names of diffusers' scheduler classes (and of candlewick's short names for them);
+ * a scheduler not listed keeps its own name.
+ */
+const SAMPLERS: Record<string, string> = {
+  ddim: "DDIM",
+  DDIMScheduler: "DDIM",
+  PNDMScheduler: "PLMS",
+  EulerDiscreteScheduler: "Euler",
+  EulerAncestralDiscreteScheduler: "Euler a",
+  LMSDiscreteScheduler: "LMS",
+  DPMSolverMultistepScheduler: "DPM++ 2M",
+};
+
+/** PNG text entries: each parameter by name, `parameters` as web UIs write it, and `Software`. */
+export function pngText(p: ImageParameters): Record<string, string> {
+  const type = p.scheduler.split(" ")[0]!;
+  const settings = [
+    `Steps: ${p.steps}`,
+    `Sampler: ${SAMPLERS[type] ?? type}`,
+    `CFG scale: ${p.guidance}`,
+    `Seed: ${p.seed}`,
+    `Size: ${p.width}x${p.height}`,
+    `Model: ${quote(p.model)}`,
+    ...(p.eta !== 0 ? [`${/ddim/i.test(type) ? "Eta DDIM" : "Eta"}: ${p.eta}`] : []),
+  ];
+  const parameters = [p.prompt, ...(p.negativePrompt ? [`Negative prompt: ${p.negativePrompt}`] : []), settings.join(", ")].join("\n");
+  return {
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt,
+    seed: p.seed,
+    steps: String(p.steps),
+    guidance: String(p.guidance),
+    scheduler: p.scheduler,
+    eta: String(p.eta),
+    model: p.model,
+    size: `${p.width}x${p.height}`,
+    parameters,
+    Software: `candlewick ${version()}`,
+  };
+}
+
+/** A value as web UIs write it in `parameters`: JSON-quoted when it holds a comma, colon or newline. */
+function quote(value: string): string {
+  return /[,:\n]/.test(value) ? JSON.stringify(value) : value;
+}
+
+/** The package's version. */
+export function version(): string {
+  return (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+}
