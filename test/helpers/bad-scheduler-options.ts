@@ -43,4 +43,9 @@ export const BAD_SCHEDULER_FIELDS: BadCase[] = [
   { options: s({ type: "plms", eta: 0 }), message: `scheduler.eta is not an option of the pndm scheduler (PNDMScheduler); its options are ${PNDM_FIELDS}` },
   { options: s({ type: "ddpm", varianceType: "learned" }), message: 'Expected "fixed_small", "fixed_small_log" or "fixed_large" (a learned variance needs a model that predicts it in extra output channels; Stable Diffusion UNets output 4 channels) for scheduler.varianceType but received "learned"' },
   { options: s({ type: "lcm", originalInferenceSteps: 1 }), message: "Expected integer between 1 and scheduler.originalInferenceSteps (1): LCM picks its timesteps from that many for numInferenceSteps but received 2" },
+  // DPM-Solver and UniPC: orders, combinations diffusers refuses or turns into NaN images.
+  { options: s({ type: "dpm++-2m", solverOrder: 4 }), message: "Expected 1, 2 or 3 for scheduler.solverOrder but received 4" },
+  { options: s({ type: "dpmsolver-multistep", algorithmType: "dpmsolver" }), message: 'Expected "sigma_min" with scheduler.algorithmType "dpmsolver" (as diffusers requires) for scheduler.finalSigmasType but received "zero"' },
+  { options: s({ type: "dpm++-2m-karras", betaSchedule: "squaredcos_cap_v2" }), message: 'Expected false with scheduler.betaSchedule "squaredcos_cap_v2" (its first two timesteps coincide; diffusers fails) for scheduler.useKarrasSigmas but received true' },
+  { options: s({ type: "unipc", solverType: "bh1" }), message: 'Expected "bh2" with scheduler.finalSigmasType "zero" (diffusers\' last bh1 step is NaN; use "sigma_min") for scheduler.solverType but received "bh1"' },
 ];

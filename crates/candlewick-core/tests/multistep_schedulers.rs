@@ -60,16 +60,14 @@ fn unipc_sigmas_are_diffusers_sigmas() {
     }
 }
 
+/// SD1.5's scheduler folder (a PNDMScheduler config), which a call's `type` swaps from.
 fn sd15() -> SchedulerChoice {
     let folder = json!({
         "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
         "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": false, "skip_prk_steps": true,
-        "clip_sample": false,
+        "clip_sample": false, "trained_betas": null,
     });
-    // PNDM may not be implemented on this branch: start from DDIM with the same fields.
-    let mut folder: Map<String, Value> = serde_json::from_value(folder).unwrap();
-    folder.insert("_class_name".into(), "DDIMScheduler".into());
-    SchedulerChoice::from_folder(folder).unwrap()
+    SchedulerChoice::from_folder(serde_json::from_value(folder).unwrap()).unwrap()
 }
 
 fn with(fields: Value) -> candlewick_core::Result<SchedulerChoice> {
@@ -126,6 +124,11 @@ fn other_classes_solver_types_are_read_as_diffusers_reads_them() {
     let from_dpm = with(json!({ "type": "unipc", "solver_type": "midpoint" })).unwrap();
     assert!(from_dpm.build(10).is_ok());
     assert!(with(json!({ "type": "dpmsolver-multistep", "algorithm_type": "deis" })).unwrap().build(10).is_ok());
+    // A DDPM folder's fixed variance carried over changes nothing in DPM-Solver, as in diffusers.
+    let ddpm = with(json!({ "type": "ddpm", "variance_type": "fixed_small_log" })).unwrap();
+    let dpm = ddpm.with_overrides(&serde_json::from_value(json!({ "type": "dpm++-2m" })).unwrap()).unwrap();
+    assert_eq!(dpm.config()["variance_type"], json!("fixed_small_log"));
+    assert!(dpm.build(10).is_ok());
 }
 
 #[test]
