@@ -78,6 +78,53 @@ CASES = [
     ("lcm_defaults_v_clip_8", "LCMScheduler", None,
      {"prediction_type": "v_prediction", "clip_sample": True, "clip_sample_range": 1.5}, 8, {}),
     ("lcm_defaults_sample_50", "LCMScheduler", None, {"prediction_type": "sample"}, 50, {}),
+    # Euler: SD1.5's raw config (no timestep_spacing key: the class's linspace default), leading, trailing (61
+    # steps: numpy's arange yields a 62nd timestep, -1, that diffusers runs), Karras / exponential / log-linear
+    # sigmas, v_prediction and sample, final_sigmas_type, continuous timesteps (EDM-style v_prediction), zero
+    # terminal SNR, sigma_min/sigma_max.
+    ("euler_sd15_20", "EulerDiscreteScheduler", SD15, {}, 20, {}),
+    ("euler_defaults_10", "EulerDiscreteScheduler", None, {}, 10, {}),
+    ("euler_sd15_leading_20", "EulerDiscreteScheduler", SD15, {"timestep_spacing": "leading"}, 20, {}),
+    ("euler_sd15_karras_25", "EulerDiscreteScheduler", SD15, {"use_karras_sigmas": True}, 25, {}),
+    ("euler_sd15_karras_linspace_7", "EulerDiscreteScheduler", SD15,
+     {"use_karras_sigmas": True, "timestep_spacing": "linspace"}, 7, {}),
+    ("euler_sd15_trailing_vpred_15", "EulerDiscreteScheduler", SD15,
+     {"timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 15, {}),
+    ("euler_defaults_trailing_61", "EulerDiscreteScheduler", None, {"timestep_spacing": "trailing"}, 61, {}),
+    ("euler_sd15_linspace_sigma_min_12", "EulerDiscreteScheduler", SD15,
+     {"timestep_spacing": "linspace", "final_sigmas_type": "sigma_min"}, 12, {}),
+    ("euler_sd15_log_linear_10", "EulerDiscreteScheduler", SD15, {"interpolation_type": "log_linear"}, 10, {}),
+    ("euler_sd15_exponential_sample_9", "EulerDiscreteScheduler", SD15,
+     {"use_exponential_sigmas": True, "prediction_type": "sample"}, 9, {}),
+    ("euler_sd15_continuous_vpred_karras_10", "EulerDiscreteScheduler", SD15,
+     {"timestep_type": "continuous", "prediction_type": "v_prediction", "use_karras_sigmas": True,
+      "sigma_min": 0.002, "sigma_max": 80.0, "timestep_spacing": "linspace"}, 10, {}),
+    ("euler_zero_snr_trailing_vpred_8", "EulerDiscreteScheduler", SD15,
+     {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 8, {}),
+    ("euler_squaredcos_karras_sigma_min_6", "EulerDiscreteScheduler", None,
+     {"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, 6, {}),
+    # Euler ancestral: fresh noise every step.
+    ("euler_a_sd15_20", "EulerAncestralDiscreteScheduler", SD15, {}, 20, {}),
+    ("euler_a_defaults_10", "EulerAncestralDiscreteScheduler", None, {}, 10, {}),
+    ("euler_a_sd15_leading_15", "EulerAncestralDiscreteScheduler", SD15, {"timestep_spacing": "leading"}, 15, {}),
+    # Zero terminal SNR with leading spacing: trailing starts at sigma 4096, where the ancestral step's
+    # cancellation (a sample of size ~4096 stepped to one of size ~60) turns the last-ulp differences of
+    # torch's float32 sqrt (an ulp off near rounding ties) in rescale_zero_terminal_snr into 1e-5 relative
+    # errors.
+    ("euler_a_zero_snr_leading_vpred_12", "EulerAncestralDiscreteScheduler", SD15,
+     {"rescale_betas_zero_snr": True, "timestep_spacing": "leading", "prediction_type": "v_prediction"}, 12, {}),
+    # Heun: two UNet calls a step (timesteps interleaved), Karras / exponential sigmas, clip_sample.
+    ("heun_sd15_10", "HeunDiscreteScheduler", SD15, {}, 10, {}),
+    ("heun_defaults_8", "HeunDiscreteScheduler", None, {}, 8, {}),
+    ("heun_sd15_leading_9", "HeunDiscreteScheduler", SD15, {"timestep_spacing": "leading"}, 9, {}),
+    ("heun_sd15_leading_karras_5", "HeunDiscreteScheduler", SD15,
+     {"timestep_spacing": "leading", "use_karras_sigmas": True}, 5, {}),
+    ("heun_sd15_karras_12", "HeunDiscreteScheduler", SD15, {"use_karras_sigmas": True}, 12, {}),
+    ("heun_sd15_trailing_vpred_clip_7", "HeunDiscreteScheduler", SD15,
+     {"timestep_spacing": "trailing", "prediction_type": "v_prediction", "clip_sample": True,
+      "clip_sample_range": 0.5}, 7, {}),
+    ("heun_sd15_exponential_sample_6", "HeunDiscreteScheduler", SD15,
+     {"use_exponential_sigmas": True, "prediction_type": "sample", "timestep_spacing": "linspace"}, 6, {}),
     # DPMSolverMultistepScheduler: DPM++ 2M (N < 15: the last two steps lower order), Karras, SDE, orders 1-3,
     # heun, each spacing (SD1.5's config has none: linspace; leading's // (N + 1)), predictions, final sigmas, clipping.
     ("dpm_sd15_20", "DPMSolverMultistepScheduler", SD15, {}, 20, {}),
@@ -162,6 +209,8 @@ PIPELINE_CASES = [
     # SD1.5's own scheduler: PLMS, 5 steps = 6 UNet calls; and PNDM's Runge-Kutta warm-up: 14 calls.
     ("plms", "PNDMScheduler", {"skip_prk_steps": True}),
     ("pndm_prk", "PNDMScheduler", {"skip_prk_steps": False}),
+    # Heun with Karras sigmas: two UNet calls a step at fractional timesteps, 5 steps = 9 calls.
+    ("heun_karras", "HeunDiscreteScheduler", {"use_karras_sigmas": True}),
     # DPM++ 2M Karras (timesteps rounded from Karras sigmas, the last two steps lower order) and UniPC (its corrector
     # reusing the previous UNet output).
     ("dpm_2m_karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),

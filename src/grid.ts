@@ -2,7 +2,9 @@
 
 import pngjs from "pngjs";
 
+import { CandlewickError, INVALID_OPTION } from "./errors.js";
 import type { GeneratedImage } from "./image.js";
+import { integerIn } from "./validate.js";
 
 /** How `imageGrid` lays the images out. */
 export interface GridOptions {
@@ -16,18 +18,17 @@ export interface GridOptions {
   background?: readonly [number, number, number];
 }
 
-/** The images (all of one size), row by row, as an 8-bit RGB PNG. */
-export function imageGrid(images: readonly GeneratedImage[], options: GridOptions = {}): Buffer {
+/** The images (all of one size), row by row, as an 8-bit RGB PNG (a Buffer under Node). */
+export function imageGrid(images: readonly GeneratedImage[], options: GridOptions = {}): Uint8Array {
   const first = images[0];
-  if (!first) throw new RangeError("Expected at least one image for the grid but received none");
+  if (!first) throw new CandlewickError("Expected at least one image for images but received none", INVALID_OPTION);
   const columns = options.columns ?? images.length;
   const scale = options.scale ?? 1;
   const gap = options.gap ?? 4;
   const [br, bg, bb] = options.background ?? [255, 255, 255];
-  for (const [name, value] of [["columns", columns], ["scale", scale], ["gap", gap]] as const) {
-    const min = name === "gap" ? 0 : 1;
-    if (!Number.isInteger(value) || value < min) throw new RangeError(`Expected integer >= ${min} for ${name} but received ${value}`);
-  }
+  integerIn(columns, "columns", 1, 1024);
+  integerIn(scale, "scale", 1, 64);
+  integerIn(gap, "gap", 0, 1024);
   const cellW = first.width * scale;
   const cellH = first.height * scale;
   const rows = Math.ceil(images.length / columns);
@@ -38,7 +39,8 @@ export function imageGrid(images: readonly GeneratedImage[], options: GridOption
   for (let i = 0; i < out.length; i += 3) out.set([br, bg, bb], i);
   images.forEach((image, n) => {
     if (image.width !== first.width || image.height !== first.height) {
-      throw new RangeError(`Expected every image to be ${first.width}x${first.height} but image ${n} is ${image.width}x${image.height}`);
+      const message = `Expected an image of ${first.width}x${first.height} (the first image's size) for images[${n}] but received ${image.width}x${image.height}`;
+      throw new CandlewickError(message, INVALID_OPTION);
     }
     const x0 = gap + (n % columns) * (cellW + gap);
     const y0 = gap + Math.floor(n / columns) * (cellH + gap);

@@ -130,6 +130,49 @@ export interface LcmSchedulerOptions extends NoiseScheduleOptions {
   rescaleBetasZeroSnr?: boolean;
 }
 
+/** Which sigma schedule the Euler-like schedulers step through (at most one may be true). */
+export interface SigmaScheduleOptions {
+  /** Karras et al.'s sigmas (rho 7). Default: the model's (diffusers: false). */
+  useKarrasSigmas?: boolean;
+  /** Sigmas evenly spaced in log sigma. Default: the model's (diffusers: false). */
+  useExponentialSigmas?: boolean;
+  /** Beta(0.6, 0.6) sigmas: not supported (true is refused). Default: the model's (diffusers: false). */
+  useBetaSigmas?: boolean;
+}
+
+/** Euler (Karras et al. 2022) as diffusers' EulerDiscreteScheduler. */
+export interface EulerDiscreteSchedulerOptions extends NoiseScheduleOptions, SigmaScheduleOptions {
+  type?: "euler" | "EulerDiscreteScheduler" | "euler-karras";
+  /** How sigmas are read off the training ones. Default: the model's (diffusers: "linear"). */
+  interpolationType?: "linear" | "log_linear";
+  /** Smallest sigma of Karras/exponential sigmas; null: the schedule's. Default: the model's (diffusers: null). */
+  sigmaMin?: number | null;
+  /** Largest sigma of Karras/exponential sigmas; null: the schedule's. Default: the model's (diffusers: null). */
+  sigmaMax?: number | null;
+  /** "continuous": the UNet gets 0.25 ln(sigma) as its timestep (with vPrediction only). Default: the model's (diffusers: "discrete"). */
+  timestepType?: "discrete" | "continuous";
+  /** Rescale betas to zero terminal SNR. Default: the model's (diffusers: false). */
+  rescaleBetasZeroSnr?: boolean;
+  /** The sigma after the last step: 0, or the smallest training sigma. Default: the model's (diffusers: "zero"). */
+  finalSigmasType?: "zero" | "sigma_min";
+}
+
+/** Euler ancestral (fresh noise every step) as diffusers' EulerAncestralDiscreteScheduler. */
+export interface EulerAncestralDiscreteSchedulerOptions extends NoiseScheduleOptions {
+  type?: "euler-ancestral" | "EulerAncestralDiscreteScheduler" | "euler-a";
+  /** Rescale betas to zero terminal SNR. Default: the model's (diffusers: false). */
+  rescaleBetasZeroSnr?: boolean;
+}
+
+/** Heun's method (two UNet calls a step) as diffusers' HeunDiscreteScheduler. */
+export interface HeunDiscreteSchedulerOptions extends NoiseScheduleOptions, SigmaScheduleOptions {
+  type?: "heun" | "HeunDiscreteScheduler" | "heun-karras";
+  /** Clip the predicted x0 to [-clipSampleRange, clipSampleRange]. Default: the model's (diffusers: false). */
+  clipSample?: boolean;
+  /** Bound for clipSample. Default: the model's (diffusers: 1). */
+  clipSampleRange?: number;
+}
+
 /** Where the last step lands: "zero" (the clean sample) or "sigma_min" (the smallest training noise level). */
 export type FinalSigmasType = "zero" | "sigma_min";
 
@@ -206,7 +249,14 @@ export interface UniPcMultistepSchedulerOptions extends NoiseScheduleOptions, Mu
 }
 
 /** Any scheduler's options, told apart by `type`. */
-export type SchedulerOptions = DdimSchedulerOptions | PndmSchedulerOptions | DdpmSchedulerOptions | LcmSchedulerOptions
+export type SchedulerOptions =
+  | DdimSchedulerOptions
+  | PndmSchedulerOptions
+  | DdpmSchedulerOptions
+  | LcmSchedulerOptions
+  | EulerDiscreteSchedulerOptions
+  | EulerAncestralDiscreteSchedulerOptions
+  | HeunDiscreteSchedulerOptions
   | DpmSolverMultistepSchedulerOptions
   | UniPcMultistepSchedulerOptions;
 

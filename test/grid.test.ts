@@ -33,9 +33,9 @@ test("keeps each image's pixels in place", (t) => {
 });
 
 test("refuses no images, images of different sizes and bad layout numbers", (t) => {
-  t.throws(() => imageGrid([]), { message: "Expected at least one image for the grid but received none" });
-  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0]), solid(4, 2, [0, 0, 0])]), { message: "Expected every image to be 2x2 but image 1 is 4x2" });
-  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { columns: 0 }), { message: "Expected integer >= 1 for columns but received 0" });
-  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { scale: 1.5 }), { message: "Expected integer >= 1 for scale but received 1.5" });
-  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { gap: -1 }), { message: "Expected integer >= 0 for gap but received -1" });
+  t.throws(() => imageGrid([]), { code: "ERR_CANDLEWICK_INVALID_OPTION", message: "Expected at least one image for images but received none" });
+  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0]), solid(4, 2, [0, 0, 0])]), { message: "Expected an image of 2x2 (the first image's size) for images[1] but received 4x2" });
+  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { columns: 0 }), { message: "Expected integer between 1 and 1024 for columns but received 0" });
+  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { scale: 1.5 }), { message: "Expected integer between 1 and 64 for scale but received 1.5" });
+  t.throws(() => imageGrid([solid(2, 2, [0, 0, 0])], { gap: -1 }), { message: "Expected integer between 0 and 1024 for gap but received -1" });
 });

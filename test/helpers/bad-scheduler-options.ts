@@ -43,6 +43,11 @@ export const BAD_SCHEDULER_FIELDS: BadCase[] = [
   { options: s({ type: "plms", eta: 0 }), message: `scheduler.eta is not an option of the pndm scheduler (PNDMScheduler); its options are ${PNDM_FIELDS}` },
   { options: s({ type: "ddpm", varianceType: "learned" }), message: 'Expected "fixed_small", "fixed_small_log" or "fixed_large" (a learned variance needs a model that predicts it in extra output channels; Stable Diffusion UNets output 4 channels) for scheduler.varianceType but received "learned"' },
   { options: s({ type: "lcm", originalInferenceSteps: 1 }), message: "Expected integer between 1 and scheduler.originalInferenceSteps (1): LCM picks its timesteps from that many for numInferenceSteps but received 2" },
+  // Euler, Euler ancestral, Heun.
+  { options: s({ type: "euler", useBetaSigmas: true }), message: "Expected false (beta sigmas are not supported; useKarrasSigmas or useExponentialSigmas are) for scheduler.useBetaSigmas but received true" },
+  { options: s({ type: "euler-karras", useExponentialSigmas: true }), message: "Expected false when scheduler.useKarrasSigmas is true (only one sigma schedule can be used) for scheduler.useExponentialSigmas but received true" },
+  { options: s({ type: "euler-a", predictionType: "sample" }), message: `Expected "epsilon" or "v_prediction" (diffusers' EulerAncestralDiscreteScheduler does not implement "sample") for scheduler.predictionType but received "sample"` },
+  { options: s({ type: "heun", finalSigmasType: "zero" }), message: "scheduler.finalSigmasType is not an option of the heun scheduler (HeunDiscreteScheduler); its options are numTrainTimesteps, betaStart, betaEnd, betaSchedule, trainedBetas, predictionType, useKarrasSigmas, useExponentialSigmas, useBetaSigmas, clipSample, clipSampleRange, timestepSpacing, stepsOffset" },
   // DPM-Solver and UniPC: orders, combinations diffusers refuses or turns into NaN images.
   { options: s({ type: "dpm++-2m", solverOrder: 4 }), message: "Expected 1, 2 or 3 for scheduler.solverOrder but received 4" },
   { options: s({ type: "dpmsolver-multistep", algorithmType: "dpmsolver" }), message: 'Expected "sigma_min" with scheduler.algorithmType "dpmsolver" (as diffusers requires) for scheduler.finalSigmasType but received "zero"' },

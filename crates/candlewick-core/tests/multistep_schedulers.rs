@@ -147,7 +147,7 @@ fn refused_configs_say_why() {
         (json!({ "type": "dpmsolver-multistep", "algorithm_type": "ddim" }),
          "Expected one of \"dpmsolver++\", \"sde-dpmsolver++\", \"dpmsolver\", \"sde-dpmsolver\" for scheduler.algorithm_type but received \"ddim\""),
         (json!({ "type": "dpm++-2m", "thresholding": true }),
-         "Expected false (dynamic thresholding is for pixel-space models: not supported) for scheduler.thresholding but received true"),
+         "Expected false (dynamic thresholding is for pixel-space models and is not supported) for scheduler.thresholding but received true"),
         (json!({ "type": "dpm++-2m", "use_beta_sigmas": true }),
          "Expected false (beta-distributed sigmas: not supported) for scheduler.use_beta_sigmas but received true"),
         (json!({ "type": "unipc", "use_flow_sigmas": true }),

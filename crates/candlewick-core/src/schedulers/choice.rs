@@ -10,6 +10,9 @@ use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
 use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
 use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
 use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
+use super::scheduling_euler_ancestral_discrete::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSchedulerConfig};
+use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
 use super::scheduling_dpmsolver_multistep::{DpmSolverMultistepScheduler, DpmSolverMultistepSchedulerConfig};
 use super::scheduling_unipc_multistep::{UniPcMultistepScheduler, UniPcMultistepSchedulerConfig};
 use crate::error::{expected, Error, Result};
@@ -22,6 +25,9 @@ pub enum SchedulerKind {
     Pndm,
     Ddpm,
     Lcm,
+    EulerDiscrete,
+    EulerAncestralDiscrete,
+    HeunDiscrete,
     DpmSolverMultistep,
     UniPcMultistep,
 }
@@ -32,6 +38,9 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
     (SchedulerKind::Pndm, "PNDMScheduler", "pndm"),
     (SchedulerKind::Ddpm, "DDPMScheduler", "ddpm"),
     (SchedulerKind::Lcm, "LCMScheduler", "lcm"),
+    (SchedulerKind::EulerDiscrete, "EulerDiscreteScheduler", "euler"),
+    (SchedulerKind::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler", "euler-ancestral"),
+    (SchedulerKind::HeunDiscrete, "HeunDiscreteScheduler", "heun"),
     (SchedulerKind::DpmSolverMultistep, "DPMSolverMultistepScheduler", "dpmsolver-multistep"),
     (SchedulerKind::UniPcMultistep, "UniPCMultistepScheduler", "unipc"),
 ];
@@ -41,6 +50,9 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
 const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
     // PLMS: PNDM's linear multistep method without the Runge-Kutta warm-up (what SD1.x ships).
     ("plms", SchedulerKind::Pndm, &[("skip_prk_steps", PresetValue::Bool(true))]),
+    ("euler-karras", SchedulerKind::EulerDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+    ("euler-a", SchedulerKind::EulerAncestralDiscrete, &[]),
+    ("heun-karras", SchedulerKind::HeunDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
     ("dpm++-2m", SchedulerKind::DpmSolverMultistep, &DPM_2M),
     ("dpm++-2m-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_KARRAS),
     ("dpm++-2m-sde", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE),
@@ -104,6 +116,9 @@ impl SchedulerKind {
             SchedulerKind::Pndm => serde_introspect::<PndmSchedulerConfig>(),
             SchedulerKind::Ddpm => serde_introspect::<DdpmSchedulerConfig>(),
             SchedulerKind::Lcm => serde_introspect::<LcmSchedulerConfig>(),
+            SchedulerKind::EulerDiscrete => serde_introspect::<EulerDiscreteSchedulerConfig>(),
+            SchedulerKind::EulerAncestralDiscrete => serde_introspect::<EulerAncestralDiscreteSchedulerConfig>(),
+            SchedulerKind::HeunDiscrete => serde_introspect::<HeunDiscreteSchedulerConfig>(),
             SchedulerKind::DpmSolverMultistep => serde_introspect::<DpmSolverMultistepSchedulerConfig>(),
             SchedulerKind::UniPcMultistep => serde_introspect::<UniPcMultistepSchedulerConfig>(),
         }
@@ -115,6 +130,9 @@ impl SchedulerKind {
             SchedulerKind::Pndm => Box::new(PndmScheduler::new(parse::<PndmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(parse::<DdpmSchedulerConfig>(config)?, steps)?),
             SchedulerKind::Lcm => Box::new(LcmScheduler::new(parse::<LcmSchedulerConfig>(config)?, steps)?),
+            SchedulerKind::EulerDiscrete => Box::new(EulerDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::EulerAncestralDiscrete => Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
             SchedulerKind::DpmSolverMultistep => {
                 Box::new(DpmSolverMultistepScheduler::new(parse::<DpmSolverMultistepSchedulerConfig>(config)?, steps)?)
             }
@@ -221,6 +239,9 @@ impl SchedulerChoice {
             SchedulerKind::Pndm => parse::<PndmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::Ddpm => parse::<DdpmSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::Lcm => parse::<LcmSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerDiscrete => parse::<EulerDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::EulerAncestralDiscrete => parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::DpmSolverMultistep => parse::<DpmSolverMultistepSchedulerConfig>(&self.config)?.validate(),
             SchedulerKind::UniPcMultistep => parse::<UniPcMultistepSchedulerConfig>(&self.config)?.validate(),
         }

@@ -43,6 +43,36 @@ pub enum TimestepSpacing {
     Linspace,
 }
 
+/// How the inference sigmas are read off the training ones (`interpolation_type`, Euler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InterpolationType {
+    /// Linearly in timestep between the two neighbouring training sigmas.
+    #[default]
+    Linear,
+    /// Evenly in log sigma from the smallest training sigma to the largest.
+    LogLinear,
+}
+
+/// What the model is given as its timestep (`timestep_type`, Euler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestepType {
+    /// The training timestep (possibly fractional).
+    #[default]
+    Discrete,
+    /// 0.25 * ln(sigma), with v_prediction (EDM-style models); as "discrete" otherwise.
+    Continuous,
+}
+
+/// The sigma after the last step (`final_sigmas_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinalSigmasType {
+    /// 0: the last step removes all noise.
+    #[default]
+    Zero,
+    /// The first training sigma, sqrt((1 - alphas_cumprod[0]) / alphas_cumprod[0]).
+    SigmaMin,
+}
+
 /// A closed set of diffusers' string values: `as_str`, `parse` (the error lists the allowed
 /// values) and serde `Deserialize` that names the allowed values.
 macro_rules! closed_enum {
@@ -78,6 +108,9 @@ closed_enum!(BetaSchedule, "beta_schedule",
 closed_enum!(PredictionType, "prediction_type",
     ["epsilon" => Epsilon, "v_prediction" => VPrediction, "sample" => Sample]);
 closed_enum!(TimestepSpacing, "timestep_spacing", ["leading" => Leading, "trailing" => Trailing, "linspace" => Linspace]);
+closed_enum!(InterpolationType, "interpolation_type", ["linear" => Linear, "log_linear" => LogLinear]);
+closed_enum!(TimestepType, "timestep_type", ["discrete" => Discrete, "continuous" => Continuous]);
+closed_enum!(FinalSigmasType, "final_sigmas_type", ["zero" => Zero, "sigma_min" => SigmaMin]);
 
 /// The noise-schedule fields that diffusers' schedulers share (each config struct holds its own
 /// copy, as each diffusers class lists its own `__init__` arguments): one place to check them and
@@ -161,6 +194,18 @@ impl NoiseSchedule<'_> {
         let alphas: Vec<f32> = self.betas().iter().map(|b| 1.0 - b).collect();
         betas::cumprod_f32(&alphas)
     }
+
+    /// alphas_cumprod as the sigma-based schedulers (Euler, Heun, DPM-Solver, UniPC) hold it:
+    /// with zero terminal SNR the last one is 2^-24 instead of 0, so that its sigma stays finite (4096).
+    pub fn alphas_cumprod_for_sigmas(&self) -> Vec<f32> {
+        let mut alphas_cumprod = self.alphas_cumprod();
+        if self.rescale_betas_zero_snr {
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        alphas_cumprod
+    }
 }
 
 /// How DDPM's step noise is scaled (`variance_type`).
@@ -221,16 +266,6 @@ pub enum UniPcSolverType {
     Bh2,
 }
 
-/// The noise level after the last step (`final_sigmas_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FinalSigmasType {
-    /// 0: the last step lands on the clean sample.
-    #[default]
-    Zero,
-    /// The smallest training sigma.
-    SigmaMin,
-}
-
 closed_enum!(AlgorithmType, "algorithm_type", [
     "dpmsolver++" => DpmSolverPlusPlus,
     "sde-dpmsolver++" => SdeDpmSolverPlusPlus,
@@ -239,4 +274,3 @@ closed_enum!(AlgorithmType, "algorithm_type", [
 ]);
 closed_enum!(DpmSolverType, "solver_type", ["midpoint" => Midpoint, "heun" => Heun]);
 closed_enum!(UniPcSolverType, "solver_type", ["bh1" => Bh1, "bh2" => Bh2]);
-closed_enum!(FinalSigmasType, "final_sigmas_type", ["zero" => Zero, "sigma_min" => SigmaMin]);

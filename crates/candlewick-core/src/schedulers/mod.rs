@@ -15,9 +15,15 @@ pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
 pub mod scheduling_lcm;
 pub mod scheduling_pndm;
+pub mod scheduling_euler_discrete;
+pub mod scheduling_euler_ancestral_discrete;
+pub mod scheduling_heun_discrete;
 pub mod scheduling_dpmsolver_multistep;
 pub mod scheduling_unipc_multistep;
 
 pub use choice::{SchedulerChoice, SchedulerKind};
-pub use config::{BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, VarianceType};
+pub use config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, NoiseSchedule, PredictionType, TimestepSpacing, TimestepType,
+    VarianceType,
+};
 pub use scheduler::{NoNoise, Scheduler, StepNoise};

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Deserializer};
 
+use super::alphas::{check_steps_offset, div_scalar, refuse_thresholding};
 use super::config::{
     AlgorithmType, BetaSchedule, DpmSolverType, FinalSigmasType, NoiseSchedule, PredictionType, TimestepSpacing,
     VarianceType,
@@ -192,8 +193,8 @@ impl DpmSolverMultistepSchedulerConfig {
 /// What neither multistep scheduler supports here: thresholding (pixel-space models), beta sigmas
 /// (scipy's beta quantiles) and flow-matching sigmas (flow models).
 pub(crate) fn refuse_unsupported(thresholding: bool, use_beta_sigmas: bool, use_flow_sigmas: bool) -> Result<()> {
+    refuse_thresholding(thresholding)?;
     let refused = [
-        (thresholding, "scheduler.thresholding", "dynamic thresholding is for pixel-space models"),
         (use_beta_sigmas, "scheduler.use_beta_sigmas", "beta-distributed sigmas"),
         (use_flow_sigmas, "scheduler.use_flow_sigmas", "flow-matching sigmas are for flow models"),
     ];
@@ -224,17 +225,6 @@ pub(crate) fn check_sigma_spacing(spacings: &[(&str, bool)], beta_schedule: Beta
     Ok(())
 }
 
-pub(crate) fn check_steps_offset(steps_offset: usize, train: usize) -> Result<()> {
-    if steps_offset >= train {
-        return Err(expected(
-            &format!("integer below scheduler.num_train_timesteps ({train})"),
-            "scheduler.steps_offset",
-            steps_offset,
-        ));
-    }
-    Ok(())
-}
-
 /// A DPM-Solver multistep scheduler set up for one run.
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
@@ -258,7 +248,7 @@ impl DpmSolverMultistepScheduler {
         if n == 0 || n > train {
             return Err(expected(&format!("integer between 1 and {train}"), "num_inference_steps", n));
         }
-        let alphas_cumprod = alphas_cumprod(&config.noise_schedule());
+        let alphas_cumprod = config.noise_schedule().alphas_cumprod_for_sigmas();
         let training = sigmas::training_sigmas(&alphas_cumprod);
 
         // lambda_min_clipped: the timesteps whose lambda falls below it are cut from the top.
@@ -341,13 +331,13 @@ impl DpmSolverMultistepScheduler {
         let prediction = self.config.prediction_type;
         Ok(match self.config.algorithm_type {
             AlgorithmType::DpmSolverPlusPlus | AlgorithmType::SdeDpmSolverPlusPlus => match prediction {
-                PredictionType::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t)?,
+                PredictionType::Epsilon => div_scalar(&(sample - mul(model_output, sigma_t)?)?, alpha_t)?,
                 PredictionType::Sample => model_output.clone(),
                 PredictionType::VPrediction => (mul(sample, alpha_t)? - mul(model_output, sigma_t)?)?,
             },
             AlgorithmType::DpmSolver | AlgorithmType::SdeDpmSolver => match prediction {
                 PredictionType::Epsilon => model_output.clone(),
-                PredictionType::Sample => div(&(sample - mul(model_output, alpha_t)?)?, sigma_t)?,
+                PredictionType::Sample => div_scalar(&(sample - mul(model_output, alpha_t)?)?, sigma_t)?,
                 PredictionType::VPrediction => (mul(model_output, alpha_t)? + mul(sample, sigma_t)?)?,
             },
         })
@@ -554,18 +544,6 @@ fn no_noise() -> Error {
     Error::Internal("an SDE DPM-Solver step without noise".into())
 }
 
-/// alphas_cumprod as the multistep schedulers hold it: with zero terminal SNR the last is set
-/// to 2^-24 so that its sigma stays finite.
-pub(crate) fn alphas_cumprod(schedule: &NoiseSchedule<'_>) -> Vec<f32> {
-    let mut alphas_cumprod = schedule.alphas_cumprod();
-    if schedule.rescale_betas_zero_snr {
-        if let Some(last) = alphas_cumprod.last_mut() {
-            *last = 2f32.powi(-24);
-        }
-    }
-    alphas_cumprod
-}
-
 /// How the multistep schedulers place their sigmas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SigmaSpacing {
@@ -738,9 +716,4 @@ pub(crate) fn lambda(alpha_t: f32, sigma_t: f32) -> f32 {
 /// `c * t` with c a float32 scalar, as torch multiplies a 0-d float32 tensor into a tensor.
 pub(crate) fn mul(t: &Tensor, c: f32) -> Result<Tensor> {
     Ok(t.affine(f64::from(c), 0.0)?)
-}
-
-/// `t / c`, a true float32 division as torch's (not a multiplication by 1 / c).
-pub(crate) fn div(t: &Tensor, c: f32) -> Result<Tensor> {
-    Ok(t.broadcast_div(&Tensor::new(c, t.device())?)?)
 }

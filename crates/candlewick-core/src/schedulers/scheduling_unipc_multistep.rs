@@ -6,11 +6,12 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Deserializer};
 
+use super::alphas::{check_steps_offset, div_scalar};
 use super::config::{BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, TimestepSpacing, UniPcSolverType};
 use super::scheduler::{Scheduler, StepNoise};
 use super::scheduling_dpmsolver_multistep::{
-    alpha_sigma_t, alphas_cumprod, check_schedule, check_sigma_spacing, check_steps_offset, div, index_for_timestep,
-    lambda, mul, multistep_timesteps, noise_index, refuse_unsupported, spaced_sigmas, SigmaSpacing,
+    alpha_sigma_t, check_schedule, check_sigma_spacing, index_for_timestep, lambda, mul, multistep_timesteps,
+    noise_index, refuse_unsupported, spaced_sigmas, SigmaSpacing,
 };
 use super::sigmas;
 use crate::error::{expected, Error, Result};
@@ -205,7 +206,7 @@ impl UniPcMultistepScheduler {
         if n == 0 || n > train {
             return Err(expected(&format!("integer between 1 and {train}"), "num_inference_steps", n));
         }
-        let alphas_cumprod = alphas_cumprod(&config.noise_schedule());
+        let alphas_cumprod = config.noise_schedule().alphas_cumprod_for_sigmas();
         let training = sigmas::training_sigmas(&alphas_cumprod);
         let spaced = multistep_timesteps(config.timestep_spacing, train, train, config.steps_offset, n);
         let spacing = SigmaSpacing::of(config.use_karras_sigmas, config.use_exponential_sigmas, false);
@@ -258,10 +259,10 @@ impl UniPcMultistepScheduler {
     fn convert_model_output(&self, model_output: &Tensor, sample: &Tensor, i: usize) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma_t(self.sigmas[i]);
         Ok(match (self.config.predict_x0, self.config.prediction_type) {
-            (true, PredictionType::Epsilon) => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t)?,
+            (true, PredictionType::Epsilon) => div_scalar(&(sample - mul(model_output, sigma_t)?)?, alpha_t)?,
             (true, PredictionType::Sample) | (false, PredictionType::Epsilon) => model_output.clone(),
             (true, PredictionType::VPrediction) => (mul(sample, alpha_t)? - mul(model_output, sigma_t)?)?,
-            (false, PredictionType::Sample) => div(&(sample - mul(model_output, alpha_t)?)?, sigma_t)?,
+            (false, PredictionType::Sample) => div_scalar(&(sample - mul(model_output, alpha_t)?)?, sigma_t)?,
             (false, PredictionType::VPrediction) => (mul(model_output, alpha_t)? + mul(sample, sigma_t)?)?,
         })
     }
@@ -289,7 +290,7 @@ impl UniPcMultistepScheduler {
             let (alpha_si, sigma_si) = alpha_sigma_t(self.sigmas[s0 - k]);
             let rk = (lambda(alpha_si, sigma_si) - lambda_s0) / h;
             rks.push(rk);
-            d1s.push(div(&(self.output(k + 1)? - m0)?, rk)?);
+            d1s.push(div_scalar(&(self.output(k + 1)? - m0)?, rk)?);
         }
         rks.push(1.0);
 
