@@ -17,6 +17,7 @@ crates/candlewick-core/tests/schedulers.rs checks Candlewick against these.
 """
 
 import inspect
+import math
 import json
 import os
 import sys
@@ -124,6 +125,79 @@ CASES = [
       "clip_sample_range": 0.5}, 7, {}),
     ("heun_sd15_exponential_sample_6", "HeunDiscreteScheduler", SD15,
      {"use_exponential_sigmas": True, "prediction_type": "sample", "timestep_spacing": "linspace"}, 6, {}),
+    # DPMSolverMultistepScheduler: DPM++ 2M (N < 15: the last two steps lower order), Karras, SDE, orders 1-3,
+    # heun, each spacing (SD1.5's config has none: linspace; leading's // (N + 1)), predictions, final sigmas, clipping.
+    ("dpm_sd15_20", "DPMSolverMultistepScheduler", SD15, {}, 20, {}),
+    ("dpm_sd15_10", "DPMSolverMultistepScheduler", SD15, {}, 10, {}),
+    ("dpm_leading_sd15_20", "DPMSolverMultistepScheduler", SD15, {"timestep_spacing": "leading"}, 20, {}),
+    ("dpm_leading_karras_sd15_12", "DPMSolverMultistepScheduler", SD15,
+     {"timestep_spacing": "leading", "use_karras_sigmas": True}, 12, {}),
+    ("dpm_karras_sd15_25", "DPMSolverMultistepScheduler", SD15, {"use_karras_sigmas": True}, 25, {}),
+    ("dpm_karras_sd15_8", "DPMSolverMultistepScheduler", SD15, {"use_karras_sigmas": True}, 8, {}),
+    ("dpm_sde_sd15_12", "DPMSolverMultistepScheduler", SD15, {"algorithm_type": "sde-dpmsolver++"}, 12, {}),
+    ("dpm_sde_karras_sd15_20", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}, 20, {}),
+    ("dpm_order3_sd15_20", "DPMSolverMultistepScheduler", SD15, {"solver_order": 3}, 20, {}),
+    ("dpm_order3_sd15_10", "DPMSolverMultistepScheduler", SD15, {"solver_order": 3}, 10, {}),
+    ("dpm_order1_sd15_10", "DPMSolverMultistepScheduler", SD15, {"solver_order": 1}, 10, {}),
+    ("dpm_heun_sd15_16", "DPMSolverMultistepScheduler", SD15, {"solver_type": "heun"}, 16, {}),
+    ("dpm_sde_heun_sd15_10", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun"}, 10, {}),
+    ("dpm_sde_order3_sd15_18", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, 18, {}),
+    ("dpm_trailing_vpred_25", "DPMSolverMultistepScheduler", SD15,
+     {"timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 25, {}),
+    ("dpm_linspace_sample_12", "DPMSolverMultistepScheduler", SD15,
+     {"timestep_spacing": "linspace", "prediction_type": "sample"}, 12, {}),
+    ("dpm_defaults_20", "DPMSolverMultistepScheduler", None, {}, 20, {}),
+    ("dpm_sigma_min_euler_final_16", "DPMSolverMultistepScheduler", SD15,
+     {"final_sigmas_type": "sigma_min", "euler_at_final": True}, 16, {}),
+    ("dpm_sigma_min_16", "DPMSolverMultistepScheduler", SD15, {"final_sigmas_type": "sigma_min"}, 16, {}),
+    ("dpm_sigma_min_no_lower_final_10", "DPMSolverMultistepScheduler", SD15,
+     {"final_sigmas_type": "sigma_min", "lower_order_final": False, "solver_order": 3}, 10, {}),
+    ("dpm_dpmsolver_12", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}, 12, {}),
+    ("dpm_dpmsolver_heun_order3_18", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3, "solver_type": "heun",
+      "prediction_type": "v_prediction"}, 18, {}),
+    ("dpm_sde_dpmsolver_12", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}, 12, {}),
+    ("dpm_sde_dpmsolver_heun_16", "DPMSolverMultistepScheduler", SD15,
+     {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min", "solver_type": "heun",
+      "prediction_type": "sample"}, 16, {}),
+    ("dpm_cosine_clipped_trailing_15", "DPMSolverMultistepScheduler", None,
+     {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1, "timestep_spacing": "trailing"}, 15, {}),
+    ("dpm_cosine_clipped_linspace_15", "DPMSolverMultistepScheduler", None,
+     {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}, 15, {}),
+    ("dpm_lu_lambdas_sd15_20", "DPMSolverMultistepScheduler", SD15, {"use_lu_lambdas": True}, 20, {}),
+    ("dpm_exponential_sd15_15", "DPMSolverMultistepScheduler", SD15, {"use_exponential_sigmas": True}, 15, {}),
+    ("dpm_zero_snr_trailing_20", "DPMSolverMultistepScheduler", SD15,
+     {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 20, {}),
+    ("dpm_trailing_61", "DPMSolverMultistepScheduler", SD15, {"timestep_spacing": "trailing"}, 61, {}),
+    # UniPCMultistepScheduler: bh2 / bh1, orders 1-3, the corrector (and disable_corrector), Karras, spacings.
+    ("unipc_sd15_20", "UniPCMultistepScheduler", SD15, {}, 20, {}),
+    ("unipc_sd15_8", "UniPCMultistepScheduler", SD15, {}, 8, {}),
+    ("unipc_leading_sd15_20", "UniPCMultistepScheduler", SD15, {"timestep_spacing": "leading"}, 20, {}),
+    ("unipc_karras_sd15_20", "UniPCMultistepScheduler", SD15, {"use_karras_sigmas": True}, 20, {}),
+    ("unipc_order3_sd15_20", "UniPCMultistepScheduler", SD15, {"solver_order": 3}, 20, {}),
+    ("unipc_order1_sd15_10", "UniPCMultistepScheduler", SD15, {"solver_order": 1}, 10, {}),
+    ("unipc_bh1_order3_sigma_min_12", "UniPCMultistepScheduler", SD15,
+     {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"}, 12, {}),
+    ("unipc_disable_corrector_12", "UniPCMultistepScheduler", SD15, {"disable_corrector": [0, 5]}, 12, {}),
+    ("unipc_no_lower_final_order3_10", "UniPCMultistepScheduler", SD15,
+     {"lower_order_final": False, "solver_order": 3, "final_sigmas_type": "sigma_min"}, 10, {}),
+    ("unipc_predict_eps_vpred_12", "UniPCMultistepScheduler", SD15,
+     {"predict_x0": False, "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction", "solver_order": 3}, 12, {}),
+    ("unipc_trailing_vpred_25", "UniPCMultistepScheduler", SD15,
+     {"timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 25, {}),
+    ("unipc_defaults_sample_15", "UniPCMultistepScheduler", None, {"prediction_type": "sample"}, 15, {}),
+    ("unipc_karras_sigma_min_16", "UniPCMultistepScheduler", SD15,
+     {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, 16, {}),
+    ("unipc_karras_range_12", "UniPCMultistepScheduler", SD15,
+     {"use_karras_sigmas": True, "sigma_min": 0.1, "sigma_max": 10.0}, 12, {}),
+    ("unipc_exponential_sd15_15", "UniPCMultistepScheduler", SD15, {"use_exponential_sigmas": True}, 15, {}),
+    ("unipc_zero_snr_trailing_20", "UniPCMultistepScheduler", SD15,
+     {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 20, {}),
 ]
 
 # Whole 5-step pipelines on test/fixtures/tiny-sd with the scheduler swapped in
@@ -137,6 +211,10 @@ PIPELINE_CASES = [
     ("pndm_prk", "PNDMScheduler", {"skip_prk_steps": False}),
     # Heun with Karras sigmas: two UNet calls a step at fractional timesteps, 5 steps = 9 calls.
     ("heun_karras", "HeunDiscreteScheduler", {"use_karras_sigmas": True}),
+    # DPM++ 2M Karras (timesteps rounded from Karras sigmas, the last two steps lower order) and UniPC (its corrector
+    # reusing the previous UNet output).
+    ("dpm_2m_karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    ("unipc", "UniPCMultistepScheduler", {}),
 ]
 
 
@@ -162,7 +240,9 @@ def jsonable(value):
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no infinity: DPM-Solver's lambda_min_clipped=-inf is null (no clipping)
     return value
 
 
@@ -212,6 +292,7 @@ def run_case(name, class_name, base, overrides, steps, step_kwargs, tensors):
                 kwargs["generator"] = step_generator
             out = scheduler.step(model_output, t, sample, **kwargs)
             prev = out.prev_sample if hasattr(out, "prev_sample") else out[0]
+            assert torch.isfinite(prev).all(), f"{name}: diffusers' step {i} is not finite"
             tensors[f"{name}.{i}.model_input"] = model_input.clone()
             tensors[f"{name}.{i}.model_output"] = model_output.clone()
             tensors[f"{name}.{i}.prev_sample"] = prev.clone()

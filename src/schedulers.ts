@@ -173,6 +173,81 @@ export interface HeunDiscreteSchedulerOptions extends NoiseScheduleOptions, Sigm
   clipSampleRange?: number;
 }
 
+/** Where the last step lands: "zero" (the clean sample) or "sigma_min" (the smallest training noise level). */
+export type FinalSigmasType = "zero" | "sigma_min";
+
+/** The noise-level spacing fields the multistep schedulers share (at most one may be true). */
+export interface MultistepSigmaOptions {
+  /** Karras et al.'s noise levels (rho 7) over the whole training range, timesteps rounded from them. Not with betaSchedule "squaredcos_cap_v2". Default: the model's (diffusers: false). */
+  useKarrasSigmas?: boolean;
+  /** Noise levels evenly spaced in log space. Not with betaSchedule "squaredcos_cap_v2". Default: the model's (diffusers: false). */
+  useExponentialSigmas?: boolean;
+  /** Beta-distributed noise levels: not supported (true is refused). Default: the model's (false). */
+  useBetaSigmas?: boolean;
+  /** Flow-matching noise levels, for flow models: not supported (true is refused). Default: the model's (false). */
+  useFlowSigmas?: boolean;
+  /** The noise level after the last step. Default: the model's (diffusers: "zero"). */
+  finalSigmasType?: FinalSigmasType;
+  /** Dynamic thresholding of x0 (pixel-space models only: true is refused for Stable Diffusion). Default: the model's (false). */
+  thresholding?: boolean;
+  /** Quantile for dynamic thresholding. Default: the model's (diffusers: 0.995). */
+  dynamicThresholdingRatio?: number;
+  /** Bound for dynamic thresholding. Default: the model's (diffusers: 1). */
+  sampleMaxValue?: number;
+  /** Rescale betas to zero terminal SNR. Default: the model's (diffusers: false). */
+  rescaleBetasZeroSnr?: boolean;
+}
+
+/**
+ * DPM-Solver / DPM-Solver++ multistep (Lu et al. 2022) as diffusers' DPMSolverMultistepScheduler: "DPM++ 2M",
+ * with "dpm++-2m-karras", "dpm++-2m-sde" and "dpm++-2m-sde-karras" as presets. Its timestepSpacing default
+ * is "linspace"; "leading" spaces numTrainTimesteps // (steps + 1).
+ */
+export interface DpmSolverMultistepSchedulerOptions extends NoiseScheduleOptions, MultistepSigmaOptions {
+  type?: "dpmsolver-multistep" | "DPMSolverMultistepScheduler" | "dpm++-2m" | "dpm++-2m-karras" | "dpm++-2m-sde" | "dpm++-2m-sde-karras";
+  /** "dpmsolver++", "sde-dpmsolver++" (fresh noise each step), or diffusers' deprecated "dpmsolver" / "sde-dpmsolver" (which need finalSigmasType "sigma_min"). Default: the model's (diffusers: "dpmsolver++"). */
+  algorithmType?: "dpmsolver++" | "sde-dpmsolver++" | "dpmsolver" | "sde-dpmsolver";
+  /** The solver's order, 1, 2 or 3 (2 for guided sampling; "sde-dpmsolver" has no 3). Default: the model's (diffusers: 2). */
+  solverOrder?: 1 | 2 | 3;
+  /** The second-order update. Default: the model's (diffusers: "midpoint"). */
+  solverType?: "midpoint" | "heun";
+  /** With fewer than 15 steps, the last two steps drop to lower orders (steadier). Default: the model's (diffusers: true). */
+  lowerOrderFinal?: boolean;
+  /** The last step is first order whatever the step count. Default: the model's (diffusers: false). */
+  eulerAtFinal?: boolean;
+  /** Uniform steps in log SNR (Lu et al.'s lambdas). Not with betaSchedule "squaredcos_cap_v2". Default: the model's (diffusers: false). */
+  useLuLambdas?: boolean;
+  /** Timesteps whose log(alpha / sigma) is below this are cut off (cosine-schedule models use -5.1); null: none (diffusers' -Infinity, which JSON cannot carry). Default: the model's (diffusers: -Infinity, read as null). */
+  lambdaMinClipped?: number | null;
+  /** Models that predict their variance: not supported (only null). Default: the model's (null). */
+  varianceType?: null;
+}
+
+/**
+ * UniPC (Zhao et al. 2023) as diffusers' UniPCMultistepScheduler: a predictor-corrector with one UNet call a step,
+ * with "unipc-karras" as a preset. Its timestepSpacing default is "linspace"; "leading" spaces
+ * numTrainTimesteps // (steps + 1).
+ */
+export interface UniPcMultistepSchedulerOptions extends NoiseScheduleOptions, MultistepSigmaOptions {
+  type?: "unipc" | "UniPCMultistepScheduler" | "unipc-karras";
+  /** The solver's order, 1, 2 or 3 (2 for guided sampling, 3 for unconditional). Default: the model's (diffusers: 2). */
+  solverOrder?: 1 | 2 | 3;
+  /** B(h): "bh2" for guided sampling, "bh1" (which needs finalSigmasType "sigma_min"). Default: the model's (diffusers: "bh2"). */
+  solverType?: "bh1" | "bh2";
+  /** Solve for the clean sample (true) or the noise (false, which needs finalSigmasType "sigma_min"). Default: the model's (diffusers: true). */
+  predictX0?: boolean;
+  /** The last steps use at most as many previous outputs as steps remain. Default: the model's (diffusers: true). */
+  lowerOrderFinal?: boolean;
+  /** Steps (0-based) whose result the next step does not correct. Default: the model's (diffusers: []). */
+  disableCorrector?: readonly number[];
+  /** The smallest noise level of Karras / exponential spacing; null: the smallest training one. Default: the model's (null). */
+  sigmaMin?: number | null;
+  /** The largest noise level of Karras / exponential spacing; null: the largest training one. Default: the model's (null). */
+  sigmaMax?: number | null;
+  /** Flow models' timestep shift: not supported (true is refused). Default: the model's (false). */
+  useDynamicShifting?: boolean;
+}
+
 /** Any scheduler's options, told apart by `type`. */
 export type SchedulerOptions =
   | DdimSchedulerOptions
@@ -181,7 +256,9 @@ export type SchedulerOptions =
   | LcmSchedulerOptions
   | EulerDiscreteSchedulerOptions
   | EulerAncestralDiscreteSchedulerOptions
-  | HeunDiscreteSchedulerOptions;
+  | HeunDiscreteSchedulerOptions
+  | DpmSolverMultistepSchedulerOptions
+  | UniPcMultistepSchedulerOptions;
 
 /** A scheduler by name ("ddim", a diffusers class name, or a preset such as "dpm++-2m-karras"), or its options. */
 export type SchedulerChoice = SchedulerOptions | SchedulerOptions["type"] & string;

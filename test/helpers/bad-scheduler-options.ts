@@ -48,4 +48,9 @@ export const BAD_SCHEDULER_FIELDS: BadCase[] = [
   { options: s({ type: "euler-karras", useExponentialSigmas: true }), message: "Expected false when scheduler.useKarrasSigmas is true (only one sigma schedule can be used) for scheduler.useExponentialSigmas but received true" },
   { options: s({ type: "euler-a", predictionType: "sample" }), message: `Expected "epsilon" or "v_prediction" (diffusers' EulerAncestralDiscreteScheduler does not implement "sample") for scheduler.predictionType but received "sample"` },
   { options: s({ type: "heun", finalSigmasType: "zero" }), message: "scheduler.finalSigmasType is not an option of the heun scheduler (HeunDiscreteScheduler); its options are numTrainTimesteps, betaStart, betaEnd, betaSchedule, trainedBetas, predictionType, useKarrasSigmas, useExponentialSigmas, useBetaSigmas, clipSample, clipSampleRange, timestepSpacing, stepsOffset" },
+  // DPM-Solver and UniPC: orders, combinations diffusers refuses or turns into NaN images.
+  { options: s({ type: "dpm++-2m", solverOrder: 4 }), message: "Expected 1, 2 or 3 for scheduler.solverOrder but received 4" },
+  { options: s({ type: "dpmsolver-multistep", algorithmType: "dpmsolver" }), message: 'Expected "sigma_min" with scheduler.algorithmType "dpmsolver" (as diffusers requires) for scheduler.finalSigmasType but received "zero"' },
+  { options: s({ type: "dpm++-2m-karras", betaSchedule: "squaredcos_cap_v2" }), message: 'Expected false with scheduler.betaSchedule "squaredcos_cap_v2" (its first two timesteps coincide; diffusers fails) for scheduler.useKarrasSigmas but received true' },
+  { options: s({ type: "unipc", solverType: "bh1" }), message: 'Expected "bh2" with scheduler.finalSigmasType "zero" (diffusers\' last bh1 step is NaN; use "sigma_min") for scheduler.solverType but received "bh1"' },
 ];

@@ -22,7 +22,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Parse a config's JSON text; errors name `path` and, past the syntax, the field at fault
 /// ("is not a valid config: block_out_channels: invalid type: string ..., expected a sequence").
 pub fn parse_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    let mut json = serde_json::Deserializer::from_str(text);
+    let text = python_infinity_as_null(text);
+    let mut json = serde_json::Deserializer::from_str(&text);
     let value: T = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -35,6 +36,36 @@ pub fn parse_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     })?;
     json.end().map_err(|e| Error::model(path, format!("is not a valid config: {e}")))?;
     Ok(value)
+}
+
+/// Python's `json` writes -inf as the bare literal `-Infinity`, which JSON lacks: every
+/// DPMSolverMultistepScheduler config diffusers saves carries `"lambda_min_clipped": -Infinity`
+/// (its default). Outside strings it becomes `null`, which the fields that hold -inf read as
+/// -infinity (`lambda_min_clipped: None`). Other text is left as it is.
+fn python_infinity_as_null(text: &str) -> std::borrow::Cow<'_, str> {
+    const LITERAL: &str = "-Infinity";
+    if !text.contains(LITERAL) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !in_string && rest.starts_with(LITERAL) {
+            out.push_str("null");
+            rest = &rest[LITERAL.len()..];
+            continue;
+        }
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => in_string = !in_string,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 /// model_index.json: which pipeline class and which component folders.

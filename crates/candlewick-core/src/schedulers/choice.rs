@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::scheduler::Scheduler;
 use super::scheduling_ddim::{DdimScheduler, DdimSchedulerConfig};
 use super::scheduling_ddpm::{DdpmScheduler, DdpmSchedulerConfig};
+use super::scheduling_dpmsolver_multistep::{DpmSolverMultistepScheduler, DpmSolverMultistepSchedulerConfig};
 use super::scheduling_euler_ancestral_discrete::{
     EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig,
 };
@@ -15,6 +16,7 @@ use super::scheduling_euler_discrete::{EulerDiscreteScheduler, EulerDiscreteSche
 use super::scheduling_heun_discrete::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
 use super::scheduling_lcm::{LcmScheduler, LcmSchedulerConfig};
 use super::scheduling_pndm::{PndmScheduler, PndmSchedulerConfig};
+use super::scheduling_unipc_multistep::{UniPcMultistepScheduler, UniPcMultistepSchedulerConfig};
 use crate::error::{expected, Error, Result};
 
 /// The schedulers Candlewick implements. Each has a config struct (serde, diffusers' defaults)
@@ -28,6 +30,8 @@ pub enum SchedulerKind {
     EulerDiscrete,
     EulerAncestralDiscrete,
     HeunDiscrete,
+    DpmSolverMultistep,
+    UniPcMultistep,
 }
 
 /// Each kind's diffusers class name and the `type` name a call uses.
@@ -39,6 +43,8 @@ const KINDS: &[(SchedulerKind, &str, &str)] = &[
     (SchedulerKind::EulerDiscrete, "EulerDiscreteScheduler", "euler"),
     (SchedulerKind::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler", "euler-ancestral"),
     (SchedulerKind::HeunDiscrete, "HeunDiscreteScheduler", "heun"),
+    (SchedulerKind::DpmSolverMultistep, "DPMSolverMultistepScheduler", "dpmsolver-multistep"),
+    (SchedulerKind::UniPcMultistep, "UniPCMultistepScheduler", "unipc"),
 ];
 
 /// Names users know from web UIs and other tools: a kind plus the fields that make it
@@ -49,7 +55,26 @@ const PRESETS: &[(&str, SchedulerKind, &[(&str, PresetValue)])] = &[
     ("euler-karras", SchedulerKind::EulerDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
     ("euler-a", SchedulerKind::EulerAncestralDiscrete, &[]),
     ("heun-karras", SchedulerKind::HeunDiscrete, &[("use_karras_sigmas", PresetValue::Bool(true))]),
+    ("dpm++-2m", SchedulerKind::DpmSolverMultistep, &DPM_2M),
+    ("dpm++-2m-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_KARRAS),
+    ("dpm++-2m-sde", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE),
+    ("dpm++-2m-sde-karras", SchedulerKind::DpmSolverMultistep, &DPM_2M_SDE_KARRAS),
+    // "unipc" itself is UniPC's type name.
+    ("unipc-karras", SchedulerKind::UniPcMultistep, &[("use_karras_sigmas", PresetValue::Bool(true))]),
 ];
+
+/// DPM++ 2M as web UIs name it: DPM-Solver++ of order 2, with or without Karras sigmas, ODE or SDE.
+const fn dpm_2m(algorithm: &'static str, karras: bool) -> [(&'static str, PresetValue); 3] {
+    [
+        ("algorithm_type", PresetValue::Str(algorithm)),
+        ("solver_order", PresetValue::Int(2)),
+        ("use_karras_sigmas", PresetValue::Bool(karras)),
+    ]
+}
+const DPM_2M: [(&str, PresetValue); 3] = dpm_2m("dpmsolver++", false);
+const DPM_2M_KARRAS: [(&str, PresetValue); 3] = dpm_2m("dpmsolver++", true);
+const DPM_2M_SDE: [(&str, PresetValue); 3] = dpm_2m("sde-dpmsolver++", false);
+const DPM_2M_SDE_KARRAS: [(&str, PresetValue); 3] = dpm_2m("sde-dpmsolver++", true);
 
 /// A preset's field value (consts cannot hold `serde_json::Value`).
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +83,8 @@ enum PresetValue {
     Bool(bool),
     #[allow(dead_code)]
     Str(&'static str),
+    #[allow(dead_code)]
+    Int(i64),
 }
 
 impl SchedulerKind {
@@ -94,6 +121,8 @@ impl SchedulerKind {
             SchedulerKind::EulerDiscrete => serde_introspect::<EulerDiscreteSchedulerConfig>(),
             SchedulerKind::EulerAncestralDiscrete => serde_introspect::<EulerAncestralDiscreteSchedulerConfig>(),
             SchedulerKind::HeunDiscrete => serde_introspect::<HeunDiscreteSchedulerConfig>(),
+            SchedulerKind::DpmSolverMultistep => serde_introspect::<DpmSolverMultistepSchedulerConfig>(),
+            SchedulerKind::UniPcMultistep => serde_introspect::<UniPcMultistepSchedulerConfig>(),
         }
     }
 
@@ -108,6 +137,12 @@ impl SchedulerKind {
                 Box::new(EulerAncestralDiscreteScheduler::new(parse(config)?, steps)?)
             }
             SchedulerKind::HeunDiscrete => Box::new(HeunDiscreteScheduler::new(parse(config)?, steps)?),
+            SchedulerKind::DpmSolverMultistep => {
+                Box::new(DpmSolverMultistepScheduler::new(parse::<DpmSolverMultistepSchedulerConfig>(config)?, steps)?)
+            }
+            SchedulerKind::UniPcMultistep => {
+                Box::new(UniPcMultistepScheduler::new(parse::<UniPcMultistepSchedulerConfig>(config)?, steps)?)
+            }
         })
     }
 }
@@ -213,6 +248,8 @@ impl SchedulerChoice {
                 parse::<EulerAncestralDiscreteSchedulerConfig>(&self.config)?.validate()
             }
             SchedulerKind::HeunDiscrete => parse::<HeunDiscreteSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::DpmSolverMultistep => parse::<DpmSolverMultistepSchedulerConfig>(&self.config)?.validate(),
+            SchedulerKind::UniPcMultistep => parse::<UniPcMultistepSchedulerConfig>(&self.config)?.validate(),
         }
     }
 }
@@ -228,6 +265,7 @@ fn resolve_type(name: &str) -> Result<(SchedulerKind, Map<String, Value>)> {
                 let v = match v {
                     PresetValue::Bool(b) => Value::Bool(*b),
                     PresetValue::Str(s) => Value::String((*s).into()),
+                    PresetValue::Int(i) => Value::from(*i),
                 };
                 (k.to_string(), v)
             })

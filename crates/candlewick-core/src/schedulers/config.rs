@@ -194,6 +194,18 @@ impl NoiseSchedule<'_> {
         let alphas: Vec<f32> = self.betas().iter().map(|b| 1.0 - b).collect();
         betas::cumprod_f32(&alphas)
     }
+
+    /// alphas_cumprod as the sigma-based schedulers (Euler, Heun, DPM-Solver, UniPC) hold it:
+    /// with zero terminal SNR the last one is 2^-24 instead of 0, so that its sigma stays finite (4096).
+    pub fn alphas_cumprod_for_sigmas(&self) -> Vec<f32> {
+        let mut alphas_cumprod = self.alphas_cumprod();
+        if self.rescale_betas_zero_snr {
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        alphas_cumprod
+    }
 }
 
 /// How DDPM's step noise is scaled (`variance_type`).
@@ -222,3 +234,43 @@ closed_enum!(VarianceType, "variance_type", [
     "learned" => Learned,
     "learned_range" => LearnedRange,
 ]);
+/// DPM-Solver's formulation (`algorithm_type` of `DPMSolverMultistepScheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlgorithmType {
+    /// DPM-Solver++: solves for the data prediction (the default; guided sampling).
+    #[default]
+    DpmSolverPlusPlus,
+    /// SDE-DPM-Solver++: the stochastic variant, fresh noise every step.
+    SdeDpmSolverPlusPlus,
+    /// DPM-Solver: solves for the noise prediction (deprecated in diffusers).
+    DpmSolver,
+    /// SDE-DPM-Solver: the stochastic noise-prediction variant (deprecated in diffusers).
+    SdeDpmSolver,
+}
+
+/// How DPM-Solver's second-order step is formed (`solver_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpmSolverType {
+    #[default]
+    Midpoint,
+    Heun,
+}
+
+/// UniPC's B(h) (`solver_type` of `UniPCMultistepScheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UniPcSolverType {
+    /// B(h) = h: for unconditional sampling.
+    Bh1,
+    /// B(h) = e^h - 1: for guided sampling.
+    #[default]
+    Bh2,
+}
+
+closed_enum!(AlgorithmType, "algorithm_type", [
+    "dpmsolver++" => DpmSolverPlusPlus,
+    "sde-dpmsolver++" => SdeDpmSolverPlusPlus,
+    "dpmsolver" => DpmSolver,
+    "sde-dpmsolver" => SdeDpmSolver,
+]);
+closed_enum!(DpmSolverType, "solver_type", ["midpoint" => Midpoint, "heun" => Heun]);
+closed_enum!(UniPcSolverType, "solver_type", ["bh1" => Bh1, "bh2" => Bh2]);

@@ -9,14 +9,17 @@ mod alphas;
 pub mod betas;
 mod choice;
 pub mod config;
+mod multistep;
 mod scheduler;
 pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
+pub mod scheduling_dpmsolver_multistep;
 pub mod scheduling_euler_ancestral_discrete;
 pub mod scheduling_euler_discrete;
 pub mod scheduling_heun_discrete;
 pub mod scheduling_lcm;
 pub mod scheduling_pndm;
+pub mod scheduling_unipc_multistep;
 pub mod sigmas;
 
 pub use choice::{SchedulerChoice, SchedulerKind};

@@ -256,13 +256,7 @@ impl Scheduler for EulerDiscreteScheduler {
 /// The training sigmas of a config, index = training timestep (float32). With zero terminal SNR
 /// the last alphas_cumprod is 2^-24 instead of 0, so the largest sigma is finite (4096).
 pub(crate) fn training_sigmas(schedule: &NoiseSchedule<'_>) -> Vec<f32> {
-    let mut alphas_cumprod = schedule.alphas_cumprod();
-    if schedule.rescale_betas_zero_snr {
-        if let Some(last) = alphas_cumprod.last_mut() {
-            *last = 2f32.powi(-24);
-        }
-    }
-    sigmas::training_sigmas(&alphas_cumprod)
+    sigmas::training_sigmas(&schedule.alphas_cumprod_for_sigmas())
 }
 
 /// `np.interp(timesteps, np.arange(len(sigmas)), sigmas)` (float64).
