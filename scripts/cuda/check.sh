@@ -2,7 +2,7 @@
 # CI's guard for the CUDA code, on a machine without a GPU: `cargo check` of the core and the
 # binding with the CUDA features (cuda, cudnn) against the pinned CUDA 13.0 toolkit from PyPI
 # (toolkit.sh), so that code behind `#[cfg(feature = "cuda")]` cannot rot. Our kernels
-# (src/kernels/fused.cu) are compiled for real by the core's build.rs. candle-kernels' PTX is
+# (src/cuda/kernels/*.cu) are compiled for real by the core's build.rs. candle-kernels' PTX is
 # stubbed out (candle-kernels-stub.sh): its build runs nvcc on candle's ~200 kernel files, about
 # 30 minutes on 2 cores, and a type check never loads them. flash-attn is left out for the same
 # reason (its kernels: scripts/cuda/flash-attn-sd.sh).

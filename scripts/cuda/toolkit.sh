@@ -25,7 +25,7 @@ pip_install() {
   echo "toolkit.sh: could not install $* from PyPI" >&2
   return 1
 }
-# cuDNN's frontend (C++ headers only) for src/cudnn/sdpa.cpp: its graph API builds the fused attention.
+# cuDNN's frontend (C++ headers only) for src/cuda/cudnn/sdpa.cpp: its graph API builds the fused attention.
 frontend() {
   [ -e "$home/include-cudnn-frontend/cudnn_frontend.h" ] && return
   pip_install "$prefix/frontend" nvidia-cudnn-frontend==1.32.0
