@@ -11,9 +11,11 @@
 //!   tails, elementwise) as candle custom ops.
 //! - [`cublaslt`]: linear layers and 1x1 convolutions as cuBLASLt products with fused epilogues.
 //! - [`cudnn`]: convolutions through cached cuDNN plans, and cuDNN's fused attention.
-//! - [`flash`]: FlashAttention-2.
+//! - [`flash`]: FlashAttention-2 (candle-flash-attn).
 //! - [`graph`]: the UNet step and the text encoder captured as CUDA graphs.
 //! - [`memory`]: how much GPU memory the process's tensors use.
+//! - [`settings`]: the paths a pipeline takes ([`CudaSettings`]), resolved once at load and
+//!   installed on the pipeline's thread; [`attention`] dispatches on them.
 //! - `op`: the custom-op macro, the kernel launch helper and plan timing they share.
 
 pub mod cublaslt;
@@ -24,6 +26,11 @@ pub mod graph;
 pub mod memory;
 #[cfg(feature = "cuda")]
 pub(crate) mod op;
+pub mod settings;
+
+use candle_core::{Result, Tensor};
+
+pub use settings::{AttentionBackend, Autotune, ConvolutionPath, CudaSettings};
 
 /// `built!("feature", module::function(args))`: in a build with `feature`, the call (a
 /// `Result<Tensor>`) as `Ok(Some(..))`; in one without, `Ok(None)` (the caller composes candle's
@@ -43,6 +50,25 @@ macro_rules! built {
 }
 
 pub(crate) use built;
+
+/// softmax(q kᵀ / sqrt(d)) v on [b, seq, heads, d] tensors through the fused kernel the thread's
+/// [`CudaSettings`] choose for it (see [`AttentionBackend`]); None where none runs, and the caller
+/// takes candle's ops.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    match settings::current().attention {
+        AttentionBackend::Math => Ok(None),
+        AttentionBackend::Flash2 => flash::attention(q, k, v),
+        AttentionBackend::CudnnFused => cudnn::attention(q, k, v),
+        AttentionBackend::Auto => {
+            if q.dim(1)? == k.dim(1)? {
+                if let Some(out) = cudnn::attention(q, k, v)? {
+                    return Ok(Some(out));
+                }
+            }
+            flash::attention(q, k, v)
+        }
+    }
+}
 
 /// What this build of the core carries.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -168,7 +168,11 @@ pub fn group_norm_of_conv_tail(
     let (n, p, q, c) = y.dims4()?;
     // The kernels' 16-byte accesses: blocks of whole groups in 8-channel vectors, every tensor
     // starting on 8 halves (candle's allocations are 256-byte aligned).
-    let fits = groups > 0 && c % groups == 0 && block_channels(c, groups) % 8 == 0 && c / groups <= 512 && n <= 65_535;
+    let fits = groups > 0
+        && c % groups == 0
+        && block_channels(c, groups).is_multiple_of(8)
+        && c / groups <= 512
+        && n <= 65_535;
     let sizes = conv_bias.dims() == [c] && weight.dims() == [c] && bias.dims() == [c];
     let aligned = [Some(y), Some(conv_bias), per_sample, Some(weight), Some(bias)]
         .into_iter()
@@ -186,7 +190,7 @@ fn block_channels(channels: usize, groups: usize) -> usize {
     let width = channels / groups;
     let mut per_block = 1;
     for k in 1..=groups {
-        if groups % k == 0 && k * width <= 64 {
+        if groups.is_multiple_of(k) && k * width <= 64 {
             per_block = k;
         }
     }
@@ -207,7 +211,8 @@ pub fn cat_dim1(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     let size = a.dtype().size_in_bytes();
     let n = a.dim(0)?;
     let whole_vectors = |t: &Tensor| {
-        t.elem_count() / n * size % 16 == 0 && (!t.is_contiguous() || t.layout().start_offset() * size % 16 == 0)
+        (t.elem_count() / n * size).is_multiple_of(16)
+            && (!t.is_contiguous() || (t.layout().start_offset() * size).is_multiple_of(16))
     };
     if !whole_vectors(a) || !whole_vectors(b) || (a.elem_count() + b.elem_count()) * size / 16 > u32::MAX as usize {
         return Ok(None);
