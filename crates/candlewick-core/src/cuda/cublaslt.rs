@@ -45,7 +45,7 @@ pub fn linear(
     {
         return Ok(None);
     }
-    crate::cuda::built!("cuda", imp::linear(xs, weight, bias, residual, &out_dims))
+    crate::cuda::features::built!("cuda", imp::linear(xs, weight, bias, residual, &out_dims))
 }
 
 /// `addend + conv(xs)` for a 1x1 convolution without bias on NCHW tensors: `xs` [b, c, h, w],
@@ -68,7 +68,7 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
     {
         return Ok(None);
     }
-    crate::cuda::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
+    crate::cuda::features::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
 }
 
 fn f16_on_cuda(t: &Tensor) -> bool {

@@ -20,7 +20,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     if !usable(q, k, v)? {
         return Ok(None);
     }
-    crate::cuda::built!("flash-attn", run(q, k, v))
+    crate::cuda::features::built!("flash-attn", run(q, k, v))
 }
 
 fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {

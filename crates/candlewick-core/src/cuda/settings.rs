@@ -175,9 +175,12 @@ impl CudaSettings {
         let cuda = device.is_cuda();
         let f16 = dtype == DType::F16;
         let mut fallbacks = Vec::new();
-        let flash = super::flash::compiled() && cuda && f16;
-        let cudnn_attention = super::cudnn::compiled() && cuda && f16;
-        let cudnn = super::cudnn::compiled() && cuda;
+        // What the build carries (`cuda::build_info`), read here so that the libraries' modules,
+        // which read the installed settings, are not read back.
+        let (flash_built, cudnn_built) = (cfg!(feature = "flash-attn"), cfg!(feature = "cudnn"));
+        let flash = flash_built && cuda && f16;
+        let cudnn_attention = cudnn_built && cuda && f16;
+        let cudnn = cudnn_built && cuda;
 
         let attention = match self.attention {
             AttentionBackend::Auto if flash || cudnn_attention => AttentionBackend::Auto,
@@ -185,12 +188,12 @@ impl CudaSettings {
             AttentionBackend::Flash2 if flash => AttentionBackend::Flash2,
             AttentionBackend::CudnnFused if cudnn_attention => AttentionBackend::CudnnFused,
             AttentionBackend::Flash2 => {
-                let why = unavailable(super::flash::compiled(), "FlashAttention-2", cuda, f16);
+                let why = unavailable(flash_built, "FlashAttention-2", cuda, f16);
                 fallbacks.push(format!("attention \"flash\" is unavailable: {why}; using \"math\""));
                 AttentionBackend::Math
             }
             AttentionBackend::CudnnFused => {
-                let why = unavailable(super::cudnn::compiled(), "cuDNN", cuda, f16);
+                let why = unavailable(cudnn_built, "cuDNN", cuda, f16);
                 fallbacks.push(format!("attention \"cudnn\" is unavailable: {why}; using \"math\""));
                 AttentionBackend::Math
             }
@@ -200,7 +203,7 @@ impl CudaSettings {
             ConvolutionPath::Auto | ConvolutionPath::Candle => ConvolutionPath::Candle,
             path if cudnn => path,
             path => {
-                let why = unavailable(super::cudnn::compiled(), "cuDNN", cuda, true);
+                let why = unavailable(cudnn_built, "cuDNN", cuda, true);
                 fallbacks.push(format!("convolution \"{}\" is unavailable: {why}; using \"candle\"", path.name()));
                 ConvolutionPath::Candle
             }

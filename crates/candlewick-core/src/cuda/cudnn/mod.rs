@@ -11,7 +11,8 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::cuda::{built, settings};
+use crate::cuda::features::built;
+use crate::cuda::settings;
 
 #[cfg(feature = "cudnn")]
 mod backend;
@@ -50,17 +51,6 @@ fn benchmarking() -> bool {
 /// Whether this build links cuDNN.
 pub fn compiled() -> bool {
     cfg!(feature = "cudnn")
-}
-
-/// cuDNN's version as major.minor.patch, when this build links it.
-pub fn version() -> Option<String> {
-    #[cfg(feature = "cudnn")]
-    {
-        let v = unsafe { cudarc::cudnn::sys::cudnnGetVersion() };
-        Some(format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100))
-    }
-    #[cfg(not(feature = "cudnn"))]
-    None
 }
 
 /// Free this thread's cuDNN workspace (the next convolution allocates what it needs): after a

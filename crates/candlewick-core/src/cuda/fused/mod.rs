@@ -13,7 +13,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::cuda::built;
+use crate::cuda::features::built;
 
 #[cfg(feature = "cuda")]
 mod conv_tail;
