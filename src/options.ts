@@ -69,6 +69,11 @@ export interface LoadOptions extends HubOptions {
   };
   /** Let f32 matrix products use TF32 units on CUDA (faster, ~1e-3 relative error). Default false. */
   tf32?: boolean;
+  /**
+   * Threads for this pipeline's CPU tensor work, in a pool of its own (1 to 1024). On a busy
+   * machine fewer threads than cores can be faster. Default: the cores available to the process.
+   */
+  threads?: number;
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -147,7 +152,9 @@ export const MAX_IMAGES_PER_CALL = 64;
 /** The most images per prompt (one prompt may take the whole call). */
 export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads"] as const;
+/** The most CPU threads one pipeline may ask for. */
+export const MAX_THREADS = 1024;
 const AUTOTUNE_KEYS = ["cudnn", "gemm"] as const;
 /** The boolean switches that the grouped GPU options replaced, each with what it became. */
 const REPLACED_LOAD_KEYS = new Map<string, [option: string, example: string]>([
@@ -205,6 +212,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
     if (a.gemm !== undefined) raw.autotune.gemm = boolean(a.gemm, "autotune.gemm");
   }
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
+  if (o.threads !== undefined) raw.threads = integerIn(o.threads, "threads", 1, MAX_THREADS);
   return raw;
 }
 

@@ -76,6 +76,8 @@ export interface PipelineInfo {
   numTrainTimesteps: number;
   /** The folder's scheduler class (scheduler_config.json's `_class_name`, e.g. "PNDMScheduler"): what runs unless a call's `scheduler` picks another. */
   scheduler: string;
+  /** Threads of the pipeline's own pool for CPU tensor work (the `threads` load option, or the cores available). */
+  threads: number;
 }
 
 /** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */

@@ -92,6 +92,7 @@ test(usageError, ["generate", "x", "--device", "CUDA"], 'Expected one of "auto",
 test(usageError, ["generate", "x", "--dtype", "f64"], 'Expected one of "auto", "f32", "f16" for --dtype but received "f64"');
 test(usageError, ["generate", "x", "--timestep-spacing", "LEADING"], 'Expected one of "leading", "trailing", "linspace" for --timestep-spacing but received "LEADING"');
 test(usageError, ["generate", "x", "--schedular", "ddim"], "unknown option --schedular (did you mean --scheduler?)");
+test(usageError, ["generate", "x", "--threads", "0"], "Expected integer between 1 and 1024 for --threads but received 0");
 test(usageError, ["generate", "x", "--negative_prompt", "y"], "unknown option --negative_prompt (did you mean --negative-prompt?)");
 test(usageError, ["generate", "x", "--model"], "option --model needs a value");
 test(usageError, ["generate", "x", "--out", "image"], 'Expected a file name ending in .png for --out but received "image"');

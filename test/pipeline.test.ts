@@ -96,6 +96,17 @@ test("image.settings echoes what the call ran with, defaults filled in (the fold
   t.false("stepsOffset" in euler!.settings!.schedulerConfig && "skipPrkSteps" in euler!.settings!.schedulerConfig);
 });
 
+test("threads: a pipeline with one CPU thread reports it and makes the same image", async (t) => {
+  const one = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f32", threads: 1 });
+  t.is(one.info.threads, 1);
+  t.true(pipe.info.threads >= 1);
+  const options = { prompt: "a red apple", ...SMALL, seed: 3 };
+  const [a] = await one.generate(options);
+  const [b] = await pipe.generate(options);
+  t.deepEqual(a!.data, b!.data);
+  await one.dispose();
+});
+
 test("onProgress is called once per step, in order, before the promise resolves", async (t) => {
   const seen: { step: number; totalSteps: number; timestep: number }[] = [];
   await pipe.generate({ prompt: "a red apple", ...SMALL, numInferenceSteps: 4, seed: 1, onProgress: (p) => seen.push(p) });

@@ -6,7 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
-import { DEVICES, DTYPES, MAX_STEPS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import { DEVICES, DTYPES, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
 import { closest, integerIn, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
@@ -23,6 +23,7 @@ export const COMMON_FLAGS = {
   seed: { type: "string" },
   device: { type: "string" },
   dtype: { type: "string" },
+  threads: { type: "string" },
   scheduler: { type: "string" },
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
@@ -43,6 +44,7 @@ export const COMMON_HELP = {
   --height <px>             Height, a multiple of 8 (default: the model's)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
+  --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
   --scheduler <name>        The scheduler: ddim, pndm (plms), ddpm, euler, euler-a, heun, dpm++-2m,
                             dpm++-2m-karras, dpm++-2m-sde-karras, unipc, lcm, ... or a diffusers class
                             name such as EulerDiscreteScheduler (default: the model's, from its folder)
@@ -86,6 +88,7 @@ export function loadOptionsFrom(v: CommonValues): LoadOptions {
   const load: LoadOptions = {};
   if (v.device !== undefined) load.device = oneOf(v.device, "--device", DEVICES);
   if (v.dtype !== undefined) load.dtype = oneOf(v.dtype, "--dtype", DTYPES);
+  if (v.threads !== undefined) load.threads = integerIn(integer(v.threads), "--threads", 1, MAX_THREADS);
   if (v.revision !== undefined) load.revision = v.revision;
   if (v.variant !== undefined) load.variant = oneOf(v.variant, "--variant", VARIANTS);
   return load;

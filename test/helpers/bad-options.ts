@@ -139,6 +139,9 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
 
 /** Load options rejected by the TypeScript validation. */
 export const BAD_LOAD_OPTIONS: BadCase[] = [
+  { options: { threads: 0 }, message: "Expected integer between 1 and 1024 for threads but received 0" },
+  { options: { threads: 2.5 }, message: "Expected integer between 1 and 1024 for threads but received 2.5" },
+  { options: { threads: "4" }, message: 'Expected integer between 1 and 1024 for threads but received "4"' },
   { options: { device: "gpu" }, message: 'Expected one of "auto", "cpu", "cuda" for device but received "gpu"' },
   { options: { dtype: "bf16" }, message: 'Expected one of "auto", "f32", "f16" for dtype but received "bf16"' },
   { options: { tf32: 1 }, message: "Expected boolean for tf32 but received 1" },
