@@ -10,9 +10,10 @@
 // without a CUDA build: the CUDA package), and the main package then lists only the platform
 // packages that were packed, so the tarballs install together offline. The CPU package of
 // this machine is never skipped: without it the main package would install with no native module.
-// Usage: node scripts/pack.mjs [--out DIR] [--node PLATFORM=FILE ...] [--all]
+// Usage: node scripts/pack.mjs [--out DIR] [--node PLATFORM=FILE ...] [--all] [--version V]
 //   --node overrides where a platform's .node comes from; --all fails when any platform is
-//   missing (scripts/release.mjs: a release ships every platform).
+//   missing (scripts/release.mjs: a release ships every platform); --version packs as version V
+//   instead of package.json's (release.mjs --dry-run, which changes no file).
 // Prints one line per tarball: its absolute path.
 
 import { execFileSync } from "node:child_process";
@@ -24,13 +25,14 @@ import { parseArgs } from "node:util";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
-  options: { out: { type: "string" }, node: { type: "string", multiple: true }, all: { type: "boolean" } },
+  options: { out: { type: "string" }, node: { type: "string", multiple: true }, all: { type: "boolean" }, version: { type: "string" } },
 });
 // The CPU package of the machine packing (napi's platform name), which the main package needs.
 const HOST_CPU = `${process.platform}-${process.arch}${process.platform === "linux" ? "-gnu" : ""}`;
 const out = resolve(values.out ?? join(root, ".scratch/packages"));
 const overrides = Object.fromEntries((values.node ?? []).map((spec) => spec.split("=")));
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+if (values.version) pkg.version = values.version;
 const stage = mkdtempSync(join(tmpdir(), "candlewick-pack-"));
 mkdirSync(out, { recursive: true });
 

@@ -105,6 +105,18 @@ test.serial("plain npm pack of the repository root is refused, naming pack:all",
   t.regex(error?.stderr ?? "", /without its native module .*run npm run pack:all/);
 });
 
+test.serial("release.mjs --dry-run changes no file, packs every platform at the new version and publishes the platform packages before the main one", async (t) => {
+  const files = ["package.json", "package-lock.json", "npm/linux-x64-gnu/package.json", "Cargo.toml", "Cargo.lock"];
+  const before = files.map((f) => readFileSync(join(ROOT, f), "utf8"));
+  const cuda = existsSync(REAL_CUDA) ? [] : ["--node", `linux-x64-gnu-cuda=${await stubCudaAddon(mkdtempSync(join(tmpdir(), "candlewick-release-")))}`];
+  const { stdout } = await run(process.execPath, [join(ROOT, "scripts/release.mjs"), "9.8.7", "--dry-run", "--skip-build", ...cuda], { env: { ...env, npm_config_offline: "true" } });
+  t.deepEqual(files.map((f) => readFileSync(join(ROOT, f), "utf8")), before, "no file changed");
+  t.regex(stdout, /version 9\.8\.7 -> Cargo\.toml/);
+  const published = [...stdout.matchAll(/^\+ (\S+)$/gm)].map((m) => m[1]);
+  t.deepEqual(published, ["candlewick-linux-x64-gnu@9.8.7", "candlewick-linux-x64-gnu-cuda@9.8.7", "candlewick@9.8.7"]);
+  rmSync(join(ROOT, ".scratch/release-9.8.7"), { recursive: true, force: true });
+});
+
 const bin = (name: string) => join(ROOT, "node_modules/.bin", name);
 const RUNTIMES: [string, string, string[]][] = [
   ["node", process.execPath, ["smoke.mjs"]],
