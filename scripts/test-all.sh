@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
+# Each phase's header says how long the run has taken so far (minutes:seconds).
+phase() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 # Downloads that outlive the clone (scripts/cache-dir.sh), started now so they overlap the
 # build: the CUDA toolkit wheels (check.sh waits for this install through toolkit.sh's lock)
 # and the Node releases.
@@ -20,7 +22,7 @@ passed=0; failed=0
 # napi builds the addon with `--target <host>`, so its artefacts live in target/<host>/release;
 # the same --target here reuses them instead of building candle a second time in target/release.
 host=$(rustc -vV | sed -n 's/^host: //p')
-echo "== cargo test (candlewick-core, --target $host)"
+phase "cargo test (candlewick-core, --target $host)"
 cargo test --release --target "$host" -p candlewick-core 2>&1 | tee "$logs/cargo.log" || status=1
 # cargo: "test result: ok. 12 passed; 0 failed; ..."
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
@@ -36,7 +38,7 @@ count_ava() {
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 }
 
-echo "== ava (package, CLI, runtimes, tarball install) on Node $(node --version)"
+phase "ava (package, CLI, runtimes, tarball install) on Node $(node --version)"
 npx ava 2>&1 | tee "$logs/ava.log" || status=1
 count_ava "$logs/ava.log"
 
@@ -46,13 +48,13 @@ wait "$runtimes_pid" || { echo "node-runtimes FAILED:"; cat "$logs/node-runtimes
 this_major=$(node -p 'process.versions.node.split(".")[0]')
 while read -r version node; do
   [ "${version%%.*}" = "$this_major" ] && continue
-  echo "== ava (pipeline, CLI) on Node $version"
+  phase "ava (pipeline, CLI) on Node $version"
   "$node" node_modules/ava/entrypoints/cli.mjs test/pipeline.test.ts test/cli.test.ts > "$logs/ava-$version.log" 2>&1 || status=1
   tail -4 "$logs/ava-$version.log"
   count_ava "$logs/ava-$version.log"
 done < "$logs/node-runtimes.txt"
 
-echo "== CUDA build check (scripts/cuda/check.sh: the .node built with cuda,cudnn against the CUDA 13.0 toolkit from PyPI, its links checked; no GPU needed)"
+phase "CUDA build check (scripts/cuda/check.sh: the .node built with cuda,cudnn against the CUDA 13.0 toolkit from PyPI, its links checked; no GPU needed)"
 wait
 if bash scripts/cuda/check.sh > "$logs/cuda-check.log" 2>&1; then
   passed=$((passed + 1))
@@ -69,6 +71,7 @@ else
   echo "-- free disk: $(df -h --output=avail . | tail -1)"
 fi
 
+phase "done"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status
