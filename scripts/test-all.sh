@@ -19,11 +19,14 @@ bash scripts/setup.sh || { wait; echo "0 passed, 1 failed"; exit 1; }
 status=0
 passed=0; failed=0
 
-# napi builds the addon with `--target <host>`, so its artefacts live in target/<host>/release;
-# the same --target here reuses them instead of building candle a second time in target/release.
+# The core's tests reuse the addon's build instead of compiling candle a second time: napi builds
+# with `--target <host>` (artefacts in target/<host>/release, not target/release), and with
+# candlewick-node selected too (it has no tests) cargo resolves the same dependency features as
+# napi's `-p candlewick-node` build (on its own, the core's build differs in syn's features, and
+# everything above syn would be rebuilt).
 host=$(rustc -vV | sed -n 's/^host: //p')
 phase "cargo test (candlewick-core, --target $host)"
-cargo test --release --target "$host" -p candlewick-core 2>&1 | tee "$logs/cargo.log" || status=1
+cargo test --release --target "$host" -p candlewick-core -p candlewick-node 2>&1 | tee "$logs/cargo.log" || status=1
 # cargo: "test result: ok. 12 passed; 0 failed; ..."
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
