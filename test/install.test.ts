@@ -1,14 +1,19 @@
-// The packages users install: every npm package packed with `npm pack` (scripts/pack.mjs), installed
-// from the tarballs into an empty project (npm --offline), with cargo, rustc and nvcc hidden from
-// PATH; then test/install/smoke.mjs generates with the tiny model that ships in the package
+// The packages users install, made and installed as the README tells: `npm run pack:all`
+// (scripts/pack.mjs, every npm package packed with `npm pack`) writes the tarballs, and
+// `npm install <folder>/*.tgz` puts them into an empty project (offline: pngjs, the one
+// dependency, is added as a tarball packed from node_modules, since `npm ci` fetches tarballs by
+// URL and leaves npm's cache without the metadata an offline install needs to resolve pngjs@^7), with cargo, rustc and nvcc hidden from PATH; then
+// test/install/smoke.mjs generates with the tiny model that ships in the package
 // (test/fixtures/tiny-sd, from scripts/make_fixtures.py) under Node, Bun and Deno, and the installed
-// `candlewick` command writes a PNG. The CUDA package holds the real CUDA build when one was built
-// (npm run build:cuda), else a stand-in that needs libcudart.so.13 (built here with cc): on a machine
-// without CUDA the loader must skip it for the CPU package and say why. Each runtime also downloads
-// the model by hub id from the loopback hub of test/helpers/hub-server.ts.
+// `candlewick` command writes a PNG. Without a CUDA build (npm run build:cuda) pack:all skips the
+// CUDA package and says so; the test then adds a stand-in CUDA package that needs libcudart.so.13
+// (built here with cc): on a machine without CUDA the loader must skip it for the CPU package and
+// say why. Each runtime also downloads the model by hub id from the loopback hub of
+// test/helpers/hub-server.ts. Plain `npm pack` of the repository root is refused (it would make a
+// package without its native module).
 
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
@@ -29,6 +34,8 @@ const env = { ...process.env, PATH, CANDLEWICK_NATIVE_LIBRARY_PATH: "", npm_conf
 
 let app = "";
 let packages: string[] = [];
+let packStderr = "";
+let work = "";
 let hub: HubServer;
 
 /** A stand-in CUDA build: a shared object that needs libcudart.so.13, which is then removed. */
@@ -44,31 +51,70 @@ async function stubCudaAddon(dir: string): Promise<string> {
 test.before(async () => {
   hub = await new HubServer().start();
   hub.addRepo("tiny/sd", { files: filesOf(TINY_SD), commit: "feedfacefeedfacefeedfacefeedfacefeedface" });
-  const work = mkdtempSync(join(tmpdir(), "candlewick-install-"));
+  work = mkdtempSync(join(tmpdir(), "candlewick-install-"));
   await run(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "tsconfig.json")]);
   await run(process.execPath, ["-e", `require("fs").cpSync(${JSON.stringify(join(ROOT, "src/generated"))}, ${JSON.stringify(join(ROOT, "dist/generated"))}, { recursive: true })`]);
-  const cuda = existsSync(REAL_CUDA) ? [] : ["--node", `linux-x64-gnu-cuda=${await stubCudaAddon(work)}`];
-  const { stdout } = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--out", join(work, "packages"), ...cuda]);
-  packages = stdout.trim().split("\n");
+  // The README's route: pack:all's tarballs, then `npm install <folder>/*.tgz`.
+  const folder = join(work, "packages");
+  const packed = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--out", folder]);
+  packages = packed.stdout.trim().split("\n");
+  packStderr = packed.stderr;
+  const installed = readdirSync(folder).filter((f) => f.endsWith(".tgz")).map((f) => join(folder, f));
+  if (!existsSync(REAL_CUDA)) {
+    const standin = join(work, "standin");
+    const { stdout } = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--out", standin, "--node", `linux-x64-gnu-cuda=${await stubCudaAddon(work)}`]);
+    installed.push(stdout.trim().split("\n").find((p) => p.includes("-cuda-"))!);
+  }
   app = join(work, "app");
   mkdirSync(app);
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
   copyFileSync(join(ROOT, "test/install/smoke.mjs"), join(app, "smoke.mjs"));
-  await run("npm", ["install", "--offline", "--no-audit", "--no-fund", ...packages], { cwd: app, env });
+  const pngjs = await run("npm", ["pack", "--silent", "--ignore-scripts", "--pack-destination", work, join(ROOT, "node_modules/pngjs")], { env });
+  installed.push(join(work, pngjs.stdout.trim().split("\n").pop()!));
+  await run("npm", ["install", "--offline", "--no-audit", "--no-fund", ...installed], { cwd: app, env });
 });
 
 test.after.always(async () => {
   await hub?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
-test.serial("npm pack makes the main package and one per platform folder, with the binaries in them", async (t) => {
-  t.deepEqual(packages.map((p) => p.split("/").pop()).sort(), ["candlewick-0.1.0.tgz", "candlewick-linux-x64-gnu-0.1.0.tgz", "candlewick-linux-x64-gnu-cuda-0.1.0.tgz"]);
+test.serial("pack:all makes the main package and one per built platform, with the binaries in them", async (t) => {
+  const cuda = existsSync(REAL_CUDA);
+  const expected = ["candlewick-0.1.0.tgz", "candlewick-linux-x64-gnu-0.1.0.tgz", ...(cuda ? ["candlewick-linux-x64-gnu-cuda-0.1.0.tgz"] : [])];
+  t.deepEqual(packages.map((p) => p.split("/").pop()).sort(), expected);
+  if (!cuda) t.regex(packStderr, /pack: skipped candlewick-linux-x64-gnu-cuda: no linux-x64-gnu-cuda build here .*npm run build:cuda makes it/);
   const main = JSON.parse(readFileSync(join(app, "node_modules/candlewick/package.json"), "utf8")) as Record<string, unknown>;
-  t.deepEqual(main.optionalDependencies, { "candlewick-linux-x64-gnu": "0.1.0", "candlewick-linux-x64-gnu-cuda": "0.1.0" });
+  t.deepEqual(main.optionalDependencies, { "candlewick-linux-x64-gnu": "0.1.0", ...(cuda ? { "candlewick-linux-x64-gnu-cuda": "0.1.0" } : {}) });
+  t.is(main.scripts, undefined, "no development scripts (nor the prepack guard) in the published package");
   t.false(existsSync(join(app, "node_modules/candlewick/candlewick.linux-x64-gnu.node")), "the main package carries no binary");
   t.true(existsSync(join(app, "node_modules/candlewick-linux-x64-gnu/candlewick.linux-x64-gnu.node")));
   t.true(existsSync(join(app, "node_modules/candlewick-linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node")));
   await t.throwsAsync(run("sh", ["-c", "command -v cargo || command -v nvcc"], { env }), undefined, "cargo and nvcc are hidden");
+});
+
+test.serial("pack:all --all (the release's packing) refuses to leave a platform out", async (t) => {
+  if (existsSync(REAL_CUDA)) return t.pass("every platform is built here");
+  const error = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--all", "--out", mkdtempSync(join(tmpdir(), "candlewick-pack-all-"))]).then(() => undefined, (e: Error & { stderr: string }) => e);
+  t.regex(error?.stderr ?? "", /candlewick\.linux-x64-gnu-cuda\.node is missing: build it \(npm run build:cuda on linux-x64-gnu-cuda\)/);
+});
+
+test.serial("plain npm pack of the repository root is refused, naming pack:all", async (t) => {
+  const error = await run("npm", ["pack", "--dry-run"], { cwd: ROOT, env }).then(() => undefined, (e: Error & { stderr: string }) => e);
+  t.truthy(error, "npm pack succeeded");
+  t.regex(error?.stderr ?? "", /without its native module .*run npm run pack:all/);
+});
+
+test.serial("release.mjs --dry-run changes no file, packs every platform at the new version and publishes the platform packages before the main one", async (t) => {
+  const files = ["package.json", "package-lock.json", "npm/linux-x64-gnu/package.json", "Cargo.toml", "Cargo.lock"];
+  const before = files.map((f) => readFileSync(join(ROOT, f), "utf8"));
+  const cuda = existsSync(REAL_CUDA) ? [] : ["--node", `linux-x64-gnu-cuda=${await stubCudaAddon(mkdtempSync(join(tmpdir(), "candlewick-release-")))}`];
+  const { stdout } = await run(process.execPath, [join(ROOT, "scripts/release.mjs"), "9.8.7", "--dry-run", "--skip-build", ...cuda], { env: { ...env, npm_config_offline: "true" } });
+  t.deepEqual(files.map((f) => readFileSync(join(ROOT, f), "utf8")), before, "no file changed");
+  t.regex(stdout, /version 9\.8\.7 -> Cargo\.toml/);
+  const published = [...stdout.matchAll(/^\+ (\S+)$/gm)].map((m) => m[1]);
+  t.deepEqual(published, ["candlewick-linux-x64-gnu@9.8.7", "candlewick-linux-x64-gnu-cuda@9.8.7", "candlewick@9.8.7"]);
+  rmSync(join(ROOT, ".scratch/release-9.8.7"), { recursive: true, force: true });
 });
 
 const bin = (name: string) => join(ROOT, "node_modules/.bin", name);

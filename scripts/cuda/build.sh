@@ -13,3 +13,4 @@ out=npm/linux-x64-gnu-cuda
 npx napi build --platform --release -p candlewick-node --features "$features" --no-js --output-dir "$CARGO_TARGET_DIR/napi-out" -- "${patch[@]}"
 cp "$CARGO_TARGET_DIR"/napi-out/candlewick.linux-x64-gnu.node "$out/candlewick.linux-x64-gnu-cuda.node"
 ls -la "$out/candlewick.linux-x64-gnu-cuda.node"
+bash scripts/cuda/check-links.sh "$out/candlewick.linux-x64-gnu-cuda.node"
