@@ -9,18 +9,28 @@
  */
 
 export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
-export { GeneratedImage, type PhaseTimings } from "./image.js";
+export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
 export type { AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
 export type {
   BetaSchedule,
   DdimSchedulerOptions,
-  PredictionType,
-  SchedulerOptions,
-  TimestepSpacing,
-  PndmSchedulerOptions,
   DdpmSchedulerOptions,
+  DpmSolverMultistepSchedulerOptions,
+  EulerAncestralDiscreteSchedulerOptions,
+  EulerDiscreteSchedulerOptions,
+  FinalSigmasType,
+  HeunDiscreteSchedulerOptions,
   LcmSchedulerOptions,
+  MultistepSigmaOptions,
+  NoiseScheduleOptions,
+  PndmSchedulerOptions,
+  PredictionType,
+  SchedulerChoice,
+  SchedulerOptions,
+  SigmaScheduleOptions,
+  TimestepSpacing,
+  UniPcMultistepSchedulerOptions,
   VarianceType,
 } from "./schedulers.js";
 export type { BatchOptions, BatchProgress, BatchResult } from "./batch/generate-batch.js";
