@@ -2,7 +2,7 @@
 // sources), stdin closed, stdout and stderr pipes (not a TTY).
 
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -49,11 +49,27 @@ export function cliWith(options: CliOptions, ...args: string[]): Promise<Run> {
 
 const asRoot = process.getuid?.() === 0;
 
+/**
+ * A copy of this process's node that the unprivileged user can run: test:all runs the tests on Node
+ * releases it keeps under ~/.cache, which "nobody" cannot reach when HOME is /root.
+ */
+let nodeForNobody: string | undefined;
+function unprivilegedNode(): string {
+  if (!nodeForNobody) {
+    const dir = scratch("candlewick-node-");
+    nodeForNobody = join(dir, "node");
+    copyFileSync(process.execPath, nodeForNobody);
+    chmodSync(nodeForNobody, 0o755);
+  }
+  return nodeForNobody;
+}
+
 function spawnCli(args: string[], options: CliOptions): Promise<Run> {
   return new Promise((resolve, reject) => {
     const spawnOptions: SpawnOptions = { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } };
-    if (options.unprivileged && asRoot) Object.assign(spawnOptions, { uid: 65534, gid: 65534 });
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], spawnOptions);
+    const unprivileged = options.unprivileged && asRoot;
+    if (unprivileged) Object.assign(spawnOptions, { uid: 65534, gid: 65534 });
+    const child = spawn(unprivileged ? unprivilegedNode() : process.execPath, ["--import", "tsx", MAIN, ...args], spawnOptions);
     let stdout = "";
     let stderr = "";
     let partial = "";
