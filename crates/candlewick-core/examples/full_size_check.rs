@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
-use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::cuda::AttentionBackend;
+use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 
 fn relative_error(got: &Tensor, want: &Tensor) -> candle_core::Result<f64> {

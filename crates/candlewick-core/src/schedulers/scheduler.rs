@@ -22,11 +22,17 @@ pub trait Scheduler: Send {
     /// f64: Karras-spaced schedules have fractional timesteps.
     fn timesteps(&self) -> &[f64];
 
-    /// What the initial standard-normal latents are multiplied by.
-    fn init_noise_sigma(&self) -> f64;
+    /// What the initial standard-normal latents are multiplied by (1 for the alpha-based
+    /// schedulers; sigma-based ones start at their largest sigma).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// The UNet's input for the call at `timestep` (Euler-like schedulers divide by sqrt(sigma^2 + 1)).
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor>;
+    /// The UNet's input for the call at `timestep`: the sample as is, unless the scheduler scales
+    /// it (Euler-like schedulers divide by sqrt(sigma^2 + 1)).
+    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.clone())
+    }
 
     /// One UNet call's update: the sample for the next call. Advances the scheduler's own
     /// step index and history; `noise` is drawn only by schedulers that need it.

@@ -185,15 +185,6 @@ impl Scheduler for DdimScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// DDIM feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// One DDIM step from `timestep` back to `timestep - num_train_timesteps // num_inference_steps`:
     /// diffusers' `step(model_output, timestep, sample, eta, variance_noise=...)` with
     /// use_clipped_model_output=False; the variance noise is drawn when eta > 0.

@@ -173,15 +173,6 @@ impl Scheduler for DdpmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// DDPM feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// diffusers' `step`: the posterior mean from the predicted clean sample, plus noise drawn
     /// from `noise` at every timestep above 0.
     fn step(

@@ -447,15 +447,6 @@ impl Scheduler for DpmSolverMultistepScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// DPM-Solver feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// diffusers' `step`: converts the output, keeps it in the history, and takes the highest
     /// order the history and the position allow.
     fn step(

@@ -190,15 +190,6 @@ impl Scheduler for LcmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// LCM feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// diffusers' `step`: the consistency function's denoised sample, then (every step but the
     /// last) fresh noise from `noise` to the next timestep's level.
     fn step(

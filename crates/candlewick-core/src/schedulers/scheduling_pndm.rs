@@ -272,15 +272,6 @@ impl Scheduler for PndmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// PNDM feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// diffusers' `step`: a Runge-Kutta call while the counter is among the PRK calls, else a
     /// PLMS call. Deterministic: `noise` is never drawn.
     fn step(

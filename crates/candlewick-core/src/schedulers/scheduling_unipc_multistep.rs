@@ -433,15 +433,6 @@ impl Scheduler for UniPcMultistepScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// UniPC feeds the model the sample as is.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// diffusers' `step`: correct the previous result with this output (UniC), then predict the
     /// next sample (UniP).
     fn step(
