@@ -110,7 +110,7 @@ export function cudaSkipped(): string | undefined {
 function noBindingMessage(platform: string, skipped: NativeInfo["skipped"], specific: string[]): string {
   const fixes = [
     ...specific,
-    `Install the prebuilt package for your platform: npm install candlewick-${platform} (it is an optional dependency: do not install with --omit=optional or --no-optional).`,
+    `Install the prebuilt package for your platform, candlewick-${platform}, beside candlewick (it is an optional dependency: do not install with --omit=optional or --no-optional). It is not on the npm registry yet: make its tarball in a clone with npm run pack:all and npm install it (README, "Install").`,
     "From a clone of the repository: npm run build:native (needs Rust), which writes candlewick.<platform>.node into the package folder.",
     "Deno: run with --allow-ffi --allow-read --allow-env (without --allow-ffi Deno cannot load native modules).",
   ];
@@ -126,5 +126,5 @@ function noBindingMessage(platform: string, skipped: NativeInfo["skipped"], spec
 export function whyNoCuda(): string | undefined {
   loadNative();
   if (!loaded || loaded.info.cuda) return undefined;
-  return cudaSkipped() ?? "no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)";
+  return cudaSkipped() ?? "no CUDA build is installed (candlewick-linux-x64-gnu-cuda: not on the npm registry yet; npm run build:cuda and npm run pack:all in a clone make its tarball)";
 }

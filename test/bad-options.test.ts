@@ -74,7 +74,7 @@ const cpuOnly = !loadNative().buildInfo().cuda;
   loadRejectsThenGenerates,
   TINY_SD,
   { device: "cuda" },
-  'device "cuda" was requested but no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)',
+  'device "cuda" was requested but no CUDA build is installed (candlewick-linux-x64-gnu-cuda: not on the npm registry yet; npm run build:cuda and npm run pack:all in a clone make its tarball)',
   "ERR_CANDLEWICK_DEVICE",
 );
 

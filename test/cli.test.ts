@@ -114,7 +114,7 @@ test("a device this build cannot provide exits 1 with the core's message", async
   const { code, stdout, stderr } = await cli("generate", "x", "--device", "cuda", "--quiet");
   t.is(code, 1);
   t.is(stdout, "");
-  t.is(stderr, 'candlewick: device "cuda" was requested but no CUDA build is installed (npm install candlewick-linux-x64-gnu-cuda)\n');
+  t.is(stderr, 'candlewick: device "cuda" was requested but no CUDA build is installed (candlewick-linux-x64-gnu-cuda: not on the npm registry yet; npm run build:cuda and npm run pack:all in a clone make its tarball)\n');
 });
 
 test("a damaged model folder exits 1 naming the file and what is wrong", async (t) => {
