@@ -87,8 +87,8 @@ impl StableDiffusionPipeline {
         let components = Components::load(&folder, &index, options)?;
         let (device, dtype) = (&components.target.device, components.target.dtype);
         let (unet_config, vae_config) = (&components.unet.config, &components.vae.config);
-        // The convolution switches Components::load resolved and installed for construction.
-        let (cudnn, channels_last) = (cudnn::enabled(), cudnn::channels_last());
+        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
+        let channels_last = cudnn && options.channels_last;
 
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
         let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
