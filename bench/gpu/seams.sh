@@ -69,24 +69,15 @@ if [[ $PART == *T* ]]; then
   CANDLEWICK_NATIVE_LIBRARY_PATH=$W/$first.node CANDLEWICK_GPU_RESULTS=$OUT timeout 240 node --expose-gc --test test/gpu/ 2>&1 | tee "$OUT/test-gpu.txt" | grep -E "^# (pass|fail)|^not ok" 
 fi
 if [[ $PART == *S* ]]; then
-  cat > /tmp/one.mjs <<'JS'
-const { StableDiffusionPipeline } = await import(process.env.DIST_URL);
-const load = JSON.parse(process.env.LOAD ?? "{}");
-const pipe = await StableDiffusionPipeline.fromPretrained(process.argv[2], { device: "cuda", ...load });
-console.log("loaded", JSON.stringify(pipe.info));
-const [image] = await pipe.generate({ prompt: "a red circle", numInferenceSteps: 2, seed: 1, width: 256, height: 256 });
-console.log("generated", image.width, image.height, new Set(image.data).size, "distinct values");
-await pipe.dispose();
-JS
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
   for b in ${SANITIZE:-$BUILDS}; do
     export DIST_URL=file://$R/dist-$b/index.js CANDLEWICK_NATIVE_LIBRARY_PATH=$W/$b.node
     stage "sync check, graphs off: $b"
-    CANDLEWICK_CUDA_SYNC_CHECK=1 LOAD='{"cudaGraphs": false}' timeout 120 node /tmp/one.mjs $MODEL 2>&1 | tee "$OUT/sync-check-$b.txt" | cut -c1-400 | head -30
+    CANDLEWICK_CUDA_SYNC_CHECK=1 LOAD='{"cudaGraphs": false}' timeout 120 node bench/gpu/one.mjs $MODEL 2>&1 | tee "$OUT/sync-check-$b.txt" | cut -c1-400 | head -30
     stage "sync check, graphs on: $b"
-    CANDLEWICK_CUDA_SYNC_CHECK=1 timeout 120 node /tmp/one.mjs $MODEL 2>&1 | tee -a "$OUT/sync-check-$b.txt" | cut -c1-400 | head -30
+    CANDLEWICK_CUDA_SYNC_CHECK=1 timeout 120 node bench/gpu/one.mjs $MODEL 2>&1 | tee -a "$OUT/sync-check-$b.txt" | cut -c1-400 | head -30
     stage "compute-sanitizer, graphs off: $b"
-    LOAD='{"cudaGraphs": false}' timeout 200 $SAN --print-limit 5 node /tmp/one.mjs $MODEL 2>&1 | tee "$OUT/sanitizer-$b.txt" | cut -c1-400 | head -50
+    LOAD='{"cudaGraphs": false}' timeout 200 $SAN --print-limit 5 node bench/gpu/one.mjs $MODEL 2>&1 | tee "$OUT/sanitizer-$b.txt" | cut -c1-400 | head -50
   done
 fi
 stage "done"
