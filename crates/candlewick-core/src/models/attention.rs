@@ -12,7 +12,7 @@ use candle_nn::{Module, VarBuilder};
 use super::linear::{self, Linear};
 use super::norm::{group_norm, layer_norm, GroupNorm, LayerNorm};
 use super::resnet::conv;
-use super::{flash, fused};
+use crate::cuda::{flash, fused};
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
 /// computed in slices along batch*heads to bound memory.
@@ -26,15 +26,15 @@ pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> 
 }
 
 /// A fused attention kernel on [b, seq, heads, d] tensors when one can run here: cuDNN's for
-/// self-attention (faster than FlashAttention-2's at SD's head dims on Hopper: bench/NOTES.md,
-/// run 26), FlashAttention-2 for cross-attention (77 keys: the two are level) and whatever
+/// self-attention (faster than FlashAttention-2's at SD's head dims on Hopper: bench/NOTES.md's
+/// cuDNN attention timings), FlashAttention-2 for cross-attention (77 keys: the two are level) and whatever
 /// cuDNN refuses; None when neither can, and the caller takes the unfused path.
 fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     if !flash::enabled() {
         return Ok(None);
     }
     if q.dim(1)? == k.dim(1)? {
-        if let Some(out) = crate::cudnn::attention(q, k, v)? {
+        if let Some(out) = crate::cuda::cudnn::attention(q, k, v)? {
             return Ok(Some(out));
         }
     }

@@ -9,7 +9,7 @@ use candle_core::DType;
 
 use super::options::LoadOptions;
 use crate::config::{read_json, ModelFolder, ModelIndex};
-use crate::cudnn;
+use crate::cuda::cudnn;
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};

@@ -15,9 +15,9 @@ use super::options::{
 };
 use super::prompt::PromptEncoder;
 use crate::config::ModelFolder;
-use crate::cudnn;
+use crate::cuda::cudnn;
+use crate::cuda::{cublaslt, flash};
 use crate::error::{expected, Error, Result};
-use crate::models::{flash, gemm};
 use crate::profile;
 
 /// Pipeline classes whose folders this pipeline can load.
@@ -150,7 +150,7 @@ impl StableDiffusionPipeline {
         flash::set_enabled(self.info.flash_attention);
         cudnn::set_enabled(self.info.cudnn);
         cudnn::set_benchmark(self.info.cudnn_benchmark);
-        gemm::set_benchmark(self.info.gemm_benchmark);
+        cublaslt::set_benchmark(self.info.gemm_benchmark);
         cudnn::set_attention(self.info.cudnn_attention);
 
         // 1. Check inputs.

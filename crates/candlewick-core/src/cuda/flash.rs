@@ -39,7 +39,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     if !ENABLED.with(|e| e.get()) || !usable(q, k, v)? {
         return Ok(None);
     }
-    run(q, k, v).map(Some)
+    crate::cuda::built!("flash-attn", run(q, k, v))
 }
 
 fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {
@@ -59,9 +59,4 @@ fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     // Strided views (of a stacked q/k/v projection) are fine as long as the last dim is dense.
     let dense_rows = |t: &Tensor| if t.stride().last() == Some(&1) { Ok(t.clone()) } else { t.contiguous() };
     candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)
-}
-
-#[cfg(not(feature = "flash-attn"))]
-fn run(_q: &Tensor, _k: &Tensor, _v: &Tensor) -> Result<Tensor> {
-    candle_core::bail!("flash attention is not compiled into this build")
 }

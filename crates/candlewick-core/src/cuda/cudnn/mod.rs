@@ -13,6 +13,8 @@ use std::cell::Cell;
 
 use candle_core::{Result, Tensor};
 
+use crate::cuda::built;
+
 #[cfg(feature = "cudnn")]
 mod backend;
 #[cfg(feature = "cudnn")]
@@ -52,17 +54,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     {
         return Ok(None);
     }
-    attention_imp(q, k, v)
-}
-
-#[cfg(feature = "cudnn")]
-fn attention_imp(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
-    sdpa::attention(q, k, v)
-}
-
-#[cfg(not(feature = "cudnn"))]
-fn attention_imp(_q: &Tensor, _k: &Tensor, _v: &Tensor) -> Result<Option<Tensor>> {
-    Ok(None)
+    built!("cudnn", sdpa::attention(q, k, v)).map(Option::flatten)
 }
 
 /// Keep convolution filters channels-last and run cuDNN's NHWC kernels (on by default). Read
@@ -135,7 +127,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Optio
     if !usable(x, weight) {
         return Ok(None);
     }
-    run(x, weight, params, false).map(Some)
+    built!("cudnn", run(x, weight, params, false))
 }
 
 /// The same convolution in channels-last memory: `x` [n, h, w, c] and `weight` [k, r, s, c] give
@@ -145,7 +137,7 @@ pub fn conv2d_channels_last(x: &Tensor, weight: &Tensor, params: Conv2dParams) -
     if !usable(x, weight) {
         return Ok(None);
     }
-    run(x, weight, params, true).map(Some)
+    built!("cudnn", run(x, weight, params, true))
 }
 
 fn usable(x: &Tensor, weight: &Tensor) -> bool {
@@ -159,9 +151,4 @@ fn usable(x: &Tensor, weight: &Tensor) -> bool {
 #[cfg(feature = "cudnn")]
 fn run(x: &Tensor, weight: &Tensor, params: Conv2dParams, channels_last: bool) -> Result<Tensor> {
     x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op::CudnnConv2d { params, channels_last })
-}
-
-#[cfg(not(feature = "cudnn"))]
-fn run(_x: &Tensor, _weight: &Tensor, _params: Conv2dParams, _channels_last: bool) -> Result<Tensor> {
-    candle_core::bail!("cuDNN is not compiled into this build")
 }

@@ -183,7 +183,7 @@ fn choose_plan(
     }
     let most = candidates.iter().map(|c| c.workspace_bytes).max().unwrap_or(0);
     let mut workspace = if most > 0 { Some(unsafe { device.alloc::<u8>(most) }?) } else { None };
-    let fastest = crate::cuda_op::timing::fastest(stream, &candidates, BENCHMARK_RUNS, |candidate| {
+    let fastest = crate::cuda::op::timing::fastest(stream, &candidates, BENCHMARK_RUNS, |candidate| {
         let (ws, _ws_sync) = match workspace.as_mut() {
             Some(ws) => {
                 let (ptr, sync) = ws.device_ptr_mut(stream);
@@ -200,7 +200,7 @@ fn choose_plan(
 const BENCHMARK_CANDIDATES: usize = 8;
 const BENCHMARK_RUNS: usize = 3;
 
-pub(super) use crate::cuda_op::timing::capturing;
+pub(super) use crate::cuda::op::timing::capturing;
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
 pub(super) fn grow<'a>(
