@@ -9,25 +9,13 @@
 //! tensors) and the caller takes candle's path; both compute the same function with f32
 //! accumulation (checked against diffusers on the GPU machine: bench/gpu/parity.mjs).
 
-use std::cell::Cell;
-
 use candle_core::{DType, Result, Tensor};
 
-thread_local! {
-    static BENCHMARK: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Choose each product shape's algorithm by timing cuBLASLt's first few candidates on its first
-/// call on this thread, instead of taking its heuristics' first choice (PyTorch's TunableOp; off
-/// by default: the choice then depends on timings, so results may differ in the last bits from
-/// one process to the next).
-pub fn set_benchmark(on: bool) {
-    BENCHMARK.with(|b| b.set(on));
-}
-
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+/// Whether each new product shape's algorithm is the fastest of cuBLASLt's first few candidates
+/// (autotune.gemm), timed on its first call, instead of its heuristics' first choice.
+#[cfg(feature = "cuda")]
 fn benchmarking() -> bool {
-    BENCHMARK.with(|b| b.get())
+    crate::cuda::settings::current().autotune.gemm
 }
 
 /// `residual + xs · weightᵀ + bias` for `xs` [..., k], `weight` [n, k], `bias` [n] and
@@ -57,7 +45,7 @@ pub fn linear(
     {
         return Ok(None);
     }
-    crate::cuda::built!("cuda", imp::linear(xs, weight, bias, residual, &out_dims))
+    crate::cuda::features::built!("cuda", imp::linear(xs, weight, bias, residual, &out_dims))
 }
 
 /// `addend + conv(xs)` for a 1x1 convolution without bias on NCHW tensors: `xs` [b, c, h, w],
@@ -80,7 +68,7 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
     {
         return Ok(None);
     }
-    crate::cuda::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
+    crate::cuda::features::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
 }
 
 fn f16_on_cuda(t: &Tensor) -> bool {
@@ -90,7 +78,7 @@ fn f16_on_cuda(t: &Tensor) -> bool {
 /// cuBLASLt's 16-byte alignment: every view starting on a multiple of 8 halves (candle's
 /// allocations themselves are 256-byte aligned; the callers check that rows are multiples of 8).
 fn starts_aligned(t: &Tensor) -> bool {
-    t.layout().start_offset() % 8 == 0
+    t.layout().start_offset().is_multiple_of(8)
 }
 
 #[cfg(feature = "cuda")]

@@ -19,13 +19,13 @@ pub struct GpuMemory {
 
 /// The memory of CUDA device `ordinal`; an error on a CPU-only build or a device that has none.
 pub fn usage(ordinal: usize) -> Result<GpuMemory> {
-    let usage: Result<Option<GpuMemory>> = crate::cuda::built!("cuda", imp::usage(ordinal));
+    let usage: Result<Option<GpuMemory>> = crate::cuda::features::built!("cuda", imp::usage(ordinal));
     usage?.ok_or_else(no_cuda)
 }
 
 /// Start a new peak: `peak_used` becomes the current `used`.
 pub fn reset_peak(ordinal: usize) -> Result<()> {
-    let reset: Result<Option<()>> = crate::cuda::built!("cuda", imp::reset_peak(ordinal));
+    let reset: Result<Option<()>> = crate::cuda::features::built!("cuda", imp::reset_peak(ordinal));
     reset?.ok_or_else(no_cuda)
 }
 

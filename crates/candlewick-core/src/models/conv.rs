@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 use super::activations::Activation;
 use super::norm::GroupNorm;
 use crate::cuda::cudnn::{self, Conv2dParams};
+use crate::cuda::settings::{self, ConvolutionPath};
 use crate::cuda::{cublaslt, fused};
 
 #[derive(Debug, Clone)]
@@ -43,8 +44,7 @@ impl Conv2d {
             && vb.device().is_cuda()
             && matches!(vb.dtype(), DType::F16 | DType::F32)
             && cudnn::compiled()
-            && cudnn::enabled()
-            && cudnn::channels_last();
+            && settings::current().convolution == ConvolutionPath::CudnnChannelsLast;
         let weight = if channels_last { weight.permute((0, 2, 3, 1))?.contiguous()? } else { weight };
         Ok(Self { weight, bias, params: Conv2dParams { padding, stride, dilation: 1 }, channels_last })
     }

@@ -5,15 +5,14 @@
 //! zeroes a workspace on every call. Here each shape's plan is built on first use and cached,
 //! as PyTorch does, and the workspace is one buffer that grows as needed.
 //!
-//! Built only with the `cudnn` feature. Like flash attention it is a per-thread switch: each
-//! pipeline runs on a thread of its own (`pipeline::worker`), so a pipeline's setting is its
-//! thread's, and so are its cached plans (freed when the thread ends).
-
-use std::cell::Cell;
+//! Built only with the `cudnn` feature. Whether a pipeline's convolutions and attention use it
+//! is its `CudaSettings` (`crate::cuda::settings`); each pipeline runs on a thread of its own
+//! (`pipeline::worker`), and its cached plans are its thread's (freed when the thread ends).
 
 use candle_core::{Result, Tensor};
 
-use crate::cuda::built;
+use crate::cuda::features::built;
+use crate::cuda::settings;
 
 #[cfg(feature = "cudnn")]
 mod backend;
@@ -24,29 +23,14 @@ mod plan;
 #[cfg(feature = "cudnn")]
 mod sdpa;
 
-thread_local! {
-    static ENABLED: Cell<bool> = const { Cell::new(true) };
-    static BENCHMARK: Cell<bool> = const { Cell::new(false) };
-    static CHANNELS_LAST: Cell<bool> = const { Cell::new(true) };
-    static ATTENTION: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Allow or forbid cuDNN's fused attention on the calling thread (allowed by default; it also
-/// needs cuDNN convolutions allowed, [`set_enabled`]).
-pub fn set_attention(on: bool) {
-    ATTENTION.with(|a| a.set(on));
-}
-
 /// softmax(q kᵀ / sqrt(d)) v with cuDNN's fused attention kernel, for q [b, s_q, h, d] and k, v
 /// [b, s_kv, h, d] (FlashAttention-2's layout; strided views with a dense last dim), f16 on CUDA
-/// with d a multiple of 8 up to 256, when this build links cuDNN and this thread allows it; None
-/// otherwise, or when cuDNN refuses the shape, and the caller takes another path.
+/// with d a multiple of 8 up to 256, when this build links cuDNN; None otherwise, or when cuDNN
+/// refuses the shape, and the caller takes another path.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     let f16 = candle_core::DType::F16;
     let d = q.dims4()?.3;
     if !compiled()
-        || !enabled()
-        || !ATTENTION.with(|a| a.get())
         || !q.device().is_cuda()
         || (q.dtype(), k.dtype(), v.dtype()) != (f16, f16, f16)
         || d % 8 != 0
@@ -57,52 +41,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     built!("cudnn", sdpa::attention(q, k, v)).map(Option::flatten)
 }
 
-/// Keep convolution filters channels-last and run cuDNN's NHWC kernels (on by default). Read
-/// when a model is loaded: `models::conv::Conv2d` converts its filter then.
-pub fn set_channels_last(on: bool) {
-    CHANNELS_LAST.with(|c| c.set(on));
-}
-
-/// Whether models loaded on this thread now run their convolutions channels-last (with cuDNN).
-pub fn channels_last() -> bool {
-    CHANNELS_LAST.with(|c| c.get())
-}
-
-/// Choose each shape's plan by timing cuDNN's first few choices on the first call of that shape,
-/// instead of taking its first choice (PyTorch's `torch.backends.cudnn.benchmark`; off by default).
-pub fn set_benchmark(on: bool) {
-    BENCHMARK.with(|b| b.set(on));
-}
-
-#[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+/// Whether each new shape's plan is the fastest of cuDNN's first few (autotune.cudnn), timed on
+/// its first call, instead of cuDNN's first choice.
+#[cfg(feature = "cudnn")]
 fn benchmarking() -> bool {
-    BENCHMARK.with(|b| b.get())
-}
-
-/// Allow or forbid cuDNN convolutions on the calling thread (allowed by default).
-pub fn set_enabled(enabled: bool) {
-    ENABLED.with(|e| e.set(enabled));
-}
-
-/// Whether cuDNN convolutions are allowed on the calling thread.
-pub fn enabled() -> bool {
-    ENABLED.with(|e| e.get())
+    settings::current().autotune.cudnn
 }
 
 /// Whether this build links cuDNN.
 pub fn compiled() -> bool {
     cfg!(feature = "cudnn")
-}
-
-/// cuDNN's version as major.minor.patch, when this build links it.
-pub fn version() -> Option<String> {
-    #[cfg(feature = "cudnn")]
-    {
-        let v = unsafe { cudarc::cudnn::sys::cudnnGetVersion() };
-        Some(format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100))
-    }
-    #[cfg(not(feature = "cudnn"))]
-    None
 }
 
 /// Free this thread's cuDNN workspace (the next convolution allocates what it needs): after a
@@ -121,7 +69,8 @@ pub struct Conv2dParams {
 }
 
 /// A 2-D convolution of `x` [n, c, h, w] with `weight` [k, c, r, s], without bias, when cuDNN
-/// can do it here (CUDA, f16 or f32, built with cuDNN, allowed on this thread); None otherwise,
+/// can do it here (CUDA, f16 or f32, built with cuDNN, a cuDNN convolution path in the thread's
+/// settings); None otherwise,
 /// and the caller takes candle's path.
 pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Option<Tensor>> {
     if !usable(x, weight) {
@@ -142,7 +91,7 @@ pub fn conv2d_channels_last(x: &Tensor, weight: &Tensor, params: Conv2dParams) -
 
 fn usable(x: &Tensor, weight: &Tensor) -> bool {
     compiled()
-        && enabled()
+        && settings::current().convolution.cudnn()
         && x.device().is_cuda()
         && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
         && weight.dtype() == x.dtype()

@@ -166,7 +166,7 @@ impl ThreadState {
     }
 }
 
-/// The shape's plan: cuDNN's first choice, or with benchmarking on (`super::set_benchmark`, as
+/// The shape's plan: cuDNN's first choice, or with benchmarking on (`autotune.cudnn` in the thread's `CudaSettings`, as
 /// PyTorch's `torch.backends.cudnn.benchmark`) the fastest of its first few choices, timed on the
 /// call's own tensors (the output is written again by the caller afterwards).
 fn choose_plan(

@@ -141,7 +141,7 @@ impl GroupNormOfConvTail {
         let (candle_core::Storage::Cuda(ws), candle_core::Storage::Cuda(bs)) = (&*wg, &*bg) else {
             bail!("group norm of a convolution's tail: the norm's weights are not on the GPU")
         };
-        let (wv, bv) = (view::<f16>(ws, &wl)?, view::<f16>(bs, &bl)?);
+        let (wv, bv) = (view::<f16>(ws, wl)?, view::<f16>(bs, bl)?);
         let stride = self.per_sample_stride.unwrap_or(0);
         let block_c = super::block_channels(c, groups);
         let block_pairs = block_c / 2;
@@ -156,7 +156,7 @@ impl GroupNormOfConvTail {
         let mut out = unsafe { dev.alloc::<f16>(n * pixels * c) }?;
         let pointers =
             [ptr(&dev, &yv), ptr(&dev, &cbv), ptr(&dev, &ev), ptr(&dev, &wv), ptr(&dev, &bv), ptr(&dev, &out)];
-        if !aligned(&pointers, 16) || stride % 8 != 0 || block_c % 8 != 0 {
+        if !aligned(&pointers, 16) || !stride.is_multiple_of(8) || !block_c.is_multiple_of(8) {
             bail!("group norm of a convolution's tail: tensors are not 16-byte aligned or groups not 8-channel blocks");
         }
         let (c32, pixels32, has_extra) = (c as u32, pixels as u32, self.per_sample_stride.is_some() as i32);
@@ -292,7 +292,7 @@ fn per_sample_rows(t: &Tensor, samples: usize, channels: usize, row_align: usize
     if cols != channels || (rows != samples && rows != 1) {
         bail!("{what}: per-sample values {:?} for {samples} samples of {channels} channels", t.dims());
     }
-    let in_place = t.stride()[1] == 1 && (rows == 1 || t.stride()[0] % row_align == 0);
+    let in_place = t.stride()[1] == 1 && (rows == 1 || t.stride()[0].is_multiple_of(row_align));
     let t = if in_place { t.clone() } else { t.contiguous()? };
     let stride = if rows == 1 { 0 } else { t.stride()[0] };
     if stride > u32::MAX as usize {

@@ -65,7 +65,7 @@ pub fn tile_grid_64(batch: usize, rows: usize, cols: usize) -> LaunchConfig {
 /// Whether the f16 `_pairs` variant of a transposing kernel applies: both dims even and every
 /// pointer 4-byte aligned (two halves a load and a store).
 pub fn pairs_fit(suffix: &str, rows: usize, cols: usize, pointers: &[u64]) -> bool {
-    suffix == "f16" && rows % 2 == 0 && cols % 2 == 0 && aligned(pointers, 4)
+    suffix == "f16" && rows.is_multiple_of(2) && cols.is_multiple_of(2) && aligned(pointers, 4)
 }
 
 /// How many warps the GPU runs at once (SMs x warps an SM).

@@ -13,7 +13,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::cuda::built;
+use crate::cuda::features::built;
 
 #[cfg(feature = "cuda")]
 mod conv_tail;
@@ -25,6 +25,8 @@ mod launch;
 mod layout;
 #[cfg(feature = "cuda")]
 mod norm;
+
+// ---- Elementwise (`elementwise`) ----------------------------------------------------------------
 
 /// `x + bias` broadcast along dim 1 of `x` ([n, channels, ...]) or, with `channel_dim` the
 /// last dim, along the last dim ([..., channels]).
@@ -42,6 +44,17 @@ pub fn bias_add_residual(x: &Tensor, bias: &Tensor, channel_dim: usize, residual
     }
     built!("cuda", elementwise::bias_add_residual(x, bias, channel_dim, residual))
 }
+
+/// diffusers' GEGLU on the projection's output `h` [..., 2n]: h[..., :n] * gelu(h[..., n:]),
+/// the projection's `bias` [2n] (when given) added first, in the same pass.
+pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !usable(h) || bias.is_some_and(|b| b.dtype() != h.dtype()) {
+        return Ok(None);
+    }
+    built!("cuda", elementwise::geglu(h, bias))
+}
+
+// ---- Norms (`norm`) -----------------------------------------------------------------------------
 
 /// LayerNorm over the last dim of `x`, with per-feature `weight` and `bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Option<Tensor>> {
@@ -96,14 +109,7 @@ pub fn group_norm_tokens(
     built!("cuda", norm::group_norm(x, weight, bias, groups, eps, silu, true))
 }
 
-/// diffusers' GEGLU on the projection's output `h` [..., 2n]: h[..., :n] * gelu(h[..., n:]),
-/// the projection's `bias` [2n] (when given) added first, in the same pass.
-pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
-    if !usable(h) || bias.is_some_and(|b| b.dtype() != h.dtype()) {
-        return Ok(None);
-    }
-    built!("cuda", elementwise::geglu(h, bias))
-}
+// ---- Layout (`layout`) --------------------------------------------------------------------------
 
 /// The last two dims of a rank-3 `x` swapped, contiguous: [b, m, n] -> [b, n, m].
 pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
@@ -116,6 +122,62 @@ pub fn transpose(x: &Tensor) -> Result<Option<Tensor>> {
     }
     built!("cuda", layout::transpose(x))
 }
+
+/// [b, c, h, w] -> [b, h*w, c] (a transformer's tokens), contiguous.
+pub fn to_tokens(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    match transpose(&x.reshape((b, c, h * w))?)? {
+        Some(t) => Ok(t),
+        None => x.permute((0, 2, 3, 1))?.reshape((b, h * w, c)),
+    }
+}
+
+/// [b, h*w, c] -> [b, c, h, w], contiguous: back from tokens.
+pub fn from_tokens(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (b, _, c) = x.dims3()?;
+    match transpose(x)? {
+        Some(t) => t.reshape((b, c, h, w)),
+        None => x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous(),
+    }
+}
+
+/// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
+/// (the input of a channels-last convolution), in one pass.
+pub fn upsample2x_tokens(x: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(x) || x.rank() != 4 {
+        return Ok(None);
+    }
+    let (b, c, h, w) = x.dims4()?;
+    if !tiles_fit(b, c, h * w) || 4 * c * h * w > u32::MAX as usize {
+        return Ok(None);
+    }
+    built!("cuda", layout::upsample2x_tokens(x))
+}
+
+/// `a` [n, c1, ...] and `b` [n, c2, ...] (the same other dims) concatenated along dim 1 in one
+/// kernel of 16-byte copies, where candle's `Tensor::cat` launches a strided copy per input (the
+/// up blocks' skip connections, 12 a UNet step). None where the sizes or offsets do not make
+/// whole 16-byte vectors.
+pub fn cat_dim1(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if !usable(a) || b.dtype() != a.dtype() || !b.device().same_device(a.device()) || a.rank() < 2 {
+        return Ok(None);
+    }
+    if b.rank() != a.rank() || a.dim(0)? != b.dim(0)? || a.dims()[2..] != b.dims()[2..] || a.dim(0)? == 0 {
+        return Ok(None);
+    }
+    let size = a.dtype().size_in_bytes();
+    let n = a.dim(0)?;
+    let whole_vectors = |t: &Tensor| {
+        (t.elem_count() / n * size).is_multiple_of(16)
+            && (!t.is_contiguous() || (t.layout().start_offset() * size).is_multiple_of(16))
+    };
+    if !whole_vectors(a) || !whole_vectors(b) || (a.elem_count() + b.elem_count()) * size / 16 > u32::MAX as usize {
+        return Ok(None);
+    }
+    built!("cuda", layout::cat_dim1(a, b))
+}
+
+// ---- A channels-last convolution's tail (`conv_tail`) -------------------------------------------
 
 /// The tail of a channels-last convolution: its output `y` [b, p, q, k] back to [b, k, p, q] with
 /// `bias` [k] added, then `per_sample` [b or 1, k] (a resnet's time embedding), then `residual`
@@ -168,7 +230,11 @@ pub fn group_norm_of_conv_tail(
     let (n, p, q, c) = y.dims4()?;
     // The kernels' 16-byte accesses: blocks of whole groups in 8-channel vectors, every tensor
     // starting on 8 halves (candle's allocations are 256-byte aligned).
-    let fits = groups > 0 && c % groups == 0 && block_channels(c, groups) % 8 == 0 && c / groups <= 512 && n <= 65_535;
+    let fits = groups > 0
+        && c % groups == 0
+        && block_channels(c, groups).is_multiple_of(8)
+        && c / groups <= 512
+        && n <= 65_535;
     let sizes = conv_bias.dims() == [c] && weight.dims() == [c] && bias.dims() == [c];
     let aligned = [Some(y), Some(conv_bias), per_sample, Some(weight), Some(bias)]
         .into_iter()
@@ -186,65 +252,14 @@ fn block_channels(channels: usize, groups: usize) -> usize {
     let width = channels / groups;
     let mut per_block = 1;
     for k in 1..=groups {
-        if groups % k == 0 && k * width <= 64 {
+        if groups.is_multiple_of(k) && k * width <= 64 {
             per_block = k;
         }
     }
     per_block * width
 }
 
-/// `a` [n, c1, ...] and `b` [n, c2, ...] (the same other dims) concatenated along dim 1 in one
-/// kernel of 16-byte copies, where candle's `Tensor::cat` launches a strided copy per input (the
-/// up blocks' skip connections, 12 a UNet step). None where the sizes or offsets do not make
-/// whole 16-byte vectors.
-pub fn cat_dim1(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
-    if !usable(a) || b.dtype() != a.dtype() || !b.device().same_device(a.device()) || a.rank() < 2 {
-        return Ok(None);
-    }
-    if b.rank() != a.rank() || a.dim(0)? != b.dim(0)? || a.dims()[2..] != b.dims()[2..] || a.dim(0)? == 0 {
-        return Ok(None);
-    }
-    let size = a.dtype().size_in_bytes();
-    let n = a.dim(0)?;
-    let whole_vectors = |t: &Tensor| {
-        t.elem_count() / n * size % 16 == 0 && (!t.is_contiguous() || t.layout().start_offset() * size % 16 == 0)
-    };
-    if !whole_vectors(a) || !whole_vectors(b) || (a.elem_count() + b.elem_count()) * size / 16 > u32::MAX as usize {
-        return Ok(None);
-    }
-    built!("cuda", layout::cat_dim1(a, b))
-}
-
-/// 2x nearest-neighbour upsampling of `x` [b, c, h, w] written channels-last, [b, 2h, 2w, c]
-/// (the input of a channels-last convolution), in one pass.
-pub fn upsample2x_tokens(x: &Tensor) -> Result<Option<Tensor>> {
-    if !usable(x) || x.rank() != 4 {
-        return Ok(None);
-    }
-    let (b, c, h, w) = x.dims4()?;
-    if !tiles_fit(b, c, h * w) || 4 * c * h * w > u32::MAX as usize {
-        return Ok(None);
-    }
-    built!("cuda", layout::upsample2x_tokens(x))
-}
-
-/// [b, c, h, w] -> [b, h*w, c] (a transformer's tokens), contiguous.
-pub fn to_tokens(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    match transpose(&x.reshape((b, c, h * w))?)? {
-        Some(t) => Ok(t),
-        None => x.permute((0, 2, 3, 1))?.reshape((b, h * w, c)),
-    }
-}
-
-/// [b, h*w, c] -> [b, c, h, w], contiguous: back from tokens.
-pub fn from_tokens(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (b, _, c) = x.dims3()?;
-    match transpose(x)? {
-        Some(t) => t.reshape((b, c, h, w)),
-        None => x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous(),
-    }
-}
+// ---- Shared guards ------------------------------------------------------------------------------
 
 /// Whether a kernel over the 32x32 tiles of [batch, rows, cols] fits CUDA's grid (at most
 /// 65,535 tiles high and deep; `launch::tile_grid`); beyond, callers compose candle's ops.

@@ -168,7 +168,8 @@ impl GroupNorm {
         (n, c, pixels): (usize, usize, usize),
     ) -> Result<bool> {
         let cpg = c / self.groups as usize;
-        let shapes_fit = cpg % 2 == 0 && pixels % 8 == 0 && n <= 65_535 && cpg * pixels <= SINGLE_PASS_ELEMENTS;
+        let shapes_fit =
+            cpg.is_multiple_of(2) && pixels.is_multiple_of(8) && n <= 65_535 && cpg * pixels <= SINGLE_PASS_ELEMENTS;
         let pointers_fit = aligned(&[ptr(dev, xv)], 16) && aligned(&[ptr(dev, &*y)], 4);
         if !shapes_fit || !pointers_fit {
             return Ok(false);
@@ -302,7 +303,7 @@ pub fn group_norm(
     tokens: bool,
 ) -> Result<Tensor> {
     let dims = x.dims();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
         bail!("group norm: {groups} groups do not divide the channels of {dims:?}");
     }
     if weight.elem_count() != dims[1] || bias.elem_count() != dims[1] {
