@@ -190,9 +190,10 @@ impl GroupNormOfConvTail {
             let (rows32, chunks32, per_row) = (rows as u32, stats_chunks as u32, (c / groups * pixels) as u32);
             let cfg =
                 LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // The finalize kernel is GroupNorm's own (kernels/norm.cu), shared with `norm::GroupNorm`.
             launch!(
                 dev,
-                CONV_TAIL,
+                NORM,
                 "group_norm_finalize",
                 cfg,
                 &partial,
