@@ -39,5 +39,12 @@ fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let scale = 1.0 / (d as f32).sqrt();
     // Strided views (of a stacked q/k/v projection) are fine as long as the last dim is dense.
     let dense_rows = |t: &Tensor| if t.stride().last() == Some(&1) { Ok(t.clone()) } else { t.contiguous() };
-    candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)
+    let device = match q.device() {
+        candle_core::Device::Cuda(device) => device.clone(),
+        _ => candle_core::bail!("flash attention runs on CUDA tensors only"),
+    };
+    crate::cuda::op::sync_check(&device, "before", "flash-attention")?;
+    let out = candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)?;
+    crate::cuda::op::sync_check(&device, "after", "flash-attention")?;
+    Ok(out)
 }

@@ -4,8 +4,10 @@
 //! [`launch!`], the one way a kernel of our PTX is launched; [`contiguous_view`]; and [`timing`],
 //! which picks the fastest of a library's candidate plans (cuDNN's, cuBLASLt's).
 
+use std::sync::OnceLock;
+
 use candle_core::cuda::cudarc::driver::CudaView;
-use candle_core::cuda::{CudaDType, CudaStorage};
+use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{bail, Layout, Result};
 
 /// `cuda_only_op!(CustomOp3 for Op, "op-name", run, a al, b bl, c cl)`: `cuda_fwd` calls
@@ -35,7 +37,12 @@ macro_rules! cuda_only_op {
                 &self,
                 $($s: &candle_core::cuda::CudaStorage, $l: &candle_core::Layout),+
             ) -> candle_core::Result<(candle_core::cuda::CudaStorage, candle_core::Shape)> {
-                $crate::cuda::op::cuda_only_op!(@call $dispatch self, $run, $($s $l),+)
+                use candle_core::backend::BackendStorage as _;
+                let device = [$($s.device()),+][0].clone();
+                $crate::cuda::op::sync_check(&device, "before", $name)?;
+                let out = $crate::cuda::op::cuda_only_op!(@call $dispatch self, $run, $($s $l),+);
+                $crate::cuda::op::sync_check(&device, "after", $name)?;
+                out
             }
         }
     };
@@ -52,6 +59,23 @@ macro_rules! cuda_only_op {
 }
 
 pub(crate) use cuda_only_op;
+
+/// With `CANDLEWICK_CUDA_SYNC_CHECK=1` in the environment (finding which op faults on a GPU: a
+/// kernel's illegal address otherwise surfaces at some later call), the stream is synchronized
+/// before and after each op of the wing (and each cuDNN convolution and flash attention call), and
+/// an error there names the op and whether it was pending before it ran or raised by it. Off by
+/// default; skipped while a CUDA graph is being captured (nothing can synchronize then).
+pub(crate) fn sync_check(device: &CudaDevice, when: &str, op: &str) -> Result<()> {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var("CANDLEWICK_CUDA_SYNC_CHECK").is_ok_and(|v| v == "1")) {
+        return Ok(());
+    }
+    let stream = device.cuda_stream();
+    if timing::capturing(&stream) {
+        return Ok(());
+    }
+    stream.synchronize().map_err(|e| candle_core::Error::Msg(format!("CUDA error {when} {op}: {e}")))
+}
 
 /// PTX embedded in the library (build.rs compiles it) and the name candle caches its module by.
 pub(crate) struct PtxModule {

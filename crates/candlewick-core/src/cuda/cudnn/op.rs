@@ -55,11 +55,13 @@ impl CustomOp2 for CudnnConv2d {
             bail!("cuDNN convolution: a {r}x{s} filter does not fit a {h}x{wd} input padded by {padding}")
         };
         let dims = Dims { x: [n, c, h, wd], w: [k, c, r, s], y: [n, k, p, q] };
+        crate::cuda::op::sync_check(x.device(), "before", "cudnn-conv2d")?;
         let storage = match x.dtype() {
             DType::F16 => self.run::<f16>(x, x_l, w, w_l, &dims)?,
             DType::F32 => self.run::<f32>(x, x_l, w, w_l, &dims)?,
             other => bail!("cuDNN convolution: {other:?} tensors are not supported"),
         };
+        crate::cuda::op::sync_check(x.device(), "after", "cudnn-conv2d")?;
         let [n, k, p, q] = dims.y;
         Ok((storage, if self.channels_last { Shape::from((n, p, q, k)) } else { Shape::from((n, k, p, q)) }))
     }
