@@ -228,13 +228,8 @@ pub fn group_norm_of_conv_tail(
         return Ok(None);
     }
     let (n, p, q, c) = y.dims4()?;
-    // The kernels' 16-byte accesses: blocks of whole groups in 8-channel vectors, every tensor
-    // starting on 8 halves (candle's allocations are 256-byte aligned).
-    let fits = groups > 0
-        && c % groups == 0
-        && block_channels(c, groups).is_multiple_of(8)
-        && c / groups <= 512
-        && n <= 65_535;
+    // Every tensor starting on 8 halves (candle's allocations are 256-byte aligned).
+    let fits = conv_tail_norm_fits(n, c, groups);
     let sizes = conv_bias.dims() == [c] && weight.dims() == [c] && bias.dims() == [c];
     let aligned = [Some(y), Some(conv_bias), per_sample, Some(weight), Some(bias)]
         .into_iter()
@@ -244,6 +239,20 @@ pub fn group_norm_of_conv_tail(
         return Ok(None);
     }
     built!("cuda", conv_tail::group_norm_of_conv_tail(y, conv_bias, per_sample, weight, bias, groups, eps, silu))
+}
+
+/// Whether the GroupNorm-of-conv-tail kernels take `n` samples of `c` channels in `groups`: the
+/// statistics pass reads channel pairs, so a group must have an even width (a pair must not
+/// straddle two groups: with one channel a group, as in tiny test UNets of 32 channels in 32
+/// groups, its pairs-per-group would be 0 and it wrote out of bounds), and the apply pass reads
+/// blocks of whole groups in 8-channel vectors.
+fn conv_tail_norm_fits(n: usize, c: usize, groups: usize) -> bool {
+    groups > 0
+        && c.is_multiple_of(groups)
+        && (c / groups).is_multiple_of(2)
+        && block_channels(c, groups).is_multiple_of(8)
+        && c / groups <= 512
+        && n <= 65_535
 }
 
 /// Channels a block of the NHWC GroupNorm kernels covers: whole groups, as many as fit in
@@ -271,4 +280,25 @@ fn usable(x: &Tensor) -> bool {
     cfg!(feature = "cuda")
         && x.device().is_cuda()
         && matches!(x.dtype(), candle_core::DType::F16 | candle_core::DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_tail_norm_takes_even_group_widths_in_8_channel_blocks() {
+        // SD1.5's widths (320, 640, 1280 channels in 32 groups: 10, 20, 40 a group).
+        assert!(conv_tail_norm_fits(2, 320, 32));
+        assert!(conv_tail_norm_fits(16, 1280, 32));
+        // 64 channels in 32 groups: 2 a group, 32 groups in a 64-channel block.
+        assert!(conv_tail_norm_fits(2, 64, 32));
+        // One channel a group (tiny-sd's first level): the pairs would straddle groups.
+        assert!(!conv_tail_norm_fits(2, 32, 32));
+        // An odd width, a group count that does not divide, no groups, too many samples.
+        assert!(!conv_tail_norm_fits(2, 96, 32));
+        assert!(!conv_tail_norm_fits(2, 100, 32));
+        assert!(!conv_tail_norm_fits(2, 64, 0));
+        assert!(!conv_tail_norm_fits(65_536, 320, 32));
+    }
 }
