@@ -8,13 +8,18 @@ import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
 import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
-import { boolean, checkOptionsObject, count, integerIn, invalid, numberIn, oneOf } from "./validate.js";
+import { boolean, checkOptionsObject, count, integerIn, invalid, isPlainObject, numberIn, oneOf } from "./validate.js";
 
 export type Device = "auto" | "cpu" | "cuda";
 export type DType = "auto" | "f32" | "f16";
 
+export type AttentionBackend = "auto" | "cudnn" | "flash" | "math";
+export type ConvolutionPath = "auto" | "cudnn-nhwc" | "cudnn-nchw" | "candle";
+
 export const DEVICES: readonly Device[] = ["auto", "cpu", "cuda"];
 export const DTYPES: readonly DType[] = ["auto", "f32", "f16"];
+export const ATTENTION_BACKENDS: readonly AttentionBackend[] = ["auto", "cudnn", "flash", "math"];
+export const CONVOLUTION_PATHS: readonly ConvolutionPath[] = ["auto", "cudnn-nhwc", "cudnn-nchw", "candle"];
 
 /**
  * How `StableDiffusionPipeline.fromPretrained` loads a model. The hub options (`revision`, `variant`,
@@ -25,46 +30,45 @@ export interface LoadOptions extends HubOptions {
   device?: Device;
   /** Weights and activations. "auto" is f16 on CUDA and f32 on the CPU; f16 loads the folder's `*.fp16.safetensors` when present. Default "auto". */
   dtype?: DType;
-  /** Let f32 matrix products use TF32 units on CUDA (faster, ~1e-3 relative error). Default false. */
-  tf32?: boolean;
-  /** Run attention as fused FlashAttention-2 where it applies (CUDA builds with flash attention, f16). Default true. */
-  flashAttention?: boolean;
   /**
-   * Run convolutions through cuDNN, with an execution plan chosen once per shape and cached
-   * (CUDA builds). Off, candle's im2col + GEMM convolutions run instead. Default true.
+   * Which kernel runs attention (diffusers' attention backends). "auto": cuDNN's fused kernel for
+   * self-attention (on Hopper faster at Stable Diffusion's head dims; cuDNN builds its kernel for
+   * each new shape the first time, a few hundred milliseconds once per process), FlashAttention-2
+   * for cross-attention and shapes cuDNN refuses, each where the build has it. "cudnn": cuDNN's
+   * fused attention for all attention; "flash": FlashAttention-2 for all; "math": candle's
+   * matmul + softmax. The fused kernels need a CUDA build and f16; a shape a kernel does not take
+   * runs as "math". `pipe.info.attention` says what was resolved (`pipe.info.cudaFallbacks` why a
+   * requested backend is unavailable). Default "auto".
    */
-  cudnn?: boolean;
+  attention?: AttentionBackend;
   /**
-   * Time cuDNN's first few plans for each convolution shape the first time it runs and keep the
-   * fastest (PyTorch's `torch.backends.cudnn.benchmark`): a slower first call at each new size. Default false.
+   * How convolutions run. "cudnn-nhwc": through cuDNN's execution plans (one per shape, built on
+   * first use and cached), with kxk filters kept channels-last (converted once at load) on cuDNN's
+   * NHWC kernels and the bias, time embedding and residual add fused into the layout change back;
+   * "cudnn-nchw": cuDNN's plans on NCHW tensors (cuDNN converts them on every call); "candle":
+   * candle's im2col + GEMM. "auto" is "cudnn-nhwc" in CUDA builds on a GPU, else "candle".
+   * Default "auto".
    */
-  cudnnBenchmark?: boolean;
-  /**
-   * Time cuBLASLt's first few algorithms for each matrix-product shape the first time it runs and
-   * keep the fastest (PyTorch's TunableOp; CUDA, f16): a slower first call at each new size, and
-   * since the choice follows timings, images may differ in the last bits from one process to the
-   * next. Default false.
-   */
-  gemmBenchmark?: boolean;
-  /**
-   * Keep the filters of kxk convolutions channels-last (converted once at load) and run cuDNN's
-   * NHWC kernels, with the bias, time embedding and residual add fused into the layout change
-   * back (CUDA builds with `cudnn`). Off, cuDNN gets NCHW tensors and converts them on every call. Default true.
-   */
-  channelsLast?: boolean;
-  /**
-   * Run self-attention with cuDNN's fused attention kernel instead of FlashAttention-2 (CUDA
-   * builds with `flashAttention` and `cudnn` on): on Hopper it is faster at Stable Diffusion's
-   * head dims (40, 80). cuDNN builds its kernel for each new attention shape the first time
-   * (a few hundred milliseconds once per process); shapes it refuses run on FlashAttention-2. Default true.
-   */
-  cudnnAttention?: boolean;
+  convolution?: ConvolutionPath;
   /**
    * Capture the UNet step (and the text encoder) as a CUDA graph the second time a shape (size and
    * batch) is seen, and replay it for every later step: one launch instead of ~600 (CUDA builds).
    * Each captured shape keeps its own activation memory (the two most recent shapes are kept). Default true.
    */
   cudaGraphs?: boolean;
+  /**
+   * Choose each new shape's plan by timing the library's first few candidates the first time it
+   * runs, instead of its heuristics' first choice: a slower first call at each new size, and
+   * since the choice follows timings, images may differ in the last bits from one process to the next.
+   */
+  autotune?: {
+    /** cuDNN's convolution plans (PyTorch's `torch.backends.cudnn.benchmark`; with a cuDNN `convolution`). Default false. */
+    cudnn?: boolean;
+    /** cuBLASLt's matrix-product algorithms (PyTorch's TunableOp; CUDA, f16). Default false. */
+    gemm?: boolean;
+  };
+  /** Let f32 matrix products use TF32 units on CUDA (faster, ~1e-3 relative error). Default false. */
+  tf32?: boolean;
   /**
    * Threads for this pipeline's CPU tensor work, in a pool of its own (1 to 1024). On a busy
    * machine fewer threads than cores can be faster. Default: the cores available to the process.
@@ -148,9 +152,19 @@ export const MAX_IMAGES_PER_CALL = 64;
 /** The most images per prompt (one prompt may take the whole call). */
 export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "tf32", "flashAttention", "cudnn", "cudnnBenchmark", "gemmBenchmark", "channelsLast", "cudnnAttention", "cudaGraphs", "threads"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads"] as const;
 /** The most CPU threads one pipeline may ask for. */
 export const MAX_THREADS = 1024;
+const AUTOTUNE_KEYS = ["cudnn", "gemm"] as const;
+/** The boolean switches that the grouped GPU options replaced, each with what it became. */
+const REPLACED_LOAD_KEYS = new Map<string, [option: string, example: string]>([
+  ["flashAttention", ["attention", 'flashAttention: false is attention: "math"']],
+  ["cudnnAttention", ["attention", 'cudnnAttention: false is attention: "flash"']],
+  ["cudnn", ["convolution", 'cudnn: false is convolution: "candle"']],
+  ["channelsLast", ["convolution", 'channelsLast: false is convolution: "cudnn-nchw"']],
+  ["cudnnBenchmark", ["autotune", "cudnnBenchmark: true is autotune: { cudnn: true }"]],
+  ["gemmBenchmark", ["autotune", "gemmBenchmark: true is autotune: { gemm: true }"]],
+]);
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
@@ -165,6 +179,7 @@ export interface CheckedLoadOptions {
 
 /** Check load options and split them into the binding's shape and the hub options. @internal */
 export function checkLoadOptions(value: unknown): CheckedLoadOptions {
+  refuseReplacedKeys(value);
   const o = checkOptionsObject(value, "load options", [...NATIVE_LOAD_KEYS, ...HUB_KEYS]);
   const hub: HubOptions = {};
   for (const key of ["revision", "cacheDir", "endpoint"] as const) {
@@ -182,20 +197,35 @@ export function checkLoadOptions(value: unknown): CheckedLoadOptions {
 
 /** Check the binding's load options and convert them to its shape. @internal */
 export function toRawLoadOptions(value: unknown): RawLoadOptions {
+  refuseReplacedKeys(value);
   const o = checkOptionsObject(value, "load options", NATIVE_LOAD_KEYS);
   const raw: RawLoadOptions = {};
   if (o.device !== undefined) raw.device = oneOf(o.device, "device", DEVICES);
   if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
-  if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
-  if (o.flashAttention !== undefined) raw.flashAttention = boolean(o.flashAttention, "flashAttention");
-  if (o.cudnn !== undefined) raw.cudnn = boolean(o.cudnn, "cudnn");
-  if (o.cudnnBenchmark !== undefined) raw.cudnnBenchmark = boolean(o.cudnnBenchmark, "cudnnBenchmark");
-  if (o.gemmBenchmark !== undefined) raw.gemmBenchmark = boolean(o.gemmBenchmark, "gemmBenchmark");
-  if (o.channelsLast !== undefined) raw.channelsLast = boolean(o.channelsLast, "channelsLast");
-  if (o.cudnnAttention !== undefined) raw.cudnnAttention = boolean(o.cudnnAttention, "cudnnAttention");
+  if (o.attention !== undefined) raw.attention = oneOf(o.attention, "attention", ATTENTION_BACKENDS);
+  if (o.convolution !== undefined) raw.convolution = oneOf(o.convolution, "convolution", CONVOLUTION_PATHS);
   if (o.cudaGraphs !== undefined) raw.cudaGraphs = boolean(o.cudaGraphs, "cudaGraphs");
+  if (o.autotune !== undefined) {
+    const a = checkOptionsObject(o.autotune, "autotune", AUTOTUNE_KEYS);
+    raw.autotune = {};
+    if (a.cudnn !== undefined) raw.autotune.cudnn = boolean(a.cudnn, "autotune.cudnn");
+    if (a.gemm !== undefined) raw.autotune.gemm = boolean(a.gemm, "autotune.gemm");
+  }
+  if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.threads !== undefined) raw.threads = integerIn(o.threads, "threads", 1, MAX_THREADS);
   return raw;
+}
+
+/** A switch the grouped GPU options replaced: refused, with the option to use instead. */
+function refuseReplacedKeys(value: unknown): void {
+  if (!isPlainObject(value)) return;
+  for (const key of Object.keys(value)) {
+    const replaced = REPLACED_LOAD_KEYS.get(key);
+    if (replaced) {
+      const [option, example] = replaced;
+      throw new CandlewickError(`Unknown option "${key}" in load options; did you mean "${option}"? (${example})`, INVALID_OPTION);
+    }
+  }
 }
 
 /** A generate call's options, split into what crosses into Rust and what stays in JavaScript. @internal */

@@ -8,7 +8,14 @@ import { GeneratedImage } from "./image.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
 import { resolveModel } from "./hub/resolve.js";
-import { checkGenerateOptions, checkLoadOptions, type GenerateOptions, type LoadOptions } from "./options.js";
+import {
+  checkGenerateOptions,
+  checkLoadOptions,
+  type AttentionBackend,
+  type ConvolutionPath,
+  type GenerateOptions,
+  type LoadOptions,
+} from "./options.js";
 import { withDriverHint } from "./load-errors.js";
 import { describe } from "./validate.js";
 
@@ -41,22 +48,22 @@ export interface PipelineInfo {
   deviceReason: string;
   /** "f32" or "f16". */
   dtype: string;
-  /** Whether attention runs as fused FlashAttention-2 (CUDA builds with flash attention, f16, `flashAttention` not false). */
-  flashAttention: boolean;
-  /** Whether convolutions run through cuDNN (CUDA builds with cuDNN, `cudnn` not false). */
-  cudnn: boolean;
-  /** Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnnBenchmark: true`). */
-  cudnnBenchmark: boolean;
-  /** Whether cuBLASLt algorithms are chosen by timing them (CUDA, f16 and `gemmBenchmark: true`). */
-  gemmBenchmark: boolean;
-  /** Whether kxk convolutions run channels-last through cuDNN (`cudnn` on and `channelsLast` not false). */
-  channelsLast: boolean;
-  /** Whether self-attention runs on cuDNN's fused kernel (`flashAttention` and `cudnn` on, `cudnnAttention` not false). */
-  cudnnAttention: boolean;
+  /**
+   * The load option `attention` as resolved for this build, device and dtype: "auto" (cuDNN's
+   * kernel for self-attention, FlashAttention-2 for the rest, at least one of them here), "cudnn",
+   * "flash", or "math" (candle's ops: always on the CPU).
+   */
+  attention: AttentionBackend;
+  /** The load option `convolution` as resolved: "cudnn-nhwc", "cudnn-nchw" or "candle" (always on the CPU). */
+  convolution: Exclude<ConvolutionPath, "auto">;
   /** Whether the UNet step and the text encoder are captured and replayed as CUDA graphs (CUDA, `cudaGraphs` not false). */
   cudaGraphs: boolean;
+  /** Whether cuDNN's convolution plans (with a cuDNN `convolution`) and cuBLASLt's algorithms (CUDA, f16) are chosen by timing them. */
+  autotune: { cudnn: boolean; gemm: boolean };
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
   tf32: boolean;
+  /** Why a requested GPU path could not be taken and what runs instead, one sentence each (empty when all were). */
+  cudaFallbacks: string[];
   /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */
   defaultWidth: number;
   /** Height when `generate` is given none. */
@@ -85,7 +92,12 @@ export class StableDiffusionPipeline {
     const deviceReason = info.device === "cpu" && noCuda && !/"cpu" was requested/.test(info.deviceReason)
       ? `device "auto" fell back to the CPU: ${noCuda}`
       : info.deviceReason;
-    this.#info = Object.freeze({ ...info, deviceReason: withDriverHint(deviceReason) });
+    this.#info = Object.freeze({
+      ...info,
+      attention: info.attention as PipelineInfo["attention"],
+      convolution: info.convolution as PipelineInfo["convolution"],
+      deviceReason: withDriverHint(deviceReason),
+    });
   }
 
   /**
@@ -135,11 +147,11 @@ export class StableDiffusionPipeline {
   get dtype(): string {
     return this.#info.dtype;
   }
-  get flashAttention(): boolean {
-    return this.#info.flashAttention;
+  get attention(): PipelineInfo["attention"] {
+    return this.#info.attention;
   }
-  get cudnn(): boolean {
-    return this.#info.cudnn;
+  get convolution(): PipelineInfo["convolution"] {
+    return this.#info.convolution;
   }
   get cudaGraphs(): boolean {
     return this.#info.cudaGraphs;

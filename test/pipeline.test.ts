@@ -31,15 +31,38 @@ test("info reflects the model folder's configs and the requested device", (t) =>
   t.is(pipe.defaultHeight, unet.sample_size * vaeScaleFactor);
   t.is(pipe.modelDir, TINY_SD);
   t.regex(pipe.deviceReason, /cpu/);
-  // The CUDA-only levers are off on the CPU whatever the options say.
-  t.false(pipe.flashAttention);
-  t.false(pipe.cudnn);
+  // The GPU paths resolve to candle's on the CPU; the defaults fall back without a word.
+  t.is(pipe.attention, "math");
+  t.is(pipe.convolution, "candle");
   t.false(pipe.cudaGraphs);
-  t.false(pipe.info.cudnnBenchmark);
-  t.false(pipe.info.gemmBenchmark);
-  t.false(pipe.info.channelsLast);
-  t.false(pipe.info.cudnnAttention);
+  t.deepEqual(pipe.info.autotune, { cudnn: false, gemm: false });
+  t.false(pipe.info.tf32);
+  t.deepEqual(pipe.info.cudaFallbacks, []);
   t.is(pipe.gpuMemory(), undefined);
+});
+
+test("a requested GPU path that cannot run here falls back to candle's and says why", async (t) => {
+  const cpu = await StableDiffusionPipeline.fromPretrained(TINY_SD, {
+    device: "cpu",
+    attention: "flash",
+    convolution: "cudnn-nhwc",
+    autotune: { cudnn: true, gemm: true },
+  });
+  try {
+    t.is(cpu.attention, "math");
+    t.is(cpu.convolution, "candle");
+    t.deepEqual(cpu.info.autotune, { cudnn: false, gemm: false });
+    const said = cpu.info.cudaFallbacks.join("\n");
+    t.regex(said, /attention "flash" is unavailable: .*; using "math"/);
+    t.regex(said, /convolution "cudnn-nhwc" is unavailable: .*; using "candle"/);
+    t.regex(said, /autotune\.cudnn is off/);
+    t.regex(said, /autotune\.gemm is off/);
+    const [image] = await cpu.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+    const [same] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
+    t.deepEqual(image!.data, same!.data, "the fallback is the path the defaults take on the CPU");
+  } finally {
+    await cpu.dispose();
+  }
 });
 
 test("generates an RGB image of the requested size that encodes to a PNG", async (t) => {

@@ -94,6 +94,19 @@ test("the core checks the limits again for callers of the raw binding that skip 
   await native.dispose();
 });
 
+test("the core names the GPU load option, the value and the allowed values for callers of the raw binding", async (t) => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ attention: "xformers" }, 'Expected one of "auto", "cudnn", "flash", "math" for attention but received "xformers"'],
+    [{ convolution: "nhwc" }, 'Expected one of "auto", "cudnn-nhwc", "cudnn-nchw", "candle" for convolution but received "nhwc"'],
+  ];
+  for (const [raw, message] of cases) {
+    // The conversion fails before the load starts: a throw, or a rejection.
+    const error = await t.throwsAsync(async () => loadNative().loadPipeline(TINY_SD, { device: "cpu", ...raw }));
+    t.is(error?.message, message);
+    t.is((error as { code?: string } | undefined)?.code, "ERR_CANDLEWICK_INVALID_OPTION");
+  }
+});
+
 test("a napi failure without a candlewick code becomes ERR_CANDLEWICK_INTERNAL", (t) => {
   const napiError = Object.assign(new Error("panic from Rust code"), { code: "GenericFailure" });
   const error = fromNativeError(napiError);

@@ -28,34 +28,34 @@ const DEVICE = process.env.DEVICE ?? "cuda";
 const PROMPT = "a photo of an astronaut riding a horse on mars";
 
 const VARIANTS = {
-  fp32: { load: { dtype: "f32", tf32: false, flashAttention: false, cudaGraphs: false } },
-  tf32: { load: { dtype: "f32", tf32: true, flashAttention: false, cudaGraphs: false } },
-  fp16: { load: { dtype: "f16", flashAttention: false, cudaGraphs: false } },
-  "fp16+flash": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false } },
-  "fp16+flash+graphs": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true } },
-  "fp16+flash:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
-  "fp16+flash+graphs:b8": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
-  "fp16+flash+graphs:b16": { load: { dtype: "f16", flashAttention: true, cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
+  fp32: { load: { dtype: "f32", tf32: false, attention: "math", cudaGraphs: false } },
+  tf32: { load: { dtype: "f32", tf32: true, attention: "math", cudaGraphs: false } },
+  fp16: { load: { dtype: "f16", attention: "math", cudaGraphs: false } },
+  "fp16+flash": { load: { dtype: "f16", cudaGraphs: false } },
+  "fp16+flash+graphs": { load: { dtype: "f16", cudaGraphs: true } },
+  "fp16+flash:b8": { load: { dtype: "f16", cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
+  "fp16+flash+graphs:b8": { load: { dtype: "f16", cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
+  "fp16+flash+graphs:b16": { load: { dtype: "f16", cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs+bench": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnBenchmark: true }, variant: "fp16+flash+graphs, cudnnBenchmark",
+    load: { dtype: "f16", cudaGraphs: true, autotune: { cudnn: true } }, variant: "fp16+flash+graphs, cudnnBenchmark",
   },
   "fp16+flash+graphs+gemmbench": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, gemmBenchmark: true }, variant: "fp16+flash+graphs, gemmBenchmark",
+    load: { dtype: "f16", cudaGraphs: true, autotune: { gemm: true } }, variant: "fp16+flash+graphs, gemmBenchmark",
   },
   "fp16+flash+graphs+gemmbench:b8": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, gemmBenchmark: true }, batch: 8, variant: "fp16+flash+graphs, gemmBenchmark",
+    load: { dtype: "f16", cudaGraphs: true, autotune: { gemm: true } }, batch: 8, variant: "fp16+flash+graphs, gemmBenchmark",
   },
   "fp16+flash+graphs:fa2": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnAttention: false }, variant: "fp16+flash+graphs, FlashAttention-2 only",
+    load: { dtype: "f16", cudaGraphs: true, attention: "flash" }, variant: "fp16+flash+graphs, FlashAttention-2 only",
   },
   "fp16+flash+graphs:b8:fa2": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, cudnnAttention: false }, batch: 8, variant: "fp16+flash+graphs, FlashAttention-2 only",
+    load: { dtype: "f16", cudaGraphs: true, attention: "flash" }, batch: 8, variant: "fp16+flash+graphs, FlashAttention-2 only",
   },
   "fp16+flash+graphs:nchw": {
-    load: { dtype: "f16", flashAttention: true, cudaGraphs: true, channelsLast: false }, variant: "fp16+flash+graphs, NCHW convolutions",
+    load: { dtype: "f16", cudaGraphs: true, convolution: "cudnn-nchw" }, variant: "fp16+flash+graphs, NCHW convolutions",
   },
   "fp16+flash:im2col": {
-    load: { dtype: "f16", flashAttention: true, cudnn: false, cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
+    load: { dtype: "f16", attention: "flash", convolution: "candle", cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
   },
 };
 
@@ -108,7 +108,7 @@ for (const key of WHICH) {
     system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS,
     median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
     images_per_s: batch / median(times), peak_gib: peakGiB, process_peak_gib: processPeakGiB, load_s: loadS, first_call_s: firstS,
-    flash_attention: pipe.info.flashAttention, cudnn: pipe.info.cudnn, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
+    attention: pipe.info.attention, convolution: pipe.info.convolution, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
     timings_ms: last[0].timings, warnings: [...warnings],
   };
   if (key === "fp16+flash+graphs") {

@@ -42,12 +42,12 @@ const call = {
 };
 
 for (const [name, load] of [
-  ["f32", { dtype: "f32", flashAttention: false }],
-  ["f16-flash", { dtype: "f16", flashAttention: true }],
-  ["f16-unfused", { dtype: "f16", flashAttention: false }],
-  ["f16-flash-eager", { dtype: "f16", flashAttention: true, cudaGraphs: false }],
-  ["f16-flash-nchw", { dtype: "f16", flashAttention: true, channelsLast: false }],
-  ["f16-flash-benchmarked", { dtype: "f16", flashAttention: true, cudnnBenchmark: true, gemmBenchmark: true }],
+  ["f32", { dtype: "f32", attention: "math" }],
+  ["f16-flash", { dtype: "f16" }],
+  ["f16-unfused", { dtype: "f16", attention: "math" }],
+  ["f16-flash-eager", { dtype: "f16", cudaGraphs: false }],
+  ["f16-flash-nchw", { dtype: "f16", convolution: "cudnn-nchw" }],
+  ["f16-flash-benchmarked", { dtype: "f16", autotune: { cudnn: true, gemm: true } }],
 ]) {
   const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: process.env.DEVICE ?? "cuda", ...load });
   const latents = await pipe.generateLatents(call);
@@ -74,8 +74,8 @@ for (const [name, load] of [
   const mse = squared / (h * w * 3);
   const record = {
     check: `GPU parity against ${golden.reference}, ${golden.steps} steps, ${golden.width}x${golden.height}`,
-    device: pipe.device, dtype: pipe.dtype, flash_attention: pipe.info.flashAttention,
-    cudnn: pipe.info.cudnn, cuda_graphs: pipe.info.cudaGraphs,
+    device: pipe.device, dtype: pipe.dtype, attention: pipe.info.attention,
+    convolution: pipe.info.convolution, cuda_graphs: pipe.info.cudaGraphs,
     parity: {
       latents_max_abs_rel: { [lastName]: diff / scale },
       image_psnr_db: mse === 0 ? null : 10 * Math.log10(1 / mse),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA build of the native addon: candle's CUDA backend and FlashAttention-2, for compute
-# capability 9.0, built on a machine without a GPU, with cuDNN convolutions (src/cudnn: plans
+# capability 9.0, built on a machine without a GPU, with cuDNN convolutions (src/cuda/cudnn: plans
 # cached per shape) and FlashAttention-2.
 # Writes npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node.
 #   CUTLASS_GIT=<a local clone of NVIDIA/cutlass>  needed once (see cutlass.sh)

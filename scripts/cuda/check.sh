@@ -3,7 +3,7 @@
 # cdylib) with the CUDA features (cuda, cudnn) against the pinned CUDA 13.0 toolkit from PyPI
 # (toolkit.sh), so that code behind `#[cfg(feature = "cuda")]` cannot rot, then checks that the
 # linked library would load on the GPU machine (check-links.sh: NEEDED libcuda.so.1, every
-# driver symbol resolved). Our kernels (src/kernels/fused.cu) are compiled for real by the
+# driver symbol resolved). Our kernels (src/cuda/kernels/*.cu) are compiled for real by the
 # core's build.rs. candle-kernels' PTX is stubbed out (candle-kernels-stub.sh): its build runs
 # nvcc on candle's ~200 kernel files, about 30 minutes on 2 cores, and this build never loads
 # them. flash-attn is left out for the same reason (its kernels: scripts/cuda/flash-attn-sd.sh).

@@ -5,7 +5,7 @@
 #
 # This makes a copy of the published crate in .cache/candle-flash-attn-sd (git-ignored) whose
 # build compiles only those four, plus flash_api.cu and a stub file for the other
-# instantiations (they print an error and return; candlewick's `models::flash` never calls
+# instantiations (they print an error and return; candlewick's `cuda::flash` never calls
 # them). scripts/cuda/build.sh points cargo at the copy with `--config patch...`.
 # Prints the copy's path last.
 set -euo pipefail

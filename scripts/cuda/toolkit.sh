@@ -50,7 +50,7 @@ install_into() {
   echo "${*:2}" > "$1/.candlewick-installed"
 }
 install_into "$prefix/site" "${wheels[@]}"
-# cuDNN's frontend (C++ headers only) for src/cudnn/sdpa.cpp: its graph API builds the fused attention.
+# cuDNN's frontend (C++ headers only) for src/cuda/cudnn/sdpa.cpp: its graph API builds the fused attention.
 install_into "$prefix/frontend" "$frontend_wheel"
 
 # The CUDA_HOME layout, with relative links (the folder can be moved or copied whole).

@@ -48,6 +48,18 @@ export declare function gpuMemory(ordinal: number): RawGpuMemory
  */
 export declare function loadPipeline(modelDir: string, options?: RawLoadOptions | undefined | null): Promise<Pipeline>
 
+/** Which libraries' plans are chosen by timing them. */
+export interface RawAutotune {
+  cudnn?: boolean
+  gemm?: boolean
+}
+
+/** Whether cuDNN's and cuBLASLt's plans are chosen by timing them. */
+export interface RawAutotuneInfo {
+  cudnn: boolean
+  gemm: boolean
+}
+
 /**
  * What this native build is: its version (checked against the npm package's) and whether it
  * was compiled with CUDA.
@@ -105,7 +117,7 @@ export interface RawGenerateResult {
 
 /**
  * GPU memory of this process's tensors on one CUDA device, in bytes (see candlewick-core's
- * `gpu_memory`).
+ * `cuda::memory`).
  */
 export interface RawGpuMemory {
   used: number
@@ -132,14 +144,13 @@ export interface RawLoadOptions {
   device?: string
   /** "auto" | "f32" | "f16". */
   dtype?: string
-  tf32?: boolean
-  flashAttention?: boolean
-  cudnn?: boolean
-  cudnnBenchmark?: boolean
-  gemmBenchmark?: boolean
-  channelsLast?: boolean
-  cudnnAttention?: boolean
+  /** "auto" | "cudnn" | "flash" | "math". */
+  attention?: string
+  /** "auto" | "cudnn-nhwc" | "cudnn-nchw" | "candle". */
+  convolution?: string
   cudaGraphs?: boolean
+  autotune?: RawAutotune
+  tf32?: boolean
   /** Threads for CPU tensor work (default: the cores available). */
   threads?: number
 }
@@ -157,14 +168,15 @@ export interface RawPipelineInfo {
   device: string
   deviceReason: string
   dtype: string
-  flashAttention: boolean
-  cudnn: boolean
-  cudnnBenchmark: boolean
-  gemmBenchmark: boolean
-  channelsLast: boolean
-  cudnnAttention: boolean
+  /** The attention backend resolved at load: "auto" | "cudnn" | "flash" | "math". */
+  attention: string
+  /** The convolution path resolved at load: "cudnn-nhwc" | "cudnn-nchw" | "candle". */
+  convolution: string
   cudaGraphs: boolean
+  autotune: RawAutotuneInfo
   tf32: boolean
+  /** Why a requested GPU path could not be taken, one sentence each. */
+  cudaFallbacks: Array<string>
   defaultWidth: number
   defaultHeight: number
   vaeScaleFactor: number

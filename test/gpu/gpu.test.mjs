@@ -35,11 +35,12 @@ test("device auto picks CUDA and says why", async () => {
   }
 });
 
-test("loads on CUDA in f16 with flash attention and generates a full-size image", async () => {
+test("loads on CUDA in f16 with the fused paths and generates a full-size image", async () => {
   assert.equal(pipe.device, "cuda:0");
   assert.equal(pipe.dtype, "f16");
-  assert.equal(pipe.info.flashAttention, true);
-  assert.equal(pipe.info.cudnn, true);
+  assert.equal(pipe.info.attention, "auto");
+  assert.equal(pipe.info.convolution, "cudnn-nhwc");
+  assert.deepEqual(pipe.info.cudaFallbacks, []);
   assert.equal(pipe.info.cudaGraphs, true);
   const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 20, seed: 1 });
   assert.equal(image.width, pipe.defaultWidth);

@@ -10,7 +10,8 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candlewick_core::models::{attention, flash};
+use candlewick_core::cuda::flash;
+use candlewick_core::models::attention;
 
 fn time_ms(device: &Device, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> candle_core::Result<f64> {
     for _ in 0..20 {

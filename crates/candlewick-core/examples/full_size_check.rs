@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
+use candlewick_core::cuda::AttentionBackend;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 
@@ -38,8 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--out" => out = Some(PathBuf::from(args.next().ok_or(usage)?)),
             "--device" => load.device = args.next().ok_or(usage)?.parse()?,
             "--dtype" => load.dtype = args.next().ok_or(usage)?.parse()?,
-            "--no-flash" => load.flash_attention = false,
-            "--tf32" => load.tf32 = true,
+            "--no-flash" => load.cuda.attention = AttentionBackend::Math,
+            "--tf32" => load.cuda.tf32 = true,
             _ => return Err(usage.into()),
         }
     }
@@ -86,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info = pipe.info();
     let record = serde_json::json!({
         "check": format!("full-size parity, SD1.5-shaped random weights, {} {}", info.device, info.dtype),
-        "device": info.device, "dtype": info.dtype, "flash_attention": info.flash_attention, "tf32": info.tf32,
+        "device": info.device, "dtype": info.dtype, "attention": info.cuda.attention.name(), "tf32": info.cuda.tf32,
         "model": "sd15-shaped-random",
         "width": options.width, "height": options.height, "steps": options.num_inference_steps,
         "guidance": options.guidance_scale,

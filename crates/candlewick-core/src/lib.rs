@@ -4,12 +4,9 @@
 //! converts types at the boundary and calls [`pipeline::PipelineWorker`].
 
 pub mod config;
-#[cfg(feature = "cuda")]
-mod cuda_op;
-pub mod cudnn;
+pub mod cuda;
 pub mod device;
 pub mod error;
-pub mod gpu_memory;
 pub mod models;
 pub mod pipeline;
 pub mod profile;
@@ -17,4 +14,5 @@ pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;
 
+pub use cuda::{build_info, BuildInfo};
 pub use error::{Error, Result};

@@ -27,16 +27,12 @@ pub struct RawBuildInfo {
 
 #[napi]
 pub fn build_info() -> RawBuildInfo {
-    RawBuildInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        cuda: candlewick_core::device::cuda_compiled(),
-        flash_attention: candlewick_core::models::flash::compiled(),
-        cudnn: candlewick_core::cudnn::version(),
-    }
+    let core = candlewick_core::build_info();
+    RawBuildInfo { version: core.version, cuda: core.cuda, flash_attention: core.flash_attention, cudnn: core.cudnn }
 }
 
 /// GPU memory of this process's tensors on one CUDA device, in bytes (see candlewick-core's
-/// `gpu_memory`).
+/// `cuda::memory`).
 #[napi(object)]
 pub struct RawGpuMemory {
     pub used: f64,
@@ -47,7 +43,7 @@ pub struct RawGpuMemory {
 #[napi]
 pub fn gpu_memory(env: napi::Env, ordinal: u32) -> napi::Result<RawGpuMemory> {
     error::catch_panic(&env, || {
-        let m = candlewick_core::gpu_memory::usage(ordinal as usize)
+        let m = candlewick_core::cuda::memory::usage(ordinal as usize)
             .map_err(|e| error::into_js_error(&env, error::CoreError(e)))?;
         Ok(RawGpuMemory { used: m.used as f64, peak_used: m.peak_used as f64, reserved: m.reserved as f64 })
     })
@@ -56,7 +52,7 @@ pub fn gpu_memory(env: napi::Env, ordinal: u32) -> napi::Result<RawGpuMemory> {
 #[napi]
 pub fn reset_gpu_memory_peak(env: napi::Env, ordinal: u32) -> napi::Result<()> {
     error::catch_panic(&env, || {
-        candlewick_core::gpu_memory::reset_peak(ordinal as usize)
+        candlewick_core::cuda::memory::reset_peak(ordinal as usize)
             .map_err(|e| error::into_js_error(&env, error::CoreError(e)))
     })
 }

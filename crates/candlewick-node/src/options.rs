@@ -1,6 +1,7 @@
 //! The flat options objects JavaScript hands over (validated already by src/options.ts), converted
 //! once, with `TryFrom`, into the core's types. Field names become camelCase in JS.
 
+use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
@@ -14,33 +15,42 @@ pub struct RawLoadOptions {
     pub device: Option<String>,
     /// "auto" | "f32" | "f16".
     pub dtype: Option<String>,
-    pub tf32: Option<bool>,
-    pub flash_attention: Option<bool>,
-    pub cudnn: Option<bool>,
-    pub cudnn_benchmark: Option<bool>,
-    pub gemm_benchmark: Option<bool>,
-    pub channels_last: Option<bool>,
-    pub cudnn_attention: Option<bool>,
+    /// "auto" | "cudnn" | "flash" | "math".
+    pub attention: Option<String>,
+    /// "auto" | "cudnn-nhwc" | "cudnn-nchw" | "candle".
+    pub convolution: Option<String>,
     pub cuda_graphs: Option<bool>,
+    pub autotune: Option<RawAutotune>,
+    pub tf32: Option<bool>,
     /// Threads for CPU tensor work (default: the cores available).
     pub threads: Option<u32>,
+}
+
+/// Which libraries' plans are chosen by timing them.
+#[napi(object)]
+pub struct RawAutotune {
+    pub cudnn: Option<bool>,
+    pub gemm: Option<bool>,
 }
 
 impl TryFrom<RawLoadOptions> for LoadOptions {
     type Error = Error;
     fn try_from(raw: RawLoadOptions) -> Result<Self, Error> {
         let defaults = LoadOptions::default();
+        let (d, autotune) = (defaults.cuda, raw.autotune.unwrap_or(RawAutotune { cudnn: None, gemm: None }));
         Ok(LoadOptions {
             device: raw.device.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.device),
             dtype: raw.dtype.as_deref().map(str::parse).transpose()?.unwrap_or(defaults.dtype),
-            tf32: raw.tf32.unwrap_or(defaults.tf32),
-            flash_attention: raw.flash_attention.unwrap_or(defaults.flash_attention),
-            cudnn: raw.cudnn.unwrap_or(defaults.cudnn),
-            cudnn_benchmark: raw.cudnn_benchmark.unwrap_or(defaults.cudnn_benchmark),
-            gemm_benchmark: raw.gemm_benchmark.unwrap_or(defaults.gemm_benchmark),
-            channels_last: raw.channels_last.unwrap_or(defaults.channels_last),
-            cudnn_attention: raw.cudnn_attention.unwrap_or(defaults.cudnn_attention),
-            cuda_graphs: raw.cuda_graphs.unwrap_or(defaults.cuda_graphs),
+            cuda: CudaSettings {
+                attention: raw.attention.as_deref().map(str::parse).transpose()?.unwrap_or(d.attention),
+                convolution: raw.convolution.as_deref().map(str::parse).transpose()?.unwrap_or(d.convolution),
+                cuda_graphs: raw.cuda_graphs.unwrap_or(d.cuda_graphs),
+                autotune: Autotune {
+                    cudnn: autotune.cudnn.unwrap_or(d.autotune.cudnn),
+                    gemm: autotune.gemm.unwrap_or(d.autotune.gemm),
+                },
+                tf32: raw.tf32.unwrap_or(d.tf32),
+            },
             threads: raw.threads.map(|n| n as usize).or(defaults.threads),
         })
     }
@@ -120,14 +130,15 @@ pub struct RawPipelineInfo {
     pub device: String,
     pub device_reason: String,
     pub dtype: String,
-    pub flash_attention: bool,
-    pub cudnn: bool,
-    pub cudnn_benchmark: bool,
-    pub gemm_benchmark: bool,
-    pub channels_last: bool,
-    pub cudnn_attention: bool,
+    /// The attention backend resolved at load: "auto" | "cudnn" | "flash" | "math".
+    pub attention: String,
+    /// The convolution path resolved at load: "cudnn-nhwc" | "cudnn-nchw" | "candle".
+    pub convolution: String,
     pub cuda_graphs: bool,
+    pub autotune: RawAutotuneInfo,
     pub tf32: bool,
+    /// Why a requested GPU path could not be taken, one sentence each.
+    pub cuda_fallbacks: Vec<String>,
     pub default_width: u32,
     pub default_height: u32,
     pub vae_scale_factor: u32,
@@ -139,6 +150,13 @@ pub struct RawPipelineInfo {
     pub threads: u32,
 }
 
+/// Whether cuDNN's and cuBLASLt's plans are chosen by timing them.
+#[napi(object)]
+pub struct RawAutotuneInfo {
+    pub cudnn: bool,
+    pub gemm: bool,
+}
+
 impl From<&PipelineInfo> for RawPipelineInfo {
     fn from(info: &PipelineInfo) -> Self {
         RawPipelineInfo {
@@ -146,14 +164,12 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             device: info.device.clone(),
             device_reason: info.device_reason.clone(),
             dtype: info.dtype.clone(),
-            flash_attention: info.flash_attention,
-            cudnn: info.cudnn,
-            cudnn_benchmark: info.cudnn_benchmark,
-            gemm_benchmark: info.gemm_benchmark,
-            channels_last: info.channels_last,
-            cudnn_attention: info.cudnn_attention,
-            cuda_graphs: info.cuda_graphs,
-            tf32: info.tf32,
+            attention: info.cuda.attention.name().to_string(),
+            convolution: info.cuda.convolution.name().to_string(),
+            cuda_graphs: info.cuda.cuda_graphs,
+            autotune: RawAutotuneInfo { cudnn: info.cuda.autotune.cudnn, gemm: info.cuda.autotune.gemm },
+            tf32: info.cuda.tf32,
+            cuda_fallbacks: info.cuda_fallbacks.clone(),
             default_width: info.default_width as u32,
             default_height: info.default_height as u32,
             vae_scale_factor: info.vae_scale_factor as u32,

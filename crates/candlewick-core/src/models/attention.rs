@@ -12,7 +12,7 @@ use candle_nn::{Module, VarBuilder};
 use super::linear::{self, Linear};
 use super::norm::{group_norm, layer_norm, GroupNorm, LayerNorm};
 use super::resnet::conv;
-use super::{flash, fused};
+use crate::cuda::{self, fused};
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
 /// computed in slices along batch*heads to bound memory.
@@ -23,22 +23,6 @@ const MAX_SCORE_ELEMENTS: usize = 1 << 27;
 /// is f16, for `upcast_attention`); the softmax runs in f32; the result has v's dtype.
 pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     attend(q, k, v, false)
-}
-
-/// A fused attention kernel on [b, seq, heads, d] tensors when one can run here: cuDNN's for
-/// self-attention (faster than FlashAttention-2's at SD's head dims on Hopper: bench/NOTES.md,
-/// run 26), FlashAttention-2 for cross-attention (77 keys: the two are level) and whatever
-/// cuDNN refuses; None when neither can, and the caller takes the unfused path.
-fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
-    if !flash::enabled() {
-        return Ok(None);
-    }
-    if q.dim(1)? == k.dim(1)? {
-        if let Some(out) = crate::cudnn::attention(q, k, v)? {
-            return Ok(Some(out));
-        }
-    }
-    flash::attention(q, k, v)
 }
 
 /// [`scaled_dot_product`] where query i sees keys 0..=i only (CLIP's causal mask).
@@ -225,7 +209,7 @@ impl Attention {
             None => self.to_out.forward(out),
         };
         let (q, k, v) = crate::profile::scope("attention_qkv", || self.project(xs, context))?;
-        let fused = crate::profile::scope("attention_flash", || fused_attention(&q, &k, &v))?;
+        let fused = crate::profile::scope("attention_flash", || cuda::attention(&q, &k, &v))?;
         if let Some(out) = fused {
             let (b, s, h, d) = out.dims4()?;
             return to_out(&out.reshape((b, s, h * d))?);

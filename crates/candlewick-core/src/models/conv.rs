@@ -1,20 +1,21 @@
 //! diffusers' `nn.Conv2d` layers: a 2-D convolution plus bias, through cuDNN's cached plans on
-//! CUDA when the build has them (`crate::cudnn`), otherwise candle's convolution.
+//! CUDA when the build has them (`crate::cuda::cudnn`), otherwise candle's convolution.
 //!
 //! Tensors stay NCHW between layers, as in diffusers. On CUDA with cuDNN, a kxk convolution
 //! (k > 1) keeps its filter channels-last (KRSC, converted once at load) and runs on cuDNN's NHWC
 //! kernels: the input goes through one tiled transpose on the way in, and the way out is one
 //! kernel that transposes back and adds the bias, a resnet's time embedding and its shortcut
 //! (`forward_fused`). Given NCHW tensors, cuDNN would convert the input and the filter itself on
-//! every call, more slowly (bench/NOTES.md, run 12).
+//! every call, more slowly (bench/NOTES.md's channels-last convolution timings).
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::activations::Activation;
 use super::norm::GroupNorm;
-use super::{fused, gemm};
-use crate::cudnn::{self, Conv2dParams};
+use crate::cuda::cudnn::{self, Conv2dParams};
+use crate::cuda::settings::{self, ConvolutionPath};
+use crate::cuda::{cublaslt, fused};
 
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -43,8 +44,7 @@ impl Conv2d {
             && vb.device().is_cuda()
             && matches!(vb.dtype(), DType::F16 | DType::F32)
             && cudnn::compiled()
-            && cudnn::enabled()
-            && cudnn::channels_last();
+            && settings::current().convolution == ConvolutionPath::CudnnChannelsLast;
         let weight = if channels_last { weight.permute((0, 2, 3, 1))?.contiguous()? } else { weight };
         Ok(Self { weight, bias, params: Conv2dParams { padding, stride, dilation: 1 }, channels_last })
     }
@@ -101,7 +101,7 @@ impl Conv2d {
         if self.pointwise() && xs.device().is_cuda() {
             if let Some(tokens) = norm.forward_tokens(None, xs)? {
                 return crate::profile::scope("conv", || {
-                    if let Some(ys) = gemm::linear(&tokens, &self.pointwise_weight()?, Some(&self.bias), None)? {
+                    if let Some(ys) = cublaslt::linear(&tokens, &self.pointwise_weight()?, Some(&self.bias), None)? {
                         return Ok(ys);
                     }
                     let ys = self.pointwise_product(&tokens)?;
@@ -133,7 +133,7 @@ impl Conv2d {
     pub fn forward_unbiased_plus(&self, xs: &Tensor, addend: &Tensor) -> Result<Tensor> {
         crate::profile::scope("conv", || {
             if self.pointwise() {
-                if let Some(out) = gemm::pointwise_conv_plus(xs, &self.pointwise_weight()?, addend)? {
+                if let Some(out) = cublaslt::pointwise_conv_plus(xs, &self.pointwise_weight()?, addend)? {
                     return Ok(out);
                 }
             }

@@ -1,11 +1,11 @@
 //! diffusers' `nn.Linear`: on CUDA in f16 one cuBLASLt call that adds the bias (and a residual)
-//! in its epilogue (`gemm::linear`); elsewhere candle_nn's matrix product, with the bias added by
+//! in its epilogue (`cublaslt::linear`); elsewhere candle_nn's matrix product, with the bias added by
 //! one fused kernel (`fused::bias_add`) or candle's broadcast add.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{fused, gemm};
+use crate::cuda::{cublaslt, fused};
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -33,7 +33,7 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if let Some(ys) = gemm::linear(xs, self.product.weight(), self.bias.as_ref(), None)? {
+        if let Some(ys) = cublaslt::linear(xs, self.product.weight(), self.bias.as_ref(), None)? {
             return Ok(ys);
         }
         self.add_bias(self.product.forward(xs)?)
@@ -44,7 +44,7 @@ impl Linear {
     /// `residual + linear(xs)`: a residual connection after the layer, added in the GEMM's
     /// epilogue or the bias's kernel on CUDA.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if let Some(ys) = gemm::linear(xs, self.product.weight(), self.bias.as_ref(), Some(residual))? {
+        if let Some(ys) = cublaslt::linear(xs, self.product.weight(), self.bias.as_ref(), Some(residual))? {
             return Ok(ys);
         }
         let ys = self.product.forward(xs)?;

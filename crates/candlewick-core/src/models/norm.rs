@@ -11,7 +11,7 @@ use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::activations::Activation;
-use super::fused;
+use crate::cuda::fused;
 
 #[derive(Debug, Clone)]
 pub struct LayerNorm {

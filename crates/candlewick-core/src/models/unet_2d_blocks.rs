@@ -6,8 +6,8 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{Attention, AttentionConfig, Context, Transformer2DConfig, Transformer2DModel};
-use super::fused;
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, TimeEmbedding, Upsample2D};
+use crate::cuda::fused;
 
 /// Settings of the transformers inside a cross-attention block.
 #[derive(Debug, Clone)]

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use super::activations::Activation;
 use super::attention::{Context, Transformer2DModel};
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::gemm;
 use super::linear::Linear;
 use super::norm::{group_norm, GroupNorm};
 use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use crate::cuda::cublaslt;
 
 /// A config value diffusers accepts either once for all blocks or once per block.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -429,7 +429,7 @@ impl UNet2DConditionModel {
     }
 
     /// Step 1's sinusoidal projection of the timestep, [1, channels] in `like`'s dtype and device:
-    /// computed on the host, so a captured CUDA graph takes it as an input (`pipeline::cuda_graph`).
+    /// computed on the host, so a captured CUDA graph takes it as an input (`cuda::graph`).
     pub fn time_proj(&self, timestep: f64, like: &Tensor) -> Result<Tensor> {
         self.time_proj.forward(timestep, like.device(), like.dtype())
     }
@@ -465,7 +465,7 @@ impl UNet2DConditionModel {
 
         let emb = self.resnet_act.forward(&emb)?;
         let projected = match &self.time_projections {
-            Some(p) => gemm::linear(&emb, p.weight(), p.bias(), None)?,
+            Some(p) => cublaslt::linear(&emb, p.weight(), p.bias(), None)?,
             None => None,
         };
         let emb = TimeEmbedding { activated: emb, projected };

@@ -9,7 +9,7 @@ use candle_core::DType;
 
 use super::options::LoadOptions;
 use crate::config::{read_json, ModelFolder, ModelIndex};
-use crate::cudnn;
+use crate::cuda::settings::Resolved;
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
@@ -39,20 +39,19 @@ pub struct Components {
     /// The folder's scheduler: model_index.json's class with scheduler_config.json's fields.
     pub scheduler: SchedulerChoice,
     pub target: DeviceChoice,
+    /// The GPU paths, resolved for this device and dtype and installed on the loading thread.
+    pub cuda: Resolved,
 }
 
 impl Components {
-    /// Load every component of `folder`. The CUDA switches that construction reads (cuDNN,
-    /// channels-last filters) are set first.
+    /// Load every component of `folder`. The GPU paths (`options.cuda`) are resolved and
+    /// installed on this thread first: the convolutions read theirs as they load.
     pub fn load(folder: &ModelFolder, index: &ModelIndex, options: &LoadOptions) -> Result<Self> {
         let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
         let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
 
-        // Read by the convolutions as they load (`models::conv`): channels-last filters or not.
-        let device = &target.device;
-        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
-        cudnn::set_enabled(cudnn);
-        cudnn::set_channels_last(cudnn && options.channels_last);
+        let cuda = options.cuda.resolve(&target.device, target.dtype);
+        cuda.settings.install(&target.device);
 
         let text_config: ClipTextConfig = read_json(&folder.config_path("text_encoder"))?;
         if tokenizer.vocab_end() > text_config.vocab_size {
@@ -79,7 +78,7 @@ impl Components {
         }
         let scheduler =
             SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target })
+        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
     }
 
     /// The compute dtype (f16 or f32).

@@ -5,8 +5,8 @@
 
 use candle_core::{DType, IndexOp, Tensor};
 
-use super::cuda_graph::GraphedModel;
 use super::observer::{Observer, StepProgress};
+use crate::cuda::graph::GraphedModel;
 use crate::error::{Error, Result};
 use crate::models::attention::Context;
 use crate::models::unet_2d_condition::UNet2DConditionModel;

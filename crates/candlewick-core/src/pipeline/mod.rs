@@ -1,7 +1,6 @@
 //! The text-to-image pipeline, as diffusers' numbered steps, and the worker thread that runs it.
 
 mod components;
-mod cuda_graph;
 mod denoise;
 mod noise;
 mod observer;

@@ -1,58 +1,21 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
+use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
 
 /// How to load a model folder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// "auto" (default), "cpu" or "cuda".
     pub device: DeviceRequest,
     /// f32 or f16; the default is f16 on CUDA and f32 on the CPU.
     pub dtype: DTypeRequest,
-    /// Allow TF32 matrix units for f32 matrix products on CUDA (default false). candle holds this
-    /// switch process-wide: the last pipeline loaded sets it for all.
-    pub tf32: bool,
-    /// Use fused FlashAttention-2 where it applies: CUDA builds with flash attention, f16 (default true).
-    pub flash_attention: bool,
-    /// Run convolutions through cuDNN's execution plans, cached per shape: CUDA builds with cuDNN
-    /// (default true). Off, candle's im2col + GEMM convolutions run instead.
-    pub cudnn: bool,
-    /// Time cuDNN's first few plans per convolution shape on its first call and keep the fastest
-    /// (PyTorch's `torch.backends.cudnn.benchmark`; default false: cuDNN's first choice).
-    pub cudnn_benchmark: bool,
-    /// Time cuBLASLt's first few algorithms per matrix-product shape on its first call and keep
-    /// the fastest (PyTorch's TunableOp; CUDA, f16; default false: the heuristics' first choice).
-    pub gemm_benchmark: bool,
-    /// Keep convolution filters channels-last and run cuDNN's NHWC kernels for kxk convolutions
-    /// (with `cudnn`; default true). Off, cuDNN gets NCHW tensors and converts them itself.
-    pub channels_last: bool,
-    /// Run self-attention with cuDNN's fused attention kernel instead of FlashAttention-2 where
-    /// cuDNN takes the shape (with `flash_attention` and `cudnn`; default true).
-    pub cudnn_attention: bool,
-    /// Capture the UNet step and the text encoder as CUDA graphs per shape and replay them (CUDA,
-    /// default true).
-    pub cuda_graphs: bool,
+    /// The GPU paths asked for (attention backend, convolution path, CUDA graphs, autotuning,
+    /// TF32), resolved at load against the build, the device and the dtype.
+    pub cuda: CudaSettings,
     /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
     /// the process). Under load, fewer threads than cores can be faster.
     pub threads: Option<usize>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            device: DeviceRequest::default(),
-            dtype: DTypeRequest::default(),
-            tf32: false,
-            flash_attention: true,
-            cudnn: true,
-            cudnn_benchmark: false,
-            gemm_benchmark: false,
-            channels_last: true,
-            cudnn_attention: true,
-            cuda_graphs: true,
-            threads: None,
-        }
-    }
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).

@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use super::components::Components;
-use super::cuda_graph::GraphedModel;
+use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
 
 /// The text encoder's CUDA graphs and the encoding that uses them.

@@ -15,9 +15,9 @@ use super::options::{
 };
 use super::prompt::PromptEncoder;
 use crate::config::ModelFolder;
-use crate::cudnn;
+use crate::cuda::cudnn;
+use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
-use crate::models::{flash, gemm};
 use crate::profile;
 
 /// Pipeline classes whose folders this pipeline can load.
@@ -35,24 +35,10 @@ pub struct PipelineInfo {
     pub dtype: String,
     pub default_width: usize,
     pub default_height: usize,
-    /// Whether attention runs as fused FlashAttention-2 (CUDA, f16, built with flash attention, not switched off).
-    pub flash_attention: bool,
-    /// Whether convolutions run through cuDNN (CUDA, built with cuDNN, not switched off).
-    pub cudnn: bool,
-    /// Whether cuDNN plans are chosen by timing them (`cudnn` on and `cudnn_benchmark` asked).
-    pub cudnn_benchmark: bool,
-    /// Whether cuBLASLt algorithms are chosen by timing them (CUDA, f16, `gemm_benchmark` asked).
-    pub gemm_benchmark: bool,
-    /// Whether kxk convolutions run channels-last (`cudnn` on and `channels_last` not false).
-    pub channels_last: bool,
-    /// Whether self-attention runs through cuDNN's fused kernel (`flash_attention` and `cudnn`
-    /// on, and `cudnn_attention` not false).
-    pub cudnn_attention: bool,
-    /// Whether the UNet step and the text encoder are captured and replayed as CUDA graphs (CUDA,
-    /// not switched off).
-    pub cuda_graphs: bool,
-    /// Whether f32 matrix products may use TF32.
-    pub tf32: bool,
+    /// The GPU paths this pipeline takes, resolved at load (installed on the pipeline's thread).
+    pub cuda: CudaSettings,
+    /// Why a requested GPU path could not be taken, one sentence each (empty when all were).
+    pub cuda_fallbacks: Vec<String>,
     /// Pixels per latent cell along each side.
     pub vae_scale_factor: usize,
     /// Tokens per prompt (77 for CLIP).
@@ -85,13 +71,8 @@ impl StableDiffusionPipeline {
             ));
         }
         let components = Components::load(&folder, &index, options)?;
-        let (device, dtype) = (&components.target.device, components.target.dtype);
+        let dtype = components.target.dtype;
         let (unet_config, vae_config) = (&components.unet.config, &components.vae.config);
-        let cudnn = options.cudnn && cudnn::compiled() && device.is_cuda();
-        let channels_last = cudnn && options.channels_last;
-
-        candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
-        let flash_attention = options.flash_attention && flash::compiled() && device.is_cuda() && dtype == DType::F16;
         let vae_scale_factor = vae_config.scale_factor();
         let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
             Error::model(
@@ -109,14 +90,8 @@ impl StableDiffusionPipeline {
             dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
             default_width: default_side,
             default_height: default_side,
-            flash_attention,
-            cudnn,
-            cudnn_benchmark: cudnn && options.cudnn_benchmark,
-            gemm_benchmark: options.gemm_benchmark && device.is_cuda() && dtype == DType::F16,
-            channels_last,
-            cudnn_attention: flash_attention && cudnn && options.cudnn_attention,
-            cuda_graphs: options.cuda_graphs && device.is_cuda(),
-            tf32: options.tf32 && device.is_cuda(),
+            cuda: components.cuda.settings,
+            cuda_fallbacks: components.cuda.fallbacks.clone(),
             vae_scale_factor,
             max_prompt_tokens: components.tokenizer.max_length(),
             num_train_timesteps: components.scheduler.num_train_timesteps(),
@@ -124,8 +99,8 @@ impl StableDiffusionPipeline {
             threads: rayon::current_num_threads(),
         };
         Ok(Self {
-            prompt_encoder: PromptEncoder::new(info.cuda_graphs),
-            denoiser: Denoiser::new(info.cuda_graphs),
+            prompt_encoder: PromptEncoder::new(info.cuda.cuda_graphs),
+            denoiser: Denoiser::new(info.cuda.cuda_graphs),
             components,
             info,
         })
@@ -147,11 +122,6 @@ impl StableDiffusionPipeline {
 
     fn run(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
         let mut warnings = Vec::new();
-        flash::set_enabled(self.info.flash_attention);
-        cudnn::set_enabled(self.info.cudnn);
-        cudnn::set_benchmark(self.info.cudnn_benchmark);
-        gemm::set_benchmark(self.info.gemm_benchmark);
-        cudnn::set_attention(self.info.cudnn_attention);
 
         // 1. Check inputs.
         let (width, height) = self.check_inputs(options)?;

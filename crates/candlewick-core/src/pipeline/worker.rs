@@ -117,7 +117,7 @@ impl PipelineWorker {
 /// Hand the heap memory that the call freed back to the OS. A generation allocates and frees
 /// buffers of several hundred KB on this thread and on the JS thread; glibc keeps such freed
 /// memory in its arenas, where it fragments, so that host RSS drifts upwards over hundreds of
-/// calls (bench/NOTES.md, runs 12 and 19) though nothing stays allocated. Takes ~1 ms.
+/// calls (bench/NOTES.md: the host memory over many calls) though nothing stays allocated. Takes ~1 ms.
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {

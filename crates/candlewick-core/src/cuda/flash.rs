@@ -1,27 +1,9 @@
 //! Fused FlashAttention-2 for the UNet's and the VAE's attention on CUDA (f16).
 //!
 //! Built only with the `flash-attn` feature (candle-flash-attn's kernels, a long nvcc build).
-//! Whether this thread's attention may use it is a per-thread switch: each pipeline runs on a
-//! thread of its own (see `pipeline::worker`), so a pipeline's setting is its thread's.
-
-use std::cell::Cell;
+//! Whether a pipeline's attention uses it is its `CudaSettings::attention` (`crate::cuda::attention`).
 
 use candle_core::{Result, Tensor};
-
-thread_local! {
-    static ENABLED: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Allow or forbid flash attention on the calling thread (allowed by default).
-pub fn set_enabled(enabled: bool) {
-    ENABLED.with(|e| e.set(enabled));
-}
-
-/// Whether this thread allows fused attention kernels (flash attention's switch also governs
-/// cuDNN's fused attention: `models::attention`).
-pub fn enabled() -> bool {
-    ENABLED.with(|e| e.get())
-}
 
 /// Whether this build carries the flash-attention kernels.
 pub fn compiled() -> bool {
@@ -33,13 +15,12 @@ pub fn compiled() -> bool {
 const HEAD_DIMS: std::ops::RangeInclusive<usize> = 33..=160;
 
 /// softmax(q kᵀ / sqrt(d)) v on [batch, seq, heads, d] tensors when flash attention can do it
-/// (CUDA, f16, d a multiple of 8 in 33..=160, allowed on this thread); None otherwise, and the
-/// caller takes the unfused path.
+/// (CUDA, f16, d a multiple of 8 in 33..=160); None otherwise, and the caller takes the unfused path.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
-    if !ENABLED.with(|e| e.get()) || !usable(q, k, v)? {
+    if !usable(q, k, v)? {
         return Ok(None);
     }
-    run(q, k, v).map(Some)
+    crate::cuda::features::built!("flash-attn", run(q, k, v))
 }
 
 fn usable(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<bool> {
@@ -58,10 +39,12 @@ fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let scale = 1.0 / (d as f32).sqrt();
     // Strided views (of a stacked q/k/v projection) are fine as long as the last dim is dense.
     let dense_rows = |t: &Tensor| if t.stride().last() == Some(&1) { Ok(t.clone()) } else { t.contiguous() };
-    candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)
-}
-
-#[cfg(not(feature = "flash-attn"))]
-fn run(_q: &Tensor, _k: &Tensor, _v: &Tensor) -> Result<Tensor> {
-    candle_core::bail!("flash attention is not compiled into this build")
+    let device = match q.device() {
+        candle_core::Device::Cuda(device) => device.clone(),
+        _ => candle_core::bail!("flash attention runs on CUDA tensors only"),
+    };
+    crate::cuda::op::sync_check(&device, "before", "flash-attention")?;
+    let out = candle_flash_attn::flash_attn(&dense_rows(q)?, &dense_rows(k)?, &dense_rows(v)?, scale, false)?;
+    crate::cuda::op::sync_check(&device, "after", "flash-attention")?;
+    Ok(out)
 }

@@ -55,11 +55,13 @@ impl CustomOp2 for CudnnConv2d {
             bail!("cuDNN convolution: a {r}x{s} filter does not fit a {h}x{wd} input padded by {padding}")
         };
         let dims = Dims { x: [n, c, h, wd], w: [k, c, r, s], y: [n, k, p, q] };
+        crate::cuda::op::sync_check(x.device(), "before", "cudnn-conv2d")?;
         let storage = match x.dtype() {
             DType::F16 => self.run::<f16>(x, x_l, w, w_l, &dims)?,
             DType::F32 => self.run::<f32>(x, x_l, w, w_l, &dims)?,
             other => bail!("cuDNN convolution: {other:?} tensors are not supported"),
         };
+        crate::cuda::op::sync_check(x.device(), "after", "cudnn-conv2d")?;
         let [n, k, p, q] = dims.y;
         Ok((storage, if self.channels_last { Shape::from((n, p, q, k)) } else { Shape::from((n, k, p, q)) }))
     }
@@ -166,7 +168,7 @@ impl ThreadState {
     }
 }
 
-/// The shape's plan: cuDNN's first choice, or with benchmarking on (`super::set_benchmark`, as
+/// The shape's plan: cuDNN's first choice, or with benchmarking on (`autotune.cudnn` in the thread's `CudaSettings`, as
 /// PyTorch's `torch.backends.cudnn.benchmark`) the fastest of its first few choices, timed on the
 /// call's own tensors (the output is written again by the caller afterwards).
 fn choose_plan(
@@ -183,7 +185,7 @@ fn choose_plan(
     }
     let most = candidates.iter().map(|c| c.workspace_bytes).max().unwrap_or(0);
     let mut workspace = if most > 0 { Some(unsafe { device.alloc::<u8>(most) }?) } else { None };
-    let fastest = crate::cuda_op::timing::fastest(stream, &candidates, BENCHMARK_RUNS, |candidate| {
+    let fastest = crate::cuda::op::timing::fastest(stream, &candidates, BENCHMARK_RUNS, |candidate| {
         let (ws, _ws_sync) = match workspace.as_mut() {
             Some(ws) => {
                 let (ptr, sync) = ws.device_ptr_mut(stream);
@@ -200,7 +202,7 @@ fn choose_plan(
 const BENCHMARK_CANDIDATES: usize = 8;
 const BENCHMARK_RUNS: usize = 3;
 
-pub(super) use crate::cuda_op::timing::capturing;
+pub(super) use crate::cuda::op::timing::capturing;
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
 pub(super) fn grow<'a>(

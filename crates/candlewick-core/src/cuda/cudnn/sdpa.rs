@@ -146,7 +146,7 @@ struct Sdpa {
     workspace: usize,
 }
 
-crate::cuda_op::cuda_only_op!(CustomOp3 for Sdpa, "cudnn-sdpa", run, q ql, k kl, v vl);
+crate::cuda::op::cuda_only_op!(CustomOp3 for Sdpa, "cudnn-sdpa", run, q ql, k kl, v vl);
 
 impl Sdpa {
     fn run(

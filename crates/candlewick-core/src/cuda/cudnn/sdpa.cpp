@@ -1,6 +1,6 @@
 // cuDNN's fused scaled-dot-product attention (flash attention on Hopper's tensor-core
 // instructions), built with cuDNN's frontend graph API and exposed to Rust as a C function
-// (src/cudnn/sdpa.rs). One graph per shape and strides, built on first use and cached in a
+// (src/cuda/cudnn/sdpa.rs). One graph per shape and strides, built on first use and cached in a
 // per-thread cache object that Rust owns.
 //
 // Inputs q [b, h, s_q, d], k and v [b, h, s_kv, d] and the output o are given by dims and

@@ -9,25 +9,13 @@
 //! tensors) and the caller takes candle's path; both compute the same function with f32
 //! accumulation (checked against diffusers on the GPU machine: bench/gpu/parity.mjs).
 
-use std::cell::Cell;
-
 use candle_core::{DType, Result, Tensor};
 
-thread_local! {
-    static BENCHMARK: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Choose each product shape's algorithm by timing cuBLASLt's first few candidates on its first
-/// call on this thread, instead of taking its heuristics' first choice (PyTorch's TunableOp; off
-/// by default: the choice then depends on timings, so results may differ in the last bits from
-/// one process to the next).
-pub fn set_benchmark(on: bool) {
-    BENCHMARK.with(|b| b.set(on));
-}
-
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+/// Whether each new product shape's algorithm is the fastest of cuBLASLt's first few candidates
+/// (autotune.gemm), timed on its first call, instead of its heuristics' first choice.
+#[cfg(feature = "cuda")]
 fn benchmarking() -> bool {
-    BENCHMARK.with(|b| b.get())
+    crate::cuda::settings::current().autotune.gemm
 }
 
 /// `residual + xs · weightᵀ + bias` for `xs` [..., k], `weight` [n, k], `bias` [n] and
@@ -57,7 +45,7 @@ pub fn linear(
     {
         return Ok(None);
     }
-    imp::linear(xs, weight, bias, residual, &out_dims)
+    crate::cuda::features::built!("cuda", imp::linear(xs, weight, bias, residual, &out_dims))
 }
 
 /// `addend + conv(xs)` for a 1x1 convolution without bias on NCHW tensors: `xs` [b, c, h, w],
@@ -80,7 +68,7 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
     {
         return Ok(None);
     }
-    imp::pointwise_conv_plus(xs, weight, addend)
+    crate::cuda::features::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
 }
 
 fn f16_on_cuda(t: &Tensor) -> bool {
@@ -90,7 +78,7 @@ fn f16_on_cuda(t: &Tensor) -> bool {
 /// cuBLASLt's 16-byte alignment: every view starting on a multiple of 8 halves (candle's
 /// allocations themselves are 256-byte aligned; the callers check that rows are multiples of 8).
 fn starts_aligned(t: &Tensor) -> bool {
-    t.layout().start_offset() % 8 == 0
+    t.layout().start_offset().is_multiple_of(8)
 }
 
 #[cfg(feature = "cuda")]
@@ -107,7 +95,7 @@ mod imp {
     use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
     use half::f16;
 
-    use crate::cuda_op::timing::{self, capturing};
+    use crate::cuda::op::timing::{self, capturing};
 
     fn lt_error(e: lt::CublasError) -> candle_core::Error {
         candle_core::Error::Msg(format!("cuBLASLt: {e:?}"))
@@ -122,27 +110,21 @@ mod imp {
         bias: Option<&Tensor>,
         residual: Option<&Tensor>,
         out_dims: &[usize],
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<Tensor> {
         let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec() };
         let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
-        let out = match residual {
-            Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op)?,
-            None => xs.apply_op2_no_bwd(&weight, &op)?,
-        };
-        Ok(Some(out))
+        match residual {
+            Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op),
+            None => xs.apply_op2_no_bwd(&weight, &op),
+        }
     }
 
-    pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Option<Tensor>> {
-        let op = PointwiseConvOp;
-        let out = xs.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &addend.contiguous()?, &op)?;
-        Ok(Some(out))
+    pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Tensor> {
+        xs.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &addend.contiguous()?, &PointwiseConvOp)
     }
 
     fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f16>> {
-        match l.contiguous_offsets() {
-            Some((start, end)) => Ok(s.as_cuda_slice::<f16>()?.slice(start..end)),
-            None => bail!("cuBLASLt linear: inputs must be contiguous"),
-        }
+        crate::cuda::op::contiguous_view(s, l, "cuBLASLt linear")
     }
 
     struct LinearOp {
@@ -218,7 +200,7 @@ mod imp {
     /// Inputs: xs [b, c, h, w], the weight [k, c], the addend [b, k, h, w] (contiguous).
     struct PointwiseConvOp;
 
-    crate::cuda_op::cuda_only_op!(CustomOp3 for PointwiseConvOp, "cublaslt-pointwise-conv-plus", run, x xl, w wl, a al);
+    crate::cuda::op::cuda_only_op!(CustomOp3 for PointwiseConvOp, "cublaslt-pointwise-conv-plus", run, x xl, w wl, a al);
 
     impl PointwiseConvOp {
         fn run(
@@ -271,8 +253,8 @@ mod imp {
         }
     }
 
-    crate::cuda_op::cuda_only_op!(CustomOp2 for LinearOp, "cublaslt-linear", run_product, x xl, w wl);
-    crate::cuda_op::cuda_only_op!(CustomOp3 for LinearOp, "cublaslt-linear-residual", run_with_residual, x xl, w wl, r rl);
+    crate::cuda::op::cuda_only_op!(CustomOp2 for LinearOp, "cublaslt-linear", run_product, x xl, w wl);
+    crate::cuda::op::cuda_only_op!(CustomOp3 for LinearOp, "cublaslt-linear-residual", run_with_residual, x xl, w wl, r rl);
 
     /// One product's shape: m rows of xs, n outputs, k inputs, and which epilogue.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -498,7 +480,7 @@ mod imp {
         }
     }
 
-    /// The pipeline thread's cuBLASLt handle, workspace and plans (as `cudnn::op`'s: each
+    /// The pipeline thread's cuBLASLt handle, workspace and plans (as `cuda::cudnn`'s: each
     /// pipeline runs on a thread of its own, and its CUDA graphs capture this workspace, which
     /// never moves or grows).
     struct ThreadState {
@@ -532,24 +514,5 @@ mod imp {
             }
             f(slot.as_mut().expect("state was just set"))
         })
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-mod imp {
-    use candle_core::{Result, Tensor};
-
-    pub fn linear(
-        _: &Tensor,
-        _: &Tensor,
-        _: Option<&Tensor>,
-        _: Option<&Tensor>,
-        _: &[usize],
-    ) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-
-    pub fn pointwise_conv_plus(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
-        Ok(None)
     }
 }

@@ -1,6 +1,6 @@
 //! How much GPU memory this process's tensors use, from CUDA's default memory pool of the
 //! device (where candle allocates, through cuMemAllocAsync) plus the memory of captured CUDA
-//! graphs (`pipeline::cuda_graph`): PyTorch's `memory_allocated`, `max_memory_allocated` and
+//! graphs (`cuda::graph`): PyTorch's `memory_allocated`, `max_memory_allocated` and
 //! `memory_reserved`, for the benchmarks and for callers who size their batches. The CUDA
 //! context and the libraries' own buffers (cuBLAS) are not included.
 
@@ -19,12 +19,18 @@ pub struct GpuMemory {
 
 /// The memory of CUDA device `ordinal`; an error on a CPU-only build or a device that has none.
 pub fn usage(ordinal: usize) -> Result<GpuMemory> {
-    imp::usage(ordinal)
+    let usage: Result<Option<GpuMemory>> = crate::cuda::features::built!("cuda", imp::usage(ordinal));
+    usage?.ok_or_else(no_cuda)
 }
 
 /// Start a new peak: `peak_used` becomes the current `used`.
 pub fn reset_peak(ordinal: usize) -> Result<()> {
-    imp::reset_peak(ordinal)
+    let reset: Result<Option<()>> = crate::cuda::features::built!("cuda", imp::reset_peak(ordinal));
+    reset?.ok_or_else(no_cuda)
+}
+
+fn no_cuda() -> Error {
+    Error::Device("this build of candlewick was compiled without CUDA: there is no GPU memory to report".into())
 }
 
 #[cfg(feature = "cuda")]
@@ -92,20 +98,5 @@ mod imp {
         }
         .result()
         .map_err(|e| Error::Device(format!("cannot reset the CUDA graph memory peak: {e}")))
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-mod imp {
-    use super::*;
-
-    pub fn usage(_ordinal: usize) -> Result<GpuMemory> {
-        Err(Error::Device(
-            "this build of candlewick was compiled without CUDA: there is no GPU memory to report".into(),
-        ))
-    }
-
-    pub fn reset_peak(_ordinal: usize) -> Result<()> {
-        usage(0).map(|_| ())
     }
 }
