@@ -52,6 +52,10 @@ pub struct RawResolvedSettings {
     pub scheduler: String,
     /// diffusers' snake_case field names.
     pub scheduler_config: serde_json::Map<String, serde_json::Value>,
+    /// "txt2img", "img2img" or "inpaint".
+    pub task: String,
+    /// How much of the image was repainted (img2img and inpaint).
+    pub strength: Option<f64>,
 }
 
 /// Where the call's time went, in milliseconds.
@@ -98,6 +102,8 @@ impl From<GenerateOutput> for RawGenerateEvent {
             height: r.height as u32,
             scheduler: r.scheduler,
             scheduler_config: r.scheduler_config,
+            task: r.task.name().into(),
+            strength: r.strength,
         };
         let result = RawGenerateResult {
             images,

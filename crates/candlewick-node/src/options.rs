@@ -2,9 +2,9 @@
 //! once, with `TryFrom`, into the core's types. Field names become camelCase in JS.
 
 use candlewick_core::error::expected;
-use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, PipelineInfo};
+use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
-use napi::bindgen_prelude::{BigInt, Float32Array};
+use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
 use napi_derive::napi;
 
 /// How to load a model folder. Unset fields take the core's defaults.
@@ -72,6 +72,36 @@ pub struct RawGenerateOptions {
     pub scheduler: Option<serde_json::Map<String, serde_json::Value>>,
     /// Return the denoised latents instead of images.
     pub output_latents: Option<bool>,
+    /// img2img's and inpainting's picture.
+    pub image: Option<RawImageInput>,
+    /// Inpainting's mask (white = repaint).
+    pub mask_image: Option<RawImageInput>,
+    pub strength: Option<f64>,
+}
+
+/// An input image: the bytes of a PNG, JPEG or WebP file, or raw pixels when `width`, `height`
+/// and `channels` are set (src/image-input.ts reads paths and checks raw sizes).
+#[napi(object)]
+pub struct RawImageInput {
+    pub data: Uint8Array,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub channels: Option<u32>,
+}
+
+impl From<RawImageInput> for ImageInput {
+    fn from(raw: RawImageInput) -> Self {
+        let data = raw.data.to_vec();
+        match (raw.width, raw.height, raw.channels) {
+            (Some(width), Some(height), Some(channels)) => ImageInput::Raw {
+                width: width as usize,
+                height: height as usize,
+                channels: channels as usize,
+                data,
+            },
+            _ => ImageInput::Encoded(data),
+        }
+    }
 }
 
 impl TryFrom<RawGenerateOptions> for GenerateOptions {
@@ -91,6 +121,9 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             latents: raw.latents.map(LatentsInput::try_from).transpose()?,
             scheduler: raw.scheduler.unwrap_or_default(),
             output_latents: raw.output_latents.unwrap_or(defaults.output_latents),
+            image: raw.image.map(ImageInput::from),
+            mask_image: raw.mask_image.map(ImageInput::from),
+            strength: raw.strength,
         })
     }
 }
