@@ -7,6 +7,8 @@ Run from the repository root (make_fixtures.py --images-only calls `make`):
 
 Writes (test/fixtures/README.md describes them):
   test/fixtures/images/input.png, mask.png       a 32x32 RGB picture and a 32x32 grayscale mask (white = repaint)
+  test/fixtures/images/orientation6.jpg          16x8 stored, EXIF orientation 6: shown 8x16, red above blue
+  test/fixtures/goldens/image_inputs.safetensors VaeImageProcessor / mask processor outputs for those files
   test/fixtures/tiny-sd-inpaint/                 model_index.json (StableDiffusionInpaintPipeline) and a tiny
                                                  9-channel unet/ (f32); its other components are tiny-sd's
   test/fixtures/goldens/img2img_<case>.*         per-step latents and the image of a 5-step img2img run
@@ -74,6 +76,14 @@ def make_inputs(images_dir):
     os.makedirs(images_dir, exist_ok=True)
     Image.fromarray(rgb, "RGB").save(os.path.join(images_dir, "input.png"))
     Image.fromarray(mask, "L").save(os.path.join(images_dir, "mask.png"))
+    # EXIF orientation 6 (the camera was turned: show it rotated 90 degrees clockwise): stored 16x8, left half
+    # red, right half blue; shown 8x16, red on top.
+    turned = np.zeros((8, 16, 3), np.uint8)
+    turned[:, :8] = (230, 20, 20)
+    turned[:, 8:] = (20, 20, 230)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(turned, "RGB").save(os.path.join(images_dir, "orientation6.jpg"), quality=95, exif=exif)
     return Image.open(os.path.join(images_dir, "input.png")), Image.open(os.path.join(images_dir, "mask.png"))
 
 
@@ -151,7 +161,10 @@ def make(tiny, fixtures):
     init_image = img2img.image_processor.preprocess(image)
     mask_condition = StableDiffusionInpaintPipeline(**components, safety_checker=None, feature_extractor=None,
                                                     requires_safety_checker=False).mask_processor.preprocess(mask)
-    save_file({"init_image": init_image.contiguous(), "mask_condition": mask_condition.contiguous()},
+    # A resize (PIL's Lanczos, the processor's default resample) to another size and aspect.
+    resized = img2img.image_processor.preprocess(image, height=40, width=24)
+    save_file({"init_image": init_image.contiguous(), "mask_condition": mask_condition.contiguous(),
+               "init_image_24x40": resized.contiguous()},
               os.path.join(goldens, "image_inputs.safetensors"))
     for name, cls, overrides, strength in IMG2IMG_CASES:
         pipe = with_scheduler(img2img, cls, overrides)
