@@ -11,6 +11,7 @@
 export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
 export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
+export type { ImageSource, RawImageData } from "./image-input.js";
 export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
 export type {
   BetaSchedule,
