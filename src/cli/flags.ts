@@ -127,6 +127,6 @@ export function integer(text: string): number | string {
 }
 
 /** A decimal number flag value. */
-function number(text: string): number | string {
+export function number(text: string): number | string {
   return /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(text) ? Number(text) : text;
 }
