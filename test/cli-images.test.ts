@@ -2,7 +2,7 @@
 // tiny model (test/fixtures/tiny-sd) and the images of test/fixtures/images (made by
 // scripts/fixture_images.py). Needs the native module (npm run build:native).
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
@@ -62,4 +62,21 @@ test("help lists img2img and inpaint, and each has its own help", async (t) => {
     t.regex(run.stdout, new RegExp(`^Usage: candlewick ${command} <prompt> --image <file>`));
     t.true(run.stdout.includes("  --strength <x>"));
   }
+});
+
+test("batch lines may carry image, maskImage and strength", async (t) => {
+  const dir = scratch();
+  const prompts = join(dir, "prompts.jsonl");
+  const lines = [
+    { prompt: "a red apple", seed: 1 },
+    { prompt: "a red apple", seed: 1, image: INPUT, strength: 0.5 },
+    { prompt: "a red apple", seed: 1, image: INPUT, maskImage: MASK },
+  ];
+  writeFileSync(prompts, lines.map((l) => JSON.stringify(l)).join("\n"));
+  const run = await cli("batch", prompts, "--out", join(dir, "out"), "--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "-q");
+  t.is(run.code, 0, run.stderr);
+  const text = [1, 2, 3].map((n) => readTextChunks(readFileSync(join(dir, "out", `0000${n}.png`))));
+  t.is(text[0]!.task, undefined);
+  t.like(text[1], { task: "img2img", strength: "0.5" });
+  t.like(text[2], { task: "inpaint", strength: "1" });
 });
