@@ -101,12 +101,18 @@ impl Golden {
         let sink = seen.clone();
         let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
         let mut noise = self.replay();
-        let out = pipe.generate_with_noise(&self.options(), &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out =
+            pipe.generate_with_noise(&self.options(), &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len() as u64, self.json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
         for (i, latents) in seen.iter().enumerate() {
-            assert_close(&format!("{name} latents_step_{i}"), latents, &self.tensors[&format!("latents_step_{i}")], 1e-4);
+            assert_close(
+                &format!("{name} latents_step_{i}"),
+                latents,
+                &self.tensors[&format!("latents_step_{i}")],
+                1e-4,
+            );
         }
         let want = self.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
         let got = &out.images[0].data;

@@ -93,12 +93,9 @@ impl From<RawImageInput> for ImageInput {
     fn from(raw: RawImageInput) -> Self {
         let data = raw.data.to_vec();
         match (raw.width, raw.height, raw.channels) {
-            (Some(width), Some(height), Some(channels)) => ImageInput::Raw {
-                width: width as usize,
-                height: height as usize,
-                channels: channels as usize,
-                data,
-            },
+            (Some(width), Some(height), Some(channels)) => {
+                ImageInput::Raw { width: width as usize, height: height as usize, channels: channels as usize, data }
+            }
             _ => ImageInput::Encoded(data),
         }
     }

@@ -43,7 +43,8 @@ impl Decoded {
                 "an image with an alpha channel",
             ));
         }
-        let image = if is_mask { DynamicImage::ImageLuma8(pil_luma(&image)) } else { DynamicImage::ImageRgb8(image.to_rgb8()) };
+        let image =
+            if is_mask { DynamicImage::ImageLuma8(pil_luma(&image)) } else { DynamicImage::ImageRgb8(image.to_rgb8()) };
         Ok(Self { width: image.width() as usize, height: image.height() as usize, image })
     }
 

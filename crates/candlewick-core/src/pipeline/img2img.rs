@@ -66,7 +66,12 @@ pub(super) fn prepare_latents(
 /// diffusers' `_encode_vae_image` / `retrieve_latents(vae.encode(image), generator)` times the
 /// scaling factor: the latent distribution of `image` ([1, 3, H, W] in [-1, 1]) sampled once per
 /// image of the batch (mean + std x noise). An f16 encode that overflows is redone in f32. f32 out.
-pub(super) fn encode_vae_image(c: &Components, image: &Tensor, batch: usize, noise: &mut dyn StepNoise) -> Result<Tensor> {
+pub(super) fn encode_vae_image(
+    c: &Components,
+    image: &Tensor,
+    batch: usize,
+    noise: &mut dyn StepNoise,
+) -> Result<Tensor> {
     let mut dist = c.vae.model.encode(&image.to_dtype(c.dtype())?)?;
     if c.dtype() != DType::F32 && !all_finite(&dist.mean.to_dtype(DType::F32)?)? {
         dist = c.vae_in_f32()?.encode(&image.to_dtype(DType::F32)?)?;

@@ -86,7 +86,11 @@ pub(super) fn prepare(
         // diffusers encodes the masked image for every UNet; an ordinary UNet never reads it,
         // so only its noise is drawn, to keep the stream where diffusers' generator is.
         noise.sample(shape, device)?;
-        let known_region = KnownRegion { image_latents: image_latents.unwrap_or(initial_noise.zeros_like()?), noise: initial_noise, mask };
+        let known_region = KnownRegion {
+            image_latents: image_latents.unwrap_or(initial_noise.zeros_like()?),
+            noise: initial_noise,
+            mask,
+        };
         return Ok(Prepared { latents, extra_channels: None, known_region: Some(known_region) });
     }
     let masked_image_latents = encode_vae_image(c, &masked_image, inputs.batch, noise)?;

@@ -17,7 +17,8 @@ mod worker;
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
 pub use options::{
-    FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
+    FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
+    ResolvedSettings, RgbImage, Task,
 };
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

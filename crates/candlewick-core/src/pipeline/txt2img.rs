@@ -11,7 +11,9 @@ use super::components::Components;
 use super::denoise::{all_finite, AfterStep, Conditioning, DenoiseOptions, Denoiser};
 use super::noise::NoiseSource;
 use super::observer::Observer;
-use super::options::{FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task};
+use super::options::{
+    FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
+};
 use super::prompt::PromptEncoder;
 use super::{img2img, inpaint};
 use crate::config::ModelFolder;
@@ -139,10 +141,11 @@ impl StableDiffusionPipeline {
 
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
-        let result = profile::record(&self.components.target.device, || self.run(options, observer, None)).map_err(|e| {
-            cudnn::release_workspace();
-            self.explain_out_of_memory(e, options)
-        });
+        let result =
+            profile::record(&self.components.target.device, || self.run(options, observer, None)).map_err(|e| {
+                cudnn::release_workspace();
+                self.explain_out_of_memory(e, options)
+            });
         profile::print_startup("generate");
         result
     }
@@ -159,7 +162,12 @@ impl StableDiffusionPipeline {
         self.run(options, observer, Some(noise))
     }
 
-    fn run(&self, options: &GenerateOptions, observer: &Observer, noise: Option<&mut dyn StepNoise>) -> Result<GenerateOutput> {
+    fn run(
+        &self,
+        options: &GenerateOptions,
+        observer: &Observer,
+        noise: Option<&mut dyn StepNoise>,
+    ) -> Result<GenerateOutput> {
         let mut warnings = Vec::new();
         flash::set_enabled(self.info.flash_attention);
         cudnn::set_enabled(self.info.cudnn);
@@ -314,7 +322,8 @@ impl StableDiffusionPipeline {
                 let mask = mask.to_mask_tensor(width, height, device)?;
                 let strength = inputs.strength.unwrap_or(1.0);
                 let do_guidance = options.guidance_scale > 1.0;
-                let task = inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
+                let task =
+                    inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
