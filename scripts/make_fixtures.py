@@ -10,7 +10,7 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
                              vocabulary), f32 weights plus *.fp16.safetensors variants
   test/fixtures/goldens/     tokens.json, clip_tokenizer_reference.json, text_encoder.*, unet.safetensors,
                              vae.safetensors, ddim.json, schedulers.*, pipeline.*, img2img_*, inpaint_*,
-                             image_inputs.safetensors (fixture_images.py)
+                             image_inputs.safetensors (fixture_images.py), vae_tiling.* (fixture_vae_tiling.py)
   test/fixtures/images/      input.png, mask.png: the img2img / inpainting inputs (fixture_images.py)
   test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
 
@@ -37,6 +37,7 @@ from transformers import CLIPTokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
 import fixture_images  # noqa: E402
+import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
 import fixture_prompts  # noqa: E402
 import fixture_schedulers  # noqa: E402
@@ -238,6 +239,8 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="with --full-size: tiny shapes, to test the code path")
     parser.add_argument("--images-only", action="store_true",
                         help="only the img2img / inpainting goldens (fixture_images.py) from the committed tiny-sd")
+    parser.add_argument("--vae-tiling-only", action="store_true",
+                        help="only the tiled VAE decode goldens (fixture_vae_tiling.py) from the committed tiny-sd")
     parser.add_argument("--schedulers-only", action="store_true",
                         help="only the scheduler goldens (schedulers.*, pipeline_<scheduler>.*) from the committed tiny-sd")
     args = parser.parse_args()
@@ -248,6 +251,9 @@ def main():
         return
     torch.set_num_threads(2)
     os.makedirs(GOLDENS, exist_ok=True)
+    if args.vae_tiling_only:
+        fixture_vae_tiling.make(TINY, GOLDENS)
+        return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
         return
@@ -264,6 +270,7 @@ def main():
     make_pipeline(pipe)
     make_scheduler_goldens(pipe)
     fixture_images.make(TINY, FIXTURES)
+    fixture_vae_tiling.make(TINY, GOLDENS)
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 

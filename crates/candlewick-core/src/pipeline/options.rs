@@ -116,6 +116,11 @@ pub struct GenerateOptions {
     /// the image noised to that point. None: 0.8 for image to image, 1 for inpainting
     /// (diffusers' defaults).
     pub strength: Option<f64>,
+    /// Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): memory follows
+    /// the tile, not the image. Off, a decode that runs out of memory is redone in tiles, with a warning.
+    pub vae_tiling: bool,
+    /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
+    pub vae_slicing: bool,
 }
 
 impl Default for GenerateOptions {
@@ -136,6 +141,8 @@ impl Default for GenerateOptions {
             image: None,
             mask_image: None,
             strength: None,
+            vae_tiling: false,
+            vae_slicing: false,
         }
     }
 }

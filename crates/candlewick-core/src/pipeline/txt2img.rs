@@ -19,6 +19,8 @@ use super::{img2img, inpaint};
 use crate::config::ModelFolder;
 use crate::cudnn;
 use crate::error::{expected, Error, Result};
+use crate::models::vae::AutoencoderKL;
+use crate::models::vae_tiling::VaeTiling;
 use crate::models::{flash, gemm};
 use crate::profile;
 use crate::schedulers::{Scheduler, StepNoise};
@@ -268,7 +270,7 @@ impl StableDiffusionPipeline {
         }
 
         // 6. Decode the latents with the VAE.
-        let image = self.decode_latents(&latents, &mut warnings)?;
+        let image = self.decode_latents(&latents, options, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
@@ -356,16 +358,42 @@ impl StableDiffusionPipeline {
         }
     }
 
-    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32. An f16 decode that overflows
-    /// (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the VAE,
-    /// loaded on first need, as diffusers' `force_upcast` does.
-    fn decode_latents(&self, latents: &Tensor, warnings: &mut Vec<String>) -> Result<Tensor> {
+    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32, in tiles and one image at a time
+    /// when asked (or in tiles when the whole decode runs out of memory). An f16 decode that
+    /// overflows (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the
+    /// VAE, loaded on first need, as diffusers' `force_upcast` does.
+    fn decode_latents(
+        &self,
+        latents: &Tensor,
+        options: &GenerateOptions,
+        warnings: &mut Vec<String>,
+    ) -> Result<Tensor> {
         let c = &self.components;
         let scaled = (latents / c.vae.config.scaling_factor)?;
-        let mut image = c.vae.model.decode(&scaled.to_dtype(c.dtype())?)?.to_dtype(DType::F32)?;
+        let tiling = VaeTiling::for_vae(c.vae.config.sample_size.first(), self.info.vae_scale_factor);
+        let mut tiled = options.vae_tiling.then_some(&tiling);
+        let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
+            vae.decode_with(&scaled.to_dtype(dtype)?, tiled, options.vae_slicing)?.to_dtype(DType::F32)
+        };
+        let mut image = match decode(&c.vae.model, c.dtype(), tiled) {
+            Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
+                let (_, _, h, w) = latents.dims4()?;
+                let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
+                warnings.push(format!(
+                    "the VAE decode of {}x{} ran out of memory on {}; it was decoded again in tiles of {side}x{side} \
+                     (asking for VAE tiling skips the first try)",
+                    w * vsf,
+                    h * vsf,
+                    self.info.device
+                ));
+                tiled = Some(&tiling);
+                decode(&c.vae.model, c.dtype(), tiled)?
+            }
+            other => other?,
+        };
         if c.dtype() != DType::F32 && !all_finite(&image)? {
             warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
-            image = c.vae_in_f32()?.decode(&scaled.to_dtype(DType::F32)?)?;
+            image = decode(c.vae_in_f32()?, DType::F32, tiled)?;
         }
         if !all_finite(&image)? {
             return Err(Error::NonFinite(
