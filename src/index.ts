@@ -12,7 +12,7 @@ export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type Pi
 export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
 export type { ImageSource, RawImageData } from "./image-input.js";
-export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
+export type { DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, PreviewImage } from "./options.js";
 export type {
   BetaSchedule,
   DdimSchedulerOptions,

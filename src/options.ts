@@ -80,6 +80,20 @@ export interface GenerateProgress {
   totalSteps: number;
   /** The scheduler timestep that step denoised (981, 961, ... for SD1.5 with 50 steps). */
   timestep: number;
+  /**
+   * With `previewEvery`, on every previewEvery-th step and the last: one small picture of the
+   * current latents per image (width / 8 x height / 8 pixels for SD1.x), made by a fixed
+   * latent-to-RGB map (no extra model). Absent on other steps and for other latent layouts.
+   */
+  preview?: PreviewImage[];
+}
+
+/** A preview of an image's latents: 8-bit RGB, rows top to bottom. */
+export interface PreviewImage {
+  width: number;
+  height: number;
+  /** width x height x 3 bytes. */
+  data: Uint8Array;
 }
 
 /** Initial latents, for exact reproduction of another run. */
@@ -156,6 +170,16 @@ export interface GenerateOptions {
    * image, 1 for inpainting (diffusers' defaults).
    */
   strength?: number;
+  /**
+   * Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): the decode's memory
+   * follows the tile (512x512 pixels for SD1.5), not the image; tiles blend at their seams. Off, a
+   * decode that runs out of memory is redone in tiles, with a warning. Default false.
+   */
+  vaeTiling?: boolean;
+  /** Decode the call's images one at a time (diffusers' `enable_vae_slicing`). Default false. */
+  vaeSlicing?: boolean;
+  /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
+  previewEvery?: number;
 }
 
 /** The most pixels along one side. */
@@ -181,6 +205,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
+  "vaeTiling", "vaeSlicing", "previewEvery",
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -260,6 +285,9 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * perPrompt);
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
   if (o.strength !== undefined) raw.strength = strength(o.strength);
+  if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
+  if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
+  if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   const checked: CheckedGenerateOptions = { raw };
   if (o.image !== undefined) checked.image = checkImage(o.image, "image");
   if (o.maskImage !== undefined) checked.maskImage = checkImage(o.maskImage, "maskImage");

@@ -258,7 +258,8 @@ export class StableDiffusionPipeline {
         if (error) return settle(() => reject(fromNativeError(error)));
         if (event.progress && onProgress) {
           try {
-            onProgress({ ...event.progress });
+            const { preview, ...progress } = event.progress;
+            onProgress(preview ? { ...progress, preview: preview.map(({ width, height, data }) => ({ width, height, data })) } : progress);
           } catch (thrown) {
             // An exception in the caller's callback ends the call with that exception.
             call?.cancel();

@@ -7,7 +7,8 @@
 import { extname } from "node:path";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import { MAX_IMAGES_PER_PROMPT, strength, type GenerateOptions, type LoadOptions } from "../options.js";
+import { GeneratedImage } from "../image.js";
+import { MAX_IMAGES_PER_PROMPT, MAX_STEPS, strength, type GenerateOptions, type LoadOptions, type PreviewImage } from "../options.js";
 import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, number, parseFlags, seedFrom, settingsFrom, type Settings } from "./flags.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
@@ -29,6 +30,9 @@ ${COMMON_HELP.model}
 ${COMMON_HELP.settings}
   --seed <n>                Seed, 0 to 2^64-1 (default: random, printed)
   --num-images <n>          Images to generate, 1-${MAX_IMAGES_PER_PROMPT} (default: 1)
+  --preview <file.png>      Write a small preview of the (first) image's latents there while it
+                            denoises (every --preview-every steps, default 5, and after the last)
+  --preview-every <n>       Steps between previews, 1-${MAX_STEPS} (default: 5)
 ${COMMON_HELP.device}
 
 Example:
@@ -70,6 +74,8 @@ const OPTIONS = {
   ...COMMON_FLAGS,
   out: { type: "string", short: "o" },
   "num-images": { type: "string" },
+  preview: { type: "string" },
+  "preview-every": { type: "string" },
 } as const;
 const IMAGE_OPTIONS = { ...OPTIONS, image: { type: "string" }, strength: { type: "string" } } as const;
 const INPAINT_OPTIONS = { ...IMAGE_OPTIONS, mask: { type: "string" } } as const;
@@ -106,6 +112,8 @@ export async function generate(args: readonly string[], command: GenerateCommand
     if (values["num-images"] !== undefined) {
       options.numImagesPerPrompt = integerIn(integer(values["num-images"]), "--num-images", 1, MAX_IMAGES_PER_PROMPT);
     }
+    if (values["preview-every"] !== undefined) options.previewEvery = integerIn(integer(values["preview-every"]), "--preview-every", 1, MAX_STEPS);
+    else if (values.preview !== undefined) options.previewEvery = 5;
     if (values.image !== undefined) options.image = values.image;
     if (values.mask !== undefined) options.maskImage = values.mask;
     if (values.strength !== undefined) options.strength = strength(number(values.strength), "--strength");
@@ -125,18 +133,24 @@ export async function generate(args: readonly string[], command: GenerateCommand
   try {
     // A folder that cannot take the files is found before the model loads.
     const paths = outputPaths(values.out ?? "image.png", options.numImagesPerPrompt ?? 1);
-    await checkOutputFiles(paths);
+    await checkOutputFiles(values.preview === undefined ? paths : [...paths, values.preview]);
     // An image that cannot be read is found before the model loads too.
     if (values.image !== undefined) options.image = (await readImage({ path: values.image }, "--image")).data;
     if (values.mask !== undefined) options.maskImage = (await readImage({ path: values.mask }, "--mask")).data;
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
     const progress = new ProgressDisplay(process.stderr);
+    const previews: Promise<void>[] = [];
     const images = await pipe.generate({
       ...options,
       signal: controller.signal,
-      onProgress: quiet ? undefined : (p) => progress.step(p),
+      onProgress: (p) => {
+        if (!quiet) progress.step(p);
+        const first = p.preview?.[0];
+        if (first && values.preview !== undefined) previews.push(writePreview(values.preview, first));
+      },
       onWarning: (message) => say(`warning: ${message}`),
     }).finally(() => progress.finish());
+    await Promise.all(previews);
     const model = values.model ?? DEFAULT_MODEL;
     for (const [i, image] of images.entries()) {
       const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, resolvedOf(image), model);
@@ -162,6 +176,14 @@ export function reportError(error: unknown, interrupted = "candlewick: interrupt
   }
   process.stderr.write(`candlewick: ${error.message}\n`);
   return error.code === INVALID_OPTION ? 2 : 1;
+}
+
+/** A preview as a PNG file, written whole (the last one written wins). */
+let previewWrites = Promise.resolve();
+function writePreview(path: string, preview: PreviewImage): Promise<void> {
+  const png = new GeneratedImage(preview.width, preview.height, preview.data, 0n).toPng();
+  previewWrites = previewWrites.then(() => writeFileAtomically(path, png));
+  return previewWrites;
 }
 
 /** image.png for one image; image-1.png ... image-N.png for several. */

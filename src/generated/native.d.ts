@@ -90,6 +90,13 @@ export interface RawGenerateOptions {
   /** Inpainting's mask (white = repaint). */
   maskImage?: RawImageInput
   strength?: number
+  vaeTiling?: boolean
+  vaeSlicing?: boolean
+  /**
+   * Progress events carry previews of the latents every this many steps (not a core option:
+   * the binding's observer makes them).
+   */
+  previewEvery?: number
 }
 
 /** The outcome of a call that succeeded. */
@@ -199,6 +206,8 @@ export interface RawProgress {
   totalSteps: number
   /** The scheduler timestep that step denoised. */
   timestep: number
+  /** Previews of the latents (one small RGB image per image), every `previewEvery` steps. */
+  preview?: Array<RawImage>
 }
 
 /** The core's `ResolvedSettings`. */

@@ -77,6 +77,11 @@ pub struct RawGenerateOptions {
     /// Inpainting's mask (white = repaint).
     pub mask_image: Option<RawImageInput>,
     pub strength: Option<f64>,
+    pub vae_tiling: Option<bool>,
+    pub vae_slicing: Option<bool>,
+    /// Progress events carry previews of the latents every this many steps (not a core option:
+    /// the binding's observer makes them).
+    pub preview_every: Option<u32>,
 }
 
 /// An input image: the bytes of a PNG, JPEG or WebP file, or raw pixels when `width`, `height`
@@ -121,6 +126,8 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             image: raw.image.map(ImageInput::from),
             mask_image: raw.mask_image.map(ImageInput::from),
             strength: raw.strength,
+            vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
+            vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
         })
     }
 }

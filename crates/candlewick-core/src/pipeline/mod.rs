@@ -10,12 +10,14 @@ mod inpaint;
 mod noise;
 mod observer;
 mod options;
+mod preview;
 mod prompt;
 mod txt2img;
 mod worker;
 
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
+pub use preview::latents_to_rgb;
 pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
     ResolvedSettings, RgbImage, Task,
