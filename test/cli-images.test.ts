@@ -80,3 +80,11 @@ test("batch lines may carry image, maskImage and strength", async (t) => {
   t.like(text[1], { task: "img2img", strength: "0.5" });
   t.like(text[2], { task: "inpaint", strength: "1" });
 });
+
+test("batch takes --vae-tiling", async (t) => {
+  const dir = scratch();
+  const prompts = join(dir, "prompts.jsonl");
+  writeFileSync(prompts, `${JSON.stringify({ prompt: "a red apple", seed: 1 })}\n`);
+  const run = await cli("batch", prompts, "--out", join(dir, "out"), "--model", TINY_SD, "--steps", "1", "--width", "16", "--height", "16", "--vae-tiling", "-q");
+  t.is(run.code, 0, run.stderr);
+});

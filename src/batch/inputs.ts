@@ -36,13 +36,15 @@ export interface BatchInput {
   maskImage?: ImageSource;
   /** How much of `image` to repaint, in (0, 1]. Default: the batch's, else 0.8 (image to image) or 1 (inpainting). */
   strength?: number;
+  /** Decode in tiles (see `GenerateOptions.vaeTiling`). Default: the batch's, else false. */
+  vaeTiling?: boolean;
 }
 
 /** Settings every input of a batch starts from. */
 export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
 export const INPUT_KEYS = [
-  "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength",
+  "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
 ] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
 
@@ -82,7 +84,7 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
     // One call takes one image: inputs share a call only when they share the image itself.
     const images = [shared.image, shared.maskImage].map(identity);
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, images]);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, images]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {
