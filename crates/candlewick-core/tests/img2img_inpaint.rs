@@ -191,3 +191,25 @@ fn img2img_with_seeds_is_reproducible_and_reports_its_task() {
     pipe.generate(&GenerateOptions { strength: Some(0.5), ..options }, &observer).unwrap();
     assert_eq!(*steps.lock().unwrap(), vec![2, 2], "strength 0.5 of 4 steps runs 2");
 }
+
+/// f16 (the fp16 weights; the 9-channel UNet's f32 file converted) stays close to diffusers' f32
+/// images, through the VAE encode, the mask channels and the known-region blend.
+#[test]
+fn f16_img2img_and_inpainting_stay_close_to_diffusers_f32() {
+    let load_f16 = |dir: &Path| {
+        let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
+        StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    };
+    let tiny = load_f16(&fixtures().join("tiny-sd"));
+    let folder = tiny_inpaint_model();
+    let inpainting = load_f16(folder.path());
+    for name in ["img2img_ddim", "inpaint_euler_4ch", "inpaint_ddim_9ch"] {
+        let g = golden(name);
+        let pipe = if g.json["unet_in_channels"] == 9 { &inpainting } else { &tiny };
+        let out = pipe.generate_with_noise(&g.options(), &Observer::new(), &mut g.replay()).unwrap();
+        let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let worst = out.images[0].data.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        eprintln!("{name} in f16: worst pixel {worst}/255 from diffusers' f32");
+        assert!(worst <= 13, "{name}: f16 differs from diffusers' f32 image by {worst}/255");
+    }
+}
