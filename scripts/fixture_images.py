@@ -7,6 +7,7 @@ Run from the repository root (make_fixtures.py --images-only calls `make`):
 
 Writes (test/fixtures/README.md describes them):
   test/fixtures/images/input.png, mask.png       a 32x32 RGB picture and a 32x32 grayscale mask (white = repaint)
+  test/fixtures/images/input.webp                input.png as lossless WebP
   test/fixtures/images/orientation6.jpg          16x8 stored, EXIF orientation 6: shown 8x16, red above blue
   test/fixtures/goldens/image_inputs.safetensors VaeImageProcessor / mask processor outputs for those files
   test/fixtures/tiny-sd-inpaint/                 model_index.json (StableDiffusionInpaintPipeline) and a tiny
@@ -76,6 +77,8 @@ def make_inputs(images_dir):
     os.makedirs(images_dir, exist_ok=True)
     Image.fromarray(rgb, "RGB").save(os.path.join(images_dir, "input.png"))
     Image.fromarray(mask, "L").save(os.path.join(images_dir, "mask.png"))
+    # The same picture as lossless WebP: it must decode to the same pixels.
+    Image.fromarray(rgb, "RGB").save(os.path.join(images_dir, "input.webp"), lossless=True)
     # EXIF orientation 6 (the camera was turned: show it rotated 90 degrees clockwise): stored 16x8, left half
     # red, right half blue; shown 8x16, red on top.
     turned = np.zeros((8, 16, 3), np.uint8)

@@ -180,3 +180,12 @@ fn lanczos_resize_is_close_to_pils() {
     eprintln!("resize 32x32 -> 24x40: max |ours - PIL's| = {max_diff} ({} levels of 255)", max_diff * 127.5);
     assert!(max_diff * 127.5 <= 2.0, "resize differs from PIL's by {} levels", max_diff * 127.5);
 }
+
+/// Lossless WebP decodes to the PNG's pixels (test/fixtures/images/input.webp, by fixture_images.py).
+#[test]
+fn webp_decodes_to_the_same_pixels_as_png() {
+    let png = preprocess_image(&ImageInput::Encoded(bytes("images/input.png")), 32, 32).unwrap();
+    let webp = preprocess_image(&ImageInput::Encoded(bytes("images/input.webp")), 32, 32).unwrap();
+    let (_, max_diff, _) = rel_error(&webp, &png);
+    assert_eq!(max_diff, 0.0);
+}
