@@ -189,3 +189,18 @@ fn webp_decodes_to_the_same_pixels_as_png() {
     let (_, max_diff, _) = rel_error(&webp, &png);
     assert_eq!(max_diff, 0.0);
 }
+
+/// A JPEG whose frame header (SOF0) declares 60000x60000 pixels is refused from the header.
+#[test]
+fn a_jpeg_declaring_a_huge_size_is_refused_before_decoding() {
+    let mut jpeg = bytes("images/orientation6.jpg");
+    let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).expect("a baseline JPEG");
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xea, 0x60, 0xea, 0x60]);
+    match preprocess_image(&ImageInput::Encoded(jpeg), 8, 8) {
+        Err(candlewick_core::Error::InvalidOption(message)) => assert_eq!(
+            message,
+            "Expected image of 1 to 8192 pixels a side for image but received a JPEG declaring 60000x60000 pixels"
+        ),
+        other => panic!("expected an InvalidOption error, got {:?}", other.map(|t| t.dims().to_vec())),
+    }
+}
