@@ -213,3 +213,33 @@ fn f16_img2img_and_inpainting_stay_close_to_diffusers_f32() {
         assert!(worst <= 6, "{name}: f16 differs from diffusers' f32 image by {worst}/255");
     }
 }
+
+/// Each image of an img2img or inpainting batch is the image its seed makes alone (each image's
+/// VAE sample and noise come from its own stream), and `width`/`height` resize the input.
+#[test]
+fn image_tasks_in_a_batch_give_each_image_what_its_seed_makes_alone() {
+    let pipe = load(&fixtures().join("tiny-sd"));
+    for mask in [None, Some(file("images/mask.png"))] {
+        let call = |prompt: Vec<String>, seeds: Vec<u64>| GenerateOptions {
+            prompt,
+            num_inference_steps: 3,
+            image: Some(file("images/input.png")),
+            mask_image: mask.clone(),
+            strength: Some(0.7),
+            width: Some(48),
+            height: Some(40),
+            seeds: Some(seeds),
+            ..Default::default()
+        };
+        let batch = pipe
+            .generate(&call(vec!["a red apple".into(), "a blue bird".into()], vec![7, 9]), &Observer::new())
+            .unwrap();
+        assert_eq!((batch.images[0].width, batch.images[0].height), (48, 40), "width and height resize the image");
+        for (i, (prompt, seed)) in [("a red apple", 7), ("a blue bird", 9)].into_iter().enumerate() {
+            let alone = pipe.generate(&call(vec![prompt.into()], vec![seed]), &Observer::new()).unwrap();
+            let close =
+                alone.images[0].data.iter().zip(&batch.images[i].data).filter(|(a, b)| a.abs_diff(**b) <= 1).count();
+            assert_eq!(close, alone.images[0].data.len(), "image {i} (mask: {})", mask.is_some());
+        }
+    }
+}
