@@ -243,3 +243,47 @@ fn image_tasks_in_a_batch_give_each_image_what_its_seed_makes_alone() {
         }
     }
 }
+
+/// Every scheduler runs image to image and inpainting from a strength's start (the begin index,
+/// Heun's two calls a step, PNDM's warm-up), with the number of UNet calls diffusers makes.
+#[test]
+fn every_scheduler_runs_the_image_tasks() {
+    let pipe = load(&fixtures().join("tiny-sd"));
+    // (type, extra fields, UNet calls of 4 steps at strength 0.5: diffusers 0.42.1's
+    // len(scheduler.timesteps[t_start * scheduler.order:]) after set_timesteps(4), t_start = 2,
+    // for Class.from_config(tiny-sd's scheduler_config.json, **fields))
+    let schedulers: [(&str, serde_json::Value, usize); 10] = [
+        ("ddim", serde_json::json!({}), 2),
+        ("pndm", serde_json::json!({"skip_prk_steps": true}), 3),
+        ("pndm", serde_json::json!({"skip_prk_steps": false}), 11),
+        ("ddpm", serde_json::json!({}), 2),
+        ("lcm", serde_json::json!({}), 2),
+        ("euler", serde_json::json!({"use_karras_sigmas": true}), 2),
+        ("euler-ancestral", serde_json::json!({}), 2),
+        ("heun", serde_json::json!({}), 3),
+        ("dpm++-2m-sde-karras", serde_json::json!({}), 2),
+        ("unipc", serde_json::json!({}), 2),
+    ];
+    for (kind, fields, calls) in schedulers {
+        let mut scheduler = fields.as_object().cloned().unwrap();
+        scheduler.insert("type".into(), kind.into());
+        for mask in [None, Some(file("images/mask.png"))] {
+            let options = GenerateOptions {
+                prompt: vec!["a red apple".into()],
+                num_inference_steps: 4,
+                image: Some(file("images/input.png")),
+                mask_image: mask.clone(),
+                strength: Some(0.5),
+                scheduler: scheduler.clone(),
+                seed: Some(4),
+                ..Default::default()
+            };
+            let seen: Arc<Mutex<usize>> = Arc::default();
+            let sink = seen.clone();
+            let observer = Observer::new().with_progress(move |_| *sink.lock().unwrap() += 1);
+            let out = pipe.generate(&options, &observer).unwrap_or_else(|e| panic!("{kind} {fields}: {e}"));
+            assert_eq!(out.images.len(), 1);
+            assert_eq!(*seen.lock().unwrap(), calls, "{kind} {fields} (mask: {}): UNet calls", mask.is_some());
+        }
+    }
+}
