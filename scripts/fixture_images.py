@@ -44,6 +44,10 @@ IMG2IMG_CASES = [
     ("euler", "EulerDiscreteScheduler", {}, 0.8),
     ("dpm_2m_karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, 0.7),
     ("euler_ancestral", "EulerAncestralDiscreteScheduler", {}, 0.6),
+    # Two UNet calls a step (the begin index counts calls), PLMS's repeated first timestep, UniPC's corrector.
+    ("heun", "HeunDiscreteScheduler", {}, 0.6),
+    ("plms", "PNDMScheduler", {"skip_prk_steps": True}, 0.6),
+    ("unipc", "UniPCMultistepScheduler", {}, 0.7),
 ]
 # (name, unet channels, scheduler, overrides, strength)
 INPAINT_CASES = [
