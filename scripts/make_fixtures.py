@@ -9,7 +9,10 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sd/     tiny random Stable Diffusion model in diffusers' folder layout (real CLIP
                              vocabulary), f32 weights plus *.fp16.safetensors variants
   test/fixtures/goldens/     tokens.json, clip_tokenizer_reference.json, text_encoder.*, unet.safetensors,
-                             vae.safetensors, ddim.json, schedulers.*, pipeline.*
+                             vae.safetensors, ddim.json, schedulers.*, pipeline.*, img2img_*, inpaint_*,
+                             image_inputs.safetensors (fixture_images.py), vae_tiling.* (fixture_vae_tiling.py)
+  test/fixtures/images/      input.png, mask.png: the img2img / inpainting inputs (fixture_images.py)
+  test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -33,6 +36,8 @@ from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
+import fixture_images  # noqa: E402
+import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
 import fixture_prompts  # noqa: E402
 import fixture_schedulers  # noqa: E402
@@ -232,6 +237,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", metavar="OUTDIR", help="SD1.5-shaped random weights + timing (not committed)")
     parser.add_argument("--smoke", action="store_true", help="with --full-size: tiny shapes, to test the code path")
+    parser.add_argument("--images-only", action="store_true",
+                        help="only the img2img / inpainting goldens (fixture_images.py) from the committed tiny-sd")
+    parser.add_argument("--vae-tiling-only", action="store_true",
+                        help="only the tiled VAE decode goldens (fixture_vae_tiling.py) from the committed tiny-sd")
     parser.add_argument("--schedulers-only", action="store_true",
                         help="only the scheduler goldens (schedulers.*, pipeline_<scheduler>.*) from the committed tiny-sd")
     args = parser.parse_args()
@@ -242,6 +251,12 @@ def main():
         return
     torch.set_num_threads(2)
     os.makedirs(GOLDENS, exist_ok=True)
+    if args.vae_tiling_only:
+        fixture_vae_tiling.make(TINY, GOLDENS)
+        return
+    if args.images_only:
+        fixture_images.make(TINY, FIXTURES)
+        return
     if args.schedulers_only:
         make_scheduler_goldens(StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None,
                                                                        requires_safety_checker=False))
@@ -254,6 +269,8 @@ def main():
     fixture_ddim.make(os.path.join(GOLDENS, "ddim.json"))
     make_pipeline(pipe)
     make_scheduler_goldens(pipe)
+    fixture_images.make(TINY, FIXTURES)
+    fixture_vae_tiling.make(TINY, GOLDENS)
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 

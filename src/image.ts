@@ -32,6 +32,10 @@ export interface ResolvedSettings {
   scheduler: string;
   /** Its config as it ran: the folder's fields with the call's merged over them, in camelCase. */
   schedulerConfig: Readonly<Record<string, unknown>>;
+  /** What the call did: text to image, image to image (`image`) or inpainting (`image` and `maskImage`). */
+  task: "txt2img" | "img2img" | "inpaint";
+  /** How much of the image was repainted (img2img and inpaint; the call's or the default). */
+  strength?: number;
 }
 
 /** One image from `generate`. */

@@ -11,7 +11,8 @@
 export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
 export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
-export type { AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions } from "./options.js";
+export type { ImageSource, RawImageData } from "./image-input.js";
+export type { AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, PreviewImage } from "./options.js";
 export type {
   BetaSchedule,
   DdimSchedulerOptions,

@@ -6,6 +6,7 @@
 import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated/native.js";
 import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
+import { checkImage, type CheckedImage, type ImageSource } from "./image-input.js";
 import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
 import { boolean, checkOptionsObject, count, integerIn, invalid, isPlainObject, numberIn, oneOf } from "./validate.js";
@@ -83,6 +84,20 @@ export interface GenerateProgress {
   totalSteps: number;
   /** The scheduler timestep that step denoised (981, 961, ... for SD1.5 with 50 steps). */
   timestep: number;
+  /**
+   * With `previewEvery`, on every previewEvery-th step and the last: one small picture of the
+   * current latents per image (width / 8 x height / 8 pixels for SD1.x), made by a fixed
+   * latent-to-RGB map (no extra model). Absent on other steps and for other latent layouts.
+   */
+  preview?: PreviewImage[];
+}
+
+/** A preview of an image's latents: 8-bit RGB, rows top to bottom. */
+export interface PreviewImage {
+  width: number;
+  height: number;
+  /** width x height x 3 bytes. */
+  data: Uint8Array;
 }
 
 /** Initial latents, for exact reproduction of another run. */
@@ -93,7 +108,11 @@ export interface LatentsOptions {
   data: Float32Array;
 }
 
-/** One text-to-image call, as diffusers' `StableDiffusionPipeline.__call__`. */
+/**
+ * One call, as diffusers' pipelines take it: text to image (`StableDiffusionPipeline`); with
+ * `image`, image to image (`StableDiffusionImg2ImgPipeline`); with `image` and `maskImage`,
+ * inpainting (`StableDiffusionInpaintPipeline`).
+ */
 export interface GenerateOptions {
   /** What to draw: one prompt, or several (each gives `numImagesPerPrompt` images). Required. */
   prompt: string | readonly string[];
@@ -134,6 +153,37 @@ export interface GenerateOptions {
   signal?: AbortSignalLike;
   /** Receives warnings (a prompt cut to 77 tokens, ...). Default: `process.emitWarning`. */
   onWarning?: (message: string) => void;
+  /**
+   * The picture to start from (image to image, or inpainting with `maskImage`): a path to a PNG,
+   * JPEG or WebP file, the file's bytes, or pixels `{ width, height, channels, data }` (a
+   * `GeneratedImage` too). EXIF orientation is applied; an alpha channel is dropped. At most
+   * 8192 pixels a side, checked from the file's header before decoding. The output takes its
+   * size rounded down to a multiple of 8, unless `width` and `height` are given; the image is
+   * resized to the output size with Lanczos (diffusers' default). Default: none (text to image).
+   */
+  image?: ImageSource;
+  /**
+   * Inpainting's mask, the size of `image`: white (>= 50% gray) is repainted, black kept. Gray or
+   * RGB, no alpha channel. Works with inpainting models (a UNet of 9 input channels, such as
+   * sd-v1-5-inpainting) and ordinary ones (the kept region is put back after every step). Default: none.
+   */
+  maskImage?: ImageSource;
+  /**
+   * How much of `image` to repaint, in (0, 1]: the last `strength` of the `numInferenceSteps`
+   * steps run, from the image noised to that point (1: from pure noise). Default: 0.8 for image to
+   * image, 1 for inpainting (diffusers' defaults).
+   */
+  strength?: number;
+  /**
+   * Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): the decode's memory
+   * follows the tile (512x512 pixels for SD1.5), not the image; tiles blend at their seams. Off, a
+   * decode that runs out of memory is redone in tiles, with a warning. Default false.
+   */
+  vaeTiling?: boolean;
+  /** Decode the call's images one at a time (diffusers' `enable_vae_slicing`). Default false. */
+  vaeSlicing?: boolean;
+  /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
+  previewEvery?: number;
 }
 
 /** The most pixels along one side. */
@@ -168,7 +218,8 @@ const REPLACED_LOAD_KEYS = new Map<string, [option: string, example: string]>([
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
-  "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning",
+  "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
+  "vaeTiling", "vaeSlicing", "previewEvery",
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -234,6 +285,9 @@ export interface CheckedGenerateOptions {
   onProgress?: (progress: GenerateProgress) => void;
   signal?: AbortSignalLike;
   onWarning?: (message: string) => void;
+  /** Images still to read (paths) or already in the binding's shape. */
+  image?: CheckedImage;
+  maskImage?: CheckedImage;
 }
 
 /** Check generate options and convert them to the binding's shape. @internal */
@@ -260,7 +314,13 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.seeds !== undefined) raw.seeds = seedList(o.seeds, prompt.length * perPrompt, raw.seed !== undefined);
   if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * perPrompt);
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
+  if (o.strength !== undefined) raw.strength = strength(o.strength);
+  if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
+  if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
+  if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   const checked: CheckedGenerateOptions = { raw };
+  if (o.image !== undefined) checked.image = checkImage(o.image, "image");
+  if (o.maskImage !== undefined) checked.maskImage = checkImage(o.maskImage, "maskImage");
   if (o.onProgress !== undefined) checked.onProgress = callback(o.onProgress, "onProgress") as CheckedGenerateOptions["onProgress"];
   if (o.onWarning !== undefined) checked.onWarning = callback(o.onWarning, "onWarning") as CheckedGenerateOptions["onWarning"];
   if (o.signal !== undefined) checked.signal = abortSignal(o.signal);
@@ -297,6 +357,12 @@ export function side(value: unknown, option: string): number {
     throw invalid("integer multiple of 8", option, value);
   }
   if (value > MAX_SIDE) throw invalid(`integer between 8 and ${MAX_SIDE}`, option, value);
+  return value;
+}
+
+/** img2img's and inpainting's strength: a number in (0, 1]. */
+export function strength(value: unknown, option = "strength"): number {
+  if (typeof value !== "number" || !(value > 0 && value <= 1)) throw invalid("number > 0 and <= 1", option, value);
   return value;
 }
 

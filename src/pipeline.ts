@@ -4,7 +4,8 @@ import { debuglog } from "node:util";
 
 import { abortError, CandlewickError, DEVICE, fromNativeError, INTERNAL, INVALID_OPTION } from "./errors.js";
 import { loadNative, whyNoCuda } from "./binding.js";
-import { GeneratedImage } from "./image.js";
+import { GeneratedImage, type ResolvedSettings } from "./image.js";
+import { readImage } from "./image-input.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
 import { resolveModel } from "./hub/resolve.js";
@@ -206,7 +207,8 @@ export class StableDiffusionPipeline {
   }
 
   /**
-   * Generate images from text: `prompt.length x numImagesPerPrompt` of them. Calls on one pipeline
+   * Generate images from text (or, with `image`, from an image; with `maskImage` too, inpaint
+   * it): `prompt.length x numImagesPerPrompt` of them. Calls on one pipeline
    * queue and run one at a time; the pipeline stays usable after errors and cancellation.
    * Rejects with a CandlewickError (ERR_CANDLEWICK_INVALID_OPTION for bad options, before any work;
    * name "AbortError" and code ERR_CANDLEWICK_CANCELLED when `signal` aborts).
@@ -214,7 +216,13 @@ export class StableDiffusionPipeline {
   async generate(options: GenerateOptions): Promise<GeneratedImage[]> {
     const { images, seeds, timings, settings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
-    const resolved = Object.freeze({ ...settings, schedulerConfig: Object.freeze(camelKeys(settings.schedulerConfig)) });
+    const { strength, task, ...rest } = settings;
+    const resolved: ResolvedSettings = Object.freeze({
+      ...rest,
+      schedulerConfig: Object.freeze(camelKeys(settings.schedulerConfig)),
+      task: task as ResolvedSettings["task"],
+      ...(strength == null ? {} : { strength }),
+    });
     return images.map((image, i) => {
       const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
       return new GeneratedImage(image.width, image.height, data, imageSeed(seeds, i, images.length), frozen, resolved);
@@ -234,10 +242,14 @@ export class StableDiffusionPipeline {
   }
 
   /** One native call: progress, cancellation, warnings; resolves with the raw result. */
-  #run(options: GenerateOptions, outputLatents: boolean): Promise<RawGenerateResult> {
-    const { raw, onProgress, signal, onWarning } = checkGenerateOptions(options);
-    if (signal?.aborted) return Promise.reject(abortError(signal.reason));
+  async #run(options: GenerateOptions, outputLatents: boolean): Promise<RawGenerateResult> {
+    const { raw, onProgress, signal, onWarning, image, maskImage } = checkGenerateOptions(options);
+    if (signal?.aborted) throw abortError(signal.reason);
     raw.outputLatents = outputLatents;
+    // Paths are read here; the core decodes the bytes (and checks their size from the header).
+    if (image) raw.image = await readImage(image, "image");
+    if (maskImage) raw.maskImage = await readImage(maskImage, "maskImage");
+    if (signal?.aborted) throw abortError(signal.reason);
 
     return new Promise<RawGenerateResult>((resolvePromise, reject) => {
       let call: GenerateCall | undefined;
@@ -258,7 +270,8 @@ export class StableDiffusionPipeline {
         if (error) return settle(() => reject(fromNativeError(error)));
         if (event.progress && onProgress) {
           try {
-            onProgress({ ...event.progress });
+            const { preview, ...progress } = event.progress;
+            onProgress(preview ? { ...progress, preview: preview.map(({ width, height, data }) => ({ width, height, data })) } : progress);
           } catch (thrown) {
             // An exception in the caller's callback ends the call with that exception.
             call?.cancel();

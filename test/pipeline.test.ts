@@ -87,7 +87,7 @@ test("image.settings echoes what the call ran with, defaults filled in (the fold
   const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 2, seed: 1 });
   t.deepEqual(
     { ...image!.settings, schedulerConfig: undefined },
-    { numInferenceSteps: 2, guidanceScale: 7.5, width: pipe.defaultWidth, height: pipe.defaultHeight, scheduler: "DDIMScheduler", schedulerConfig: undefined },
+    { numInferenceSteps: 2, guidanceScale: 7.5, width: pipe.defaultWidth, height: pipe.defaultHeight, scheduler: "DDIMScheduler", schedulerConfig: undefined, task: "txt2img" },
   );
   t.like(image!.settings!.schedulerConfig, { stepsOffset: 1, betaSchedule: "scaled_linear", setAlphaToOne: false });
   const [euler] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1, scheduler: { type: "euler", useKarrasSigmas: true } });

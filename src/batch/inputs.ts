@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 
 import { CandlewickError } from "../errors.js";
 import { checkGenerateOptions, type GenerateOptions } from "../options.js";
+import type { ImageSource } from "../image-input.js";
 import type { SchedulerChoice } from "../schedulers.js";
 import { checkOptionsObject, invalid } from "../validate.js";
 
@@ -29,12 +30,22 @@ export interface BatchInput {
   height?: number;
   /** Default: the batch's, else the model folder's DDIM config. */
   scheduler?: SchedulerChoice;
+  /** A picture to start from (image to image; with `maskImage`, inpainting), as `generate` takes it. Default: the batch's, else none. */
+  image?: ImageSource;
+  /** Inpainting's mask (white = repaint). Default: the batch's, else none. */
+  maskImage?: ImageSource;
+  /** How much of `image` to repaint, in (0, 1]. Default: the batch's, else 0.8 (image to image) or 1 (inpainting). */
+  strength?: number;
+  /** Decode in tiles (see `GenerateOptions.vaeTiling`). Default: the batch's, else false. */
+  vaeTiling?: boolean;
 }
 
 /** Settings every input of a batch starts from. */
 export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
-export const INPUT_KEYS = ["prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler"] as const;
+export const INPUT_KEYS = [
+  "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
+] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
 
 /** An input, checked, ready to join a GPU batch. */
@@ -71,7 +82,9 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
     const { prompt, negativePrompt, seed, ...shared } = { ...defaults, ...given } as BatchInput;
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler)]);
+    // One call takes one image: inputs share a call only when they share the image itself.
+    const images = [shared.image, shared.maskImage].map(identity);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, images]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {
@@ -79,6 +92,16 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     }
     throw error;
   }
+}
+
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+/** A path as itself, bytes or pixels by the object they are (each object its own number), none as null. */
+function identity(image: ImageSource | undefined): string | number | null {
+  if (image === undefined) return null;
+  if (typeof image === "string") return image;
+  if (!ids.has(image)) ids.set(image, nextId++);
+  return ids.get(image)!;
 }
 
 /** A random u64 seed. */

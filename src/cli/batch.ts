@@ -30,9 +30,10 @@ Generate one image per line of a JSON Lines file into a folder: PNG files named 
 with one line per image. Run the same command again after an interruption: it skips what is done.
 
 Each line of the prompts file is a prompt string, or an object with "prompt" and any of
-"negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler"
-(as in the library), and "id" (copied into the manifest). Blank lines are skipped. The flags
-below are the defaults of lines that do not say.
+"negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler",
+"image" and "maskImage" (paths from the working directory: image to image, inpainting) and
+"strength" (as in the library), and "id" (copied into the manifest). Blank lines are skipped. The
+flags below are the defaults of lines that do not say.
 
 Options:
   --out, -o <dir>           Output folder, created if missing (required)

@@ -27,6 +27,7 @@ export const COMMON_FLAGS = {
   scheduler: { type: "string" },
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
+  "vae-tiling": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -41,7 +42,9 @@ export const COMMON_HELP = {
   --steps <n>               Denoising steps, 1-${MAX_STEPS} (default: 50)
   --guidance <x>            Classifier-free guidance scale, >= 0 (default: 7.5)
   --width <px>              Width, a multiple of 8 (default: the model's, 512 for SD1.5)
-  --height <px>             Height, a multiple of 8 (default: the model's)`,
+  --height <px>             Height, a multiple of 8 (default: the model's)
+  --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
+                            whole decode runs out of memory)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -105,6 +108,7 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.guidance !== undefined) options.guidanceScale = numberIn(number(v.guidance), "--guidance", 0);
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
+  if (v["vae-tiling"]) options.vaeTiling = true;
   // The scheduler's name and fields are checked by the core, against the model's scheduler config.
   const scheduler: Record<string, unknown> = {};
   if (v.scheduler !== undefined) scheduler.type = v.scheduler;
@@ -127,6 +131,6 @@ export function integer(text: string): number | string {
 }
 
 /** A decimal number flag value. */
-function number(text: string): number | string {
+export function number(text: string): number | string {
   return /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(text) ? Number(text) : text;
 }

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 
 import { BATCH_HELP, batch } from "./batch.js";
 import { DEMO_HELP, demo } from "./demo.js";
-import { GENERATE_HELP, generate } from "./generate.js";
+import { GENERATE_HELP, generate, IMG2IMG_HELP, INPAINT_HELP } from "./generate.js";
 import { UsageError } from "./usage.js";
 
 const HELP = `Usage: candlewick <command> [options]
@@ -14,6 +14,8 @@ Stable Diffusion from the command line.
 
 Commands:
   generate <prompt>   Generate images from text (candlewick generate --help)
+  img2img <prompt>    Redraw a picture after a prompt: --image <file> (candlewick img2img --help)
+  inpaint <prompt>    Repaint the white part of a mask: --image <file> --mask <file> (candlewick inpaint --help)
   batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
   demo                Draw eight prompts with the bundled model into one grid PNG (candlewick demo --help)
 
@@ -21,6 +23,10 @@ Options:
   -h, --help          Show this help
   -v, --version       Print candlewick's version
 `;
+
+const COMMAND_HELP: Record<string, string> = {
+  generate: GENERATE_HELP, img2img: IMG2IMG_HELP, inpaint: INPAINT_HELP, batch: BATCH_HELP, demo: DEMO_HELP,
+};
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -32,14 +38,16 @@ export async function main(args: readonly string[]): Promise<number> {
       case "-h":
       case "--help":
       case "help":
-        process.stdout.write(rest[0] === "generate" ? GENERATE_HELP : rest[0] === "batch" ? BATCH_HELP : rest[0] === "demo" ? DEMO_HELP : HELP);
+        process.stdout.write(COMMAND_HELP[rest[0] ?? ""] ?? HELP);
         return 0;
       case "-v":
       case "--version":
         process.stdout.write(`${version()}\n`);
         return 0;
       case "generate":
-        return await generate(rest);
+      case "img2img":
+      case "inpaint":
+        return await generate(rest, command);
       case "batch":
         return await batch(rest);
       case "demo":

@@ -4,7 +4,8 @@
  * the form Stable Diffusion web UIs write and read (AUTOMATIC1111's infotext): the prompt, then
  * "Negative prompt: ...", then "Steps: 30, Sampler: DDIM, CFG scale: 7.5, Seed: 1, Size: 512x512,
  * Model: ..., Eta DDIM: 0.5" (the web UIs' name of the scheduler; DDIM's eta only when it is not
- * 0, its default there).
+ * 0, its default there; "Denoising strength: 0.75" for img2img and inpainting, whose `task` and
+ * `strength` also have their own chunks).
  */
 
 import { createRequire } from "node:module";
@@ -29,10 +30,15 @@ export interface ImageParameters {
   eta: number;
   /** The --model value (a folder or a hub id). */
   model: string;
+  /** "img2img" or "inpaint" (absent for text to image). */
+  task?: "img2img" | "inpaint";
+  /** How much of the image was repainted (img2img and inpaint). */
+  strength?: number;
 }
 
 /** What the library says a call ran with (`image.settings`: every default filled in). */
-type Resolved = Pick<ResolvedSettings, "numInferenceSteps" | "guidanceScale" | "width" | "height" | "scheduler" | "schedulerConfig">;
+type Resolved = Pick<ResolvedSettings, "numInferenceSteps" | "guidanceScale" | "width" | "height" | "scheduler" | "schedulerConfig"> &
+  Partial<Pick<ResolvedSettings, "task" | "strength">>;
 
 /** A generated image's resolved settings (every image from `generate` has them). */
 export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved {
@@ -62,6 +68,7 @@ export function imageParameters(
     scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
     eta: typeof eta === "number" ? eta : 0,
     model,
+    ...(resolved.task && resolved.task !== "txt2img" ? { task: resolved.task, strength: resolved.strength ?? 1 } : {}),
   };
 }
 
@@ -90,6 +97,8 @@ export function pngText(p: ImageParameters): Record<string, string> {
     `Size: ${p.width}x${p.height}`,
     `Model: ${quote(p.model)}`,
     ...(p.eta !== 0 ? [`${/ddim/i.test(type) ? "Eta DDIM" : "Eta"}: ${p.eta}`] : []),
+    // The web UIs' name of img2img's and inpainting's strength.
+    ...(p.task ? [`Denoising strength: ${p.strength}`] : []),
   ];
   const parameters = [p.prompt, ...(p.negativePrompt ? [`Negative prompt: ${p.negativePrompt}`] : []), settings.join(", ")].join("\n");
   return {
@@ -102,6 +111,7 @@ export function pngText(p: ImageParameters): Record<string, string> {
     eta: String(p.eta),
     model: p.model,
     size: `${p.width}x${p.height}`,
+    ...(p.task ? { task: p.task, strength: String(p.strength) } : {}),
     parameters,
     Software: `candlewick ${version()}`,
   };

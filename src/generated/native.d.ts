@@ -97,6 +97,18 @@ export interface RawGenerateOptions {
   scheduler?: Record<string, any>
   /** Return the denoised latents instead of images. */
   outputLatents?: boolean
+  /** img2img's and inpainting's picture. */
+  image?: RawImageInput
+  /** Inpainting's mask (white = repaint). */
+  maskImage?: RawImageInput
+  strength?: number
+  vaeTiling?: boolean
+  vaeSlicing?: boolean
+  /**
+   * Progress events carry previews of the latents every this many steps (not a core option:
+   * the binding's observer makes them).
+   */
+  previewEvery?: number
 }
 
 /** The outcome of a call that succeeded. */
@@ -130,6 +142,17 @@ export interface RawImage {
   width: number
   height: number
   data: Buffer
+}
+
+/**
+ * An input image: the bytes of a PNG, JPEG or WebP file, or raw pixels when `width`, `height`
+ * and `channels` are set (src/image-input.ts reads paths and checks raw sizes).
+ */
+export interface RawImageInput {
+  data: Uint8Array
+  width?: number
+  height?: number
+  channels?: number
 }
 
 /** Initial latents in NCHW order. */
@@ -195,6 +218,8 @@ export interface RawProgress {
   totalSteps: number
   /** The scheduler timestep that step denoised. */
   timestep: number
+  /** Previews of the latents (one small RGB image per image), every `previewEvery` steps. */
+  preview?: Array<RawImage>
 }
 
 /** The core's `ResolvedSettings`. */
@@ -206,6 +231,10 @@ export interface RawResolvedSettings {
   scheduler: string
   /** diffusers' snake_case field names. */
   schedulerConfig: Record<string, any>
+  /** "txt2img", "img2img" or "inpaint". */
+  task: string
+  /** How much of the image was repainted (img2img and inpaint). */
+  strength?: number
 }
 
 export declare function resetGpuMemoryPeak(ordinal: number): void

@@ -15,6 +15,8 @@ pub struct RawProgress {
     pub total_steps: u32,
     /// The scheduler timestep that step denoised.
     pub timestep: f64,
+    /// Previews of the latents (one small RGB image per image), every `previewEvery` steps.
+    pub preview: Option<Vec<RawImage>>,
 }
 
 /// An 8-bit RGB image, rows top to bottom, 3 bytes a pixel.
@@ -52,6 +54,10 @@ pub struct RawResolvedSettings {
     pub scheduler: String,
     /// diffusers' snake_case field names.
     pub scheduler_config: serde_json::Map<String, serde_json::Value>,
+    /// "txt2img", "img2img" or "inpaint".
+    pub task: String,
+    /// How much of the image was repainted (img2img and inpaint).
+    pub strength: Option<f64>,
 }
 
 /// Where the call's time went, in milliseconds.
@@ -71,7 +77,16 @@ pub struct RawGenerateEvent {
 
 impl From<StepProgress> for RawGenerateEvent {
     fn from(p: StepProgress) -> Self {
-        let progress = RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep };
+        RawGenerateEvent::progress(p, None)
+    }
+}
+
+impl RawGenerateEvent {
+    /// A progress event, with previews when the step has them.
+    pub fn progress(p: StepProgress, preview: Option<Vec<RgbImage>>) -> Self {
+        let preview = preview.map(|images| images.into_iter().map(RawImage::from).collect());
+        let progress =
+            RawProgress { step: p.step as u32, total_steps: p.total_steps as u32, timestep: p.timestep, preview };
         RawGenerateEvent { progress: Some(progress), result: None }
     }
 }
@@ -98,6 +113,8 @@ impl From<GenerateOutput> for RawGenerateEvent {
             height: r.height as u32,
             scheduler: r.scheduler,
             scheduler_config: r.scheduler_config,
+            task: r.task.name().into(),
+            strength: r.strength,
         };
         let result = RawGenerateResult {
             images,

@@ -3,9 +3,9 @@
 
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
-use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, PipelineInfo};
+use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
-use napi::bindgen_prelude::{BigInt, Float32Array};
+use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
 use napi_derive::napi;
 
 /// How to load a model folder. Unset fields take the core's defaults.
@@ -82,6 +82,38 @@ pub struct RawGenerateOptions {
     pub scheduler: Option<serde_json::Map<String, serde_json::Value>>,
     /// Return the denoised latents instead of images.
     pub output_latents: Option<bool>,
+    /// img2img's and inpainting's picture.
+    pub image: Option<RawImageInput>,
+    /// Inpainting's mask (white = repaint).
+    pub mask_image: Option<RawImageInput>,
+    pub strength: Option<f64>,
+    pub vae_tiling: Option<bool>,
+    pub vae_slicing: Option<bool>,
+    /// Progress events carry previews of the latents every this many steps (not a core option:
+    /// the binding's observer makes them).
+    pub preview_every: Option<u32>,
+}
+
+/// An input image: the bytes of a PNG, JPEG or WebP file, or raw pixels when `width`, `height`
+/// and `channels` are set (src/image-input.ts reads paths and checks raw sizes).
+#[napi(object)]
+pub struct RawImageInput {
+    pub data: Uint8Array,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub channels: Option<u32>,
+}
+
+impl From<RawImageInput> for ImageInput {
+    fn from(raw: RawImageInput) -> Self {
+        let data = raw.data.to_vec();
+        match (raw.width, raw.height, raw.channels) {
+            (Some(width), Some(height), Some(channels)) => {
+                ImageInput::Raw { width: width as usize, height: height as usize, channels: channels as usize, data }
+            }
+            _ => ImageInput::Encoded(data),
+        }
+    }
 }
 
 impl TryFrom<RawGenerateOptions> for GenerateOptions {
@@ -101,6 +133,11 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             latents: raw.latents.map(LatentsInput::try_from).transpose()?,
             scheduler: raw.scheduler.unwrap_or_default(),
             output_latents: raw.output_latents.unwrap_or(defaults.output_latents),
+            image: raw.image.map(ImageInput::from),
+            mask_image: raw.mask_image.map(ImageInput::from),
+            strength: raw.strength,
+            vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
+            vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
         })
     }
 }

@@ -66,8 +66,9 @@ impl Pipeline {
     )]
     pub fn generate(&self, env: Env, options: RawGenerateOptions, on_event: EventCallback) -> Result<GenerateCall> {
         catch_panic(&env, || {
+            let preview_every = options.preview_every.unwrap_or(0) as usize;
             let options = GenerateOptions::try_from(options).map_err(|e| into_js_error(&env, CoreError(e)))?;
-            Ok(self.queue(options, on_event, Observer::new()))
+            Ok(self.queue(options, on_event, Observer::new(), preview_every))
         })
     }
 
@@ -90,21 +91,30 @@ impl Pipeline {
             };
             let observer =
                 Observer::new().with_step_latents(|_, _| panic!("a panic on the pipeline thread, for a test"));
-            Ok(self.queue(options, on_event, observer))
+            Ok(self.queue(options, on_event, observer, 0))
         })
     }
 }
 
 impl Pipeline {
-    /// Queue a call on the pipeline thread: progress and the outcome go to `on_event`.
-    fn queue(&self, options: GenerateOptions, on_event: EventCallback, observer: Observer) -> GenerateCall {
+    /// Queue a call on the pipeline thread: progress (with previews every `preview_every` steps)
+    /// and the outcome go to `on_event`.
+    fn queue(
+        &self,
+        options: GenerateOptions,
+        on_event: EventCallback,
+        observer: Observer,
+        preview_every: usize,
+    ) -> GenerateCall {
         let cancelled = Arc::new(AtomicBool::new(false));
         let on_done = Arc::new(on_event);
         let on_step = on_done.clone();
-        let observer = observer.with_cancel_flag(cancelled.clone()).with_progress(move |p| {
-            // Non-blocking: the denoising loop never waits for JavaScript.
-            let _ = on_step.call(Ok(p.into()), ThreadsafeFunctionCallMode::NonBlocking);
-        });
+        let observer =
+            observer.with_cancel_flag(cancelled.clone()).with_progress_previews(preview_every, move |p, preview| {
+                // Non-blocking: the denoising loop never waits for JavaScript.
+                let _ =
+                    on_step.call(Ok(RawGenerateEvent::progress(p, preview)), ThreadsafeFunctionCallMode::NonBlocking);
+            });
         self.worker.generate(options, observer, move |result| {
             let event = result.map(RawGenerateEvent::from).map_err(|e| CoreError(e).into());
             let _ = on_done.call(event, ThreadsafeFunctionCallMode::NonBlocking);

@@ -11,3 +11,4 @@ pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
 pub mod vae;
+pub mod vae_tiling;

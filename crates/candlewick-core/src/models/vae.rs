@@ -32,6 +32,26 @@ pub struct AutoencoderKLConfig {
     pub use_quant_conv: bool,
     pub use_post_quant_conv: bool,
     pub mid_block_add_attention: bool,
+    /// The images it was trained on: the tiled decode's tile size (`tile_sample_min_size`).
+    pub sample_size: SampleSize,
+}
+
+/// config.json's `sample_size`: one side, or [height, width] (diffusers then uses the first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SampleSize {
+    Square(usize),
+    Sides(Vec<usize>),
+}
+
+impl SampleSize {
+    /// The side diffusers tiles with.
+    pub fn first(&self) -> usize {
+        match self {
+            SampleSize::Square(n) => *n,
+            SampleSize::Sides(sides) => sides.first().copied().unwrap_or(0),
+        }
+    }
 }
 
 impl Default for AutoencoderKLConfig {
@@ -52,6 +72,7 @@ impl Default for AutoencoderKLConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             mid_block_add_attention: true,
+            sample_size: SampleSize::Square(32),
         }
     }
 }

@@ -18,14 +18,28 @@ use crate::schedulers::{Scheduler, StepNoise};
 pub struct Conditioning {
     /// Unconditional rows first when guiding, as diffusers concatenates them.
     pub context: Context,
+    /// Input channels the UNet takes after the latents' (an inpainting UNet's mask and
+    /// masked-image latents), in the UNet's dtype, rows doubled when guiding: concatenated to
+    /// the scaled latents at every step.
+    pub extra_channels: Option<Tensor>,
+}
+
+/// What a task does to the latents after each scheduler step, before anyone sees them
+/// (inpainting with an ordinary UNet puts the known region back).
+pub trait AfterStep {
+    /// `next_timestep`: the timestep of the next UNet call, None after the last.
+    fn apply(&self, scheduler: &dyn Scheduler, next_timestep: Option<f64>, latents: Tensor) -> Result<Tensor>;
 }
 
 /// The loop's settings for one call.
-pub struct DenoiseOptions {
+pub struct DenoiseOptions<'a> {
     /// Classifier-free guidance scale; guidance runs when > 1.
     pub guidance_scale: f64,
     /// The UNet's dtype (latents and scheduler arithmetic stay f32).
     pub dtype: DType,
+    /// Where in `scheduler.timesteps()` the run starts (img2img's `strength`; 0 for a full run).
+    pub begin_index: usize,
+    pub after_step: Option<&'a dyn AfterStep>,
 }
 
 /// The UNet step's CUDA graphs and the loop that uses them.
@@ -43,7 +57,8 @@ impl Denoiser {
         self.graphs.take_failure()
     }
 
-    /// Run `scheduler`'s timesteps from `latents` (already scaled by `init_noise_sigma`).
+    /// Run `scheduler`'s timesteps from `begin_index` on, from `latents` (already scaled by
+    /// `init_noise_sigma`, or noised to the first timestep).
     /// Returns the denoised latents, f32. Ends with [`Error::Cancelled`] when the observer is
     /// cancelled between two steps, and with an error when the latents turn NaN or infinite
     /// (a black image otherwise).
@@ -59,13 +74,20 @@ impl Denoiser {
     ) -> Result<Tensor> {
         let do_guidance = options.guidance_scale > 1.0;
         let batch = latents.dim(0)?;
-        let timesteps = scheduler.timesteps().to_vec();
+        let all = scheduler.timesteps();
+        let Some(timesteps) = all.get(options.begin_index..).filter(|t| !t.is_empty()).map(<[f64]>::to_vec) else {
+            return Err(Error::Internal(format!("no timesteps from index {} of {}", options.begin_index, all.len())));
+        };
         for (i, &t) in timesteps.iter().enumerate() {
             if observer.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let model_input = if do_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let model_input = scheduler.scale_model_input(&model_input, t)?.to_dtype(options.dtype)?;
+            let model_input = match &conditioning.extra_channels {
+                Some(extra) => Tensor::cat(&[&model_input, extra], 1)?,
+                None => model_input,
+            };
             let noise_pred = crate::profile::scope("unet", || {
                 self.predict_noise(unet, &model_input, t, &conditioning.context)?.to_dtype(DType::F32)
             })?;
@@ -76,6 +98,9 @@ impl Denoiser {
                 noise_pred
             };
             latents = scheduler.step(&noise_pred, t, &latents, noise)?;
+            if let Some(after) = options.after_step {
+                latents = after.apply(&*scheduler, timesteps.get(i + 1).copied(), latents)?;
+            }
             observer.step_done(StepProgress { step: i + 1, total_steps: timesteps.len(), timestep: t }, &latents);
         }
         if observer.is_cancelled() {

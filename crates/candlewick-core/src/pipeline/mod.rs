@@ -1,17 +1,25 @@
 //! The text-to-image pipeline, as diffusers' numbered steps, and the worker thread that runs it.
 
+mod check_inputs;
 mod components;
 mod denoise;
+mod image_processor;
+mod img2img;
+mod inpaint;
 mod noise;
 mod observer;
 mod options;
+mod preview;
 mod prompt;
 mod txt2img;
 mod worker;
 
+pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
+pub use preview::latents_to_rgb;
 pub use options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage,
+    FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
+    ResolvedSettings, RgbImage, Task,
 };
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

@@ -21,7 +21,7 @@ impl NoiseSource {
     }
 
     /// Standard normal noise of `shape` ([batch, channels, height, width]) on `device`.
-    pub(crate) fn sample(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor> {
+    fn draw_images(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let rngs = &mut self.0;
         if rngs.len() != shape[0] {
@@ -36,7 +36,11 @@ impl NoiseSource {
 impl StepNoise for NoiseSource {
     fn sample_like(&mut self, like: &Tensor) -> Result<Tensor> {
         let shape: [usize; 4] = like.dims4()?.into();
-        self.sample(shape, like.device())
+        self.draw_images(shape, like.device())
+    }
+
+    fn sample(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor> {
+        self.draw_images(shape, device)
     }
 }
 

@@ -30,7 +30,18 @@ pub struct LatentsInput {
     pub data: Vec<f32>,
 }
 
-/// One text-to-image call. Field names follow diffusers' `StableDiffusionPipeline.__call__`.
+/// An image a call takes: img2img's and inpainting's `image`, inpainting's `mask_image`.
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    /// The bytes of a PNG, JPEG or WebP file (the format is read from the bytes).
+    Encoded(Vec<u8>),
+    /// Decoded pixels, rows top to bottom, `channels` bytes a pixel: 1 gray, 2 gray + alpha,
+    /// 3 RGB, 4 RGBA.
+    Raw { width: usize, height: usize, channels: usize, data: Vec<u8> },
+}
+
+/// One call: text to image, or, with `image`, image to image, or, with `image` and `mask_image`,
+/// inpainting. Field names follow diffusers' `StableDiffusionPipeline.__call__`.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     /// One or more prompts; each yields `num_images_per_prompt` images.
@@ -57,6 +68,22 @@ pub struct GenerateOptions {
     pub scheduler: serde_json::Map<String, serde_json::Value>,
     /// Return the denoised latents instead of decoding them (diffusers' `output_type="latent"`).
     pub output_latents: bool,
+    /// The picture to start from (diffusers' `StableDiffusionImg2ImgPipeline`'s `image`): the call
+    /// is image to image, or inpainting with `mask_image`. Its size, rounded down to a multiple
+    /// of 8, is the output's unless `width` and `height` are given.
+    pub image: Option<ImageInput>,
+    /// Where to repaint (white) and what to keep (black), the size of `image`
+    /// (`StableDiffusionInpaintPipeline`'s `mask_image`).
+    pub mask_image: Option<ImageInput>,
+    /// How much of the image to repaint, in (0, 1]: the share of the steps that run, from
+    /// the image noised to that point. None: 0.8 for image to image, 1 for inpainting
+    /// (diffusers' defaults).
+    pub strength: Option<f64>,
+    /// Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): memory follows
+    /// the tile, not the image. Off, a decode that runs out of memory is redone in tiles, with a warning.
+    pub vae_tiling: bool,
+    /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
+    pub vae_slicing: bool,
 }
 
 impl Default for GenerateOptions {
@@ -74,6 +101,11 @@ impl Default for GenerateOptions {
             latents: None,
             scheduler: serde_json::Map::new(),
             output_latents: false,
+            image: None,
+            mask_image: None,
+            strength: None,
+            vae_tiling: false,
+            vae_slicing: false,
         }
     }
 }
@@ -116,6 +148,38 @@ pub struct ResolvedSettings {
     pub scheduler: String,
     /// Its config as it ran: the folder's fields with the call's merged over them (diffusers' names).
     pub scheduler_config: serde_json::Map<String, serde_json::Value>,
+    /// What the call did.
+    pub task: Task,
+    /// How much of the image was repainted (image to image and inpainting).
+    pub strength: Option<f64>,
+}
+
+/// What a call does, from the images it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Txt2Img,
+    Img2Img,
+    Inpaint,
+}
+
+impl Task {
+    /// "txt2img", "img2img", "inpaint" (the CLI's commands).
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Txt2Img => "txt2img",
+            Task::Img2Img => "img2img",
+            Task::Inpaint => "inpaint",
+        }
+    }
+
+    /// diffusers' default `strength` (none for text to image).
+    pub fn default_strength(self) -> Option<f64> {
+        match self {
+            Task::Txt2Img => None,
+            Task::Img2Img => Some(0.8),
+            Task::Inpaint => Some(1.0),
+        }
+    }
 }
 
 /// What one call returns.

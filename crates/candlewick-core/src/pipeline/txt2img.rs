@@ -1,27 +1,33 @@
-//! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it, step by numbered step.
+//! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it, step by numbered step;
+//! with an image, image to image (img2img.rs) and inpainting (inpaint.rs) through the same steps.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
+use super::check_inputs::CheckedInputs;
 use super::components::Components;
-use super::denoise::{all_finite, Conditioning, DenoiseOptions, Denoiser};
+use super::denoise::{all_finite, AfterStep, Conditioning, DenoiseOptions, Denoiser};
 use super::noise::NoiseSource;
 use super::observer::Observer;
 use super::options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LatentsInput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage,
-    MAX_IMAGES_PER_PROMPT, MAX_SIDE,
+    FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
 };
 use super::prompt::PromptEncoder;
+use super::{img2img, inpaint};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
+use crate::models::vae::AutoencoderKL;
+use crate::models::vae_tiling::VaeTiling;
 use crate::profile;
+use crate::schedulers::{Scheduler, StepNoise};
 
 /// Pipeline classes whose folders this pipeline can load.
-const SUPPORTED_CLASSES: &[&str] = &["StableDiffusionPipeline"];
+const SUPPORTED_CLASSES: &[&str] =
+    &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
 
 /// What a loaded pipeline is running on and what it produces by default.
 #[derive(Debug, Clone)]
@@ -54,10 +60,10 @@ pub struct PipelineInfo {
 
 /// diffusers' `StableDiffusionPipeline`: the components, composed as text to image.
 pub struct StableDiffusionPipeline {
-    components: Components,
+    pub(super) components: Components,
     prompt_encoder: PromptEncoder,
     denoiser: Denoiser,
-    info: PipelineInfo,
+    pub(super) info: PipelineInfo,
 }
 
 impl StableDiffusionPipeline {
@@ -112,19 +118,37 @@ impl StableDiffusionPipeline {
 
     /// Generate images from text.
     pub fn generate(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
-        let result = profile::record(&self.components.target.device, || self.run(options, observer)).map_err(|e| {
-            cudnn::release_workspace();
-            self.explain_out_of_memory(e, options)
-        });
+        let result =
+            profile::record(&self.components.target.device, || self.run(options, observer, None)).map_err(|e| {
+                cudnn::release_workspace();
+                self.explain_out_of_memory(e, options)
+            });
         profile::print_startup("generate");
         result
     }
 
-    fn run(&self, options: &GenerateOptions, observer: &Observer) -> Result<GenerateOutput> {
+    /// Generate with `noise` as the source of every standard-normal draw (initial latents, VAE
+    /// samples, step noise) instead of the seeds' streams: to replay another implementation's
+    /// noise (the parity tests replay diffusers'). `seed`/`seeds` are still reported.
+    pub fn generate_with_noise(
+        &self,
+        options: &GenerateOptions,
+        observer: &Observer,
+        noise: &mut dyn StepNoise,
+    ) -> Result<GenerateOutput> {
+        self.run(options, observer, Some(noise))
+    }
+
+    fn run(
+        &self,
+        options: &GenerateOptions,
+        observer: &Observer,
+        noise: Option<&mut dyn StepNoise>,
+    ) -> Result<GenerateOutput> {
         let mut warnings = Vec::new();
 
-        // 1. Check inputs.
-        let (width, height) = self.check_inputs(options)?;
+        // 1. Check inputs; decode the images (the task follows from them).
+        let inputs = self.check_inputs(options)?;
         let do_guidance = options.guidance_scale > 1.0;
         let batch = options.prompt.len() * options.num_images_per_prompt;
         // Each image has its own seed and noise stream (image i of a call with `seed` s: s + i),
@@ -137,7 +161,11 @@ impl StableDiffusionPipeline {
             }
         };
         let seed = seeds.first().copied().unwrap_or_default();
-        let mut noise = NoiseSource::new(&seeds);
+        let mut streams = NoiseSource::new(&seeds);
+        let noise: &mut dyn StepNoise = match noise {
+            Some(replayed) => replayed,
+            None => &mut streams,
+        };
 
         // 2. Encode the prompts (and the negative prompts for classifier-free guidance). The UNet's
         // cross-attention keys and values of them are the same at every step: made once.
@@ -151,38 +179,46 @@ impl StableDiffusionPipeline {
             do_guidance,
             &mut warnings,
         )?;
-        let conditioning = Conditioning { context: c.unet.model.project_context(&prompt_embeds, c.dtype())? };
+        let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
         let text_encoder = clock.lap()?;
 
-        // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many steps.
+        // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many
+        // steps; with an image, the last `strength` of them (diffusers' `get_timesteps`).
         let choice = c.scheduler.with_overrides(&options.scheduler)?;
         let mut scheduler = choice.build(options.num_inference_steps)?;
+        let begin_index = match inputs.strength {
+            Some(strength) => img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?,
+            None => 0,
+        };
         let settings = ResolvedSettings {
             num_inference_steps: options.num_inference_steps,
             guidance_scale: options.guidance_scale,
-            width,
-            height,
+            width: inputs.width,
+            height: inputs.height,
             scheduler: choice.kind().class_name().into(),
             scheduler_config: choice.config().clone(),
+            task: inputs.task,
+            strength: inputs.strength,
         };
 
         // 4. Prepare the latent variables: each image's noise from its own seed.
-        let vsf = self.info.vae_scale_factor;
-        let shape = [batch, c.unet.config.in_channels, height / vsf, width / vsf];
-        let latents = match &options.latents {
-            Some(given) => self.latents_from_caller(given, shape)?,
-            None => noise.sample(shape, &c.target.device)?,
-        };
-        let latents = (latents * scheduler.init_noise_sigma())?;
+        let prepared = self.prepare_latents(&inputs, options, batch, begin_index, scheduler.as_ref(), noise)?;
+        let shape: [usize; 4] = prepared.latents.dims4()?.into();
+        let conditioning = Conditioning { context, extra_channels: prepared.extra_channels };
 
         // 5. Denoising loop.
-        let denoise_options = DenoiseOptions { guidance_scale: options.guidance_scale, dtype: c.dtype() };
+        let denoise_options = DenoiseOptions {
+            guidance_scale: options.guidance_scale,
+            dtype: c.dtype(),
+            begin_index,
+            after_step: prepared.known_region.as_ref().map(|k| k as &dyn AfterStep),
+        };
         let latents = self.denoiser.run(
             &c.unet.model,
             &conditioning,
-            latents,
+            prepared.latents,
             scheduler.as_mut(),
-            &mut noise,
+            noise,
             &denoise_options,
             observer,
         )?;
@@ -204,12 +240,74 @@ impl StableDiffusionPipeline {
         }
 
         // 6. Decode the latents with the VAE.
-        let image = self.decode_latents(&latents, &mut warnings)?;
+        let image = self.decode_latents(&latents, options, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
         let images = to_rgb8(&image)?;
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
         Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings, settings })
+    }
+
+    /// Step 4: the task's starting latents: noise (text to image), the image's latents noised to
+    /// the first timestep (image to image), and for inpainting the UNet's extra inputs or the
+    /// known region's blend.
+    fn prepare_latents(
+        &self,
+        inputs: &CheckedInputs,
+        options: &GenerateOptions,
+        batch: usize,
+        begin_index: usize,
+        scheduler: &dyn Scheduler,
+        noise: &mut dyn StepNoise,
+    ) -> Result<inpaint::Prepared> {
+        let c = &self.components;
+        let device = &c.target.device;
+        let (width, height) = (inputs.width, inputs.height);
+        let takes_mask = inpaint::unet_takes_mask(c).unwrap_or(false);
+        let image = match (&inputs.image, inputs.task) {
+            (Some(image), Task::Img2Img | Task::Inpaint) => Some(image.to_image_tensor(width, height, device)?),
+            _ => None,
+        };
+        let latent_timestep = scheduler.timesteps().get(begin_index).copied();
+        match (inputs.task, image, &inputs.mask, latent_timestep) {
+            (Task::Txt2Img, _, _, _) => {
+                if takes_mask {
+                    return Err(Self::inpainting_only());
+                }
+                let vsf = self.info.vae_scale_factor;
+                let shape = [batch, c.unet.config.in_channels, height / vsf, width / vsf];
+                let latents = match &options.latents {
+                    Some(given) => self.latents_from_caller(given, shape)?,
+                    None => noise.sample(shape, device)?,
+                };
+                let latents = (latents * scheduler.init_noise_sigma())?;
+                Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
+            }
+            (Task::Img2Img, Some(image), _, Some(timestep)) => {
+                if takes_mask {
+                    return Err(Self::inpainting_only());
+                }
+                let latents = img2img::prepare_latents(c, &image, batch, timestep, scheduler, noise)?;
+                Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
+            }
+            (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
+                let mask = mask.to_mask_tensor(width, height, device)?;
+                let strength = inputs.strength.unwrap_or(1.0);
+                let do_guidance = options.guidance_scale > 1.0;
+                let task =
+                    inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
+                inpaint::prepare(c, &task, scheduler, noise)
+            }
+            (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
+        }
+    }
+
+    fn inpainting_only() -> Error {
+        expected(
+            "image and mask_image (this model's UNet is an inpainting UNet: it takes a mask and the masked image)",
+            "mask_image",
+            "none",
+        )
     }
 
     /// A tensor allocation that failed for lack of device memory becomes an error that says what
@@ -230,106 +328,42 @@ impl StableDiffusionPipeline {
         }
     }
 
-    /// Step 1: everything a caller can get wrong, before any work. Returns (width, height).
-    fn check_inputs(&self, o: &GenerateOptions) -> Result<(usize, usize)> {
-        let width = o.width.unwrap_or(self.info.default_width);
-        let height = o.height.unwrap_or(self.info.default_height);
-        for (name, value) in [("width", width), ("height", height)] {
-            if value == 0 || value % 8 != 0 {
-                return Err(expected("integer multiple of 8", name, value));
-            }
-            if value > MAX_SIDE {
-                return Err(expected(&format!("integer between 8 and {MAX_SIDE}"), name, value));
-            }
-            if value % self.info.vae_scale_factor != 0 {
-                return Err(expected(&format!("integer multiple of {}", self.info.vae_scale_factor), name, value));
-            }
-        }
-        if o.prompt.is_empty() {
-            return Err(expected("at least one prompt", "prompt", "an empty list"));
-        }
-        if let Some(negative) = &o.negative_prompt {
-            if negative.len() != 1 && negative.len() != o.prompt.len() {
-                return Err(expected(
-                    &match o.prompt.len() {
-                        1 => "1 negative prompt".to_string(),
-                        n => format!("1 or {n} negative prompts (one per prompt)"),
-                    },
-                    "negative_prompt",
-                    crate::error::count(negative.len(), "negative prompt", "negative prompts"),
-                ));
-            }
-        }
-        let max_steps = self.info.num_train_timesteps;
-        if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
-            return Err(expected(
-                &format!("integer between 1 and {max_steps}"),
-                "num_inference_steps",
-                o.num_inference_steps,
-            ));
-        }
-        if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
-            return Err(expected("finite number >= 0", "guidance_scale", o.guidance_scale));
-        }
-        // Guidance is applied in f32: a larger scale is infinite there (an all-black image).
-        if o.guidance_scale > f64::from(f32::MAX) {
-            return Err(expected(
-                &format!("number at most {:e} (the largest f32)", f32::MAX),
-                "guidance_scale",
-                o.guidance_scale,
-            ));
-        }
-        if o.num_images_per_prompt == 0 || o.num_images_per_prompt > MAX_IMAGES_PER_PROMPT {
-            return Err(expected(
-                &format!("integer between 1 and {MAX_IMAGES_PER_PROMPT}"),
-                "num_images_per_prompt",
-                o.num_images_per_prompt,
-            ));
-        }
-        if let Some(seeds) = &o.seeds {
-            let images = o.prompt.len() * o.num_images_per_prompt;
-            if o.seed.is_some() {
-                return Err(expected("seeds without seed (give one of the two)", "seeds", "both"));
-            }
-            if seeds.len() != images {
-                return Err(expected(
-                    &format!("{images} seeds (one per image: prompts x num_images_per_prompt)"),
-                    "seeds",
-                    crate::error::count(seeds.len(), "seed", "seeds"),
-                ));
-            }
-        }
-        Ok((width, height))
-    }
-
-    fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {
-        if given.shape != shape {
-            return Err(expected(
-                &format!("latents of shape {shape:?}"),
-                "latents",
-                format!("shape {:?}", given.shape),
-            ));
-        }
-        if given.data.len() != shape.iter().product::<usize>() {
-            return Err(expected(
-                &format!("{} values for latents of shape {shape:?}", shape.iter().product::<usize>()),
-                "latents",
-                format!("{} values", given.data.len()),
-            ));
-        }
-        Ok(Tensor::from_vec(given.data.clone(), &shape, &self.components.target.device)?)
-    }
-
-    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32. An f16 decode that overflows
-    /// (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the VAE,
-    /// loaded on first need, as diffusers' `force_upcast` does.
-    fn decode_latents(&self, latents: &Tensor, warnings: &mut Vec<String>) -> Result<Tensor> {
+    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32, in tiles and one image at a time
+    /// when asked (or in tiles when the whole decode runs out of memory). An f16 decode that
+    /// overflows (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the
+    /// VAE, loaded on first need, as diffusers' `force_upcast` does.
+    fn decode_latents(
+        &self,
+        latents: &Tensor,
+        options: &GenerateOptions,
+        warnings: &mut Vec<String>,
+    ) -> Result<Tensor> {
         let c = &self.components;
         let scaled = (latents / c.vae.config.scaling_factor)?;
-        let mut image = c.vae.model.decode(&scaled.to_dtype(c.dtype())?)?.to_dtype(DType::F32)?;
+        let tiling = VaeTiling::for_vae(c.vae.config.sample_size.first(), self.info.vae_scale_factor);
+        let mut tiled = options.vae_tiling.then_some(&tiling);
+        let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
+            vae.decode_with(&scaled.to_dtype(dtype)?, tiled, options.vae_slicing)?.to_dtype(DType::F32)
+        };
+        let mut image = match decode(&c.vae.model, c.dtype(), tiled) {
+            Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
+                let (_, _, h, w) = latents.dims4()?;
+                let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
+                warnings.push(format!(
+                    "the VAE decode of {}x{} ran out of memory on {}; it was decoded again in tiles of {side}x{side} \
+                     (asking for VAE tiling skips the first try)",
+                    w * vsf,
+                    h * vsf,
+                    self.info.device
+                ));
+                tiled = Some(&tiling);
+                decode(&c.vae.model, c.dtype(), tiled)?
+            }
+            other => other?,
+        };
         if c.dtype() != DType::F32 && !all_finite(&image)? {
             warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
-            image = c.vae_in_f32()?.decode(&scaled.to_dtype(DType::F32)?)?;
+            image = decode(c.vae_in_f32()?, DType::F32, tiled)?;
         }
         if !all_finite(&image)? {
             return Err(Error::NonFinite(

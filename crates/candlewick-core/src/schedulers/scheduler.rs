@@ -2,7 +2,7 @@
 //! the UNet at, the initial noise scale, the model-input scaling, a stateful `step` (multistep
 //! solvers keep their history in `self`), forward diffusion for img2img, and the solver order.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 
@@ -12,6 +12,12 @@ use crate::error::Result;
 pub trait StepNoise {
     /// Noise with the shape and device of `like`, f32.
     fn sample_like(&mut self, like: &Tensor) -> Result<Tensor>;
+
+    /// Noise of `shape` ([batch, channels, height, width]) on `device`, f32: the pipeline's draws
+    /// (initial latents, img2img's noise, the VAE's latent sample) in the order diffusers makes them.
+    fn sample(&mut self, shape: [usize; 4], device: &Device) -> Result<Tensor> {
+        self.sample_like(&Tensor::zeros(&shape, DType::F32, device)?)
+    }
 }
 
 /// A scheduler set up for one run (`set_timesteps` done). Tensors are f32; the UNet's dtype is

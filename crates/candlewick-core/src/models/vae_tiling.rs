@@ -1,0 +1,117 @@
+//! The VAE decode in tiles and one image at a time, as diffusers' `AutoencoderKL.enable_tiling()`
+//! and `enable_slicing()` do it: latents cut into overlapping tiles, each decoded alone, the
+//! overlaps blended linearly (above, then left; in place, so that later tiles blend with their
+//! neighbours' blended edges, as diffusers' `blend_v` / `blend_h` leave them). Peak memory then
+//! follows the tile, not the image.
+
+use candle_core::{Result, Tensor};
+
+use super::vae::AutoencoderKL;
+
+/// diffusers' tile settings (`tile_latent_min_size`, `tile_sample_min_size`, `tile_overlap_factor`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VaeTiling {
+    /// Latent cells per tile side.
+    pub tile_latent_min_size: usize,
+    /// Pixels per decoded tile side.
+    pub tile_sample_min_size: usize,
+    /// The share of a tile that overlaps its neighbour.
+    pub tile_overlap_factor: f64,
+}
+
+impl VaeTiling {
+    /// diffusers' defaults for a VAE: tiles of its `sample_size` pixels (512 for SD1.5: 64x64
+    /// latents), a quarter overlapping.
+    pub fn for_vae(sample_size: usize, scale_factor: usize) -> Self {
+        Self {
+            tile_latent_min_size: sample_size / scale_factor.max(1),
+            tile_sample_min_size: sample_size,
+            tile_overlap_factor: 0.25,
+        }
+    }
+}
+
+impl AutoencoderKL {
+    /// diffusers' `decode` with slicing (`sliced`: one image at a time) and tiling (`tiling`:
+    /// latents larger than a tile go through [`AutoencoderKL::tiled_decode`]).
+    pub fn decode_with(&self, z: &Tensor, tiling: Option<&VaeTiling>, sliced: bool) -> Result<Tensor> {
+        let one = |z: &Tensor| -> Result<Tensor> {
+            let (_, _, h, w) = z.dims4()?;
+            match tiling {
+                Some(t) if h > t.tile_latent_min_size || w > t.tile_latent_min_size => self.tiled_decode(z, t),
+                _ => self.decode(z),
+            }
+        };
+        let batch = z.dim(0)?;
+        if sliced && batch > 1 {
+            let images = (0..batch).map(|i| one(&z.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
+            return Tensor::cat(&images, 0);
+        }
+        one(z)
+    }
+
+    /// diffusers' `tiled_decode`: tiles of `tile_latent_min_size` every
+    /// `tile_latent_min_size x (1 - overlap)` cells, blended over `tile_sample_min_size x overlap`
+    /// pixels, each kept to `tile_sample_min_size - blend_extent` pixels a side.
+    pub fn tiled_decode(&self, z: &Tensor, t: &VaeTiling) -> Result<Tensor> {
+        let overlap_size = (t.tile_latent_min_size as f64 * (1.0 - t.tile_overlap_factor)) as usize;
+        let blend_extent = (t.tile_sample_min_size as f64 * t.tile_overlap_factor) as usize;
+        let row_limit = t.tile_sample_min_size - blend_extent;
+        if overlap_size == 0 || row_limit == 0 {
+            candle_core::bail!("VAE tiling: tiles of {} latent cells do not advance", t.tile_latent_min_size);
+        }
+        let (_, _, height, width) = z.dims4()?;
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for i in (0..height).step_by(overlap_size) {
+            let mut row = Vec::new();
+            for j in (0..width).step_by(overlap_size) {
+                let tile = z
+                    .narrow(2, i, t.tile_latent_min_size.min(height - i))?
+                    .narrow(3, j, t.tile_latent_min_size.min(width - j))?
+                    .contiguous()?;
+                row.push(self.decode(&tile)?);
+            }
+            rows.push(row);
+        }
+        let mut result_rows = Vec::with_capacity(rows.len());
+        for i in 0..rows.len() {
+            let mut result_row = Vec::with_capacity(rows[i].len());
+            for j in 0..rows[i].len() {
+                let mut tile = rows[i][j].clone();
+                if i > 0 {
+                    tile = blend(&rows[i - 1][j], &tile, blend_extent, 2)?;
+                }
+                if j > 0 {
+                    tile = blend(&rows[i][j - 1], &tile, blend_extent, 3)?;
+                }
+                // diffusers blends in place: the blended tile is what its neighbours see.
+                rows[i][j] = tile.clone();
+                let (_, _, th, tw) = tile.dims4()?;
+                result_row.push(tile.narrow(2, 0, row_limit.min(th))?.narrow(3, 0, row_limit.min(tw))?);
+            }
+            result_rows.push(Tensor::cat(&result_row, 3)?);
+        }
+        Tensor::cat(&result_rows, 2)
+    }
+}
+
+/// diffusers' `blend_v` (`dim` 2) and `blend_h` (`dim` 3): the first `extent` rows (columns) of
+/// `b` become a[-extent + y] x (1 - y / extent) + b[y] x (y / extent).
+fn blend(a: &Tensor, b: &Tensor, extent: usize, dim: usize) -> Result<Tensor> {
+    let extent = extent.min(a.dim(dim)?).min(b.dim(dim)?);
+    if extent == 0 {
+        return Ok(b.clone());
+    }
+    let weights: Vec<f32> = (0..extent).map(|y| (y as f64 / extent as f64) as f32).collect();
+    let keep: Vec<f32> = (0..extent).map(|y| (1.0 - y as f64 / extent as f64) as f32).collect();
+    let mut shape = [1usize; 4];
+    shape[dim] = extent;
+    let device = b.device();
+    let w_b = Tensor::from_vec(weights, &shape[..], device)?.to_dtype(b.dtype())?;
+    let w_a = Tensor::from_vec(keep, &shape[..], device)?.to_dtype(b.dtype())?;
+    let a_end = a.narrow(dim, a.dim(dim)? - extent, extent)?;
+    let b_start = b.narrow(dim, 0, extent)?;
+    let blended = (a_end.broadcast_mul(&w_a)? + b_start.broadcast_mul(&w_b)?)?;
+    let rest = b.narrow(dim, extent, b.dim(dim)? - extent)?;
+    Tensor::cat(&[&blended, &rest], dim)
+}

@@ -1,0 +1,190 @@
+//! Step 1 of every task: everything a caller can get wrong, checked before any work (diffusers'
+//! `check_inputs`), the task read from the images given, and the images decoded.
+
+use candle_core::Tensor;
+
+use super::image_processor::Decoded;
+use super::img2img::{steps_that_run, too_few_steps};
+use super::options::{GenerateOptions, LatentsInput, Task, MAX_IMAGES_PER_PROMPT, MAX_SIDE};
+use super::txt2img::StableDiffusionPipeline;
+use crate::error::{count, expected, Result};
+
+/// A call's inputs, checked: its size, task and strength, and its images decoded.
+pub(super) struct CheckedInputs {
+    pub width: usize,
+    pub height: usize,
+    pub task: Task,
+    /// The call's strength, or the task's default; None for text to image.
+    pub strength: Option<f64>,
+    pub image: Option<Decoded>,
+    pub mask: Option<Decoded>,
+}
+
+impl StableDiffusionPipeline {
+    pub(super) fn check_inputs(&self, o: &GenerateOptions) -> Result<CheckedInputs> {
+        let task = match (&o.image, &o.mask_image) {
+            (None, None) => Task::Txt2Img,
+            (Some(_), None) => Task::Img2Img,
+            (Some(_), Some(_)) => Task::Inpaint,
+            (None, Some(_)) => {
+                return Err(expected("image with mask_image (inpainting repaints the image)", "image", "none"))
+            }
+        };
+        if let Some(strength) = o.strength {
+            if task == Task::Txt2Img {
+                return Err(expected(
+                    "image with strength (strength is for image to image and inpainting)",
+                    "image",
+                    "none",
+                ));
+            }
+            if !(strength > 0.0 && strength <= 1.0) {
+                return Err(expected("number > 0 and <= 1", "strength", strength));
+            }
+        }
+        if let (Task::Img2Img | Task::Inpaint, Some(latents)) = (task, &o.latents) {
+            return Err(expected(
+                "no latents with image (latents are text to image's initial noise)",
+                "latents",
+                format!("latents of shape {:?}", latents.shape),
+            ));
+        }
+        let strength = o.strength.or(task.default_strength());
+        if task == Task::Txt2Img {
+            let (width, height) = self.output_size(o, None)?;
+            self.check_text_and_steps(o, None)?;
+            return Ok(CheckedInputs { width, height, task, strength, image: None, mask: None });
+        }
+        self.check_text_and_steps(o, strength)?;
+
+        // The images last: decoding is the costliest check.
+        let image = o.image.as_ref().map(|i| Decoded::new(i, "image")).transpose()?;
+        let mask = o.mask_image.as_ref().map(|m| Decoded::new(m, "mask_image")).transpose()?;
+        if let (Some(image), Some(mask)) = (&image, &mask) {
+            if (image.width, image.height) != (mask.width, mask.height) {
+                return Err(expected(
+                    &format!("mask of the image's size ({} pixels)", image.size()),
+                    "mask_image",
+                    format!("{} pixels", mask.size()),
+                ));
+            }
+        }
+        let (width, height) = self.output_size(o, image.as_ref())?;
+        Ok(CheckedInputs { width, height, task, strength, image, mask })
+    }
+
+    /// Width and height: the call's, or the image's rounded down to a multiple of 8 (and of the
+    /// VAE's scale factor), or the model's default.
+    fn output_size(&self, o: &GenerateOptions, image: Option<&Decoded>) -> Result<(usize, usize)> {
+        let multiple = self.info.vae_scale_factor.max(8);
+        let (default_width, default_height) = match image {
+            Some(image) => {
+                let (w, h) = (image.width - image.width % multiple, image.height - image.height % multiple);
+                if w == 0 || h == 0 {
+                    return Err(expected(
+                        &format!("image of at least {multiple}x{multiple} pixels"),
+                        "image",
+                        format!("{} pixels", image.size()),
+                    ));
+                }
+                (w.min(MAX_SIDE - MAX_SIDE % multiple), h.min(MAX_SIDE - MAX_SIDE % multiple))
+            }
+            None => (self.info.default_width, self.info.default_height),
+        };
+        let width = o.width.unwrap_or(default_width);
+        let height = o.height.unwrap_or(default_height);
+        for (name, value) in [("width", width), ("height", height)] {
+            if value == 0 || value % 8 != 0 {
+                return Err(expected("integer multiple of 8", name, value));
+            }
+            if value > MAX_SIDE {
+                return Err(expected(&format!("integer between 8 and {MAX_SIDE}"), name, value));
+            }
+            if value % self.info.vae_scale_factor != 0 {
+                return Err(expected(&format!("integer multiple of {}", self.info.vae_scale_factor), name, value));
+            }
+        }
+        Ok((width, height))
+    }
+
+    fn check_text_and_steps(&self, o: &GenerateOptions, strength: Option<f64>) -> Result<()> {
+        if o.prompt.is_empty() {
+            return Err(expected("at least one prompt", "prompt", "an empty list"));
+        }
+        if let Some(negative) = &o.negative_prompt {
+            if negative.len() != 1 && negative.len() != o.prompt.len() {
+                return Err(expected(
+                    &match o.prompt.len() {
+                        1 => "1 negative prompt".to_string(),
+                        n => format!("1 or {n} negative prompts (one per prompt)"),
+                    },
+                    "negative_prompt",
+                    count(negative.len(), "negative prompt", "negative prompts"),
+                ));
+            }
+        }
+        let max_steps = self.info.num_train_timesteps;
+        if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
+            return Err(expected(
+                &format!("integer between 1 and {max_steps}"),
+                "num_inference_steps",
+                o.num_inference_steps,
+            ));
+        }
+        if let Some(strength) = strength {
+            if steps_that_run(o.num_inference_steps, strength) == 0 {
+                return Err(too_few_steps(o.num_inference_steps, strength));
+            }
+        }
+        if !o.guidance_scale.is_finite() || o.guidance_scale < 0.0 {
+            return Err(expected("finite number >= 0", "guidance_scale", o.guidance_scale));
+        }
+        // Guidance is applied in f32: a larger scale is infinite there (an all-black image).
+        if o.guidance_scale > f64::from(f32::MAX) {
+            return Err(expected(
+                &format!("number at most {:e} (the largest f32)", f32::MAX),
+                "guidance_scale",
+                o.guidance_scale,
+            ));
+        }
+        if o.num_images_per_prompt == 0 || o.num_images_per_prompt > MAX_IMAGES_PER_PROMPT {
+            return Err(expected(
+                &format!("integer between 1 and {MAX_IMAGES_PER_PROMPT}"),
+                "num_images_per_prompt",
+                o.num_images_per_prompt,
+            ));
+        }
+        if let Some(seeds) = &o.seeds {
+            let images = o.prompt.len() * o.num_images_per_prompt;
+            if o.seed.is_some() {
+                return Err(expected("seeds without seed (give one of the two)", "seeds", "both"));
+            }
+            if seeds.len() != images {
+                return Err(expected(
+                    &format!("{images} seeds (one per image: prompts x num_images_per_prompt)"),
+                    "seeds",
+                    count(seeds.len(), "seed", "seeds"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn latents_from_caller(&self, given: &LatentsInput, shape: [usize; 4]) -> Result<Tensor> {
+        if given.shape != shape {
+            return Err(expected(
+                &format!("latents of shape {shape:?}"),
+                "latents",
+                format!("shape {:?}", given.shape),
+            ));
+        }
+        if given.data.len() != shape.iter().product::<usize>() {
+            return Err(expected(
+                &format!("{} values for latents of shape {shape:?}", shape.iter().product::<usize>()),
+                "latents",
+                format!("{} values", given.data.len()),
+            ));
+        }
+        Ok(Tensor::from_vec(given.data.clone(), &shape, &self.components.target.device)?)
+    }
+}

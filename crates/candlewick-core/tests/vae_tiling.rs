@@ -1,0 +1,62 @@
+//! The VAE's tiled and sliced decode against diffusers' `AutoencoderKL.enable_tiling()` /
+//! `enable_slicing()` on tiny-sd's VAE.
+//!
+//! Goldens: test/fixtures/goldens/vae_tiling.{json,safetensors}, made by
+//! scripts/fixture_vae_tiling.py (scripts/make_fixtures.py --vae-tiling-only): tiles of 8 latent
+//! cells (16 pixels), a quarter overlapping, so that 20x20 latents take nine tiles.
+
+mod common;
+
+use candle_core::DType;
+use candlewick_core::device::{DTypeRequest, DeviceRequest};
+use candlewick_core::models::vae::AutoencoderKL;
+use candlewick_core::models::vae_tiling::VaeTiling;
+use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
+use common::{assert_close, fixtures, goldens, load};
+
+fn golden_tiling() -> VaeTiling {
+    let text = std::fs::read_to_string(fixtures().join("goldens/vae_tiling.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    VaeTiling {
+        tile_latent_min_size: json["tile_latent_min_size"].as_u64().unwrap() as usize,
+        tile_sample_min_size: json["tile_sample_min_size"].as_u64().unwrap() as usize,
+        tile_overlap_factor: json["tile_overlap_factor"].as_f64().unwrap(),
+    }
+}
+
+#[test]
+fn tiled_and_sliced_decodes_match_diffusers() {
+    let (vae, _) = load("vae", "diffusion_pytorch_model", DType::F32, AutoencoderKL::new);
+    let g = goldens("vae_tiling");
+    let tiling = golden_tiling();
+    let tiled = vae.decode_with(&g["tiled_in"], Some(&tiling), false).unwrap();
+    assert_close("tiled_out", &tiled, &g["tiled_out"], 1e-5);
+    let sliced = vae.decode_with(&g["sliced_in"], Some(&tiling), true).unwrap();
+    assert_close("sliced_out", &sliced, &g["sliced_out"], 1e-5);
+    // The tiles matter: an untiled decode of the same latents is another image.
+    let whole = vae.decode(&g["tiled_in"]).unwrap();
+    let (rel, _, _) = common::rel_error(&whole, &g["tiled_out"]);
+    assert!(rel > 1e-3, "the untiled decode equals the tiled one ({rel})");
+}
+
+/// A call with tiling and slicing decodes large latents in tiles (tiny-sd's tiles: 64 pixels).
+#[test]
+fn a_call_can_ask_for_tiles_and_slices() {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sd"), &options).unwrap();
+    let call = |vae_tiling| GenerateOptions {
+        prompt: vec!["a red apple".into()],
+        num_inference_steps: 1,
+        width: Some(96),
+        height: Some(80),
+        num_images_per_prompt: 2,
+        seed: Some(2),
+        vae_tiling,
+        vae_slicing: vae_tiling,
+        ..Default::default()
+    };
+    let tiled = pipe.generate(&call(true), &Observer::new()).unwrap();
+    let whole = pipe.generate(&call(false), &Observer::new()).unwrap();
+    assert_eq!((tiled.images[1].width, tiled.images[1].height), (96, 80));
+    assert_ne!(tiled.images[0].data, whole.images[0].data, "96x80 is larger than a tile: the tiles show");
+}
