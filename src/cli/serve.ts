@@ -11,6 +11,7 @@ import { integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags } from "./flags.js";
 import { reportError } from "./generate.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
+import { onSecondSignal, untilSignal } from "./signals.js";
 import { UsageError } from "./usage.js";
 
 export const SERVE_HELP = `Usage: candlewick serve [options]
@@ -85,12 +86,9 @@ export async function serve(args: readonly string[]): Promise<number> {
     const server = await createServer({ model: pipeline, modelName: values.model ?? "shapes-sd", ...flags.limits, ...(token ? { token } : {}) });
     const url = await server.listen({ port: flags.port, host: values.host ?? DEFAULTS.host });
     process.stdout.write(`Listening on ${url}${token ? " (bearer token required)" : ""}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-    });
-    say("Stopping");
+    await untilSignal();
+    say("Stopping (signal again to stop at once)");
+    onSecondSignal(() => say("Stopping at once"));
     await server.close();
     await pipeline.dispose();
     return 0;

@@ -8,6 +8,7 @@ import { integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags } from "./flags.js";
 import { reportError } from "./generate.js";
 import { DEFAULT_MODEL } from "./model.js";
+import { onSecondSignal, untilSignal } from "./signals.js";
 import { UsageError } from "./usage.js";
 
 export const WORKER_HELP = `Usage: candlewick worker --queue <redis://host:port> --out <dir> [options]
@@ -93,11 +94,9 @@ export async function workerCommand(args: readonly string[]): Promise<number> {
     worker.worker.on("completed", (job) => process.stdout.write(`${job.returnvalue.file}\n`));
     worker.worker.on("failed", (job, error) => say(`job ${job?.id ?? "?"} failed: ${error.message}`));
     say(`Waiting for jobs on ${values.queue} (${values["queue-name"] ?? DEFAULT_QUEUE_NAME}), writing to ${values.out}`);
-    await new Promise<void>((resolve) => {
-      process.once("SIGINT", resolve);
-      process.once("SIGTERM", resolve);
-    });
-    say("Finishing the batch in hand, then stopping");
+    await untilSignal();
+    say("Finishing the batch in hand, then stopping (signal again to stop at once)");
+    onSecondSignal(() => say("Stopping at once: the jobs in hand go back to the queue after the stall interval"));
     await worker.close();
     return 0;
   } catch (error) {
