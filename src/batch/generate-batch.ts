@@ -160,7 +160,9 @@ export async function* generateBatch<I extends string | BatchInput>(
         if (reading) await Promise.race([reading, aborted]);
         continue;
       }
-      // 3. Wait for a GPU batch (the oldest when several are done), or for the source while there is room to read ahead.
+      // 3. Wait for a GPU batch (the oldest when several are done), or for the source while there is
+      // room to read ahead (and a pipeline without its two batches: read on to fill one).
+      if (!exhausted && running.length < inFlight && buffered < READ_AHEAD * batchSize) reading ??= source.next();
       const wake: Promise<number>[] = running.map((run, i) => run.done.then(() => i));
       if (reading && buffered < READ_AHEAD * batchSize) wake.push(reading.then(() => -1, () => -1));
       const which = await Promise.race(wake);
