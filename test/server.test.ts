@@ -4,6 +4,7 @@
 // makes; dynamic batching, the bounded queue (503), body limits (413), auth (401), validation
 // (400), interrupt and client disconnects are each exercised.
 
+import { spawn } from "node:child_process";
 import { request } from "node:http";
 
 import test from "ava";
@@ -12,6 +13,7 @@ import pngjs from "pngjs";
 
 import { createServer, readTextChunks, type CandlewickServer, type GenerateOptions } from "../src/index.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
+import { MAIN } from "./helpers/cli.js";
 import { TINY_SD } from "./helpers/fixtures.js";
 
 const quick = { numInferenceSteps: 2, width: 32, height: 32 };
@@ -247,4 +249,40 @@ test.serial("options are checked with the library's messages", async (t) => {
   await t.throwsAsync(createServer({ model: pipe, maxBatchSize: 0 }), { message: "Expected integer between 1 and 64 for maxBatchSize but received 0" });
   await t.throwsAsync(createServer({ model: pipe, tokn: "x" } as never), { message: 'Unknown option "tokn" in server options; did you mean "token"?' });
   await t.throwsAsync(createServer({ model: 42 } as never), { message: "Expected pipeline, pool, model folder or hub id for model but received 42" });
+});
+
+test.serial("the page at / is served (its form posts to the A1111 route)", async (t) => {
+  const page = await fetch(`${url}/`);
+  t.is(page.status, 200);
+  t.regex(page.headers.get("content-type") ?? "", /^text\/html/);
+  const html = await page.text();
+  for (const id of ["prompt", "negative", "width", "height", "steps", "scheduler", "seed", "gallery"]) t.true(html.includes(`id="${id}"`), id);
+  t.true(html.includes('fetch("/sdapi/v1/txt2img"'));
+  t.true(html.includes('fetch("/sdapi/v1/progress"'));
+});
+
+test.serial("candlewick serve: listens on 127.0.0.1, answers, stops on SIGTERM with exit code 0", async (t) => {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN, "serve", "--model", TINY_SD, "--device", "cpu", "--port", "0", "--token", "tok"], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const listening = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const match = /Listening on (http:\/\/127\.0\.0\.1:\d+) \(bearer token required\)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
+  });
+  const refused = await fetch(`${listening}/sdapi/v1/progress`);
+  t.is(refused.status, 401);
+  const made = await fetch(`${listening}/v1/images/generations`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: "Bearer tok" },
+    body: JSON.stringify({ prompt: "x", size: "16x16", steps: 1, guidance_scale: 1, seed: 2 }),
+  });
+  t.is(made.status, 200);
+  child.kill("SIGTERM");
+  t.is(await exited, 0, stderr);
 });
