@@ -43,7 +43,7 @@ test.after.always(async () => {
 async function expectedPng(input: { prompt: string; seed: number; negativePrompt?: string }, model: string): Promise<Buffer> {
   const settings = { ...quick };
   const [image] = await pipe.generate({ ...settings, ...input });
-  const parameters = imageParameters(settings, input.prompt, input.negativePrompt ?? "", image!.seed, resolvedOf(image!), model);
+  const parameters = imageParameters({}, input.prompt, input.negativePrompt ?? "", image!.seed, resolvedOf(image!), model);
   return Buffer.from(image!.toPng({ text: pngText(parameters) }));
 }
 

@@ -3,11 +3,20 @@
  * options, the queue's name, and a job's data (JSON, so seeds travel as decimal strings).
  */
 
-import type { ConnectionOptions } from "bullmq";
-
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { BatchInput } from "../batch/inputs.js";
 import { invalid } from "../validate.js";
+
+/** Where Redis is, as ioredis (under BullMQ) takes it. */
+export interface RedisConnection {
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+  db?: number;
+  tls?: Record<string, never>;
+  maxRetriesPerRequest: number | null;
+}
 
 /** The queue's name when none is given. */
 export const DEFAULT_QUEUE_NAME = "candlewick";
@@ -26,7 +35,7 @@ export interface JobData {
  * options. Workers need `maxRetriesPerRequest: null` (BullMQ's rule: a blocking command must wait
  * through a reconnect instead of failing), so every command waits for Redis to come back.
  */
-export function connectionFrom(url: unknown, option = "queue"): ConnectionOptions {
+export function connectionFrom(url: unknown, option = "queue"): RedisConnection {
   if (typeof url !== "string") throw invalid("redis:// URL", option, url);
   let parsed: URL;
   try {

@@ -81,7 +81,7 @@ async function addJobs(jobs: { id: string; data: JobData }[], o: Partial<Enqueue
   const attempts = o.attempts === undefined ? 5 : integerIn(o.attempts, "attempts", 1, 1000);
   const backoffMs = o.backoffMs === undefined ? 1000 : integerIn(o.backoffMs, "backoffMs", 0, 3_600_000);
   // A producer should fail rather than wait forever for a Redis that is not there.
-  const queue = new Queue<JobData, unknown, string>(name, { connection: { ...connection, maxRetriesPerRequest: 20 } as ConnectionOptions });
+  const queue = new Queue<JobData, unknown, string>(name, { connection: { ...connection, maxRetriesPerRequest: 20 } as unknown as ConnectionOptions });
   try {
     const opts = { attempts, backoff: { type: "exponential", delay: backoffMs }, removeOnComplete: false, removeOnFail: false };
     for (let at = 0; at < jobs.length; at += 1000) {

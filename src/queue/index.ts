@@ -11,5 +11,5 @@
  */
 
 export { enqueue, enqueueFile, type EnqueueOptions, type EnqueueResult, type QueueInput } from "./enqueue.js";
-export { QueueWorker, type JobRecord, type QueueWorkerOptions } from "./worker.js";
+export { QueueWorker, type JobRecord, type QueueWorkerEvents, type QueueWorkerOptions } from "./worker.js";
 export { DEFAULT_QUEUE_NAME, type JobData } from "./connection.js";

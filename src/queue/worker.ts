@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-import { UnrecoverableError, Worker, type Job } from "bullmq";
+import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
@@ -67,13 +67,20 @@ export interface JobRecord extends ImageParameters {
   id?: string | number;
 }
 
+/** The events of BullMQ's Worker that a QueueWorker user listens to (typed here so that the declarations need neither BullMQ's nor Node's types). */
+export interface QueueWorkerEvents {
+  on(event: "completed", listener: (job: { id?: string; returnvalue: JobRecord }) => void): unknown;
+  on(event: "failed", listener: (job: { id?: string; failedReason: string; attemptsMade: number } | undefined, error: Error) => void): unknown;
+  on(event: "progress", listener: (job: { id?: string }, progress: unknown) => void): unknown;
+  on(event: "error", listener: (error: Error) => void): unknown;
+}
+
 const KEYS = ["queue", "queueName", "model", "load", "out", "batchSize", "batchWindowMs", "lockDurationMs", "stalledIntervalMs", "maxStalledCount", "modelName"] as const;
 /** Errors that no retry can mend. */
 const PERMANENT = new Set([INVALID_OPTION]);
 
 export class QueueWorker {
-  /** BullMQ's worker: its events ("completed", "failed", "progress", "error") are the worker's. */
-  readonly worker: Worker<JobData, JobRecord>;
+  readonly #worker: Worker<JobData, JobRecord>;
   readonly #batcher: DynamicBatcher;
   readonly #pipeline: StableDiffusionPipeline | PipelinePool;
   readonly #owned: boolean;
@@ -90,15 +97,20 @@ export class QueueWorker {
       maxQueue: o.batchSize * pipelines * 2,
       concurrency: pipelines,
     });
-    this.worker = new Worker<JobData, JobRecord>(o.queueName, (job) => this.#process(job, o), {
-      connection: o.connection,
+    this.#worker = new Worker<JobData, JobRecord>(o.queueName, (job) => this.#process(job, o), {
+      connection: o.connection as ConnectionOptions,
       concurrency: o.batchSize * pipelines,
       lockDuration: o.lockDurationMs,
       stalledInterval: o.stalledIntervalMs,
       maxStalledCount: o.maxStalledCount,
     });
     // Without a listener an "error" event (Redis gone for a while) would end the process; BullMQ reconnects by itself.
-    this.worker.on("error", () => undefined);
+    this.#worker.on("error", () => undefined);
+  }
+
+  /** BullMQ's worker, for its events ("completed", "failed", "progress", "error"). */
+  get worker(): QueueWorkerEvents {
+    return this.#worker as unknown as QueueWorkerEvents;
   }
 
   /** Check the options, load the model (unless given one) and start taking jobs. */
@@ -136,7 +148,7 @@ export class QueueWorker {
   /** Finish the jobs in hand (the current batch), take no more, and dispose the model when the worker loaded it. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await this.worker.close();
+      await this.#worker.close();
       this.#batcher.close();
       if (this.#owned) await this.#pipeline.dispose();
     })();

@@ -60,8 +60,7 @@ type ServerSettings = Required<Omit<ServerOptions, "model" | "load" | "token">> 
 
 /** A running server. */
 export class CandlewickServer {
-  /** The node:http server (for `server.http.address()`, custom listeners). */
-  readonly http: Server;
+  readonly #http: Server;
   readonly #batcher: DynamicBatcher;
   readonly #pipeline: StableDiffusionPipeline | PipelinePool;
   readonly #owned: boolean;
@@ -80,7 +79,7 @@ export class CandlewickServer {
       maxQueue: o.maxQueue,
       concurrency,
     });
-    this.http = createHttpServer((req, res) => {
+    this.#http = createHttpServer((req, res) => {
       this.#handle(req, res).catch((error: unknown) => this.#fail(req, res, error));
     });
   }
@@ -95,9 +94,9 @@ export class CandlewickServer {
       const fail = (error: Error & { code?: string }) => {
         reject(new CandlewickError(`cannot listen on ${host}:${port} (${error.code ?? error.message})`, "ERR_CANDLEWICK_LISTEN", { cause: error }));
       };
-      this.http.once("error", fail);
-      this.http.listen(port, host, () => {
-        this.http.off("error", fail);
+      this.#http.once("error", fail);
+      this.#http.listen(port, host, () => {
+        this.#http.off("error", fail);
         resolve();
       });
     });
@@ -106,7 +105,7 @@ export class CandlewickServer {
 
   /** "http://host:port" once listening. */
   get url(): string {
-    const address = this.http.address() as AddressInfo | null;
+    const address = this.#http.address() as AddressInfo | null;
     if (!address) throw new CandlewickError("the server is not listening", INVALID_OPTION);
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
     return `http://${host}:${address.port}`;
@@ -115,8 +114,8 @@ export class CandlewickServer {
   /** Stop taking connections, reject what is queued, and dispose the model when the server loaded it. */
   async close(): Promise<void> {
     this.#batcher.close();
-    this.http.closeAllConnections?.();
-    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+    this.#http.closeAllConnections?.();
+    await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     if (this.#owned) await this.#pipeline.dispose();
   }
 
