@@ -14,7 +14,7 @@ import { Queue, QueueEvents } from "bullmq";
 
 import { enqueue, enqueueFile, QueueWorker, type JobRecord } from "../src/queue/index.js";
 import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
-import { readTextChunks } from "../src/index.js";
+import { CandlewickError, readTextChunks } from "../src/index.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { MAIN, scratch } from "./helpers/cli.js";
 import { TINY_SD } from "./helpers/fixtures.js";
@@ -96,6 +96,35 @@ redisTest("enqueue + an in-process worker: PNGs with text chunks and manifest li
   t.deepEqual(completed.sort(), jobIds.slice().sort());
   await t.throwsAsync(enqueue([{ prompt: "x", width: 50 }], { queue: redis.url, queueName }), { message: "inputs[0]: Expected integer multiple of 8 for width but received 50" });
   t.is(await queue.count(), 0, "a bad input adds nothing");
+});
+
+redisTest("a transient error (out of memory) is retried with backoff and the job completes; progress shows in BullMQ", async (t) => {
+  const queueName = "transient";
+  const out = scratch("candlewick-queue-");
+  await enqueue([{ ...quick, prompt: "retry me", seed: 9, id: "retry" }], { queue: redis.url, queueName, backoffMs: 50 });
+  const queue = new Queue(queueName, { connection: { host: "127.0.0.1", port: redis.port } });
+  t.teardown(() => queue.close());
+  const generate = pipe.generate.bind(pipe);
+  let calls = 0;
+  pipe.generate = (o) => {
+    calls++;
+    if (calls === 1) return Promise.reject(new CandlewickError("the device ran out of memory (test)", "ERR_CANDLEWICK_OUT_OF_MEMORY"));
+    return generate(o);
+  };
+  const progress: unknown[] = [];
+  const worker = await QueueWorker.start({ queue: redis.url, queueName, model: pipe, out, batchSize: 2, batchWindowMs: 0 });
+  worker.worker.on("progress", (_job, p) => progress.push(p));
+  try {
+    await waitFor(async () => (await queue.getJobCounts("completed")).completed === 1, "the job to complete", 30_000);
+  } finally {
+    await worker.close();
+    pipe.generate = generate;
+  }
+  const job = await queue.getJob("id-retry");
+  t.is(job?.attemptsMade, 2, "failed once, then done");
+  t.is(calls, 2);
+  t.deepEqual(progress.at(-1), { step: 2, totalSteps: 2 });
+  t.true(readFileSync(join(out, "id-retry.png")).equals(await expectedPng({ prompt: "retry me", seed: 9 }, pipe.modelDir)));
 });
 
 /** `candlewick worker` as a child process; resolves `ready` once it waits for jobs. */
