@@ -14,7 +14,7 @@
  * interval (`stalledIntervalMs`); `close()` finishes the jobs in hand, then stops.
  */
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -164,7 +164,7 @@ export class QueueWorker {
     if (done) return done;
     let request: BatchRequest;
     try {
-      request = requestOf(job.data);
+      request = requestOf(job.data, jobId);
     } catch (error) {
       throw new UnrecoverableError(error instanceof Error ? error.message : String(error));
     }
@@ -200,14 +200,19 @@ export class QueueWorker {
 
 type Settings = Required<Omit<QueueWorkerOptions, "queue" | "model" | "load">> & { connection: ReturnType<typeof connectionFrom> };
 
-/** A job's data as the batcher's request, checked with the library's messages. */
-function requestOf(data: JobData): BatchRequest {
+/**
+ * A job's data as the batcher's request, checked with the library's messages. A job without a seed
+ * (from a producer other than `enqueue`) gets one derived from its id, so that running it again
+ * makes the same image.
+ */
+function requestOf(data: JobData, jobId: string): BatchRequest {
   if (typeof data !== "object" || data === null || typeof data.input !== "object" || data.input === null) {
     throw invalid("job data { input: { prompt, ... } }", "job data", data);
   }
   const { seed, ...input } = data.input;
   if (seed !== undefined && (typeof seed !== "string" || !/^\d{1,20}$/.test(seed))) throw invalid("decimal string", "input.seed", seed);
-  const checked = checkInput({ ...input, ...(seed !== undefined ? { seed: BigInt(seed) } : {}) }, 0, {}, "input");
+  const seedOf = seed !== undefined ? BigInt(seed) : createHash("sha256").update(jobId).digest().readBigUInt64LE(0);
+  const checked = checkInput({ ...input, seed: seedOf }, 0, {}, "input");
   return {
     images: [{ prompt: checked.prompt, negativePrompt: checked.negativePrompt, seed: checked.seed }],
     shared: checked.shared,
