@@ -5,7 +5,9 @@
 // (400), interrupt and client disconnects are each exercised.
 
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { request } from "node:http";
+import { join } from "node:path";
 
 import test from "ava";
 import OpenAI from "openai";
@@ -14,7 +16,7 @@ import pngjs from "pngjs";
 import { createServer, readTextChunks, type CandlewickServer, type GenerateOptions } from "../src/index.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { MAIN } from "./helpers/cli.js";
-import { TINY_SD } from "./helpers/fixtures.js";
+import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 
 const quick = { numInferenceSteps: 2, width: 32, height: 32 };
 let pipe: StableDiffusionPipeline;
@@ -261,8 +263,15 @@ test.serial("the page at / is served (its form posts to the A1111 route)", async
   t.true(html.includes('fetch("/sdapi/v1/progress"'));
 });
 
-test.serial("candlewick serve: listens on 127.0.0.1, answers, stops on SIGTERM with exit code 0", async (t) => {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN, "serve", "--model", TINY_SD, "--device", "cpu", "--port", "0", "--token", "tok"], { stdio: ["ignore", "pipe", "pipe"] });
+// node:http, so it runs under Bun as well (Bun runs the TypeScript sources itself).
+const RUNTIMES = [
+  { name: "Node", command: process.execPath, args: ["--import", "tsx", MAIN] },
+  { name: "Bun", command: join(ROOT, "node_modules/.bin/bun"), args: [MAIN] },
+];
+
+for (const runtime of RUNTIMES) test.serial(`candlewick serve under ${runtime.name}: listens on 127.0.0.1, answers, stops on SIGTERM with exit code 0`, async (t) => {
+  if (!existsSync(runtime.command)) return t.pass(`skipped: no ${runtime.command} (npm install gets it)`);
+  const child = spawn(runtime.command, [...runtime.args, "serve", "--model", TINY_SD, "--device", "cpu", "--port", "0", "--token", "tok"], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
