@@ -20,7 +20,7 @@ Commands:
   batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
   demo                Draw eight prompts with the bundled model into one grid PNG (candlewick demo --help)
   serve               Serve a model over HTTP: OpenAI's and AUTOMATIC1111's APIs (candlewick serve --help)
-  enqueue <file.jsonl> Add one job per line to a BullMQ queue in Redis (candlewick enqueue --help)
+  enqueue <file>      Add one job per line to a BullMQ queue in Redis (candlewick enqueue --help)
   worker              Make the images of a BullMQ queue's jobs (candlewick worker --help)
 
 Options:
