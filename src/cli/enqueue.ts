@@ -2,11 +2,11 @@
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { BatchDefaults } from "../batch/inputs.js";
-import { enqueueFile } from "../queue/enqueue.js";
 import { DEFAULT_QUEUE_NAME } from "../queue/connection.js";
 import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, parseFlags, seedFrom, settingsFrom } from "./flags.js";
 import { reportError } from "./generate.js";
+import { loadQueueModule } from "./queue-module.js";
 import { UsageError } from "./usage.js";
 
 export const ENQUEUE_HELP = `Usage: candlewick enqueue <prompts.jsonl> --queue <redis://host:port> [options]
@@ -57,6 +57,7 @@ export async function enqueueCommand(args: readonly string[]): Promise<number> {
     throw error;
   }
   try {
+    const { enqueueFile } = await loadQueueModule("enqueue");
     const { jobIds } = await enqueueFile(positionals[0]!, {
       queue: values.queue,
       ...(values["queue-name"] !== undefined ? { queueName: values["queue-name"] } : {}),

@@ -3,10 +3,10 @@
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import { device as checkDevice, type Device } from "../options.js";
 import { DEFAULT_QUEUE_NAME } from "../queue/connection.js";
-import { QueueWorker } from "../queue/worker.js";
 import { integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags } from "./flags.js";
 import { reportError } from "./generate.js";
+import { loadQueueModule } from "./queue-module.js";
 import { DEFAULT_MODEL } from "./model.js";
 import { onSecondSignal, untilSignal } from "./signals.js";
 import { UsageError } from "./usage.js";
@@ -90,6 +90,7 @@ export async function workerCommand(args: readonly string[]): Promise<number> {
   }
   try {
     say(`Loading ${settings.model}`);
+    const { QueueWorker } = await loadQueueModule("worker");
     const worker = await QueueWorker.start(settings);
     worker.worker.on("completed", (job) => process.stdout.write(`${job.returnvalue.file}\n`));
     worker.worker.on("failed", (job, error) => say(`job ${job?.id ?? "?"} failed: ${error.message}`));

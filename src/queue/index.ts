@@ -1,6 +1,7 @@
 /**
  * candlewick/queue: distributed batch generation on BullMQ (Redis). A subpath of its own so that
- * `import "candlewick"` does not load BullMQ and ioredis.
+ * `import "candlewick"` does not load BullMQ and ioredis; BullMQ is an optional peer dependency
+ * (`npm install bullmq`).
  *
  * ```ts
  * import { enqueue, QueueWorker } from "candlewick/queue";
