@@ -7,6 +7,7 @@
 #
 #   bash scripts/redis.sh                 # prints e.g. /repo/.cache/redis/bin/redis-server
 #   $(bash scripts/redis.sh) --port 6390  # a throwaway server for the demo
+#   CANDLEWICK_REDIS_UNPACK=1 bash scripts/redis.sh   # use the unpacked Debian package even with one on PATH
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir="$root/.cache/redis"
