@@ -9,6 +9,8 @@
  */
 
 export { StableDiffusionPipeline, type GeneratedLatents, type GpuMemory, type PipelineInfo } from "./pipeline.js";
+export { PipelinePool, type PoolOptions } from "./pool.js";
+export { createServer, CandlewickServer, type ListenOptions, type ServerOptions } from "./server/create-server.js";
 export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
 export type { ImageSource, RawImageData } from "./image-input.js";

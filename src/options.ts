@@ -11,13 +11,26 @@ import { toRawScheduler, type SchedulerChoice } from "./schedulers.js";
 import { CandlewickError, INVALID_OPTION, type AbortSignalLike } from "./errors.js";
 import { boolean, checkOptionsObject, count, integerIn, invalid, isPlainObject, numberIn, oneOf } from "./validate.js";
 
-export type Device = "auto" | "cpu" | "cuda";
+/** "cuda" is the first GPU; "cuda:N" the GPU with ordinal N (as PyTorch numbers them, after CUDA_VISIBLE_DEVICES). */
+export type Device = "auto" | "cpu" | "cuda" | `cuda:${number}`;
 export type DType = "auto" | "f32" | "f16";
 
 export type AttentionBackend = "auto" | "cudnn" | "flash" | "math";
 export type ConvolutionPath = "auto" | "cudnn-nhwc" | "cudnn-nchw" | "candle";
 
 export const DEVICES: readonly Device[] = ["auto", "cpu", "cuda"];
+/** The highest GPU ordinal "cuda:N" may name. */
+export const MAX_CUDA_ORDINAL = 1023;
+
+/** A device: one of DEVICES, or "cuda:N". */
+export function device(value: unknown, option: string): Device {
+  if (typeof value === "string" && value.startsWith("cuda:")) {
+    const n = value.slice(5);
+    if (!/^\d{1,4}$/.test(n) || Number(n) > MAX_CUDA_ORDINAL) throw invalid(`"cuda:N" with N between 0 and ${MAX_CUDA_ORDINAL}`, option, value);
+    return value as Device;
+  }
+  return oneOf(value, option, DEVICES);
+}
 export const DTYPES: readonly DType[] = ["auto", "f32", "f16"];
 export const ATTENTION_BACKENDS: readonly AttentionBackend[] = ["auto", "cudnn", "flash", "math"];
 export const CONVOLUTION_PATHS: readonly ConvolutionPath[] = ["auto", "cudnn-nhwc", "cudnn-nchw", "candle"];
@@ -27,7 +40,10 @@ export const CONVOLUTION_PATHS: readonly ConvolutionPath[] = ["auto", "cudnn-nhw
  * `cacheDir`, `token`, `endpoint`, `offline`, `onDownloadProgress`, `signal`) apply to hub ids only.
  */
 export interface LoadOptions extends HubOptions {
-  /** Where to run. "auto" takes the first CUDA GPU when this build has CUDA and one is present, else the CPU. Default "auto". */
+  /**
+   * Where to run. "auto" takes the first CUDA GPU when this build has CUDA and one is present, else
+   * the CPU; "cuda:N" the GPU with ordinal N. Default "auto".
+   */
   device?: Device;
   /** Weights and activations. "auto" is f16 on CUDA and f32 on the CPU; f16 loads the folder's `*.fp16.safetensors` when present. Default "auto". */
   dtype?: DType;
@@ -251,7 +267,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   refuseReplacedKeys(value);
   const o = checkOptionsObject(value, "load options", NATIVE_LOAD_KEYS);
   const raw: RawLoadOptions = {};
-  if (o.device !== undefined) raw.device = oneOf(o.device, "device", DEVICES);
+  if (o.device !== undefined) raw.device = device(o.device, "device");
   if (o.dtype !== undefined) raw.dtype = oneOf(o.dtype, "dtype", DTYPES);
   if (o.attention !== undefined) raw.attention = oneOf(o.attention, "attention", ATTENTION_BACKENDS);
   if (o.convolution !== undefined) raw.convolution = oneOf(o.convolution, "convolution", CONVOLUTION_PATHS);

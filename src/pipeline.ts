@@ -43,7 +43,7 @@ export interface GpuMemory {
 export interface PipelineInfo {
   /** The model folder, as an absolute path. */
   modelDir: string;
-  /** "cpu" or "cuda:0". */
+  /** "cpu" or "cuda:N" ("cuda:0" for "cuda"). */
   device: string;
   /** Why that device was chosen ("device \"auto\" fell back to the CPU: ..."). */
   deviceReason: string;
@@ -116,8 +116,8 @@ export class StableDiffusionPipeline {
     const { raw, hub } = checkLoadOptions(options);
     const native = loadNative();
     const noCuda = whyNoCuda();
-    if (raw.device === "cuda" && noCuda) {
-      throw new CandlewickError(withDriverHint(`device "cuda" was requested but ${noCuda}`), DEVICE);
+    if (raw.device?.startsWith("cuda") && noCuda) {
+      throw new CandlewickError(withDriverHint(`device "${raw.device}" was requested but ${noCuda}`), DEVICE);
     }
     const modelDir = await resolveModel(model, hub);
     let pipe: StableDiffusionPipeline;

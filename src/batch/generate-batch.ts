@@ -4,8 +4,8 @@
  * its input by `index`. Every image has its own seed (the core's per-image `seeds`), so an image
  * is the same whether it was made in a batch or alone.
  *
- * Two GPU batches are kept queued on the pipeline so that it never waits for JavaScript; a group
- * that is not full runs as soon as the pipeline would otherwise idle (the source is slow, or over).
+ * Two GPU batches are kept queued on each pipeline so that it never waits for JavaScript; a group
+ * that is not full runs as soon as a pipeline would otherwise idle (the source is slow, or over).
  */
 
 import { abortError, CandlewickError, type AbortSignalLike } from "../errors.js";
@@ -66,11 +66,15 @@ interface Run<I> {
 
 const NOT_READY = Symbol("not ready");
 
-/** The batch engine behind `pipe.generateBatch`. */
+/**
+ * The batch engine behind `pipe.generateBatch` and `pool.generateBatch`: `inFlight` GPU batches
+ * are kept queued (2 per pipeline).
+ */
 export async function* generateBatch<I extends string | BatchInput>(
   generate: Generate,
   inputs: Iterable<I> | AsyncIterable<I>,
   options: BatchOptions = {},
+  inFlight = 2,
 ): AsyncGenerator<BatchResult<I>, void, undefined> {
   const o = checkOptionsObject(options, "batch options", ["defaults", "batchSize", "signal", "onProgress", "onWarning"]) as BatchOptions;
   const batchSize = o.batchSize === undefined ? DEFAULT_BATCH_SIZE : integerIn(o.batchSize, "batchSize", 1, MAX_BATCH_SIZE);
@@ -144,24 +148,26 @@ export async function* generateBatch<I extends string | BatchInput>(
           exhausted = true;
         }
       }
-      // 2. Keep two GPU batches queued: full ones first; one that is not full when the GPU would idle.
-      while (running.length < 2) {
-        const idle = exhausted || (running.length === 0 && (reading !== undefined || buffered >= READ_AHEAD * batchSize));
+      // 2. Keep two GPU batches queued per pipeline: full ones first; one that is not full when a pipeline would idle.
+      while (running.length < inFlight) {
+        const idle = exhausted || (running.length < inFlight / 2 && (reading !== undefined || buffered >= READ_AHEAD * batchSize));
         const items = takeGroup(idle);
         if (!items) break;
         running.push(start(items));
       }
-      const first = running[0];
-      if (!first) {
+      if (running.length === 0) {
         if (exhausted) break;
         if (reading) await Promise.race([reading, aborted]);
         continue;
       }
-      // 3. Wait for the oldest GPU batch, or for the source while there is room to read ahead.
-      const wake: Promise<string>[] = [first.done.then(() => "run")];
-      if (reading && buffered < READ_AHEAD * batchSize) wake.push(reading.then(() => "read", () => "read"));
-      if ((await Promise.race(wake)) === "read") continue;
-      running.shift();
+      // 3. Wait for a GPU batch (the oldest when several are done), or for the source while there is
+      // room to read ahead (and a pipeline without its two batches: read on to fill one).
+      if (!exhausted && running.length < inFlight && buffered < READ_AHEAD * batchSize) reading ??= source.next();
+      const wake: Promise<number>[] = running.map((run, i) => run.done.then(() => i));
+      if (reading && buffered < READ_AHEAD * batchSize) wake.push(reading.then(() => -1, () => -1));
+      const which = await Promise.race(wake);
+      if (which < 0) continue;
+      const first = running.splice(which, 1)[0]!;
       const outcome = await first.done;
       if ("error" in outcome) throw namingInputs(outcome.error, first.items);
       for (const [i, item] of first.items.entries()) yield { index: item.checked.index, input: item.input, image: outcome.images[i]! };

@@ -6,7 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
-import { DEVICES, DTYPES, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import { device, DEVICES, DTYPES, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
 import { closest, integerIn, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
@@ -45,7 +45,7 @@ export const COMMON_HELP = {
   --height <px>             Height, a multiple of 8 (default: the model's)
   --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
                             whole decode runs out of memory)`,
-  device: `  --device <d>              ${DEVICES.join(" | ")} (default: auto)
+  device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
   --scheduler <name>        The scheduler: ddim, pndm (plms), ddpm, euler, euler-a, heun, dpm++-2m,
@@ -89,7 +89,7 @@ type CommonValues = Parsed<typeof COMMON_FLAGS>["values"];
 /** --device, --dtype, --revision, --variant as load options. */
 export function loadOptionsFrom(v: CommonValues): LoadOptions {
   const load: LoadOptions = {};
-  if (v.device !== undefined) load.device = oneOf(v.device, "--device", DEVICES);
+  if (v.device !== undefined) load.device = device(v.device, "--device");
   if (v.dtype !== undefined) load.dtype = oneOf(v.dtype, "--dtype", DTYPES);
   if (v.threads !== undefined) load.threads = integerIn(integer(v.threads), "--threads", 1, MAX_THREADS);
   if (v.revision !== undefined) load.revision = v.revision;

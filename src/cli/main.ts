@@ -6,6 +6,9 @@ import { createRequire } from "node:module";
 import { BATCH_HELP, batch } from "./batch.js";
 import { DEMO_HELP, demo } from "./demo.js";
 import { GENERATE_HELP, generate, IMG2IMG_HELP, INPAINT_HELP } from "./generate.js";
+import { ENQUEUE_HELP, enqueueCommand } from "./enqueue.js";
+import { SERVE_HELP, serve } from "./serve.js";
+import { WORKER_HELP, workerCommand } from "./worker.js";
 import { UsageError } from "./usage.js";
 
 const HELP = `Usage: candlewick <command> [options]
@@ -18,6 +21,9 @@ Commands:
   inpaint <prompt>    Repaint the white part of a mask: --image <file> --mask <file> (candlewick inpaint --help)
   batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
   demo                Draw eight prompts with the bundled model into one grid PNG (candlewick demo --help)
+  serve               Serve a model over HTTP: OpenAI's and AUTOMATIC1111's APIs (candlewick serve --help)
+  enqueue <file>      Add one job per line to a BullMQ queue in Redis (candlewick enqueue --help)
+  worker              Make the images of a BullMQ queue's jobs (candlewick worker --help)
 
 Options:
   -h, --help          Show this help
@@ -26,6 +32,7 @@ Options:
 
 const COMMAND_HELP: Record<string, string> = {
   generate: GENERATE_HELP, img2img: IMG2IMG_HELP, inpaint: INPAINT_HELP, batch: BATCH_HELP, demo: DEMO_HELP,
+  serve: SERVE_HELP, enqueue: ENQUEUE_HELP, worker: WORKER_HELP,
 };
 
 export async function main(args: readonly string[]): Promise<number> {
@@ -52,6 +59,12 @@ export async function main(args: readonly string[]): Promise<number> {
         return await batch(rest);
       case "demo":
         return await demo(rest);
+      case "serve":
+        return await serve(rest);
+      case "enqueue":
+        return await enqueueCommand(rest);
+      case "worker":
+        return await workerCommand(rest);
       default:
         throw new UsageError(command.startsWith("-") ? `unknown option ${command}` : `unknown command "${command}"`);
     }

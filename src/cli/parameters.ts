@@ -12,7 +12,7 @@ import { createRequire } from "node:module";
 
 import { CandlewickError, INTERNAL } from "../errors.js";
 import type { ResolvedSettings } from "../image.js";
-import type { Settings } from "./flags.js";
+import type { GenerateOptions } from "../options.js";
 
 /** One image's generation parameters. */
 export interface ImageParameters {
@@ -51,7 +51,7 @@ export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved
  * (`resolved`), and the scheduler fields the call itself set (`settings.scheduler`, kept as given).
  */
 export function imageParameters(
-  settings: Settings, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
+  settings: { scheduler?: GenerateOptions["scheduler"] }, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
 ): ImageParameters {
   const chosen = typeof settings.scheduler === "string" ? {} : { ...settings.scheduler };
   const { type: _, ...overrides } = chosen as Record<string, unknown> & { type?: string };

@@ -40,6 +40,12 @@ export declare function __panicForTest(place: string): Promise<void>
 
 export declare function buildInfo(): RawBuildInfo
 
+/**
+ * How many CUDA GPUs this process can use (0 in a build without CUDA or without a driver): what
+ * `devices: "all"` spreads a pool over.
+ */
+export declare function cudaDeviceCount(): number
+
 export declare function gpuMemory(ordinal: number): RawGpuMemory
 
 /**

@@ -31,6 +31,13 @@ pub fn build_info() -> RawBuildInfo {
     RawBuildInfo { version: core.version, cuda: core.cuda, flash_attention: core.flash_attention, cudnn: core.cudnn }
 }
 
+/// How many CUDA GPUs this process can use (0 in a build without CUDA or without a driver): what
+/// `devices: "all"` spreads a pool over.
+#[napi]
+pub fn cuda_device_count() -> u32 {
+    candlewick_core::device::cuda_device_count() as u32
+}
+
 /// GPU memory of this process's tensors on one CUDA device, in bytes (see candlewick-core's
 /// `cuda::memory`).
 #[napi(object)]
