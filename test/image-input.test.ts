@@ -122,7 +122,7 @@ test("an image of another type", rejectsThenGenerates, { ...IMG2IMG, image: 42 }
 test("the PNG of an img2img image records its task and strength when the CLI writes it", async (t) => {
   const { imageParameters, pngText, resolvedOf } = await import("../src/cli/parameters.js");
   const [image] = await pipe.generate({ ...BASE, image: INPUT, strength: 0.5 });
-  const parameters = imageParameters({ strength: 0.5 }, BASE.prompt, "", image!.seed, resolvedOf(image!), "tiny-sd");
+  const parameters = imageParameters({}, BASE.prompt, "", image!.seed, resolvedOf(image!), "tiny-sd");
   const text = readTextChunks(image!.toPng({ text: pngText(parameters) }));
   t.is(text.task, "img2img");
   t.is(text.strength, "0.5");
