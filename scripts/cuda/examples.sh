@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA builds of the core's examples (full_size_check, img2img_check: parity; attention_bench,
-# vae_decode_bench), for the GPU
-# test machine. Executables, unlike the .node, must resolve the driver's symbols at link time:
-# toolkit.sh's stub libcuda.so defines every function of cuda.h.
+# vae_decode_bench), for the GPU test machine. Executables, unlike the .node, must resolve the
+# driver's symbols at link time: toolkit.sh's stub libcuda.so defines every function of cuda.h.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda/env.sh
