@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(usage);
         match arg.as_str() {
-            "--sizes" => sizes = list(value()?)?.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+            "--sizes" => sizes = list(&value()?)?.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
             "--device" => device_request = value()?.parse()?,
             "--dtype" => dtype_request = value()?.parse()?,
             "--runs" => runs = value()?.parse()?,
@@ -117,9 +117,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut shape = None;
             for _ in 0..=runs {
                 let started = Instant::now();
-                let result = vae.decode_with(&latents, tiled, sliced).and_then(|image| {
-                    dev.synchronize()?;
-                    Ok(image)
+                // A panic (an allocation failure some kernel does not return as an error) is a row too.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    vae.decode_with(&latents, tiled, sliced).and_then(|image| {
+                        dev.synchronize()?;
+                        Ok(image)
+                    })
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Err(candle_core::Error::Msg(format!("panicked: {message}")))
                 });
                 match result {
                     Ok(image) => shape = Some(image.dims().to_vec()),
