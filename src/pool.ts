@@ -13,7 +13,7 @@ import type { BatchInput } from "./batch/inputs.js";
 import type { GeneratedImage } from "./image.js";
 import { device as checkDevice, type Device, type GenerateOptions, type LoadOptions } from "./options.js";
 import { StableDiffusionPipeline } from "./pipeline.js";
-import { describe } from "./validate.js";
+import { describe, invalid } from "./validate.js";
 
 /** How `PipelinePool.fromPretrained` loads: the pipeline's load options, and the devices instead of `device`. */
 export interface PoolOptions extends Omit<LoadOptions, "device"> {
@@ -129,4 +129,22 @@ function resolveDevices(value: unknown): Device[] {
     throw new CandlewickError(`Expected "all" or array of 1 to ${MAX_POOL_SIZE} devices for devices but received ${describe(value)}`, INVALID_OPTION);
   }
   return value.map((d: unknown, i) => checkDevice(d, `devices[${i}]`));
+}
+
+/**
+ * `model` as a pipeline or pool: one the caller loaded (`owned` false: the caller disposes it), or a
+ * folder / hub id loaded now with `load` (a pool when `load.devices` is given; `owned` true).
+ */
+export async function openModel(
+  model: unknown, load: (LoadOptions & { devices?: PoolOptions["devices"] }) | undefined,
+): Promise<{ pipeline: StableDiffusionPipeline | PipelinePool; owned: boolean }> {
+  if (model instanceof StableDiffusionPipeline || model instanceof PipelinePool) return { pipeline: model, owned: false };
+  if (typeof model === "string" && model.length > 0) {
+    const { devices, ...rest } = load ?? {};
+    const pipeline = devices === undefined
+      ? await StableDiffusionPipeline.fromPretrained(model, rest)
+      : await PipelinePool.fromPretrained(model, { ...rest, devices });
+    return { pipeline, owned: true };
+  }
+  throw invalid("pipeline, pool, model folder or hub id", "model", model);
 }

@@ -24,7 +24,7 @@ import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
 import type { LoadOptions } from "../options.js";
 import { StableDiffusionPipeline } from "../pipeline.js";
-import { PipelinePool, type PoolOptions } from "../pool.js";
+import { openModel, PipelinePool, type PoolOptions } from "../pool.js";
 import { imageParameters, pngText, resolvedOf, type ImageParameters } from "../cli/parameters.js";
 import { writeOutput } from "../cli/output.js";
 import { checkInput } from "../batch/inputs.js";
@@ -130,17 +130,7 @@ export class QueueWorker {
       modelName: "",
     };
     await writeOutput(settings.out, () => mkdir(settings.out, { recursive: true }));
-    let pipeline: StableDiffusionPipeline | PipelinePool;
-    let owned = false;
-    if (o.model instanceof StableDiffusionPipeline || o.model instanceof PipelinePool) {
-      pipeline = o.model;
-    } else if (typeof o.model === "string" && o.model.length > 0) {
-      const { devices, ...load } = o.load ?? {};
-      pipeline = devices === undefined ? await StableDiffusionPipeline.fromPretrained(o.model, load) : await PipelinePool.fromPretrained(o.model, { ...load, devices });
-      owned = true;
-    } else {
-      throw invalid("pipeline, pool, model folder or hub id", "model", o.model);
-    }
+    const { pipeline, owned } = await openModel(o.model, o.load);
     settings.modelName = o.modelName ?? (typeof o.model === "string" ? o.model : pipeline.modelDir);
     return new QueueWorker(pipeline, owned, settings);
   }

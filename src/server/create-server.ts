@@ -15,7 +15,7 @@ import type { AddressInfo } from "node:net";
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { LoadOptions } from "../options.js";
 import { StableDiffusionPipeline } from "../pipeline.js";
-import { PipelinePool, type PoolOptions } from "../pool.js";
+import { openModel, PipelinePool, type PoolOptions } from "../pool.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
 import { parseTxt2imgRequest, progressResponse, SAMPLER_NAMES, txt2imgResponse } from "./a1111.js";
 import { DynamicBatcher, QueueFullError } from "./batcher.js";
@@ -218,17 +218,7 @@ export async function createServer(options: ServerOptions): Promise<CandlewickSe
   };
   if (o.token !== undefined && (typeof o.token !== "string" || o.token.length === 0)) throw invalid("non-empty string", "token", o.token);
   if (o.modelName !== undefined && typeof o.modelName !== "string") throw invalid("string", "modelName", o.modelName);
-  let pipeline: StableDiffusionPipeline | PipelinePool;
-  let owned = false;
-  if (o.model instanceof StableDiffusionPipeline || o.model instanceof PipelinePool) {
-    pipeline = o.model;
-  } else if (typeof o.model === "string" && o.model.length > 0) {
-    const { devices, ...load } = o.load ?? {};
-    pipeline = devices === undefined ? await StableDiffusionPipeline.fromPretrained(o.model, load) : await PipelinePool.fromPretrained(o.model, { ...load, devices });
-    owned = true;
-  } else {
-    throw invalid("pipeline, pool, model folder or hub id", "model", o.model);
-  }
+  const { pipeline, owned } = await openModel(o.model, o.load);
   const modelName = o.modelName ?? (typeof o.model === "string" ? o.model : pipeline.modelDir);
   return new CandlewickServer(pipeline, owned, { ...limits, token: o.token, modelName });
 }
