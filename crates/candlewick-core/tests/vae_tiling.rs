@@ -60,3 +60,24 @@ fn a_call_can_ask_for_tiles_and_slices() {
     assert_eq!((tiled.images[1].width, tiled.images[1].height), (96, 80));
     assert_ne!(tiled.images[0].data, whole.images[0].data, "96x80 is larger than a tile: the tiles show");
 }
+
+/// The untiled decode's largest activation, which decides when a call is sliced or tiled
+/// without being asked: SD1.5's VAE (128, 256, 512, 512 channels) holds 256 channels at full
+/// size, so 2048x2048 (2^30 elements) decodes whole and 4096x4096 (2^32) only in tiles; two
+/// 2048x2048 images (2^31) are decoded one at a time.
+#[test]
+fn the_largest_decoder_activation_decides_slices_and_tiles() {
+    use candlewick_core::models::vae::AutoencoderKLConfig;
+    use candlewick_core::models::vae_tiling::MAX_DECODE_ELEMENTS;
+    let sd15 = AutoencoderKLConfig { block_out_channels: vec![128, 256, 512, 512], ..Default::default() };
+    assert_eq!(sd15.largest_decoder_activation(1, 256, 256), 256 << 22);
+    assert_eq!(sd15.largest_decoder_activation(1, 512, 512), 256 << 24);
+    assert_eq!(sd15.largest_decoder_activation(2, 256, 256), 512 << 22);
+    assert!(sd15.largest_decoder_activation(1, 256, 256) <= MAX_DECODE_ELEMENTS);
+    assert!(sd15.largest_decoder_activation(2, 256, 256) > MAX_DECODE_ELEMENTS);
+    assert!(sd15.largest_decoder_activation(1, 512, 512) > MAX_DECODE_ELEMENTS);
+    // The full-size level is the largest at every size; no overflow at any size.
+    assert_eq!(sd15.largest_decoder_activation(1, 8, 8), 256 * 64 * 64);
+    assert_eq!(sd15.largest_decoder_activation(1, 1, 1), 256 * 8 * 8);
+    assert_eq!(sd15.largest_decoder_activation(usize::MAX, 1 << 20, 1 << 20), usize::MAX);
+}

@@ -6,7 +6,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::vae::AutoencoderKL;
+use super::vae::{AutoencoderKL, AutoencoderKLConfig};
 
 /// diffusers' tile settings (`tile_latent_min_size`, `tile_sample_min_size`, `tile_overlap_factor`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +28,29 @@ impl VaeTiling {
             tile_sample_min_size: sample_size,
             tile_overlap_factor: 0.25,
         }
+    }
+}
+
+/// The most elements one decoder activation may hold for an untiled decode: the GPU kernels
+/// (candle's and cuDNN's) index tensors with 32-bit integers, and the H200 refused SD1.5's untiled
+/// 4096x4096 decode (256 channels at full size: 2^32 elements) with CUDA_ERROR_INVALID_VALUE.
+pub const MAX_DECODE_ELEMENTS: usize = i32::MAX as usize;
+
+impl AutoencoderKLConfig {
+    /// Elements of the decoder's largest activation for `batch` latents of `height` x `width`
+    /// cells: at level k (k upsamplings in), the up block's own channels and, from k = 1, the
+    /// upsampled input it takes from the level before (SD1.5's 256 channels at full size).
+    pub fn largest_decoder_activation(&self, batch: usize, height: usize, width: usize) -> usize {
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        (0..n)
+            .map(|k| {
+                let channels = if k == 0 { ch[n - 1] } else { ch[n - 1 - k].max(ch[n - k]) };
+                let side = 1usize.checked_shl(k as u32).unwrap_or(usize::MAX);
+                [batch, channels, height, side, width, side].iter().fold(1usize, |a, &b| a.saturating_mul(b))
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 

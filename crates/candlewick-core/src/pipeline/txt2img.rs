@@ -21,7 +21,7 @@ use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
 use crate::models::vae::AutoencoderKL;
-use crate::models::vae_tiling::VaeTiling;
+use crate::models::vae_tiling::{VaeTiling, MAX_DECODE_ELEMENTS};
 use crate::profile;
 use crate::schedulers::{Scheduler, StepNoise};
 
@@ -342,12 +342,25 @@ impl StableDiffusionPipeline {
         let scaled = (latents / c.vae.config.scaling_factor)?;
         let tiling = VaeTiling::for_vae(c.vae.config.sample_size.first(), self.info.vae_scale_factor);
         let mut tiled = options.vae_tiling.then_some(&tiling);
+        // One image at a time gives the same images; tiles are the last resort (with a warning).
+        let (batch, _, h, w) = latents.dims4()?;
+        let fits = |n: usize| c.vae.config.largest_decoder_activation(n, h, w) <= MAX_DECODE_ELEMENTS;
+        let sliced = options.vae_slicing || (tiled.is_none() && !fits(batch));
+        if tiled.is_none() && !fits(1) {
+            let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
+            warnings.push(format!(
+                "the VAE decode of {}x{} has activations of more than 2^31 elements, more than the GPU kernels can \
+                 index; it was decoded in tiles of {side}x{side} (ask for VAE tiling to silence this)",
+                w * vsf,
+                h * vsf
+            ));
+            tiled = Some(&tiling);
+        }
         let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
-            vae.decode_with(&scaled.to_dtype(dtype)?, tiled, options.vae_slicing)?.to_dtype(DType::F32)
+            vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
         };
         let mut image = match decode(&c.vae.model, c.dtype(), tiled) {
             Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
-                let (_, _, h, w) = latents.dims4()?;
                 let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
                 warnings.push(format!(
                     "the VAE decode of {}x{} ran out of memory on {}; it was decoded again in tiles of {side}x{side} \
