@@ -3,7 +3,10 @@ folder (the SD1.5-shaped one bench/gpu/reference.py makes), f32 with TF32 off, e
 in order as scripts/fixture_images.py does; crates/candlewick-core/examples/img2img_check.rs replays them.
 
     python3 bench/gpu/reference_img2img.py MODEL_DIR [--out DIR] [--device cuda|cpu] [--size 512] [--steps 20]
-                                           [--strength 0.6]
+                                           [--strength 0.6] [--inpaint]
+
+--inpaint runs StableDiffusionInpaintPipeline instead (the model's 4-channel UNet: diffusers blends the kept region
+back each step) with mask.png, a white rectangle (repaint) on black, written beside init.png.
 
 Writes to DIR (default MODEL_DIR/img2img):
   init.png                 a SIZE x SIZE RGB picture (gradients, a disc, a bar), made deterministically
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -54,13 +57,21 @@ def main():
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--strength", type=float, default=0.6)
+    ap.add_argument("--inpaint", action="store_true")
     a = ap.parse_args()
     out = a.out or os.path.join(a.model_dir, "img2img")
     os.makedirs(out, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     image = make_init_image(a.size, os.path.join(out, "init.png"))
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(a.model_dir, safety_checker=None,
+    extra, cls = {}, StableDiffusionImg2ImgPipeline
+    if a.inpaint:
+        mask = np.zeros((a.size, a.size), np.uint8)
+        mask[a.size // 4: a.size * 3 // 4, a.size // 8: a.size * 5 // 8] = 255
+        Image.fromarray(mask, "L").save(os.path.join(out, "mask.png"))
+        extra = {"mask_image": Image.open(os.path.join(out, "mask.png")), "height": a.size, "width": a.size}
+        cls = StableDiffusionInpaintPipeline
+    pipe = cls.from_pretrained(a.model_dir, safety_checker=None,
                                                           requires_safety_checker=False, torch_dtype=torch.float32)
     pipe.to(a.device)
     pipe.set_progress_bar_config(disable=True)
@@ -76,7 +87,7 @@ def main():
         started = time.perf_counter()
         # A CPU generator: diffusers' randn_tensor draws on the CPU and moves the noise to the device.
         result = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, image=image, strength=a.strength,
-                      num_inference_steps=a.steps, guidance_scale=GUIDANCE, eta=0.0,
+                      **extra, num_inference_steps=a.steps, guidance_scale=GUIDANCE, eta=0.0,
                       generator=torch.Generator().manual_seed(SEED), output_type="pt",
                       callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
         sync()
@@ -87,10 +98,10 @@ def main():
     tensors.update({f"noise_{k}": v.float().cpu() for k, v in enumerate(rec.draws)})
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "goldens.safetensors"))
     info = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": a.steps, "guidance_scale": GUIDANCE,
-            "strength": a.strength, "image": "init.png", "width": a.size, "height": a.size,
+            "strength": a.strength, "image": "init.png", **({"mask_image": "mask.png"} if a.inpaint else {}), "width": a.size, "height": a.size,
             "timesteps": pipe.scheduler.timesteps.tolist(), "unet_calls": len(captured),
             "noise_draws": len(rec.draws), "scheduler": pipe.scheduler.__class__.__name__,
-            "reference": f"diffusers StableDiffusionImg2ImgPipeline f32 on {a.device}, TF32 off",
+            "reference": f"diffusers {cls.__name__} f32 on {a.device}, TF32 off",
             "torch_version": torch.__version__,
             "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
             "seconds_call": seconds,

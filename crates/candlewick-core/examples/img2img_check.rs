@@ -73,6 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shape_mismatch: None,
     };
     let init = std::fs::read(goldens_dir.join(info["image"].as_str().ok_or("goldens.json has no image")?))?;
+    // Inpainting (reference_img2img.py --inpaint) when the goldens name a mask.
+    let mask = info["mask_image"].as_str().map(|m| std::fs::read(goldens_dir.join(m))).transpose()?;
+    let task = if mask.is_some() { "inpainting" } else { "img2img" };
 
     let started = Instant::now();
     let pipe = StableDiffusionPipeline::load(&dir, &load)?;
@@ -86,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         width: info["width"].as_u64().map(|v| v as usize),
         height: info["height"].as_u64().map(|v| v as usize),
         image: Some(ImageInput::Encoded(init)),
+        mask_image: mask.map(ImageInput::Encoded),
         strength: info["strength"].as_f64(),
         seed: Some(0),
         ..Default::default()
@@ -122,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pinfo = pipe.info();
     let record = serde_json::json!({
-        "check": format!("full-size img2img parity, {} {}", pinfo.device, pinfo.dtype),
+        "check": format!("full-size {task} parity, {} {}", pinfo.device, pinfo.dtype),
         "device": pinfo.device, "dtype": pinfo.dtype, "attention": pinfo.cuda.attention.name(), "tf32": pinfo.cuda.tf32,
         "model": dir.display().to_string(),
         "width": options.width, "height": options.height, "steps": options.num_inference_steps,
