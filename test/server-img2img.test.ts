@@ -87,7 +87,7 @@ test.serial("image to image over plain fetch: each image is a direct generate's 
   calls.length = 0;
   const response = await post({
     ...base, init_images: [`data:image/png;base64,${photo.toString("base64")}`], denoising_strength: 0.6, seed: 5, batch_size: 2,
-    sampler_name: "DDIM", cfg_scale: 5, resize_mode: 0, mask: null, image_cfg_scale: 1.5, enable_hr: false, styles: [],
+    sampler_name: "DDIM", cfg_scale: 5, resize_mode: 0, mask: "", mask_blur: 4, inpainting_fill: 0, image_cfg_scale: 1.5, enable_hr: false, styles: [],
   });
   t.is(response.status, 200);
   const answer = (await response.json()) as Answer;
@@ -96,7 +96,7 @@ test.serial("image to image over plain fetch: each image is a direct generate's 
   t.is(info.denoising_strength, 0.6);
   t.is(info.width, 32);
   t.regex(info.infotexts[0]!, /Denoising strength: 0\.6/);
-  // The web UI leaves the images out of `parameters` unless include_init_images.
+  // Without a mask, the inpainting fields are ignored (as the web UI does). It leaves the images out of `parameters` unless include_init_images.
   t.is(answer.parameters.init_images, null);
   t.is(answer.parameters.prompt, "a lighthouse");
   t.deepEqual(calls, [{ images: 2, image: true }]);

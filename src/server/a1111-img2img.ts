@@ -60,7 +60,8 @@ export function parseImg2imgRequest(body: unknown): Img2imgRequest {
     throw invalid("boolean", "include_init_images", o.include_init_images);
   }
   const settings = { ...request.settings, image, strength };
-  if (o.mask !== undefined && o.mask !== null) {
+  // The web UI reads an empty mask as none (`if mask:`), and so does this server.
+  if (o.mask !== undefined && o.mask !== null && o.mask !== "") {
     checkInpaintFields(o);
     const mask = base64Image(o.mask, "mask");
     Object.assign(settings, { maskImage: invert ? invertedMask(mask) : mask });
