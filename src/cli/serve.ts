@@ -1,6 +1,6 @@
 /**
  * `candlewick serve`: load the model once and answer OpenAI's image API, AUTOMATIC1111's txt2img
- * API and a page to try it at `/`, until SIGINT or SIGTERM.
+ * and img2img API and a page to try it at `/`, until SIGINT or SIGTERM.
  */
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
@@ -20,6 +20,7 @@ Load a model once and serve it over HTTP until interrupted:
   POST /v1/images/generations   OpenAI's image API (prompt, n, size, response_format "b64_json";
                                 also negative_prompt, steps, guidance_scale, seed, scheduler)
   POST /sdapi/v1/txt2img        AUTOMATIC1111's API, with GET /sdapi/v1/progress and POST /sdapi/v1/interrupt
+  POST /sdapi/v1/img2img        AUTOMATIC1111's image to image and inpainting (init_images, mask, denoising_strength)
   GET  /health                  Status (never needs the token)
   GET  /                        A page to try it
 Concurrent requests with the same size, steps, guidance and scheduler share one GPU batch.
@@ -34,6 +35,7 @@ ${COMMON_HELP.model}
   --batch-window <ms>       How long a request waits for others to share its batch (default: ${DEFAULTS.batchWindowMs})
   --max-queue <n>           Images waiting before requests get 503 (default: ${DEFAULTS.maxQueue})
   --max-body <bytes>        Largest request body; larger get 413 (default: ${DEFAULTS.maxBodyBytes})
+  --max-image-body <bytes>  Largest img2img body (its images in base64) (default: ${DEFAULTS.maxImageBodyBytes})
 ${COMMON_HELP.device}
 
 Example:
@@ -59,6 +61,7 @@ const OPTIONS = {
   "batch-window": { type: "string" },
   "max-queue": { type: "string" },
   "max-body": { type: "string" },
+  "max-image-body": { type: "string" },
 } as const;
 
 /** Run the command; resolves with the exit code once the server has stopped. */
@@ -104,6 +107,7 @@ function checkFlags(values: ReturnType<typeof parseFlags<typeof OPTIONS>>["value
     if (values["batch-window"] !== undefined) limits.batchWindowMs = integerIn(integer(values["batch-window"]), "--batch-window", 0, 60_000);
     if (values["max-queue"] !== undefined) limits.maxQueue = integerIn(integer(values["max-queue"]), "--max-queue", 1, 1_000_000);
     if (values["max-body"] !== undefined) limits.maxBodyBytes = integerIn(integer(values["max-body"]), "--max-body", 1024, 1 << 30);
+    if (values["max-image-body"] !== undefined) limits.maxImageBodyBytes = integerIn(integer(values["max-image-body"]), "--max-image-body", 1024, 1 << 30);
     const port = values.port === undefined ? DEFAULTS.port : integerIn(integer(values.port), "--port", 0, 65535);
     let devices: Device[] | "all" | undefined;
     if (values.devices !== undefined) {

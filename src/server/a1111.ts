@@ -1,6 +1,7 @@
 /**
  * AUTOMATIC1111's web UI API (`/sdapi/v1/...`), the routes its clients (Krita's and Photoshop's
- * plugins, ComfyUI nodes, scripts) call: txt2img's request and answer, progress, interrupt.
+ * plugins, ComfyUI nodes, scripts) call: txt2img's request and answer (img2img's own fields are in
+ * ./a1111-img2img.ts), progress, interrupt.
  * Request fields that web UI has but Candlewick does not implement are accepted while they hold
  * their neutral value (so clients that send every field work) and refused when they ask for
  * something (`enable_hr: true`, `restore_faces: true`, ...).
@@ -68,13 +69,30 @@ const NEUTRAL: Record<string, (v: unknown) => boolean> = {
 
 /** A txt2img body as the library's request; throws CandlewickError (INVALID_OPTION) naming the field. */
 export function parseTxt2imgRequest(body: unknown): ImageRequest {
+  return parseCommon(checkBody(body, [], NEUTRAL));
+}
+
+/**
+ * The body as an object whose fields are all `USED`, `used` or in `neutral` (a field of `neutral`
+ * at a value its test refuses throws); the neutral tables of both routes apply.
+ */
+export function checkBody(body: unknown, used: readonly string[], neutral: Record<string, (v: unknown) => boolean>): Record<string, unknown> {
   if (body === null || typeof body !== "object") throw invalid("JSON object", "request body", body);
-  const o = checkOptionsObject(body, "request body", [...USED, ...Object.keys(NEUTRAL)]);
-  for (const [key, neutral] of Object.entries(NEUTRAL)) {
-    if (o[key] !== undefined && !neutral(o[key])) {
-      throw new CandlewickError(`${key} ${JSON.stringify(o[key])} is not supported by Candlewick's server (leave it out or at its default)`, INVALID_OPTION);
-    }
+  const tables = { ...NEUTRAL, ...neutral };
+  const o = checkOptionsObject(body, "request body", [...USED, ...used, ...Object.keys(tables)]);
+  for (const [key, isNeutral] of Object.entries(tables)) {
+    if (o[key] !== undefined && !isNeutral(o[key])) throw notSupported(key, o[key]);
   }
+  return o;
+}
+
+/** The refusal of a field the server does not implement at this value. */
+export function notSupported(key: string, value: unknown, hint = "leave it out or at its default"): CandlewickError {
+  return new CandlewickError(`${key} ${JSON.stringify(value)} is not supported by Candlewick's server (${hint})`, INVALID_OPTION);
+}
+
+/** The fields txt2img and img2img share (`USED`), as the library's request. */
+export function parseCommon(o: Record<string, unknown>): ImageRequest {
   if (typeof o.prompt !== "string") throw invalid("string", "prompt", o.prompt);
   if (o.negative_prompt !== undefined && typeof o.negative_prompt !== "string") throw invalid("string", "negative_prompt", o.negative_prompt);
   const batchSize = o.batch_size === undefined ? 1 : integerIn(o.batch_size, "batch_size", 1, MAX_IMAGES_PER_CALL);
@@ -115,8 +133,13 @@ function schedulerOf(sampler: unknown, schedule: unknown): string | undefined {
   return sampler;
 }
 
-/** txt2img's answer: base64 PNGs, the request's parameters, and `info` (a JSON string, as the web UI sends it). */
-export function txt2imgResponse(body: Record<string, unknown>, r: ImageRequest, images: { png: string; seed: bigint; infotext: string }[]): unknown {
+/**
+ * txt2img's and img2img's answer: base64 PNGs, the request's parameters, and `info` (a JSON
+ * string, as the web UI sends it; `extra` adds img2img's fields to it).
+ */
+export function imagesResponse(
+  body: Record<string, unknown>, r: ImageRequest, images: { png: string; seed: bigint; infotext: string }[], extra: Record<string, unknown> = {},
+): unknown {
   const first = images[0];
   const info = {
     prompt: r.prompt,
@@ -133,6 +156,7 @@ export function txt2imgResponse(body: Record<string, unknown>, r: ImageRequest, 
     sampler_name: body.sampler_name ?? null,
     batch_size: body.batch_size ?? 1,
     infotexts: images.map((i) => i.infotext),
+    ...extra,
   };
   return { images: images.map((i) => i.png), parameters: body, info: JSON.stringify(info) };
 }

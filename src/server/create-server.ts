@@ -17,7 +17,8 @@ import type { LoadOptions } from "../options.js";
 import { StableDiffusionPipeline } from "../pipeline.js";
 import { openModel, PipelinePool, type PoolOptions } from "../pool.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
-import { parseTxt2imgRequest, progressResponse, SAMPLER_NAMES, txt2imgResponse } from "./a1111.js";
+import { imagesResponse, parseTxt2imgRequest, progressResponse, SAMPLER_NAMES } from "./a1111.js";
+import { img2imgExtras, inWebUiNames, parseImg2imgRequest } from "./a1111-img2img.js";
 import { DynamicBatcher, QueueFullError } from "./batcher.js";
 import { disconnectSignal, hasToken, HttpError, readJson, sendJson } from "./http.js";
 import { openAiError, parseOpenAiRequest } from "./openai.js";
@@ -40,6 +41,8 @@ export interface ServerOptions {
   maxQueue?: number;
   /** The largest request body, in bytes; larger ones get 413. Default 1 MiB. */
   maxBodyBytes?: number;
+  /** The largest body of a route that carries images (POST /sdapi/v1/img2img), in bytes. Default 16 MiB. */
+  maxImageBodyBytes?: number;
   /** The model's name in answers and PNG text chunks. Default: `model` when a string, else the pipeline's folder. */
   modelName?: string;
 }
@@ -52,8 +55,8 @@ export interface ListenOptions {
   host?: string;
 }
 
-export const DEFAULTS = { maxBatchSize: 8, batchWindowMs: 20, maxQueue: 64, maxBodyBytes: 1 << 20, port: 7860, host: "127.0.0.1" } as const;
-const KEYS = ["model", "load", "token", "maxBatchSize", "batchWindowMs", "maxQueue", "maxBodyBytes", "modelName"] as const;
+export const DEFAULTS = { maxBatchSize: 8, batchWindowMs: 20, maxQueue: 64, maxBodyBytes: 1 << 20, maxImageBodyBytes: 16 << 20, port: 7860, host: "127.0.0.1" } as const;
+const KEYS = ["model", "load", "token", "maxBatchSize", "batchWindowMs", "maxQueue", "maxBodyBytes", "maxImageBodyBytes", "modelName"] as const;
 
 /** The server's options, checked, defaults filled in. */
 type ServerSettings = Required<Omit<ServerOptions, "model" | "load" | "token">> & { token: string | undefined };
@@ -135,6 +138,8 @@ export class CandlewickServer {
         return this.#openAi(req, res);
       case "POST /sdapi/v1/txt2img":
         return this.#txt2img(req, res);
+      case "POST /sdapi/v1/img2img":
+        return this.#img2img(req, res);
       case "GET /sdapi/v1/progress":
         return sendJson(res, 200, progressResponse(this.#batcher.state()));
       case "POST /sdapi/v1/interrupt":
@@ -147,7 +152,7 @@ export class CandlewickServer {
         return sendJson(res, 200, [{ title: this.#o.modelName, model_name: this.#o.modelName, filename: this.#pipeline.modelDir }]);
     }
     req.resume();
-    const known = ["/", "/health", "/v1/images/generations", "/sdapi/v1/txt2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt", "/sdapi/v1/samplers", "/sdapi/v1/sd-models"];
+    const known = ["/", "/health", "/v1/images/generations", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt", "/sdapi/v1/samplers", "/sdapi/v1/sd-models"];
     if (known.includes(path)) throw new HttpError(405, `${req.method} is not allowed on ${path}`);
     throw new HttpError(404, `no route ${path}`);
   }
@@ -173,7 +178,24 @@ export class CandlewickServer {
     const images = await this.#generate(request, res);
     if (!images) return;
     const made = images.map((image) => ({ ...encodeImage(image, request, this.#o.modelName), seed: image.seed }));
-    sendJson(res, 200, txt2imgResponse(body as Record<string, unknown>, request, made));
+    sendJson(res, 200, imagesResponse(body as Record<string, unknown>, request, made));
+  }
+
+  /**
+   * img2img: each request's image is its own (a fresh Buffer, which the batch key tells apart), so
+   * a request with an image never shares a GPU batch with another request; its own batch_size x
+   * n_iter images run in one call.
+   */
+  async #img2img(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = (await readJson(req, this.#o.maxImageBodyBytes, "maxImageBodyBytes")) as Record<string, unknown>;
+    const request = parseImg2imgRequest(body);
+    const images = await this.#generate(request, res).catch((error: unknown) => {
+      throw inWebUiNames(error);
+    });
+    if (!images) return;
+    const made = images.map((image) => ({ ...encodeImage(image, request, this.#o.modelName), seed: image.seed }));
+    const { info, parameters } = img2imgExtras(body, request, images);
+    sendJson(res, 200, imagesResponse(parameters, request, made, info));
   }
 
   /** Queue the request (cancelled when the client goes away); undefined when the client has gone. */
@@ -215,6 +237,7 @@ export async function createServer(options: ServerOptions): Promise<CandlewickSe
     batchWindowMs: o.batchWindowMs === undefined ? DEFAULTS.batchWindowMs : integerIn(o.batchWindowMs, "batchWindowMs", 0, 60_000),
     maxQueue: o.maxQueue === undefined ? DEFAULTS.maxQueue : integerIn(o.maxQueue, "maxQueue", 1, 1_000_000),
     maxBodyBytes: o.maxBodyBytes === undefined ? DEFAULTS.maxBodyBytes : integerIn(o.maxBodyBytes, "maxBodyBytes", 1024, 1 << 30),
+    maxImageBodyBytes: o.maxImageBodyBytes === undefined ? DEFAULTS.maxImageBodyBytes : integerIn(o.maxImageBodyBytes, "maxImageBodyBytes", 1024, 1 << 30),
   };
   if (o.token !== undefined && (typeof o.token !== "string" || o.token.length === 0)) throw invalid("non-empty string", "token", o.token);
   if (o.modelName !== undefined && typeof o.modelName !== "string") throw invalid("string", "modelName", o.modelName);

@@ -11,12 +11,15 @@ export class HttpError extends Error {
   }
 }
 
-/** The request's JSON body: 413 past `limit` bytes (before reading when Content-Length says so), 400 when not JSON. */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+/**
+ * The request's JSON body: 413 past `limit` bytes (before reading when Content-Length says so;
+ * the message names `option`, the server option that sets the limit), 400 when not JSON.
+ */
+export async function readJson(req: IncomingMessage, limit: number, option = "maxBodyBytes"): Promise<unknown> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
-    throw new HttpError(413, `the request body is ${declared} bytes; this server takes at most ${limit} (its maxBodyBytes option)`);
+    throw new HttpError(413, `the request body is ${declared} bytes; this server takes at most ${limit} (its ${option} option)`);
   }
   const chunks: Buffer[] = [];
   let size = 0;
@@ -24,7 +27,7 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
     size += chunk.length;
     if (size > limit) {
       req.resume();
-      throw new HttpError(413, `the request body is over ${limit} bytes, the most this server takes (its maxBodyBytes option)`);
+      throw new HttpError(413, `the request body is over ${limit} bytes, the most this server takes (its ${option} option)`);
     }
     chunks.push(chunk);
   }
