@@ -2,17 +2,18 @@
 # Prints the path of a Chromium that runs headless, for the page's browser test (test/page.test.ts):
 # one on PATH (chromium, chromium-browser, google-chrome), else Debian's chromium package with
 # those of its library dependencies that are not installed, fetched with apt-get download and
-# unpacked WITHOUT root into .cache/chromium/ (git-ignored), run through a small wrapper that points
-# LD_LIBRARY_PATH at the unpacked libraries. The dependencies are walked from chromium through
+# unpacked WITHOUT root into chromium/ of the download cache that outlives a clone
+# (scripts/cache-dir.sh: ~/.cache/candlewick, else the clone's .cache/), run through a small
+# wrapper that points LD_LIBRARY_PATH at the unpacked libraries. The dependencies are walked from chromium through
 # apt-cache depends (Depends and Pre-Depends; of alternatives, none when one is installed, else
 # the first), keeping only lib* packages that dpkg does not have installed. Safe to rerun: a
-# finished unpack is reused. Exits 1 with the reason on stderr when no browser can be had.
+# finished unpack is reused, and two at once take turns (flock). Exits 1 with the reason on stderr when no browser can be had.
 #
-#   bash scripts/chromium.sh                 # prints e.g. /repo/.cache/chromium/bin/chromium
+#   bash scripts/chromium.sh                 # prints e.g. ~/.cache/candlewick/chromium/bin/chromium
 #   CANDLEWICK_CHROMIUM_UNPACK=1 bash scripts/chromium.sh   # unpack Debian's even with one on PATH
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-dir="$root/.cache/chromium"
+cache=$(bash "$(dirname "$0")/cache-dir.sh")
+dir="$cache/chromium"
 wrapper="$dir/bin/chromium"
 fail() { echo "chromium.sh: $*" >&2; exit 1; }
 
@@ -24,9 +25,20 @@ if [ -z "${CANDLEWICK_CHROMIUM_UNPACK:-}" ]; then
     fi
   done
 fi
-if [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; then
+works() { [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; }
+if works; then
   echo "$wrapper"
   exit 0
+fi
+# One fetch at a time (scripts/test-all.sh starts one early; the test asks again): wait for the
+# other, then use what it unpacked.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/chromium.lock"
+  flock 9
+  if works; then
+    echo "$wrapper"
+    exit 0
+  fi
 fi
 command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || fail "no chromium on PATH and no apt-get / dpkg-deb to fetch Debian's (install chromium)"
 
@@ -36,7 +48,7 @@ trap 'rm -rf "$work"' EXIT
 # update into a folder under .cache/chromium, with the machine's sources).
 apt=(-o Debug::NoLocking=1)
 if [ -z "$(apt-cache policy chromium 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -v '(none)')" ]; then
-  state="$root/.cache/chromium-apt"
+  state="$cache/chromium-apt"
   mkdir -p "$state/lists/partial" "$state/archives/partial"
   apt=(-o Debug::NoLocking=1 -o Dir::State::Lists="$state/lists" -o Dir::Cache="$state" -o APT::Sandbox::User="$(id -un)")
   apt-get "${apt[@]}" update >"$work/update.log" 2>&1 || fail "no chromium on PATH, and apt-get update (into $state) failed: $(tail -1 "$work/update.log")"
