@@ -4,10 +4,12 @@
 # those of its library dependencies that are not installed, fetched with apt-get download and
 # unpacked WITHOUT root into chromium/ of the download cache that outlives a clone
 # (scripts/cache-dir.sh: ~/.cache/candlewick, else the clone's .cache/), run through a small
-# wrapper that points LD_LIBRARY_PATH at the unpacked libraries. The dependencies are walked from chromium through
-# apt-cache depends (Depends and Pre-Depends; of alternatives, none when one is installed, else
-# the first), keeping only lib* packages that dpkg does not have installed. Safe to rerun: a
-# finished unpack is reused, and two at once take turns (flock). Exits 1 with the reason on stderr when no browser can be had.
+# wrapper that points LD_LIBRARY_PATH at the unpacked libraries. The dependencies are walked from
+# chromium through apt-cache depends (Depends and Pre-Depends; of alternatives, none when one is
+# installed, else the first), keeping only lib* packages that dpkg does not have installed. Where
+# apt has no lists that know chromium, lists of its own are made (apt-get update into the cache,
+# no root). Safe to rerun: a finished unpack is reused, and two at once take turns (flock). Exits
+# 1 with the reason on stderr when no browser can be had.
 #
 #   bash scripts/chromium.sh                 # prints e.g. ~/.cache/candlewick/chromium/bin/chromium
 #   CANDLEWICK_CHROMIUM_UNPACK=1 bash scripts/chromium.sh   # unpack Debian's even with one on PATH
