@@ -9,11 +9,14 @@ logs=$(mktemp -d)
 # Each phase's header says how long the run has taken so far (minutes:seconds).
 phase() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 # Downloads that outlive the clone (scripts/cache-dir.sh), started now so they overlap the
-# build: the CUDA toolkit wheels (check.sh waits for this install through toolkit.sh's lock)
-# and the Node releases.
+# build: the CUDA toolkit wheels (check.sh waits for this install through toolkit.sh's lock),
+# the Node releases and Chromium.
 bash scripts/cuda/toolkit.sh > "$logs/toolkit.log" 2>&1 &
 bash scripts/node-runtimes.sh > "$logs/node-runtimes.txt" 2> "$logs/node-runtimes.log" &
 runtimes_pid=$!
+# The page test's headless Chromium (Debian's, unpacked without root; test/page.test.ts asks
+# scripts/chromium.sh again, which waits for this one through its lock).
+bash scripts/chromium.sh > "$logs/chromium.log" 2>&1 &
 
 bash scripts/setup.sh || { wait; echo "0 passed, 1 failed"; exit 1; }
 status=0

@@ -158,12 +158,22 @@ async function untilRunning(base: string): Promise<void> {
   }
 }
 
-test.serial("progress while a batch runs; interrupt stops it (409) and the server goes on", async (t) => {
+test.serial("progress (with a preview) while a batch runs; interrupt stops it (409) and the server goes on", async (t) => {
   const slow = slowRequest(url);
   await untilRunning(url);
   const progress = (await (await fetch(`${url}/sdapi/v1/progress`)).json()) as { progress: number; state: { sampling_steps: number; job_count: number } };
   t.true(progress.progress > 0 && progress.progress < 1);
   t.is(progress.state.sampling_steps, 900);
+  // A preview of the first image's latents every 5 steps (previewEvery's default), unless skipped.
+  let preview: string | null = null;
+  while (preview === null) {
+    preview = ((await (await fetch(`${url}/sdapi/v1/progress`)).json()) as { current_image: string | null }).current_image;
+    if (preview === null) await new Promise((r) => setTimeout(r, 20));
+  }
+  const png = pngjs.PNG.sync.read(Buffer.from(preview, "base64"));
+  t.deepEqual([png.width, png.height], [64 / pipe.vaeScaleFactor, 64 / pipe.vaeScaleFactor]);
+  const skipped = (await (await fetch(`${url}/sdapi/v1/progress?skip_current_image=true`)).json()) as { current_image: string | null };
+  t.is(skipped.current_image, null);
   t.is((await post("/sdapi/v1/interrupt", {})).status, 200);
   const stopped = await slow;
   t.is(stopped.status, 409);

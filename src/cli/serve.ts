@@ -4,7 +4,7 @@
  */
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import { device as checkDevice, type Device } from "../options.js";
+import { device as checkDevice, MAX_STEPS, type Device } from "../options.js";
 import { PipelinePool } from "../pool.js";
 import { createServer, DEFAULTS } from "../server/create-server.js";
 import { integerIn } from "../validate.js";
@@ -22,7 +22,8 @@ Load a model once and serve it over HTTP until interrupted:
   POST /sdapi/v1/txt2img        AUTOMATIC1111's API, with GET /sdapi/v1/progress and POST /sdapi/v1/interrupt
   POST /sdapi/v1/img2img        AUTOMATIC1111's image to image and inpainting (init_images, mask, denoising_strength)
   GET  /health                  Status (never needs the token)
-  GET  /                        A page to try it
+  GET  /                        A page to try it: a form, live progress with a preview, a gallery
+                                of the images made since the server started (GET /gallery)
 Concurrent requests with the same size, steps, guidance and scheduler share one GPU batch.
 
 Options:
@@ -36,6 +37,8 @@ ${COMMON_HELP.model}
   --max-queue <n>           Images waiting before requests get 503 (default: ${DEFAULTS.maxQueue})
   --max-body <bytes>        Largest request body; larger get 413 (default: ${DEFAULTS.maxBodyBytes})
   --max-image-body <bytes>  Largest img2img body (its images in base64) (default: ${DEFAULTS.maxImageBodyBytes})
+  --preview-every <n>       Steps between previews of the latents in the progress (default: ${DEFAULTS.previewEvery})
+  --gallery <n>             The newest images kept for the page's gallery, 0 for none (default: ${DEFAULTS.galleryImages})
 ${COMMON_HELP.device}
 
 Example:
@@ -62,6 +65,8 @@ const OPTIONS = {
   "max-queue": { type: "string" },
   "max-body": { type: "string" },
   "max-image-body": { type: "string" },
+  "preview-every": { type: "string" },
+  gallery: { type: "string" },
 } as const;
 
 /** Run the command; resolves with the exit code once the server has stopped. */
@@ -108,6 +113,8 @@ function checkFlags(values: ReturnType<typeof parseFlags<typeof OPTIONS>>["value
     if (values["max-queue"] !== undefined) limits.maxQueue = integerIn(integer(values["max-queue"]), "--max-queue", 1, 1_000_000);
     if (values["max-body"] !== undefined) limits.maxBodyBytes = integerIn(integer(values["max-body"]), "--max-body", 1024, 1 << 30);
     if (values["max-image-body"] !== undefined) limits.maxImageBodyBytes = integerIn(integer(values["max-image-body"]), "--max-image-body", 1024, 1 << 30);
+    if (values["preview-every"] !== undefined) limits.previewEvery = integerIn(integer(values["preview-every"]), "--preview-every", 1, MAX_STEPS);
+    if (values.gallery !== undefined) limits.galleryImages = integerIn(integer(values.gallery), "--gallery", 0, 10_000);
     const port = values.port === undefined ? DEFAULTS.port : integerIn(integer(values.port), "--port", 0, 65535);
     let devices: Device[] | "all" | undefined;
     if (values.devices !== undefined) {

@@ -8,6 +8,7 @@
  */
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
+import { GeneratedImage } from "../image.js";
 import { MAX_IMAGES_PER_CALL, MAX_STEPS, seed as seedOf, side } from "../options.js";
 import type { BatchDefaults } from "../batch/inputs.js";
 import { checkOptionsObject, integerIn, invalid, numberIn } from "../validate.js";
@@ -161,8 +162,12 @@ export function imagesResponse(
   return { images: images.map((i) => i.png), parameters: body, info: JSON.stringify(info) };
 }
 
-/** GET /sdapi/v1/progress: the running batch's share done, an estimate of the seconds left, and the queue. */
-export function progressResponse(state: BatcherState): unknown {
+/**
+ * GET /sdapi/v1/progress: the running batch's share done, an estimate of the seconds left, the
+ * queue, and (as `current_image`, a base64 PNG, unless `skipCurrentImage`) the latest preview of
+ * the latents of the batch's first image.
+ */
+export function progressResponse(state: BatcherState, skipCurrentImage = false): unknown {
   const run = state.running[0];
   const progress = run && run.totalSteps > 0 ? run.step / run.totalSteps : 0;
   const elapsed = run ? (Date.now() - run.startedAt) / 1000 : 0;
@@ -180,7 +185,11 @@ export function progressResponse(state: BatcherState): unknown {
       sampling_step: run?.step ?? 0,
       sampling_steps: run?.totalSteps ?? 0,
     },
-    current_image: null,
+    current_image: run?.preview && !skipCurrentImage ? previewPng(run.preview) : null,
     textinfo: null,
   };
+}
+
+function previewPng(preview: { width: number; height: number; data: Uint8Array }): string {
+  return Buffer.from(new GeneratedImage(preview.width, preview.height, preview.data, 0n).toPng()).toString("base64");
 }

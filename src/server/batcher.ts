@@ -11,7 +11,7 @@
 
 import { abortError, CandlewickError, type AbortSignalLike } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
-import type { GenerateOptions, GenerateProgress } from "../options.js";
+import type { GenerateOptions, GenerateProgress, PreviewImage } from "../options.js";
 
 /** One image of a request: its prompts and seed. */
 export interface BatchImage {
@@ -43,6 +43,8 @@ export interface BatcherOptions {
   maxQueue: number;
   /** Calls running at once (1 per pipeline; the pool's size for a pool). */
   concurrency: number;
+  /** Ask each call for a preview of its latents every this many steps (the batch's first image is kept for `state()`). Default: none. */
+  previewEvery?: number;
 }
 
 /** The queue is full: answer 503 with `retryAfter` seconds. */
@@ -59,7 +61,7 @@ export interface BatcherState {
   /** Requests waiting. */
   queuedRequests: number;
   /** Batches running, with their last step. */
-  running: { images: number; step: number; totalSteps: number; startedAt: number }[];
+  running: { images: number; step: number; totalSteps: number; startedAt: number; preview: PreviewImage | undefined }[];
   /** Mean seconds per finished batch (0 before the first). */
   secondsPerBatch: number;
 }
@@ -80,6 +82,8 @@ interface Running {
   step: number;
   totalSteps: number;
   startedAt: number;
+  /** The latest preview of the batch's first image. */
+  preview: PreviewImage | undefined;
 }
 
 export class DynamicBatcher {
@@ -123,7 +127,7 @@ export class DynamicBatcher {
     return {
       queued: this.#queuedImages,
       queuedRequests: this.#queue.length,
-      running: [...this.#running].map(({ images, step, totalSteps, startedAt }) => ({ images, step, totalSteps, startedAt })),
+      running: [...this.#running].map(({ images, step, totalSteps, startedAt, preview }) => ({ images, step, totalSteps, startedAt, preview })),
       secondsPerBatch: this.#finished > 0 ? this.#busySeconds / this.#finished : 0,
     };
   }
@@ -201,7 +205,7 @@ export class DynamicBatcher {
   #start(members: Pending[]): void {
     const images = members.flatMap((m) => m.request.images);
     const controller = new AbortController();
-    const run: Running = { members, controller, images: images.length, step: 0, totalSteps: 0, startedAt: Date.now() };
+    const run: Running = { members, controller, images: images.length, step: 0, totalSteps: 0, startedAt: Date.now(), preview: undefined };
     this.#running.add(run);
     const call: GenerateOptions = {
       ...members[0]!.request.shared,
@@ -209,9 +213,11 @@ export class DynamicBatcher {
       negativePrompt: images.map((i) => i.negativePrompt),
       seeds: images.map((i) => i.seed),
       signal: controller.signal,
+      ...(this.#o.previewEvery ? { previewEvery: this.#o.previewEvery } : {}),
       onProgress: (p: GenerateProgress) => {
         run.step = p.step;
         run.totalSteps = p.totalSteps;
+        if (p.preview?.[0]) run.preview = p.preview[0];
         for (const m of members) if (!m.gone) m.request.onProgress?.(p);
       },
       onWarning: () => undefined,

@@ -1,7 +1,8 @@
 /**
  * `createServer()`: one model (a pipeline, or a pool over several devices) loaded once, behind
  * OpenAI's image API and AUTOMATIC1111's, with dynamic batching (./batcher.ts), a bounded queue,
- * body size limits, optional bearer-token auth and a small page to try it at `/`.
+ * body size limits, optional bearer-token auth and a small page to try it at `/` (./page.ts), with
+ * live previews in /sdapi/v1/progress and a gallery of the images made since it started (./gallery.ts).
  *
  * Built on node:http: Node, Bun and Deno all implement it, it streams bodies (so the size limit
  * holds before a large body is read), and it shows when a client goes away (`res` "close" before
@@ -13,13 +14,15 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import type { AddressInfo } from "node:net";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import type { LoadOptions } from "../options.js";
+import type { GeneratedImage } from "../image.js";
+import { MAX_STEPS, type LoadOptions } from "../options.js";
 import { StableDiffusionPipeline } from "../pipeline.js";
 import { openModel, PipelinePool, type PoolOptions } from "../pool.js";
 import { checkOptionsObject, integerIn, invalid } from "../validate.js";
 import { imagesResponse, parseTxt2imgRequest, progressResponse, SAMPLER_NAMES } from "./a1111.js";
 import { img2imgExtras, inWebUiNames, parseImg2imgRequest } from "./a1111-img2img.js";
 import { DynamicBatcher, QueueFullError } from "./batcher.js";
+import { Gallery } from "./gallery.js";
 import { disconnectSignal, hasToken, HttpError, readJson, sendJson } from "./http.js";
 import { openAiError, parseOpenAiRequest } from "./openai.js";
 import { PAGE } from "./page.js";
@@ -45,6 +48,10 @@ export interface ServerOptions {
   maxImageBodyBytes?: number;
   /** The model's name in answers and PNG text chunks. Default: `model` when a string, else the pipeline's folder. */
   modelName?: string;
+  /** A preview of the latents every this many steps, for /sdapi/v1/progress's `current_image` and the page, 1-1000. Default 5. */
+  previewEvery?: number;
+  /** The newest images kept for the page's gallery (GET /gallery), 0 for none. Default 64. */
+  galleryImages?: number;
 }
 
 /** Where and how to listen. */
@@ -55,8 +62,8 @@ export interface ListenOptions {
   host?: string;
 }
 
-export const DEFAULTS = { maxBatchSize: 8, batchWindowMs: 20, maxQueue: 64, maxBodyBytes: 1 << 20, maxImageBodyBytes: 16 << 20, port: 7860, host: "127.0.0.1" } as const;
-const KEYS = ["model", "load", "token", "maxBatchSize", "batchWindowMs", "maxQueue", "maxBodyBytes", "maxImageBodyBytes", "modelName"] as const;
+export const DEFAULTS = { maxBatchSize: 8, batchWindowMs: 20, maxQueue: 64, maxBodyBytes: 1 << 20, maxImageBodyBytes: 16 << 20, previewEvery: 5, galleryImages: 64, port: 7860, host: "127.0.0.1" } as const;
+const KEYS = ["model", "load", "token", "maxBatchSize", "batchWindowMs", "maxQueue", "maxBodyBytes", "maxImageBodyBytes", "modelName", "previewEvery", "galleryImages"] as const;
 
 /** The server's options, checked, defaults filled in. */
 type ServerSettings = Required<Omit<ServerOptions, "model" | "load" | "token">> & { token: string | undefined };
@@ -68,12 +75,14 @@ export class CandlewickServer {
   readonly #pipeline: StableDiffusionPipeline | PipelinePool;
   readonly #owned: boolean;
   readonly #o: ServerSettings;
+  readonly #gallery: Gallery;
 
   /** @internal use `createServer` */
   constructor(pipeline: StableDiffusionPipeline | PipelinePool, owned: boolean, o: ServerSettings) {
     this.#pipeline = pipeline;
     this.#owned = owned;
     this.#o = o;
+    this.#gallery = new Gallery(o.galleryImages);
     const concurrency = pipeline instanceof PipelinePool ? pipeline.size : 1;
     this.#batcher = new DynamicBatcher({
       generate: (options) => pipeline.generate(options),
@@ -81,6 +90,7 @@ export class CandlewickServer {
       windowMs: o.batchWindowMs,
       maxQueue: o.maxQueue,
       concurrency,
+      previewEvery: o.previewEvery,
     });
     this.#http = createHttpServer((req, res) => {
       this.#handle(req, res).catch((error: unknown) => this.#fail(req, res, error));
@@ -123,7 +133,7 @@ export class CandlewickServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? "/").split("?")[0]!;
+    const [path, query] = (req.url ?? "/").split("?") as [string, string | undefined];
     const route = `${req.method} ${path}`;
     if (route === "GET /health") return sendJson(res, 200, this.#health());
     if (this.#o.token !== undefined && !hasToken(req, this.#o.token)) {
@@ -141,7 +151,7 @@ export class CandlewickServer {
       case "POST /sdapi/v1/img2img":
         return this.#img2img(req, res);
       case "GET /sdapi/v1/progress":
-        return sendJson(res, 200, progressResponse(this.#batcher.state()));
+        return sendJson(res, 200, progressResponse(this.#batcher.state(), new URLSearchParams(query).get("skip_current_image") === "true"));
       case "POST /sdapi/v1/interrupt":
         req.resume();
         this.#batcher.interrupt();
@@ -150,9 +160,18 @@ export class CandlewickServer {
         return sendJson(res, 200, SAMPLER_NAMES.map((name) => ({ name, aliases: [], options: {} })));
       case "GET /sdapi/v1/sd-models":
         return sendJson(res, 200, [{ title: this.#o.modelName, model_name: this.#o.modelName, filename: this.#pipeline.modelDir }]);
+      case "GET /gallery":
+        return sendJson(res, 200, this.#gallery.list());
     }
     req.resume();
-    const known = ["/", "/health", "/v1/images/generations", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt", "/sdapi/v1/samplers", "/sdapi/v1/sd-models"];
+    const image = /^\/gallery\/(\d+)\.png$/.exec(path);
+    if (image && req.method === "GET") {
+      const png = this.#gallery.png(Number(image[1]));
+      if (!png) throw new HttpError(404, `no image ${image[1]} in the gallery (it keeps the newest ${this.#o.galleryImages})`);
+      res.writeHead(200, { "content-type": "image/png", "content-length": png.length, "cache-control": "no-store" });
+      return void res.end(png);
+    }
+    const known = ["/", "/health", "/gallery", "/v1/images/generations", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt", "/sdapi/v1/samplers", "/sdapi/v1/sd-models"];
     if (known.includes(path)) throw new HttpError(405, `${req.method} is not allowed on ${path}`);
     throw new HttpError(404, `no route ${path}`);
   }
@@ -168,7 +187,7 @@ export class CandlewickServer {
     const request = parseOpenAiRequest(body);
     const images = await this.#generate(request, res);
     if (!images) return;
-    const data = images.map((image) => ({ b64_json: encodeImage(image, request, this.#o.modelName).png, seed: image.seed.toString() }));
+    const data = images.map((image) => ({ b64_json: this.#keep(image, request).png, seed: image.seed.toString() }));
     sendJson(res, 200, { created: Math.floor(Date.now() / 1000), data, output_format: "png" });
   }
 
@@ -177,7 +196,7 @@ export class CandlewickServer {
     const request = parseTxt2imgRequest(body);
     const images = await this.#generate(request, res);
     if (!images) return;
-    const made = images.map((image) => ({ ...encodeImage(image, request, this.#o.modelName), seed: image.seed }));
+    const made = images.map((image) => ({ ...this.#keep(image, request), seed: image.seed }));
     sendJson(res, 200, imagesResponse(body as Record<string, unknown>, request, made));
   }
 
@@ -193,9 +212,16 @@ export class CandlewickServer {
       throw inWebUiNames(error);
     });
     if (!images) return;
-    const made = images.map((image) => ({ ...encodeImage(image, request, this.#o.modelName), seed: image.seed }));
+    const made = images.map((image) => ({ ...this.#keep(image, request), seed: image.seed }));
     const { info, parameters } = img2imgExtras(body, request, images);
     sendJson(res, 200, imagesResponse(parameters, request, made, info));
+  }
+
+  /** The image as a base64 PNG with its text chunks, and its infotext; kept in the gallery. */
+  #keep(image: GeneratedImage, request: ImageRequest): { png: string; infotext: string } {
+    const encoded = encodeImage(image, request, this.#o.modelName);
+    this.#gallery.add(Buffer.from(encoded.png, "base64"), image, request.prompt, encoded.infotext);
+    return encoded;
   }
 
   /** Queue the request (cancelled when the client goes away); undefined when the client has gone. */
@@ -238,6 +264,8 @@ export async function createServer(options: ServerOptions): Promise<CandlewickSe
     maxQueue: o.maxQueue === undefined ? DEFAULTS.maxQueue : integerIn(o.maxQueue, "maxQueue", 1, 1_000_000),
     maxBodyBytes: o.maxBodyBytes === undefined ? DEFAULTS.maxBodyBytes : integerIn(o.maxBodyBytes, "maxBodyBytes", 1024, 1 << 30),
     maxImageBodyBytes: o.maxImageBodyBytes === undefined ? DEFAULTS.maxImageBodyBytes : integerIn(o.maxImageBodyBytes, "maxImageBodyBytes", 1024, 1 << 30),
+    previewEvery: o.previewEvery === undefined ? DEFAULTS.previewEvery : integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS),
+    galleryImages: o.galleryImages === undefined ? DEFAULTS.galleryImages : integerIn(o.galleryImages, "galleryImages", 0, 10_000),
   };
   if (o.token !== undefined && (typeof o.token !== "string" || o.token.length === 0)) throw invalid("non-empty string", "token", o.token);
   if (o.modelName !== undefined && typeof o.modelName !== "string") throw invalid("string", "modelName", o.modelName);
