@@ -198,6 +198,14 @@ export interface GenerateOptions {
   vaeTiling?: boolean;
   /** Decode the call's images one at a time (diffusers' `enable_vae_slicing`). Default false. */
   vaeSlicing?: boolean;
+  /**
+   * Encode prompts as diffusers' `StableDiffusionPipeline` does: the text taken literally and cut at
+   * 77 tokens, with a warning (compel's `truncate_long_prompts`). Default false: prompts take
+   * AUTOMATIC1111's weighting syntax (`(word:1.3)`, `(word)` = x1.1, `[word]` = /1.1, `\(` for a
+   * literal bracket, `BREAK` to start a new chunk) and any length, encoded in 75-token chunks as
+   * compel does (README, "Long and weighted prompts").
+   */
+  truncateLongPrompts?: boolean;
   /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
   previewEvery?: number;
 }
@@ -235,7 +243,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery",
+  "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts",
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -333,6 +341,7 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.strength !== undefined) raw.strength = strength(o.strength);
   if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
   if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
+  if (o.truncateLongPrompts !== undefined) raw.truncateLongPrompts = boolean(o.truncateLongPrompts, "truncateLongPrompts");
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   const checked: CheckedGenerateOptions = { raw };
   if (o.image !== undefined) checked.image = checkImage(o.image, "image");

@@ -110,6 +110,8 @@ export interface RawGenerateOptions {
   strength?: number
   vaeTiling?: boolean
   vaeSlicing?: boolean
+  /** diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning). */
+  truncateLongPrompts?: boolean
   /**
    * Progress events carry previews of the latents every this many steps (not a core option:
    * the binding's observer makes them).

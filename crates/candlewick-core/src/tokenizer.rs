@@ -52,6 +52,16 @@ pub struct ClipTokenizer {
     /// The same tokenizer without truncation or padding: what diffusers compares against to warn.
     full: Tokenizer,
     max_length: usize,
+    /// The start, end and padding tokens' ids.
+    special_ids: SpecialIds,
+}
+
+/// The ids a chunked prompt is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub bos: u32,
+    pub eos: u32,
+    pub pad: u32,
 }
 
 impl ClipTokenizer {
@@ -125,7 +135,7 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: specials.pad.clone(),
         }));
-        Ok(Self { fixed, full, max_length })
+        Ok(Self { fixed, full, max_length, special_ids: SpecialIds { bos: bos_id, eos: eos_id, pad: pad_id } })
     }
 
     /// Tokenizes one prompt: `max_length()` ids, plus the part that did not fit.
@@ -145,6 +155,18 @@ impl ClipTokenizer {
             None
         };
         Ok(Encoded { ids, truncated })
+    }
+
+    /// The ids of `text` without the start and end tokens, untruncated: what compel and A1111
+    /// take from `tokenizer(text).input_ids[1:-1]` for each weighted fragment.
+    pub fn encode_fragment(&self, text: &str) -> Result<Vec<u32>> {
+        let encoded = self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        Ok(encoded.get_ids().to_vec())
+    }
+
+    /// The start, end and padding tokens' ids.
+    pub fn special_ids(&self) -> SpecialIds {
+        self.special_ids
     }
 
     /// transformers' `CLIPTokenizer.decode`: byte-level decoding, then every `</w>` becomes a

@@ -89,6 +89,8 @@ pub struct RawGenerateOptions {
     pub strength: Option<f64>,
     pub vae_tiling: Option<bool>,
     pub vae_slicing: Option<bool>,
+    /// diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning).
+    pub truncate_long_prompts: Option<bool>,
     /// Progress events carry previews of the latents every this many steps (not a core option:
     /// the binding's observer makes them).
     pub preview_every: Option<u32>,
@@ -138,6 +140,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             strength: raw.strength,
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
+            truncate_long_prompts: raw.truncate_long_prompts.unwrap_or(defaults.truncate_long_prompts),
         })
     }
 }

@@ -84,6 +84,10 @@ pub struct GenerateOptions {
     pub vae_tiling: bool,
     /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
     pub vae_slicing: bool,
+    /// Encode prompts as diffusers' `StableDiffusionPipeline` does: no weighting syntax, cut at
+    /// `model_max_length` (77) tokens with a warning (compel's `truncate_long_prompts`). Off (the
+    /// default), prompts take A1111's `(word:1.3)` syntax and any length, in 75-token chunks.
+    pub truncate_long_prompts: bool,
 }
 
 impl Default for GenerateOptions {
@@ -106,6 +110,7 @@ impl Default for GenerateOptions {
             strength: None,
             vae_tiling: false,
             vae_slicing: false,
+            truncate_long_prompts: false,
         }
     }
 }
