@@ -22,7 +22,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
-use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
 use special_tokens::SpecialTokens;
@@ -162,6 +162,30 @@ impl ClipTokenizer {
     pub fn encode_fragment(&self, text: &str) -> Result<Vec<u32>> {
         let encoded = self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
         Ok(encoded.get_ids().to_vec())
+    }
+
+    /// Adds `tokens` as transformers' `tokenizer.add_tokens(token)` does (not special, matched in
+    /// normalized text) and returns their ids.
+    pub fn add_tokens(&mut self, tokens: &[String]) -> Result<Vec<u32>> {
+        let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(t.clone(), false).normalized(true)).collect();
+        self.full.add_tokens(&added);
+        self.fixed.add_tokens(&added);
+        tokens
+            .iter()
+            .map(|t| self.full.token_to_id(t).ok_or_else(|| Error::Internal(format!("token {t:?} was not added"))))
+            .collect()
+    }
+
+    /// Whether `token` is in the vocabulary or among the added tokens.
+    pub fn has_token(&self, token: &str) -> bool {
+        self.full.token_to_id(token).is_some()
+    }
+
+    /// The tokens (as strings) `text` splits into, without the start and end tokens:
+    /// transformers' `tokenizer.tokenize(text)`.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let encoded = self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        Ok(encoded.get_tokens().to_vec())
     }
 
     /// The start, end and padding tokens' ids.

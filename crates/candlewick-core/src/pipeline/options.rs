@@ -2,6 +2,7 @@
 
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
+use crate::loaders::textual_inversion::TextualInversionSource;
 
 /// How to load a model folder.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +17,9 @@ pub struct LoadOptions {
     /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
     /// the process). Under load, fewer threads than cores can be faster.
     pub threads: Option<usize>,
+    /// Textual inversion embeddings to add to the tokenizer and text encoder (diffusers'
+    /// `load_textual_inversion`), in order.
+    pub textual_inversions: Vec<TextualInversionSource>,
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).

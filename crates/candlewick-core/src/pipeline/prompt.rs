@@ -50,6 +50,13 @@ impl PromptEncoder {
             }
         }
         texts.extend(prompts.iter().enumerate().map(|(i, t)| (t.as_str(), name("prompt", i, prompts.len()))));
+        // Multi-vector textual inversion tokens spelled out (diffusers' maybe_convert_prompt).
+        let converted = texts
+            .iter()
+            .map(|(t, _)| c.textual_inversions.convert_prompt(&c.tokenizer, t))
+            .collect::<Result<Vec<String>>>()?;
+        let texts: Vec<(&str, String)> =
+            converted.iter().zip(texts).map(|(t, (_, option))| (t.as_str(), option)).collect();
         let embeds = if truncate_long_prompts {
             let plain: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
             self.embed_texts(c, &plain, warnings)?

@@ -39,7 +39,7 @@ enum Token<'a> {
     CloseRound,
     CloseSquare,
     /// A run of other characters, or a lone `:`.
-    Text(&'a str),
+    Text,
 }
 
 enum Entry {
@@ -141,13 +141,13 @@ fn next_token(rest: &str, offset: usize) -> (Token<'_>, usize) {
         '[' => (Token::OpenSquare, 1),
         ':' => match weight_close(rest) {
             Some((start, end, len)) => (Token::WeightClose(&rest[start..end], offset + start), len),
-            None => (Token::Text(":"), 1),
+            None => (Token::Text, 1),
         },
         ')' => (Token::CloseRound, 1),
         ']' => (Token::CloseSquare, 1),
         _ => {
             let len = rest.find(['\\', '(', ')', '[', ']', ':']).unwrap_or(rest.len());
-            (Token::Text(&rest[..len]), len)
+            (Token::Text, len)
         }
     }
 }
@@ -194,9 +194,9 @@ fn push_text_with_breaks(res: &mut Vec<Entry>, text: &str) {
     res.push(Entry::Text(rest[piece_start..].to_string(), 1.0));
 }
 
-/// The character (not byte) index of byte `at`, counted from 0, for messages.
+/// The position of byte `at` in characters (not bytes), counted from 1, for messages.
 fn char_index(text: &str, at: usize) -> usize {
-    text[..at].chars().count()
+    text[..at].chars().count() + 1
 }
 
 #[cfg(test)]
@@ -264,7 +264,7 @@ mod tests {
         let e = parse_prompt_attention("a (cat:1.2.3)", "prompt[1]").unwrap_err().to_string();
         assert_eq!(
             e,
-            "Expected a number as the weight at character 7 of (text:weight) for prompt[1] but received \"1.2.3\" in \"a (cat:1.2.3)\""
+            "Expected a number as the weight at character 8 of (text:weight) for prompt[1] but received \"1.2.3\" in \"a (cat:1.2.3)\""
         );
         let e = parse_prompt_attention("(a BREAK b)", "negative_prompt[0]").unwrap_err().to_string();
         assert!(e.starts_with("Expected BREAK outside brackets"), "{e}");
