@@ -28,6 +28,7 @@ export const COMMON_FLAGS = {
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
   "vae-tiling": { type: "boolean" },
+  "truncate-long-prompts": { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -44,7 +45,9 @@ export const COMMON_HELP = {
   --width <px>              Width, a multiple of 8 (default: the model's, 512 for SD1.5)
   --height <px>             Height, a multiple of 8 (default: the model's)
   --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
-                            whole decode runs out of memory)`,
+                            whole decode runs out of memory)
+  --truncate-long-prompts   Prompts as diffusers reads them: no (word:1.3) weighting, cut at 77
+                            tokens with a warning (default: weighted, any length)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -109,6 +112,7 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
   if (v["vae-tiling"]) options.vaeTiling = true;
+  if (v["truncate-long-prompts"]) options.truncateLongPrompts = true;
   // The scheduler's name and fields are checked by the core, against the model's scheduler config.
   const scheduler: Record<string, unknown> = {};
   if (v.scheduler !== undefined) scheduler.type = v.scheduler;

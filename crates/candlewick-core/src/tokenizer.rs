@@ -160,14 +160,16 @@ impl ClipTokenizer {
     /// The ids of `text` without the start and end tokens, untruncated: what compel and A1111
     /// take from `tokenizer(text).input_ids[1:-1]` for each weighted fragment.
     pub fn encode_fragment(&self, text: &str) -> Result<Vec<u32>> {
-        let encoded = self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        let encoded =
+            self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
         Ok(encoded.get_ids().to_vec())
     }
 
     /// Adds `tokens` as transformers' `tokenizer.add_tokens(token)` does (not special, matched in
     /// normalized text) and returns their ids.
     pub fn add_tokens(&mut self, tokens: &[String]) -> Result<Vec<u32>> {
-        let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(t.clone(), false).normalized(true)).collect();
+        let added: Vec<AddedToken> =
+            tokens.iter().map(|t| AddedToken::from(t.clone(), false).normalized(true)).collect();
         self.full.add_tokens(&added);
         self.fixed.add_tokens(&added);
         tokens
@@ -184,7 +186,8 @@ impl ClipTokenizer {
     /// The tokens (as strings) `text` splits into, without the start and end tokens:
     /// transformers' `tokenizer.tokenize(text)`.
     pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
-        let encoded = self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        let encoded =
+            self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
         Ok(encoded.get_tokens().to_vec())
     }
 

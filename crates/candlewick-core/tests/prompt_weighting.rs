@@ -49,7 +49,11 @@ fn prompts_parse_into_a1111_fragments() {
                     // The script writes A1111's empty runs out where a part has other text.
                     let frags: Vec<_> = frags.collect();
                     let nonempty: Vec<_> = frags.iter().filter(|(t, _)| !t.is_empty()).cloned().collect();
-                    if nonempty.is_empty() { frags } else { nonempty }
+                    if nonempty.is_empty() {
+                        frags
+                    } else {
+                        nonempty
+                    }
                 })
                 .collect();
             // serde_json's float parsing may be 1 ulp off Python's repr: the weights within 1e-15.

@@ -38,10 +38,9 @@ fn both_formats_match_diffusers_load_textual_inversion() {
     let inversions = TextualInversions::load(&both(), &mut tok, &mut encoder, "textual_inversions").unwrap();
     assert_eq!(inversions.tokens(), &[("<cat-toy>".to_string(), 1), ("style-a1111".to_string(), 3)]);
 
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("goldens/textual_inversion.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("goldens/textual_inversion.json")).unwrap())
+            .unwrap();
     for (token, id) in meta["tokens"].as_object().unwrap() {
         let ids = tok.encode_fragment(token).unwrap();
         assert_eq!(ids, vec![id.as_u64().unwrap() as u32], "id of {token}");
@@ -59,12 +58,8 @@ fn both_formats_match_diffusers_load_textual_inversion() {
 }
 
 fn load_pipe(textual_inversions: Vec<TextualInversionSource>) -> candlewick_core::Result<StableDiffusionPipeline> {
-    let options = LoadOptions {
-        device: DeviceRequest::Cpu,
-        dtype: DTypeRequest::F32,
-        textual_inversions,
-        ..Default::default()
-    };
+    let options =
+        LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, textual_inversions, ..Default::default() };
     StableDiffusionPipeline::load(&fixtures().join("tiny-sd"), &options)
 }
 

@@ -3,8 +3,8 @@
 
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
-use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::loaders::textual_inversion::TextualInversionSource;
+use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
 use napi_derive::napi;

@@ -87,7 +87,17 @@ impl Components {
         }
         let scheduler =
             SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
-        Ok(Self { tokenizer, textual_inversions, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
+        Ok(Self {
+            tokenizer,
+            textual_inversions,
+            text_encoder,
+            unet,
+            vae,
+            vae_f32: OnceCell::new(),
+            scheduler,
+            target,
+            cuda,
+        })
     }
 
     /// The compute dtype (f16 or f32).

@@ -40,13 +40,16 @@ impl PromptEncoder {
         warnings: &mut Vec<String>,
     ) -> Result<Tensor> {
         // Each text with the option it came from, for parse errors.
-        let name = |option: &str, i: usize, of: usize| if of == 1 { option.to_string() } else { format!("{option}[{i}]") };
+        let name =
+            |option: &str, i: usize, of: usize| if of == 1 { option.to_string() } else { format!("{option}[{i}]") };
         let mut texts: Vec<(&str, String)> = Vec::with_capacity(2 * prompts.len());
         if do_guidance {
             match negative {
                 None => texts.extend(prompts.iter().map(|_| ("", String::new()))),
                 Some([one]) => texts.extend(prompts.iter().map(|_| (one.as_str(), "negative_prompt".to_string()))),
-                Some(n) => texts.extend(n.iter().enumerate().map(|(i, t)| (t.as_str(), name("negative_prompt", i, n.len())))),
+                Some(n) => {
+                    texts.extend(n.iter().enumerate().map(|(i, t)| (t.as_str(), name("negative_prompt", i, n.len()))))
+                }
             }
         }
         texts.extend(prompts.iter().enumerate().map(|(i, t)| (t.as_str(), name("prompt", i, prompts.len()))));

@@ -45,7 +45,9 @@ enum Token<'a> {
 enum Entry {
     Text(String, f64),
     /// A `BREAK`, and whether a bracket's weight reached it.
-    Break { in_brackets: bool },
+    Break {
+        in_brackets: bool,
+    },
 }
 
 /// Parses `text` (the prompt option `option`, e.g. `prompt[0]`, named in errors).

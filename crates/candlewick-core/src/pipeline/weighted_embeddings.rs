@@ -105,7 +105,8 @@ pub fn weighted_embeddings(
     let need_empty = weighted || shorter || downweighted;
 
     // Every chunk of every encoding, the empty prompt last when needed.
-    let mut ids: Vec<u32> = texts.iter().flat_map(PlannedText::all_tokens).flat_map(|t| t.ids.iter().copied()).collect();
+    let mut ids: Vec<u32> =
+        texts.iter().flat_map(PlannedText::all_tokens).flat_map(|t| t.ids.iter().copied()).collect();
     let special = tokenizer.special_ids();
     if need_empty {
         ids.push(special.bos);
