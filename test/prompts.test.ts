@@ -9,6 +9,7 @@ import { join } from "node:path";
 import test from "ava";
 
 import { CandlewickError, StableDiffusionPipeline } from "../src/index.js";
+import { cli, scratch } from "./helpers/cli.js";
 import { GOLDENS, readJson, ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { readSafetensors } from "./helpers/safetensors.js";
 
@@ -89,4 +90,18 @@ test("bad options and embeddings are refused with the option or the file named",
     StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", textualInversions: [{ path: join(EMBEDDINGS, "learned_embeds.safetensors"), token: "cat" }] }),
     { message: /^Expected a token that is not already in the tokenizer's vocabulary for textualInversions\[0\]\.token but received "cat"/ },
   );
+});
+
+test("the CLI loads textual inversions (--textual-inversion file[:token]) and takes a weighted long prompt", async (t) => {
+  const out = join(scratch(), "ti.png");
+  const prompt = `a style-a1111 painting of a (<toy>:1.2), ${"[detailed] ".repeat(40)}BREAK soft light`;
+  const small = ["--model", TINY_SD, "--steps", "1", "--width", "16", "--height", "16", "--quiet"];
+  const ok = await cli("generate", prompt, ...small, "--out", out,
+    "--textual-inversion", join(EMBEDDINGS, "style-a1111.safetensors"), "--textual-inversion", `${join(EMBEDDINGS, "learned_embeds.safetensors")}:<toy>`);
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stderr, "");
+  const wide = join(EMBEDDINGS, "wide.safetensors");
+  const bad = await cli("generate", "x", ...small, "--out", out, "--textual-inversion", wide);
+  t.is(bad.code, 1);
+  t.is(bad.stderr, `candlewick: ${wide}: its embedding is 48 wide but this text encoder's token embeddings are 32 wide (an embedding made for another model family)\n`);
 });

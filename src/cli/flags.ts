@@ -29,6 +29,7 @@ export const COMMON_FLAGS = {
   "timestep-spacing": { type: "string" },
   "vae-tiling": { type: "boolean" },
   "truncate-long-prompts": { type: "boolean" },
+  "textual-inversion": { type: "string", multiple: true },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -38,7 +39,10 @@ export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
                             the shared cache (default: the small shapes model in the package)
   --revision <rev>          Hub branch, tag or commit (default: main)
-  --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)`,
+  --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)
+  --textual-inversion <file.safetensors[:token]>
+                            A textual inversion embedding to load, with the token to use in prompts
+                            (default: the file's own); repeat for more`,
   settings: `  --negative-prompt <text>  What to steer away from (default: none)
   --steps <n>               Denoising steps, 1-${MAX_STEPS} (default: 50)
   --guidance <x>            Classifier-free guidance scale, >= 0 (default: 7.5)
@@ -64,7 +68,7 @@ type Flags = NonNullable<ParseArgsConfig["options"]>;
 
 /** What parseFlags returns: the flags' values and the positional arguments. */
 export interface Parsed<O extends Flags> {
-  values: { [K in keyof O]?: O[K]["type"] extends "boolean" ? boolean : string };
+  values: { [K in keyof O]?: O[K]["type"] extends "boolean" ? boolean : O[K] extends { multiple: true } ? string[] : string };
   positionals: string[];
 }
 
@@ -89,7 +93,7 @@ export function parseFlags<O extends Flags>(args: readonly string[], options: O,
 
 type CommonValues = Parsed<typeof COMMON_FLAGS>["values"];
 
-/** --device, --dtype, --revision, --variant as load options. */
+/** --device, --dtype, --revision, --variant, --textual-inversion as load options. */
 export function loadOptionsFrom(v: CommonValues): LoadOptions {
   const load: LoadOptions = {};
   if (v.device !== undefined) load.device = device(v.device, "--device");
@@ -97,6 +101,12 @@ export function loadOptionsFrom(v: CommonValues): LoadOptions {
   if (v.threads !== undefined) load.threads = integerIn(integer(v.threads), "--threads", 1, MAX_THREADS);
   if (v.revision !== undefined) load.revision = v.revision;
   if (v.variant !== undefined) load.variant = oneOf(v.variant, "--variant", VARIANTS);
+  if (v["textual-inversion"] !== undefined) {
+    load.textualInversions = v["textual-inversion"].map((arg) => {
+      const named = /^(.*\.safetensors):([^/\\]+)$/i.exec(arg);
+      return named ? { path: named[1]!, token: named[2]! } : arg;
+    });
+  }
   return load;
 }
 
