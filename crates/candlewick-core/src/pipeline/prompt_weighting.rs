@@ -7,7 +7,8 @@
 //! - `(text:1.3)` multiplies it by 1.3 (spaces allowed around the number: `(text: 1.3 )`);
 //! - `\(`, `\)`, `\[`, `\]` and `\\` are the characters themselves; a lone `\` is dropped;
 //! - `BREAK` (upper case, a word of its own) ends a part: each part is encoded on its own and the
-//!   parts' embeddings are concatenated (see `prompt_embeds`).
+//!   parts' embeddings are concatenated ([`super::weighted_embeddings`]); as in A1111 a leading or
+//!   doubled `BREAK` gives an empty chunk and a trailing one nothing.
 //!
 //! Like A1111 the parser is lenient: a bracket never closed applies to the end of the prompt, a
 //! closer with no opener is text, a `:` outside `(text:weight)` is text. Two inputs A1111 cannot
@@ -121,6 +122,10 @@ pub fn parse_prompt_attention(text: &str, option: &str) -> Result<Parts> {
                 }
             }
         }
+    }
+    // A1111 starts a chunk at a BREAK only when text follows it: a trailing BREAK adds nothing.
+    if parts.len() > 1 && parts.last().is_some_and(Vec::is_empty) {
+        parts.pop();
     }
     for part in &mut parts {
         if part.is_empty() {
@@ -257,7 +262,11 @@ mod tests {
         let parts = parse_prompt_attention("a cat BREAK (a dog:1.2)  BREAK", "prompt").unwrap();
         let texts: Vec<Vec<(String, f64)>> =
             parts.iter().map(|p| p.iter().map(|f| (f.text.clone(), f.weight)).collect()).collect();
-        assert_eq!(texts, vec![pairs(&[("a cat", 1.0)]), pairs(&[("a dog", 1.2)]), pairs(&[("", 1.0)])]);
+        assert_eq!(texts, vec![pairs(&[("a cat", 1.0)]), pairs(&[("a dog", 1.2)])]);
+        // A leading or doubled BREAK gives an empty chunk, as in A1111.
+        let parts = parse_prompt_attention("BREAK a BREAK BREAK b", "prompt").unwrap();
+        let texts: Vec<Vec<String>> = parts.iter().map(|p| p.iter().map(|f| f.text.clone()).collect()).collect();
+        assert_eq!(texts, vec![vec![""], vec!["a"], vec![""], vec!["b"]]);
         assert_eq!(flat("BREAKFAST break BREAK_"), pairs(&[("BREAKFAST break BREAK_", 1.0)]));
     }
 
