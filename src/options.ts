@@ -91,6 +91,21 @@ export interface LoadOptions extends HubOptions {
    * machine fewer threads than cores can be faster. Default: the cores available to the process.
    */
   threads?: number;
+  /**
+   * Textual inversion embeddings added to the tokenizer and text encoder at load (diffusers'
+   * `load_textual_inversion`): `.safetensors` files in diffusers' format (`learned_embeds.safetensors`,
+   * `{ token: vectors }`) or AUTOMATIC1111's (`{ emb_params: vectors }`, token = the file's name), a
+   * path or `{ path, token }` (the token to write in prompts, replacing the file's). Multi-vector
+   * embeddings take as many tokens. Pickle files (`.pt`, `.bin`) are refused. Default: none.
+   */
+  textualInversions?: readonly (string | TextualInversionOptions)[];
+}
+
+/** One textual inversion embedding: its `.safetensors` file and, optionally, the token to use in prompts. */
+export interface TextualInversionOptions {
+  path: string;
+  /** Default: the file's token (diffusers' key, or the file's name for AUTOMATIC1111's files). */
+  token?: string;
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -198,6 +213,14 @@ export interface GenerateOptions {
   vaeTiling?: boolean;
   /** Decode the call's images one at a time (diffusers' `enable_vae_slicing`). Default false. */
   vaeSlicing?: boolean;
+  /**
+   * Encode prompts as diffusers' `StableDiffusionPipeline` does: the text taken literally and cut at
+   * 77 tokens, with a warning (compel's `truncate_long_prompts`). Default false: prompts take
+   * AUTOMATIC1111's weighting syntax (`(word:1.3)`, `(word)` = x1.1, `[word]` = /1.1, `\(` for a
+   * literal bracket, `BREAK` to start a new chunk) and any length, encoded in 75-token chunks as
+   * compel does (README, "Long and weighted prompts").
+   */
+  truncateLongPrompts?: boolean;
   /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
   previewEvery?: number;
 }
@@ -218,7 +241,9 @@ export const MAX_IMAGES_PER_CALL = 64;
 /** The most images per prompt (one prompt may take the whole call). */
 export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads"] as const;
+const NATIVE_LOAD_KEYS = [
+  "device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads", "textualInversions",
+] as const;
 /** The most CPU threads one pipeline may ask for. */
 export const MAX_THREADS = 1024;
 const AUTOTUNE_KEYS = ["cudnn", "gemm"] as const;
@@ -235,7 +260,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery",
+  "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts",
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -280,6 +305,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   }
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.threads !== undefined) raw.threads = integerIn(o.threads, "threads", 1, MAX_THREADS);
+  if (o.textualInversions !== undefined) raw.textualInversions = textualInversions(o.textualInversions);
   return raw;
 }
 
@@ -333,6 +359,7 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.strength !== undefined) raw.strength = strength(o.strength);
   if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
   if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
+  if (o.truncateLongPrompts !== undefined) raw.truncateLongPrompts = boolean(o.truncateLongPrompts, "truncateLongPrompts");
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   const checked: CheckedGenerateOptions = { raw };
   if (o.image !== undefined) checked.image = checkImage(o.image, "image");
@@ -397,6 +424,18 @@ function seedList(value: unknown, images: number, withSeed: boolean): bigint[] {
     throw invalid(`array of ${count(images, "seed")} (one per image: prompts x numImagesPerPrompt)`, "seeds", value);
   }
   return value.map((s: unknown, i) => seed(s, `seeds[${i}]`));
+}
+
+function textualInversions(value: unknown): { path: string; token?: string }[] {
+  if (!Array.isArray(value)) throw invalid("array of paths or { path, token } objects", "textualInversions", value);
+  return value.map((entry: unknown, i) => {
+    const option = `textualInversions[${i}]`;
+    if (typeof entry === "string") return { path: nonEmptyString(entry, option) };
+    const o = checkOptionsObject(entry, option, ["path", "token"]);
+    const checked: { path: string; token?: string } = { path: nonEmptyString(o.path, `${option}.path`) };
+    if (o.token !== undefined) checked.token = nonEmptyString(o.token, `${option}.token`);
+    return checked;
+  });
 }
 
 function nonEmptyString(value: unknown, option: string): string {

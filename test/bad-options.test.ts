@@ -99,8 +99,10 @@ const edge = test.macro({
 const TRUNCATED = /^The following part of your input was truncated because CLIP can only handle sequences up to 77 tokens: "/;
 test("an empty prompt", edge, { prompt: "" });
 test("an array of one empty prompt", edge, { prompt: [""] });
-test("a 10,000-character prompt is cut to 77 tokens", edge, { prompt: "red apple ".repeat(1000) }, TRUNCATED);
-test("a prompt of 5,000 emoji", edge, { prompt: "🍎".repeat(5000) }, TRUNCATED);
+test("a 10,000-character prompt (2,000 tokens in 27 chunks)", edge, { prompt: "red apple ".repeat(1000) });
+test("a prompt of 5,000 emoji", edge, { prompt: "🍎".repeat(5000) });
+test("with truncateLongPrompts, a 10,000-character prompt is cut to 77 tokens", edge, { prompt: "red apple ".repeat(1000), truncateLongPrompts: true }, TRUNCATED);
+test("with truncateLongPrompts, a prompt of 5,000 emoji is cut", edge, { prompt: "🍎".repeat(5000), truncateLongPrompts: true }, TRUNCATED);
 test("control characters and lone surrogates", edge, { prompt: "a\u0000b\u0007c\ud800d\u202e" });
 test("the smallest size, 8x8", edge, { width: 8, height: 8 });
 test("guidance 0 (no guidance)", edge, { guidanceScale: 0 });

@@ -82,7 +82,8 @@ test.serial("a bad input stops the reading: what came before it is made, then an
 test.serial("an exception in onWarning or onProgress ends the batch with it, as thrown", async (t) => {
   const long = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
   const boom = new Error("boom");
-  await t.throwsAsync(collect(pipe.generateBatch([long, "a"], { defaults: quick, onWarning: () => { throw boom; } })), { is: boom });
+  const truncating = { ...quick, truncateLongPrompts: true };
+  await t.throwsAsync(collect(pipe.generateBatch([long, "a"], { defaults: truncating, onWarning: () => { throw boom; } })), { is: boom });
   const thrown: unknown = await collect(pipe.generateBatch(["a"], { defaults: quick, onProgress: () => { throw 42; } })).then(() => "resolved", (e: unknown) => e);
   t.is(thrown, 42);
   const results = await collect(pipe.generateBatch(["a"], { defaults: quick }));

@@ -129,11 +129,14 @@ test("a damaged model folder exits 1 naming the file and what is wrong", async (
   }
 });
 
-test("an empty prompt and an over-long prompt both generate; the long one with CLIP's warning", async (t) => {
+test("an empty prompt and an over-long prompt both generate; with --truncate-long-prompts the long one is cut with CLIP's warning", async (t) => {
   const dir = scratch();
   const empty = await cli("generate", "", "--steps", "1", "--width", "16", "--height", "16", "--out", join(dir, "empty.png"));
   t.is(empty.code, 0, empty.stderr);
-  const long = await cli("generate", "red apple ".repeat(1000), "--steps", "1", "--width", "16", "--height", "16", "--out", join(dir, "long.png"));
+  const whole = await cli("generate", "red apple ".repeat(1000), "--steps", "1", "--width", "16", "--height", "16", "--out", join(dir, "whole.png"));
+  t.is(whole.code, 0, whole.stderr);
+  t.notRegex(whole.stderr, /truncated/);
+  const long = await cli("generate", "red apple ".repeat(1000), "--steps", "1", "--width", "16", "--height", "16", "--truncate-long-prompts", "--out", join(dir, "long.png"));
   t.is(long.code, 0, long.stderr);
   t.regex(long.stderr, /^warning: The following part of your input was truncated because CLIP can only handle sequences up to 77 tokens: "/m);
 });

@@ -171,8 +171,9 @@ test("an exception in onProgress rejects the call with it", async (t) => {
 test("an exception in onWarning rejects the call with it (not an uncaught exception), and the pipeline stays usable", async (t) => {
   const boom = new Error("boom");
   const prompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
-  await t.throwsAsync(pipe.generate({ prompt, ...SMALL, onWarning: () => { throw boom; } }), { is: boom });
-  const thrown: unknown = await pipe.generateLatents({ prompt, ...SMALL, onWarning: () => { throw "a string"; } }).then(() => "resolved", (e: unknown) => e);
+  // truncateLongPrompts: the long prompt is cut with a warning.
+  await t.throwsAsync(pipe.generate({ prompt, ...SMALL, truncateLongPrompts: true, onWarning: () => { throw boom; } }), { is: boom });
+  const thrown: unknown = await pipe.generateLatents({ prompt, ...SMALL, truncateLongPrompts: true, onWarning: () => { throw "a string"; } }).then(() => "resolved", (e: unknown) => e);
   t.is(thrown, "a string");
   const [image] = await pipe.generate({ prompt: "x", ...SMALL, seed: 1 });
   t.is(image!.height, 64);
@@ -199,12 +200,15 @@ test("calls made together queue and give what they give alone", async (t) => {
   t.notDeepEqual(one![0]!.data, two![0]!.data);
 });
 
-test("a prompt longer than 77 tokens is cut, with a warning", async (t) => {
+test("a prompt longer than 77 tokens is encoded whole; with truncateLongPrompts it is cut, with a warning", async (t) => {
   const warnings: string[] = [];
   const prompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(" ");
-  await pipe.generate({ prompt, ...SMALL, seed: 1, onWarning: (w) => warnings.push(w) });
+  const [whole] = await pipe.generate({ prompt, ...SMALL, seed: 1, onWarning: (w) => warnings.push(w) });
+  t.deepEqual(warnings, []);
+  const [cut] = await pipe.generate({ prompt, ...SMALL, seed: 1, truncateLongPrompts: true, onWarning: (w) => warnings.push(w) });
   t.is(warnings.length, 1);
   t.regex(warnings[0]!, /truncated/);
+  t.notDeepEqual(whole!.data, cut!.data);
 });
 
 test("options are checked before any work; the core's own checks come back with their code", async (t) => {

@@ -38,6 +38,8 @@ export interface BatchInput {
   strength?: number;
   /** Decode in tiles (see `GenerateOptions.vaeTiling`). Default: the batch's, else false. */
   vaeTiling?: boolean;
+  /** diffusers' plain prompt encoding (see `GenerateOptions.truncateLongPrompts`). Default: the batch's, else false. */
+  truncateLongPrompts?: boolean;
 }
 
 /** Settings every input of a batch starts from. */
@@ -45,6 +47,7 @@ export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
 export const INPUT_KEYS = [
   "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
+  "truncateLongPrompts",
 ] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
 
@@ -84,7 +87,7 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
     // One call takes one image: inputs share a call only when they share the image itself.
     const images = [shared.image, shared.maskImage].map(identity);
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, images]);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, raw.truncateLongPrompts, images]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {

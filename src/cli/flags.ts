@@ -28,6 +28,8 @@ export const COMMON_FLAGS = {
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
   "vae-tiling": { type: "boolean" },
+  "truncate-long-prompts": { type: "boolean" },
+  "textual-inversion": { type: "string", multiple: true },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -37,14 +39,19 @@ export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
                             the shared cache (default: the small shapes model in the package)
   --revision <rev>          Hub branch, tag or commit (default: main)
-  --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)`,
+  --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)
+  --textual-inversion <file.safetensors[:token]>
+                            A textual inversion embedding to load, with the token to use in prompts
+                            (default: the file's own); repeat for more`,
   settings: `  --negative-prompt <text>  What to steer away from (default: none)
   --steps <n>               Denoising steps, 1-${MAX_STEPS} (default: 50)
   --guidance <x>            Classifier-free guidance scale, >= 0 (default: 7.5)
   --width <px>              Width, a multiple of 8 (default: the model's, 512 for SD1.5)
   --height <px>             Height, a multiple of 8 (default: the model's)
   --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
-                            whole decode runs out of memory)`,
+                            whole decode runs out of memory)
+  --truncate-long-prompts   Prompts as diffusers reads them: no (word:1.3) weighting, cut at 77
+                            tokens with a warning (default: weighted, any length)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -61,7 +68,7 @@ type Flags = NonNullable<ParseArgsConfig["options"]>;
 
 /** What parseFlags returns: the flags' values and the positional arguments. */
 export interface Parsed<O extends Flags> {
-  values: { [K in keyof O]?: O[K]["type"] extends "boolean" ? boolean : string };
+  values: { [K in keyof O]?: O[K]["type"] extends "boolean" ? boolean : O[K] extends { multiple: true } ? string[] : string };
   positionals: string[];
 }
 
@@ -86,7 +93,7 @@ export function parseFlags<O extends Flags>(args: readonly string[], options: O,
 
 type CommonValues = Parsed<typeof COMMON_FLAGS>["values"];
 
-/** --device, --dtype, --revision, --variant as load options. */
+/** --device, --dtype, --revision, --variant, --textual-inversion as load options. */
 export function loadOptionsFrom(v: CommonValues): LoadOptions {
   const load: LoadOptions = {};
   if (v.device !== undefined) load.device = device(v.device, "--device");
@@ -94,6 +101,12 @@ export function loadOptionsFrom(v: CommonValues): LoadOptions {
   if (v.threads !== undefined) load.threads = integerIn(integer(v.threads), "--threads", 1, MAX_THREADS);
   if (v.revision !== undefined) load.revision = v.revision;
   if (v.variant !== undefined) load.variant = oneOf(v.variant, "--variant", VARIANTS);
+  if (v["textual-inversion"] !== undefined) {
+    load.textualInversions = v["textual-inversion"].map((arg) => {
+      const named = /^(.*\.safetensors):([^/\\]+)$/i.exec(arg);
+      return named ? { path: named[1]!, token: named[2]! } : arg;
+    });
+  }
   return load;
 }
 
@@ -109,6 +122,7 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
   if (v["vae-tiling"]) options.vaeTiling = true;
+  if (v["truncate-long-prompts"]) options.truncateLongPrompts = true;
   // The scheduler's name and fields are checked by the core, against the model's scheduler config.
   const scheduler: Record<string, unknown> = {};
   if (v.scheduler !== undefined) scheduler.type = v.scheduler;

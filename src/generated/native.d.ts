@@ -110,6 +110,8 @@ export interface RawGenerateOptions {
   strength?: number
   vaeTiling?: boolean
   vaeSlicing?: boolean
+  /** diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning). */
+  truncateLongPrompts?: boolean
   /**
    * Progress events carry previews of the latents every this many steps (not a core option:
    * the binding's observer makes them).
@@ -182,6 +184,8 @@ export interface RawLoadOptions {
   tf32?: boolean
   /** Threads for CPU tensor work (default: the cores available). */
   threads?: number
+  /** Textual inversion embeddings (.safetensors paths, each with an optional token). */
+  textualInversions?: Array<RawTextualInversion>
 }
 
 /** Where the call's time went, in milliseconds. */
@@ -241,6 +245,12 @@ export interface RawResolvedSettings {
   task: string
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number
+}
+
+/** One textual inversion embedding file and the token to give it (default: the file's own). */
+export interface RawTextualInversion {
+  path: string
+  token?: string
 }
 
 export declare function resetGpuMemoryPeak(ordinal: number): void

@@ -70,7 +70,7 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: new Map(), message: "Expected plain object for generate options but received a Map" },
   { title: "a typo in an option name is an error naming the key and the likely option", options: p({ guidence: 7 }), message: 'Unknown option "guidence" in generate options; did you mean "guidanceScale"?' },
   { options: p({ steps: 30 }), message: 'Unknown option "steps" in generate options; did you mean "numInferenceSteps"?' },
-  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, vaeTiling, vaeSlicing, previewEvery' },
+  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, vaeTiling, vaeSlicing, previewEvery, truncateLongPrompts' },
   { options: p({ Width: 64 }), message: 'Unknown option "Width" in generate options; did you mean "width"?' },
   // Latents: shape, batch and data length; the model-dependent shape check is the core's.
   { options: latents([1, 4, 8], new Float32Array(32)), message: "Expected array of 4 positive integers [batch, channels, height, width] for latents.shape but received an array of length 3" },

@@ -22,7 +22,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
-use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
 use special_tokens::SpecialTokens;
@@ -52,6 +52,16 @@ pub struct ClipTokenizer {
     /// The same tokenizer without truncation or padding: what diffusers compares against to warn.
     full: Tokenizer,
     max_length: usize,
+    /// The start, end and padding tokens' ids.
+    special_ids: SpecialIds,
+}
+
+/// The ids a chunked prompt is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub bos: u32,
+    pub eos: u32,
+    pub pad: u32,
 }
 
 impl ClipTokenizer {
@@ -125,7 +135,7 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: specials.pad.clone(),
         }));
-        Ok(Self { fixed, full, max_length })
+        Ok(Self { fixed, full, max_length, special_ids: SpecialIds { bos: bos_id, eos: eos_id, pad: pad_id } })
     }
 
     /// Tokenizes one prompt: `max_length()` ids, plus the part that did not fit.
@@ -145,6 +155,45 @@ impl ClipTokenizer {
             None
         };
         Ok(Encoded { ids, truncated })
+    }
+
+    /// The ids of `text` without the start and end tokens, untruncated: what compel and A1111
+    /// take from `tokenizer(text).input_ids[1:-1]` for each weighted fragment.
+    pub fn encode_fragment(&self, text: &str) -> Result<Vec<u32>> {
+        let encoded =
+            self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        Ok(encoded.get_ids().to_vec())
+    }
+
+    /// Adds `tokens` as transformers' `tokenizer.add_tokens(token)` does (not special, matched in
+    /// normalized text) and returns their ids.
+    pub fn add_tokens(&mut self, tokens: &[String]) -> Result<Vec<u32>> {
+        let added: Vec<AddedToken> =
+            tokens.iter().map(|t| AddedToken::from(t.clone(), false).normalized(true)).collect();
+        self.full.add_tokens(&added);
+        self.fixed.add_tokens(&added);
+        tokens
+            .iter()
+            .map(|t| self.full.token_to_id(t).ok_or_else(|| Error::Internal(format!("token {t:?} was not added"))))
+            .collect()
+    }
+
+    /// Whether `token` is in the vocabulary or among the added tokens.
+    pub fn has_token(&self, token: &str) -> bool {
+        self.full.token_to_id(token).is_some()
+    }
+
+    /// The tokens (as strings) `text` splits into, without the start and end tokens:
+    /// transformers' `tokenizer.tokenize(text)`.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let encoded =
+            self.full.encode(text, false).map_err(|e| Error::Internal(format!("tokenizing {text:?}: {e}")))?;
+        Ok(encoded.get_tokens().to_vec())
+    }
+
+    /// The start, end and padding tokens' ids.
+    pub fn special_ids(&self) -> SpecialIds {
+        self.special_ids
     }
 
     /// transformers' `CLIPTokenizer.decode`: byte-level decoding, then every `</w>` becomes a

@@ -353,9 +353,13 @@ fn bad_options_are_errors_that_name_the_option() {
 
 #[test]
 fn long_prompts_warn_with_the_text_that_was_cut() {
+    // With truncate_long_prompts (diffusers' plain encoding); by default nothing is cut.
     let pipe = load(DTypeRequest::F32);
     let prompt = "a very long prompt about apples ".repeat(20) + "THE END";
-    let output = pipe.generate(&GenerateOptions { prompt: vec![prompt], ..quick_options() }, &Observer::new()).unwrap();
+    let whole = pipe.generate(&GenerateOptions { prompt: vec![prompt.clone()], ..quick_options() }, &Observer::new());
+    assert!(whole.unwrap().warnings.is_empty());
+    let options = GenerateOptions { prompt: vec![prompt], truncate_long_prompts: true, ..quick_options() };
+    let output = pipe.generate(&options, &Observer::new()).unwrap();
     assert_eq!(output.warnings.len(), 1, "{:?}", output.warnings);
     assert!(output.warnings[0].contains("the end"), "{}", output.warnings[0]);
 }

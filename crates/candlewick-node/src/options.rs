@@ -3,6 +3,7 @@
 
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
+use candlewick_core::loaders::textual_inversion::TextualInversionSource;
 use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
@@ -24,6 +25,15 @@ pub struct RawLoadOptions {
     pub tf32: Option<bool>,
     /// Threads for CPU tensor work (default: the cores available).
     pub threads: Option<u32>,
+    /// Textual inversion embeddings (.safetensors paths, each with an optional token).
+    pub textual_inversions: Option<Vec<RawTextualInversion>>,
+}
+
+/// One textual inversion embedding file and the token to give it (default: the file's own).
+#[napi(object)]
+pub struct RawTextualInversion {
+    pub path: String,
+    pub token: Option<String>,
 }
 
 /// Which libraries' plans are chosen by timing them.
@@ -52,6 +62,12 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
                 tf32: raw.tf32.unwrap_or(d.tf32),
             },
             threads: raw.threads.map(|n| n as usize).or(defaults.threads),
+            textual_inversions: raw
+                .textual_inversions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| TextualInversionSource { path: t.path.into(), token: t.token })
+                .collect(),
         })
     }
 }
@@ -89,6 +105,8 @@ pub struct RawGenerateOptions {
     pub strength: Option<f64>,
     pub vae_tiling: Option<bool>,
     pub vae_slicing: Option<bool>,
+    /// diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning).
+    pub truncate_long_prompts: Option<bool>,
     /// Progress events carry previews of the latents every this many steps (not a core option:
     /// the binding's observer makes them).
     pub preview_every: Option<u32>,
@@ -138,6 +156,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             strength: raw.strength,
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
+            truncate_long_prompts: raw.truncate_long_prompts.unwrap_or(defaults.truncate_long_prompts),
         })
     }
 }

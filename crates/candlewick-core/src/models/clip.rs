@@ -170,6 +170,27 @@ impl ClipTextTransformer {
         })
     }
 
+    /// The width of a token embedding (hidden_size).
+    pub fn token_embedding_width(&self) -> usize {
+        self.token_embedding.hidden_size()
+    }
+
+    /// Textual inversion: `rows` [n, hidden] become the embeddings of ids `first..first + n`, the
+    /// table cut or zero-extended to `first` rows before them (transformers'
+    /// `resize_token_embeddings(len(tokenizer) + n)` then the rows set, as diffusers does).
+    pub fn set_token_embeddings_from(&mut self, first: usize, rows: &Tensor) -> Result<()> {
+        let table = self.token_embedding.embeddings();
+        let (have, width) = table.dims2()?;
+        let rows = rows.to_dtype(table.dtype())?.to_device(table.device())?;
+        let mut pieces = vec![table.narrow(0, 0, have.min(first))?];
+        if have < first {
+            pieces.push(Tensor::zeros((first - have, width), table.dtype(), table.device())?);
+        }
+        pieces.push(rows);
+        self.token_embedding = Embedding::new(Tensor::cat(&pieces, 0)?, width);
+        Ok(())
+    }
+
     /// `input_ids`: [b, seq] token ids (seq <= max_position_embeddings); returns
     /// last_hidden_state [b, seq, hidden_size] in the weights' dtype.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {

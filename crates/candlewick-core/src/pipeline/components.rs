@@ -12,6 +12,7 @@ use crate::config::{read_json, ModelFolder, ModelIndex};
 use crate::cuda::settings::Resolved;
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
+use crate::loaders::textual_inversion::TextualInversions;
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -31,6 +32,8 @@ pub struct Loaded<M, C> {
 /// Everything a Stable Diffusion folder holds, on one device.
 pub struct Components {
     pub tokenizer: ClipTokenizer,
+    /// The textual inversion embeddings added to the tokenizer and text encoder at load.
+    pub textual_inversions: TextualInversions,
     pub text_encoder: Loaded<ClipTextTransformer, ClipTextConfig>,
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
     pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
@@ -48,7 +51,7 @@ impl Components {
     /// installed on this thread first: the convolutions read theirs as they load.
     pub fn load(folder: &ModelFolder, index: &ModelIndex, options: &LoadOptions) -> Result<Self> {
         let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
-        let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
+        let mut tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
 
         let cuda = options.cuda.resolve(&target.device, target.dtype);
         cuda.settings.install(&target.device);
@@ -64,7 +67,13 @@ impl Components {
                 ),
             ));
         }
-        let text_encoder = load(folder, "text_encoder", "model", &target, text_config, ClipTextTransformer::new)?;
+        let mut text_encoder = load(folder, "text_encoder", "model", &target, text_config, ClipTextTransformer::new)?;
+        let textual_inversions = TextualInversions::load(
+            &options.textual_inversions,
+            &mut tokenizer,
+            &mut text_encoder.model,
+            "textual_inversions",
+        )?;
         let unet_config = read_json(&folder.config_path("unet"))?;
         let unet = load(folder, "unet", "diffusion_pytorch_model", &target, unet_config, UNet2DConditionModel::new)?;
         let vae_config = read_json(&folder.config_path("vae"))?;
@@ -78,7 +87,17 @@ impl Components {
         }
         let scheduler =
             SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
+        Ok(Self {
+            tokenizer,
+            textual_inversions,
+            text_encoder,
+            unet,
+            vae,
+            vae_f32: OnceCell::new(),
+            scheduler,
+            target,
+            cuda,
+        })
     }
 
     /// The compute dtype (f16 or f32).

@@ -11,7 +11,9 @@ mod observer;
 mod options;
 mod preview;
 mod prompt;
+pub mod prompt_weighting;
 mod txt2img;
+pub mod weighted_embeddings;
 mod worker;
 
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};

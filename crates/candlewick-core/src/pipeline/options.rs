@@ -2,6 +2,7 @@
 
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
+use crate::loaders::textual_inversion::TextualInversionSource;
 
 /// How to load a model folder.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +17,9 @@ pub struct LoadOptions {
     /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
     /// the process). Under load, fewer threads than cores can be faster.
     pub threads: Option<usize>,
+    /// Textual inversion embeddings to add to the tokenizer and text encoder (diffusers'
+    /// `load_textual_inversion`), in order.
+    pub textual_inversions: Vec<TextualInversionSource>,
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).
@@ -84,6 +88,10 @@ pub struct GenerateOptions {
     pub vae_tiling: bool,
     /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
     pub vae_slicing: bool,
+    /// Encode prompts as diffusers' `StableDiffusionPipeline` does: no weighting syntax, cut at
+    /// `model_max_length` (77) tokens with a warning (compel's `truncate_long_prompts`). Off (the
+    /// default), prompts take A1111's `(word:1.3)` syntax and any length, in 75-token chunks.
+    pub truncate_long_prompts: bool,
 }
 
 impl Default for GenerateOptions {
@@ -106,6 +114,7 @@ impl Default for GenerateOptions {
             strength: None,
             vae_tiling: false,
             vae_slicing: false,
+            truncate_long_prompts: false,
         }
     }
 }

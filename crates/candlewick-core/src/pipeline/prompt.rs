@@ -1,10 +1,13 @@
 //! Prompt encoding, as diffusers' `encode_prompt`: CLIP token ids, the text encoder (through its
 //! CUDA graph), the negative prompts for classifier-free guidance, and each prompt's embedding
-//! repeated for its images.
+//! repeated for its images. Prompts are read with A1111's weighting syntax and may be longer than
+//! 77 tokens ([`super::weighted_embeddings`]), unless `truncate_long_prompts` asks for diffusers'
+//! plain encoding (cut at 77 tokens, with a warning).
 
 use candle_core::Tensor;
 
 use super::components::Components;
+use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
 
@@ -33,18 +36,42 @@ impl PromptEncoder {
         negative: Option<&[String]>,
         copies: usize,
         do_guidance: bool,
+        truncate_long_prompts: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Tensor> {
-        let mut texts: Vec<&str> = Vec::with_capacity(2 * prompts.len());
+        // Each text with the option it came from, for parse errors.
+        let name =
+            |option: &str, i: usize, of: usize| if of == 1 { option.to_string() } else { format!("{option}[{i}]") };
+        let mut texts: Vec<(&str, String)> = Vec::with_capacity(2 * prompts.len());
         if do_guidance {
             match negative {
-                None => texts.extend(prompts.iter().map(|_| "")),
-                Some([one]) => texts.extend(prompts.iter().map(|_| one.as_str())),
-                Some(n) => texts.extend(n.iter().map(String::as_str)),
+                None => texts.extend(prompts.iter().map(|_| ("", String::new()))),
+                Some([one]) => texts.extend(prompts.iter().map(|_| (one.as_str(), "negative_prompt".to_string()))),
+                Some(n) => {
+                    texts.extend(n.iter().enumerate().map(|(i, t)| (t.as_str(), name("negative_prompt", i, n.len()))))
+                }
             }
         }
-        texts.extend(prompts.iter().map(String::as_str));
-        let embeds = self.embed_texts(c, &texts, warnings)?;
+        texts.extend(prompts.iter().enumerate().map(|(i, t)| (t.as_str(), name("prompt", i, prompts.len()))));
+        // Multi-vector textual inversion tokens spelled out (diffusers' maybe_convert_prompt).
+        let converted = texts
+            .iter()
+            .map(|(t, _)| c.textual_inversions.convert_prompt(&c.tokenizer, t))
+            .collect::<Result<Vec<String>>>()?;
+        let texts: Vec<(&str, String)> =
+            converted.iter().zip(texts).map(|(t, (_, option))| (t.as_str(), option)).collect();
+        let embeds = if truncate_long_prompts {
+            let plain: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
+            self.embed_texts(c, &plain, warnings)?
+        } else {
+            let planned = texts
+                .iter()
+                .map(|(text, option)| PlannedText::new(&c.tokenizer, text, option))
+                .collect::<Result<Vec<_>>>()?;
+            weighted_embeddings(&c.tokenizer, &planned, &c.target.device, |ids| {
+                Ok(self.graphs.run(&[ids], |ids| c.text_encoder.model.forward(ids[0]))?)
+            })?
+        };
         if copies == 1 {
             return Ok(embeds);
         }

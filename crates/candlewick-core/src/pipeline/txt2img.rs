@@ -177,6 +177,7 @@ impl StableDiffusionPipeline {
             options.negative_prompt.as_deref(),
             options.num_images_per_prompt,
             do_guidance,
+            options.truncate_long_prompts,
             &mut warnings,
         )?;
         let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;

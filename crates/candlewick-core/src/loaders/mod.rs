@@ -1,0 +1,3 @@
+//! What users bring on top of a model folder, loaded into its components (diffusers' `loaders/`).
+
+pub mod textual_inversion;
