@@ -7,6 +7,7 @@ pub mod config;
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod loaders;
 pub mod models;
 pub mod pipeline;
 pub mod profile;

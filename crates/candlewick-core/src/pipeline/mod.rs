@@ -21,5 +21,6 @@ pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
     ResolvedSettings, RgbImage, Task,
 };
+pub use components::Parts;
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

@@ -1,6 +1,9 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
+use std::path::PathBuf;
+
 use crate::cuda::CudaSettings;
+use crate::loaders::lora::LoraSpec;
 use crate::device::{DTypeRequest, DeviceRequest};
 
 /// How to load a model folder.
@@ -16,6 +19,15 @@ pub struct LoadOptions {
     /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
     /// the process). Under load, fewer threads than cores can be faster.
     pub threads: Option<usize>,
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer it takes
+    /// (diffusers' `from_single_file(config=...)`); a folder with only `tokenizer/` takes
+    /// diffusers' built-in SD1.x defaults for the rest.
+    pub config: Option<PathBuf>,
+    /// Another VAE instead of the model's: a diffusers VAE folder, or a `.safetensors` file in
+    /// diffusers' names or the original layout (A1111's VAE files).
+    pub vae: Option<PathBuf>,
+    /// LoRAs fused into the UNet and the text encoder at load.
+    pub loras: Vec<LoraSpec>,
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).

@@ -50,6 +50,11 @@ impl<B: AsRef<[u8]>> SafetensorsFile<B> {
         &self.path
     }
 
+    /// A tensor's stored shape, if the file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.metadata.info(name).map(|info| info.shape.as_slice())
+    }
+
     /// Tensor names, in file order.
     pub fn names(&self) -> Vec<String> {
         self.metadata.offset_keys()
