@@ -3,7 +3,7 @@
 Run: /work/main/.venv/bin/python scripts/fixture_single_file_lora.py   (diffusers 0.42.1, peft; CPU)
 
 Writes test/fixtures/single-file/:
-  tiny-sd.safetensors        tiny-sd's UNet, VAE and text encoder in the original Stable Diffusion layout
+  tiny-sd.safetensors        tiny-sd's (f16) UNet, VAE and text encoder in the original Stable Diffusion layout
                              (model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*),
                              written by the inverse of diffusers' convert_ldm_*_checkpoint (the mapping of diffusers'
                              scripts/convert_diffusers_to_original_stable_diffusion.py) and checked here by diffusers'
@@ -110,7 +110,9 @@ def make_single_file(pipe):
     # CLIPTextModel.state_dict() leaves text_model. out).
     te_sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in te_sd.items()}
     ldm.update({"cond_stage_model.transformer." + k: v for k, v in te_sd.items()})
-    ldm = {k: v.contiguous() for k, v in ldm.items()}
+    # Stored in f16 (as most shared checkpoints are, and half the size): byte-identical to tiny-sd's
+    # *.fp16.safetensors variants.
+    ldm = {k: v.half().contiguous() for k, v in ldm.items()}
     # diffusers' own forward conversion must give every tensor back exactly.
     back_unet = convert_ldm_unet_checkpoint(ldm, pipe.unet.config)
     back_vae = convert_ldm_vae_checkpoint(ldm, pipe.vae.config)
@@ -119,7 +121,7 @@ def make_single_file(pipe):
         missing = set(sd) - set(back)
         assert not missing, (name, sorted(missing)[:5], sorted(back)[:5])
         for k, v in sd.items():
-            assert torch.equal(back[k].reshape(v.shape), v), (name, k)
+            assert torch.equal(back[k].reshape(v.shape), v.half()), (name, k)
     path = os.path.join(OUT, "tiny-sd.safetensors")
     save_file(ldm, path)
     with open(os.path.join(OUT, "tiny-sd.ckpt"), "wb") as f:
@@ -204,7 +206,7 @@ def main():
     single = StableDiffusionPipeline.from_single_file(path, config=TINY, local_files_only=True, safety_checker=None)
     for part in ["unet", "vae", "text_encoder"]:
         a, b = getattr(pipe, part).state_dict(), getattr(single, part).state_dict()
-        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), part
+        assert set(a) == set(b) and all(torch.equal(a[k].half().float(), b[k]) for k in a), part
     run(single, "single_file_pipeline", {})
 
     make_loras(pipe)

@@ -77,7 +77,8 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
                     ),
                 )
             })?;
-            let base_weight = base.get(&weight_name).ok_or_else(|| Error::Internal(format!("{weight_name} not recorded")))?;
+            let base_weight =
+                base.get(&weight_name).ok_or_else(|| Error::Internal(format!("{weight_name} not recorded")))?;
             let delta = layer_delta(&file, layer, &key, base_weight.dims(), targets.device)
                 .map_err(|e| Error::model(&spec.path, e))?;
             let delta = (delta * spec.weight)?;
@@ -100,7 +101,10 @@ fn layer_delta(
     device: &Device,
 ) -> std::result::Result<Tensor, String> {
     let (Some(down_key), Some(up_key)) = (&layer.down, &layer.up) else {
-        return Err(format!("key {key}: the layer lacks its {} half", if layer.down.is_none() { "down (lora_A)" } else { "up (lora_B)" }));
+        return Err(format!(
+            "key {key}: the layer lacks its {} half",
+            if layer.down.is_none() { "down (lora_A)" } else { "up (lora_B)" }
+        ));
     };
     let read = |k: &str| file.tensor(k, None, DType::F32, device).map_err(|e| format!("key {k}: {e}"));
     let (down, up) = (read(down_key)?, read(up_key)?);
@@ -117,7 +121,10 @@ fn layer_delta(
     }
     let scale = match &layer.alpha {
         Some(alpha_key) => {
-            let alpha = read(alpha_key)?.flatten_all().and_then(|a| a.to_vec1::<f32>()).map_err(|e| format!("key {alpha_key}: {e}"))?;
+            let alpha = read(alpha_key)?
+                .flatten_all()
+                .and_then(|a| a.to_vec1::<f32>())
+                .map_err(|e| format!("key {alpha_key}: {e}"))?;
             let [alpha] = alpha.as_slice() else {
                 return Err(format!("key {alpha_key}: alpha is one number, this has {}", alpha.len()));
             };
@@ -126,7 +133,8 @@ fn layer_delta(
         None => 1.0,
     };
     let out = up.dims()[0];
-    let product = (|| up.reshape((out, rank))?.matmul(&down.reshape((rank, ()))?)? * scale)().map_err(|e: candle_core::Error| e.to_string())?;
+    let product = (|| up.reshape((out, rank))?.matmul(&down.reshape((rank, ()))?)? * scale)()
+        .map_err(|e: candle_core::Error| e.to_string())?;
     let want: usize = dims.iter().product();
     if product.elem_count() != want || dims.first() != Some(&out) {
         return Err(format!(

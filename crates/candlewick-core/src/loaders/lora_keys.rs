@@ -73,7 +73,8 @@ enum Part {
 fn parse(name: &str) -> Result<(Target, Module, Part), String> {
     for (prefix, target) in [("lora_unet_", Target::Unet), ("lora_te_", Target::TextEncoder)] {
         if let Some(rest) = name.strip_prefix(prefix) {
-            let (module, suffix) = rest.split_once('.').ok_or_else(|| format!("key {name}: has no .lora_down/.lora_up/.alpha part"))?;
+            let (module, suffix) =
+                rest.split_once('.').ok_or_else(|| format!("key {name}: has no .lora_down/.lora_up/.alpha part"))?;
             let part = match suffix {
                 "lora_down.weight" => Part::Down,
                 "lora_up.weight" => Part::Up,
@@ -105,6 +106,9 @@ fn parse(name: &str) -> Result<(Target, Module, Part), String> {
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
         (".alpha", Part::Alpha),
+        // attention processors: `processor.to_q_lora.down.weight`
+        (".down.weight", Part::Down),
+        (".up.weight", Part::Up),
     ];
     for (suffix, part) in SUFFIXES {
         if let Some(module) = rest.strip_suffix(suffix) {

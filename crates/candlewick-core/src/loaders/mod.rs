@@ -7,6 +7,7 @@ pub mod lora;
 pub mod lora_keys;
 pub mod single_file;
 pub mod single_file_configs;
+pub mod single_file_convert;
 pub mod single_file_keys;
 
 use std::path::{Path, PathBuf};

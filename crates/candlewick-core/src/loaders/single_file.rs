@@ -128,7 +128,9 @@ impl SingleFile {
             .per_block(n, "layers_per_block")
             .map_err(|e| Error::model(&self.path, format!("unet config: {e}")))?;
         let layout = UnetLayout::new(&layers, &config.up_block_types);
-        let map = move |name: &str| keys::unet_key(name, &layout).map(|k| vec![Source { key: format!("{UNET_PREFIX}{k}"), rows: None }]);
+        let map = move |name: &str| {
+            keys::unet_key(name, &layout).map(|k| vec![Source { key: format!("{UNET_PREFIX}{k}"), rows: None }])
+        };
         Ok(self.mapped(map))
     }
 
@@ -237,7 +239,12 @@ impl Mapped {
             Some((start, len)) => {
                 let t = self.file.tensor(&source.key, None, dtype, dev)?;
                 if t.dim(0)? < start + len {
-                    candle_core::bail!("{}: has {} rows, fewer than {} needed for {name}", source.key, t.dim(0)?, start + len);
+                    candle_core::bail!(
+                        "{}: has {} rows, fewer than {} needed for {name}",
+                        source.key,
+                        t.dim(0)?,
+                        start + len
+                    );
                 }
                 t.narrow(0, start, len)?.contiguous()?
             }
@@ -281,7 +288,11 @@ impl SimpleBackend for Mapped {
 
 /// The `vae` load option: a diffusers VAE folder (config.json and weights) or a VAE `.safetensors`
 /// file of the model's VAE architecture (`config`), in diffusers' names or the original layout.
-pub fn vae_option(path: &Path, config: AutoencoderKLConfig, dtype: DType) -> Result<(AutoencoderKLConfig, WeightsSource)> {
+pub fn vae_option(
+    path: &Path,
+    config: AutoencoderKLConfig,
+    dtype: DType,
+) -> Result<(AutoencoderKLConfig, WeightsSource)> {
     if path.is_dir() {
         let config = read_json(&path.join("config.json"))?;
         return Ok((config, WeightsSource::file(&weights::find_weights(path, "diffusion_pytorch_model", dtype)?)));
@@ -310,40 +321,11 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
             ),
         ));
     };
+    let values = ConfigValues::read(sf, dir)?;
     let folder = ModelFolder { root: dir.to_path_buf() };
-    if !dir.join("tokenizer").join("vocab.json").is_file() {
-        return Err(Error::model(dir.join("tokenizer"), "has no vocab.json: the `config` folder must hold the tokenizer"));
-    }
-    let built_in = !folder.config_path("unet").is_file();
-    if built_in && sf.model_type.is_v2() {
-        return Err(Error::model(
-            &sf.path,
-            format!("is an SD2.x checkpoint: its configs are not built in; pass `config` a copy of {} with its configs", sf.model_type.default_repo()),
-        ));
-    }
-    let json = |component: &str, built_in_text: &str| -> Result<serde_json::Value> {
-        let path = folder.config_path(component);
-        if path.is_file() {
-            read_json(&path)
-        } else {
-            parse_json(&path, built_in_text)
-        }
-    };
-    let mut unet = json("unet", SD1_UNET)?;
-    if !folder.config_path("unet").is_file() {
-        let in_channels = if sf.model_type == ModelType::Inpainting { 9 } else { 4 };
-        unet["in_channels"] = in_channels.into();
-    }
-    let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), unet)?;
-    let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), json("vae", SD1_VAE)?)?;
-    let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), json("text_encoder", SD1_TEXT_ENCODER)?)?;
-    let scheduler_path = folder.config_path("scheduler");
-    let mut scheduler_config: serde_json::Map<String, serde_json::Value> =
-        from_value(&scheduler_path, json("scheduler", SD1_SCHEDULER)?)?;
-    let index: Option<ModelIndex> = dir.join("model_index.json").is_file().then(|| read_json(&dir.join("model_index.json"))).transpose()?;
-    if let Some(class) = index.as_ref().and_then(|i| i.component_class("scheduler")) {
-        scheduler_config.insert("_class_name".into(), class.into());
-    }
+    let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), values.unet)?;
+    let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
+    let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), values.text_encoder)?;
     Ok(Parts {
         tokenizer_dir: folder.component("tokenizer"),
         text_weights: sf.text_encoder(text_config.hidden_size),
@@ -352,11 +334,63 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
         unet_config,
         vae_weights: sf.vae(vae_config.block_out_channels.len()),
         vae_config,
-        scheduler_config,
-        scheduler_path,
+        scheduler_config: values.scheduler,
+        scheduler_path: folder.config_path("scheduler"),
     })
 }
 
-fn from_value<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {
+/// A single file's configs as JSON: the `config` folder's where it has them, else built in.
+pub struct ConfigValues {
+    pub unet: serde_json::Value,
+    pub vae: serde_json::Value,
+    pub text_encoder: serde_json::Value,
+    /// With the class to build as `_class_name`.
+    pub scheduler: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigValues {
+    pub fn read(sf: &SingleFile, dir: &Path) -> Result<Self> {
+        let folder = ModelFolder { root: dir.to_path_buf() };
+        if !dir.join("tokenizer").join("vocab.json").is_file() {
+            return Err(Error::model(
+                dir.join("tokenizer"),
+                "has no vocab.json: the `config` folder must hold the tokenizer",
+            ));
+        }
+        let has_unet = folder.config_path("unet").is_file();
+        if !has_unet && sf.model_type.is_v2() {
+            return Err(Error::model(
+                &sf.path,
+                format!(
+                    "is an SD2.x checkpoint, whose configs are not built in: pass `config` a copy of {} with its configs",
+                    sf.model_type.default_repo()
+                ),
+            ));
+        }
+        let json = |component: &str, built_in_text: &str| -> Result<serde_json::Value> {
+            let path = folder.config_path(component);
+            if path.is_file() {
+                read_json(&path)
+            } else {
+                parse_json(&path, built_in_text)
+            }
+        };
+        let mut unet = json("unet", SD1_UNET)?;
+        if !has_unet {
+            unet["in_channels"] = if sf.model_type == ModelType::Inpainting { 9 } else { 4 }.into();
+        }
+        let scheduler_path = folder.config_path("scheduler");
+        let mut scheduler: serde_json::Map<String, serde_json::Value> =
+            from_value(&scheduler_path, json("scheduler", SD1_SCHEDULER)?)?;
+        let index_path = dir.join("model_index.json");
+        let index: Option<ModelIndex> = index_path.is_file().then(|| read_json(&index_path)).transpose()?;
+        if let Some(class) = index.as_ref().and_then(|i| i.component_class("scheduler")) {
+            scheduler.insert("_class_name".into(), class.into());
+        }
+        Ok(Self { unet, vae: json("vae", SD1_VAE)?, text_encoder: json("text_encoder", SD1_TEXT_ENCODER)?, scheduler })
+    }
+}
+
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {
     parse_json(path, &value.to_string())
 }

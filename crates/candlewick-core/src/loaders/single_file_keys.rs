@@ -239,7 +239,10 @@ mod tests {
             ("down_blocks.2.downsamplers.0.conv.bias", "input_blocks.9.0.op.bias"),
             ("down_blocks.1.resnets.0.conv_shortcut.weight", "input_blocks.4.0.skip_connection.weight"),
             ("mid_block.resnets.1.time_emb_proj.weight", "middle_block.2.emb_layers.1.weight"),
-            ("mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", "middle_block.1.transformer_blocks.0.attn2.to_k.weight"),
+            (
+                "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                "middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+            ),
             ("up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.1.conv.weight"),
             ("up_blocks.1.upsamplers.0.conv.weight", "output_blocks.5.2.conv.weight"),
             ("up_blocks.3.resnets.2.conv_shortcut.weight", "output_blocks.11.0.skip_connection.weight"),
@@ -276,7 +279,9 @@ mod tests {
         assert_eq!(k.rows, Some((1024, 1024)));
         let p = open_clip_key("text_model.embeddings.position_embedding.weight", 1024).unwrap();
         assert_eq!(p.key, "cond_stage_model.model.positional_embedding");
-        assert_eq!(open_clip_key("text_model.encoder.layers.0.mlp.fc2.weight", 8).unwrap().key,
-            "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight");
+        assert_eq!(
+            open_clip_key("text_model.encoder.layers.0.mlp.fc2.weight", 8).unwrap().key,
+            "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight"
+        );
     }
 }

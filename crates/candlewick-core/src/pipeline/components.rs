@@ -11,12 +11,12 @@ use super::options::LoadOptions;
 use crate::config::{read_json, ModelFolder, ModelIndex};
 use crate::cuda::settings::Resolved;
 use crate::device::{self, DeviceChoice};
+use crate::error::{Error, Result};
 use crate::loaders::base_weights::{BaseWeights, Recorder};
 use crate::loaders::lora::{self, LoraSpec, LoraTargets};
 use crate::loaders::single_file::{self, SingleFile};
 use crate::loaders::single_file_keys::UnetLayout;
 use crate::loaders::WeightsSource;
-use crate::error::{Error, Result};
 use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -135,13 +135,24 @@ impl Components {
                 ),
             ));
         }
-        let text_encoder = load("text_encoder", parts.text_weights, &target, parts.text_config, ClipTextTransformer::new)?;
+        let text_encoder =
+            load("text_encoder", parts.text_weights, &target, parts.text_config, ClipTextTransformer::new)?;
         let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
         let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
 
         let scheduler = SchedulerChoice::from_folder(parts.scheduler_config)
             .map_err(|message| Error::model(&parts.scheduler_path, message))?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda, loras: Vec::new() })
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            vae_f32: OnceCell::new(),
+            scheduler,
+            target,
+            cuda,
+            loras: Vec::new(),
+        })
     }
 
     /// The compute dtype (f16 or f32).
@@ -173,7 +184,9 @@ fn load<M, C>(
 ) -> Result<Loaded<M, C>> {
     let backend = source.backend()?;
     let (vb, base) = match component {
-        "vae" => (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default()),
+        "vae" => {
+            (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
+        }
         _ => Recorder::wrap(backend, target.dtype, &target.device),
     };
     let name = match component {
@@ -206,8 +219,9 @@ impl Components {
         let deltas = lora::deltas(loras, &targets)?;
         let (dtype, device) = (self.target.dtype, &self.target.device);
         let vb = self.text_encoder.base.rebuild(deltas.text_encoder, dtype, device);
-        let text_encoder =
-            weights::with_file(&self.text_encoder.source.path, || ClipTextTransformer::new(vb, &self.text_encoder.config))?;
+        let text_encoder = weights::with_file(&self.text_encoder.source.path, || {
+            ClipTextTransformer::new(vb, &self.text_encoder.config)
+        })?;
         let vb = self.unet.base.rebuild(deltas.unet, dtype, device);
         let unet = weights::with_file(&self.unet.source.path, || UNet2DConditionModel::new(vb, &self.unet.config))?;
         self.text_encoder.model = text_encoder;

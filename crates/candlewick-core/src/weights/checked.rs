@@ -55,6 +55,11 @@ impl<B: AsRef<[u8]>> SafetensorsFile<B> {
         self.metadata.info(name).map(|info| info.shape.as_slice())
     }
 
+    /// A tensor's stored dtype, if the file has it and it is a float dtype.
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.metadata.info(name).and_then(|info| float_dtype(name, info).ok())
+    }
+
     /// Tensor names, in file order.
     pub fn names(&self) -> Vec<String> {
         self.metadata.offset_keys()
