@@ -166,15 +166,18 @@ def make_loras(pipe):
     from peft import LoraConfig
     p2 = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None)
     torch.manual_seed(13)
-    p2.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+    # lora_alpha != r: the scale comes from the adapter metadata diffusers writes into the file.
+    p2.unet.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
                                    target_modules=["to_k", "to_out.0", "proj_out", "conv2"]))
-    p2.text_encoder.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+    p2.text_encoder.add_adapter(LoraConfig(r=2, lora_alpha=1, init_lora_weights=False,
                                            target_modules=["k_proj", "fc2"]))
     from peft.utils import get_peft_model_state_dict
     StableDiffusionPipeline.save_lora_weights(
         OUT, unet_lora_layers=get_peft_model_state_dict(p2.unet),
         text_encoder_lora_layers=get_peft_model_state_dict(p2.text_encoder),
-        weight_name="lora_peft.safetensors", safe_serialization=True)
+        weight_name="lora_peft.safetensors", safe_serialization=True,
+        unet_lora_adapter_metadata=p2.unet.peft_config["default"].to_dict(),
+        text_encoder_lora_adapter_metadata=p2.text_encoder.peft_config["default"].to_dict())
 
 
 def run(pipe, name, extra):

@@ -14,7 +14,8 @@ export { createServer, CandlewickServer, type ListenOptions, type ServerOptions 
 export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./image.js";
 export { imageGrid, type GridOptions } from "./grid.js";
 export type { ImageSource, RawImageData } from "./image-input.js";
-export type { AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, PreviewImage } from "./options.js";
+export type { AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, LoraInput, PreviewImage } from "./options.js";
+export { convertSingleFile, type ConvertOptions, type ConvertResult } from "./convert.js";
 export type {
   BetaSchedule,
   DdimSchedulerOptions,

@@ -2,8 +2,9 @@
 //! weights (LoRA fused in, or taken out) without reading its file again.
 //!
 //! [`Recorder`] wraps the backend a model loads from and keeps every tensor it hands out (candle
-//! tensors share their storage: the model and the record hold the same memory unless a
-//! constructor rewrites a tensor, as the cuDNN channels-last path does with 3x3 filters).
+//! tensors share their storage: the model and the record hold the same memory). A tensor the
+//! constructor rewrites (the cuDNN channels-last path's 3x3 filters) is kept in host memory instead,
+//! so the GPU does not hold it twice.
 //! [`Rebuild`] serves a model's constructor from that record, with a delta added to some tensors.
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
+
+use crate::cuda::settings::{self, ConvolutionPath};
 
 /// Tensors by their diffusers name, as the model's constructor received them.
 #[derive(Clone, Default)]
@@ -31,10 +34,12 @@ impl BaseWeights {
         names
     }
 
-    fn insert(&self, name: &str, tensor: &Tensor) {
+    fn insert(&self, name: &str, tensor: &Tensor) -> candle_core::Result<()> {
+        let kept = if rewritten_at_load(tensor) { tensor.to_device(&Device::Cpu)? } else { tensor.clone() };
         if let Ok(mut tensors) = self.tensors.lock() {
-            tensors.insert(name.to_string(), tensor.clone());
+            tensors.insert(name.to_string(), kept);
         }
+        Ok(())
     }
 
     /// A VarBuilder over these tensors, each plus its entry of `deltas` (computed in f32, then cast
@@ -62,19 +67,28 @@ impl Recorder {
 impl SimpleBackend for Recorder {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.inner.get(s, name, h, dtype, dev)?;
-        self.record.insert(name, &t);
+        self.record.insert(name, &t)?;
         Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.inner.get_unchecked(name, dtype, dev)?;
-        self.record.insert(name, &t);
+        self.record.insert(name, &t)?;
         Ok(t)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.contains_tensor(name)
     }
+}
+
+/// Whether the model's constructor replaces `t` by a rewritten copy (a kxk filter made channels-last
+/// for cuDNN, models/conv.rs): the record then keeps it in host memory, not a second time on the GPU.
+fn rewritten_at_load(t: &Tensor) -> bool {
+    t.device().is_cuda()
+        && t.rank() == 4
+        && t.dims()[2] > 1
+        && settings::current().convolution == ConvolutionPath::CudnnChannelsLast
 }
 
 struct Rebuild {
@@ -85,11 +99,12 @@ struct Rebuild {
 impl Rebuild {
     fn tensor(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let base = self.base.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() })?;
+        let base = base.to_device(dev)?;
         let t = match self.deltas.get(name) {
-            Some(delta) => (base.to_dtype(DType::F32)? + delta.to_device(base.device())?.to_dtype(DType::F32)?)?,
+            Some(delta) => (base.to_dtype(DType::F32)? + delta.to_device(dev)?.to_dtype(DType::F32)?)?,
             None => base,
         };
-        t.to_dtype(dtype)?.to_device(dev)
+        t.to_dtype(dtype)
     }
 }
 

@@ -62,6 +62,7 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
             return Err(Error::model(&spec.path, "holds no tensors: it is not a LoRA"));
         }
         let layers = group(&names).map_err(|e| Error::model(&spec.path, e))?;
+        let peft = PeftScales::read(&file).map_err(|e| Error::model(&spec.path, e))?;
         for ((target, module), layer) in &layers {
             let (resolver, base, sums) = match target {
                 Target::Unet => (&unet, targets.unet, &mut out.unet),
@@ -79,7 +80,11 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
             })?;
             let base_weight =
                 base.get(&weight_name).ok_or_else(|| Error::Internal(format!("{weight_name} not recorded")))?;
-            let delta = layer_delta(&file, layer, &key, base_weight.dims(), targets.device)
+            let default_scale = match module {
+                super::lora_keys::Module::Dotted(m) => peft.scale(*target, m),
+                super::lora_keys::Module::Kohya(_) => None,
+            };
+            let delta = layer_delta(&file, layer, &key, base_weight.dims(), default_scale, targets.device)
                 .map_err(|e| Error::model(&spec.path, e))?;
             let delta = (delta * spec.weight)?;
             let sum = match sums.remove(&weight_name) {
@@ -98,6 +103,7 @@ fn layer_delta(
     layer: &LoraLayer,
     key: &str,
     dims: &[usize],
+    default_scale: Option<f64>,
     device: &Device,
 ) -> std::result::Result<Tensor, String> {
     let (Some(down_key), Some(up_key)) = (&layer.down, &layer.up) else {
@@ -130,7 +136,7 @@ fn layer_delta(
             };
             *alpha as f64 / rank as f64
         }
-        None => 1.0,
+        None => default_scale.unwrap_or(1.0),
     };
     let out = up.dims()[0];
     let product = (|| up.reshape((out, rank))?.matmul(&down.reshape((rank, ()))?)? * scale)()
@@ -150,4 +156,45 @@ fn layer_delta(
 /// Where a LoRA spec's file is, for messages.
 pub fn describe(specs: &[LoraSpec]) -> Vec<String> {
     specs.iter().map(|s| format!("{}:{}", Path::new(&s.path).display(), s.weight)).collect()
+}
+
+/// PEFT's scale (`lora_alpha / r`, or `/ sqrt(r)` with rsLoRA) per target, from the adapter configs
+/// diffusers writes into the file's metadata (`lora_adapter_metadata`: `unet.r`, `unet.lora_alpha`,
+/// `unet.alpha_pattern`, ...). Without them PEFT's default applies (`lora_alpha = r`: scale 1).
+#[derive(Default)]
+struct PeftScales {
+    configs: HashMap<&'static str, serde_json::Map<String, serde_json::Value>>,
+}
+
+impl PeftScales {
+    fn read(file: &SafetensorsFile<memmap2::Mmap>) -> std::result::Result<Self, String> {
+        let Some(text) = file.user_metadata("lora_adapter_metadata") else { return Ok(Self::default()) };
+        let all: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| format!("its lora_adapter_metadata is not a JSON object: {e}"))?;
+        let mut configs: HashMap<&'static str, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+        for (key, value) in all {
+            for target in [Target::Unet, Target::TextEncoder] {
+                if let Some(field) = key.strip_prefix(target.name()).and_then(|k| k.strip_prefix('.')) {
+                    configs.entry(target.name()).or_default().insert(field.to_string(), value.clone());
+                }
+            }
+        }
+        Ok(Self { configs })
+    }
+
+    /// The scale of `module` (a dotted name), if the file's metadata gives one.
+    fn scale(&self, target: Target, module: &str) -> Option<f64> {
+        let config = self.configs.get(target.name())?;
+        // PEFT's patterns match a module whose name ends with the key.
+        let pattern = |field: &str| {
+            let map = config.get(field)?.as_object()?;
+            map.iter()
+                .find(|(k, _)| module == k.as_str() || module.ends_with(&format!(".{k}")))
+                .and_then(|(_, v)| v.as_f64())
+        };
+        let r = pattern("rank_pattern").or_else(|| config.get("r")?.as_f64())?;
+        let alpha = pattern("alpha_pattern").or_else(|| config.get("lora_alpha")?.as_f64())?;
+        let rslora = config.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false);
+        (r > 0.0).then(|| if rslora { alpha / r.sqrt() } else { alpha / r })
+    }
 }

@@ -158,9 +158,11 @@ impl Resolver {
         for name in names {
             let Some(module) = name.strip_suffix(".weight") else { continue };
             kohya.insert(module.replace('.', "_"), name.clone());
-            if let Some(bare) = module.strip_prefix("text_model.") {
-                kohya.entry(bare.replace('.', "_")).or_insert_with(|| name.clone());
-            }
+            // CLIP's names with and without `text_model.` (kohya writes it; some files lack it).
+            match module.strip_prefix("text_model.") {
+                Some(bare) => kohya.entry(bare.replace('.', "_")).or_insert_with(|| name.clone()),
+                None => kohya.entry(format!("text_model_{}", module.replace('.', "_"))).or_insert_with(|| name.clone()),
+            };
             if let Some(ldm) = layout.and_then(|l| unet_key(name, l)) {
                 if let Some(ldm_module) = ldm.strip_suffix(".weight") {
                     kohya.entry(ldm_module.replace('.', "_")).or_insert_with(|| name.clone());
@@ -180,7 +182,11 @@ impl Resolver {
                     return Some(direct);
                 }
                 let with_prefix = format!("text_model.{m}.weight");
-                self.names.contains(&with_prefix).then_some(with_prefix)
+                if self.names.contains(&with_prefix) {
+                    return Some(with_prefix);
+                }
+                let without = format!("{}.weight", m.strip_prefix("text_model.")?);
+                self.names.contains(&without).then_some(without)
             }
         }
     }

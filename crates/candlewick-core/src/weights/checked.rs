@@ -60,6 +60,11 @@ impl<B: AsRef<[u8]>> SafetensorsFile<B> {
         self.metadata.info(name).and_then(|info| float_dtype(name, info).ok())
     }
 
+    /// A `__metadata__` entry of the header (free text the writer chose).
+    pub fn user_metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.metadata().as_ref()?.get(key).map(String::as_str)
+    }
+
     /// Tensor names, in file order.
     pub fn names(&self) -> Vec<String> {
         self.metadata.offset_keys()
