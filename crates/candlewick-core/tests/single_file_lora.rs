@@ -245,3 +245,40 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The `vae` option: an A1111-style VAE file (the original layout without `first_stage_model.`)
+/// replaces the checkpoint's VAE; with the same weights the image is the same. A file that is no
+/// VAE is refused by name.
+#[test]
+fn a_vae_file_in_the_original_layout_replaces_the_vae() {
+    let all = candle_core::safetensors::load(dir().join("tiny-sd.safetensors"), &Device::Cpu).unwrap();
+    let vae: HashMap<String, Tensor> =
+        all.iter().filter_map(|(k, v)| Some((k.strip_prefix("first_stage_model.")?.to_string(), v.clone()))).collect();
+    assert!(vae.contains_key("decoder.mid.attn_1.q.weight"));
+    let path = std::env::temp_dir().join(format!("candlewick-vae-{}.safetensors", std::process::id()));
+    candle_core::safetensors::save(&vae, &path).unwrap();
+    let (o, _) = golden_options("single_file_pipeline");
+    let checkpoint = dir().join("tiny-sd.safetensors");
+    let plain = StableDiffusionPipeline::load(&checkpoint, &options()).unwrap();
+    let with_vae =
+        StableDiffusionPipeline::load(&checkpoint, &LoadOptions { vae: Some(path.clone()), ..options() }).unwrap();
+    assert_eq!(
+        with_vae.generate(&o, &Observer::new()).unwrap().images[0].data,
+        plain.generate(&o, &Observer::new()).unwrap().images[0].data
+    );
+    // And it is this file that is read: a changed decoder changes the image.
+    let mut changed = vae.clone();
+    let bias = changed["decoder.conv_out.bias"].clone();
+    changed.insert("decoder.conv_out.bias".into(), (bias + 0.5).unwrap());
+    candle_core::safetensors::save(&changed, &path).unwrap();
+    let with_changed =
+        StableDiffusionPipeline::load(&checkpoint, &LoadOptions { vae: Some(path.clone()), ..options() }).unwrap();
+    assert_ne!(
+        with_changed.generate(&o, &Observer::new()).unwrap().images[0].data,
+        plain.generate(&o, &Observer::new()).unwrap().images[0].data
+    );
+    std::fs::remove_file(&path).unwrap();
+    let not_vae = LoadOptions { vae: Some(dir().join("lora_kohya.safetensors")), ..options() };
+    let e = StableDiffusionPipeline::load(&checkpoint, &not_vae).err().unwrap().to_string();
+    assert!(e.contains("lora_kohya.safetensors: is not a VAE"), "{e}");
+}
