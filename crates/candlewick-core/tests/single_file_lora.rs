@@ -282,3 +282,60 @@ fn a_vae_file_in_the_original_layout_replaces_the_vae() {
     let e = StableDiffusionPipeline::load(&checkpoint, &not_vae).err().unwrap().to_string();
     assert!(e.contains("lora_kohya.safetensors: is not a VAE"), "{e}");
 }
+
+/// diffusers' `infer_diffusers_model_type` on headers alone: 9 input channels is inpainting, a
+/// 1024-wide cross-attention SD2, an SDXL file is refused, and a file without the UNet's first
+/// convolution is no checkpoint.
+#[test]
+fn model_types_are_inferred_from_the_tensor_shapes() {
+    let tmp = std::env::temp_dir().join(format!("candlewick-infer-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let case = |name: &str, tensors: &[(&str, &[usize])]| {
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(k, shape)| (k.to_string(), Tensor::zeros(*shape, DType::F16, &Device::Cpu).unwrap()))
+            .collect();
+        let path = tmp.join(format!("{name}.safetensors"));
+        candle_core::safetensors::save(&map, &path).unwrap();
+        SingleFile::open(&path).map(|f| f.model_type)
+    };
+    const CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
+    const TO_K: &str = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
+    assert_eq!(case("v1", &[(CONV_IN, &[8, 4, 3, 3]), (TO_K, &[8, 768])]).unwrap(), ModelType::V1);
+    assert_eq!(case("inpainting", &[(CONV_IN, &[8, 9, 3, 3]), (TO_K, &[8, 768])]).unwrap(), ModelType::Inpainting);
+    assert_eq!(case("v2", &[(CONV_IN, &[8, 4, 3, 3]), (TO_K, &[8, 1024])]).unwrap(), ModelType::V2);
+    assert_eq!(
+        case("inpainting_v2", &[(CONV_IN, &[8, 9, 3, 3]), (TO_K, &[8, 1024])]).unwrap(),
+        ModelType::InpaintingV2
+    );
+    let xl = case(
+        "xl",
+        &[(CONV_IN, &[8, 4, 3, 3]), ("conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias", &[8])],
+    );
+    assert!(xl.err().unwrap().to_string().contains("SDXL"));
+    let none = case("none", &[("conv_in.weight", &[8, 4, 3, 3])]).err().unwrap().to_string();
+    assert!(none.contains("not a Stable Diffusion checkpoint") && none.contains("diffusers component"), "{none}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// kohya names in the original (SGM) block numbering, as kohya's SDXL-era scripts write them,
+/// resolve to the same layers as diffusers-numbered ones.
+#[test]
+fn kohya_names_in_the_original_numbering_resolve() {
+    use candlewick_core::loaders::lora_keys::{Module, Resolver};
+    use candlewick_core::loaders::single_file_keys::UnetLayout;
+    let up: Vec<String> = ["UpBlock2D", "CrossAttnUpBlock2D"].iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = ["down_blocks.0.attentions.1.proj_in.weight", "up_blocks.1.resnets.2.conv1.weight"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let r = Resolver::new(&names, Some(&UnetLayout::new(&[2, 2], &up)));
+    for (kohya, want) in [
+        ("down_blocks_0_attentions_1_proj_in", "down_blocks.0.attentions.1.proj_in.weight"),
+        ("input_blocks_2_1_proj_in", "down_blocks.0.attentions.1.proj_in.weight"),
+        ("output_blocks_5_0_in_layers_2", "up_blocks.1.resnets.2.conv1.weight"),
+    ] {
+        assert_eq!(r.weight(&Module::Kohya(kohya.into())).as_deref(), Some(want), "{kohya}");
+    }
+    assert_eq!(r.weight(&Module::Kohya("input_blocks_9_1_proj_in".into())), None);
+}
