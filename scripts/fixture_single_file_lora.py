@@ -14,6 +14,8 @@ Writes test/fixtures/single-file/:
                              feed-forward and resnet convolutions (LoCon, 3x3 and 1x1).
   lora_peft.safetensors      diffusers' PEFT format (save_lora_weights): unet.*.lora_A/B, text_encoder.*.
   lora_bad_key.safetensors   a kohya LoRA with a layer tiny-sd does not have.
+  open_clip_sd2.safetensors  a tiny SD2-style OpenCLIP text encoder (fused in_proj); goldens/open_clip_sd2.safetensors
+                             is diffusers' convert_open_clip_checkpoint of it.
 And test/fixtures/goldens/lora_pipeline.{json,safetensors}: diffusers' load_lora_weights of both LoRAs,
 set_adapters([kohya, peft], [0.8, 0.5]), fuse_lora(); then a 3-step DDIM run from fixed latents (image, latents per
 step) and the fused weights of a few layers; plus single_file_pipeline.safetensors: the same run (no LoRA) of the
@@ -129,6 +131,35 @@ def make_single_file(pipe):
     return path
 
 
+def make_open_clip():
+    """An SD2-style OpenCLIP text encoder (cond_stage_model.model.*, fused in_proj) with random tiny weights, and
+    what diffusers' convert_open_clip_checkpoint makes of it (goldens/open_clip_sd2.safetensors). The UNet is two
+    placeholder tensors, enough for infer_diffusers_model_type to say "v2"."""
+    from types import SimpleNamespace
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+    g = torch.Generator().manual_seed(21)
+    width, layers, vocab, ctx = 16, 3, 64, 77
+    p = "cond_stage_model.model."
+    sd = {p + "token_embedding.weight": torch.randn(vocab, width, generator=g),
+          p + "positional_embedding": torch.randn(ctx, width, generator=g),
+          p + "ln_final.weight": torch.randn(width, generator=g), p + "ln_final.bias": torch.randn(width, generator=g),
+          p + "text_projection": torch.randn(width, width, generator=g)}
+    for i in range(layers):
+        b = f"{p}transformer.resblocks.{i}."
+        for name, shape in [("attn.in_proj_weight", (3 * width, width)), ("attn.in_proj_bias", (3 * width,)),
+                            ("attn.out_proj.weight", (width, width)), ("attn.out_proj.bias", (width,)),
+                            ("ln_1.weight", (width,)), ("ln_1.bias", (width,)), ("ln_2.weight", (width,)),
+                            ("ln_2.bias", (width,)), ("mlp.c_fc.weight", (4 * width, width)), ("mlp.c_fc.bias", (4 * width,)),
+                            ("mlp.c_proj.weight", (width, 4 * width)), ("mlp.c_proj.bias", (width,))]:
+            sd[b + name] = torch.randn(*shape, generator=g)
+    converted = convert_open_clip_checkpoint(SimpleNamespace(config=SimpleNamespace(hidden_size=width)), sd)
+    sd["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(4, 4, 1, 1)
+    sd["model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"] = torch.zeros(4, 1024)
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(OUT, "open_clip_sd2.safetensors"))
+    converted.pop("text_projection.weight", None)  # CLIPTextModelWithProjection's; the SD2 text encoder has none
+    save_file({k: v.contiguous() for k, v in converted.items()}, os.path.join(GOLDENS, "open_clip_sd2.safetensors"))
+
+
 def random_lora(state_dict_keys, modules, rank, seed, conv_shapes):
     """kohya pairs for `modules` ({kohya_name: (out, in, kernel)})."""
     g = torch.Generator().manual_seed(seed)
@@ -176,8 +207,13 @@ def make_loras(pipe):
         OUT, unet_lora_layers=get_peft_model_state_dict(p2.unet),
         text_encoder_lora_layers=get_peft_model_state_dict(p2.text_encoder),
         weight_name="lora_peft.safetensors", safe_serialization=True,
-        unet_lora_adapter_metadata=p2.unet.peft_config["default"].to_dict(),
-        text_encoder_lora_adapter_metadata=p2.text_encoder.peft_config["default"].to_dict())
+        unet_lora_adapter_metadata=sorted_sets(p2.unet.peft_config["default"].to_dict()),
+        text_encoder_lora_adapter_metadata=sorted_sets(p2.text_encoder.peft_config["default"].to_dict()))
+
+
+def sorted_sets(config):
+    """PEFT's target_modules is a set: sorted, so that the file is the same on every run."""
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
 
 
 def run(pipe, name, extra):
@@ -212,6 +248,7 @@ def main():
         assert set(a) == set(b) and all(torch.equal(a[k].half().float(), b[k]) for k in a), part
     run(single, "single_file_pipeline", {})
 
+    make_open_clip()
     make_loras(pipe)
     base = {part: {k: v.clone() for k, v in getattr(pipe, part).state_dict().items()} for part in ["unet", "text_encoder"]}
     pipe.load_lora_weights(OUT, weight_name="lora_kohya.safetensors", adapter_name="kohya")

@@ -339,3 +339,21 @@ fn kohya_names_in_the_original_numbering_resolve() {
     }
     assert_eq!(r.weight(&Module::Kohya("input_blocks_9_1_proj_in".into())), None);
 }
+
+/// SD2's OpenCLIP layout (`cond_stage_model.model.*`, q/k/v fused in `in_proj`): every tensor the
+/// text encoder asks for equals diffusers' `convert_open_clip_checkpoint` of the same file
+/// (goldens/open_clip_sd2.safetensors). SD2 models load on the families branch; this checks the map.
+#[test]
+fn open_clip_keys_read_as_diffusers_converts_them() {
+    let sf = SingleFile::open(&dir().join("open_clip_sd2.safetensors")).unwrap();
+    assert_eq!(sf.model_type, ModelType::V2);
+    let backend = sf.text_encoder(16).backend().unwrap();
+    let golden = goldens("open_clip_sd2");
+    assert_eq!(golden.len(), 52);
+    for (name, want) in &golden {
+        let got = backend.get(want.shape().clone(), name, candle_nn::Init::Const(0.), DType::F32, &Device::Cpu);
+        let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(&got), bits(want), "{name}");
+    }
+}
