@@ -137,6 +137,15 @@ fn pickles_and_missing_configs_are_refused_with_reasons() {
     let no_config = LoadOptions { config: None, ..options() };
     let e = StableDiffusionPipeline::load(&dir().join("tiny-sd.safetensors"), &no_config).err().unwrap();
     assert!(e.to_string().contains("`config`") && e.to_string().contains("stable-diffusion-v1-5"), "{e}");
+    // A config folder of another kind: the inpainting folder's UNet takes 9 channels, this checkpoint 4.
+    let other = std::env::temp_dir().join(format!("candlewick-inpaint-config-{}", std::process::id()));
+    copy_dir(&tiny_sd().join("tokenizer"), &other.join("tokenizer"));
+    copy_dir(&fixtures().join("tiny-sd-inpaint/unet"), &other.join("unet"));
+    let inpaint_config = LoadOptions { config: Some(other.clone()), ..options() };
+    let e =
+        StableDiffusionPipeline::load(&dir().join("tiny-sd.safetensors"), &inpaint_config).err().unwrap().to_string();
+    assert!(e.contains("has in_channels 9 but the checkpoint's UNet takes 4 (v1)"), "{e}");
+    std::fs::remove_dir_all(&other).unwrap();
     let lora_as_model = StableDiffusionPipeline::load(&dir().join("lora_kohya.safetensors"), &options()).err().unwrap();
     assert!(lora_as_model.to_string().contains("looks like a LoRA"), "{lora_as_model}");
 }

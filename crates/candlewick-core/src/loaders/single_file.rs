@@ -324,6 +324,20 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
     let values = ConfigValues::read(sf, dir)?;
     let folder = ModelFolder { root: dir.to_path_buf() };
     let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), values.unet)?;
+    let stored_in = sf.file.shape(KEY_CONV_IN).and_then(|s| s.get(1).copied());
+    if stored_in.is_some_and(|c| c != unet_config.in_channels) {
+        return Err(Error::model(
+            folder.config_path("unet"),
+            format!(
+                "has in_channels {} but the checkpoint's UNet takes {} ({}): pass `config` a folder of the same \
+                 kind (e.g. {}), or one with only tokenizer/ for diffusers' defaults",
+                unet_config.in_channels,
+                stored_in.unwrap_or_default(),
+                sf.model_type.name(),
+                sf.model_type.default_repo()
+            ),
+        ));
+    }
     let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
     let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), values.text_encoder)?;
     Ok(Parts {
