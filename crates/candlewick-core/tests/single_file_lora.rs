@@ -366,3 +366,30 @@ fn open_clip_keys_read_as_diffusers_converts_them() {
         assert_eq!(bits(&got), bits(want), "{name}");
     }
 }
+
+/// A LoRA whose halves do not pair up, or whose change does not fit the layer's weight (another
+/// architecture's), is an error naming the file and the keys; the pipeline keeps its weights.
+#[test]
+fn lora_shapes_that_do_not_fit_are_named() {
+    let mut pipe = StableDiffusionPipeline::load(&tiny_sd(), &options()).unwrap();
+    let tmp = std::env::temp_dir().join(format!("candlewick-bad-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let layer = "lora_unet_down_blocks_0_attentions_0_proj_in";
+    for (name, down, up, says) in [
+        ("rank", &[4usize, 32, 1, 1][..], &[32usize, 2, 1, 1][..], "not a LoRA pair"),
+        ("width", &[2, 16][..], &[32, 2][..], "make a [32, 16] change but the layer's weight is [32, 32, 1, 1]"),
+    ] {
+        let tensors: HashMap<String, Tensor> = [
+            (format!("{layer}.lora_down.weight"), Tensor::ones(down, DType::F32, &Device::Cpu).unwrap()),
+            (format!("{layer}.lora_up.weight"), Tensor::ones(up, DType::F32, &Device::Cpu).unwrap()),
+        ]
+        .into_iter()
+        .collect();
+        let path = tmp.join(format!("{name}.safetensors"));
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let e = pipe.set_loras(&[LoraSpec { path: path.clone(), weight: 1.0 }]).unwrap_err().to_string();
+        assert!(e.contains(&format!("{name}.safetensors")) && e.contains(layer) && e.contains(says), "{e}");
+    }
+    assert!(pipe.info().loras.is_empty());
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
