@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::cuda::CudaSettings;
-use crate::loaders::lora::LoraSpec;
 use crate::device::{DTypeRequest, DeviceRequest};
+use crate::loaders::lora::LoraSpec;
 
 /// How to load a model folder.
 #[derive(Debug, Clone, Default)]
