@@ -271,6 +271,9 @@ def main():
     make_scheduler_goldens(pipe)
     fixture_images.make(TINY, FIXTURES)
     fixture_vae_tiling.make(TINY, GOLDENS)
+    # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
+    import fixture_single_file_lora
+    fixture_single_file_lora.main()
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 

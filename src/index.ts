@@ -15,9 +15,10 @@ export { GeneratedImage, type PhaseTimings, type ResolvedSettings } from "./imag
 export { imageGrid, type GridOptions } from "./grid.js";
 export type { ImageSource, RawImageData } from "./image-input.js";
 export type {
-  AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, PreviewImage,
+  AttentionBackend, ConvolutionPath, DType, Device, GenerateOptions, GenerateProgress, LatentsOptions, LoadOptions, LoraInput, PreviewImage,
   TextualInversionOptions,
 } from "./options.js";
+export { convertSingleFile, type ConvertOptions, type ConvertResult } from "./convert.js";
 export type {
   BetaSchedule,
   DdimSchedulerOptions,

@@ -3,6 +3,8 @@
  * checked here, before anything crosses into Rust, with messages that name the option.
  */
 
+import { resolve as resolvePath } from "node:path";
+
 import type { RawGenerateOptions, RawLatents, RawLoadOptions } from "./generated/native.js";
 import type { HubOptions } from "./hub/download.js";
 import { VARIANTS } from "./hub/files.js";
@@ -99,6 +101,27 @@ export interface LoadOptions extends HubOptions {
    * embeddings take as many tokens. Pickle files (`.pt`, `.bin`) are refused. Default: none.
    */
   textualInversions?: readonly (string | TextualInversionOptions)[];
+  /**
+   * For a single-file checkpoint (`model` is a `.safetensors` file in the original Stable Diffusion
+   * layout, as A1111 and ComfyUI use): a local diffusers folder whose tokenizer (required: a
+   * checkpoint holds none) and configs it takes, as diffusers' `from_single_file(config=...)`. A
+   * folder with only `tokenizer/` takes diffusers' SD1.x defaults (v1-inference) for the rest.
+   * Ignored for diffusers folders. Default: none (a single file then fails, saying so).
+   */
+  config?: string;
+  /**
+   * Another VAE instead of the model's: a diffusers VAE folder (config.json + weights), or a VAE
+   * `.safetensors` file in diffusers' names or the original layout (A1111's VAE files). Default: the model's.
+   */
+  vae?: string;
+  /**
+   * LoRAs fused into the UNet's and the text encoder's weights at load (diffusers'
+   * `load_lora_weights` + `set_adapters(names, weights)` + `fuse_lora()`): kohya/A1111 files
+   * (`lora_unet_*`, `lora_te_*`, with alphas; LoCon convolution layers) and diffusers/PEFT files
+   * (`unet.*.lora_A.weight`). Fused, they cost nothing per step. `pipe.setLoras` replaces them
+   * later. Default: none.
+   */
+  loras?: LoraInput[];
 }
 
 /** One textual inversion embedding: its `.safetensors` file and, optionally, the token to use in prompts. */
@@ -106,6 +129,28 @@ export interface TextualInversionOptions {
   path: string;
   /** Default: the file's token (diffusers' key, or the file's name for AUTOMATIC1111's files). */
   token?: string;
+}
+
+/** One LoRA file and how strongly it applies. */
+export interface LoraInput {
+  /** A `.safetensors` LoRA file. */
+  path: string;
+  /** The adapter weight (diffusers' `adapter_weights`, A1111's `<lora:name:weight>`), -16 to 16. Default 1. */
+  weight?: number;
+}
+
+/** The largest |weight| a LoRA may take. */
+export const MAX_LORA_WEIGHT = 16;
+
+/** Check a list of LoRAs (`loras`, `setLoras`). @internal */
+export function checkLoras(value: unknown, option = "loras"): { path: string; weight: number }[] {
+  if (!Array.isArray(value)) throw invalid("array of { path, weight }", option, value);
+  return value.map((entry, i) => {
+    const o = checkOptionsObject(entry, `${option}[${i}]`, ["path", "weight"]);
+    const path = nonEmptyString(o.path, `${option}[${i}].path`);
+    const weight = o.weight === undefined ? 1 : numberIn(o.weight, `${option}[${i}].weight`, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT);
+    return { path: resolvePath(path), weight };
+  });
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -242,7 +287,7 @@ export const MAX_IMAGES_PER_CALL = 64;
 export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
 const NATIVE_LOAD_KEYS = [
-  "device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads", "textualInversions",
+  "device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads", "textualInversions", "config", "vae", "loras",
 ] as const;
 /** The most CPU threads one pipeline may ask for. */
 export const MAX_THREADS = 1024;
@@ -306,6 +351,9 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.threads !== undefined) raw.threads = integerIn(o.threads, "threads", 1, MAX_THREADS);
   if (o.textualInversions !== undefined) raw.textualInversions = textualInversions(o.textualInversions);
+  if (o.config !== undefined) raw.config = resolvePath(nonEmptyString(o.config, "config"));
+  if (o.vae !== undefined) raw.vae = resolvePath(nonEmptyString(o.vae, "vae"));
+  if (o.loras !== undefined) raw.loras = checkLoras(o.loras);
   return raw;
 }
 

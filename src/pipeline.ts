@@ -12,10 +12,12 @@ import { resolveModel } from "./hub/resolve.js";
 import {
   checkGenerateOptions,
   checkLoadOptions,
+  checkLoras,
   type AttentionBackend,
   type ConvolutionPath,
   type GenerateOptions,
   type LoadOptions,
+  type LoraInput,
 } from "./options.js";
 import { withDriverHint } from "./load-errors.js";
 import { describe } from "./validate.js";
@@ -79,12 +81,14 @@ export interface PipelineInfo {
   scheduler: string;
   /** Threads of the pipeline's own pool for CPU tensor work (the `threads` load option, or the cores available). */
   threads: number;
+  /** The LoRAs fused into the weights (load option `loras`, then `setLoras`), paths absolute. */
+  loras: { path: string; weight: number }[];
 }
 
 /** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
 export class StableDiffusionPipeline {
   readonly #native: Pipeline;
-  readonly #info: PipelineInfo;
+  #info: PipelineInfo;
 
   private constructor(native: Pipeline, noCuda: string | undefined) {
     this.#native = native;
@@ -93,12 +97,35 @@ export class StableDiffusionPipeline {
     const deviceReason = info.device === "cpu" && noCuda && !/"cpu" was requested/.test(info.deviceReason)
       ? `device "auto" fell back to the CPU: ${noCuda}`
       : info.deviceReason;
-    this.#info = Object.freeze({
+    this.#info = StableDiffusionPipeline.#publicInfo(info, withDriverHint(deviceReason));
+  }
+
+  static #publicInfo(info: RawPipelineInfo, deviceReason: string): PipelineInfo {
+    return Object.freeze({
       ...info,
       attention: info.attention as PipelineInfo["attention"],
       convolution: info.convolution as PipelineInfo["convolution"],
-      deviceReason: withDriverHint(deviceReason),
+      deviceReason,
+      loras: Object.freeze(info.loras.map((l) => Object.freeze({ ...l }))) as PipelineInfo["loras"],
     });
+  }
+
+  /**
+   * Fuse these LoRAs in place of the ones fused now (diffusers' `unfuse_lora`, `set_adapters`,
+   * `fuse_lora`); `[]` restores the base weights. The new weights are computed from the base
+   * weights kept in memory at load, not read from the model's files again. Runs after the calls
+   * queued before it; CUDA graphs are captured again on later calls. Rejects with
+   * ERR_CANDLEWICK_MODEL naming the LoRA file and key when a LoRA does not fit the model (the
+   * pipeline keeps its weights), ERR_CANDLEWICK_INVALID_OPTION for a malformed list.
+   */
+  async setLoras(loras: LoraInput[]): Promise<void> {
+    const checked = checkLoras(loras);
+    try {
+      const info = await this.#native.setLoras(checked);
+      this.#info = StableDiffusionPipeline.#publicInfo(info, this.#info.deviceReason);
+    } catch (error) {
+      throw fromNativeError(error);
+    }
   }
 
   /**

@@ -11,7 +11,7 @@ import { loadNative } from "./binding.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
 import type { GeneratedImage } from "./image.js";
-import { device as checkDevice, type Device, type GenerateOptions, type LoadOptions } from "./options.js";
+import { device as checkDevice, type Device, type GenerateOptions, type LoadOptions, type LoraInput } from "./options.js";
 import { StableDiffusionPipeline } from "./pipeline.js";
 import { describe, invalid } from "./validate.js";
 
@@ -99,6 +99,14 @@ export class PipelinePool {
     options: BatchOptions = {},
   ): AsyncGenerator<BatchResult<I>, void, undefined> {
     return generateBatch((o) => this.generate(o), inputs, options, 2 * this.size);
+  }
+
+  /**
+   * `setLoras` on every pipeline (each after its queued calls). If one rejects, the others may
+   * have changed: call it again, or with `[]`, to make them agree.
+   */
+  async setLoras(loras: LoraInput[]): Promise<void> {
+    await Promise.all(this.pipelines.map((p) => p.setLoras(loras)));
   }
 
   /** Dispose every pipeline. */

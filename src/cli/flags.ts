@@ -6,13 +6,16 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
-import { device, DEVICES, DTYPES, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import { device, DEVICES, DTYPES, MAX_LORA_WEIGHT, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
 import { closest, integerIn, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
 
 export const COMMON_FLAGS = {
   model: { type: "string" },
+  config: { type: "string" },
+  vae: { type: "string" },
+  lora: { type: "string", multiple: true },
   revision: { type: "string" },
   variant: { type: "string" },
   "negative-prompt": { type: "string" },
@@ -37,7 +40,12 @@ export const COMMON_FLAGS = {
 /** The help lines of the shared flags. */
 export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
-                            the shared cache (default: the small shapes model in the package)
+                            the shared cache, or a single-file checkpoint (.safetensors, the original
+                            layout) (default: the small shapes model in the package)
+  --config <dir>            For a single-file --model: a diffusers folder with its tokenizer (and configs)
+  --vae <dir|file>          Another VAE: a diffusers VAE folder or a .safetensors file
+  --lora <file[:weight]>    A LoRA to fuse into the weights (kohya/A1111 or diffusers format); repeat
+                            for several (weight default 1)
   --revision <rev>          Hub branch, tag or commit (default: main)
   --variant <v>             ${VARIANTS.join(" | ")}: download the half-precision weights (default: full precision)
   --textual-inversion <file.safetensors[:token]>
@@ -107,7 +115,21 @@ export function loadOptionsFrom(v: CommonValues): LoadOptions {
       return named ? { path: named[1]!, token: named[2]! } : arg;
     });
   }
+  if (v.config !== undefined) load.config = v.config;
+  if (v.vae !== undefined) load.vae = v.vae;
+  const loras = v.lora === undefined ? [] : ([] as string[]).concat(v.lora as unknown as string | string[]);
+  if (loras.length > 0) load.loras = loras.map(loraFlag);
   return load;
+}
+
+/** `--lora file.safetensors:0.8` (the weight after the last colon, when it is a number; else weight 1). */
+export function loraFlag(value: string): { path: string; weight: number } {
+  const colon = value.lastIndexOf(":");
+  const tail = colon > 0 ? value.slice(colon + 1) : "";
+  if (tail !== "" && /^[-+]?(\d+\.?\d*|\.\d+)$/.test(tail)) {
+    return { path: value.slice(0, colon), weight: numberIn(Number(tail), "--lora weight", -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT) };
+  }
+  return { path: value, weight: 1 };
 }
 
 /** The generation settings (everything but the prompt and the seed). */

@@ -4,6 +4,7 @@
 import { createRequire } from "node:module";
 
 import { BATCH_HELP, batch } from "./batch.js";
+import { CONVERT_HELP, convert } from "./convert.js";
 import { DEMO_HELP, demo } from "./demo.js";
 import { GENERATE_HELP, generate, IMG2IMG_HELP, INPAINT_HELP } from "./generate.js";
 import { ENQUEUE_HELP, enqueueCommand } from "./enqueue.js";
@@ -20,6 +21,7 @@ Commands:
   img2img <prompt>    Redraw a picture after a prompt: --image <file> (candlewick img2img --help)
   inpaint <prompt>    Repaint the white part of a mask: --image <file> --mask <file> (candlewick inpaint --help)
   batch <file.jsonl>  Generate one image per line of a prompts file, resumably (candlewick batch --help)
+  convert <ckpt> <dir> Write a single-file checkpoint as a diffusers folder (candlewick convert --help)
   demo                Draw eight prompts with the bundled model into one grid PNG (candlewick demo --help)
   serve               Serve a model over HTTP: OpenAI's and AUTOMATIC1111's APIs (candlewick serve --help)
   enqueue <file>      Add one job per line to a BullMQ queue in Redis (candlewick enqueue --help)
@@ -31,7 +33,7 @@ Options:
 `;
 
 const COMMAND_HELP: Record<string, string> = {
-  generate: GENERATE_HELP, img2img: IMG2IMG_HELP, inpaint: INPAINT_HELP, batch: BATCH_HELP, demo: DEMO_HELP,
+  generate: GENERATE_HELP, img2img: IMG2IMG_HELP, inpaint: INPAINT_HELP, batch: BATCH_HELP, convert: CONVERT_HELP, demo: DEMO_HELP,
   serve: SERVE_HELP, enqueue: ENQUEUE_HELP, worker: WORKER_HELP,
 };
 
@@ -59,6 +61,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await batch(rest);
       case "demo":
         return await demo(rest);
+      case "convert":
+        return await convert(rest);
       case "serve":
         return await serve(rest);
       case "enqueue":

@@ -49,6 +49,9 @@ Example:
 
 const OPTIONS = {
   model: COMMON_FLAGS.model,
+  config: COMMON_FLAGS.config,
+  vae: COMMON_FLAGS.vae,
+  lora: COMMON_FLAGS.lora,
   revision: COMMON_FLAGS.revision,
   variant: COMMON_FLAGS.variant,
   device: COMMON_FLAGS.device,

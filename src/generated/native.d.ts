@@ -19,6 +19,12 @@ export declare class Pipeline {
    */
   dispose(): Promise<void>
   /**
+   * Fuse `loras` in place of the LoRAs fused now (an empty list restores the base weights),
+   * after the calls queued before. Resolves with the pipeline's new info; on error the
+   * pipeline keeps its weights.
+   */
+  setLoras(loras: Array<RawLora>): Promise<RawPipelineInfo>
+  /**
    * Queue a text-to-image call. Returns at once; `onEvent` reports progress and the outcome.
    * Throws (synchronously) only when the options cannot be converted.
    */
@@ -39,6 +45,13 @@ export declare class Pipeline {
 export declare function __panicForTest(place: string): Promise<void>
 
 export declare function buildInfo(): RawBuildInfo
+
+/**
+ * Write a single-file checkpoint (`.safetensors`, original layout) as a diffusers folder `out`
+ * (new or empty), configs and tokenizer from `config` (a diffusers folder). Resolves with what was
+ * written.
+ */
+export declare function convertSingleFile(checkpoint: string, out: string, config?: string | undefined | null): Promise<RawConverted>
 
 /**
  * How many CUDA GPUs this process can use (0 in a build without CUDA or without a driver): what
@@ -77,6 +90,14 @@ export interface RawBuildInfo {
   flashAttention: boolean
   /** The version of the cuDNN library in use ("9.14.0"), or null in a build without cuDNN. */
   cudnn?: string
+}
+
+/** What `convert` wrote. */
+export interface RawConverted {
+  folder: string
+  /** diffusers' inferred model type: "v1", "inpainting", "v2", "inpainting_v2". */
+  modelType: string
+  files: Array<string>
 }
 
 /** Exactly one of the two fields is set. */
@@ -186,6 +207,18 @@ export interface RawLoadOptions {
   threads?: number
   /** Textual inversion embeddings (.safetensors paths, each with an optional token). */
   textualInversions?: Array<RawTextualInversion>
+  /** A single-file checkpoint's configs and tokenizer: a diffusers folder. */
+  config?: string
+  /** Another VAE: a diffusers VAE folder or a .safetensors file. */
+  vae?: string
+  /** LoRAs fused at load. */
+  loras?: Array<RawLora>
+}
+
+/** One LoRA file and its weight. */
+export interface RawLora {
+  path: string
+  weight: number
 }
 
 /** Where the call's time went, in milliseconds. */
@@ -219,6 +252,8 @@ export interface RawPipelineInfo {
   scheduler: string
   /** Threads of the pipeline's CPU pool. */
   threads: number
+  /** The LoRAs fused into the weights. */
+  loras: Array<RawLora>
 }
 
 /** After a denoising step. */

@@ -170,5 +170,12 @@ export const BAD_LOAD_OPTIONS: BadCase[] = [
   { options: { gemmBenchmark: true }, message: 'Unknown option "gemmBenchmark" in load options; did you mean "autotune"? (gemmBenchmark: true is autotune: { gemm: true })' },
   { options: { precision: "f16" }, message: 'Unknown option "precision" in load options; did you mean "revision"?' },
   { options: "cpu", message: 'Expected plain object for load options but received "cpu"' },
+  { options: { loras: "style.safetensors" }, message: 'Expected array of { path, weight } for loras but received "style.safetensors"' },
+  { options: { loras: [{ path: "" }] }, message: 'Expected non-empty string for loras[0].path but received ""' },
+  { options: { loras: [{ path: "a.safetensors", weight: 100 }] }, message: "Expected number between -16 and 16 for loras[0].weight but received 100" },
+  { options: { loras: [{ path: "a.safetensors", weight: Number.NaN }] }, message: "Expected number between -16 and 16 for loras[0].weight but received NaN" },
+  { options: { loras: ["a.safetensors"] }, message: 'Expected plain object for loras[0] but received "a.safetensors"' },
+  { options: { config: 3 }, message: "Expected non-empty string for config but received 3" },
+  { options: { vae: "" }, message: 'Expected non-empty string for vae but received ""' },
 ];
 

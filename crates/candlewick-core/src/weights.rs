@@ -40,6 +40,11 @@ pub fn find_weights(component_dir: &Path, stem: &str, dtype: DType) -> Result<Pa
 /// Memory-map a safetensors file and check its header; tensors are converted to `dtype` on
 /// `device` as a model reads them.
 pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_backend(Box::new(open_file(path)?), dtype, device.clone()))
+}
+
+/// Memory-map a safetensors file and check its header.
+pub fn open_file(path: &Path) -> Result<SafetensorsFile<memmap2::Mmap>> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::model(path, "file not found"),
         _ => Error::model(path, format!("cannot be read: {e}")),
@@ -47,8 +52,7 @@ pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'st
     // SAFETY: the file is mapped read-only; like every safetensors reader we assume that
     // nobody truncates it while the pipeline is loading.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::model(path, format!("cannot be mapped: {e}")))?;
-    let weights = SafetensorsFile::parse(path, map)?;
-    Ok(VarBuilder::from_backend(Box::new(weights), dtype, device.clone()))
+    SafetensorsFile::parse(path, map)
 }
 
 /// Run a model constructor, naming `path` on any error (missing tensor, wrong shape, ...).

@@ -124,3 +124,27 @@ fn bad_embeddings_are_clear_errors() {
     assert!(e.contains("holds 2 tensors (a, b)"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// LoRAs rebuild the text encoder from the tensors recorded at load; the embeddings' rows added
+/// after load survive that: the token still gives the image it gave before (the LoRA fixtures of
+/// scripts/fixture_single_file_lora.py).
+#[test]
+fn embeddings_survive_loras_being_set_and_removed() {
+    use candlewick_core::loaders::lora::LoraSpec;
+    let mut pipe = load_pipe(both()).unwrap();
+    let options = GenerateOptions {
+        prompt: vec!["a painting of a <cat-toy>".into()],
+        num_inference_steps: 2,
+        width: Some(32),
+        height: Some(32),
+        seed: Some(3),
+        ..Default::default()
+    };
+    let before = pipe.generate(&options, &Observer::new()).unwrap().images[0].data.clone();
+    let lora = fixtures().join("single-file/lora_kohya.safetensors");
+    pipe.set_loras(&[LoraSpec { path: lora, weight: 0.8 }]).unwrap();
+    let with_lora = pipe.generate(&options, &Observer::new()).unwrap().images[0].data.clone();
+    assert_ne!(with_lora, before, "the LoRA changed nothing");
+    pipe.set_loras(&[]).unwrap();
+    assert_eq!(pipe.generate(&options, &Observer::new()).unwrap().images[0].data, before);
+}

@@ -4,6 +4,7 @@
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
 use candlewick_core::loaders::textual_inversion::TextualInversionSource;
+use candlewick_core::loaders::lora::LoraSpec;
 use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
@@ -27,6 +28,12 @@ pub struct RawLoadOptions {
     pub threads: Option<u32>,
     /// Textual inversion embeddings (.safetensors paths, each with an optional token).
     pub textual_inversions: Option<Vec<RawTextualInversion>>,
+    /// A single-file checkpoint's configs and tokenizer: a diffusers folder.
+    pub config: Option<String>,
+    /// Another VAE: a diffusers VAE folder or a .safetensors file.
+    pub vae: Option<String>,
+    /// LoRAs fused at load.
+    pub loras: Option<Vec<RawLora>>,
 }
 
 /// One textual inversion embedding file and the token to give it (default: the file's own).
@@ -34,6 +41,25 @@ pub struct RawLoadOptions {
 pub struct RawTextualInversion {
     pub path: String,
     pub token: Option<String>,
+}
+
+/// One LoRA file and its weight.
+#[napi(object)]
+pub struct RawLora {
+    pub path: String,
+    pub weight: f64,
+}
+
+impl From<RawLora> for LoraSpec {
+    fn from(raw: RawLora) -> Self {
+        LoraSpec { path: raw.path.into(), weight: raw.weight }
+    }
+}
+
+impl From<&LoraSpec> for RawLora {
+    fn from(spec: &LoraSpec) -> Self {
+        RawLora { path: spec.path.display().to_string(), weight: spec.weight }
+    }
 }
 
 /// Which libraries' plans are chosen by timing them.
@@ -68,6 +94,9 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
                 .into_iter()
                 .map(|t| TextualInversionSource { path: t.path.into(), token: t.token })
                 .collect(),
+            config: raw.config.map(Into::into),
+            vae: raw.vae.map(Into::into),
+            loras: raw.loras.unwrap_or_default().into_iter().map(LoraSpec::from).collect(),
         })
     }
 }
@@ -204,6 +233,8 @@ pub struct RawPipelineInfo {
     pub scheduler: String,
     /// Threads of the pipeline's CPU pool.
     pub threads: u32,
+    /// The LoRAs fused into the weights.
+    pub loras: Vec<RawLora>,
 }
 
 /// Whether cuDNN's and cuBLASLt's plans are chosen by timing them.
@@ -233,6 +264,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             num_train_timesteps: info.num_train_timesteps as u32,
             scheduler: info.scheduler.clone(),
             threads: info.threads as u32,
+            loras: info.loras.iter().map(RawLora::from).collect(),
         }
     }
 }

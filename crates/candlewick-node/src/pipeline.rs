@@ -12,8 +12,8 @@ use napi_derive::napi;
 
 use crate::error::{catch_panic, into_js_error, CoreError, ErrorCode};
 use crate::events::RawGenerateEvent;
-use crate::load_task::{DisposeTask, LoadTask};
-use crate::options::{RawGenerateOptions, RawLoadOptions, RawPipelineInfo};
+use crate::load_task::{ConvertTask, DisposeTask, LoadTask, SetLorasTask};
+use crate::options::{RawGenerateOptions, RawLoadOptions, RawLora, RawPipelineInfo};
 
 /// `(err, event) => void`, called on the JS thread: progress events, then one result or one error
 /// (whose `code` is the core's). One queue, so progress never arrives after the result.
@@ -29,6 +29,25 @@ pub fn load_pipeline(env: Env, model_dir: String, options: Option<RawLoadOptions
             None => LoadOptions::default(),
         };
         Ok(AsyncTask::new(LoadTask { model_dir: PathBuf::from(model_dir), options }))
+    })
+}
+
+/// Write a single-file checkpoint (`.safetensors`, original layout) as a diffusers folder `out`
+/// (new or empty), configs and tokenizer from `config` (a diffusers folder). Resolves with what was
+/// written.
+#[napi(catch_unwind, ts_return_type = "Promise<RawConverted>")]
+pub fn convert_single_file(
+    env: Env,
+    checkpoint: String,
+    out: String,
+    config: Option<String>,
+) -> Result<AsyncTask<ConvertTask>> {
+    catch_panic(&env, || {
+        Ok(AsyncTask::new(ConvertTask {
+            checkpoint: checkpoint.into(),
+            out: out.into(),
+            config: config.map(Into::into),
+        }))
     })
 }
 
@@ -56,6 +75,15 @@ impl Pipeline {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn dispose(&self) -> AsyncTask<DisposeTask> {
         AsyncTask::new(DisposeTask { worker: self.worker.clone() })
+    }
+
+    /// Fuse `loras` in place of the LoRAs fused now (an empty list restores the base weights),
+    /// after the calls queued before. Resolves with the pipeline's new info; on error the
+    /// pipeline keeps its weights.
+    #[napi(ts_return_type = "Promise<RawPipelineInfo>")]
+    pub fn set_loras(&self, loras: Vec<RawLora>) -> AsyncTask<SetLorasTask> {
+        let loras = loras.into_iter().map(Into::into).collect();
+        AsyncTask::new(SetLorasTask { worker: self.worker.clone(), loras })
     }
 
     /// Queue a text-to-image call. Returns at once; `onEvent` reports progress and the outcome.

@@ -79,6 +79,14 @@ impl GraphedModel {
         state.failed.clone()
     }
 
+    /// Forget every captured graph and warmed shape (the model's weights were replaced: a graph
+    /// would read the old ones). The next run of each shape runs eagerly, the one after captures.
+    pub fn reset(&self) {
+        let mut state = self.state.borrow_mut();
+        state.graphs.clear();
+        state.warmed.clear();
+    }
+
     /// `forward(inputs)`, eagerly the first time a shape is seen, then through its graph.
     /// `forward` must depend on nothing but `inputs` and the model's weights.
     pub fn run(&self, inputs: &[&Tensor], forward: impl Fn(&[&Tensor]) -> Result<Tensor>) -> Result<Tensor> {

@@ -175,6 +175,16 @@ impl ClipTextTransformer {
         self.token_embedding.hidden_size()
     }
 
+    /// The token embedding table [rows, hidden] (textual inversion's rows at its end).
+    pub fn token_embedding_table(&self) -> &Tensor {
+        self.token_embedding.embeddings()
+    }
+
+    /// Rows of the token embedding table.
+    pub fn token_embedding_rows(&self) -> Result<usize> {
+        self.token_embedding.embeddings().dim(0)
+    }
+
     /// Textual inversion: `rows` [n, hidden] become the embeddings of ids `first..first + n`, the
     /// table cut or zero-extended to `first` rows before them (transformers'
     /// `resize_token_embeddings(len(tokenizer) + n)` then the rows set, as diffusers does).

@@ -52,6 +52,12 @@ impl Denoiser {
         Self { graphs: GraphedModel::unet(cuda_graphs) }
     }
 
+    /// Drop the captured graphs: the UNet's weights changed (LoRA), and a graph reads the
+    /// memory of the weights it was captured with.
+    pub fn reset_graphs(&self) {
+        self.graphs.reset();
+    }
+
     /// Why graph capture failed, once, as a warning.
     pub fn take_graph_failure(&self) -> Option<String> {
         self.graphs.take_failure()

@@ -16,12 +16,13 @@ mod txt2img;
 pub mod weighted_embeddings;
 mod worker;
 
+pub use components::Parts;
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
-pub use preview::latents_to_rgb;
 pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
     ResolvedSettings, RgbImage, Task,
 };
+pub use preview::latents_to_rgb;
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

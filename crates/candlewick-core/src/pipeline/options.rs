@@ -1,8 +1,11 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
+use std::path::PathBuf;
+
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
 use crate::loaders::textual_inversion::TextualInversionSource;
+use crate::loaders::lora::LoraSpec;
 
 /// How to load a model folder.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +23,15 @@ pub struct LoadOptions {
     /// Textual inversion embeddings to add to the tokenizer and text encoder (diffusers'
     /// `load_textual_inversion`), in order.
     pub textual_inversions: Vec<TextualInversionSource>,
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer it takes
+    /// (diffusers' `from_single_file(config=...)`); a folder with only `tokenizer/` takes
+    /// diffusers' built-in SD1.x defaults for the rest.
+    pub config: Option<PathBuf>,
+    /// Another VAE instead of the model's: a diffusers VAE folder, or a `.safetensors` file in
+    /// diffusers' names or the original layout (A1111's VAE files).
+    pub vae: Option<PathBuf>,
+    /// LoRAs fused into the UNet and the text encoder at load.
+    pub loras: Vec<LoraSpec>,
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).

@@ -21,6 +21,12 @@ impl PromptEncoder {
         Self { graphs: GraphedModel::text_encoder(cuda_graphs) }
     }
 
+    /// Drop the captured graphs: the text encoder's weights changed (LoRA), and a graph reads the
+    /// memory of the weights it was captured with.
+    pub fn reset_graphs(&self) {
+        self.graphs.reset();
+    }
+
     /// Why graph capture failed, once, as a warning.
     pub fn take_graph_failure(&self) -> Option<String> {
         self.graphs.take_failure()

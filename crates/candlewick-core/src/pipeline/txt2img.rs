@@ -20,6 +20,7 @@ use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
+use crate::loaders::lora::LoraSpec;
 use crate::models::vae::AutoencoderKL;
 use crate::models::vae_tiling::{VaeTiling, MAX_DECODE_ELEMENTS};
 use crate::profile;
@@ -56,6 +57,8 @@ pub struct PipelineInfo {
     pub scheduler: String,
     /// Threads of the pipeline's pool for CPU tensor work (set by the worker that runs it).
     pub threads: usize,
+    /// The LoRAs fused into the weights (load option `loras`, then [`StableDiffusionPipeline::set_loras`]).
+    pub loras: Vec<LoraSpec>,
 }
 
 /// diffusers' `StableDiffusionPipeline`: the components, composed as text to image.
@@ -69,20 +72,25 @@ pub struct StableDiffusionPipeline {
 impl StableDiffusionPipeline {
     /// Load a Stable Diffusion model folder in diffusers' layout.
     pub fn load(model_dir: &Path, options: &LoadOptions) -> Result<Self> {
-        let (folder, index) = ModelFolder::open(model_dir)?;
-        if !SUPPORTED_CLASSES.contains(&index.class_name.as_str()) {
-            return Err(Error::model(
-                model_dir.join("model_index.json"),
-                format!("_class_name is {:?}; candlewick loads {SUPPORTED_CLASSES:?}", index.class_name),
-            ));
-        }
-        let components = Components::load(&folder, &index, options)?;
+        let mut components = if model_dir.is_file() {
+            Components::load_single_file(model_dir, options)?
+        } else {
+            let (folder, index) = ModelFolder::open(model_dir)?;
+            if !SUPPORTED_CLASSES.contains(&index.class_name.as_str()) {
+                return Err(Error::model(
+                    model_dir.join("model_index.json"),
+                    format!("_class_name is {:?}; candlewick loads {SUPPORTED_CLASSES:?}", index.class_name),
+                ));
+            }
+            Components::load(&folder, &index, options)?
+        };
+        components.set_loras(&options.loras)?;
         let dtype = components.target.dtype;
         let (unet_config, vae_config) = (&components.unet.config, &components.vae.config);
         let vae_scale_factor = vae_config.scale_factor();
         let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
             Error::model(
-                folder.config_path("unet"),
+                &components.unet.source.path,
                 format!(
                     "sample_size {} times the VAE's scale factor {vae_scale_factor} overflows",
                     unet_config.sample_size
@@ -103,6 +111,7 @@ impl StableDiffusionPipeline {
             num_train_timesteps: components.scheduler.num_train_timesteps(),
             scheduler: components.scheduler.kind().class_name().into(),
             threads: rayon::current_num_threads(),
+            loras: components.loras.clone(),
         };
         Ok(Self {
             prompt_encoder: PromptEncoder::new(info.cuda.cuda_graphs),
@@ -114,6 +123,19 @@ impl StableDiffusionPipeline {
 
     pub fn info(&self) -> &PipelineInfo {
         &self.info
+    }
+
+    /// Fuse `loras` in place of the LoRAs fused now (diffusers' `unfuse_lora` + `set_adapters` +
+    /// `fuse_lora`; an empty list restores the base weights). The UNet's and text encoder's CUDA
+    /// graphs read the old weights' memory: they are dropped and captured again on later calls.
+    /// On error the pipeline keeps its weights and stays usable.
+    pub fn set_loras(&mut self, loras: &[LoraSpec]) -> Result<()> {
+        let result = self.components.set_loras(loras);
+        self.denoiser.reset_graphs();
+        self.prompt_encoder.reset_graphs();
+        result?;
+        self.info.loras = self.components.loras.clone();
+        Ok(())
     }
 
     /// Generate images from text.

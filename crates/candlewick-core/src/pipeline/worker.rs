@@ -14,13 +14,13 @@ use super::options::{GenerateOptions, GenerateOutput, LoadOptions};
 use super::txt2img::{PipelineInfo, StableDiffusionPipeline};
 use super::Observer;
 use crate::error::{Error, Result};
+use crate::loaders::lora::LoraSpec;
 
 type Done = Box<dyn FnOnce(Result<GenerateOutput>) + Send>;
 
-struct Job {
-    options: GenerateOptions,
-    observer: Observer,
-    done: Done,
+enum Job {
+    Generate { options: GenerateOptions, observer: Observer, done: Done },
+    SetLoras { loras: Vec<LoraSpec>, done: Box<dyn FnOnce(Result<PipelineInfo>) + Send> },
 }
 
 /// A loaded pipeline living on its own thread. Dropping it (or [`PipelineWorker::close`]) lets
@@ -46,7 +46,7 @@ impl PipelineWorker {
                 pool.install(move || {
                     let loaded = guarded(|| StableDiffusionPipeline::load(&model_dir, &options));
                     crate::profile::print_startup("load");
-                    let pipeline = match loaded {
+                    let mut pipeline = match loaded {
                         Ok(p) => p,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -55,9 +55,20 @@ impl PipelineWorker {
                     };
                     let _ = ready_tx.send(Ok(pipeline.info().clone()));
                     for job in queue {
-                        let result = guarded(|| pipeline.generate(&job.options, &job.observer));
-                        // A panicking `done` must not end the thread that later jobs need.
-                        let _ = catch_unwind(AssertUnwindSafe(move || (job.done)(result)));
+                        match job {
+                            Job::Generate { options, observer, done } => {
+                                let result = guarded(|| pipeline.generate(&options, &observer));
+                                // A panicking `done` must not end the thread that later jobs need.
+                                let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+                            }
+                            Job::SetLoras { loras, done } => {
+                                let result = guarded(|| {
+                                    pipeline.set_loras(&loras)?;
+                                    Ok(pipeline.info().clone())
+                                });
+                                let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+                            }
+                        }
                         return_freed_memory();
                     }
                 })
@@ -78,7 +89,16 @@ impl PipelineWorker {
         observer: Observer,
         done: impl FnOnce(Result<GenerateOutput>) + Send + 'static,
     ) {
-        let job = Job { options, observer, done: Box::new(done) };
+        self.send(Job::Generate { options, observer, done: Box::new(done) });
+    }
+
+    /// Queue a change of the fused LoRAs (after the calls queued before it); `done` runs on the
+    /// pipeline thread with the pipeline's new info.
+    pub fn set_loras(&self, loras: Vec<LoraSpec>, done: impl FnOnce(Result<PipelineInfo>) + Send + 'static) {
+        self.send(Job::SetLoras { loras, done: Box::new(done) });
+    }
+
+    fn send(&self, job: Job) {
         let sent = match self.jobs.lock() {
             Ok(jobs) => match jobs.as_ref() {
                 Some(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| (job, "the pipeline thread has stopped")),
@@ -88,7 +108,10 @@ impl PipelineWorker {
         };
         if let Err((job, why)) = sent {
             let error = if why.is_empty() { Error::Disposed } else { Error::Internal(why.into()) };
-            (job.done)(Err(error));
+            match job {
+                Job::Generate { done, .. } => done(Err(error)),
+                Job::SetLoras { done, .. } => done(Err(error)),
+            }
         }
     }
 

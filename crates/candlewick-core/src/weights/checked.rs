@@ -50,6 +50,21 @@ impl<B: AsRef<[u8]>> SafetensorsFile<B> {
         &self.path
     }
 
+    /// A tensor's stored shape, if the file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.metadata.info(name).map(|info| info.shape.as_slice())
+    }
+
+    /// A tensor's stored dtype, if the file has it and it is a float dtype.
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.metadata.info(name).and_then(|info| float_dtype(name, info).ok())
+    }
+
+    /// A `__metadata__` entry of the header (free text the writer chose).
+    pub fn user_metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.metadata().as_ref()?.get(key).map(String::as_str)
+    }
+
     /// Tensor names, in file order.
     pub fn names(&self) -> Vec<String> {
         self.metadata.offset_keys()

@@ -1,0 +1,410 @@
+//! diffusers' `from_single_file`: a `.safetensors` checkpoint in the original Stable Diffusion
+//! (LDM) layout — `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE),
+//! `cond_stage_model.transformer.*` (CLIP, SD1.x) or `cond_stage_model.model.*` (OpenCLIP,
+//! SD2.x) — read in place: each diffusers model asks for its tensors by its own names and a key
+//! map ([`super::single_file_keys`]) finds them in the file. Nothing is copied or written.
+//!
+//! The architecture is inferred from the tensors as diffusers' `infer_diffusers_model_type` does;
+//! the configs are diffusers' defaults for that type (built in for SD1.x), or a diffusers
+//! folder's (`config`, diffusers' argument of the same name), which must also give the
+//! tokenizer: a checkpoint carries none.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::Init;
+use memmap2::Mmap;
+
+use super::single_file_configs::{SD1_SCHEDULER, SD1_TEXT_ENCODER, SD1_UNET, SD1_VAE};
+use super::single_file_keys::{self as keys, Source, UnetLayout};
+use super::WeightsSource;
+use crate::config::{parse_json, read_json, ModelFolder, ModelIndex};
+use crate::error::{Error, Result};
+use crate::models::clip::ClipTextConfig;
+use crate::models::unet_2d_condition::UNet2DConditionConfig;
+use crate::models::vae::AutoencoderKLConfig;
+use crate::pipeline::Parts;
+use crate::weights::{self, SafetensorsFile};
+
+/// diffusers' `CHECKPOINT_KEY_NAMES` that `infer_diffusers_model_type` reads.
+const UNET_PREFIX: &str = "model.diffusion_model.";
+const VAE_PREFIX: &str = "first_stage_model.";
+const KEY_CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
+const KEY_V2: &str = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
+const KEY_XL_BASE: &str = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias";
+const KEY_XL_REFINER: &str = "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias";
+
+/// File endings of pickled PyTorch checkpoints.
+const PICKLE_EXTENSIONS: &[&str] = &["ckpt", "pt", "pth", "bin", "pkl", "pickle"];
+
+/// The checkpoint's architecture, by diffusers' `infer_diffusers_model_type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    /// "v1": SD1.x (the default when nothing else matches, as in diffusers).
+    V1,
+    /// "inpainting": SD1.x with a 9-channel UNet input.
+    Inpainting,
+    /// "v2": SD2.x (OpenCLIP text encoder, 1024-wide cross-attention).
+    V2,
+    /// "inpainting_v2".
+    InpaintingV2,
+}
+
+impl ModelType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::Inpainting => "inpainting",
+            Self::V2 => "v2",
+            Self::InpaintingV2 => "inpainting_v2",
+        }
+    }
+
+    pub fn is_v2(self) -> bool {
+        matches!(self, Self::V2 | Self::InpaintingV2)
+    }
+
+    /// The pipeline class diffusers would build.
+    pub fn pipeline_class(self) -> &'static str {
+        match self {
+            Self::V1 | Self::V2 => "StableDiffusionPipeline",
+            Self::Inpainting | Self::InpaintingV2 => "StableDiffusionInpaintPipeline",
+        }
+    }
+
+    /// The repository whose configs diffusers takes for this type.
+    pub fn default_repo(self) -> &'static str {
+        match self {
+            Self::V1 => "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            Self::Inpainting => "stable-diffusion-v1-5/stable-diffusion-inpainting",
+            Self::V2 => "stabilityai/stable-diffusion-2-1",
+            Self::InpaintingV2 => "stabilityai/stable-diffusion-2-inpainting",
+        }
+    }
+}
+
+/// Refuse a pickled checkpoint, saying why and how to convert it.
+pub fn refuse_pickle(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    if !PICKLE_EXTENSIONS.contains(&ext.as_str()) {
+        return Ok(());
+    }
+    Err(Error::model(
+        path,
+        format!(
+            "is a pickled PyTorch checkpoint (.{ext}); candlewick does not load pickle files because unpickling can run \
+             arbitrary code hidden in the file. Convert it once to .safetensors in a Python you trust, e.g. \
+             python -c \"import torch, safetensors.torch as st; sd = torch.load('model.{ext}', map_location='cpu', \
+             weights_only=True); sd = sd.get('state_dict', sd); st.save_file({{k: v.contiguous() for k, v in sd.items() \
+             if isinstance(v, torch.Tensor)}}, 'model.safetensors')\" (weights_only=True refuses code), or download the \
+             model's .safetensors version"
+        ),
+    ))
+}
+
+/// A single-file checkpoint, open and its architecture inferred.
+#[derive(Clone)]
+pub struct SingleFile {
+    pub path: PathBuf,
+    pub file: Arc<SafetensorsFile<Mmap>>,
+    pub model_type: ModelType,
+}
+
+impl SingleFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        refuse_pickle(path)?;
+        let file = Arc::new(weights::open_file(path)?);
+        let model_type = infer_model_type(path, &file)?;
+        Ok(Self { path: path.to_path_buf(), file, model_type })
+    }
+
+    /// The UNet's weights: `model.diffusion_model.*` through the LDM block numbering of `config`.
+    pub fn unet(&self, config: &UNet2DConditionConfig) -> Result<WeightsSource> {
+        let n = config.down_block_types.len();
+        let layers = config
+            .layers_per_block
+            .per_block(n, "layers_per_block")
+            .map_err(|e| Error::model(&self.path, format!("unet config: {e}")))?;
+        let layout = UnetLayout::new(&layers, &config.up_block_types);
+        let map = move |name: &str| {
+            keys::unet_key(name, &layout).map(|k| vec![Source { key: format!("{UNET_PREFIX}{k}"), rows: None }])
+        };
+        Ok(self.mapped(map))
+    }
+
+    /// The VAE's weights under `first_stage_model.` (`num_blocks`: its `block_out_channels` length).
+    pub fn vae(&self, num_blocks: usize) -> WeightsSource {
+        self.mapped(move |name: &str| {
+            keys::vae_key(name, num_blocks).map(|k| vec![Source { key: format!("{VAE_PREFIX}{k}"), rows: None }])
+        })
+    }
+
+    /// The text encoder's weights: CLIP (SD1.x) or OpenCLIP (SD2.x, `hidden` wide).
+    pub fn text_encoder(&self, hidden: usize) -> WeightsSource {
+        if self.model_type.is_v2() {
+            self.mapped(move |name: &str| keys::open_clip_key(name, hidden).map(|s| vec![s]))
+        } else {
+            self.mapped(|name: &str| Some(keys::clip_keys(name)))
+        }
+    }
+
+    fn mapped(&self, map: impl Fn(&str) -> Option<Vec<Source>> + Send + Sync + 'static) -> WeightsSource {
+        let map: Arc<KeyMap> = Arc::new(map);
+        let file = self.file.clone();
+        WeightsSource::mapped(&self.path, move || Ok(Box::new(Mapped { file: file.clone(), map: map.clone() }) as _))
+    }
+}
+
+/// A VAE file given on its own (the `vae` load option): diffusers names, or the LDM layout with or
+/// without `first_stage_model.` (A1111's `vae-ft-mse-840000-ema-pruned.safetensors` has none).
+pub fn vae_file(path: &Path, num_blocks: usize) -> Result<WeightsSource> {
+    refuse_pickle(path)?;
+    let file = Arc::new(weights::open_file(path)?);
+    let prefix = if file.shape("encoder.down_blocks.0.resnets.0.conv1.weight").is_some() {
+        return Ok(WeightsSource::file(path));
+    } else if file.shape("encoder.down.0.block.0.conv1.weight").is_some() {
+        ""
+    } else if file.shape("first_stage_model.encoder.down.0.block.0.conv1.weight").is_some() {
+        VAE_PREFIX
+    } else {
+        return Err(Error::model(
+            path,
+            "is not a VAE: it has neither encoder.down_blocks.0.resnets.0.conv1.weight (diffusers) nor \
+             encoder.down.0.block.0.conv1.weight (the original layout, with or without first_stage_model.)",
+        ));
+    };
+    let map: Arc<KeyMap> = Arc::new(move |name: &str| {
+        keys::vae_key(name, num_blocks).map(|k| vec![Source { key: format!("{prefix}{k}"), rows: None }])
+    });
+    Ok(WeightsSource::mapped(path, move || Ok(Box::new(Mapped { file: file.clone(), map: map.clone() }) as _)))
+}
+
+/// diffusers' `infer_diffusers_model_type`, for the types candlewick loads; the SDXL ones and
+/// files that are not Stable Diffusion checkpoints are refused by name.
+fn infer_model_type(path: &Path, file: &SafetensorsFile<Mmap>) -> Result<ModelType> {
+    let Some(conv_in) = file.shape(KEY_CONV_IN) else {
+        let hint = if file.shape("conv_in.weight").is_some() || file.shape("unet.conv_in.weight").is_some() {
+            "; it looks like a diffusers component file: load its diffusers folder instead"
+        } else if file.names().iter().any(|n| n.starts_with("lora_") || n.contains(".lora_")) {
+            "; it looks like a LoRA: pass it in `loras`"
+        } else {
+            ""
+        };
+        return Err(Error::model(
+            path,
+            format!("is not a Stable Diffusion checkpoint in the original layout: it has no {KEY_CONV_IN}{hint}"),
+        ));
+    };
+    if file.shape(KEY_XL_BASE).is_some() || file.shape(KEY_XL_REFINER).is_some() {
+        return Err(Error::model(path, "is an SDXL checkpoint; candlewick loads SD1.x and SD2.x single files"));
+    }
+    let v2 = file.shape(KEY_V2).and_then(|s| s.last().copied()) == Some(1024);
+    Ok(match (conv_in.get(1).copied() == Some(9), v2) {
+        (true, true) => ModelType::InpaintingV2,
+        (true, false) => ModelType::Inpainting,
+        (false, true) => ModelType::V2,
+        (false, false) => ModelType::V1,
+    })
+}
+
+type KeyMap = dyn Fn(&str) -> Option<Vec<Source>> + Send + Sync;
+
+/// A candle backend that reads a diffusers model's tensors from a file through a key map.
+struct Mapped {
+    file: Arc<SafetensorsFile<Mmap>>,
+    map: Arc<KeyMap>,
+}
+
+impl Mapped {
+    /// The first of the name's sources that the file has.
+    fn find(&self, name: &str) -> candle_core::Result<Source> {
+        let sources = (self.map)(name).unwrap_or_default();
+        sources.iter().find(|s| self.file.shape(&s.key).is_some()).cloned().ok_or_else(|| {
+            let tried: Vec<&str> = sources.iter().map(|s| s.key.as_str()).collect();
+            let path = if tried.is_empty() { name.to_string() } else { format!("{name} (as {})", tried.join(" or ")) };
+            candle_core::Error::CannotFindTensor { path }
+        })
+    }
+
+    fn read(&self, name: &str, shape: Option<&Shape>, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let source = self.find(name)?;
+        let stored = self.file.shape(&source.key).unwrap_or_default().to_vec();
+        let mut t = match source.rows {
+            None if shape.is_some_and(|s| s.dims() == stored.as_slice()) => {
+                return self.file.tensor(&source.key, shape, dtype, dev);
+            }
+            None => self.file.tensor(&source.key, None, dtype, dev)?,
+            Some((start, len)) => {
+                let t = self.file.tensor(&source.key, None, dtype, dev)?;
+                if t.dim(0)? < start + len {
+                    candle_core::bail!(
+                        "{}: has {} rows, fewer than {} needed for {name}",
+                        source.key,
+                        t.dim(0)?,
+                        start + len
+                    );
+                }
+                t.narrow(0, start, len)?.contiguous()?
+            }
+        };
+        if let Some(shape) = shape {
+            // The VAE's attention projections are 1x1 convolutions [c, c, 1, 1] in the original
+            // layout and linear layers [c, c] in diffusers': drop trailing unit dimensions.
+            let trimmed: Vec<usize> = {
+                let mut d = t.dims().to_vec();
+                while d.len() > shape.rank() && d.last() == Some(&1) {
+                    d.pop();
+                }
+                d
+            };
+            if trimmed.as_slice() != shape.dims() {
+                return Err(candle_core::Error::UnexpectedShape {
+                    msg: format!("shape mismatch for {name} (stored as {})", source.key),
+                    expected: shape.clone(),
+                    got: t.shape().clone(),
+                });
+            }
+            t = t.reshape(shape)?;
+        }
+        Ok(t)
+    }
+}
+
+impl SimpleBackend for Mapped {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, Some(&s), dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, None, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+}
+
+/// The `vae` load option: a diffusers VAE folder (config.json and weights) or a VAE `.safetensors`
+/// file of the model's VAE architecture (`config`), in diffusers' names or the original layout.
+pub fn vae_option(
+    path: &Path,
+    config: AutoencoderKLConfig,
+    dtype: DType,
+) -> Result<(AutoencoderKLConfig, WeightsSource)> {
+    if path.is_dir() {
+        let config = read_json(&path.join("config.json"))?;
+        return Ok((config, WeightsSource::file(&weights::find_weights(path, "diffusion_pytorch_model", dtype)?)));
+    }
+    if !path.exists() {
+        return Err(Error::model(path, "file not found (the `vae` option names a VAE folder or .safetensors file)"));
+    }
+    let blocks = config.block_out_channels.len();
+    Ok((config, vae_file(path, blocks)?))
+}
+
+/// The parts of a single-file checkpoint: configs and tokenizer from `config` (a diffusers folder,
+/// diffusers' `from_single_file(config=...)`) or, for SD1.x, diffusers' defaults built in.
+pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
+    let Some(dir) = config else {
+        return Err(Error::model(
+            &sf.path,
+            format!(
+                "is a single-file checkpoint ({} layout), which holds no tokenizer: pass the `config` option a diffusers \
+                 folder of the same family with its tokenizer (e.g. {} from the Hugging Face Hub, or any folder with \
+                 tokenizer/vocab.json and tokenizer/merges.txt); its configs are used when present, else diffusers' \
+                 defaults for {}",
+                sf.model_type.name(),
+                sf.model_type.default_repo(),
+                sf.model_type.name()
+            ),
+        ));
+    };
+    let values = ConfigValues::read(sf, dir)?;
+    let folder = ModelFolder { root: dir.to_path_buf() };
+    let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), values.unet)?;
+    let stored_in = sf.file.shape(KEY_CONV_IN).and_then(|s| s.get(1).copied());
+    if stored_in.is_some_and(|c| c != unet_config.in_channels) {
+        return Err(Error::model(
+            folder.config_path("unet"),
+            format!(
+                "has in_channels {} but the checkpoint's UNet takes {} ({}): pass `config` a folder of the same \
+                 kind (e.g. {}), or one with only tokenizer/ for diffusers' defaults",
+                unet_config.in_channels,
+                stored_in.unwrap_or_default(),
+                sf.model_type.name(),
+                sf.model_type.default_repo()
+            ),
+        ));
+    }
+    let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
+    let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), values.text_encoder)?;
+    Ok(Parts {
+        tokenizer_dir: folder.component("tokenizer"),
+        text_weights: sf.text_encoder(text_config.hidden_size),
+        text_config,
+        unet_weights: sf.unet(&unet_config)?,
+        unet_config,
+        vae_weights: sf.vae(vae_config.block_out_channels.len()),
+        vae_config,
+        scheduler_config: values.scheduler,
+        scheduler_path: folder.config_path("scheduler"),
+    })
+}
+
+/// A single file's configs as JSON: the `config` folder's where it has them, else built in.
+pub struct ConfigValues {
+    pub unet: serde_json::Value,
+    pub vae: serde_json::Value,
+    pub text_encoder: serde_json::Value,
+    /// With the class to build as `_class_name`.
+    pub scheduler: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigValues {
+    pub fn read(sf: &SingleFile, dir: &Path) -> Result<Self> {
+        let folder = ModelFolder { root: dir.to_path_buf() };
+        if !dir.join("tokenizer").join("vocab.json").is_file() {
+            return Err(Error::model(
+                dir.join("tokenizer"),
+                "has no vocab.json: the `config` folder must hold the tokenizer",
+            ));
+        }
+        let has_unet = folder.config_path("unet").is_file();
+        if !has_unet && sf.model_type.is_v2() {
+            return Err(Error::model(
+                &sf.path,
+                format!(
+                    "is an SD2.x checkpoint, whose configs are not built in: pass `config` a copy of {} with its configs",
+                    sf.model_type.default_repo()
+                ),
+            ));
+        }
+        let json = |component: &str, built_in_text: &str| -> Result<serde_json::Value> {
+            let path = folder.config_path(component);
+            if path.is_file() {
+                read_json(&path)
+            } else {
+                parse_json(&path, built_in_text)
+            }
+        };
+        let mut unet = json("unet", SD1_UNET)?;
+        if !has_unet {
+            unet["in_channels"] = if sf.model_type == ModelType::Inpainting { 9 } else { 4 }.into();
+        }
+        let scheduler_path = folder.config_path("scheduler");
+        let mut scheduler: serde_json::Map<String, serde_json::Value> =
+            from_value(&scheduler_path, json("scheduler", SD1_SCHEDULER)?)?;
+        let index_path = dir.join("model_index.json");
+        let index: Option<ModelIndex> = index_path.is_file().then(|| read_json(&index_path)).transpose()?;
+        if let Some(class) = index.as_ref().and_then(|i| i.component_class("scheduler")) {
+            scheduler.insert("_class_name".into(), class.into());
+        }
+        Ok(Self { unet, vae: json("vae", SD1_VAE)?, text_encoder: json("text_encoder", SD1_TEXT_ENCODER)?, scheduler })
+    }
+}
+
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {
+    parse_json(path, &value.to_string())
+}

@@ -1,0 +1,108 @@
+// Single-file checkpoints and LoRA through the public API and the CLI. Fixtures and goldens:
+// scripts/fixture_single_file_lora.py (test/fixtures/single-file/, goldens/lora_pipeline.*,
+// goldens/single_file_pipeline.*, made with diffusers' from_single_file and load_lora_weights +
+// fuse_lora); the Rust test crates/candlewick-core/tests/single_file_lora.rs checks them step by step.
+
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import test from "ava";
+
+import { CandlewickError, convertSingleFile, StableDiffusionPipeline } from "../src/index.js";
+import { cli } from "./helpers/cli.js";
+import { GOLDENS, readJson, ROOT, TINY_SD } from "./helpers/fixtures.js";
+import { readSafetensors } from "./helpers/safetensors.js";
+
+const DIR = join(ROOT, "test/fixtures/single-file");
+const CHECKPOINT = join(DIR, "tiny-sd.safetensors");
+const KOHYA = join(DIR, "lora_kohya.safetensors");
+const PEFT = join(DIR, "lora_peft.safetensors");
+const LORAS = [{ path: KOHYA, weight: 0.8 }, { path: PEFT, weight: 0.5 }];
+
+/** The golden's call: its prompt and fixed latents. */
+function goldenCall(name: string) {
+  const json = readJson<{ prompt: string; negative_prompt: string; steps: number; guidance_scale: number; width: number; height: number }>(join(GOLDENS, `${name}.json`));
+  const tensors = readSafetensors(join(GOLDENS, `${name}.safetensors`));
+  const initial = tensors.get("initial_latents")!;
+  const image = tensors.get("image_u8")!;
+  return {
+    options: {
+      prompt: json.prompt, negativePrompt: json.negative_prompt, numInferenceSteps: json.steps, guidanceScale: json.guidance_scale,
+      width: json.width, height: json.height, latents: { data: initial.data as Float32Array, shape: initial.shape as [number, number, number, number] },
+    },
+    pixels: image.data as Uint8Array,
+  };
+}
+
+function maxDiff(a: Uint8Array, b: Uint8Array): number {
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max;
+}
+
+test("a single-file checkpoint loads with a config folder and makes diffusers' from_single_file image", async (t) => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(CHECKPOINT, { device: "cpu", dtype: "f32", config: TINY_SD });
+  const { options, pixels } = goldenCall("single_file_pipeline");
+  const [image] = await pipe.generate(options);
+  t.true(maxDiff(image!.data, pixels) <= 1);
+  await pipe.dispose();
+});
+
+test("LoRAs fuse at load as diffusers' fuse_lora, are replaced by setLoras and removed by setLoras([])", async (t) => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f32", loras: LORAS });
+  t.deepEqual(pipe.info.loras, LORAS);
+  const { options, pixels } = goldenCall("lora_pipeline");
+  const [fused] = await pipe.generate(options);
+  t.true(maxDiff(fused!.data, pixels) <= 1);
+
+  await pipe.setLoras([]);
+  t.deepEqual(pipe.info.loras, []);
+  const [plain] = await pipe.generate(options);
+  t.true(maxDiff(plain!.data, pixels) > 1, "without the LoRAs the image must differ");
+
+  const error = await t.throwsAsync(pipe.setLoras([{ path: join(DIR, "lora_bad_key.safetensors") }]), { instanceOf: CandlewickError });
+  t.is(error!.code, "ERR_CANDLEWICK_MODEL");
+  t.regex(error!.message, /lora_bad_key\.safetensors: key lora_unet_down_blocks_5_attentions_0_proj_in\.\S+: the unet has no layer it maps to/);
+  const bad = await t.throwsAsync(pipe.setLoras([{ path: KOHYA, weight: 99 }]), { instanceOf: CandlewickError });
+  t.is(bad!.code, "ERR_CANDLEWICK_INVALID_OPTION");
+  await pipe.setLoras(LORAS);
+  const [again] = await pipe.generate(options);
+  t.deepEqual(again!.data, fused!.data);
+  await pipe.dispose();
+});
+
+test("pickled checkpoints are refused with the reason and a way to convert them", async (t) => {
+  const error = await t.throwsAsync(StableDiffusionPipeline.fromPretrained(join(DIR, "tiny-sd.ckpt"), { device: "cpu" }), { instanceOf: CandlewickError });
+  t.is(error!.code, "ERR_CANDLEWICK_MODEL");
+  t.regex(error!.message, /tiny-sd\.ckpt: is a pickled PyTorch checkpoint .* arbitrary code .* \.safetensors/);
+});
+
+test("convertSingleFile writes a diffusers folder that loads", async (t) => {
+  const out = join(mkdtempSync(join(tmpdir(), "candlewick-convert-")), "tiny");
+  const result = await convertSingleFile(CHECKPOINT, out, { config: TINY_SD });
+  t.is(result.modelType, "v1");
+  t.true(existsSync(join(out, "unet/diffusion_pytorch_model.safetensors")));
+  const pipe = await StableDiffusionPipeline.fromPretrained(out, { device: "cpu" });
+  const { options, pixels } = goldenCall("single_file_pipeline");
+  const [image] = await pipe.generate(options);
+  t.true(maxDiff(image!.data, pixels) <= 1);
+  await pipe.dispose();
+  rmSync(out, { recursive: true });
+});
+
+test("the CLI generates from a single-file checkpoint with a kohya LoRA, and converts", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "candlewick-cli-sf-"));
+  const png = join(dir, "out.png");
+  const run = await cli("generate", "a red apple", "--model", CHECKPOINT, "--config", TINY_SD, "--lora", `${KOHYA}:0.8`,
+    "--device", "cpu", "--steps", "2", "--width", "64", "--height", "64", "--out", png, "--quiet");
+  t.is(run.code, 0, run.stderr);
+  t.true(existsSync(png));
+  const converted = await cli("convert", CHECKPOINT, join(dir, "folder"), "--config", TINY_SD);
+  t.is(converted.code, 0, converted.stderr);
+  t.regex(converted.stderr, /Wrote .*folder \(v1, \d+ files\)/);
+  const refused = await cli("convert", join(DIR, "tiny-sd.ckpt"), join(dir, "x"), "--config", TINY_SD);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /arbitrary code/);
+  rmSync(dir, { recursive: true });
+});
