@@ -111,6 +111,17 @@ SD15_VAE = dict(
 )
 
 
+# SD 2.1's (stabilityai/stable-diffusion-2-1: 768x768, v-prediction) where they differ from SD1.5's: the
+# OpenCLIP ViT-H text encoder as diffusers loads it (23 of its 24 layers: the penultimate rule), linear
+# projections, 64-wide heads, upcast attention; for bench/gpu/reference.py FAMILY=sd2.
+SD21_TEXT = dict(SD15_TEXT, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                 hidden_act="gelu", projection_dim=512)
+SD21_UNET = dict(SD15_UNET, attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
+                 upcast_attention=True, sample_size=96)
+SD21_VAE = dict(SD15_VAE, sample_size=768)
+SD21_SCHEDULER = dict(SD15_SCHEDULER, prediction_type="v_prediction")
+
+
 @torch.no_grad()
 def perturb(module, generator, scale=0.1):
     """Moves every parameter off its initial value: ones-like tensors (norm weights) become 1 + scale*N(0,1),
@@ -125,7 +136,7 @@ def perturb(module, generator, scale=0.1):
             p.add_(scale * p.std() * noise)
 
 
-def build(text_cfg, unet_cfg, vae_cfg, seed):
+def build(text_cfg, unet_cfg, vae_cfg, seed, scheduler_cfg=SD15_SCHEDULER):
     """Builds (text_encoder, unet, vae, scheduler) with seeded init and perturbed weights, eval mode, f32."""
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
@@ -138,7 +149,7 @@ def build(text_cfg, unet_cfg, vae_cfg, seed):
         perturb(m, g)
         m.eval()
         m.to(torch.float32)
-    scheduler = DDIMScheduler(**SD15_SCHEDULER)
+    scheduler = DDIMScheduler(**scheduler_cfg)
     return text_encoder, unet, vae, scheduler
 
 

@@ -2,6 +2,9 @@
 
     python3 bench/gpu/reference.py OUTDIR        (PARITY_STEPS=20 by default; MODEL_ONLY=1: step 1 alone)
 
+FAMILY=sd2 makes SD 2.1's shapes instead (768x768, v-prediction DDIM, OpenCLIP ViT-H text encoder,
+linear projections, 64-wide heads, upcast attention: scripts/fixture_models.py's SD21_*).
+
 1. Makes SD1.5-shaped random weights in diffusers' folder layout in OUTDIR (f32 files and the
    fp16 variant; the real CLIP tokenizer files from test/fixtures/tiny-sd/tokenizer), with the
    configs and weight perturbation of scripts/fixture_models.py.
@@ -28,7 +31,8 @@ import fixture_models  # noqa: E402
 PROMPT = "a photo of an astronaut riding a horse on mars"
 NEGATIVE = "blurry"
 STEPS = int(os.environ.get("PARITY_STEPS", 20))
-SIZE, GUIDANCE, SEED = 512, 7.5, 0
+FAMILY = os.environ.get("FAMILY", "sd15")
+SIZE, GUIDANCE, SEED = (768 if FAMILY == "sd2" else 512), 7.5, 0
 
 
 def add_text_model_prefix(folder):
@@ -45,8 +49,10 @@ def make_model(out_dir):
     tok_dir = os.path.join(out_dir, "tokenizer")
     shutil.rmtree(tok_dir, ignore_errors=True)
     shutil.copytree(os.path.join(ROOT, "test/fixtures/tiny-sd/tokenizer"), tok_dir)
-    text_encoder, unet, vae, scheduler = fixture_models.build(
-        fixture_models.SD15_TEXT, fixture_models.SD15_UNET, fixture_models.SD15_VAE, SEED)
+    m = fixture_models
+    configs = ((m.SD21_TEXT, m.SD21_UNET, m.SD21_VAE, SEED, m.SD21_SCHEDULER) if FAMILY == "sd2"
+               else (m.SD15_TEXT, m.SD15_UNET, m.SD15_VAE, SEED))
+    text_encoder, unet, vae, scheduler = fixture_models.build(*configs)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -95,7 +101,7 @@ def main(out_dir):
     mse = float(((image16 - image32) ** 2).mean())
     save_file({"initial_latents": latents, **f32, "image": image32}, os.path.join(out_dir, "goldens.safetensors"))
     info = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance_scale": GUIDANCE,
-            "width": SIZE, "height": SIZE, "reference": "diffusers f32 on CUDA, TF32 off",
+            "width": SIZE, "height": SIZE, "family": FAMILY, "reference": "diffusers f32 on CUDA, TF32 off",
             "torch_version": torch.__version__, "device": torch.cuda.get_device_name(),
             "seconds_make_model": made_s, "seconds_call_f32": t32, "seconds_call_f16": t16,
             "diffusers_f16_latents_rel": rel16,
