@@ -1,0 +1,107 @@
+//! The model families beyond SD1.x against diffusers, on tiny models: SD 2.x (v-prediction, linear
+//! projections, gelu CLIP), SD-Turbo's one trailing step without guidance, LCM (the guidance
+//! embedding) and SDXL (two text encoders, added time and text conditions).
+//!
+//! Goldens: test/fixtures/goldens/family_<name>.{json,safetensors} and the folders tiny-sd2,
+//! tiny-lcm, tiny-sdxl, made by scripts/fixture_families.py (through `scripts/make_fixtures.py
+//! --families-only`): each golden is one diffusers pipeline call with generator=manual_seed(0),
+//! every torch.randn draw recorded (`noise_k`, replayed here) and the latents after every UNet call.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+use candlewick_core::device::{DTypeRequest, DeviceRequest};
+use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::schedulers::StepNoise;
+use common::{assert_close, fixtures, goldens};
+
+/// diffusers' randn draws, in order.
+struct Replay(VecDeque<Tensor>);
+
+impl StepNoise for Replay {
+    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
+        let next = self.0.pop_front().expect("diffusers made no more draws");
+        assert_eq!(next.dims(), like.dims(), "a draw of another shape than diffusers'");
+        Ok(next)
+    }
+}
+
+struct Golden {
+    name: String,
+    json: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+}
+
+fn golden(name: &str) -> Golden {
+    let name = format!("family_{name}");
+    let text = std::fs::read_to_string(fixtures().join("goldens").join(format!("{name}.json"))).unwrap();
+    Golden { json: serde_json::from_str(&text).unwrap(), tensors: goldens(&name), name }
+}
+
+fn load(model: &str) -> StableDiffusionPipeline {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap_or_else(|e| panic!("{model}: {e}"))
+}
+
+
+impl Golden {
+    /// The call diffusers made, as Candlewick options.
+    fn options(&self) -> GenerateOptions {
+        let j = &self.json;
+        GenerateOptions {
+            prompt: vec![j["prompt"].as_str().unwrap().into()],
+            negative_prompt: j["negative_prompt"].as_str().map(|n| vec![n.into()]),
+            num_inference_steps: j["num_inference_steps"].as_u64().unwrap() as usize,
+            guidance_scale: j["guidance_scale"].as_f64().unwrap(),
+            scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
+            seed: Some(0),
+            ..Default::default()
+        }
+    }
+
+    /// Run it on `pipe`: every UNet call's latents within 1e-4 relative, the image within 1/255.
+    fn check(&self, pipe: &StableDiffusionPipeline, options: &GenerateOptions) {
+        let name = &self.name;
+        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+        let sink = seen.clone();
+        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+        let draws = self.json["noise_draws"].as_u64().unwrap() as usize;
+        let mut noise = Replay((0..draws).map(|k| self.tensors[&format!("noise_{k}")].clone()).collect());
+        let out = pipe.generate_with_noise(options, &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len() as u64, self.json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
+        for (i, latents) in seen.iter().enumerate() {
+            assert_close(&format!("{name} latents_step_{i}"), latents, &self.tensors[&format!("latents_step_{i}")], 1e-4);
+        }
+        let want = self.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let got = &out.images[0].data;
+        assert_eq!(got.len(), want.len(), "{name}: image size");
+        let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+        assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
+    }
+}
+
+/// SD 2.x: v-prediction with the folder's DDIM, and with Euler swapped in; gelu CLIP, linear
+/// projections, per-block head counts, upcast_attention.
+#[test]
+fn sd2_v_prediction_matches_diffusers() {
+    let pipe = load("tiny-sd2");
+    for name in ["sd2_ddim", "sd2_euler"] {
+        let g = golden(name);
+        g.check(&pipe, &g.options());
+    }
+}
+
+/// SD-Turbo: one trailing Euler step with guidance 0 runs the UNet once per image (no
+/// unconditional pass) and matches diffusers.
+#[test]
+fn turbo_one_trailing_step_without_guidance_matches_diffusers() {
+    let pipe = load("tiny-sd2");
+    let g = golden("sd2_turbo");
+    assert_eq!(g.json["timesteps"], serde_json::json!([999.0]), "trailing spacing starts at the last timestep");
+    g.check(&pipe, &g.options());
+}
