@@ -105,3 +105,15 @@ fn turbo_one_trailing_step_without_guidance_matches_diffusers() {
     assert_eq!(g.json["timesteps"], serde_json::json!([999.0]), "trailing spacing starts at the last timestep");
     g.check(&pipe, &g.options());
 }
+
+/// LCM: the UNet's `time_cond_proj_dim` guidance embedding (w = guidance_scale - 1), no
+/// unconditional pass, LCMScheduler's noise between steps; LatentConsistencyModelPipeline's folder.
+#[test]
+fn lcm_guidance_embedding_matches_diffusers() {
+    let pipe = load("tiny-lcm");
+    let g = golden("lcm");
+    g.check(&pipe, &g.options());
+    // The last step's latents are the denoised sample diffusers decodes.
+    let last = g.json["unet_calls"].as_u64().unwrap() - 1;
+    assert_close("denoised", &g.tensors[&format!("latents_step_{last}")], &g.tensors["denoised"], 0.0);
+}

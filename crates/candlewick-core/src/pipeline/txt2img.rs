@@ -26,8 +26,12 @@ use crate::profile;
 use crate::schedulers::{Scheduler, StepNoise};
 
 /// Pipeline classes whose folders this pipeline can load.
-const SUPPORTED_CLASSES: &[&str] =
-    &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
+const SUPPORTED_CLASSES: &[&str] = &[
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "LatentConsistencyModelPipeline",
+];
 
 /// What a loaded pipeline is running on and what it produces by default.
 #[derive(Debug, Clone)]
@@ -149,7 +153,7 @@ impl StableDiffusionPipeline {
 
         // 1. Check inputs; decode the images (the task follows from them).
         let inputs = self.check_inputs(options)?;
-        let do_guidance = options.guidance_scale > 1.0;
+        let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
         let batch = options.prompt.len() * options.num_images_per_prompt;
         // Each image has its own seed and noise stream (image i of a call with `seed` s: s + i),
         // so an image made in a batch is the image its seed makes alone.
@@ -180,6 +184,7 @@ impl StableDiffusionPipeline {
             &mut warnings,
         )?;
         let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
+        let context = c.unet.model.condition(context, options.guidance_scale, None)?;
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many
@@ -209,6 +214,7 @@ impl StableDiffusionPipeline {
         // 5. Denoising loop.
         let denoise_options = DenoiseOptions {
             guidance_scale: options.guidance_scale,
+            do_guidance,
             dtype: c.dtype(),
             begin_index,
             after_step: prepared.known_region.as_ref().map(|k| k as &dyn AfterStep),
@@ -293,13 +299,19 @@ impl StableDiffusionPipeline {
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
                 let mask = mask.to_mask_tensor(width, height, device)?;
                 let strength = inputs.strength.unwrap_or(1.0);
-                let do_guidance = options.guidance_scale > 1.0;
+                let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
                 let task =
                     inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
         }
+    }
+
+    /// diffusers' `do_classifier_free_guidance`: guidance_scale > 1, unless the UNet is guided
+    /// through LCM's guidance embedding (`time_cond_proj_dim`), which runs no unconditional pass.
+    fn do_classifier_free_guidance(&self, guidance_scale: f64) -> bool {
+        guidance_scale > 1.0 && self.components.unet.model.time_cond_proj_dim().is_none()
     }
 
     fn inpainting_only() -> Error {
