@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline};
 use candlewick_core::schedulers::StepNoise;
 use common::{assert_close, fixtures, goldens};
 
@@ -47,11 +47,25 @@ fn load(model: &str) -> StableDiffusionPipeline {
 }
 
 
+fn pair(value: &serde_json::Value) -> Option<[usize; 2]> {
+    let v = value.as_array()?;
+    Some([v.first()?.as_u64()? as usize, v.get(1)?.as_u64()? as usize])
+}
+
 impl Golden {
     /// The call diffusers made, as Candlewick options.
     fn options(&self) -> GenerateOptions {
         let j = &self.json;
         GenerateOptions {
+            clip_skip: j["clip_skip"].as_u64().map(|k| k as usize),
+            size_conditions: SizeConditions {
+                original_size: pair(&j["original_size"]),
+                crops_coords_top_left: pair(&j["crops_coords_top_left"]).unwrap_or_default(),
+                target_size: pair(&j["target_size"]),
+                negative_original_size: pair(&j["negative_original_size"]),
+                negative_crops_coords_top_left: pair(&j["negative_crops_coords_top_left"]).unwrap_or_default(),
+                negative_target_size: pair(&j["negative_target_size"]),
+            },
             prompt: vec![j["prompt"].as_str().unwrap().into()],
             negative_prompt: j["negative_prompt"].as_str().map(|n| vec![n.into()]),
             num_inference_steps: j["num_inference_steps"].as_u64().unwrap() as usize,
@@ -116,4 +130,40 @@ fn lcm_guidance_embedding_matches_diffusers() {
     // The last step's latents are the denoised sample diffusers decodes.
     let last = g.json["unet_calls"].as_u64().unwrap() - 1;
     assert_close("denoised", &g.tensors[&format!("latents_step_{last}")], &g.tensors["denoised"], 0.0);
+}
+
+/// SDXL base: two text encoders (penultimate states concatenated, pooled text embeddings of the
+/// second), `text_time` added conditions, per-block transformer depths, the VAE's force_upcast;
+/// with a negative prompt and Euler, and without one (zero negative embeddings) with the size
+/// conditions, clip_skip and DDIM.
+#[test]
+fn sdxl_matches_diffusers() {
+    let pipe = load("tiny-sdxl");
+    for name in ["sdxl_euler", "sdxl_ddim_sized"] {
+        let g = golden(name);
+        g.check(&pipe, &g.options());
+    }
+}
+
+/// SDXL's options are refused by name on other models, and out of range everywhere.
+#[test]
+fn family_options_are_checked() {
+    let sd2 = load("tiny-sd2");
+    let error = |pipe: &StableDiffusionPipeline, o: GenerateOptions| {
+        pipe.generate(&o, &Observer::new()).map(|_| ()).expect_err("refused").to_string()
+    };
+    let base = GenerateOptions { num_inference_steps: 1, ..Default::default() };
+    let sized = SizeConditions { target_size: Some([64, 64]), ..Default::default() };
+    let msg = error(&sd2, GenerateOptions { size_conditions: sized, ..base.clone() });
+    assert!(msg.contains("for target_size but received a model without size conditions"), "{msg}");
+    let msg = error(&sd2, GenerateOptions { clip_skip: Some(5), ..base.clone() });
+    assert!(msg.contains("Expected integer between 0 and 4 (the text encoder's layers) for clip_skip but received 5"), "{msg}");
+    let sdxl = load("tiny-sdxl");
+    let bad = SizeConditions { original_size: Some([0, 64]), ..Default::default() };
+    let msg = error(&sdxl, GenerateOptions { size_conditions: bad, ..base.clone() });
+    assert!(msg.contains("for original_size but received [0, 64]"), "{msg}");
+    let msg = error(&sdxl, GenerateOptions { clip_skip: Some(4), ..base.clone() });
+    assert!(msg.contains("between 0 and 3"), "{msg}");
+    // The pipeline stays usable after an error.
+    sdxl.generate(&GenerateOptions { seed: Some(1), ..base }, &Observer::new()).expect("generates");
 }

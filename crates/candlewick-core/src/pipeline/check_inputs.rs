@@ -107,6 +107,27 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
+    /// `clip_skip` within the text encoder's layers; the size conditions only for SDXL, and only
+    /// text to image for SDXL (its image tasks are not implemented).
+    fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
+        let c = &self.components;
+        if let Some(skip) = o.clip_skip {
+            let max = super::sdxl::max_clip_skip(c);
+            if skip > max {
+                return Err(expected(&format!("integer between 0 and {max} (the text encoder's layers)"), "clip_skip", skip));
+            }
+        }
+        o.size_conditions.validate()?;
+        if c.text_encoder_2.is_none() {
+            if let Some(name) = o.size_conditions.first_set() {
+                return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without size conditions"));
+            }
+        } else if o.image.is_some() {
+            return Err(expected("no image with an SDXL model (SDXL image to image is not supported yet)", "image", "an image"));
+        }
+        Ok(())
+    }
+
     fn check_text_and_steps(&self, o: &GenerateOptions, strength: Option<f64>) -> Result<()> {
         if o.prompt.is_empty() {
             return Err(expected("at least one prompt", "prompt", "an empty list"));
@@ -123,6 +144,7 @@ impl StableDiffusionPipeline {
                 ));
             }
         }
+        self.check_family_options(o)?;
         let max_steps = self.info.num_train_timesteps;
         if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
             return Err(expected(

@@ -12,7 +12,7 @@ use crate::config::{read_json, ModelFolder, ModelIndex};
 use crate::cuda::settings::Resolved;
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
-use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::clip::{ClipTextConfig, ClipTextModelWithProjection, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::profile;
@@ -28,10 +28,21 @@ pub struct Loaded<M, C> {
     pub weights: PathBuf,
 }
 
+/// SDXL's second tokenizer and text encoder (`tokenizer_2`, `text_encoder_2`:
+/// `CLIPTextModelWithProjection`), and model_index.json's `force_zeros_for_empty_prompt`.
+pub struct SecondTextEncoder {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: Loaded<ClipTextModelWithProjection, ClipTextConfig>,
+    /// Without a negative prompt, the unconditional embeddings are zeros (SDXL's default).
+    pub force_zeros_for_empty_prompt: bool,
+}
+
 /// Everything a Stable Diffusion folder holds, on one device.
 pub struct Components {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: Loaded<ClipTextTransformer, ClipTextConfig>,
+    /// SDXL's second text encoder, when model_index.json lists `text_encoder_2`.
+    pub text_encoder_2: Option<SecondTextEncoder>,
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
     pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
     /// An f32 copy of the VAE, loaded when an f16 decode overflows.
@@ -53,18 +64,23 @@ impl Components {
         let cuda = options.cuda.resolve(&target.device, target.dtype);
         cuda.settings.install(&target.device);
 
-        let text_config: ClipTextConfig = read_json(&folder.config_path("text_encoder"))?;
-        if tokenizer.vocab_end() > text_config.vocab_size {
-            return Err(Error::model(
-                folder.component("tokenizer"),
-                format!(
-                    "does not match the text encoder: its ids reach {} but text_encoder/config.json has vocab_size {}",
-                    tokenizer.vocab_end() - 1,
-                    text_config.vocab_size
-                ),
-            ));
-        }
-        let text_encoder = load(folder, "text_encoder", "model", &target, text_config, ClipTextTransformer::new)?;
+        let config = text_config(folder, "tokenizer", &tokenizer, "text_encoder")?;
+        let text_encoder = load(folder, "text_encoder", "model", &target, config, ClipTextTransformer::new)?;
+        let text_encoder_2 = match index.component_class("text_encoder_2") {
+            None => None,
+            Some(_) => {
+                let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer_2"))?;
+                let config = text_config(folder, "tokenizer_2", &tokenizer, "text_encoder_2")?;
+                let text_encoder =
+                    load(folder, "text_encoder_2", "model", &target, config, ClipTextModelWithProjection::new)?;
+                let force_zeros_for_empty_prompt = index
+                    .components
+                    .get("force_zeros_for_empty_prompt")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(true);
+                Some(SecondTextEncoder { tokenizer, text_encoder, force_zeros_for_empty_prompt })
+            }
+        };
         let unet_config = read_json(&folder.config_path("unet"))?;
         let unet = load(folder, "unet", "diffusion_pytorch_model", &target, unet_config, UNet2DConditionModel::new)?;
         let vae_config = read_json(&folder.config_path("vae"))?;
@@ -78,7 +94,7 @@ impl Components {
         }
         let scheduler =
             SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
+        Ok(Self { tokenizer, text_encoder, text_encoder_2, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
     }
 
     /// The compute dtype (f16 or f32).
@@ -98,6 +114,22 @@ impl Components {
     }
 }
 
+/// A text encoder's config.json, checked against its tokenizer's vocabulary.
+fn text_config(folder: &ModelFolder, tokenizer_name: &str, tokenizer: &ClipTokenizer, name: &str) -> Result<ClipTextConfig> {
+    let config: ClipTextConfig = read_json(&folder.config_path(name))?;
+    if tokenizer.vocab_end() > config.vocab_size {
+        return Err(Error::model(
+            folder.component(tokenizer_name),
+            format!(
+                "does not match the text encoder: its ids reach {} but {name}/config.json has vocab_size {}",
+                tokenizer.vocab_end() - 1,
+                config.vocab_size
+            ),
+        ));
+    }
+    Ok(config)
+}
+
 /// One model component from its config (`<component>/config.json`) and
 /// `<component>/<stem>[.fp16].safetensors`, built on the target device, timed under the
 /// component's name in start-up profiles.
@@ -114,6 +146,7 @@ fn load<M, C>(
     let vb = weights::open(&path, target.dtype, &target.device)?;
     let name = match component {
         "text_encoder" => "text_encoder_weights",
+        "text_encoder_2" => "text_encoder_2_weights",
         "unet" => "unet_weights",
         _ => "vae_weights",
     };

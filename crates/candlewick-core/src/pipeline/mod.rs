@@ -11,6 +11,7 @@ mod observer;
 mod options;
 mod preview;
 mod prompt;
+mod sdxl;
 mod txt2img;
 mod worker;
 
@@ -21,5 +22,6 @@ pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
     ResolvedSettings, RgbImage, Task,
 };
+pub use sdxl::SizeConditions;
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

@@ -1,5 +1,6 @@
 //! What a caller asks of the pipeline: loading options and per-call generation options.
 
+use super::sdxl::SizeConditions;
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
 
@@ -84,6 +85,14 @@ pub struct GenerateOptions {
     pub vae_tiling: bool,
     /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
     pub vae_slicing: bool,
+    /// Condition on the text encoder's hidden states this many layers before the last (diffusers'
+    /// `clip_skip`: 1 is the penultimate layer's output, with the final layer norm applied in
+    /// Stable Diffusion 1.x/2.x; SDXL starts from the penultimate layer and skips further). The
+    /// negative prompts are encoded without it, as diffusers does. None and 0: no skip.
+    pub clip_skip: Option<usize>,
+    /// SDXL's size conditions (`original_size`, `crops_coords_top_left`, `target_size` and their
+    /// negatives); only SDXL models take them.
+    pub size_conditions: SizeConditions,
 }
 
 impl Default for GenerateOptions {
@@ -106,6 +115,8 @@ impl Default for GenerateOptions {
             strength: None,
             vae_tiling: false,
             vae_slicing: false,
+            clip_skip: None,
+            size_conditions: SizeConditions::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use super::components::Components;
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
+use crate::models::clip::HiddenLayer;
 
 /// The text encoder's CUDA graphs and the encoding that uses them.
 pub struct PromptEncoder {
@@ -33,6 +34,7 @@ impl PromptEncoder {
         negative: Option<&[String]>,
         copies: usize,
         do_guidance: bool,
+        clip_skip: Option<usize>,
         warnings: &mut Vec<String>,
     ) -> Result<Tensor> {
         let mut texts: Vec<&str> = Vec::with_capacity(2 * prompts.len());
@@ -44,7 +46,10 @@ impl PromptEncoder {
             }
         }
         texts.extend(prompts.iter().map(String::as_str));
-        let embeds = self.embed_texts(c, &texts, warnings)?;
+        let embeds = match clip_skip.filter(|&k| k > 0) {
+            None => self.embed_texts(c, &texts, warnings)?,
+            Some(k) => embed_texts_skipping(c, &texts, texts.len() - prompts.len(), k, warnings)?,
+        };
         if copies == 1 {
             return Ok(embeds);
         }
@@ -68,4 +73,25 @@ impl PromptEncoder {
         let ids = Tensor::from_vec(ids, (texts.len(), max), &c.target.device)?;
         Ok(self.graphs.run(&[&ids], |ids| c.text_encoder.model.forward(ids[0]))?)
     }
+}
+
+/// diffusers' `clip_skip`: the prompts' hidden states `clip_skip` layers before the last, final
+/// layer norm applied; the first `negatives` texts (negative prompts) as `last_hidden_state`.
+/// Eager: the two kinds of rows do not fit one CUDA graph per batch shape.
+fn embed_texts_skipping(
+    c: &Components,
+    texts: &[&str],
+    negatives: usize,
+    clip_skip: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Tensor> {
+    let ids = super::sdxl::token_ids(&c.tokenizer, texts, &c.target.device, warnings)?;
+    let encoder = &c.text_encoder.model;
+    let layer = HiddenLayer { from_end: clip_skip, final_layer_norm: true };
+    let skipped = encoder.encode(&ids.narrow(0, negatives, texts.len() - negatives)?, layer, false)?.hidden;
+    if negatives == 0 {
+        return Ok(skipped);
+    }
+    let last = encoder.forward(&ids.narrow(0, 0, negatives)?)?;
+    Ok(Tensor::cat(&[&last, &skipped], 0)?)
 }

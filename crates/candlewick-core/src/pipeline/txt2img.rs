@@ -15,7 +15,7 @@ use super::options::{
     FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
 };
 use super::prompt::PromptEncoder;
-use super::{img2img, inpaint};
+use super::{img2img, inpaint, sdxl};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
@@ -31,6 +31,7 @@ const SUPPORTED_CLASSES: &[&str] = &[
     "StableDiffusionImg2ImgPipeline",
     "StableDiffusionInpaintPipeline",
     "LatentConsistencyModelPipeline",
+    "StableDiffusionXLPipeline",
 ];
 
 /// What a loaded pipeline is running on and what it produces by default.
@@ -81,6 +82,7 @@ impl StableDiffusionPipeline {
             ));
         }
         let components = Components::load(&folder, &index, options)?;
+        sdxl::check_layout(&components, &model_dir.join("model_index.json"), &index.class_name)?;
         let dtype = components.target.dtype;
         let (unet_config, vae_config) = (&components.unet.config, &components.vae.config);
         let vae_scale_factor = vae_config.scale_factor();
@@ -175,16 +177,35 @@ impl StableDiffusionPipeline {
         // cross-attention keys and values of them are the same at every step: made once.
         let c = &self.components;
         let mut clock = PhaseClock::start(&c.target.device)?;
-        let prompt_embeds = self.prompt_encoder.encode(
-            c,
-            &options.prompt,
-            options.negative_prompt.as_deref(),
-            options.num_images_per_prompt,
-            do_guidance,
-            &mut warnings,
-        )?;
-        let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
-        let context = c.unet.model.condition(context, options.guidance_scale, None)?;
+        let context = match &c.text_encoder_2 {
+            Some(second) => {
+                let prompts = sdxl::Prompts {
+                    prompts: &options.prompt,
+                    negative: options.negative_prompt.as_deref(),
+                    copies: options.num_images_per_prompt,
+                    do_guidance,
+                    clip_skip: options.clip_skip,
+                    width: inputs.width,
+                    height: inputs.height,
+                };
+                let encoded = sdxl::encode_prompt(c, second, &prompts, &options.size_conditions, &mut warnings)?;
+                let context = c.unet.model.project_context(&encoded.prompt_embeds, c.dtype())?;
+                c.unet.model.condition(context, options.guidance_scale, Some(&encoded.added))?
+            }
+            None => {
+                let prompt_embeds = self.prompt_encoder.encode(
+                    c,
+                    &options.prompt,
+                    options.negative_prompt.as_deref(),
+                    options.num_images_per_prompt,
+                    do_guidance,
+                    options.clip_skip,
+                    &mut warnings,
+                )?;
+                let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
+                c.unet.model.condition(context, options.guidance_scale, None)?
+            }
+        };
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many
@@ -357,7 +378,11 @@ impl StableDiffusionPipeline {
         let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
             vae.decode_with(&scaled.to_dtype(dtype)?, tiled, options.vae_slicing)?.to_dtype(DType::F32)
         };
-        let mut image = match decode(&c.vae.model, c.dtype(), tiled) {
+        let (vae, dtype) = match sdxl::vae_needs_upcasting(c) {
+            true => (c.vae_in_f32()?, DType::F32),
+            false => (&c.vae.model, c.dtype()),
+        };
+        let mut image = match decode(vae, dtype, tiled) {
             Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
                 let (_, _, h, w) = latents.dims4()?;
                 let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
@@ -369,11 +394,11 @@ impl StableDiffusionPipeline {
                     self.info.device
                 ));
                 tiled = Some(&tiling);
-                decode(&c.vae.model, c.dtype(), tiled)?
+                decode(vae, dtype, tiled)?
             }
             other => other?,
         };
-        if c.dtype() != DType::F32 && !all_finite(&image)? {
+        if dtype != DType::F32 && !all_finite(&image)? {
             warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
             image = decode(c.vae_in_f32()?, DType::F32, tiled)?;
         }
