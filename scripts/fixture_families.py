@@ -157,6 +157,14 @@ def make_sd2(fixtures, goldens, tmp):
         eta=0.0)
     run(with_scheduler(pipe, EulerDiscreteScheduler), goldens, "sd2_euler",
         {"model": "tiny-sd2", "scheduler": {"type": "EulerDiscreteScheduler"}}, **call)
+    # clip_skip 1: the penultimate layer's output through final_layer_norm (the negative prompt unskipped).
+    # diffusers 0.42 reads `text_encoder.text_model.final_layer_norm`, which transformers 5 flattened into
+    # `text_encoder.final_layer_norm`: give it the old path (the same module).
+    if not hasattr(pipe.text_encoder, "text_model"):
+        import types
+        pipe.text_encoder.text_model = types.SimpleNamespace(final_layer_norm=pipe.text_encoder.final_layer_norm)
+    run(pipe, goldens, "sd2_clip_skip", {"model": "tiny-sd2", "scheduler": None}, extra_inputs=("prompt_embeds",),
+        prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2, guidance_scale=7.5, clip_skip=1, eta=0.0)
     # SD-Turbo: SD2.1's layout, EulerDiscrete with trailing spacing, one step, no guidance.
     run(with_scheduler(pipe, EulerDiscreteScheduler, timestep_spacing="trailing", prediction_type="epsilon"),
         goldens, "sd2_turbo",

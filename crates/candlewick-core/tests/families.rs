@@ -100,11 +100,12 @@ impl Golden {
 }
 
 /// SD 2.x: v-prediction with the folder's DDIM, and with Euler swapped in; gelu CLIP, linear
-/// projections, per-block head counts, upcast_attention.
+/// projections, per-block head counts, upcast_attention; and clip_skip 1 (the penultimate layer
+/// through final_layer_norm).
 #[test]
 fn sd2_v_prediction_matches_diffusers() {
     let pipe = load("tiny-sd2");
-    for name in ["sd2_ddim", "sd2_euler"] {
+    for name in ["sd2_ddim", "sd2_euler", "sd2_clip_skip"] {
         let g = golden(name);
         g.check(&pipe, &g.options());
     }
