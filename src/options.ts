@@ -200,7 +200,41 @@ export interface GenerateOptions {
   vaeSlicing?: boolean;
   /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
   previewEvery?: number;
+  /**
+   * Condition on the text encoder's hidden states this many layers before the last (diffusers'
+   * `clip_skip`): 1 takes the penultimate layer's output (through the final layer norm for SD
+   * 1.x/2.x; SDXL already starts from the penultimate layer and skips further). The negative
+   * prompt is encoded without it, as diffusers does. At most the encoder's layers minus 1 (minus 2
+   * for SDXL). Default: none (0).
+   */
+  clipSkip?: number;
+  /**
+   * SDXL only: the size `[height, width]` the image is presented as having had before any resize
+   * (SDXL's micro-conditioning, diffusers' `original_size`). Default: the output size.
+   */
+  originalSize?: readonly [number, number];
+  /** SDXL only: where the image is presented as cropped from, `[top, left]` (`crops_coords_top_left`). Default [0, 0]. */
+  cropsCoordsTopLeft?: readonly [number, number];
+  /** SDXL only: the size `[height, width]` the image is presented as having (`target_size`). Default: the output size. */
+  targetSize?: readonly [number, number];
+  /**
+   * SDXL only: `originalSize` for the unconditional pass (`negative_original_size`); used when
+   * `negativeTargetSize` is given too, else the unconditional pass reads the positive sizes. Default: none.
+   */
+  negativeOriginalSize?: readonly [number, number];
+  /** SDXL only: `cropsCoordsTopLeft` for the unconditional pass. Default [0, 0]. */
+  negativeCropsCoordsTopLeft?: readonly [number, number];
+  /** SDXL only: `targetSize` for the unconditional pass (with `negativeOriginalSize`). Default: none. */
+  negativeTargetSize?: readonly [number, number];
 }
+
+/** The largest SDXL size condition (pixels). */
+export const MAX_SIZE_CONDITION = 16 * 8192;
+/** SDXL's size-condition options and the smallest value each takes. */
+const SIZE_CONDITIONS = [
+  ["originalSize", 1], ["cropsCoordsTopLeft", 0], ["targetSize", 1],
+  ["negativeOriginalSize", 1], ["negativeCropsCoordsTopLeft", 0], ["negativeTargetSize", 1],
+] as const;
 
 /** The most pixels along one side. */
 export const MAX_SIDE = 8192;
@@ -235,7 +269,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery",
+  "vaeTiling", "vaeSlicing", "previewEvery", "clipSkip", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -334,6 +368,11 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
   if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
+  // The upper bound depends on the model's text encoder: checked there.
+  if (o.clipSkip !== undefined) raw.clipSkip = integerIn(o.clipSkip, "clipSkip", 0, 64);
+  for (const [key, min] of SIZE_CONDITIONS) {
+    if (o[key] !== undefined) raw[key] = sizePair(o[key], key, min);
+  }
   const checked: CheckedGenerateOptions = { raw };
   if (o.image !== undefined) checked.image = checkImage(o.image, "image");
   if (o.maskImage !== undefined) checked.maskImage = checkImage(o.maskImage, "maskImage");
@@ -374,6 +413,16 @@ export function side(value: unknown, option: string): number {
   }
   if (value > MAX_SIDE) throw invalid(`integer between 8 and ${MAX_SIDE}`, option, value);
   return value;
+}
+
+/** An SDXL size condition: two integers between `min` and MAX_SIZE_CONDITION. */
+function sizePair(value: unknown, option: string, min: number): number[] {
+  const what = min === 0 ? "[top, left]" : "[height, width]";
+  const ok = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= min && v <= MAX_SIZE_CONDITION;
+  if (!Array.isArray(value) || value.length !== 2 || !value.every(ok)) {
+    throw invalid(`${what} of integers between ${min} and ${MAX_SIZE_CONDITION}`, option, value);
+  }
+  return [...value] as number[];
 }
 
 /** img2img's and inpainting's strength: a number in (0, 1]. */

@@ -110,6 +110,15 @@ export interface RawGenerateOptions {
   strength?: number
   vaeTiling?: boolean
   vaeSlicing?: boolean
+  /** diffusers' `clip_skip` (0 or absent: none). */
+  clipSkip?: number
+  /** SDXL's size conditions, each [height, width] (crops: [top, left]). */
+  originalSize?: Array<number>
+  cropsCoordsTopLeft?: Array<number>
+  targetSize?: Array<number>
+  negativeOriginalSize?: Array<number>
+  negativeCropsCoordsTopLeft?: Array<number>
+  negativeTargetSize?: Array<number>
   /**
    * Progress events carry previews of the latents every this many steps (not a core option:
    * the binding's observer makes them).

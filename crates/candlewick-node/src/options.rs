@@ -3,7 +3,7 @@
 
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
-use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
+use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo, SizeConditions};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
 use napi_derive::napi;
@@ -89,6 +89,15 @@ pub struct RawGenerateOptions {
     pub strength: Option<f64>,
     pub vae_tiling: Option<bool>,
     pub vae_slicing: Option<bool>,
+    /// diffusers' `clip_skip` (0 or absent: none).
+    pub clip_skip: Option<u32>,
+    /// SDXL's size conditions, each [height, width] (crops: [top, left]).
+    pub original_size: Option<Vec<u32>>,
+    pub crops_coords_top_left: Option<Vec<u32>>,
+    pub target_size: Option<Vec<u32>>,
+    pub negative_original_size: Option<Vec<u32>>,
+    pub negative_crops_coords_top_left: Option<Vec<u32>>,
+    pub negative_target_size: Option<Vec<u32>>,
     /// Progress events carry previews of the latents every this many steps (not a core option:
     /// the binding's observer makes them).
     pub preview_every: Option<u32>,
@@ -138,7 +147,26 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             strength: raw.strength,
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
+            clip_skip: raw.clip_skip.map(|k| k as usize),
+            size_conditions: SizeConditions {
+                original_size: pair(raw.original_size, "original_size")?,
+                crops_coords_top_left: pair(raw.crops_coords_top_left, "crops_coords_top_left")?.unwrap_or_default(),
+                target_size: pair(raw.target_size, "target_size")?,
+                negative_original_size: pair(raw.negative_original_size, "negative_original_size")?,
+                negative_crops_coords_top_left: pair(raw.negative_crops_coords_top_left, "negative_crops_coords_top_left")?
+                    .unwrap_or_default(),
+                negative_target_size: pair(raw.negative_target_size, "negative_target_size")?,
+            },
         })
+    }
+}
+
+/// A [height, width] (or [top, left]) pair; the core checks the values.
+fn pair(value: Option<Vec<u32>>, option: &str) -> Result<Option<[usize; 2]>, Error> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some(&[a, b]) => Ok(Some([a as usize, b as usize])),
+        Some(other) => Err(expected("array of 2 integers", option, format!("{other:?}"))),
     }
 }
 

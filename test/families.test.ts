@@ -1,0 +1,85 @@
+// The model families through the JavaScript API: SDXL's size conditions and clipSkip reach the
+// model (test/fixtures/tiny-sdxl, tiny-sd2, tiny-lcm, made by scripts/fixture_families.py; their
+// parity with diffusers is crates/candlewick-core/tests/families.rs), options refused on models
+// that do not take them, and the hub's file selection for SDXL repositories.
+
+import { join } from "node:path";
+
+import test from "ava";
+
+import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
+import { selectPipelineFiles } from "../src/hub/files.js";
+import { ROOT, TINY_SD } from "./helpers/fixtures.js";
+
+const fixture = (name: string) => join(ROOT, "test/fixtures", name);
+const load = (folder: string) => StableDiffusionPipeline.fromPretrained(folder, { device: "cpu", dtype: "f32" });
+const INVALID = "ERR_CANDLEWICK_INVALID_OPTION";
+
+test("SDXL: the size conditions and clipSkip change the image; the same call gives the same pixels", async (t) => {
+  const pipe = await load(fixture("tiny-sdxl"));
+  try {
+    const base = { prompt: "a red apple", numInferenceSteps: 2, seed: 3 } as const;
+    const [plain] = (await pipe.generate(base)) as [GeneratedImage];
+    t.is(plain.width, 64);
+    const sized = { ...base, originalSize: [96, 128], cropsCoordsTopLeft: [4, 8], targetSize: [64, 48] } as const;
+    const [a] = (await pipe.generate(sized)) as [GeneratedImage];
+    const [b] = (await pipe.generate(sized)) as [GeneratedImage];
+    t.deepEqual(a.data, b.data);
+    t.notDeepEqual(a.data, plain.data);
+    const [skipped] = (await pipe.generate({ ...base, clipSkip: 1 })) as [GeneratedImage];
+    t.notDeepEqual(skipped.data, plain.data);
+    const error = await t.throwsAsync(pipe.generate({ ...base, clipSkip: 4 }), { instanceOf: CandlewickError });
+    t.is(error?.message, "Expected integer between 0 and 3 (the text encoder's layers) for clipSkip but received 4");
+    t.is(error?.code, INVALID);
+  } finally {
+    pipe.dispose();
+  }
+});
+
+test("size conditions on a model without them are refused by name, and the pipeline stays usable", async (t) => {
+  const pipe = await load(TINY_SD);
+  try {
+    const error = await t.throwsAsync(pipe.generate({ prompt: "a", numInferenceSteps: 1, targetSize: [64, 64] }), {
+      instanceOf: CandlewickError,
+    });
+    t.is(error?.message, "Expected an SDXL model (StableDiffusionXLPipeline) for targetSize but received a model without size conditions");
+    const [image] = await pipe.generate({ prompt: "a", numInferenceSteps: 1, width: 32, height: 32, clipSkip: 1, seed: 1 });
+    t.is(image?.width, 32);
+  } finally {
+    pipe.dispose();
+  }
+});
+
+test("SD 2.x and LCM folders load by their model_index class and generate", async (t) => {
+  for (const name of ["tiny-sd2", "tiny-lcm"]) {
+    const pipe = await load(fixture(name));
+    try {
+      const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 2, seed: 1 });
+      t.is(image?.data.length, 64 * 64 * 3, name);
+    } finally {
+      pipe.dispose();
+    }
+  }
+});
+
+test("hub: an SDXL repository's second tokenizer and text encoder are fetched (fp16 variant when asked)", (t) => {
+  const sd = [
+    "model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+    "text_encoder/config.json", "unet/config.json", "vae/config.json", "text_encoder/model.safetensors",
+    "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+  ];
+  t.deepEqual(selectPipelineFiles(sd, undefined).missing, []);
+  t.false(selectPipelineFiles(sd, undefined).files.some((f) => f.includes("_2/")));
+  const sdxl = [
+    ...sd, "tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/tokenizer_config.json",
+    "text_encoder_2/config.json", "text_encoder_2/model.safetensors", "text_encoder_2/model.fp16.safetensors",
+  ];
+  const { files, missing } = selectPipelineFiles(sdxl, "fp16");
+  t.deepEqual(missing, []);
+  for (const f of ["tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/tokenizer_config.json",
+    "text_encoder_2/config.json", "text_encoder_2/model.fp16.safetensors"]) {
+    t.true(files.includes(f), f);
+  }
+  const { missing: lacking } = selectPipelineFiles(sdxl.filter((f) => !f.startsWith("tokenizer_2/m")), undefined);
+  t.deepEqual(lacking, ["tokenizer_2/merges.txt"]);
+});
