@@ -168,3 +168,22 @@ fn family_options_are_checked() {
     // The pipeline stays usable after an error.
     sdxl.generate(&GenerateOptions { seed: Some(1), ..base }, &Observer::new()).expect("generates");
 }
+
+/// In f16 (the GPU's dtype; f32 weights converted at load) every family runs and stays close to
+/// its f32 image: the added conditions, the guidance embedding and the pooled text follow the
+/// model's dtype, and SDXL's VAE decodes in f32 (`force_upcast`).
+#[test]
+fn families_run_in_f16_close_to_f32() {
+    for (model, name) in [("tiny-sd2", "sd2_euler"), ("tiny-lcm", "lcm"), ("tiny-sdxl", "sdxl_ddim_sized")] {
+        let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
+        let pipe = StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap();
+        let g = golden(name);
+        let draws = g.json["noise_draws"].as_u64().unwrap() as usize;
+        let mut noise = Replay((0..draws).map(|k| g.tensors[&format!("noise_{k}")].clone()).collect());
+        let out = pipe.generate_with_noise(&g.options(), &Observer::new(), &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let worst = out.images[0].data.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        eprintln!("{name} in f16: worst channel difference {worst}/255");
+        assert!(worst <= 12, "{name}: f16 image differs from diffusers' f32 by up to {worst}/255");
+    }
+}
