@@ -217,8 +217,10 @@ export class StableDiffusionPipeline {
     const { images, seeds, timings, settings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
     const { strength, task, ...rest } = settings;
+    // Unset optional settings (clipSkip, SDXL's sizes) are left out rather than null.
+    const present = Object.fromEntries(Object.entries(rest).filter(([, v]) => v != null));
     const resolved: ResolvedSettings = Object.freeze({
-      ...rest,
+      ...(present as Omit<ResolvedSettings, "schedulerConfig" | "task" | "strength">),
       schedulerConfig: Object.freeze(camelKeys(settings.schedulerConfig)),
       task: task as ResolvedSettings["task"],
       ...(strength == null ? {} : { strength }),

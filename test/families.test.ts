@@ -8,6 +8,7 @@ import { join } from "node:path";
 import test from "ava";
 
 import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
+import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
 import { selectPipelineFiles } from "../src/hub/files.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 
@@ -26,8 +27,16 @@ test("SDXL: the size conditions and clipSkip change the image; the same call giv
     const [b] = (await pipe.generate(sized)) as [GeneratedImage];
     t.deepEqual(a.data, b.data);
     t.notDeepEqual(a.data, plain.data);
+    // The settings report the sizes as they ran (unset ones are the output's), and the CLI records them.
+    t.deepEqual([plain.settings?.originalSize, plain.settings?.cropsCoordsTopLeft, plain.settings?.targetSize], [[64, 64], [0, 0], [64, 64]]);
+    t.deepEqual([a.settings?.originalSize, a.settings?.cropsCoordsTopLeft, a.settings?.targetSize], [[96, 128], [4, 8], [64, 48]]);
+    t.is(a.settings?.negativeOriginalSize, undefined);
     const [skipped] = (await pipe.generate({ ...base, clipSkip: 1 })) as [GeneratedImage];
     t.notDeepEqual(skipped.data, plain.data);
+    t.is(skipped.settings?.clipSkip, 1);
+    const text = pngText(imageParameters({}, "a red apple", "", 3n, resolvedOf(skipped), "tiny-sdxl"));
+    t.regex(text.parameters!, /, Clip skip: 2$/);
+    t.like(text, { clipSkip: "1", originalSize: "64x64", cropsCoordsTopLeft: "0,0", targetSize: "64x64" });
     const error = await t.throwsAsync(pipe.generate({ ...base, clipSkip: 4 }), { instanceOf: CandlewickError });
     t.is(error?.message, "Expected integer between 0 and 3 (the text encoder's layers) for clipSkip but received 4");
     t.is(error?.code, INVALID);

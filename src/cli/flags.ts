@@ -6,9 +6,11 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
-import { device, DEVICES, DTYPES, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import {
+  device, DEVICES, DTYPES, MAX_SIZE_CONDITION, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions,
+} from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
-import { closest, integerIn, numberIn, oneOf } from "../validate.js";
+import { closest, integerIn, invalid, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
 
 export const COMMON_FLAGS = {
@@ -28,6 +30,10 @@ export const COMMON_FLAGS = {
   eta: { type: "string" },
   "timestep-spacing": { type: "string" },
   "vae-tiling": { type: "boolean" },
+  "clip-skip": { type: "string" },
+  "original-size": { type: "string" },
+  "crops-coords-top-left": { type: "string" },
+  "target-size": { type: "string" },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -44,7 +50,13 @@ export const COMMON_HELP = {
   --width <px>              Width, a multiple of 8 (default: the model's, 512 for SD1.5)
   --height <px>             Height, a multiple of 8 (default: the model's)
   --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
-                            whole decode runs out of memory)`,
+                            whole decode runs out of memory)
+  --clip-skip <n>           Condition on the text encoder's layer n before the last (diffusers'
+                            clip_skip; default: none)
+  --original-size <HxW>     SDXL: the size the image is conditioned as having had (default: the output size)
+  --crops-coords-top-left <T,L>
+                            SDXL: the crop corner it is conditioned on (default: 0,0)
+  --target-size <HxW>       SDXL: the size it is conditioned as having (default: the output size)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -109,6 +121,12 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
   if (v["vae-tiling"]) options.vaeTiling = true;
+  if (v["clip-skip"] !== undefined) options.clipSkip = integerIn(integer(v["clip-skip"]), "--clip-skip", 0, 64);
+  if (v["original-size"] !== undefined) options.originalSize = pairFlag(v["original-size"], "--original-size", "x", 1);
+  if (v["crops-coords-top-left"] !== undefined) {
+    options.cropsCoordsTopLeft = pairFlag(v["crops-coords-top-left"], "--crops-coords-top-left", ",", 0);
+  }
+  if (v["target-size"] !== undefined) options.targetSize = pairFlag(v["target-size"], "--target-size", "x", 1);
   // The scheduler's name and fields are checked by the core, against the model's scheduler config.
   const scheduler: Record<string, unknown> = {};
   if (v.scheduler !== undefined) scheduler.type = v.scheduler;
@@ -118,6 +136,17 @@ export function settingsFrom(v: CommonValues): Settings {
   }
   if (Object.keys(scheduler).length > 0) options.scheduler = scheduler as Settings["scheduler"];
   return options;
+}
+
+/** "1024x768" (or "4,8" with `separator` ","): two integers from `min` up to MAX_SIZE_CONDITION. */
+function pairFlag(text: string, flag: string, separator: string, min: number): [number, number] {
+  const parts = text.split(separator);
+  const values = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (parts.length !== 2 || values.some((v) => !(v >= min && v <= MAX_SIZE_CONDITION))) {
+    const what = separator === "x" ? "HEIGHTxWIDTH" : "TOP,LEFT";
+    throw invalid(`${what} of integers between ${min} and ${MAX_SIZE_CONDITION}`, flag, text);
+  }
+  return [values[0]!, values[1]!];
 }
 
 /** --seed as a bigint. */

@@ -250,6 +250,15 @@ export interface RawResolvedSettings {
   task: string
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number
+  /** diffusers' `clip_skip`, when the call set one. */
+  clipSkip?: number
+  /** SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models. */
+  originalSize?: Array<number>
+  cropsCoordsTopLeft?: Array<number>
+  targetSize?: Array<number>
+  negativeOriginalSize?: Array<number>
+  negativeCropsCoordsTopLeft?: Array<number>
+  negativeTargetSize?: Array<number>
 }
 
 export declare function resetGpuMemoryPeak(ordinal: number): void

@@ -163,6 +163,10 @@ pub struct ResolvedSettings {
     pub task: Task,
     /// How much of the image was repainted (image to image and inpainting).
     pub strength: Option<f64>,
+    /// The call's `clip_skip` (None when 0 or absent).
+    pub clip_skip: Option<usize>,
+    /// SDXL: the size conditions as they ran (unset sizes filled with the output's); None for other models.
+    pub size_conditions: Option<SizeConditions>,
 }
 
 /// What a call does, from the images it was given.

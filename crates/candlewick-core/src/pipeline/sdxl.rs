@@ -82,6 +82,21 @@ impl SizeConditions {
         .map(|(name, _)| name)
     }
 
+    /// The conditions as a call with an output of `height` x `width` runs them (unset sizes filled
+    /// in; the negatives only when both are given, as they are used).
+    pub fn resolved(&self, height: usize, width: usize) -> SizeConditions {
+        let output = Some([height, width]);
+        let negatives = self.negative_original_size.is_some() && self.negative_target_size.is_some();
+        SizeConditions {
+            original_size: self.original_size.or(output),
+            target_size: self.target_size.or(output),
+            negative_original_size: self.negative_original_size.filter(|_| negatives),
+            negative_target_size: self.negative_target_size.filter(|_| negatives),
+            negative_crops_coords_top_left: if negatives { self.negative_crops_coords_top_left } else { [0, 0] },
+            ..self.clone()
+        }
+    }
+
     /// diffusers' `_get_add_time_ids` for the conditional and the unconditional rows:
     /// original size, crop top-left, target size.
     fn time_ids(&self, height: usize, width: usize) -> ([f32; 6], [f32; 6]) {

@@ -225,6 +225,8 @@ impl StableDiffusionPipeline {
             scheduler_config: choice.config().clone(),
             task: inputs.task,
             strength: inputs.strength,
+            clip_skip: options.clip_skip.filter(|&k| k > 0),
+            size_conditions: c.text_encoder_2.as_ref().map(|_| options.size_conditions.resolved(inputs.height, inputs.width)),
         };
 
         // 4. Prepare the latent variables: each image's noise from its own seed.
