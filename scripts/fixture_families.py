@@ -202,6 +202,9 @@ def make_sdxl(fixtures, goldens, tmp):
     settings = dict(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0)
     run(pipe, goldens, "sdxl_euler", {"model": "tiny-sdxl", "scheduler": None}, extra_inputs=extra,
         **settings)
+    # denoising_end: the base's part of a base-to-refiner handoff (the first 60% of the schedule).
+    run(pipe, goldens, "sdxl_denoising_end", {"model": "tiny-sdxl", "scheduler": None}, prompt=PROMPT,
+        negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0, denoising_end=0.6)
     # No negative prompt (force_zeros_for_empty_prompt: zero negative embeddings), the size conditions set,
     # another scheduler.
     sized = dict(prompt=PROMPT, num_inference_steps=3, guidance_scale=6.0, original_size=(96, 128),

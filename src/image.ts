@@ -38,6 +38,8 @@ export interface ResolvedSettings {
   strength?: number;
   /** The call's `clipSkip`, when it set one (> 0). */
   clipSkip?: number;
+  /** SDXL: the call's `denoisingEnd`, when it set one. */
+  denoisingEnd?: number;
   /** SDXL: the size conditions as they ran (unset sizes are the output's). Absent for other models. */
   originalSize?: readonly [number, number];
   cropsCoordsTopLeft?: readonly [number, number];

@@ -209,6 +209,12 @@ export interface GenerateOptions {
    */
   clipSkip?: number;
   /**
+   * SDXL only: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
+   * `denoising_end`): with `generateLatents`, the latents a refiner would continue from (the
+   * refiner itself is not supported yet). Default: none (the whole schedule).
+   */
+  denoisingEnd?: number;
+  /**
    * SDXL only: the size `[height, width]` the image is presented as having had before any resize
    * (SDXL's micro-conditioning, diffusers' `original_size`). Default: the output size.
    */
@@ -269,7 +275,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery", "clipSkip", ...SIZE_CONDITIONS.map(([key]) => key),
+  "vaeTiling", "vaeSlicing", "previewEvery", "clipSkip", "denoisingEnd", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -370,6 +376,12 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   // The upper bound depends on the model's text encoder: checked there.
   if (o.clipSkip !== undefined) raw.clipSkip = integerIn(o.clipSkip, "clipSkip", 0, 64);
+  if (o.denoisingEnd !== undefined) {
+    if (typeof o.denoisingEnd !== "number" || !(o.denoisingEnd > 0 && o.denoisingEnd < 1)) {
+      throw invalid("number > 0 and < 1", "denoisingEnd", o.denoisingEnd);
+    }
+    raw.denoisingEnd = o.denoisingEnd;
+  }
   for (const [key, min] of SIZE_CONDITIONS) {
     if (o[key] !== undefined) raw[key] = sizePair(o[key], key, min);
   }

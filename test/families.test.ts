@@ -37,6 +37,11 @@ test("SDXL: the size conditions and clipSkip change the image; the same call giv
     const text = pngText(imageParameters({}, "a red apple", "", 3n, resolvedOf(skipped), "tiny-sdxl"));
     t.regex(text.parameters!, /, Clip skip: 2$/);
     t.like(text, { clipSkip: "1", originalSize: "64x64", cropsCoordsTopLeft: "0,0", targetSize: "64x64" });
+    // denoisingEnd stops early: the latents of 1 of 2 steps differ from the whole run's.
+    const whole = await pipe.generateLatents(base);
+    const half = await pipe.generateLatents({ ...base, denoisingEnd: 0.5 });
+    t.deepEqual(half.shape, whole.shape);
+    t.notDeepEqual(half.data, whole.data);
     const error = await t.throwsAsync(pipe.generate({ ...base, clipSkip: 4 }), { instanceOf: CandlewickError });
     t.is(error?.message, "Expected integer between 0 and 3 (the text encoder's layers) for clipSkip but received 4");
     t.is(error?.code, INVALID);

@@ -112,6 +112,8 @@ export interface RawGenerateOptions {
   vaeSlicing?: boolean
   /** diffusers' `clip_skip` (0 or absent: none). */
   clipSkip?: number
+  /** SDXL: stop this share of the way through the schedule. */
+  denoisingEnd?: number
   /** SDXL's size conditions, each [height, width] (crops: [top, left]). */
   originalSize?: Array<number>
   cropsCoordsTopLeft?: Array<number>
@@ -252,6 +254,8 @@ export interface RawResolvedSettings {
   strength?: number
   /** diffusers' `clip_skip`, when the call set one. */
   clipSkip?: number
+  /** SDXL's `denoising_end`, when the call set one. */
+  denoisingEnd?: number
   /** SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models. */
   originalSize?: Array<number>
   cropsCoordsTopLeft?: Array<number>

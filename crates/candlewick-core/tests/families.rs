@@ -58,6 +58,7 @@ impl Golden {
         let j = &self.json;
         GenerateOptions {
             clip_skip: j["clip_skip"].as_u64().map(|k| k as usize),
+            denoising_end: j["denoising_end"].as_f64(),
             size_conditions: SizeConditions {
                 original_size: pair(&j["original_size"]),
                 crops_coords_top_left: pair(&j["crops_coords_top_left"]).unwrap_or_default(),
@@ -136,11 +137,11 @@ fn lcm_guidance_embedding_matches_diffusers() {
 /// SDXL base: two text encoders (penultimate states concatenated, pooled text embeddings of the
 /// second), `text_time` added conditions, per-block transformer depths, the VAE's force_upcast;
 /// with a negative prompt and Euler, and without one (zero negative embeddings) with the size
-/// conditions, clip_skip and DDIM.
+/// conditions, clip_skip and DDIM; and stopped at `denoising_end` (3 of 5 Euler steps).
 #[test]
 fn sdxl_matches_diffusers() {
     let pipe = load("tiny-sdxl");
-    for name in ["sdxl_euler", "sdxl_ddim_sized"] {
+    for name in ["sdxl_euler", "sdxl_ddim_sized", "sdxl_denoising_end"] {
         let g = golden(name);
         g.check(&pipe, &g.options());
     }
@@ -157,6 +158,8 @@ fn family_options_are_checked() {
     let sized = SizeConditions { target_size: Some([64, 64]), ..Default::default() };
     let msg = error(&sd2, GenerateOptions { size_conditions: sized, ..base.clone() });
     assert!(msg.contains("for target_size but received a model without size conditions"), "{msg}");
+    let msg = error(&sd2, GenerateOptions { denoising_end: Some(0.5), ..base.clone() });
+    assert!(msg.contains("for denoising_end but received a model without it"), "{msg}");
     let msg = error(&sd2, GenerateOptions { clip_skip: Some(5), ..base.clone() });
     assert!(msg.contains("Expected integer between 0 and 4 (the text encoder's layers) for clip_skip but received 5"), "{msg}");
     let sdxl = load("tiny-sdxl");

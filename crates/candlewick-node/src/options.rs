@@ -91,6 +91,8 @@ pub struct RawGenerateOptions {
     pub vae_slicing: Option<bool>,
     /// diffusers' `clip_skip` (0 or absent: none).
     pub clip_skip: Option<u32>,
+    /// SDXL: stop this share of the way through the schedule.
+    pub denoising_end: Option<f64>,
     /// SDXL's size conditions, each [height, width] (crops: [top, left]).
     pub original_size: Option<Vec<u32>>,
     pub crops_coords_top_left: Option<Vec<u32>>,
@@ -148,6 +150,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
             clip_skip: raw.clip_skip.map(|k| k as usize),
+            denoising_end: raw.denoising_end,
             size_conditions: SizeConditions {
                 original_size: pair(raw.original_size, "original_size")?,
                 crops_coords_top_left: pair(raw.crops_coords_top_left, "crops_coords_top_left")?.unwrap_or_default(),

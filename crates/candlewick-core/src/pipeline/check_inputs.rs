@@ -118,7 +118,15 @@ impl StableDiffusionPipeline {
             }
         }
         o.size_conditions.validate()?;
+        if let Some(end) = o.denoising_end {
+            if !(end > 0.0 && end < 1.0) {
+                return Err(expected("number > 0 and < 1", "denoising_end", end));
+            }
+        }
         if c.text_encoder_2.is_none() {
+            if o.denoising_end.is_some() {
+                return Err(expected("an SDXL model (StableDiffusionXLPipeline)", "denoising_end", "a model without it"));
+            }
             if let Some(name) = o.size_conditions.first_set() {
                 return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without size conditions"));
             }

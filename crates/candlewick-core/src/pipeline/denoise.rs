@@ -42,6 +42,8 @@ pub struct DenoiseOptions<'a> {
     pub dtype: DType,
     /// Where in `scheduler.timesteps()` the run starts (img2img's `strength`; 0 for a full run).
     pub begin_index: usize,
+    /// Where it stops (exclusive; SDXL's `denoising_end`): None runs to the last timestep.
+    pub end_index: Option<usize>,
     pub after_step: Option<&'a dyn AfterStep>,
 }
 
@@ -78,7 +80,8 @@ impl Denoiser {
         let do_guidance = options.do_guidance;
         let batch = latents.dim(0)?;
         let all = scheduler.timesteps();
-        let Some(timesteps) = all.get(options.begin_index..).filter(|t| !t.is_empty()).map(<[f64]>::to_vec) else {
+        let end = options.end_index.unwrap_or(all.len()).min(all.len());
+        let Some(timesteps) = all.get(options.begin_index..end).filter(|t| !t.is_empty()).map(<[f64]>::to_vec) else {
             return Err(Error::Internal(format!("no timesteps from index {} of {}", options.begin_index, all.len())));
         };
         for (i, &t) in timesteps.iter().enumerate() {

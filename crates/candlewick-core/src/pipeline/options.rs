@@ -93,6 +93,9 @@ pub struct GenerateOptions {
     /// SDXL's size conditions (`original_size`, `crops_coords_top_left`, `target_size` and their
     /// negatives); only SDXL models take them.
     pub size_conditions: SizeConditions,
+    /// SDXL: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
+    /// `denoising_end`): with `output_latents`, the latents a refiner continues from.
+    pub denoising_end: Option<f64>,
 }
 
 impl Default for GenerateOptions {
@@ -117,6 +120,7 @@ impl Default for GenerateOptions {
             vae_slicing: false,
             clip_skip: None,
             size_conditions: SizeConditions::default(),
+            denoising_end: None,
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct ResolvedSettings {
     pub strength: Option<f64>,
     /// The call's `clip_skip` (None when 0 or absent).
     pub clip_skip: Option<usize>,
+    /// The call's `denoising_end`.
+    pub denoising_end: Option<f64>,
     /// SDXL: the size conditions as they ran (unset sizes filled with the output's); None for other models.
     pub size_conditions: Option<SizeConditions>,
 }

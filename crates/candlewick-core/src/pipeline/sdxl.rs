@@ -226,6 +226,14 @@ pub(super) fn token_ids(tokenizer: &ClipTokenizer, texts: &[&str], device: &Devi
     Ok(Tensor::from_vec(ids, (texts.len(), max), device)?)
 }
 
+/// How many of `timesteps` run under `denoising_end` (diffusers' `StableDiffusionXLPipeline`: those
+/// at or above round(num_train_timesteps * (1 - denoising_end))).
+pub(super) fn denoising_end_index(timesteps: &[f64], denoising_end: f64, num_train_timesteps: usize) -> usize {
+    let n = num_train_timesteps as f64;
+    let cutoff = (n - denoising_end * n).round_ties_even();
+    timesteps.iter().filter(|&&t| t >= cutoff).count()
+}
+
 /// The UNet and the folder agree: an SDXL UNet (`text_time`) needs both text encoders, and two
 /// text encoders need an SDXL UNet.
 pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str) -> Result<()> {

@@ -216,6 +216,7 @@ impl StableDiffusionPipeline {
             Some(strength) => img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?,
             None => 0,
         };
+        let num_train = choice.num_train_timesteps();
         let settings = ResolvedSettings {
             num_inference_steps: options.num_inference_steps,
             guidance_scale: options.guidance_scale,
@@ -226,6 +227,7 @@ impl StableDiffusionPipeline {
             task: inputs.task,
             strength: inputs.strength,
             clip_skip: options.clip_skip.filter(|&k| k > 0),
+            denoising_end: options.denoising_end,
             size_conditions: c.text_encoder_2.as_ref().map(|_| options.size_conditions.resolved(inputs.height, inputs.width)),
         };
 
@@ -240,6 +242,7 @@ impl StableDiffusionPipeline {
             do_guidance,
             dtype: c.dtype(),
             begin_index,
+            end_index: options.denoising_end.map(|end| sdxl::denoising_end_index(scheduler.timesteps(), end, num_train)),
             after_step: prepared.known_region.as_ref().map(|k| k as &dyn AfterStep),
         };
         let latents = self.denoiser.run(
