@@ -46,7 +46,6 @@ fn load(model: &str) -> StableDiffusionPipeline {
     StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap_or_else(|e| panic!("{model}: {e}"))
 }
 
-
 fn pair(value: &serde_json::Value) -> Option<[usize; 2]> {
     let v = value.as_array()?;
     Some([v.first()?.as_u64()? as usize, v.get(1)?.as_u64()? as usize])
@@ -90,7 +89,12 @@ impl Golden {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len() as u64, self.json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
         for (i, latents) in seen.iter().enumerate() {
-            assert_close(&format!("{name} latents_step_{i}"), latents, &self.tensors[&format!("latents_step_{i}")], 1e-4);
+            assert_close(
+                &format!("{name} latents_step_{i}"),
+                latents,
+                &self.tensors[&format!("latents_step_{i}")],
+                1e-4,
+            );
         }
         let want = self.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
         let got = &out.images[0].data;
@@ -161,7 +165,10 @@ fn family_options_are_checked() {
     let msg = error(&sd2, GenerateOptions { denoising_end: Some(0.5), ..base.clone() });
     assert!(msg.contains("for denoising_end but received a model without it"), "{msg}");
     let msg = error(&sd2, GenerateOptions { clip_skip: Some(5), ..base.clone() });
-    assert!(msg.contains("Expected integer between 0 and 4 (the text encoder's layers) for clip_skip but received 5"), "{msg}");
+    assert!(
+        msg.contains("Expected integer between 0 and 4 (the text encoder's layers) for clip_skip but received 5"),
+        "{msg}"
+    );
     let sdxl = load("tiny-sdxl");
     let bad = SizeConditions { original_size: Some([0, 64]), ..Default::default() };
     let msg = error(&sdxl, GenerateOptions { size_conditions: bad, ..base.clone() });
@@ -183,7 +190,9 @@ fn families_run_in_f16_close_to_f32() {
         let g = golden(name);
         let draws = g.json["noise_draws"].as_u64().unwrap() as usize;
         let mut noise = Replay((0..draws).map(|k| g.tensors[&format!("noise_{k}")].clone()).collect());
-        let out = pipe.generate_with_noise(&g.options(), &Observer::new(), &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = pipe
+            .generate_with_noise(&g.options(), &Observer::new(), &mut noise)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
         let worst = out.images[0].data.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         eprintln!("{name} in f16: worst channel difference {worst}/255");

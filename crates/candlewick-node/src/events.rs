@@ -134,7 +134,9 @@ impl From<GenerateOutput> for RawGenerateEvent {
             crops_coords_top_left: sizes.map(|s| pair(s.crops_coords_top_left)),
             target_size: sizes.and_then(|s| s.target_size).map(pair),
             negative_original_size: sizes.and_then(|s| s.negative_original_size).map(pair),
-            negative_crops_coords_top_left: sizes.filter(|s| s.negative_original_size.is_some()).map(|s| pair(s.negative_crops_coords_top_left)),
+            negative_crops_coords_top_left: sizes
+                .filter(|s| s.negative_original_size.is_some())
+                .map(|s| pair(s.negative_crops_coords_top_left)),
             negative_target_size: sizes.and_then(|s| s.negative_target_size).map(pair),
         };
         let result = RawGenerateResult {

@@ -156,8 +156,11 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
                 crops_coords_top_left: pair(raw.crops_coords_top_left, "crops_coords_top_left")?.unwrap_or_default(),
                 target_size: pair(raw.target_size, "target_size")?,
                 negative_original_size: pair(raw.negative_original_size, "negative_original_size")?,
-                negative_crops_coords_top_left: pair(raw.negative_crops_coords_top_left, "negative_crops_coords_top_left")?
-                    .unwrap_or_default(),
+                negative_crops_coords_top_left: pair(
+                    raw.negative_crops_coords_top_left,
+                    "negative_crops_coords_top_left",
+                )?
+                .unwrap_or_default(),
                 negative_target_size: pair(raw.negative_target_size, "negative_target_size")?,
             },
         })

@@ -245,8 +245,11 @@ impl ClipTextTransformer {
             None => bail!("CLIP: no layer ran"),
         };
         let pooled = if pooled {
-            let last_hidden_state =
-                if stop == n && layer.final_layer_norm { hidden.clone() } else { self.final_layer_norm.forward(&xs)? };
+            let last_hidden_state = if stop == n && layer.final_layer_norm {
+                hidden.clone()
+            } else {
+                self.final_layer_norm.forward(&xs)?
+            };
             Some(self.pool(&last_hidden_state, input_ids)?)
         } else {
             None
@@ -257,7 +260,8 @@ impl ClipTextTransformer {
     /// transformers' pooling: each row's state at its end token (the highest id when
     /// eos_token_id is the legacy 2, else the first `eos_token_id`), [b, hidden].
     fn pool(&self, last_hidden_state: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
-        let ids = input_ids.to_dtype(candle_core::DType::U32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
+        let ids =
+            input_ids.to_dtype(candle_core::DType::U32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
         let mut rows = Vec::with_capacity(ids.len());
         for (b, row) in ids.iter().enumerate() {
             let position = if self.eos_token_id == 2 {

@@ -17,9 +17,9 @@ use super::linear::Linear;
 use super::norm::{group_norm, GroupNorm};
 use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
-use crate::cuda::cublaslt;
-pub use super::unet_2d_condition_config::{PerBlock, UNet2DConditionConfig};
 use super::unet_2d_condition_config::block_kind;
+pub use super::unet_2d_condition_config::{PerBlock, UNet2DConditionConfig};
+use crate::cuda::cublaslt;
 
 /// SDXL's added conditions (diffusers' `added_cond_kwargs`): the pooled, projected text
 /// embedding [b, pooled] and the size conditions [b, 6] (original size, crop top-left, target
@@ -136,17 +136,18 @@ impl UNet2DConditionModel {
         if let Some(dim) = cfg.time_cond_proj_dim {
             time_embedding = time_embedding.with_cond_proj(vb.pp("time_embedding"), dim)?;
         }
-        let text_time = match (&cfg.addition_embed_type, cfg.addition_time_embed_dim, cfg.projection_class_embeddings_input_dim) {
-            (Some(_), Some(time_dim), Some(input_dim)) => Some(TextTimeEmbedding::new(
-                vb.clone(),
-                time_dim,
-                input_dim,
-                time_embed_dim,
-                cfg.flip_sin_to_cos,
-                cfg.freq_shift,
-            )?),
-            _ => None,
-        };
+        let text_time =
+            match (&cfg.addition_embed_type, cfg.addition_time_embed_dim, cfg.projection_class_embeddings_input_dim) {
+                (Some(_), Some(time_dim), Some(input_dim)) => Some(TextTimeEmbedding::new(
+                    vb.clone(),
+                    time_dim,
+                    input_dim,
+                    time_embed_dim,
+                    cfg.flip_sin_to_cos,
+                    cfg.freq_shift,
+                )?),
+                _ => None,
+            };
         let time_embed_act =
             cfg.time_embedding_act_fn.as_deref().map(|a| Activation::parse("time_embedding_act_fn", a)).transpose()?;
 
@@ -333,7 +334,12 @@ impl UNet2DConditionModel {
     /// The context with the conditions besides the text that this UNet reads, made once a
     /// generation: LCM's guidance embedding of `guidance_scale - 1` through `cond_proj`, SDXL's
     /// `add_embedding` of `added.text_embeds` [b, pooled] and `added.time_ids` [b, k].
-    pub fn condition(&self, mut context: Context, guidance_scale: f64, added: Option<&AddedConditions>) -> Result<Context> {
+    pub fn condition(
+        &self,
+        mut context: Context,
+        guidance_scale: f64,
+        added: Option<&AddedConditions>,
+    ) -> Result<Context> {
         let dtype = context.hidden.dtype();
         if let Some(dim) = self.time_cond_proj_dim {
             let w = guidance_scale_embedding(guidance_scale - 1.0, dim, context.hidden.device(), dtype)?;

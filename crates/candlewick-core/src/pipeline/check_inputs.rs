@@ -114,7 +114,11 @@ impl StableDiffusionPipeline {
         if let Some(skip) = o.clip_skip {
             let max = super::sdxl::max_clip_skip(c);
             if skip > max {
-                return Err(expected(&format!("integer between 0 and {max} (the text encoder's layers)"), "clip_skip", skip));
+                return Err(expected(
+                    &format!("integer between 0 and {max} (the text encoder's layers)"),
+                    "clip_skip",
+                    skip,
+                ));
             }
         }
         o.size_conditions.validate()?;
@@ -125,13 +129,25 @@ impl StableDiffusionPipeline {
         }
         if c.text_encoder_2.is_none() {
             if o.denoising_end.is_some() {
-                return Err(expected("an SDXL model (StableDiffusionXLPipeline)", "denoising_end", "a model without it"));
+                return Err(expected(
+                    "an SDXL model (StableDiffusionXLPipeline)",
+                    "denoising_end",
+                    "a model without it",
+                ));
             }
             if let Some(name) = o.size_conditions.first_set() {
-                return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without size conditions"));
+                return Err(expected(
+                    "an SDXL model (StableDiffusionXLPipeline)",
+                    name,
+                    "a model without size conditions",
+                ));
             }
         } else if o.image.is_some() {
-            return Err(expected("no image with an SDXL model (SDXL image to image is not supported yet)", "image", "an image"));
+            return Err(expected(
+                "no image with an SDXL model (SDXL image to image is not supported yet)",
+                "image",
+                "an image",
+            ));
         }
         Ok(())
     }

@@ -94,7 +94,17 @@ impl Components {
         }
         let scheduler =
             SchedulerChoice::from_folder(scheduler_config).map_err(|message| Error::model(&scheduler_path, message))?;
-        Ok(Self { tokenizer, text_encoder, text_encoder_2, unet, vae, vae_f32: OnceCell::new(), scheduler, target, cuda })
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            text_encoder_2,
+            unet,
+            vae,
+            vae_f32: OnceCell::new(),
+            scheduler,
+            target,
+            cuda,
+        })
     }
 
     /// The compute dtype (f16 or f32).
@@ -115,7 +125,12 @@ impl Components {
 }
 
 /// A text encoder's config.json, checked against its tokenizer's vocabulary.
-fn text_config(folder: &ModelFolder, tokenizer_name: &str, tokenizer: &ClipTokenizer, name: &str) -> Result<ClipTextConfig> {
+fn text_config(
+    folder: &ModelFolder,
+    tokenizer_name: &str,
+    tokenizer: &ClipTokenizer,
+    name: &str,
+) -> Result<ClipTextConfig> {
     let config: ClipTextConfig = read_json(&folder.config_path(name))?;
     if tokenizer.vocab_end() > config.vocab_size {
         return Err(Error::model(

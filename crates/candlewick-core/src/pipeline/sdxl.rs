@@ -104,11 +104,8 @@ impl SizeConditions {
             [original[0], original[1], crop[0], crop[1], target[0], target[1]].map(|v| v as f32)
         };
         let output = [height, width];
-        let positive = ids(
-            self.original_size.unwrap_or(output),
-            self.crops_coords_top_left,
-            self.target_size.unwrap_or(output),
-        );
+        let positive =
+            ids(self.original_size.unwrap_or(output), self.crops_coords_top_left, self.target_size.unwrap_or(output));
         let negative = match (self.negative_original_size, self.negative_target_size) {
             (Some(original), Some(target)) => ids(original, self.negative_crops_coords_top_left, target),
             _ => positive,
@@ -211,7 +208,12 @@ fn encode_texts(
 }
 
 /// Token ids [n, max_length], with diffusers' truncation warning.
-pub(super) fn token_ids(tokenizer: &ClipTokenizer, texts: &[&str], device: &Device, warnings: &mut Vec<String>) -> Result<Tensor> {
+pub(super) fn token_ids(
+    tokenizer: &ClipTokenizer,
+    texts: &[&str],
+    device: &Device,
+    warnings: &mut Vec<String>,
+) -> Result<Tensor> {
     let max = tokenizer.max_length();
     let mut ids = Vec::with_capacity(texts.len() * max);
     for text in texts {
@@ -238,7 +240,9 @@ pub(super) fn denoising_end_index(timesteps: &[f64], denoising_end: f64, num_tra
 /// text encoders need an SDXL UNet.
 pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str) -> Result<()> {
     let message = match (c.unet.model.takes_text_time(), c.text_encoder_2.is_some()) {
-        (true, false) => "the UNet takes SDXL's added conditions (addition_embed_type \"text_time\") but there is no text_encoder_2",
+        (true, false) => {
+            "the UNet takes SDXL's added conditions (addition_embed_type \"text_time\") but there is no text_encoder_2"
+        }
         (false, true) => "there is a text_encoder_2 but the UNet has no addition_embed_type \"text_time\"",
         _ => return Ok(()),
     };

@@ -228,7 +228,10 @@ impl StableDiffusionPipeline {
             strength: inputs.strength,
             clip_skip: options.clip_skip.filter(|&k| k > 0),
             denoising_end: options.denoising_end,
-            size_conditions: c.text_encoder_2.as_ref().map(|_| options.size_conditions.resolved(inputs.height, inputs.width)),
+            size_conditions: c
+                .text_encoder_2
+                .as_ref()
+                .map(|_| options.size_conditions.resolved(inputs.height, inputs.width)),
         };
 
         // 4. Prepare the latent variables: each image's noise from its own seed.
@@ -242,7 +245,9 @@ impl StableDiffusionPipeline {
             do_guidance,
             dtype: c.dtype(),
             begin_index,
-            end_index: options.denoising_end.map(|end| sdxl::denoising_end_index(scheduler.timesteps(), end, num_train)),
+            end_index: options
+                .denoising_end
+                .map(|end| sdxl::denoising_end_index(scheduler.timesteps(), end, num_train)),
             after_step: prepared.known_region.as_ref().map(|k| k as &dyn AfterStep),
         };
         let latents = self.denoiser.run(
