@@ -91,6 +91,13 @@ export interface LoadOptions extends HubOptions {
    * machine fewer threads than cores can be faster. Default: the cores available to the process.
    */
   threads?: number;
+  /**
+   * A VAE folder (its config.json and diffusion_pytorch_model[.fp16].safetensors) loaded instead of
+   * the model's own, as diffusers' `vae=AutoencoderKL.from_pretrained(...)`: for SDXL in f16, the
+   * fp16-fix VAE (madebyollin/sdxl-vae-fp16-fix, downloaded beforehand), with `force_upcast: false`
+   * in its config, decodes in f16. A local folder. Default: the model's `vae/`.
+   */
+  vae?: string;
 }
 
 /** Where the denoising loop stands, after each step. */
@@ -258,7 +265,7 @@ export const MAX_IMAGES_PER_CALL = 64;
 /** The most images per prompt (one prompt may take the whole call). */
 export const MAX_IMAGES_PER_PROMPT = MAX_IMAGES_PER_CALL;
 
-const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads"] as const;
+const NATIVE_LOAD_KEYS = ["device", "dtype", "attention", "convolution", "cudaGraphs", "autotune", "tf32", "threads", "vae"] as const;
 /** The most CPU threads one pipeline may ask for. */
 export const MAX_THREADS = 1024;
 const AUTOTUNE_KEYS = ["cudnn", "gemm"] as const;
@@ -320,6 +327,7 @@ export function toRawLoadOptions(value: unknown): RawLoadOptions {
   }
   if (o.tf32 !== undefined) raw.tf32 = boolean(o.tf32, "tf32");
   if (o.threads !== undefined) raw.threads = integerIn(o.threads, "threads", 1, MAX_THREADS);
+  if (o.vae !== undefined) raw.vae = nonEmptyString(o.vae, "vae");
   return raw;
 }
 

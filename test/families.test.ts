@@ -10,6 +10,7 @@ import test from "ava";
 import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
 import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
 import { selectPipelineFiles } from "../src/hub/files.js";
+import { toRawLoadOptions } from "../src/options.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 
 const fixture = (name: string) => join(ROOT, "test/fixtures", name);
@@ -62,6 +63,21 @@ test("size conditions on a model without them are refused by name, and the pipel
   } finally {
     pipe.dispose();
   }
+});
+
+test("the vae load option decodes with another VAE folder", async (t) => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(fixture("tiny-sdxl"), { device: "cpu", dtype: "f32", vae: fixture("tiny-sd2/vae") });
+  const own = await load(fixture("tiny-sdxl"));
+  try {
+    const call = { prompt: "a red apple", numInferenceSteps: 1, seed: 4 };
+    const [a] = (await pipe.generate(call)) as [GeneratedImage];
+    const [b] = (await own.generate(call)) as [GeneratedImage];
+    t.notDeepEqual(a.data, b.data);
+  } finally {
+    pipe.dispose();
+    own.dispose();
+  }
+  t.throws(() => toRawLoadOptions({ vae: "" }), { message: 'Expected non-empty string for vae but received ""' });
 });
 
 test("SD 2.x and LCM folders load by their model_index class and generate", async (t) => {

@@ -193,6 +193,8 @@ export interface RawLoadOptions {
   tf32?: boolean
   /** Threads for CPU tensor work (default: the cores available). */
   threads?: number
+  /** A VAE folder used instead of the model's. */
+  vae?: string
 }
 
 /** Where the call's time went, in milliseconds. */

@@ -199,3 +199,24 @@ fn families_run_in_f16_close_to_f32() {
         assert!(worst <= 12, "{name}: f16 image differs from diffusers' f32 by up to {worst}/255");
     }
 }
+
+/// The `vae` load option: another VAE folder decodes instead of the model's own (here tiny-sd2's,
+/// without force_upcast); a folder that is not there is an error naming its config.json.
+#[test]
+fn a_vae_folder_replaces_the_models_vae() {
+    let options = |vae: Option<&str>| LoadOptions {
+        device: DeviceRequest::Cpu,
+        dtype: DTypeRequest::F32,
+        vae: vae.map(|v| fixtures().join(v)),
+        ..Default::default()
+    };
+    let call = GenerateOptions { num_inference_steps: 1, seed: Some(4), ..Default::default() };
+    let own = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options(None)).unwrap();
+    let other = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options(Some("tiny-sd2/vae"))).unwrap();
+    let a = own.generate(&call, &Observer::new()).unwrap();
+    let b = other.generate(&call, &Observer::new()).unwrap();
+    assert_ne!(a.images[0].data, b.images[0].data, "the other VAE decoded the same image");
+    let missing = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options(Some("no-such-vae")));
+    let msg = missing.err().expect("a missing VAE folder is an error").to_string();
+    assert!(msg.contains("no-such-vae") && msg.contains("config.json"), "{msg}");
+}

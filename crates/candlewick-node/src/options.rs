@@ -24,6 +24,8 @@ pub struct RawLoadOptions {
     pub tf32: Option<bool>,
     /// Threads for CPU tensor work (default: the cores available).
     pub threads: Option<u32>,
+    /// A VAE folder used instead of the model's.
+    pub vae: Option<String>,
 }
 
 /// Which libraries' plans are chosen by timing them.
@@ -52,6 +54,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
                 tf32: raw.tf32.unwrap_or(d.tf32),
             },
             threads: raw.threads.map(|n| n as usize).or(defaults.threads),
+            vae: raw.vae.map(std::path::PathBuf::from).or(defaults.vae),
         })
     }
 }

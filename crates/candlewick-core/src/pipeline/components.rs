@@ -83,8 +83,10 @@ impl Components {
         };
         let unet_config = read_json(&folder.config_path("unet"))?;
         let unet = load(folder, "unet", "diffusion_pytorch_model", &target, unet_config, UNet2DConditionModel::new)?;
-        let vae_config = read_json(&folder.config_path("vae"))?;
-        let vae = load(folder, "vae", "diffusion_pytorch_model", &target, vae_config, AutoencoderKL::new)?;
+        // The load option's VAE folder, or the model's.
+        let vae_dir = options.vae.clone().unwrap_or_else(|| folder.component("vae"));
+        let vae_config = read_json(&vae_dir.join("config.json"))?;
+        let vae = load_in(&vae_dir, "vae", "diffusion_pytorch_model", &target, vae_config, AutoencoderKL::new)?;
 
         let scheduler_path = folder.config_path("scheduler");
         // diffusers builds the class model_index.json names, with scheduler_config.json's fields.
@@ -156,7 +158,18 @@ fn load<M, C>(
     config: C,
     build: impl FnOnce(candle_nn::VarBuilder<'static>, &C) -> candle_core::Result<M>,
 ) -> Result<Loaded<M, C>> {
-    let dir: &Path = &folder.component(component);
+    load_in(&folder.component(component), component, stem, target, config, build)
+}
+
+/// [`load`] from the folder `dir` (a component folder given apart from the model's).
+fn load_in<M, C>(
+    dir: &Path,
+    component: &'static str,
+    stem: &str,
+    target: &DeviceChoice,
+    config: C,
+    build: impl FnOnce(candle_nn::VarBuilder<'static>, &C) -> candle_core::Result<M>,
+) -> Result<Loaded<M, C>> {
     let path = weights::find_weights(dir, stem, target.dtype)?;
     let vb = weights::open(&path, target.dtype, &target.device)?;
     let name = match component {

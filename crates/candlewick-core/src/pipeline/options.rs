@@ -17,6 +17,9 @@ pub struct LoadOptions {
     /// Threads for CPU tensor work, in a pool of the pipeline's own (None: the cores available to
     /// the process). Under load, fewer threads than cores can be faster.
     pub threads: Option<usize>,
+    /// A VAE folder (config.json and diffusion_pytorch_model[.fp16].safetensors) loaded instead of
+    /// the model's own, as diffusers' `vae=AutoencoderKL.from_pretrained(...)`: SDXL's fp16-fix VAE.
+    pub vae: Option<std::path::PathBuf>,
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).
