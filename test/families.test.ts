@@ -9,6 +9,7 @@ import test from "ava";
 
 import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
 import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
+import { checkInput } from "../src/batch/inputs.js";
 import { selectPipelineFiles } from "../src/hub/files.js";
 import { toRawLoadOptions } from "../src/options.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
@@ -112,4 +113,16 @@ test("hub: an SDXL repository's second tokenizer and text encoder are fetched (f
   }
   const { missing: lacking } = selectPipelineFiles(sdxl.filter((f) => !f.startsWith("tokenizer_2/m")), undefined);
   t.deepEqual(lacking, ["tokenizer_2/merges.txt"]);
+});
+
+test("batch inputs take the family options, and share a call only when they agree on them", (t) => {
+  const key = (extra: Record<string, unknown>) => checkInput({ prompt: "a", seed: 1, ...extra }, 0, {}).key;
+  t.is(key({ clipSkip: 1 }), key({ clipSkip: 1 }));
+  t.not(key({ clipSkip: 1 }), key({}));
+  t.not(key({ originalSize: [96, 128] }), key({}));
+  t.not(key({ denoisingEnd: 0.5 }), key({}));
+  t.is(checkInput({ prompt: "a" }, 0, { targetSize: [64, 48] }).shared.targetSize?.[1], 48);
+  t.throws(() => checkInput({ prompt: "a", targetSize: [64] }, 3, {}), {
+    message: "inputs[3]: Expected [height, width] of integers between 1 and 131072 for targetSize but received an array of length 1",
+  });
 });

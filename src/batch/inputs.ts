@@ -38,13 +38,30 @@ export interface BatchInput {
   strength?: number;
   /** Decode in tiles (see `GenerateOptions.vaeTiling`). Default: the batch's, else false. */
   vaeTiling?: boolean;
+  /** See `GenerateOptions.clipSkip`. Default: the batch's, else none. */
+  clipSkip?: number;
+  /** SDXL's size conditions and `denoisingEnd` (see `GenerateOptions`). Default: the batch's, else none. */
+  originalSize?: readonly [number, number];
+  cropsCoordsTopLeft?: readonly [number, number];
+  targetSize?: readonly [number, number];
+  negativeOriginalSize?: readonly [number, number];
+  negativeCropsCoordsTopLeft?: readonly [number, number];
+  negativeTargetSize?: readonly [number, number];
+  denoisingEnd?: number;
 }
 
 /** Settings every input of a batch starts from. */
 export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
+/** The model families' settings (clipSkip, SDXL's): inputs share a call only when they agree on them. */
+const FAMILY_KEYS = [
+  "clipSkip", "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft",
+  "negativeTargetSize", "denoisingEnd",
+] as const;
+
 export const INPUT_KEYS = [
   "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
+  ...FAMILY_KEYS,
 ] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
 
@@ -84,7 +101,8 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
     // One call takes one image: inputs share a call only when they share the image itself.
     const images = [shared.image, shared.maskImage].map(identity);
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, images]);
+    const family = FAMILY_KEYS.map((k) => raw[k] ?? null);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, images, family]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {
