@@ -23,7 +23,9 @@ import shutil
 import numpy as np
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, LatentConsistencyModelPipeline,
-                       LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
+                       LCMScheduler, StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline,
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -54,6 +56,8 @@ UNET_SDXL = dict(block_out_channels=(8, 16), layers_per_block=2, sample_size=32,
                  use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
                  transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,  # 6 * 8 + 32
                  cross_attention_dim=64, norm_num_groups=4)
+# The refiner: text_encoder_2 only (cross-attention 32 wide), 5 size conditions (aesthetic score last).
+UNET_REFINER = {**UNET_SDXL, "cross_attention_dim": 32, "projection_class_embeddings_input_dim": 72}  # 5 * 8 + 32
 VAE = dict(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
            norm_num_groups=4, sample_size=64)
@@ -97,6 +101,8 @@ def save(pipe, folder, tokenizer_dirs):
     print(f"{os.path.basename(folder)}: {size / 1e3:.0f} KB")
     reloaded = type(pipe).from_pretrained(folder, **({"safety_checker": None, "requires_safety_checker": False}
                                                      if isinstance(pipe, StableDiffusionPipeline) else {}))
+    if isinstance(pipe, StableDiffusionXLImg2ImgPipeline):
+        reloaded.register_to_config(requires_aesthetics_score=pipe.config.requires_aesthetics_score)
     for name, module in pipe.components.items():
         if isinstance(module, torch.nn.Module):
             a, b = module.state_dict(), getattr(reloaded, name).state_dict()
@@ -126,7 +132,7 @@ def run(pipe, out_dir, name, info, extra_inputs=(), **call):
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(out_dir, f"family_{name}.safetensors"))
     unet_calls = sum(k.startswith("latents_step_") for k in captured)
     write_json(os.path.join(out_dir, f"family_{name}.json"), {
-        **call, **info, "timesteps": pipe.scheduler.timesteps.tolist(), "unet_calls": unet_calls,
+        **{k: v for k, v in call.items() if k != "image"}, **info, "timesteps": pipe.scheduler.timesteps.tolist(), "unet_calls": unet_calls,
         "noise_draws": len(rec.draws), "pipeline": type(pipe).__name__,
         "scheduler_class": type(pipe.scheduler).__name__, "tensors": ["latents_step_i", *extra_inputs],
         "about": f"{type(pipe).__name__}(**call, generator=manual_seed(0), output_type='pt') on the json's "
@@ -212,6 +218,35 @@ def make_sdxl(fixtures, goldens, tmp):
                  negative_crops_coords_top_left=(0, 2), negative_target_size=(64, 64), clip_skip=1)
     run(with_scheduler(pipe, DDIMScheduler), goldens, "sdxl_ddim_sized",
         {"model": "tiny-sdxl", "scheduler": {"type": "DDIMScheduler"}}, extra_inputs=extra, **sized, eta=0.0)
+    return pipe
+
+
+def make_refiner(fixtures, goldens, tmp, base):
+    """The SDXL refiner (StableDiffusionXLImg2ImgPipeline without text_encoder): image to image from
+    images/input.png, and the base-to-refiner handoff (the base's latents at denoising_end 0.6, then the
+    refiner from denoising_start 0.6)."""
+    _, tok_2_dir = tokenizer(tmp, "tok2r", pad="!")
+    tok_2 = CLIPTokenizer.from_pretrained(tok_2_dir)
+    text_encoder_2 = seeded(SEED + 30, lambda: CLIPTextModelWithProjection(CLIPTextConfig(**TEXT)))
+    unet = seeded(SEED + 31, lambda: UNet2DConditionModel(**UNET_REFINER))
+    refiner = StableDiffusionXLImg2ImgPipeline(vae=base.vae, text_encoder=None, text_encoder_2=text_encoder_2,
+                                               tokenizer=None, tokenizer_2=tok_2, unet=unet, scheduler=base.scheduler,
+                                               requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    refiner = save(refiner, os.path.join(fixtures, "tiny-sdxl-refiner"), {"tokenizer_2": tok_2_dir})
+    image = Image.open(os.path.join(fixtures, "images", "input.png")).convert("RGB")
+    run(refiner, goldens, "sdxl_refiner_img2img", {"model": "tiny-sdxl-refiner", "scheduler": None,
+                                                    "image": "images/input.png"},
+        prompt=PROMPT, negative_prompt=NEGATIVE, image=image, strength=0.6, num_inference_steps=5, guidance_scale=5.0,
+        aesthetic_score=7.0, negative_aesthetic_score=2.0)
+    # The handoff: the base's latents (output_type="latent") into the refiner.
+    with torch.no_grad():
+        handoff = base(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0,
+                       denoising_end=0.6, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    save_file({"latents": handoff.contiguous()}, os.path.join(goldens, "family_sdxl_handoff_latents.safetensors"))
+    run(refiner, goldens, "sdxl_refiner_handoff", {"model": "tiny-sdxl-refiner", "scheduler": None,
+                                                    "image_latents": "family_sdxl_handoff_latents"},
+        prompt=PROMPT, negative_prompt=NEGATIVE, image=handoff, num_inference_steps=5, guidance_scale=5.0,
+        denoising_start=0.6)
 
 
 def make(fixtures):
@@ -221,6 +256,7 @@ def make(fixtures):
     try:
         make_sd2(fixtures, goldens, tmp)
         make_lcm(fixtures, goldens, tmp)
-        make_sdxl(fixtures, goldens, tmp)
+        base = make_sdxl(fixtures, goldens, tmp)
+        make_refiner(fixtures, goldens, tmp, base)
     finally:
         shutil.rmtree(tmp)
