@@ -40,6 +40,8 @@ export interface ResolvedSettings {
   clipSkip?: number;
   /** SDXL: the call's `denoisingEnd`, when it set one. */
   denoisingEnd?: number;
+  /** SDXL: the call's `denoisingStart`, when it set one. */
+  denoisingStart?: number;
   /** SDXL: the size conditions as they ran (unset sizes are the output's). Absent for other models. */
   originalSize?: readonly [number, number];
   cropsCoordsTopLeft?: readonly [number, number];

@@ -222,6 +222,17 @@ export interface GenerateOptions {
    */
   denoisingEnd?: number;
   /**
+   * SDXL only: start this share of the way through the schedule, in (0, 1) (diffusers'
+   * `denoising_start`): from `image` without adding noise, or from `latents` as they are: the
+   * refiner's half of a base-to-refiner handoff (the base's `generateLatents` with `denoisingEnd`).
+   * `strength` is then ignored. Default: none.
+   */
+  denoisingStart?: number;
+  /** SDXL refiner (`requires_aesthetics_score`): the aesthetic score to condition on. Default 6. */
+  aestheticScore?: number;
+  /** SDXL refiner: the unconditional pass's aesthetic score. Default 2.5. */
+  negativeAestheticScore?: number;
+  /**
    * SDXL only: the size `[height, width]` the image is presented as having had before any resize
    * (SDXL's micro-conditioning, diffusers' `original_size`). Default: the output size.
    */
@@ -282,7 +293,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery", "clipSkip", "denoisingEnd", ...SIZE_CONDITIONS.map(([key]) => key),
+  "vaeTiling", "vaeSlicing", "previewEvery", "clipSkip", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -384,11 +395,14 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
   // The upper bound depends on the model's text encoder: checked there.
   if (o.clipSkip !== undefined) raw.clipSkip = integerIn(o.clipSkip, "clipSkip", 0, 64);
-  if (o.denoisingEnd !== undefined) {
-    if (typeof o.denoisingEnd !== "number" || !(o.denoisingEnd > 0 && o.denoisingEnd < 1)) {
-      throw invalid("number > 0 and < 1", "denoisingEnd", o.denoisingEnd);
-    }
-    raw.denoisingEnd = o.denoisingEnd;
+  for (const key of ["denoisingEnd", "denoisingStart"] as const) {
+    const value = o[key];
+    if (value === undefined) continue;
+    if (typeof value !== "number" || !(value > 0 && value < 1)) throw invalid("number > 0 and < 1", key, value);
+    raw[key] = value;
+  }
+  for (const key of ["aestheticScore", "negativeAestheticScore"] as const) {
+    if (o[key] !== undefined) raw[key] = numberIn(o[key], key, -1e6, 1e6);
   }
   for (const [key, min] of SIZE_CONDITIONS) {
     if (o[key] !== undefined) raw[key] = sizePair(o[key], key, min);

@@ -81,6 +81,31 @@ test("the vae load option decodes with another VAE folder", async (t) => {
   t.throws(() => toRawLoadOptions({ vae: "" }), { message: 'Expected non-empty string for vae but received ""' });
 });
 
+test("SDXL base to refiner: the base's latents at denoisingEnd continue in the refiner from denoisingStart", async (t) => {
+  const base = await load(fixture("tiny-sdxl"));
+  const refiner = await load(fixture("tiny-sdxl-refiner"));
+  try {
+    const call = { prompt: "a red apple", numInferenceSteps: 5, seed: 2 };
+    const latents = await base.generateLatents({ ...call, denoisingEnd: 0.6 });
+    const steps: number[] = [];
+    const [image] = (await refiner.generate({
+      ...call, latents: { shape: latents.shape, data: latents.data }, denoisingStart: 0.6, aestheticScore: 7,
+      onProgress: ({ timestep }) => steps.push(timestep),
+    })) as [GeneratedImage];
+    t.deepEqual(steps, [201, 1]);
+    t.is(image.settings?.denoisingStart, 0.6);
+    // From a picture: image to image at the refiner's default strength (0.3 of 5 steps: 1 call).
+    const calls: number[] = [];
+    await refiner.generate({ ...call, image: fixture("images/input.png"), onProgress: ({ step }) => calls.push(step) });
+    t.deepEqual(calls, [1]);
+    const error = await t.throwsAsync(refiner.generate({ ...call, denoisingStart: 0.5 }), { instanceOf: CandlewickError });
+    t.is(error?.message, "Expected image or latents with denoisingStart (the run continues from them) for denoisingStart but received neither");
+  } finally {
+    base.dispose();
+    refiner.dispose();
+  }
+});
+
 test("SD 2.x and LCM folders load by their model_index class and generate", async (t) => {
   for (const name of ["tiny-sd2", "tiny-lcm"]) {
     const pipe = await load(fixture(name));

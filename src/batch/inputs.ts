@@ -48,6 +48,9 @@ export interface BatchInput {
   negativeCropsCoordsTopLeft?: readonly [number, number];
   negativeTargetSize?: readonly [number, number];
   denoisingEnd?: number;
+  denoisingStart?: number;
+  aestheticScore?: number;
+  negativeAestheticScore?: number;
 }
 
 /** Settings every input of a batch starts from. */
@@ -56,7 +59,7 @@ export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 /** The model families' settings (clipSkip, SDXL's): inputs share a call only when they agree on them. */
 const FAMILY_KEYS = [
   "clipSkip", "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft",
-  "negativeTargetSize", "denoisingEnd",
+  "negativeTargetSize", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore",
 ] as const;
 
 export const INPUT_KEYS = [

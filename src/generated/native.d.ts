@@ -114,6 +114,11 @@ export interface RawGenerateOptions {
   clipSkip?: number
   /** SDXL: stop this share of the way through the schedule. */
   denoisingEnd?: number
+  /** SDXL: start this share of the way through it (from `image`, or the handoff's `latents`). */
+  denoisingStart?: number
+  /** SDXL refiner: the aesthetic scores of its size conditions. */
+  aestheticScore?: number
+  negativeAestheticScore?: number
   /** SDXL's size conditions, each [height, width] (crops: [top, left]). */
   originalSize?: Array<number>
   cropsCoordsTopLeft?: Array<number>
@@ -258,6 +263,8 @@ export interface RawResolvedSettings {
   clipSkip?: number
   /** SDXL's `denoising_end`, when the call set one. */
   denoisingEnd?: number
+  /** SDXL's `denoising_start`, when the call set one. */
+  denoisingStart?: number
   /** SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models. */
   originalSize?: Array<number>
   cropsCoordsTopLeft?: Array<number>

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline};
+use candlewick_core::pipeline::{
+    GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline,
+};
 use candlewick_core::schedulers::StepNoise;
 use common::{assert_close, fixtures, goldens};
 
@@ -65,7 +67,16 @@ impl Golden {
                 negative_original_size: pair(&j["negative_original_size"]),
                 negative_crops_coords_top_left: pair(&j["negative_crops_coords_top_left"]).unwrap_or_default(),
                 negative_target_size: pair(&j["negative_target_size"]),
+                aesthetic_score: j["aesthetic_score"].as_f64().unwrap_or(6.0),
+                negative_aesthetic_score: j["negative_aesthetic_score"].as_f64().unwrap_or(2.5),
             },
+            denoising_start: j["denoising_start"].as_f64(),
+            strength: j["strength"].as_f64(),
+            image: j["image"].as_str().map(|p| ImageInput::Encoded(std::fs::read(fixtures().join(p)).unwrap())),
+            latents: j["image_latents"].as_str().map(|name| {
+                let t = &goldens(name)["latents"];
+                LatentsInput { shape: t.dims4().unwrap().into(), data: t.flatten_all().unwrap().to_vec1().unwrap() }
+            }),
             prompt: vec![j["prompt"].as_str().unwrap().into()],
             negative_prompt: j["negative_prompt"].as_str().map(|n| vec![n.into()]),
             num_inference_steps: j["num_inference_steps"].as_u64().unwrap() as usize,
@@ -219,4 +230,16 @@ fn a_vae_folder_replaces_the_models_vae() {
     let missing = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options(Some("no-such-vae")));
     let msg = missing.err().expect("a missing VAE folder is an error").to_string();
     assert!(msg.contains("no-such-vae") && msg.contains("config.json"), "{msg}");
+}
+
+/// SDXL's refiner (StableDiffusionXLImg2ImgPipeline, text_encoder_2 only, aesthetic scores in the
+/// size conditions): image to image from a picture, and the handoff from the base's latents at
+/// denoising_end 0.6 continued from denoising_start 0.6 (no noise added).
+#[test]
+fn sdxl_refiner_matches_diffusers() {
+    let pipe = load("tiny-sdxl-refiner");
+    for name in ["sdxl_refiner_img2img", "sdxl_refiner_handoff"] {
+        let g = golden(name);
+        g.check(&pipe, &g.options());
+    }
 }

@@ -62,6 +62,8 @@ pub struct RawResolvedSettings {
     pub clip_skip: Option<u32>,
     /// SDXL's `denoising_end`, when the call set one.
     pub denoising_end: Option<f64>,
+    /// SDXL's `denoising_start`, when the call set one.
+    pub denoising_start: Option<f64>,
     /// SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models.
     pub original_size: Option<Vec<u32>>,
     pub crops_coords_top_left: Option<Vec<u32>>,
@@ -130,6 +132,7 @@ impl From<GenerateOutput> for RawGenerateEvent {
             strength: r.strength,
             clip_skip: r.clip_skip.map(|k| k as u32),
             denoising_end: r.denoising_end,
+            denoising_start: r.denoising_start,
             original_size: sizes.and_then(|s| s.original_size).map(pair),
             crops_coords_top_left: sizes.map(|s| pair(s.crops_coords_top_left)),
             target_size: sizes.and_then(|s| s.target_size).map(pair),

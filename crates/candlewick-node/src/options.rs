@@ -96,6 +96,11 @@ pub struct RawGenerateOptions {
     pub clip_skip: Option<u32>,
     /// SDXL: stop this share of the way through the schedule.
     pub denoising_end: Option<f64>,
+    /// SDXL: start this share of the way through it (from `image`, or the handoff's `latents`).
+    pub denoising_start: Option<f64>,
+    /// SDXL refiner: the aesthetic scores of its size conditions.
+    pub aesthetic_score: Option<f64>,
+    pub negative_aesthetic_score: Option<f64>,
     /// SDXL's size conditions, each [height, width] (crops: [top, left]).
     pub original_size: Option<Vec<u32>>,
     pub crops_coords_top_left: Option<Vec<u32>>,
@@ -134,6 +139,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
     type Error = Error;
     fn try_from(raw: RawGenerateOptions) -> Result<Self, Error> {
         let defaults = GenerateOptions::default();
+        let sizes = SizeConditions::default();
         Ok(GenerateOptions {
             prompt: raw.prompt,
             negative_prompt: raw.negative_prompt,
@@ -154,6 +160,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
             clip_skip: raw.clip_skip.map(|k| k as usize),
             denoising_end: raw.denoising_end,
+            denoising_start: raw.denoising_start,
             size_conditions: SizeConditions {
                 original_size: pair(raw.original_size, "original_size")?,
                 crops_coords_top_left: pair(raw.crops_coords_top_left, "crops_coords_top_left")?.unwrap_or_default(),
@@ -165,6 +172,8 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
                 )?
                 .unwrap_or_default(),
                 negative_target_size: pair(raw.negative_target_size, "negative_target_size")?,
+                aesthetic_score: raw.aesthetic_score.unwrap_or(sizes.aesthetic_score),
+                negative_aesthetic_score: raw.negative_aesthetic_score.unwrap_or(sizes.negative_aesthetic_score),
             },
         })
     }

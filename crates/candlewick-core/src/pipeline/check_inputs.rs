@@ -49,7 +49,9 @@ impl StableDiffusionPipeline {
                 format!("latents of shape {:?}", latents.shape),
             ));
         }
-        let strength = o.strength.or(task.default_strength());
+        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3.
+        let sdxl_default = (task == Task::Img2Img && self.components.text_encoder_2.is_some()).then_some(0.3);
+        let strength = o.strength.or(sdxl_default).or(task.default_strength());
         if task == Task::Txt2Img {
             let (width, height) = self.output_size(o, None)?;
             self.check_text_and_steps(o, None)?;
@@ -122,18 +124,18 @@ impl StableDiffusionPipeline {
             }
         }
         o.size_conditions.validate()?;
-        if let Some(end) = o.denoising_end {
-            if !(end > 0.0 && end < 1.0) {
-                return Err(expected("number > 0 and < 1", "denoising_end", end));
+        for (name, value) in [("denoising_end", o.denoising_end), ("denoising_start", o.denoising_start)] {
+            if let Some(v) = value.filter(|v| !(*v > 0.0 && *v < 1.0)) {
+                return Err(expected("number > 0 and < 1", name, v));
             }
         }
         if c.text_encoder_2.is_none() {
-            if o.denoising_end.is_some() {
-                return Err(expected(
-                    "an SDXL model (StableDiffusionXLPipeline)",
-                    "denoising_end",
-                    "a model without it",
-                ));
+            for (name, set) in
+                [("denoising_end", o.denoising_end.is_some()), ("denoising_start", o.denoising_start.is_some())]
+            {
+                if set {
+                    return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without it"));
+                }
             }
             if let Some(name) = o.size_conditions.first_set() {
                 return Err(expected(
@@ -142,11 +144,17 @@ impl StableDiffusionPipeline {
                     "a model without size conditions",
                 ));
             }
-        } else if o.image.is_some() {
+        } else if o.mask_image.is_some() {
             return Err(expected(
-                "no image with an SDXL model (SDXL image to image is not supported yet)",
-                "image",
-                "an image",
+                "no mask_image with an SDXL model (SDXL inpainting is not supported yet)",
+                "mask_image",
+                "a mask",
+            ));
+        } else if o.denoising_start.is_some() && o.image.is_none() && o.latents.is_none() {
+            return Err(expected(
+                "image or latents with denoising_start (the run continues from them)",
+                "denoising_start",
+                "neither",
             ));
         }
         Ok(())

@@ -35,12 +35,16 @@ pub struct SecondTextEncoder {
     pub text_encoder: Loaded<ClipTextModelWithProjection, ClipTextConfig>,
     /// Without a negative prompt, the unconditional embeddings are zeros (SDXL's default).
     pub force_zeros_for_empty_prompt: bool,
+    /// The refiner's size conditions end with an aesthetic score (model_index.json's
+    /// `requires_aesthetics_score`).
+    pub requires_aesthetics_score: bool,
 }
 
 /// Everything a Stable Diffusion folder holds, on one device.
 pub struct Components {
-    pub tokenizer: ClipTokenizer,
-    pub text_encoder: Loaded<ClipTextTransformer, ClipTextConfig>,
+    /// None only for SDXL's refiner layout (`text_encoder_2` alone).
+    pub tokenizer: Option<ClipTokenizer>,
+    pub text_encoder: Option<Loaded<ClipTextTransformer, ClipTextConfig>>,
     /// SDXL's second text encoder, when model_index.json lists `text_encoder_2`.
     pub text_encoder_2: Option<SecondTextEncoder>,
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
@@ -59,13 +63,21 @@ impl Components {
     /// installed on this thread first: the convolutions read theirs as they load.
     pub fn load(folder: &ModelFolder, index: &ModelIndex, options: &LoadOptions) -> Result<Self> {
         let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
-        let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
 
         let cuda = options.cuda.resolve(&target.device, target.dtype);
         cuda.settings.install(&target.device);
 
-        let config = text_config(folder, "tokenizer", &tokenizer, "text_encoder")?;
-        let text_encoder = load(folder, "text_encoder", "model", &target, config, ClipTextTransformer::new)?;
+        // SDXL's refiner has no first text encoder (model_index.json lists it as null).
+        let refiner_layout =
+            index.component_class("text_encoder").is_none() && index.component_class("text_encoder_2").is_some();
+        let (tokenizer, text_encoder) = if refiner_layout {
+            (None, None)
+        } else {
+            let tokenizer = ClipTokenizer::from_folder(&folder.component("tokenizer"))?;
+            let config = text_config(folder, "tokenizer", &tokenizer, "text_encoder")?;
+            let text_encoder = load(folder, "text_encoder", "model", &target, config, ClipTextTransformer::new)?;
+            (Some(tokenizer), Some(text_encoder))
+        };
         let text_encoder_2 = match index.component_class("text_encoder_2") {
             None => None,
             Some(_) => {
@@ -73,12 +85,15 @@ impl Components {
                 let config = text_config(folder, "tokenizer_2", &tokenizer, "text_encoder_2")?;
                 let text_encoder =
                     load(folder, "text_encoder_2", "model", &target, config, ClipTextModelWithProjection::new)?;
-                let force_zeros_for_empty_prompt = index
-                    .components
-                    .get("force_zeros_for_empty_prompt")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(true);
-                Some(SecondTextEncoder { tokenizer, text_encoder, force_zeros_for_empty_prompt })
+                let flag = |key: &str, default: bool| {
+                    index.components.get(key).and_then(serde_json::Value::as_bool).unwrap_or(default)
+                };
+                Some(SecondTextEncoder {
+                    tokenizer,
+                    text_encoder,
+                    force_zeros_for_empty_prompt: flag("force_zeros_for_empty_prompt", true),
+                    requires_aesthetics_score: flag("requires_aesthetics_score", false),
+                })
             }
         };
         let unet_config = read_json(&folder.config_path("unet"))?;
@@ -107,6 +122,28 @@ impl Components {
             target,
             cuda,
         })
+    }
+
+    /// The (first) tokenizer: every layout but SDXL's refiner has one.
+    pub fn tokenizer(&self) -> Result<&ClipTokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Internal("this model has no tokenizer (text_encoder_2 only)".into()))
+    }
+
+    /// The (first) text encoder: every layout but SDXL's refiner has one.
+    pub fn text_encoder(&self) -> Result<&ClipTextTransformer> {
+        let encoder = self.text_encoder.as_ref().map(|e| &e.model);
+        encoder.ok_or_else(|| Error::Internal("this model has no text_encoder (text_encoder_2 only)".into()))
+    }
+
+    /// The tokens a prompt is cut to (77 for CLIP).
+    pub fn max_prompt_tokens(&self) -> usize {
+        match (&self.tokenizer, &self.text_encoder_2) {
+            (Some(t), _) => t.max_length(),
+            (None, Some(second)) => second.tokenizer.max_length(),
+            (None, None) => 0,
+        }
     }
 
     /// The compute dtype (f16 or f32).

@@ -99,6 +99,10 @@ pub struct GenerateOptions {
     /// SDXL: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
     /// `denoising_end`): with `output_latents`, the latents a refiner continues from.
     pub denoising_end: Option<f64>,
+    /// SDXL: start this share of the way through the schedule, in (0, 1) (diffusers'
+    /// `denoising_start`): from `image` without adding noise, or from `latents` as they are (the
+    /// refiner's half of a base-to-refiner handoff: the base's `denoising_end` latents).
+    pub denoising_start: Option<f64>,
 }
 
 impl Default for GenerateOptions {
@@ -124,6 +128,7 @@ impl Default for GenerateOptions {
             clip_skip: None,
             size_conditions: SizeConditions::default(),
             denoising_end: None,
+            denoising_start: None,
         }
     }
 }
@@ -174,6 +179,8 @@ pub struct ResolvedSettings {
     pub clip_skip: Option<usize>,
     /// The call's `denoising_end`.
     pub denoising_end: Option<f64>,
+    /// The call's `denoising_start`.
+    pub denoising_start: Option<f64>,
     /// SDXL: the size conditions as they ran (unset sizes filled with the output's); None for other models.
     pub size_conditions: Option<SizeConditions>,
 }

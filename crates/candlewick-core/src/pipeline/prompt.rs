@@ -59,10 +59,11 @@ impl PromptEncoder {
     }
 
     fn embed_texts(&self, c: &Components, texts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
-        let max = c.tokenizer.max_length();
+        let (tokenizer, encoder) = (c.tokenizer()?, c.text_encoder()?);
+        let max = tokenizer.max_length();
         let mut ids = Vec::with_capacity(texts.len() * max);
         for text in texts {
-            let encoded = c.tokenizer.encode(text)?;
+            let encoded = tokenizer.encode(text)?;
             if let Some(cut) = encoded.truncated {
                 warnings.push(format!(
                     "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
@@ -71,7 +72,7 @@ impl PromptEncoder {
             ids.extend_from_slice(&encoded.ids);
         }
         let ids = Tensor::from_vec(ids, (texts.len(), max), &c.target.device)?;
-        Ok(self.graphs.run(&[&ids], |ids| c.text_encoder.model.forward(ids[0]))?)
+        Ok(self.graphs.run(&[&ids], |ids| encoder.forward(ids[0]))?)
     }
 }
 
@@ -85,8 +86,8 @@ fn embed_texts_skipping(
     clip_skip: usize,
     warnings: &mut Vec<String>,
 ) -> Result<Tensor> {
-    let ids = super::sdxl::token_ids(&c.tokenizer, texts, &c.target.device, warnings)?;
-    let encoder = &c.text_encoder.model;
+    let ids = super::sdxl::token_ids(c.tokenizer()?, texts, &c.target.device, warnings)?;
+    let encoder = c.text_encoder()?;
     let layer = HiddenLayer { from_end: clip_skip, final_layer_norm: true };
     let skipped = encoder.encode(&ids.narrow(0, negatives, texts.len() - negatives)?, layer, false)?.hidden;
     if negatives == 0 {

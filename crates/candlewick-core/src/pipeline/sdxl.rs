@@ -21,7 +21,7 @@ const MAX_CONDITION: usize = 16 * MAX_SIDE;
 
 /// SDXL's micro-conditioning (diffusers' `StableDiffusionXLPipeline.__call__` arguments of the same
 /// names), each `[height, width]` or `[top, left]` in pixels. Unset sizes are the output's size.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SizeConditions {
     /// The size the image is presented as having been before any resize (default: the output size).
@@ -35,6 +35,35 @@ pub struct SizeConditions {
     pub negative_original_size: Option<[usize; 2]>,
     pub negative_crops_coords_top_left: [usize; 2],
     pub negative_target_size: Option<[usize; 2]>,
+    /// The refiner's (`requires_aesthetics_score`) score of the wanted image (diffusers' default 6).
+    pub aesthetic_score: f64,
+    /// The refiner's score for the unconditional pass (default 2.5).
+    pub negative_aesthetic_score: f64,
+}
+
+impl Default for SizeConditions {
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crops_coords_top_left: [0, 0],
+            target_size: None,
+            negative_original_size: None,
+            negative_crops_coords_top_left: [0, 0],
+            negative_target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
+}
+
+/// Which of diffusers' `_get_add_time_ids` a call follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimeIds {
+    /// `StableDiffusionXLPipeline`: the negatives only when both negative sizes are given.
+    TextToImage,
+    /// `StableDiffusionXLImg2ImgPipeline`: each negative size defaults to its positive; with
+    /// `aesthetic`, the target size is replaced by the aesthetic score (5 conditions).
+    ImageToImage { aesthetic: bool },
 }
 
 impl SizeConditions {
@@ -52,6 +81,13 @@ impl SizeConditions {
                     let what = format!("[height, width] of integers between 1 and {MAX_CONDITION}");
                     return Err(expected(&what, name, format!("[{h}, {w}]")));
                 }
+            }
+        }
+        for (name, score) in
+            [("aesthetic_score", self.aesthetic_score), ("negative_aesthetic_score", self.negative_aesthetic_score)]
+        {
+            if !score.is_finite() || score.abs() > 1e6 {
+                return Err(expected("finite number between -1e6 and 1e6", name, score));
             }
         }
         for (name, [top, left]) in [
@@ -76,6 +112,8 @@ impl SizeConditions {
             ("negative_original_size", self.negative_original_size != d.negative_original_size),
             ("negative_crops_coords_top_left", self.negative_crops_coords_top_left != d.negative_crops_coords_top_left),
             ("negative_target_size", self.negative_target_size != d.negative_target_size),
+            ("aesthetic_score", self.aesthetic_score != d.aesthetic_score),
+            ("negative_aesthetic_score", self.negative_aesthetic_score != d.negative_aesthetic_score),
         ]
         .into_iter()
         .find(|(_, set)| *set)
@@ -97,20 +135,39 @@ impl SizeConditions {
         }
     }
 
-    /// diffusers' `_get_add_time_ids` for the conditional and the unconditional rows:
-    /// original size, crop top-left, target size.
-    fn time_ids(&self, height: usize, width: usize) -> ([f32; 6], [f32; 6]) {
-        let ids = |original: [usize; 2], crop: [usize; 2], target: [usize; 2]| {
-            [original[0], original[1], crop[0], crop[1], target[0], target[1]].map(|v| v as f32)
-        };
+    /// diffusers' `_get_add_time_ids` for the conditional and the unconditional rows.
+    fn time_ids(&self, height: usize, width: usize, mode: TimeIds) -> (Vec<f32>, Vec<f32>) {
+        let f = |v: &[usize]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         let output = [height, width];
-        let positive =
-            ids(self.original_size.unwrap_or(output), self.crops_coords_top_left, self.target_size.unwrap_or(output));
-        let negative = match (self.negative_original_size, self.negative_target_size) {
-            (Some(original), Some(target)) => ids(original, self.negative_crops_coords_top_left, target),
-            _ => positive,
-        };
-        (positive, negative)
+        let (original, target) = (self.original_size.unwrap_or(output), self.target_size.unwrap_or(output));
+        let crop = self.crops_coords_top_left;
+        let positive = f(&[original[0], original[1], crop[0], crop[1], target[0], target[1]]);
+        match mode {
+            TimeIds::TextToImage => {
+                let negative = match (self.negative_original_size, self.negative_target_size) {
+                    (Some(o), Some(t)) => {
+                        let c = self.negative_crops_coords_top_left;
+                        f(&[o[0], o[1], c[0], c[1], t[0], t[1]])
+                    }
+                    _ => positive.clone(),
+                };
+                (positive, negative)
+            }
+            TimeIds::ImageToImage { aesthetic } => {
+                let n_original = self.negative_original_size.unwrap_or(original);
+                let n_target = self.negative_target_size.unwrap_or(target);
+                if aesthetic {
+                    let n_crop = self.negative_crops_coords_top_left;
+                    let mut p = f(&[original[0], original[1], crop[0], crop[1]]);
+                    p.push(self.aesthetic_score as f32);
+                    let mut n = f(&[n_original[0], n_original[1], n_crop[0], n_crop[1]]);
+                    n.push(self.negative_aesthetic_score as f32);
+                    (p, n)
+                } else {
+                    (positive, f(&[n_original[0], n_original[1], crop[0], crop[1], n_target[0], n_target[1]]))
+                }
+            }
+        }
     }
 }
 
@@ -130,14 +187,19 @@ pub(super) struct Prompts<'a> {
     pub clip_skip: Option<usize>,
     pub width: usize,
     pub height: usize,
+    pub time_ids: TimeIds,
 }
 
 /// The largest `clip_skip` the text encoders allow (SDXL starts at the penultimate layer).
 pub(super) fn max_clip_skip(c: &Components) -> usize {
-    let n = c.text_encoder.model.num_layers();
-    match &c.text_encoder_2 {
-        Some(second) => n.min(second.text_encoder.model.text_model.num_layers()).saturating_sub(2),
-        None => n.saturating_sub(1),
+    let first = c.text_encoder.as_ref().map(|e| e.model.num_layers());
+    match (&c.text_encoder_2, first) {
+        (Some(second), first) => {
+            let n = second.text_encoder.model.text_model.num_layers();
+            first.unwrap_or(n).min(n).saturating_sub(2)
+        }
+        (None, Some(n)) => n.saturating_sub(1),
+        (None, None) => 0,
     }
 }
 
@@ -175,14 +237,14 @@ pub(super) fn encode_prompt(
     let rows = embeds.dim(0)?;
     let index: Vec<u32> = (0..rows as u32).flat_map(|t| std::iter::repeat_n(t, p.copies)).collect();
     let index = Tensor::new(index.as_slice(), device)?;
-    let (positive, negative) = conditions.time_ids(p.height, p.width);
-    let images = n * p.copies;
-    let mut time_ids: Vec<f32> = Vec::with_capacity(rows * p.copies * 6);
+    let (positive, negative) = conditions.time_ids(p.height, p.width, p.time_ids);
+    let (images, k) = (n * p.copies, positive.len());
+    let mut time_ids: Vec<f32> = Vec::with_capacity(rows * p.copies * k);
     if p.do_guidance {
-        (0..images).for_each(|_| time_ids.extend(negative));
+        (0..images).for_each(|_| time_ids.extend(&negative));
     }
-    (0..images).for_each(|_| time_ids.extend(positive));
-    let time_ids = Tensor::from_vec(time_ids, (rows * p.copies, 6), device)?;
+    (0..images).for_each(|_| time_ids.extend(&positive));
+    let time_ids = Tensor::from_vec(time_ids, (rows * p.copies, k), device)?;
     Ok(Encoded {
         prompt_embeds: embeds.index_select(&index, 0)?,
         added: AddedConditions { text_embeds: pooled.index_select(&index, 0)?, time_ids },
@@ -199,12 +261,22 @@ fn encode_texts(
     warnings: &mut Vec<String>,
 ) -> Result<(Tensor, Tensor)> {
     let device = &c.target.device;
-    let ids = token_ids(&c.tokenizer, texts, device, warnings)?;
-    let first = c.text_encoder.model.encode(&ids, layer, false)?.hidden;
-    // The same texts cut at the same place: the second tokenizer's warnings would repeat them.
-    let ids_2 = token_ids(&second.tokenizer, texts, device, &mut Vec::new())?;
+    let first = match (&c.tokenizer, &c.text_encoder) {
+        (Some(tokenizer), Some(encoder)) => {
+            let ids = token_ids(tokenizer, texts, device, warnings)?;
+            Some(encoder.model.encode(&ids, layer, false)?.hidden)
+        }
+        _ => None,
+    };
+    // The same texts cut at the same place: the second tokenizer's warnings would repeat the first's.
+    let mut quiet = Vec::new();
+    let second_warnings = if first.is_some() { &mut quiet } else { warnings };
+    let ids_2 = token_ids(&second.tokenizer, texts, device, second_warnings)?;
     let (hidden_2, text_embeds) = second.text_encoder.model.encode(&ids_2, layer)?;
-    Ok((Tensor::cat(&[&first, &hidden_2.to_dtype(first.dtype())?], 2)?, text_embeds))
+    match first {
+        Some(first) => Ok((Tensor::cat(&[&first, &hidden_2.to_dtype(first.dtype())?], 2)?, text_embeds)),
+        None => Ok((hidden_2, text_embeds)),
+    }
 }
 
 /// Token ids [n, max_length], with diffusers' truncation warning.
@@ -226,6 +298,24 @@ pub(super) fn token_ids(
         ids.extend_from_slice(&encoded.ids);
     }
     Ok(Tensor::from_vec(ids, (texts.len(), max), device)?)
+}
+
+/// diffusers' `get_timesteps` with `denoising_start` (`StableDiffusionXLImg2ImgPipeline`): the index
+/// the run starts at, the timesteps below round(num_train_timesteps * (1 - denoising_start)) (one
+/// more for a second-order scheduler when even).
+pub(super) fn denoising_start_index(
+    timesteps: &[f64],
+    denoising_start: f64,
+    num_train_timesteps: usize,
+    order: usize,
+) -> usize {
+    let n = num_train_timesteps as f64;
+    let cutoff = (n - denoising_start * n).round_ties_even();
+    let mut steps = timesteps.iter().filter(|&&t| t < cutoff).count();
+    if order == 2 && steps % 2 == 0 {
+        steps += 1;
+    }
+    timesteps.len().saturating_sub(steps)
 }
 
 /// How many of `timesteps` run under `denoising_end` (diffusers' `StableDiffusionXLPipeline`: those

@@ -32,6 +32,7 @@ const SUPPORTED_CLASSES: &[&str] = &[
     "StableDiffusionInpaintPipeline",
     "LatentConsistencyModelPipeline",
     "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
 ];
 
 /// What a loaded pipeline is running on and what it produces by default.
@@ -105,7 +106,7 @@ impl StableDiffusionPipeline {
             cuda: components.cuda.settings,
             cuda_fallbacks: components.cuda.fallbacks.clone(),
             vae_scale_factor,
-            max_prompt_tokens: components.tokenizer.max_length(),
+            max_prompt_tokens: components.max_prompt_tokens(),
             num_train_timesteps: components.scheduler.num_train_timesteps(),
             scheduler: components.scheduler.kind().class_name().into(),
             threads: rayon::current_num_threads(),
@@ -187,6 +188,10 @@ impl StableDiffusionPipeline {
                     clip_skip: options.clip_skip,
                     width: inputs.width,
                     height: inputs.height,
+                    time_ids: match (second.requires_aesthetics_score, inputs.task, options.denoising_start) {
+                        (false, Task::Txt2Img, None) => sdxl::TimeIds::TextToImage,
+                        (aesthetic, ..) => sdxl::TimeIds::ImageToImage { aesthetic },
+                    },
                 };
                 let encoded = sdxl::encode_prompt(c, second, &prompts, &options.size_conditions, &mut warnings)?;
                 let context = c.unet.model.project_context(&encoded.prompt_embeds, c.dtype())?;
@@ -212,9 +217,24 @@ impl StableDiffusionPipeline {
         // steps; with an image, the last `strength` of them (diffusers' `get_timesteps`).
         let choice = c.scheduler.with_overrides(&options.scheduler)?;
         let mut scheduler = choice.build(options.num_inference_steps)?;
-        let begin_index = match inputs.strength {
-            Some(strength) => img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?,
-            None => 0,
+        let begin_index = match (options.denoising_start, inputs.strength) {
+            (Some(start), _) => {
+                let (all, order) = (scheduler.timesteps(), scheduler.order());
+                let begin = sdxl::denoising_start_index(all, start, choice.num_train_timesteps(), order);
+                if begin >= all.len() {
+                    return Err(expected(
+                        "denoising_start that leaves at least one timestep to run",
+                        "denoising_start",
+                        start,
+                    ));
+                }
+                scheduler.set_begin_index(begin);
+                begin
+            }
+            (None, Some(strength)) => {
+                img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?
+            }
+            (None, None) => 0,
         };
         let num_train = choice.num_train_timesteps();
         let settings = ResolvedSettings {
@@ -228,6 +248,7 @@ impl StableDiffusionPipeline {
             strength: inputs.strength,
             clip_skip: options.clip_skip.filter(|&k| k > 0),
             denoising_end: options.denoising_end,
+            denoising_start: options.denoising_start,
             size_conditions: c
                 .text_encoder_2
                 .as_ref()
@@ -313,18 +334,24 @@ impl StableDiffusionPipeline {
                 }
                 let vsf = self.info.vae_scale_factor;
                 let shape = [batch, c.unet.config.in_channels, height / vsf, width / vsf];
-                let latents = match &options.latents {
-                    Some(given) => self.latents_from_caller(given, shape)?,
-                    None => noise.sample(shape, device)?,
+                let latents = match (&options.latents, options.denoising_start) {
+                    // SDXL's handoff: another run's partly denoised latents, continued as they are.
+                    (Some(given), Some(_)) => self.latents_from_caller(given, shape)?,
+                    (Some(given), None) => (self.latents_from_caller(given, shape)? * scheduler.init_noise_sigma())?,
+                    (None, _) => (noise.sample(shape, device)? * scheduler.init_noise_sigma())?,
                 };
-                let latents = (latents * scheduler.init_noise_sigma())?;
                 Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
             }
             (Task::Img2Img, Some(image), _, Some(timestep)) => {
                 if takes_mask {
                     return Err(Self::inpainting_only());
                 }
-                let latents = img2img::prepare_latents(c, &image, batch, timestep, scheduler, noise)?;
+                let latents = match options.denoising_start {
+                    // SDXL's image to image from denoising_start adds no noise (the image is taken as
+                    // that far denoised).
+                    Some(_) => img2img::encode_vae_image(c, &image, batch, noise)?,
+                    None => img2img::prepare_latents(c, &image, batch, timestep, scheduler, noise)?,
+                };
                 Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
             }
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
