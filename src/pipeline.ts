@@ -50,6 +50,11 @@ export interface PipelineInfo {
   /** "f32" or "f16". */
   dtype: string;
   /**
+   * The model folder's pipeline class (model_index.json's `_class_name`): "StableDiffusionPipeline",
+   * "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "LatentConsistencyModelPipeline", ...
+   */
+  pipelineClass: string;
+  /**
    * The load option `attention` as resolved for this build, device and dtype: "auto" (cuDNN's
    * kernel for self-attention, FlashAttention-2 for the rest, at least one of them here), "cudnn",
    * "flash", or "math" (candle's ops: always on the CPU).
@@ -81,7 +86,7 @@ export interface PipelineInfo {
   threads: number;
 }
 
-/** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
+/** A Stable Diffusion model (SD 1.x/2.x, SDXL and its refiner, LCM, Turbo in diffusers' folder layout), loaded and ready to generate. */
 export class StableDiffusionPipeline {
   readonly #native: Pipeline;
   readonly #info: PipelineInfo;

@@ -112,6 +112,7 @@ test("SD 2.x and LCM folders load by their model_index class and generate", asyn
     try {
       const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 2, seed: 1 });
       t.is(image?.data.length, 64 * 64 * 3, name);
+      t.is(pipe.info.pipelineClass, name === "tiny-sd2" ? "StableDiffusionPipeline" : "LatentConsistencyModelPipeline");
     } finally {
       pipe.dispose();
     }

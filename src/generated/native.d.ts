@@ -212,6 +212,8 @@ export interface RawPhaseTimings {
 /** What a loaded pipeline runs on and produces by default. */
 export interface RawPipelineInfo {
   modelDir: string
+  /** model_index.json's `_class_name`. */
+  pipelineClass: string
   device: string
   deviceReason: string
   dtype: string

@@ -210,6 +210,8 @@ impl TryFrom<RawLatents> for LatentsInput {
 #[napi(object)]
 pub struct RawPipelineInfo {
     pub model_dir: String,
+    /// model_index.json's `_class_name`.
+    pub pipeline_class: String,
     pub device: String,
     pub device_reason: String,
     pub dtype: String,
@@ -244,6 +246,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
     fn from(info: &PipelineInfo) -> Self {
         RawPipelineInfo {
             model_dir: info.model_dir.display().to_string(),
+            pipeline_class: info.pipeline_class.clone(),
             device: info.device.clone(),
             device_reason: info.device_reason.clone(),
             dtype: info.dtype.clone(),

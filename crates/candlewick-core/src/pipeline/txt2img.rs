@@ -39,6 +39,8 @@ const SUPPORTED_CLASSES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct PipelineInfo {
     pub model_dir: PathBuf,
+    /// model_index.json's `_class_name` ("StableDiffusionXLPipeline", ...): the model's family.
+    pub pipeline_class: String,
     /// "cpu" or "cuda:0".
     pub device: String,
     /// Why that device was chosen.
@@ -98,6 +100,7 @@ impl StableDiffusionPipeline {
         })?;
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),
+            pipeline_class: index.class_name.clone(),
             device: components.target.name.clone(),
             device_reason: components.target.reason.clone(),
             dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
