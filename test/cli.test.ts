@@ -197,6 +197,16 @@ test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's me
   t.is(denied.stderr, `candlewick: cannot write ${readOnly.replace(/\.png$/, "-1.png")} (EACCES: permission denied)\n`);
 });
 
+test("a Turbo-style run through the CLI: one trailing Euler step without guidance on an SD 2.x model", async (t) => {
+  const dir = scratch();
+  const sd2 = join(ROOT, "test/fixtures/tiny-sd2");
+  const flags = ["--model", sd2, "--steps", "1", "--guidance", "0", "--scheduler", "euler", "--timestep-spacing", "trailing", "--seed", "3"];
+  const run = await cli("generate", "a red apple", ...flags, "--out", join(dir, "turbo.png"));
+  t.is(run.code, 0, run.stderr);
+  const text = readTextChunks(readFileSync(join(dir, "turbo.png")));
+  t.like(text, { steps: "1", guidance: "0", size: "64x64" });
+});
+
 test("an SDXL model through the CLI: the size conditions and clip skip reach the image and its text chunks", async (t) => {
   const dir = scratch();
   const sdxl = join(ROOT, "test/fixtures/tiny-sdxl");
