@@ -61,26 +61,31 @@ def bytes_to_unicode():
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def clip_vocab_and_merges():
-    """Returns (vocab: dict token -> id, merges: list of 'a b' lines) exactly as openai/clip-vit-large-patch14."""
+def clip_vocab_and_merges(num_merges=None):
+    """Returns (vocab: dict token -> id, merges: list of 'a b' lines) exactly as openai/clip-vit-large-patch14;
+    with `num_merges`, the same built from the first `num_merges` merges only (a smaller, still consistent
+    vocabulary: 512 byte tokens, one per merge, then the two specials)."""
     path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
+    if num_merges is not None:
+        merges = merges[:num_merges]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab]
     for merge in merges:
         vocab.append("".join(merge.split()))
     vocab.extend([BOS, EOS])
     ids = {tok: i for i, tok in enumerate(vocab)}
-    if len(ids) != 49408:
+    if num_merges is None and len(ids) != 49408:
         raise SystemExit(f"CLIP vocab has {len(ids)} entries, expected 49408")
     return ids, merges
 
 
-def write_tokenizer_folder(out_dir):
-    """Writes vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json (SD1.5's file set)."""
+def write_tokenizer_folder(out_dir, num_merges=None, pad_token=None):
+    """Writes vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json (SD1.5's file set);
+    `num_merges` keeps the first merges only, `pad_token` replaces the pad token (SDXL's tokenizer_2: "!")."""
     os.makedirs(out_dir, exist_ok=True)
-    vocab, merges = clip_vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges(num_merges)
     with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
@@ -88,8 +93,8 @@ def write_tokenizer_folder(out_dir):
         f.write("\n".join(merges))
         f.write("\n")
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(TOKENIZER_CONFIG, f, indent=2)
+        json.dump({**TOKENIZER_CONFIG, "pad_token": pad_token or EOS}, f, indent=2)
         f.write("\n")
     with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
-        json.dump(SPECIAL_TOKENS_MAP, f, indent=2)
+        json.dump({**SPECIAL_TOKENS_MAP, "pad_token": pad_token or EOS}, f, indent=2)
         f.write("\n")

@@ -13,6 +13,7 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
                              image_inputs.safetensors (fixture_images.py), vae_tiling.* (fixture_vae_tiling.py)
   test/fixtures/images/      input.png, mask.png: the img2img / inpainting inputs (fixture_images.py)
   test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
+  test/fixtures/tiny-sd2/, tiny-lcm/, tiny-sdxl/, goldens/family_*  the model families (fixture_families.py)
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -36,6 +37,7 @@ from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
+import fixture_families  # noqa: E402
 import fixture_images  # noqa: E402
 import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
@@ -241,6 +243,8 @@ def main():
                         help="only the img2img / inpainting goldens (fixture_images.py) from the committed tiny-sd")
     parser.add_argument("--vae-tiling-only", action="store_true",
                         help="only the tiled VAE decode goldens (fixture_vae_tiling.py) from the committed tiny-sd")
+    parser.add_argument("--families-only", action="store_true",
+                        help="only the model families' fixtures (tiny-sd2, tiny-lcm, tiny-sdxl) and family_* goldens")
     parser.add_argument("--schedulers-only", action="store_true",
                         help="only the scheduler goldens (schedulers.*, pipeline_<scheduler>.*) from the committed tiny-sd")
     args = parser.parse_args()
@@ -253,6 +257,9 @@ def main():
     os.makedirs(GOLDENS, exist_ok=True)
     if args.vae_tiling_only:
         fixture_vae_tiling.make(TINY, GOLDENS)
+        return
+    if args.families_only:
+        fixture_families.make(FIXTURES)
         return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
@@ -271,6 +278,7 @@ def main():
     make_scheduler_goldens(pipe)
     fixture_images.make(TINY, FIXTURES)
     fixture_vae_tiling.make(TINY, GOLDENS)
+    fixture_families.make(FIXTURES)
     # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
     import fixture_single_file_lora
     fixture_single_file_lora.main()

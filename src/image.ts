@@ -36,6 +36,20 @@ export interface ResolvedSettings {
   task: "txt2img" | "img2img" | "inpaint";
   /** How much of the image was repainted (img2img and inpaint; the call's or the default). */
   strength?: number;
+  /** The call's `clipSkip`, when it set one (> 0). */
+  clipSkip?: number;
+  /** SDXL: the call's `denoisingEnd`, when it set one. */
+  denoisingEnd?: number;
+  /** SDXL: the call's `denoisingStart`, when it set one. */
+  denoisingStart?: number;
+  /** SDXL: the size conditions as they ran (unset sizes are the output's). Absent for other models. */
+  originalSize?: readonly [number, number];
+  cropsCoordsTopLeft?: readonly [number, number];
+  targetSize?: readonly [number, number];
+  /** SDXL: the unconditional pass's own sizes, when the call gave both. */
+  negativeOriginalSize?: readonly [number, number];
+  negativeCropsCoordsTopLeft?: readonly [number, number];
+  negativeTargetSize?: readonly [number, number];
 }
 
 /** One image from `generate`. */

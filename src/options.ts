@@ -111,7 +111,9 @@ export interface LoadOptions extends HubOptions {
   config?: string;
   /**
    * Another VAE instead of the model's: a diffusers VAE folder (config.json + weights), or a VAE
-   * `.safetensors` file in diffusers' names or the original layout (A1111's VAE files). Default: the model's.
+   * `.safetensors` file in diffusers' names or the original layout (A1111's VAE files): for SDXL in f16, the
+   * fp16-fix VAE (madebyollin/sdxl-vae-fp16-fix, downloaded beforehand), whose config says `force_upcast: false`,
+   * decodes in f16. Default: the model's.
    */
   vae?: string;
   /**
@@ -268,7 +270,58 @@ export interface GenerateOptions {
   truncateLongPrompts?: boolean;
   /** Give `onProgress` a preview of the latents every this many steps (and after the last). Default: none. */
   previewEvery?: number;
+  /**
+   * Condition on the text encoder's hidden states this many layers before the last (diffusers'
+   * `clip_skip`): 1 takes the penultimate layer's output (through the final layer norm for SD
+   * 1.x/2.x; SDXL already starts from the penultimate layer and skips further). The negative
+   * prompt is encoded without it, as diffusers does. At most the encoder's layers minus 1 (minus 2
+   * for SDXL). Default: none (0).
+   */
+  clipSkip?: number;
+  /**
+   * SDXL only: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
+   * `denoising_end`): with `generateLatents`, the latents a refiner would continue from (the
+   * refiner itself is not supported yet). Default: none (the whole schedule).
+   */
+  denoisingEnd?: number;
+  /**
+   * SDXL only: start this share of the way through the schedule, in (0, 1) (diffusers'
+   * `denoising_start`): from `image` without adding noise, or from `latents` as they are: the
+   * refiner's half of a base-to-refiner handoff (the base's `generateLatents` with `denoisingEnd`).
+   * `strength` is then ignored. Default: none.
+   */
+  denoisingStart?: number;
+  /** SDXL refiner (`requires_aesthetics_score`): the aesthetic score to condition on. Default 6. */
+  aestheticScore?: number;
+  /** SDXL refiner: the unconditional pass's aesthetic score. Default 2.5. */
+  negativeAestheticScore?: number;
+  /**
+   * SDXL only: the size `[height, width]` the image is presented as having had before any resize
+   * (SDXL's micro-conditioning, diffusers' `original_size`). Default: the output size.
+   */
+  originalSize?: readonly [number, number];
+  /** SDXL only: where the image is presented as cropped from, `[top, left]` (`crops_coords_top_left`). Default [0, 0]. */
+  cropsCoordsTopLeft?: readonly [number, number];
+  /** SDXL only: the size `[height, width]` the image is presented as having (`target_size`). Default: the output size. */
+  targetSize?: readonly [number, number];
+  /**
+   * SDXL only: `originalSize` for the unconditional pass (`negative_original_size`); used when
+   * `negativeTargetSize` is given too, else the unconditional pass reads the positive sizes. Default: none.
+   */
+  negativeOriginalSize?: readonly [number, number];
+  /** SDXL only: `cropsCoordsTopLeft` for the unconditional pass. Default [0, 0]. */
+  negativeCropsCoordsTopLeft?: readonly [number, number];
+  /** SDXL only: `targetSize` for the unconditional pass (with `negativeOriginalSize`). Default: none. */
+  negativeTargetSize?: readonly [number, number];
 }
+
+/** The largest SDXL size condition (pixels). */
+export const MAX_SIZE_CONDITION = 16 * 8192;
+/** SDXL's size-condition options and the smallest value each takes. */
+const SIZE_CONDITIONS = [
+  ["originalSize", 1], ["cropsCoordsTopLeft", 0], ["targetSize", 1],
+  ["negativeOriginalSize", 1], ["negativeCropsCoordsTopLeft", 0], ["negativeTargetSize", 1],
+] as const;
 
 /** The most pixels along one side. */
 export const MAX_SIDE = 8192;
@@ -305,7 +358,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts",
+  "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts", "clipSkip", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -409,6 +462,20 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
   if (o.truncateLongPrompts !== undefined) raw.truncateLongPrompts = boolean(o.truncateLongPrompts, "truncateLongPrompts");
   if (o.previewEvery !== undefined) raw.previewEvery = integerIn(o.previewEvery, "previewEvery", 1, MAX_STEPS);
+  // The upper bound depends on the model's text encoder: checked there.
+  if (o.clipSkip !== undefined) raw.clipSkip = integerIn(o.clipSkip, "clipSkip", 0, 64);
+  for (const key of ["denoisingEnd", "denoisingStart"] as const) {
+    const value = o[key];
+    if (value === undefined) continue;
+    if (typeof value !== "number" || !(value > 0 && value < 1)) throw invalid("number > 0 and < 1", key, value);
+    raw[key] = value;
+  }
+  for (const key of ["aestheticScore", "negativeAestheticScore"] as const) {
+    if (o[key] !== undefined) raw[key] = numberIn(o[key], key, -1e6, 1e6);
+  }
+  for (const [key, min] of SIZE_CONDITIONS) {
+    if (o[key] !== undefined) raw[key] = sizePair(o[key], key, min);
+  }
   const checked: CheckedGenerateOptions = { raw };
   if (o.image !== undefined) checked.image = checkImage(o.image, "image");
   if (o.maskImage !== undefined) checked.maskImage = checkImage(o.maskImage, "maskImage");
@@ -449,6 +516,16 @@ export function side(value: unknown, option: string): number {
   }
   if (value > MAX_SIDE) throw invalid(`integer between 8 and ${MAX_SIDE}`, option, value);
   return value;
+}
+
+/** An SDXL size condition: two integers between `min` and MAX_SIZE_CONDITION. */
+function sizePair(value: unknown, option: string, min: number): number[] {
+  const what = min === 0 ? "[top, left]" : "[height, width]";
+  const ok = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= min && v <= MAX_SIZE_CONDITION;
+  if (!Array.isArray(value) || value.length !== 2 || !value.every(ok)) {
+    throw invalid(`${what} of integers between ${min} and ${MAX_SIZE_CONDITION}`, option, value);
+  }
+  return [...value] as number[];
 }
 
 /** img2img's and inpainting's strength: a number in (0, 1]. */

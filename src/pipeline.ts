@@ -52,6 +52,11 @@ export interface PipelineInfo {
   /** "f32" or "f16". */
   dtype: string;
   /**
+   * The model folder's pipeline class (model_index.json's `_class_name`): "StableDiffusionPipeline",
+   * "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "LatentConsistencyModelPipeline", ...
+   */
+  pipelineClass: string;
+  /**
    * The load option `attention` as resolved for this build, device and dtype: "auto" (cuDNN's
    * kernel for self-attention, FlashAttention-2 for the rest, at least one of them here), "cudnn",
    * "flash", or "math" (candle's ops: always on the CPU).
@@ -85,7 +90,7 @@ export interface PipelineInfo {
   loras: { path: string; weight: number }[];
 }
 
-/** A Stable Diffusion model (SD1.x/2.x in diffusers' folder layout), loaded and ready to generate. */
+/** A Stable Diffusion model (SD 1.x/2.x, SDXL and its refiner, LCM, Turbo in diffusers' folder layout), loaded and ready to generate. */
 export class StableDiffusionPipeline {
   readonly #native: Pipeline;
   #info: PipelineInfo;
@@ -244,8 +249,10 @@ export class StableDiffusionPipeline {
     const { images, seeds, timings, settings } = await this.#run(options, false);
     const frozen = Object.freeze({ ...timings });
     const { strength, task, ...rest } = settings;
+    // Unset optional settings (clipSkip, SDXL's sizes) are left out rather than null.
+    const present = Object.fromEntries(Object.entries(rest).filter(([, v]) => v != null));
     const resolved: ResolvedSettings = Object.freeze({
-      ...rest,
+      ...(present as Omit<ResolvedSettings, "schedulerConfig" | "task" | "strength">),
       schedulerConfig: Object.freeze(camelKeys(settings.schedulerConfig)),
       task: task as ResolvedSettings["task"],
       ...(strength == null ? {} : { strength }),

@@ -200,6 +200,30 @@ test("--out that cannot be written exits 1 naming it (ERR_CANDLEWICK_OUTPUT's me
   t.is(denied.stderr, `candlewick: cannot write ${readOnly.replace(/\.png$/, "-1.png")} (EACCES: permission denied)\n`);
 });
 
+test("a Turbo-style run through the CLI: one trailing Euler step without guidance on an SD 2.x model", async (t) => {
+  const dir = scratch();
+  const sd2 = join(ROOT, "test/fixtures/tiny-sd2");
+  const flags = ["--model", sd2, "--steps", "1", "--guidance", "0", "--scheduler", "euler", "--timestep-spacing", "trailing", "--seed", "3"];
+  const run = await cli("generate", "a red apple", ...flags, "--out", join(dir, "turbo.png"));
+  t.is(run.code, 0, run.stderr);
+  const text = readTextChunks(readFileSync(join(dir, "turbo.png")));
+  t.like(text, { steps: "1", guidance: "0", size: "64x64" });
+});
+
+test("an SDXL model through the CLI: the size conditions and clip skip reach the image and its text chunks", async (t) => {
+  const dir = scratch();
+  const sdxl = join(ROOT, "test/fixtures/tiny-sdxl");
+  const flags = ["--model", sdxl, "--steps", "1", "--seed", "2", "--clip-skip", "1", "--original-size", "96x128", "--crops-coords-top-left", "4,8"];
+  const run = await cli("generate", "a red apple", ...flags, "--out", join(dir, "sdxl.png"));
+  t.is(run.code, 0, run.stderr);
+  const text = readTextChunks(readFileSync(join(dir, "sdxl.png")));
+  t.like(text, { clipSkip: "1", originalSize: "96x128", cropsCoordsTopLeft: "4,8", targetSize: "64x64" });
+  t.regex(text.parameters ?? "", /, Clip skip: 2$/);
+  const bad = await cli("generate", "x", ...flags.slice(0, 6), "--target-size", "64", "--out", join(dir, "bad.png"));
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /Expected HEIGHTxWIDTH of integers between 1 and 131072 for --target-size but received "64"/);
+});
+
 test("generate's PNGs carry the same text chunks as batch's, with eta in the web-UI parameters", async (t) => {
   const dir = scratch();
   const settings = ["--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "--negative-prompt", "blurry", "--eta", "0.5"];

@@ -40,14 +40,34 @@ export interface BatchInput {
   vaeTiling?: boolean;
   /** diffusers' plain prompt encoding (see `GenerateOptions.truncateLongPrompts`). Default: the batch's, else false. */
   truncateLongPrompts?: boolean;
+  /** See `GenerateOptions.clipSkip`. Default: the batch's, else none. */
+  clipSkip?: number;
+  /** SDXL's size conditions and `denoisingEnd` (see `GenerateOptions`). Default: the batch's, else none. */
+  originalSize?: readonly [number, number];
+  cropsCoordsTopLeft?: readonly [number, number];
+  targetSize?: readonly [number, number];
+  negativeOriginalSize?: readonly [number, number];
+  negativeCropsCoordsTopLeft?: readonly [number, number];
+  negativeTargetSize?: readonly [number, number];
+  denoisingEnd?: number;
+  denoisingStart?: number;
+  aestheticScore?: number;
+  negativeAestheticScore?: number;
 }
 
 /** Settings every input of a batch starts from. */
 export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
+/** The model families' settings (clipSkip, SDXL's): inputs share a call only when they agree on them. */
+const FAMILY_KEYS = [
+  "clipSkip", "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft",
+  "negativeTargetSize", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore",
+] as const;
+
 export const INPUT_KEYS = [
   "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
   "truncateLongPrompts",
+  ...FAMILY_KEYS,
 ] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
 
@@ -87,7 +107,8 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });
     // One call takes one image: inputs share a call only when they share the image itself.
     const images = [shared.image, shared.maskImage].map(identity);
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, raw.truncateLongPrompts, images]);
+    const family = FAMILY_KEYS.map((k) => raw[k] ?? null);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, raw.truncateLongPrompts, images, family]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {

@@ -6,9 +6,11 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
-import { device, DEVICES, DTYPES, MAX_LORA_WEIGHT, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions } from "../options.js";
+import {
+  device, DEVICES, DTYPES, MAX_LORA_WEIGHT, MAX_SIZE_CONDITION, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions,
+} from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
-import { closest, integerIn, numberIn, oneOf } from "../validate.js";
+import { closest, integerIn, invalid, numberIn, oneOf } from "../validate.js";
 import { UsageError } from "./usage.js";
 
 export const COMMON_FLAGS = {
@@ -33,6 +35,10 @@ export const COMMON_FLAGS = {
   "vae-tiling": { type: "boolean" },
   "truncate-long-prompts": { type: "boolean" },
   "textual-inversion": { type: "string", multiple: true },
+  "clip-skip": { type: "string" },
+  "original-size": { type: "string" },
+  "crops-coords-top-left": { type: "string" },
+  "target-size": { type: "string" },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -59,7 +65,14 @@ export const COMMON_HELP = {
   --vae-tiling              Decode in overlapping tiles: for large images (default: only when a
                             whole decode runs out of memory)
   --truncate-long-prompts   Prompts as diffusers reads them: no (word:1.3) weighting, cut at 77
-                            tokens with a warning (default: weighted, any length)`,
+                            tokens with a warning (default: weighted, any length)
+
+  --clip-skip <n>           Condition on the text encoder's layer n before the last (diffusers'
+                            clip_skip; default: none)
+  --original-size <HxW>     SDXL: the size the image is conditioned as having had (default: the output size)
+  --crops-coords-top-left <T,L>
+                            SDXL: the crop corner it is conditioned on (default: 0,0)
+  --target-size <HxW>       SDXL: the size it is conditioned as having (default: the output size)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -145,6 +158,12 @@ export function settingsFrom(v: CommonValues): Settings {
   if (v.height !== undefined) options.height = side(integer(v.height), "--height");
   if (v["vae-tiling"]) options.vaeTiling = true;
   if (v["truncate-long-prompts"]) options.truncateLongPrompts = true;
+  if (v["clip-skip"] !== undefined) options.clipSkip = integerIn(integer(v["clip-skip"]), "--clip-skip", 0, 64);
+  if (v["original-size"] !== undefined) options.originalSize = pairFlag(v["original-size"], "--original-size", "x", 1);
+  if (v["crops-coords-top-left"] !== undefined) {
+    options.cropsCoordsTopLeft = pairFlag(v["crops-coords-top-left"], "--crops-coords-top-left", ",", 0);
+  }
+  if (v["target-size"] !== undefined) options.targetSize = pairFlag(v["target-size"], "--target-size", "x", 1);
   // The scheduler's name and fields are checked by the core, against the model's scheduler config.
   const scheduler: Record<string, unknown> = {};
   if (v.scheduler !== undefined) scheduler.type = v.scheduler;
@@ -154,6 +173,17 @@ export function settingsFrom(v: CommonValues): Settings {
   }
   if (Object.keys(scheduler).length > 0) options.scheduler = scheduler as Settings["scheduler"];
   return options;
+}
+
+/** "1024x768" (or "4,8" with `separator` ","): two integers from `min` up to MAX_SIZE_CONDITION. */
+function pairFlag(text: string, flag: string, separator: string, min: number): [number, number] {
+  const parts = text.split(separator);
+  const values = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (parts.length !== 2 || values.some((v) => !(v >= min && v <= MAX_SIZE_CONDITION))) {
+    const what = separator === "x" ? "HEIGHTxWIDTH" : "TOP,LEFT";
+    throw invalid(`${what} of integers between ${min} and ${MAX_SIZE_CONDITION}`, flag, text);
+  }
+  return [values[0]!, values[1]!];
 }
 
 /** --seed as a bigint. */

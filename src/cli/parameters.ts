@@ -34,11 +34,25 @@ export interface ImageParameters {
   task?: "img2img" | "inpaint";
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number;
+  /** diffusers' `clip_skip` (absent when none). */
+  clipSkip?: number;
+  /** SDXL's size conditions as they ran, "HxW" (crops "top,left"); absent for other models. */
+  originalSize?: string;
+  cropsCoordsTopLeft?: string;
+  targetSize?: string;
+  negativeOriginalSize?: string;
+  negativeCropsCoordsTopLeft?: string;
+  negativeTargetSize?: string;
 }
+
+/** The resolved settings' SDXL size conditions and clipSkip, as ImageParameters records them. */
+const SIZE_KEYS = [
+  "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft", "negativeTargetSize",
+] as const;
 
 /** What the library says a call ran with (`image.settings`: every default filled in). */
 type Resolved = Pick<ResolvedSettings, "numInferenceSteps" | "guidanceScale" | "width" | "height" | "scheduler" | "schedulerConfig"> &
-  Partial<Pick<ResolvedSettings, "task" | "strength">>;
+  Partial<Pick<ResolvedSettings, "task" | "strength" | "clipSkip" | (typeof SIZE_KEYS)[number]>>;
 
 /** A generated image's resolved settings (every image from `generate` has them). */
 export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved {
@@ -69,6 +83,11 @@ export function imageParameters(
     eta: typeof eta === "number" ? eta : 0,
     model,
     ...(resolved.task && resolved.task !== "txt2img" ? { task: resolved.task, strength: resolved.strength ?? 1 } : {}),
+    ...(resolved.clipSkip ? { clipSkip: resolved.clipSkip } : {}),
+    ...Object.fromEntries(SIZE_KEYS.flatMap((key) => {
+      const value = resolved[key];
+      return value ? [[key, key.startsWith("crops") || key.startsWith("negativeCrops") ? value.join(",") : value.join("x")]] : [];
+    })),
   };
 }
 
@@ -99,6 +118,8 @@ export function pngText(p: ImageParameters): Record<string, string> {
     ...(p.eta !== 0 ? [`${/ddim/i.test(type) ? "Eta DDIM" : "Eta"}: ${p.eta}`] : []),
     // The web UIs' name of img2img's and inpainting's strength.
     ...(p.task ? [`Denoising strength: ${p.strength}`] : []),
+    // The web UIs count the last layer as 1: their "Clip skip: 2" is diffusers' clip_skip 1.
+    ...(p.clipSkip ? [`Clip skip: ${p.clipSkip + 1}`] : []),
   ];
   const parameters = [p.prompt, ...(p.negativePrompt ? [`Negative prompt: ${p.negativePrompt}`] : []), settings.join(", ")].join("\n");
   return {
@@ -112,6 +133,8 @@ export function pngText(p: ImageParameters): Record<string, string> {
     model: p.model,
     size: `${p.width}x${p.height}`,
     ...(p.task ? { task: p.task, strength: String(p.strength) } : {}),
+    ...(p.clipSkip ? { clipSkip: String(p.clipSkip) } : {}),
+    ...Object.fromEntries(SIZE_KEYS.flatMap((key) => (p[key] ? [[key, p[key]!]] : []))),
     parameters,
     Software: `candlewick ${version()}`,
   };

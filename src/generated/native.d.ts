@@ -133,6 +133,22 @@ export interface RawGenerateOptions {
   vaeSlicing?: boolean
   /** diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning). */
   truncateLongPrompts?: boolean
+  /** diffusers' `clip_skip` (0 or absent: none). */
+  clipSkip?: number
+  /** SDXL: stop this share of the way through the schedule. */
+  denoisingEnd?: number
+  /** SDXL: start this share of the way through it (from `image`, or the handoff's `latents`). */
+  denoisingStart?: number
+  /** SDXL refiner: the aesthetic scores of its size conditions. */
+  aestheticScore?: number
+  negativeAestheticScore?: number
+  /** SDXL's size conditions, each [height, width] (crops: [top, left]). */
+  originalSize?: Array<number>
+  cropsCoordsTopLeft?: Array<number>
+  targetSize?: Array<number>
+  negativeOriginalSize?: Array<number>
+  negativeCropsCoordsTopLeft?: Array<number>
+  negativeTargetSize?: Array<number>
   /**
    * Progress events carry previews of the latents every this many steps (not a core option:
    * the binding's observer makes them).
@@ -231,6 +247,8 @@ export interface RawPhaseTimings {
 /** What a loaded pipeline runs on and produces by default. */
 export interface RawPipelineInfo {
   modelDir: string
+  /** model_index.json's `_class_name`. */
+  pipelineClass: string
   device: string
   deviceReason: string
   dtype: string
@@ -280,6 +298,19 @@ export interface RawResolvedSettings {
   task: string
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number
+  /** diffusers' `clip_skip`, when the call set one. */
+  clipSkip?: number
+  /** SDXL's `denoising_end`, when the call set one. */
+  denoisingEnd?: number
+  /** SDXL's `denoising_start`, when the call set one. */
+  denoisingStart?: number
+  /** SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models. */
+  originalSize?: Array<number>
+  cropsCoordsTopLeft?: Array<number>
+  targetSize?: Array<number>
+  negativeOriginalSize?: Array<number>
+  negativeCropsCoordsTopLeft?: Array<number>
+  negativeTargetSize?: Array<number>
 }
 
 /** One textual inversion embedding file and the token to give it (default: the file's own). */

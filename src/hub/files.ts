@@ -1,6 +1,7 @@
 /**
  * Which files of a diffusers Stable Diffusion repository the pipeline reads: the configs, the
- * tokenizer and one safetensors file per model (the `fp16` variant when asked for and present).
+ * tokenizer and one safetensors file per model (the `fp16` variant when asked for and present);
+ * for SDXL (a repository with `text_encoder_2/config.json`), the second tokenizer and text encoder too.
  * Nothing else is downloaded (no .bin/.ckpt copies, no safety checker, no README images).
  */
 
@@ -25,6 +26,14 @@ const WEIGHTS: readonly [string, string][] = [
   ["vae", "diffusion_pytorch_model"],
 ];
 
+/** SDXL's second tokenizer and text encoder: needed when `text_encoder_2/config.json` is there. */
+const SECOND_ENCODER = {
+  marker: "text_encoder_2/config.json",
+  required: ["tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "text_encoder_2/config.json"],
+  optional: ["tokenizer_2/tokenizer_config.json", "tokenizer_2/special_tokens_map.json"],
+  weights: ["text_encoder_2", "model"] as [string, string],
+};
+
 export type Variant = "fp16";
 export const VARIANTS: readonly Variant[] = ["fp16"];
 
@@ -39,9 +48,12 @@ export function selectPipelineFiles(available: readonly string[], variant: Varia
   const present = new Set(available);
   const files: string[] = [];
   const missing: string[] = [];
-  for (const file of REQUIRED) (present.has(file) ? files : missing).push(file);
-  for (const file of OPTIONAL) if (present.has(file)) files.push(file);
-  for (const [folder, stem] of WEIGHTS) {
+  const sdxl = present.has(SECOND_ENCODER.marker);
+  const required = sdxl ? [...REQUIRED, ...SECOND_ENCODER.required] : REQUIRED;
+  const weights = sdxl ? [...WEIGHTS, SECOND_ENCODER.weights] : WEIGHTS;
+  for (const file of required) (present.has(file) ? files : missing).push(file);
+  for (const file of [...OPTIONAL, ...(sdxl ? SECOND_ENCODER.optional : [])]) if (present.has(file)) files.push(file);
+  for (const [folder, stem] of weights) {
     const plain = `${folder}/${stem}.safetensors`;
     const half = `${folder}/${stem}.fp16.safetensors`;
     // The variant when asked for and present, else the plain file, else whichever exists (the core upcasts fp16 on load).
@@ -53,4 +65,6 @@ export function selectPipelineFiles(available: readonly string[], variant: Varia
 }
 
 /** The files of a pipeline that a snapshot folder should hold, as paths relative to it. */
-export const PIPELINE_FOLDERS = ["scheduler", "tokenizer", ...WEIGHTS.map(([folder]) => folder)];
+export const PIPELINE_FOLDERS = [
+  "scheduler", "tokenizer", "tokenizer_2", ...WEIGHTS.map(([folder]) => folder), SECOND_ENCODER.weights[0],
+];

@@ -304,7 +304,7 @@ fn malformed_or_missing_configs() {
         ("text_encoder/config.json", Some(r#"{"hidden_size": 48, "num_attention_heads": 4}"#), TE, "shape mismatch for text_model.embeddings.token_embedding.weight, expected: [49408, 48], got: [49408, 32]"),
         (SCHED, Some(r#"{"_class_name": "DDIMScheduler", "num_train_timesteps": 0, "typo": 1}"#), SCHED, "is not a valid DDIMScheduler config: Expected integer between 1 and 100000 for scheduler.num_train_timesteps but received 0"),
         (SCHED, Some(r#"{"beta_schedule": "cosine"}"#), SCHED, "is not a valid DDIMScheduler config: Expected one of \"linear\", \"scaled_linear\", \"squaredcos_cap_v2\" for scheduler.beta_schedule but received \"cosine\""),
-        ("model_index.json", Some(r#"{"_class_name": "StableDiffusionXLPipeline"}"#), "model_index.json", "_class_name is \"StableDiffusionXLPipeline\"; candlewick loads [\"StableDiffusionPipeline\", \"StableDiffusionImg2ImgPipeline\", \"StableDiffusionInpaintPipeline\"]"),
+        ("model_index.json", Some(r#"{"_class_name": "StableDiffusion3Pipeline"}"#), "model_index.json", "_class_name is \"StableDiffusion3Pipeline\"; candlewick loads [\"StableDiffusionPipeline\", \"StableDiffusionImg2ImgPipeline\", \"StableDiffusionInpaintPipeline\", \"LatentConsistencyModelPipeline\""),
     ];
     check_file_cases(&cases);
 }

@@ -147,7 +147,8 @@ fn unknown_block_types_are_named_in_the_error() {
 #[test]
 fn unsupported_unet_options_are_named_in_the_error() {
     for (key, value, expect) in [
-        ("addition_embed_type", serde_json::json!("text_time"), "addition_embed_type \"text_time\""),
+        ("addition_embed_type", serde_json::json!("image"), "addition_embed_type \"image\""),
+        ("addition_embed_type", serde_json::json!("text_time"), "needs addition_time_embed_dim"),
         ("class_embed_type", serde_json::json!("timestep"), "class_embed_type \"timestep\""),
         ("dual_cross_attention", serde_json::json!(true), "dual_cross_attention"),
         ("act_fn", serde_json::json!("tanh"), "act_fn \"tanh\""),

@@ -90,7 +90,7 @@ fn the_single_file_reads_the_same_tensors_as_the_folder() {
     for (component, stem, source) in [
         ("unet", "diffusion_pytorch_model", &parts.unet_weights),
         ("vae", "diffusion_pytorch_model", &parts.vae_weights),
-        ("text_encoder", "model", &parts.text_weights),
+        ("text_encoder", "model", &parts.text.as_ref().unwrap().weights),
     ] {
         let folder = weights::open_file(&tiny_sd().join(component).join(format!("{stem}.fp16.safetensors"))).unwrap();
         let mapped = source.backend().unwrap();

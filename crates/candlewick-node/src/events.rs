@@ -58,6 +58,19 @@ pub struct RawResolvedSettings {
     pub task: String,
     /// How much of the image was repainted (img2img and inpaint).
     pub strength: Option<f64>,
+    /// diffusers' `clip_skip`, when the call set one.
+    pub clip_skip: Option<u32>,
+    /// SDXL's `denoising_end`, when the call set one.
+    pub denoising_end: Option<f64>,
+    /// SDXL's `denoising_start`, when the call set one.
+    pub denoising_start: Option<f64>,
+    /// SDXL's size conditions as they ran ([height, width]; crops [top, left]); absent for other models.
+    pub original_size: Option<Vec<u32>>,
+    pub crops_coords_top_left: Option<Vec<u32>>,
+    pub target_size: Option<Vec<u32>>,
+    pub negative_original_size: Option<Vec<u32>>,
+    pub negative_crops_coords_top_left: Option<Vec<u32>>,
+    pub negative_target_size: Option<Vec<u32>>,
 }
 
 /// Where the call's time went, in milliseconds.
@@ -106,6 +119,8 @@ impl From<GenerateOutput> for RawGenerateEvent {
         });
         let seeds = out.seeds.into_iter().map(BigInt::from).collect();
         let r = out.settings;
+        let sizes = r.size_conditions.as_ref();
+        let pair = |[a, b]: [usize; 2]| vec![a as u32, b as u32];
         let settings = RawResolvedSettings {
             num_inference_steps: r.num_inference_steps as u32,
             guidance_scale: r.guidance_scale,
@@ -115,6 +130,17 @@ impl From<GenerateOutput> for RawGenerateEvent {
             scheduler_config: r.scheduler_config,
             task: r.task.name().into(),
             strength: r.strength,
+            clip_skip: r.clip_skip.map(|k| k as u32),
+            denoising_end: r.denoising_end,
+            denoising_start: r.denoising_start,
+            original_size: sizes.and_then(|s| s.original_size).map(pair),
+            crops_coords_top_left: sizes.map(|s| pair(s.crops_coords_top_left)),
+            target_size: sizes.and_then(|s| s.target_size).map(pair),
+            negative_original_size: sizes.and_then(|s| s.negative_original_size).map(pair),
+            negative_crops_coords_top_left: sizes
+                .filter(|s| s.negative_original_size.is_some())
+                .map(|s| pair(s.negative_crops_coords_top_left)),
+            negative_target_size: sizes.and_then(|s| s.negative_target_size).map(pair),
         };
         let result = RawGenerateResult {
             images,

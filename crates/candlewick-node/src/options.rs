@@ -5,7 +5,7 @@ use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
 use candlewick_core::loaders::textual_inversion::TextualInversionSource;
 use candlewick_core::loaders::lora::LoraSpec;
-use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo};
+use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo, SizeConditions};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
 use napi_derive::napi;
@@ -136,6 +136,22 @@ pub struct RawGenerateOptions {
     pub vae_slicing: Option<bool>,
     /// diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning).
     pub truncate_long_prompts: Option<bool>,
+    /// diffusers' `clip_skip` (0 or absent: none).
+    pub clip_skip: Option<u32>,
+    /// SDXL: stop this share of the way through the schedule.
+    pub denoising_end: Option<f64>,
+    /// SDXL: start this share of the way through it (from `image`, or the handoff's `latents`).
+    pub denoising_start: Option<f64>,
+    /// SDXL refiner: the aesthetic scores of its size conditions.
+    pub aesthetic_score: Option<f64>,
+    pub negative_aesthetic_score: Option<f64>,
+    /// SDXL's size conditions, each [height, width] (crops: [top, left]).
+    pub original_size: Option<Vec<u32>>,
+    pub crops_coords_top_left: Option<Vec<u32>>,
+    pub target_size: Option<Vec<u32>>,
+    pub negative_original_size: Option<Vec<u32>>,
+    pub negative_crops_coords_top_left: Option<Vec<u32>>,
+    pub negative_target_size: Option<Vec<u32>>,
     /// Progress events carry previews of the latents every this many steps (not a core option:
     /// the binding's observer makes them).
     pub preview_every: Option<u32>,
@@ -167,6 +183,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
     type Error = Error;
     fn try_from(raw: RawGenerateOptions) -> Result<Self, Error> {
         let defaults = GenerateOptions::default();
+        let sizes = SizeConditions::default();
         Ok(GenerateOptions {
             prompt: raw.prompt,
             negative_prompt: raw.negative_prompt,
@@ -186,7 +203,33 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
             truncate_long_prompts: raw.truncate_long_prompts.unwrap_or(defaults.truncate_long_prompts),
+            clip_skip: raw.clip_skip.map(|k| k as usize),
+            denoising_end: raw.denoising_end,
+            denoising_start: raw.denoising_start,
+            size_conditions: SizeConditions {
+                original_size: pair(raw.original_size, "original_size")?,
+                crops_coords_top_left: pair(raw.crops_coords_top_left, "crops_coords_top_left")?.unwrap_or_default(),
+                target_size: pair(raw.target_size, "target_size")?,
+                negative_original_size: pair(raw.negative_original_size, "negative_original_size")?,
+                negative_crops_coords_top_left: pair(
+                    raw.negative_crops_coords_top_left,
+                    "negative_crops_coords_top_left",
+                )?
+                .unwrap_or_default(),
+                negative_target_size: pair(raw.negative_target_size, "negative_target_size")?,
+                aesthetic_score: raw.aesthetic_score.unwrap_or(sizes.aesthetic_score),
+                negative_aesthetic_score: raw.negative_aesthetic_score.unwrap_or(sizes.negative_aesthetic_score),
+            },
         })
+    }
+}
+
+/// A [height, width] (or [top, left]) pair; the core checks the values.
+fn pair(value: Option<Vec<u32>>, option: &str) -> Result<Option<[usize; 2]>, Error> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some(&[a, b]) => Ok(Some([a as usize, b as usize])),
+        Some(other) => Err(expected("array of 2 integers", option, format!("{other:?}"))),
     }
 }
 
@@ -212,6 +255,8 @@ impl TryFrom<RawLatents> for LatentsInput {
 #[napi(object)]
 pub struct RawPipelineInfo {
     pub model_dir: String,
+    /// model_index.json's `_class_name`.
+    pub pipeline_class: String,
     pub device: String,
     pub device_reason: String,
     pub dtype: String,
@@ -248,6 +293,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
     fn from(info: &PipelineInfo) -> Self {
         RawPipelineInfo {
             model_dir: info.model_dir.display().to_string(),
+            pipeline_class: info.pipeline_class.clone(),
             device: info.device.clone(),
             device_reason: info.device_reason.clone(),
             dtype: info.dtype.clone(),

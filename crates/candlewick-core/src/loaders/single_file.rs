@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::UNet2DConditionConfig;
 use crate::models::vae::AutoencoderKLConfig;
-use crate::pipeline::Parts;
+use crate::pipeline::{Parts, TextParts};
 use crate::weights::{self, SafetensorsFile};
 
 /// diffusers' `CHECKPOINT_KEY_NAMES` that `infer_diffusers_model_type` reads.
@@ -341,9 +341,13 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
     let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
     let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), values.text_encoder)?;
     Ok(Parts {
-        tokenizer_dir: folder.component("tokenizer"),
-        text_weights: sf.text_encoder(text_config.hidden_size),
-        text_config,
+        text: Some(TextParts {
+            tokenizer_dir: folder.component("tokenizer"),
+            weights: sf.text_encoder(text_config.hidden_size),
+            config: text_config,
+            name: "text_encoder",
+        }),
+        text_2: None,
         unet_weights: sf.unet(&unet_config)?,
         unet_config,
         vae_weights: sf.vae(vae_config.block_out_channels.len()),

@@ -57,8 +57,12 @@ pub fn convert(checkpoint: &Path, config: Option<&Path>, out: &Path) -> Result<C
     write("vae/config.json", pretty(&values.vae))?;
     write("text_encoder/config.json", pretty(&values.text_encoder))?;
     write("scheduler/scheduler_config.json", pretty(&serde_json::Value::Object(values.scheduler.clone())))?;
-    for entry in std::fs::read_dir(&parts.tokenizer_dir).map_err(|e| Error::model(&parts.tokenizer_dir, e))? {
-        let entry = entry.map_err(|e| Error::model(&parts.tokenizer_dir, e))?;
+    let Some(text_parts) = parts.text.as_ref() else {
+        return Err(Error::Internal("a single file without its text encoder".into()));
+    };
+    let tokenizer_dir = &text_parts.tokenizer_dir;
+    for entry in std::fs::read_dir(tokenizer_dir).map_err(|e| Error::model(tokenizer_dir, e))? {
+        let entry = entry.map_err(|e| Error::model(tokenizer_dir, e))?;
         if entry.path().is_file() {
             let to = out.join("tokenizer").join(entry.file_name());
             create_parent(&to)?;
@@ -74,7 +78,7 @@ pub fn convert(checkpoint: &Path, config: Option<&Path>, out: &Path) -> Result<C
     save(&unet, &out.join("unet/diffusion_pytorch_model.safetensors"), &mut files)?;
     let vae = record(&parts.vae_weights, dtype, |vb| AutoencoderKL::new(vb, &vae_config).map(drop))?;
     save(&vae, &out.join("vae/diffusion_pytorch_model.safetensors"), &mut files)?;
-    let text = record(&parts.text_weights, dtype, |vb| ClipTextTransformer::new(vb, &text_config).map(drop))?;
+    let text = record(&text_parts.weights, dtype, |vb| ClipTextTransformer::new(vb, &text_config).map(drop))?;
     save(&text, &out.join("text_encoder/model.safetensors"), &mut files)?;
     Ok(Converted { folder: out.to_path_buf(), model_type: sf.model_type.name().into(), files })
 }

@@ -109,10 +109,16 @@ fn causal_mask(sq: usize, sk: usize, device: &candle_core::Device) -> Result<Ten
 /// every cross-attention layer's keys and values of them ([b, seq, 2 * inner] each, in the
 /// UNet's layer order): the same at every denoising step, so made once a generation instead of
 /// once a layer and step.
+///
+/// It also carries what the UNet reads besides the text, made once a generation as well
+/// (`UNet2DConditionModel::condition`): LCM's guidance condition, added to the timestep's
+/// projection, and SDXL's added embedding [b, time_embed_dim], added to the time embedding.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub hidden: Tensor,
     pub keys_values: Vec<Tensor>,
+    pub time_condition: Option<Tensor>,
+    pub added_embedding: Option<Tensor>,
 }
 
 /// The shape of one [`Attention`] layer.

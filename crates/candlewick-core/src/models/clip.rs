@@ -1,6 +1,9 @@
 //! The text transformer of transformers' `CLIPTextModel`: token and position embeddings,
 //! pre-norm encoder layers with causal self-attention, and `final_layer_norm`. It returns
-//! `last_hidden_state`, which Stable Diffusion conditions on.
+//! `last_hidden_state`, which Stable Diffusion conditions on, or ([`ClipTextTransformer::encode`])
+//! the hidden states at a layer counted from the end (diffusers' `clip_skip`, SDXL's penultimate
+//! layer) and the pooled output; `CLIPTextModelWithProjection` (SDXL's second encoder) adds
+//! `text_projection`.
 //!
 //! Weights load with or without the `text_model.` prefix (transformers 4 saves it, 5 does not).
 
@@ -25,6 +28,11 @@ pub struct ClipTextConfig {
     /// "quick_gelu" (SD 1.x) or "gelu" (SD 2.x).
     pub hidden_act: String,
     pub layer_norm_eps: f64,
+    /// `CLIPTextModelWithProjection`'s output width.
+    pub projection_dim: usize,
+    /// 2 (the legacy value most checkpoints carry): the pooled token is the one with the highest
+    /// id; otherwise the first token equal to it.
+    pub eos_token_id: u32,
 }
 
 impl Default for ClipTextConfig {
@@ -38,6 +46,8 @@ impl Default for ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            projection_dim: 512,
+            eos_token_id: 2,
         }
     }
 }
@@ -132,6 +142,32 @@ pub struct ClipTextTransformer {
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
     max_positions: usize,
+    eos_token_id: u32,
+}
+
+/// Which hidden states [`ClipTextTransformer::encode`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HiddenLayer {
+    /// 0: the last layer's output; 1: the penultimate layer's (transformers' `hidden_states[-2]`); ...
+    pub from_end: usize,
+    /// Apply `final_layer_norm` to them (diffusers' `clip_skip` in Stable Diffusion does; SDXL's
+    /// penultimate states are taken without it).
+    pub final_layer_norm: bool,
+}
+
+impl HiddenLayer {
+    /// `last_hidden_state`: the last layer, normed.
+    pub const LAST: HiddenLayer = HiddenLayer { from_end: 0, final_layer_norm: true };
+}
+
+/// What [`ClipTextTransformer::encode`] returns.
+#[derive(Debug, Clone)]
+pub struct ClipTextOutput {
+    /// [b, seq, hidden_size] at the requested layer.
+    pub hidden: Tensor,
+    /// transformers' `pooler_output`: `last_hidden_state` at each sequence's end token, [b, hidden_size]
+    /// (None when the layers after the requested one were not run).
+    pub pooled: Option<Tensor>,
 }
 
 impl ClipTextTransformer {
@@ -167,6 +203,7 @@ impl ClipTextTransformer {
             layers,
             final_layer_norm,
             max_positions: cfg.max_position_embeddings,
+            eos_token_id: cfg.eos_token_id,
         })
     }
 
@@ -204,16 +241,93 @@ impl ClipTextTransformer {
     /// `input_ids`: [b, seq] token ids (seq <= max_position_embeddings); returns
     /// last_hidden_state [b, seq, hidden_size] in the weights' dtype.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        Ok(self.encode(input_ids, HiddenLayer::LAST, false)?.hidden)
+    }
+
+    /// The number of encoder layers (`num_hidden_layers`).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The hidden states at `layer` and, with `pooled`, the pooled output (which runs every layer).
+    pub fn encode(&self, input_ids: &Tensor, layer: HiddenLayer, pooled: bool) -> Result<ClipTextOutput> {
         let (_, seq) = input_ids.dims2()?;
         if seq > self.max_positions {
             bail!("CLIP: {seq} tokens but max_position_embeddings is {}", self.max_positions);
         }
+        let n = self.layers.len();
+        if layer.from_end >= n {
+            bail!("CLIP: hidden states {} layers from the end asked, but the encoder has {n} layers", layer.from_end);
+        }
         let positions = Tensor::arange(0u32, seq as u32, input_ids.device())?;
         let tokens = self.token_embedding.forward(input_ids)?;
         let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
-        for layer in &self.layers {
-            xs = layer.forward(&xs)?;
+        let stop = n - layer.from_end;
+        let mut hidden = None;
+        let last = if pooled { n } else { stop };
+        for (i, l) in self.layers[..last].iter().enumerate() {
+            xs = l.forward(&xs)?;
+            if i + 1 == stop {
+                hidden = Some(if layer.final_layer_norm { self.final_layer_norm.forward(&xs)? } else { xs.clone() });
+            }
         }
-        self.final_layer_norm.forward(&xs)
+        let hidden = match hidden {
+            Some(h) => h,
+            None => bail!("CLIP: no layer ran"),
+        };
+        let pooled = if pooled {
+            let last_hidden_state = if stop == n && layer.final_layer_norm {
+                hidden.clone()
+            } else {
+                self.final_layer_norm.forward(&xs)?
+            };
+            Some(self.pool(&last_hidden_state, input_ids)?)
+        } else {
+            None
+        };
+        Ok(ClipTextOutput { hidden, pooled })
+    }
+
+    /// transformers' pooling: each row's state at its end token (the highest id when
+    /// eos_token_id is the legacy 2, else the first `eos_token_id`), [b, hidden].
+    fn pool(&self, last_hidden_state: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+        let ids =
+            input_ids.to_dtype(candle_core::DType::U32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for (b, row) in ids.iter().enumerate() {
+            let position = if self.eos_token_id == 2 {
+                // torch.argmax: the first of the largest.
+                let max = row.iter().copied().max().unwrap_or(0);
+                row.iter().position(|&id| id == max)
+            } else {
+                row.iter().position(|&id| id == self.eos_token_id)
+            };
+            let Some(p) = position else { bail!("CLIP: no end token in row {b}") };
+            rows.push(last_hidden_state.get(b)?.get(p)?.unsqueeze(0)?);
+        }
+        Tensor::cat(&rows, 0)
+    }
+}
+
+/// transformers' `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`): the text transformer
+/// and a bias-free `text_projection` of its pooled output (`text_embeds`).
+#[derive(Debug, Clone)]
+pub struct ClipTextModelWithProjection {
+    pub text_model: ClipTextTransformer,
+    text_projection: Linear,
+}
+
+impl ClipTextModelWithProjection {
+    pub fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
+        let text_model = ClipTextTransformer::new(vb.clone(), cfg)?;
+        let text_projection = candle_nn::linear_no_bias(cfg.hidden_size, cfg.projection_dim, vb.pp("text_projection"))?;
+        Ok(Self { text_model, text_projection })
+    }
+
+    /// The hidden states at `layer` and `text_embeds` [b, projection_dim].
+    pub fn encode(&self, input_ids: &Tensor, layer: HiddenLayer) -> Result<(Tensor, Tensor)> {
+        let out = self.text_model.encode(input_ids, layer, true)?;
+        let Some(pooled) = out.pooled else { bail!("CLIP: no pooled output") };
+        Ok((out.hidden, self.text_projection.forward(&pooled)?))
     }
 }

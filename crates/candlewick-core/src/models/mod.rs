@@ -10,5 +10,6 @@ pub mod norm;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
+pub mod unet_2d_condition_config;
 pub mod vae;
 pub mod vae_tiling;

@@ -1,190 +1,33 @@
-//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x/2.x): time embedding, conv_in, down
-//! blocks, mid block, up blocks fed by skip connections, conv_norm_out, conv_out.
+//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x/2.x, SDXL, LCM): time embedding (with
+//! LCM's guidance condition and SDXL's `text_time` added embedding), conv_in, down blocks, mid
+//! block, up blocks fed by skip connections, conv_norm_out, conv_out.
 //!
 //! The config is read from the model folder's unet/config.json with diffusers' defaults;
-//! what this UNet cannot run (SDXL's addition embeddings, class embeddings, other block types)
+//! what this UNet cannot run (class embeddings, other addition embeddings, other block types)
 //! is refused by name when the model is built.
 
 use super::conv::Conv2d;
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Module, VarBuilder};
-use serde::Deserialize;
 
 use super::activations::Activation;
 use super::attention::{Context, Transformer2DModel};
-use super::embeddings::{TimestepEmbedding, Timesteps};
+use super::embeddings::{guidance_scale_embedding, TextTimeEmbedding, TimestepEmbedding, Timesteps};
 use super::linear::Linear;
 use super::norm::{group_norm, GroupNorm};
 use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::unet_2d_condition_config::block_kind;
+pub use super::unet_2d_condition_config::{PerBlock, UNet2DConditionConfig};
 use crate::cuda::cublaslt;
 
-/// A config value diffusers accepts either once for all blocks or once per block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum PerBlock<T> {
-    // Lists first, so that a nested `PerBlock<PerBlock<_>>` reads `[1, 2]` as one per block.
-    Each(Vec<T>),
-    One(T),
-}
-
-impl<T: Clone + std::fmt::Debug> PerBlock<T> {
-    /// One value per block; a list must have exactly `n` entries.
-    pub fn per_block(&self, n: usize, field: &str) -> Result<Vec<T>> {
-        match self {
-            Self::One(v) => Ok(vec![v.clone(); n]),
-            Self::Each(v) if v.len() == n => Ok(v.clone()),
-            Self::Each(v) => bail!("{field} has {} entries ({v:?}) but {n} are needed", v.len()),
-        }
-    }
-}
-
-/// unet/config.json, with `UNet2DConditionModel.__init__`'s defaults for missing keys.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct UNet2DConditionConfig {
-    /// Latent height and width the model was trained at (required by the pipeline).
-    pub sample_size: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub center_input_sample: bool,
-    pub flip_sin_to_cos: bool,
-    pub freq_shift: f64,
-    pub down_block_types: Vec<String>,
-    pub mid_block_type: Option<String>,
-    pub up_block_types: Vec<String>,
-    pub only_cross_attention: PerBlock<bool>,
-    pub block_out_channels: Vec<usize>,
-    pub layers_per_block: PerBlock<usize>,
-    pub downsample_padding: usize,
-    pub mid_block_scale_factor: f64,
-    pub act_fn: String,
-    pub norm_num_groups: Option<usize>,
-    pub norm_eps: f64,
-    pub cross_attention_dim: PerBlock<usize>,
-    /// An int, one per down block, or one list per down block (transformers per resnet).
-    pub transformer_layers_per_block: PerBlock<PerBlock<usize>>,
-    pub reverse_transformer_layers_per_block: Option<Vec<PerBlock<usize>>>,
-    /// For SD 1.x/2.x configs this is really the number of heads (diffusers' naming quirk).
-    pub attention_head_dim: PerBlock<usize>,
-    /// The number of heads; when absent, `attention_head_dim` is used as diffusers does.
-    pub num_attention_heads: Option<PerBlock<usize>>,
-    pub dual_cross_attention: bool,
-    pub use_linear_projection: bool,
-    /// In f16, compute attention scores in f32 (the softmax always runs in f32).
-    pub upcast_attention: bool,
-    pub resnet_time_scale_shift: String,
-    pub time_embedding_type: String,
-    pub time_embedding_dim: Option<usize>,
-    pub time_embedding_act_fn: Option<String>,
-    pub timestep_post_act: Option<String>,
-    pub conv_in_kernel: usize,
-    pub conv_out_kernel: usize,
-    pub class_embed_type: Option<String>,
-    pub num_class_embeds: Option<usize>,
-    pub addition_embed_type: Option<String>,
-    pub encoder_hid_dim: Option<usize>,
-    pub encoder_hid_dim_type: Option<String>,
-    pub attention_type: String,
-}
-
-impl Default for UNet2DConditionConfig {
-    fn default() -> Self {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
-        Self {
-            sample_size: 0,
-            in_channels: 4,
-            out_channels: 4,
-            center_input_sample: false,
-            flip_sin_to_cos: true,
-            freq_shift: 0.0,
-            down_block_types: s(&[
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ]),
-            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
-            up_block_types: s(&["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
-            only_cross_attention: PerBlock::One(false),
-            block_out_channels: vec![320, 640, 1280, 1280],
-            layers_per_block: PerBlock::One(2),
-            downsample_padding: 1,
-            mid_block_scale_factor: 1.0,
-            act_fn: "silu".into(),
-            norm_num_groups: Some(32),
-            norm_eps: 1e-5,
-            cross_attention_dim: PerBlock::One(1280),
-            transformer_layers_per_block: PerBlock::One(PerBlock::One(1)),
-            reverse_transformer_layers_per_block: None,
-            attention_head_dim: PerBlock::One(8),
-            num_attention_heads: None,
-            dual_cross_attention: false,
-            use_linear_projection: false,
-            upcast_attention: false,
-            resnet_time_scale_shift: "default".into(),
-            time_embedding_type: "positional".into(),
-            time_embedding_dim: None,
-            time_embedding_act_fn: None,
-            timestep_post_act: None,
-            conv_in_kernel: 3,
-            conv_out_kernel: 3,
-            class_embed_type: None,
-            num_class_embeds: None,
-            addition_embed_type: None,
-            encoder_hid_dim: None,
-            encoder_hid_dim_type: None,
-            attention_type: "default".into(),
-        }
-    }
-}
-
-/// Whether a block type name (after diffusers' "UNetRes" prefix strip) has cross-attention.
-fn block_kind(field: &str, i: usize, name: &str, plain: &str, cross: &str) -> Result<bool> {
-    let name = name.strip_prefix("UNetRes").unwrap_or(name);
-    if name == plain {
-        Ok(false)
-    } else if name == cross {
-        Ok(true)
-    } else {
-        bail!("unsupported {field}[{i}] {name:?}: candlewick's UNet supports {plain:?} and {cross:?}")
-    }
-}
-
-impl UNet2DConditionConfig {
-    /// Refuse what this UNet does not implement, naming the option and value.
-    fn check_supported(&self) -> Result<()> {
-        let named = |v: &Option<String>| v.as_ref().map(|v| format!("{v:?}"));
-        for (field, value) in [
-            ("class_embed_type", named(&self.class_embed_type)),
-            ("addition_embed_type", named(&self.addition_embed_type)),
-            ("encoder_hid_dim_type", named(&self.encoder_hid_dim_type)),
-            ("num_class_embeds", self.num_class_embeds.map(|n| n.to_string())),
-            ("encoder_hid_dim", self.encoder_hid_dim.map(|n| n.to_string())),
-        ] {
-            if let Some(v) = value {
-                bail!("unsupported {field} {v}: candlewick's UNet has no {field} (SDXL and class-conditioned UNets are not supported)");
-            }
-        }
-        if self.dual_cross_attention {
-            bail!("unsupported dual_cross_attention true (DualTransformer2DModel is not supported)");
-        }
-        if self.time_embedding_type != "positional" {
-            bail!("unsupported time_embedding_type {:?} (expected \"positional\")", self.time_embedding_type);
-        }
-        if self.attention_type != "default" {
-            bail!("unsupported attention_type {:?} (expected \"default\")", self.attention_type);
-        }
-        let n = self.down_block_types.len();
-        if n == 0 || self.up_block_types.len() != n || self.block_out_channels.len() != n {
-            bail!(
-                "down_block_types ({n}), up_block_types ({}) and block_out_channels ({}) must have the same, non-zero length",
-                self.up_block_types.len(),
-                self.block_out_channels.len()
-            );
-        }
-        Ok(())
-    }
+/// SDXL's added conditions (diffusers' `added_cond_kwargs`): the pooled, projected text
+/// embedding [b, pooled] and the size conditions [b, 6] (original size, crop top-left, target
+/// size; the refiner: original size, crop, aesthetic score), f32, rows as the latents'.
+#[derive(Debug, Clone)]
+pub struct AddedConditions {
+    pub text_embeds: Tensor,
+    pub time_ids: Tensor,
 }
 
 /// diffusers' `UNet2DConditionModel`.
@@ -193,6 +36,10 @@ pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// LCM's guidance condition width (`time_cond_proj_dim`).
+    time_cond_proj_dim: Option<usize>,
+    /// SDXL's `add_time_proj` and `add_embedding`.
+    text_time: Option<TextTimeEmbedding>,
     time_embed_act: Option<Activation>,
     /// The resnets' activation, applied to the time embedding once for all of them.
     resnet_act: Activation,
@@ -284,8 +131,23 @@ impl UNet2DConditionModel {
         let time_proj = Timesteps::new(channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)?;
         let post_act =
             cfg.timestep_post_act.as_deref().map(|a| Activation::parse("timestep_post_act", a)).transpose()?;
-        let time_embedding =
+        let mut time_embedding =
             TimestepEmbedding::new(vb.pp("time_embedding"), channels[0], time_embed_dim, act, post_act)?;
+        if let Some(dim) = cfg.time_cond_proj_dim {
+            time_embedding = time_embedding.with_cond_proj(vb.pp("time_embedding"), dim)?;
+        }
+        let text_time =
+            match (&cfg.addition_embed_type, cfg.addition_time_embed_dim, cfg.projection_class_embeddings_input_dim) {
+                (Some(_), Some(time_dim), Some(input_dim)) => Some(TextTimeEmbedding::new(
+                    vb.clone(),
+                    time_dim,
+                    input_dim,
+                    time_embed_dim,
+                    cfg.flip_sin_to_cos,
+                    cfg.freq_shift,
+                )?),
+                _ => None,
+            };
         let time_embed_act =
             cfg.time_embedding_act_fn.as_deref().map(|a| Activation::parse("time_embedding_act_fn", a)).transpose()?;
 
@@ -405,6 +267,8 @@ impl UNet2DConditionModel {
             conv_in,
             time_proj,
             time_embedding,
+            time_cond_proj_dim: cfg.time_cond_proj_dim,
+            text_time,
             time_embed_act,
             resnet_act: act,
             time_projections,
@@ -425,6 +289,9 @@ impl UNet2DConditionModel {
     pub fn forward(&self, sample: &Tensor, timestep: f64, encoder_hidden_states: &Tensor) -> Result<Tensor> {
         let t_proj = self.time_proj(timestep, sample)?;
         let context = self.project_context(encoder_hidden_states, sample.dtype())?;
+        if self.time_cond_proj_dim.is_some() || self.text_time.is_some() {
+            bail!("UNet: this UNet needs a guidance embedding or added conditions: use `condition` and forward_with_time_proj");
+        }
         self.forward_with_time_proj(sample, &t_proj, &context)
     }
 
@@ -434,13 +301,59 @@ impl UNet2DConditionModel {
         self.time_proj.forward(timestep, like.device(), like.dtype())
     }
 
+    /// [`Self::time_proj`] plus the context's guidance condition (LCM's `cond_proj` of the
+    /// guidance embedding, added before the time MLP as diffusers' `TimestepEmbedding` does).
+    pub fn time_proj_conditioned(&self, timestep: f64, like: &Tensor, context: &Context) -> Result<Tensor> {
+        let t_proj = self.time_proj(timestep, like)?;
+        match &context.time_condition {
+            Some(c) => t_proj.broadcast_add(c),
+            None => Ok(t_proj),
+        }
+    }
+
+    /// LCM's `time_cond_proj_dim`: a UNet with it is guided through an embedding of the guidance
+    /// scale instead of classifier-free guidance.
+    pub fn time_cond_proj_dim(&self) -> Option<usize> {
+        self.time_cond_proj_dim
+    }
+
+    /// Whether the UNet takes SDXL's added conditions (`addition_embed_type: "text_time"`).
+    pub fn takes_text_time(&self) -> bool {
+        self.text_time.is_some()
+    }
+
     /// The text context of a generation, `encoder_hidden_states` [b, seq, cross_attention_dim] in
     /// `dtype` (the sample's) with every cross-attention layer's keys and values of it: the same
     /// at every step, so a pipeline makes it once and passes it to each step.
     pub fn project_context(&self, encoder_hidden_states: &Tensor, dtype: candle_core::DType) -> Result<Context> {
         let hidden = encoder_hidden_states.to_dtype(dtype)?;
         let keys_values = self.context_projections.iter().map(|p| p.forward(&hidden)).collect::<Result<Vec<_>>>()?;
-        Ok(Context { hidden, keys_values })
+        Ok(Context { hidden, keys_values, time_condition: None, added_embedding: None })
+    }
+
+    /// The context with the conditions besides the text that this UNet reads, made once a
+    /// generation: LCM's guidance embedding of `guidance_scale - 1` through `cond_proj`, SDXL's
+    /// `add_embedding` of `added.text_embeds` [b, pooled] and `added.time_ids` [b, k].
+    pub fn condition(
+        &self,
+        mut context: Context,
+        guidance_scale: f64,
+        added: Option<&AddedConditions>,
+    ) -> Result<Context> {
+        let dtype = context.hidden.dtype();
+        if let Some(dim) = self.time_cond_proj_dim {
+            let w = guidance_scale_embedding(guidance_scale - 1.0, dim, context.hidden.device(), dtype)?;
+            context.time_condition = Some(self.time_embedding.project_condition(&w)?);
+        }
+        match (&self.text_time, added) {
+            (Some(text_time), Some(a)) => {
+                let text_embeds = a.text_embeds.to_dtype(dtype)?;
+                context.added_embedding = Some(text_time.forward(&text_embeds, &a.time_ids.to_dtype(dtype)?)?);
+            }
+            (Some(_), None) => bail!("UNet: addition_embed_type \"text_time\" needs text_embeds and time_ids"),
+            (None, _) => {}
+        }
+        Ok(context)
     }
 
     /// [`Self::forward`] from the timestep's projection ([`Self::time_proj`]) and the text context
@@ -459,6 +372,11 @@ impl UNet2DConditionModel {
         // 1. Time embedding ([1, time_embed_dim], broadcast over the batch), through the resnets'
         // activation (each resnet's time_emb_proj applies it first in diffusers).
         let mut emb = self.time_embedding.forward(t_proj)?;
+        match (&context.added_embedding, &self.text_time) {
+            (Some(added), Some(_)) => emb = emb.broadcast_add(added)?,
+            (None, Some(_)) => bail!("UNet: addition_embed_type \"text_time\" needs text_embeds and time_ids"),
+            _ => {}
+        }
         if let Some(act) = &self.time_embed_act {
             emb = act.forward(&emb)?;
         }

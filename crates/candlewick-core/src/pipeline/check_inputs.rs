@@ -49,7 +49,9 @@ impl StableDiffusionPipeline {
                 format!("latents of shape {:?}", latents.shape),
             ));
         }
-        let strength = o.strength.or(task.default_strength());
+        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3.
+        let sdxl_default = (task == Task::Img2Img && self.components.text_encoder_2.is_some()).then_some(0.3);
+        let strength = o.strength.or(sdxl_default).or(task.default_strength());
         if task == Task::Txt2Img {
             let (width, height) = self.output_size(o, None)?;
             self.check_text_and_steps(o, None)?;
@@ -107,6 +109,57 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
+    /// `clip_skip` within the text encoder's layers; the size conditions only for SDXL, and only
+    /// text to image for SDXL (its image tasks are not implemented).
+    fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
+        let c = &self.components;
+        if let Some(skip) = o.clip_skip {
+            let max = super::sdxl::max_clip_skip(c);
+            if skip > max {
+                return Err(expected(
+                    &format!("integer between 0 and {max} (the text encoder's layers)"),
+                    "clip_skip",
+                    skip,
+                ));
+            }
+        }
+        o.size_conditions.validate()?;
+        for (name, value) in [("denoising_end", o.denoising_end), ("denoising_start", o.denoising_start)] {
+            if let Some(v) = value.filter(|v| !(*v > 0.0 && *v < 1.0)) {
+                return Err(expected("number > 0 and < 1", name, v));
+            }
+        }
+        if c.text_encoder_2.is_none() {
+            for (name, set) in
+                [("denoising_end", o.denoising_end.is_some()), ("denoising_start", o.denoising_start.is_some())]
+            {
+                if set {
+                    return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without it"));
+                }
+            }
+            if let Some(name) = o.size_conditions.first_set() {
+                return Err(expected(
+                    "an SDXL model (StableDiffusionXLPipeline)",
+                    name,
+                    "a model without size conditions",
+                ));
+            }
+        } else if o.mask_image.is_some() {
+            return Err(expected(
+                "no mask_image with an SDXL model (SDXL inpainting is not supported yet)",
+                "mask_image",
+                "a mask",
+            ));
+        } else if o.denoising_start.is_some() && o.image.is_none() && o.latents.is_none() {
+            return Err(expected(
+                "image or latents with denoising_start (the run continues from them)",
+                "denoising_start",
+                "neither",
+            ));
+        }
+        Ok(())
+    }
+
     fn check_text_and_steps(&self, o: &GenerateOptions, strength: Option<f64>) -> Result<()> {
         if o.prompt.is_empty() {
             return Err(expected("at least one prompt", "prompt", "an empty list"));
@@ -123,6 +176,7 @@ impl StableDiffusionPipeline {
                 ));
             }
         }
+        self.check_family_options(o)?;
         let max_steps = self.info.num_train_timesteps;
         if o.num_inference_steps == 0 || o.num_inference_steps > max_steps {
             return Err(expected(

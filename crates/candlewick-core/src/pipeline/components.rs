@@ -18,7 +18,7 @@ use crate::loaders::lora::{self, LoraSpec, LoraTargets};
 use crate::loaders::single_file::{self, SingleFile};
 use crate::loaders::single_file_keys::UnetLayout;
 use crate::loaders::WeightsSource;
-use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::clip::{ClipTextConfig, ClipTextModelWithProjection, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::profile;
@@ -37,12 +37,27 @@ pub struct Loaded<M, C> {
     pub base: BaseWeights,
 }
 
+/// SDXL's second tokenizer and text encoder (`tokenizer_2`, `text_encoder_2`:
+/// `CLIPTextModelWithProjection`), and model_index.json's `force_zeros_for_empty_prompt`.
+pub struct SecondTextEncoder {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: Loaded<ClipTextModelWithProjection, ClipTextConfig>,
+    /// Without a negative prompt, the unconditional embeddings are zeros (SDXL's default).
+    pub force_zeros_for_empty_prompt: bool,
+    /// The refiner's size conditions end with an aesthetic score (model_index.json's
+    /// `requires_aesthetics_score`).
+    pub requires_aesthetics_score: bool,
+}
+
 /// Everything a Stable Diffusion folder holds, on one device.
 pub struct Components {
-    pub tokenizer: ClipTokenizer,
-    /// The textual inversion embeddings added to the tokenizer and text encoder at load.
+    /// None only for SDXL's refiner layout (`text_encoder_2` alone).
+    pub tokenizer: Option<ClipTokenizer>,
+    /// The textual inversion embeddings added to the (first) tokenizer and text encoder at load.
     pub textual_inversions: TextualInversions,
-    pub text_encoder: Loaded<ClipTextTransformer, ClipTextConfig>,
+    pub text_encoder: Option<Loaded<ClipTextTransformer, ClipTextConfig>>,
+    /// SDXL's second text encoder, when model_index.json lists `text_encoder_2`.
+    pub text_encoder_2: Option<SecondTextEncoder>,
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
     pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
     /// An f32 copy of the VAE, loaded when an f16 decode overflows.
@@ -56,12 +71,14 @@ pub struct Components {
     pub loras: Vec<LoraSpec>,
 }
 
-/// What the components are made from: the configs, the tokenizer's folder and where each
+/// What the components are made from: the configs, the tokenizers' folders and where each
 /// model's weights are (a diffusers folder's files, or a single-file checkpoint's key maps).
 pub struct Parts {
-    pub tokenizer_dir: PathBuf,
-    pub text_config: ClipTextConfig,
-    pub text_weights: WeightsSource,
+    /// The (first) tokenizer and text encoder; None only for SDXL's refiner layout.
+    pub text: Option<TextParts>,
+    /// SDXL's `tokenizer_2` and `text_encoder_2` (`CLIPTextModelWithProjection`) and the flags
+    /// model_index.json sets for them.
+    pub text_2: Option<(TextParts, SecondTextFlags)>,
     pub unet_config: UNet2DConditionConfig,
     pub unet_weights: WeightsSource,
     pub vae_config: AutoencoderKLConfig,
@@ -72,12 +89,69 @@ pub struct Parts {
     pub scheduler_path: PathBuf,
 }
 
+/// A tokenizer's folder and its text encoder's config and weights.
+pub struct TextParts {
+    pub tokenizer_dir: PathBuf,
+    pub config: ClipTextConfig,
+    /// The config's folder name (`text_encoder`, `text_encoder_2`), for error messages.
+    pub name: &'static str,
+    pub weights: WeightsSource,
+}
+
+impl TextParts {
+    /// The tokenizer, checked against its text encoder's vocabulary.
+    fn tokenizer(&self) -> Result<ClipTokenizer> {
+        let tokenizer = ClipTokenizer::from_folder(&self.tokenizer_dir)?;
+        if tokenizer.vocab_end() > self.config.vocab_size {
+            return Err(Error::model(
+                &self.tokenizer_dir,
+                format!(
+                    "does not match the text encoder: its ids reach {} but {}/config.json has vocab_size {}",
+                    tokenizer.vocab_end() - 1,
+                    self.name,
+                    self.config.vocab_size
+                ),
+            ));
+        }
+        Ok(tokenizer)
+    }
+}
+
+/// model_index.json's flags for SDXL's second text encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct SecondTextFlags {
+    pub force_zeros_for_empty_prompt: bool,
+    pub requires_aesthetics_score: bool,
+}
+
 impl Parts {
     /// A diffusers folder's parts, its f16 variants chosen for `dtype`.
     pub fn from_folder(folder: &ModelFolder, index: &ModelIndex, dtype: DType) -> Result<Self> {
         let weights = |component: &str| -> Result<WeightsSource> {
-            let stem = if component == "text_encoder" { "model" } else { "diffusion_pytorch_model" };
+            let stem = if component.starts_with("text_encoder") { "model" } else { "diffusion_pytorch_model" };
             Ok(WeightsSource::file(&weights::find_weights(&folder.component(component), stem, dtype)?))
+        };
+        let text = |tokenizer: &str, name: &'static str| -> Result<TextParts> {
+            Ok(TextParts {
+                tokenizer_dir: folder.component(tokenizer),
+                config: read_json(&folder.config_path(name))?,
+                name,
+                weights: weights(name)?,
+            })
+        };
+        // SDXL's refiner has no first text encoder (model_index.json lists it as null).
+        let refiner_layout =
+            index.component_class("text_encoder").is_none() && index.component_class("text_encoder_2").is_some();
+        let flag = |key: &str, default: bool| index.components.get(key).and_then(serde_json::Value::as_bool).unwrap_or(default);
+        let text_2 = match index.component_class("text_encoder_2") {
+            None => None,
+            Some(_) => Some((
+                text("tokenizer_2", "text_encoder_2")?,
+                SecondTextFlags {
+                    force_zeros_for_empty_prompt: flag("force_zeros_for_empty_prompt", true),
+                    requires_aesthetics_score: flag("requires_aesthetics_score", false),
+                },
+            )),
         };
         let scheduler_path = folder.config_path("scheduler");
         // diffusers builds the class model_index.json names, with scheduler_config.json's fields.
@@ -86,9 +160,8 @@ impl Parts {
             scheduler_config.insert("_class_name".into(), class.into());
         }
         Ok(Self {
-            tokenizer_dir: folder.component("tokenizer"),
-            text_config: read_json(&folder.config_path("text_encoder"))?,
-            text_weights: weights("text_encoder")?,
+            text: if refiner_layout { None } else { Some(text("tokenizer", "text_encoder")?) },
+            text_2,
             unet_config: read_json(&folder.config_path("unet"))?,
             unet_weights: weights("unet")?,
             vae_config: read_json(&folder.config_path("vae"))?,
@@ -123,29 +196,45 @@ impl Components {
             (parts.vae_config, parts.vae_weights) =
                 crate::loaders::single_file::vae_option(vae, parts.vae_config, target.dtype)?;
         }
-        let mut tokenizer = ClipTokenizer::from_folder(&parts.tokenizer_dir)?;
-
         let cuda = options.cuda.resolve(&target.device, target.dtype);
         cuda.settings.install(&target.device);
 
-        if tokenizer.vocab_end() > parts.text_config.vocab_size {
-            return Err(Error::model(
-                &parts.tokenizer_dir,
-                format!(
-                    "does not match the text encoder: its ids reach {} but text_encoder/config.json has vocab_size {}",
-                    tokenizer.vocab_end() - 1,
-                    parts.text_config.vocab_size
-                ),
-            ));
-        }
-        let mut text_encoder =
-            load("text_encoder", parts.text_weights, &target, parts.text_config, ClipTextTransformer::new)?;
-        let textual_inversions = TextualInversions::load(
-            &options.textual_inversions,
-            &mut tokenizer,
-            &mut text_encoder.model,
-            "textual_inversions",
-        )?;
+        let (mut tokenizer, mut text_encoder) = match parts.text {
+            None => (None, None),
+            Some(text) => {
+                let tokenizer = text.tokenizer()?;
+                (Some(tokenizer), Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?))
+            }
+        };
+        let textual_inversions = match (&mut tokenizer, &mut text_encoder) {
+            (Some(tokenizer), Some(encoder)) => TextualInversions::load(
+                &options.textual_inversions,
+                tokenizer,
+                &mut encoder.model,
+                "textual_inversions",
+            )?,
+            _ if options.textual_inversions.is_empty() => TextualInversions::default(),
+            _ => {
+                return Err(Error::model(
+                    &parts.scheduler_path,
+                    "has no first text encoder (SDXL's refiner layout), which textual inversion embeddings need",
+                ))
+            }
+        };
+        let text_encoder_2 = match parts.text_2 {
+            None => None,
+            Some((text, flags)) => {
+                let tokenizer = text.tokenizer()?;
+                let text_encoder =
+                    load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+                Some(SecondTextEncoder {
+                    tokenizer,
+                    text_encoder,
+                    force_zeros_for_empty_prompt: flags.force_zeros_for_empty_prompt,
+                    requires_aesthetics_score: flags.requires_aesthetics_score,
+                })
+            }
+        };
         let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
         let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
 
@@ -155,6 +244,7 @@ impl Components {
             tokenizer,
             textual_inversions,
             text_encoder,
+            text_encoder_2,
             unet,
             vae,
             vae_f32: OnceCell::new(),
@@ -163,6 +253,28 @@ impl Components {
             cuda,
             loras: Vec::new(),
         })
+    }
+
+    /// The (first) tokenizer: every layout but SDXL's refiner has one.
+    pub fn tokenizer(&self) -> Result<&ClipTokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Internal("this model has no tokenizer (text_encoder_2 only)".into()))
+    }
+
+    /// The (first) text encoder: every layout but SDXL's refiner has one.
+    pub fn text_encoder(&self) -> Result<&ClipTextTransformer> {
+        let encoder = self.text_encoder.as_ref().map(|e| &e.model);
+        encoder.ok_or_else(|| Error::Internal("this model has no text_encoder (text_encoder_2 only)".into()))
+    }
+
+    /// The tokens a prompt is cut to (77 for CLIP).
+    pub fn max_prompt_tokens(&self) -> usize {
+        match (&self.tokenizer, &self.text_encoder_2) {
+            (Some(t), _) => t.max_length(),
+            (None, Some(second)) => second.tokenizer.max_length(),
+            (None, None) => 0,
+        }
     }
 
     /// The compute dtype (f16 or f32).
@@ -183,8 +295,8 @@ impl Components {
 }
 
 /// One model component from its config and weights, built on the target device, timed under the
-/// component's name in start-up profiles. The UNet's and the text encoder's tensors are recorded
-/// (`base`) for LoRA.
+/// component's name in start-up profiles. The UNet's and the (first) text encoder's tensors are
+/// recorded (`base`) for LoRA.
 fn load<M, C>(
     component: &'static str,
     source: WeightsSource,
@@ -194,13 +306,14 @@ fn load<M, C>(
 ) -> Result<Loaded<M, C>> {
     let backend = source.backend()?;
     let (vb, base) = match component {
-        "vae" => {
+        "vae" | "text_encoder_2" => {
             (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
         }
         _ => Recorder::wrap(backend, target.dtype, &target.device),
     };
     let name = match component {
         "text_encoder" => "text_encoder_weights",
+        "text_encoder_2" => "text_encoder_2_weights",
         "unet" => "unet_weights",
         _ => "vae_weights",
     };
@@ -217,31 +330,34 @@ impl Components {
         if loras.is_empty() && self.loras.is_empty() {
             return Ok(());
         }
+        let Some(text) = self.text_encoder.as_ref() else {
+            return Err(Error::Internal("LoRAs need the first text encoder (not SDXL's refiner layout)".into()));
+        };
         let c = &self.unet.config;
         let layers = c.layers_per_block.per_block(c.down_block_types.len(), "layers_per_block")?;
         let layout = UnetLayout::new(&layers, &c.up_block_types);
         let targets = LoraTargets {
             unet: &self.unet.base,
             unet_layout: &layout,
-            text_encoder: &self.text_encoder.base,
+            text_encoder: &text.base,
             device: &self.target.device,
         };
         let deltas = lora::deltas(loras, &targets)?;
         let (dtype, device) = (self.target.dtype, &self.target.device);
-        let vb = self.text_encoder.base.rebuild(deltas.text_encoder, dtype, device);
-        let mut text_encoder = weights::with_file(&self.text_encoder.source.path, || {
-            ClipTextTransformer::new(vb, &self.text_encoder.config)
-        })?;
+        let vb = text.base.rebuild(deltas.text_encoder, dtype, device);
+        let mut text_encoder = weights::with_file(&text.source.path, || ClipTextTransformer::new(vb, &text.config))?;
         // Textual inversion rows were appended to the token table at load; the rebuilt table has
         // the file's rows only, so the added ones are carried over.
-        let (had, has) = (self.text_encoder.model.token_embedding_rows()?, text_encoder.token_embedding_rows()?);
+        let (had, has) = (text.model.token_embedding_rows()?, text_encoder.token_embedding_rows()?);
         if had > has {
-            let added = self.text_encoder.model.token_embedding_table().narrow(0, has, had - has)?;
+            let added = text.model.token_embedding_table().narrow(0, has, had - has)?;
             text_encoder.set_token_embeddings_from(has, &added)?;
         }
         let vb = self.unet.base.rebuild(deltas.unet, dtype, device);
         let unet = weights::with_file(&self.unet.source.path, || UNet2DConditionModel::new(vb, &self.unet.config))?;
-        self.text_encoder.model = text_encoder;
+        if let Some(text) = self.text_encoder.as_mut() {
+            text.model = text_encoder;
+        }
         self.unet.model = unet;
         self.loras = loras.to_vec();
         Ok(())

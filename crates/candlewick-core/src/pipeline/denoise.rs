@@ -33,12 +33,17 @@ pub trait AfterStep {
 
 /// The loop's settings for one call.
 pub struct DenoiseOptions<'a> {
-    /// Classifier-free guidance scale; guidance runs when > 1.
+    /// Classifier-free guidance scale (when `do_guidance`).
     pub guidance_scale: f64,
+    /// Run the unconditional rows too: guidance_scale > 1 and a UNet without LCM's guidance
+    /// embedding (diffusers' `do_classifier_free_guidance`).
+    pub do_guidance: bool,
     /// The UNet's dtype (latents and scheduler arithmetic stay f32).
     pub dtype: DType,
     /// Where in `scheduler.timesteps()` the run starts (img2img's `strength`; 0 for a full run).
     pub begin_index: usize,
+    /// Where it stops (exclusive; SDXL's `denoising_end`): None runs to the last timestep.
+    pub end_index: Option<usize>,
     pub after_step: Option<&'a dyn AfterStep>,
 }
 
@@ -78,10 +83,11 @@ impl Denoiser {
         options: &DenoiseOptions,
         observer: &Observer,
     ) -> Result<Tensor> {
-        let do_guidance = options.guidance_scale > 1.0;
+        let do_guidance = options.do_guidance;
         let batch = latents.dim(0)?;
         let all = scheduler.timesteps();
-        let Some(timesteps) = all.get(options.begin_index..).filter(|t| !t.is_empty()).map(<[f64]>::to_vec) else {
+        let end = options.end_index.unwrap_or(all.len()).min(all.len());
+        let Some(timesteps) = all.get(options.begin_index..end).filter(|t| !t.is_empty()).map(<[f64]>::to_vec) else {
             return Err(Error::Internal(format!("no timesteps from index {} of {}", options.begin_index, all.len())));
         };
         for (i, &t) in timesteps.iter().enumerate() {
@@ -132,15 +138,25 @@ impl Denoiser {
         timestep: f64,
         context: &Context,
     ) -> candle_core::Result<Tensor> {
-        let t_proj = unet.time_proj(timestep, sample)?;
+        // LCM's guidance condition is added to the timestep's projection here, on the host side
+        // of the graph: the graph's timestep input carries it.
+        let t_proj = unet.time_proj_conditioned(timestep, sample, context)?;
         if !self.graphs.enabled() {
             return unet.forward_with_time_proj(sample, &t_proj, context);
         }
-        // The graph's inputs: the latents, the timestep, the text and each layer's keys and values of it.
+        // The graph's inputs: the latents, the timestep, the text, SDXL's added embedding (when
+        // the UNet takes one) and each layer's keys and values of the text.
         let mut inputs = vec![sample, &t_proj, &context.hidden];
+        let added = context.added_embedding.is_some() as usize;
+        inputs.extend(&context.added_embedding);
         inputs.extend(&context.keys_values);
         self.graphs.run(&inputs, |x| {
-            let context = Context { hidden: x[2].clone(), keys_values: x[3..].iter().map(|&kv| kv.clone()).collect() };
+            let context = Context {
+                hidden: x[2].clone(),
+                keys_values: x[3 + added..].iter().map(|&kv| kv.clone()).collect(),
+                time_condition: None,
+                added_embedding: (added == 1).then(|| x[3].clone()),
+            };
             unet.forward_with_time_proj(x[0], x[1], &context)
         })
     }

@@ -72,7 +72,11 @@ pub(super) fn encode_vae_image(
     batch: usize,
     noise: &mut dyn StepNoise,
 ) -> Result<Tensor> {
-    let mut dist = c.vae.model.encode(&image.to_dtype(c.dtype())?)?;
+    // SDXL's VAE encodes in f32 under force_upcast, as diffusers does.
+    let mut dist = match super::sdxl::vae_needs_upcasting(c) {
+        true => c.vae_in_f32()?.encode(&image.to_dtype(DType::F32)?)?,
+        false => c.vae.model.encode(&image.to_dtype(c.dtype())?)?,
+    };
     if c.dtype() != DType::F32 && !all_finite(&dist.mean.to_dtype(DType::F32)?)? {
         dist = c.vae_in_f32()?.encode(&image.to_dtype(DType::F32)?)?;
     }

@@ -12,11 +12,12 @@ mod options;
 mod preview;
 mod prompt;
 pub mod prompt_weighting;
+mod sdxl;
 mod txt2img;
 pub mod weighted_embeddings;
 mod worker;
 
-pub use components::Parts;
+pub use components::{Parts, TextParts};
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
 pub use options::{
@@ -24,5 +25,6 @@ pub use options::{
     ResolvedSettings, RgbImage, Task,
 };
 pub use preview::latents_to_rgb;
+pub use sdxl::SizeConditions;
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};
 pub use worker::PipelineWorker;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::sdxl::SizeConditions;
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
 use crate::loaders::textual_inversion::TextualInversionSource;
@@ -104,6 +105,21 @@ pub struct GenerateOptions {
     /// `model_max_length` (77) tokens with a warning (compel's `truncate_long_prompts`). Off (the
     /// default), prompts take A1111's `(word:1.3)` syntax and any length, in 75-token chunks.
     pub truncate_long_prompts: bool,
+    /// Condition on the text encoder's hidden states this many layers before the last (diffusers'
+    /// `clip_skip`: 1 is the penultimate layer's output, with the final layer norm applied in
+    /// Stable Diffusion 1.x/2.x; SDXL starts from the penultimate layer and skips further). The
+    /// negative prompts are encoded without it, as diffusers does. None and 0: no skip.
+    pub clip_skip: Option<usize>,
+    /// SDXL's size conditions (`original_size`, `crops_coords_top_left`, `target_size` and their
+    /// negatives); only SDXL models take them.
+    pub size_conditions: SizeConditions,
+    /// SDXL: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
+    /// `denoising_end`): with `output_latents`, the latents a refiner continues from.
+    pub denoising_end: Option<f64>,
+    /// SDXL: start this share of the way through the schedule, in (0, 1) (diffusers'
+    /// `denoising_start`): from `image` without adding noise, or from `latents` as they are (the
+    /// refiner's half of a base-to-refiner handoff: the base's `denoising_end` latents).
+    pub denoising_start: Option<f64>,
 }
 
 impl Default for GenerateOptions {
@@ -127,6 +143,10 @@ impl Default for GenerateOptions {
             vae_tiling: false,
             vae_slicing: false,
             truncate_long_prompts: false,
+            clip_skip: None,
+            size_conditions: SizeConditions::default(),
+            denoising_end: None,
+            denoising_start: None,
         }
     }
 }
@@ -173,6 +193,14 @@ pub struct ResolvedSettings {
     pub task: Task,
     /// How much of the image was repainted (image to image and inpainting).
     pub strength: Option<f64>,
+    /// The call's `clip_skip` (None when 0 or absent).
+    pub clip_skip: Option<usize>,
+    /// The call's `denoising_end`.
+    pub denoising_end: Option<f64>,
+    /// The call's `denoising_start`.
+    pub denoising_start: Option<f64>,
+    /// SDXL: the size conditions as they ran (unset sizes filled with the output's); None for other models.
+    pub size_conditions: Option<SizeConditions>,
 }
 
 /// What a call does, from the images it was given.

@@ -2,7 +2,9 @@
 //! CUDA graph), the negative prompts for classifier-free guidance, and each prompt's embedding
 //! repeated for its images. Prompts are read with A1111's weighting syntax and may be longer than
 //! 77 tokens ([`super::weighted_embeddings`]), unless `truncate_long_prompts` asks for diffusers'
-//! plain encoding (cut at 77 tokens, with a warning).
+//! plain encoding (cut at 77 tokens, with a warning). `clip_skip` is diffusers' where the texts
+//! are plain (no weights, one chunk each: negative prompts not skipped) and compel's otherwise
+//! (every text skipped alike).
 
 use candle_core::Tensor;
 
@@ -10,6 +12,7 @@ use super::components::Components;
 use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
+use crate::models::clip::HiddenLayer;
 
 /// The text encoder's CUDA graphs and the encoding that uses them.
 pub struct PromptEncoder {
@@ -43,6 +46,7 @@ impl PromptEncoder {
         copies: usize,
         do_guidance: bool,
         truncate_long_prompts: bool,
+        clip_skip: Option<usize>,
         warnings: &mut Vec<String>,
     ) -> Result<Tensor> {
         // Each text with the option it came from, for parse errors.
@@ -59,24 +63,42 @@ impl PromptEncoder {
             }
         }
         texts.extend(prompts.iter().enumerate().map(|(i, t)| (t.as_str(), name("prompt", i, prompts.len()))));
+        let negatives = texts.len() - prompts.len();
+        let tokenizer = c.tokenizer()?;
         // Multi-vector textual inversion tokens spelled out (diffusers' maybe_convert_prompt).
         let converted = texts
             .iter()
-            .map(|(t, _)| c.textual_inversions.convert_prompt(&c.tokenizer, t))
+            .map(|(t, _)| c.textual_inversions.convert_prompt(tokenizer, t))
             .collect::<Result<Vec<String>>>()?;
         let texts: Vec<(&str, String)> =
             converted.iter().zip(texts).map(|(t, (_, option))| (t.as_str(), option)).collect();
+        let plain: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
+        let skip = clip_skip.filter(|&k| k > 0);
         let embeds = if truncate_long_prompts {
-            let plain: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
-            self.embed_texts(c, &plain, warnings)?
+            match skip {
+                None => self.embed_texts(c, &plain, warnings)?,
+                Some(k) => embed_texts_skipping(c, &plain, negatives, k, warnings)?,
+            }
         } else {
             let planned = texts
                 .iter()
-                .map(|(text, option)| PlannedText::new(&c.tokenizer, text, option))
+                .map(|(text, option)| PlannedText::new(tokenizer, text, option))
                 .collect::<Result<Vec<_>>>()?;
-            weighted_embeddings(&c.tokenizer, &planned, &c.target.device, |ids| {
-                Ok(self.graphs.run(&[ids], |ids| c.text_encoder.model.forward(ids[0]))?)
-            })?
+            match skip {
+                Some(k) if planned.iter().all(|p| p.is_plain(tokenizer.max_length())) => {
+                    embed_texts_skipping(c, &plain, negatives, k, warnings)?
+                }
+                _ => {
+                    let encoder = c.text_encoder()?;
+                    weighted_embeddings(tokenizer, &planned, &c.target.device, |ids| match skip {
+                        None => Ok(self.graphs.run(&[ids], |ids| encoder.forward(ids[0]))?),
+                        Some(k) => {
+                            let layer = HiddenLayer { from_end: k, final_layer_norm: true };
+                            Ok(encoder.encode(ids, layer, false)?.hidden)
+                        }
+                    })?
+                }
+            }
         };
         if copies == 1 {
             return Ok(embeds);
@@ -87,10 +109,11 @@ impl PromptEncoder {
     }
 
     fn embed_texts(&self, c: &Components, texts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
-        let max = c.tokenizer.max_length();
+        let (tokenizer, encoder) = (c.tokenizer()?, c.text_encoder()?);
+        let max = tokenizer.max_length();
         let mut ids = Vec::with_capacity(texts.len() * max);
         for text in texts {
-            let encoded = c.tokenizer.encode(text)?;
+            let encoded = tokenizer.encode(text)?;
             if let Some(cut) = encoded.truncated {
                 warnings.push(format!(
                     "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
@@ -99,6 +122,27 @@ impl PromptEncoder {
             ids.extend_from_slice(&encoded.ids);
         }
         let ids = Tensor::from_vec(ids, (texts.len(), max), &c.target.device)?;
-        Ok(self.graphs.run(&[&ids], |ids| c.text_encoder.model.forward(ids[0]))?)
+        Ok(self.graphs.run(&[&ids], |ids| encoder.forward(ids[0]))?)
     }
+}
+
+/// diffusers' `clip_skip`: the prompts' hidden states `clip_skip` layers before the last, final
+/// layer norm applied; the first `negatives` texts (negative prompts) as `last_hidden_state`.
+/// Eager: the two kinds of rows do not fit one CUDA graph per batch shape.
+fn embed_texts_skipping(
+    c: &Components,
+    texts: &[&str],
+    negatives: usize,
+    clip_skip: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Tensor> {
+    let ids = super::sdxl::token_ids(c.tokenizer()?, texts, &c.target.device, warnings)?;
+    let encoder = c.text_encoder()?;
+    let layer = HiddenLayer { from_end: clip_skip, final_layer_norm: true };
+    let skipped = encoder.encode(&ids.narrow(0, negatives, texts.len() - negatives)?, layer, false)?.hidden;
+    if negatives == 0 {
+        return Ok(skipped);
+    }
+    let last = encoder.forward(&ids.narrow(0, 0, negatives)?)?;
+    Ok(Tensor::cat(&[&last, &skipped], 0)?)
 }

@@ -15,7 +15,7 @@ use super::options::{
     FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
 };
 use super::prompt::PromptEncoder;
-use super::{img2img, inpaint};
+use super::{img2img, inpaint, sdxl};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
@@ -27,13 +27,21 @@ use crate::profile;
 use crate::schedulers::{Scheduler, StepNoise};
 
 /// Pipeline classes whose folders this pipeline can load.
-const SUPPORTED_CLASSES: &[&str] =
-    &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
+const SUPPORTED_CLASSES: &[&str] = &[
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "LatentConsistencyModelPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+];
 
 /// What a loaded pipeline is running on and what it produces by default.
 #[derive(Debug, Clone)]
 pub struct PipelineInfo {
     pub model_dir: PathBuf,
+    /// model_index.json's `_class_name` ("StableDiffusionXLPipeline", ...): the model's family.
+    pub pipeline_class: String,
     /// "cpu" or "cuda:0".
     pub device: String,
     /// Why that device was chosen.
@@ -72,8 +80,13 @@ pub struct StableDiffusionPipeline {
 impl StableDiffusionPipeline {
     /// Load a Stable Diffusion model folder in diffusers' layout.
     pub fn load(model_dir: &Path, options: &LoadOptions) -> Result<Self> {
-        let mut components = if model_dir.is_file() {
-            Components::load_single_file(model_dir, options)?
+        // The UNet's config: its config.json, or the single file its values were inferred for.
+        let (mut components, pipeline_class, unet_config_path) = if model_dir.is_file() {
+            let components = Components::load_single_file(model_dir, options)?;
+            // Single files hold SD 1.x/2.x layouts: an inpainting UNet takes 9 channels.
+            let inpainting = components.unet.config.in_channels == 9;
+            let class = if inpainting { "StableDiffusionInpaintPipeline" } else { "StableDiffusionPipeline" };
+            (components, class.to_string(), model_dir.to_path_buf())
         } else {
             let (folder, index) = ModelFolder::open(model_dir)?;
             if !SUPPORTED_CLASSES.contains(&index.class_name.as_str()) {
@@ -82,7 +95,9 @@ impl StableDiffusionPipeline {
                     format!("_class_name is {:?}; candlewick loads {SUPPORTED_CLASSES:?}", index.class_name),
                 ));
             }
-            Components::load(&folder, &index, options)?
+            let components = Components::load(&folder, &index, options)?;
+            sdxl::check_layout(&components, &model_dir.join("model_index.json"), &index.class_name)?;
+            (components, index.class_name, folder.config_path("unet"))
         };
         components.set_loras(&options.loras)?;
         let dtype = components.target.dtype;
@@ -90,7 +105,7 @@ impl StableDiffusionPipeline {
         let vae_scale_factor = vae_config.scale_factor();
         let default_side = unet_config.sample_size.checked_mul(vae_scale_factor).ok_or_else(|| {
             Error::model(
-                &components.unet.source.path,
+                &unet_config_path,
                 format!(
                     "sample_size {} times the VAE's scale factor {vae_scale_factor} overflows",
                     unet_config.sample_size
@@ -99,6 +114,7 @@ impl StableDiffusionPipeline {
         })?;
         let info = PipelineInfo {
             model_dir: model_dir.to_path_buf(),
+            pipeline_class,
             device: components.target.name.clone(),
             device_reason: components.target.reason.clone(),
             dtype: if dtype == DType::F16 { "f16" } else { "f32" }.into(),
@@ -107,7 +123,7 @@ impl StableDiffusionPipeline {
             cuda: components.cuda.settings,
             cuda_fallbacks: components.cuda.fallbacks.clone(),
             vae_scale_factor,
-            max_prompt_tokens: components.tokenizer.max_length(),
+            max_prompt_tokens: components.max_prompt_tokens(),
             num_train_timesteps: components.scheduler.num_train_timesteps(),
             scheduler: components.scheduler.kind().class_name().into(),
             threads: rayon::current_num_threads(),
@@ -171,7 +187,7 @@ impl StableDiffusionPipeline {
 
         // 1. Check inputs; decode the images (the task follows from them).
         let inputs = self.check_inputs(options)?;
-        let do_guidance = options.guidance_scale > 1.0;
+        let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
         let batch = options.prompt.len() * options.num_images_per_prompt;
         // Each image has its own seed and noise stream (image i of a call with `seed` s: s + i),
         // so an image made in a batch is the image its seed makes alone.
@@ -193,26 +209,66 @@ impl StableDiffusionPipeline {
         // cross-attention keys and values of them are the same at every step: made once.
         let c = &self.components;
         let mut clock = PhaseClock::start(&c.target.device)?;
-        let prompt_embeds = self.prompt_encoder.encode(
-            c,
-            &options.prompt,
-            options.negative_prompt.as_deref(),
-            options.num_images_per_prompt,
-            do_guidance,
-            options.truncate_long_prompts,
-            &mut warnings,
-        )?;
-        let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
+        let context = match &c.text_encoder_2 {
+            Some(second) => {
+                let prompts = sdxl::Prompts {
+                    prompts: &options.prompt,
+                    negative: options.negative_prompt.as_deref(),
+                    copies: options.num_images_per_prompt,
+                    do_guidance,
+                    clip_skip: options.clip_skip,
+                    width: inputs.width,
+                    height: inputs.height,
+                    time_ids: match (second.requires_aesthetics_score, inputs.task, options.denoising_start) {
+                        (false, Task::Txt2Img, None) => sdxl::TimeIds::TextToImage,
+                        (aesthetic, ..) => sdxl::TimeIds::ImageToImage { aesthetic },
+                    },
+                };
+                let encoded = sdxl::encode_prompt(c, second, &prompts, &options.size_conditions, &mut warnings)?;
+                let context = c.unet.model.project_context(&encoded.prompt_embeds, c.dtype())?;
+                c.unet.model.condition(context, options.guidance_scale, Some(&encoded.added))?
+            }
+            None => {
+                let prompt_embeds = self.prompt_encoder.encode(
+                    c,
+                    &options.prompt,
+                    options.negative_prompt.as_deref(),
+                    options.num_images_per_prompt,
+                    do_guidance,
+                    options.truncate_long_prompts,
+                    options.clip_skip,
+                    &mut warnings,
+                )?;
+                let context = c.unet.model.project_context(&prompt_embeds, c.dtype())?;
+                c.unet.model.condition(context, options.guidance_scale, None)?
+            }
+        };
         let text_encoder = clock.lap()?;
 
         // 3. Prepare the timesteps: the folder's scheduler, or the call's, set up for this many
         // steps; with an image, the last `strength` of them (diffusers' `get_timesteps`).
         let choice = c.scheduler.with_overrides(&options.scheduler)?;
         let mut scheduler = choice.build(options.num_inference_steps)?;
-        let begin_index = match inputs.strength {
-            Some(strength) => img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?,
-            None => 0,
+        let begin_index = match (options.denoising_start, inputs.strength) {
+            (Some(start), _) => {
+                let (all, order) = (scheduler.timesteps(), scheduler.order());
+                let begin = sdxl::denoising_start_index(all, start, choice.num_train_timesteps(), order);
+                if begin >= all.len() {
+                    return Err(expected(
+                        "denoising_start that leaves at least one timestep to run",
+                        "denoising_start",
+                        start,
+                    ));
+                }
+                scheduler.set_begin_index(begin);
+                begin
+            }
+            (None, Some(strength)) => {
+                img2img::get_timesteps(scheduler.as_mut(), options.num_inference_steps, strength)?
+            }
+            (None, None) => 0,
         };
+        let num_train = choice.num_train_timesteps();
         let settings = ResolvedSettings {
             num_inference_steps: options.num_inference_steps,
             guidance_scale: options.guidance_scale,
@@ -222,6 +278,13 @@ impl StableDiffusionPipeline {
             scheduler_config: choice.config().clone(),
             task: inputs.task,
             strength: inputs.strength,
+            clip_skip: options.clip_skip.filter(|&k| k > 0),
+            denoising_end: options.denoising_end,
+            denoising_start: options.denoising_start,
+            size_conditions: c
+                .text_encoder_2
+                .as_ref()
+                .map(|_| options.size_conditions.resolved(inputs.height, inputs.width)),
         };
 
         // 4. Prepare the latent variables: each image's noise from its own seed.
@@ -232,8 +295,12 @@ impl StableDiffusionPipeline {
         // 5. Denoising loop.
         let denoise_options = DenoiseOptions {
             guidance_scale: options.guidance_scale,
+            do_guidance,
             dtype: c.dtype(),
             begin_index,
+            end_index: options
+                .denoising_end
+                .map(|end| sdxl::denoising_end_index(scheduler.timesteps(), end, num_train)),
             after_step: prepared.known_region.as_ref().map(|k| k as &dyn AfterStep),
         };
         let latents = self.denoiser.run(
@@ -299,30 +366,42 @@ impl StableDiffusionPipeline {
                 }
                 let vsf = self.info.vae_scale_factor;
                 let shape = [batch, c.unet.config.in_channels, height / vsf, width / vsf];
-                let latents = match &options.latents {
-                    Some(given) => self.latents_from_caller(given, shape)?,
-                    None => noise.sample(shape, device)?,
+                let latents = match (&options.latents, options.denoising_start) {
+                    // SDXL's handoff: another run's partly denoised latents, continued as they are.
+                    (Some(given), Some(_)) => self.latents_from_caller(given, shape)?,
+                    (Some(given), None) => (self.latents_from_caller(given, shape)? * scheduler.init_noise_sigma())?,
+                    (None, _) => (noise.sample(shape, device)? * scheduler.init_noise_sigma())?,
                 };
-                let latents = (latents * scheduler.init_noise_sigma())?;
                 Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
             }
             (Task::Img2Img, Some(image), _, Some(timestep)) => {
                 if takes_mask {
                     return Err(Self::inpainting_only());
                 }
-                let latents = img2img::prepare_latents(c, &image, batch, timestep, scheduler, noise)?;
+                let latents = match options.denoising_start {
+                    // SDXL's image to image from denoising_start adds no noise (the image is taken as
+                    // that far denoised).
+                    Some(_) => img2img::encode_vae_image(c, &image, batch, noise)?,
+                    None => img2img::prepare_latents(c, &image, batch, timestep, scheduler, noise)?,
+                };
                 Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
             }
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
                 let mask = mask.to_mask_tensor(width, height, device)?;
                 let strength = inputs.strength.unwrap_or(1.0);
-                let do_guidance = options.guidance_scale > 1.0;
+                let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
                 let task =
                     inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
         }
+    }
+
+    /// diffusers' `do_classifier_free_guidance`: guidance_scale > 1, unless the UNet is guided
+    /// through LCM's guidance embedding (`time_cond_proj_dim`), which runs no unconditional pass.
+    fn do_classifier_free_guidance(&self, guidance_scale: f64) -> bool {
+        guidance_scale > 1.0 && self.components.unet.model.time_cond_proj_dim().is_none()
     }
 
     fn inpainting_only() -> Error {
@@ -382,7 +461,11 @@ impl StableDiffusionPipeline {
         let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
             vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
         };
-        let mut image = match decode(&c.vae.model, c.dtype(), tiled) {
+        let (vae, dtype) = match sdxl::vae_needs_upcasting(c) {
+            true => (c.vae_in_f32()?, DType::F32),
+            false => (&c.vae.model, c.dtype()),
+        };
+        let mut image = match decode(vae, dtype, tiled) {
             Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
                 let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
                 warnings.push(format!(
@@ -393,11 +476,11 @@ impl StableDiffusionPipeline {
                     self.info.device
                 ));
                 tiled = Some(&tiling);
-                decode(&c.vae.model, c.dtype(), tiled)?
+                decode(vae, dtype, tiled)?
             }
             other => other?,
         };
-        if c.dtype() != DType::F32 && !all_finite(&image)? {
+        if dtype != DType::F32 && !all_finite(&image)? {
             warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
             image = decode(c.vae_in_f32()?, DType::F32, tiled)?;
         }

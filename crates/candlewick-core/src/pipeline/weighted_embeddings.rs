@@ -77,6 +77,14 @@ impl PlannedText {
         Ok(Self { parts })
     }
 
+    /// No weight but 1 and one chunk of `length` tokens: what diffusers' plain encoding gives.
+    pub fn is_plain(&self, length: usize) -> bool {
+        match self.parts.as_slice() {
+            [part] => part.without.is_empty() && part.base.ids.len() == length && part.base.weights.iter().all(|&w| w == 1.0),
+            _ => false,
+        }
+    }
+
     /// The token ids of its parts, chunked and concatenated (compel's tokenization).
     pub fn token_ids(&self) -> Vec<u32> {
         self.parts.iter().flat_map(|p| p.base.ids.iter().copied()).collect()

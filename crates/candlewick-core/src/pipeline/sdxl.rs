@@ -1,0 +1,346 @@
+//! What `StableDiffusionXLPipeline` adds to the text-to-image steps: the prompt through two
+//! tokenizers and text encoders (the penultimate hidden states of both concatenated, the pooled
+//! and projected output of the second), zero negative embeddings without a negative prompt
+//! (`force_zeros_for_empty_prompt`), and the size conditions (`add_time_ids`) the UNet's
+//! `text_time` embedding reads.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::components::{Components, SecondTextEncoder};
+use super::options::MAX_SIDE;
+use crate::error::{expected, Error, Result};
+use crate::models::clip::HiddenLayer;
+use crate::models::unet_2d_condition::AddedConditions;
+use crate::tokenizer::ClipTokenizer;
+
+/// The largest size condition (pixels): SDXL was trained on sizes up to 4096; a little room.
+const MAX_CONDITION: usize = 16 * MAX_SIDE;
+
+/// SDXL's micro-conditioning (diffusers' `StableDiffusionXLPipeline.__call__` arguments of the same
+/// names), each `[height, width]` or `[top, left]` in pixels. Unset sizes are the output's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SizeConditions {
+    /// The size the image is presented as having been before any resize (default: the output size).
+    pub original_size: Option<[usize; 2]>,
+    /// Where the image is presented as cropped from (default [0, 0]: centred, uncropped).
+    pub crops_coords_top_left: [usize; 2],
+    /// The size the image is presented as having (default: the output size).
+    pub target_size: Option<[usize; 2]>,
+    /// The same for the unconditional pass; used when both negative sizes are given (else the
+    /// unconditional pass reads the positive ones), as diffusers does.
+    pub negative_original_size: Option<[usize; 2]>,
+    pub negative_crops_coords_top_left: [usize; 2],
+    pub negative_target_size: Option<[usize; 2]>,
+    /// The refiner's (`requires_aesthetics_score`) score of the wanted image (diffusers' default 6).
+    pub aesthetic_score: f64,
+    /// The refiner's score for the unconditional pass (default 2.5).
+    pub negative_aesthetic_score: f64,
+}
+
+impl Default for SizeConditions {
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crops_coords_top_left: [0, 0],
+            target_size: None,
+            negative_original_size: None,
+            negative_crops_coords_top_left: [0, 0],
+            negative_target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
+}
+
+/// Which of diffusers' `_get_add_time_ids` a call follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimeIds {
+    /// `StableDiffusionXLPipeline`: the negatives only when both negative sizes are given.
+    TextToImage,
+    /// `StableDiffusionXLImg2ImgPipeline`: each negative size defaults to its positive; with
+    /// `aesthetic`, the target size is replaced by the aesthetic score (5 conditions).
+    ImageToImage { aesthetic: bool },
+}
+
+impl SizeConditions {
+    /// Each value in range; messages name the option.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("original_size", self.original_size),
+            ("target_size", self.target_size),
+            ("negative_original_size", self.negative_original_size),
+            ("negative_target_size", self.negative_target_size),
+        ];
+        for (name, size) in sizes {
+            if let Some([h, w]) = size {
+                if !(1..=MAX_CONDITION).contains(&h) || !(1..=MAX_CONDITION).contains(&w) {
+                    let what = format!("[height, width] of integers between 1 and {MAX_CONDITION}");
+                    return Err(expected(&what, name, format!("[{h}, {w}]")));
+                }
+            }
+        }
+        for (name, score) in
+            [("aesthetic_score", self.aesthetic_score), ("negative_aesthetic_score", self.negative_aesthetic_score)]
+        {
+            if !score.is_finite() || score.abs() > 1e6 {
+                return Err(expected("finite number between -1e6 and 1e6", name, score));
+            }
+        }
+        for (name, [top, left]) in [
+            ("crops_coords_top_left", self.crops_coords_top_left),
+            ("negative_crops_coords_top_left", self.negative_crops_coords_top_left),
+        ] {
+            if top > MAX_CONDITION || left > MAX_CONDITION {
+                let what = format!("[top, left] of integers between 0 and {MAX_CONDITION}");
+                return Err(expected(&what, name, format!("[{top}, {left}]")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first option set, for an error on a model without size conditions.
+    pub fn first_set(&self) -> Option<&'static str> {
+        let d = Self::default();
+        [
+            ("original_size", self.original_size != d.original_size),
+            ("crops_coords_top_left", self.crops_coords_top_left != d.crops_coords_top_left),
+            ("target_size", self.target_size != d.target_size),
+            ("negative_original_size", self.negative_original_size != d.negative_original_size),
+            ("negative_crops_coords_top_left", self.negative_crops_coords_top_left != d.negative_crops_coords_top_left),
+            ("negative_target_size", self.negative_target_size != d.negative_target_size),
+            ("aesthetic_score", self.aesthetic_score != d.aesthetic_score),
+            ("negative_aesthetic_score", self.negative_aesthetic_score != d.negative_aesthetic_score),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(name, _)| name)
+    }
+
+    /// The conditions as a call with an output of `height` x `width` runs them (unset sizes filled
+    /// in; the negatives only when both are given, as they are used).
+    pub fn resolved(&self, height: usize, width: usize) -> SizeConditions {
+        let output = Some([height, width]);
+        let negatives = self.negative_original_size.is_some() && self.negative_target_size.is_some();
+        SizeConditions {
+            original_size: self.original_size.or(output),
+            target_size: self.target_size.or(output),
+            negative_original_size: self.negative_original_size.filter(|_| negatives),
+            negative_target_size: self.negative_target_size.filter(|_| negatives),
+            negative_crops_coords_top_left: if negatives { self.negative_crops_coords_top_left } else { [0, 0] },
+            ..self.clone()
+        }
+    }
+
+    /// diffusers' `_get_add_time_ids` for the conditional and the unconditional rows.
+    fn time_ids(&self, height: usize, width: usize, mode: TimeIds) -> (Vec<f32>, Vec<f32>) {
+        let f = |v: &[usize]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let output = [height, width];
+        let (original, target) = (self.original_size.unwrap_or(output), self.target_size.unwrap_or(output));
+        let crop = self.crops_coords_top_left;
+        let positive = f(&[original[0], original[1], crop[0], crop[1], target[0], target[1]]);
+        match mode {
+            TimeIds::TextToImage => {
+                let negative = match (self.negative_original_size, self.negative_target_size) {
+                    (Some(o), Some(t)) => {
+                        let c = self.negative_crops_coords_top_left;
+                        f(&[o[0], o[1], c[0], c[1], t[0], t[1]])
+                    }
+                    _ => positive.clone(),
+                };
+                (positive, negative)
+            }
+            TimeIds::ImageToImage { aesthetic } => {
+                let n_original = self.negative_original_size.unwrap_or(original);
+                let n_target = self.negative_target_size.unwrap_or(target);
+                if aesthetic {
+                    let n_crop = self.negative_crops_coords_top_left;
+                    let mut p = f(&[original[0], original[1], crop[0], crop[1]]);
+                    p.push(self.aesthetic_score as f32);
+                    let mut n = f(&[n_original[0], n_original[1], n_crop[0], n_crop[1]]);
+                    n.push(self.negative_aesthetic_score as f32);
+                    (p, n)
+                } else {
+                    (positive, f(&[n_original[0], n_original[1], crop[0], crop[1], n_target[0], n_target[1]]))
+                }
+            }
+        }
+    }
+}
+
+/// One prompt call's SDXL inputs, rows as the latents' (unconditional rows first when guiding).
+pub(super) struct Encoded {
+    pub prompt_embeds: Tensor,
+    pub added: AddedConditions,
+}
+
+/// The texts of one call, as `encode_prompt` takes them.
+pub(super) struct Prompts<'a> {
+    pub prompts: &'a [String],
+    pub negative: Option<&'a [String]>,
+    /// Images per prompt.
+    pub copies: usize,
+    pub do_guidance: bool,
+    pub clip_skip: Option<usize>,
+    pub width: usize,
+    pub height: usize,
+    pub time_ids: TimeIds,
+}
+
+/// The largest `clip_skip` the text encoders allow (SDXL starts at the penultimate layer).
+pub(super) fn max_clip_skip(c: &Components) -> usize {
+    let first = c.text_encoder.as_ref().map(|e| e.model.num_layers());
+    match (&c.text_encoder_2, first) {
+        (Some(second), first) => {
+            let n = second.text_encoder.model.text_model.num_layers();
+            first.unwrap_or(n).min(n).saturating_sub(2)
+        }
+        (None, Some(n)) => n.saturating_sub(1),
+        (None, None) => 0,
+    }
+}
+
+/// diffusers' `StableDiffusionXLPipeline.encode_prompt` and step 7's added conditions.
+pub(super) fn encode_prompt(
+    c: &Components,
+    second: &SecondTextEncoder,
+    p: &Prompts,
+    conditions: &SizeConditions,
+    warnings: &mut Vec<String>,
+) -> Result<Encoded> {
+    let device = &c.target.device;
+    let n = p.prompts.len();
+    let texts: Vec<&str> = p.prompts.iter().map(String::as_str).collect();
+    // hidden_states[-(clip_skip + 2)], without the final layer norm.
+    let layer = HiddenLayer { from_end: 1 + p.clip_skip.unwrap_or(0), final_layer_norm: false };
+    let (mut embeds, mut pooled) = encode_texts(c, second, &texts, layer, warnings)?;
+    if p.do_guidance {
+        let (negative_embeds, negative_pooled) = match p.negative {
+            None if second.force_zeros_for_empty_prompt => (embeds.zeros_like()?, pooled.zeros_like()?),
+            negative => {
+                let uncond: Vec<&str> = match negative {
+                    None => vec![""; n],
+                    Some([one]) => vec![one.as_str(); n],
+                    Some(all) => all.iter().map(String::as_str).collect(),
+                };
+                // diffusers takes the negative prompts' penultimate states whatever clip_skip is.
+                let penultimate = HiddenLayer { from_end: 1, final_layer_norm: false };
+                encode_texts(c, second, &uncond, penultimate, warnings)?
+            }
+        };
+        embeds = Tensor::cat(&[&negative_embeds, &embeds], 0)?;
+        pooled = Tensor::cat(&[&negative_pooled, &pooled], 0)?;
+    }
+    let rows = embeds.dim(0)?;
+    let index: Vec<u32> = (0..rows as u32).flat_map(|t| std::iter::repeat_n(t, p.copies)).collect();
+    let index = Tensor::new(index.as_slice(), device)?;
+    let (positive, negative) = conditions.time_ids(p.height, p.width, p.time_ids);
+    let (images, k) = (n * p.copies, positive.len());
+    let mut time_ids: Vec<f32> = Vec::with_capacity(rows * p.copies * k);
+    if p.do_guidance {
+        (0..images).for_each(|_| time_ids.extend(&negative));
+    }
+    (0..images).for_each(|_| time_ids.extend(&positive));
+    let time_ids = Tensor::from_vec(time_ids, (rows * p.copies, k), device)?;
+    Ok(Encoded {
+        prompt_embeds: embeds.index_select(&index, 0)?,
+        added: AddedConditions { text_embeds: pooled.index_select(&index, 0)?, time_ids },
+    })
+}
+
+/// Both encoders on `texts`: their hidden states at `layer`, concatenated, [n, 77, h1 + h2], and
+/// the second's `text_embeds` [n, projection_dim].
+fn encode_texts(
+    c: &Components,
+    second: &SecondTextEncoder,
+    texts: &[&str],
+    layer: HiddenLayer,
+    warnings: &mut Vec<String>,
+) -> Result<(Tensor, Tensor)> {
+    let device = &c.target.device;
+    let first = match (&c.tokenizer, &c.text_encoder) {
+        (Some(tokenizer), Some(encoder)) => {
+            let ids = token_ids(tokenizer, texts, device, warnings)?;
+            Some(encoder.model.encode(&ids, layer, false)?.hidden)
+        }
+        _ => None,
+    };
+    // The same texts cut at the same place: the second tokenizer's warnings would repeat the first's.
+    let mut quiet = Vec::new();
+    let second_warnings = if first.is_some() { &mut quiet } else { warnings };
+    let ids_2 = token_ids(&second.tokenizer, texts, device, second_warnings)?;
+    let (hidden_2, text_embeds) = second.text_encoder.model.encode(&ids_2, layer)?;
+    match first {
+        Some(first) => Ok((Tensor::cat(&[&first, &hidden_2.to_dtype(first.dtype())?], 2)?, text_embeds)),
+        None => Ok((hidden_2, text_embeds)),
+    }
+}
+
+/// Token ids [n, max_length], with diffusers' truncation warning.
+pub(super) fn token_ids(
+    tokenizer: &ClipTokenizer,
+    texts: &[&str],
+    device: &Device,
+    warnings: &mut Vec<String>,
+) -> Result<Tensor> {
+    let max = tokenizer.max_length();
+    let mut ids = Vec::with_capacity(texts.len() * max);
+    for text in texts {
+        let encoded = tokenizer.encode(text)?;
+        if let Some(cut) = encoded.truncated {
+            warnings.push(format!(
+                "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
+            ));
+        }
+        ids.extend_from_slice(&encoded.ids);
+    }
+    Ok(Tensor::from_vec(ids, (texts.len(), max), device)?)
+}
+
+/// diffusers' `get_timesteps` with `denoising_start` (`StableDiffusionXLImg2ImgPipeline`): the index
+/// the run starts at, the timesteps below round(num_train_timesteps * (1 - denoising_start)) (one
+/// more for a second-order scheduler when even).
+pub(super) fn denoising_start_index(
+    timesteps: &[f64],
+    denoising_start: f64,
+    num_train_timesteps: usize,
+    order: usize,
+) -> usize {
+    let n = num_train_timesteps as f64;
+    let cutoff = (n - denoising_start * n).round_ties_even();
+    let mut steps = timesteps.iter().filter(|&&t| t < cutoff).count();
+    if order == 2 && steps % 2 == 0 {
+        steps += 1;
+    }
+    timesteps.len().saturating_sub(steps)
+}
+
+/// How many of `timesteps` run under `denoising_end` (diffusers' `StableDiffusionXLPipeline`: those
+/// at or above round(num_train_timesteps * (1 - denoising_end))).
+pub(super) fn denoising_end_index(timesteps: &[f64], denoising_end: f64, num_train_timesteps: usize) -> usize {
+    let n = num_train_timesteps as f64;
+    let cutoff = (n - denoising_end * n).round_ties_even();
+    timesteps.iter().filter(|&&t| t >= cutoff).count()
+}
+
+/// The UNet and the folder agree: an SDXL UNet (`text_time`) needs both text encoders, and two
+/// text encoders need an SDXL UNet.
+pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str) -> Result<()> {
+    let message = match (c.unet.model.takes_text_time(), c.text_encoder_2.is_some()) {
+        (true, false) => {
+            "the UNet takes SDXL's added conditions (addition_embed_type \"text_time\") but there is no text_encoder_2"
+        }
+        (false, true) => "there is a text_encoder_2 but the UNet has no addition_embed_type \"text_time\"",
+        _ => return Ok(()),
+    };
+    Err(Error::model(model_index, format!("_class_name is {class_name:?} and {message}")))
+}
+
+/// The VAE decodes in f32 when the model is f16 and the VAE's config says `force_upcast` (SDXL's
+/// VAE overflows in f16), as `StableDiffusionXLPipeline` does.
+pub(super) fn vae_needs_upcasting(c: &Components) -> bool {
+    c.text_encoder_2.is_some() && c.dtype() == DType::F16 && c.vae.config.force_upcast
+}

@@ -1,0 +1,154 @@
+// The model families through the JavaScript API: SDXL's size conditions and clipSkip reach the
+// model (test/fixtures/tiny-sdxl, tiny-sd2, tiny-lcm, made by scripts/fixture_families.py; their
+// parity with diffusers is crates/candlewick-core/tests/families.rs), options refused on models
+// that do not take them, and the hub's file selection for SDXL repositories.
+
+import { join } from "node:path";
+
+import test from "ava";
+
+import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
+import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
+import { checkInput } from "../src/batch/inputs.js";
+import { selectPipelineFiles } from "../src/hub/files.js";
+import { toRawLoadOptions } from "../src/options.js";
+import { ROOT, TINY_SD } from "./helpers/fixtures.js";
+
+const fixture = (name: string) => join(ROOT, "test/fixtures", name);
+const load = (folder: string) => StableDiffusionPipeline.fromPretrained(folder, { device: "cpu", dtype: "f32" });
+const INVALID = "ERR_CANDLEWICK_INVALID_OPTION";
+
+test("SDXL: the size conditions and clipSkip change the image; the same call gives the same pixels", async (t) => {
+  const pipe = await load(fixture("tiny-sdxl"));
+  try {
+    const base = { prompt: "a red apple", numInferenceSteps: 2, seed: 3 } as const;
+    const [plain] = (await pipe.generate(base)) as [GeneratedImage];
+    t.is(plain.width, 64);
+    const sized = { ...base, originalSize: [96, 128], cropsCoordsTopLeft: [4, 8], targetSize: [64, 48] } as const;
+    const [a] = (await pipe.generate(sized)) as [GeneratedImage];
+    const [b] = (await pipe.generate(sized)) as [GeneratedImage];
+    t.deepEqual(a.data, b.data);
+    t.notDeepEqual(a.data, plain.data);
+    // The settings report the sizes as they ran (unset ones are the output's), and the CLI records them.
+    t.deepEqual([plain.settings?.originalSize, plain.settings?.cropsCoordsTopLeft, plain.settings?.targetSize], [[64, 64], [0, 0], [64, 64]]);
+    t.deepEqual([a.settings?.originalSize, a.settings?.cropsCoordsTopLeft, a.settings?.targetSize], [[96, 128], [4, 8], [64, 48]]);
+    t.is(a.settings?.negativeOriginalSize, undefined);
+    const [skipped] = (await pipe.generate({ ...base, clipSkip: 1 })) as [GeneratedImage];
+    t.notDeepEqual(skipped.data, plain.data);
+    t.is(skipped.settings?.clipSkip, 1);
+    const text = pngText(imageParameters({}, "a red apple", "", 3n, resolvedOf(skipped), "tiny-sdxl"));
+    t.regex(text.parameters!, /, Clip skip: 2$/);
+    t.like(text, { clipSkip: "1", originalSize: "64x64", cropsCoordsTopLeft: "0,0", targetSize: "64x64" });
+    // denoisingEnd stops early: the latents of 1 of 2 steps differ from the whole run's.
+    const whole = await pipe.generateLatents(base);
+    const half = await pipe.generateLatents({ ...base, denoisingEnd: 0.5 });
+    t.deepEqual(half.shape, whole.shape);
+    t.notDeepEqual(half.data, whole.data);
+    const error = await t.throwsAsync(pipe.generate({ ...base, clipSkip: 4 }), { instanceOf: CandlewickError });
+    t.is(error?.message, "Expected integer between 0 and 3 (the text encoder's layers) for clipSkip but received 4");
+    t.is(error?.code, INVALID);
+  } finally {
+    pipe.dispose();
+  }
+});
+
+test("size conditions on a model without them are refused by name, and the pipeline stays usable", async (t) => {
+  const pipe = await load(TINY_SD);
+  try {
+    const error = await t.throwsAsync(pipe.generate({ prompt: "a", numInferenceSteps: 1, targetSize: [64, 64] }), {
+      instanceOf: CandlewickError,
+    });
+    t.is(error?.message, "Expected an SDXL model (StableDiffusionXLPipeline) for targetSize but received a model without size conditions");
+    const [image] = await pipe.generate({ prompt: "a", numInferenceSteps: 1, width: 32, height: 32, clipSkip: 1, seed: 1 });
+    t.is(image?.width, 32);
+  } finally {
+    pipe.dispose();
+  }
+});
+
+test("the vae load option decodes with another VAE folder", async (t) => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(fixture("tiny-sdxl"), { device: "cpu", dtype: "f32", vae: fixture("tiny-sd2/vae") });
+  const own = await load(fixture("tiny-sdxl"));
+  try {
+    const call = { prompt: "a red apple", numInferenceSteps: 1, seed: 4 };
+    const [a] = (await pipe.generate(call)) as [GeneratedImage];
+    const [b] = (await own.generate(call)) as [GeneratedImage];
+    t.notDeepEqual(a.data, b.data);
+  } finally {
+    pipe.dispose();
+    own.dispose();
+  }
+  t.throws(() => toRawLoadOptions({ vae: "" }), { message: 'Expected non-empty string for vae but received ""' });
+});
+
+test("SDXL base to refiner: the base's latents at denoisingEnd continue in the refiner from denoisingStart", async (t) => {
+  const base = await load(fixture("tiny-sdxl"));
+  const refiner = await load(fixture("tiny-sdxl-refiner"));
+  try {
+    const call = { prompt: "a red apple", numInferenceSteps: 5, seed: 2 };
+    const latents = await base.generateLatents({ ...call, denoisingEnd: 0.6 });
+    const steps: number[] = [];
+    const [image] = (await refiner.generate({
+      ...call, latents: { shape: latents.shape, data: latents.data }, denoisingStart: 0.6, aestheticScore: 7,
+      onProgress: ({ timestep }) => steps.push(timestep),
+    })) as [GeneratedImage];
+    t.deepEqual(steps, [201, 1]);
+    t.is(image.settings?.denoisingStart, 0.6);
+    // From a picture: image to image at the refiner's default strength (0.3 of 5 steps: 1 call).
+    const calls: number[] = [];
+    await refiner.generate({ ...call, image: fixture("images/input.png"), onProgress: ({ step }) => calls.push(step) });
+    t.deepEqual(calls, [1]);
+    const error = await t.throwsAsync(refiner.generate({ ...call, denoisingStart: 0.5 }), { instanceOf: CandlewickError });
+    t.is(error?.message, "Expected image or latents with denoisingStart (the run continues from them) for denoisingStart but received neither");
+  } finally {
+    base.dispose();
+    refiner.dispose();
+  }
+});
+
+test("SD 2.x and LCM folders load by their model_index class and generate", async (t) => {
+  for (const name of ["tiny-sd2", "tiny-lcm"]) {
+    const pipe = await load(fixture(name));
+    try {
+      const [image] = await pipe.generate({ prompt: "a red apple", numInferenceSteps: 2, seed: 1 });
+      t.is(image?.data.length, 64 * 64 * 3, name);
+      t.is(pipe.info.pipelineClass, name === "tiny-sd2" ? "StableDiffusionPipeline" : "LatentConsistencyModelPipeline");
+    } finally {
+      pipe.dispose();
+    }
+  }
+});
+
+test("hub: an SDXL repository's second tokenizer and text encoder are fetched (fp16 variant when asked)", (t) => {
+  const sd = [
+    "model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+    "text_encoder/config.json", "unet/config.json", "vae/config.json", "text_encoder/model.safetensors",
+    "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+  ];
+  t.deepEqual(selectPipelineFiles(sd, undefined).missing, []);
+  t.false(selectPipelineFiles(sd, undefined).files.some((f) => f.includes("_2/")));
+  const sdxl = [
+    ...sd, "tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/tokenizer_config.json",
+    "text_encoder_2/config.json", "text_encoder_2/model.safetensors", "text_encoder_2/model.fp16.safetensors",
+  ];
+  const { files, missing } = selectPipelineFiles(sdxl, "fp16");
+  t.deepEqual(missing, []);
+  for (const f of ["tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/tokenizer_config.json",
+    "text_encoder_2/config.json", "text_encoder_2/model.fp16.safetensors"]) {
+    t.true(files.includes(f), f);
+  }
+  const { missing: lacking } = selectPipelineFiles(sdxl.filter((f) => !f.startsWith("tokenizer_2/m")), undefined);
+  t.deepEqual(lacking, ["tokenizer_2/merges.txt"]);
+});
+
+test("batch inputs take the family options, and share a call only when they agree on them", (t) => {
+  const key = (extra: Record<string, unknown>) => checkInput({ prompt: "a", seed: 1, ...extra }, 0, {}).key;
+  t.is(key({ clipSkip: 1 }), key({ clipSkip: 1 }));
+  t.not(key({ clipSkip: 1 }), key({}));
+  t.not(key({ originalSize: [96, 128] }), key({}));
+  t.not(key({ denoisingEnd: 0.5 }), key({}));
+  t.is(checkInput({ prompt: "a" }, 0, { targetSize: [64, 48] }).shared.targetSize?.[1], 48);
+  t.throws(() => checkInput({ prompt: "a", targetSize: [64] }, 3, {}), {
+    message: "inputs[3]: Expected [height, width] of integers between 1 and 131072 for targetSize but received an array of length 1",
+  });
+});
