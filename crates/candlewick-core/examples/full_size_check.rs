@@ -20,8 +20,8 @@ use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 
 fn relative_error(got: &Tensor, want: &Tensor) -> candle_core::Result<f64> {
-    let got = got.to_dtype(DType::F64)?;
-    let want = want.to_dtype(DType::F64)?;
+    let got = got.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?;
+    let want = want.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?;
     let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
     let scale = want.abs()?.max_all()?.to_scalar::<f64>()?;
     Ok(diff / scale.max(f64::MIN_POSITIVE))
