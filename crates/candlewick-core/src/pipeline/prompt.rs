@@ -6,13 +6,14 @@
 //! are plain (no weights, one chunk each: negative prompts not skipped) and compel's otherwise
 //! (every text skipped alike).
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::components::Components;
 use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
 use crate::models::clip::HiddenLayer;
+use crate::tokenizer::ClipTokenizer;
 
 /// The text encoder's CUDA graphs and the encoding that uses them.
 pub struct PromptEncoder {
@@ -109,19 +110,8 @@ impl PromptEncoder {
     }
 
     fn embed_texts(&self, c: &Components, texts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
-        let (tokenizer, encoder) = (c.tokenizer()?, c.text_encoder()?);
-        let max = tokenizer.max_length();
-        let mut ids = Vec::with_capacity(texts.len() * max);
-        for text in texts {
-            let encoded = tokenizer.encode(text)?;
-            if let Some(cut) = encoded.truncated {
-                warnings.push(format!(
-                    "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
-                ));
-            }
-            ids.extend_from_slice(&encoded.ids);
-        }
-        let ids = Tensor::from_vec(ids, (texts.len(), max), &c.target.device)?;
+        let ids = token_ids(c.tokenizer()?, texts, &c.target.device, warnings)?;
+        let encoder = c.text_encoder()?;
         Ok(self.graphs.run(&[&ids], |ids| encoder.forward(ids[0]))?)
     }
 }
@@ -136,7 +126,7 @@ fn embed_texts_skipping(
     clip_skip: usize,
     warnings: &mut Vec<String>,
 ) -> Result<Tensor> {
-    let ids = super::sdxl::token_ids(c.tokenizer()?, texts, &c.target.device, warnings)?;
+    let ids = token_ids(c.tokenizer()?, texts, &c.target.device, warnings)?;
     let encoder = c.text_encoder()?;
     let layer = HiddenLayer { from_end: clip_skip, final_layer_norm: true };
     let skipped = encoder.encode(&ids.narrow(0, negatives, texts.len() - negatives)?, layer, false)?.hidden;
@@ -145,4 +135,25 @@ fn embed_texts_skipping(
     }
     let last = encoder.forward(&ids.narrow(0, 0, negatives)?)?;
     Ok(Tensor::cat(&[&last, &skipped], 0)?)
+}
+
+/// Token ids [n, max_length], with diffusers' truncation warning.
+pub(super) fn token_ids(
+    tokenizer: &ClipTokenizer,
+    texts: &[&str],
+    device: &Device,
+    warnings: &mut Vec<String>,
+) -> Result<Tensor> {
+    let max = tokenizer.max_length();
+    let mut ids = Vec::with_capacity(texts.len() * max);
+    for text in texts {
+        let encoded = tokenizer.encode(text)?;
+        if let Some(cut) = encoded.truncated {
+            warnings.push(format!(
+                "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
+            ));
+        }
+        ids.extend_from_slice(&encoded.ids);
+    }
+    Ok(Tensor::from_vec(ids, (texts.len(), max), device)?)
 }

@@ -6,15 +6,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::components::{Components, SecondTextEncoder};
 use super::options::MAX_SIDE;
+use super::prompt::token_ids;
 use crate::error::{expected, Error, Result};
 use crate::models::clip::HiddenLayer;
 use crate::models::unet_2d_condition::AddedConditions;
-use crate::tokenizer::ClipTokenizer;
 
 /// The largest size condition (pixels): SDXL was trained on sizes up to 4096; a little room.
 const MAX_CONDITION: usize = 16 * MAX_SIDE;
@@ -277,27 +277,6 @@ fn encode_texts(
         Some(first) => Ok((Tensor::cat(&[&first, &hidden_2.to_dtype(first.dtype())?], 2)?, text_embeds)),
         None => Ok((hidden_2, text_embeds)),
     }
-}
-
-/// Token ids [n, max_length], with diffusers' truncation warning.
-pub(super) fn token_ids(
-    tokenizer: &ClipTokenizer,
-    texts: &[&str],
-    device: &Device,
-    warnings: &mut Vec<String>,
-) -> Result<Tensor> {
-    let max = tokenizer.max_length();
-    let mut ids = Vec::with_capacity(texts.len() * max);
-    for text in texts {
-        let encoded = tokenizer.encode(text)?;
-        if let Some(cut) = encoded.truncated {
-            warnings.push(format!(
-                "The following part of your input was truncated because CLIP can only handle sequences up to {max} tokens: {cut:?}"
-            ));
-        }
-        ids.extend_from_slice(&encoded.ids);
-    }
-    Ok(Tensor::from_vec(ids, (texts.len(), max), device)?)
 }
 
 /// diffusers' `get_timesteps` with `denoising_start` (`StableDiffusionXLImg2ImgPipeline`): the index
