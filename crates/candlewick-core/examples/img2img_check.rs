@@ -68,10 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(goldens_dir.join("goldens.json"))?)?;
     let goldens = candle_core::safetensors::load(goldens_dir.join("goldens.safetensors"), &Device::Cpu)?;
     let draws = info["noise_draws"].as_u64().ok_or("goldens.json has no noise_draws")? as usize;
-    let mut noise = Replay {
-        draws: (0..draws).map(|k| goldens[&format!("noise_{k}")].clone()).collect(),
-        shape_mismatch: None,
-    };
+    let mut noise =
+        Replay { draws: (0..draws).map(|k| goldens[&format!("noise_{k}")].clone()).collect(), shape_mismatch: None };
     let init = std::fs::read(goldens_dir.join(info["image"].as_str().ok_or("goldens.json has no image")?))?;
     // Inpainting (reference_img2img.py --inpaint) when the goldens name a mask.
     let mask = info["mask_image"].as_str().map(|m| std::fs::read(goldens_dir.join(m))).transpose()?;

@@ -26,11 +26,21 @@ impl std::str::FromStr for DeviceRequest {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             other => match other.strip_prefix("cuda:") {
-                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() <= 4 => match n.parse::<usize>() {
-                    Ok(ordinal) if ordinal <= MAX_CUDA_ORDINAL => Ok(Self::CudaOrdinal(ordinal)),
-                    _ => Err(expected(&format!("\"cuda:N\" with N between 0 and {MAX_CUDA_ORDINAL}"), "device", format!("{other:?}"))),
-                },
-                Some(_) => Err(expected(&format!("\"cuda:N\" with N between 0 and {MAX_CUDA_ORDINAL}"), "device", format!("{other:?}"))),
+                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() <= 4 => {
+                    match n.parse::<usize>() {
+                        Ok(ordinal) if ordinal <= MAX_CUDA_ORDINAL => Ok(Self::CudaOrdinal(ordinal)),
+                        _ => Err(expected(
+                            &format!("\"cuda:N\" with N between 0 and {MAX_CUDA_ORDINAL}"),
+                            "device",
+                            format!("{other:?}"),
+                        )),
+                    }
+                }
+                Some(_) => Err(expected(
+                    &format!("\"cuda:N\" with N between 0 and {MAX_CUDA_ORDINAL}"),
+                    "device",
+                    format!("{other:?}"),
+                )),
                 None => Err(expected("one of \"auto\", \"cpu\", \"cuda\"", "device", format!("{other:?}"))),
             },
         }
@@ -118,7 +128,11 @@ pub fn cuda_device_count() -> usize {
 fn cuda_device(ordinal: usize) -> std::result::Result<Device, String> {
     let count = cuda_device_count();
     if count > 0 && ordinal >= count {
-        return Err(format!("this host has {count} CUDA GPU{} (cuda:0 to cuda:{})", if count == 1 { "" } else { "s" }, count.saturating_sub(1)));
+        return Err(format!(
+            "this host has {count} CUDA GPU{} (cuda:0 to cuda:{})",
+            if count == 1 { "" } else { "s" },
+            count.saturating_sub(1)
+        ));
     }
     Device::new_cuda(ordinal).map_err(|e| {
         let driver = match driver_cuda_version() {
@@ -159,7 +173,10 @@ mod tests {
         let message = |s: &str| s.parse::<DeviceRequest>().unwrap_err().to_string();
         assert_eq!(message("gpu"), "Expected one of \"auto\", \"cpu\", \"cuda\" for device but received \"gpu\"");
         for bad in ["cuda:", "cuda:-1", "cuda:x", "cuda:1024", "cuda:99999", "cuda: 1"] {
-            assert_eq!(message(bad), format!("Expected \"cuda:N\" with N between 0 and 1023 for device but received {bad:?}"));
+            assert_eq!(
+                message(bad),
+                format!("Expected \"cuda:N\" with N between 0 and 1023 for device but received {bad:?}")
+            );
         }
     }
 

@@ -12,11 +12,11 @@ use crate::config::{read_json, ModelFolder, ModelIndex};
 use crate::cuda::settings::Resolved;
 use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
-use crate::loaders::textual_inversion::TextualInversions;
 use crate::loaders::base_weights::{BaseWeights, Recorder};
 use crate::loaders::lora::{self, LoraSpec, LoraTargets};
 use crate::loaders::single_file::{self, SingleFile};
 use crate::loaders::single_file_keys::UnetLayout;
+use crate::loaders::textual_inversion::TextualInversions;
 use crate::loaders::WeightsSource;
 use crate::models::clip::{ClipTextConfig, ClipTextModelWithProjection, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -142,7 +142,9 @@ impl Parts {
         // SDXL's refiner has no first text encoder (model_index.json lists it as null).
         let refiner_layout =
             index.component_class("text_encoder").is_none() && index.component_class("text_encoder_2").is_some();
-        let flag = |key: &str, default: bool| index.components.get(key).and_then(serde_json::Value::as_bool).unwrap_or(default);
+        let flag = |key: &str, default: bool| {
+            index.components.get(key).and_then(serde_json::Value::as_bool).unwrap_or(default)
+        };
         let text_2 = match index.component_class("text_encoder_2") {
             None => None,
             Some(_) => Some((
@@ -203,7 +205,10 @@ impl Components {
             None => (None, None),
             Some(text) => {
                 let tokenizer = text.tokenizer()?;
-                (Some(tokenizer), Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?))
+                (
+                    Some(tokenizer),
+                    Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?),
+                )
             }
         };
         let textual_inversions = match (&mut tokenizer, &mut text_encoder) {

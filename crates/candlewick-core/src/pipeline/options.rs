@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use super::sdxl::SizeConditions;
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
-use crate::loaders::textual_inversion::TextualInversionSource;
 use crate::loaders::lora::LoraSpec;
+use crate::loaders::textual_inversion::TextualInversionSource;
 
 /// How to load a model folder.
 #[derive(Debug, Clone, Default)]

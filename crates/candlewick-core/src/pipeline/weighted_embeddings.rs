@@ -80,7 +80,9 @@ impl PlannedText {
     /// No weight but 1 and one chunk of `length` tokens: what diffusers' plain encoding gives.
     pub fn is_plain(&self, length: usize) -> bool {
         match self.parts.as_slice() {
-            [part] => part.without.is_empty() && part.base.ids.len() == length && part.base.weights.iter().all(|&w| w == 1.0),
+            [part] => {
+                part.without.is_empty() && part.base.ids.len() == length && part.base.weights.iter().all(|&w| w == 1.0)
+            }
             _ => false,
         }
     }
