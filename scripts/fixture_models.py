@@ -121,6 +121,22 @@ SD21_UNET = dict(SD15_UNET, attention_head_dim=(5, 10, 20, 20), cross_attention_
 SD21_VAE = dict(SD15_VAE, sample_size=768)
 SD21_SCHEDULER = dict(SD15_SCHEDULER, prediction_type="v_prediction")
 
+# SDXL base 1.0's (stabilityai/stable-diffusion-xl-base-1.0) where they differ from SD1.5's: CLIP ViT-L as
+# text_encoder, OpenCLIP ViT-bigG (CLIPTextModelWithProjection) as text_encoder_2, three UNet levels with
+# 1/2/10 transformer layers, 64-wide heads, the text_time add embedding, the VAE's 0.13025 scaling and
+# force_upcast, Euler; for bench/gpu/reference.py FAMILY=sdxl.
+SDXL_TEXT = SD15_TEXT
+SDXL_TEXT_2 = dict(SD15_TEXT, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   hidden_act="gelu", projection_dim=1280)
+SDXL_UNET = dict(SD15_UNET, attention_head_dim=(5, 10, 20), block_out_channels=(320, 640, 1280),
+                 cross_attention_dim=2048, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, addition_embed_type="text_time",
+                 addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, sample_size=128)
+SDXL_VAE = dict(SD15_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+SDXL_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                      steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon")
+
 
 @torch.no_grad()
 def perturb(module, generator, scale=0.1):

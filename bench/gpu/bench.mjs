@@ -25,6 +25,10 @@ const WHICH = (process.env.WHICH ??
   "fp16+flash+graphs,fp16+flash,fp16,tf32,fp32,fp16+flash+graphs:b8,fp16+flash:b8,fp16+flash:im2col,fp16+flash+graphs:nchw,fp16+flash+graphs:fa2,fp16+flash+graphs:b8:fa2,fp16+flash+graphs+bench,fp16+flash+graphs+gemmbench,fp16+flash+graphs+gemmbench:b8").split(",");
 const SIZE = Number(process.env.SIZE ?? 512);
 const DEVICE = process.env.DEVICE ?? "cuda";
+// Other families' rows (bench/gpu/families.sh): GUIDANCE=5 for SDXL, 0 for the Turbo models; SCHEDULER a
+// name or a JSON object (`{"type":"EulerAncestralDiscreteScheduler","timestepSpacing":"trailing"}`).
+const GUIDANCE = Number(process.env.GUIDANCE ?? 7.5);
+const SCHEDULER = process.env.SCHEDULER?.startsWith("{") ? JSON.parse(process.env.SCHEDULER) : process.env.SCHEDULER;
 const PROMPT = "a photo of an astronaut riding a horse on mars";
 
 const VARIANTS = {
@@ -34,6 +38,7 @@ const VARIANTS = {
   "fp16+flash": { load: { dtype: "f16", cudaGraphs: false } },
   "fp16+flash+graphs": { load: { dtype: "f16", cudaGraphs: true } },
   "fp16+flash:b8": { load: { dtype: "f16", cudaGraphs: false }, batch: 8, variant: "fp16+flash" },
+  "fp16+flash+graphs:b4": { load: { dtype: "f16", cudaGraphs: true }, batch: 4, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs:b8": { load: { dtype: "f16", cudaGraphs: true }, batch: 8, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs:b16": { load: { dtype: "f16", cudaGraphs: true }, batch: 16, variant: "fp16+flash+graphs" },
   "fp16+flash+graphs+bench": {
@@ -88,7 +93,8 @@ for (const key of WHICH) {
   const loadS = (performance.now() - loadStart) / 1e3;
   const warnings = new Set();
   const call = {
-    prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: 7.5, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1,
+    prompt: PROMPT, numInferenceSteps: STEPS, guidanceScale: GUIDANCE, width: SIZE, height: SIZE, numImagesPerPrompt: batch, seed: 1,
+    ...(SCHEDULER ? { scheduler: SCHEDULER } : {}),
     onWarning: (w) => warnings.add(w),
   };
   pipe.resetGpuMemoryPeak();
@@ -105,7 +111,8 @@ for (const key of WHICH) {
   const processPeakGiB = stopMemory();
   const peakGiB = pipe.gpuMemory().peakUsed / 2 ** 30;
   const row = {
-    system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS,
+    system: "candlewick", variant: spec.variant ?? key, batch, steps: STEPS, size: SIZE, guidance: GUIDANCE,
+    scheduler: SCHEDULER ?? null, pipeline_class: pipe.info.pipelineClass,
     median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
     images_per_s: batch / median(times), peak_gib: peakGiB, process_peak_gib: processPeakGiB, load_s: loadS, first_call_s: firstS,
     attention: pipe.info.attention, convolution: pipe.info.convolution, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,

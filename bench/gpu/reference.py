@@ -4,6 +4,9 @@
 
 FAMILY=sd2 makes SD 2.1's shapes instead (768x768, v-prediction DDIM, OpenCLIP ViT-H text encoder,
 linear projections, 64-wide heads, upcast attention: scripts/fixture_models.py's SD21_*).
+FAMILY=sdxl makes SDXL base 1.0's (1024x1024, Euler, guidance 5, CLIP ViT-L + OpenCLIP bigG, the text_time
+add embedding, 1/2/10 transformer layers, force_upcast VAE: SDXL_*), built and perturbed on the GPU (2.6B
+UNet parameters), f32 files only (the f16 runs cast at load).
 
 1. Makes SD1.5-shaped random weights in diffusers' folder layout in OUTDIR (f32 files and the
    fp16 variant; the real CLIP tokenizer files from test/fixtures/tiny-sd/tokenizer), with the
@@ -20,9 +23,10 @@ import sys
 import time
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
+                       UNet2DConditionModel)
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -32,7 +36,8 @@ PROMPT = "a photo of an astronaut riding a horse on mars"
 NEGATIVE = "blurry"
 STEPS = int(os.environ.get("PARITY_STEPS", 20))
 FAMILY = os.environ.get("FAMILY", "sd15")
-SIZE, GUIDANCE, SEED = (768 if FAMILY == "sd2" else 512), 7.5, 0
+SIZE = {"sd2": 768, "sdxl": 1024}.get(FAMILY, 512)
+GUIDANCE, SEED = (5.0 if FAMILY == "sdxl" else 7.5), 0
 
 
 def add_text_model_prefix(folder):
@@ -41,14 +46,55 @@ def add_text_model_prefix(folder):
         if f.endswith(".safetensors"):
             path = os.path.join(folder, f)
             tensors = load_file(path)
-            save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in tensors.items()},
-                      path, metadata={"format": "pt"})
+            save_file({k if k.startswith(("text_model.", "text_projection.")) else "text_model." + k: v
+                       for k, v in tensors.items()}, path, metadata={"format": "pt"})
+
+
+def copy_tokenizer(out_dir, name, pad=None):
+    tok_dir = os.path.join(out_dir, name)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "test/fixtures/tiny-sd/tokenizer"), tok_dir)
+    if pad:  # SDXL's tokenizer_2 pads with "!"
+        for f in ("tokenizer_config.json", "special_tokens_map.json"):
+            path = os.path.join(tok_dir, f)
+            with open(path) as h:
+                config = json.load(h)
+            config["pad_token"] = pad
+            with open(path, "w") as h:
+                json.dump(config, h, indent=1)
+    return tok_dir
+
+
+@torch.no_grad()
+def make_sdxl(out_dir):
+    m = fixture_models
+    g = torch.Generator("cuda").manual_seed(SEED + 3)
+    with torch.device("cuda"):
+        parts = []
+        for i, make in enumerate((lambda: CLIPTextModel(CLIPTextConfig(**m.SDXL_TEXT)),
+                                  lambda: CLIPTextModelWithProjection(CLIPTextConfig(**m.SDXL_TEXT_2)),
+                                  lambda: UNet2DConditionModel(**m.SDXL_UNET), lambda: AutoencoderKL(**m.SDXL_VAE))):
+            torch.manual_seed(SEED + i)
+            module = make().to(torch.float32)
+            m.perturb(module, g)
+            parts.append(module.eval())
+    text_encoder, text_encoder_2, unet, vae = parts
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=CLIPTokenizer.from_pretrained(copy_tokenizer(out_dir, "tokenizer")),
+        tokenizer_2=CLIPTokenizer.from_pretrained(copy_tokenizer(out_dir, "tokenizer_2", pad="!")),
+        unet=unet, scheduler=EulerDiscreteScheduler(**m.SDXL_SCHEDULER))
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    for name in ("text_encoder", "text_encoder_2"):
+        add_text_model_prefix(os.path.join(out_dir, name))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def make_model(out_dir):
-    tok_dir = os.path.join(out_dir, "tokenizer")
-    shutil.rmtree(tok_dir, ignore_errors=True)
-    shutil.copytree(os.path.join(ROOT, "test/fixtures/tiny-sd/tokenizer"), tok_dir)
+    if FAMILY == "sdxl":
+        return make_sdxl(out_dir)
+    tok_dir = copy_tokenizer(out_dir, "tokenizer")
     m = fixture_models
     configs = ((m.SD21_TEXT, m.SD21_UNET, m.SD21_VAE, SEED, m.SD21_SCHEDULER) if FAMILY == "sd2"
                else (m.SD15_TEXT, m.SD15_UNET, m.SD15_VAE, SEED))

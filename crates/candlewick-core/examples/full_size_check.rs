@@ -85,10 +85,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let step_times: Vec<f64> = seen.iter().map(|(_, t)| *t).collect();
 
     let info = pipe.info();
+    let family = golden_info["family"].as_str().unwrap_or("sd15");
     let record = serde_json::json!({
-        "check": format!("full-size parity, SD1.5-shaped random weights, {} {}", info.device, info.dtype),
+        "check": format!("full-size parity, {family}-shaped random weights, {} {}", info.device, info.dtype),
         "device": info.device, "dtype": info.dtype, "attention": info.cuda.attention.name(), "tf32": info.cuda.tf32,
-        "model": "sd15-shaped-random",
+        "model": format!("{family}-shaped-random"), "pipeline_class": info.pipeline_class,
         "width": options.width, "height": options.height, "steps": options.num_inference_steps,
         "guidance": options.guidance_scale,
         "host": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },

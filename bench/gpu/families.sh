@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 18's GPU rows: the model families' full-size parity and speed beside diffusers, on one warm machine
+# in calls of at most ten minutes (the model made by the first stays in /tmp for the next):
+#   PART=sdxl-parity  SDXL base 1.0's shapes (reference.py FAMILY=sdxl): diffusers f32 goldens (1024x1024,
+#                     20 Euler steps, TF32 off), replayed by full_size_check in f32 and f16
+#   PART=sdxl-speed   SDXL 1024x1024, 30 steps, guidance 5, batch 1 and 4, then SDXL-Turbo's use (512x512,
+#                     1 step, guidance 0, Euler ancestral trailing): candlewick (bench.mjs) then diffusers
+#                     eager and torch.compile (anchor_families.py), same call
+#   PART=sd2-speed    SD 2.1's shapes: 768x768, 50 steps (v-prediction DDIM), then SD-Turbo's use (512x512,
+#                     4 steps, guidance 0, Euler ancestral trailing), both systems
+# Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/candlewick-out}; W=/tmp/cw
+mkdir -p $W "$OUT"; export PATH=$W:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64 PYTHONPATH=/tmp/site
+[ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
+[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
+[ -x $W/full_size_check ] || { xz -dc .gpu/fam/full_size_check.xz > $W/full_size_check && chmod +x $W/full_size_check; }
+[ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
+export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
+rm -rf dist && cp -r .gpu/fam/dist dist
+started=$SECONDS
+stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+quiet() { grep -v -i -E "warn|deprecat|^\s*$" | cut -c1-400; }
+
+speed() {  # MODEL OUT-STEM SIZE STEPS GUIDANCE SCHEDULER-JSON DIFFUSERS-SCHEDULER WHICH ROWS
+  local model=$1 stem=$2 size=$3 steps=$4 guidance=$5 sched=$6 dsched=$7 which=$8 rows=$9
+  stage "$stem: candlewick ($which)"
+  SIZE=$size STEPS=$steps GUIDANCE=$guidance SCHEDULER=$sched WHICH=$which timeout 240 node bench/gpu/bench.mjs $model "$OUT/$stem-candlewick.json" 2>&1 | quiet | tail -6
+  stage "$stem: diffusers ($rows)"
+  timeout 400 python3 bench/gpu/anchor_families.py $model "$OUT/$stem-diffusers.jsonl" $rows --size $size --steps $steps \
+    --guidance $guidance ${dsched:+--scheduler $dsched} 2>&1 | quiet | tail -6
+}
+TURBO='{"type":"EulerAncestralDiscreteScheduler","timestepSpacing":"trailing"}'
+
+case "${PART:-sdxl-parity}" in
+sdxl-parity)
+  stage "SDXL-shaped model and diffusers' f32 goldens"
+  [ -f /tmp/sdxl/goldens.json ] || FAMILY=sdxl PARITY_STEPS=${PARITY_STEPS:-20} timeout 400 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -3
+  cp /tmp/sdxl/goldens.json "$OUT/sdxl-goldens.json"
+  for dtype in f32 f16; do
+    stage "full_size_check SDXL $dtype"
+    timeout 150 $W/full_size_check /tmp/sdxl --device cuda --dtype $dtype --out "$OUT/sdxl-parity-$dtype.json" 2>&1 \
+      | grep -E '"(check|image_psnr_db|image_values_within_1_of_255|latents_step_19|seconds_call)"|rror'
+  done ;;
+sdxl-speed)
+  speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,eager:b4,compiled:b1,compiled:b4
+  speed /tmp/sdxl sdxl-turbo-512 512 1 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1,compiled:b1 ;;
+sd2-speed)
+  [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
+  speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
+  speed /tmp/sd21 sd-turbo-512 512 4 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1,compiled:b1 ;;
+esac
+stage done
