@@ -1,13 +1,15 @@
 //! diffusers' `from_single_file`: a `.safetensors` checkpoint in the original Stable Diffusion
 //! (LDM) layout — `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE),
 //! `cond_stage_model.transformer.*` (CLIP, SD1.x) or `cond_stage_model.model.*` (OpenCLIP,
-//! SD2.x) — read in place: each diffusers model asks for its tensors by its own names and a key
+//! SD2.x); SDXL's `conditioner.embedders.0.transformer.*` (CLIP) and
+//! `conditioner.embedders.1.model.*` (OpenCLIP, `text_encoder_2`), or the refiner's
+//! `conditioner.embedders.0.model.*` alone — read in place: each diffusers model asks for its tensors by its own names and a key
 //! map ([`super::single_file_keys`]) finds them in the file. Nothing is copied or written.
 //!
 //! The architecture is inferred from the tensors as diffusers' `infer_diffusers_model_type` does;
 //! the configs are diffusers' defaults for that type (built in for SD1.x), or a diffusers
 //! folder's (`config`, diffusers' argument of the same name), which must also give the
-//! tokenizer: a checkpoint carries none.
+//! tokenizer(s): a checkpoint carries none. SD2.x and SDXL files need the folder's configs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::UNet2DConditionConfig;
 use crate::models::vae::AutoencoderKLConfig;
-use crate::pipeline::{Parts, TextParts};
+use crate::pipeline::{Parts, SecondTextFlags, TextParts};
 use crate::weights::{self, SafetensorsFile};
 
 /// diffusers' `CHECKPOINT_KEY_NAMES` that `infer_diffusers_model_type` reads.
@@ -35,6 +37,14 @@ const KEY_CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
 const KEY_V2: &str = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
 const KEY_XL_BASE: &str = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias";
 const KEY_XL_REFINER: &str = "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias";
+/// diffusers' `is_open_clip_sdxl_model` / `is_open_clip_sdxl_refiner_model` keys, which its
+/// converters read: they hold for any depth (the two above need a tenth layer).
+const KEY_OPEN_CLIP_SDXL: &str = "conditioner.embedders.1.model.ln_final.weight";
+const KEY_OPEN_CLIP_SDXL_REFINER: &str = "conditioner.embedders.0.model.text_projection";
+/// Where SDXL's text encoders lie.
+const CLIP_SDXL_PREFIX: &str = "conditioner.embedders.0.transformer.";
+const OPEN_CLIP_SDXL_PREFIX: &str = "conditioner.embedders.1.model.";
+const OPEN_CLIP_SDXL_REFINER_PREFIX: &str = "conditioner.embedders.0.model.";
 
 /// File endings of pickled PyTorch checkpoints.
 const PICKLE_EXTENSIONS: &[&str] = &["ckpt", "pt", "pth", "bin", "pkl", "pickle"];
@@ -50,6 +60,10 @@ pub enum ModelType {
     V2,
     /// "inpainting_v2".
     InpaintingV2,
+    /// "xl_base": SDXL base (CLIP and OpenCLIP text encoders, `text_time` added conditions).
+    XlBase,
+    /// "xl_refiner": SDXL's refiner (the OpenCLIP text encoder alone).
+    XlRefiner,
 }
 
 impl ModelType {
@@ -59,6 +73,8 @@ impl ModelType {
             Self::Inpainting => "inpainting",
             Self::V2 => "v2",
             Self::InpaintingV2 => "inpainting_v2",
+            Self::XlBase => "xl_base",
+            Self::XlRefiner => "xl_refiner",
         }
     }
 
@@ -66,11 +82,17 @@ impl ModelType {
         matches!(self, Self::V2 | Self::InpaintingV2)
     }
 
+    pub fn is_xl(self) -> bool {
+        matches!(self, Self::XlBase | Self::XlRefiner)
+    }
+
     /// The pipeline class diffusers would build.
     pub fn pipeline_class(self) -> &'static str {
         match self {
             Self::V1 | Self::V2 => "StableDiffusionPipeline",
             Self::Inpainting | Self::InpaintingV2 => "StableDiffusionInpaintPipeline",
+            Self::XlBase => "StableDiffusionXLPipeline",
+            Self::XlRefiner => "StableDiffusionXLImg2ImgPipeline",
         }
     }
 
@@ -81,6 +103,8 @@ impl ModelType {
             Self::Inpainting => "stable-diffusion-v1-5/stable-diffusion-inpainting",
             Self::V2 => "stabilityai/stable-diffusion-2-1",
             Self::InpaintingV2 => "stabilityai/stable-diffusion-2-inpainting",
+            Self::XlBase => "stabilityai/stable-diffusion-xl-base-1.0",
+            Self::XlRefiner => "stabilityai/stable-diffusion-xl-refiner-1.0",
         }
     }
 }
@@ -128,26 +152,41 @@ impl SingleFile {
             .per_block(n, "layers_per_block")
             .map_err(|e| Error::model(&self.path, format!("unet config: {e}")))?;
         let layout = UnetLayout::new(&layers, &config.up_block_types);
-        let map = move |name: &str| {
-            keys::unet_key(name, &layout).map(|k| vec![Source { key: format!("{UNET_PREFIX}{k}"), rows: None }])
-        };
+        let map =
+            move |name: &str| keys::unet_key(name, &layout).map(|k| vec![Source::key(format!("{UNET_PREFIX}{k}"))]);
         Ok(self.mapped(map))
     }
 
     /// The VAE's weights under `first_stage_model.` (`num_blocks`: its `block_out_channels` length).
     pub fn vae(&self, num_blocks: usize) -> WeightsSource {
         self.mapped(move |name: &str| {
-            keys::vae_key(name, num_blocks).map(|k| vec![Source { key: format!("{VAE_PREFIX}{k}"), rows: None }])
+            keys::vae_key(name, num_blocks).map(|k| vec![Source::key(format!("{VAE_PREFIX}{k}"))])
         })
     }
 
-    /// The text encoder's weights: CLIP (SD1.x) or OpenCLIP (SD2.x, `hidden` wide).
+    /// The (first) text encoder's weights: CLIP (SD1.x, SDXL base) or OpenCLIP (SD2.x, `hidden`
+    /// wide). SDXL's refiner has none: its OpenCLIP one is [`Self::text_encoder_2`].
     pub fn text_encoder(&self, hidden: usize) -> WeightsSource {
-        if self.model_type.is_v2() {
-            self.mapped(move |name: &str| keys::open_clip_key(name, hidden).map(|s| vec![s]))
-        } else {
-            self.mapped(|name: &str| Some(keys::clip_keys(name)))
+        match self.model_type {
+            ModelType::V2 | ModelType::InpaintingV2 => self.open_clip(hidden, "cond_stage_model.model."),
+            ModelType::XlBase => self.mapped(|name: &str| Some(keys::clip_keys(name, CLIP_SDXL_PREFIX))),
+            ModelType::XlRefiner => self.open_clip(hidden, OPEN_CLIP_SDXL_REFINER_PREFIX),
+            ModelType::V1 | ModelType::Inpainting => {
+                self.mapped(|name: &str| Some(keys::clip_keys(name, "cond_stage_model.transformer.")))
+            }
         }
+    }
+
+    /// SDXL's `text_encoder_2` (`CLIPTextModelWithProjection`, `hidden` wide): the OpenCLIP
+    /// encoder, `conditioner.embedders.1` in base files and `.0` in the refiner's.
+    pub fn text_encoder_2(&self, hidden: usize) -> WeightsSource {
+        let prefix =
+            if self.model_type == ModelType::XlRefiner { OPEN_CLIP_SDXL_REFINER_PREFIX } else { OPEN_CLIP_SDXL_PREFIX };
+        self.open_clip(hidden, prefix)
+    }
+
+    fn open_clip(&self, hidden: usize, prefix: &'static str) -> WeightsSource {
+        self.mapped(move |name: &str| keys::open_clip_key(name, hidden, prefix).map(|s| vec![s]))
     }
 
     fn mapped(&self, map: impl Fn(&str) -> Option<Vec<Source>> + Send + Sync + 'static) -> WeightsSource {
@@ -175,13 +214,12 @@ pub fn vae_file(path: &Path, num_blocks: usize) -> Result<WeightsSource> {
              encoder.down.0.block.0.conv1.weight (the original layout, with or without first_stage_model.)",
         ));
     };
-    let map: Arc<KeyMap> = Arc::new(move |name: &str| {
-        keys::vae_key(name, num_blocks).map(|k| vec![Source { key: format!("{prefix}{k}"), rows: None }])
-    });
+    let map: Arc<KeyMap> =
+        Arc::new(move |name: &str| keys::vae_key(name, num_blocks).map(|k| vec![Source::key(format!("{prefix}{k}"))]));
     Ok(WeightsSource::mapped(path, move || Ok(Box::new(Mapped { file: file.clone(), map: map.clone() }) as _)))
 }
 
-/// diffusers' `infer_diffusers_model_type`, for the types candlewick loads; the SDXL ones and
+/// diffusers' `infer_diffusers_model_type`, for the types candlewick loads; SDXL inpainting and
 /// files that are not Stable Diffusion checkpoints are refused by name.
 fn infer_model_type(path: &Path, file: &SafetensorsFile<Mmap>) -> Result<ModelType> {
     let Some(conv_in) = file.shape(KEY_CONV_IN) else {
@@ -197,8 +235,19 @@ fn infer_model_type(path: &Path, file: &SafetensorsFile<Mmap>) -> Result<ModelTy
             format!("is not a Stable Diffusion checkpoint in the original layout: it has no {KEY_CONV_IN}{hint}"),
         ));
     };
-    if file.shape(KEY_XL_BASE).is_some() || file.shape(KEY_XL_REFINER).is_some() {
-        return Err(Error::model(path, "is an SDXL checkpoint; candlewick loads SD1.x and SD2.x single files"));
+    let has = |key: &str| file.shape(key).is_some();
+    if has(KEY_XL_BASE) || has(KEY_OPEN_CLIP_SDXL) {
+        if conv_in.get(1).copied() == Some(9) {
+            return Err(Error::model(
+                path,
+                "is an SDXL inpainting checkpoint (xl_inpaint: a 9-channel UNet input); candlewick loads SD1.x, \
+                 SD2.x, SDXL base and SDXL refiner single files",
+            ));
+        }
+        return Ok(ModelType::XlBase);
+    }
+    if has(KEY_XL_REFINER) || has(KEY_OPEN_CLIP_SDXL_REFINER) {
+        return Ok(ModelType::XlRefiner);
     }
     let v2 = file.shape(KEY_V2).and_then(|s| s.last().copied()) == Some(1024);
     Ok(match (conv_in.get(1).copied() == Some(9), v2) {
@@ -232,6 +281,7 @@ impl Mapped {
         let source = self.find(name)?;
         let stored = self.file.shape(&source.key).unwrap_or_default().to_vec();
         let mut t = match source.rows {
+            None if source.transposed => self.file.tensor(&source.key, None, dtype, dev)?.t()?.contiguous()?,
             None if shape.is_some_and(|s| s.dims() == stored.as_slice()) => {
                 return self.file.tensor(&source.key, shape, dtype, dev);
             }
@@ -304,20 +354,27 @@ pub fn vae_option(
     Ok((config, vae_file(path, blocks)?))
 }
 
-/// The parts of a single-file checkpoint: configs and tokenizer from `config` (a diffusers folder,
-/// diffusers' `from_single_file(config=...)`) or, for SD1.x, diffusers' defaults built in.
+/// The parts of a single-file checkpoint: configs and tokenizer(s) from `config` (a diffusers
+/// folder, diffusers' `from_single_file(config=...)`) or, for SD1.x, diffusers' defaults built in.
 pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
     let Some(dir) = config else {
+        let tokenizers = match sf.model_type {
+            ModelType::XlBase => "tokenizer/ and tokenizer_2/ (vocab.json and merges.txt each)",
+            ModelType::XlRefiner => "tokenizer_2/vocab.json and tokenizer_2/merges.txt",
+            _ => "tokenizer/vocab.json and tokenizer/merges.txt",
+        };
+        let configs = if sf.model_type.is_xl() || sf.model_type.is_v2() {
+            "and its configs".to_string()
+        } else {
+            format!("its configs are used when present, else diffusers' defaults for {}", sf.model_type.name())
+        };
         return Err(Error::model(
             &sf.path,
             format!(
                 "is a single-file checkpoint ({} layout), which holds no tokenizer: pass the `config` option a diffusers \
-                 folder of the same family with its tokenizer (e.g. {} from the Hugging Face Hub, or any folder with \
-                 tokenizer/vocab.json and tokenizer/merges.txt); its configs are used when present, else diffusers' \
-                 defaults for {}",
+                 folder of the same family with {tokenizers} (e.g. {} from the Hugging Face Hub); {configs}",
                 sf.model_type.name(),
                 sf.model_type.default_repo(),
-                sf.model_type.name()
             ),
         ));
     };
@@ -339,15 +396,32 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
         ));
     }
     let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
-    let text_config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), values.text_encoder)?;
+    let text = match values.text_encoder {
+        None => None,
+        Some(value) => {
+            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), value)?;
+            Some(TextParts {
+                tokenizer_dir: folder.component("tokenizer"),
+                weights: sf.text_encoder(config.hidden_size),
+                config,
+                name: "text_encoder",
+            })
+        }
+    };
+    let text_2 = match values.text_encoder_2 {
+        None => None,
+        Some((value, flags)) => {
+            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder_2"), value)?;
+            let weights = sf.text_encoder_2(config.hidden_size);
+            Some((
+                TextParts { tokenizer_dir: folder.component("tokenizer_2"), weights, config, name: "text_encoder_2" },
+                flags,
+            ))
+        }
+    };
     Ok(Parts {
-        text: Some(TextParts {
-            tokenizer_dir: folder.component("tokenizer"),
-            weights: sf.text_encoder(text_config.hidden_size),
-            config: text_config,
-            name: "text_encoder",
-        }),
-        text_2: None,
+        text,
+        text_2,
         unet_weights: sf.unet(&unet_config)?,
         unet_config,
         vae_weights: sf.vae(vae_config.block_out_channels.len()),
@@ -361,7 +435,10 @@ pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
 pub struct ConfigValues {
     pub unet: serde_json::Value,
     pub vae: serde_json::Value,
-    pub text_encoder: serde_json::Value,
+    /// None for SDXL's refiner, which has no first text encoder.
+    pub text_encoder: Option<serde_json::Value>,
+    /// SDXL's `text_encoder_2` and model_index.json's flags for it.
+    pub text_encoder_2: Option<(serde_json::Value, SecondTextFlags)>,
     /// With the class to build as `_class_name`.
     pub scheduler: serde_json::Map<String, serde_json::Value>,
 }
@@ -369,6 +446,11 @@ pub struct ConfigValues {
 impl ConfigValues {
     pub fn read(sf: &SingleFile, dir: &Path) -> Result<Self> {
         let folder = ModelFolder { root: dir.to_path_buf() };
+        let index_path = dir.join("model_index.json");
+        let index: Option<ModelIndex> = index_path.is_file().then(|| read_json(&index_path)).transpose()?;
+        if sf.model_type.is_xl() {
+            return Self::read_xl(sf, &folder, index.as_ref());
+        }
         if !dir.join("tokenizer").join("vocab.json").is_file() {
             return Err(Error::model(
                 dir.join("tokenizer"),
@@ -397,16 +479,122 @@ impl ConfigValues {
         if !has_unet {
             unet["in_channels"] = if sf.model_type == ModelType::Inpainting { 9 } else { 4 }.into();
         }
+        check_family(sf, &folder, &unet)?;
         let scheduler_path = folder.config_path("scheduler");
         let mut scheduler: serde_json::Map<String, serde_json::Value> =
             from_value(&scheduler_path, json("scheduler", SD1_SCHEDULER)?)?;
-        let index_path = dir.join("model_index.json");
-        let index: Option<ModelIndex> = index_path.is_file().then(|| read_json(&index_path)).transpose()?;
         if let Some(class) = index.as_ref().and_then(|i| i.component_class("scheduler")) {
             scheduler.insert("_class_name".into(), class.into());
         }
-        Ok(Self { unet, vae: json("vae", SD1_VAE)?, text_encoder: json("text_encoder", SD1_TEXT_ENCODER)?, scheduler })
+        Ok(Self {
+            unet,
+            vae: json("vae", SD1_VAE)?,
+            text_encoder: Some(json("text_encoder", SD1_TEXT_ENCODER)?),
+            text_encoder_2: None,
+            scheduler,
+        })
     }
+
+    /// SDXL: every config from the folder (none is built in), the tokenizers the checkpoint's
+    /// text encoders need, and model_index.json's flags (the folder's defaults when absent).
+    fn read_xl(sf: &SingleFile, folder: &ModelFolder, index: Option<&ModelIndex>) -> Result<Self> {
+        let base = sf.model_type == ModelType::XlBase;
+        let kind = if base { "an SDXL base" } else { "an SDXL refiner" };
+        let needed: &[(&str, &str)] = if base {
+            &[("tokenizer", "vocab.json"), ("tokenizer_2", "vocab.json"), ("text_encoder", "config.json")]
+        } else {
+            &[("tokenizer_2", "vocab.json")]
+        };
+        for (component, file) in needed {
+            let path = folder.component(component).join(file);
+            if !path.is_file() {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "not found: {} is {kind} checkpoint ({}), whose `config` folder must hold {component}/ \
+                         (e.g. a copy of {})",
+                        sf.path.display(),
+                        sf.model_type.name(),
+                        sf.model_type.default_repo()
+                    ),
+                ));
+            }
+        }
+        if !base && folder.config_path("text_encoder").is_file() {
+            return Err(Error::model(
+                folder.component("text_encoder"),
+                format!(
+                    "belongs to an SDXL base folder, but {} is an SDXL refiner checkpoint (xl_refiner: one text \
+                     encoder, text_encoder_2): pass `config` a refiner folder (e.g. a copy of {})",
+                    sf.path.display(),
+                    sf.model_type.default_repo()
+                ),
+            ));
+        }
+        let json = |component: &str| -> Result<serde_json::Value> {
+            let path = folder.config_path(component);
+            if !path.is_file() {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "not found: {} is {kind} checkpoint ({}), whose configs are not built in: pass `config` a \
+                         copy of {} with its configs",
+                        sf.path.display(),
+                        sf.model_type.name(),
+                        sf.model_type.default_repo()
+                    ),
+                ));
+            }
+            read_json(&path)
+        };
+        let unet = json("unet")?;
+        check_family(sf, folder, &unet)?;
+        let scheduler_path = folder.config_path("scheduler");
+        let mut scheduler: serde_json::Map<String, serde_json::Value> =
+            from_value(&scheduler_path, json("scheduler")?)?;
+        if let Some(class) = index.and_then(|i| i.component_class("scheduler")) {
+            scheduler.insert("_class_name".into(), class.into());
+        }
+        // As Parts::from_folder: diffusers' from_single_file takes these from the folder's model_index.json.
+        let flag = |key: &str, default: bool| {
+            index.and_then(|i| i.components.get(key)).and_then(serde_json::Value::as_bool).unwrap_or(default)
+        };
+        let flags = SecondTextFlags {
+            force_zeros_for_empty_prompt: flag("force_zeros_for_empty_prompt", true),
+            requires_aesthetics_score: flag("requires_aesthetics_score", false),
+        };
+        Ok(Self {
+            unet,
+            vae: json("vae")?,
+            text_encoder: if base { Some(json("text_encoder")?) } else { None },
+            text_encoder_2: Some((json("text_encoder_2")?, flags)),
+            scheduler,
+        })
+    }
+}
+
+/// The `config` folder's UNet must be of the checkpoint's family: SDXL's takes the added
+/// conditions (`addition_embed_type`), SD1.x's and SD2.x's do not.
+fn check_family(sf: &SingleFile, folder: &ModelFolder, unet: &serde_json::Value) -> Result<()> {
+    let folder_xl = unet.get("addition_embed_type").is_some_and(|t| !t.is_null());
+    if folder_xl == sf.model_type.is_xl() {
+        return Ok(());
+    }
+    let (folder_kind, file_kind) = if folder_xl {
+        ("an SDXL UNet config (addition_embed_type set)", "an SD1.x/SD2.x checkpoint")
+    } else {
+        ("an SD1.x/SD2.x UNet config (no addition_embed_type)", "an SDXL checkpoint")
+    };
+    Err(Error::model(
+        folder.config_path("unet"),
+        format!(
+            "is {folder_kind}, but {} is {file_kind} ({}): pass `config` a folder of the checkpoint's family (e.g. a \
+             copy of {})",
+            sf.path.display(),
+            sf.model_type.name(),
+            sf.model_type.default_repo()
+        ),
+    ))
 }
 
 pub(crate) fn from_value<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {

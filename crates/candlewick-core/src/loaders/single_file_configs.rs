@@ -91,3 +91,45 @@ pub fn model_index(class: &str, scheduler_class: &str) -> String {
 "#
     )
 }
+
+/// model_index.json of an SDXL folder `candlewick convert` writes, as diffusers' `save_pretrained`
+/// of `StableDiffusionXLPipeline` / `StableDiffusionXLImg2ImgPipeline` (`refiner`: no first
+/// tokenizer and text encoder); the flags are the `config` folder's.
+pub fn model_index_xl(
+    class: &str,
+    scheduler_class: &str,
+    refiner: bool,
+    force_zeros_for_empty_prompt: bool,
+    requires_aesthetics_score: bool,
+) -> String {
+    let first = |library: &str, class: &str| {
+        if refiner {
+            "[null, null]".to_string()
+        } else {
+            format!(r#"["{library}", "{class}"]"#)
+        }
+    };
+    let aesthetics = if class.contains("Img2Img") {
+        format!("\n  \"requires_aesthetics_score\": {requires_aesthetics_score},")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{
+  "_class_name": "{class}",
+  "feature_extractor": [null, null],
+  "force_zeros_for_empty_prompt": {force_zeros_for_empty_prompt},
+  "image_encoder": [null, null],{aesthetics}
+  "scheduler": ["diffusers", "{scheduler_class}"],
+  "text_encoder": {},
+  "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+  "tokenizer": {},
+  "tokenizer_2": ["transformers", "CLIPTokenizer"],
+  "unet": ["diffusers", "UNet2DConditionModel"],
+  "vae": ["diffusers", "AutoencoderKL"]
+}}
+"#,
+        first("transformers", "CLIPTextModel"),
+        first("transformers", "CLIPTokenizer")
+    )
+}

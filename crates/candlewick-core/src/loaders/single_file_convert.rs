@@ -10,10 +10,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::base_weights::Recorder;
 use super::single_file::{from_value, ConfigValues, SingleFile};
-use super::single_file_configs::model_index;
+use super::single_file_configs::{model_index, model_index_xl};
 use super::WeightsSource;
 use crate::error::{Error, Result};
-use crate::models::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::models::clip::{ClipTextModelWithProjection, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::weights;
@@ -52,34 +52,50 @@ pub fn convert(checkpoint: &Path, config: Option<&Path>, out: &Path) -> Result<C
     };
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let scheduler_class = values.scheduler.get("_class_name").and_then(|c| c.as_str()).unwrap_or("PNDMScheduler");
-    write("model_index.json", model_index(sf.model_type.pipeline_class(), scheduler_class))?;
+    let class = sf.model_type.pipeline_class();
+    let index = match &values.text_encoder_2 {
+        None => model_index(class, scheduler_class),
+        Some((_, flags)) => model_index_xl(
+            class,
+            scheduler_class,
+            values.text_encoder.is_none(),
+            flags.force_zeros_for_empty_prompt,
+            flags.requires_aesthetics_score,
+        ),
+    };
+    write("model_index.json", index)?;
     write("unet/config.json", pretty(&values.unet))?;
     write("vae/config.json", pretty(&values.vae))?;
-    write("text_encoder/config.json", pretty(&values.text_encoder))?;
+    if let Some(text_encoder) = &values.text_encoder {
+        write("text_encoder/config.json", pretty(text_encoder))?;
+    }
+    if let Some((text_encoder_2, _)) = &values.text_encoder_2 {
+        write("text_encoder_2/config.json", pretty(text_encoder_2))?;
+    }
     write("scheduler/scheduler_config.json", pretty(&serde_json::Value::Object(values.scheduler.clone())))?;
-    let Some(text_parts) = parts.text.as_ref() else {
-        return Err(Error::Internal("a single file without its text encoder".into()));
-    };
-    let tokenizer_dir = &text_parts.tokenizer_dir;
-    for entry in std::fs::read_dir(tokenizer_dir).map_err(|e| Error::model(tokenizer_dir, e))? {
-        let entry = entry.map_err(|e| Error::model(tokenizer_dir, e))?;
-        if entry.path().is_file() {
-            let to = out.join("tokenizer").join(entry.file_name());
-            create_parent(&to)?;
-            std::fs::copy(entry.path(), &to).map_err(|e| Error::model(&to, format!("cannot be written: {e}")))?;
-            files.push(to);
+    let tokenizers = [(parts.text.as_ref(), "tokenizer"), (parts.text_2.as_ref().map(|(t, _)| t), "tokenizer_2")];
+    for (text_parts, name) in tokenizers {
+        if let Some(text_parts) = text_parts {
+            copy_files(&text_parts.tokenizer_dir, &out.join(name), &mut files)?;
         }
     }
 
     let unet_config: UNet2DConditionConfig = from_value(&sf.path, values.unet)?;
     let vae_config: AutoencoderKLConfig = from_value(&sf.path, values.vae)?;
-    let text_config: ClipTextConfig = from_value(&sf.path, values.text_encoder)?;
     let unet = record(&parts.unet_weights, dtype, |vb| UNet2DConditionModel::new(vb, &unet_config).map(drop))?;
     save(&unet, &out.join("unet/diffusion_pytorch_model.safetensors"), &mut files)?;
     let vae = record(&parts.vae_weights, dtype, |vb| AutoencoderKL::new(vb, &vae_config).map(drop))?;
     save(&vae, &out.join("vae/diffusion_pytorch_model.safetensors"), &mut files)?;
-    let text = record(&text_parts.weights, dtype, |vb| ClipTextTransformer::new(vb, &text_config).map(drop))?;
-    save(&text, &out.join("text_encoder/model.safetensors"), &mut files)?;
+    if let Some(text_parts) = &parts.text {
+        let config = &text_parts.config;
+        let text = record(&text_parts.weights, dtype, |vb| ClipTextTransformer::new(vb, config).map(drop))?;
+        save(&text, &out.join("text_encoder/model.safetensors"), &mut files)?;
+    }
+    if let Some((text_parts, _)) = &parts.text_2 {
+        let config = &text_parts.config;
+        let text = record(&text_parts.weights, dtype, |vb| ClipTextModelWithProjection::new(vb, config).map(drop))?;
+        save(&text, &out.join("text_encoder_2/model.safetensors"), &mut files)?;
+    }
     Ok(Converted { folder: out.to_path_buf(), model_type: sf.model_type.name().into(), files })
 }
 
@@ -98,6 +114,21 @@ fn save(tensors: &HashMap<String, Tensor>, path: &Path, files: &mut Vec<PathBuf>
     create_parent(path)?;
     candle_core::safetensors::save(tensors, path).map_err(|e| Error::model(path, format!("cannot be written: {e}")))?;
     files.push(path.to_path_buf());
+    Ok(())
+}
+
+/// Copy the files of folder `from` (a tokenizer) into `to`.
+fn copy_files(from: &Path, to: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(|e| Error::model(from, e))? {
+        let entry = entry.map_err(|e| Error::model(from, e))?;
+        if entry.path().is_file() {
+            let target = to.join(entry.file_name());
+            create_parent(&target)?;
+            std::fs::copy(entry.path(), &target)
+                .map_err(|e| Error::model(&target, format!("cannot be written: {e}")))?;
+            files.push(target);
+        }
+    }
     Ok(())
 }
 

@@ -10,11 +10,14 @@ pub struct Source {
     pub key: String,
     /// Rows `[start, start + len)` of the stored tensor (OpenCLIP's fused q/k/v projection).
     pub rows: Option<(usize, usize)>,
+    /// Stored transposed (OpenCLIP's `text_projection`, applied as `x @ P` where diffusers'
+    /// linear layer computes `x @ W^T`).
+    pub transposed: bool,
 }
 
 impl Source {
-    fn key(key: String) -> Self {
-        Self { key, rows: None }
+    pub fn key(key: String) -> Self {
+        Self { key, rows: None, transposed: false }
     }
 }
 
@@ -80,14 +83,19 @@ fn unet_resnet(rest: &str) -> Option<String> {
 /// The UNet tensor `name` (diffusers) as its key under `model.diffusion_model.`.
 pub fn unet_key(name: &str, layout: &UnetLayout) -> Option<String> {
     let top = |ldm: &str| name.split_once('.').map(|(_, param)| format!("{ldm}.{param}"));
-    if let Some(rest) = name.strip_prefix("time_embedding.") {
-        let (module, param) = rest.split_once('.')?;
-        let ldm = match module {
-            "linear_1" => "time_embed.0",
-            "linear_2" => "time_embed.2",
-            _ => return None,
-        };
-        return Some(format!("{ldm}.{param}"));
+    // SDXL's added conditions (`addition_embed_type: "text_time"`) are `label_emb.0` there.
+    for (embedding, first, second) in
+        [("time_embedding.", "time_embed.0", "time_embed.2"), ("add_embedding.", "label_emb.0.0", "label_emb.0.2")]
+    {
+        if let Some(rest) = name.strip_prefix(embedding) {
+            let (module, param) = rest.split_once('.')?;
+            let ldm = match module {
+                "linear_1" => first,
+                "linear_2" => second,
+                _ => return None,
+            };
+            return Some(format!("{ldm}.{param}"));
+        }
     }
     match name.split('.').next()? {
         "conv_in" => return top("input_blocks.0.0"),
@@ -174,21 +182,24 @@ pub fn vae_key(name: &str, num_blocks: usize) -> Option<String> {
 }
 
 /// The CLIP text encoder's tensor `name` (transformers' `CLIPTextModel`, `text_model.` first or
-/// not) in an SD1.x file: under `cond_stage_model.transformer.`, with `text_model.` as recent
-/// checkpoints have it or without it as older ones do.
-pub fn clip_keys(name: &str) -> Vec<Source> {
+/// not) under `prefix` (`cond_stage_model.transformer.` in SD1.x files,
+/// `conditioner.embedders.0.transformer.` in SDXL's), with `text_model.` as recent checkpoints
+/// have it or without it as older ones do (diffusers' `convert_ldm_clip_checkpoint`).
+pub fn clip_keys(name: &str, prefix: &str) -> Vec<Source> {
     let bare = name.strip_prefix("text_model.").unwrap_or(name);
-    vec![
-        Source::key(format!("cond_stage_model.transformer.text_model.{bare}")),
-        Source::key(format!("cond_stage_model.transformer.{bare}")),
-    ]
+    vec![Source::key(format!("{prefix}text_model.{bare}")), Source::key(format!("{prefix}{bare}"))]
 }
 
-/// The CLIP text encoder's tensor `name` in an SD2.x file's OpenCLIP layout
-/// (`cond_stage_model.model.*`, diffusers' `convert_open_clip_checkpoint`): q, k and v are rows of
-/// one fused `in_proj`; `hidden` is the model width.
-pub fn open_clip_key(name: &str, hidden: usize) -> Option<Source> {
-    const P: &str = "cond_stage_model.model.";
+/// The CLIP text encoder's tensor `name` in the OpenCLIP layout under `prefix`
+/// (`cond_stage_model.model.` in SD2.x files; `conditioner.embedders.1.model.` for SDXL base's
+/// `text_encoder_2`, `conditioner.embedders.0.model.` for the refiner's), as diffusers'
+/// `convert_open_clip_checkpoint` reads it: q, k and v are rows of one fused `in_proj` (`hidden`,
+/// the model width, rows each) and `text_projection.weight` is the stored `text_projection`
+/// transposed.
+pub fn open_clip_key(name: &str, hidden: usize, prefix: &str) -> Option<Source> {
+    if name == "text_projection.weight" {
+        return Some(Source { key: format!("{prefix}text_projection"), rows: None, transposed: true });
+    }
     let bare = name.strip_prefix("text_model.").unwrap_or(name);
     let direct = match bare {
         "embeddings.token_embedding.weight" => Some("token_embedding.weight".to_string()),
@@ -196,12 +207,16 @@ pub fn open_clip_key(name: &str, hidden: usize) -> Option<Source> {
         _ => bare.strip_prefix("final_layer_norm.").map(|p| format!("ln_final.{p}")),
     };
     if let Some(key) = direct {
-        return Some(Source::key(format!("{P}{key}")));
+        return Some(Source::key(format!("{prefix}{key}")));
     }
     let (i, rest) = indexed(bare, "encoder.layers")?;
-    let block = format!("{P}transformer.resblocks.{i}");
+    let block = format!("{prefix}transformer.resblocks.{i}");
     let (module, param) = rest.rsplit_once('.')?;
-    let fused = |n: usize| Source { key: format!("{block}.attn.in_proj_{param}"), rows: Some((n * hidden, hidden)) };
+    let fused = |n: usize| Source {
+        key: format!("{block}.attn.in_proj_{param}"),
+        rows: Some((n * hidden, hidden)),
+        transposed: false,
+    };
     Some(match module {
         "self_attn.q_proj" => fused(0),
         "self_attn.k_proj" => fused(1),
@@ -272,15 +287,17 @@ mod tests {
         }
     }
 
+    const SD2: &str = "cond_stage_model.model.";
+
     #[test]
     fn open_clip_splits_the_fused_projection() {
-        let k = open_clip_key("text_model.encoder.layers.3.self_attn.k_proj.bias", 1024).unwrap();
+        let k = open_clip_key("text_model.encoder.layers.3.self_attn.k_proj.bias", 1024, SD2).unwrap();
         assert_eq!(k.key, "cond_stage_model.model.transformer.resblocks.3.attn.in_proj_bias");
         assert_eq!(k.rows, Some((1024, 1024)));
-        let p = open_clip_key("text_model.embeddings.position_embedding.weight", 1024).unwrap();
+        let p = open_clip_key("text_model.embeddings.position_embedding.weight", 1024, SD2).unwrap();
         assert_eq!(p.key, "cond_stage_model.model.positional_embedding");
         assert_eq!(
-            open_clip_key("text_model.encoder.layers.0.mlp.fc2.weight", 8).unwrap().key,
+            open_clip_key("text_model.encoder.layers.0.mlp.fc2.weight", 8, SD2).unwrap().key,
             "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight"
         );
     }

@@ -17,7 +17,7 @@ mod txt2img;
 pub mod weighted_embeddings;
 mod worker;
 
-pub use components::{Parts, TextParts};
+pub use components::{Parts, SecondTextFlags, TextParts};
 pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
 pub use options::{
