@@ -282,6 +282,9 @@ def main():
     # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
     import fixture_single_file_lora
     fixture_single_file_lora.main()
+    # SDXL base and refiner single files, from tiny-sdxl / tiny-sdxl-refiner (fixture_families.py above).
+    import fixture_single_file_sdxl
+    fixture_single_file_sdxl.main()
     print(f"fixtures: {folder_size(FIXTURES) / 1e6:.2f} MB")
 
 
