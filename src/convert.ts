@@ -16,7 +16,7 @@ export interface ConvertOptions {
 export interface ConvertResult {
   /** The diffusers folder, absolute. */
   folder: string;
-  /** The architecture inferred from the tensors, as diffusers names it: "v1", "inpainting", "v2", "inpainting_v2". */
+  /** The architecture inferred from the tensors, as diffusers names it: "v1", "inpainting", "v2", "inpainting_v2", "xl_base", "xl_refiner". */
   modelType: string;
   /** Every file written. */
   files: string[];

@@ -106,3 +106,48 @@ test("the CLI generates from a single-file checkpoint with a kohya LoRA, and con
   t.regex(refused.stderr, /arbitrary code/);
   rmSync(dir, { recursive: true });
 });
+
+// SDXL base and refiner single files (scripts/fixture_single_file_sdxl.py: tiny-sdxl and tiny-sdxl-refiner's
+// tensors in the original layout, checked by diffusers' from_single_file; the Rust test
+// crates/candlewick-core/tests/single_file_sdxl.rs compares every tensor).
+const SDXL = [
+  { name: "tiny-sdxl", modelType: "xl_base", call: {} },
+  { name: "tiny-sdxl-refiner", modelType: "xl_refiner", call: { image: join(ROOT, "test/fixtures/images/input.png"), strength: 0.6 } },
+] as const;
+
+test("SDXL base and refiner single files make their folders' images, and convert to folders that do too", async (t) => {
+  for (const { name, modelType, call } of SDXL) {
+    const folder = join(ROOT, "test/fixtures", name);
+    const options = { prompt: "a red apple", negativePrompt: "blurry", numInferenceSteps: 3, guidanceScale: 5, seed: 3, ...call };
+    const fromFolder = await StableDiffusionPipeline.fromPretrained(folder, { device: "cpu", dtype: "f32" });
+    const [want] = await fromFolder.generate(options);
+    await fromFolder.dispose();
+    const single = await StableDiffusionPipeline.fromPretrained(join(DIR, `${name}.safetensors`), { device: "cpu", dtype: "f32", config: folder });
+    const [got] = await single.generate(options);
+    await single.dispose();
+    t.deepEqual(got!.data, want!.data, `${name}: the single file's image differs from the folder's`);
+
+    const out = join(mkdtempSync(join(tmpdir(), "candlewick-convert-xl-")), "m");
+    const result = await convertSingleFile(join(DIR, `${name}.safetensors`), out, { config: folder });
+    t.is(result.modelType, modelType);
+    t.true(existsSync(join(out, "text_encoder_2/model.safetensors")));
+    t.is(existsSync(join(out, "text_encoder")), modelType === "xl_base");
+    const converted = await StableDiffusionPipeline.fromPretrained(out, { device: "cpu", dtype: "f32" });
+    const [again] = await converted.generate(options);
+    await converted.dispose();
+    t.deepEqual(again!.data, want!.data, `${name}: the converted folder's image differs`);
+    rmSync(out, { recursive: true });
+  }
+});
+
+test("an SDXL single file with another family's config folder is refused by name, and the reverse", async (t) => {
+  const load = (file: string, config: string) =>
+    t.throwsAsync(StableDiffusionPipeline.fromPretrained(join(DIR, file), { device: "cpu", config: join(ROOT, "test/fixtures", config) }), { instanceOf: CandlewickError });
+  const xlWithSd = await load("tiny-sdxl.safetensors", "tiny-sd");
+  t.is(xlWithSd!.code, "ERR_CANDLEWICK_MODEL");
+  t.regex(xlWithSd!.message, /tiny-sd\/unet\/config\.json: is an SD1\.x\/SD2\.x UNet config .* tiny-sdxl\.safetensors is an SDXL checkpoint \(xl_base\)/);
+  const sdWithXl = await load("tiny-sd.safetensors", "tiny-sdxl");
+  t.regex(sdWithXl!.message, /tiny-sdxl\/unet\/config\.json: is an SDXL UNet config .* tiny-sd\.safetensors is an SD1\.x\/SD2\.x checkpoint \(v1\)/);
+  const refinerWithBase = await load("tiny-sdxl-refiner.safetensors", "tiny-sdxl");
+  t.regex(refinerWithBase!.message, /tiny-sdxl\/text_encoder: belongs to an SDXL base folder, but .*tiny-sdxl-refiner\.safetensors is an SDXL refiner checkpoint/);
+});

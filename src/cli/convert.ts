@@ -7,13 +7,14 @@ import { UsageError } from "./usage.js";
 export const CONVERT_HELP = `Usage: candlewick convert <checkpoint.safetensors> <out-folder> --config <dir> [options]
 
 Write a single-file Stable Diffusion checkpoint (.safetensors in the original layout, as A1111 and
-ComfyUI use; SD1.x, SD1.x inpainting, SD2.x) as a diffusers folder. Loading a checkpoint needs no
+ComfyUI use; SD1.x, SD1.x inpainting, SD2.x, SDXL base and refiner) as a diffusers folder. Loading a checkpoint needs no
 conversion (candlewick generate --model model.safetensors --config <dir>); this is for tools that
 read folders only. .ckpt / .pt files are refused: unpickling them can run arbitrary code.
 
 Options:
-  --config <dir>    A diffusers folder with the tokenizer the checkpoint lacks (tokenizer/vocab.json,
-                    merges.txt) and, when present, its configs (else diffusers' SD1.x defaults)
+  --config <dir>    A diffusers folder of the checkpoint's family with the tokenizer(s) it lacks
+                    (tokenizer/ and, for SDXL, tokenizer_2/: vocab.json, merges.txt) and its configs
+                    (required for SD2.x and SDXL; else diffusers' SD1.x defaults)
   --quiet, -q       No messages on stderr
   --help, -h        Show this help
 

@@ -39,7 +39,7 @@ const KEY_XL_BASE: &str = "conditioner.embedders.1.model.transformer.resblocks.9
 const KEY_XL_REFINER: &str = "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias";
 /// diffusers' `is_open_clip_sdxl_model` / `is_open_clip_sdxl_refiner_model` keys, which its
 /// converters read: they hold for any depth (the two above need a tenth layer).
-const KEY_OPEN_CLIP_SDXL: &str = "conditioner.embedders.1.model.ln_final.weight";
+const KEY_OPEN_CLIP_SDXL: &str = "conditioner.embedders.1.model.positional_embedding";
 const KEY_OPEN_CLIP_SDXL_REFINER: &str = "conditioner.embedders.0.model.text_projection";
 /// Where SDXL's text encoders lie.
 const CLIP_SDXL_PREFIX: &str = "conditioner.embedders.0.transformer.";

@@ -301,4 +301,21 @@ mod tests {
             "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight"
         );
     }
+
+    // SDXL (diffusers' convert_ldm_unet_checkpoint for `addition_embed_type: "text_time"`, and
+    // convert_open_clip_checkpoint's text_projection, stored transposed).
+    #[test]
+    fn sdxl_added_conditions_and_text_projection() {
+        let l = sd15();
+        assert_eq!(unet_key("add_embedding.linear_1.weight", &l).as_deref(), Some("label_emb.0.0.weight"));
+        assert_eq!(unet_key("add_embedding.linear_2.bias", &l).as_deref(), Some("label_emb.0.2.bias"));
+        assert_eq!(unet_key("add_embedding.linear_3.bias", &l), None);
+        let p = open_clip_key("text_projection.weight", 1280, "conditioner.embedders.1.model.").unwrap();
+        assert_eq!(
+            p,
+            Source { key: "conditioner.embedders.1.model.text_projection".into(), rows: None, transposed: true }
+        );
+        let c = clip_keys("text_model.final_layer_norm.weight", "conditioner.embedders.0.transformer.");
+        assert_eq!(c[0].key, "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight");
+    }
 }
