@@ -500,6 +500,11 @@ impl ConfigValues {
     fn read_xl(sf: &SingleFile, folder: &ModelFolder, index: Option<&ModelIndex>) -> Result<Self> {
         let base = sf.model_type == ModelType::XlBase;
         let kind = if base { "an SDXL base" } else { "an SDXL refiner" };
+        // Another family's folder first, by name (it lacks SDXL's files too, which would say less).
+        let unet_path = folder.config_path("unet");
+        if unet_path.is_file() {
+            check_family(sf, folder, &read_json(&unet_path)?)?;
+        }
         let needed: &[(&str, &str)] = if base {
             &[("tokenizer", "vocab.json"), ("tokenizer_2", "vocab.json"), ("text_encoder", "config.json")]
         } else {
@@ -548,7 +553,6 @@ impl ConfigValues {
             read_json(&path)
         };
         let unet = json("unet")?;
-        check_family(sf, folder, &unet)?;
         let scheduler_path = folder.config_path("scheduler");
         let mut scheduler: serde_json::Map<String, serde_json::Value> =
             from_value(&scheduler_path, json("scheduler")?)?;
