@@ -111,18 +111,20 @@ test("the CLI generates from a single-file checkpoint with a kohya LoRA, and con
 // tensors in the original layout, checked by diffusers' from_single_file; the Rust test
 // crates/candlewick-core/tests/single_file_sdxl.rs compares every tensor).
 const SDXL = [
-  { name: "tiny-sdxl", modelType: "xl_base", call: {} },
-  { name: "tiny-sdxl-refiner", modelType: "xl_refiner", call: { image: join(ROOT, "test/fixtures/images/input.png"), strength: 0.6 } },
+  { name: "tiny-sdxl", modelType: "xl_base", pipelineClass: "StableDiffusionXLPipeline", call: {} },
+  { name: "tiny-sdxl-refiner", modelType: "xl_refiner", pipelineClass: "StableDiffusionXLImg2ImgPipeline",
+    call: { image: join(ROOT, "test/fixtures/images/input.png"), strength: 0.6 } },
 ] as const;
 
 test("SDXL base and refiner single files make their folders' images, and convert to folders that do too", async (t) => {
-  for (const { name, modelType, call } of SDXL) {
+  for (const { name, modelType, pipelineClass, call } of SDXL) {
     const folder = join(ROOT, "test/fixtures", name);
     const options = { prompt: "a red apple", negativePrompt: "blurry", numInferenceSteps: 3, guidanceScale: 5, seed: 3, ...call };
     const fromFolder = await StableDiffusionPipeline.fromPretrained(folder, { device: "cpu", dtype: "f32" });
     const [want] = await fromFolder.generate(options);
     await fromFolder.dispose();
     const single = await StableDiffusionPipeline.fromPretrained(join(DIR, `${name}.safetensors`), { device: "cpu", dtype: "f32", config: folder });
+    t.is(single.info.pipelineClass, pipelineClass);
     const [got] = await single.generate(options);
     await single.dispose();
     t.deepEqual(got!.data, want!.data, `${name}: the single file's image differs from the folder's`);

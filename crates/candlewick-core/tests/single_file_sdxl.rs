@@ -131,12 +131,13 @@ fn sdxl_single_files_generate_as_their_folders_and_convert() {
         let want = generate(&from_folder, model);
         drop(from_folder);
         let single = StableDiffusionPipeline::load(&file(model), &options(Some(folder.clone()))).unwrap();
+        let class = if model == BASE { "StableDiffusionXLPipeline" } else { "StableDiffusionXLImg2ImgPipeline" };
+        assert_eq!(single.info().pipeline_class, class);
         assert_eq!(generate(&single, model), want, "{model}: the single file's image differs from the folder's");
         drop(single);
 
         let out = tmp(&format!("convert-{model}"));
         let converted = convert(&file(model), Some(&folder), &out).unwrap();
-        let class = if model == BASE { "StableDiffusionXLPipeline" } else { "StableDiffusionXLImg2ImgPipeline" };
         assert_eq!(converted.model_type, if model == BASE { "xl_base" } else { "xl_refiner" });
         let index: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("model_index.json")).unwrap()).unwrap();

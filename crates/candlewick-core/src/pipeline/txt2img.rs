@@ -83,9 +83,14 @@ impl StableDiffusionPipeline {
         // The UNet's config: its config.json, or the single file its values were inferred for.
         let (mut components, pipeline_class, unet_config_path) = if model_dir.is_file() {
             let components = Components::load_single_file(model_dir, options)?;
-            // Single files hold SD 1.x/2.x layouts: an inpainting UNet takes 9 channels.
-            let inpainting = components.unet.config.in_channels == 9;
-            let class = if inpainting { "StableDiffusionInpaintPipeline" } else { "StableDiffusionPipeline" };
+            // The class diffusers' from_single_file builds for the file's layout: SDXL's (the
+            // refiner's has text_encoder_2 alone), else an inpainting UNet takes 9 channels.
+            let class = match (&components.text_encoder, &components.text_encoder_2) {
+                (None, Some(_)) => "StableDiffusionXLImg2ImgPipeline",
+                (Some(_), Some(_)) => "StableDiffusionXLPipeline",
+                _ if components.unet.config.in_channels == 9 => "StableDiffusionInpaintPipeline",
+                _ => "StableDiffusionPipeline",
+            };
             (components, class.to_string(), model_dir.to_path_buf())
         } else {
             let (folder, index) = ModelFolder::open(model_dir)?;
