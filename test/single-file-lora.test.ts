@@ -142,14 +142,24 @@ test("SDXL base and refiner single files make their folders' images, and convert
   }
 });
 
-test("an SDXL single file with another family's config folder is refused by name, and the reverse", async (t) => {
+test("an SDXL single file with another family's config folder is refused by name, and the reverse; the CLI converts SDXL", async (t) => {
   const load = (file: string, config: string) =>
     t.throwsAsync(StableDiffusionPipeline.fromPretrained(join(DIR, file), { device: "cpu", config: join(ROOT, "test/fixtures", config) }), { instanceOf: CandlewickError });
   const xlWithSd = await load("tiny-sdxl.safetensors", "tiny-sd");
   t.is(xlWithSd!.code, "ERR_CANDLEWICK_MODEL");
-  t.regex(xlWithSd!.message, /tiny-sd\/unet\/config\.json: is an SD1\.x\/SD2\.x UNet config .* tiny-sdxl\.safetensors is an SDXL checkpoint \(xl_base\)/);
+  t.regex(xlWithSd!.message, /tiny-sd\/unet\/config\.json: is an SD1\.x\/SD2\.x UNet config .*\/tiny-sdxl\.safetensors is an SDXL checkpoint \(xl_base\)/);
   const sdWithXl = await load("tiny-sd.safetensors", "tiny-sdxl");
-  t.regex(sdWithXl!.message, /tiny-sdxl\/unet\/config\.json: is an SDXL UNet config .* tiny-sd\.safetensors is an SD1\.x\/SD2\.x checkpoint \(v1\)/);
+  t.regex(sdWithXl!.message, /tiny-sdxl\/unet\/config\.json: is an SDXL UNet config .*\/tiny-sd\.safetensors is an SD1\.x\/SD2\.x checkpoint \(v1\)/);
   const refinerWithBase = await load("tiny-sdxl-refiner.safetensors", "tiny-sdxl");
   t.regex(refinerWithBase!.message, /tiny-sdxl\/text_encoder: belongs to an SDXL base folder, but .*tiny-sdxl-refiner\.safetensors is an SDXL refiner checkpoint/);
+  // The CLI's convert: an SDXL folder (the images are compared in the test above, through the same convertSingleFile).
+  const dir = mkdtempSync(join(tmpdir(), "candlewick-cli-xl-"));
+  const converted = await cli("convert", join(DIR, "tiny-sdxl-refiner.safetensors"), join(dir, "refiner"), "--config", join(ROOT, "test/fixtures/tiny-sdxl-refiner"));
+  t.is(converted.code, 0, converted.stderr);
+  t.regex(converted.stderr, /Wrote .*refiner \(xl_refiner, \d+ files\)/);
+  t.true(existsSync(join(dir, "refiner/tokenizer_2/vocab.json")));
+  const wrongFamily = await cli("convert", join(DIR, "tiny-sdxl.safetensors"), join(dir, "x"), "--config", TINY_SD);
+  t.is(wrongFamily.code, 1);
+  t.regex(wrongFamily.stderr, /is an SDXL checkpoint \(xl_base\)/);
+  rmSync(dir, { recursive: true });
 });
