@@ -3,8 +3,9 @@
 //! `cond_stage_model.transformer.*` (CLIP, SD1.x) or `cond_stage_model.model.*` (OpenCLIP,
 //! SD2.x); SDXL's `conditioner.embedders.0.transformer.*` (CLIP) and
 //! `conditioner.embedders.1.model.*` (OpenCLIP, `text_encoder_2`), or the refiner's
-//! `conditioner.embedders.0.model.*` alone — read in place: each diffusers model asks for its tensors by its own names and a key
-//! map ([`super::single_file_keys`]) finds them in the file. Nothing is copied or written.
+//! `conditioner.embedders.0.model.*` alone — read in place: each diffusers model asks for its
+//! tensors by its own names and a key map ([`super::single_file_keys`]) finds them in the file.
+//! Nothing is copied or written.
 //!
 //! The architecture is inferred from the tensors as diffusers' `infer_diffusers_model_type` does;
 //! the configs are diffusers' defaults for that type (built in for SD1.x), or a diffusers
@@ -165,7 +166,8 @@ impl SingleFile {
     }
 
     /// The (first) text encoder's weights: CLIP (SD1.x, SDXL base) or OpenCLIP (SD2.x, `hidden`
-    /// wide). SDXL's refiner has none: its OpenCLIP one is [`Self::text_encoder_2`].
+    /// wide). SDXL's refiner has no first one: its OpenCLIP encoder, mapped here too, loads as
+    /// [`Self::text_encoder_2`].
     pub fn text_encoder(&self, hidden: usize) -> WeightsSource {
         match self.model_type {
             ModelType::V2 | ModelType::InpaintingV2 => self.open_clip(hidden, "cond_stage_model.model."),
