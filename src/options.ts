@@ -104,8 +104,10 @@ export interface LoadOptions extends HubOptions {
   /**
    * For a single-file checkpoint (`model` is a `.safetensors` file in the original Stable Diffusion
    * layout, as A1111 and ComfyUI use): a local diffusers folder whose tokenizer (required: a
-   * checkpoint holds none) and configs it takes, as diffusers' `from_single_file(config=...)`. A
-   * folder with only `tokenizer/` takes diffusers' SD1.x defaults (v1-inference) for the rest.
+   * checkpoint holds none) and configs it takes, as diffusers' `from_single_file(config=...)`, of
+   * the checkpoint's family (SD1.x/SD2.x, SDXL base, SDXL refiner: another is refused). For SD1.x a
+   * folder with only `tokenizer/` takes diffusers' SD1.x defaults (v1-inference) for the rest;
+   * SD2.x and SDXL need the folder's configs (and SDXL its `tokenizer_2/`).
    * Ignored for diffusers folders. Default: none (a single file then fails, saying so).
    */
   config?: string;

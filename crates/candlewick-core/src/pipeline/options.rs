@@ -24,9 +24,10 @@ pub struct LoadOptions {
     /// Textual inversion embeddings to add to the tokenizer and text encoder (diffusers'
     /// `load_textual_inversion`), in order.
     pub textual_inversions: Vec<TextualInversionSource>,
-    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer it takes
-    /// (diffusers' `from_single_file(config=...)`); a folder with only `tokenizer/` takes
-    /// diffusers' built-in SD1.x defaults for the rest.
+    /// For a single-file checkpoint: a diffusers folder of its family whose configs and
+    /// tokenizer(s) it takes (diffusers' `from_single_file(config=...)`); for an SD1.x file a folder
+    /// with only `tokenizer/` takes diffusers' built-in SD1.x defaults for the rest (SD2.x and SDXL
+    /// files need the folder's configs; SDXL's `tokenizer_2/` too).
     pub config: Option<PathBuf>,
     /// Another VAE instead of the model's: a diffusers VAE folder, or a `.safetensors` file in
     /// diffusers' names or the original layout (A1111's VAE files).
