@@ -26,13 +26,16 @@ export type HashKind = "sha256" | "autov3";
 
 const cache = new Map<string, Promise<string>>();
 
-/** The full hex sha256 of `path` ("sha256") or of its tensor data ("autov3"), computed once per file version. */
+/**
+ * The full hex sha256 of `path` ("sha256") or of its tensor data ("autov3"), computed once per file
+ * version. Errors say why ("cannot read it (ENOENT: no such file)"); callers name the file.
+ */
 export async function fileHash(path: string, kind: HashKind): Promise<string> {
   const absolute = resolve(path);
   const stats = await stat(absolute).catch((error: NodeJS.ErrnoException) => {
-    throw new CandlewickError(`cannot read ${path} (${error.code ?? "error"}: ${error.code === "ENOENT" ? "no such file" : error.message})`, INVALID_OPTION, { cause: error });
+    throw new CandlewickError(`cannot read it (${error.code ?? "error"}: ${error.code === "ENOENT" ? "no such file" : error.message})`, INVALID_OPTION, { cause: error });
   });
-  if (!stats.isFile()) throw new CandlewickError(`cannot read ${path} (it is a folder, not a file)`, INVALID_OPTION);
+  if (!stats.isFile()) throw new CandlewickError("cannot read it (it is a folder, not a file)", INVALID_OPTION);
   const key = `${kind}\0${absolute}\0${stats.size}\0${stats.mtimeMs}`;
   let hash = cache.get(key);
   if (!hash) {
@@ -45,12 +48,20 @@ export async function fileHash(path: string, kind: HashKind): Promise<string> {
 
 /** The checkpoint's `Model hash`: 10 hex digits. */
 export async function modelHash(path: string): Promise<string> {
-  return (await fileHash(path, "sha256")).slice(0, 10);
+  return (await named(fileHash(path, "sha256"), `model file ${path}`)).slice(0, 10);
 }
 
 /** A LoRA's hash in `Lora hashes`: 12 hex digits of autov3. */
 export async function loraHash(path: string): Promise<string> {
-  return (await fileHash(path, "autov3")).slice(0, 12);
+  return (await named(fileHash(path, "autov3"), `LoRA ${path}`)).slice(0, 12);
+}
+
+/** A hash whose error starts with what the file is ("LoRA /x/y.safetensors: cannot read it ..."). */
+function named(hash: Promise<string>, what: string): Promise<string> {
+  return hash.catch((error: unknown) => {
+    if (!(error instanceof CandlewickError)) throw error;
+    throw new CandlewickError(`${what}: ${error.message}`, error.code, { cause: error });
+  });
 }
 
 /**
@@ -58,7 +69,7 @@ export async function loraHash(path: string): Promise<string> {
  * the header is there whole and is a JSON object; a damaged file is an error that says why.
  */
 async function dataOffset(path: string, size: number): Promise<number> {
-  const damaged = (why: string) => new CandlewickError(`${path} is not a safetensors file (${why})`, INVALID_OPTION);
+  const damaged = (why: string) => new CandlewickError(`not a safetensors file (${why})`, INVALID_OPTION);
   if (size < 8) throw damaged(`${size} bytes, shorter than the 8-byte header length`);
   const file = await open(path, "r");
   try {
@@ -87,7 +98,7 @@ function sha256(path: string, start: number): Promise<string> {
     const hash = createHash("sha256");
     createReadStream(path, { start, highWaterMark: 1 << 20 })
       .on("data", (chunk) => hash.update(chunk))
-      .on("error", (error: NodeJS.ErrnoException) => fail(new CandlewickError(`cannot read ${path} (${error.code ?? "error"})`, INVALID_OPTION, { cause: error })))
+      .on("error", (error: NodeJS.ErrnoException) => fail(new CandlewickError(`cannot read it (${error.code ?? "error"})`, INVALID_OPTION, { cause: error })))
       .on("end", () => done(hash.digest("hex")));
   });
 }

@@ -118,7 +118,7 @@ export function loraTag(l: { name: string; weight: number }): string {
 
 /** The prompt with a tag for each LoRA it does not already name (the web UI keeps the tags in the prompt it records). */
 export function withLoraTags(prompt: string, loras: readonly { name: string; weight: number }[]): string {
-  const missing = loras.map(loraTag).filter((tag) => !prompt.includes(tag));
+  const missing = loras.filter((l) => !prompt.includes(`<lora:${l.name}:`) && !prompt.includes(`<lora:${l.name}>`)).map(loraTag);
   return missing.length === 0 ? prompt : [prompt, ...missing].join(" ");
 }
 
