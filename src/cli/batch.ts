@@ -20,7 +20,7 @@ import { reportError } from "./generate.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
 import { writeFileAtomically, writeOutput as writeOutputThen } from "./output.js";
 import { loraRecords, modelHashOf } from "./hashes.js";
-import { imageParameters, pngText, resolvedOf, type LoraRecord } from "./parameters.js";
+import { imageParameters, loraTag, pngText, resolvedOf, type LoraRecord } from "./parameters.js";
 import { BatchDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
 
@@ -33,8 +33,16 @@ with one line per image. Run the same command again after an interruption: it sk
 Each line of the prompts file is a prompt string, or an object with "prompt" and any of
 "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler",
 "image" and "maskImage" (paths from the working directory: image to image, inpainting) and
-"strength" (as in the library), and "id" (copied into the manifest). Blank lines are skipped. The
-flags below are the defaults of lines that do not say.
+"strength" (as in the library), "loras" and "id" (copied into the manifest). Blank lines are
+skipped. The flags below are the defaults of lines that do not say.
+
+LoRAs per line: "loras": [{"path": "a.safetensors", "weight": 0.8}] (paths from the working
+directory), or the web UI's tags in the prompt, <lora:name:0.8> (or <lora:name>, weight 1), for
+--lora-dir's name.safetensors; the tags are taken out of the prompt the model reads and kept in the
+one the PNG records. A line's LoRAs are added to the --lora ones. Lines run in groups of the same
+LoRA set (each set fused once); a line whose LoRA file is missing, damaged or does not fit the model
+is skipped with an error naming the line, the file and why, the others go on (exit code 1; a rerun
+makes just the skipped lines).
 
 Options:
   --out, -o <dir>           Output folder, created if missing (required)
@@ -42,6 +50,7 @@ ${COMMON_HELP.model}
 ${COMMON_HELP.settings}
   --seed <n>                Base seed: line N without its own seed gets n + N (default: random seeds)
   --batch-size <n>          Images per GPU batch, 1-64 (default: ${DEFAULT_BATCH_SIZE})
+  --lora-dir <dir>          The folder of the LoRAs that prompts name with <lora:name:weight>
 ${COMMON_HELP.device}
 
 Example:
@@ -113,12 +122,14 @@ export async function batch(args: readonly string[]): Promise<number> {
     for (const group of groupsBySet(todo, sets, current)) {
       const set = sets.get(group[0]!.line)!;
       if (setKey(set) !== current) {
+        const lines = `${group.length === 1 ? "line" : "lines"} ${group.map((l) => l.line).join(", ")}`;
+        say(set.length === 0 ? `Removing the LoRAs for ${lines}` : `Fusing ${set.map(loraTag).join(" ")} for ${lines}`);
         try {
           await pipe.setLoras(set.map((l) => ({ path: l.path, weight: l.weight })));
           current = setKey(set);
         } catch (error) {
           if (!(error instanceof CandlewickError) || error.name === "AbortError") throw error;
-          const which = group.map((l) => l.line).join(", ");
+          const which = group.map((l) => l.line).join(",");
           fail(`${positionals[0]}:${which}: cannot fuse the ${group.length === 1 ? "line's" : "lines'"} LoRAs: ${error.message}; ${group.length === 1 ? "the line is" : "these lines are"} skipped`);
           continue;
         }
