@@ -118,3 +118,14 @@ export async function modelHashOf(modelPath: string): Promise<string | undefined
   const stats = await stat(modelPath).catch(() => undefined);
   return stats?.isFile() ? modelHash(modelPath) : undefined;
 }
+
+/** What images record of a pipeline's files: the model hash (single files) and the fused LoRAs. */
+export interface ModelFiles {
+  modelHash?: string | undefined;
+  loras?: LoraRecord[];
+}
+
+/** The ModelFiles of a pipeline's model path and LoRAs (`pipe.modelDir`, `pipe.info.loras`). */
+export async function modelFiles(modelPath: string, loras: readonly { path: string; weight: number }[]): Promise<ModelFiles> {
+  return { modelHash: await modelHashOf(modelPath), loras: await loraRecords(loras) };
+}
