@@ -57,7 +57,13 @@ export function loraTags(prompt: string, loraDir: string | undefined, where: str
       throw new CandlewickError(`${where}: the prompt names a LoRA (${tag}): give --lora-dir <dir>, the folder that holds ${name}.safetensors`, INVALID_OPTION);
     }
     const w = weight === undefined ? 1 : /^[-+]?(\d+\.?\d*|\.\d+)$/.test(weight) ? Number(weight) : weight;
-    loras.push({ path: resolve(join(loraDir, `${name}.safetensors`)), weight: numberIn(w, `the weight in ${tag}`, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT), name });
+    let checked: number;
+    try {
+      checked = numberIn(w, `the weight in ${tag}`, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT);
+    } catch (error) {
+      throw new CandlewickError(`${where}: ${(error as Error).message}`, INVALID_OPTION, { cause: error });
+    }
+    loras.push({ path: resolve(join(loraDir, `${name}.safetensors`)), weight: checked, name });
   }
   return { prompt: loras.length > 0 ? prompt.replace(LORA_TAG, "") : prompt, loras };
 }
