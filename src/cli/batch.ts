@@ -95,11 +95,14 @@ export async function batch(args: readonly string[]): Promise<number> {
     const lines = await readPromptsFile(positionals[0]!, settings, baseSeed, values["lora-dir"]);
     total = lines.length;
     const manifest = await openOutput(outDir);
-    // Each line's LoRA set (the --lora ones, then its own), hashed; a line whose LoRA file is missing or damaged fails alone.
+    // Each line's LoRA set (the --lora ones, then its own), hashed; a line whose LoRA file is missing or
+    // damaged fails alone (a bad --lora file fails the run: every line has it).
+    const flagLoras = (load.loras ?? []).map((l) => ({ path: resolve(l.path), weight: l.weight ?? 1 }));
+    await loraRecords(flagLoras);
     const sets = new Map<number, LoraRecord[]>();
     for (const l of lines) {
       try {
-        sets.set(l.line, await loraRecords([...(load.loras ?? []), ...l.loras]));
+        sets.set(l.line, await loraRecords([...flagLoras, ...l.loras]));
       } catch (error) {
         if (!(error instanceof CandlewickError)) throw error;
         fail(`${positionals[0]}:${l.line}: ${error.message}; the line is skipped`);
@@ -118,7 +121,7 @@ export async function batch(args: readonly string[]): Promise<number> {
     const width = Math.max(5, String(lines.at(-1)!.line).length);
     // Lines share a call only when they share a LoRA set: one group per set, the loaded (--lora) set
     // first, so that each other set is fused once (setLoras), the fewest switches there can be.
-    let current = setKey((load.loras ?? []).map((l) => ({ path: resolve(l.path), weight: l.weight ?? 1 })));
+    let current = setKey(flagLoras);
     for (const group of groupsBySet(todo, sets, current)) {
       const set = sets.get(group[0]!.line)!;
       if (setKey(set) !== current) {
