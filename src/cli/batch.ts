@@ -115,6 +115,8 @@ export async function batch(args: readonly string[]): Promise<number> {
     if (done > 0) say(`${done} of ${count(total, "image")} ${done === 1 ? "is" : "are"} already in ${outDir}; making the other ${todo.length}`);
     if (todo.length === 0) return finish();
 
+    // A local checkpoint file is hashed while the model loads (the same hash, from the cache, is read after).
+    if (values.model !== undefined) modelHashOf(values.model).catch(() => undefined);
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
     const modelHash = await modelHashOf(pipe.modelDir);
     const display = new BatchDisplay(process.stderr, total, done);
