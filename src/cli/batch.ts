@@ -116,7 +116,7 @@ export async function batch(args: readonly string[]): Promise<number> {
     if (todo.length === 0) return finish();
 
     // A local checkpoint file is hashed while the model loads (the same hash, from the cache, is read after).
-    if (values.model !== undefined) modelHashOf(values.model).catch(() => undefined);
+    if (values.model !== undefined) void modelHashOf(values.model).catch(() => undefined);
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
     const modelHash = await modelHashOf(pipe.modelDir);
     const display = new BatchDisplay(process.stderr, total, done);

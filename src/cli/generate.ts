@@ -141,7 +141,7 @@ export async function generate(args: readonly string[], command: GenerateCommand
     // A missing or damaged LoRA file is named before the model loads; its hash is what the PNG records.
     const loras = await loraRecords(load.loras ?? []);
     // A local checkpoint file is hashed while the model loads (the same hash, from the cache, is read after).
-    if (values.model !== undefined) modelHashOf(values.model).catch(() => undefined);
+    if (values.model !== undefined) void modelHashOf(values.model).catch(() => undefined);
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
     const modelHash = await modelHashOf(pipe.modelDir);
     const progress = new ProgressDisplay(process.stderr);
