@@ -5,6 +5,7 @@
 // against the library's own call (whose LoRA and single-file numbers test/single-file-lora.test.ts
 // checks against diffusers' goldens). Fixtures: test/fixtures/single-file (scripts/fixture_single_file_lora.py).
 
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -53,6 +54,37 @@ test("the model hash is the file's sha256 and the LoRA hash the sha256 of its te
   writeFileSync(edited, Buffer.concat([size, newHeader, bytes.subarray(8 + length)]));
   t.is(await loraHash(edited), await loraHash(KOHYA));
   t.not(sha256(edited), sha256(KOHYA));
+});
+
+/** Python (the fixtures' venv, or CANDLEWICK_PYTHON), to run the web UI's hash functions as they are written. */
+const PYTHON = process.env.CANDLEWICK_PYTHON ?? join(ROOT, ".venv/bin/python");
+const hasPython = spawnSync(PYTHON, ["-c", "import hashlib"]).status === 0;
+
+(hasPython ? test : test.skip)("the hashes equal AUTOMATIC1111's modules/hashes.py calculate_sha256 and addnet_hash_safetensors", async (t) => {
+  // The two functions as the web UI has them (1 MiB blocks; the LoRA hash seeks past 8 + the header length).
+  const code = `import hashlib, sys
+def calculate_sha256(filename):
+    hash_sha256 = hashlib.sha256()
+    with open(filename, "rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            hash_sha256.update(chunk)
+    return hash_sha256.hexdigest()
+def addnet_hash_safetensors(b):
+    hash_sha256 = hashlib.sha256()
+    b.seek(0)
+    n = int.from_bytes(b.read(8), "little")
+    b.seek(n + 8)
+    for chunk in iter(lambda: b.read(1024 * 1024), b""):
+        hash_sha256.update(chunk)
+    return hash_sha256.hexdigest()
+print(calculate_sha256(sys.argv[1])[0:10])
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        print(addnet_hash_safetensors(f)[0:12])
+`;
+  const run = spawnSync(PYTHON, ["-c", code, CHECKPOINT, KOHYA, PEFT], { encoding: "utf8" });
+  t.is(run.status, 0, run.stderr);
+  t.deepEqual(run.stdout.trim().split("\n"), [await modelHash(CHECKPOINT), await loraHash(KOHYA), await loraHash(PEFT)]);
 });
 
 test("a missing or damaged LoRA file is an error naming it and why", async (t) => {

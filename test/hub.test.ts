@@ -332,3 +332,10 @@ const python = (code: string, env: NodeJS.ProcessEnv) =>
   const paths = JSON.parse((await python(code, { HF_HUB_CACHE: fromNode, HF_HUB_OFFLINE: "1" })).stdout) as string[];
   t.deepEqual(paths, [snapshot.dir, ...snapshot.files.map((f) => join(snapshot.dir, f))]);
 });
+
+(hasHubPython ? test.serial : test.serial.skip)("a hub file candlewick downloaded is where Python's hf_hub_download finds it", async (t) => {
+  const cache = cacheDir();
+  const path = await resolveModel("tiny/single/tiny-sd.safetensors", options(cache));
+  const code = `from huggingface_hub import hf_hub_download\nprint(hf_hub_download("tiny/single", "tiny-sd.safetensors", local_files_only=True))`;
+  t.is((await python(code, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" })).stdout.trim(), path);
+});
