@@ -17,6 +17,7 @@ import type { ManifestRecord } from "../src/batch/manifest.js";
 import { fileHash, loraHash, modelHash } from "../src/cli/hashes.js";
 import { pngText, type ImageParameters } from "../src/cli/parameters.js";
 import { CandlewickError } from "../src/errors.js";
+import { createServer } from "../src/server/create-server.js";
 import { readTextChunks } from "../src/png-text.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { cli, scratch } from "./helpers/cli.js";
@@ -223,4 +224,24 @@ test("batch: a LoRA tag without --lora-dir, or with a bad weight, names the line
   const weight = await cli("batch", prompts, "--out", join(dir, "out"), "--lora-dir", dir);
   t.is(weight.code, 2);
   t.regex(weight.stderr, /prompts\.jsonl:1: Expected number between -16 and 16 for the weight in <lora:hat:lots> but received "lots"/);
+});
+
+test("the server's images and infotexts record the model hash and the fused LoRAs", async (t) => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(CHECKPOINT, { device: "cpu", config: TINY_SD, loras: [{ path: KOHYA, weight: 0.8 }] });
+  const server = await createServer({ model: pipe, modelName: "tiny-sd" });
+  try {
+    const url = await server.listen({ port: 0 });
+    const response = await fetch(`${url}/sdapi/v1/txt2img`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "a cat", steps: 1, width: 32, height: 32, seed: 3 }),
+    });
+    t.is(response.status, 200);
+    const answer = (await response.json()) as { images: string[]; info: string };
+    const infotext = (JSON.parse(answer.info) as { infotexts: string[] }).infotexts[0]!;
+    const expected = `a cat <lora:lora_kohya:0.8>\nSteps: 1, Sampler: DDIM, CFG scale: 7.5, Seed: 3, Size: 32x32, Model hash: ${sha256(CHECKPOINT).slice(0, 10)}, Model: tiny-sd, Lora hashes: "lora_kohya: ${autov3(KOHYA).slice(0, 12)}"`;
+    t.is(infotext, expected);
+    t.is(readTextChunks(Buffer.from(answer.images[0]!, "base64")).parameters, expected);
+  } finally {
+    await server.close();
+    await pipe.dispose();
+  }
 });
