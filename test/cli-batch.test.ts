@@ -142,7 +142,7 @@ test("an output folder that cannot be written is an error naming it, before the 
 test("batch --help and usage errors", async (t) => {
   const help = await cli("batch", "--help");
   t.is(help.code, 0);
-  for (const flag of ["--out", "--model", "--revision", "--variant", "--steps", "--seed", "--batch-size", "--device"]) t.true(help.stdout.includes(`  ${flag}`), flag);
+  for (const flag of ["--out", "--model", "--revision", "--variant", "--steps", "--seed", "--batch-size", "--lora-dir", "--device"]) t.true(help.stdout.includes(`  ${flag}`), flag);
   const noOut = await cli("batch", "prompts.jsonl");
   t.is(noOut.stderr, 'candlewick: missing --out <dir>\nRun "candlewick batch --help" for usage.\n');
   const size = await cli("batch", "p.jsonl", "--out", "x", "--batch-size", "0");

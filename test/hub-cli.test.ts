@@ -3,13 +3,15 @@
 // mode from the environment, and a read-only cache (as an unprivileged user when the tests run as
 // root): an error naming the cache when files must be downloaded, and no error when all are there.
 
-import { chmodSync, readdirSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
 
 import { cliWith, readOnlyDir, scratch } from "./helpers/cli.js";
-import { TINY_SD } from "./helpers/fixtures.js";
+import { readTextChunks } from "../src/png-text.js";
+import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { HubServer, filesOf } from "./helpers/hub-server.js";
 
 const COMMIT = "0123456789abcdef0123456789abcdef01234567";
@@ -19,7 +21,10 @@ let hub: HubServer;
 test.before(async () => {
   hub = await new HubServer().start();
   hub.addRepo("tiny/sd", { files: filesOf(TINY_SD), commit: COMMIT });
+  hub.addRepo("tiny/single", { files: new Map([["tiny-sd.safetensors", readFileSync(CHECKPOINT)]]), commit: COMMIT });
 });
+
+const CHECKPOINT = join(ROOT, "test/fixtures/single-file/tiny-sd.safetensors");
 
 test.after.always(async () => {
   await hub?.close();
@@ -78,4 +83,19 @@ test.serial("unknown ids and revisions exit 1 naming them", async (t) => {
   t.regex(unknown.stderr, /^candlewick: Repository nobody\/nothing on http:\/\/127\.0\.0\.1:\d+ was not found \(HTTP 401 RepoNotFound\)\. .*\(There is no folder .*nobody\/nothing either\.\)\n$/);
   const revision = await cliWith({ env }, "generate", "x", "--model", "tiny/sd", "--revision", "v2", "--quiet");
   t.regex(revision.stderr, /^candlewick: tiny\/sd on .* has no revision "v2" \(HTTP 404 RevisionNotFound\)\n$/);
+});
+
+test.serial("--model org/name/file.safetensors downloads that one file, loads it as a checkpoint and records its hash", async (t) => {
+  const cache = scratch();
+  const env = envFor(cache);
+  const out = join(scratch(), "hub.png");
+  const run = await cliWith({ env }, "generate", "a cat", "--model", "tiny/single/tiny-sd.safetensors", "--config", TINY_SD, ...ARGS, "--out", out);
+  t.is(run.code, 0, run.stderr);
+  t.deepEqual(readdirSync(join(cache, "models--tiny--single/snapshots", COMMIT)), ["tiny-sd.safetensors"]);
+  const text = readTextChunks(readFileSync(out));
+  t.is(text.modelHash, createHash("sha256").update(readFileSync(CHECKPOINT)).digest("hex").slice(0, 10));
+  t.regex(text.parameters!, /, Model hash: [0-9a-f]{10}, Model: tiny\/single\/tiny-sd\.safetensors/);
+  const missing = await cliWith({ env }, "generate", "x", "--model", "tiny/single/other.safetensors", "--config", TINY_SD, "--quiet");
+  t.is(missing.code, 1);
+  t.is(missing.stderr, 'candlewick: tiny/single (revision "main") has no file other.safetensors (its top-level .safetensors files: tiny-sd.safetensors)\n');
 });

@@ -14,7 +14,8 @@ import test from "ava";
 
 import { CandlewickError } from "../src/errors.js";
 import { downloadPipeline, type DownloadProgress } from "../src/hub/download.js";
-import { isRepoId } from "../src/hub/resolve.js";
+import { isRepoId, resolveModel } from "../src/hub/resolve.js";
+import { hubFilePath } from "../src/hub/single-file.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { HubServer, filesOf, gitBlobSha1, sha256 } from "./helpers/hub-server.js";
@@ -28,6 +29,8 @@ const EXTRAS: [string, Buffer][] = [
   ["safety_checker/config.json", Buffer.from("{}")],
   ["safety_checker/model.safetensors", Buffer.alloc(2000, 2)],
 ];
+const CHECKPOINT = join(ROOT, "test/fixtures/single-file/tiny-sd.safetensors");
+const CHECKPOINT_BYTES = readFileSync(CHECKPOINT);
 const PIPELINE_FILES = [...TINY.keys()].filter((f) => !f.includes(".fp16.")).sort();
 const FP16_FILES = [...TINY.keys()].filter((f) => !/(model|diffusion_pytorch_model)\.safetensors$/.test(f)).sort();
 
@@ -41,6 +44,7 @@ test.before(async () => {
   hub.addRepo("tiny/no-unet-weights", { files: noUnet, commit: COMMIT });
   hub.addRepo("tiny/new-name", { files: TINY, commit: COMMIT });
   hub.renamed.set("tiny/old-name", "tiny/new-name");
+  hub.addRepo("tiny/single", { files: new Map([["tiny-sd.safetensors", CHECKPOINT_BYTES], ["README.md", Buffer.from("# one file\n")], ...EXTRAS.slice(1)]), commit: COMMIT });
 });
 
 test.after.always(async () => {
@@ -274,6 +278,37 @@ test.serial("fromPretrained with a hub id generates what the local folder genera
   t.regex(missing?.message ?? "", /\(There is no folder .*nobody\/nothing either\.\)$/);
 });
 
+test.serial("org/name/file.safetensors downloads just that file into the cache and loads it as a single-file checkpoint", async (t) => {
+  t.deepEqual(hubFilePath("tiny/single/tiny-sd.safetensors"), { repoId: "tiny/single", file: "tiny-sd.safetensors" });
+  t.deepEqual(hubFilePath("org/name/sub/model.safetensors"), { repoId: "org/name", file: "sub/model.safetensors" });
+  for (const other of ["org/name", "org/name/model.ckpt", "./org/name/x.safetensors", "org/name/../x.safetensors", "org//x.safetensors"]) {
+    t.is(hubFilePath(other), undefined, other);
+  }
+  const cache = cacheDir();
+  const path = await resolveModel("tiny/single/tiny-sd.safetensors", options(cache));
+  const root = join(cache, "models--tiny--single");
+  t.is(path, join(root, "snapshots", COMMIT, "tiny-sd.safetensors"));
+  t.deepEqual(listing(join(root, "snapshots", COMMIT)), ["tiny-sd.safetensors"], "only the file asked for");
+  t.is(readlinkSync(path), `../../blobs/${sha256(CHECKPOINT_BYTES)}`);
+  t.true(readFileSync(path).equals(CHECKPOINT_BYTES));
+  // Offline, the cached copy; the pipeline loads it as the local file loads.
+  const mark = hub.log.length;
+  t.is(await resolveModel("tiny/single/tiny-sd.safetensors", { cacheDir: cache, offline: true }), path);
+  t.is(hub.log.length, mark);
+  const generate = { prompt: "a cat", numInferenceSteps: 1, width: 32, height: 32, seed: 3 };
+  const fromHub = await StableDiffusionPipeline.fromPretrained("tiny/single/tiny-sd.safetensors", { ...options(cache), device: "cpu", config: TINY_SD });
+  const local = await StableDiffusionPipeline.fromPretrained(CHECKPOINT, { device: "cpu", config: TINY_SD });
+  const [[a], [b]] = await Promise.all([fromHub.generate(generate), local.generate(generate)]);
+  t.true(Buffer.from(a!.data).equals(b!.data), "same pixels");
+  await Promise.all([fromHub.dispose(), local.dispose()]);
+
+  const missing = await t.throwsAsync(resolveModel("tiny/single/nope.safetensors", options(cache)), { instanceOf: CandlewickError });
+  t.is(missing!.code, "ERR_CANDLEWICK_HUB_NOT_FOUND");
+  t.is(missing!.message, 'tiny/single (revision "main") has no file nope.safetensors (its top-level .safetensors files: tiny-sd.safetensors)');
+  const offline = await t.throwsAsync(resolveModel("tiny/single/nope.safetensors", { cacheDir: cache, offline: true }));
+  t.regex(offline!.message, /^tiny\/single\/nope\.safetensors \(revision "main"\) is not in the cache at .*, and the offline option/);
+});
+
 /** Python with huggingface_hub (the fixtures' venv, or CANDLEWICK_PYTHON): the cache must be shared both ways. */
 const PYTHON = process.env.CANDLEWICK_PYTHON ?? join(ROOT, ".venv/bin/python");
 const hasHubPython = spawnSync(PYTHON, ["-c", "import huggingface_hub"]).status === 0;
@@ -296,4 +331,11 @@ const python = (code: string, env: NodeJS.ProcessEnv) =>
   const code = `import json\nfrom huggingface_hub import hf_hub_download, snapshot_download\nfiles = ${JSON.stringify(snapshot.files)}\nprint(json.dumps([snapshot_download("tiny/sd", local_files_only=True)] + [hf_hub_download("tiny/sd", f, local_files_only=True) for f in files]))`;
   const paths = JSON.parse((await python(code, { HF_HUB_CACHE: fromNode, HF_HUB_OFFLINE: "1" })).stdout) as string[];
   t.deepEqual(paths, [snapshot.dir, ...snapshot.files.map((f) => join(snapshot.dir, f))]);
+});
+
+(hasHubPython ? test.serial : test.serial.skip)("a hub file candlewick downloaded is where Python's hf_hub_download finds it", async (t) => {
+  const cache = cacheDir();
+  const path = await resolveModel("tiny/single/tiny-sd.safetensors", options(cache));
+  const code = `from huggingface_hub import hf_hub_download\nprint(hf_hub_download("tiny/single", "tiny-sd.safetensors", local_files_only=True))`;
+  t.is((await python(code, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" })).stdout.trim(), path);
 });

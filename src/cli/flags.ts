@@ -47,7 +47,8 @@ export const COMMON_FLAGS = {
 export const COMMON_HELP = {
   model: `  --model <dir|org/name>    Model folder in diffusers' layout, or a Hugging Face hub id, downloaded into
                             the shared cache, or a single-file checkpoint (.safetensors, the original
-                            layout) (default: the small shapes model in the package)
+                            layout; on the hub: org/name/file.safetensors, that file alone downloaded)
+                            (default: the small shapes model in the package)
   --config <dir>            For a single-file --model: a diffusers folder with its tokenizer (and configs)
   --vae <dir|file>          Another VAE: a diffusers VAE folder or a .safetensors file
   --lora <file[:weight]>    A LoRA to fuse into the weights (kohya/A1111 or diffusers format); repeat

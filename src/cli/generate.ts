@@ -14,6 +14,7 @@ import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, number, parseFlags
 import { DEFAULT_MODEL, loadModel } from "./model.js";
 import { readImage } from "../image-input.js";
 import { checkOutputFiles, writeFileAtomically } from "./output.js";
+import { loraRecords, modelHashOf } from "./hashes.js";
 import { imageParameters, pngText, resolvedOf } from "./parameters.js";
 import { ProgressDisplay } from "./progress.js";
 import { UsageError } from "./usage.js";
@@ -137,7 +138,12 @@ export async function generate(args: readonly string[], command: GenerateCommand
     // An image that cannot be read is found before the model loads too.
     if (values.image !== undefined) options.image = (await readImage({ path: values.image }, "--image")).data;
     if (values.mask !== undefined) options.maskImage = (await readImage({ path: values.mask }, "--mask")).data;
+    // A missing or damaged LoRA file is named before the model loads; its hash is what the PNG records.
+    const loras = await loraRecords(load.loras ?? []);
+    // A local checkpoint file is hashed while the model loads (the same hash, from the cache, is read after).
+    if (values.model !== undefined) void modelHashOf(values.model).catch(() => undefined);
     const pipe = await loadModel(values.model, { ...load, signal: controller.signal }, quiet, say);
+    const modelHash = await modelHashOf(pipe.modelDir);
     const progress = new ProgressDisplay(process.stderr);
     const previews: Promise<void>[] = [];
     const images = await pipe.generate({
@@ -153,7 +159,7 @@ export async function generate(args: readonly string[], command: GenerateCommand
     await Promise.all(previews);
     const model = values.model ?? DEFAULT_MODEL;
     for (const [i, image] of images.entries()) {
-      const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, resolvedOf(image), model);
+      const parameters = imageParameters(settings, positionals[0]!, values["negative-prompt"] ?? "", image.seed, resolvedOf(image), model, { modelHash, loras });
       await writeFileAtomically(paths[i]!, image.toPng({ text: pngText(parameters) }));
       process.stdout.write(`${paths[i]}\n`);
     }

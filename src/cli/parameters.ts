@@ -30,6 +30,10 @@ export interface ImageParameters {
   eta: number;
   /** The --model value (a folder or a hub id). */
   model: string;
+  /** A single-file checkpoint's hash as the web UI's "Model hash" (10 hex digits of its sha256); absent for folders. */
+  modelHash?: string;
+  /** The LoRAs fused in (absent when none). */
+  loras?: LoraRecord[];
   /** "img2img" or "inpaint" (absent for text to image). */
   task?: "img2img" | "inpaint";
   /** How much of the image was repainted (img2img and inpaint). */
@@ -43,6 +47,17 @@ export interface ImageParameters {
   negativeOriginalSize?: string;
   negativeCropsCoordsTopLeft?: string;
   negativeTargetSize?: string;
+}
+
+/** A LoRA as images record it. */
+export interface LoraRecord {
+  /** Its name in `<lora:name:weight>` and `Lora hashes` (the file name without .safetensors, or the tag's name). */
+  name: string;
+  /** The file, as given. */
+  path: string;
+  weight: number;
+  /** The web UI's LoRA hash: 12 hex digits of the sha256 of its tensor data (autov3). */
+  hash: string;
 }
 
 /** The resolved settings' SDXL size conditions and clipSkip, as ImageParameters records them. */
@@ -62,17 +77,20 @@ export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved
 
 /**
  * The parameters of an image: its prompts and seed, the settings the library resolved for the call
- * (`resolved`), and the scheduler fields the call itself set (`settings.scheduler`, kept as given).
+ * (`resolved`), the scheduler fields the call itself set (`settings.scheduler`, kept as given), and
+ * the model file's and LoRAs' hashes (`files`).
  */
 export function imageParameters(
   settings: { scheduler?: GenerateOptions["scheduler"] }, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
+  files: { modelHash?: string | undefined; loras?: readonly LoraRecord[] } = {},
 ): ImageParameters {
   const chosen = typeof settings.scheduler === "string" ? {} : { ...settings.scheduler };
   const { type: _, ...overrides } = chosen as Record<string, unknown> & { type?: string };
   const name = resolved.scheduler;
   const eta = resolved.schedulerConfig.eta;
+  const loras = files.loras ?? [];
   return {
-    prompt,
+    prompt: withLoraTags(prompt, loras),
     negativePrompt,
     seed: seed.toString(),
     steps: resolved.numInferenceSteps,
@@ -82,6 +100,8 @@ export function imageParameters(
     scheduler: Object.keys(overrides).length > 0 ? `${name} ${JSON.stringify(overrides)}` : name,
     eta: typeof eta === "number" ? eta : 0,
     model,
+    ...(files.modelHash ? { modelHash: files.modelHash } : {}),
+    ...(loras.length > 0 ? { loras: loras.map((l) => ({ ...l })) } : {}),
     ...(resolved.task && resolved.task !== "txt2img" ? { task: resolved.task, strength: resolved.strength ?? 1 } : {}),
     ...(resolved.clipSkip ? { clipSkip: resolved.clipSkip } : {}),
     ...Object.fromEntries(SIZE_KEYS.flatMap((key) => {
@@ -89,6 +109,17 @@ export function imageParameters(
       return value ? [[key, key.startsWith("crops") || key.startsWith("negativeCrops") ? value.join(",") : value.join("x")]] : [];
     })),
   };
+}
+
+/** `<lora:name:weight>`, as the web UI writes the tag. */
+export function loraTag(l: { name: string; weight: number }): string {
+  return `<lora:${l.name}:${l.weight}>`;
+}
+
+/** The prompt with a tag for each LoRA it does not already name (the web UI keeps the tags in the prompt it records). */
+export function withLoraTags(prompt: string, loras: readonly { name: string; weight: number }[]): string {
+  const missing = loras.filter((l) => !prompt.includes(`<lora:${l.name}:`) && !prompt.includes(`<lora:${l.name}>`)).map(loraTag);
+  return missing.length === 0 ? prompt : [prompt, ...missing].join(" ");
 }
 
 /**
@@ -114,12 +145,15 @@ export function pngText(p: ImageParameters): Record<string, string> {
     `CFG scale: ${p.guidance}`,
     `Seed: ${p.seed}`,
     `Size: ${p.width}x${p.height}`,
+    ...(p.modelHash ? [`Model hash: ${p.modelHash}`] : []),
     `Model: ${quote(p.model)}`,
     ...(p.eta !== 0 ? [`${/ddim/i.test(type) ? "Eta DDIM" : "Eta"}: ${p.eta}`] : []),
     // The web UIs' name of img2img's and inpainting's strength.
     ...(p.task ? [`Denoising strength: ${p.strength}`] : []),
     // The web UIs count the last layer as 1: their "Clip skip: 2" is diffusers' clip_skip 1.
     ...(p.clipSkip ? [`Clip skip: ${p.clipSkip + 1}`] : []),
+    // The web UI's Lora extension: "name: hash" with ":" and "," taken out of the name, quoted as a whole.
+    ...(p.loras?.length ? [`Lora hashes: ${quote(p.loras.map((l) => `${l.name.replace(/[:,]/g, "")}: ${l.hash}`).join(", "))}`] : []),
   ];
   const parameters = [p.prompt, ...(p.negativePrompt ? [`Negative prompt: ${p.negativePrompt}`] : []), settings.join(", ")].join("\n");
   return {
@@ -131,6 +165,8 @@ export function pngText(p: ImageParameters): Record<string, string> {
     scheduler: p.scheduler,
     eta: String(p.eta),
     model: p.model,
+    ...(p.modelHash ? { modelHash: p.modelHash } : {}),
+    ...(p.loras?.length ? { loras: JSON.stringify(p.loras) } : {}),
     size: `${p.width}x${p.height}`,
     ...(p.task ? { task: p.task, strength: String(p.strength) } : {}),
     ...(p.clipSkip ? { clipSkip: String(p.clipSkip) } : {}),

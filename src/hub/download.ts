@@ -68,7 +68,7 @@ function offlineVariable(env: Env = process.env): string | undefined {
 }
 
 /** Why nothing may be downloaded, and what to do about it, naming what asked for offline mode; undefined when online. */
-function offlineMode(options: HubOptions): { why: string; fix: string } | undefined {
+export function offlineMode(options: HubOptions): { why: string; fix: string } | undefined {
   if (options.offline === true) return { why: "the offline option (offline: true) does not download", fix: "run once with offline: false, online" };
   const variable = options.offline === undefined ? offlineVariable() : undefined;
   if (!variable) return undefined;

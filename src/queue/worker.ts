@@ -25,6 +25,7 @@ import type { GeneratedImage } from "../image.js";
 import type { LoadOptions } from "../options.js";
 import { StableDiffusionPipeline } from "../pipeline.js";
 import { openModel, PipelinePool, type PoolOptions } from "../pool.js";
+import { modelFiles } from "../cli/hashes.js";
 import { imageParameters, pngText, resolvedOf, type ImageParameters } from "../cli/parameters.js";
 import { writeOutput } from "../cli/output.js";
 import { checkInput } from "../batch/inputs.js";
@@ -174,7 +175,9 @@ export class QueueWorker {
     }
     const image = images[0]!;
     const { input } = job.data;
-    const parameters = imageParameters(request.shared, input.prompt, input.negativePrompt ?? "", image.seed, resolvedOf(image), o.modelName);
+    const pipe = this.#pipeline instanceof PipelinePool ? this.#pipeline.pipelines[0]! : this.#pipeline;
+    const files = await modelFiles(pipe.modelDir, pipe.info.loras).catch(() => ({}));
+    const parameters = imageParameters(request.shared, input.prompt, input.negativePrompt ?? "", image.seed, resolvedOf(image), o.modelName, files);
     const record: JobRecord = {
       jobId,
       file: `${jobId}.png`,

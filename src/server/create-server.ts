@@ -26,6 +26,7 @@ import { Gallery } from "./gallery.js";
 import { disconnectSignal, hasToken, HttpError, readJson, sendJson } from "./http.js";
 import { openAiError, parseOpenAiRequest } from "./openai.js";
 import { PAGE } from "./page.js";
+import { modelFiles, type ModelFiles } from "../cli/hashes.js";
 import { encodeImage, toBatchRequest, type ImageRequest } from "./request.js";
 
 /** How `createServer` runs. */
@@ -187,7 +188,8 @@ export class CandlewickServer {
     const request = parseOpenAiRequest(body);
     const images = await this.#generate(request, res);
     if (!images) return;
-    const data = images.map((image) => ({ b64_json: this.#keep(image, request).png, seed: image.seed.toString() }));
+    const files = await this.#files();
+    const data = images.map((image) => ({ b64_json: this.#keep(image, request, files).png, seed: image.seed.toString() }));
     sendJson(res, 200, { created: Math.floor(Date.now() / 1000), data, output_format: "png" });
   }
 
@@ -196,7 +198,8 @@ export class CandlewickServer {
     const request = parseTxt2imgRequest(body);
     const images = await this.#generate(request, res);
     if (!images) return;
-    const made = images.map((image) => ({ ...this.#keep(image, request), seed: image.seed }));
+    const files = await this.#files();
+    const made = images.map((image) => ({ ...this.#keep(image, request, files), seed: image.seed }));
     sendJson(res, 200, imagesResponse(body as Record<string, unknown>, request, made));
   }
 
@@ -212,16 +215,23 @@ export class CandlewickServer {
       throw inWebUiNames(error);
     });
     if (!images) return;
-    const made = images.map((image) => ({ ...this.#keep(image, request), seed: image.seed }));
+    const files = await this.#files();
+    const made = images.map((image) => ({ ...this.#keep(image, request, files), seed: image.seed }));
     const { info, parameters } = img2imgExtras(body, request, images);
     sendJson(res, 200, imagesResponse(parameters, request, made, info));
   }
 
   /** The image as a base64 PNG with its text chunks, and its infotext; kept in the gallery. */
-  #keep(image: GeneratedImage, request: ImageRequest): { png: string; infotext: string } {
-    const encoded = encodeImage(image, request, this.#o.modelName);
+  #keep(image: GeneratedImage, request: ImageRequest, files: ModelFiles): { png: string; infotext: string } {
+    const encoded = encodeImage(image, request, this.#o.modelName, files);
     this.#gallery.add(Buffer.from(encoded.png, "base64"), image, request.prompt, encoded.infotext);
     return encoded;
+  }
+
+  /** The model file's and the fused LoRAs' hashes, as the PNGs record them (each file hashed once; none when a file cannot be read now). */
+  async #files(): Promise<ModelFiles> {
+    const pipe = "pipelines" in this.#pipeline ? this.#pipeline.pipelines[0]! : this.#pipeline;
+    return modelFiles(pipe.modelDir, pipe.info.loras).catch(() => ({}));
   }
 
   /** Queue the request (cancelled when the client goes away); undefined when the client has gone. */

@@ -7,6 +7,7 @@
 import type { AbortSignalLike } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
 import { checkInput, randomSeed, type BatchDefaults } from "../batch/inputs.js";
+import type { ModelFiles } from "../cli/hashes.js";
 import { imageParameters, pngText, resolvedOf } from "../cli/parameters.js";
 import type { BatchRequest } from "./batcher.js";
 
@@ -33,8 +34,8 @@ export function toBatchRequest(r: ImageRequest, signal: AbortSignalLike | undefi
 }
 
 /** An image as a base64 PNG carrying its generation parameters in text chunks (as the CLI writes them), and the web UIs' infotext of them. */
-export function encodeImage(image: GeneratedImage, r: ImageRequest, model: string): { png: string; infotext: string } {
-  const parameters = imageParameters(r.settings, r.prompt, r.negativePrompt, image.seed, resolvedOf(image), model);
+export function encodeImage(image: GeneratedImage, r: ImageRequest, model: string, files: ModelFiles = {}): { png: string; infotext: string } {
+  const parameters = imageParameters(r.settings, r.prompt, r.negativePrompt, image.seed, resolvedOf(image), model, files);
   const text = pngText(parameters);
   return { png: Buffer.from(image.toPng({ text })).toString("base64"), infotext: text.parameters ?? "" };
 }
