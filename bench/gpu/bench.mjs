@@ -59,6 +59,12 @@ const VARIANTS = {
   "fp16+flash+graphs:nchw": {
     load: { dtype: "f16", cudaGraphs: true, convolution: "cudnn-nchw" }, variant: "fp16+flash+graphs, NCHW convolutions",
   },
+  // The LoRA speed row (bench/gpu/lora-row.sh): LORA names a kohya file (bench/gpu/make_lora.py), fused at load.
+  "fp16+flash+graphs+lora": {
+    load: { dtype: "f16", cudaGraphs: true, ...(process.env.LORA ? { loras: [{ path: process.env.LORA, weight: 0.8 }] } : {}) },
+    variant: "fp16+flash+graphs, LoRA fused",
+  },
+  "fp16+flash:b4": { load: { dtype: "f16", cudaGraphs: false }, batch: 4, variant: "fp16+flash" },
   "fp16+flash:im2col": {
     load: { dtype: "f16", attention: "flash", convolution: "candle", cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
   },

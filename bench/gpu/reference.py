@@ -84,7 +84,8 @@ def make_sdxl(out_dir):
         tokenizer=CLIPTokenizer.from_pretrained(copy_tokenizer(out_dir, "tokenizer")),
         tokenizer_2=CLIPTokenizer.from_pretrained(copy_tokenizer(out_dir, "tokenizer_2", pad="!")),
         unet=unet, scheduler=EulerDiscreteScheduler(**m.SDXL_SCHEDULER))
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    # One file a component: diffusers shards anything over 10 GB (the f32 UNet is 10.3 GB).
+    pipe.save_pretrained(out_dir, safe_serialization=True, max_shard_size="50GB")
     for name in ("text_encoder", "text_encoder_2"):
         add_text_model_prefix(os.path.join(out_dir, name))
     pipe.set_progress_bar_config(disable=True)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One warm call after families.sh's: (1) the LoRA speed row of the single-file/LoRA issue: SD1.5-shaped
+# weights (reference.py MODEL_ONLY=1), a random rank-16 kohya LoRA on every linear layer of the UNet's
+# transformers and the text encoder (make_lora.py), the base model and the LoRA-fused one timed in one
+# process (512x512, 50 DDIM steps); (2) the per-layer GPU time of SDXL at 1024x1024, batch 1 and 4,
+# without CUDA graphs (CANDLEWICK_PROFILE=1, 5 steps): where SDXL's time goes.
+# Carries what families.sh carries, plus node_modules/pngjs.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/candlewick-out}; W=/tmp/cw
+mkdir -p $W "$OUT"; export PATH=$W:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64 PYTHONPATH=/tmp/site
+[ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
+[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
+[ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
+export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
+rm -rf dist && cp -r .gpu/fam/dist dist
+started=$SECONDS
+stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+quiet() { grep -v -i -E "warn|deprecat|float32|^\s*$" | cut -c1-300; }
+if [ "${SKIP_LORA:-0}" != 1 ]; then
+  [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
+  stage "LoRA"; python3 bench/gpu/make_lora.py /tmp/sd15 /tmp/lora16.safetensors 16 2>&1 | tail -1
+  stage "base and LoRA-fused, same process"
+  LORA=/tmp/lora16.safetensors WHICH=fp16+flash+graphs,fp16+flash+graphs+lora,fp16+flash+graphs RUNS=5 timeout 200 \
+    node bench/gpu/bench.mjs /tmp/sd15 "$OUT/lora-sd15-candlewick.json" 2>&1 | quiet | tail -5
+fi
+if [ "${SKIP_PROFILE:-0}" != 1 ]; then
+  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  stage "SDXL per-layer profile, batch 1 and 4"
+  CANDLEWICK_PROFILE=1 SIZE=1024 STEPS=5 RUNS=1 GUIDANCE=5 WHICH=fp16+flash,fp16+flash:b4 timeout 200 \
+    node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-profile-candlewick.json" > "$OUT/sdxl-profile.log" 2>&1
+  tail -c 1500 "$OUT/sdxl-profile.log"
+fi
+stage done
