@@ -466,9 +466,17 @@ impl StableDiffusionPipeline {
         let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
             vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
         };
-        let (vae, dtype) = match sdxl::vae_needs_upcasting(c) {
+        let upcast = sdxl::vae_needs_upcasting(c);
+        let (vae, dtype) = match upcast {
             true => (c.vae_in_f32()?, DType::F32),
             false => (&c.vae.model, c.dtype()),
+        };
+        // The upcast decode's convolutions in TF32, as PyTorch runs diffusers' (its default): in full
+        // f32 they took 552 ms of SDXL's 769 ms call on an H200 (bench/NOTES.md, 2026-12-03).
+        // CANDLEWICK_VAE_UPCAST_TF32=0 keeps them in full f32 (the A/B of bench/gpu/families.sh).
+        let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| match upcast && upcast_tf32() {
+            true => crate::cuda::cudnn::with_tf32_convolutions(|| decode(vae, dtype, tiled)),
+            false => decode(vae, dtype, tiled),
         };
         let mut image = match decode(vae, dtype, tiled) {
             Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
@@ -523,4 +531,11 @@ fn to_rgb8(image: &Tensor) -> Result<Vec<RgbImage>> {
     let (n, _c, height, width) = image.dims4()?;
     let bytes = (image * 255.0)?.round()?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
     (0..n).map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? })).collect()
+}
+
+/// Whether the f32 decode under `force_upcast` may run its convolutions in TF32 (on unless
+/// `CANDLEWICK_VAE_UPCAST_TF32=0`; read once).
+fn upcast_tf32() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_VAE_UPCAST_TF32").map_or(true, |v| v != "0"))
 }

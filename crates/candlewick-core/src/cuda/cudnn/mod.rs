@@ -48,6 +48,31 @@ fn benchmarking() -> bool {
     settings::current().autotune.cudnn
 }
 
+thread_local! {
+    static TF32_CONVOLUTIONS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's f32 cuDNN convolutions allowed to use TF32 tensor cores, as
+/// PyTorch's are by default (`torch.backends.cudnn.allow_tf32 = True`): the f32 VAE decode of an
+/// f16 model under `force_upcast`, which diffusers runs that way. The `tf32` load option still
+/// turns TF32 on for all f32 work; this changes only convolutions, only inside `f`.
+pub fn with_tf32_convolutions<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TF32_CONVOLUTIONS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(TF32_CONVOLUTIONS.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether [`with_tf32_convolutions`] is in force on this thread.
+#[cfg(feature = "cudnn")]
+fn tf32_convolutions() -> bool {
+    TF32_CONVOLUTIONS.with(|c| c.get())
+}
+
 /// Whether this build links cuDNN.
 pub fn compiled() -> bool {
     cfg!(feature = "cudnn")

@@ -102,7 +102,7 @@ impl CudnnConv2d {
                 stride: [stride as i64; 2],
                 dilation: [dilation as i64; 2],
                 alignment: [alignment(x_ptr), alignment(w_ptr), alignment(y_ptr)],
-                tf32: candle_core::cuda::gemm_reduced_precision_f32(),
+                tf32: candle_core::cuda::gemm_reduced_precision_f32() || super::tf32_convolutions(),
                 channels_last: self.channels_last,
             };
             with_thread_state(&device, |state| {
