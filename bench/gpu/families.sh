@@ -6,6 +6,7 @@
 #   PART=sdxl-speed   SDXL 1024x1024, 30 steps, guidance 5, batch 1 and 4, then SDXL-Turbo's use (512x512,
 #                     1 step, guidance 0, Euler ancestral trailing): candlewick (bench.mjs) then diffusers
 #                     eager and torch.compile (anchor_families.py), same call
+#   PART=sdxl-tf32    sdxl-parity's f16 check and sdxl-speed's 1024 rows (diffusers at batch 1) after the TF32 decode
 #   PART=sd2-speed    SD 2.1's shapes: 768x768, 50 steps (v-prediction DDIM), then SD-Turbo's use (512x512,
 #                     4 steps, guidance 0, Euler ancestral trailing), both systems
 # Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
@@ -47,6 +48,13 @@ sdxl-parity)
 sdxl-speed)
   speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,eager:b4,compiled:b1,compiled:b4
   speed /tmp/sdxl sdxl-turbo-512 512 1 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1,compiled:b1 ;;
+sdxl-tf32)  # after the upcast VAE decode moved to TF32 convolutions: f16 parity, then batch 1 and 4 beside diffusers
+  [ -f /tmp/sdxl/goldens.json ] || FAMILY=sdxl PARITY_STEPS=${PARITY_STEPS:-20} timeout 400 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1
+  cp /tmp/sdxl/goldens.json "$OUT/sdxl-goldens.json"
+  stage "full_size_check SDXL f16"
+  timeout 150 $W/full_size_check /tmp/sdxl --device cuda --dtype f16 --out "$OUT/sdxl-parity-f16.json" 2>&1 \
+    | grep -E '"(check|image_psnr_db|image_values_within_1_of_255|latents_step_19|seconds_call)"|rror'
+  speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,compiled:b1 ;;
 sd2-speed)
   [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
   speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
