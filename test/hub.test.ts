@@ -38,7 +38,8 @@ const FP16_FILES = [...TINY.keys()].filter((f) => !/(model|diffusion_pytorch_mod
 /**
  * `file` (a safetensors file) split into `n` shards named as diffusers' `save_pretrained` names
  * them, with its index: `{"metadata": {"total_size"}, "weight_map": {tensor: shard}}` at
- * `<stem>.safetensors.index[.variant].json` (diffusers 0.42.1, `_add_variant(SAFE_WEIGHTS_INDEX_NAME)`).
+ * `<stem>.safetensors.index[.variant].json` (diffusers 0.42.1, `_add_variant(SAFE_WEIGHTS_INDEX_NAME)`);
+ * scripts/fixture_sharded.py checks that diffusers loads this split and saves under these names.
  */
 function shard(path: string, file: Buffer, n: number, variant?: string): [string, Buffer][] {
   const headerLength = Number(file.readBigUInt64LE(0));
@@ -51,7 +52,8 @@ function shard(path: string, file: Buffer, n: number, variant?: string): [string
   const weightMap: Record<string, string> = {};
   let totalSize = 0;
   for (let i = 0; i < n; i++) {
-    const shardName = `${stem}-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}${variant ? `.${variant}` : ""}.safetensors`;
+    // diffusers 0.42.1 puts the variant before the shard number (scripts/fixture_sharded.py checks the names).
+    const shardName = `${stem}${variant ? `.${variant}` : ""}-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`;
     const entries: Record<string, unknown> = { __metadata__: { format: "pt" } };
     const parts: Buffer[] = [];
     let offset = 0;
@@ -417,8 +419,8 @@ test.serial('variant "fp16" downloads the fp16 index and its shards', async (t) 
   const snapshot = await downloadPipeline("tiny/sharded", { ...options(cache), variant: "fp16" });
   const unet = listing(snapshot.dir).filter((f) => f.startsWith("unet/") && f !== "unet/config.json");
   t.deepEqual(unet, [
-    "unet/diffusion_pytorch_model-00001-of-00002.fp16.safetensors",
-    "unet/diffusion_pytorch_model-00002-of-00002.fp16.safetensors",
+    "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+    "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
     "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
   ]);
   // Offline, a cache missing a shard the index names is not a whole snapshot.

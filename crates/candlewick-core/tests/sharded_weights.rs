@@ -3,7 +3,9 @@
 //! and an index `<stem>.safetensors.index.json` (`.index.fp16.json` for the fp16 variant) holding
 //! `{"metadata": {"total_size": ...}, "weight_map": {tensor: shard file}}` — the format of
 //! diffusers' `_fetch_index_file` / `_get_checkpoint_shard_files` (diffusers 0.42.1,
-//! utils/hub_utils.py), which read only `weight_map` to find the shards.
+//! utils/hub_utils.py), which read only `weight_map` to find the shards. scripts/fixture_sharded.py
+//! (run by scripts/make_fixtures.py) checks that diffusers loads this split to the single file's
+//! tensors and that its own `save_pretrained` uses these index and shard names.
 //!
 //! The shards are written here from tiny-sd's UNet (test/fixtures/tiny-sd, scripts/make_fixtures.py)
 //! with the safetensors crate; the sharded folder must read to the same tensors, the same image
@@ -87,7 +89,8 @@ fn write_shards(single: &Path, n: usize, variant: Option<&str>) {
     let mut total_size = 0;
     for (i, chunk) in names.chunks(per).enumerate() {
         let shard = match variant {
-            Some(v) => format!("{STEM}-{:05}-of-{n:05}.{v}.safetensors", i + 1),
+            // diffusers 0.42.1's name for a variant's shards (scripts/fixture_sharded.py checks it).
+            Some(v) => format!("{STEM}.{v}-{:05}-of-{n:05}.safetensors", i + 1),
             None => format!("{STEM}-{:05}-of-{n:05}.safetensors", i + 1),
         };
         let views: Vec<(&str, TensorView)> = chunk.iter().map(|name| (*name, file.tensor(name).unwrap())).collect();
