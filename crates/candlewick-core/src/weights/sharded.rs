@@ -88,11 +88,6 @@ impl ShardedFile {
         &self.index
     }
 
-    /// The shard files, in the order first named by the (sorted) weight_map.
-    pub fn shard_names(&self) -> Vec<&str> {
-        self.shards.iter().map(|(name, _)| name.as_str()).collect()
-    }
-
     fn shard_of(&self, name: &str) -> candle_core::Result<&(String, SafetensorsFile<memmap2::Mmap>)> {
         let slot = self.tensors.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() })?;
         Ok(&self.shards[*slot])
