@@ -5,7 +5,7 @@
 
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -34,6 +34,54 @@ const CHECKPOINT_BYTES = readFileSync(CHECKPOINT);
 const PIPELINE_FILES = [...TINY.keys()].filter((f) => !f.includes(".fp16.")).sort();
 const FP16_FILES = [...TINY.keys()].filter((f) => !/(model|diffusion_pytorch_model)\.safetensors$/.test(f)).sort();
 
+
+/**
+ * `file` (a safetensors file) split into `n` shards named as diffusers' `save_pretrained` names
+ * them, with its index: `{"metadata": {"total_size"}, "weight_map": {tensor: shard}}` at
+ * `<stem>.safetensors.index[.variant].json` (diffusers 0.42.1, `_add_variant(SAFE_WEIGHTS_INDEX_NAME)`);
+ * scripts/fixture_sharded.py checks that diffusers loads this split and saves under these names.
+ */
+function shard(path: string, file: Buffer, n: number, variant?: string): [string, Buffer][] {
+  const headerLength = Number(file.readBigUInt64LE(0));
+  const header = JSON.parse(file.subarray(8, 8 + headerLength).toString("utf8")) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  const names = Object.keys(header).filter((k) => k !== "__metadata__").sort();
+  const per = Math.ceil(names.length / n);
+  const folder = path.slice(0, path.lastIndexOf("/") + 1);
+  const stem = "diffusion_pytorch_model";
+  const out: [string, Buffer][] = [];
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  for (let i = 0; i < n; i++) {
+    // diffusers 0.42.1 puts the variant before the shard number (scripts/fixture_sharded.py checks the names).
+    const shardName = `${stem}${variant ? `.${variant}` : ""}-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`;
+    const entries: Record<string, unknown> = { __metadata__: { format: "pt" } };
+    const parts: Buffer[] = [];
+    let offset = 0;
+    for (const name of names.slice(i * per, (i + 1) * per)) {
+      const { dtype, shape, data_offsets: [start, end] } = header[name]!;
+      parts.push(file.subarray(8 + headerLength + start, 8 + headerLength + end));
+      entries[name] = { dtype, shape, data_offsets: [offset, offset + end - start] };
+      offset += end - start;
+      weightMap[name] = shardName;
+    }
+    totalSize += offset;
+    const json = Buffer.from(JSON.stringify(entries));
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    out.push([folder + shardName, Buffer.concat([length, json, ...parts])]);
+  }
+  const index = `${folder}${stem}.safetensors.index${variant ? `.${variant}` : ""}.json`;
+  out.push([index, Buffer.from(JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2))]);
+  return out;
+}
+
+/** tiny-sd with its UNet saved in shards, full precision (3 shards) and fp16 (2), and no single UNet file. */
+const SHARDED = new Map<string, Buffer>([
+  ...[...TINY].filter(([f]) => !f.startsWith("unet/diffusion_pytorch_model")),
+  ...shard("unet/diffusion_pytorch_model.safetensors", TINY.get("unet/diffusion_pytorch_model.safetensors")!, 3),
+  ...shard("unet/diffusion_pytorch_model.fp16.safetensors", TINY.get("unet/diffusion_pytorch_model.fp16.safetensors")!, 2, "fp16"),
+]);
+
 let hub: HubServer;
 
 test.before(async () => {
@@ -44,6 +92,9 @@ test.before(async () => {
   hub.addRepo("tiny/no-unet-weights", { files: noUnet, commit: COMMIT });
   hub.addRepo("tiny/new-name", { files: TINY, commit: COMMIT });
   hub.renamed.set("tiny/old-name", "tiny/new-name");
+  hub.addRepo("tiny/sharded", { files: SHARDED, commit: COMMIT });
+  const lostShard = new Map([...SHARDED].filter(([f]) => f !== "unet/diffusion_pytorch_model-00002-of-00003.safetensors"));
+  hub.addRepo("tiny/lost-shard", { files: lostShard, commit: COMMIT });
   hub.addRepo("tiny/single", { files: new Map([["tiny-sd.safetensors", CHECKPOINT_BYTES], ["README.md", Buffer.from("# one file\n")], ...EXTRAS.slice(1)]), commit: COMMIT });
 });
 
@@ -209,7 +260,7 @@ test.serial("unknown repositories, revisions and missing files are errors that n
   t.is(revision.code, "ERR_CANDLEWICK_HUB_NOT_FOUND");
   t.is(revision.message, `tiny/sd on ${hub.endpoint} has no revision "v9" (HTTP 404 RevisionNotFound)`);
   const weights = await t.throwsAsync(downloadPipeline("tiny/no-unet-weights", options(cache)), { instanceOf: CandlewickError });
-  t.is(weights.message, 'tiny/no-unet-weights (revision "main") lacks files the pipeline needs: unet weights (unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.fp16.safetensors; candlewick reads safetensors only)');
+  t.is(weights.message, 'tiny/no-unet-weights (revision "main") lacks files the pipeline needs: unet weights (unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.fp16.safetensors, or a sharded index unet/diffusion_pytorch_model.safetensors.index.json; candlewick reads safetensors only)');
   t.false(existsSync(join(cache, "models--tiny--no-unet-weights", "blobs")));
 });
 
@@ -338,4 +389,49 @@ const python = (code: string, env: NodeJS.ProcessEnv) =>
   const path = await resolveModel("tiny/single/tiny-sd.safetensors", options(cache));
   const code = `from huggingface_hub import hf_hub_download\nprint(hf_hub_download("tiny/single", "tiny-sd.safetensors", local_files_only=True))`;
   t.is((await python(code, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" })).stdout.trim(), path);
+});
+
+test.serial("a sharded UNet: its index and the shards it names are downloaded, and it generates what the single file does", async (t) => {
+  const cache = cacheDir();
+  const snapshot = await downloadPipeline("tiny/sharded", options(cache));
+  const full = [...SHARDED.keys()].filter((f) => !f.includes("fp16")).sort();
+  t.deepEqual(listing(snapshot.dir), full);
+  t.true(full.includes("unet/diffusion_pytorch_model-00003-of-00003.safetensors") && full.includes("unet/diffusion_pytorch_model.safetensors.index.json"));
+  t.deepEqual([...snapshot.files].sort(), full);
+  for (const file of full) t.true(readFileSync(join(snapshot.dir, file)).equals(SHARDED.get(file)!), file);
+  // Cached: one API call; offline: none.
+  const from = hub.log.length;
+  t.deepEqual((await downloadPipeline("tiny/sharded", options(cache))).downloaded, []);
+  t.is(hub.log.length, from + 1);
+  const offline = await downloadPipeline("tiny/sharded", { ...options(cache), offline: true });
+  t.deepEqual([...offline.files].sort(), full);
+  t.is(hub.log.length, from + 1);
+
+  const generate = { prompt: "a red apple", width: 32, height: 32, numInferenceSteps: 2, seed: 3 };
+  const fromHub = await StableDiffusionPipeline.fromPretrained("tiny/sharded", { ...options(cache), device: "cpu", dtype: "f32" });
+  const local = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f32" });
+  const [[a], [b]] = await Promise.all([fromHub.generate(generate), local.generate(generate)]);
+  t.true(Buffer.from(a!.data).equals(b!.data), "same pixels");
+});
+
+test.serial('variant "fp16" downloads the fp16 index and its shards', async (t) => {
+  const cache = cacheDir();
+  const snapshot = await downloadPipeline("tiny/sharded", { ...options(cache), variant: "fp16" });
+  const unet = listing(snapshot.dir).filter((f) => f.startsWith("unet/") && f !== "unet/config.json");
+  t.deepEqual(unet, [
+    "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+    "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
+    "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
+  ]);
+  // Offline, a cache missing a shard the index names is not a whole snapshot.
+  rmSync(join(snapshot.dir, unet[1]!));
+  const error = await t.throwsAsync(downloadPipeline("tiny/sharded", { ...options(cache), variant: "fp16", offline: true }), { instanceOf: CandlewickError });
+  t.true(error.message.includes(`lacks ${unet[1]}`), error.message);
+});
+
+test.serial("an index naming a shard the repository lacks is an error naming the shard", async (t) => {
+  const cache = cacheDir();
+  const error = await t.throwsAsync(downloadPipeline("tiny/lost-shard", options(cache)), { instanceOf: CandlewickError });
+  t.is(error.code, "ERR_CANDLEWICK_HUB_NOT_FOUND");
+  t.is(error.message, 'tiny/lost-shard (revision "main") lacks files the pipeline needs: unet/diffusion_pytorch_model-00002-of-00003.safetensors (named by its index\'s weight_map)');
 });

@@ -5,13 +5,13 @@
  * alone.
  */
 
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 import { abortError, CandlewickError, HUB, HUB_NOT_FOUND, type AbortSignalLike } from "../errors.js";
 import { downloadBlob } from "./blob.js";
 import { RepoCache, defaultCacheDir, type Env } from "./cache.js";
-import { PIPELINE_FOLDERS, selectPipelineFiles, type Variant } from "./files.js";
+import { PIPELINE_FOLDERS, selectPipelineFiles, shardsOfIndex, type Variant } from "./files.js";
 import { HubClient, defaultEndpoint, defaultToken, type FileMetadata } from "./http.js";
 
 /** Download progress, reported as bytes arrive. */
@@ -104,13 +104,39 @@ async function download(repoId: string, options: HubOptions): Promise<Snapshot> 
     process.emitWarning(`${error.message.split(". ")[0]}; using the cached snapshot ${cached.commit}`, "CandlewickWarning");
     return cached;
   }
-  const { files, missing } = selectPipelineFiles(info.files, options.variant);
+  const { files, missing, indexes } = selectPipelineFiles(info.files, options.variant);
   if (missing.length > 0) throw missingFiles(repoId, revision, missing);
   // A read-only cache that already holds everything still works: the ref is written best-effort.
   await cache.writeRef(revision, info.commit).catch(() => undefined);
 
-  const wanted = files.filter((file) => !existsSync(cache.pointerPath(info.commit, file)));
-  const metas = await Promise.all(wanted.map((file) => client.fileMetadata(info.commit, file)));
+  // Sharded models: their indexes first (small JSON, no progress reported), then the shards they name.
+  const first = await fetchFiles(client, cache, info.commit, indexes);
+  const dir = cache.snapshotDir(info.commit);
+  let shards: string[];
+  try {
+    shards = indexes.flatMap((index) => shardsOfIndex(index, readFileSync(join(dir, index), "utf8")));
+  } catch (error) {
+    throw new CandlewickError(`${repoId} (revision "${revision}"): ${(error as Error).message}`, HUB_NOT_FOUND);
+  }
+  const available = new Set(info.files);
+  const absent = shards.filter((shard) => !available.has(shard));
+  if (absent.length > 0) throw missingFiles(repoId, revision, absent.map((shard) => `${shard} (named by its index's weight_map)`));
+  const second = await fetchFiles(client, cache, info.commit, [...files, ...shards], (file, fileLoaded, fileTotal, done, total) => {
+    options.onDownloadProgress?.({ repoId, file, fileLoaded, fileTotal, loaded: first.bytes + done + fileLoaded, total: first.bytes + total });
+  });
+  return { dir, commit: info.commit, files: [...files, ...indexes, ...shards], downloaded: [...first.wanted, ...second.wanted] };
+}
+
+/** Fetch those of `files` that the snapshot `commit` lacks; `onBytes` gets the bytes so far (of the file, of the files before it) and in all. */
+async function fetchFiles(
+  client: HubClient,
+  cache: RepoCache,
+  commit: string,
+  files: string[],
+  onBytes?: (file: string, fileLoaded: number, fileTotal: number, done: number, total: number) => void,
+): Promise<{ wanted: string[]; bytes: number }> {
+  const wanted = files.filter((file) => !existsSync(cache.pointerPath(commit, file)));
+  const metas = await Promise.all(wanted.map((file) => client.fileMetadata(commit, file)));
   const fetching = metas.filter((meta) => !existsSync(cache.blobPath(meta.etag)));
   const total = fetching.reduce((sum, meta) => sum + (meta.size ?? 0), 0);
   let done = 0;
@@ -118,21 +144,35 @@ async function download(repoId: string, options: HubOptions): Promise<Snapshot> 
     const meta = metas[i] as FileMetadata;
     if (!existsSync(cache.blobPath(meta.etag))) {
       const fileTotal = meta.size ?? 0;
-      await downloadBlob(client, file, meta, cache.blobPath(meta.etag), (fileLoaded) => {
-        options.onDownloadProgress?.({ repoId, file, fileLoaded, fileTotal, loaded: done + fileLoaded, total });
-      });
+      await downloadBlob(client, file, meta, cache.blobPath(meta.etag), (fileLoaded) => onBytes?.(file, fileLoaded, fileTotal, done, total));
       done += fileTotal;
     }
-    await cache.link(meta.etag, info.commit, file);
+    await cache.link(meta.etag, commit, file);
   }
-  return { dir: cache.snapshotDir(info.commit), commit: info.commit, files, downloaded: wanted };
+  return { wanted, bytes: total };
+}
+
+/** The pipeline's files in a snapshot folder, sharded models' shards read from their indexes, and what is missing. */
+function cachedSelection(dir: string, variant: Variant | undefined): { files: string[]; missing: string[] } {
+  const available = snapshotFiles(dir);
+  const { files, missing, indexes } = selectPipelineFiles(available, variant);
+  const present = new Set(available);
+  for (const index of indexes) {
+    files.push(index);
+    try {
+      for (const shard of shardsOfIndex(index, readFileSync(join(dir, index), "utf8"))) (present.has(shard) ? files : missing).push(shard);
+    } catch (error) {
+      missing.push((error as Error).message);
+    }
+  }
+  return { files, missing };
 }
 
 /** The cached snapshot of `revision`, if it holds every file the pipeline needs. */
 function tryFromCache(cache: RepoCache, revision: string, variant: Variant | undefined): Snapshot | undefined {
   const commit = cache.commitFor(revision);
   if (!commit) return undefined;
-  const { files, missing } = selectPipelineFiles(snapshotFiles(cache.snapshotDir(commit)), variant);
+  const { files, missing } = cachedSelection(cache.snapshotDir(commit), variant);
   return missing.length === 0 ? { dir: cache.snapshotDir(commit), commit, files, downloaded: [] } : undefined;
 }
 
@@ -141,7 +181,7 @@ function fromCache(cache: RepoCache, revision: string, variant: Variant | undefi
   if (!commit) {
     throw new CandlewickError(`${cache.repoId} (revision "${revision}") is not in the cache at ${cache.cacheDir}, and ${why}: ${fix}`, HUB);
   }
-  const { files, missing } = selectPipelineFiles(snapshotFiles(cache.snapshotDir(commit)), variant);
+  const { files, missing } = cachedSelection(cache.snapshotDir(commit), variant);
   if (missing.length > 0) {
     throw new CandlewickError(`The cached snapshot ${cache.snapshotDir(commit)} lacks ${missing.join(", ")}, and ${why}: ${fix}`, HUB);
   }

@@ -286,7 +286,8 @@ fn a_missing_weights_file() {
     fs::remove_file(m.path("text_encoder/model.safetensors")).unwrap();
     assert_eq!(
         m.load_error_naming("text_encoder/model.safetensors"),
-        "file not found (nor model.fp16.safetensors); candlewick reads safetensors weights only"
+        "file not found (nor model.fp16.safetensors, nor a sharded index model.safetensors.index.json or \
+         model.safetensors.index.fp16.json); candlewick reads safetensors weights only"
     );
 }
 

@@ -24,7 +24,7 @@ use crate::weights;
 
 type OpenBackend = dyn Fn() -> Result<Box<dyn SimpleBackend>> + Send + Sync;
 
-/// Where a component's weights come from: a safetensors file read as is, or one component of a
+/// Where a component's weights come from: a safetensors file (or sharded index) read as is, or one component of a
 /// single-file checkpoint through its key map. Opened again when the f32 VAE is needed.
 #[derive(Clone)]
 pub struct WeightsSource {
@@ -34,10 +34,11 @@ pub struct WeightsSource {
 }
 
 impl WeightsSource {
-    /// A safetensors file whose names are the model's own.
+    /// A safetensors file whose names are the model's own, or the index of such a file saved in
+    /// shards (as [`weights::find_weights`] finds them).
     pub fn file(path: &Path) -> Self {
         let owned = path.to_path_buf();
-        Self { path: path.to_path_buf(), open: Arc::new(move || Ok(Box::new(weights::open_file(&owned)?) as _)) }
+        Self { path: path.to_path_buf(), open: Arc::new(move || weights::open_backend(&owned)) }
     }
 
     /// A backend made by `open` (a key map over a file already open), reading `path`.
