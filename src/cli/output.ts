@@ -31,10 +31,12 @@ export async function checkOutputFiles(paths: readonly string[]): Promise<void> 
     }
     await writeOutput(path, () => mkdir(dir, { recursive: true }));
     if (await writeOutput(path, () => isFolder(path))) throw new CandlewickError(`cannot write ${path} (EISDIR: it is a folder)`, OUTPUT);
-    // A real write, as the file's will be: permissions, read-only file systems and ACLs all show.
+    // A real write, as the file's will be: permissions, read-only file systems and ACLs all show. The
+    // probe's name is this process's, so that two runs writing to one folder do not remove each other's.
+    const probe = `${path}.${process.pid}.tmp`;
     await writeOutput(path, async () => {
-      await writeFile(`${path}.tmp`, "");
-      await rm(`${path}.tmp`);
+      await writeFile(probe, "");
+      await rm(probe, { force: true });
     });
   }
 }
