@@ -8,6 +8,9 @@ the original (SGM) block numbering (input_blocks_4_1_..., middle_block_1_..., ou
 And test/fixtures/goldens/sdxl_lora_pipeline.{json,safetensors}: StableDiffusionXLPipeline.load_lora_weights of it,
 fuse_lora(lora_scale=0.8), then a 3-step run of the folder's scheduler from fixed latents (image, latents per step),
 and the fused weights of a few layers of each model (unet.*, text_encoder.*, text_encoder_2.*).
+Also single-file/lora_sdxl_peft.safetensors: diffusers' PEFT format from StableDiffusionXLPipeline.save_lora_weights
+(unet.*, text_encoder.*, text_encoder_2.*; lora_alpha != r, so the scale comes from the adapter metadata in the file)
+and goldens/sdxl_lora_peft.safetensors: every weight it changes after load_lora_weights + fuse_lora(lora_scale=0.5).
 """
 
 import json
@@ -75,8 +78,46 @@ def make_lora(pipe):
     print(f"lora_sdxl_kohya: {len(names)} layers ({sum(n.startswith('lora_te2_') for n in names)} in text_encoder_2)")
 
 
+def make_peft():
+    """diffusers' PEFT format through its own saving: random A and B on a copy of the pipeline; then its fused weights."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from fixture_single_file_lora import sorted_sets
+    pipe = StableDiffusionXLPipeline.from_pretrained(TINY)
+    torch.manual_seed(43)
+    configs = {"unet": LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, target_modules=["to_v", "proj_out"]),
+               "text_encoder": LoraConfig(r=2, lora_alpha=1, init_lora_weights=False, target_modules=["v_proj"]),
+               "text_encoder_2": LoraConfig(r=4, lora_alpha=2, init_lora_weights=False, target_modules=["q_proj", "fc1"])}
+    layers, metadata = {}, {}
+    for part, config in configs.items():
+        model = getattr(pipe, part)
+        model.add_adapter(config)
+        layers[f"{part}_lora_layers"] = get_peft_model_state_dict(model)
+        metadata[f"{part}_lora_adapter_metadata"] = sorted_sets(model.peft_config["default"].to_dict())
+    StableDiffusionXLPipeline.save_lora_weights(OUT, weight_name="lora_sdxl_peft.safetensors", safe_serialization=True,
+                                                **layers, **metadata)
+    pipe = StableDiffusionXLPipeline.from_pretrained(TINY)
+    models = {part: getattr(pipe, part) for part in configs}
+    base = {part: {k: v.clone() for k, v in m.state_dict().items()} for part, m in models.items()}
+    pipe.load_lora_weights(OUT, weight_name="lora_sdxl_peft.safetensors", adapter_name="peft")
+    pipe.fuse_lora(lora_scale=0.5)
+    pipe.unload_lora_weights()
+    fused = {}
+    for part, model in models.items():
+        for k, v in model.state_dict().items():
+            if not torch.equal(v, base[part][k]):
+                fused[f"{part}.{k}"] = v.contiguous()
+    counts = {part: sum(k.startswith(part + ".") for k in fused) for part in configs}
+    assert all(counts.values()), counts
+    save_file(fused, os.path.join(GOLDENS, "sdxl_lora_peft.safetensors"))
+    for path in [os.path.join(OUT, "lora_sdxl_peft.safetensors"), os.path.join(GOLDENS, "sdxl_lora_peft.safetensors")]:
+        os.chmod(path, 0o644)
+    print("lora_sdxl_peft: fused layers per model", counts)
+
+
 def main():
     torch.use_deterministic_algorithms(True)
+    make_peft()
     pipe = StableDiffusionXLPipeline.from_pretrained(TINY)
     make_lora(pipe)
     models = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}

@@ -4,7 +4,9 @@
 //! test/fixtures/single-file/lora_sdxl_kohya.safetensors (kohya's SDXL format: lora_te1_*, lora_te2_*,
 //! lora_unet_* in the original block numbering) and goldens/sdxl_lora_pipeline.* (tiny-sdxl's
 //! `StableDiffusionXLPipeline.load_lora_weights` of it, `fuse_lora(lora_scale=0.8)`, a 3-step run from
-//! fixed latents, and some fused weights of each model).
+//! fixed latents, and some fused weights of each model); and lora_sdxl_peft.safetensors (diffusers'
+//! PEFT format from `StableDiffusionXLPipeline.save_lora_weights`, scales in its metadata) with
+//! goldens/sdxl_lora_peft.safetensors (every weight `fuse_lora(lora_scale=0.5)` changes).
 
 mod common;
 
@@ -92,9 +94,9 @@ fn record(component: &str, stem: &str) -> BaseWeights {
     rec
 }
 
-#[test]
-fn the_fused_weights_of_each_model_equal_diffusers() {
-    let golden = goldens(GOLDEN);
+/// `lora`'s fused weights against `golden`'s (`<model>.<weight name>`), within 1e-6: the count per
+/// model, and how many weights candlewick changes in all.
+fn check_fused(lora: &[LoraSpec], golden: &HashMap<String, Tensor>) -> (HashMap<&'static str, usize>, usize) {
     let unet = record("unet", "diffusion_pytorch_model");
     let (text, text_2) = (record("text_encoder", "model"), record("text_encoder_2", "model"));
     let cfg: UNet2DConditionConfig = candlewick_core::config::read_json(&tiny_sdxl().join("unet/config.json")).unwrap();
@@ -106,9 +108,9 @@ fn the_fused_weights_of_each_model_equal_diffusers() {
         text_encoder_2: Some(&text_2),
         device: &Device::Cpu,
     };
-    let deltas = lora::deltas(&lora(), &targets).unwrap();
+    let deltas = lora::deltas(lora, &targets).unwrap();
     let mut checked = HashMap::new();
-    for (key, want) in &golden {
+    for (key, want) in golden {
         let (map, base, part, name) = if let Some(n) = key.strip_prefix("unet.") {
             (&deltas.unet, &unet, "unet", n)
         } else if let Some(n) = key.strip_prefix("text_encoder.") {
@@ -118,12 +120,34 @@ fn the_fused_weights_of_each_model_equal_diffusers() {
         } else {
             continue;
         };
-        let fused = (base.get(name).unwrap() + &map[name]).unwrap();
+        // transformers 5's state_dict() leaves CLIP's `text_model.` out; the files have it.
+        let name = if base.get(name).is_some() { name.to_string() } else { format!("text_model.{name}") };
+        let delta = map.get(&name).unwrap_or_else(|| panic!("{key}: candlewick does not change it"));
+        let fused = (base.get(&name).unwrap() + delta).unwrap();
         assert_close(key, &fused, want, 1e-6);
         *checked.entry(part).or_insert(0) += 1;
     }
+    (checked, deltas.unet.len() + deltas.text_encoder.len() + deltas.text_encoder_2.len())
+}
+
+#[test]
+fn the_fused_weights_of_each_model_equal_diffusers() {
+    let (checked, _) = check_fused(&lora(), &goldens(GOLDEN));
     assert!(checked.len() == 3 && checked.values().all(|&n| n >= 1), "{checked:?}");
-    assert_eq!(deltas.text_encoder_2.len(), 15, "text_encoder_2's layers the LoRA names");
+}
+
+/// The PEFT file's golden holds every weight diffusers' fuse_lora changed: candlewick changes the same
+/// ones, by the same amounts.
+#[test]
+fn a_peft_sdxl_lora_changes_the_weights_diffusers_changes() {
+    let spec = vec![LoraSpec { path: fixtures().join("single-file").join("lora_sdxl_peft.safetensors"), weight: 0.5 }];
+    let golden = goldens("sdxl_lora_peft");
+    let (checked, changed) = check_fused(&spec, &golden);
+    assert_eq!((checked.values().sum::<usize>(), changed), (golden.len(), golden.len()));
+    assert!(checked.len() == 3 && checked["text_encoder_2"] == 10, "{checked:?}");
+    let mut pipe = StableDiffusionPipeline::load(&tiny_sdxl(), &options()).unwrap();
+    pipe.set_loras(&spec).unwrap();
+    assert_eq!(pipe.info().loras, spec);
 }
 
 /// set_loras fuses the LoRA into the loaded pipeline as at load, and [] gives the base image back bit
