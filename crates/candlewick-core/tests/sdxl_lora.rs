@@ -204,6 +204,13 @@ fn loras_for_a_text_encoder_the_model_lacks_are_named() {
         let e = StableDiffusionPipeline::load(&model, &load).err().unwrap().to_string();
         assert!(e.contains(&file) && e.contains(key) && e.contains("does not have"), "{e}");
     }
+    // The whole SDXL LoRA on the refiner: its lora_te1_ layers are named before any other misfit.
+    let mut refiner = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl-refiner"), &options()).unwrap();
+    let e = refiner.set_loras(&lora()).unwrap_err().to_string();
+    assert!(
+        e.contains("lora_sdxl_kohya.safetensors: key lora_te1_") && e.contains("(it has unet, text_encoder_2)"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 

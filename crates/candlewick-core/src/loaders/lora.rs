@@ -77,22 +77,31 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
         }
         let layers = group(&names).map_err(|e| Error::model(&spec.path, e))?;
         let peft = PeftScales::read(&file).map_err(|e| Error::model(&spec.path, e))?;
+        let key_of = |layer: &LoraLayer| {
+            layer.down.as_ref().or(layer.up.as_ref()).or(layer.alpha.as_ref()).cloned().unwrap_or_default()
+        };
+        // A model without a text encoder the file changes (an SDXL LoRA on SD1.x/SD2.x, or on the
+        // refiner) is said first: its other layers would not fit either.
+        if let Some(((target, _), layer)) = layers.iter().find(|((t, _), _)| !has.contains(&t.name())) {
+            return Err(Error::model(
+                &spec.path,
+                format!(
+                    "key {}: changes the {}, which this model does not have (it has {})",
+                    key_of(layer),
+                    target.name(),
+                    has.join(", ")
+                ),
+            ));
+        }
         for ((target, module), layer) in &layers {
-            let key = layer.down.as_ref().or(layer.up.as_ref()).or(layer.alpha.as_ref()).cloned().unwrap_or_default();
+            let key = key_of(layer);
             let (resolver, base, sums) = match target {
                 Target::Unet => (Some(&unet), Some(targets.unet), &mut out.unet),
                 Target::TextEncoder => (text.as_ref(), targets.text_encoder, &mut out.text_encoder),
                 Target::TextEncoder2 => (text_2.as_ref(), targets.text_encoder_2, &mut out.text_encoder_2),
             };
             let (Some(resolver), Some(base)) = (resolver, base) else {
-                return Err(Error::model(
-                    &spec.path,
-                    format!(
-                        "key {key}: changes the {}, which this model does not have (it has {})",
-                        target.name(),
-                        has.join(", ")
-                    ),
-                ));
+                return Err(Error::Internal(format!("{key}: no {} to change", target.name())));
             };
             let weight_name = resolver.weight(module).ok_or_else(|| {
                 Error::model(
