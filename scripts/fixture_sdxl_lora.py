@@ -93,7 +93,9 @@ def make_peft():
         model = getattr(pipe, part)
         model.add_adapter(config)
         layers[f"{part}_lora_layers"] = get_peft_model_state_dict(model)
-        metadata[f"{part}_lora_adapter_metadata"] = sorted_sets(model.peft_config["default"].to_dict())
+        config = sorted_sets(model.peft_config["default"].to_dict())
+        config["base_model_name_or_path"] = "test/fixtures/tiny-sdxl"  # not this machine's path
+        metadata[f"{part}_lora_adapter_metadata"] = config
     StableDiffusionXLPipeline.save_lora_weights(OUT, weight_name="lora_sdxl_peft.safetensors", safe_serialization=True,
                                                 **layers, **metadata)
     pipe = StableDiffusionXLPipeline.from_pretrained(TINY)
