@@ -285,6 +285,9 @@ def main():
     # SDXL base and refiner single files, from tiny-sdxl / tiny-sdxl-refiner (fixture_families.py above).
     import fixture_single_file_sdxl
     fixture_single_file_sdxl.main()
+    # A kohya SDXL LoRA (both text encoders and the UNet) and diffusers' fused run of it on tiny-sdxl.
+    import fixture_sdxl_lora
+    fixture_sdxl_lora.main()
     # Checks only: the sharded folders the tests write are diffusers' format (fixture_sharded.py).
     import fixture_sharded
     fixture_sharded.main()

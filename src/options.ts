@@ -119,10 +119,11 @@ export interface LoadOptions extends HubOptions {
    */
   vae?: string;
   /**
-   * LoRAs fused into the UNet's and the text encoder's weights at load (diffusers'
+   * LoRAs fused into the UNet's and the text encoders' weights at load (diffusers'
    * `load_lora_weights` + `set_adapters(names, weights)` + `fuse_lora()`): kohya/A1111 files
-   * (`lora_unet_*`, `lora_te_*`, with alphas; LoCon convolution layers) and diffusers/PEFT files
-   * (`unet.*.lora_A.weight`). Fused, they cost nothing per step. `pipe.setLoras` replaces them
+   * (`lora_unet_*`, `lora_te_*`, SDXL's `lora_te1_*`/`lora_te2_*`, with alphas; LoCon convolution
+   * layers) and diffusers/PEFT files (`unet.*.lora_A.weight`, `text_encoder_2.*`). Fused, they cost
+   * nothing per step. `pipe.setLoras` replaces them
    * later. Default: none.
    */
   loras?: LoraInput[];

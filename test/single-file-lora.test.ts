@@ -1,7 +1,8 @@
 // Single-file checkpoints and LoRA through the public API and the CLI. Fixtures and goldens:
 // scripts/fixture_single_file_lora.py (test/fixtures/single-file/, goldens/lora_pipeline.*,
 // goldens/single_file_pipeline.*, made with diffusers' from_single_file and load_lora_weights +
-// fuse_lora); the Rust test crates/candlewick-core/tests/single_file_lora.rs checks them step by step.
+// fuse_lora; scripts/fixture_sdxl_lora.py's SDXL LoRA and goldens/sdxl_lora_pipeline.*); the Rust tests
+// crates/candlewick-core/tests/single_file_lora.rs and sdxl_lora.rs check them step by step.
 
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -70,6 +71,28 @@ test("LoRAs fuse at load as diffusers' fuse_lora, are replaced by setLoras and r
   const [again] = await pipe.generate(options);
   t.deepEqual(again!.data, fused!.data);
   await pipe.dispose();
+});
+
+// SDXL LoRA (scripts/fixture_sdxl_lora.py; crates/candlewick-core/tests/sdxl_lora.rs checks it step by step
+// and weight by weight): kohya's lora_te1_/lora_te2_/lora_unet_ fused into tiny-sdxl as diffusers' fuse_lora(0.8).
+test("an SDXL LoRA fuses into both text encoders as diffusers' fuse_lora, and a model without one says so", async (t) => {
+  const sdxl = join(ROOT, "test/fixtures/tiny-sdxl");
+  const lora = [{ path: join(DIR, "lora_sdxl_kohya.safetensors"), weight: 0.8 }];
+  const pipe = await StableDiffusionPipeline.fromPretrained(sdxl, { device: "cpu", dtype: "f32", loras: lora });
+  const { options, pixels } = goldenCall("sdxl_lora_pipeline");
+  const [fused] = await pipe.generate(options);
+  t.true(maxDiff(fused!.data, pixels) <= 1);
+  await pipe.setLoras([]);
+  const [plain] = await pipe.generate(options);
+  t.true(maxDiff(plain!.data, pixels) > 1, "without the LoRA the image must differ");
+  await pipe.dispose();
+
+  const refiner = await StableDiffusionPipeline.fromPretrained(join(ROOT, "test/fixtures/tiny-sdxl-refiner"), { device: "cpu", dtype: "f32" });
+  const error = await t.throwsAsync(refiner.setLoras(lora), { instanceOf: CandlewickError });
+  t.is(error!.code, "ERR_CANDLEWICK_MODEL");
+  t.regex(error!.message, /lora_sdxl_kohya\.safetensors: key \S+: .*\(it has unet, text_encoder_2\)/);
+  t.deepEqual(refiner.info.loras, []);
+  await refiner.dispose();
 });
 
 test("pickled checkpoints are refused with the reason and a way to convert them", async (t) => {

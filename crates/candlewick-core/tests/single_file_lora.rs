@@ -188,8 +188,13 @@ fn the_fused_weights_equal_diffusers() {
     let cfg: candlewick_core::models::unet_2d_condition::UNet2DConditionConfig =
         candlewick_core::config::read_json(&tiny_sd().join("unet/config.json")).unwrap();
     let layout = candlewick_core::loaders::single_file_keys::UnetLayout::new(&[2, 2], &cfg.up_block_types);
-    let targets =
-        lora::LoraTargets { unet: &unet_base, unet_layout: &layout, text_encoder: &text_base, device: &Device::Cpu };
+    let targets = lora::LoraTargets {
+        unet: &unet_base,
+        unet_layout: &layout,
+        text_encoder: Some(&text_base),
+        text_encoder_2: None,
+        device: &Device::Cpu,
+    };
     let deltas = lora::deltas(&loras(), &targets).unwrap();
     let mut checked = 0;
     for (key, want) in &golden {

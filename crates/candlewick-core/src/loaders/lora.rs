@@ -30,13 +30,18 @@ pub struct LoraSpec {
 pub struct LoraDeltas {
     pub unet: HashMap<String, Tensor>,
     pub text_encoder: HashMap<String, Tensor>,
+    /// SDXL's `text_encoder_2`.
+    pub text_encoder_2: HashMap<String, Tensor>,
 }
 
 /// The models a LoRA can change, as built.
 pub struct LoraTargets<'a> {
     pub unet: &'a BaseWeights,
     pub unet_layout: &'a UnetLayout,
-    pub text_encoder: &'a BaseWeights,
+    /// None for SDXL's refiner layout (`text_encoder_2` alone).
+    pub text_encoder: Option<&'a BaseWeights>,
+    /// SDXL's `text_encoder_2`; None for SD1.x/SD2.x.
+    pub text_encoder_2: Option<&'a BaseWeights>,
     /// Where the deltas are computed (the models' device).
     pub device: &'a Device,
 }
@@ -45,7 +50,16 @@ pub struct LoraTargets<'a> {
 /// key that is not a LoRA key, a layer the model does not have, shapes that do not fit it.
 pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
     let unet = Resolver::new(&targets.unet.names(), Some(targets.unet_layout));
-    let text = Resolver::new(&targets.text_encoder.names(), None);
+    let resolver = |base: Option<&BaseWeights>| base.map(|b| Resolver::new(&b.names(), None));
+    let (text, text_2) = (resolver(targets.text_encoder), resolver(targets.text_encoder_2));
+    let has: Vec<&str> = [
+        Some(Target::Unet.name()),
+        text.as_ref().map(|_| Target::TextEncoder.name()),
+        text_2.as_ref().map(|_| Target::TextEncoder2.name()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut out = LoraDeltas::default();
     for spec in specs {
         if !spec.weight.is_finite() {
@@ -63,12 +77,32 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
         }
         let layers = group(&names).map_err(|e| Error::model(&spec.path, e))?;
         let peft = PeftScales::read(&file).map_err(|e| Error::model(&spec.path, e))?;
+        let key_of = |layer: &LoraLayer| {
+            layer.down.as_ref().or(layer.up.as_ref()).or(layer.alpha.as_ref()).cloned().unwrap_or_default()
+        };
+        // A model without a text encoder the file changes (an SDXL LoRA on SD1.x/SD2.x, or on the
+        // refiner) is said first: its other layers would not fit either.
+        if let Some(((target, _), layer)) = layers.iter().find(|((t, _), _)| !has.contains(&t.name())) {
+            return Err(Error::model(
+                &spec.path,
+                format!(
+                    "key {}: changes the {}, which this model does not have (it has {})",
+                    key_of(layer),
+                    target.name(),
+                    has.join(", ")
+                ),
+            ));
+        }
         for ((target, module), layer) in &layers {
+            let key = key_of(layer);
             let (resolver, base, sums) = match target {
-                Target::Unet => (&unet, targets.unet, &mut out.unet),
-                Target::TextEncoder => (&text, targets.text_encoder, &mut out.text_encoder),
+                Target::Unet => (Some(&unet), Some(targets.unet), &mut out.unet),
+                Target::TextEncoder => (text.as_ref(), targets.text_encoder, &mut out.text_encoder),
+                Target::TextEncoder2 => (text_2.as_ref(), targets.text_encoder_2, &mut out.text_encoder_2),
             };
-            let key = layer.down.as_ref().or(layer.up.as_ref()).or(layer.alpha.as_ref()).cloned().unwrap_or_default();
+            let (Some(resolver), Some(base)) = (resolver, base) else {
+                return Err(Error::Internal(format!("{key}: no {} to change", target.name())));
+            };
             let weight_name = resolver.weight(module).ok_or_else(|| {
                 Error::model(
                     &spec.path,
@@ -173,7 +207,7 @@ impl PeftScales {
             serde_json::from_str(text).map_err(|e| format!("its lora_adapter_metadata is not a JSON object: {e}"))?;
         let mut configs: HashMap<&'static str, serde_json::Map<String, serde_json::Value>> = HashMap::new();
         for (key, value) in all {
-            for target in [Target::Unet, Target::TextEncoder] {
+            for target in [Target::Unet, Target::TextEncoder, Target::TextEncoder2] {
                 if let Some(field) = key.strip_prefix(target.name()).and_then(|k| k.strip_prefix('.')) {
                     configs.entry(target.name()).or_default().insert(field.to_string(), value.clone());
                 }

@@ -15,6 +15,9 @@ use super::single_file_keys::{unet_key, UnetLayout};
 pub enum Target {
     Unet,
     TextEncoder,
+    /// SDXL's second text encoder (`CLIPTextModelWithProjection`): kohya's `lora_te2_`, PEFT's
+    /// `text_encoder_2.`.
+    TextEncoder2,
 }
 
 impl Target {
@@ -22,6 +25,7 @@ impl Target {
         match self {
             Self::Unet => "unet",
             Self::TextEncoder => "text_encoder",
+            Self::TextEncoder2 => "text_encoder_2",
         }
     }
 }
@@ -41,7 +45,7 @@ pub type Layers = BTreeMap<(Target, Module), LoraLayer>;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Module {
-    /// kohya's underscored name without `lora_unet_` / `lora_te_`.
+    /// kohya's underscored name without `lora_unet_` / `lora_te_` / `lora_te1_` / `lora_te2_`.
     Kohya(String),
     /// A dotted diffusers module name (`down_blocks.0.attentions.0.proj_in`).
     Dotted(String),
@@ -71,7 +75,14 @@ enum Part {
 }
 
 fn parse(name: &str) -> Result<(Target, Module, Part), String> {
-    for (prefix, target) in [("lora_unet_", Target::Unet), ("lora_te_", Target::TextEncoder)] {
+    // SDXL's kohya files name the text encoders lora_te1_ (text_encoder) and lora_te2_ (text_encoder_2).
+    const PREFIXES: [(&str, Target); 4] = [
+        ("lora_unet_", Target::Unet),
+        ("lora_te_", Target::TextEncoder),
+        ("lora_te1_", Target::TextEncoder),
+        ("lora_te2_", Target::TextEncoder2),
+    ];
+    for (prefix, target) in PREFIXES {
         if let Some(rest) = name.strip_prefix(prefix) {
             let (module, suffix) =
                 rest.split_once('.').ok_or_else(|| format!("key {name}: has no .lora_down/.lora_up/.alpha part"))?;
@@ -84,18 +95,17 @@ fn parse(name: &str) -> Result<(Target, Module, Part), String> {
             return Ok((target, Module::Kohya(module.to_string()), part));
         }
     }
-    if name.starts_with("lora_te1_") || name.starts_with("lora_te2_") || name.starts_with("text_encoder_2.") {
-        return Err(format!("key {name}: is an SDXL LoRA's (two text encoders); this model is SD1.x/SD2.x"));
-    }
     let (target, rest) = if let Some(rest) = name.strip_prefix("unet.") {
         (Target::Unet, rest)
+    } else if let Some(rest) = name.strip_prefix("text_encoder_2.") {
+        (Target::TextEncoder2, rest)
     } else if let Some(rest) = name.strip_prefix("text_encoder.") {
         (Target::TextEncoder, rest)
     } else if ["down_blocks.", "mid_block.", "up_blocks."].iter().any(|p| name.starts_with(p)) {
         (Target::Unet, name) // attention processors saved alone (diffusers' save_attn_procs)
     } else {
         return Err(format!(
-            "key {name}: is not a LoRA key candlewick knows (kohya's lora_unet_/lora_te_, or diffusers' unet./text_encoder.)"
+            "key {name}: is not a LoRA key candlewick knows (kohya's lora_unet_/lora_te_/lora_te1_/lora_te2_, or diffusers' unet./text_encoder./text_encoder_2.)"
         ));
     };
     const SUFFIXES: &[(&str, Part)] = &[
@@ -213,6 +223,17 @@ mod tests {
         assert_eq!(layers.len(), 3);
         let kohya = &layers[&(Target::Unet, Module::Kohya("down_blocks_0_attentions_0_proj_in".into()))];
         assert!(kohya.down.is_some() && kohya.up.is_some() && kohya.alpha.is_some());
+        let sdxl: Vec<String> = [
+            "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
+            "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
+            "text_encoder_2.text_model.encoder.layers.0.mlp.fc1.lora_B.weight",
+            "text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_B.weight",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let targets: Vec<Target> = group(&sdxl).unwrap().keys().map(|(t, _)| *t).collect();
+        assert_eq!(targets, [Target::TextEncoder, Target::TextEncoder, Target::TextEncoder2, Target::TextEncoder2]);
         assert!(layers.contains_key(&(
             Target::Unet,
             Module::Dotted("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0".into())
@@ -224,7 +245,6 @@ mod tests {
         for (key, says) in [
             ("model.diffusion_model.out.2.weight", "is not a LoRA key"),
             ("lora_unet_x.hada_w1_a", "LoHa"),
-            ("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", "SDXL"),
             ("lora_unet_x.lora_mid.weight", "lora_mid"),
         ] {
             let e = group(&[key.to_string()]).unwrap_err();

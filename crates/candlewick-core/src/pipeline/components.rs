@@ -32,7 +32,7 @@ pub struct Loaded<M, C> {
     pub config: C,
     /// Where its weights were read from.
     pub source: WeightsSource,
-    /// The tensors it was built from, by name (recorded for the UNet and the text encoder: LoRA
+    /// The tensors it was built from, by name (recorded for the UNet and the text encoders: LoRA
     /// rebuilds them from these, not from the file).
     pub base: BaseWeights,
 }
@@ -67,7 +67,7 @@ pub struct Components {
     pub target: DeviceChoice,
     /// The GPU paths, resolved for this device and dtype and installed on the loading thread.
     pub cuda: Resolved,
-    /// The LoRAs fused into the UNet and the text encoder.
+    /// The LoRAs fused into the UNet and the text encoders.
     pub loras: Vec<LoraSpec>,
 }
 
@@ -300,8 +300,8 @@ impl Components {
 }
 
 /// One model component from its config and weights, built on the target device, timed under the
-/// component's name in start-up profiles. The UNet's and the (first) text encoder's tensors are
-/// recorded (`base`) for LoRA.
+/// component's name in start-up profiles. The UNet's and the text encoders' tensors are recorded
+/// (`base`) for LoRA.
 fn load<M, C>(
     component: &'static str,
     source: WeightsSource,
@@ -311,7 +311,7 @@ fn load<M, C>(
 ) -> Result<Loaded<M, C>> {
     let backend = source.backend()?;
     let (vb, base) = match component {
-        "vae" | "text_encoder_2" => {
+        "vae" => {
             (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
         }
         _ => Recorder::wrap(backend, target.dtype, &target.device),
@@ -328,40 +328,54 @@ fn load<M, C>(
 }
 
 impl Components {
-    /// Fuse `loras` into the UNet and the text encoder, replacing the LoRAs fused before (an empty
-    /// list restores the base weights). The models are rebuilt from the tensors recorded at load,
-    /// not from the files. On error the models are left as they were.
+    /// Fuse `loras` into the UNet and the text encoders (SDXL's `text_encoder_2` too), replacing the
+    /// LoRAs fused before (an empty list restores the base weights). The models are rebuilt from the
+    /// tensors recorded at load, not from the files. On error the models are left as they were.
     pub fn set_loras(&mut self, loras: &[LoraSpec]) -> Result<()> {
         if loras.is_empty() && self.loras.is_empty() {
             return Ok(());
         }
-        let Some(text) = self.text_encoder.as_ref() else {
-            return Err(Error::Internal("LoRAs need the first text encoder (not SDXL's refiner layout)".into()));
-        };
         let c = &self.unet.config;
         let layers = c.layers_per_block.per_block(c.down_block_types.len(), "layers_per_block")?;
         let layout = UnetLayout::new(&layers, &c.up_block_types);
         let targets = LoraTargets {
             unet: &self.unet.base,
             unet_layout: &layout,
-            text_encoder: &text.base,
+            text_encoder: self.text_encoder.as_ref().map(|t| &t.base),
+            text_encoder_2: self.text_encoder_2.as_ref().map(|t| &t.text_encoder.base),
             device: &self.target.device,
         };
         let deltas = lora::deltas(loras, &targets)?;
         let (dtype, device) = (self.target.dtype, &self.target.device);
-        let vb = text.base.rebuild(deltas.text_encoder, dtype, device);
-        let mut text_encoder = weights::with_file(&text.source.path, || ClipTextTransformer::new(vb, &text.config))?;
-        // Textual inversion rows were appended to the token table at load; the rebuilt table has
-        // the file's rows only, so the added ones are carried over.
-        let (had, has) = (text.model.token_embedding_rows()?, text_encoder.token_embedding_rows()?);
-        if had > has {
-            let added = text.model.token_embedding_table().narrow(0, has, had - has)?;
-            text_encoder.set_token_embeddings_from(has, &added)?;
-        }
+        let text_encoder = match self.text_encoder.as_ref() {
+            None => None,
+            Some(text) => {
+                let vb = text.base.rebuild(deltas.text_encoder, dtype, device);
+                let mut rebuilt = weights::with_file(&text.source.path, || ClipTextTransformer::new(vb, &text.config))?;
+                // Textual inversion rows were appended to the token table at load; the rebuilt
+                // table has the file's rows only, so the added ones are carried over.
+                let (had, has) = (text.model.token_embedding_rows()?, rebuilt.token_embedding_rows()?);
+                if had > has {
+                    let added = text.model.token_embedding_table().narrow(0, has, had - has)?;
+                    rebuilt.set_token_embeddings_from(has, &added)?;
+                }
+                Some(rebuilt)
+            }
+        };
+        let text_encoder_2 = match self.text_encoder_2.as_ref().map(|t| &t.text_encoder) {
+            None => None,
+            Some(text) => {
+                let vb = text.base.rebuild(deltas.text_encoder_2, dtype, device);
+                Some(weights::with_file(&text.source.path, || ClipTextModelWithProjection::new(vb, &text.config))?)
+            }
+        };
         let vb = self.unet.base.rebuild(deltas.unet, dtype, device);
         let unet = weights::with_file(&self.unet.source.path, || UNet2DConditionModel::new(vb, &self.unet.config))?;
-        if let Some(text) = self.text_encoder.as_mut() {
-            text.model = text_encoder;
+        if let (Some(text), Some(model)) = (self.text_encoder.as_mut(), text_encoder) {
+            text.model = model;
+        }
+        if let (Some(text), Some(model)) = (self.text_encoder_2.as_mut(), text_encoder_2) {
+            text.text_encoder.model = model;
         }
         self.unet.model = unet;
         self.loras = loras.to_vec();
