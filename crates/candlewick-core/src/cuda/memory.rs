@@ -3,6 +3,15 @@
 //! graphs (`cuda::graph`): PyTorch's `memory_allocated`, `max_memory_allocated` and
 //! `memory_reserved`, for the benchmarks and for callers who size their batches. The CUDA
 //! context and the libraries' own buffers (cuBLAS) are not included.
+//!
+//! The pool and the graphs each keep their own high-water mark, so their sum over-states the peak
+//! when the two peaked at different times (a UNet step's activations live in graph memory, the VAE
+//! decode's in the pool). A pipeline marks its phase boundaries ([`phase_boundary`]): the sum of
+//! the highs so far is carried and both marks restart there, so that the peak reported is the
+//! highest phase's, and there only the one that changes in it is at its high. At the end of the
+//! denoising loop the boundary also gives the graphs' idle memory back to the driver
+//! (`cuDeviceGraphMemTrim`), so that the decode does not run beside the UNet's activations
+//! (`CANDLEWICK_TRIM_GRAPH_MEMORY=0` keeps it, for the A/B).
 
 use crate::error::{Error, Result};
 
@@ -29,6 +38,26 @@ pub fn reset_peak(ordinal: usize) -> Result<()> {
     reset?.ok_or_else(no_cuda)
 }
 
+/// A pipeline's phase boundary on `device` (after its work there has finished): the peak so far
+/// is carried and the high-water marks restart; with `trim_graphs`, the memory captured graphs hold
+/// between their runs goes back to the driver (unless `CANDLEWICK_TRIM_GRAPH_MEMORY=0`). Nothing on
+/// a CPU device or a CPU-only build.
+pub fn phase_boundary(device: &candle_core::Device, trim_graphs: bool) -> Result<()> {
+    if !matches!(device, candle_core::Device::Cuda(_)) {
+        return Ok(());
+    }
+    let done: Result<Option<()>> =
+        crate::cuda::features::built!("cuda", imp::phase_boundary(device, trim_graphs && trim_enabled()));
+    done.map(|_| ())
+}
+
+/// Whether graph memory is trimmed at the end of the denoising loop (on unless
+/// `CANDLEWICK_TRIM_GRAPH_MEMORY=0`; read once).
+fn trim_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_TRIM_GRAPH_MEMORY").map_or(true, |v| v != "0"))
+}
+
 fn no_cuda() -> Error {
     Error::Device("this build of candlewick was compiled without CUDA: there is no GPU memory to report".into())
 }
@@ -37,6 +66,14 @@ fn no_cuda() -> Error {
 mod imp {
     use super::*;
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Per device ordinal, the highest peak of the phases closed since the last reset.
+    static CARRIED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+    fn carried(ordinal: usize) -> Option<&'static AtomicU64> {
+        CARRIED.get(ordinal)
+    }
 
     /// The device and its default memory pool, looked up once per call.
     fn device_and_pool(ordinal: usize) -> Result<(sys::CUdevice, sys::CUmemoryPool)> {
@@ -70,14 +107,41 @@ mod imp {
         use sys::CUmemPool_attribute::*;
         let (device, pool) = device_and_pool(ordinal)?;
         let both = |p, g| -> Result<u64> { Ok(pool_attribute(pool, p)? + graph_attribute(device, g)?) };
+        let phase_peak = both(CU_MEMPOOL_ATTR_USED_MEM_HIGH, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?;
         Ok(GpuMemory {
             used: both(CU_MEMPOOL_ATTR_USED_MEM_CURRENT, CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT)?,
-            peak_used: both(CU_MEMPOOL_ATTR_USED_MEM_HIGH, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?,
+            peak_used: phase_peak.max(carried(ordinal).map_or(0, |c| c.load(Ordering::Relaxed))),
             reserved: both(CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT)?,
         })
     }
 
+    pub fn phase_boundary(device: &candle_core::Device, trim_graphs: bool) -> Result<()> {
+        let candle_core::Device::Cuda(cuda) = device else { return Ok(()) };
+        let ordinal = cuda.cuda_stream().context().ordinal();
+        let peak = usage(ordinal)?.peak_used;
+        if let Some(c) = carried(ordinal) {
+            c.fetch_max(peak, Ordering::Relaxed);
+        }
+        restart_highs(ordinal)?;
+        if trim_graphs {
+            let (device, _) = device_and_pool(ordinal)?;
+            // SAFETY: `device` came from cuDeviceGet; memory of graphs running or queued is kept.
+            unsafe { sys::cuDeviceGraphMemTrim(device) }
+                .result()
+                .map_err(|e| Error::Device(format!("cannot trim the CUDA graphs' memory on cuda:{ordinal}: {e}")))?;
+        }
+        Ok(())
+    }
+
     pub fn reset_peak(ordinal: usize) -> Result<()> {
+        if let Some(c) = carried(ordinal) {
+            c.store(0, Ordering::Relaxed);
+        }
+        restart_highs(ordinal)
+    }
+
+    /// Both high-water marks restart at the current use.
+    fn restart_highs(ordinal: usize) -> Result<()> {
         let (device, pool) = device_and_pool(ordinal)?;
         // SAFETY: both high-water marks take a cuuint64_t; 0 is the only value they accept (a reset).
         let mut zero = 0u64;

@@ -319,7 +319,7 @@ impl StableDiffusionPipeline {
         )?;
         warnings.extend(self.denoiser.take_graph_failure());
         warnings.extend(self.prompt_encoder.take_graph_failure());
-        let denoise = clock.lap()?;
+        let denoise = clock.lap_releasing_graph_memory()?;
         if options.output_latents {
             let latents = FinalLatents { shape, data: latents.flatten_all()?.to_vec1::<f32>()? };
             let timings = PhaseTimings { text_encoder, denoise, decode: 0.0 };
@@ -518,10 +518,20 @@ impl<'a> PhaseClock<'a> {
         Ok(Self { device, since: Instant::now() })
     }
 
+    /// Also a phase boundary of the GPU memory peak (`cuda::memory::phase_boundary`).
     fn lap(&mut self) -> Result<f64> {
         self.device.synchronize()?;
         let seconds = self.since.elapsed().as_secs_f64();
+        crate::cuda::memory::phase_boundary(self.device, false)?;
         self.since = Instant::now();
+        Ok(seconds)
+    }
+
+    /// [`Self::lap`] after the denoising loop: the captured graphs' memory, idle until the next
+    /// call, goes back to the driver before the VAE decode allocates its own.
+    fn lap_releasing_graph_memory(&mut self) -> Result<f64> {
+        let seconds = self.lap()?;
+        crate::cuda::memory::phase_boundary(self.device, true)?;
         Ok(seconds)
     }
 }
