@@ -7,6 +7,13 @@
 #                     1 step, guidance 0, Euler ancestral trailing): candlewick (bench.mjs) then diffusers
 #                     eager and torch.compile (anchor_families.py), same call
 #   PART=sdxl-tf32    sdxl-parity's f16 check and sdxl-speed's 1024 rows (diffusers at batch 1) after the TF32 decode
+#   PART=sdxl-round2  (session 13) a fresh SDXL-shaped model, then sdxl-speed's candlewick rows with the graphs'
+#                     memory trimmed before the decode (and without, CANDLEWICK_TRIM_GRAPH_MEMORY=0, batch 1),
+#                     SDXL-Turbo's, and diffusers eager at batch 1 and 4, same call
+#   PART=sdxl-compiled diffusers torch.compile at batch 1 and 4 and SDXL-Turbo eager/compiled, with candlewick's
+#                     batch 1 again in the same call (run after sdxl-round2 on the same warm machine)
+#   PART=sdxl-kernels Nsight Compute kernel times of one SDXL UNet step at 1024 (a 1-step and a 2-step call,
+#                     graphs off; kernels.py takes the difference)
 #   PART=sd2-speed    SD 2.1's shapes: 768x768, 50 steps (v-prediction DDIM), then SD-Turbo's use (512x512,
 #                     4 steps, guidance 0, Euler ancestral trailing), both systems
 # Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
@@ -55,6 +62,29 @@ sdxl-tf32)  # after the upcast VAE decode moved to TF32 convolutions: f16 parity
   timeout 150 $W/full_size_check /tmp/sdxl --device cuda --dtype f16 --out "$OUT/sdxl-parity-f16.json" 2>&1 \
     | grep -E '"(check|image_psnr_db|image_values_within_1_of_255|latents_step_19|seconds_call)"|rror'
   speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,compiled:b1 ;;
+sdxl-round2)
+  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  stage "sdxl-1024: candlewick, graphs' memory kept (CANDLEWICK_TRIM_GRAPH_MEMORY=0)"
+  CANDLEWICK_TRIM_GRAPH_MEMORY=0 SIZE=1024 STEPS=30 GUIDANCE=5 WHICH=fp16+flash+graphs timeout 200 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-1024-keep-candlewick.json" 2>&1 | quiet | tail -3
+  speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,eager:b4
+  stage "sdxl-turbo-512: candlewick"
+  SIZE=512 STEPS=1 GUIDANCE=0 SCHEDULER="$TURBO" WHICH=fp16+flash+graphs timeout 120 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-turbo-512-candlewick.json" 2>&1 | quiet | tail -3 ;;
+sdxl-compiled)
+  stage "sdxl-1024: candlewick batch 1 (beside the compiled rows)"
+  SIZE=1024 STEPS=30 GUIDANCE=5 WHICH=fp16+flash+graphs timeout 150 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-1024-b1-candlewick.json" 2>&1 | quiet | tail -3
+  stage "sdxl-1024: diffusers torch.compile"
+  timeout 330 python3 bench/gpu/anchor_families.py /tmp/sdxl "$OUT/sdxl-1024-compiled-diffusers.jsonl" compiled:b1,compiled:b4 --size 1024 --steps 30 --guidance 5 2>&1 | quiet | tail -4
+  stage "sdxl-turbo-512: diffusers"
+  timeout 150 python3 bench/gpu/anchor_families.py /tmp/sdxl "$OUT/sdxl-turbo-512-diffusers.jsonl" eager:b1,compiled:b1 --size 512 --steps 1 --guidance 0 --scheduler euler-a-trailing 2>&1 | quiet | tail -4 ;;
+sdxl-kernels)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  for steps in 1 2; do
+    stage "ncu: SDXL 1024, $steps step(s), graphs off"
+    SIZE=1024 STEPS=$steps timeout 260 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --csv --print-units base --log-file "$OUT/sdxl-ncu-$steps.csv" node bench/gpu/kernels.mjs /tmp/sdxl > "$OUT/sdxl-ncu-$steps.txt" 2>&1
+    echo "steps=$steps rc=$? $(wc -l < "$OUT/sdxl-ncu-$steps.csv") lines"; tail -2 "$OUT/sdxl-ncu-$steps.txt"
+  done
+  STEP_DIFF=1 python3 bench/gpu/kernels.py "$OUT/sdxl-ncu-1.csv" "$OUT/sdxl-ncu-2.csv" "$OUT/sdxl-kernels.json" ;;
 sd2-speed)
   [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
   speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
