@@ -15,13 +15,14 @@ in fixture_families.py's layout (read by crates/candlewick-core/tests/families.r
   sdxl_refiner_prompt_2 the refiner's image to image with both second prompts set: the same run as without them
 """
 
+import json
 import os
 
 import torch
 from PIL import Image
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-from fixture_families import NEGATIVE, PROMPT, run
+from fixture_families import NEGATIVE, PROMPT, run, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIXTURES = os.path.join(ROOT, "test", "fixtures")
@@ -71,6 +72,12 @@ def main():
     run(refiner, GOLDENS, "sdxl_refiner_prompt_2", {"model": "tiny-sdxl-refiner", "scheduler": None,
                                                      "image": "images/input.png"},
         **call, prompt_2=PROMPT_2, negative_prompt_2=NEGATIVE_2)
+    for name in ("sdxl_prompt_2", "sdxl_prompt_2_zeros", "sdxl_refiner_prompt_2"):
+        path = os.path.join(GOLDENS, f"family_{name}.json")
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta["about"] = meta["about"].replace("scripts/fixture_families.py", "scripts/fixture_sdxl_prompt_2.py")
+        write_json(path, meta)
 
 
 if __name__ == "__main__":
