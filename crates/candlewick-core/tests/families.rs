@@ -245,7 +245,7 @@ fn family_options_are_checked() {
     let msg = error(&sd2, GenerateOptions { prompt_2: Some(vec!["a cat".into()]), ..base.clone() });
     assert_eq!(
         msg,
-        "Expected an SDXL model (StableDiffusionXLPipeline: a second text encoder, text_encoder_2) for prompt_2 but received a model with one text encoder"
+        "Expected an SDXL model (StableDiffusionXLPipeline, with a second text encoder) for prompt_2 but received a model with one text encoder"
     );
     let msg = error(&sd2, GenerateOptions { negative_prompt_2: Some(vec!["dark".into()]), ..base.clone() });
     assert!(msg.contains("for negative_prompt_2 but received a model with one text encoder"), "{msg}");

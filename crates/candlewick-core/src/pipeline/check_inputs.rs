@@ -142,7 +142,7 @@ impl StableDiffusionPipeline {
             {
                 if set {
                     return Err(expected(
-                        "an SDXL model (StableDiffusionXLPipeline: a second text encoder, text_encoder_2)",
+                        "an SDXL model (StableDiffusionXLPipeline, with a second text encoder)",
                         name,
                         "a model with one text encoder",
                     ));
