@@ -360,3 +360,61 @@ pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str)
 pub(super) fn vae_needs_upcasting(c: &Components) -> bool {
     c.text_encoder_2.is_some() && c.dtype() == DType::F16 && c.vae.config.force_upcast
 }
+
+#[cfg(test)]
+mod tests {
+    //! `encode_prompt`'s embeddings against diffusers' (goldens from scripts/fixture_sdxl_prompt_2.py:
+    //! `prompt_embeds` and `add_text_embeds` as the denoising loop's callback saw them, unconditional
+    //! rows first). The whole runs are crates/candlewick-core/tests/families.rs.
+
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::device::{DTypeRequest, DeviceRequest};
+    use crate::pipeline::{LoadOptions, StableDiffusionPipeline};
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures")
+    }
+
+    fn max_relative(got: &Tensor, want: &Tensor) -> f32 {
+        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn second_prompts_give_diffusers_embeddings() {
+        let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+        let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options).unwrap();
+        let c = &pipe.components;
+        let second = c.text_encoder_2.as_ref().unwrap();
+        for name in ["family_sdxl_prompt_2", "family_sdxl_prompt_2_zeros"] {
+            let goldens = fixtures().join("goldens");
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(goldens.join(format!("{name}.json"))).unwrap()).unwrap();
+            let want =
+                candle_core::safetensors::load(goldens.join(format!("{name}.safetensors")), &c.target.device).unwrap();
+            let text = |key: &str| json[key].as_str().map(|t| vec![t.to_string()]);
+            let (prompt, negative, prompt_2, negative_2) =
+                (text("prompt").unwrap(), text("negative_prompt"), text("prompt_2"), text("negative_prompt_2"));
+            let p = Prompts {
+                prompts: &prompt,
+                negative: negative.as_deref(),
+                prompts_2: prompt_2.as_deref(),
+                negative_2: negative_2.as_deref(),
+                copies: 1,
+                do_guidance: true,
+                clip_skip: json["clip_skip"].as_u64().map(|k| k as usize),
+                width: 64,
+                height: 64,
+                time_ids: TimeIds::TextToImage,
+            };
+            let mut warnings = Vec::new();
+            let got = encode_prompt(c, second, &p, &SizeConditions::default(), &mut warnings).unwrap();
+            let embeds = max_relative(&got.prompt_embeds, &want["prompt_embeds"]);
+            let pooled = max_relative(&got.added.text_embeds, &want["add_text_embeds"]);
+            assert!(embeds < 1e-5 && pooled < 1e-5, "{name}: prompt_embeds {embeds}, add_text_embeds {pooled}");
+        }
+    }
+}
