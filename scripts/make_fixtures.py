@@ -38,6 +38,7 @@ from transformers import CLIPTokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
 import fixture_families  # noqa: E402
+import fixture_sdxl_prompt_2  # noqa: E402
 import fixture_images  # noqa: E402
 import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
@@ -260,6 +261,7 @@ def main():
         return
     if args.families_only:
         fixture_families.make(FIXTURES)
+        fixture_sdxl_prompt_2.main()
         return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
@@ -279,6 +281,8 @@ def main():
     fixture_images.make(TINY, FIXTURES)
     fixture_vae_tiling.make(TINY, GOLDENS)
     fixture_families.make(FIXTURES)
+    # SDXL's prompt_2 / negative_prompt_2 on tiny-sdxl and tiny-sdxl-refiner (just written).
+    fixture_sdxl_prompt_2.main()
     # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
     import fixture_single_file_lora
     fixture_single_file_lora.main()

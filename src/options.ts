@@ -199,6 +199,19 @@ export interface GenerateOptions {
   prompt: string | readonly string[];
   /** What to steer away from: one for all prompts, or one per prompt. Default none (the empty prompt). */
   negativePrompt?: string | readonly string[];
+  /**
+   * SDXL only: what the second text encoder (`text_encoder_2`) reads instead of `prompt`, one for all prompts
+   * or one per prompt (diffusers' `prompt_2`); the first encoder still reads `prompt`. The SDXL refiner, whose
+   * only text encoder is the second, reads `prompt` and ignores this (a warning says so), as diffusers does.
+   * Default: `prompt` (an empty string too, as diffusers' `prompt_2 or prompt`).
+   */
+  prompt2?: string | readonly string[];
+  /**
+   * SDXL only: `negativePrompt` for the second text encoder (diffusers' `negative_prompt_2`). Without
+   * `negativePrompt`, SDXL base (`force_zeros_for_empty_prompt`) conditions the unconditional pass on zeros and
+   * ignores it, as diffusers does (a warning says so). Default: `negativePrompt` (an empty string too).
+   */
+  negativePrompt2?: string | readonly string[];
   /** Denoising steps: more is slower and finer. Default 50. */
   numInferenceSteps?: number;
   /** Classifier-free guidance: how strongly to follow the prompt; <= 1 turns guidance off. Default 7.5. */
@@ -359,7 +372,7 @@ const REPLACED_LOAD_KEYS = new Map<string, [option: string, example: string]>([
 ]);
 const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offline", "onDownloadProgress", "signal"] as const;
 const GENERATE_KEYS = [
-  "prompt", "negativePrompt", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
+  "prompt", "negativePrompt", "prompt2", "negativePrompt2", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
   "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts", "clipSkip", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
@@ -442,7 +455,11 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   const o = checkOptionsObject(value, "generate options", GENERATE_KEYS);
   const prompt = prompts(o.prompt);
   const raw: RawGenerateOptions = { prompt };
-  if (o.negativePrompt !== undefined) raw.negativePrompt = negativePrompts(o.negativePrompt, prompt.length);
+  if (o.negativePrompt !== undefined) raw.negativePrompt = promptsPerPrompt(o.negativePrompt, "negativePrompt", prompt.length);
+  // diffusers' `prompt_2 or prompt`: an empty string is no second prompt.
+  for (const key of ["prompt2", "negativePrompt2"] as const) {
+    if (o[key] !== undefined && o[key] !== "") raw[key] = promptsPerPrompt(o[key], key, prompt.length);
+  }
   if (o.numInferenceSteps !== undefined) raw.numInferenceSteps = integerIn(o.numInferenceSteps, "numInferenceSteps", 1, MAX_STEPS);
   if (o.guidanceScale !== undefined) raw.guidanceScale = numberIn(o.guidanceScale, "guidanceScale", 0);
   if (o.width !== undefined) raw.width = side(o.width, "width");
@@ -499,17 +516,18 @@ function prompts(value: unknown): string[] {
   throw invalid("string or non-empty array of strings", "prompt", value);
 }
 
-function negativePrompts(value: unknown, prompts: number): string[] {
+/** `negativePrompt`, `prompt2`, `negativePrompt2`: one string for all prompts, or one per prompt. */
+function promptsPerPrompt(value: unknown, option: string, prompts: number): string[] {
   const what = prompts === 1 ? "string or array of 1 string" : `string or array of 1 or ${prompts} strings (one per prompt)`;
   if (typeof value === "string") return [value];
   if (Array.isArray(value)) {
-    if (value.length !== 1 && value.length !== prompts) throw invalid(what, "negativePrompt", value);
+    if (value.length !== 1 && value.length !== prompts) throw invalid(what, option, value);
     value.forEach((p, i) => {
-      if (typeof p !== "string") throw invalid("string", `negativePrompt[${i}]`, p);
+      if (typeof p !== "string") throw invalid("string", `${option}[${i}]`, p);
     });
     return [...value] as string[];
   }
-  throw invalid(what, "negativePrompt", value);
+  throw invalid(what, option, value);
 }
 
 /** Width or height: a positive multiple of 8 up to MAX_SIDE. */

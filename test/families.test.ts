@@ -1,4 +1,4 @@
-// The model families through the JavaScript API: SDXL's size conditions and clipSkip reach the
+// The model families through the JavaScript API: SDXL's size conditions, clipSkip and second prompts reach the
 // model (test/fixtures/tiny-sdxl, tiny-sd2, tiny-lcm, made by scripts/fixture_families.py; their
 // parity with diffusers is crates/candlewick-core/tests/families.rs), options refused on models
 // that do not take them, and the hub's file selection for SDXL repositories.
@@ -10,6 +10,7 @@ import test from "ava";
 import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
 import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
 import { checkInput } from "../src/batch/inputs.js";
+import { settingsFrom } from "../src/cli/flags.js";
 import { selectPipelineFiles } from "../src/hub/files.js";
 import { toRawLoadOptions } from "../src/options.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
@@ -63,6 +64,69 @@ test("size conditions on a model without them are refused by name, and the pipel
     t.is(image?.width, 32);
   } finally {
     pipe.dispose();
+  }
+});
+
+test("SDXL's prompt2 / negativePrompt2: the second text encoder's texts, recorded by the CLI; refused by name on SD1.x", async (t) => {
+  // Their parity with diffusers: crates/candlewick-core/tests/families.rs (scripts/fixture_sdxl_prompt_2.py).
+  const pipe = await load(fixture("tiny-sdxl"));
+  const refiner = await load(fixture("tiny-sdxl-refiner"));
+  const sd = await load(TINY_SD);
+  try {
+    const base = { prompt: "a red apple", negativePrompt: "blurry", numInferenceSteps: 2, seed: 3 } as const;
+    const run = async (o: object, into: string[] = []) => {
+      const [image] = (await pipe.generate({ ...base, ...o, onWarning: (w) => into.push(w) })) as [GeneratedImage];
+      return image.data;
+    };
+    const plain = await run({});
+    t.notDeepEqual(await run({ prompt2: "a cat on a chair" }), plain);
+    t.notDeepEqual(await run({ negativePrompt2: "dark" }), plain);
+    // Omitted, empty, or equal to the prompt: the same run (diffusers' `prompt_2 or prompt`).
+    t.deepEqual(await run({ prompt2: base.prompt, negativePrompt2: base.negativePrompt }), plain);
+    t.deepEqual(await run({ prompt2: "", negativePrompt2: "" }), plain);
+    // ...where an array's empty string is the empty text (diffusers' lists).
+    t.notDeepEqual(await run({ negativePrompt2: [""] }), plain);
+    // One second prompt for several prompts, or one each.
+    const two = { ...base, prompt: ["a red apple", "a blue car"], numInferenceSteps: 1 };
+    const one = await pipe.generate({ ...two, prompt2: "a cat" });
+    const each = await pipe.generate({ ...two, prompt2: ["a cat", "a cat"] });
+    t.deepEqual(one.map((i) => i.data), each.map((i) => i.data));
+    // Without negativePrompt the unconditional pass is zeros (force_zeros_for_empty_prompt): negativePrompt2 has no effect.
+    const warnings: string[] = [];
+    const { negativePrompt: _, ...positive } = base;
+    const zeros = await pipe.generate({ ...positive, negativePrompt2: "dark", onWarning: (w) => warnings.push(w) });
+    t.deepEqual(zeros[0]!.data, (await pipe.generate(positive))[0]!.data);
+    t.is(warnings.length, 1);
+    t.regex(warnings[0]!, /^negative_prompt_2 has no effect without negative_prompt/);
+    // The refiner reads prompt alone, as diffusers' zip of [prompt, prompt_2] with its one tokenizer does.
+    const image = fixture("images/input.png");
+    const refined = async (o: object, into: string[] = []) => ((await refiner.generate({ ...base, image, strength: 0.6, ...o, onWarning: (w) => into.push(w) })) as [GeneratedImage])[0].data;
+    const told: string[] = [];
+    t.deepEqual(await refined({ prompt2: "a cat on a chair" }, told), await refined({}));
+    t.deepEqual(told, ["prompt_2 has no effect on this model: it has no first text encoder, and its text_encoder_2 reads prompt (as diffusers' StableDiffusionXLImg2ImgPipeline does)"]);
+    // The CLI's PNG text chunks and flags.
+    const text = pngText(imageParameters({ prompt2: "a cat", negativePrompt2: "dark" }, "a red apple", "blurry", 3n, resolvedOf(zeros[0]!), "tiny-sdxl"));
+    t.like(text, { prompt: "a red apple", prompt2: "a cat", negativePrompt2: "dark" });
+    t.false("prompt2" in pngText(imageParameters({}, "a", "", 3n, resolvedOf(zeros[0]!), "tiny-sdxl")));
+    t.like(settingsFrom({ "prompt-2": "a cat", "negative-prompt-2": "dark" }), { prompt2: "a cat", negativePrompt2: "dark" });
+    // Batch inputs: a string each; inputs share a call only with the same second prompts.
+    const a = checkInput({ prompt: "a", prompt2: "x" }, 0, {});
+    t.is(a.shared.prompt2, "x");
+    t.not(a.key, checkInput({ prompt: "a" }, 1, {}).key);
+    t.is(a.key, checkInput({ prompt: "b", seed: 4 }, 2, { prompt2: "x" }).key);
+    t.throws(() => checkInput({ prompt: "a", prompt2: ["x"] }, 3, {}), { message: 'inputs[3]: Expected string for prompt2 but received an array of length 1' });
+    // SD1.x has one text encoder: refused by name, and the pipeline goes on.
+    for (const [key, value] of [["prompt2", "a cat"], ["negativePrompt2", ["dark"]]] as const) {
+      const error = await t.throwsAsync(sd.generate({ prompt: "a", numInferenceSteps: 1, [key]: value }), { instanceOf: CandlewickError });
+      t.is(error?.message, `Expected an SDXL model (StableDiffusionXLPipeline, with a second text encoder) for ${key} but received a model with one text encoder`);
+      t.is(error?.code, INVALID);
+    }
+    const [after] = await sd.generate({ prompt: "a", numInferenceSteps: 1, width: 32, height: 32, seed: 1 });
+    t.is(after?.width, 32);
+  } finally {
+    pipe.dispose();
+    refiner.dispose();
+    sd.dispose();
   }
 });
 

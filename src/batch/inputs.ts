@@ -42,6 +42,9 @@ export interface BatchInput {
   truncateLongPrompts?: boolean;
   /** See `GenerateOptions.clipSkip`. Default: the batch's, else none. */
   clipSkip?: number;
+  /** SDXL: the second text encoder's prompts (see `GenerateOptions.prompt2`). Default: the batch's, else the prompts. */
+  prompt2?: string;
+  negativePrompt2?: string;
   /** SDXL's size conditions and `denoisingEnd` (see `GenerateOptions`). Default: the batch's, else none. */
   originalSize?: readonly [number, number];
   cropsCoordsTopLeft?: readonly [number, number];
@@ -58,9 +61,9 @@ export interface BatchInput {
 /** Settings every input of a batch starts from. */
 export type BatchDefaults = Omit<BatchInput, "prompt" | "seed">;
 
-/** The model families' settings (clipSkip, SDXL's): inputs share a call only when they agree on them. */
+/** The model families' settings (SDXL's second prompts, clipSkip, SDXL's conditions): inputs share a call only when they agree on them. */
 const FAMILY_KEYS = [
-  "clipSkip", "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft",
+  "prompt2", "negativePrompt2", "clipSkip", "originalSize", "cropsCoordsTopLeft", "targetSize", "negativeOriginalSize", "negativeCropsCoordsTopLeft",
   "negativeTargetSize", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore",
 ] as const;
 
@@ -78,8 +81,8 @@ export interface CheckedInput {
   prompt: string;
   negativePrompt: string;
   seed: bigint;
-  /** The settings a GPU batch shares, as generate options (without prompt, negative prompt and seed). */
-  shared: Omit<GenerateOptions, "prompt" | "negativePrompt" | "seed" | "seeds">;
+  /** The settings a GPU batch shares, as generate options (without prompt, negative prompt and seed; one second prompt for all). */
+  shared: Omit<GenerateOptions, "prompt" | "negativePrompt" | "seed" | "seeds" | "prompt2" | "negativePrompt2"> & Pick<BatchInput, "prompt2" | "negativePrompt2">;
   /** Inputs with equal keys may run in one call. */
   key: string;
 }
@@ -101,7 +104,9 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
   try {
     o = checkOptionsObject(input, name, INPUT_KEYS);
     if (typeof o.prompt !== "string") throw invalid("string", "prompt", o.prompt);
-    if (o.negativePrompt !== undefined && typeof o.negativePrompt !== "string") throw invalid("string", "negativePrompt", o.negativePrompt);
+    for (const key of ["negativePrompt", "prompt2", "negativePrompt2"] as const) {
+      if (o[key] !== undefined && typeof o[key] !== "string") throw invalid("string", key, o[key]);
+    }
     const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
     const { prompt, negativePrompt, seed, ...shared } = { ...defaults, ...given } as BatchInput;
     const { raw } = checkGenerateOptions({ prompt, seed, ...shared });

@@ -21,6 +21,8 @@ export const COMMON_FLAGS = {
   revision: { type: "string" },
   variant: { type: "string" },
   "negative-prompt": { type: "string" },
+  "prompt-2": { type: "string" },
+  "negative-prompt-2": { type: "string" },
   steps: { type: "string" },
   guidance: { type: "string" },
   width: { type: "string" },
@@ -73,7 +75,12 @@ export const COMMON_HELP = {
   --original-size <HxW>     SDXL: the size the image is conditioned as having had (default: the output size)
   --crops-coords-top-left <T,L>
                             SDXL: the crop corner it is conditioned on (default: 0,0)
-  --target-size <HxW>       SDXL: the size it is conditioned as having (default: the output size)`,
+  --target-size <HxW>       SDXL: the size it is conditioned as having (default: the output size)
+  --prompt-2 <text>         SDXL: the prompt of the second text encoder (diffusers' prompt_2; default:
+                            the prompt)
+  --negative-prompt-2 <text>
+                            SDXL: the negative prompt of the second text encoder (default: the
+                            negative prompt)`,
   device: `  --device <d>              ${DEVICES.join(" | ")} | cuda:N (default: auto)
   --dtype <t>               ${DTYPES.join(" | ")} (default: auto: f16 on CUDA, f32 on the CPU)
   --threads <n>             CPU threads, 1-${MAX_THREADS} (default: the cores available)
@@ -149,10 +156,12 @@ export function loraFlag(value: string): { path: string; weight: number } {
 /** The generation settings (everything but the prompt and the seed). */
 export type Settings = Omit<GenerateOptions, "prompt" | "seed" | "seeds">;
 
-/** --negative-prompt, --steps, --guidance, --width, --height, --scheduler, --eta, --timestep-spacing as generate options. */
+/** --negative-prompt, --prompt-2, --negative-prompt-2, --steps, --guidance, --width, --height, --scheduler, --eta, --timestep-spacing as generate options. */
 export function settingsFrom(v: CommonValues): Settings {
   const options: Settings = {};
   if (v["negative-prompt"] !== undefined) options.negativePrompt = v["negative-prompt"];
+  if (v["prompt-2"] !== undefined) options.prompt2 = v["prompt-2"];
+  if (v["negative-prompt-2"] !== undefined) options.negativePrompt2 = v["negative-prompt-2"];
   if (v.steps !== undefined) options.numInferenceSteps = integerIn(integer(v.steps), "--steps", 1, MAX_STEPS);
   if (v.guidance !== undefined) options.guidanceScale = numberIn(number(v.guidance), "--guidance", 0);
   if (v.width !== undefined) options.width = side(integer(v.width), "--width");

@@ -18,6 +18,9 @@ import type { GenerateOptions } from "../options.js";
 export interface ImageParameters {
   prompt: string;
   negativePrompt: string;
+  /** SDXL: the second text encoder's prompt and negative prompt, when the call gave them. */
+  prompt2?: string;
+  negativePrompt2?: string;
   /** A u64, as a decimal string. */
   seed: string;
   steps: number;
@@ -81,7 +84,7 @@ export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved
  * the model file's and LoRAs' hashes (`files`).
  */
 export function imageParameters(
-  settings: { scheduler?: GenerateOptions["scheduler"] }, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
+  settings: Pick<GenerateOptions, "scheduler" | "prompt2" | "negativePrompt2">, prompt: string, negativePrompt: string, seed: bigint, resolved: Resolved, model: string,
   files: { modelHash?: string | undefined; loras?: readonly LoraRecord[] } = {},
 ): ImageParameters {
   const chosen = typeof settings.scheduler === "string" ? {} : { ...settings.scheduler };
@@ -92,6 +95,7 @@ export function imageParameters(
   return {
     prompt: withLoraTags(prompt, loras),
     negativePrompt,
+    ...secondPrompts(settings),
     seed: seed.toString(),
     steps: resolved.numInferenceSteps,
     guidance: resolved.guidanceScale,
@@ -109,6 +113,13 @@ export function imageParameters(
       return value ? [[key, key.startsWith("crops") || key.startsWith("negativeCrops") ? value.join(",") : value.join("x")]] : [];
     })),
   };
+}
+
+/** SDXL's `prompt2` and `negativePrompt2` as given (one text for the image; empty ones are none, as in the call). */
+function secondPrompts(settings: Pick<GenerateOptions, "prompt2" | "negativePrompt2">): Pick<ImageParameters, "prompt2" | "negativePrompt2"> {
+  const text = (v: string | readonly string[] | undefined) => (typeof v === "string" ? v : v?.length === 1 ? v[0] : undefined);
+  const [prompt2, negativePrompt2] = [text(settings.prompt2), text(settings.negativePrompt2)];
+  return { ...(prompt2 ? { prompt2 } : {}), ...(negativePrompt2 ? { negativePrompt2 } : {}) };
 }
 
 /** `<lora:name:weight>`, as the web UI writes the tag. */
@@ -159,6 +170,8 @@ export function pngText(p: ImageParameters): Record<string, string> {
   return {
     prompt: p.prompt,
     negativePrompt: p.negativePrompt,
+    ...(p.prompt2 ? { prompt2: p.prompt2 } : {}),
+    ...(p.negativePrompt2 ? { negativePrompt2: p.negativePrompt2 } : {}),
     seed: p.seed,
     steps: String(p.steps),
     guidance: String(p.guidance),

@@ -110,6 +110,9 @@ export interface RawGenerateEvent {
 export interface RawGenerateOptions {
   prompt: Array<string>
   negativePrompt?: Array<string>
+  /** SDXL: the second text encoder's prompts and negative prompts (diffusers' `prompt_2`, `negative_prompt_2`). */
+  prompt2?: Array<string>
+  negativePrompt2?: Array<string>
   numInferenceSteps?: number
   guidanceScale?: number
   width?: number

@@ -61,6 +61,9 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: { prompt: ["a", "b", "c"], negativePrompt: ["x", "y"] }, message: "Expected string or array of 1 or 3 strings (one per prompt) for negativePrompt but received an array of length 2" },
   { options: p({ negativePrompt: [null] }), message: "Expected string for negativePrompt[0] but received null" },
   { options: p({ negativePrompt: 3 }), message: "Expected string or array of 1 string for negativePrompt but received 3" },
+  { options: p({ prompt2: 3 }), message: "Expected string or array of 1 string for prompt2 but received 3" },
+  { options: { prompt: ["a", "b"], prompt2: ["x", "y", "z"] }, message: "Expected string or array of 1 or 2 strings (one per prompt) for prompt2 but received an array of length 3" },
+  { options: p({ negativePrompt2: [false] }), message: "Expected string for negativePrompt2[0] but received false" },
   { options: p({ onProgress: "log" }), message: 'Expected function for onProgress but received "log"' },
   { options: p({ onWarning: {} }), message: "Expected function for onWarning but received an empty object" },
   { options: p({ signal: {} }), message: "Expected AbortSignal for signal but received an empty object" },
@@ -70,7 +73,7 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: new Map(), message: "Expected plain object for generate options but received a Map" },
   { title: "a typo in an option name is an error naming the key and the likely option", options: p({ guidence: 7 }), message: 'Unknown option "guidence" in generate options; did you mean "guidanceScale"?' },
   { options: p({ steps: 30 }), message: 'Unknown option "steps" in generate options; did you mean "numInferenceSteps"?' },
-  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, vaeTiling, vaeSlicing, previewEvery, truncateLongPrompts, clipSkip, denoisingEnd, denoisingStart, aestheticScore, negativeAestheticScore, originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize' },
+  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, prompt2, negativePrompt2, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, vaeTiling, vaeSlicing, previewEvery, truncateLongPrompts, clipSkip, denoisingEnd, denoisingStart, aestheticScore, negativeAestheticScore, originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize' },
   { options: p({ Width: 64 }), message: 'Unknown option "Width" in generate options; did you mean "width"?' },
   // Latents: shape, batch and data length; the model-dependent shape check is the core's.
   { options: latents([1, 4, 8], new Float32Array(32)), message: "Expected array of 4 positive integers [batch, channels, height, width] for latents.shape but received an array of length 3" },

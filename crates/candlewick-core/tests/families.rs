@@ -79,6 +79,8 @@ impl Golden {
             }),
             prompt: vec![j["prompt"].as_str().unwrap().into()],
             negative_prompt: j["negative_prompt"].as_str().map(|n| vec![n.into()]),
+            prompt_2: j["prompt_2"].as_str().map(|n| vec![n.into()]),
+            negative_prompt_2: j["negative_prompt_2"].as_str().map(|n| vec![n.into()]),
             num_inference_steps: j["num_inference_steps"].as_u64().unwrap() as usize,
             guidance_scale: j["guidance_scale"].as_f64().unwrap(),
             scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
@@ -89,6 +91,11 @@ impl Golden {
 
     /// Run it on `pipe`: every UNet call's latents within 1e-4 relative, the image within 1/255.
     fn check(&self, pipe: &StableDiffusionPipeline, options: &GenerateOptions) {
+        self.check_warned(pipe, options);
+    }
+
+    /// `check`, giving back the call's warnings.
+    fn check_warned(&self, pipe: &StableDiffusionPipeline, options: &GenerateOptions) -> Vec<String> {
         let name = &self.name;
         let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
         let sink = seen.clone();
@@ -112,6 +119,7 @@ impl Golden {
         assert_eq!(got.len(), want.len(), "{name}: image size");
         let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
         assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
+        out.warnings
     }
 }
 
@@ -162,6 +170,60 @@ fn sdxl_matches_diffusers() {
     }
 }
 
+/// SDXL's second prompts (goldens: scripts/fixture_sdxl_prompt_2.py): `prompt_2` through the second
+/// text encoder and `negative_prompt_2` through it for the unconditional pass; without
+/// `negative_prompt`, force_zeros_for_empty_prompt zeros the unconditional embeddings and
+/// `negative_prompt_2` has no effect (with clip_skip 1, which skips both encoders' prompts alike);
+/// the refiner reads `prompt` alone. Each as diffusers does it, and a warning where one is ignored.
+#[test]
+fn sdxl_second_prompts_match_diffusers() {
+    let base = load("tiny-sdxl");
+    let g = golden("sdxl_prompt_2");
+    let options = g.options();
+    assert!(options.prompt_2.is_some() && options.negative_prompt_2.is_some());
+    assert_eq!(g.check_warned(&base, &options), Vec::<String>::new());
+    // Without them the run is another one (the goldens are not those of prompt_2 = prompt).
+    let without = GenerateOptions { prompt_2: None, negative_prompt_2: None, ..options.clone() };
+    let draws = g.json["noise_draws"].as_u64().unwrap() as usize;
+    let mut noise = Replay((0..draws).map(|k| g.tensors[&format!("noise_{k}")].clone()).collect());
+    let other = base.generate_with_noise(&without, &Observer::new(), &mut noise).unwrap();
+    let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    assert!(other.images[0].data.iter().zip(&want).any(|(a, b)| a.abs_diff(*b) > 1), "prompt_2 changed nothing");
+    // One second prompt stands for every prompt; the same text as prompt is the run without it.
+    let two = |o: &GenerateOptions| GenerateOptions {
+        prompt: vec![o.prompt[0].clone(); 2],
+        num_inference_steps: 1,
+        seed: Some(3),
+        ..o.clone()
+    };
+    let a = base.generate(&two(&options), &Observer::new()).unwrap();
+    let per_prompt =
+        GenerateOptions { prompt_2: options.prompt_2.clone().map(|p| vec![p[0].clone(); 2]), ..two(&options) };
+    let b = base.generate(&per_prompt, &Observer::new()).unwrap();
+    assert_eq!(a.images[0].data, b.images[0].data);
+    let same = GenerateOptions { prompt_2: Some(options.prompt.clone()), negative_prompt_2: None, ..two(&options) };
+    let c = base.generate(&same, &Observer::new()).unwrap();
+    let d =
+        base.generate(&GenerateOptions { prompt_2: None, negative_prompt_2: None, ..two(&options) }, &Observer::new());
+    assert_eq!(c.images[0].data, d.unwrap().images[0].data);
+
+    let g = golden("sdxl_prompt_2_zeros");
+    let options = g.options();
+    assert!(options.negative_prompt.is_none() && options.negative_prompt_2.is_some());
+    let warnings = g.check_warned(&base, &options);
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with("negative_prompt_2 has no effect without negative_prompt"),
+        "{warnings:?}"
+    );
+
+    let refiner = load("tiny-sdxl-refiner");
+    let g = golden("sdxl_refiner_prompt_2");
+    let warnings = g.check_warned(&refiner, &g.options());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with("prompt_2 has no effect on this model"), "{warnings:?}");
+    assert!(warnings[1].contains("its text_encoder_2 reads negative_prompt"), "{warnings:?}");
+}
+
 /// SDXL's options are refused by name on other models, and out of range everywhere.
 #[test]
 fn family_options_are_checked() {
@@ -180,7 +242,22 @@ fn family_options_are_checked() {
         msg.contains("Expected integer between 0 and 4 (the text encoder's layers) for clip_skip but received 5"),
         "{msg}"
     );
+    let msg = error(&sd2, GenerateOptions { prompt_2: Some(vec!["a cat".into()]), ..base.clone() });
+    assert_eq!(
+        msg,
+        "Expected an SDXL model (StableDiffusionXLPipeline, with a second text encoder) for prompt_2 but received a model with one text encoder"
+    );
+    let msg = error(&sd2, GenerateOptions { negative_prompt_2: Some(vec!["dark".into()]), ..base.clone() });
+    assert!(msg.contains("for negative_prompt_2 but received a model with one text encoder"), "{msg}");
+    sd2.generate(&GenerateOptions { seed: Some(1), ..base.clone() }, &Observer::new()).expect("sd2 still generates");
     let sdxl = load("tiny-sdxl");
+    let three = GenerateOptions {
+        prompt: vec!["a".into(), "b".into()],
+        prompt_2: Some(vec![String::new(); 3]),
+        ..base.clone()
+    };
+    let msg = error(&sdxl, three);
+    assert!(msg.contains("Expected 1 or 2 prompts (one per prompt) for prompt_2 but received 3 prompts"), "{msg}");
     let bad = SizeConditions { original_size: Some([0, 64]), ..Default::default() };
     let msg = error(&sdxl, GenerateOptions { size_conditions: bad, ..base.clone() });
     assert!(msg.contains("for original_size but received [0, 64]"), "{msg}");

@@ -3,8 +3,8 @@
 
 use candlewick_core::cuda::{Autotune, CudaSettings};
 use candlewick_core::error::expected;
-use candlewick_core::loaders::textual_inversion::TextualInversionSource;
 use candlewick_core::loaders::lora::LoraSpec;
+use candlewick_core::loaders::textual_inversion::TextualInversionSource;
 use candlewick_core::pipeline::{GenerateOptions, ImageInput, LatentsInput, LoadOptions, PipelineInfo, SizeConditions};
 use candlewick_core::Error;
 use napi::bindgen_prelude::{BigInt, Float32Array, Uint8Array};
@@ -113,6 +113,9 @@ pub struct RawLatents {
 pub struct RawGenerateOptions {
     pub prompt: Vec<String>,
     pub negative_prompt: Option<Vec<String>>,
+    /// SDXL: the second text encoder's prompts and negative prompts (diffusers' `prompt_2`, `negative_prompt_2`).
+    pub prompt_2: Option<Vec<String>>,
+    pub negative_prompt_2: Option<Vec<String>>,
     pub num_inference_steps: Option<u32>,
     pub guidance_scale: Option<f64>,
     pub width: Option<u32>,
@@ -187,6 +190,8 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
         Ok(GenerateOptions {
             prompt: raw.prompt,
             negative_prompt: raw.negative_prompt,
+            prompt_2: raw.prompt_2,
+            negative_prompt_2: raw.negative_prompt_2,
             num_inference_steps: raw.num_inference_steps.map_or(defaults.num_inference_steps, |n| n as usize),
             guidance_scale: raw.guidance_scale.unwrap_or(defaults.guidance_scale),
             width: raw.width.map(|w| w as usize),

@@ -109,8 +109,8 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
-    /// `clip_skip` within the text encoder's layers; the size conditions only for SDXL, and only
-    /// text to image for SDXL (its image tasks are not implemented).
+    /// `clip_skip` within the text encoder's layers; the second prompts and the size conditions
+    /// only for SDXL; no inpainting for SDXL (not implemented).
     fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
         let c = &self.components;
         if let Some(skip) = o.clip_skip {
@@ -135,6 +135,17 @@ impl StableDiffusionPipeline {
             {
                 if set {
                     return Err(expected("an SDXL model (StableDiffusionXLPipeline)", name, "a model without it"));
+                }
+            }
+            for (name, set) in
+                [("prompt_2", o.prompt_2.is_some()), ("negative_prompt_2", o.negative_prompt_2.is_some())]
+            {
+                if set {
+                    return Err(expected(
+                        "an SDXL model (StableDiffusionXLPipeline, with a second text encoder)",
+                        name,
+                        "a model with one text encoder",
+                    ));
                 }
             }
             if let Some(name) = o.size_conditions.first_set() {
@@ -164,15 +175,21 @@ impl StableDiffusionPipeline {
         if o.prompt.is_empty() {
             return Err(expected("at least one prompt", "prompt", "an empty list"));
         }
-        if let Some(negative) = &o.negative_prompt {
-            if negative.len() != 1 && negative.len() != o.prompt.len() {
+        for (name, texts) in [
+            ("negative_prompt", &o.negative_prompt),
+            ("prompt_2", &o.prompt_2),
+            ("negative_prompt_2", &o.negative_prompt_2),
+        ] {
+            let Some(texts) = texts else { continue };
+            if texts.len() != 1 && texts.len() != o.prompt.len() {
+                let one = if name.starts_with("negative") { "negative prompt" } else { "prompt" };
                 return Err(expected(
                     &match o.prompt.len() {
-                        1 => "1 negative prompt".to_string(),
-                        n => format!("1 or {n} negative prompts (one per prompt)"),
+                        1 => format!("1 {one}"),
+                        n => format!("1 or {n} {one}s (one per prompt)"),
                     },
-                    "negative_prompt",
-                    count(negative.len(), "negative prompt", "negative prompts"),
+                    name,
+                    count(texts.len(), one, &format!("{one}s")),
                 ));
             }
         }

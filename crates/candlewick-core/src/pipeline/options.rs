@@ -66,6 +66,14 @@ pub struct GenerateOptions {
     pub prompt: Vec<String>,
     /// None, or one negative prompt per prompt (or a single one for all).
     pub negative_prompt: Option<Vec<String>>,
+    /// SDXL: the prompts `tokenizer_2` and `text_encoder_2` read (diffusers' `prompt_2`), one for all
+    /// prompts or one per prompt. None: `prompt` (diffusers' `prompt_2 or prompt`). The refiner, whose
+    /// only text encoder is the second, reads `prompt` and not these, as diffusers does (a warning says so).
+    pub prompt_2: Option<Vec<String>>,
+    /// SDXL: the negative prompts of the second text encoder (diffusers' `negative_prompt_2`), one for all
+    /// or one per prompt. None: `negative_prompt`. Without `negative_prompt`, a model with
+    /// `force_zeros_for_empty_prompt` (SDXL base's default) conditions on zeros and ignores it, as diffusers does.
+    pub negative_prompt_2: Option<Vec<String>>,
     pub num_inference_steps: usize,
     pub guidance_scale: f64,
     /// Pixels; None means the UNet's sample_size times the VAE's scale factor.
@@ -128,6 +136,8 @@ impl Default for GenerateOptions {
         Self {
             prompt: vec![String::new()],
             negative_prompt: None,
+            prompt_2: None,
+            negative_prompt_2: None,
             num_inference_steps: 50,
             guidance_scale: 7.5,
             width: None,

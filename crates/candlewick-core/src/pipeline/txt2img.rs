@@ -219,6 +219,8 @@ impl StableDiffusionPipeline {
                 let prompts = sdxl::Prompts {
                     prompts: &options.prompt,
                     negative: options.negative_prompt.as_deref(),
+                    prompts_2: options.prompt_2.as_deref(),
+                    negative_2: options.negative_prompt_2.as_deref(),
                     copies: options.num_images_per_prompt,
                     do_guidance,
                     clip_skip: options.clip_skip,
