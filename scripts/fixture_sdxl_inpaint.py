@@ -1,0 +1,136 @@
+"""SDXL inpainting (diffusers' StableDiffusionXLInpaintPipeline) on the committed tiny SDXL models.
+
+Run: /work/main/.venv/bin/python scripts/fixture_sdxl_inpaint.py   (diffusers 0.42.1; CPU, float32; after
+fixture_families.py, which writes tiny-sdxl and tiny-sdxl-refiner, and fixture_images.py, which writes
+images/input.png and images/mask.png; make_fixtures.py runs it after both)
+
+Writes (test/fixtures/README.md describes them):
+  test/fixtures/tiny-sdxl-inpaint/   model_index.json (StableDiffusionXLInpaintPipeline) and unet/: tiny-sdxl's UNet
+                                     config with 9 input channels (4 latent + 1 mask + 4 masked-image latents, the
+                                     layout of diffusers/stable-diffusion-xl-1.0-inpainting-0.1), perturbed as the
+                                     families' are; its other components are tiny-sdxl's (tests copy them beside it)
+  test/fixtures/goldens/sdxl_inpaint_<case>.{json,safetensors}
+
+Each golden: StableDiffusionXLInpaintPipeline(image=images/input.png, mask_image=images/mask.png, **call,
+generator=manual_seed(0), output_type='pt'); `noise_k` is the k-th torch.randn draw (VAE samples and noise in
+diffusers' order), `latents_step_i` the latents after UNet call i (after the known region's blend with a
+4-channel UNet), `image` the output in [0, 1], `image_u8` = round(image * 255) HWC.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diffusers import (DDIMScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline,  # noqa: E402
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
+
+from fixture_families import SEED, UNET_SDXL, seeded, write_json  # noqa: E402
+from fixture_images import NoiseRecorder  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIXTURES = os.path.join(ROOT, "test", "fixtures")
+GOLDENS = os.path.join(FIXTURES, "goldens")
+PROMPT, NEGATIVE = "a photo of an astronaut riding a horse on mars", "blurry"
+UNET_SDXL_INPAINT = {**UNET_SDXL, "in_channels": 9}
+COMPONENTS = ("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae")
+
+
+def make_inpaint_folder(base):
+    """tiny-sdxl-inpaint/: the pipeline's model_index.json and a 9-channel unet/; the reloaded pipeline."""
+    unet = seeded(SEED + 40, lambda: UNet2DConditionModel(**UNET_SDXL_INPAINT))
+    pipe = StableDiffusionXLInpaintPipeline(**{**base.components, "unet": unet})
+    folder = os.path.join(FIXTURES, "tiny-sdxl-inpaint")
+    shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        os.makedirs(folder)
+        shutil.copy(os.path.join(tmp, "model_index.json"), folder)
+        shutil.copytree(os.path.join(tmp, "unet"), os.path.join(folder, "unet"))
+        # The folder as the tests compose it: tiny-sdxl's other components beside it.
+        for name in COMPONENTS:
+            shutil.rmtree(os.path.join(tmp, name))
+            shutil.copytree(os.path.join(FIXTURES, "tiny-sdxl", name), os.path.join(tmp, name))
+        reloaded = StableDiffusionXLInpaintPipeline.from_pretrained(tmp)
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            a, b = module.state_dict(), getattr(reloaded, name).state_dict()
+            if set(a) != set(b) or any(not torch.equal(a[k], b[k]) for k in a):
+                raise SystemExit(f"tiny-sdxl-inpaint/{name}: reloaded weights differ from the saved ones")
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+    print(f"tiny-sdxl-inpaint: {size / 1e3:.0f} KB")
+    return reloaded
+
+
+@torch.no_grad()
+def run(pipe, name, info, image, mask, **call):
+    captured = {}
+
+    def on_step_end(p, i, t, kw):
+        captured[f"latents_step_{i}"] = kw["latents"].clone()
+        return {}
+
+    with NoiseRecorder() as rec:
+        out = pipe(image=image, mask_image=mask, **call, generator=torch.Generator().manual_seed(0), output_type="pt",
+                   callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"]).images
+    image_u8 = torch.from_numpy((out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    tensors = {**captured, "image": out, "image_u8": image_u8}
+    tensors.update({f"noise_{k}": v for k, v in enumerate(rec.draws)})
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(GOLDENS, f"{name}.safetensors"))
+    write_json(os.path.join(GOLDENS, f"{name}.json"), {
+        **call, **info, "image": "images/input.png", "mask_image": "images/mask.png",
+        "timesteps": pipe.scheduler.timesteps.tolist(), "unet_calls": len(captured), "noise_draws": len(rec.draws),
+        "unet_in_channels": pipe.unet.config.in_channels, "pipeline": type(pipe).__name__,
+        "scheduler_class": type(pipe.scheduler).__name__,
+        "about": "StableDiffusionXLInpaintPipeline(image, mask_image, **call, generator=manual_seed(0), "
+                 "output_type='pt') on the json's model (scripts/fixture_sdxl_inpaint.py); noise_k = the k-th "
+                 "torch.randn draw; latents_step_i after UNet call i",
+    })
+    img = out.flatten()
+    print(f"{name}: {len(captured)} UNet calls, {len(rec.draws)} draws, image mean {img.mean():.3f} std {img.std():.3f}")
+
+
+def with_scheduler(pipe, cls):
+    return type(pipe)(**{**pipe.components, "scheduler": cls.from_config(pipe.scheduler.config)})
+
+
+def main():
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+    image = Image.open(os.path.join(FIXTURES, "images", "input.png")).convert("RGB")
+    mask = Image.open(os.path.join(FIXTURES, "images", "mask.png"))
+    base = StableDiffusionXLPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl"))
+    inpaint_4ch = StableDiffusionXLInpaintPipeline(**base.components)
+    inpaint_9ch = make_inpaint_folder(base)
+    refiner_folder = StableDiffusionXLImg2ImgPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl-refiner"))
+    refiner = StableDiffusionXLInpaintPipeline(**refiner_folder.components, requires_aesthetics_score=True,
+                                               force_zeros_for_empty_prompt=False)
+    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, guidance_scale=5.0)
+    # The base's 4-channel UNet (the known region blended back each step) at the pipeline's default strength
+    # 0.9999: int(3 * 0.9999) = 2 of 3 steps, from the image's latents noised to the first of them.
+    run(inpaint_4ch, "sdxl_inpaint_4ch", {"model": "tiny-sdxl", "scheduler": None}, image, mask,
+        **common, num_inference_steps=3)
+    # The 9-channel inpainting UNet at strength 1 (pure noise; the image is read only through the masked image).
+    run(inpaint_9ch, "sdxl_inpaint_9ch", {"model": "tiny-sdxl-inpaint", "scheduler": None}, image, mask,
+        **common, num_inference_steps=3, strength=1.0)
+    # 9 channels with DDIM at strength 0.8, stopped at denoising_end 0.7 (2 of its 4 steps), no negative prompt (zero negative
+    # embeddings), the size conditions set (the image-to-image time ids: each negative size defaults to its positive).
+    run(with_scheduler(inpaint_9ch, DDIMScheduler), "sdxl_inpaint_9ch_ddim_end",
+        {"model": "tiny-sdxl-inpaint", "scheduler": {"type": "DDIMScheduler"}}, image, mask,
+        prompt=PROMPT, guidance_scale=6.0, num_inference_steps=5, strength=0.8, denoising_end=0.7, eta=0.0,
+        original_size=(96, 128), crops_coords_top_left=(4, 8), target_size=(64, 48))
+    # The refiner (text_encoder_2 only, aesthetic scores in the time ids) from denoising_start 0.6: the image's
+    # latents not noised (add_noise=False), the known region blended each step.
+    run(refiner, "sdxl_inpaint_refiner_start", {"model": "tiny-sdxl-refiner", "scheduler": None}, image, mask,
+        **common, num_inference_steps=5, denoising_start=0.6, aesthetic_score=7.0, negative_aesthetic_score=2.0)
+
+
+if __name__ == "__main__":
+    main()
