@@ -112,7 +112,8 @@ def main():
     refiner_folder = StableDiffusionXLImg2ImgPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl-refiner"))
     refiner = StableDiffusionXLInpaintPipeline(**refiner_folder.components, requires_aesthetics_score=True,
                                                force_zeros_for_empty_prompt=False)
-    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, guidance_scale=5.0)
+    # The image's size (diffusers' default is the model's, 64x64; Candlewick's the image's).
+    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, guidance_scale=5.0, height=32, width=32)
     # The base's 4-channel UNet (the known region blended back each step) at the pipeline's default strength
     # 0.9999: int(3 * 0.9999) = 2 of 3 steps, from the image's latents noised to the first of them.
     run(inpaint_4ch, "sdxl_inpaint_4ch", {"model": "tiny-sdxl", "scheduler": None}, image, mask,
@@ -124,7 +125,7 @@ def main():
     # embeddings), the size conditions set (the image-to-image time ids: each negative size defaults to its positive).
     run(with_scheduler(inpaint_9ch, DDIMScheduler), "sdxl_inpaint_9ch_ddim_end",
         {"model": "tiny-sdxl-inpaint", "scheduler": {"type": "DDIMScheduler"}}, image, mask,
-        prompt=PROMPT, guidance_scale=6.0, num_inference_steps=5, strength=0.8, denoising_end=0.7, eta=0.0,
+        prompt=PROMPT, guidance_scale=6.0, height=32, width=32, num_inference_steps=5, strength=0.8, denoising_end=0.7, eta=0.0,
         original_size=(96, 128), crops_coords_top_left=(4, 8), target_size=(64, 48))
     # The refiner (text_encoder_2 only, aesthetic scores in the time ids) from denoising_start 0.6: the image's
     # latents not noised (add_noise=False), the known region blended each step.

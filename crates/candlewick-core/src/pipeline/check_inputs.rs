@@ -9,6 +9,10 @@ use super::options::{GenerateOptions, LatentsInput, Task, MAX_IMAGES_PER_PROMPT,
 use super::txt2img::StableDiffusionPipeline;
 use crate::error::{count, expected, Result};
 
+/// `StableDiffusionXLInpaintPipeline`'s default strength: just under 1, so that the image's latents
+/// noised to the first step start the run (int(steps x 0.9999): one step fewer than asked).
+const SDXL_INPAINT_STRENGTH: f64 = 0.9999;
+
 /// A call's inputs, checked: its size, task and strength, and its images decoded.
 pub(super) struct CheckedInputs {
     pub width: usize,
@@ -49,8 +53,12 @@ impl StableDiffusionPipeline {
                 format!("latents of shape {:?}", latents.shape),
             ));
         }
-        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3.
-        let sdxl_default = (task == Task::Img2Img && self.components.text_encoder_2.is_some()).then_some(0.3);
+        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3, StableDiffusionXLInpaintPipeline's 0.9999.
+        let sdxl_default = match (task, self.components.text_encoder_2.is_some()) {
+            (Task::Img2Img, true) => Some(0.3),
+            (Task::Inpaint, true) => Some(SDXL_INPAINT_STRENGTH),
+            _ => None,
+        };
         let strength = o.strength.or(sdxl_default).or(task.default_strength());
         if task == Task::Txt2Img {
             let (width, height) = self.output_size(o, None)?;
@@ -109,8 +117,8 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
-    /// `clip_skip` within the text encoder's layers; the size conditions only for SDXL, and only
-    /// text to image for SDXL (its image tasks are not implemented).
+    /// `clip_skip` within the text encoder's layers; the size conditions, `denoising_end` and
+    /// `denoising_start` only for SDXL, `denoising_start` only from an image or latents.
     fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
         let c = &self.components;
         if let Some(skip) = o.clip_skip {
@@ -144,12 +152,6 @@ impl StableDiffusionPipeline {
                     "a model without size conditions",
                 ));
             }
-        } else if o.mask_image.is_some() {
-            return Err(expected(
-                "no mask_image with an SDXL model (SDXL inpainting is not supported yet)",
-                "mask_image",
-                "a mask",
-            ));
         } else if o.denoising_start.is_some() && o.image.is_none() && o.latents.is_none() {
             return Err(expected(
                 "image or latents with denoising_start (the run continues from them)",

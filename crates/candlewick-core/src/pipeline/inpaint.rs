@@ -1,4 +1,6 @@
-//! Inpainting, as diffusers' `StableDiffusionInpaintPipeline`: what it adds to image to image.
+//! Inpainting, as diffusers' `StableDiffusionInpaintPipeline` and `StableDiffusionXLInpaintPipeline`
+//! (the same steps; SDXL adds its prompt encoding and time ids, and `denoising_start`, which starts
+//! from the image's latents without noise): what inpainting adds to image to image.
 //! With an inpainting UNet (9 input channels, sd-v1-5-inpainting's layout) every step sees the
 //! mask and the masked image's latents beside the latents; with an ordinary 4-channel UNet the
 //! known region is put back after every step, noised to the next timestep.
@@ -32,6 +34,9 @@ pub(super) struct Inputs<'a> {
     /// The first timestep of the run (`timesteps[:1]`).
     pub latent_timestep: f64,
     pub do_guidance: bool,
+    /// False from SDXL's `denoising_start`: the run starts from the image's latents as they are
+    /// (the noise is still drawn, for the known region's blend).
+    pub add_noise: bool,
 }
 
 /// Which UNet layout the folder has: 4 channels (latents only) or latents + mask + masked-image
@@ -63,7 +68,9 @@ pub(super) fn prepare(
     let takes_mask = unet_takes_mask(c)?;
     let device = inputs.image.device();
     let is_strength_max = inputs.strength == 1.0;
-    let image_latents = if !takes_mask || !is_strength_max {
+    // diffusers' SDXL pipeline fails on a 9-channel UNet at strength 1 from denoising_start (it has
+    // no image latents to start from); here the image is encoded for it too.
+    let image_latents = if !takes_mask || !is_strength_max || !inputs.add_noise {
         Some(encode_vae_image(c, inputs.image, inputs.batch, noise)?)
     } else {
         None
@@ -73,6 +80,7 @@ pub(super) fn prepare(
     let shape = [inputs.batch, c.vae.config.latent_channels, height / vsf, width / vsf];
     let initial_noise = noise.sample(shape, device)?;
     let latents = match &image_latents {
+        Some(image_latents) if !inputs.add_noise => image_latents.clone(),
         Some(image_latents) if !is_strength_max => {
             scheduler.add_noise(image_latents, &initial_noise, inputs.latent_timestep)?
         }

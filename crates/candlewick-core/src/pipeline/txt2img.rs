@@ -34,6 +34,7 @@ const SUPPORTED_CLASSES: &[&str] = &[
     "LatentConsistencyModelPipeline",
     "StableDiffusionXLPipeline",
     "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
 ];
 
 /// What a loaded pipeline is running on and what it produces by default.
@@ -395,8 +396,15 @@ impl StableDiffusionPipeline {
                 let mask = mask.to_mask_tensor(width, height, device)?;
                 let strength = inputs.strength.unwrap_or(1.0);
                 let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
-                let task =
-                    inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
+                let task = inpaint::Inputs {
+                    image: &image,
+                    mask: &mask,
+                    batch,
+                    strength,
+                    latent_timestep,
+                    do_guidance,
+                    add_noise: options.denoising_start.is_none(),
+                };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
