@@ -17,6 +17,7 @@ diffusers' order), `latents_step_i` the latents after UNet call i (after the kno
 4-channel UNet), `image` the output in [0, 1], `image_u8` = round(image * 255) HWC.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -69,9 +70,24 @@ def make_inpaint_folder(base):
     return reloaded
 
 
+def make_low_variance_vae(vae):
+    """tiny-sdxl's VAE with its encoder's log-variance pinned at -30 (quant_conv's second half: zero weights, bias
+    -30): latent_dist.sample() is its mean within 3e-7 x the draw, so a run given `latents` makes diffusers' image
+    whatever noise the VAE samples draw: the golden an API test without diffusers' noise can match. Saved as
+    tiny-sdxl-inpaint/vae-low-variance/ (the `vae` load option)."""
+    vae = copy.deepcopy(vae)
+    with torch.no_grad():
+        half = vae.config.latent_channels
+        vae.quant_conv.weight[half:] = 0
+        vae.quant_conv.bias[half:] = -30.0
+    vae.save_pretrained(os.path.join(FIXTURES, "tiny-sdxl-inpaint", "vae-low-variance"), safe_serialization=True)
+    return vae
+
+
 @torch.no_grad()
 def run(pipe, name, info, image, mask, **call):
     captured = {}
+    given = call.get("latents")
 
     def on_step_end(p, i, t, kw):
         captured[f"latents_step_{i}"] = kw["latents"].clone()
@@ -83,6 +99,9 @@ def run(pipe, name, info, image, mask, **call):
     image_u8 = torch.from_numpy((out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     tensors = {**captured, "image": out, "image_u8": image_u8}
     tensors.update({f"noise_{k}": v for k, v in enumerate(rec.draws)})
+    if given is not None:
+        tensors["initial_latents"] = given
+        call = {k: v for k, v in call.items() if k != "latents"}
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(GOLDENS, f"{name}.safetensors"))
     write_json(os.path.join(GOLDENS, f"{name}.json"), {
         **call, **info, "image": "images/input.png", "mask_image": "images/mask.png",
@@ -131,6 +150,17 @@ def main():
     # latents not noised (add_noise=False), the known region blended each step.
     run(refiner, "sdxl_inpaint_refiner_start", {"model": "tiny-sdxl-refiner", "scheduler": None}, image, mask,
         **common, num_inference_steps=5, denoising_start=0.6, aesthetic_score=7.0, negative_aesthetic_score=2.0)
+    # For the API tests (test/sdxl-inpaint.test.ts), which cannot replay diffusers' draws: the caller's `latents`
+    # (diffusers' `latents`: the noise, in place of a draw; the run starts from them, whatever the strength) and the
+    # low-variance VAE, whose samples are their mean.
+    vae = make_low_variance_vae(base.vae)
+    given = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(7))
+    run(StableDiffusionXLInpaintPipeline(**{**inpaint_9ch.components, "vae": vae}), "sdxl_inpaint_api_9ch",
+        {"model": "tiny-sdxl-inpaint", "vae": "tiny-sdxl-inpaint/vae-low-variance", "scheduler": None,
+         "latents": "initial_latents"}, image, mask, **common, num_inference_steps=3, strength=1.0, latents=given)
+    run(StableDiffusionXLInpaintPipeline(**{**inpaint_4ch.components, "vae": vae}), "sdxl_inpaint_api_4ch",
+        {"model": "tiny-sdxl", "vae": "tiny-sdxl-inpaint/vae-low-variance", "scheduler": None,
+         "latents": "initial_latents"}, image, mask, **common, num_inference_steps=3, latents=given)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{
-    GenerateOptions, ImageInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline, Task,
+    GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline, Task,
 };
 use candlewick_core::schedulers::StepNoise;
 use common::{assert_close, fixtures, goldens};
@@ -103,6 +103,10 @@ impl Golden {
                 negative_aesthetic_score: j["negative_aesthetic_score"].as_f64().unwrap_or(2.5),
                 ..Default::default()
             },
+            latents: j["latents"].as_str().map(|name| {
+                let t = &self.tensors[name];
+                LatentsInput { shape: t.dims4().unwrap().into(), data: t.flatten_all().unwrap().to_vec1().unwrap() }
+            }),
             seed: Some(0),
             ..Default::default()
         }
@@ -180,6 +184,26 @@ fn sdxl_refiner_inpainting_from_denoising_start_matches_diffusers() {
     golden("refiner_start").check(&pipe);
 }
 
+/// The caller's `latents` (diffusers' `latents`: the noise, in place of a draw; the run starts from
+/// them scaled by init_noise_sigma, whatever the strength), with both UNets, through the `vae` load
+/// option's low-variance VAE (the goldens test/sdxl-inpaint.test.ts compares the API's images with).
+#[test]
+fn sdxl_inpainting_from_given_latents_matches_diffusers() {
+    let vae = fixtures().join("tiny-sdxl-inpaint/vae-low-variance");
+    let load_with_vae = |dir: &Path| {
+        let options = LoadOptions {
+            device: DeviceRequest::Cpu,
+            dtype: DTypeRequest::F32,
+            vae: Some(vae.clone()),
+            ..Default::default()
+        };
+        StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    };
+    let folder = tiny_sdxl_inpaint_model();
+    golden("api_9ch").check(&load_with_vae(folder.path()));
+    golden("api_4ch").check(&load_with_vae(&fixtures().join("tiny-sdxl")));
+}
+
 /// The inpainting checks SD1.5's path makes name the same options on SDXL, and the pipeline stays
 /// usable after them.
 #[test]
@@ -204,6 +228,14 @@ fn sdxl_inpainting_inputs_are_checked() {
     assert!(msg.contains("strength x num_inference_steps >= 1"), "{msg}");
     let msg = error(GenerateOptions { denoising_start: Some(0.9999), ..base.clone() });
     assert!(msg.contains("denoising_start"), "{msg}");
+    let latents = LatentsInput { shape: [1, 4, 8, 8], data: vec![0.0; 256] };
+    let msg = error(GenerateOptions { latents: Some(latents.clone()), ..base.clone() });
+    assert!(
+        msg.contains("Expected latents of shape [1, 4, 16, 16] for latents but received shape [1, 4, 8, 8]"),
+        "{msg}"
+    );
+    let msg = error(GenerateOptions { latents: Some(latents), denoising_start: Some(0.5), ..base.clone() });
+    assert!(msg.contains("no latents with mask_image and denoising_start"), "{msg}");
     let out = pipe.generate(&base, &Observer::new()).expect("inpaints after the errors");
     assert_eq!((out.images[0].width, out.images[0].height), (32, 32));
     assert_eq!(out.settings.strength, Some(0.9999));

@@ -46,12 +46,22 @@ impl StableDiffusionPipeline {
                 return Err(expected("number > 0 and <= 1", "strength", strength));
             }
         }
-        if let (Task::Img2Img | Task::Inpaint, Some(latents)) = (task, &o.latents) {
-            return Err(expected(
-                "no latents with image (latents are text to image's initial noise)",
-                "latents",
-                format!("latents of shape {:?}", latents.shape),
-            ));
+        match (task, &o.latents, o.denoising_start) {
+            (Task::Img2Img, Some(latents), _) => {
+                return Err(expected(
+                    "no latents with image (latents are the initial noise of text to image and inpainting)",
+                    "latents",
+                    format!("latents of shape {:?}", latents.shape),
+                ))
+            }
+            (Task::Inpaint, Some(latents), Some(_)) => {
+                return Err(expected(
+                    "no latents with mask_image and denoising_start (the run starts from the image's latents)",
+                    "latents",
+                    format!("latents of shape {:?}", latents.shape),
+                ))
+            }
+            _ => {}
         }
         // StableDiffusionXLImg2ImgPipeline's default strength is 0.3, StableDiffusionXLInpaintPipeline's 0.9999.
         let sdxl_default = match (task, self.components.text_encoder_2.is_some()) {

@@ -37,6 +37,9 @@ pub(super) struct Inputs<'a> {
     /// False from SDXL's `denoising_start`: the run starts from the image's latents as they are
     /// (the noise is still drawn, for the known region's blend).
     pub add_noise: bool,
+    /// The caller's `latents` (diffusers' `latents`): the noise, in place of a draw; the run then
+    /// starts from them scaled by `init_noise_sigma`, whatever the strength.
+    pub latents: Option<&'a Tensor>,
 }
 
 /// Which UNet layout the folder has: 4 channels (latents only) or latents + mask + masked-image
@@ -56,9 +59,10 @@ pub(super) fn unet_takes_mask(c: &Components) -> Result<bool> {
     }
 }
 
-/// diffusers' steps 6 and 7: `prepare_latents` (pure noise at strength 1, else the image's
-/// latents noised to the first timestep) and `prepare_mask_latents`, drawing noise in diffusers'
-/// order: the image's VAE sample (when needed), the initial noise, the masked image's VAE sample.
+/// diffusers' steps 6 and 7: `prepare_latents` (pure noise at strength 1 or from the caller's
+/// latents, the image's latents as they are from `denoising_start`, else the image's latents noised
+/// to the first timestep) and `prepare_mask_latents`, drawing noise in diffusers' order: the image's
+/// VAE sample (when needed), the initial noise (unless given), the masked image's VAE sample.
 pub(super) fn prepare(
     c: &Components,
     inputs: &Inputs,
@@ -70,7 +74,8 @@ pub(super) fn prepare(
     let is_strength_max = inputs.strength == 1.0;
     // diffusers' SDXL pipeline fails on a 9-channel UNet at strength 1 from denoising_start (it has
     // no image latents to start from); here the image is encoded for it too.
-    let image_latents = if !takes_mask || !is_strength_max || !inputs.add_noise {
+    let given = inputs.latents.is_some();
+    let image_latents = if !takes_mask || (!is_strength_max && !given) || !inputs.add_noise {
         Some(encode_vae_image(c, inputs.image, inputs.batch, noise)?)
     } else {
         None
@@ -78,10 +83,13 @@ pub(super) fn prepare(
     let (_, _, height, width) = inputs.image.dims4()?;
     let vsf = c.vae.config.scale_factor();
     let shape = [inputs.batch, c.vae.config.latent_channels, height / vsf, width / vsf];
-    let initial_noise = noise.sample(shape, device)?;
+    let initial_noise = match inputs.latents {
+        Some(given) => given.clone(),
+        None => noise.sample(shape, device)?,
+    };
     let latents = match &image_latents {
         Some(image_latents) if !inputs.add_noise => image_latents.clone(),
-        Some(image_latents) if !is_strength_max => {
+        Some(image_latents) if !is_strength_max && !given => {
             scheduler.add_noise(image_latents, &initial_noise, inputs.latent_timestep)?
         }
         _ => (&initial_noise * scheduler.init_noise_sigma())?,

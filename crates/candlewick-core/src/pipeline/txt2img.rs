@@ -394,6 +394,9 @@ impl StableDiffusionPipeline {
             }
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
                 let mask = mask.to_mask_tensor(width, height, device)?;
+                let vsf = self.info.vae_scale_factor;
+                let shape = [batch, c.vae.config.latent_channels, height / vsf, width / vsf];
+                let given = options.latents.as_ref().map(|given| self.latents_from_caller(given, shape)).transpose()?;
                 let strength = inputs.strength.unwrap_or(1.0);
                 let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
                 let task = inpaint::Inputs {
@@ -404,6 +407,7 @@ impl StableDiffusionPipeline {
                     latent_timestep,
                     do_guidance,
                     add_noise: options.denoising_start.is_none(),
+                    latents: given.as_ref(),
                 };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
