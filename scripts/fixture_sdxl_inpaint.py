@@ -10,6 +10,9 @@ Writes (test/fixtures/README.md describes them):
                                      layout of diffusers/stable-diffusion-xl-1.0-inpainting-0.1), perturbed as the
                                      families' are; its other components are tiny-sdxl's (tests copy them beside it)
   test/fixtures/goldens/sdxl_inpaint_<case>.{json,safetensors}
+  test/fixtures/single-file/tiny-sdxl-inpaint.safetensors   the composed folder's tensors in the original SDXL layout
+                                     (an xl_inpaint checkpoint: tiny-sdxl.safetensors' layout with the 9-channel
+                                     UNet), checked as fixture_single_file_sdxl.py checks its files
 
 Each golden: StableDiffusionXLInpaintPipeline(image=images/input.png, mask_image=images/mask.png, **call,
 generator=manual_seed(0), output_type='pt'); `noise_k` is the k-th torch.randn draw (VAE samples and noise in
@@ -49,10 +52,10 @@ def make_inpaint_folder(base):
     unet = seeded(SEED + 40, lambda: UNet2DConditionModel(**UNET_SDXL_INPAINT))
     pipe = StableDiffusionXLInpaintPipeline(**{**base.components, "unet": unet})
     folder = os.path.join(FIXTURES, "tiny-sdxl-inpaint")
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(os.path.join(folder, "unet"), ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        os.makedirs(folder)
+        os.makedirs(folder, exist_ok=True)
         shutil.copy(os.path.join(tmp, "model_index.json"), folder)
         shutil.copytree(os.path.join(tmp, "unet"), os.path.join(folder, "unet"))
         # The folder as the tests compose it: tiny-sdxl's other components beside it.
@@ -68,6 +71,53 @@ def make_inpaint_folder(base):
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
     print(f"tiny-sdxl-inpaint: {size / 1e3:.0f} KB")
     return reloaded
+
+
+def composed_folder(tmp):
+    """tiny-sdxl-inpaint as the tests compose it: tiny-sdxl's other components beside its UNet and index."""
+    for name in COMPONENTS:
+        shutil.copytree(os.path.join(FIXTURES, "tiny-sdxl", name), os.path.join(tmp, name))
+    shutil.copytree(os.path.join(FIXTURES, "tiny-sdxl-inpaint", "unet"), os.path.join(tmp, "unet"))
+    shutil.copy(os.path.join(FIXTURES, "tiny-sdxl-inpaint", "model_index.json"), tmp)
+    return tmp
+
+
+def make_single_file(pipe):
+    """single-file/tiny-sdxl-inpaint.safetensors: diffusers' converters give every tensor back and
+    StableDiffusionXLInpaintPipeline.from_single_file(config=the composed folder) loads the folder's tensors
+    (text_encoder_2 passed in, as fixture_single_file_sdxl.py explains)."""
+    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
+                                                     convert_ldm_vae_checkpoint, convert_open_clip_checkpoint,
+                                                     infer_diffusers_model_type)
+    from fixture_single_file_lora import vae_to_ldm
+    from fixture_single_file_sdxl import (CLIP_PREFIX, OPEN_CLIP_BASE, assert_same, clip_to_ldm, open_clip_to_ldm,
+                                          sdxl_unet_to_ldm)
+    unet_sd, vae_sd, te2_sd = pipe.unet.state_dict(), pipe.vae.state_dict(), pipe.text_encoder_2.state_dict()
+    te_sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in pipe.text_encoder.state_dict().items()}
+    ldm = {**sdxl_unet_to_ldm(unet_sd, pipe.unet.config), **vae_to_ldm(vae_sd, pipe.vae.config),
+           **open_clip_to_ldm(te2_sd, OPEN_CLIP_BASE), **clip_to_ldm(te_sd, CLIP_PREFIX)}
+    ldm = {k: v.contiguous() for k, v in ldm.items()}
+    # diffusers' infer_diffusers_model_type keys SDXL on a tenth OpenCLIP layer, which the tiny encoders lack: on the
+    # headers of a real-sized file (conv_in 9 wide, that layer present) it says xl_inpaint.
+    headers = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 9, 3, 3),
+               "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(8)}
+    assert infer_diffusers_model_type(headers) == "xl_inpaint", infer_diffusers_model_type(headers)
+    assert_same("unet", unet_sd, convert_ldm_unet_checkpoint(ldm, pipe.unet.config))
+    assert_same("vae", vae_sd, convert_ldm_vae_checkpoint(ldm, pipe.vae.config))
+    assert_same("text_encoder_2", te2_sd, convert_open_clip_checkpoint(pipe.text_encoder_2, ldm, prefix=OPEN_CLIP_BASE))
+    assert_same("text_encoder", te_sd, convert_ldm_clip_checkpoint(ldm))
+    path = os.path.join(FIXTURES, "single-file", "tiny-sdxl-inpaint.safetensors")
+    save_file(ldm, path)
+    assert os.path.getsize(path) < 1_500_000, (path, os.path.getsize(path))
+    os.chmod(path, 0o644)
+    with tempfile.TemporaryDirectory() as tmp:
+        single = StableDiffusionXLInpaintPipeline.from_single_file(path, config=composed_folder(tmp),
+                                                                   local_files_only=True,
+                                                                   text_encoder_2=pipe.text_encoder_2)
+    for part in ["unet", "vae", "text_encoder", "text_encoder_2"]:
+        a, b = getattr(pipe, part).state_dict(), getattr(single, part).state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), part
+    print("wrote", path, os.path.getsize(path), "bytes,", len(ldm), "tensors")
 
 
 def make_low_variance_vae(vae):
@@ -128,6 +178,7 @@ def main():
     base = StableDiffusionXLPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl"))
     inpaint_4ch = StableDiffusionXLInpaintPipeline(**base.components)
     inpaint_9ch = make_inpaint_folder(base)
+    make_single_file(inpaint_9ch)
     refiner_folder = StableDiffusionXLImg2ImgPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl-refiner"))
     refiner = StableDiffusionXLInpaintPipeline(**refiner_folder.components, requires_aesthetics_score=True,
                                                force_zeros_for_empty_prompt=False)

@@ -88,6 +88,7 @@ impl StableDiffusionPipeline {
             // refiner's has text_encoder_2 alone), else an inpainting UNet takes 9 channels.
             let class = match (&components.text_encoder, &components.text_encoder_2) {
                 (None, Some(_)) => "StableDiffusionXLImg2ImgPipeline",
+                (Some(_), Some(_)) if components.unet.config.in_channels == 9 => "StableDiffusionXLInpaintPipeline",
                 (Some(_), Some(_)) => "StableDiffusionXLPipeline",
                 _ if components.unet.config.in_channels == 9 => "StableDiffusionInpaintPipeline",
                 _ => "StableDiffusionPipeline",
