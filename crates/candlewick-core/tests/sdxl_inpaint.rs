@@ -240,3 +240,52 @@ fn sdxl_inpainting_inputs_are_checked() {
     assert_eq!((out.images[0].width, out.images[0].height), (32, 32));
     assert_eq!(out.settings.strength, Some(0.9999));
 }
+
+/// In f16 (the GPU's dtype; f32 weights converted at load) SDXL inpainting stays close to
+/// diffusers' f32 image: the VAE encodes and decodes in f32 (`force_upcast`), the mask channels and
+/// the known region's blend follow the model's dtype.
+#[test]
+fn sdxl_inpainting_in_f16_stays_close_to_diffusers_f32() {
+    let load_f16 = |dir: &Path| {
+        let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
+        StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    };
+    let folder = tiny_sdxl_inpaint_model();
+    for (name, dir) in [("4ch", fixtures().join("tiny-sdxl")), ("9ch", folder.path().to_path_buf())] {
+        let g = golden(name);
+        let out = load_f16(&dir).generate_with_noise(&g.options(), &Observer::new(), &mut g.replay()).unwrap();
+        let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let worst = out.images[0].data.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        eprintln!("{} in f16: worst channel difference {worst}/255", g.name);
+        assert!(worst <= 12, "{}: f16 differs from diffusers' f32 image by {worst}/255", g.name);
+    }
+}
+
+/// Each image of an SDXL inpainting batch (two prompts, a seed each) is the image its seed makes
+/// alone: the time ids, mask and known region are repeated per image, each image's draws are its own.
+#[test]
+fn sdxl_inpainting_batches_give_each_image_what_its_seed_makes_alone() {
+    let folder = tiny_sdxl_inpaint_model();
+    for dir in [fixtures().join("tiny-sdxl"), folder.path().to_path_buf()] {
+        let pipe = load(&dir);
+        let call = |prompt: Vec<String>, seeds: Vec<u64>| GenerateOptions {
+            prompt,
+            num_inference_steps: 3,
+            image: Some(file("images/input.png")),
+            mask_image: Some(file("images/mask.png")),
+            strength: Some(0.7),
+            seeds: Some(seeds),
+            ..Default::default()
+        };
+        let batch = pipe
+            .generate(&call(vec!["a red apple".into(), "a blue bird".into()], vec![7, 9]), &Observer::new())
+            .unwrap();
+        assert_ne!(batch.images[0].data, batch.images[1].data);
+        for (i, (prompt, seed)) in [("a red apple", 7), ("a blue bird", 9)].into_iter().enumerate() {
+            let alone = pipe.generate(&call(vec![prompt.into()], vec![seed]), &Observer::new()).unwrap();
+            let off =
+                alone.images[0].data.iter().zip(&batch.images[i].data).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+            assert_eq!(off, 0, "{}: image {i} differs from its seed's image alone", dir.display());
+        }
+    }
+}
