@@ -154,7 +154,8 @@ def run(pipe, name, info, image, mask, **call):
         call = {k: v for k, v in call.items() if k != "latents"}
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(GOLDENS, f"{name}.safetensors"))
     write_json(os.path.join(GOLDENS, f"{name}.json"), {
-        **call, **info, "image": "images/input.png", "mask_image": "images/mask.png",
+        **call, **({"image": "images/input.png"} if isinstance(image, Image.Image) else {}), **info,
+        "mask_image": "images/mask.png",
         "timesteps": pipe.scheduler.timesteps.tolist(), "unet_calls": len(captured), "noise_draws": len(rec.draws),
         "unet_in_channels": pipe.unet.config.in_channels, "pipeline": type(pipe).__name__,
         "scheduler_class": type(pipe.scheduler).__name__,
@@ -201,6 +202,16 @@ def main():
     # latents not noised (add_noise=False), the known region blended each step.
     run(refiner, "sdxl_inpaint_refiner_start", {"model": "tiny-sdxl-refiner", "scheduler": None}, image, mask,
         **common, num_inference_steps=5, denoising_start=0.6, aesthetic_score=7.0, negative_aesthetic_score=2.0)
+    # The base-to-refiner handoff as diffusers' SDXL inpainting docs run it: the base's latents at denoising_end 0.6
+    # (output_type="latent") as the refiner's `image`, continued from denoising_start 0.6 (no VAE encode, no noise
+    # added; the known region blended from those latents).
+    with torch.no_grad():
+        handoff = inpaint_4ch(image=image, mask_image=mask, **common, num_inference_steps=5, denoising_end=0.6,
+                              generator=torch.Generator().manual_seed(0), output_type="latent").images
+    save_file({"latents": handoff.contiguous()}, os.path.join(GOLDENS, "sdxl_inpaint_handoff_latents.safetensors"))
+    run(refiner, "sdxl_inpaint_refiner_handoff", {"model": "tiny-sdxl-refiner", "scheduler": None,
+                                                   "image_latents": "sdxl_inpaint_handoff_latents"}, handoff, mask,
+        **common, num_inference_steps=5, denoising_start=0.6)
     # For the API tests (test/sdxl-inpaint.test.ts), which cannot replay diffusers' draws: the caller's `latents`
     # (diffusers' `latents`: the noise, in place of a draw; the run starts from them, whatever the strength) and the
     # low-variance VAE, whose samples are their mean.

@@ -90,7 +90,7 @@ impl Golden {
             width: j["width"].as_u64().map(|w| w as usize),
             height: j["height"].as_u64().map(|h| h as usize),
             scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
-            image: Some(file(j["image"].as_str().unwrap())),
+            image: j["image"].as_str().map(file),
             mask_image: Some(file(j["mask_image"].as_str().unwrap())),
             strength: j["strength"].as_f64(),
             denoising_start: j["denoising_start"].as_f64(),
@@ -103,10 +103,15 @@ impl Golden {
                 negative_aesthetic_score: j["negative_aesthetic_score"].as_f64().unwrap_or(2.5),
                 ..Default::default()
             },
-            latents: j["latents"].as_str().map(|name| {
-                let t = &self.tensors[name];
-                LatentsInput { shape: t.dims4().unwrap().into(), data: t.flatten_all().unwrap().to_vec1().unwrap() }
-            }),
+            // The caller's noise (a tensor of the golden), or the handoff's latents standing for the image.
+            latents: j["latents"]
+                .as_str()
+                .map(|name| self.tensors[name].clone())
+                .or_else(|| j["image_latents"].as_str().map(|name| goldens(name)["latents"].clone()))
+                .map(|t| LatentsInput {
+                    shape: t.dims4().unwrap().into(),
+                    data: t.flatten_all().unwrap().to_vec1().unwrap(),
+                }),
             seed: Some(0),
             ..Default::default()
         }
@@ -177,11 +182,24 @@ fn sdxl_inpainting_unet_matches_diffusers() {
 }
 
 /// The refiner (text_encoder_2 only, aesthetic scores in the time ids) from denoising_start 0.6:
-/// from the image's latents without noise, the known region put back after every step.
+/// from the image's latents without noise, the known region put back after every step; and the
+/// handoff of diffusers' SDXL inpainting docs: the base's latents at denoising_end 0.6 (as
+/// `latents`, no image) continued by the refiner from denoising_start 0.6, the known region blended
+/// from those latents.
 #[test]
 fn sdxl_refiner_inpainting_from_denoising_start_matches_diffusers() {
     let pipe = load(&fixtures().join("tiny-sdxl-refiner"));
     golden("refiner_start").check(&pipe);
+    let handoff = golden("refiner_handoff");
+    assert!(handoff.json["image"].is_null());
+    handoff.check(&pipe);
+    // With an image too, the latents would be ambiguous; an inpainting UNet needs the masked image.
+    let both = GenerateOptions { image: Some(file("images/input.png")), ..handoff.options() };
+    let msg = pipe.generate(&both, &Observer::new()).map(|_| ()).expect_err("refused").to_string();
+    assert!(msg.contains("Expected image or latents with mask_image and denoising_start, not both"), "{msg}");
+    let folder = tiny_sdxl_inpaint_model();
+    let msg = load(folder.path()).generate(&handoff.options(), &Observer::new()).map(|_| ()).expect_err("refused");
+    assert!(msg.to_string().contains("Expected image with an inpainting UNet"), "{msg}");
 }
 
 /// The caller's `latents` (diffusers' `latents`: the noise, in place of a draw; the run starts from
@@ -234,8 +252,17 @@ fn sdxl_inpainting_inputs_are_checked() {
         msg.contains("Expected latents of shape [1, 4, 16, 16] for latents but received shape [1, 4, 8, 8]"),
         "{msg}"
     );
-    let msg = error(GenerateOptions { latents: Some(latents), denoising_start: Some(0.5), ..base.clone() });
-    assert!(msg.contains("no latents with mask_image and denoising_start"), "{msg}");
+    let msg = error(GenerateOptions { latents: Some(latents.clone()), denoising_start: Some(0.5), ..base.clone() });
+    assert!(msg.contains("image or latents with mask_image and denoising_start, not both"), "{msg}");
+    // Without an image, latents of the wrong size are named (the handoff's latents are the image).
+    let msg = error(GenerateOptions {
+        latents: Some(latents),
+        denoising_start: Some(0.5),
+        image: None,
+        width: Some(32),
+        ..base.clone()
+    });
+    assert!(msg.contains("Expected latents of shape [1, 4, 8, 16] for latents"), "{msg}");
     let out = pipe.generate(&base, &Observer::new()).expect("inpaints after the errors");
     assert_eq!((out.images[0].width, out.images[0].height), (32, 32));
     assert_eq!(out.settings.strength, Some(0.9999));

@@ -30,6 +30,9 @@ impl StableDiffusionPipeline {
             (None, None) => Task::Txt2Img,
             (Some(_), None) => Task::Img2Img,
             (Some(_), Some(_)) => Task::Inpaint,
+            // SDXL's inpainting handoff: a base's denoising_end latents as the image (diffusers' `image`
+            // given as latents), continued from denoising_start.
+            (None, Some(_)) if o.latents.is_some() && o.denoising_start.is_some() => Task::Inpaint,
             (None, Some(_)) => {
                 return Err(expected("image with mask_image (inpainting repaints the image)", "image", "none"))
             }
@@ -54,9 +57,10 @@ impl StableDiffusionPipeline {
                     format!("latents of shape {:?}", latents.shape),
                 ))
             }
-            (Task::Inpaint, Some(latents), Some(_)) => {
+            (Task::Inpaint, Some(latents), Some(_)) if o.image.is_some() => {
                 return Err(expected(
-                    "no latents with mask_image and denoising_start (the run starts from the image's latents)",
+                    "image or latents with mask_image and denoising_start, not both (latents are then the image's \
+                     latents)",
                     "latents",
                     format!("latents of shape {:?}", latents.shape),
                 ))
@@ -71,7 +75,7 @@ impl StableDiffusionPipeline {
         };
         let strength = o.strength.or(sdxl_default).or(task.default_strength());
         if task == Task::Txt2Img {
-            let (width, height) = self.output_size(o, None)?;
+            let (width, height) = self.output_size(o, None, None)?;
             self.check_text_and_steps(o, None)?;
             return Ok(CheckedInputs { width, height, task, strength, image: None, mask: None });
         }
@@ -89,13 +93,20 @@ impl StableDiffusionPipeline {
                 ));
             }
         }
-        let (width, height) = self.output_size(o, image.as_ref())?;
+        // The inpainting handoff's latents are the image: their size is the output's.
+        let latents = o.latents.as_ref().filter(|_| image.is_none());
+        let (width, height) = self.output_size(o, image.as_ref(), latents)?;
         Ok(CheckedInputs { width, height, task, strength, image, mask })
     }
 
     /// Width and height: the call's, or the image's rounded down to a multiple of 8 (and of the
-    /// VAE's scale factor), or the model's default.
-    fn output_size(&self, o: &GenerateOptions, image: Option<&Decoded>) -> Result<(usize, usize)> {
+    /// VAE's scale factor), or the size of the latents that stand for the image, or the model's default.
+    fn output_size(
+        &self,
+        o: &GenerateOptions,
+        image: Option<&Decoded>,
+        image_latents: Option<&LatentsInput>,
+    ) -> Result<(usize, usize)> {
         let multiple = self.info.vae_scale_factor.max(8);
         let (default_width, default_height) = match image {
             Some(image) => {
@@ -109,7 +120,13 @@ impl StableDiffusionPipeline {
                 }
                 (w.min(MAX_SIDE - MAX_SIDE % multiple), h.min(MAX_SIDE - MAX_SIDE % multiple))
             }
-            None => (self.info.default_width, self.info.default_height),
+            None => match image_latents {
+                Some(l) => (
+                    l.shape[3].saturating_mul(self.info.vae_scale_factor),
+                    l.shape[2].saturating_mul(self.info.vae_scale_factor),
+                ),
+                None => (self.info.default_width, self.info.default_height),
+            },
         };
         let width = o.width.unwrap_or(default_width);
         let height = o.height.unwrap_or(default_height);

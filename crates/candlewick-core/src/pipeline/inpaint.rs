@@ -115,6 +115,30 @@ pub(super) fn prepare(
     Ok(Prepared { latents, extra_channels: Some(extra.to_dtype(c.dtype())?), known_region: None })
 }
 
+/// SDXL's inpainting handoff (diffusers' `image` given as latents, with `denoising_start`): the run
+/// continues from `image_latents` as they are, and an ordinary UNet's kept region is blended from
+/// them with one fresh draw of noise, as diffusers does. An inpainting UNet reads the masked image,
+/// which latents do not give (diffusers fails on it): refused.
+pub(super) fn prepare_from_latents(
+    c: &Components,
+    mask: &Tensor,
+    image_latents: Tensor,
+    noise: &mut dyn StepNoise,
+) -> Result<Prepared> {
+    if unet_takes_mask(c)? {
+        return Err(crate::error::expected(
+            "image with an inpainting UNet (it reads the masked image, which latents do not give)",
+            "image",
+            "none (latents with mask_image and denoising_start)",
+        ));
+    }
+    let shape: [usize; 4] = image_latents.dims4()?.into();
+    let initial_noise = noise.sample(shape, image_latents.device())?;
+    let mask = nearest(mask, shape[2], shape[3])?.repeat((shape[0], 1, 1, 1))?;
+    let known_region = KnownRegion { image_latents: image_latents.clone(), noise: initial_noise, mask };
+    Ok(Prepared { latents: image_latents, extra_channels: None, known_region: Some(known_region) })
+}
+
 /// `torch.nn.functional.interpolate(mask, size=(h, w))` (mode "nearest"): source index
 /// floor(i x in / out) in f32, as torch computes it.
 fn nearest(mask: &Tensor, h: usize, w: usize) -> Result<Tensor> {

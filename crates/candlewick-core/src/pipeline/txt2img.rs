@@ -412,6 +412,15 @@ impl StableDiffusionPipeline {
                 };
                 inpaint::prepare(c, &task, scheduler, noise)
             }
+            (Task::Inpaint, None, Some(mask), Some(_)) => {
+                // SDXL's inpainting handoff: the caller's latents stand for the image (from denoising_start).
+                let vsf = self.info.vae_scale_factor;
+                let shape = [batch, c.vae.config.latent_channels, height / vsf, width / vsf];
+                let given =
+                    options.latents.as_ref().ok_or_else(|| Error::Internal("a handoff without latents".into()))?;
+                let image_latents = self.latents_from_caller(given, shape)?;
+                inpaint::prepare_from_latents(c, &mask.to_mask_tensor(width, height, device)?, image_latents, noise)
+            }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
         }
     }
