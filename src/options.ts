@@ -222,7 +222,9 @@ export interface GenerateOptions {
   seeds?: readonly (number | bigint)[];
   /**
    * Start from these latents instead of seeded noise (text to image); with `maskImage`, inpainting's
-   * noise, as diffusers' `latents` (the run starts from them whatever the strength). Default: none.
+   * noise, as diffusers' `latents` (the run starts from them whatever the strength); with `maskImage`
+   * and `denoisingStart` and no `image` (SDXL), the image's latents: a base's `denoisingEnd` latents
+   * continued (the inpainting handoff). Default: none.
    */
   latents?: LatentsOptions;
   /**

@@ -118,3 +118,22 @@ test("candlewick inpaint runs an SDXL model and records its task and strength", 
   t.is(run.code, 0, run.stderr);
   t.like(readTextChunks(readFileSync(out)), { task: "inpaint", strength: "0.9999", size: "32x32" });
 });
+
+test("the base-to-refiner inpainting handoff: the base's denoisingEnd latents, with the mask, continue on the refiner", async (t) => {
+  const base = await StableDiffusionPipeline.fromPretrained(TINY_SDXL, { device: "cpu", dtype: "f32" });
+  const refiner = await StableDiffusionPipeline.fromPretrained(join(FIXTURES, "tiny-sdxl-refiner"), { device: "cpu", dtype: "f32" });
+  const call = { prompt: "a red apple", numInferenceSteps: 5, seed: 1, maskImage: MASK };
+  const latents = await base.generateLatents({ ...call, image: INPUT, denoisingEnd: 0.6 });
+  t.deepEqual(latents.shape, [1, 4, 16, 16]);
+  const handoff = { ...call, latents: { shape: latents.shape, data: latents.data }, denoisingStart: 0.6 };
+  const [image] = await refiner.generate(handoff);
+  t.deepEqual([image!.width, image!.height, image!.settings?.task], [32, 32, "inpaint"]);
+  const [again] = await refiner.generate(handoff);
+  t.deepEqual(again!.data, image!.data);
+  await t.throwsAsync(refiner.generate({ ...handoff, image: INPUT }), {
+    instanceOf: CandlewickError,
+    message: "Expected image or latents with maskImage and denoisingStart, not both (latents are then the image's latents) for latents but received latents of shape [1, 4, 16, 16]",
+  });
+  await base.dispose();
+  await refiner.dispose();
+});

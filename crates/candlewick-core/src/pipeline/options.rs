@@ -79,7 +79,8 @@ pub struct GenerateOptions {
     /// the image that a one-image call with `seed: seeds[i]` makes.
     pub seeds: Option<Vec<u64>>,
     /// Initial latents (text to image), or inpainting's noise (diffusers' `latents`: the run starts
-    /// from them whatever the strength); when given, `seed` feeds only the other draws.
+    /// from them whatever the strength), or with `mask_image` and `denoising_start` and no `image`
+    /// the image's latents (SDXL's inpainting handoff); when given, `seed` feeds only the other draws.
     pub latents: Option<LatentsInput>,
     /// The scheduler: `type` (a class, type or preset name: another class than the folder's) and
     /// fields of its config in diffusers' names, merged over the folder's scheduler_config.json
