@@ -14,6 +14,7 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/images/      input.png, mask.png: the img2img / inpainting inputs (fixture_images.py)
   test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
   test/fixtures/tiny-sd2/, tiny-lcm/, tiny-sdxl/, goldens/family_*  the model families (fixture_families.py)
+  test/fixtures/tiny-sdxl-inpaint/, goldens/sdxl_inpaint_*  SDXL inpainting (fixture_sdxl_inpaint.py)
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -292,6 +293,9 @@ def main():
     # A kohya SDXL LoRA (both text encoders and the UNet) and diffusers' fused run of it on tiny-sdxl.
     import fixture_sdxl_lora
     fixture_sdxl_lora.main()
+    # SDXL inpainting (4- and 9-channel UNets, the refiner) on tiny-sdxl, with a 9-channel tiny-sdxl-inpaint UNet.
+    import fixture_sdxl_inpaint
+    fixture_sdxl_inpaint.main()
     # Checks only: the sharded folders the tests write are diffusers' format (fixture_sharded.py).
     import fixture_sharded
     fixture_sharded.main()

@@ -192,7 +192,7 @@ export interface LatentsOptions {
 /**
  * One call, as diffusers' pipelines take it: text to image (`StableDiffusionPipeline`); with
  * `image`, image to image (`StableDiffusionImg2ImgPipeline`); with `image` and `maskImage`,
- * inpainting (`StableDiffusionInpaintPipeline`).
+ * inpainting (`StableDiffusionInpaintPipeline`); their `StableDiffusionXL*` twins for SDXL models.
  */
 export interface GenerateOptions {
   /** What to draw: one prompt, or several (each gives `numImagesPerPrompt` images). Required. */
@@ -233,7 +233,12 @@ export interface GenerateOptions {
    * image is then the image its seed makes alone, so one image of a batch can be made again by itself. Default: none.
    */
   seeds?: readonly (number | bigint)[];
-  /** Start from these latents instead of seeded noise. Default: none. */
+  /**
+   * Start from these latents instead of seeded noise (text to image); with `maskImage`, inpainting's
+   * noise, as diffusers' `latents` (the run starts from them whatever the strength); with `maskImage`
+   * and `denoisingStart` and no `image` (SDXL), the image's latents: a base's `denoisingEnd` latents
+   * continued (the inpainting handoff). Default: none.
+   */
   latents?: LatentsOptions;
   /**
    * The scheduler: a name ("ddim", "DDIMScheduler", a preset such as "dpm++-2m-karras") or
@@ -265,7 +270,7 @@ export interface GenerateOptions {
   /**
    * How much of `image` to repaint, in (0, 1]: the last `strength` of the `numInferenceSteps`
    * steps run, from the image noised to that point (1: from pure noise). Default: 0.8 for image to
-   * image, 1 for inpainting (diffusers' defaults).
+   * image, 1 for inpainting; for SDXL 0.3 and 0.9999 (diffusers' defaults).
    */
   strength?: number;
   /**
@@ -296,8 +301,8 @@ export interface GenerateOptions {
   clipSkip?: number;
   /**
    * SDXL only: stop denoising this share of the way through the schedule, in (0, 1) (diffusers'
-   * `denoising_end`): with `generateLatents`, the latents a refiner would continue from (the
-   * refiner itself is not supported yet). Default: none (the whole schedule).
+   * `denoising_end`): with `generateLatents`, the latents a refiner continues from (with
+   * `denoisingStart`). Default: none (the whole schedule).
    */
   denoisingEnd?: number;
   /**

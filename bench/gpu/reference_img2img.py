@@ -6,7 +6,9 @@ in order as scripts/fixture_images.py does; crates/candlewick-core/examples/img2
                                            [--strength 0.6] [--inpaint]
 
 --inpaint runs StableDiffusionInpaintPipeline instead (the model's 4-channel UNet: diffusers blends the kept region
-back each step) with mask.png, a white rectangle (repaint) on black, written beside init.png.
+back each step; a 9-channel inpainting UNet reads the mask) with mask.png, a white rectangle (repaint) on black,
+written beside init.png. An SDXL folder (model_index.json's _class_name starts with StableDiffusionXL) runs
+StableDiffusionXLImg2ImgPipeline / StableDiffusionXLInpaintPipeline.
 
 Writes to DIR (default MODEL_DIR/img2img):
   init.png                 a SIZE x SIZE RGB picture (gradients, a disc, a bar), made deterministically
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionXLImg2ImgPipeline,
+                       StableDiffusionXLInpaintPipeline)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -64,15 +67,17 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     image = make_init_image(a.size, os.path.join(out, "init.png"))
-    extra, cls = {}, StableDiffusionImg2ImgPipeline
+    with open(os.path.join(a.model_dir, "model_index.json")) as f:
+        sdxl = json.load(f)["_class_name"].startswith("StableDiffusionXL")
+    extra, cls = {}, StableDiffusionXLImg2ImgPipeline if sdxl else StableDiffusionImg2ImgPipeline
     if a.inpaint:
         mask = np.zeros((a.size, a.size), np.uint8)
         mask[a.size // 4: a.size * 3 // 4, a.size // 8: a.size * 5 // 8] = 255
         Image.fromarray(mask, "L").save(os.path.join(out, "mask.png"))
         extra = {"mask_image": Image.open(os.path.join(out, "mask.png")), "height": a.size, "width": a.size}
-        cls = StableDiffusionInpaintPipeline
-    pipe = cls.from_pretrained(a.model_dir, safety_checker=None,
-                                                          requires_safety_checker=False, torch_dtype=torch.float32)
+        cls = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
+    no_checker = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
+    pipe = cls.from_pretrained(a.model_dir, **no_checker, torch_dtype=torch.float32)
     pipe.to(a.device)
     pipe.set_progress_bar_config(disable=True)
     captured = {}
@@ -105,7 +110,7 @@ def main():
             "torch_version": torch.__version__,
             "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
             "seconds_call": seconds,
-            "about": "StableDiffusionImg2ImgPipeline(image=init.png, strength, eta=0, generator=manual_seed(0) on "
+            "about": f"{cls.__name__}(image=init.png, strength, eta=0, generator=manual_seed(0) on "
                      "the CPU, output_type='pt'); noise_k = the k-th torch.randn draw; latents_step_i after UNet "
                      "call i"}
     with open(os.path.join(out, "goldens.json"), "w") as f:

@@ -50,7 +50,7 @@ Redraw a picture after a text prompt (diffusers' StableDiffusionImg2ImgPipeline)
 results as PNG files (their paths go to stdout), with their generation parameters in text chunks.
 
 Options:
-${IMAGE_HELP} (default: 0.8)
+${IMAGE_HELP} (default: 0.8; SDXL: 0.3)
 ${GENERATE_HELP.split("Options:\n")[1]!.split("\nExample:")[0]}
 Example:
   candlewick img2img "a watercolor painting" --image photo.jpg --strength 0.6 --seed 1 --out painted.png
@@ -58,12 +58,13 @@ Example:
 
 export const INPAINT_HELP = `Usage: candlewick inpaint <prompt> --image <file> --mask <file> [options]
 
-Repaint the white part of a mask over a picture (diffusers' StableDiffusionInpaintPipeline), with an
-inpainting model (a UNet of 9 input channels, such as sd-v1-5-inpainting) or an ordinary one, and
-write the results as PNG files (their paths go to stdout).
+Repaint the white part of a mask over a picture (diffusers' StableDiffusionInpaintPipeline, or
+StableDiffusionXLInpaintPipeline for SDXL), with an inpainting model (a UNet of 9 input channels,
+such as sd-v1-5-inpainting) or an ordinary one, and write the results as PNG files (their paths go
+to stdout).
 
 Options:
-${IMAGE_HELP} (default: 1)
+${IMAGE_HELP} (default: 1; SDXL: 0.9999)
   --mask <file>             White = repaint, black = keep: PNG, JPEG or WebP of the image's size, no
                             alpha channel (required)
 ${GENERATE_HELP.split("Options:\n")[1]!.split("\nExample:")[0]}

@@ -77,8 +77,7 @@ fn sdxl_types_are_inferred_as_diffusers_does() {
     let refiner = "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias";
     assert_eq!(case("base", &[(CONV_IN, &[8, 4, 3, 3]), (base, &[8])]).unwrap(), ModelType::XlBase);
     assert_eq!(case("refiner", &[(CONV_IN, &[8, 4, 3, 3]), (refiner, &[8])]).unwrap(), ModelType::XlRefiner);
-    let inpaint = case("inpaint", &[(CONV_IN, &[8, 9, 3, 3]), (base, &[8])]).err().unwrap().to_string();
-    assert!(inpaint.contains("inpaint.safetensors") && inpaint.contains("xl_inpaint"), "{inpaint}");
+    assert_eq!(case("inpaint", &[(CONV_IN, &[8, 9, 3, 3]), (base, &[8])]).unwrap(), ModelType::XlInpaint);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -223,4 +222,65 @@ fn damaged_files_missing_keys_and_other_families_are_named() {
     let e = load_error(&file(REFINER), None);
     assert!(e.contains("tokenizer_2") && e.contains("stable-diffusion-xl-refiner-1.0"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// tiny-sdxl with tiny-sdxl-inpaint's 9-channel UNet and model_index.json, as tests/sdxl_inpaint.rs composes it.
+fn inpainting_folder() -> PathBuf {
+    let dir = tmp("inpaint-folder");
+    for component in ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "scheduler"] {
+        copy_dir(&fixtures().join(BASE).join(component), &dir.join(component));
+    }
+    copy_dir(&fixtures().join("tiny-sdxl-inpaint/unet"), &dir.join("unet"));
+    std::fs::copy(fixtures().join("tiny-sdxl-inpaint/model_index.json"), dir.join("model_index.json")).unwrap();
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// An SDXL inpainting single file (xl_inpaint; scripts/fixture_sdxl_inpaint.py writes
+/// single-file/tiny-sdxl-inpaint.safetensors and checks it with diffusers' converters and
+/// `StableDiffusionXLInpaintPipeline.from_single_file`) with an inpainting folder as `config`
+/// inpaints the folder's image byte for byte and converts to that class; a base folder's 4-channel
+/// UNet config is refused by name, and without `config` the message names the inpainting repository.
+#[test]
+fn an_sdxl_inpainting_single_file_inpaints_as_its_folder() {
+    let checkpoint = fixtures().join("single-file/tiny-sdxl-inpaint.safetensors");
+    assert_eq!(SingleFile::open(&checkpoint).unwrap().model_type, ModelType::XlInpaint);
+    let folder = inpainting_folder();
+    let read = |p: &str| ImageInput::Encoded(std::fs::read(fixtures().join(p)).unwrap());
+    let call = GenerateOptions {
+        prompt: vec!["a red apple".into()],
+        num_inference_steps: 2,
+        image: Some(read("images/input.png")),
+        mask_image: Some(read("images/mask.png")),
+        seed: Some(3),
+        ..Default::default()
+    };
+    let image = |pipe: &StableDiffusionPipeline| pipe.generate(&call, &Observer::new()).unwrap().images[0].data.clone();
+    let want = image(&StableDiffusionPipeline::load(&folder, &options(None)).unwrap());
+    let single = StableDiffusionPipeline::load(&checkpoint, &options(Some(folder.clone()))).unwrap();
+    assert_eq!(single.info().pipeline_class, "StableDiffusionXLInpaintPipeline");
+    assert_eq!(image(&single), want, "the single file's image differs from the folder's");
+    drop(single);
+
+    let out = tmp("convert-inpaint");
+    assert_eq!(convert(&checkpoint, Some(&folder), &out.join("m")).unwrap().model_type, "xl_inpaint");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("m/model_index.json")).unwrap()).unwrap();
+    assert_eq!(index["_class_name"], "StableDiffusionXLInpaintPipeline");
+    assert_eq!(index["requires_aesthetics_score"], false);
+    assert_eq!(image(&StableDiffusionPipeline::load(&out.join("m"), &options(None)).unwrap()), want);
+
+    let e = load_error(&checkpoint, Some(fixtures().join(BASE)));
+    assert!(e.contains("has in_channels 4 but the checkpoint's UNet takes 9 (xl_inpaint)"), "{e}");
+    let e = load_error(&checkpoint, None);
+    assert!(e.contains("xl_inpaint") && e.contains("diffusers/stable-diffusion-xl-1.0-inpainting-0.1"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
 }

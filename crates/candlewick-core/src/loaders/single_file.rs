@@ -65,6 +65,8 @@ pub enum ModelType {
     XlBase,
     /// "xl_refiner": SDXL's refiner (the OpenCLIP text encoder alone).
     XlRefiner,
+    /// "xl_inpaint": SDXL base's layout with a 9-channel UNet input.
+    XlInpaint,
 }
 
 impl ModelType {
@@ -76,6 +78,7 @@ impl ModelType {
             Self::InpaintingV2 => "inpainting_v2",
             Self::XlBase => "xl_base",
             Self::XlRefiner => "xl_refiner",
+            Self::XlInpaint => "xl_inpaint",
         }
     }
 
@@ -84,7 +87,7 @@ impl ModelType {
     }
 
     pub fn is_xl(self) -> bool {
-        matches!(self, Self::XlBase | Self::XlRefiner)
+        matches!(self, Self::XlBase | Self::XlRefiner | Self::XlInpaint)
     }
 
     /// The pipeline class diffusers would build.
@@ -94,6 +97,7 @@ impl ModelType {
             Self::Inpainting | Self::InpaintingV2 => "StableDiffusionInpaintPipeline",
             Self::XlBase => "StableDiffusionXLPipeline",
             Self::XlRefiner => "StableDiffusionXLImg2ImgPipeline",
+            Self::XlInpaint => "StableDiffusionXLInpaintPipeline",
         }
     }
 
@@ -106,6 +110,7 @@ impl ModelType {
             Self::InpaintingV2 => "stabilityai/stable-diffusion-2-inpainting",
             Self::XlBase => "stabilityai/stable-diffusion-xl-base-1.0",
             Self::XlRefiner => "stabilityai/stable-diffusion-xl-refiner-1.0",
+            Self::XlInpaint => "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
         }
     }
 }
@@ -171,7 +176,9 @@ impl SingleFile {
     pub fn text_encoder(&self, hidden: usize) -> WeightsSource {
         match self.model_type {
             ModelType::V2 | ModelType::InpaintingV2 => self.open_clip(hidden, "cond_stage_model.model."),
-            ModelType::XlBase => self.mapped(|name: &str| Some(keys::clip_keys(name, CLIP_SDXL_PREFIX))),
+            ModelType::XlBase | ModelType::XlInpaint => {
+                self.mapped(|name: &str| Some(keys::clip_keys(name, CLIP_SDXL_PREFIX)))
+            }
             ModelType::XlRefiner => self.open_clip(hidden, OPEN_CLIP_SDXL_REFINER_PREFIX),
             ModelType::V1 | ModelType::Inpainting => {
                 self.mapped(|name: &str| Some(keys::clip_keys(name, "cond_stage_model.transformer.")))
@@ -221,8 +228,8 @@ pub fn vae_file(path: &Path, num_blocks: usize) -> Result<WeightsSource> {
     Ok(WeightsSource::mapped(path, move || Ok(Box::new(Mapped { file: file.clone(), map: map.clone() }) as _)))
 }
 
-/// diffusers' `infer_diffusers_model_type`, for the types candlewick loads; SDXL inpainting and
-/// files that are not Stable Diffusion checkpoints are refused by name.
+/// diffusers' `infer_diffusers_model_type`, for the types candlewick loads; files that are not
+/// Stable Diffusion checkpoints are refused by name.
 fn infer_model_type(path: &Path, file: &SafetensorsFile<Mmap>) -> Result<ModelType> {
     let Some(conv_in) = file.shape(KEY_CONV_IN) else {
         let hint = if file.shape("conv_in.weight").is_some() || file.shape("unet.conv_in.weight").is_some() {
@@ -240,11 +247,7 @@ fn infer_model_type(path: &Path, file: &SafetensorsFile<Mmap>) -> Result<ModelTy
     let has = |key: &str| file.shape(key).is_some();
     if has(KEY_XL_BASE) || has(KEY_OPEN_CLIP_SDXL) {
         if conv_in.get(1).copied() == Some(9) {
-            return Err(Error::model(
-                path,
-                "is an SDXL inpainting checkpoint (xl_inpaint: a 9-channel UNet input); candlewick loads SD1.x, \
-                 SD2.x, SDXL base and SDXL refiner single files",
-            ));
+            return Ok(ModelType::XlInpaint);
         }
         return Ok(ModelType::XlBase);
     }
@@ -361,7 +364,7 @@ pub fn vae_option(
 pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
     let Some(dir) = config else {
         let tokenizers = match sf.model_type {
-            ModelType::XlBase => "tokenizer/ and tokenizer_2/ (vocab.json and merges.txt each)",
+            ModelType::XlBase | ModelType::XlInpaint => "tokenizer/ and tokenizer_2/ (vocab.json and merges.txt each)",
             ModelType::XlRefiner => "tokenizer_2/vocab.json and tokenizer_2/merges.txt",
             _ => "tokenizer/vocab.json and tokenizer/merges.txt",
         };
@@ -500,8 +503,13 @@ impl ConfigValues {
     /// SDXL: every config from the folder (none is built in), the tokenizers the checkpoint's
     /// text encoders need, and model_index.json's flags (the folder's defaults when absent).
     fn read_xl(sf: &SingleFile, folder: &ModelFolder, index: Option<&ModelIndex>) -> Result<Self> {
-        let base = sf.model_type == ModelType::XlBase;
-        let kind = if base { "an SDXL base" } else { "an SDXL refiner" };
+        // The inpainting checkpoint has the base's two text encoders.
+        let base = sf.model_type != ModelType::XlRefiner;
+        let kind = match sf.model_type {
+            ModelType::XlInpaint => "an SDXL inpainting",
+            ModelType::XlRefiner => "an SDXL refiner",
+            _ => "an SDXL base",
+        };
         // Another family's folder first, by name (it lacks SDXL's files too, which would say less).
         let unet_path = folder.config_path("unet");
         if unet_path.is_file() {

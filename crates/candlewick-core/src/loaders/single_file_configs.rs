@@ -109,7 +109,8 @@ pub fn model_index_xl(
             format!(r#"["{library}", "{class}"]"#)
         }
     };
-    let aesthetics = if class.contains("Img2Img") {
+    // save_pretrained writes the flag for the classes that register it (image to image, inpainting).
+    let aesthetics = if class.contains("Img2Img") || class.contains("Inpaint") {
         format!("\n  \"requires_aesthetics_score\": {requires_aesthetics_score},")
     } else {
         String::new()

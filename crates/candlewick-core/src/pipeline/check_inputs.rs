@@ -9,6 +9,10 @@ use super::options::{GenerateOptions, LatentsInput, Task, MAX_IMAGES_PER_PROMPT,
 use super::txt2img::StableDiffusionPipeline;
 use crate::error::{count, expected, Result};
 
+/// `StableDiffusionXLInpaintPipeline`'s default strength: just under 1, so that the image's latents
+/// noised to the first step start the run (int(steps x 0.9999): one step fewer than asked).
+const SDXL_INPAINT_STRENGTH: f64 = 0.9999;
+
 /// A call's inputs, checked: its size, task and strength, and its images decoded.
 pub(super) struct CheckedInputs {
     pub width: usize,
@@ -26,6 +30,9 @@ impl StableDiffusionPipeline {
             (None, None) => Task::Txt2Img,
             (Some(_), None) => Task::Img2Img,
             (Some(_), Some(_)) => Task::Inpaint,
+            // SDXL's inpainting handoff: a base's denoising_end latents as the image (diffusers' `image`
+            // given as latents), continued from denoising_start.
+            (None, Some(_)) if o.latents.is_some() && o.denoising_start.is_some() => Task::Inpaint,
             (None, Some(_)) => {
                 return Err(expected("image with mask_image (inpainting repaints the image)", "image", "none"))
             }
@@ -42,18 +49,33 @@ impl StableDiffusionPipeline {
                 return Err(expected("number > 0 and <= 1", "strength", strength));
             }
         }
-        if let (Task::Img2Img | Task::Inpaint, Some(latents)) = (task, &o.latents) {
-            return Err(expected(
-                "no latents with image (latents are text to image's initial noise)",
-                "latents",
-                format!("latents of shape {:?}", latents.shape),
-            ));
+        match (task, &o.latents, o.denoising_start) {
+            (Task::Img2Img, Some(latents), _) => {
+                return Err(expected(
+                    "no latents with image (latents are the initial noise of text to image and inpainting)",
+                    "latents",
+                    format!("latents of shape {:?}", latents.shape),
+                ))
+            }
+            (Task::Inpaint, Some(latents), Some(_)) if o.image.is_some() => {
+                return Err(expected(
+                    "image or latents with mask_image and denoising_start, not both (latents are then the image's \
+                     latents)",
+                    "latents",
+                    format!("latents of shape {:?}", latents.shape),
+                ))
+            }
+            _ => {}
         }
-        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3.
-        let sdxl_default = (task == Task::Img2Img && self.components.text_encoder_2.is_some()).then_some(0.3);
+        // StableDiffusionXLImg2ImgPipeline's default strength is 0.3, StableDiffusionXLInpaintPipeline's 0.9999.
+        let sdxl_default = match (task, self.components.text_encoder_2.is_some()) {
+            (Task::Img2Img, true) => Some(0.3),
+            (Task::Inpaint, true) => Some(SDXL_INPAINT_STRENGTH),
+            _ => None,
+        };
         let strength = o.strength.or(sdxl_default).or(task.default_strength());
         if task == Task::Txt2Img {
-            let (width, height) = self.output_size(o, None)?;
+            let (width, height) = self.output_size(o, None, None)?;
             self.check_text_and_steps(o, None)?;
             return Ok(CheckedInputs { width, height, task, strength, image: None, mask: None });
         }
@@ -71,13 +93,20 @@ impl StableDiffusionPipeline {
                 ));
             }
         }
-        let (width, height) = self.output_size(o, image.as_ref())?;
+        // The inpainting handoff's latents are the image: their size is the output's.
+        let latents = o.latents.as_ref().filter(|_| image.is_none());
+        let (width, height) = self.output_size(o, image.as_ref(), latents)?;
         Ok(CheckedInputs { width, height, task, strength, image, mask })
     }
 
     /// Width and height: the call's, or the image's rounded down to a multiple of 8 (and of the
-    /// VAE's scale factor), or the model's default.
-    fn output_size(&self, o: &GenerateOptions, image: Option<&Decoded>) -> Result<(usize, usize)> {
+    /// VAE's scale factor), or the size of the latents that stand for the image, or the model's default.
+    fn output_size(
+        &self,
+        o: &GenerateOptions,
+        image: Option<&Decoded>,
+        image_latents: Option<&LatentsInput>,
+    ) -> Result<(usize, usize)> {
         let multiple = self.info.vae_scale_factor.max(8);
         let (default_width, default_height) = match image {
             Some(image) => {
@@ -91,7 +120,13 @@ impl StableDiffusionPipeline {
                 }
                 (w.min(MAX_SIDE - MAX_SIDE % multiple), h.min(MAX_SIDE - MAX_SIDE % multiple))
             }
-            None => (self.info.default_width, self.info.default_height),
+            None => match image_latents {
+                Some(l) => (
+                    l.shape[3].saturating_mul(self.info.vae_scale_factor),
+                    l.shape[2].saturating_mul(self.info.vae_scale_factor),
+                ),
+                None => (self.info.default_width, self.info.default_height),
+            },
         };
         let width = o.width.unwrap_or(default_width);
         let height = o.height.unwrap_or(default_height);
@@ -109,8 +144,8 @@ impl StableDiffusionPipeline {
         Ok((width, height))
     }
 
-    /// `clip_skip` within the text encoder's layers; the second prompts and the size conditions
-    /// only for SDXL; no inpainting for SDXL (not implemented).
+    /// `clip_skip` within the text encoder's layers; the second prompts, the size conditions, `denoising_end` and
+    /// `denoising_start` only for SDXL, `denoising_start` only from an image or latents.
     fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
         let c = &self.components;
         if let Some(skip) = o.clip_skip {
@@ -155,12 +190,6 @@ impl StableDiffusionPipeline {
                     "a model without size conditions",
                 ));
             }
-        } else if o.mask_image.is_some() {
-            return Err(expected(
-                "no mask_image with an SDXL model (SDXL inpainting is not supported yet)",
-                "mask_image",
-                "a mask",
-            ));
         } else if o.denoising_start.is_some() && o.image.is_none() && o.latents.is_none() {
             return Err(expected(
                 "image or latents with denoising_start (the run continues from them)",

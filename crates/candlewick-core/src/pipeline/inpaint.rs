@@ -1,4 +1,6 @@
-//! Inpainting, as diffusers' `StableDiffusionInpaintPipeline`: what it adds to image to image.
+//! Inpainting, as diffusers' `StableDiffusionInpaintPipeline` and `StableDiffusionXLInpaintPipeline`
+//! (the same steps; SDXL adds its prompt encoding and time ids, and `denoising_start`, which starts
+//! from the image's latents without noise): what inpainting adds to image to image.
 //! With an inpainting UNet (9 input channels, sd-v1-5-inpainting's layout) every step sees the
 //! mask and the masked image's latents beside the latents; with an ordinary 4-channel UNet the
 //! known region is put back after every step, noised to the next timestep.
@@ -32,6 +34,12 @@ pub(super) struct Inputs<'a> {
     /// The first timestep of the run (`timesteps[:1]`).
     pub latent_timestep: f64,
     pub do_guidance: bool,
+    /// False from SDXL's `denoising_start`: the run starts from the image's latents as they are
+    /// (the noise is still drawn, for the known region's blend).
+    pub add_noise: bool,
+    /// The caller's `latents` (diffusers' `latents`): the noise, in place of a draw; the run then
+    /// starts from them scaled by `init_noise_sigma`, whatever the strength.
+    pub latents: Option<&'a Tensor>,
 }
 
 /// Which UNet layout the folder has: 4 channels (latents only) or latents + mask + masked-image
@@ -51,9 +59,10 @@ pub(super) fn unet_takes_mask(c: &Components) -> Result<bool> {
     }
 }
 
-/// diffusers' steps 6 and 7: `prepare_latents` (pure noise at strength 1, else the image's
-/// latents noised to the first timestep) and `prepare_mask_latents`, drawing noise in diffusers'
-/// order: the image's VAE sample (when needed), the initial noise, the masked image's VAE sample.
+/// diffusers' steps 6 and 7: `prepare_latents` (pure noise at strength 1 or from the caller's
+/// latents, the image's latents as they are from `denoising_start`, else the image's latents noised
+/// to the first timestep) and `prepare_mask_latents`, drawing noise in diffusers' order: the image's
+/// VAE sample (when needed), the initial noise (unless given), the masked image's VAE sample.
 pub(super) fn prepare(
     c: &Components,
     inputs: &Inputs,
@@ -63,7 +72,10 @@ pub(super) fn prepare(
     let takes_mask = unet_takes_mask(c)?;
     let device = inputs.image.device();
     let is_strength_max = inputs.strength == 1.0;
-    let image_latents = if !takes_mask || !is_strength_max {
+    // diffusers' SDXL pipeline fails on a 9-channel UNet at strength 1 from denoising_start (it has
+    // no image latents to start from); here the image is encoded for it too.
+    let given = inputs.latents.is_some();
+    let image_latents = if !takes_mask || (!is_strength_max && !given) || !inputs.add_noise {
         Some(encode_vae_image(c, inputs.image, inputs.batch, noise)?)
     } else {
         None
@@ -71,9 +83,13 @@ pub(super) fn prepare(
     let (_, _, height, width) = inputs.image.dims4()?;
     let vsf = c.vae.config.scale_factor();
     let shape = [inputs.batch, c.vae.config.latent_channels, height / vsf, width / vsf];
-    let initial_noise = noise.sample(shape, device)?;
+    let initial_noise = match inputs.latents {
+        Some(given) => given.clone(),
+        None => noise.sample(shape, device)?,
+    };
     let latents = match &image_latents {
-        Some(image_latents) if !is_strength_max => {
+        Some(image_latents) if !inputs.add_noise => image_latents.clone(),
+        Some(image_latents) if !is_strength_max && !given => {
             scheduler.add_noise(image_latents, &initial_noise, inputs.latent_timestep)?
         }
         _ => (&initial_noise * scheduler.init_noise_sigma())?,
@@ -97,6 +113,30 @@ pub(super) fn prepare(
     let extra = Tensor::cat(&[&mask, &masked_image_latents], 1)?;
     let extra = if inputs.do_guidance { Tensor::cat(&[&extra, &extra], 0)? } else { extra };
     Ok(Prepared { latents, extra_channels: Some(extra.to_dtype(c.dtype())?), known_region: None })
+}
+
+/// SDXL's inpainting handoff (diffusers' `image` given as latents, with `denoising_start`): the run
+/// continues from `image_latents` as they are, and an ordinary UNet's kept region is blended from
+/// them with one fresh draw of noise, as diffusers does. An inpainting UNet reads the masked image,
+/// which latents do not give (diffusers fails on it): refused.
+pub(super) fn prepare_from_latents(
+    c: &Components,
+    mask: &Tensor,
+    image_latents: Tensor,
+    noise: &mut dyn StepNoise,
+) -> Result<Prepared> {
+    if unet_takes_mask(c)? {
+        return Err(crate::error::expected(
+            "image with an inpainting UNet (it reads the masked image, which latents do not give)",
+            "image",
+            "none (latents with mask_image and denoising_start)",
+        ));
+    }
+    let shape: [usize; 4] = image_latents.dims4()?.into();
+    let initial_noise = noise.sample(shape, image_latents.device())?;
+    let mask = nearest(mask, shape[2], shape[3])?.repeat((shape[0], 1, 1, 1))?;
+    let known_region = KnownRegion { image_latents: image_latents.clone(), noise: initial_noise, mask };
+    Ok(Prepared { latents: image_latents, extra_channels: None, known_region: Some(known_region) })
 }
 
 /// `torch.nn.functional.interpolate(mask, size=(h, w))` (mode "nearest"): source index

@@ -86,7 +86,9 @@ pub struct GenerateOptions {
     /// each image's latents and eta noise come from its own stream, so an image made in a batch is
     /// the image that a one-image call with `seed: seeds[i]` makes.
     pub seeds: Option<Vec<u64>>,
-    /// Initial latents; when given, `seed` only feeds eta noise.
+    /// Initial latents (text to image), or inpainting's noise (diffusers' `latents`: the run starts
+    /// from them whatever the strength), or with `mask_image` and `denoising_start` and no `image`
+    /// the image's latents (SDXL's inpainting handoff); when given, `seed` feeds only the other draws.
     pub latents: Option<LatentsInput>,
     /// The scheduler: `type` (a class, type or preset name: another class than the folder's) and
     /// fields of its config in diffusers' names, merged over the folder's scheduler_config.json
@@ -102,8 +104,8 @@ pub struct GenerateOptions {
     /// (`StableDiffusionInpaintPipeline`'s `mask_image`).
     pub mask_image: Option<ImageInput>,
     /// How much of the image to repaint, in (0, 1]: the share of the steps that run, from
-    /// the image noised to that point. None: 0.8 for image to image, 1 for inpainting
-    /// (diffusers' defaults).
+    /// the image noised to that point. None: 0.8 for image to image, 1 for inpainting; for SDXL
+    /// 0.3 and 0.9999 (diffusers' defaults).
     pub strength: Option<f64>,
     /// Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): memory follows
     /// the tile, not the image. Off, a decode that runs out of memory is redone in tiles, with a warning.

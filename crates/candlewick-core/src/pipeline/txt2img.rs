@@ -34,6 +34,7 @@ const SUPPORTED_CLASSES: &[&str] = &[
     "LatentConsistencyModelPipeline",
     "StableDiffusionXLPipeline",
     "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
 ];
 
 /// What a loaded pipeline is running on and what it produces by default.
@@ -87,6 +88,7 @@ impl StableDiffusionPipeline {
             // refiner's has text_encoder_2 alone), else an inpainting UNet takes 9 channels.
             let class = match (&components.text_encoder, &components.text_encoder_2) {
                 (None, Some(_)) => "StableDiffusionXLImg2ImgPipeline",
+                (Some(_), Some(_)) if components.unet.config.in_channels == 9 => "StableDiffusionXLInpaintPipeline",
                 (Some(_), Some(_)) => "StableDiffusionXLPipeline",
                 _ if components.unet.config.in_channels == 9 => "StableDiffusionInpaintPipeline",
                 _ => "StableDiffusionPipeline",
@@ -395,11 +397,31 @@ impl StableDiffusionPipeline {
             }
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
                 let mask = mask.to_mask_tensor(width, height, device)?;
+                let vsf = self.info.vae_scale_factor;
+                let shape = [batch, c.vae.config.latent_channels, height / vsf, width / vsf];
+                let given = options.latents.as_ref().map(|given| self.latents_from_caller(given, shape)).transpose()?;
                 let strength = inputs.strength.unwrap_or(1.0);
                 let do_guidance = self.do_classifier_free_guidance(options.guidance_scale);
-                let task =
-                    inpaint::Inputs { image: &image, mask: &mask, batch, strength, latent_timestep, do_guidance };
+                let task = inpaint::Inputs {
+                    image: &image,
+                    mask: &mask,
+                    batch,
+                    strength,
+                    latent_timestep,
+                    do_guidance,
+                    add_noise: options.denoising_start.is_none(),
+                    latents: given.as_ref(),
+                };
                 inpaint::prepare(c, &task, scheduler, noise)
+            }
+            (Task::Inpaint, None, Some(mask), Some(_)) => {
+                // SDXL's inpainting handoff: the caller's latents stand for the image (from denoising_start).
+                let vsf = self.info.vae_scale_factor;
+                let shape = [batch, c.vae.config.latent_channels, height / vsf, width / vsf];
+                let given =
+                    options.latents.as_ref().ok_or_else(|| Error::Internal("a handoff without latents".into()))?;
+                let image_latents = self.latents_from_caller(given, shape)?;
+                inpaint::prepare_from_latents(c, &mask.to_mask_tensor(width, height, device)?, image_latents, noise)
             }
             (task, ..) => Err(Error::Internal(format!("{} without its image, mask or first timestep", task.name()))),
         }
