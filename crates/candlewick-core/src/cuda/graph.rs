@@ -60,6 +60,12 @@ impl GraphedModel {
         Self::new("text encoder", ["text_encoder_first_run", "text_encoder_graph_capture"], enabled)
     }
 
+    /// SDXL's second text encoder: input the token ids, output its hidden states and pooled
+    /// projection packed in one tensor (`pipeline::sdxl`).
+    pub fn text_encoder_2(enabled: bool) -> Self {
+        Self::new("second text encoder", ["text_encoder_2_first_run", "text_encoder_2_graph_capture"], enabled)
+    }
+
     fn new(name: &'static str, profile_names: [&'static str; 2], enabled: bool) -> Self {
         Self { name, profile_names, enabled: enabled && captured::SUPPORTED, state: RefCell::new(State::default()) }
     }

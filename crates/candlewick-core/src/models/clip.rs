@@ -324,6 +324,11 @@ impl ClipTextModelWithProjection {
         Ok(Self { text_model, text_projection })
     }
 
+    /// `projection_dim`: the width of `text_embeds`.
+    pub fn projection_dim(&self) -> usize {
+        self.text_projection.weight().dims()[0]
+    }
+
     /// The hidden states at `layer` and `text_embeds` [b, projection_dim].
     pub fn encode(&self, input_ids: &Tensor, layer: HiddenLayer) -> Result<(Tensor, Tensor)> {
         let out = self.text_model.encode(input_ids, layer, true)?;

@@ -15,25 +15,35 @@ use crate::error::Result;
 use crate::models::clip::HiddenLayer;
 use crate::tokenizer::ClipTokenizer;
 
-/// The text encoder's CUDA graphs and the encoding that uses them.
+/// The text encoders' CUDA graphs and the encoding that uses them (SDXL's in [`super::sdxl`]).
 pub struct PromptEncoder {
     graphs: GraphedModel,
+    /// SDXL's second text encoder's.
+    graphs_2: GraphedModel,
 }
 
 impl PromptEncoder {
     pub fn new(cuda_graphs: bool) -> Self {
-        Self { graphs: GraphedModel::text_encoder(cuda_graphs) }
+        Self { graphs: GraphedModel::text_encoder(cuda_graphs), graphs_2: GraphedModel::text_encoder_2(cuda_graphs) }
     }
 
-    /// Drop the captured graphs: the text encoder's weights changed (LoRA), and a graph reads the
+    /// Drop the captured graphs: the text encoders' weights changed (LoRA), and a graph reads the
     /// memory of the weights it was captured with.
     pub fn reset_graphs(&self) {
         self.graphs.reset();
+        self.graphs_2.reset();
     }
 
     /// Why graph capture failed, once, as a warning.
     pub fn take_graph_failure(&self) -> Option<String> {
-        self.graphs.take_failure()
+        let failures: Vec<String> =
+            [self.graphs.take_failure(), self.graphs_2.take_failure()].into_iter().flatten().collect();
+        (!failures.is_empty()).then(|| failures.join("; "))
+    }
+
+    /// The first and the second text encoder's graphs, for SDXL's encoding.
+    pub(super) fn sdxl_graphs(&self) -> [&GraphedModel; 2] {
+        [&self.graphs, &self.graphs_2]
     }
 
     /// CLIP embeddings for every image of the batch, unconditional ones first when guiding.

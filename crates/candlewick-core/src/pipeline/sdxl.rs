@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::components::{Components, SecondTextEncoder};
 use super::options::MAX_SIDE;
 use super::prompt::token_ids;
+use crate::cuda::graph::GraphedModel;
 use crate::error::{expected, Error, Result};
 use crate::models::clip::HiddenLayer;
 use crate::models::unet_2d_condition::AddedConditions;
@@ -221,6 +222,7 @@ fn per_prompt(texts: Option<&[String]>, n: usize) -> Option<Vec<&str>> {
 pub(super) fn encode_prompt(
     c: &Components,
     second: &SecondTextEncoder,
+    graphs: [&GraphedModel; 2],
     p: &Prompts,
     conditions: &SizeConditions,
     warnings: &mut Vec<String>,
@@ -243,7 +245,7 @@ pub(super) fn encode_prompt(
     let texts_2 = per_prompt(p.prompts_2, n).unwrap_or_else(|| texts.clone());
     // hidden_states[-(clip_skip + 2)], without the final layer norm.
     let layer = HiddenLayer { from_end: 1 + p.clip_skip.unwrap_or(0), final_layer_norm: false };
-    let (mut embeds, mut pooled) = encode_texts(c, second, &texts, &texts_2, layer, warnings)?;
+    let (mut embeds, mut pooled) = encode_texts(c, second, graphs, &texts, &texts_2, layer, warnings)?;
     if p.do_guidance {
         let (negative_embeds, negative_pooled) = match p.negative {
             // diffusers looks at negative_prompt alone here: negative_prompt_2 is not read.
@@ -260,8 +262,7 @@ pub(super) fn encode_prompt(
                 let uncond = per_prompt(negative, n).unwrap_or_else(|| vec![""; n]);
                 let uncond_2 = per_prompt(p.negative_2, n).unwrap_or_else(|| uncond.clone());
                 // diffusers takes the negative prompts' penultimate states whatever clip_skip is.
-                let penultimate = HiddenLayer { from_end: 1, final_layer_norm: false };
-                encode_texts(c, second, &uncond, &uncond_2, penultimate, warnings)?
+                encode_texts(c, second, graphs, &uncond, &uncond_2, PENULTIMATE, warnings)?
             }
         };
         embeds = Tensor::cat(&[&negative_embeds, &embeds], 0)?;
@@ -288,19 +289,25 @@ pub(super) fn encode_prompt(
 /// `layer`, concatenated, [n, 77, h1 + h2], and the second's `text_embeds` [n, projection_dim].
 /// Without a first encoder (the refiner) the second reads `texts`, as diffusers' zip of the two
 /// prompts with the one tokenizer does.
+/// Through CUDA graphs (one per shape, each encoder's) at the default layer, diffusers'
+/// penultimate hidden states; eagerly at another (`clip_skip`: a graph replays the layer it was
+/// captured with).
 fn encode_texts(
     c: &Components,
     second: &SecondTextEncoder,
+    [graphs, graphs_2]: [&GraphedModel; 2],
     texts: &[&str],
     texts_2: &[&str],
     layer: HiddenLayer,
     warnings: &mut Vec<String>,
 ) -> Result<(Tensor, Tensor)> {
     let device = &c.target.device;
+    let graphed = layer == PENULTIMATE;
     let first = match (&c.tokenizer, &c.text_encoder) {
         (Some(tokenizer), Some(encoder)) => {
             let ids = token_ids(tokenizer, texts, device, warnings)?;
-            Some(encoder.model.encode(&ids, layer, false)?.hidden)
+            let forward = |ids: &[&Tensor]| Ok(encoder.model.encode(ids[0], layer, false)?.hidden);
+            Some(if graphed { graphs.run(&[&ids], forward)? } else { forward(&[&ids])? })
         }
         _ => None,
     };
@@ -309,12 +316,24 @@ fn encode_texts(
     let mut quiet = Vec::new();
     let second_warnings = if first.is_some() && texts_2 == texts { &mut quiet } else { warnings };
     let ids_2 = token_ids(&second.tokenizer, texts_2, device, second_warnings)?;
-    let (hidden_2, text_embeds) = second.text_encoder.model.encode(&ids_2, layer)?;
+    // One graph output: the hidden states [n, 77, h] flattened, then the pooled projection [n, p].
+    let forward_2 = |ids: &[&Tensor]| -> candle_core::Result<Tensor> {
+        let (hidden, pooled) = second.text_encoder.model.encode(ids[0], layer)?;
+        Tensor::cat(&[&hidden.flatten_from(1)?, &pooled.to_dtype(hidden.dtype())?], 1)
+    };
+    let packed = if graphed { graphs_2.run(&[&ids_2], forward_2)? } else { forward_2(&[&ids_2])? };
+    let (n, tokens) = ids_2.dims2()?;
+    let width = (packed.dim(1)? - second.text_encoder.model.projection_dim()) / tokens;
+    let hidden_2 = packed.narrow(1, 0, tokens * width)?.reshape((n, tokens, width))?;
+    let text_embeds = packed.narrow(1, tokens * width, packed.dim(1)? - tokens * width)?.contiguous()?;
     match first {
         Some(first) => Ok((Tensor::cat(&[&first, &hidden_2.to_dtype(first.dtype())?], 2)?, text_embeds)),
         None => Ok((hidden_2, text_embeds)),
     }
 }
+
+/// diffusers' `hidden_states[-2]` without the final layer norm: SDXL's layer without `clip_skip`.
+const PENULTIMATE: HiddenLayer = HiddenLayer { from_end: 1, final_layer_norm: false };
 
 /// diffusers' `get_timesteps` with `denoising_start` (`StableDiffusionXLImg2ImgPipeline`): the index
 /// the run starts at, the timesteps below round(num_train_timesteps * (1 - denoising_start)) (one
@@ -411,7 +430,9 @@ mod tests {
                 time_ids: TimeIds::TextToImage,
             };
             let mut warnings = Vec::new();
-            let got = encode_prompt(c, second, &p, &SizeConditions::default(), &mut warnings).unwrap();
+            let graphs = super::super::prompt::PromptEncoder::new(false);
+            let got =
+                encode_prompt(c, second, graphs.sdxl_graphs(), &p, &SizeConditions::default(), &mut warnings).unwrap();
             let embeds = max_relative(&got.prompt_embeds, &want["prompt_embeds"]);
             let pooled = max_relative(&got.added.text_embeds, &want["add_text_embeds"]);
             assert!(embeds < 1e-5 && pooled < 1e-5, "{name}: prompt_embeds {embeds}, add_text_embeds {pooled}");

@@ -233,7 +233,14 @@ impl StableDiffusionPipeline {
                         (aesthetic, ..) => sdxl::TimeIds::ImageToImage { aesthetic },
                     },
                 };
-                let encoded = sdxl::encode_prompt(c, second, &prompts, &options.size_conditions, &mut warnings)?;
+                let encoded = sdxl::encode_prompt(
+                    c,
+                    second,
+                    self.prompt_encoder.sdxl_graphs(),
+                    &prompts,
+                    &options.size_conditions,
+                    &mut warnings,
+                )?;
                 let context = c.unet.model.project_context(&encoded.prompt_embeds, c.dtype())?;
                 c.unet.model.condition(context, options.guidance_scale, Some(&encoded.added))?
             }
