@@ -14,6 +14,10 @@
 #                     batch 1 again in the same call (run after sdxl-round2 on the same warm machine)
 #   PART=sdxl-kernels Nsight Compute kernel times of one SDXL UNet step at 1024 (a 1-step and a 2-step call,
 #                     graphs off; kernels.py takes the difference)
+#   PART=round2b      after SDXL's text-encoder graphs: graphs on/off give the same SDXL image (graphs_equal.mjs),
+#                     memory phase by phase beside diffusers (memory.mjs / memory.py; SDXL 1024 and 512),
+#                     SDXL 1024 with cuBLASLt / cuDNN autotuning, SD1.5 512 batch 1 and 8 with and without the
+#                     graph-memory trim (a fresh SD1.5-shaped model)
 #   PART=sd2-speed    SD 2.1's shapes: 768x768, 50 steps (v-prediction DDIM), then SD-Turbo's use (512x512,
 #                     4 steps, guidance 0, Euler ancestral trailing), both systems
 # Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
@@ -85,6 +89,22 @@ sdxl-kernels)
     echo "steps=$steps rc=$? $(wc -l < "$OUT/sdxl-ncu-$steps.csv") lines"; tail -2 "$OUT/sdxl-ncu-$steps.txt"
   done
   STEP_DIFF=1 python3 bench/gpu/kernels.py "$OUT/sdxl-ncu-1.csv" "$OUT/sdxl-ncu-2.csv" "$OUT/sdxl-kernels.json" ;;
+round2b)
+  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  stage "SDXL: graphs on and off, same image?"
+  timeout 120 node bench/gpu/graphs_equal.mjs /tmp/sdxl "$OUT/sdxl-graphs-equal.json" 2>&1 | quiet | tail -2
+  for size in 1024 512; do
+    stage "SDXL memory by phase at $size: candlewick, diffusers"
+    SIZE=$size timeout 100 node bench/gpu/memory.mjs /tmp/sdxl "$OUT/sdxl-memory-$size-candlewick.json" 2>&1 | quiet | tail -2
+    SIZE=$size timeout 150 python3 bench/gpu/memory.py /tmp/sdxl "$OUT/sdxl-memory-$size-diffusers.json" 2>&1 | quiet | tail -2
+  done
+  stage "sdxl-1024: candlewick with autotuning"
+  SIZE=1024 STEPS=30 GUIDANCE=5 WHICH=fp16+flash+graphs,fp16+flash+graphs+gemmbench,fp16+flash+graphs+bench timeout 200 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-1024-levers-candlewick.json" 2>&1 | quiet | tail -4
+  [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
+  for trim in 1 0; do
+    stage "sd15-512: CANDLEWICK_TRIM_GRAPH_MEMORY=$trim"
+    CANDLEWICK_TRIM_GRAPH_MEMORY=$trim SIZE=512 STEPS=50 GUIDANCE=7.5 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 RUNS=5 timeout 150 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/sd15-512-trim$trim-candlewick.json" 2>&1 | quiet | tail -3
+  done ;;
 sd2-speed)
   [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
   speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
