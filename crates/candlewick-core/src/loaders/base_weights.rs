@@ -3,8 +3,9 @@
 //!
 //! [`Recorder`] wraps the backend a model loads from and keeps every tensor it hands out (candle
 //! tensors share their storage: the model and the record hold the same memory). A tensor the
-//! constructor rewrites (the cuDNN channels-last path's 3x3 filters) is kept in host memory instead,
-//! so the GPU does not hold it twice.
+//! constructor rewrites (the cuDNN channels-last path's 3x3 filters, attention's q/k/v projections
+//! concatenated, the resnets' time projections stacked) is kept in host memory instead, so the GPU
+//! does not hold it twice (SDXL's attention projections alone are 1.2 GiB in f16).
 //! [`Rebuild`] serves a model's constructor from that record, with a delta added to some tensors.
 
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ impl BaseWeights {
     }
 
     fn insert(&self, name: &str, tensor: &Tensor) -> candle_core::Result<()> {
-        let kept = if rewritten_at_load(tensor) { tensor.to_device(&Device::Cpu)? } else { tensor.clone() };
+        let kept = if rewritten_at_load(name, tensor) { tensor.to_device(&Device::Cpu)? } else { tensor.clone() };
         if let Ok(mut tensors) = self.tensors.lock() {
             tensors.insert(name.to_string(), kept);
         }
@@ -82,13 +83,21 @@ impl SimpleBackend for Recorder {
     }
 }
 
-/// Whether the model's constructor replaces `t` by a rewritten copy (a kxk filter made channels-last
-/// for cuDNN, models/conv.rs): the record then keeps it in host memory, not a second time on the GPU.
-fn rewritten_at_load(t: &Tensor) -> bool {
-    t.device().is_cuda()
-        && t.rank() == 4
-        && t.dims()[2] > 1
-        && settings::current().convolution == ConvolutionPath::CudnnChannelsLast
+/// Whether the model's constructor replaces the GPU tensor `t` by a rewritten copy: the record then
+/// keeps it in host memory, not a second time on the GPU.
+fn rewritten_at_load(name: &str, t: &Tensor) -> bool {
+    let channels_last = settings::current().convolution == ConvolutionPath::CudnnChannelsLast;
+    t.device().is_cuda() && rewritten_by_constructor(name, t.dims(), channels_last)
+}
+
+/// The tensors the constructors copy into new ones: a kxk filter made channels-last for cuDNN
+/// (models/conv.rs), a self-attention's to_q, to_k and to_v concatenated into one projection and a
+/// cross-attention's to_k and to_v into another (models/attention.rs `Projections`), the resnets'
+/// time_emb_proj stacked into one (models/unet_2d_condition.rs).
+fn rewritten_by_constructor(name: &str, dims: &[usize], channels_last: bool) -> bool {
+    let filter = channels_last && dims.len() == 4 && dims[2] > 1;
+    let concatenated = [".to_q.", ".to_k.", ".to_v.", "time_emb_proj."].iter().any(|p| name.contains(p));
+    filter || (concatenated && !name.contains("attn2.to_q."))
 }
 
 struct Rebuild {
@@ -127,5 +136,27 @@ impl SimpleBackend for Rebuild {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.base.get(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewritten_by_constructor as rewritten;
+
+    #[test]
+    fn the_tensors_constructors_copy_are_the_ones_kept_on_the_host() {
+        let block = "down_blocks.1.attentions.0.transformer_blocks.0";
+        for part in ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn2.to_k", "attn2.to_v"] {
+            assert!(rewritten(&format!("{block}.{part}.weight"), &[640, 640], false), "{part}");
+        }
+        assert!(rewritten("down_blocks.1.resnets.0.time_emb_proj.bias", &[640], false));
+        assert!(rewritten("mid_block.resnets.0.conv1.weight", &[1280, 1280, 3, 3], true));
+        // Used as loaded: the cross-attention's queries, the output projections, 1x1 filters,
+        // filters on NCHW paths, the text encoders' projections.
+        assert!(!rewritten(&format!("{block}.attn2.to_q.weight"), &[640, 640], false));
+        assert!(!rewritten(&format!("{block}.attn1.to_out.0.weight"), &[640, 640], false));
+        assert!(!rewritten("down_blocks.1.resnets.0.conv_shortcut.weight", &[640, 320, 1, 1], true));
+        assert!(!rewritten("mid_block.resnets.0.conv1.weight", &[1280, 1280, 3, 3], false));
+        assert!(!rewritten("text_model.encoder.layers.0.self_attn.q_proj.weight", &[768, 768], false));
     }
 }
