@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
-use super::components::{Components, SecondTextEncoder};
+use super::components::Components;
 use super::options::MAX_SIDE;
 use crate::error::{expected, Error, Result};
 
