@@ -427,6 +427,49 @@ mod tests {
         assert!(max_relative(&chunked.added.text_embeds, &cut.added.text_embeds) < 1e-5);
     }
 
+    /// A batch pads every text to the longest and keeps the rows' order (negative prompts first),
+    /// each prompt's row repeated for its images: each row is its text's encoding alone, padded.
+    #[test]
+    fn a_batch_is_each_text_alone_padded() {
+        let pipe = load("tiny-sdxl");
+        let (c, second) = (&pipe.components, pipe.components.text_encoder_2.as_ref().unwrap());
+        let long = format!("{}(red:1.3) fox", "cat ".repeat(40));
+        let prompts = vec!["a (red:1.3) cat".to_string(), long.clone()];
+        let negative = vec!["[blurry]".to_string()];
+        let p = Prompts {
+            prompts: &prompts,
+            negative: Some(&negative),
+            prompts_2: None,
+            negative_2: None,
+            copies: 2,
+            do_guidance: true,
+            clip_skip: None,
+            truncate_long_prompts: false,
+            width: 64,
+            height: 64,
+            time_ids: TimeIds::TextToImage,
+        };
+        let graphs = super::super::prompt::PromptEncoder::new(false);
+        let batch =
+            encode_prompt(c, second, graphs.sdxl_graphs(), &p, &SizeConditions::default(), &mut Vec::new()).unwrap();
+        let tokens = batch.prompt_embeds.dim(1).unwrap();
+        assert_eq!(batch.prompt_embeds.dims()[0], 8);
+        let alone = |text: &str, negative: &str| {
+            encode(&pipe, [Some(text), Some(negative), None, None], None, false).unwrap().0
+        };
+        for (rows, text) in [(4..6, prompts[0].as_str()), (6..8, long.as_str())] {
+            let one = alone(text, &negative[0]);
+            let n = one.prompt_embeds.dim(1).unwrap();
+            for row in rows.clone().chain(rows.start - 4..rows.end - 4) {
+                let got = batch.prompt_embeds.narrow(0, row, 1).unwrap().narrow(1, 0, n.min(tokens)).unwrap();
+                let i = usize::from(row >= 4);
+                assert!(max_relative(&got, &one.prompt_embeds.narrow(0, i, 1).unwrap()) < 1e-5, "row {row}");
+                let pooled = batch.added.text_embeds.narrow(0, row, 1).unwrap();
+                assert!(max_relative(&pooled, &one.added.text_embeds.narrow(0, i, 1).unwrap()) < 1e-5, "row {row}");
+            }
+        }
+    }
+
     /// Bad syntax gets SD1.x's message, naming the option the text came from.
     #[test]
     fn bad_syntax_names_the_option_as_sd1_does() {
