@@ -15,6 +15,8 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
   test/fixtures/tiny-sd2/, tiny-lcm/, tiny-sdxl/, goldens/family_*  the model families (fixture_families.py)
   test/fixtures/tiny-sdxl-inpaint/, goldens/sdxl_inpaint_*  SDXL inpainting (fixture_sdxl_inpaint.py)
+  test/fixtures/goldens/sdxl_prompt_weighting.*  SDXL's weighted and long prompts, compel 2.5.1
+                             (fixture_sdxl_prompt_weighting.py)
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -40,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_ddim  # noqa: E402
 import fixture_families  # noqa: E402
 import fixture_sdxl_prompt_2  # noqa: E402
+import fixture_sdxl_prompt_weighting  # noqa: E402
 import fixture_images  # noqa: E402
 import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
@@ -263,6 +266,7 @@ def main():
     if args.families_only:
         fixture_families.make(FIXTURES)
         fixture_sdxl_prompt_2.main()
+        fixture_sdxl_prompt_weighting.main()
         return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
@@ -284,6 +288,8 @@ def main():
     fixture_families.make(FIXTURES)
     # SDXL's prompt_2 / negative_prompt_2 on tiny-sdxl and tiny-sdxl-refiner (just written).
     fixture_sdxl_prompt_2.main()
+    # SDXL's long and weighted prompts (compel 2.5.1's CompelForSDXL) on tiny-sdxl and tiny-sdxl-refiner.
+    fixture_sdxl_prompt_weighting.main()
     # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
     import fixture_single_file_lora
     fixture_single_file_lora.main()

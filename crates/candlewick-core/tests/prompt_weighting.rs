@@ -84,7 +84,7 @@ fn embeddings_match_compel() {
             let got: Vec<i64> = planned[i].token_ids().iter().map(|&id| id as i64).collect();
             assert_eq!(got, want, "{name}: token ids of {text:?}");
         }
-        let got = weighted_embeddings(&tok, &planned, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
+        let got = weighted_embeddings(&tok, &planned, 1, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
         assert_close(&format!("embeds_{name}"), &got, &g[&format!("embeds_{name}")], 1e-4);
     }
 }
@@ -97,7 +97,7 @@ fn a_long_prompt_starts_with_the_truncated_encoding() {
     let (encoder, _) = load("text_encoder", "model", DType::F32, ClipTextTransformer::new);
     let long = format!("{}red", "cat ".repeat(80));
     let planned = [PlannedText::new(&tok, &long, "prompt").unwrap()];
-    let embeds = weighted_embeddings(&tok, &planned, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
+    let embeds = weighted_embeddings(&tok, &planned, 1, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
     assert_eq!(embeds.dims(), &[1, 154, 32]);
     let cut = tok.encode(&long).unwrap();
     assert!(cut.truncated.is_some());

@@ -52,7 +52,7 @@ fn both_formats_match_diffusers_load_textual_inversion() {
         let got: Vec<i64> = tok.encode(&prompt).unwrap().ids.iter().map(|&id| id as i64).collect();
         assert_eq!(got, want, "ids of {prompt:?}");
         let planned = [PlannedText::new(&tok, &prompt, "prompt").unwrap()];
-        let embeds = weighted_embeddings(&tok, &planned, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
+        let embeds = weighted_embeddings(&tok, &planned, 1, &Device::Cpu, |ids| Ok(encoder.forward(ids)?)).unwrap();
         assert_close(&format!("prompt_embeds_{i}"), &embeds, &g[&format!("prompt_embeds_{i}")], 1e-4);
     }
 }

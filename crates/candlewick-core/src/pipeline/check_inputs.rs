@@ -149,7 +149,7 @@ impl StableDiffusionPipeline {
     fn check_family_options(&self, o: &GenerateOptions) -> Result<()> {
         let c = &self.components;
         if let Some(skip) = o.clip_skip {
-            let max = super::sdxl::max_clip_skip(c);
+            let max = super::sdxl_encode_prompt::max_clip_skip(c);
             if skip > max {
                 return Err(expected(
                     &format!("integer between 0 and {max} (the text encoder's layers)"),

@@ -13,6 +13,7 @@ mod preview;
 mod prompt;
 pub mod prompt_weighting;
 mod sdxl;
+mod sdxl_encode_prompt;
 mod txt2img;
 pub mod weighted_embeddings;
 mod worker;

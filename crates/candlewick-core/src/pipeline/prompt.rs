@@ -96,12 +96,12 @@ impl PromptEncoder {
                 .map(|(text, option)| PlannedText::new(tokenizer, text, option))
                 .collect::<Result<Vec<_>>>()?;
             match skip {
-                Some(k) if planned.iter().all(|p| p.is_plain(tokenizer.max_length())) => {
+                Some(k) if planned.iter().all(PlannedText::is_plain) => {
                     embed_texts_skipping(c, &plain, negatives, k, warnings)?
                 }
                 _ => {
                     let encoder = c.text_encoder()?;
-                    weighted_embeddings(tokenizer, &planned, &c.target.device, |ids| match skip {
+                    weighted_embeddings(tokenizer, &planned, 1, &c.target.device, |ids| match skip {
                         None => Ok(self.graphs.run(&[ids], |ids| encoder.forward(ids[0]))?),
                         Some(k) => {
                             let layer = HiddenLayer { from_end: k, final_layer_norm: true };

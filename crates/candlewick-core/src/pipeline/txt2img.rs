@@ -15,7 +15,7 @@ use super::options::{
     FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
 };
 use super::prompt::PromptEncoder;
-use super::{img2img, inpaint, sdxl};
+use super::{img2img, inpaint, sdxl, sdxl_encode_prompt};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
@@ -218,7 +218,7 @@ impl StableDiffusionPipeline {
         let mut clock = PhaseClock::start(&c.target.device)?;
         let context = match &c.text_encoder_2 {
             Some(second) => {
-                let prompts = sdxl::Prompts {
+                let prompts = sdxl_encode_prompt::Prompts {
                     prompts: &options.prompt,
                     negative: options.negative_prompt.as_deref(),
                     prompts_2: options.prompt_2.as_deref(),
@@ -226,6 +226,7 @@ impl StableDiffusionPipeline {
                     copies: options.num_images_per_prompt,
                     do_guidance,
                     clip_skip: options.clip_skip,
+                    truncate_long_prompts: options.truncate_long_prompts,
                     width: inputs.width,
                     height: inputs.height,
                     time_ids: match (second.requires_aesthetics_score, inputs.task, options.denoising_start) {
@@ -233,7 +234,7 @@ impl StableDiffusionPipeline {
                         (aesthetic, ..) => sdxl::TimeIds::ImageToImage { aesthetic },
                     },
                 };
-                let encoded = sdxl::encode_prompt(
+                let encoded = sdxl_encode_prompt::encode_prompt(
                     c,
                     second,
                     self.prompt_encoder.sdxl_graphs(),

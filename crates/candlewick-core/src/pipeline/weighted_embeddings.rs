@@ -19,10 +19,14 @@
 //! 5. The parts of a prompt split at `BREAK` are encoded as separate prompts and concatenated, as
 //!    compel's `("part 1", "part 2").and()` conjunction does.
 //! 6. All texts of a call (prompts and negative prompts) are padded to the longest with `empty`
-//!    chunks (compel's `pad_conditioning_tensors_to_same_length`).
+//!    chunks (compel's `pad_conditioning_tensors_to_same_length`), or to more chunks when asked
+//!    (SDXL's two encoders are padded to the longer one, each with its own `empty`, as compel's
+//!    `CompelForSDXL` does).
 //!
-//! A prompt without weights that fits in 77 tokens gives the ids and embedding diffusers'
-//! `encode_prompt` gives.
+//! `encode` gives the hidden states compel's `returned_embeddings_type` names (the caller's layer:
+//! SD1.x's last, SDXL's penultimate without the final layer norm, or `clip_skip`'s). A prompt
+//! without weights that fits in 77 tokens gives the ids and embedding diffusers' `encode_prompt`
+//! gives.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -52,6 +56,11 @@ struct Part {
 #[derive(Debug, Clone)]
 pub struct PlannedText {
     parts: Vec<Part>,
+    /// Chunks of `model_max_length` tokens.
+    chunks: usize,
+    /// The parse changed nothing: one part, every weight 1, and the ids diffusers' truncating
+    /// tokenizer gives the text as written (nothing cut, no syntax or escape read).
+    plain: bool,
 }
 
 impl PlannedText {
@@ -74,17 +83,27 @@ impl PlannedText {
                 Ok(Part { base, without })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { parts })
-    }
-
-    /// No weight but 1 and one chunk of `length` tokens: what diffusers' plain encoding gives.
-    pub fn is_plain(&self, length: usize) -> bool {
-        match self.parts.as_slice() {
-            [part] => {
-                part.without.is_empty() && part.base.ids.len() == length && part.base.weights.iter().all(|&w| w == 1.0)
+        let length = tokenizer.max_length();
+        let chunks = parts.iter().map(|p| p.base.ids.len() / length).sum();
+        let plain = match parts.as_slice() {
+            [part] if part.without.is_empty() && part.base.weights.iter().all(|&w| w == 1.0) => {
+                let encoded = tokenizer.encode(text)?;
+                encoded.truncated.is_none() && encoded.ids == part.base.ids
             }
             _ => false,
-        }
+        };
+        Ok(Self { parts, chunks, plain })
+    }
+
+    /// The text as diffusers' plain encoding reads it: no weight but 1, one chunk, and the same
+    /// token ids (so both encodings give the same embedding).
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// The number of `model_max_length`-token chunks its encoding takes.
+    pub fn chunks(&self) -> usize {
+        self.chunks
     }
 
     /// The token ids of its parts, chunked and concatenated (compel's tokenization).
@@ -98,17 +117,19 @@ impl PlannedText {
 }
 
 /// Embeddings `[texts, chunks x model_max_length, hidden]` for `texts`, through `encode`, which
-/// takes `[rows, model_max_length]` token ids and returns the text encoder's hidden states.
-/// All rows go through `encode` in one call.
+/// takes `[rows, model_max_length]` token ids and returns the text encoder's hidden states; every
+/// text padded to the longest, and to at least `min_chunks` chunks. All rows go through `encode`
+/// in one call.
 pub fn weighted_embeddings(
     tokenizer: &ClipTokenizer,
     texts: &[PlannedText],
+    min_chunks: usize,
     device: &Device,
     encode: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let length = tokenizer.max_length();
-    let chunks = |t: &PlannedText| t.parts.iter().map(|p| p.base.ids.len() / length).sum::<usize>();
-    let most = texts.iter().map(chunks).max().unwrap_or(1);
+    let chunks = PlannedText::chunks;
+    let most = texts.iter().map(chunks).max().unwrap_or(1).max(min_chunks);
     let weighted = texts.iter().flat_map(PlannedText::all_tokens).any(|t| t.weights.iter().any(|&w| w != 1.0));
     let shorter = texts.iter().any(|t| chunks(t) != most);
     let downweighted = texts.iter().any(|t| t.parts.iter().any(|p| !p.without.is_empty()));

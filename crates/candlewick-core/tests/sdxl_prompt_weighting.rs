@@ -1,0 +1,71 @@
+//! SDXL with a long, weighted prompt with `BREAK` and a weighted negative prompt, against diffusers'
+//! StableDiffusionXLPipeline given compel 2.5.1's embeddings of them.
+//!
+//! Goldens: test/fixtures/goldens/sdxl_prompt_weighting.{json,safetensors}, made by
+//! scripts/fixture_sdxl_prompt_weighting.py: `CompelForSDXL`'s two Compels (each
+//! `Compel(tokenizer, text_encoder, truncate_long_prompts=False, split_long_text_mode=BRUTAL,
+//! downweight_mode=REMOVE, returned_embeddings_type=PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED)`, the
+//! second `requires_pooled=True`) on the fragments A1111's parser makes of each text, passed as
+//! `prompt_embeds`, `pooled_prompt_embeds` and their negatives to the pipeline (Euler, 2 steps,
+//! fixed initial latents); `plain_*` the same call with `prompt=` / `negative_prompt=` (diffusers'
+//! own encoding, cut at 77 tokens), which `truncate_long_prompts` keeps. The embeddings alone, for
+//! more cases: the unit tests in crates/candlewick-core/src/pipeline/sdxl_encode_prompt.rs.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+use candlewick_core::device::{DTypeRequest, DeviceRequest};
+use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
+use common::{assert_close, fixtures, goldens};
+use serde_json::Value;
+
+#[test]
+fn sdxl_pipeline_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options).unwrap();
+    let path = fixtures().join("goldens/sdxl_prompt_weighting.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let meta = &json["pipeline"];
+    let case = json["cases"].as_array().unwrap().iter().find(|c| c["name"] == meta["case"]).unwrap();
+    let g = goldens("sdxl_prompt_weighting");
+    let initial = &g["initial_latents"];
+    let shape: [usize; 4] = initial.dims4().unwrap().into();
+    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let run = |truncate: bool, prefix: &str| {
+        let options = GenerateOptions {
+            prompt: vec![case["texts"]["prompt"]["text"].as_str().unwrap().into()],
+            negative_prompt: Some(vec![case["texts"]["negative_prompt"]["text"].as_str().unwrap().into()]),
+            num_inference_steps: steps,
+            guidance_scale: meta["guidance_scale"].as_f64().unwrap(),
+            width: Some(meta["width"].as_u64().unwrap() as usize),
+            height: Some(meta["height"].as_u64().unwrap() as usize),
+            latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
+            truncate_long_prompts: truncate,
+            ..Default::default()
+        };
+        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+        let sink = seen.clone();
+        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+        let out = pipe.generate(&options, &observer).unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), steps, "{prefix}UNet calls");
+        for (i, latents) in seen.iter().enumerate() {
+            let name = format!("{prefix}latents_step_{i}");
+            assert_close(&name, latents, &g[&name], 1e-4);
+        }
+        let want = g[&format!("{prefix}image_u8")].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let got = &out.images[0].data;
+        assert_eq!(got.len(), want.len(), "{prefix}image size");
+        let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+        assert_eq!(off, 0, "{prefix}image: {off} channel values differ from diffusers' by more than 1");
+        (out.images[0].data.clone(), out.warnings)
+    };
+    let (weighted, warnings) = run(false, "");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // truncateLongPrompts: diffusers' plain encoding, cut with its warning, another image.
+    let (plain, warnings) = run(true, "plain_");
+    assert!(warnings.iter().any(|w| w.contains("truncated")), "{warnings:?}");
+    assert_ne!(weighted, plain);
+}
