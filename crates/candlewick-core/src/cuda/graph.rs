@@ -127,8 +127,11 @@ impl GraphedModel {
             // Out of memory while capturing says nothing about graphs: the call fails as it would eagerly.
             Err(e) if crate::error::is_out_of_memory(&e) => Err(e),
             Err(e) => {
+                // The error's first line: candle appends a backtrace to some.
+                let why = e.to_string();
+                let why = why.lines().next().unwrap_or_default();
                 state.failed = Some(format!(
-                    "CUDA graph capture of the {} failed, running it eagerly from now on: {e}",
+                    "CUDA graph capture of the {} failed, running it eagerly from now on: {why}",
                     self.name
                 ));
                 state.graphs.clear();

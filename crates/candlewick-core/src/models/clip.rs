@@ -251,6 +251,19 @@ impl ClipTextTransformer {
 
     /// The hidden states at `layer` and, with `pooled`, the pooled output (which runs every layer).
     pub fn encode(&self, input_ids: &Tensor, layer: HiddenLayer, pooled: bool) -> Result<ClipTextOutput> {
+        let end_rows = if pooled { Some(self.end_rows(input_ids)?) } else { None };
+        self.encode_pooling_at(input_ids, layer, end_rows.as_ref())
+    }
+
+    /// [`Self::encode`] with the pooled rows given ([`Self::end_rows`] of these ids): no host read
+    /// of the ids, so that it can be captured in a CUDA graph.
+    pub fn encode_pooling_at(
+        &self,
+        input_ids: &Tensor,
+        layer: HiddenLayer,
+        end_rows: Option<&Tensor>,
+    ) -> Result<ClipTextOutput> {
+        let pooled = end_rows.is_some();
         let (_, seq) = input_ids.dims2()?;
         if seq > self.max_positions {
             bail!("CLIP: {seq} tokens but max_position_embeddings is {}", self.max_positions);
@@ -281,16 +294,19 @@ impl ClipTextTransformer {
             } else {
                 self.final_layer_norm.forward(&xs)?
             };
-            Some(self.pool(&last_hidden_state, input_ids)?)
+            let (b, seq, width) = last_hidden_state.dims3()?;
+            let rows = end_rows.expect("pooled");
+            Some(last_hidden_state.reshape((b * seq, width))?.index_select(rows, 0)?)
         } else {
             None
         };
         Ok(ClipTextOutput { hidden, pooled })
     }
 
-    /// transformers' pooling: each row's state at its end token (the highest id when
-    /// eos_token_id is the legacy 2, else the first `eos_token_id`), [b, hidden].
-    fn pool(&self, last_hidden_state: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+    /// transformers' pooling: each row's end token (the highest id when eos_token_id is the legacy
+    /// 2, else the first `eos_token_id`) as a row of the flattened [b * seq] states, [b] u32 on the
+    /// ids' device. Reads the ids on the host.
+    pub fn end_rows(&self, input_ids: &Tensor) -> Result<Tensor> {
         let ids =
             input_ids.to_dtype(candle_core::DType::U32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
         let mut rows = Vec::with_capacity(ids.len());
@@ -303,9 +319,9 @@ impl ClipTextTransformer {
                 row.iter().position(|&id| id == self.eos_token_id)
             };
             let Some(p) = position else { bail!("CLIP: no end token in row {b}") };
-            rows.push(last_hidden_state.get(b)?.get(p)?.unsqueeze(0)?);
+            rows.push((b * row.len() + p) as u32);
         }
-        Tensor::cat(&rows, 0)
+        Tensor::new(rows, input_ids.device())
     }
 }
 
@@ -331,7 +347,17 @@ impl ClipTextModelWithProjection {
 
     /// The hidden states at `layer` and `text_embeds` [b, projection_dim].
     pub fn encode(&self, input_ids: &Tensor, layer: HiddenLayer) -> Result<(Tensor, Tensor)> {
-        let out = self.text_model.encode(input_ids, layer, true)?;
+        self.encode_pooling_at(input_ids, &self.text_model.end_rows(input_ids)?, layer)
+    }
+
+    /// [`Self::encode`] with the pooled rows given (`ClipTextTransformer::end_rows`): graph-capturable.
+    pub fn encode_pooling_at(
+        &self,
+        input_ids: &Tensor,
+        end_rows: &Tensor,
+        layer: HiddenLayer,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = self.text_model.encode_pooling_at(input_ids, layer, Some(end_rows))?;
         let Some(pooled) = out.pooled else { bail!("CLIP: no pooled output") };
         Ok((out.hidden, self.text_projection.forward(&pooled)?))
     }

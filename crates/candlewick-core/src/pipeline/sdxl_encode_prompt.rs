@@ -254,6 +254,7 @@ fn encode_weighted(
 /// `layer`, concatenated, [n, 77, h1 + h2], and the second's `text_embeds` [n, projection_dim].
 /// Without a first encoder (the refiner) the second reads `texts`, as diffusers' zip of the two
 /// prompts with the one tokenizer does.
+///
 /// Through CUDA graphs (one per shape, each encoder's) at the default layer, diffusers'
 /// penultimate hidden states; eagerly at another (`clip_skip`: a graph replays the layer it was
 /// captured with).
@@ -281,14 +282,18 @@ fn encode_texts(
     let mut quiet = Vec::new();
     let second_warnings = if first.is_some() && texts_2 == texts { &mut quiet } else { warnings };
     let ids_2 = token_ids(&second.tokenizer, texts_2, device, second_warnings)?;
-    // One graph output: the hidden states [n, 77, h] flattened, then the pooled projection [n, p].
-    let forward_2 = |ids: &[&Tensor]| -> candle_core::Result<Tensor> {
-        let (hidden, pooled) = second.text_encoder.model.encode(ids[0], layer)?;
+    // The pooled rows found on the host, outside the graph (a graph cannot read the ids back); one
+    // graph output: the hidden states [n, 77, h] flattened, then the pooled projection [n, p].
+    let model_2 = &second.text_encoder.model;
+    let end_rows = model_2.text_model.end_rows(&ids_2)?;
+    let forward_2 = |inputs: &[&Tensor]| -> candle_core::Result<Tensor> {
+        let (hidden, pooled) = model_2.encode_pooling_at(inputs[0], inputs[1], layer)?;
         Tensor::cat(&[&hidden.flatten_from(1)?, &pooled.to_dtype(hidden.dtype())?], 1)
     };
-    let packed = if graphed { graphs_2.run(&[&ids_2], forward_2)? } else { forward_2(&[&ids_2])? };
+    let inputs = [&ids_2, &end_rows];
+    let packed = if graphed { graphs_2.run(&inputs, forward_2)? } else { forward_2(&inputs)? };
     let (n, tokens) = ids_2.dims2()?;
-    let width = (packed.dim(1)? - second.text_encoder.model.projection_dim()) / tokens;
+    let width = (packed.dim(1)? - model_2.projection_dim()) / tokens;
     let hidden_2 = packed.narrow(1, 0, tokens * width)?.reshape((n, tokens, width))?;
     let text_embeds = packed.narrow(1, tokens * width, packed.dim(1)? - tokens * width)?.contiguous()?;
     match first {
