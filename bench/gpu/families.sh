@@ -18,6 +18,8 @@
 #                     memory phase by phase beside diffusers (memory.mjs / memory.py; SDXL 1024 and 512),
 #                     SDXL 1024 with cuBLASLt / cuDNN autotuning, SD1.5 512 batch 1 and 8 with and without the
 #                     graph-memory trim (a fresh SD1.5-shaped model)
+#   PART=round2c      after the second text encoder's graph fix: graphs on/off the same image, SDXL 1024 batch 1 and
+#                     SDXL-Turbo 512 beside diffusers eager (torch.compile's figures are sdxl-compiled's)
 #   PART=sd2-speed    SD 2.1's shapes: 768x768, 50 steps (v-prediction DDIM), then SD-Turbo's use (512x512,
 #                     4 steps, guidance 0, Euler ancestral trailing), both systems
 # Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
@@ -105,6 +107,12 @@ round2b)
     stage "sd15-512: CANDLEWICK_TRIM_GRAPH_MEMORY=$trim"
     CANDLEWICK_TRIM_GRAPH_MEMORY=$trim SIZE=512 STEPS=50 GUIDANCE=7.5 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 RUNS=5 timeout 150 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/sd15-512-trim$trim-candlewick.json" 2>&1 | quiet | tail -3
   done ;;
+round2c)
+  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  stage "SDXL: graphs on and off, same image?"
+  timeout 120 node bench/gpu/graphs_equal.mjs /tmp/sdxl "$OUT/sdxl-graphs-equal.json" 2>&1 | quiet | tail -2
+  speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs eager:b1
+  speed /tmp/sdxl sdxl-turbo-512 512 1 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1 ;;
 sd2-speed)
   [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
   speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
