@@ -15,8 +15,10 @@ use super::sdxl::{SizeConditions, TimeIds};
 use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
+use crate::loaders::textual_inversion::TextualInversions;
 use crate::models::clip::HiddenLayer;
 use crate::models::unet_2d_condition::AddedConditions;
+use crate::tokenizer::ClipTokenizer;
 
 /// One prompt call's SDXL inputs, rows as the latents' (unconditional rows first when guiding).
 pub(super) struct Encoded {
@@ -135,15 +137,22 @@ pub(super) fn encode_prompt(
     };
     texts.extend(prompts.into_iter().zip(names));
     texts_2.extend(prompts_2.into_iter().zip(names_2));
-    // Multi-vector textual inversion tokens spelled out for the first tokenizer, which holds them
-    // (diffusers' maybe_convert_prompt).
-    let converted: Vec<String> = match &c.tokenizer {
-        Some(tokenizer) if first => {
-            texts.iter().map(|(t, _)| c.textual_inversions.convert_prompt(tokenizer, t)).collect::<Result<_>>()?
-        }
-        _ => texts.iter().map(|(t, _)| t.to_string()).collect(),
+    // Multi-vector textual inversion tokens spelled out for each tokenizer, by the tokens it holds
+    // (diffusers' maybe_convert_prompt(prompt, tokenizer) in encode_prompt's loop over the two;
+    // the refiner's texts go through tokenizer_2).
+    let spelled = |texts: Vec<(&str, String)>, tokenizer: &ClipTokenizer, loaded: &TextualInversions| {
+        texts
+            .into_iter()
+            .map(|(t, option)| Ok((loaded.convert_prompt(tokenizer, t)?, option)))
+            .collect::<Result<Vec<(String, String)>>>()
     };
-    let texts: Vec<(&str, String)> = converted.iter().zip(texts).map(|(t, (_, option))| (t.as_str(), option)).collect();
+    let converted = match &c.tokenizer {
+        Some(tokenizer) if first => spelled(texts, tokenizer, &c.textual_inversions)?,
+        _ => spelled(texts, &second.tokenizer, &second.textual_inversions)?,
+    };
+    let converted_2 = spelled(texts_2, &second.tokenizer, &second.textual_inversions)?;
+    let texts: Vec<(&str, String)> = converted.iter().map(|(t, option)| (t.as_str(), option.clone())).collect();
+    let texts_2: Vec<(&str, String)> = converted_2.iter().map(|(t, option)| (t.as_str(), option.clone())).collect();
 
     // hidden_states[-(clip_skip + 2)], without the final layer norm.
     let layer = HiddenLayer { from_end: 1 + p.clip_skip.unwrap_or(0), final_layer_norm: false };
@@ -218,7 +227,8 @@ fn plan(
 /// [`super::weighted_embeddings`], with `PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED`): each
 /// encoder's texts weighted and chunked at `layer`, every text of both encoders padded to the same
 /// number of chunks with its encoder's empty prompt, the two concatenated along the channels; the
-/// pooled output the second encoder's `text_embeds` of `raw_2` as written, cut at 77 tokens and
+/// pooled output the second encoder's `text_embeds` of `raw_2` as written (multi-vector textual
+/// inversion tokens spelled out, as compel's textual inversion manager does), cut at 77 tokens and
 /// unweighted (compel's `get_pooled_embeddings`). Without a first encoder (the refiner) the
 /// second's alone, as compel's single `Compel(tokenizer_2, text_encoder_2, requires_pooled=True)`.
 /// Eager: chunk counts vary from call to call.
