@@ -321,6 +321,7 @@ mod tests {
 
     use super::*;
     use crate::device::{DTypeRequest, DeviceRequest};
+    use crate::loaders::textual_inversion::TextualInversionSource;
     use crate::pipeline::{LoadOptions, StableDiffusionPipeline};
 
     fn fixtures() -> PathBuf {
@@ -499,6 +500,85 @@ mod tests {
         }
         // truncate_long_prompts reads no syntax: no error.
         assert!(encode(&pipe, [Some(bad), None, None, None], None, true).is_ok());
+    }
+
+    /// The SDXL embeddings of test/fixtures/textual-inversion as the fixture script loads them
+    /// (`<sdxl-toy>` given its token, `sdxl-style` named after its file).
+    fn sdxl_textual_inversions(json: &serde_json::Value) -> Vec<TextualInversionSource> {
+        let dir = fixtures().join("textual-inversion");
+        let sources = json["embeddings"].as_array().unwrap().iter().map(|e| {
+            let (file, token) = (e["file"].as_str().unwrap(), e["token"].as_str().unwrap());
+            let named = file.strip_suffix(".safetensors") == Some(token);
+            TextualInversionSource { path: dir.join(file), token: (!named).then(|| token.to_string()) }
+        });
+        sources.collect()
+    }
+
+    /// SDXL textual inversion: the `clip_l` vectors in the first tokenizer and encoder, the `clip_g`
+    /// ones in the second (the refiner's only), multi-vector tokens spelled out by each tokenizer.
+    /// The tokens' ids and `prompt_embeds`, pooled and negative embeddings within 1e-4 relative of
+    /// diffusers' `encode_prompt` after its two `load_textual_inversion` calls per file, and of
+    /// compel's `CompelForSDXL` for a weighted prompt (goldens from
+    /// scripts/fixture_sdxl_textual_inversion.py).
+    #[test]
+    fn sdxl_textual_inversions_give_diffusers_embeddings() {
+        let goldens = fixtures().join("goldens");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(goldens.join("sdxl_textual_inversion.json")).unwrap())
+                .unwrap();
+        let want = candle_core::safetensors::load(
+            goldens.join("sdxl_textual_inversion.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let load = |model: &str| {
+            let options = LoadOptions {
+                device: DeviceRequest::Cpu,
+                dtype: DTypeRequest::F32,
+                textual_inversions: sdxl_textual_inversions(&json),
+                ..Default::default()
+            };
+            StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap()
+        };
+        let pipes = [("tiny-sdxl", load("tiny-sdxl")), ("tiny-sdxl-refiner", load("tiny-sdxl-refiner"))];
+        let base = &pipes[0].1.components;
+        let second = base.text_encoder_2.as_ref().unwrap();
+        for (key, tokenizer) in [("tokenizer", base.tokenizer().unwrap()), ("tokenizer_2", &second.tokenizer)] {
+            for (token, id) in json["tokens"][key].as_object().unwrap() {
+                assert_eq!(tokenizer.encode_fragment(token).unwrap(), vec![id.as_u64().unwrap() as u32], "{key}");
+            }
+        }
+        let counts = [("<sdxl-toy>".to_string(), 1), ("sdxl-style".to_string(), 3)];
+        assert_eq!(base.textual_inversions.tokens(), &counts);
+        assert_eq!(second.textual_inversions.tokens(), &counts);
+        for case in json["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let pipe = &pipes.iter().find(|(m, _)| *m == case["model"].as_str().unwrap()).unwrap().1;
+            let texts = [case["prompt"].as_str(), case["negative_prompt"].as_str(), None, None];
+            let (got, warnings) = encode(pipe, texts, None, false).unwrap();
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+            let (embeds, pooled) = (&got.prompt_embeds, &got.added.text_embeds);
+            let rows = |t: &Tensor, i: usize| t.narrow(0, i, 1).unwrap();
+            let pairs = [
+                ("prompt_embeds", rows(embeds, 1)),
+                ("pooled", rows(pooled, 1)),
+                ("negative_prompt_embeds", rows(embeds, 0)),
+                ("negative_pooled", rows(pooled, 0)),
+            ];
+            for (what, got) in pairs {
+                let want = &want[&format!("{what}_{name}")];
+                assert_eq!(got.dims(), want.dims(), "{name}: {what}");
+                let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                if scale == 0.0 {
+                    // force_zeros_for_empty_prompt: no negative prompt, zeros.
+                    let max: f32 = got.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                    assert_eq!(max, 0.0, "{name}: {what} not zeros");
+                } else {
+                    let r = max_relative(&got, want);
+                    assert!(r < 1e-4, "{name}: {what} off by {r} relative");
+                }
+            }
+        }
     }
 
     #[test]
