@@ -17,8 +17,9 @@ import { readSafetensors } from "./helpers/safetensors.js";
 const EMBEDDINGS = join(ROOT, "test/fixtures/textual-inversion");
 const TINY_SDXL = join(ROOT, "test/fixtures/tiny-sdxl");
 const REFINER = join(ROOT, "test/fixtures/tiny-sdxl-refiner");
-// sdxl-style's token is its file's name; sdxl-toy's is given.
-const BOTH = [join(EMBEDDINGS, "sdxl-style.safetensors"), { path: join(EMBEDDINGS, "sdxl-toy.safetensors"), token: "<sdxl-toy>" }];
+// In the script's order (the new tokens' ids follow it, and with text encoders whose eos_token_id is 2 the pooled
+// output is read at the highest id, as transformers does); sdxl-toy's token is given, sdxl-style's is its file's name.
+const BOTH = [{ path: join(EMBEDDINGS, "sdxl-toy.safetensors"), token: "<sdxl-toy>" }, join(EMBEDDINGS, "sdxl-style.safetensors")];
 
 interface Golden {
   cases: { name: string; prompt: string; negative_prompt?: string }[];
