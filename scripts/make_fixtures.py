@@ -17,6 +17,8 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sdxl-inpaint/, goldens/sdxl_inpaint_*  SDXL inpainting (fixture_sdxl_inpaint.py)
   test/fixtures/goldens/sdxl_prompt_weighting.*  SDXL's weighted and long prompts, compel 2.5.1
                              (fixture_sdxl_prompt_weighting.py)
+  test/fixtures/textual-inversion/sdxl-*.safetensors, goldens/sdxl_textual_inversion.*  SDXL's clip_l/clip_g
+                             embeddings and diffusers' encode_prompt with them (fixture_sdxl_textual_inversion.py)
 
     .venv/bin/python scripts/make_fixtures.py --full-size OUTDIR [--smoke]
 
@@ -43,6 +45,7 @@ import fixture_ddim  # noqa: E402
 import fixture_families  # noqa: E402
 import fixture_sdxl_prompt_2  # noqa: E402
 import fixture_sdxl_prompt_weighting  # noqa: E402
+import fixture_sdxl_textual_inversion  # noqa: E402
 import fixture_images  # noqa: E402
 import fixture_vae_tiling  # noqa: E402
 import fixture_models  # noqa: E402
@@ -267,6 +270,7 @@ def main():
         fixture_families.make(FIXTURES)
         fixture_sdxl_prompt_2.main()
         fixture_sdxl_prompt_weighting.main()
+        fixture_sdxl_textual_inversion.main()
         return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
@@ -290,6 +294,8 @@ def main():
     fixture_sdxl_prompt_2.main()
     # SDXL's long and weighted prompts (compel 2.5.1's CompelForSDXL) on tiny-sdxl and tiny-sdxl-refiner.
     fixture_sdxl_prompt_weighting.main()
+    # SDXL textual inversion (clip_l/clip_g embeddings, both tokenizers) on tiny-sdxl and tiny-sdxl-refiner.
+    fixture_sdxl_textual_inversion.main()
     # Single-file checkpoint and LoRA fixtures, from the tiny model just written (needs peft).
     import fixture_single_file_lora
     fixture_single_file_lora.main()

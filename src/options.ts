@@ -98,7 +98,9 @@ export interface LoadOptions extends HubOptions {
    * `load_textual_inversion`): `.safetensors` files in diffusers' format (`learned_embeds.safetensors`,
    * `{ token: vectors }`) or AUTOMATIC1111's (`{ emb_params: vectors }`, token = the file's name), a
    * path or `{ path, token }` (the token to write in prompts, replacing the file's). Multi-vector
-   * embeddings take as many tokens. Pickle files (`.pt`, `.bin`) are refused. Default: none.
+   * embeddings take as many tokens. SDXL takes `{ clip_l, clip_g }` files (AUTOMATIC1111's and ComfyUI's SDXL
+   * format, token = the file's name): `clip_l` into the first tokenizer and text encoder, `clip_g` into the
+   * second. Pickle files (`.pt`, `.bin`) are refused. Default: none.
    */
   textualInversions?: readonly (string | TextualInversionOptions)[];
   /**
@@ -132,7 +134,7 @@ export interface LoadOptions extends HubOptions {
 /** One textual inversion embedding: its `.safetensors` file and, optionally, the token to use in prompts. */
 export interface TextualInversionOptions {
   path: string;
-  /** Default: the file's token (diffusers' key, or the file's name for AUTOMATIC1111's files). */
+  /** Default: the file's token (diffusers' key, or the file's name for AUTOMATIC1111's and SDXL's files). */
   token?: string;
 }
 

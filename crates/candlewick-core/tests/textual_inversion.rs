@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::loaders::textual_inversion::{TextualInversionSource, TextualInversions};
+use candlewick_core::loaders::textual_inversion::{Encoder, TextualInversionSource, TextualInversions};
 use candlewick_core::models::clip::ClipTextTransformer;
 use candlewick_core::pipeline::weighted_embeddings::{weighted_embeddings, PlannedText};
 use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
@@ -35,7 +35,8 @@ fn both() -> Vec<TextualInversionSource> {
 fn both_formats_match_diffusers_load_textual_inversion() {
     let mut tok = ClipTokenizer::from_folder(&fixtures().join("tiny-sd/tokenizer")).unwrap();
     let (mut encoder, _) = load("text_encoder", "model", DType::F32, ClipTextTransformer::new);
-    let inversions = TextualInversions::load(&both(), &mut tok, &mut encoder, "textual_inversions").unwrap();
+    let inversions =
+        TextualInversions::load(&both(), &mut tok, &mut encoder, Encoder::Single, "textual_inversions").unwrap();
     assert_eq!(inversions.tokens(), &[("<cat-toy>".to_string(), 1), ("style-a1111".to_string(), 3)]);
 
     let meta: serde_json::Value =
@@ -121,7 +122,7 @@ fn bad_embeddings_are_clear_errors() {
         [("a".to_string(), t.clone()), ("b".to_string(), t)].into_iter().collect();
     candle_core::safetensors::save(&map, &two).unwrap();
     let e = message(vec![TextualInversionSource { path: two, token: None }]);
-    assert!(e.contains("holds 2 tensors (a, b)"), "{e}");
+    assert!(e.contains("holds 2 tensors (a [1, 32], b [1, 32])"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -16,7 +16,7 @@ use crate::loaders::base_weights::{BaseWeights, Recorder};
 use crate::loaders::lora::{self, LoraSpec, LoraTargets};
 use crate::loaders::single_file::{self, SingleFile};
 use crate::loaders::single_file_keys::UnetLayout;
-use crate::loaders::textual_inversion::TextualInversions;
+use crate::loaders::textual_inversion::{Encoder, TextualInversions};
 use crate::loaders::WeightsSource;
 use crate::models::clip::{ClipTextConfig, ClipTextModelWithProjection, ClipTextTransformer};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -42,6 +42,8 @@ pub struct Loaded<M, C> {
 pub struct SecondTextEncoder {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: Loaded<ClipTextModelWithProjection, ClipTextConfig>,
+    /// The textual inversion embeddings' `clip_g` vectors added to this tokenizer and encoder.
+    pub textual_inversions: TextualInversions,
     /// Without a negative prompt, the unconditional embeddings are zeros (SDXL's default).
     pub force_zeros_for_empty_prompt: bool,
     /// The refiner's size conditions end with an aesthetic score (model_index.json's
@@ -53,7 +55,8 @@ pub struct SecondTextEncoder {
 pub struct Components {
     /// None only for SDXL's refiner layout (`text_encoder_2` alone).
     pub tokenizer: Option<ClipTokenizer>,
-    /// The textual inversion embeddings added to the (first) tokenizer and text encoder at load.
+    /// The textual inversion embeddings added to the (first) tokenizer and text encoder at load
+    /// (SDXL's: their `clip_l` vectors; the `clip_g` ones are `text_encoder_2`'s).
     pub textual_inversions: TextualInversions,
     pub text_encoder: Option<Loaded<ClipTextTransformer, ClipTextConfig>>,
     /// SDXL's second text encoder, when model_index.json lists `text_encoder_2`.
@@ -211,30 +214,35 @@ impl Components {
                 )
             }
         };
+        // SDXL's embeddings give the first encoder their clip_l vectors, the second their clip_g.
+        let sources = &options.textual_inversions;
+        let (first, second) = match parts.text_2 {
+            Some(_) => (Encoder::ClipL, Encoder::ClipG),
+            None => (Encoder::Single, Encoder::Single),
+        };
         let textual_inversions = match (&mut tokenizer, &mut text_encoder) {
-            (Some(tokenizer), Some(encoder)) => TextualInversions::load(
-                &options.textual_inversions,
-                tokenizer,
-                &mut encoder.model,
-                "textual_inversions",
-            )?,
-            _ if options.textual_inversions.is_empty() => TextualInversions::default(),
-            _ => {
-                return Err(Error::model(
-                    &parts.scheduler_path,
-                    "has no first text encoder (SDXL's refiner layout), which textual inversion embeddings need",
-                ))
+            (Some(tokenizer), Some(encoder)) => {
+                TextualInversions::load(sources, tokenizer, &mut encoder.model, first, "textual_inversions")?
             }
+            _ => TextualInversions::default(),
         };
         let text_encoder_2 = match parts.text_2 {
             None => None,
             Some((text, flags)) => {
-                let tokenizer = text.tokenizer()?;
-                let text_encoder =
+                let mut tokenizer = text.tokenizer()?;
+                let mut text_encoder =
                     load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+                let textual_inversions = TextualInversions::load(
+                    sources,
+                    &mut tokenizer,
+                    &mut text_encoder.model.text_model,
+                    second,
+                    "textual_inversions",
+                )?;
                 Some(SecondTextEncoder {
                     tokenizer,
                     text_encoder,
+                    textual_inversions,
                     force_zeros_for_empty_prompt: flags.force_zeros_for_empty_prompt,
                     requires_aesthetics_score: flags.requires_aesthetics_score,
                 })
@@ -354,19 +362,19 @@ impl Components {
                 let mut rebuilt = weights::with_file(&text.source.path, || ClipTextTransformer::new(vb, &text.config))?;
                 // Textual inversion rows were appended to the token table at load; the rebuilt
                 // table has the file's rows only, so the added ones are carried over.
-                let (had, has) = (text.model.token_embedding_rows()?, rebuilt.token_embedding_rows()?);
-                if had > has {
-                    let added = text.model.token_embedding_table().narrow(0, has, had - has)?;
-                    rebuilt.set_token_embeddings_from(has, &added)?;
-                }
+                self.textual_inversions.carry_rows(&text.model, &mut rebuilt)?;
                 Some(rebuilt)
             }
         };
-        let text_encoder_2 = match self.text_encoder_2.as_ref().map(|t| &t.text_encoder) {
+        let text_encoder_2 = match self.text_encoder_2.as_ref() {
             None => None,
-            Some(text) => {
+            Some(second) => {
+                let text = &second.text_encoder;
                 let vb = text.base.rebuild(deltas.text_encoder_2, dtype, device);
-                Some(weights::with_file(&text.source.path, || ClipTextModelWithProjection::new(vb, &text.config))?)
+                let mut rebuilt =
+                    weights::with_file(&text.source.path, || ClipTextModelWithProjection::new(vb, &text.config))?;
+                second.textual_inversions.carry_rows(&text.model.text_model, &mut rebuilt.text_model)?;
+                Some(rebuilt)
             }
         };
         let vb = self.unet.base.rebuild(deltas.unet, dtype, device);

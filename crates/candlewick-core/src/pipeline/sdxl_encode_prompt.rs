@@ -15,8 +15,10 @@ use super::sdxl::{SizeConditions, TimeIds};
 use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
+use crate::loaders::textual_inversion::TextualInversions;
 use crate::models::clip::HiddenLayer;
 use crate::models::unet_2d_condition::AddedConditions;
+use crate::tokenizer::ClipTokenizer;
 
 /// One prompt call's SDXL inputs, rows as the latents' (unconditional rows first when guiding).
 pub(super) struct Encoded {
@@ -135,15 +137,22 @@ pub(super) fn encode_prompt(
     };
     texts.extend(prompts.into_iter().zip(names));
     texts_2.extend(prompts_2.into_iter().zip(names_2));
-    // Multi-vector textual inversion tokens spelled out for the first tokenizer, which holds them
-    // (diffusers' maybe_convert_prompt).
-    let converted: Vec<String> = match &c.tokenizer {
-        Some(tokenizer) if first => {
-            texts.iter().map(|(t, _)| c.textual_inversions.convert_prompt(tokenizer, t)).collect::<Result<_>>()?
-        }
-        _ => texts.iter().map(|(t, _)| t.to_string()).collect(),
+    // Multi-vector textual inversion tokens spelled out for each tokenizer, by the tokens it holds
+    // (diffusers' maybe_convert_prompt(prompt, tokenizer) in encode_prompt's loop over the two;
+    // the refiner's texts go through tokenizer_2).
+    let spelled = |texts: Vec<(&str, String)>, tokenizer: &ClipTokenizer, loaded: &TextualInversions| {
+        texts
+            .into_iter()
+            .map(|(t, option)| Ok((loaded.convert_prompt(tokenizer, t)?, option)))
+            .collect::<Result<Vec<(String, String)>>>()
     };
-    let texts: Vec<(&str, String)> = converted.iter().zip(texts).map(|(t, (_, option))| (t.as_str(), option)).collect();
+    let converted = match &c.tokenizer {
+        Some(tokenizer) if first => spelled(texts, tokenizer, &c.textual_inversions)?,
+        _ => spelled(texts, &second.tokenizer, &second.textual_inversions)?,
+    };
+    let converted_2 = spelled(texts_2, &second.tokenizer, &second.textual_inversions)?;
+    let texts: Vec<(&str, String)> = converted.iter().map(|(t, option)| (t.as_str(), option.clone())).collect();
+    let texts_2: Vec<(&str, String)> = converted_2.iter().map(|(t, option)| (t.as_str(), option.clone())).collect();
 
     // hidden_states[-(clip_skip + 2)], without the final layer norm.
     let layer = HiddenLayer { from_end: 1 + p.clip_skip.unwrap_or(0), final_layer_norm: false };
@@ -218,7 +227,8 @@ fn plan(
 /// [`super::weighted_embeddings`], with `PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED`): each
 /// encoder's texts weighted and chunked at `layer`, every text of both encoders padded to the same
 /// number of chunks with its encoder's empty prompt, the two concatenated along the channels; the
-/// pooled output the second encoder's `text_embeds` of `raw_2` as written, cut at 77 tokens and
+/// pooled output the second encoder's `text_embeds` of `raw_2` as written (multi-vector textual
+/// inversion tokens spelled out, as compel's textual inversion manager does), cut at 77 tokens and
 /// unweighted (compel's `get_pooled_embeddings`). Without a first encoder (the refiner) the
 /// second's alone, as compel's single `Compel(tokenizer_2, text_encoder_2, requires_pooled=True)`.
 /// Eager: chunk counts vary from call to call.
@@ -316,6 +326,7 @@ mod tests {
 
     use super::*;
     use crate::device::{DTypeRequest, DeviceRequest};
+    use crate::loaders::textual_inversion::TextualInversionSource;
     use crate::pipeline::{LoadOptions, StableDiffusionPipeline};
 
     fn fixtures() -> PathBuf {
@@ -494,6 +505,85 @@ mod tests {
         }
         // truncate_long_prompts reads no syntax: no error.
         assert!(encode(&pipe, [Some(bad), None, None, None], None, true).is_ok());
+    }
+
+    /// The SDXL embeddings of test/fixtures/textual-inversion as the fixture script loads them
+    /// (`<sdxl-toy>` given its token, `sdxl-style` named after its file).
+    fn sdxl_textual_inversions(json: &serde_json::Value) -> Vec<TextualInversionSource> {
+        let dir = fixtures().join("textual-inversion");
+        let sources = json["embeddings"].as_array().unwrap().iter().map(|e| {
+            let (file, token) = (e["file"].as_str().unwrap(), e["token"].as_str().unwrap());
+            let named = file.strip_suffix(".safetensors") == Some(token);
+            TextualInversionSource { path: dir.join(file), token: (!named).then(|| token.to_string()) }
+        });
+        sources.collect()
+    }
+
+    /// SDXL textual inversion: the `clip_l` vectors in the first tokenizer and encoder, the `clip_g`
+    /// ones in the second (the refiner's only), multi-vector tokens spelled out by each tokenizer.
+    /// The tokens' ids and `prompt_embeds`, pooled and negative embeddings within 1e-4 relative of
+    /// diffusers' `encode_prompt` after its two `load_textual_inversion` calls per file, and of
+    /// compel's `CompelForSDXL` for a weighted prompt (goldens from
+    /// scripts/fixture_sdxl_textual_inversion.py).
+    #[test]
+    fn sdxl_textual_inversions_give_diffusers_embeddings() {
+        let goldens = fixtures().join("goldens");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(goldens.join("sdxl_textual_inversion.json")).unwrap())
+                .unwrap();
+        let want = candle_core::safetensors::load(
+            goldens.join("sdxl_textual_inversion.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let load = |model: &str| {
+            let options = LoadOptions {
+                device: DeviceRequest::Cpu,
+                dtype: DTypeRequest::F32,
+                textual_inversions: sdxl_textual_inversions(&json),
+                ..Default::default()
+            };
+            StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap()
+        };
+        let pipes = [("tiny-sdxl", load("tiny-sdxl")), ("tiny-sdxl-refiner", load("tiny-sdxl-refiner"))];
+        let base = &pipes[0].1.components;
+        let second = base.text_encoder_2.as_ref().unwrap();
+        for (key, tokenizer) in [("tokenizer", base.tokenizer().unwrap()), ("tokenizer_2", &second.tokenizer)] {
+            for (token, id) in json["tokens"][key].as_object().unwrap() {
+                assert_eq!(tokenizer.encode_fragment(token).unwrap(), vec![id.as_u64().unwrap() as u32], "{key}");
+            }
+        }
+        let counts = [("<sdxl-toy>".to_string(), 1), ("sdxl-style".to_string(), 3)];
+        assert_eq!(base.textual_inversions.tokens(), &counts);
+        assert_eq!(second.textual_inversions.tokens(), &counts);
+        for case in json["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let pipe = &pipes.iter().find(|(m, _)| *m == case["model"].as_str().unwrap()).unwrap().1;
+            let texts = [case["prompt"].as_str(), case["negative_prompt"].as_str(), None, None];
+            let (got, warnings) = encode(pipe, texts, None, false).unwrap();
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+            let (embeds, pooled) = (&got.prompt_embeds, &got.added.text_embeds);
+            let rows = |t: &Tensor, i: usize| t.narrow(0, i, 1).unwrap();
+            let pairs = [
+                ("prompt_embeds", rows(embeds, 1)),
+                ("pooled", rows(pooled, 1)),
+                ("negative_prompt_embeds", rows(embeds, 0)),
+                ("negative_pooled", rows(pooled, 0)),
+            ];
+            for (what, got) in pairs {
+                let want = &want[&format!("{what}_{name}")];
+                assert_eq!(got.dims(), want.dims(), "{name}: {what}");
+                let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                if scale == 0.0 {
+                    // force_zeros_for_empty_prompt: no negative prompt, zeros.
+                    let max: f32 = got.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                    assert_eq!(max, 0.0, "{name}: {what} not zeros");
+                } else {
+                    let r = max_relative(&got, want);
+                    assert!(r < 1e-4, "{name}: {what} off by {r} relative");
+                }
+            }
+        }
     }
 
     #[test]
