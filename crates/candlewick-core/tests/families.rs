@@ -9,27 +9,14 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{
     GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline,
 };
-use candlewick_core::schedulers::StepNoise;
 use common::{assert_close, fixtures, goldens};
-
-/// diffusers' randn draws, in order.
-struct Replay(VecDeque<Tensor>);
-
-impl StepNoise for Replay {
-    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
-        let next = self.0.pop_front().expect("diffusers made no more draws");
-        assert_eq!(next.dims(), like.dims(), "a draw of another shape than diffusers'");
-        Ok(next)
-    }
-}
 
 struct Golden {
     name: String,
@@ -96,30 +83,7 @@ impl Golden {
 
     /// `check`, giving back the call's warnings.
     fn check_warned(&self, pipe: &StableDiffusionPipeline, options: &GenerateOptions) -> Vec<String> {
-        let name = &self.name;
-        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-        let sink = seen.clone();
-        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
-        let draws = self.json["noise_draws"].as_u64().unwrap() as usize;
-        let mut noise = Replay((0..draws).map(|k| self.tensors[&format!("noise_{k}")].clone()).collect());
-        let out = pipe.generate_with_noise(options, &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len() as u64, self.json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
-        for (i, latents) in seen.iter().enumerate() {
-            assert_close(
-                &format!("{name} latents_step_{i}"),
-                latents,
-                &self.tensors[&format!("latents_step_{i}")],
-                1e-4,
-            );
-        }
-        let want = self.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        let got = &out.images[0].data;
-        assert_eq!(got.len(), want.len(), "{name}: image size");
-        let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-        assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
-        out.warnings
+        common::check_call(&self.name, pipe, options, &self.json, &self.tensors).warnings
     }
 }
 
@@ -184,8 +148,7 @@ fn sdxl_second_prompts_match_diffusers() {
     assert_eq!(g.check_warned(&base, &options), Vec::<String>::new());
     // Without them the run is another one (the goldens are not those of prompt_2 = prompt).
     let without = GenerateOptions { prompt_2: None, negative_prompt_2: None, ..options.clone() };
-    let draws = g.json["noise_draws"].as_u64().unwrap() as usize;
-    let mut noise = Replay((0..draws).map(|k| g.tensors[&format!("noise_{k}")].clone()).collect());
+    let mut noise = common::replay(&g.json, &g.tensors);
     let other = base.generate_with_noise(&without, &Observer::new(), &mut noise).unwrap();
     let want = g.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
     assert!(other.images[0].data.iter().zip(&want).any(|(a, b)| a.abs_diff(*b) > 1), "prompt_2 changed nothing");
@@ -276,8 +239,7 @@ fn families_run_in_f16_close_to_f32() {
         let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
         let pipe = StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap();
         let g = golden(name);
-        let draws = g.json["noise_draws"].as_u64().unwrap() as usize;
-        let mut noise = Replay((0..draws).map(|k| g.tensors[&format!("noise_{k}")].clone()).collect());
+        let mut noise = common::replay(&g.json, &g.tensors);
         let out = pipe
             .generate_with_noise(&g.options(), &Observer::new(), &mut noise)
             .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -9,28 +9,15 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{
     GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline, Task,
 };
-use candlewick_core::schedulers::StepNoise;
-use common::{assert_close, fixtures, goldens};
-
-/// diffusers' randn draws, in order.
-struct Replay(VecDeque<Tensor>);
-
-impl StepNoise for Replay {
-    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
-        let next = self.0.pop_front().expect("diffusers made no more draws");
-        assert_eq!(next.dims(), like.dims(), "a draw of another shape than diffusers'");
-        Ok(next)
-    }
-}
+use common::{fixtures, goldens, Replay};
 
 fn load(dir: &Path) -> StableDiffusionPipeline {
     let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
@@ -118,35 +105,13 @@ impl Golden {
     }
 
     fn replay(&self) -> Replay {
-        let draws = self.json["noise_draws"].as_u64().unwrap() as usize;
-        Replay((0..draws).map(|k| self.tensors[&format!("noise_{k}")].clone()).collect())
+        common::replay(&self.json, &self.tensors)
     }
 
     /// Run it on `pipe`: every UNet call's latents within 1e-4 relative, the image within 1/255.
     fn check(&self, pipe: &StableDiffusionPipeline) {
         let name = &self.name;
-        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-        let sink = seen.clone();
-        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
-        let mut noise = self.replay();
-        let out =
-            pipe.generate_with_noise(&self.options(), &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len() as u64, self.json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
-        for (i, latents) in seen.iter().enumerate() {
-            assert_close(
-                &format!("{name} latents_step_{i}"),
-                latents,
-                &self.tensors[&format!("latents_step_{i}")],
-                1e-4,
-            );
-        }
-        let want = self.tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        let got = &out.images[0].data;
-        assert_eq!(got.len(), want.len(), "{name}: image size");
-        let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-        assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
+        let out = common::check_call(name, pipe, &self.options(), &self.json, &self.tensors);
         assert_eq!(out.settings.task, Task::Inpaint, "{name}");
     }
 }

@@ -66,3 +66,51 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert!(!rel.is_nan(), "{name}: NaN in the output");
     assert!(rel <= tol, "{name}: relative error {rel:.3e} > {tol:.0e} (max|a-b| {diff:.3e}, max|golden| {scale:.3e})");
 }
+
+/// diffusers' randn draws of one pipeline call (a golden's `noise_k`), handed out in order.
+pub struct Replay(pub std::collections::VecDeque<Tensor>);
+
+impl candlewick_core::schedulers::StepNoise for Replay {
+    fn sample_like(&mut self, like: &Tensor) -> candlewick_core::Result<Tensor> {
+        let next = self.0.pop_front().expect("diffusers made no more draws");
+        assert_eq!(next.dims(), like.dims(), "a draw of another shape than diffusers'");
+        Ok(next)
+    }
+}
+
+/// The `noise_draws` draws of a golden of one pipeline call.
+pub fn replay(json: &serde_json::Value, tensors: &HashMap<String, Tensor>) -> Replay {
+    let draws = json["noise_draws"].as_u64().unwrap() as usize;
+    Replay((0..draws).map(|k| tensors[&format!("noise_{k}")].clone()).collect())
+}
+
+/// `options` on `pipe` with the golden's draws replayed, against the golden of diffusers' call
+/// (scripts/fixture_*.py): every draw used, as many UNet calls, each one's latents within 1e-4
+/// relative, the image within 1/255. The output, for the caller's own checks.
+pub fn check_call(
+    name: &str,
+    pipe: &candlewick_core::pipeline::StableDiffusionPipeline,
+    options: &candlewick_core::pipeline::GenerateOptions,
+    json: &serde_json::Value,
+    tensors: &HashMap<String, Tensor>,
+) -> candlewick_core::pipeline::GenerateOutput {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+    let sink = seen.clone();
+    let observer =
+        candlewick_core::pipeline::Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let mut noise = replay(json, tensors);
+    let out = pipe.generate_with_noise(options, &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len() as u64, json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
+    for (i, latents) in seen.iter().enumerate() {
+        assert_close(&format!("{name} latents_step_{i}"), latents, &tensors[&format!("latents_step_{i}")], 1e-4);
+    }
+    let want = tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let got = &out.images[0].data;
+    assert_eq!(got.len(), want.len(), "{name}: image size");
+    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+    assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
+    out
+}
