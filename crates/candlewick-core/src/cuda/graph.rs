@@ -1,11 +1,12 @@
-//! The UNet step (and the text encoder) as CUDA graphs: diffusers' "traced UNet", torch.compile's
+//! The UNet step (and the text encoders) as CUDA graphs: diffusers' "traced UNet", torch.compile's
 //! reduce-overhead.
 //!
 //! At batch 1 the GPU mostly waits for the host to launch the step's ~1,000 kernels. The first
 //! run of a new shape runs eagerly (it builds the cuDNN and cuBLASLt plans, loads the kernels and
 //! sizes the workspaces); the second is captured with CUDA stream capture into a graph that reads
 //! static input buffers (for the UNet: latents, the timestep's projection, the text embeddings and
-//! each cross-attention layer's keys and values of them; for the text encoder: the token ids) and
+//! each cross-attention layer's keys and values of them; for a text encoder: the token ids, and for
+//! SDXL's second the rows of its end tokens, found on the host before the graph) and
 //! writes a static output buffer; every later run copies its inputs into those buffers (skipping
 //! an input that is the tensor it copied last time, as the text context is at every step of a
 //! generation) and replays the graph with one launch. Everything a run
