@@ -19,8 +19,9 @@ Writes (test/fixtures/README.md describes them):
       image_u8                     the pipeline's output: apply_overlay(mask, image, generated, crops_coords), HWC
                                    uint8 at the original image's size
 
-Cases: the crop box grown sideways to a wide output and clamped at the left edge (the fill's left strip), and
-grown downwards to a tall output from a box at the top edge (the fill's top strip).
+Cases: the crop box grown sideways to a wide output and clamped at the left edge (the fill's left strip); grown
+to a narrow output past the image's height (clamped: the fill's top and bottom strips); grown downwards to a tall
+output from a box at the top edge, with a gray pixel that widens the box.
 """
 
 import json
@@ -45,6 +46,7 @@ GOLDENS = os.path.join(FIXTURES, "goldens")
 # (name, model, scheduler class or None for the folder's DDIM, mask file, padding_mask_crop, width, height, strength)
 CASES = [
     ("ddim_4ch_wide", "tiny-sd", None, "images/mask.png", 2, 32, 24, 1.0),
+    ("ddim_4ch_narrow", "tiny-sd", None, "images/mask.png", 2, 16, 32, 0.6),
     ("euler_9ch_tall", "tiny-sd-inpaint", "EulerDiscreteScheduler", "images/mask_corner.png", 3, 24, 32, 0.75),
 ]
 

@@ -59,7 +59,7 @@ struct Golden {
     tensors: HashMap<String, Tensor>,
 }
 
-const CASES: [&str; 2] = ["mask_crop_ddim_4ch_wide", "mask_crop_euler_9ch_tall"];
+const CASES: [&str; 3] = ["mask_crop_ddim_4ch_wide", "mask_crop_ddim_4ch_narrow", "mask_crop_euler_9ch_tall"];
 
 fn golden(name: &str) -> Golden {
     let text = std::fs::read_to_string(fixtures().join("goldens").join(format!("{name}.json"))).unwrap();
