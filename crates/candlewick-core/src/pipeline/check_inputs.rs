@@ -66,9 +66,9 @@ impl StableDiffusionPipeline {
             }
             if o.output_latents {
                 return Err(expected(
-                    &format!("output_latents off with padding_mask_crop {pad} (the inpainted crop is pasted back into the image)"),
-                    "output_latents",
-                    "true",
+                    "no padding_mask_crop when latents are the output (the inpainted crop is pasted back into the image)",
+                    "padding_mask_crop",
+                    pad,
                 ));
             }
         }
