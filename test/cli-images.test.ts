@@ -35,6 +35,17 @@ test("inpaint writes a PNG that records its task", async (t) => {
   t.like(readTextChunks(readFileSync(out)), { task: "inpaint", strength: "1" });
 });
 
+test("inpaint --padding-mask-crop inpaints around the mask and writes a PNG of the image's size that records it", async (t) => {
+  const out = join(scratch(), "cropped.png");
+  const run = await cli("inpaint", "a red apple", "--model", TINY_SD, "--image", INPUT, "--mask", MASK, "--padding-mask-crop", "2",
+    "--width", "32", "--height", "24", "--steps", "2", "--seed", "1", "--out", out, "-q");
+  t.is(run.code, 0, run.stderr);
+  const file = readFileSync(out);
+  const png = pngjs.PNG.sync.read(file);
+  t.deepEqual([png.width, png.height], [32, 32]);
+  t.like(readTextChunks(file), { task: "inpaint", paddingMaskCrop: "2", size: "32x24" });
+});
+
 const usageError = test.macro({
   async exec(t, args: string[], message: string) {
     const run = await cli(...args);
@@ -48,6 +59,11 @@ test(usageError, ["img2img", "a red apple"], "missing --image <file>");
 test(usageError, ["inpaint", "a red apple", "--image", INPUT], "missing --mask <file>");
 test(usageError, ["img2img", "a red apple", "--image", INPUT, "--strength", "0"], "Expected number > 0 and <= 1 for --strength but received 0");
 test(usageError, ["img2img", "a red apple", "--image", INPUT, "--mask", MASK], "unknown option --mask");
+test(usageError, ["inpaint", "a red apple", "--image", INPUT, "--mask", MASK, "--padding-mask-crop=-1"],
+  "Expected integer between 0 and 8192 for --padding-mask-crop but received -1");
+test(usageError, ["inpaint", "a red apple", "--image", INPUT, "--mask", MASK, "--padding-mask-crop", "1.5"],
+  'Expected integer between 0 and 8192 for --padding-mask-crop but received "1.5"');
+test(usageError, ["img2img", "a red apple", "--image", INPUT, "--padding-mask-crop", "2"], "unknown option --padding-mask-crop");
 test(usageError, ["generate", "a red apple", "--image", INPUT], "--image is for the img2img and inpaint commands (candlewick img2img <prompt> --image <file>)");
 test(usageError, ["img2img", "a red apple", "--model", TINY_SD, "--image", "missing.png", "--out", join(scratch(), "x.png")],
   'Expected path of a readable PNG, JPEG or WebP file for --image but received "missing.png" (no such file)');
