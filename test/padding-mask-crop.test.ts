@@ -84,3 +84,15 @@ test("latents as the output", async (t) => {
   });
   t.deepEqual((await pipe.generate(CROP))[0]!.data, reference);
 });
+
+test("generateBatch inputs take paddingMaskCrop, and share a call only with inputs that crop alike", async (t) => {
+  const { paddingMaskCrop: _, prompt, seed, ...shared } = CROP;
+  const inputs = [{ prompt, seed, paddingMaskCrop: 2 }, { prompt, seed }, { prompt, seed: 6, paddingMaskCrop: 2 }];
+  const results = [];
+  for await (const result of pipe.generateBatch(inputs, { batchSize: 4, defaults: shared })) results.push(result);
+  results.sort((a, b) => a.index - b.index);
+  t.deepEqual(results.map((r) => [r.image.width, r.image.height]), [[32, 32], [32, 24], [32, 32]]);
+  t.deepEqual(results.map((r) => r.image.settings?.paddingMaskCrop), [2, undefined, 2]);
+  // The first is the one-image call's picture (same seed, same crop).
+  t.deepEqual(results[0]!.image.data, reference);
+});
