@@ -2,7 +2,7 @@
 on test/fixtures/tiny-sd (4-channel UNet) and tiny-sd-inpaint (9-channel), CPU, float32.
 
 Run from the repository root after fixture_images.py (which writes images/input.png, images/mask.png and
-tiny-sd-inpaint/; make_fixtures.py runs it after that):
+tiny-sd-inpaint/) and fixture_families.py (tiny-sdxl); make_fixtures.py runs it after both:
 
     .venv/bin/python scripts/fixture_padding_mask_crop.py
 
@@ -21,7 +21,8 @@ Writes (test/fixtures/README.md describes them):
 
 Cases: the crop box grown sideways to a wide output and clamped at the left edge (the fill's left strip); grown
 to a narrow output past the image's height (clamped: the fill's top and bottom strips); grown downwards to a tall
-output from a box at the top edge, with a gray pixel that widens the box.
+output from a box at the top edge, with a gray pixel that widens the box; and StableDiffusionXLInpaintPipeline on
+tiny-sdxl (4-channel UNet, its default strength 0.9999: `strength` null in the json).
 """
 
 import json
@@ -35,7 +36,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffusers  # noqa: E402
-from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline,  # noqa: E402
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
 
 from fixture_images import NEGATIVE, PROMPT, NoiseRecorder, write_json  # noqa: E402
 
@@ -48,6 +50,8 @@ CASES = [
     ("ddim_4ch_wide", "tiny-sd", None, "images/mask.png", 2, 32, 24, 1.0),
     ("ddim_4ch_narrow", "tiny-sd", None, "images/mask.png", 2, 16, 32, 0.6),
     ("euler_9ch_tall", "tiny-sd-inpaint", "EulerDiscreteScheduler", "images/mask_corner.png", 3, 24, 32, 0.75),
+    # StableDiffusionXLInpaintPipeline on tiny-sdxl (its folder's Euler, the default strength 0.9999).
+    ("sdxl_4ch_wide", "tiny-sdxl", None, "images/mask_corner.png", 4, 32, 24, None),
 ]
 
 
@@ -59,6 +63,9 @@ def make_mask_corner(path):
 
 
 def pipeline(model, cls):
+    if model == "tiny-sdxl":
+        base = StableDiffusionXLPipeline.from_pretrained(os.path.join(FIXTURES, model))
+        return StableDiffusionXLInpaintPipeline(**base.components)
     tiny = os.path.join(FIXTURES, "tiny-sd")
     pipe = StableDiffusionInpaintPipeline.from_pretrained(tiny, safety_checker=None, requires_safety_checker=False)
     if model == "tiny-sd-inpaint":
@@ -96,9 +103,10 @@ def make_case(name, model, cls, mask_file, pad, width, height, strength):
         return overlay(mask_image, init, out, coords)
 
     pipe.image_processor.apply_overlay = recording_overlay
+    call = {} if strength is None else {"strength": strength}
     with NoiseRecorder() as rec:
         result = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, image=image, mask_image=mask, padding_mask_crop=pad,
-                      width=width, height=height, strength=strength, num_inference_steps=5, guidance_scale=7.5,
+                      width=width, height=height, **call, num_inference_steps=5, guidance_scale=7.5,
                       generator=torch.Generator().manual_seed(0), callback_on_step_end=on_step_end,
                       callback_on_step_end_tensor_inputs=["latents"])
     final = result.images[0]

@@ -1,4 +1,5 @@
-//! Inpainting with `padding_mask_crop` against diffusers, on the tiny models.
+//! Inpainting with `padding_mask_crop` against diffusers, on the tiny models (SD 1.5 with 4- and
+//! 9-channel UNets, and SDXL's StableDiffusionXLInpaintPipeline on tiny-sdxl).
 //!
 //! Goldens: test/fixtures/goldens/mask_crop_<case>.{json,safetensors}, made by
 //! scripts/fixture_padding_mask_crop.py: StableDiffusionInpaintPipeline(image=images/input.png,
@@ -59,7 +60,8 @@ struct Golden {
     tensors: HashMap<String, Tensor>,
 }
 
-const CASES: [&str; 3] = ["mask_crop_ddim_4ch_wide", "mask_crop_ddim_4ch_narrow", "mask_crop_euler_9ch_tall"];
+const CASES: [&str; 4] =
+    ["mask_crop_ddim_4ch_wide", "mask_crop_ddim_4ch_narrow", "mask_crop_euler_9ch_tall", "mask_crop_sdxl_4ch_wide"];
 
 fn golden(name: &str) -> Golden {
     let text = std::fs::read_to_string(fixtures().join("goldens").join(format!("{name}.json"))).unwrap();
@@ -142,9 +144,14 @@ fn inpainting_with_padding_mask_crop_matches_diffusers() {
     let tiny = load(&fixtures().join("tiny-sd"));
     let folder = tiny_inpaint_model();
     let inpainting = load(folder.path());
+    let sdxl = load(&fixtures().join("tiny-sdxl"));
     for name in CASES {
         let g = golden(name);
-        let pipe = if g.str("model") == "tiny-sd-inpaint" { &inpainting } else { &tiny };
+        let pipe = match g.str("model") {
+            "tiny-sd-inpaint" => &inpainting,
+            "tiny-sdxl" => &sdxl,
+            _ => &tiny,
+        };
         let out = common::check_call_within(name, pipe, &g.options(), &g.json, &g.tensors, 2);
         let want = g.rgb("image_u8");
         assert_eq!((out.images[0].width, out.images[0].height), (want.width, want.height), "{name}: size");

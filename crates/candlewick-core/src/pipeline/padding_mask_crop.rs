@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 
 use super::image_processor::Decoded;
 use super::options::{ImageInput, RgbImage};
-use super::pil_resample::Pixels;
+use super::pil_resample::{Filter, Pixels};
 use crate::error::{expected, Result};
 
 /// `crops_coords`: the box (x1, y1, x2, y2) of the original image that is inpainted.
@@ -104,7 +104,7 @@ pub(super) fn crop_and_fill(image: &Pixels, crop: CropRegion, width: usize, heig
 
 /// `VaeImageProcessor._resize_and_fill`: resized inside width x height keeping its aspect,
 /// centered, the strips left on either side filled by stretching the image's edge (a resize of a
-/// zero-size box).
+/// zero-size box, through `Image.resize`'s default filter: bicubic, not the processor's Lanczos).
 fn resize_and_fill(image: &Pixels, width: usize, height: usize) -> Pixels {
     let ratio = width as f64 / height as f64;
     let src_ratio = image.width as f64 / image.height as f64;
@@ -117,14 +117,22 @@ fn resize_and_fill(image: &Pixels, width: usize, height: usize) -> Pixels {
     if ratio < src_ratio {
         let fill = (height / 2).saturating_sub(src_h / 2);
         if fill > 0 {
-            res.paste(&resized.resize_box(width, fill, [0.0, 0.0, width as f32, 0.0]), 0, 0);
-            res.paste(&resized.resize_box(width, fill, [0.0, rh, width as f32, rh]), 0, (fill + src_h) as i64);
+            res.paste(&resized.resize_box(width, fill, Filter::Bicubic, [0.0, 0.0, width as f32, 0.0]), 0, 0);
+            res.paste(
+                &resized.resize_box(width, fill, Filter::Bicubic, [0.0, rh, width as f32, rh]),
+                0,
+                (fill + src_h) as i64,
+            );
         }
     } else if ratio > src_ratio {
         let fill = (width / 2).saturating_sub(src_w / 2);
         if fill > 0 {
-            res.paste(&resized.resize_box(fill, height, [0.0, 0.0, 0.0, height as f32]), 0, 0);
-            res.paste(&resized.resize_box(fill, height, [rw, 0.0, rw, height as f32]), (fill + src_w) as i64, 0);
+            res.paste(&resized.resize_box(fill, height, Filter::Bicubic, [0.0, 0.0, 0.0, height as f32]), 0, 0);
+            res.paste(
+                &resized.resize_box(fill, height, Filter::Bicubic, [rw, 0.0, rw, height as f32]),
+                (fill + src_w) as i64,
+                0,
+            );
         }
     }
     res

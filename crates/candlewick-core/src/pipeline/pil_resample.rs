@@ -1,7 +1,8 @@
 //! 8-bit pixels and the few PIL operations that `padding_mask_crop` goes through, computed as
 //! Pillow's C code computes them, to the byte: `Image.crop`, `Image.paste` (with its clipping),
-//! and `Image.resize(size, LANCZOS, box)` (Resample.c: separable passes, coefficients in 22-bit
-//! fixed point, rows first, a zero-size box allowed: diffusers' "fill" stretches an edge with it).
+//! and `Image.resize(size, filter, box)` with `LANCZOS` and `BICUBIC` (Resample.c: separable passes,
+//! coefficients in 22-bit fixed point, rows first, a zero-size box allowed: diffusers' "fill"
+//! stretches an edge with it, through `Image.resize`'s default filter, bicubic).
 
 /// An 8-bit image: `channels` bytes a pixel (1 gray, 3 RGB), rows top to bottom.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,6 +11,31 @@ pub(crate) struct Pixels {
     pub height: usize,
     pub channels: usize,
     pub data: Vec<u8>,
+}
+
+/// PIL's resampling filters that diffusers' resizes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filter {
+    /// `Image.LANCZOS` (`VaeImageProcessor`'s `resample`): support 3.
+    Lanczos,
+    /// `Image.BICUBIC` (`Image.resize`'s default): support 2, a = -0.5.
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Lanczos => 3.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Lanczos => lanczos(x),
+            Filter::Bicubic => bicubic(x),
+        }
+    }
 }
 
 /// Resample.c's `PRECISION_BITS` for 8-bit images.
@@ -57,12 +83,12 @@ impl Pixels {
 
     /// `Image.resize((width, height), Image.LANCZOS)`.
     pub fn resize(&self, width: usize, height: usize) -> Self {
-        self.resize_box(width, height, [0.0, 0.0, self.width as f32, self.height as f32])
+        self.resize_box(width, height, Filter::Lanczos, [0.0, 0.0, self.width as f32, self.height as f32])
     }
 
-    /// `Image.resize((width, height), Image.LANCZOS, box)`: the box (x0, y0, x1, y1) of the source,
+    /// `Image.resize((width, height), filter, box)`: the box (x0, y0, x1, y1) of the source,
     /// inside it, possibly of zero width or height, resampled to width x height.
-    pub fn resize_box(&self, width: usize, height: usize, b: [f32; 4]) -> Self {
+    pub fn resize_box(&self, width: usize, height: usize, filter: Filter, b: [f32; 4]) -> Self {
         let whole = b == [0.0, 0.0, self.width as f32, self.height as f32];
         if whole && (width, height) == (self.width, self.height) {
             return self.clone();
@@ -73,8 +99,8 @@ impl Pixels {
         }
         let need_horizontal = width != self.width || b[0] != 0.0 || b[2] != width as f32;
         let need_vertical = height != self.height || b[1] != 0.0 || b[3] != height as f32;
-        let horizontal = coefficients(self.width, b[0], b[2], width);
-        let vertical = coefficients(self.height, b[1], b[3], height);
+        let horizontal = coefficients(filter, self.width, b[0], b[2], width);
+        let vertical = coefficients(filter, self.height, b[1], b[3], height);
         let mut image = self.clone();
         if need_horizontal {
             // Only the rows the vertical pass reads (ImagingResampleInner's ybox); the others stay black.
@@ -117,12 +143,12 @@ struct Taps {
     weights: Vec<i32>,
 }
 
-/// Resample.c's `precompute_coeffs` with the Lanczos filter (support 3) and
-/// `normalize_coeffs_8bpc`, for `out_size` pixels from [in0, in1) of `in_size`.
-fn coefficients(in_size: usize, in0: f32, in1: f32, out_size: usize) -> Vec<Taps> {
+/// Resample.c's `precompute_coeffs` and `normalize_coeffs_8bpc`, for `out_size` pixels from
+/// [in0, in1) of `in_size`.
+fn coefficients(filter: Filter, in_size: usize, in0: f32, in1: f32, out_size: usize) -> Vec<Taps> {
     let scale = f64::from(in1 - in0) / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 3.0 * filterscale;
+    let support = filter.support() * filterscale;
     (0..out_size)
         .map(|xx| {
             let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
@@ -130,7 +156,7 @@ fn coefficients(in_size: usize, in0: f32, in1: f32, out_size: usize) -> Vec<Taps
             // C's (int) truncates toward zero.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
-            let weights: Vec<f64> = (xmin..xmax).map(|x| lanczos((x as f64 - center + 0.5) * ss)).collect();
+            let weights: Vec<f64> = (xmin..xmax).map(|x| filter.weight((x as f64 - center + 0.5) * ss)).collect();
             let total: f64 = weights.iter().sum();
             let weights = weights
                 .iter()
@@ -161,6 +187,19 @@ fn lanczos(x: f64) -> f64 {
     }
 }
 
+/// Resample.c's `bicubic_filter` (a = -0.5).
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
 /// Resample.c's `clip8`: the sum shifted down, clamped to 0..=255.
 fn clip8(sum: i32) -> u8 {
     (sum >> PRECISION_BITS).clamp(0, 255) as u8
@@ -174,6 +213,15 @@ mod tests {
     fn an_integer_box_of_the_output_size_is_a_crop_and_the_same_size_a_copy() {
         let p = Pixels { width: 3, height: 2, channels: 1, data: vec![1, 2, 3, 4, 5, 6] };
         assert_eq!(p.resize(3, 2), p);
-        assert_eq!(p.resize_box(2, 1, [1.0, 1.0, 3.0, 2.0]).data, vec![5, 6]);
+        assert_eq!(p.resize_box(2, 1, Filter::Lanczos, [1.0, 1.0, 3.0, 2.0]).data, vec![5, 6]);
+    }
+
+    #[test]
+    fn a_zero_width_box_blends_the_edge_columns_with_the_filters_taps() {
+        // PIL: Image.new("L", (3, 1)) with pixels 38, 47, 46; .resize((1, 1), box=(0, 0, 0, 1)) is 37
+        // (bicubic: 1.125 x 38 - 0.125 x 47) and with Image.LANCZOS 36.
+        let p = Pixels { width: 3, height: 1, channels: 1, data: vec![38, 47, 46] };
+        assert_eq!(p.resize_box(1, 1, Filter::Bicubic, [0.0, 0.0, 0.0, 1.0]).data, vec![37]);
+        assert_eq!(p.resize_box(1, 1, Filter::Lanczos, [0.0, 0.0, 0.0, 1.0]).data, vec![36]);
     }
 }
