@@ -80,21 +80,27 @@ test("help lists img2img and inpaint, and each has its own help", async (t) => {
   }
 });
 
-test("batch lines may carry image, maskImage and strength", async (t) => {
+test("batch lines may carry image, maskImage, strength and paddingMaskCrop", async (t) => {
   const dir = scratch();
   const prompts = join(dir, "prompts.jsonl");
   const lines = [
     { prompt: "a red apple", seed: 1 },
     { prompt: "a red apple", seed: 1, image: INPUT, strength: 0.5 },
     { prompt: "a red apple", seed: 1, image: INPUT, maskImage: MASK },
+    { prompt: "a red apple", seed: 1, image: INPUT, maskImage: MASK, paddingMaskCrop: 2, height: 24 },
   ];
   writeFileSync(prompts, lines.map((l) => JSON.stringify(l)).join("\n"));
   const run = await cli("batch", prompts, "--out", join(dir, "out"), "--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "-q");
   t.is(run.code, 0, run.stderr);
-  const text = [1, 2, 3].map((n) => readTextChunks(readFileSync(join(dir, "out", `0000${n}.png`))));
+  const text = [1, 2, 3, 4].map((n) => readTextChunks(readFileSync(join(dir, "out", `0000${n}.png`))));
   t.is(text[0]!.task, undefined);
   t.like(text[1], { task: "img2img", strength: "0.5" });
   t.like(text[2], { task: "inpaint", strength: "1" });
+  t.is(text[2]!.paddingMaskCrop, undefined);
+  // Run at 32x24 around the mask, pasted back into the 32x32 image.
+  t.like(text[3], { task: "inpaint", paddingMaskCrop: "2", size: "32x24" });
+  const png = pngjs.PNG.sync.read(readFileSync(join(dir, "out", "00004.png")));
+  t.deepEqual([png.width, png.height], [32, 32]);
 });
 
 test("batch takes --vae-tiling", async (t) => {
