@@ -176,7 +176,7 @@ fn bad_padding_mask_crop_calls_are_refused_and_the_pipeline_stays_usable() {
         seed: Some(1),
         ..Default::default()
     };
-    let error = |o: GenerateOptions| pipe.generate(&o, &Default::default()).err().expect("refused").to_string();
+    let error = |o: GenerateOptions| pipe.generate(&o, &Default::default()).expect_err("refused").to_string();
     let e = error(GenerateOptions { mask_image: None, ..base() });
     assert!(e.contains("padding_mask_crop 4") && e.contains("mask_image") && e.contains("none"), "{e}");
     let e = error(GenerateOptions { image: None, mask_image: None, ..base() });
