@@ -93,7 +93,30 @@ pub(super) fn get_crop_region(mask: &Pixels, width: usize, height: usize, pad: u
     } else {
         grow(&mut x1, &mut x2, (y2 - y1) as f64 * ratio_processing, w);
     }
-    Ok(CropRegion { x1: x1 as usize, y1: y1 as usize, x2: x2 as usize, y2: y2 as usize })
+    let crop = CropRegion { x1: x1 as usize, y1: y1 as usize, x2: x2 as usize, y2: y2 as usize };
+    // A box held by the image's edges far from the output's aspect can shrink to nothing in the
+    // fill's resize (PIL refuses a size of 0: diffusers fails there).
+    let (bw, bh) = (crop.x2 - crop.x1, crop.y2 - crop.y1);
+    if fill_size(bw, bh, width, height).0 == 0 || fill_size(bw, bh, width, height).1 == 0 {
+        return Err(expected(
+            &format!(
+                "padding_mask_crop whose box ({bw}x{bh} pixels of the image, grown to the output's aspect within the \
+                 image) keeps at least 1 pixel a side resized into {width}x{height} (an output closer to the image's aspect)"
+            ),
+            "padding_mask_crop",
+            pad,
+        ));
+    }
+    Ok(crop)
+}
+
+/// `_resize_and_fill`'s size of the resized image inside width x height.
+fn fill_size(image_width: usize, image_height: usize, width: usize, height: usize) -> (usize, usize) {
+    let ratio = width as f64 / height as f64;
+    let src_ratio = image_width as f64 / image_height as f64;
+    let src_w = if ratio < src_ratio { width } else { image_width * height / image_height };
+    let src_h = if ratio >= src_ratio { height } else { image_height * width / image_width };
+    (src_w, src_h)
 }
 
 /// `image_processor.preprocess(image, height, width, crops_coords, resize_mode="fill")`'s pixels:
@@ -108,8 +131,7 @@ pub(super) fn crop_and_fill(image: &Pixels, crop: CropRegion, width: usize, heig
 fn resize_and_fill(image: &Pixels, width: usize, height: usize) -> Pixels {
     let ratio = width as f64 / height as f64;
     let src_ratio = image.width as f64 / image.height as f64;
-    let src_w = if ratio < src_ratio { width } else { image.width * height / image.height };
-    let src_h = if ratio >= src_ratio { height } else { image.height * width / image.width };
+    let (src_w, src_h) = fill_size(image.width, image.height, width, height);
     let resized = image.resize(src_w, src_h);
     let mut res = Pixels::new(width, height, image.channels);
     res.paste(&resized, (width / 2) as i64 - (src_w / 2) as i64, (height / 2) as i64 - (src_h / 2) as i64);
@@ -213,5 +235,8 @@ mod tests {
         let r = get_crop_region(&mask(32, 32, &[(31, 10)]), 64, 32, 2).unwrap();
         assert_eq!(r, CropRegion { x1: 22, y1: 8, x2: 32, y2: 13 });
         assert!(get_crop_region(&mask(8, 8, &[]), 8, 8, 4).is_err());
+        // A line down an 8x2048 image: its box cannot widen past 8 pixels, 0 wide resized into 2048x8.
+        let e = get_crop_region(&mask(8, 2048, &[(3, 0), (3, 2047)]), 2048, 8, 0).unwrap_err().to_string();
+        assert!(e.contains("8x2048 pixels of the image") && e.ends_with("for padding_mask_crop but received 0"), "{e}");
     }
 }
