@@ -15,6 +15,8 @@ Writes (formats: docs/CONTRACTS.md, "Fixtures and goldens"; description: test/fi
   test/fixtures/tiny-sd-inpaint/  a 9-channel inpainting UNet beside tiny-sd's other components
   test/fixtures/tiny-sd2/, tiny-lcm/, tiny-sdxl/, goldens/family_*  the model families (fixture_families.py)
   test/fixtures/tiny-sdxl-inpaint/, goldens/sdxl_inpaint_*  SDXL inpainting (fixture_sdxl_inpaint.py)
+  test/fixtures/images/mask_corner.png, goldens/mask_crop_*  inpainting with padding_mask_crop
+                             (fixture_padding_mask_crop.py)
   test/fixtures/goldens/sdxl_prompt_weighting.*  SDXL's weighted and long prompts, compel 2.5.1
                              (fixture_sdxl_prompt_weighting.py)
   test/fixtures/textual-inversion/sdxl-*.safetensors, goldens/sdxl_textual_inversion.*  SDXL's clip_l/clip_g
@@ -274,6 +276,8 @@ def main():
         return
     if args.images_only:
         fixture_images.make(TINY, FIXTURES)
+        import fixture_padding_mask_crop
+        fixture_padding_mask_crop.main()
         return
     if args.schedulers_only:
         make_scheduler_goldens(StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None,
@@ -308,6 +312,9 @@ def main():
     # SDXL inpainting (4- and 9-channel UNets, the refiner) on tiny-sdxl, with a 9-channel tiny-sdxl-inpaint UNet.
     import fixture_sdxl_inpaint
     fixture_sdxl_inpaint.main()
+    # Inpainting with padding_mask_crop on tiny-sd and tiny-sd-inpaint (fixture_images.py's inputs and UNet).
+    import fixture_padding_mask_crop
+    fixture_padding_mask_crop.main()
     # Checks only: the sharded folders the tests write are diffusers' format (fixture_sharded.py).
     import fixture_sharded
     fixture_sharded.main()

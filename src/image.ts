@@ -36,6 +36,8 @@ export interface ResolvedSettings {
   task: "txt2img" | "img2img" | "inpaint";
   /** How much of the image was repainted (img2img and inpaint; the call's or the default). */
   strength?: number;
+  /** The call's `paddingMaskCrop`, when it set one (inpainting). */
+  paddingMaskCrop?: number;
   /** The call's `clipSkip`, when it set one (> 0). */
   clipSkip?: number;
   /** SDXL: the call's `denoisingEnd`, when it set one. */

@@ -276,6 +276,15 @@ export interface GenerateOptions {
    */
   strength?: number;
   /**
+   * Inpaint only the region around the mask (diffusers' `padding_mask_crop`, AUTOMATIC1111's
+   * "inpaint only masked"): the box around the mask's nonzero pixels, this many pixels wider on
+   * each side and grown to the output's aspect ratio, is cut from `image` and `maskImage`, resized
+   * to `width` x `height`, inpainted there, and laid back over the original image through the mask:
+   * the images come out at the size of `image`. An integer >= 0; needs `image` and `maskImage`.
+   * Default: none (the whole image is inpainted at the output's size).
+   */
+  paddingMaskCrop?: number;
+  /**
    * Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): the decode's memory
    * follows the tile (512x512 pixels for SD1.5), not the image; tiles blend at their seams. Off, a
    * decode that runs out of memory is redone in tiles, with a warning. Default false.
@@ -381,7 +390,7 @@ const HUB_KEYS = ["revision", "variant", "cacheDir", "token", "endpoint", "offli
 const GENERATE_KEYS = [
   "prompt", "negativePrompt", "prompt2", "negativePrompt2", "numInferenceSteps", "guidanceScale", "width", "height", "numImagesPerPrompt",
   "seed", "seeds", "latents", "scheduler", "onProgress", "signal", "onWarning", "image", "maskImage", "strength",
-  "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts", "clipSkip", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore", ...SIZE_CONDITIONS.map(([key]) => key),
+  "paddingMaskCrop", "vaeTiling", "vaeSlicing", "previewEvery", "truncateLongPrompts", "clipSkip", "denoisingEnd", "denoisingStart", "aestheticScore", "negativeAestheticScore", ...SIZE_CONDITIONS.map(([key]) => key),
 ] as const;
 
 /** Load options, checked: the binding's part and the hub's part. @internal */
@@ -485,6 +494,8 @@ export function checkGenerateOptions(value: unknown): CheckedGenerateOptions {
   if (o.latents !== undefined) raw.latents = latents(o.latents, prompt.length * perPrompt);
   if (o.scheduler !== undefined) raw.scheduler = toRawScheduler(o.scheduler);
   if (o.strength !== undefined) raw.strength = strength(o.strength);
+  // Its other rules (an image and a mask, a mask with a nonzero pixel) are the core's.
+  if (o.paddingMaskCrop !== undefined) raw.paddingMaskCrop = integerIn(o.paddingMaskCrop, "paddingMaskCrop", 0, MAX_SIDE);
   if (o.vaeTiling !== undefined) raw.vaeTiling = boolean(o.vaeTiling, "vaeTiling");
   if (o.vaeSlicing !== undefined) raw.vaeSlicing = boolean(o.vaeSlicing, "vaeSlicing");
   if (o.truncateLongPrompts !== undefined) raw.truncateLongPrompts = boolean(o.truncateLongPrompts, "truncateLongPrompts");

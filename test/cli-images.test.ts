@@ -35,6 +35,17 @@ test("inpaint writes a PNG that records its task", async (t) => {
   t.like(readTextChunks(readFileSync(out)), { task: "inpaint", strength: "1" });
 });
 
+test("inpaint --padding-mask-crop inpaints around the mask and writes a PNG of the image's size that records it", async (t) => {
+  const out = join(scratch(), "cropped.png");
+  const run = await cli("inpaint", "a red apple", "--model", TINY_SD, "--image", INPUT, "--mask", MASK, "--padding-mask-crop", "2",
+    "--width", "32", "--height", "24", "--steps", "2", "--seed", "1", "--out", out, "-q");
+  t.is(run.code, 0, run.stderr);
+  const file = readFileSync(out);
+  const png = pngjs.PNG.sync.read(file);
+  t.deepEqual([png.width, png.height], [32, 32]);
+  t.like(readTextChunks(file), { task: "inpaint", paddingMaskCrop: "2", size: "32x24" });
+});
+
 const usageError = test.macro({
   async exec(t, args: string[], message: string) {
     const run = await cli(...args);
@@ -48,6 +59,11 @@ test(usageError, ["img2img", "a red apple"], "missing --image <file>");
 test(usageError, ["inpaint", "a red apple", "--image", INPUT], "missing --mask <file>");
 test(usageError, ["img2img", "a red apple", "--image", INPUT, "--strength", "0"], "Expected number > 0 and <= 1 for --strength but received 0");
 test(usageError, ["img2img", "a red apple", "--image", INPUT, "--mask", MASK], "unknown option --mask");
+test(usageError, ["inpaint", "a red apple", "--image", INPUT, "--mask", MASK, "--padding-mask-crop=-1"],
+  "Expected integer between 0 and 8192 for --padding-mask-crop but received -1");
+test(usageError, ["inpaint", "a red apple", "--image", INPUT, "--mask", MASK, "--padding-mask-crop", "1.5"],
+  'Expected integer between 0 and 8192 for --padding-mask-crop but received "1.5"');
+test(usageError, ["img2img", "a red apple", "--image", INPUT, "--padding-mask-crop", "2"], "unknown option --padding-mask-crop");
 test(usageError, ["generate", "a red apple", "--image", INPUT], "--image is for the img2img and inpaint commands (candlewick img2img <prompt> --image <file>)");
 test(usageError, ["img2img", "a red apple", "--model", TINY_SD, "--image", "missing.png", "--out", join(scratch(), "x.png")],
   'Expected path of a readable PNG, JPEG or WebP file for --image but received "missing.png" (no such file)');
@@ -64,21 +80,27 @@ test("help lists img2img and inpaint, and each has its own help", async (t) => {
   }
 });
 
-test("batch lines may carry image, maskImage and strength", async (t) => {
+test("batch lines may carry image, maskImage, strength and paddingMaskCrop", async (t) => {
   const dir = scratch();
   const prompts = join(dir, "prompts.jsonl");
   const lines = [
     { prompt: "a red apple", seed: 1 },
     { prompt: "a red apple", seed: 1, image: INPUT, strength: 0.5 },
     { prompt: "a red apple", seed: 1, image: INPUT, maskImage: MASK },
+    { prompt: "a red apple", seed: 1, image: INPUT, maskImage: MASK, paddingMaskCrop: 2, height: 24 },
   ];
   writeFileSync(prompts, lines.map((l) => JSON.stringify(l)).join("\n"));
   const run = await cli("batch", prompts, "--out", join(dir, "out"), "--model", TINY_SD, "--steps", "2", "--width", "32", "--height", "32", "-q");
   t.is(run.code, 0, run.stderr);
-  const text = [1, 2, 3].map((n) => readTextChunks(readFileSync(join(dir, "out", `0000${n}.png`))));
+  const text = [1, 2, 3, 4].map((n) => readTextChunks(readFileSync(join(dir, "out", `0000${n}.png`))));
   t.is(text[0]!.task, undefined);
   t.like(text[1], { task: "img2img", strength: "0.5" });
   t.like(text[2], { task: "inpaint", strength: "1" });
+  t.is(text[2]!.paddingMaskCrop, undefined);
+  // Run at 32x24 around the mask, pasted back into the 32x32 image.
+  t.like(text[3], { task: "inpaint", paddingMaskCrop: "2", size: "32x24" });
+  const png = pngjs.PNG.sync.read(readFileSync(join(dir, "out", "00004.png")));
+  t.deepEqual([png.width, png.height], [32, 32]);
 });
 
 test("batch takes --vae-tiling", async (t) => {

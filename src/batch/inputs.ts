@@ -36,6 +36,8 @@ export interface BatchInput {
   maskImage?: ImageSource;
   /** How much of `image` to repaint, in (0, 1]. Default: the batch's, else 0.8 (image to image) or 1 (inpainting). */
   strength?: number;
+  /** Inpaint only the region around the mask (see `GenerateOptions.paddingMaskCrop`). Default: the batch's, else none. */
+  paddingMaskCrop?: number;
   /** Decode in tiles (see `GenerateOptions.vaeTiling`). Default: the batch's, else false. */
   vaeTiling?: boolean;
   /** diffusers' plain prompt encoding (see `GenerateOptions.truncateLongPrompts`). Default: the batch's, else false. */
@@ -69,7 +71,7 @@ const FAMILY_KEYS = [
 
 export const INPUT_KEYS = [
   "prompt", "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler", "image", "maskImage", "strength", "vaeTiling",
-  "truncateLongPrompts",
+  "truncateLongPrompts", "paddingMaskCrop",
   ...FAMILY_KEYS,
 ] as const;
 const DEFAULT_KEYS = INPUT_KEYS.filter((k) => k !== "prompt" && k !== "seed");
@@ -113,7 +115,7 @@ export function checkInput(value: unknown, index: number, defaults: BatchDefault
     // One call takes one image: inputs share a call only when they share the image itself.
     const images = [shared.image, shared.maskImage].map(identity);
     const family = FAMILY_KEYS.map((k) => raw[k] ?? null);
-    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.vaeTiling, raw.truncateLongPrompts, images, family]);
+    const key = JSON.stringify([raw.numInferenceSteps, raw.guidanceScale, raw.width, raw.height, sorted(raw.scheduler), raw.strength, raw.paddingMaskCrop, raw.vaeTiling, raw.truncateLongPrompts, images, family]);
     return { index, prompt, negativePrompt: negativePrompt ?? "", seed: raw.seed ?? randomSeed(), shared, key };
   } catch (error) {
     if (error instanceof CandlewickError && !error.message.includes(name)) {

@@ -33,7 +33,7 @@ with one line per image. Run the same command again after an interruption: it sk
 Each line of the prompts file is a prompt string, or an object with "prompt" and any of
 "negativePrompt", "seed", "numInferenceSteps", "guidanceScale", "width", "height", "scheduler",
 "image" and "maskImage" (paths from the working directory: image to image, inpainting) and
-"strength" (as in the library; SDXL's options too, such as "prompt2" and "negativePrompt2"),
+"strength" and "paddingMaskCrop" (as in the library; SDXL's options too, such as "prompt2" and "negativePrompt2"),
 "loras" and "id" (copied into the manifest). Blank lines are
 skipped. The flags below are the defaults of lines that do not say.
 

@@ -8,7 +8,7 @@ import { extname } from "node:path";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import { GeneratedImage } from "../image.js";
-import { MAX_IMAGES_PER_PROMPT, MAX_STEPS, strength, type GenerateOptions, type LoadOptions, type PreviewImage } from "../options.js";
+import { MAX_IMAGES_PER_PROMPT, MAX_SIDE, MAX_STEPS, strength, type GenerateOptions, type LoadOptions, type PreviewImage } from "../options.js";
 import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, number, parseFlags, seedFrom, settingsFrom, type Settings } from "./flags.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";
@@ -67,6 +67,9 @@ Options:
 ${IMAGE_HELP} (default: 1; SDXL: 0.9999)
   --mask <file>             White = repaint, black = keep: PNG, JPEG or WebP of the image's size, no
                             alpha channel (required)
+  --padding-mask-crop <n>   Inpaint only the box around the mask, n >= 0 pixels wider each side, at
+                            --width x --height, then paste it back (diffusers' padding_mask_crop;
+                            the output keeps the image's size; default: the whole image)
 ${GENERATE_HELP.split("Options:\n")[1]!.split("\nExample:")[0]}
 Example:
   candlewick inpaint "a red apple" --image table.png --mask mask.png --seed 1 --out apple.png
@@ -80,7 +83,7 @@ const OPTIONS = {
   "preview-every": { type: "string" },
 } as const;
 const IMAGE_OPTIONS = { ...OPTIONS, image: { type: "string" }, strength: { type: "string" } } as const;
-const INPAINT_OPTIONS = { ...IMAGE_OPTIONS, mask: { type: "string" } } as const;
+const INPAINT_OPTIONS = { ...IMAGE_OPTIONS, mask: { type: "string" }, "padding-mask-crop": { type: "string" } } as const;
 
 /** The commands this file runs: text to image, image to image, inpainting. */
 export type GenerateCommand = "generate" | "img2img" | "inpaint";
@@ -119,6 +122,9 @@ export async function generate(args: readonly string[], command: GenerateCommand
     if (values.image !== undefined) options.image = values.image;
     if (values.mask !== undefined) options.maskImage = values.mask;
     if (values.strength !== undefined) options.strength = strength(number(values.strength), "--strength");
+    if (values["padding-mask-crop"] !== undefined) {
+      options.paddingMaskCrop = integerIn(integer(values["padding-mask-crop"]), "--padding-mask-crop", 0, MAX_SIDE);
+    }
   } catch (error) {
     if (error instanceof CandlewickError && error.code === INVALID_OPTION) throw new UsageError(error.message, command);
     throw error;

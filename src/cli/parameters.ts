@@ -41,6 +41,8 @@ export interface ImageParameters {
   task?: "img2img" | "inpaint";
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number;
+  /** Inpainting's `paddingMaskCrop` (absent when none). */
+  paddingMaskCrop?: number;
   /** diffusers' `clip_skip` (absent when none). */
   clipSkip?: number;
   /** SDXL's size conditions as they ran, "HxW" (crops "top,left"); absent for other models. */
@@ -70,7 +72,7 @@ const SIZE_KEYS = [
 
 /** What the library says a call ran with (`image.settings`: every default filled in). */
 type Resolved = Pick<ResolvedSettings, "numInferenceSteps" | "guidanceScale" | "width" | "height" | "scheduler" | "schedulerConfig"> &
-  Partial<Pick<ResolvedSettings, "task" | "strength" | "clipSkip" | (typeof SIZE_KEYS)[number]>>;
+  Partial<Pick<ResolvedSettings, "task" | "strength" | "paddingMaskCrop" | "clipSkip" | (typeof SIZE_KEYS)[number]>>;
 
 /** A generated image's resolved settings (every image from `generate` has them). */
 export function resolvedOf(image: { settings?: Resolved | undefined }): Resolved {
@@ -107,6 +109,7 @@ export function imageParameters(
     ...(files.modelHash ? { modelHash: files.modelHash } : {}),
     ...(loras.length > 0 ? { loras: loras.map((l) => ({ ...l })) } : {}),
     ...(resolved.task && resolved.task !== "txt2img" ? { task: resolved.task, strength: resolved.strength ?? 1 } : {}),
+    ...(resolved.paddingMaskCrop !== undefined ? { paddingMaskCrop: resolved.paddingMaskCrop } : {}),
     ...(resolved.clipSkip ? { clipSkip: resolved.clipSkip } : {}),
     ...Object.fromEntries(SIZE_KEYS.flatMap((key) => {
       const value = resolved[key];
@@ -182,6 +185,7 @@ export function pngText(p: ImageParameters): Record<string, string> {
     ...(p.loras?.length ? { loras: JSON.stringify(p.loras) } : {}),
     size: `${p.width}x${p.height}`,
     ...(p.task ? { task: p.task, strength: String(p.strength) } : {}),
+    ...(p.paddingMaskCrop !== undefined ? { paddingMaskCrop: String(p.paddingMaskCrop) } : {}),
     ...(p.clipSkip ? { clipSkip: String(p.clipSkip) } : {}),
     ...Object.fromEntries(SIZE_KEYS.flatMap((key) => (p[key] ? [[key, p[key]!]] : []))),
     parameters,

@@ -132,6 +132,8 @@ export interface RawGenerateOptions {
   /** Inpainting's mask (white = repaint). */
   maskImage?: RawImageInput
   strength?: number
+  /** Inpaint only the region around the mask, padded by this many pixels (diffusers' `padding_mask_crop`). */
+  paddingMaskCrop?: number
   vaeTiling?: boolean
   vaeSlicing?: boolean
   /** diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning). */
@@ -301,6 +303,8 @@ export interface RawResolvedSettings {
   task: string
   /** How much of the image was repainted (img2img and inpaint). */
   strength?: number
+  /** diffusers' `padding_mask_crop`, when the call set one. */
+  paddingMaskCrop?: number
   /** diffusers' `clip_skip`, when the call set one. */
   clipSkip?: number
   /** SDXL's `denoising_end`, when the call set one. */

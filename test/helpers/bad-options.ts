@@ -73,7 +73,7 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: new Map(), message: "Expected plain object for generate options but received a Map" },
   { title: "a typo in an option name is an error naming the key and the likely option", options: p({ guidence: 7 }), message: 'Unknown option "guidence" in generate options; did you mean "guidanceScale"?' },
   { options: p({ steps: 30 }), message: 'Unknown option "steps" in generate options; did you mean "numInferenceSteps"?' },
-  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, prompt2, negativePrompt2, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, vaeTiling, vaeSlicing, previewEvery, truncateLongPrompts, clipSkip, denoisingEnd, denoisingStart, aestheticScore, negativeAestheticScore, originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize' },
+  { options: p({ frobnicate: 1 }), message: 'Unknown option "frobnicate" in generate options; known options: prompt, negativePrompt, prompt2, negativePrompt2, numInferenceSteps, guidanceScale, width, height, numImagesPerPrompt, seed, seeds, latents, scheduler, onProgress, signal, onWarning, image, maskImage, strength, paddingMaskCrop, vaeTiling, vaeSlicing, previewEvery, truncateLongPrompts, clipSkip, denoisingEnd, denoisingStart, aestheticScore, negativeAestheticScore, originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize' },
   { options: p({ Width: 64 }), message: 'Unknown option "Width" in generate options; did you mean "width"?' },
   // Latents: shape, batch and data length; the model-dependent shape check is the core's.
   { options: latents([1, 4, 8], new Float32Array(32)), message: "Expected array of 4 positive integers [batch, channels, height, width] for latents.shape but received an array of length 3" },
@@ -102,6 +102,9 @@ export const BAD_GENERATE_OPTIONS: BadCase[] = [
   { options: p({ width: 64n }), message: "Expected integer multiple of 8 for width but received 64n" },
   // Guidance: NaN, infinities, wrong types.
   // Model families: clipSkip's upper bound and the size conditions' model check are the core's.
+  // paddingMaskCrop's type and range here; its image, mask and latents rules are the core's (test/padding-mask-crop.test.ts).
+  { options: p({ paddingMaskCrop: -1 }), message: "Expected integer between 0 and 8192 for paddingMaskCrop but received -1" },
+  { options: p({ paddingMaskCrop: 1.5 }), message: "Expected integer between 0 and 8192 for paddingMaskCrop but received 1.5" },
   { options: p({ clipSkip: -1 }), message: "Expected integer between 0 and 64 for clipSkip but received -1" },
   { options: p({ clipSkip: 1.5 }), message: "Expected integer between 0 and 64 for clipSkip but received 1.5" },
   { options: p({ denoisingEnd: 1 }), message: "Expected number > 0 and < 1 for denoisingEnd but received 1" },

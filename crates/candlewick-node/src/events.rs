@@ -58,6 +58,8 @@ pub struct RawResolvedSettings {
     pub task: String,
     /// How much of the image was repainted (img2img and inpaint).
     pub strength: Option<f64>,
+    /// diffusers' `padding_mask_crop`, when the call set one.
+    pub padding_mask_crop: Option<u32>,
     /// diffusers' `clip_skip`, when the call set one.
     pub clip_skip: Option<u32>,
     /// SDXL's `denoising_end`, when the call set one.
@@ -130,6 +132,7 @@ impl From<GenerateOutput> for RawGenerateEvent {
             scheduler_config: r.scheduler_config,
             task: r.task.name().into(),
             strength: r.strength,
+            padding_mask_crop: r.padding_mask_crop.map(|p| p as u32),
             clip_skip: r.clip_skip.map(|k| k as u32),
             denoising_end: r.denoising_end,
             denoising_start: r.denoising_start,

@@ -135,6 +135,8 @@ pub struct RawGenerateOptions {
     /// Inpainting's mask (white = repaint).
     pub mask_image: Option<RawImageInput>,
     pub strength: Option<f64>,
+    /// Inpaint only the region around the mask, padded by this many pixels (diffusers' `padding_mask_crop`).
+    pub padding_mask_crop: Option<u32>,
     pub vae_tiling: Option<bool>,
     pub vae_slicing: Option<bool>,
     /// diffusers' plain prompt encoding (no weighting syntax, cut at 77 tokens with a warning).
@@ -205,6 +207,7 @@ impl TryFrom<RawGenerateOptions> for GenerateOptions {
             image: raw.image.map(ImageInput::from),
             mask_image: raw.mask_image.map(ImageInput::from),
             strength: raw.strength,
+            padding_mask_crop: raw.padding_mask_crop.map(|p| p as usize),
             vae_tiling: raw.vae_tiling.unwrap_or(defaults.vae_tiling),
             vae_slicing: raw.vae_slicing.unwrap_or(defaults.vae_slicing),
             truncate_long_prompts: raw.truncate_long_prompts.unwrap_or(defaults.truncate_long_prompts),

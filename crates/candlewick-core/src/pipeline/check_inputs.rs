@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use super::image_processor::Decoded;
 use super::img2img::{steps_that_run, too_few_steps};
 use super::options::{GenerateOptions, LatentsInput, Task, MAX_IMAGES_PER_PROMPT, MAX_SIDE};
+use super::padding_mask_crop::{get_crop_region, CropRegion};
 use super::txt2img::StableDiffusionPipeline;
 use crate::error::{count, expected, Result};
 
@@ -22,6 +23,8 @@ pub(super) struct CheckedInputs {
     pub strength: Option<f64>,
     pub image: Option<Decoded>,
     pub mask: Option<Decoded>,
+    /// `padding_mask_crop`'s box (diffusers' `crops_coords`).
+    pub crop: Option<CropRegion>,
 }
 
 impl StableDiffusionPipeline {
@@ -47,6 +50,26 @@ impl StableDiffusionPipeline {
             }
             if !(strength > 0.0 && strength <= 1.0) {
                 return Err(expected("number > 0 and <= 1", "strength", strength));
+            }
+        }
+        if let Some(pad) = o.padding_mask_crop {
+            if o.image.is_none() || o.mask_image.is_none() {
+                let missing = if o.mask_image.is_none() { "mask_image" } else { "image" };
+                return Err(expected(
+                    &format!(
+                        "image and mask_image with padding_mask_crop {pad} (it inpaints the region around the mask \
+                         and pastes it back into the image)"
+                    ),
+                    missing,
+                    "none",
+                ));
+            }
+            if o.output_latents {
+                return Err(expected(
+                    "no padding_mask_crop when latents are the output (the inpainted crop is pasted back into the image)",
+                    "padding_mask_crop",
+                    pad,
+                ));
             }
         }
         match (task, &o.latents, o.denoising_start) {
@@ -77,7 +100,7 @@ impl StableDiffusionPipeline {
         if task == Task::Txt2Img {
             let (width, height) = self.output_size(o, None, None)?;
             self.check_text_and_steps(o, None)?;
-            return Ok(CheckedInputs { width, height, task, strength, image: None, mask: None });
+            return Ok(CheckedInputs { width, height, task, strength, image: None, mask: None, crop: None });
         }
         self.check_text_and_steps(o, strength)?;
 
@@ -96,7 +119,11 @@ impl StableDiffusionPipeline {
         // The inpainting handoff's latents are the image: their size is the output's.
         let latents = o.latents.as_ref().filter(|_| image.is_none());
         let (width, height) = self.output_size(o, image.as_ref(), latents)?;
-        Ok(CheckedInputs { width, height, task, strength, image, mask })
+        let crop = match (o.padding_mask_crop, &mask) {
+            (Some(pad), Some(mask)) => Some(get_crop_region(&mask.pixels(), width, height, pad)?),
+            _ => None,
+        };
+        Ok(CheckedInputs { width, height, task, strength, image, mask, crop })
     }
 
     /// Width and height: the call's, or the image's rounded down to a multiple of 8 (and of the

@@ -6,6 +6,7 @@
 //! Sizes are checked from the file's header before anything is decoded: a small file that
 //! declares 100000x100000 pixels is refused without allocating them.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor};
@@ -13,6 +14,8 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::options::{ImageInput, MAX_SIDE};
+use super::padding_mask_crop::{crop_and_fill, CropRegion};
+use super::pil_resample::Pixels;
 use crate::error::{expected, Error, Result};
 
 /// The most pixels an input image may have along one side (as the output's `width` and `height`).
@@ -20,6 +23,7 @@ pub const MAX_INPUT_SIDE: usize = MAX_SIDE;
 
 /// A decoded input image: 8-bit pixels, `channels` a pixel (1 gray, 3 RGB), alpha already dropped
 /// (images) or refused (masks).
+#[derive(Clone)]
 pub struct Decoded {
     pub width: usize,
     pub height: usize,
@@ -46,6 +50,33 @@ impl Decoded {
         let image =
             if is_mask { DynamicImage::ImageLuma8(pil_luma(&image)) } else { DynamicImage::ImageRgb8(image.to_rgb8()) };
         Ok(Self { width: image.width() as usize, height: image.height() as usize, image })
+    }
+
+    /// The 8-bit pixels (gray for a mask, RGB for an image).
+    pub(super) fn pixels(&self) -> Pixels {
+        let channels = self.image.color().channel_count() as usize;
+        Pixels { width: self.width, height: self.height, channels, data: self.image.as_bytes().to_vec() }
+    }
+
+    /// `preprocess(..., crops_coords, resize_mode="fill")`'s pixels, at width x height: the box
+    /// cropped and resized keeping its aspect (PIL's arithmetic, to the byte).
+    pub(super) fn cropped_and_filled(&self, crop: CropRegion, width: usize, height: usize) -> Result<Self> {
+        let p = crop_and_fill(&self.pixels(), crop, width, height);
+        let (w, h) = (p.width as u32, p.height as u32);
+        let image = match p.channels {
+            1 => image::GrayImage::from_raw(w, h, p.data).map(DynamicImage::ImageLuma8),
+            _ => image::RgbImage::from_raw(w, h, p.data).map(DynamicImage::ImageRgb8),
+        };
+        let image = image.ok_or_else(|| Error::Internal(format!("a {width}x{height} crop of the wrong length")))?;
+        Ok(Self { width, height, image })
+    }
+
+    /// Itself, or with `padding_mask_crop` its box cropped and filled to width x height.
+    pub(super) fn cropped(&self, crop: Option<CropRegion>, width: usize, height: usize) -> Result<Cow<'_, Self>> {
+        match crop {
+            Some(crop) => Ok(Cow::Owned(self.cropped_and_filled(crop, width, height)?)),
+            None => Ok(Cow::Borrowed(self)),
+        }
     }
 
     /// "32x32".

@@ -9,6 +9,8 @@ mod inpaint;
 mod noise;
 mod observer;
 mod options;
+mod padding_mask_crop;
+mod pil_resample;
 mod preview;
 mod prompt;
 pub mod prompt_weighting;
@@ -25,6 +27,7 @@ pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings,
     ResolvedSettings, RgbImage, Task,
 };
+pub use padding_mask_crop::{overlay, preprocess_mask_crop, CropRegion};
 pub use preview::latents_to_rgb;
 pub use sdxl::SizeConditions;
 pub use txt2img::{PipelineInfo, StableDiffusionPipeline};

@@ -107,6 +107,12 @@ pub struct GenerateOptions {
     /// the image noised to that point. None: 0.8 for image to image, 1 for inpainting; for SDXL
     /// 0.3 and 0.9999 (diffusers' defaults).
     pub strength: Option<f64>,
+    /// Inpaint only the region around the mask (diffusers' `padding_mask_crop`, A1111's "inpaint
+    /// only masked"): the box around the mask's nonzero pixels, this many pixels wider on each
+    /// side and grown to the output's aspect ratio, is cropped from the image and mask, resized to
+    /// the output's size, inpainted, and laid back over the original through the mask: the images
+    /// come out at the original image's size. Needs `image` and `mask_image`.
+    pub padding_mask_crop: Option<usize>,
     /// Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): memory follows
     /// the tile, not the image. Off, a decode that runs out of memory is redone in tiles, with a warning.
     pub vae_tiling: bool,
@@ -153,6 +159,7 @@ impl Default for GenerateOptions {
             image: None,
             mask_image: None,
             strength: None,
+            padding_mask_crop: None,
             vae_tiling: false,
             vae_slicing: false,
             truncate_long_prompts: false,
@@ -206,6 +213,8 @@ pub struct ResolvedSettings {
     pub task: Task,
     /// How much of the image was repainted (image to image and inpainting).
     pub strength: Option<f64>,
+    /// The call's `padding_mask_crop`.
+    pub padding_mask_crop: Option<usize>,
     /// The call's `clip_skip` (None when 0 or absent).
     pub clip_skip: Option<usize>,
     /// The call's `denoising_end`.

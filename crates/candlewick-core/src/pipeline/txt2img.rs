@@ -15,7 +15,7 @@ use super::options::{
     FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
 };
 use super::prompt::PromptEncoder;
-use super::{img2img, inpaint, sdxl, sdxl_encode_prompt};
+use super::{img2img, inpaint, padding_mask_crop, sdxl, sdxl_encode_prompt};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
@@ -295,6 +295,7 @@ impl StableDiffusionPipeline {
             scheduler_config: choice.config().clone(),
             task: inputs.task,
             strength: inputs.strength,
+            padding_mask_crop: inputs.crop.and(options.padding_mask_crop),
             clip_skip: options.clip_skip.filter(|&k| k > 0),
             denoising_end: options.denoising_end,
             denoising_start: options.denoising_start,
@@ -350,7 +351,13 @@ impl StableDiffusionPipeline {
         let image = self.decode_latents(&latents, options, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
-        let images = to_rgb8(&image)?;
+        let mut images = to_rgb8(&image)?;
+
+        // 8. padding_mask_crop: each image laid back over the original through the mask.
+        if let (Some(crop), Some(image), Some(mask)) = (inputs.crop, &inputs.image, &inputs.mask) {
+            let (original, mask) = (image.pixels(), mask.pixels());
+            images = images.iter().map(|i| padding_mask_crop::apply_overlay(&mask, &original, i, crop)).collect();
+        }
         let timings = PhaseTimings { text_encoder, denoise, decode: clock.lap()? };
         Ok(GenerateOutput { images, latents: None, timings, seed, seeds, warnings, settings })
     }
@@ -371,8 +378,11 @@ impl StableDiffusionPipeline {
         let device = &c.target.device;
         let (width, height) = (inputs.width, inputs.height);
         let takes_mask = inpaint::unet_takes_mask(c).unwrap_or(false);
+        // padding_mask_crop: the region around the mask, at the output's size.
         let image = match (&inputs.image, inputs.task) {
-            (Some(image), Task::Img2Img | Task::Inpaint) => Some(image.to_image_tensor(width, height, device)?),
+            (Some(image), Task::Img2Img | Task::Inpaint) => {
+                Some(image.cropped(inputs.crop, width, height)?.to_image_tensor(width, height, device)?)
+            }
             _ => None,
         };
         let latent_timestep = scheduler.timesteps().get(begin_index).copied();
@@ -404,7 +414,7 @@ impl StableDiffusionPipeline {
                 Ok(inpaint::Prepared { latents, extra_channels: None, known_region: None })
             }
             (Task::Inpaint, Some(image), Some(mask), Some(latent_timestep)) => {
-                let mask = mask.to_mask_tensor(width, height, device)?;
+                let mask = mask.cropped(inputs.crop, width, height)?.to_mask_tensor(width, height, device)?;
                 let vsf = self.info.vae_scale_factor;
                 let shape = [batch, c.vae.config.latent_channels, height / vsf, width / vsf];
                 let given = options.latents.as_ref().map(|given| self.latents_from_caller(given, shape)).transpose()?;
