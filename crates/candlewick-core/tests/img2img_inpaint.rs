@@ -16,38 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::pipeline::{GenerateOptions, ImageInput, LoadOptions, Observer, StableDiffusionPipeline, Task};
-use common::{assert_close, fixtures, goldens, Replay};
-
-fn load(dir: &Path) -> StableDiffusionPipeline {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
-    StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-}
-
-/// tiny-sd with tiny-sd-inpaint's 9-channel UNet and model_index.json, in a temporary folder
-/// (the fixture keeps only what differs from tiny-sd).
-fn tiny_inpaint_model() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for component in ["tokenizer", "text_encoder", "vae", "scheduler"] {
-        copy_dir(&fixtures().join("tiny-sd").join(component), &dir.path().join(component));
-    }
-    let inpaint = fixtures().join("tiny-sd-inpaint");
-    copy_dir(&inpaint.join("unet"), &dir.path().join("unet"));
-    std::fs::copy(inpaint.join("model_index.json"), dir.path().join("model_index.json")).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn file(path: &str) -> ImageInput {
-    ImageInput::Encoded(std::fs::read(fixtures().join(path)).unwrap())
-}
+use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline, Task};
+use common::{assert_close, fixture_image, fixtures, goldens, load_cpu, Replay};
 
 struct Golden {
     json: serde_json::Value,
@@ -70,8 +40,8 @@ impl Golden {
             width: j["width"].as_u64().map(|w| w as usize),
             height: j["height"].as_u64().map(|h| h as usize),
             scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
-            image: Some(file(j["image"].as_str().unwrap())),
-            mask_image: j["mask_image"].as_str().map(file),
+            image: Some(fixture_image(j["image"].as_str().unwrap())),
+            mask_image: j["mask_image"].as_str().map(fixture_image),
             strength: j["strength"].as_f64(),
             seed: Some(0),
             ..Default::default()
@@ -105,15 +75,15 @@ fn cases(prefix: &str) -> Vec<String> {
 #[test]
 fn decoded_inputs_match_diffusers_preprocessing() {
     let inputs = goldens("image_inputs");
-    let image = candlewick_core::pipeline::preprocess_image(&file("images/input.png"), 32, 32).unwrap();
+    let image = candlewick_core::pipeline::preprocess_image(&fixture_image("images/input.png"), 32, 32).unwrap();
     assert_close("init_image", &image, &inputs["init_image"], 1e-6);
-    let mask = candlewick_core::pipeline::preprocess_mask(&file("images/mask.png"), 32, 32).unwrap();
+    let mask = candlewick_core::pipeline::preprocess_mask(&fixture_image("images/mask.png"), 32, 32).unwrap();
     assert_close("mask_condition", &mask, &inputs["mask_condition"], 0.0);
 }
 
 #[test]
 fn img2img_matches_diffusers_with_every_golden_scheduler() {
-    let pipe = load(&fixtures().join("tiny-sd"));
+    let pipe = load_cpu(&fixtures().join("tiny-sd"));
     for name in cases("img2img_") {
         golden(&name).check(&name, &pipe);
         eprintln!("{name}: matches diffusers");
@@ -122,9 +92,9 @@ fn img2img_matches_diffusers_with_every_golden_scheduler() {
 
 #[test]
 fn inpainting_matches_diffusers_with_4_and_9_channel_unets() {
-    let tiny = load(&fixtures().join("tiny-sd"));
-    let folder = tiny_inpaint_model();
-    let inpainting = load(folder.path());
+    let tiny = load_cpu(&fixtures().join("tiny-sd"));
+    let folder = common::fixture_with_unet("tiny-sd", "tiny-sd-inpaint");
+    let inpainting = load_cpu(folder.path());
     for name in cases("inpaint_") {
         let g = golden(&name);
         let pipe = if g.json["unet_in_channels"] == 9 { &inpainting } else { &tiny };
@@ -137,11 +107,11 @@ fn inpainting_matches_diffusers_with_4_and_9_channel_unets() {
 /// The seeds' own streams: the same seed gives the same picture, and the settings say what ran.
 #[test]
 fn img2img_with_seeds_is_reproducible_and_reports_its_task() {
-    let pipe = load(&fixtures().join("tiny-sd"));
+    let pipe = load_cpu(&fixtures().join("tiny-sd"));
     let options = GenerateOptions {
         prompt: vec!["a red apple".into()],
         num_inference_steps: 4,
-        image: Some(file("images/input.png")),
+        image: Some(fixture_image("images/input.png")),
         seed: Some(3),
         ..Default::default()
     };
@@ -167,7 +137,7 @@ fn f16_img2img_and_inpainting_stay_close_to_diffusers_f32() {
         StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
     };
     let tiny = load_f16(&fixtures().join("tiny-sd"));
-    let folder = tiny_inpaint_model();
+    let folder = common::fixture_with_unet("tiny-sd", "tiny-sd-inpaint");
     let inpainting = load_f16(folder.path());
     for name in ["img2img_ddim", "inpaint_euler_4ch", "inpaint_ddim_9ch"] {
         let g = golden(name);
@@ -184,12 +154,12 @@ fn f16_img2img_and_inpainting_stay_close_to_diffusers_f32() {
 /// VAE sample and noise come from its own stream), and `width`/`height` resize the input.
 #[test]
 fn image_tasks_in_a_batch_give_each_image_what_its_seed_makes_alone() {
-    let pipe = load(&fixtures().join("tiny-sd"));
-    for mask in [None, Some(file("images/mask.png"))] {
+    let pipe = load_cpu(&fixtures().join("tiny-sd"));
+    for mask in [None, Some(fixture_image("images/mask.png"))] {
         let call = |prompt: Vec<String>, seeds: Vec<u64>| GenerateOptions {
             prompt,
             num_inference_steps: 3,
-            image: Some(file("images/input.png")),
+            image: Some(fixture_image("images/input.png")),
             mask_image: mask.clone(),
             strength: Some(0.7),
             width: Some(48),
@@ -214,7 +184,7 @@ fn image_tasks_in_a_batch_give_each_image_what_its_seed_makes_alone() {
 /// Heun's two calls a step, PNDM's warm-up), with the number of UNet calls diffusers makes.
 #[test]
 fn every_scheduler_runs_the_image_tasks() {
-    let pipe = load(&fixtures().join("tiny-sd"));
+    let pipe = load_cpu(&fixtures().join("tiny-sd"));
     // (type, extra fields, UNet calls of 4 steps at strength 0.5: diffusers 0.42.1's
     // len(scheduler.timesteps[t_start * scheduler.order:]) after set_timesteps(4), t_start = 2,
     // for Class.from_config(tiny-sd's scheduler_config.json, **fields))
@@ -233,11 +203,11 @@ fn every_scheduler_runs_the_image_tasks() {
     for (kind, fields, calls) in schedulers {
         let mut scheduler = fields.as_object().cloned().unwrap();
         scheduler.insert("type".into(), kind.into());
-        for mask in [None, Some(file("images/mask.png"))] {
+        for mask in [None, Some(fixture_image("images/mask.png"))] {
             let options = GenerateOptions {
                 prompt: vec!["a red apple".into()],
                 num_inference_steps: 4,
-                image: Some(file("images/input.png")),
+                image: Some(fixture_image("images/input.png")),
                 mask_image: mask.clone(),
                 strength: Some(0.5),
                 scheduler: scheduler.clone(),

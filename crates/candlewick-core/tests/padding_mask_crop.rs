@@ -16,44 +16,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::Tensor;
-use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::pipeline::{
-    overlay, preprocess_mask_crop, CropRegion, GenerateOptions, ImageInput, LoadOptions, RgbImage,
-    StableDiffusionPipeline,
-};
-use common::{assert_close, fixtures, goldens};
-
-fn load(dir: &Path) -> StableDiffusionPipeline {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
-    StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-}
-
-/// tiny-sd with tiny-sd-inpaint's 9-channel UNet and model_index.json, in a temporary folder.
-fn tiny_inpaint_model() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for component in ["tokenizer", "text_encoder", "vae", "scheduler"] {
-        copy_dir(&fixtures().join("tiny-sd").join(component), &dir.path().join(component));
-    }
-    let inpaint = fixtures().join("tiny-sd-inpaint");
-    copy_dir(&inpaint.join("unet"), &dir.path().join("unet"));
-    std::fs::copy(inpaint.join("model_index.json"), dir.path().join("model_index.json")).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn file(path: &str) -> ImageInput {
-    ImageInput::Encoded(std::fs::read(fixtures().join(path)).unwrap())
-}
+use candlewick_core::pipeline::{overlay, preprocess_mask_crop, CropRegion, GenerateOptions, ImageInput, RgbImage};
+use common::{assert_close, fixture_image, fixtures, goldens, load_cpu};
 
 struct Golden {
     json: serde_json::Value,
@@ -85,8 +51,8 @@ impl Golden {
             width: Some(self.usize("width")),
             height: Some(self.usize("height")),
             scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
-            image: Some(file(self.str("image"))),
-            mask_image: Some(file(self.str("mask_image"))),
+            image: Some(fixture_image(self.str("image"))),
+            mask_image: Some(fixture_image(self.str("mask_image"))),
             strength: j["strength"].as_f64(),
             padding_mask_crop: Some(self.usize("padding_mask_crop")),
             seed: Some(0),
@@ -111,8 +77,8 @@ fn crop_box_and_processed_inputs_match_diffusers() {
     for name in CASES {
         let g = golden(name);
         let (crop, image, mask) = preprocess_mask_crop(
-            &file(g.str("image")),
-            &file(g.str("mask_image")),
+            &fixture_image(g.str("image")),
+            &fixture_image(g.str("mask_image")),
             g.usize("width"),
             g.usize("height"),
             g.usize("padding_mask_crop"),
@@ -129,7 +95,13 @@ fn crop_box_and_processed_inputs_match_diffusers() {
 fn overlay_matches_diffusers_to_the_byte() {
     for name in CASES {
         let g = golden(name);
-        let out = overlay(&file(g.str("image")), &file(g.str("mask_image")), &g.rgb("generated_u8"), g.crop()).unwrap();
+        let out = overlay(
+            &fixture_image(g.str("image")),
+            &fixture_image(g.str("mask_image")),
+            &g.rgb("generated_u8"),
+            g.crop(),
+        )
+        .unwrap();
         let want = g.rgb("image_u8");
         assert_eq!((out.width, out.height), (want.width, want.height), "{name}: size");
         let off = out.data.iter().zip(&want.data).filter(|(a, b)| a != b).count();
@@ -141,10 +113,10 @@ fn overlay_matches_diffusers_to_the_byte() {
 /// 2/255 of diffusers', at the original image's size.
 #[test]
 fn inpainting_with_padding_mask_crop_matches_diffusers() {
-    let tiny = load(&fixtures().join("tiny-sd"));
-    let folder = tiny_inpaint_model();
-    let inpainting = load(folder.path());
-    let sdxl = load(&fixtures().join("tiny-sdxl"));
+    let tiny = load_cpu(&fixtures().join("tiny-sd"));
+    let folder = common::fixture_with_unet("tiny-sd", "tiny-sd-inpaint");
+    let inpainting = load_cpu(folder.path());
+    let sdxl = load_cpu(&fixtures().join("tiny-sdxl"));
     for name in CASES {
         let g = golden(name);
         let pipe = match g.str("model") {
@@ -166,12 +138,12 @@ fn inpainting_with_padding_mask_crop_matches_diffusers() {
 /// Errors name the option, the value and what is allowed; the pipeline stays usable after them.
 #[test]
 fn bad_padding_mask_crop_calls_are_refused_and_the_pipeline_stays_usable() {
-    let pipe = load(&fixtures().join("tiny-sd"));
+    let pipe = load_cpu(&fixtures().join("tiny-sd"));
     let base = || GenerateOptions {
         prompt: vec!["a cat".into()],
         num_inference_steps: 2,
-        image: Some(file("images/input.png")),
-        mask_image: Some(file("images/mask.png")),
+        image: Some(fixture_image("images/input.png")),
+        mask_image: Some(fixture_image("images/mask.png")),
         padding_mask_crop: Some(4),
         seed: Some(1),
         ..Default::default()

@@ -368,14 +368,14 @@ fn long_prompts_warn_with_the_text_that_was_cut() {
 fn damaged_model_folders_name_the_file() {
     let dir = std::env::temp_dir().join(format!("candlewick-damaged-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&tiny_model(), &dir);
+    common::copy_dir(&tiny_model(), &dir);
     let options = LoadOptions { device: DeviceRequest::Cpu, ..Default::default() };
 
     std::fs::remove_file(dir.join("vae/config.json")).unwrap();
     let err = StableDiffusionPipeline::load(&dir, &options).err().unwrap().to_string();
     assert_eq!(err, format!("{}: file not found", dir.join("vae/config.json").display()));
 
-    copy_dir(&tiny_model(), &dir);
+    common::copy_dir(&tiny_model(), &dir);
     let weights = dir.join("unet/diffusion_pytorch_model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
@@ -386,17 +386,4 @@ fn damaged_model_folders_name_the_file() {
     let err = StableDiffusionPipeline::load(&missing, &options).err().unwrap().to_string();
     assert!(err.contains("is not a folder"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

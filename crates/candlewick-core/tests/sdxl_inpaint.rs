@@ -15,38 +15,9 @@ use std::path::Path;
 use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{
-    GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline, Task,
+    GenerateOptions, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline, Task,
 };
-use common::{fixtures, goldens, Replay};
-
-fn load(dir: &Path) -> StableDiffusionPipeline {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
-    StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-}
-
-/// tiny-sdxl with tiny-sdxl-inpaint's 9-channel UNet and model_index.json, in a temporary folder.
-fn tiny_sdxl_inpaint_model() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for component in ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "scheduler"] {
-        copy_dir(&fixtures().join("tiny-sdxl").join(component), &dir.path().join(component));
-    }
-    let inpaint = fixtures().join("tiny-sdxl-inpaint");
-    copy_dir(&inpaint.join("unet"), &dir.path().join("unet"));
-    std::fs::copy(inpaint.join("model_index.json"), dir.path().join("model_index.json")).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn file(path: &str) -> ImageInput {
-    ImageInput::Encoded(std::fs::read(fixtures().join(path)).unwrap())
-}
+use common::{fixture_image, fixtures, goldens, load_cpu, Replay};
 
 fn pair(value: &serde_json::Value) -> Option<[usize; 2]> {
     let v = value.as_array()?;
@@ -77,8 +48,8 @@ impl Golden {
             width: j["width"].as_u64().map(|w| w as usize),
             height: j["height"].as_u64().map(|h| h as usize),
             scheduler: j["scheduler"].as_object().cloned().unwrap_or_default(),
-            image: j["image"].as_str().map(file),
-            mask_image: Some(file(j["mask_image"].as_str().unwrap())),
+            image: j["image"].as_str().map(fixture_image),
+            mask_image: Some(fixture_image(j["mask_image"].as_str().unwrap())),
             strength: j["strength"].as_f64(),
             denoising_start: j["denoising_start"].as_f64(),
             denoising_end: j["denoising_end"].as_f64(),
@@ -121,7 +92,7 @@ impl Golden {
 /// latents noised), as a StableDiffusionXLPipeline folder given a mask.
 #[test]
 fn sdxl_base_inpainting_matches_diffusers() {
-    let pipe = load(&fixtures().join("tiny-sdxl"));
+    let pipe = load_cpu(&fixtures().join("tiny-sdxl"));
     let g = golden("4ch");
     assert!(g.json["strength"].is_null(), "the golden ran diffusers' default strength");
     g.check(&pipe);
@@ -134,8 +105,8 @@ fn sdxl_base_inpainting_matches_diffusers() {
 /// conditions and no negative prompt (zero negative embeddings).
 #[test]
 fn sdxl_inpainting_unet_matches_diffusers() {
-    let folder = tiny_sdxl_inpaint_model();
-    let pipe = load(folder.path());
+    let folder = common::fixture_with_unet("tiny-sdxl", "tiny-sdxl-inpaint");
+    let pipe = load_cpu(folder.path());
     assert_eq!(pipe.info().pipeline_class, "StableDiffusionXLInpaintPipeline");
     for name in ["9ch", "9ch_ddim_end"] {
         golden(name).check(&pipe);
@@ -153,17 +124,17 @@ fn sdxl_inpainting_unet_matches_diffusers() {
 /// from those latents.
 #[test]
 fn sdxl_refiner_inpainting_from_denoising_start_matches_diffusers() {
-    let pipe = load(&fixtures().join("tiny-sdxl-refiner"));
+    let pipe = load_cpu(&fixtures().join("tiny-sdxl-refiner"));
     golden("refiner_start").check(&pipe);
     let handoff = golden("refiner_handoff");
     assert!(handoff.json["image"].is_null());
     handoff.check(&pipe);
     // With an image too, the latents would be ambiguous; an inpainting UNet needs the masked image.
-    let both = GenerateOptions { image: Some(file("images/input.png")), ..handoff.options() };
+    let both = GenerateOptions { image: Some(fixture_image("images/input.png")), ..handoff.options() };
     let msg = pipe.generate(&both, &Observer::new()).map(|_| ()).expect_err("refused").to_string();
     assert!(msg.contains("Expected image or latents with mask_image and denoising_start, not both"), "{msg}");
-    let folder = tiny_sdxl_inpaint_model();
-    let msg = load(folder.path()).generate(&handoff.options(), &Observer::new()).map(|_| ()).expect_err("refused");
+    let folder = common::fixture_with_unet("tiny-sdxl", "tiny-sdxl-inpaint");
+    let msg = load_cpu(folder.path()).generate(&handoff.options(), &Observer::new()).map(|_| ()).expect_err("refused");
     assert!(msg.to_string().contains("Expected image with an inpainting UNet"), "{msg}");
 }
 
@@ -182,7 +153,7 @@ fn sdxl_inpainting_from_given_latents_matches_diffusers() {
         };
         StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
     };
-    let folder = tiny_sdxl_inpaint_model();
+    let folder = common::fixture_with_unet("tiny-sdxl", "tiny-sdxl-inpaint");
     golden("api_9ch").check(&load_with_vae(folder.path()));
     golden("api_4ch").check(&load_with_vae(&fixtures().join("tiny-sdxl")));
 }
@@ -191,17 +162,17 @@ fn sdxl_inpainting_from_given_latents_matches_diffusers() {
 /// usable after them.
 #[test]
 fn sdxl_inpainting_inputs_are_checked() {
-    let pipe = load(&fixtures().join("tiny-sdxl"));
+    let pipe = load_cpu(&fixtures().join("tiny-sdxl"));
     let base = GenerateOptions {
         prompt: vec!["a red apple".into()],
         num_inference_steps: 2,
-        image: Some(file("images/input.png")),
-        mask_image: Some(file("images/mask.png")),
+        image: Some(fixture_image("images/input.png")),
+        mask_image: Some(fixture_image("images/mask.png")),
         seed: Some(2),
         ..Default::default()
     };
     let error = |o: GenerateOptions| pipe.generate(&o, &Observer::new()).map(|_| ()).expect_err("refused").to_string();
-    let msg = error(GenerateOptions { mask_image: Some(file("images/orientation6.jpg")), ..base.clone() });
+    let msg = error(GenerateOptions { mask_image: Some(fixture_image("images/orientation6.jpg")), ..base.clone() });
     assert!(msg.contains("mask_image") && msg.contains("mask of the image's size"), "{msg}");
     let msg = error(GenerateOptions { image: None, ..base.clone() });
     assert!(msg.contains("for image but received none"), "{msg}");
@@ -242,7 +213,7 @@ fn sdxl_inpainting_in_f16_stays_close_to_diffusers_f32() {
         let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
         StableDiffusionPipeline::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
     };
-    let folder = tiny_sdxl_inpaint_model();
+    let folder = common::fixture_with_unet("tiny-sdxl", "tiny-sdxl-inpaint");
     for (name, dir) in [("4ch", fixtures().join("tiny-sdxl")), ("9ch", folder.path().to_path_buf())] {
         let g = golden(name);
         let out = load_f16(&dir).generate_with_noise(&g.options(), &Observer::new(), &mut g.replay()).unwrap();
@@ -257,14 +228,14 @@ fn sdxl_inpainting_in_f16_stays_close_to_diffusers_f32() {
 /// alone: the time ids, mask and known region are repeated per image, each image's draws are its own.
 #[test]
 fn sdxl_inpainting_batches_give_each_image_what_its_seed_makes_alone() {
-    let folder = tiny_sdxl_inpaint_model();
+    let folder = common::fixture_with_unet("tiny-sdxl", "tiny-sdxl-inpaint");
     for dir in [fixtures().join("tiny-sdxl"), folder.path().to_path_buf()] {
-        let pipe = load(&dir);
+        let pipe = load_cpu(&dir);
         let call = |prompt: Vec<String>, seeds: Vec<u64>| GenerateOptions {
             prompt,
             num_inference_steps: 3,
-            image: Some(file("images/input.png")),
-            mask_image: Some(file("images/mask.png")),
+            image: Some(fixture_image("images/input.png")),
+            mask_image: Some(fixture_image("images/mask.png")),
             strength: Some(0.7),
             seeds: Some(seeds),
             ..Default::default()

@@ -41,7 +41,7 @@ impl Sharded {
     fn new(shards: usize, variant: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("tiny-sd");
-        copy_dir(&common::fixtures().join("tiny-sd"), &root);
+        common::copy_dir(&common::fixtures().join("tiny-sd"), &root);
         let unet = root.join("unet");
         let single = match variant {
             Some(v) => unet.join(format!("{STEM}.{v}.safetensors")),
@@ -108,18 +108,6 @@ fn write_shards(single: &Path, n: usize, variant: Option<&str>) {
         None => format!("{STEM}.safetensors.index.json"),
     };
     fs::write(single.with_file_name(index_name), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 fn cpu(dtype: DTypeRequest) -> LoadOptions {

@@ -139,8 +139,8 @@ fn pickles_and_missing_configs_are_refused_with_reasons() {
     assert!(e.to_string().contains("`config`") && e.to_string().contains("stable-diffusion-v1-5"), "{e}");
     // A config folder of another kind: the inpainting folder's UNet takes 9 channels, this checkpoint 4.
     let other = std::env::temp_dir().join(format!("candlewick-inpaint-config-{}", std::process::id()));
-    copy_dir(&tiny_sd().join("tokenizer"), &other.join("tokenizer"));
-    copy_dir(&fixtures().join("tiny-sd-inpaint/unet"), &other.join("unet"));
+    common::copy_dir(&tiny_sd().join("tokenizer"), &other.join("tokenizer"));
+    common::copy_dir(&fixtures().join("tiny-sd-inpaint/unet"), &other.join("unet"));
     let inpaint_config = LoadOptions { config: Some(other.clone()), ..options() };
     let e =
         StableDiffusionPipeline::load(&dir().join("tiny-sd.safetensors"), &inpaint_config).err().unwrap().to_string();
@@ -222,7 +222,7 @@ fn loras_are_replaced_and_removed_without_the_base_files() {
 
     // A copy of tiny-sd, deleted once loaded: set_loras must not need its files.
     let copy = std::env::temp_dir().join(format!("candlewick-lora-{}", std::process::id()));
-    copy_dir(&tiny_sd(), &copy);
+    common::copy_dir(&tiny_sd(), &copy);
     let mut pipe = StableDiffusionPipeline::load(&copy, &options()).unwrap();
     std::fs::remove_dir_all(&copy).unwrap();
     pipe.set_loras(&loras()).unwrap();
@@ -245,19 +245,6 @@ fn loras_are_replaced_and_removed_without_the_base_files() {
     );
     let missing = vec![LoraSpec { path: dir().join("nope.safetensors"), weight: 1.0 }];
     assert!(pipe.set_loras(&missing).unwrap_err().to_string().contains("nope.safetensors"));
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The `vae` option: an A1111-style VAE file (the original layout without `first_stage_model.`)

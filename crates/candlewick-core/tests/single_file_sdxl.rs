@@ -228,19 +228,11 @@ fn damaged_files_missing_keys_and_other_families_are_named() {
 fn inpainting_folder() -> PathBuf {
     let dir = tmp("inpaint-folder");
     for component in ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "scheduler"] {
-        copy_dir(&fixtures().join(BASE).join(component), &dir.join(component));
+        common::copy_dir(&fixtures().join(BASE).join(component), &dir.join(component));
     }
-    copy_dir(&fixtures().join("tiny-sdxl-inpaint/unet"), &dir.join("unet"));
+    common::copy_dir(&fixtures().join("tiny-sdxl-inpaint/unet"), &dir.join("unet"));
     std::fs::copy(fixtures().join("tiny-sdxl-inpaint/model_index.json"), dir.join("model_index.json")).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 /// An SDXL inpainting single file (xl_inpaint; scripts/fixture_sdxl_inpaint.py writes

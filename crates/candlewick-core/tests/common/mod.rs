@@ -127,3 +127,51 @@ pub fn check_call_within(
     assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than {max_diff}");
     out
 }
+
+/// Copies the folder `from` into `to` (created), subfolders too.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The fixture folder `base` with the UNet and model_index.json of the fixture `unet_from` (which
+/// keeps only what differs: tiny-sd-inpaint, tiny-sdxl-inpaint), in a temporary folder.
+pub fn fixture_with_unet(base: &str, unet_from: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join(base)).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if entry.path().is_dir() && name != "unet" {
+            copy_dir(&entry.path(), &dir.path().join(&name));
+        }
+    }
+    let unet = fixtures().join(unet_from);
+    copy_dir(&unet.join("unet"), &dir.path().join("unet"));
+    std::fs::copy(unet.join("model_index.json"), dir.path().join("model_index.json")).unwrap();
+    dir
+}
+
+/// A model folder on the CPU in f32.
+pub fn load_cpu(dir: &std::path::Path) -> candlewick_core::pipeline::StableDiffusionPipeline {
+    use candlewick_core::device::{DTypeRequest, DeviceRequest};
+    let options = candlewick_core::pipeline::LoadOptions {
+        device: DeviceRequest::Cpu,
+        dtype: DTypeRequest::F32,
+        ..Default::default()
+    };
+    candlewick_core::pipeline::StableDiffusionPipeline::load(dir, &options)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// A file of test/fixtures as an encoded image input.
+pub fn fixture_image(path: &str) -> candlewick_core::pipeline::ImageInput {
+    candlewick_core::pipeline::ImageInput::Encoded(std::fs::read(fixtures().join(path)).unwrap())
+}
