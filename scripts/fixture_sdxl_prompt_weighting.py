@@ -47,9 +47,10 @@ import numpy as np
 import torch
 from compel import Compel, DownweightMode, ReturnedEmbeddingsType
 from compel.embeddings_provider import SplitLongTextMode
-from compel.prompt_parser import Conjunction, FlattenedPrompt, Fragment
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from safetensors.torch import save_file
+
+from fixture_prompt_weighting import conjunction  # A1111's parsed fragments as compel's Conjunction
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIXTURES = os.path.join(ROOT, "test", "fixtures")
@@ -91,18 +92,6 @@ CASES = [
     ("clip_skip_1", "tiny-sdxl", 1, {"negative_prompt": NEG, "prompt": t(LONG, LONG_PARTS)}),
     ("refiner", "tiny-sdxl-refiner", None, {"negative_prompt": NEG, "prompt": t(LONG, LONG_PARTS)}),
 ]
-
-
-def conjunction(parts):
-    prompts = []
-    for part in parts:
-        fragments = []
-        for text, weight in part:
-            f = Fragment("", weight)
-            f.text = text  # as is: Fragment() would unescape "\\(" again
-            fragments.append(f)
-        prompts.append(FlattenedPrompt(fragments))
-    return Conjunction(prompts)
 
 
 def make_compel(tokenizer, text_encoder, pooled, clip_skip):
