@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::Error;
-use common::{assert_close, fixtures, goldens};
+use common::{assert_close, fixtures};
 
 fn tiny_model() -> PathBuf {
     fixtures().join("tiny-sd")
@@ -23,17 +23,6 @@ fn tiny_model() -> PathBuf {
 fn load(dtype: DTypeRequest) -> StableDiffusionPipeline {
     let options = LoadOptions { device: DeviceRequest::Cpu, dtype, ..Default::default() };
     StableDiffusionPipeline::load(&tiny_model(), &options).expect("the tiny model loads")
-}
-
-fn quick_options() -> GenerateOptions {
-    GenerateOptions {
-        prompt: vec!["a red apple".into()],
-        num_inference_steps: 2,
-        width: Some(32),
-        height: Some(32),
-        seed: Some(7),
-        ..Default::default()
-    }
 }
 
 struct Golden {
@@ -48,23 +37,7 @@ fn golden_run() -> Golden {
 /// goldens/<name>.{json,safetensors}: a 5-step run of diffusers' StableDiffusionPipeline on tiny-sd
 /// (`scheduler`: the class and fields swapped in with `from_config`, absent for the folder's DDIM).
 fn golden_named(name: &str) -> Golden {
-    let dir = fixtures().join("goldens");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    let tensors = goldens(name);
-    let initial = &tensors["initial_latents"];
-    let shape: [usize; 4] = initial.dims4().unwrap().into();
-    let options = GenerateOptions {
-        prompt: vec![json["prompt"].as_str().unwrap().into()],
-        negative_prompt: Some(vec![json["negative_prompt"].as_str().unwrap().into()]),
-        num_inference_steps: json["steps"].as_u64().unwrap() as usize,
-        guidance_scale: json["guidance_scale"].as_f64().unwrap(),
-        width: Some(json["width"].as_u64().unwrap() as usize),
-        height: Some(json["height"].as_u64().unwrap() as usize),
-        latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
-        scheduler: json["scheduler"].as_object().cloned().unwrap_or_default(),
-        ..Default::default()
-    };
+    let (options, tensors) = common::golden_call(name);
     Golden { options, tensors }
 }
 
@@ -154,9 +127,9 @@ fn f16_uses_the_fp16_variant_and_stays_close() {
 fn same_seed_same_image_other_seed_other_image() {
     let pipe = load(DTypeRequest::F32);
     let observer = Observer::new();
-    let a = pipe.generate(&quick_options(), &observer).unwrap();
-    let b = pipe.generate(&quick_options(), &observer).unwrap();
-    let c = pipe.generate(&GenerateOptions { seed: Some(8), ..quick_options() }, &observer).unwrap();
+    let a = pipe.generate(&common::quick_options(), &observer).unwrap();
+    let b = pipe.generate(&common::quick_options(), &observer).unwrap();
+    let c = pipe.generate(&GenerateOptions { seed: Some(8), ..common::quick_options() }, &observer).unwrap();
     assert_eq!(a.seed, 7);
     assert_eq!(a.images[0].data, b.images[0].data);
     assert_ne!(a.images[0].data, c.images[0].data);
@@ -177,7 +150,7 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
     let prompts = ["a red apple", "a blue bird", "a green hill"];
     let seeds = [7u64, 123, 7];
     for eta in [0.0, 1.0] {
-        let mut scheduler = quick_options().scheduler;
+        let mut scheduler = common::quick_options().scheduler;
         scheduler.insert("eta".into(), serde_json::json!(eta));
         let batch = GenerateOptions {
             prompt: prompts.iter().map(|p| p.to_string()).collect(),
@@ -185,7 +158,7 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
             seed: None,
             seeds: Some(seeds.to_vec()),
             scheduler: scheduler.clone(),
-            ..quick_options()
+            ..common::quick_options()
         };
         let out = pipe.generate(&batch, &observer).unwrap();
         assert_eq!(out.seeds, seeds.to_vec());
@@ -197,7 +170,7 @@ fn per_image_seeds_give_each_image_the_image_its_seed_makes_alone() {
                 negative_prompt: Some(vec![negative]),
                 seed: Some(seed),
                 scheduler: scheduler.clone(),
-                ..quick_options()
+                ..common::quick_options()
             };
             let single = pipe.generate(&alone, &observer).unwrap();
             assert_eq!(single.seeds, vec![seed]);
@@ -213,16 +186,19 @@ fn each_image_of_a_seeded_call_is_the_image_its_reported_seed_makes_alone() {
     let pipe = load(DTypeRequest::F32);
     let observer = Observer::new();
     let out = pipe
-        .generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..quick_options() }, &observer)
+        .generate(&GenerateOptions { seed: Some(42), num_images_per_prompt: 2, ..common::quick_options() }, &observer)
         .unwrap();
     assert_eq!(out.seeds, vec![42, 43]);
     for (image, seed) in out.images.iter().zip([42, 43]) {
-        let alone = pipe.generate(&GenerateOptions { seed: Some(seed), ..quick_options() }, &observer).unwrap();
+        let alone = pipe.generate(&GenerateOptions { seed: Some(seed), ..common::quick_options() }, &observer).unwrap();
         assert_same_image(&image.data, &alone.images[0].data, &format!("seed {seed}"));
     }
     // u64::MAX + 1 wraps to 0.
     let out = pipe
-        .generate(&GenerateOptions { seed: Some(u64::MAX), num_images_per_prompt: 2, ..quick_options() }, &observer)
+        .generate(
+            &GenerateOptions { seed: Some(u64::MAX), num_images_per_prompt: 2, ..common::quick_options() },
+            &observer,
+        )
         .unwrap();
     assert_eq!(out.seeds, vec![u64::MAX, 0]);
 }
@@ -232,11 +208,16 @@ fn seeds_must_be_one_per_image_and_not_beside_seed() {
     let pipe = load(DTypeRequest::F32);
     let cases: Vec<(GenerateOptions, &str)> = vec![
         (
-            GenerateOptions { seed: None, seeds: Some(vec![1, 2]), num_images_per_prompt: 3, ..quick_options() },
+            GenerateOptions {
+                seed: None,
+                seeds: Some(vec![1, 2]),
+                num_images_per_prompt: 3,
+                ..common::quick_options()
+            },
             "Expected 3 seeds (one per image: prompts x num_images_per_prompt) for seeds but received 2 seeds",
         ),
         (
-            GenerateOptions { seeds: Some(vec![1]), ..quick_options() },
+            GenerateOptions { seeds: Some(vec![1]), ..common::quick_options() },
             "Expected seeds without seed (give one of the two) for seeds but received both",
         ),
     ];
@@ -245,7 +226,7 @@ fn seeds_must_be_one_per_image_and_not_beside_seed() {
         assert_eq!(err.to_string(), message);
         assert_eq!(err.code(), "ERR_CANDLEWICK_INVALID_OPTION");
     }
-    let out = pipe.generate(&quick_options(), &Observer::new()).unwrap();
+    let out = pipe.generate(&common::quick_options(), &Observer::new()).unwrap();
     assert_eq!(out.seeds, vec![7]);
 }
 
@@ -258,7 +239,7 @@ fn several_prompts_and_images_per_prompt() {
         negative_prompt: Some(vec!["blurry".into()]),
         width: Some(48),
         height: Some(40),
-        ..quick_options()
+        ..common::quick_options()
     };
     let output = pipe.generate(&options, &Observer::new()).unwrap();
     assert_eq!(output.images.len(), 4);
@@ -273,7 +254,7 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
     let steps: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
     let sink = steps.clone();
     let observer = Observer::new().with_progress(move |p| sink.lock().unwrap().push((p.step, p.total_steps)));
-    pipe.generate(&GenerateOptions { num_inference_steps: 3, ..quick_options() }, &observer).unwrap();
+    pipe.generate(&GenerateOptions { num_inference_steps: 3, ..common::quick_options() }, &observer).unwrap();
     assert_eq!(*steps.lock().unwrap(), vec![(1, 3), (2, 3), (3, 3)]);
 
     let observer = Observer::new();
@@ -283,10 +264,11 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
             flag.store(true, Ordering::Relaxed)
         }
     });
-    let err = pipe.generate(&GenerateOptions { num_inference_steps: 3, ..quick_options() }, &observer).unwrap_err();
+    let err =
+        pipe.generate(&GenerateOptions { num_inference_steps: 3, ..common::quick_options() }, &observer).unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
     // The pipeline is still usable.
-    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+    pipe.generate(&common::quick_options(), &Observer::new()).unwrap();
 }
 
 /// A generation whose numbers overflow errors instead of returning a black image, and the
@@ -295,16 +277,16 @@ fn progress_is_reported_every_step_and_cancel_stops_the_loop() {
 fn non_finite_results_are_errors_not_black_images() {
     let pipe = load(DTypeRequest::F32);
     let nan = LatentsInput { shape: [1, 4, 16, 16], data: vec![f32::NAN; 4 * 16 * 16] };
-    let huge = GenerateOptions { guidance_scale: 3e38, ..quick_options() };
+    let huge = GenerateOptions { guidance_scale: 3e38, ..common::quick_options() };
     for (options, start) in [
-        (GenerateOptions { latents: Some(nan), ..quick_options() }, "the latents became NaN or infinite during denoising"),
+        (GenerateOptions { latents: Some(nan), ..common::quick_options() }, "the latents became NaN or infinite during denoising"),
         (huge, "the latents became NaN or infinite during denoising (guidance_scale 300000000000000000000000000000000000000"),
     ] {
         let err = pipe.generate(&options, &Observer::new()).unwrap_err();
         assert!(err.to_string().starts_with(start), "{err}");
         assert_eq!(err.code(), "ERR_CANDLEWICK_NON_FINITE");
     }
-    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+    pipe.generate(&common::quick_options(), &Observer::new()).unwrap();
 }
 
 #[test]
@@ -312,33 +294,33 @@ fn bad_options_are_errors_that_name_the_option() {
     let pipe = load(DTypeRequest::F32);
     let cases: Vec<(GenerateOptions, &str)> = vec![
         (
-            GenerateOptions { width: Some(500), ..quick_options() },
+            GenerateOptions { width: Some(500), ..common::quick_options() },
             "Expected integer multiple of 8 for width but received 500",
         ),
         (
-            GenerateOptions { height: Some(0), ..quick_options() },
+            GenerateOptions { height: Some(0), ..common::quick_options() },
             "Expected integer multiple of 8 for height but received 0",
         ),
         (
-            GenerateOptions { num_inference_steps: 0, ..quick_options() },
+            GenerateOptions { num_inference_steps: 0, ..common::quick_options() },
             "Expected integer between 1 and 1000 for num_inference_steps but received 0",
         ),
         (
-            GenerateOptions { guidance_scale: f64::NAN, ..quick_options() },
+            GenerateOptions { guidance_scale: f64::NAN, ..common::quick_options() },
             "Expected finite number >= 0 for guidance_scale but received NaN",
         ),
         (
-            GenerateOptions { guidance_scale: 1e39, ..quick_options() },
+            GenerateOptions { guidance_scale: 1e39, ..common::quick_options() },
             "Expected number at most 3.4028235e38 (the largest f32) for guidance_scale but received 1000000000000000000000000000000000000000",
         ),
         (
-            GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..quick_options() },
+            GenerateOptions { negative_prompt: Some(vec!["a".into(), "b".into()]), ..common::quick_options() },
             "Expected 1 negative prompt for negative_prompt but received 2 negative prompts",
         ),
         (
             GenerateOptions {
                 latents: Some(LatentsInput { shape: [1, 4, 8, 8], data: vec![0.0; 256] }),
-                ..quick_options()
+                ..common::quick_options()
             },
             "Expected latents of shape [1, 4, 16, 16] for latents but received shape [1, 4, 8, 8]",
         ),
@@ -348,7 +330,7 @@ fn bad_options_are_errors_that_name_the_option() {
         assert_eq!(err.to_string(), message);
         assert_eq!(err.code(), "ERR_CANDLEWICK_INVALID_OPTION");
     }
-    pipe.generate(&quick_options(), &Observer::new()).unwrap();
+    pipe.generate(&common::quick_options(), &Observer::new()).unwrap();
 }
 
 #[test]
@@ -356,9 +338,10 @@ fn long_prompts_warn_with_the_text_that_was_cut() {
     // With truncate_long_prompts (diffusers' plain encoding); by default nothing is cut.
     let pipe = load(DTypeRequest::F32);
     let prompt = "a very long prompt about apples ".repeat(20) + "THE END";
-    let whole = pipe.generate(&GenerateOptions { prompt: vec![prompt.clone()], ..quick_options() }, &Observer::new());
+    let whole =
+        pipe.generate(&GenerateOptions { prompt: vec![prompt.clone()], ..common::quick_options() }, &Observer::new());
     assert!(whole.unwrap().warnings.is_empty());
-    let options = GenerateOptions { prompt: vec![prompt], truncate_long_prompts: true, ..quick_options() };
+    let options = GenerateOptions { prompt: vec![prompt], truncate_long_prompts: true, ..common::quick_options() };
     let output = pipe.generate(&options, &Observer::new()).unwrap();
     assert_eq!(output.warnings.len(), 1, "{:?}", output.warnings);
     assert!(output.warnings[0].contains("the end"), "{}", output.warnings[0]);

@@ -19,7 +19,7 @@ use candlewick_core::loaders::base_weights::{BaseWeights, Recorder};
 use candlewick_core::loaders::lora::{self, LoraSpec};
 use candlewick_core::loaders::single_file_keys::UnetLayout;
 use candlewick_core::models::unet_2d_condition::UNet2DConditionConfig;
-use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::pipeline::{LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::weights;
 use common::{assert_close, fixtures, goldens};
 
@@ -37,30 +37,9 @@ fn lora() -> Vec<LoraSpec> {
     vec![LoraSpec { path: fixtures().join("single-file").join("lora_sdxl_kohya.safetensors"), weight: 0.8 }]
 }
 
-fn golden_options() -> (GenerateOptions, HashMap<String, Tensor>) {
-    let path = fixtures().join("goldens").join(format!("{GOLDEN}.json"));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let tensors = goldens(GOLDEN);
-    let initial = &tensors["initial_latents"];
-    let options = GenerateOptions {
-        prompt: vec![json["prompt"].as_str().unwrap().into()],
-        negative_prompt: Some(vec![json["negative_prompt"].as_str().unwrap().into()]),
-        num_inference_steps: json["steps"].as_u64().unwrap() as usize,
-        guidance_scale: json["guidance_scale"].as_f64().unwrap(),
-        width: Some(json["width"].as_u64().unwrap() as usize),
-        height: Some(json["height"].as_u64().unwrap() as usize),
-        latents: Some(LatentsInput {
-            shape: initial.dims4().unwrap().into(),
-            data: initial.flatten_all().unwrap().to_vec1().unwrap(),
-        }),
-        ..Default::default()
-    };
-    (options, tensors)
-}
-
 /// Every latent step within 1e-4 relative and the image within 1/255, as the other LoRA goldens.
 fn assert_matches_golden(pipe: &StableDiffusionPipeline) {
-    let (options, golden) = golden_options();
+    let (options, golden) = common::golden_call(GOLDEN);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
     let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
@@ -154,7 +133,7 @@ fn a_peft_sdxl_lora_changes_the_weights_diffusers_changes() {
 /// for bit.
 #[test]
 fn set_loras_fuses_and_removes_an_sdxl_lora() {
-    let (o, _) = golden_options();
+    let (o, _) = common::golden_call(GOLDEN);
     let mut pipe = StableDiffusionPipeline::load(&tiny_sdxl(), &options()).unwrap();
     let plain = pipe.generate(&o, &Observer::new()).unwrap().images[0].data.clone();
     pipe.set_loras(&lora()).unwrap();

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::loaders::lora::LoraSpec;
-use candlewick_core::pipeline::{GenerateOptions, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::pipeline::{LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::weights;
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
@@ -114,19 +114,8 @@ fn cpu(dtype: DTypeRequest) -> LoadOptions {
     LoadOptions { device: DeviceRequest::Cpu, dtype, ..Default::default() }
 }
 
-fn quick() -> GenerateOptions {
-    GenerateOptions {
-        prompt: vec!["a red apple".into()],
-        num_inference_steps: 2,
-        width: Some(32),
-        height: Some(32),
-        seed: Some(7),
-        ..Default::default()
-    }
-}
-
 fn image(pipe: &StableDiffusionPipeline) -> Vec<u8> {
-    pipe.generate(&quick(), &Observer::new()).unwrap().images.remove(0).data
+    pipe.generate(&common::quick_options(), &Observer::new()).unwrap().images.remove(0).data
 }
 
 #[test]

@@ -18,7 +18,7 @@ use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::loaders::lora::{self, LoraSpec};
 use candlewick_core::loaders::single_file::{self, ModelType, SingleFile};
 use candlewick_core::loaders::single_file_convert::convert;
-use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
+use candlewick_core::pipeline::{LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::{weights, Error};
 use common::{assert_close, fixtures, goldens};
 
@@ -34,33 +34,9 @@ fn options() -> LoadOptions {
     LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, config: Some(tiny_sd()), ..Default::default() }
 }
 
-/// goldens/<name>: the prompt and fixed latents of a 3-step run.
-fn golden_options(name: &str) -> (GenerateOptions, HashMap<String, Tensor>) {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("goldens").join(format!("{name}.json"))).unwrap(),
-    )
-    .unwrap();
-    let tensors = goldens(name);
-    let initial = &tensors["initial_latents"];
-    let options = GenerateOptions {
-        prompt: vec![json["prompt"].as_str().unwrap().into()],
-        negative_prompt: Some(vec![json["negative_prompt"].as_str().unwrap().into()]),
-        num_inference_steps: json["steps"].as_u64().unwrap() as usize,
-        guidance_scale: json["guidance_scale"].as_f64().unwrap(),
-        width: Some(json["width"].as_u64().unwrap() as usize),
-        height: Some(json["height"].as_u64().unwrap() as usize),
-        latents: Some(LatentsInput {
-            shape: initial.dims4().unwrap().into(),
-            data: initial.flatten_all().unwrap().to_vec1().unwrap(),
-        }),
-        ..Default::default()
-    };
-    (options, tensors)
-}
-
 /// Every latent step within 1e-4 relative and the image within 1/255, as the pipeline goldens.
 fn assert_matches_golden(pipe: &StableDiffusionPipeline, name: &str) -> Vec<u8> {
-    let (options, golden) = golden_options(name);
+    let (options, golden) = common::golden_call(name);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
     let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
@@ -121,7 +97,7 @@ fn a_single_file_generates_as_diffusers_from_single_file_and_converts_to_a_folde
     assert_eq!(converted.model_type, "v1");
     let folder_options = LoadOptions { config: None, ..options() };
     let from_folder = StableDiffusionPipeline::load(&out, &folder_options).unwrap();
-    let (o, _) = golden_options("single_file_pipeline");
+    let (o, _) = common::golden_call("single_file_pipeline");
     let again = from_folder.generate(&o, &Observer::new()).unwrap();
     assert_eq!(again.images[0].data, image, "the converted folder's image differs");
     let e = convert(&dir().join("tiny-sd.safetensors"), Some(&tiny_sd()), &out).unwrap_err();
@@ -216,7 +192,7 @@ fn the_fused_weights_equal_diffusers() {
 /// Replacing and removing LoRAs needs no file of the base model: the weights come back exactly.
 #[test]
 fn loras_are_replaced_and_removed_without_the_base_files() {
-    let (o, _) = golden_options("lora_pipeline");
+    let (o, _) = common::golden_call("lora_pipeline");
     let base_pipe = StableDiffusionPipeline::load(&tiny_sd(), &options()).unwrap();
     let plain = base_pipe.generate(&o, &Observer::new()).unwrap().images[0].data.clone();
 
@@ -258,7 +234,7 @@ fn a_vae_file_in_the_original_layout_replaces_the_vae() {
     assert!(vae.contains_key("decoder.mid.attn_1.q.weight"));
     let path = std::env::temp_dir().join(format!("candlewick-vae-{}.safetensors", std::process::id()));
     candle_core::safetensors::save(&vae, &path).unwrap();
-    let (o, _) = golden_options("single_file_pipeline");
+    let (o, _) = common::golden_call("single_file_pipeline");
     let checkpoint = dir().join("tiny-sd.safetensors");
     let plain = StableDiffusionPipeline::load(&checkpoint, &options()).unwrap();
     let with_vae =

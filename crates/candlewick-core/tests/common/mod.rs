@@ -175,3 +175,40 @@ pub fn load_cpu(dir: &std::path::Path) -> candlewick_core::pipeline::StableDiffu
 pub fn fixture_image(path: &str) -> candlewick_core::pipeline::ImageInput {
     candlewick_core::pipeline::ImageInput::Encoded(std::fs::read(fixtures().join(path)).unwrap())
 }
+
+/// goldens/<name>.{json,safetensors} of a diffusers pipeline run from fixed initial latents
+/// (scripts/make_fixtures.py's `pipeline*`, the LoRA and single-file goldens): the call as
+/// Candlewick options (the scheduler overrides when the golden names some), and its tensors.
+pub fn golden_call(name: &str) -> (candlewick_core::pipeline::GenerateOptions, HashMap<String, Tensor>) {
+    let path = fixtures().join("goldens").join(format!("{name}.json"));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let tensors = goldens(name);
+    let initial = &tensors["initial_latents"];
+    let options = candlewick_core::pipeline::GenerateOptions {
+        prompt: vec![json["prompt"].as_str().unwrap().into()],
+        negative_prompt: Some(vec![json["negative_prompt"].as_str().unwrap().into()]),
+        num_inference_steps: json["steps"].as_u64().unwrap() as usize,
+        guidance_scale: json["guidance_scale"].as_f64().unwrap(),
+        width: Some(json["width"].as_u64().unwrap() as usize),
+        height: Some(json["height"].as_u64().unwrap() as usize),
+        latents: Some(candlewick_core::pipeline::LatentsInput {
+            shape: initial.dims4().unwrap().into(),
+            data: initial.flatten_all().unwrap().to_vec1().unwrap(),
+        }),
+        scheduler: json["scheduler"].as_object().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    (options, tensors)
+}
+
+/// A 2-step 32x32 call of one prompt, seed 7: for tests that compare two runs of a tiny model.
+pub fn quick_options() -> candlewick_core::pipeline::GenerateOptions {
+    candlewick_core::pipeline::GenerateOptions {
+        prompt: vec!["a red apple".into()],
+        num_inference_steps: 2,
+        width: Some(32),
+        height: Some(32),
+        seed: Some(7),
+        ..Default::default()
+    }
+}
