@@ -9,19 +9,12 @@
 # Carries .gpu/anchor_diffusers.py (a copy of ../shared/bench/anchor_diffusers.py), .gpu/node.xz, .gpu/whl,
 # .gpu/fam (candlewick.node.xz, dist/). Writes $OUT/best-*.json.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/candlewick-out}; W=/tmp/cw
-mkdir -p $W "$OUT"; export PATH=$W:$PATH PYTHONPATH=/tmp/site TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
-[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/fam-env.sh"
+export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 case "${PHASE:-fill}" in
 fill)
   WHICH=compiled_best FLOPS=0 RUNS=1 OUT=$OUT timeout 570 python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -5 ;;
 time)
-  [ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
-  [ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
-  export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
-  rm -rf dist && cp -r .gpu/fam/dist dist
   [ -f /tmp/sd15/unet/config.json ] || MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | tail -1
   SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 120 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/best-candlewick.json" 2>&1 | tail -3
   WHICH=fp16_sdpa,compiled_ro,compiled_best,compiled_best_b8 FLOPS=0 OUT=$OUT timeout 400 python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -8

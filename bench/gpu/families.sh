@@ -24,18 +24,7 @@
 #                     4 steps, guidance 0, Euler ancestral trailing), both systems
 # Carries: .gpu/node.xz, .gpu/whl (diffusers), .gpu/fam/{candlewick.node.xz, dist/, full_size_check.xz}.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/candlewick-out}; W=/tmp/cw
-mkdir -p $W "$OUT"; export PATH=$W:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64 PYTHONPATH=/tmp/site
-[ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
-[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
-[ -x $W/full_size_check ] || { xz -dc .gpu/fam/full_size_check.xz > $W/full_size_check && chmod +x $W/full_size_check; }
-[ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
-export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
-rm -rf dist && cp -r .gpu/fam/dist dist
-started=$SECONDS
-stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/fam-env.sh"
 quiet() { grep -v -i -E "warn|deprecat|^\s*$" | cut -c1-400; }
 
 speed() {  # MODEL OUT-STEM SIZE STEPS GUIDANCE SCHEDULER-JSON DIFFUSERS-SCHEDULER WHICH ROWS

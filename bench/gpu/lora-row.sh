@@ -6,17 +6,7 @@
 # without CUDA graphs (CANDLEWICK_PROFILE=1, 5 steps): where SDXL's time goes.
 # Carries what families.sh carries, plus node_modules/pngjs.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/candlewick-out}; W=/tmp/cw
-mkdir -p $W "$OUT"; export PATH=$W:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64 PYTHONPATH=/tmp/site
-[ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
-[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
-[ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
-export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
-rm -rf dist && cp -r .gpu/fam/dist dist
-started=$SECONDS
-stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/fam-env.sh"
 quiet() { grep -v -i -E "warn|deprecat|float32|^\s*$" | cut -c1-300; }
 if [ "${SKIP_LORA:-0}" != 1 ]; then
   [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
