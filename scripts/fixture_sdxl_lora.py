@@ -13,16 +13,14 @@ Also single-file/lora_sdxl_peft.safetensors: diffusers' PEFT format from StableD
 and goldens/sdxl_lora_peft.safetensors: every weight it changes after load_lora_weights + fuse_lora(lora_scale=0.5).
 """
 
-import json
 import os
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from diffusers import StableDiffusionXLPipeline
 
-from fixture_single_file_lora import random_lora
+from fixture_single_file_lora import random_lora, run
 from fixture_single_file_sdxl import sdxl_unet_to_ldm
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -141,25 +139,8 @@ def main():
         named = {k for k in sd if k.endswith(".weight") and sd[k].ndim == 2 and any(k.removesuffix(".weight").endswith(t) for t in targets)}
         assert changed == named, (part, sorted(changed ^ named)[:4])
 
-    g = torch.Generator().manual_seed(31)
-    latents = torch.randn(1, 4, SIZE // pipe.vae_scale_factor, SIZE // pipe.vae_scale_factor, generator=g)
-    captured = {}
-
-    def on_step_end(p, i, t, kwargs):
-        captured[f"latents_step_{i}"] = kwargs["latents"].clone()
-        return {}
-
-    with torch.no_grad():
-        image = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-                     width=SIZE, height=SIZE, latents=latents.clone(), output_type="pt",
-                     callback_on_step_end=on_step_end).images
-    image_u8 = torch.from_numpy((image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    save_file({"initial_latents": latents, **captured, "image": image.contiguous(), "image_u8": image_u8.contiguous(),
-               **fused}, os.path.join(GOLDENS, "sdxl_lora_pipeline.safetensors"))
-    with open(os.path.join(GOLDENS, "sdxl_lora_pipeline.json"), "w") as f:
-        json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance_scale": GUIDANCE,
-                   "width": SIZE, "height": SIZE, "lora_scale": SCALE, "scheduler_class": type(pipe.scheduler).__name__,
-                   "about": "scripts/fixture_sdxl_lora.py"}, f, indent=1)
+    run(pipe, "sdxl_lora_pipeline", fused, guidance=GUIDANCE, about="scripts/fixture_sdxl_lora.py",
+        record={"lora_scale": SCALE, "scheduler_class": type(pipe.scheduler).__name__})
     for path in [os.path.join(OUT, "lora_sdxl_kohya.safetensors"), os.path.join(GOLDENS, "sdxl_lora_pipeline.safetensors")]:
         os.chmod(path, 0o644)
     print("fused golden layers:", sorted(fused))

@@ -216,7 +216,9 @@ def sorted_sets(config):
     return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
 
 
-def run(pipe, name, extra):
+def run(pipe, name, extra, guidance=GUIDANCE, about="scripts/fixture_single_file_lora.py", record=None, **call):
+    """One STEPS-step call of PROMPT from seed 31's latents, every step's latents captured: writes
+    goldens/<name>.{safetensors,json} (`extra` tensors and `record` fields added). fixture_sdxl_lora.py uses it too."""
     g = torch.Generator().manual_seed(31)
     latents = torch.randn(1, 4, SIZE // pipe.vae_scale_factor, SIZE // pipe.vae_scale_factor, generator=g)
     captured = {}
@@ -225,15 +227,15 @@ def run(pipe, name, extra):
         captured[f"latents_step_{i}"] = kwargs["latents"].clone()
         return {}
 
-    image = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-                 width=SIZE, height=SIZE, eta=0.0, latents=latents.clone(), output_type="pt",
-                 callback_on_step_end=on_step_end).images
+    image = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=guidance,
+                 width=SIZE, height=SIZE, latents=latents.clone(), output_type="pt",
+                 callback_on_step_end=on_step_end, **call).images
     image_u8 = torch.from_numpy((image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     save_file({"initial_latents": latents, **captured, "image": image.contiguous(), "image_u8": image_u8.contiguous(), **extra},
               os.path.join(GOLDENS, f"{name}.safetensors"))
     with open(os.path.join(GOLDENS, f"{name}.json"), "w") as f:
-        json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance_scale": GUIDANCE,
-                   "width": SIZE, "height": SIZE, "about": "scripts/fixture_single_file_lora.py"}, f, indent=1)
+        json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance_scale": guidance,
+                   "width": SIZE, "height": SIZE, **(record or {}), "about": about}, f, indent=1)
 
 
 def main():
@@ -246,7 +248,7 @@ def main():
     for part in ["unet", "vae", "text_encoder"]:
         a, b = getattr(pipe, part).state_dict(), getattr(single, part).state_dict()
         assert set(a) == set(b) and all(torch.equal(a[k].half().float(), b[k]) for k in a), part
-    run(single, "single_file_pipeline", {})
+    run(single, "single_file_pipeline", {}, eta=0.0)
 
     make_open_clip()
     make_loras(pipe)
@@ -267,7 +269,7 @@ def main():
             if k in sd:
                 assert not torch.equal(sd[k], base[part][k]), f"the LoRAs did not change {part}.{k}"
                 fused[f"{part}.{k}"] = sd[k].contiguous()
-    run(pipe, "lora_pipeline", fused)
+    run(pipe, "lora_pipeline", fused, eta=0.0)
     for f in os.listdir(OUT):
         os.chmod(os.path.join(OUT, f), 0o644)
     print("fused golden layers:", sorted(fused))
