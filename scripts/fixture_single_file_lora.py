@@ -207,8 +207,15 @@ def make_loras(pipe):
         OUT, unet_lora_layers=get_peft_model_state_dict(p2.unet),
         text_encoder_lora_layers=get_peft_model_state_dict(p2.text_encoder),
         weight_name="lora_peft.safetensors", safe_serialization=True,
-        unet_lora_adapter_metadata=sorted_sets(p2.unet.peft_config["default"].to_dict()),
-        text_encoder_lora_adapter_metadata=sorted_sets(p2.text_encoder.peft_config["default"].to_dict()))
+        unet_lora_adapter_metadata=relative(sorted_sets(p2.unet.peft_config["default"].to_dict())),
+        text_encoder_lora_adapter_metadata=relative(sorted_sets(p2.text_encoder.peft_config["default"].to_dict())))
+
+
+def relative(config):
+    """PEFT records the base model's path: the fixture's, not this machine's."""
+    if config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = "test/fixtures/tiny-sd/text_encoder"
+    return config
 
 
 def sorted_sets(config):
