@@ -103,9 +103,13 @@ mod imp {
     }
 
     pub fn usage(ordinal: usize) -> Result<GpuMemory> {
+        let (device, pool) = device_and_pool(ordinal)?;
+        usage_of(ordinal, device, pool)
+    }
+
+    fn usage_of(ordinal: usize, device: sys::CUdevice, pool: sys::CUmemoryPool) -> Result<GpuMemory> {
         use sys::CUgraphMem_attribute::*;
         use sys::CUmemPool_attribute::*;
-        let (device, pool) = device_and_pool(ordinal)?;
         let both = |p, g| -> Result<u64> { Ok(pool_attribute(pool, p)? + graph_attribute(device, g)?) };
         let phase_peak = both(CU_MEMPOOL_ATTR_USED_MEM_HIGH, CU_GRAPH_MEM_ATTR_USED_MEM_HIGH)?;
         Ok(GpuMemory {
@@ -118,13 +122,13 @@ mod imp {
     pub fn phase_boundary(device: &candle_core::Device, trim_graphs: bool) -> Result<()> {
         let candle_core::Device::Cuda(cuda) = device else { return Ok(()) };
         let ordinal = cuda.cuda_stream().context().ordinal();
-        let peak = usage(ordinal)?.peak_used;
+        let (device, pool) = device_and_pool(ordinal)?;
+        let peak = usage_of(ordinal, device, pool)?.peak_used;
         if let Some(c) = carried(ordinal) {
             c.fetch_max(peak, Ordering::Relaxed);
         }
-        restart_highs(ordinal)?;
+        restart_highs(device, pool)?;
         if trim_graphs {
-            let (device, _) = device_and_pool(ordinal)?;
             // SAFETY: `device` came from cuDeviceGet; memory of graphs running or queued is kept.
             unsafe { sys::cuDeviceGraphMemTrim(device) }
                 .result()
@@ -137,12 +141,12 @@ mod imp {
         if let Some(c) = carried(ordinal) {
             c.store(0, Ordering::Relaxed);
         }
-        restart_highs(ordinal)
+        let (device, pool) = device_and_pool(ordinal)?;
+        restart_highs(device, pool)
     }
 
     /// Both high-water marks restart at the current use.
-    fn restart_highs(ordinal: usize) -> Result<()> {
-        let (device, pool) = device_and_pool(ordinal)?;
+    fn restart_highs(device: sys::CUdevice, pool: sys::CUmemoryPool) -> Result<()> {
         // SAFETY: both high-water marks take a cuuint64_t; 0 is the only value they accept (a reset).
         let mut zero = 0u64;
         unsafe {

@@ -562,18 +562,20 @@ impl<'a> PhaseClock<'a> {
 
     /// Also a phase boundary of the GPU memory peak (`cuda::memory::phase_boundary`).
     fn lap(&mut self) -> Result<f64> {
-        self.device.synchronize()?;
-        let seconds = self.since.elapsed().as_secs_f64();
-        crate::cuda::memory::phase_boundary(self.device, false)?;
-        self.since = Instant::now();
-        Ok(seconds)
+        self.lap_trimming(false)
     }
 
     /// [`Self::lap`] after the denoising loop: the captured graphs' memory, idle until the next
     /// call, goes back to the driver before the VAE decode allocates its own.
     fn lap_releasing_graph_memory(&mut self) -> Result<f64> {
-        let seconds = self.lap()?;
-        crate::cuda::memory::phase_boundary(self.device, true)?;
+        self.lap_trimming(true)
+    }
+
+    fn lap_trimming(&mut self, trim_graphs: bool) -> Result<f64> {
+        self.device.synchronize()?;
+        let seconds = self.since.elapsed().as_secs_f64();
+        crate::cuda::memory::phase_boundary(self.device, trim_graphs)?;
+        self.since = Instant::now();
         Ok(seconds)
     }
 }
