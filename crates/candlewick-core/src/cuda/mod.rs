@@ -14,6 +14,7 @@
 //! - [`flash`]: FlashAttention-2 (candle-flash-attn).
 //! - [`graph`]: the UNet step and the text encoder captured as CUDA graphs.
 //! - [`memory`]: how much GPU memory the process's tensors use.
+//! - `plan_cache`: cuDNN plans and attention graphs kept on disk across processes.
 //! - [`features`]: what the build carries ([`build_info`]) and `built!`.
 //! - [`settings`]: the paths a pipeline takes ([`CudaSettings`]), resolved once at load and
 //!   installed on the pipeline's thread; [`attention`] dispatches on them.
@@ -28,6 +29,7 @@ pub mod graph;
 pub mod memory;
 #[cfg(feature = "cuda")]
 pub(crate) mod op;
+pub(crate) mod plan_cache;
 pub mod settings;
 
 use candle_core::{Result, Tensor};

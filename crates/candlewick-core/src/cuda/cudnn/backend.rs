@@ -65,6 +65,11 @@ impl Descriptor {
         self.set(name, Type::CUDNN_TYPE_VOID_PTR, pointers)
     }
 
+    /// A text attribute (a plan's JSON) from bytes.
+    pub fn set_chars(&mut self, name: Attr, text: &[u8]) -> Result<()> {
+        self.set(name, Type::CUDNN_TYPE_CHAR, text)
+    }
+
     pub fn set_descriptors(&mut self, name: Attr, descriptors: &[&Descriptor]) -> Result<()> {
         let raw: Vec<_> = descriptors.iter().map(|d| d.0).collect();
         self.set(name, Type::CUDNN_TYPE_BACKEND_DESCRIPTOR, &raw)
@@ -95,6 +100,18 @@ impl Descriptor {
         let mut value = [0i64];
         self.get(name, Type::CUDNN_TYPE_INT64, &mut value)?;
         Ok(value[0])
+    }
+
+    /// A text attribute (a plan's JSON) as bytes: its length asked first, then its contents.
+    pub fn get_chars(&self, name: Attr) -> Result<Vec<u8>> {
+        let mut count = 0i64;
+        let status =
+            unsafe { sys::cudnnBackendGetAttribute(self.0, name, Type::CUDNN_TYPE_CHAR, 0, &mut count, null_mut()) };
+        check(status, name)?;
+        let mut text = vec![0u8; count.max(0) as usize];
+        let n = self.get(name, Type::CUDNN_TYPE_CHAR, &mut text)?;
+        text.truncate(n);
+        Ok(text)
     }
 
     /// An attribute that holds descriptors of `kind` (heuristics' engine configs, a config's

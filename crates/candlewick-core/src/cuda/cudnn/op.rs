@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::path::{Path, PathBuf};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId};
@@ -16,6 +17,7 @@ use half::f16;
 use super::backend::check;
 use super::plan::{ConvKey, ConvPlan};
 use super::Conv2dParams;
+use crate::cuda::plan_cache;
 
 /// The convolution; `channels_last`: input [n, h, w, c], filter [k, r, s, c], output [n, p, q, k]
 /// (otherwise NCHW, KCRS, NCHW).
@@ -106,11 +108,11 @@ impl CudnnConv2d {
                 channels_last: self.channels_last,
             };
             with_thread_state(&device, |state| {
-                let ThreadState { handle, plans, workspace, .. } = state;
+                let ThreadState { handle, plans, workspace, plan_folder, .. } = state;
                 if !plans.contains_key(&key) {
                     let ptrs = [x_ptr, w_ptr, y_ptr].map(|p| p as *mut c_void);
                     let plan = crate::profile::startup_time("cudnn_plans", None, || {
-                        choose_plan(*handle, &key, &device, &stream, ptrs)
+                        choose_plan(*handle, &key, &device, &stream, ptrs, plan_folder.as_deref())
                     })?;
                     plans.insert(key.clone(), plan);
                 }
@@ -155,6 +157,9 @@ pub(super) struct ThreadState {
     pub workspace: Option<CudaSlice<u8>>,
     /// The fused attention's graphs (`super::sdpa`), one per shape.
     pub attention: super::sdpa::Graphs,
+    /// Where plans and graphs built on this device are kept for later processes
+    /// (`crate::cuda::plan_cache`); None when that cache is off.
+    pub plan_folder: Option<PathBuf>,
 }
 
 impl ThreadState {
@@ -164,21 +169,58 @@ impl ThreadState {
         let stream = device.cuda_stream();
         check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         let attention = super::sdpa::Graphs::new()?;
-        Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None, attention })
+        let plan_folder = device_identity(device).and_then(|id| plan_cache::folder(&id));
+        Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None, attention, plan_folder })
     }
+}
+
+/// What makes a cached plan valid on a device: cuDNN's version, the GPU's name and compute
+/// capability.
+fn device_identity(device: &CudaDevice) -> Option<String> {
+    use cudarc::driver::sys::CUdevice_attribute as Attribute;
+    let context = device.cuda_stream().context().clone();
+    let major = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
+    let minor = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
+    let cudnn = unsafe { sys::cudnnGetVersion() };
+    Some(format!("cudnn{cudnn}-{}-sm{major}{minor}", context.name().ok()?))
 }
 
 /// The shape's plan: cuDNN's first choice, or with benchmarking on (`autotune.cudnn` in the thread's `CudaSettings`, as
 /// PyTorch's `torch.backends.cudnn.benchmark`) the fastest of its first few choices, timed on the
-/// call's own tensors (the output is written again by the caller afterwards).
+/// call's own tensors (the output is written again by the caller afterwards). Read from `folder`
+/// when an earlier process chose it there, and written there when chosen here.
 fn choose_plan(
     handle: sys::cudnnHandle_t,
     key: &ConvKey,
     device: &CudaDevice,
     stream: &Arc<CudaStream>,
-    [x, w, y]: [*mut c_void; 3],
+    pointers: [*mut c_void; 3],
+    folder: Option<&Path>,
 ) -> Result<ConvPlan> {
     let limit = if super::benchmarking() && !capturing(stream) { BENCHMARK_CANDIDATES } else { 1 };
+    let stored_key = (key, limit > 1);
+    if let Some(json) = folder.and_then(|folder| plan_cache::read(folder, "conv", &stored_key)) {
+        if let Ok(plan) =
+            crate::profile::startup_time("cudnn_plans_from_disk", None, || ConvPlan::from_json(handle, &json))
+        {
+            return Ok(plan);
+        }
+    }
+    let plan = choose_new_plan(handle, key, device, stream, pointers, limit)?;
+    if let (Some(folder), Ok(json)) = (folder, plan.json()) {
+        plan_cache::write(folder, "conv", &stored_key, &json);
+    }
+    Ok(plan)
+}
+
+fn choose_new_plan(
+    handle: sys::cudnnHandle_t,
+    key: &ConvKey,
+    device: &CudaDevice,
+    stream: &Arc<CudaStream>,
+    [x, w, y]: [*mut c_void; 3],
+    limit: usize,
+) -> Result<ConvPlan> {
     let mut candidates = ConvPlan::candidates(handle, key, limit)?;
     if candidates.len() == 1 {
         return Ok(candidates.remove(0));

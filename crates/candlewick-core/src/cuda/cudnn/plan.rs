@@ -43,8 +43,9 @@ pub(super) struct ConvKey {
 
 pub(super) struct ConvPlan {
     plan: Descriptor,
-    /// Descriptors the plan was built from (shared by a shape's candidate plans), kept alive beside it.
-    _parts: (Rc<Vec<Descriptor>>, Descriptor),
+    /// Descriptors the plan was built from (shared by a shape's candidate plans), kept alive beside
+    /// it; none for a plan read back from its JSON.
+    _parts: Option<(Rc<Vec<Descriptor>>, Descriptor)>,
     pub workspace_bytes: usize,
 }
 
@@ -120,7 +121,7 @@ impl ConvPlan {
                 if !(0..=MAX_WORKSPACE_BYTES).contains(&workspace) {
                     continue;
                 }
-                found.push(Self { plan, _parts: (parts.clone(), config), workspace_bytes: workspace as usize });
+                found.push(Self { plan, _parts: Some((parts.clone(), config)), workspace_bytes: workspace as usize });
                 if found.len() == limit {
                     return Ok(found);
                 }
@@ -130,6 +131,26 @@ impl ConvPlan {
             }
         }
         bail!("cuDNN has no usable engine for the convolution {key:?} ({tried} engine configs tried)")
+    }
+
+    /// The plan as cuDNN serializes it (JSON naming the engine and its knobs), for
+    /// [`ConvPlan::from_json`] in a later process.
+    pub fn json(&self) -> Result<Vec<u8>> {
+        self.plan.get_chars(Attr::CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION)
+    }
+
+    /// A plan from the JSON [`ConvPlan::json`] gave, finalized on `handle` without the operation
+    /// graph or heuristics; an error when this cuDNN cannot build it.
+    pub fn from_json(handle: sys::cudnnHandle_t, json: &[u8]) -> Result<Self> {
+        let mut plan = Descriptor::new(Kind::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR)?;
+        plan.set_chars(Attr::CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, json)?;
+        plan.set_handle(Attr::CUDNN_ATTR_EXECUTION_PLAN_HANDLE, handle)?;
+        plan.finalize()?;
+        let workspace = plan.get_i64(Attr::CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE)?;
+        if !(0..=MAX_WORKSPACE_BYTES).contains(&workspace) {
+            bail!("cuDNN convolution plan from JSON asks for {workspace} bytes of workspace");
+        }
+        Ok(Self { plan, _parts: None, workspace_bytes: workspace as usize })
     }
 
     /// Runs the convolution on the handle's stream. The pointers must be device memory of the

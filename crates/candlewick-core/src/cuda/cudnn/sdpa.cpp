@@ -1,7 +1,9 @@
 // cuDNN's fused scaled-dot-product attention (flash attention on Hopper's tensor-core
 // instructions), built with cuDNN's frontend graph API and exposed to Rust as a C function
 // (src/cuda/cudnn/sdpa.rs). One graph per shape and strides, built on first use and cached in a
-// per-thread cache object that Rust owns.
+// per-thread cache object that Rust owns. A built graph can be serialized (its compiled kernel
+// with it) and loaded in a later process instead of being built again (src/cuda/plan_cache.rs
+// keeps the bytes on disk).
 //
 // Inputs q [b, h, s_q, d], k and v [b, h, s_kv, d] and the output o are given by dims and
 // strides in that order (any layout with a dense last dim: the UNet passes views of a stacked
@@ -9,6 +11,7 @@
 #include <cudnn_frontend.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -28,8 +31,9 @@ struct Key {
 struct Entry {
     Key key;
     std::shared_ptr<fe::graph::Graph> graph;
-    std::shared_ptr<fe::graph::Tensor_attributes> q, k, v, o;
     int64_t workspace;
+    // The graph as the frontend serializes it (its compiled kernel included), made on request.
+    std::vector<uint8_t> serialized;
 };
 
 struct Cache {
@@ -81,8 +85,28 @@ int build(cudnnHandle_t handle, Key const& key, Entry& entry, char* message, siz
     }
     int64_t workspace = 0;
     if (!checked(graph->get_workspace_size(workspace), "workspace size")) return 1;
-    entry = Entry{key, graph, q, k, v, o, workspace};
+    entry = Entry{key, graph, workspace, {}};
     return 0;
+}
+
+// The graph for `key` from what candlewick_sdpa_serialized gave in an earlier process; 0, or 1
+// when this cuDNN cannot load it (the caller then builds the graph).
+int load(cudnnHandle_t handle, Key const& key, uint8_t const* data, size_t len, Entry& entry) {
+    auto graph = std::make_shared<fe::graph::Graph>();
+    std::vector<uint8_t> blob(data, data + len);
+    // No warm-up capture: the first call runs eagerly before any CUDA graph is captured.
+    if (graph->deserialize(handle, blob, false, false).is_bad()) return 1;
+    int64_t workspace = 0;
+    if (graph->get_workspace_size(workspace).is_bad()) return 1;
+    entry = Entry{key, graph, workspace, std::move(blob)};
+    return 0;
+}
+
+Key make_key(int64_t const dims[5], int64_t const strides[16]) {
+    Key key{};
+    std::memcpy(key.dims, dims, sizeof key.dims);
+    std::memcpy(key.strides, strides, sizeof key.strides);
+    return key;
 }
 
 }  // namespace
@@ -94,13 +118,15 @@ void* candlewick_sdpa_cache_new() { return new (std::nothrow) Cache(); }
 void candlewick_sdpa_cache_free(void* cache) { delete static_cast<Cache*>(cache); }
 
 // Builds (once) the graph for these dims and strides and reports its workspace; 0 on success,
-// 1 with a message when cuDNN cannot run this attention.
+// 1 with a message when cuDNN cannot run this attention. `stored` (`stored_len` bytes, or null):
+// the graph as an earlier process serialized it, loaded instead of building when cuDNN takes it;
+// `*built` tells whether the graph was built here (and so is worth storing).
 int candlewick_sdpa_prepare(void* cache, cudnnHandle_t handle, int64_t const dims[5], int64_t const strides[16],
-                            int64_t* workspace, char* message, size_t message_len) {
+                            uint8_t const* stored, size_t stored_len, int64_t* workspace, int* built,
+                            char* message, size_t message_len) {
     try {
-        Key key{};
-        std::memcpy(key.dims, dims, sizeof key.dims);
-        std::memcpy(key.strides, strides, sizeof key.strides);
+        Key key = make_key(dims, strides);
+        *built = 0;
         auto& entries = static_cast<Cache*>(cache)->entries;
         for (auto const& entry : entries) {
             if (entry.key == key) {
@@ -109,10 +135,40 @@ int candlewick_sdpa_prepare(void* cache, cudnnHandle_t handle, int64_t const dim
             }
         }
         Entry entry;
-        if (build(handle, key, entry, message, message_len) != 0) return 1;
+        if (stored == nullptr || load(handle, key, stored, stored_len, entry) != 0) {
+            if (build(handle, key, entry, message, message_len) != 0) return 1;
+            *built = 1;
+        }
         *workspace = entry.workspace;
         entries.push_back(std::move(entry));
         return 0;
+    } catch (std::exception const& e) {
+        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
+    } catch (...) {
+        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
+    }
+}
+
+// The prepared graph for these dims and strides, serialized (valid while the cache lives); 0, or
+// 1 with a message when the frontend cannot serialize it.
+int candlewick_sdpa_serialized(void* cache, int64_t const dims[5], int64_t const strides[16], uint8_t const** data,
+                               size_t* len, char* message, size_t message_len) {
+    try {
+        Key key = make_key(dims, strides);
+        for (auto& entry : static_cast<Cache*>(cache)->entries) {
+            if (!(entry.key == key)) continue;
+            if (entry.serialized.empty()) {
+                auto status = entry.graph->serialize(entry.serialized, false);
+                if (status.is_bad()) {
+                    entry.serialized.clear();
+                    return fail(message, message_len, "cuDNN attention (serialize): " + status.get_message());
+                }
+            }
+            *data = entry.serialized.data();
+            *len = entry.serialized.size();
+            return 0;
+        }
+        return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
     } catch (std::exception const& e) {
         return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
     } catch (...) {
@@ -126,9 +182,7 @@ int candlewick_sdpa_execute(void* cache, cudnnHandle_t handle, int64_t const dim
                             void* q, void* k, void* v, void* o, void* workspace, char* message,
                             size_t message_len) {
     try {
-        Key key{};
-        std::memcpy(key.dims, dims, sizeof key.dims);
-        std::memcpy(key.strides, strides, sizeof key.strides);
+        Key key = make_key(dims, strides);
         for (auto const& entry : static_cast<Cache*>(cache)->entries) {
             if (!(entry.key == key)) continue;
             std::unordered_map<int64_t, void*> pointers = {{1, q}, {2, k}, {3, v}, {4, o}};

@@ -5,8 +5,9 @@
 //!
 //! A graph is built per shape and strides on first use (cuDNN compiles its kernel then, a
 //! few hundred milliseconds the first time in a process) and cached on the pipeline's thread
-//! with the convolution plans. A shape cuDNN refuses is remembered, and its calls go to
-//! FlashAttention-2.
+//! with the convolution plans; serialized with its kernel into the plan cache on disk
+//! (`crate::cuda::plan_cache`), a later process loads it instead of compiling again. A shape
+//! cuDNN refuses is remembered, and its calls go to FlashAttention-2.
 
 use std::collections::HashSet;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -19,6 +20,7 @@ use cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
 use half::f16;
 
 use super::op::{capturing, grow, with_thread_state};
+use crate::cuda::plan_cache;
 
 extern "C" {
     fn candlewick_sdpa_cache_new() -> *mut c_void;
@@ -28,7 +30,19 @@ extern "C" {
         handle: sys::cudnnHandle_t,
         dims: *const i64,
         strides: *const i64,
+        stored: *const u8,
+        stored_len: usize,
         workspace: *mut i64,
+        built: *mut c_int,
+        message: *mut c_char,
+        message_len: usize,
+    ) -> c_int;
+    fn candlewick_sdpa_serialized(
+        cache: *mut c_void,
+        dims: *const i64,
+        strides: *const i64,
+        data: *mut *const u8,
+        len: *mut usize,
         message: *mut c_char,
         message_len: usize,
     ) -> c_int;
@@ -105,25 +119,35 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     q.apply_op3_no_bwd(&k, &v, &Sdpa { key, workspace }).map(Some)
 }
 
-/// Builds (or finds) the shape's graph; its workspace size, or None when cuDNN refuses it.
+/// Builds (or finds, in this thread or on disk) the shape's graph; its workspace size, or None
+/// when cuDNN refuses it.
 fn prepare(device: &CudaDevice, key: Key) -> Result<Option<usize>> {
     with_thread_state(device, |state| {
         if state.attention.refused.contains(&key) {
             return Ok(None);
         }
+        let stored = state.plan_folder.as_deref().and_then(|folder| plan_cache::read(folder, "sdpa", &key));
+        let (stored_ptr, stored_len) = stored.as_deref().map_or((std::ptr::null(), 0), |s| (s.as_ptr(), s.len()));
         let mut workspace = 0i64;
+        let mut built: c_int = 0;
         let mut message = [0 as c_char; 512];
-        let status = unsafe {
-            candlewick_sdpa_prepare(
-                state.attention.cache,
-                state.handle,
-                key.dims.as_ptr(),
-                key.strides.as_ptr() as *const i64,
-                &mut workspace,
-                message.as_mut_ptr(),
-                message.len(),
-            )
-        };
+        let status = crate::profile::startup_time("cudnn_attention_graphs", None, || {
+            Ok::<_, ()>(unsafe {
+                candlewick_sdpa_prepare(
+                    state.attention.cache,
+                    state.handle,
+                    key.dims.as_ptr(),
+                    key.strides.as_ptr() as *const i64,
+                    stored_ptr,
+                    stored_len,
+                    &mut workspace,
+                    &mut built,
+                    message.as_mut_ptr(),
+                    message.len(),
+                )
+            })
+        })
+        .unwrap_or(1);
         if status != 0 {
             // Not an error for the caller: FlashAttention-2 takes this shape. Profiling runs say why.
             if crate::profile::requested() || crate::profile::startup_requested() {
@@ -132,6 +156,25 @@ fn prepare(device: &CudaDevice, key: Key) -> Result<Option<usize>> {
             }
             state.attention.refused.insert(key);
             return Ok(None);
+        }
+        if let (Some(folder), 1) = (state.plan_folder.as_deref(), built) {
+            let (mut data, mut len) = (std::ptr::null(), 0usize);
+            let serialized = unsafe {
+                candlewick_sdpa_serialized(
+                    state.attention.cache,
+                    key.dims.as_ptr(),
+                    key.strides.as_ptr() as *const i64,
+                    &mut data,
+                    &mut len,
+                    message.as_mut_ptr(),
+                    message.len(),
+                )
+            };
+            // Best effort, as the whole cache: a graph the frontend cannot serialize is built
+            // again by the next process.
+            if serialized == 0 && !data.is_null() {
+                plan_cache::write(folder, "sdpa", &key, unsafe { std::slice::from_raw_parts(data, len) });
+            }
         }
         Ok(Some(workspace.max(0) as usize))
     })
