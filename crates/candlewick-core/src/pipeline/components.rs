@@ -104,7 +104,7 @@ pub struct TextParts {
 impl TextParts {
     /// The tokenizer, checked against its text encoder's vocabulary.
     fn tokenizer(&self) -> Result<ClipTokenizer> {
-        let tokenizer = ClipTokenizer::from_folder(&self.tokenizer_dir)?;
+        let tokenizer = profile::startup_time("tokenizer", None, || ClipTokenizer::from_folder(&self.tokenizer_dir))?;
         if tokenizer.vocab_end() > self.config.vocab_size {
             return Err(Error::model(
                 &self.tokenizer_dir,
@@ -317,7 +317,7 @@ fn load<M, C>(
     config: C,
     build: impl FnOnce(candle_nn::VarBuilder<'static>, &C) -> candle_core::Result<M>,
 ) -> Result<Loaded<M, C>> {
-    let backend = source.backend()?;
+    let backend = profile::startup_time("weights_open", None, || source.backend())?;
     let (vb, base) = match component {
         "vae" => {
             (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
