@@ -10,6 +10,7 @@
 // ../shared/bench/anchor_diffusers.py's `load` measures for diffusers (a process that has used
 // CUDA before: its "load plus first image 2.48 s"). One JSON line per repetition on stdout; with
 // CANDLEWICK_PROFILE_STARTUP=1 the library adds its one-time costs as JSON lines on stderr.
+import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 
 const bootMs = performance.now(); // node's own start-up, before this module ran
@@ -38,6 +39,8 @@ for (let rep = 0; rep < REPS; rep++) {
   const row = {
     rep, fresh_process: rep === 0, load_options: loadOptions, load_s: loadS, first_image_s: firstS, load_plus_first_s: loadS + firstS,
     steady_s: steadyS, first_timings_ms: first.timings, steady_timings_ms: second.timings,
+    // The first image's pixels, to compare processes (a plan read from the disk cache must give the same image).
+    first_image_sha256: createHash("sha256").update(first.data).digest("hex"),
   };
   if (rep === 0) {
     // From the process's start (node's boot and the import included) to the first image.
