@@ -187,7 +187,7 @@ mod imp {
             let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
             let cu_stream = stream.cu_stream() as sys::cudaStream_t;
             if !plans.contains_key(&key) {
-                let mut plan = Plan::new(*handle, key)?;
+                let mut plan = crate::profile::startup_time("cublaslt_plans", None, || Plan::new(*handle, key))?;
                 if super::benchmarking() && !capturing(&stream) {
                     plan.tune(*handle, &stream, xwy, residual, bias, ws_ptr)?;
                 }
