@@ -12,11 +12,11 @@ set -uo pipefail
 source "$(dirname "$0")/fam-env.sh"
 export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 case "${PHASE:-fill}" in
-fill)
-  WHICH=compiled_best FLOPS=0 RUNS=1 OUT=$OUT timeout 570 python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -5 ;;
+fill)  # batch 1 first; batch 8's shapes tune in what is left of the call (WHICH_FILL to change)
+  WHICH=${WHICH_FILL:-compiled_best,compiled_best_b8} FLOPS=0 RUNS=1 OUT=$OUT timeout ${FILL_S:-570} python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -5 ;;
 time)
   [ -f /tmp/sd15/unet/config.json ] || MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | tail -1
   SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 120 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/best-candlewick.json" 2>&1 | tail -3
-  WHICH=fp16_sdpa,compiled_ro,compiled_best,compiled_best_b8 FLOPS=0 OUT=$OUT timeout 400 python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -8
-  mv "$OUT/anchor_diffusers.json" "$OUT/best-diffusers.json" ;;
+  WHICH=${WHICH_TIME:-fp16_sdpa,compiled_ro,compiled_best} FLOPS=0 OUT=$OUT timeout ${TIME_S:-400} python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tee "$OUT/best-diffusers.jsonl" | tail -8
+  mv "$OUT/anchor_diffusers.json" "$OUT/best-diffusers.json" 2>/dev/null; true ;;
 esac
