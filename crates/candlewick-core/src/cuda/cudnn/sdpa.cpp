@@ -109,6 +109,27 @@ Key make_key(int64_t const dims[5], int64_t const strides[16]) {
     return key;
 }
 
+// Runs `body` (which returns 0, or 1 with a message written), turning C++ exceptions into 1 and
+// a message: nothing is thrown across the C interface.
+template <typename Body>
+int guarded(char* message, size_t len, Body body) {
+    try {
+        return body();
+    } catch (std::exception const& e) {
+        return fail(message, len, std::string("cuDNN attention: ") + e.what());
+    } catch (...) {
+        return fail(message, len, "cuDNN attention: unknown C++ exception");
+    }
+}
+
+// The cache's entry for `key`, or null.
+Entry* find(void* cache, Key const& key) {
+    for (auto& entry : static_cast<Cache*>(cache)->entries) {
+        if (entry.key == key) return &entry;
+    }
+    return nullptr;
+}
+
 }  // namespace
 
 extern "C" {
@@ -124,15 +145,12 @@ void candlewick_sdpa_cache_free(void* cache) { delete static_cast<Cache*>(cache)
 int candlewick_sdpa_prepare(void* cache, cudnnHandle_t handle, int64_t const dims[5], int64_t const strides[16],
                             uint8_t const* stored, size_t stored_len, int64_t* workspace, int* built,
                             char* message, size_t message_len) {
-    try {
+    return guarded(message, message_len, [&] {
         Key key = make_key(dims, strides);
         *built = 0;
-        auto& entries = static_cast<Cache*>(cache)->entries;
-        for (auto const& entry : entries) {
-            if (entry.key == key) {
-                *workspace = entry.workspace;
-                return 0;
-            }
+        if (Entry const* entry = find(cache, key)) {
+            *workspace = entry->workspace;
+            return 0;
         }
         Entry entry;
         if (stored == nullptr || load(handle, key, stored, stored_len, entry) != 0) {
@@ -140,40 +158,29 @@ int candlewick_sdpa_prepare(void* cache, cudnnHandle_t handle, int64_t const dim
             *built = 1;
         }
         *workspace = entry.workspace;
-        entries.push_back(std::move(entry));
+        static_cast<Cache*>(cache)->entries.push_back(std::move(entry));
         return 0;
-    } catch (std::exception const& e) {
-        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
-    } catch (...) {
-        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
-    }
+    });
 }
 
 // The prepared graph for these dims and strides, serialized (valid while the cache lives); 0, or
 // 1 with a message when the frontend cannot serialize it.
 int candlewick_sdpa_serialized(void* cache, int64_t const dims[5], int64_t const strides[16], uint8_t const** data,
                                size_t* len, char* message, size_t message_len) {
-    try {
-        Key key = make_key(dims, strides);
-        for (auto& entry : static_cast<Cache*>(cache)->entries) {
-            if (!(entry.key == key)) continue;
-            if (entry.serialized.empty()) {
-                auto status = entry.graph->serialize(entry.serialized, false);
-                if (status.is_bad()) {
-                    entry.serialized.clear();
-                    return fail(message, message_len, "cuDNN attention (serialize): " + status.get_message());
-                }
+    return guarded(message, message_len, [&] {
+        Entry* entry = find(cache, make_key(dims, strides));
+        if (entry == nullptr) return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
+        if (entry->serialized.empty()) {
+            auto status = entry->graph->serialize(entry->serialized, false);
+            if (status.is_bad()) {
+                entry->serialized.clear();
+                return fail(message, message_len, "cuDNN attention (serialize): " + status.get_message());
             }
-            *data = entry.serialized.data();
-            *len = entry.serialized.size();
-            return 0;
         }
-        return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
-    } catch (std::exception const& e) {
-        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
-    } catch (...) {
-        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
-    }
+        *data = entry->serialized.data();
+        *len = entry->serialized.size();
+        return 0;
+    });
 }
 
 // Runs the graph prepared for these dims and strides (candlewick_sdpa_prepare first) on the
@@ -181,21 +188,14 @@ int candlewick_sdpa_serialized(void* cache, int64_t const dims[5], int64_t const
 int candlewick_sdpa_execute(void* cache, cudnnHandle_t handle, int64_t const dims[5], int64_t const strides[16],
                             void* q, void* k, void* v, void* o, void* workspace, char* message,
                             size_t message_len) {
-    try {
-        Key key = make_key(dims, strides);
-        for (auto const& entry : static_cast<Cache*>(cache)->entries) {
-            if (!(entry.key == key)) continue;
-            std::unordered_map<int64_t, void*> pointers = {{1, q}, {2, k}, {3, v}, {4, o}};
-            auto status = entry.graph->execute(handle, pointers, workspace);
-            if (status.is_bad()) return fail(message, message_len, "cuDNN attention (execute): " + status.get_message());
-            return 0;
-        }
-        return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
-    } catch (std::exception const& e) {
-        return fail(message, message_len, std::string("cuDNN attention: ") + e.what());
-    } catch (...) {
-        return fail(message, message_len, "cuDNN attention: unknown C++ exception");
-    }
+    return guarded(message, message_len, [&] {
+        Entry const* entry = find(cache, make_key(dims, strides));
+        if (entry == nullptr) return fail(message, message_len, "cuDNN attention: no graph prepared for this shape");
+        std::unordered_map<int64_t, void*> pointers = {{1, q}, {2, k}, {3, v}, {4, o}};
+        auto status = entry->graph->execute(handle, pointers, workspace);
+        if (status.is_bad()) return fail(message, message_len, "cuDNN attention (execute): " + status.get_message());
+        return 0;
+    });
 }
 
 }  // extern "C"
