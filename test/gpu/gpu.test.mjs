@@ -7,7 +7,10 @@
 //   CANDLEWICK_GPU_RESULTS  a folder for the leak test's numbers (bench/results takes them).
 // Run with --expose-gc so the host-memory figures are taken after a full collection.
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -85,6 +88,45 @@ test("replaying the captured CUDA graph gives the image eager steps give, byte f
     assert.deepEqual(gotOther.data, wantOther.data);
   } finally {
     await eager.dispose();
+  }
+});
+
+// One fresh process's image with CANDLEWICK_CUDNN_CACHE=`cache` (a folder, or "off"), as a sha256.
+function imageInFreshProcess(cache) {
+  const script = `
+    import { createHash } from "node:crypto";
+    import { StableDiffusionPipeline } from ${JSON.stringify(new URL("../../dist/index.js", import.meta.url).href)};
+    const pipe = await StableDiffusionPipeline.fromPretrained(${JSON.stringify(MODEL)}, { device: "cuda" });
+    const [image] = await pipe.generate(${JSON.stringify({ ...small(11), numInferenceSteps: 6 })});
+    console.log(createHash("sha256").update(image.data).digest("hex"));
+    await pipe.dispose();`;
+  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+    env: { ...process.env, CANDLEWICK_CUDNN_CACHE: cache }, encoding: "utf8",
+  });
+  return out.trim().split("\n").at(-1);
+}
+
+test("cuDNN plans and attention graphs read back from the disk cache give the image plans built in the process give", () => {
+  const cache = mkdtempSync(join(tmpdir(), "candlewick-cudnn-"));
+  try {
+    const built = imageInFreshProcess("off");
+    assert.equal(imageInFreshProcess(cache), built, "a process that fills the cache");
+    const [folder] = readdirSync(cache);
+    const files = readdirSync(join(cache, folder));
+    assert.ok(files.some((f) => f.startsWith("conv-")), `no convolution plan was written: ${files}`);
+    assert.ok(files.some((f) => f.startsWith("sdpa-")), `no attention graph was written: ${files}`);
+    assert.equal(imageInFreshProcess(cache), built, "a process that reads the cache");
+    // Damaged files (their key kept, their plan not cuDNN's) are built again, and written again.
+    for (const f of files) {
+      const path = join(cache, folder, f);
+      const bytes = readFileSync(path);
+      writeFileSync(path, Buffer.concat([bytes.subarray(0, bytes.indexOf(10) + 1), Buffer.from("{not a plan")]));
+    }
+    assert.equal(imageInFreshProcess(cache), built, "a process that finds damaged files");
+    const mended = readdirSync(join(cache, folder)).map((f) => readFileSync(join(cache, folder, f)).length);
+    assert.ok(mended.every((n) => n > 200), `the damaged files were not written again: sizes ${mended}`);
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
   }
 });
 
