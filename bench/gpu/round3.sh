@@ -4,7 +4,8 @@
 #   PART=startup   a fresh node process to its first SD1.5-shaped image (startup.mjs, one repetition a process),
 #                  with CANDLEWICK_PROFILE_STARTUP: the first process of the machine and a second with the cuDNN
 #                  plan cache off, one with it empty (it builds and writes), two reading it back, one off again;
-#                  each row carries the first image's sha256 (the cached plans must give the same pixels).
+#                  each row carries the first image's sha256 (the cached plans must give the same pixels); then
+#                  test/gpu's plan-cache test.
 set -uo pipefail
 source "$(dirname "$0")/fam-env.sh"
 quiet() { grep -v -i -E 'warn|deprecat' ; }
@@ -32,5 +33,7 @@ for line in open(sys.argv[1]):
 PY
   done
   ls $cache/* | head -3; echo "$(ls $cache/*/ | wc -l) files, $(du -sh $cache | cut -f1)"
+  stage "GPU test: the plan cache's images (fresh processes, damaged files)"
+  CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout 150 node --test --test-name-pattern "disk cache" test/gpu/ 2>&1 | tee $R/test.txt | grep -E "^# (pass|fail)|^not ok|^ok|rror" | head
   for label in first-off off empty warm warm2 off2; do sed "s/^{/{\"process\": \"$label\", /" $R/startup-$label.jsonl; done > "$OUT/startup-all.jsonl" ;;
 esac
