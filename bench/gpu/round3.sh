@@ -13,11 +13,11 @@ case "${PART:-startup}" in
 startup)
   [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
   cat /tmp/sd15/*/*.safetensors > /dev/null  # the page cache warm, as the issue asks
-  cache=/tmp/cudnn-plans; rm -rf $cache; R=/tmp/startup; rm -rf $R; mkdir -p $R
+  cache=/tmp/plan-cache; rm -rf $cache; R=/tmp/startup; rm -rf $R; mkdir -p $R
   for label in first-off off empty warm warm2 off2; do
     case $label in *off*) setting=off ;; *) setting=$cache ;; esac
-    stage "fresh process: $label (CANDLEWICK_CUDNN_CACHE=$setting)"
-    CANDLEWICK_CUDNN_CACHE=$setting CANDLEWICK_PROFILE_STARTUP=1 timeout 90 node bench/gpu/startup.mjs /tmp/sd15 1 \
+    stage "fresh process: $label (CANDLEWICK_PLAN_CACHE=$setting)"
+    CANDLEWICK_PLAN_CACHE=$setting CANDLEWICK_PROFILE_STARTUP=1 timeout 90 node bench/gpu/startup.mjs /tmp/sd15 1 \
       > "$R/startup-$label.jsonl" 2> "$R/startup-$label.err"
     echo "rc=$?"; cat "$R/startup-$label.err" | grep -v candlewick_startup | tail -3
     grep -h candlewick_startup "$R/startup-$label.err" >> "$R/startup-$label.jsonl"

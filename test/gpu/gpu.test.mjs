@@ -91,7 +91,7 @@ test("replaying the captured CUDA graph gives the image eager steps give, byte f
   }
 });
 
-// One fresh process's image with CANDLEWICK_CUDNN_CACHE=`cache` (a folder, or "off"), as a sha256.
+// One fresh process's image with CANDLEWICK_PLAN_CACHE=`cache` (a folder, or "off"), as a sha256.
 function imageInFreshProcess(cache) {
   const script = `
     import { createHash } from "node:crypto";
@@ -101,30 +101,34 @@ function imageInFreshProcess(cache) {
     console.log(createHash("sha256").update(image.data).digest("hex"));
     await pipe.dispose();`;
   const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
-    env: { ...process.env, CANDLEWICK_CUDNN_CACHE: cache }, encoding: "utf8",
+    env: { ...process.env, CANDLEWICK_PLAN_CACHE: cache }, encoding: "utf8",
   });
   return out.trim().split("\n").at(-1);
 }
 
-test("cuDNN plans and attention graphs read back from the disk cache give the image plans built in the process give", () => {
-  const cache = mkdtempSync(join(tmpdir(), "candlewick-cudnn-"));
+test("cuDNN plans, attention graphs and cuBLASLt algorithms read back from the disk cache give the image plans built in the process give", () => {
+  const cache = mkdtempSync(join(tmpdir(), "candlewick-plans-"));
+  // Every cached file as [path, bytes], over the cache's folders (one per library and GPU).
+  const stored = () => readdirSync(cache).flatMap((d) => readdirSync(join(cache, d)).map((f) => join(cache, d, f)));
   try {
     const built = imageInFreshProcess("off");
     assert.equal(imageInFreshProcess(cache), built, "a process that fills the cache");
-    const [folder] = readdirSync(cache);
-    const files = readdirSync(join(cache, folder));
-    assert.ok(files.some((f) => f.startsWith("conv-")), `no convolution plan was written: ${files}`);
-    assert.ok(files.some((f) => f.startsWith("sdpa-")), `no attention graph was written: ${files}`);
+    const names = stored().map((path) => path.slice(cache.length + 1));
+    for (const kind of [/^cudnn[^/]*\/conv-/, /^cudnn[^/]*\/sdpa-/, /^cublasLt[^/]*\/cublaslt-/]) {
+      assert.ok(names.some((name) => kind.test(name)), `nothing matching ${kind} was written: ${names}`);
+    }
     assert.equal(imageInFreshProcess(cache), built, "a process that reads the cache");
-    // Damaged files (their key kept, their plan not cuDNN's) are built again, and written again.
-    for (const f of files) {
-      const path = join(cache, folder, f);
+    // Damaged files (their key kept, their plan not the library's) are built again, and written again.
+    const damaged = new Map();
+    for (const path of stored()) {
       const bytes = readFileSync(path);
-      writeFileSync(path, Buffer.concat([bytes.subarray(0, bytes.indexOf(10) + 1), Buffer.from("{not a plan")]));
+      const broken = Buffer.concat([bytes.subarray(0, bytes.indexOf(10) + 1), Buffer.from("{not a plan")]);
+      writeFileSync(path, broken);
+      damaged.set(path, broken);
     }
     assert.equal(imageInFreshProcess(cache), built, "a process that finds damaged files");
-    const mended = readdirSync(join(cache, folder)).map((f) => readFileSync(join(cache, folder, f)).length);
-    assert.ok(mended.every((n) => n > 200), `the damaged files were not written again: sizes ${mended}`);
+    const still = [...damaged].filter(([path, broken]) => readFileSync(path).equals(broken)).map(([path]) => path);
+    assert.deepEqual(still, [], "damaged files not written again");
   } finally {
     rmSync(cache, { recursive: true, force: true });
   }

@@ -87,6 +87,7 @@ mod imp {
     use std::collections::HashMap;
     use std::ffi::c_void;
     use std::mem::size_of;
+    use std::path::PathBuf;
 
     use candle_core::backend::BackendStorage;
     use candle_core::cuda::cudarc::cublaslt::{result as lt, sys};
@@ -96,6 +97,7 @@ mod imp {
     use half::f16;
 
     use crate::cuda::op::timing::{self, capturing};
+    use crate::cuda::plan_cache;
 
     fn lt_error(e: lt::CublasError) -> candle_core::Error {
         candle_core::Error::Msg(format!("cuBLASLt: {e:?}"))
@@ -183,13 +185,25 @@ mod imp {
     fn run_plan(device: &CudaDevice, key: Key, xwy: [u64; 3], residual: Option<u64>, bias: Option<u64>) -> Result<()> {
         let stream = device.cuda_stream();
         with_thread_state(device, |state| {
-            let ThreadState { handle, plans, workspace, .. } = state;
+            let ThreadState { handle, plans, workspace, plan_folder, .. } = state;
             let (ws_ptr, _ws_sync) = workspace.device_ptr_mut(&stream);
             let cu_stream = stream.cu_stream() as sys::cudaStream_t;
             if !plans.contains_key(&key) {
-                let mut plan = crate::profile::startup_time("cublaslt_plans", None, || Plan::new(*handle, key))?;
-                if super::benchmarking() && !capturing(&stream) {
-                    plan.tune(*handle, &stream, xwy, residual, bias, ws_ptr)?;
+                // The algorithm an earlier process chose for this shape (and tuning), when the
+                // plan cache has it and cuBLASLt still takes it; else heuristics (and tuning).
+                let tuned = super::benchmarking() && !capturing(&stream);
+                let stored_key = (&key, tuned);
+                let stored = plan_folder.as_deref().and_then(|f| plan_cache::read(f, "cublaslt", &stored_key));
+                let (mut plan, from_disk) = crate::profile::startup_time("cublaslt_plans", None, || {
+                    Plan::new(*handle, key, stored.as_deref().and_then(algo_from_bytes))
+                })?;
+                if !from_disk {
+                    if tuned {
+                        plan.tune(*handle, &stream, xwy, residual, bias, ws_ptr)?;
+                    }
+                    if let Some(folder) = plan_folder.as_deref() {
+                        plan_cache::write(folder, "cublaslt", &stored_key, &algo_bytes(&plan.algo));
+                    }
                 }
                 plans.insert(key, plan);
             }
@@ -286,7 +300,13 @@ mod imp {
     }
 
     impl Plan {
-        fn new(handle: sys::cublasLtHandle_t, key: Key) -> Result<Self> {
+        /// The plan for `key` with the `stored` algorithm when cuBLASLt accepts it for this shape
+        /// and workspace (then `true`), else heuristics' first choice.
+        fn new(
+            handle: sys::cublasLtHandle_t,
+            key: Key,
+            stored: Option<sys::cublasLtMatmulAlgo_t>,
+        ) -> Result<(Self, bool)> {
             let desc =
                 lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
                     .map_err(lt_error)?;
@@ -323,11 +343,23 @@ mod imp {
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &transpose)?;
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
             }
+            if let Some(algo) = stored.filter(|algo| plan.accepts(handle, algo)) {
+                plan.algo = algo;
+                return Ok((plan, true));
+            }
             let chosen = plan.candidates(handle, 1)?;
             plan.algo = *chosen
                 .first()
                 .ok_or_else(|| lt_error(lt::CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)))?;
-            Ok(plan)
+            Ok((plan, false))
+        }
+
+        /// Whether cuBLASLt can run `algo` for this plan's shape within the workspace.
+        fn accepts(&self, handle: sys::cublasLtHandle_t, algo: &sys::cublasLtMatmulAlgo_t) -> bool {
+            let mut result: sys::cublasLtMatmulHeuristicResult_t = unsafe { std::mem::zeroed() };
+            let [a, b, c] = self.layouts;
+            let status = unsafe { sys::cublasLtMatmulAlgoCheck(handle, self.desc, a, b, c, c, algo, &mut result) };
+            status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && result.workspaceSize <= WORKSPACE_BYTES
         }
 
         /// Times cuBLASLt's first few algorithms for this shape on the call's own tensors (the
@@ -482,12 +514,29 @@ mod imp {
 
     /// The pipeline thread's cuBLASLt handle, workspace and plans (as `cuda::cudnn`'s: each
     /// pipeline runs on a thread of its own, and its CUDA graphs capture this workspace, which
-    /// never moves or grows).
+    /// never moves or grows), and the plan cache's folder for this device (None when it is off).
     struct ThreadState {
         device: DeviceId,
         handle: sys::cublasLtHandle_t,
         workspace: CudaSlice<u8>,
         plans: HashMap<Key, Plan>,
+        plan_folder: Option<PathBuf>,
+    }
+
+    /// An algorithm as the plan cache stores it: cuBLASLt's opaque struct, 64 bytes little-endian.
+    fn algo_bytes(algo: &sys::cublasLtMatmulAlgo_t) -> Vec<u8> {
+        algo.data.iter().flat_map(|word| word.to_le_bytes()).collect()
+    }
+
+    fn algo_from_bytes(bytes: &[u8]) -> Option<sys::cublasLtMatmulAlgo_t> {
+        let mut data = [0u64; 8];
+        if bytes.len() != 64 {
+            return None;
+        }
+        for (word, chunk) in data.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_le_bytes(chunk.try_into().ok()?);
+        }
+        Some(sys::cublasLtMatmulAlgo_t { data })
     }
 
     impl Drop for ThreadState {
@@ -510,7 +559,11 @@ mod imp {
                 *slot = None;
                 let handle = lt::create_handle().map_err(lt_error)?;
                 let workspace = unsafe { device.alloc::<u8>(WORKSPACE_BYTES) }?;
-                *slot = Some(ThreadState { device: device.id(), handle, workspace, plans: HashMap::new() });
+                let plan_folder = crate::cuda::op::gpu_identity(device).and_then(|gpu| {
+                    plan_cache::folder(&format!("cublasLt{}-{gpu}", unsafe { sys::cublasLtGetVersion() }))
+                });
+                *slot =
+                    Some(ThreadState { device: device.id(), handle, workspace, plans: HashMap::new(), plan_folder });
             }
             f(slot.as_mut().expect("state was just set"))
         })

@@ -6,6 +6,16 @@
 
 use std::sync::OnceLock;
 
+/// The GPU's name and compute capability ("NVIDIA H200-sm90"), as the plan caches
+/// (`crate::cuda::plan_cache`) name their folders.
+pub(crate) fn gpu_identity(device: &CudaDevice) -> Option<String> {
+    use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as Attribute;
+    let context = device.cuda_stream().context().clone();
+    let major = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
+    let minor = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
+    Some(format!("{}-sm{major}{minor}", context.name().ok()?))
+}
+
 use candle_core::cuda::cudarc::driver::CudaView;
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{bail, Layout, Result};

@@ -1,21 +1,23 @@
-//! cuDNN's chosen convolution plans and compiled attention graphs kept on disk, so that a new
-//! process finds them instead of asking cuDNN's heuristics and compiling again (the one-time
-//! costs that make a fresh process's first image slow).
+//! The plans the GPU libraries chose kept on disk, so that a new process finds them instead of
+//! asking heuristics and compiling again (the one-time costs that make a fresh process's first
+//! image slow): cuDNN's convolution plans and compiled attention graphs, cuBLASLt's algorithms.
 //!
-//! One file per plan, in a folder per cuDNN version and GPU (name and compute capability): a
-//! first line with the plan's key as text, then cuDNN's own serialization of the plan (its
-//! JSON for a convolution; the frontend's serialized graph for attention). A file is used only
+//! One file per plan, in a folder per library version and GPU (name and compute capability): a
+//! first line with the plan's key as text, then the library's own serialization of the plan
+//! (cuDNN's JSON for a convolution; the frontend's serialized graph for attention; cuBLASLt's
+//! algorithm struct, checked with cublasLtMatmulAlgoCheck before use). A file is used only
 //! when its first line is the key asked for; one that cuDNN will not load is built again and
 //! written over. Files are written to a temporary name and renamed, so processes sharing the
 //! folder never read half a file. The cache is best effort: a folder that cannot be written
 //! leaves every plan built in memory, as without it.
 //!
-//! `CANDLEWICK_CUDNN_CACHE` names the folder; `0` (or `off`) turns the cache off. Unset, it is
-//! `$XDG_CACHE_HOME/candlewick/cudnn` or `~/.cache/candlewick/cudnn`.
+//! `CANDLEWICK_PLAN_CACHE` names the folder; `0` (or `off`) turns the cache off. Unset, it is
+//! `$XDG_CACHE_HOME/candlewick/plans` or `~/.cache/candlewick/plans`.
 //!
 //! Plain files, no GPU: compiled in every build so that its tests run everywhere; the cuDNN
-//! code (`cudnn::op`, `cudnn::sdpa`) names the folder of its device and does the serializing.
-#![cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+//! and cuBLASLt code (`cudnn::op`, `cudnn::sdpa`, `cublaslt`) names the folder of its device and
+//! does the serializing.
+#![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ fn root() -> Option<&'static Path> {
     static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
     ROOT.get_or_init(|| {
         root_from(
-            std::env::var_os("CANDLEWICK_CUDNN_CACHE"),
+            std::env::var_os("CANDLEWICK_PLAN_CACHE"),
             std::env::var_os("XDG_CACHE_HOME"),
             std::env::var_os("HOME"),
         )
@@ -48,13 +50,13 @@ fn root_from(
                 (None, Some(home)) => PathBuf::from(home).join(".cache"),
                 (None, None) => return None,
             };
-            Some(base.join("candlewick").join("cudnn"))
+            Some(base.join("candlewick").join("plans"))
         }
     }
 }
 
-/// The folder for one device's plans, named by `identity` (cuDNN's version, the GPU's name and
-/// compute capability) and this library's version (a key means what this build says it means);
+/// The folder for one library's plans on one device, named by `identity` (the library's version,
+/// the GPU's name and compute capability) and this library's version (a key means what this build says it means);
 /// None when the cache is off.
 pub(crate) fn folder(identity: &str) -> Option<PathBuf> {
     let identity: String = identity.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
@@ -112,8 +114,8 @@ mod tests {
         assert_eq!(root_from(s("off"), s("/x"), s("/h")), None);
         assert_eq!(root_from(s("0"), None, s("/h")), None);
         assert_eq!(root_from(s("/plans"), s("/x"), s("/h")), Some(PathBuf::from("/plans")));
-        assert_eq!(root_from(None, s("/x"), s("/h")), Some(PathBuf::from("/x/candlewick/cudnn")));
-        assert_eq!(root_from(s(""), s(""), s("/h")), Some(PathBuf::from("/h/.cache/candlewick/cudnn")));
+        assert_eq!(root_from(None, s("/x"), s("/h")), Some(PathBuf::from("/x/candlewick/plans")));
+        assert_eq!(root_from(s(""), s(""), s("/h")), Some(PathBuf::from("/h/.cache/candlewick/plans")));
         assert_eq!(root_from(None, None, None), None);
     }
 
@@ -129,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_file_is_read_back_only_for_its_own_key() {
-        let folder = std::env::temp_dir().join(format!("candlewick-cudnn-cache-test-{}", std::process::id()));
+        let folder = std::env::temp_dir().join(format!("candlewick-plan-cache-test-{}", std::process::id()));
         let name = file_name("conv", "key a");
         assert_eq!(name, file_name("conv", "key a"));
         assert_ne!(name, file_name("conv", "key b"));

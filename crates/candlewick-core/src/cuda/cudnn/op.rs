@@ -177,12 +177,8 @@ impl ThreadState {
 /// What makes a cached plan valid on a device: cuDNN's version, the GPU's name and compute
 /// capability.
 fn device_identity(device: &CudaDevice) -> Option<String> {
-    use cudarc::driver::sys::CUdevice_attribute as Attribute;
-    let context = device.cuda_stream().context().clone();
-    let major = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
-    let minor = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
-    let cudnn = unsafe { sys::cudnnGetVersion() };
-    Some(format!("cudnn{cudnn}-{}-sm{major}{minor}", context.name().ok()?))
+    let gpu = crate::cuda::op::gpu_identity(device)?;
+    Some(format!("cudnn{}-{gpu}", unsafe { sys::cudnnGetVersion() }))
 }
 
 /// The shape's plan: cuDNN's first choice, or with benchmarking on (`autotune.cudnn` in the thread's `CudaSettings`, as
