@@ -93,7 +93,11 @@ pub(crate) fn write(folder: &Path, kind: &str, key: &impl Debug, plan: &[u8]) {
 
 fn write_file(folder: &Path, name: &str, key: &str, plan: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(folder)?;
-    let temporary = folder.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A name of this write's own: other processes, and other pipeline threads of this one, may
+    // be writing the same plan.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = folder.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let mut contents = Vec::with_capacity(key.len() + 1 + plan.len());
     contents.extend_from_slice(key.as_bytes());
     contents.push(b'\n');
