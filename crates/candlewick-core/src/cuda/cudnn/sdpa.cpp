@@ -90,16 +90,22 @@ int build(cudnnHandle_t handle, Key const& key, Entry& entry, char* message, siz
 }
 
 // The graph for `key` from what candlewick_sdpa_serialized gave in an earlier process; 0, or 1
-// when this cuDNN cannot load it (the caller then builds the graph).
+// when this cuDNN cannot load it (the caller then builds the graph). A damaged file makes the
+// frontend's parser throw: that too is a 1 here, never a failure of the attention (which would
+// send the shape to FlashAttention-2 and change the image).
 int load(cudnnHandle_t handle, Key const& key, uint8_t const* data, size_t len, Entry& entry) {
-    auto graph = std::make_shared<fe::graph::Graph>();
-    std::vector<uint8_t> blob(data, data + len);
-    // No warm-up capture: the first call runs eagerly before any CUDA graph is captured.
-    if (graph->deserialize(handle, blob, false, false).is_bad()) return 1;
-    int64_t workspace = 0;
-    if (graph->get_workspace_size(workspace).is_bad()) return 1;
-    entry = Entry{key, graph, workspace, std::move(blob)};
-    return 0;
+    try {
+        auto graph = std::make_shared<fe::graph::Graph>();
+        std::vector<uint8_t> blob(data, data + len);
+        // No warm-up capture: the first call runs eagerly before any CUDA graph is captured.
+        if (graph->deserialize(handle, blob, false, false).is_bad()) return 1;
+        int64_t workspace = 0;
+        if (graph->get_workspace_size(workspace).is_bad()) return 1;
+        entry = Entry{key, graph, workspace, std::move(blob)};
+        return 0;
+    } catch (...) {
+        return 1;
+    }
 }
 
 Key make_key(int64_t const dims[5], int64_t const strides[16]) {
