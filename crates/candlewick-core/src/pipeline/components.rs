@@ -102,22 +102,36 @@ pub struct TextParts {
 }
 
 impl TextParts {
-    /// The tokenizer, checked against its text encoder's vocabulary.
-    fn tokenizer(&self) -> Result<ClipTokenizer> {
-        let tokenizer = profile::startup_time("tokenizer", None, || ClipTokenizer::from_folder(&self.tokenizer_dir))?;
-        if tokenizer.vocab_end() > self.config.vocab_size {
-            return Err(Error::model(
-                &self.tokenizer_dir,
-                format!(
-                    "does not match the text encoder: its ids reach {} but {}/config.json has vocab_size {}",
-                    tokenizer.vocab_end() - 1,
-                    self.name,
-                    self.config.vocab_size
-                ),
-            ));
-        }
-        Ok(tokenizer)
+    /// The tokenizer, read on a thread of its own (see [`PendingTokenizer`]).
+    fn tokenizer_in_background(&self) -> PendingTokenizer {
+        let (dir, vocab_size, name) = (self.tokenizer_dir.clone(), self.config.vocab_size, self.name);
+        PendingTokenizer(std::thread::spawn(move || read_tokenizer(&dir, vocab_size, name)))
     }
+}
+
+/// A tokenizer being read while the weights load; [`PendingTokenizer::join`] waits for it.
+struct PendingTokenizer(std::thread::JoinHandle<Result<ClipTokenizer>>);
+
+impl PendingTokenizer {
+    fn join(self) -> Result<ClipTokenizer> {
+        self.0.join().unwrap_or_else(|_| Err(Error::Internal("reading the tokenizer panicked".into())))
+    }
+}
+
+/// The tokenizer in `dir`, checked against its text encoder's vocabulary (`encoder`/config.json's
+/// `vocab_size`).
+fn read_tokenizer(dir: &std::path::Path, vocab_size: usize, encoder: &str) -> Result<ClipTokenizer> {
+    let tokenizer = profile::startup_time("tokenizer", None, || ClipTokenizer::from_folder(dir))?;
+    if tokenizer.vocab_end() > vocab_size {
+        return Err(Error::model(
+            dir,
+            format!(
+                "does not match the text encoder: its ids reach {} but {encoder}/config.json has vocab_size {vocab_size}",
+                tokenizer.vocab_end() - 1,
+            ),
+        ));
+    }
+    Ok(tokenizer)
 }
 
 /// model_index.json's flags for SDXL's second text encoder.
@@ -204,34 +218,44 @@ impl Components {
         let cuda = options.cuda.resolve(&target.device, target.dtype);
         cuda.settings.install(&target.device);
 
-        let (mut tokenizer, mut text_encoder) = match parts.text {
-            None => (None, None),
-            Some(text) => {
-                let tokenizer = text.tokenizer()?;
-                (
-                    Some(tokenizer),
-                    Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?),
-                )
+        // The tokenizers read their vocabularies (0.1-0.2 s each) on threads of their own while
+        // the weights load; the textual inversions, which change both, come after.
+        let sdxl = parts.text_2.is_some();
+        let text = parts.text.map(|text| (text.tokenizer_in_background(), text));
+        let text_2 = parts.text_2.map(|(text, flags)| (text.tokenizer_in_background(), text, flags));
+        let text_encoder = match text {
+            None => None,
+            Some((tokenizer, text)) => {
+                Some((tokenizer, load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?))
             }
         };
+        let text_encoder_2 = match text_2 {
+            None => None,
+            Some((tokenizer, text, flags)) => {
+                let encoder =
+                    load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+                Some((tokenizer, encoder, flags))
+            }
+        };
+        let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
+        let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
+
         // SDXL's embeddings give the first encoder their clip_l vectors, the second their clip_g.
         let sources = &options.textual_inversions;
-        let (first, second) = match parts.text_2 {
-            Some(_) => (Encoder::ClipL, Encoder::ClipG),
-            None => (Encoder::Single, Encoder::Single),
-        };
-        let textual_inversions = match (&mut tokenizer, &mut text_encoder) {
-            (Some(tokenizer), Some(encoder)) => {
-                TextualInversions::load(sources, tokenizer, &mut encoder.model, first, "textual_inversions")?
+        let (first, second) = if sdxl { (Encoder::ClipL, Encoder::ClipG) } else { (Encoder::Single, Encoder::Single) };
+        let (tokenizer, text_encoder, textual_inversions) = match text_encoder {
+            None => (None, None, TextualInversions::default()),
+            Some((tokenizer, mut encoder)) => {
+                let mut tokenizer = tokenizer.join()?;
+                let textual_inversions =
+                    TextualInversions::load(sources, &mut tokenizer, &mut encoder.model, first, "textual_inversions")?;
+                (Some(tokenizer), Some(encoder), textual_inversions)
             }
-            _ => TextualInversions::default(),
         };
-        let text_encoder_2 = match parts.text_2 {
+        let text_encoder_2 = match text_encoder_2 {
             None => None,
-            Some((text, flags)) => {
-                let mut tokenizer = text.tokenizer()?;
-                let mut text_encoder =
-                    load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+            Some((tokenizer, mut text_encoder, flags)) => {
+                let mut tokenizer = tokenizer.join()?;
                 let textual_inversions = TextualInversions::load(
                     sources,
                     &mut tokenizer,
@@ -248,8 +272,6 @@ impl Components {
                 })
             }
         };
-        let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
-        let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
 
         let scheduler = SchedulerChoice::from_folder(parts.scheduler_config)
             .map_err(|message| Error::model(&parts.scheduler_path, message))?;
