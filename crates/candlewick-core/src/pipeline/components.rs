@@ -219,43 +219,46 @@ impl Components {
         cuda.settings.install(&target.device);
 
         // The tokenizers read their vocabularies (0.1-0.2 s each) on threads of their own while
-        // the weights load; the textual inversions, which change both, come after.
+        // the weights load; the textual inversions, which change both, come after. A tokenizer's
+        // error is reported before a weights error, as when it was read first (one that does not
+        // match its encoder's config explains the encoder's wrong shapes).
         let sdxl = parts.text_2.is_some();
-        let text = parts.text.map(|text| (text.tokenizer_in_background(), text));
-        let text_2 = parts.text_2.map(|(text, flags)| (text.tokenizer_in_background(), text, flags));
-        let text_encoder = match text {
-            None => None,
-            Some((tokenizer, text)) => {
-                Some((tokenizer, load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?))
-            }
-        };
-        let text_encoder_2 = match text_2 {
-            None => None,
-            Some((tokenizer, text, flags)) => {
-                let encoder =
-                    load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
-                Some((tokenizer, encoder, flags))
-            }
-        };
-        let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
-        let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
+        let tokenizer = parts.text.as_ref().map(TextParts::tokenizer_in_background);
+        let tokenizer_2 = parts.text_2.as_ref().map(|(text, _)| text.tokenizer_in_background());
+        let loaded = (|| {
+            let text_encoder = match parts.text {
+                None => None,
+                Some(text) => Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?),
+            };
+            let text_encoder_2 = match parts.text_2 {
+                None => None,
+                Some((text, flags)) => {
+                    let encoder =
+                        load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+                    Some((encoder, flags))
+                }
+            };
+            let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
+            let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
+            Ok::<_, Error>((text_encoder, text_encoder_2, unet, vae))
+        })();
+        let tokenizer = tokenizer.map(PendingTokenizer::join).transpose();
+        let tokenizer_2 = tokenizer_2.map(PendingTokenizer::join).transpose();
+        let (tokenizer, tokenizer_2, (text_encoder, text_encoder_2, unet, vae)) = (tokenizer?, tokenizer_2?, loaded?);
 
         // SDXL's embeddings give the first encoder their clip_l vectors, the second their clip_g.
         let sources = &options.textual_inversions;
         let (first, second) = if sdxl { (Encoder::ClipL, Encoder::ClipG) } else { (Encoder::Single, Encoder::Single) };
-        let (tokenizer, text_encoder, textual_inversions) = match text_encoder {
-            None => (None, None, TextualInversions::default()),
-            Some((tokenizer, mut encoder)) => {
-                let mut tokenizer = tokenizer.join()?;
+        let (tokenizer, text_encoder, textual_inversions) = match (tokenizer, text_encoder) {
+            (Some(mut tokenizer), Some(mut encoder)) => {
                 let textual_inversions =
                     TextualInversions::load(sources, &mut tokenizer, &mut encoder.model, first, "textual_inversions")?;
                 (Some(tokenizer), Some(encoder), textual_inversions)
             }
+            _ => (None, None, TextualInversions::default()),
         };
-        let text_encoder_2 = match text_encoder_2 {
-            None => None,
-            Some((tokenizer, mut text_encoder, flags)) => {
-                let mut tokenizer = tokenizer.join()?;
+        let text_encoder_2 = match (tokenizer_2, text_encoder_2) {
+            (Some(mut tokenizer), Some((mut text_encoder, flags))) => {
                 let textual_inversions = TextualInversions::load(
                     sources,
                     &mut tokenizer,
@@ -271,6 +274,7 @@ impl Components {
                     requires_aesthetics_score: flags.requires_aesthetics_score,
                 })
             }
+            _ => None,
         };
 
         let scheduler = SchedulerChoice::from_folder(parts.scheduler_config)
