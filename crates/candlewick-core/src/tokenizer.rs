@@ -22,7 +22,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
 use special_tokens::SpecialTokens;
@@ -76,11 +76,10 @@ impl ClipTokenizer {
         let specials = SpecialTokens::read(&config_path, map_path.as_deref())?;
 
         let model = read_bpe(&vocab_path, &merges_path, &specials.unk)?;
+        // token_to_id, not get_vocab (a copy of the 49k-entry vocabulary for each look-up).
         let id_of = |token: &str, from: &Path, role: &str| -> Result<u32> {
             model
-                .get_vocab()
-                .get(token)
-                .copied()
+                .token_to_id(token)
                 .ok_or_else(|| Error::model(from, format!("{role} {token:?} is not in {}", vocab_path.display())))
         };
         for (token, from, role) in specials.all_with_sources() {
