@@ -6,11 +6,14 @@
 // more prompts (weighted, refiner): crates/candlewick-core/src/pipeline/sdxl_encode_prompt.rs.
 // Needs the native module (npm run build:native).
 
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
+import pngjs from "pngjs";
 
 import { CandlewickError, type GeneratedImage, StableDiffusionPipeline } from "../src/index.js";
+import { cli, scratch } from "./helpers/cli.js";
 import { GOLDENS, readJson, ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { readSafetensors } from "./helpers/safetensors.js";
 
@@ -95,4 +98,27 @@ test("an SD1.x embedding given to SDXL, an SDXL one given to SD1.x and a wrong w
   const pipe = await StableDiffusionPipeline.fromPretrained(TINY_SDXL, { device: "cpu", textualInversions: BOTH });
   t.is((await pipe.generate({ prompt: "<sdxl-toy>", numInferenceSteps: 1, seed: 1, width: 32, height: 32 })).length, 1);
   await pipe.dispose();
+});
+
+test("the CLI loads SDXL embeddings (--textual-inversion file[:token]) and draws the API's image; an SD1.x one is refused", async (t) => {
+  const out = join(scratch(), "sdxl-embeddings.png");
+  const prompt = "a sdxl-style photo of <sdxl-toy>";
+  const small = ["--model", TINY_SDXL, "--steps", "2", "--width", "32", "--height", "32", "--seed", "3", "--quiet"];
+  const ok = await cli("generate", prompt, ...small, "--out", out,
+    "--textual-inversion", `${join(EMBEDDINGS, "sdxl-toy.safetensors")}:<sdxl-toy>`, "--textual-inversion", join(EMBEDDINGS, "sdxl-style.safetensors"));
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stderr, "");
+  const png = pngjs.PNG.sync.read(readFileSync(out));
+  const rgb = new Uint8Array(png.width * png.height * 3);
+  for (let i = 0; i < png.width * png.height; i++) rgb.set(png.data.subarray(4 * i, 4 * i + 3), 3 * i);
+  const pipe = await StableDiffusionPipeline.fromPretrained(TINY_SDXL, { device: "cpu", textualInversions: BOTH });
+  const [image] = (await pipe.generate({ prompt, numInferenceSteps: 2, width: 32, height: 32, seed: 3 })) as [GeneratedImage];
+  await pipe.dispose();
+  t.deepEqual(rgb, image.data);
+
+  const sd1 = join(EMBEDDINGS, "learned_embeds.safetensors");
+  const bad = await cli("generate", "x", ...small, "--out", out, "--textual-inversion", sd1);
+  t.is(bad.code, 1);
+  const refusal = `candlewick: ${sd1}: holds one tensor (<cat-toy> [1, 32]), an SD1.x/SD2 embedding; SDXL needs`;
+  t.true(bad.stderr.startsWith(refusal), bad.stderr);
 });
