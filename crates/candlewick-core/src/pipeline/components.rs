@@ -102,19 +102,35 @@ pub struct TextParts {
 }
 
 impl TextParts {
-    /// The tokenizer, read on a thread of its own (see [`PendingTokenizer`]).
+    /// The tokenizer, read on a thread of its own (see [`PendingTokenizer`]); here and now when
+    /// no thread can be started.
     fn tokenizer_in_background(&self) -> PendingTokenizer {
         let (dir, vocab_size, name) = (self.tokenizer_dir.clone(), self.config.vocab_size, self.name);
-        PendingTokenizer(std::thread::spawn(move || read_tokenizer(&dir, vocab_size, name)))
+        let (thread_dir, thread_name) = (dir.clone(), name);
+        let spawned = std::thread::Builder::new()
+            .name("candlewick-tokenizer".into())
+            .spawn(move || read_tokenizer(&thread_dir, vocab_size, thread_name));
+        match spawned {
+            Ok(thread) => PendingTokenizer::Reading(thread),
+            Err(_) => PendingTokenizer::Read(read_tokenizer(&dir, vocab_size, name)),
+        }
     }
 }
 
 /// A tokenizer being read while the weights load; [`PendingTokenizer::join`] waits for it.
-struct PendingTokenizer(std::thread::JoinHandle<Result<ClipTokenizer>>);
+enum PendingTokenizer {
+    Reading(std::thread::JoinHandle<Result<ClipTokenizer>>),
+    Read(Result<ClipTokenizer>),
+}
 
 impl PendingTokenizer {
     fn join(self) -> Result<ClipTokenizer> {
-        self.0.join().unwrap_or_else(|_| Err(Error::Internal("reading the tokenizer panicked".into())))
+        match self {
+            Self::Reading(thread) => {
+                thread.join().unwrap_or_else(|_| Err(Error::Internal("reading the tokenizer panicked".into())))
+            }
+            Self::Read(tokenizer) => tokenizer,
+        }
     }
 }
 
