@@ -37,7 +37,9 @@ Writes test/fixtures/goldens/sdxl_prompt_weighting.{json,safetensors}:
                has a negative prompt `negative_prompt_embeds_<case>`, `negative_pooled_<case>`;
                the pipeline run (case `long_break`, Euler, 2 steps, 64x64, guidance 5, fixed initial latents):
                `initial_latents`, `latents_step_<i>`, `image`, `image_u8` from compel's embeddings, and `plain_latents_step_<i>`,
-               `plain_image_u8` from diffusers' own encoding of the same texts (`prompt=`, `negative_prompt=`: cut at 77).
+               `plain_image_u8` from diffusers' own encoding of the same texts (`prompt=`, `negative_prompt=`: cut at 77);
+               the refiner's run (case `refiner`, StableDiffusionXLImg2ImgPipeline given latents, 4 steps from
+               denoising_start 0.5): `refiner_initial_latents`, `refiner_latents_step_<i>`, `refiner_image_u8`.
 """
 
 import json
@@ -160,6 +162,21 @@ def run_pipeline(pipe, initial, steps, guidance, size, **call):
     return captured, image, image_u8
 
 
+def run_refiner(pipe, latents, steps, start, guidance, **call):
+    """The refiner continuing `latents` from `start` (img2img given latents: no VAE encode, no noise)."""
+    captured = {}
+
+    def on_step_end(p, i, t, kwargs):
+        captured[len(captured)] = kwargs["latents"].clone()
+        return {}
+
+    with torch.no_grad():
+        image = pipe(image=latents.clone(), **call, num_inference_steps=steps, denoising_start=start,
+                     guidance_scale=guidance, output_type="pt", callback_on_step_end=on_step_end).images
+    image_u8 = torch.from_numpy((image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).contiguous()
+    return captured, image, image_u8
+
+
 def main():
     pipes = {
         "tiny-sdxl": StableDiffusionXLPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl")),
@@ -201,6 +218,20 @@ def main():
     tensors.update({f"latents_step_{i}": v for i, v in latents.items()})
     tensors.update({f"plain_latents_step_{i}": v for i, v in plain_latents.items()})
     assert not torch.allclose(latents[steps - 1], plain_latents[steps - 1], atol=1e-3)
+
+    # The refiner's whole pipeline (StableDiffusionXLImg2ImgPipeline: text_encoder_2 alone, aesthetic scores) on the
+    # refiner case's embeddings, continuing given latents from denoising_start (the base-to-refiner handoff's form:
+    # no noise is drawn, so the run is the same wherever it runs).
+    refiner, r_steps, r_start = pipes["tiny-sdxl-refiner"], 4, 0.5
+    g = torch.Generator().manual_seed(43)
+    handoff = torch.randn(1, refiner.unet.config.in_channels, size // refiner.vae_scale_factor,
+                          size // refiner.vae_scale_factor, generator=g)
+    r_embeds, r_pooled, r_negative, r_negative_pooled = of["refiner"]
+    r_latents, _, r_u8 = run_refiner(refiner, handoff, r_steps, r_start, guidance, prompt_embeds=r_embeds,
+                                     pooled_prompt_embeds=r_pooled, negative_prompt_embeds=r_negative,
+                                     negative_pooled_prompt_embeds=r_negative_pooled)
+    tensors.update({"refiner_initial_latents": handoff, "refiner_image_u8": r_u8})
+    tensors.update({f"refiner_latents_step_{i}": v for i, v in r_latents.items()})
     save_file(tensors, os.path.join(GOLDENS, "sdxl_prompt_weighting.safetensors"))
     with open(os.path.join(GOLDENS, "sdxl_prompt_weighting.json"), "w", encoding="utf-8") as f:
         json.dump({
@@ -215,6 +246,12 @@ def main():
                                   "negative_pooled_prompt_embeds from compel; latents=initial_latents, output_type='pt'); "
                                   "plain_*: the same call with prompt= and negative_prompt= (diffusers' encoding); "
                                   "latents_step_i after step i; image_u8 = round(image*255) HWC"},
+            "refiner_pipeline": {"case": "refiner", "model": "tiny-sdxl-refiner", "steps": r_steps, "width": size, "height": size,
+                                 "denoising_start": r_start, "guidance_scale": guidance, "unet_calls": len(r_latents),
+                                 "about": "StableDiffusionXLImg2ImgPipeline(image=refiner_initial_latents (latents: not "
+                                          "encoded), the refiner case's compel embeddings, denoising_start, "
+                                          "output_type='pt'): no noise drawn; refiner_latents_step_i after UNet "
+                                          "call i; refiner_image_u8 = round(image*255) HWC"},
         }, f, indent=1, ensure_ascii=False)
         f.write("\n")
 

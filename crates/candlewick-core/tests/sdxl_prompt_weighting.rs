@@ -8,7 +8,9 @@
 //! second `requires_pooled=True`) on the fragments A1111's parser makes of each text, passed as
 //! `prompt_embeds`, `pooled_prompt_embeds` and their negatives to the pipeline (Euler, 2 steps,
 //! fixed initial latents); `plain_*` the same call with `prompt=` / `negative_prompt=` (diffusers'
-//! own encoding, cut at 77 tokens), which `truncate_long_prompts` keeps. The embeddings alone, for
+//! own encoding, cut at 77 tokens), which `truncate_long_prompts` keeps; and the refiner's whole
+//! pipeline (StableDiffusionXLImg2ImgPipeline given latents, from denoising_start 0.5, on the
+//! refiner case's embeddings: `refiner_*`). The embeddings alone, for
 //! more cases: the unit tests in crates/candlewick-core/src/pipeline/sdxl_encode_prompt.rs.
 
 mod common;
@@ -68,4 +70,50 @@ fn sdxl_pipeline_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
     let (plain, warnings) = run(true, "plain_");
     assert!(warnings.iter().any(|w| w.contains("truncated")), "{warnings:?}");
     assert_ne!(weighted, plain);
+}
+
+/// The refiner's whole pipeline (text_encoder_2 alone) on a long weighted prompt with `BREAK` and a
+/// weighted negative prompt, continuing given latents from denoising_start 0.5, against diffusers'
+/// StableDiffusionXLImg2ImgPipeline given compel's embeddings (the script's `refiner_pipeline`).
+#[test]
+fn sdxl_refiner_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl-refiner"), &options).unwrap();
+    let path = fixtures().join("goldens/sdxl_prompt_weighting.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let meta = &json["refiner_pipeline"];
+    let case = json["cases"].as_array().unwrap().iter().find(|c| c["name"] == meta["case"]).unwrap();
+    let g = goldens("sdxl_prompt_weighting");
+    let initial = &g["refiner_initial_latents"];
+    let shape: [usize; 4] = initial.dims4().unwrap().into();
+    let options = GenerateOptions {
+        prompt: vec![case["texts"]["prompt"]["text"].as_str().unwrap().into()],
+        negative_prompt: Some(vec![case["texts"]["negative_prompt"]["text"].as_str().unwrap().into()]),
+        num_inference_steps: meta["steps"].as_u64().unwrap() as usize,
+        guidance_scale: meta["guidance_scale"].as_f64().unwrap(),
+        width: Some(meta["width"].as_u64().unwrap() as usize),
+        height: Some(meta["height"].as_u64().unwrap() as usize),
+        latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
+        denoising_start: meta["denoising_start"].as_f64(),
+        ..Default::default()
+    };
+    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
+    let sink = seen.clone();
+    let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let out = pipe.generate(&options, &observer).unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len() as u64, meta["unet_calls"].as_u64().unwrap(), "UNet calls");
+    for (i, latents) in seen.iter().enumerate() {
+        let name = format!("refiner_latents_step_{i}");
+        assert_close(&name, latents, &g[&name], 1e-4);
+    }
+    let want = g["refiner_image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let got = &out.images[0].data;
+    assert_eq!(got.len(), want.len(), "image size");
+    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
+    assert_eq!(off, 0, "image: {off} channel values differ from diffusers' by more than 1");
+    // The weighting matters: diffusers' plain encoding (cut at 77 tokens) gives another image.
+    let plain = pipe.generate(&GenerateOptions { truncate_long_prompts: true, ..options }, &Observer::new()).unwrap();
+    assert_ne!(plain.images[0].data, out.images[0].data);
 }
