@@ -40,19 +40,10 @@ fn lora() -> Vec<LoraSpec> {
 /// Every latent step within 1e-4 relative and the image within 1/255, as the other LoRA goldens.
 fn assert_matches_golden(pipe: &StableDiffusionPipeline) {
     let (options, golden) = common::golden_call(GOLDEN);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let (observer, seen) = common::step_recorder();
     let out = pipe.generate(&options, &observer).unwrap();
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), options.num_inference_steps);
-    for (i, latents) in seen.iter().enumerate() {
-        assert_close(&format!("{GOLDEN} latents_step_{i}"), latents, &golden[&format!("latents_step_{i}")], 1e-4);
-    }
-    let want = golden["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let got = &out.images[0].data;
-    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-    assert_eq!(off, 0, "{off} channel values differ from diffusers' by more than 1");
+    let steps = options.num_inference_steps;
+    common::assert_like_golden(GOLDEN, &seen.lock().unwrap(), &out.images[0].data, &golden, "", steps, 1);
 }
 
 #[test]

@@ -15,12 +15,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
-use common::{assert_close, fixtures, goldens};
+use common::{assert_like_golden, fixtures, goldens, step_recorder};
 use serde_json::Value;
 
 #[test]
@@ -47,21 +44,9 @@ fn sdxl_pipeline_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
             truncate_long_prompts: truncate,
             ..Default::default()
         };
-        let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-        let sink = seen.clone();
-        let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+        let (observer, seen) = step_recorder();
         let out = pipe.generate(&options, &observer).unwrap();
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), steps, "{prefix}UNet calls");
-        for (i, latents) in seen.iter().enumerate() {
-            let name = format!("{prefix}latents_step_{i}");
-            assert_close(&name, latents, &g[&name], 1e-4);
-        }
-        let want = g[&format!("{prefix}image_u8")].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        let got = &out.images[0].data;
-        assert_eq!(got.len(), want.len(), "{prefix}image size");
-        let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-        assert_eq!(off, 0, "{prefix}image: {off} channel values differ from diffusers' by more than 1");
+        assert_like_golden("weighted", &seen.lock().unwrap(), &out.images[0].data, &g, prefix, steps, 1);
         (out.images[0].data.clone(), out.warnings)
     };
     let (weighted, warnings) = run(false, "");
@@ -97,22 +82,11 @@ fn sdxl_refiner_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
         denoising_start: meta["denoising_start"].as_f64(),
         ..Default::default()
     };
-    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-    let sink = seen.clone();
-    let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let (observer, seen) = step_recorder();
     let out = pipe.generate(&options, &observer).unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len() as u64, meta["unet_calls"].as_u64().unwrap(), "UNet calls");
-    for (i, latents) in seen.iter().enumerate() {
-        let name = format!("refiner_latents_step_{i}");
-        assert_close(&name, latents, &g[&name], 1e-4);
-    }
-    let want = g["refiner_image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let got = &out.images[0].data;
-    assert_eq!(got.len(), want.len(), "image size");
-    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-    assert_eq!(off, 0, "image: {off} channel values differ from diffusers' by more than 1");
+    let calls = meta["unet_calls"].as_u64().unwrap() as usize;
+    assert_like_golden("refiner", &seen.lock().unwrap(), &out.images[0].data, &g, "refiner_", calls, 1);
     // The weighting matters: diffusers' plain encoding (cut at 77 tokens) gives another image.
     let plain = pipe.generate(&GenerateOptions { truncate_long_prompts: true, ..options }, &Observer::new()).unwrap();
     assert_ne!(plain.images[0].data, out.images[0].data);

@@ -12,14 +12,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use candle_core::Tensor;
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::loaders::lora::LoraSpec;
 use candlewick_core::loaders::textual_inversion::TextualInversionSource;
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
-use common::{assert_close, fixtures, goldens};
+use common::{assert_like_golden, fixtures, goldens, step_recorder};
 use serde_json::Value;
 
 fn embedding(name: &str) -> PathBuf {
@@ -75,22 +73,10 @@ fn sdxl_pipeline_with_embeddings_matches_diffusers() {
     let pipe = load_pipe("tiny-sdxl", both()).unwrap();
     let (options, steps) = golden_options();
     let g = goldens("sdxl_textual_inversion");
-    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-    let sink = seen.clone();
-    let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let (observer, seen) = step_recorder();
     let out = pipe.generate(&options, &observer).unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), steps, "UNet calls");
-    for (i, latents) in seen.iter().enumerate() {
-        let name = format!("latents_step_{i}");
-        assert_close(&name, latents, &g[&name], 1e-4);
-    }
-    let want = g["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let got = &out.images[0].data;
-    assert_eq!(got.len(), want.len(), "image size");
-    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-    assert_eq!(off, 0, "image: {off} channel values differ from diffusers' by more than 1");
+    assert_like_golden("embeddings", &seen.lock().unwrap(), &out.images[0].data, &g, "", steps, 1);
 }
 
 #[test]

@@ -37,18 +37,11 @@ fn options() -> LoadOptions {
 /// Every latent step within 1e-4 relative and the image within 1/255, as the pipeline goldens.
 fn assert_matches_golden(pipe: &StableDiffusionPipeline, name: &str) -> Vec<u8> {
     let (options, golden) = common::golden_call(name);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let observer = Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let (observer, seen) = common::step_recorder();
     let out = pipe.generate(&options, &observer).unwrap();
-    for (i, latents) in seen.lock().unwrap().iter().enumerate() {
-        assert_close(&format!("{name} latents_step_{i}"), latents, &golden[&format!("latents_step_{i}")], 1e-4);
-    }
-    let want = golden["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let got = &out.images[0].data;
-    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > 1).count();
-    assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than 1");
-    got.clone()
+    let steps = options.num_inference_steps;
+    common::assert_like_golden(name, &seen.lock().unwrap(), &out.images[0].data, &golden, "", steps, 1);
+    out.images[0].data.clone()
 }
 
 #[test]

@@ -107,25 +107,45 @@ pub fn check_call_within(
     tensors: &HashMap<String, Tensor>,
     max_diff: u8,
 ) -> candlewick_core::pipeline::GenerateOutput {
-    use std::sync::{Arc, Mutex};
-    let seen: Arc<Mutex<Vec<Tensor>>> = Arc::default();
-    let sink = seen.clone();
-    let observer =
-        candlewick_core::pipeline::Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    let (observer, seen) = step_recorder();
     let mut noise = replay(json, tensors);
     let out = pipe.generate_with_noise(options, &observer, &mut noise).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(noise.0.is_empty(), "{name}: {} of diffusers' draws were not used", noise.0.len());
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len() as u64, json["unet_calls"].as_u64().unwrap(), "{name}: UNet calls");
-    for (i, latents) in seen.iter().enumerate() {
-        assert_close(&format!("{name} latents_step_{i}"), latents, &tensors[&format!("latents_step_{i}")], 1e-4);
-    }
-    let want = tensors["image_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let got = &out.images[0].data;
-    assert_eq!(got.len(), want.len(), "{name}: image size");
-    let off = got.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > max_diff).count();
-    assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than {max_diff}");
+    let calls = json["unet_calls"].as_u64().unwrap() as usize;
+    assert_like_golden(name, &seen.lock().unwrap(), &out.images[0].data, tensors, "", calls, max_diff);
     out
+}
+
+/// An observer that keeps each step's latents, and the list it fills.
+pub fn step_recorder() -> (candlewick_core::pipeline::Observer, std::sync::Arc<std::sync::Mutex<Vec<Tensor>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let observer =
+        candlewick_core::pipeline::Observer::new().with_step_latents(move |_, l| sink.lock().unwrap().push(l.clone()));
+    (observer, seen)
+}
+
+/// A run against a golden of diffusers' (scripts/fixture_*.py): `calls` steps, step i's latents
+/// within 1e-4 relative of `{prefix}latents_step_{i}`, the image within `max_diff`/255 of
+/// `{prefix}image_u8`.
+pub fn assert_like_golden(
+    name: &str,
+    seen: &[Tensor],
+    image: &[u8],
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    calls: usize,
+    max_diff: u8,
+) {
+    assert_eq!(seen.len(), calls, "{name}: UNet calls");
+    for (i, latents) in seen.iter().enumerate() {
+        let key = format!("{prefix}latents_step_{i}");
+        assert_close(&format!("{name} {key}"), latents, &tensors[&key], 1e-4);
+    }
+    let want = tensors[&format!("{prefix}image_u8")].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    assert_eq!(image.len(), want.len(), "{name}: image size");
+    let off = image.iter().zip(&want).filter(|(a, b)| a.abs_diff(**b) > max_diff).count();
+    assert_eq!(off, 0, "{name}: {off} channel values differ from diffusers' by more than {max_diff}");
 }
 
 /// Copies the folder `from` into `to` (created), subfolders too.
