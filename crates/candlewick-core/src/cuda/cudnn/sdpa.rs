@@ -9,7 +9,7 @@
 //! (`crate::cuda::plan_cache`), a later process loads it instead of compiling again. A shape
 //! cuDNN refuses is remembered, and its calls go to FlashAttention-2.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use candle_core::backend::BackendStorage;
@@ -69,9 +69,11 @@ struct Key {
     strides: [[i64; 4]; 4],
 }
 
-/// This thread's attention graphs (the C++ cache) and the shapes cuDNN refused.
+/// This thread's attention graphs (the C++ cache), the workspace of each shape prepared, and the
+/// shapes cuDNN refused.
 pub(super) struct Graphs {
     cache: *mut c_void,
+    prepared: HashMap<Key, usize>,
     refused: HashSet<Key>,
 }
 
@@ -81,7 +83,7 @@ impl Graphs {
         if cache.is_null() {
             bail!("cuDNN attention: out of host memory");
         }
-        Ok(Self { cache, refused: HashSet::new() })
+        Ok(Self { cache, prepared: HashMap::new(), refused: HashSet::new() })
     }
 
     /// Frees the graphs (before the cuDNN handle they were built with).
@@ -89,6 +91,7 @@ impl Graphs {
         if !self.cache.is_null() {
             unsafe { candlewick_sdpa_cache_free(self.cache) };
             self.cache = std::ptr::null_mut();
+            self.prepared.clear();
         }
     }
 }
@@ -125,6 +128,10 @@ fn prepare(device: &CudaDevice, key: Key) -> Result<Option<usize>> {
     with_thread_state(device, |state| {
         if state.attention.refused.contains(&key) {
             return Ok(None);
+        }
+        // Every call after a shape's first: no look-up on disk, nothing across the C interface.
+        if let Some(&workspace) = state.attention.prepared.get(&key) {
+            return Ok(Some(workspace));
         }
         let stored = state.plan_folder.as_deref().and_then(|folder| plan_cache::read(folder, "sdpa", &key));
         let (stored_ptr, stored_len) = stored.as_deref().map_or((std::ptr::null(), 0), |s| (s.as_ptr(), s.len()));
@@ -176,7 +183,9 @@ fn prepare(device: &CudaDevice, key: Key) -> Result<Option<usize>> {
                 plan_cache::write(folder, "sdpa", &key, unsafe { std::slice::from_raw_parts(data, len) });
             }
         }
-        Ok(Some(workspace.max(0) as usize))
+        let workspace = workspace.max(0) as usize;
+        state.attention.prepared.insert(key, workspace);
+        Ok(Some(workspace))
     })
 }
 
