@@ -559,9 +559,9 @@ mod imp {
                 *slot = None;
                 let handle = lt::create_handle().map_err(lt_error)?;
                 let workspace = unsafe { device.alloc::<u8>(WORKSPACE_BYTES) }?;
-                let plan_folder = crate::cuda::op::gpu_identity(device).and_then(|gpu| {
-                    plan_cache::folder(&format!("cublasLt{}-{gpu}", unsafe { sys::cublasLtGetVersion() }))
-                });
+                // A cached algorithm is valid for one cuBLASLt version on one kind of GPU.
+                let library = format!("cublasLt{}", unsafe { sys::cublasLtGetVersion() });
+                let plan_folder = crate::cuda::op::plan_folder(device, &library);
                 *slot =
                     Some(ThreadState { device: device.id(), handle, workspace, plans: HashMap::new(), plan_folder });
             }

@@ -6,14 +6,15 @@
 
 use std::sync::OnceLock;
 
-/// The GPU's name and compute capability ("NVIDIA H200-sm90"), as the plan caches
-/// (`crate::cuda::plan_cache`) name their folders.
-pub(crate) fn gpu_identity(device: &CudaDevice) -> Option<String> {
+/// The plan cache's folder (`crate::cuda::plan_cache`) for `library` (its name and version, such
+/// as "cudnn91300") on this device: the GPU's name and compute capability added ("NVIDIA
+/// H200-sm90"); None when the cache is off.
+pub(crate) fn plan_folder(device: &CudaDevice, library: &str) -> Option<std::path::PathBuf> {
     use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as Attribute;
     let context = device.cuda_stream().context().clone();
     let major = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
     let minor = context.attribute(Attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
-    Some(format!("{}-sm{major}{minor}", context.name().ok()?))
+    crate::cuda::plan_cache::folder(&format!("{library}-{}-sm{major}{minor}", context.name().ok()?))
 }
 
 use candle_core::cuda::cudarc::driver::CudaView;

@@ -169,16 +169,10 @@ impl ThreadState {
         let stream = device.cuda_stream();
         check(unsafe { sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         let attention = super::sdpa::Graphs::new()?;
-        let plan_folder = device_identity(device).and_then(|id| plan_cache::folder(&id));
+        // A cached plan is valid for one cuDNN version on one kind of GPU.
+        let plan_folder = crate::cuda::op::plan_folder(device, &format!("cudnn{}", unsafe { sys::cudnnGetVersion() }));
         Ok(Self { device: device.id(), handle, plans: HashMap::new(), workspace: None, attention, plan_folder })
     }
-}
-
-/// What makes a cached plan valid on a device: cuDNN's version, the GPU's name and compute
-/// capability.
-fn device_identity(device: &CudaDevice) -> Option<String> {
-    let gpu = crate::cuda::op::gpu_identity(device)?;
-    Some(format!("cudnn{}-{gpu}", unsafe { sys::cudnnGetVersion() }))
 }
 
 /// The shape's plan: cuDNN's first choice, or with benchmarking on (`autotune.cudnn` in the thread's `CudaSettings`, as
