@@ -106,13 +106,12 @@ impl TextParts {
     /// no thread can be started.
     fn tokenizer_in_background(&self) -> PendingTokenizer {
         let (dir, vocab_size, name) = (self.tokenizer_dir.clone(), self.config.vocab_size, self.name);
-        let (thread_dir, thread_name) = (dir.clone(), name);
         let spawned = std::thread::Builder::new()
             .name("candlewick-tokenizer".into())
-            .spawn(move || read_tokenizer(&thread_dir, vocab_size, thread_name));
+            .spawn(move || read_tokenizer(&dir, vocab_size, name));
         match spawned {
             Ok(thread) => PendingTokenizer::Reading(thread),
-            Err(_) => PendingTokenizer::Read(read_tokenizer(&dir, vocab_size, name)),
+            Err(_) => PendingTokenizer::Read(read_tokenizer(&self.tokenizer_dir, vocab_size, name)),
         }
     }
 }
