@@ -2,8 +2,7 @@
 // CLI's default model, the trained shapes model that ships in the package (test/fixtures/shapes-sd, made by
 // scripts/train_demo_model.py); they need the native module (npm run build:native).
 
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";

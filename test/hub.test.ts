@@ -5,8 +5,7 @@
 
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -19,6 +18,7 @@ import { hubFilePath } from "../src/hub/single-file.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { HubServer, filesOf, gitBlobSha1, sha256 } from "./helpers/hub-server.js";
+import { tempDir } from "./helpers/temp.js";
 
 const COMMIT = createHash("sha1").update("tiny-sd commit").digest("hex");
 const TINY = filesOf(TINY_SD);
@@ -102,7 +102,7 @@ test.after.always(async () => {
   await hub?.close();
 });
 
-const cacheDir = () => mkdtempSync(join(tmpdir(), "candlewick-hub-"));
+const cacheDir = () => tempDir("candlewick-hub-");
 const options = (cache: string) => ({ cacheDir: cache, endpoint: hub.endpoint, offline: false, token: false as string | false });
 
 /** Every file under `dir`, relative, sorted. */

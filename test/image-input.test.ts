@@ -4,8 +4,7 @@
 // image input rejects with its exact message, and the pipeline then makes what it made before.
 // Parity with diffusers is pinned in crates/candlewick-core/tests/img2img_inpaint.rs.
 
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
@@ -13,6 +12,7 @@ import pngjs from "pngjs";
 
 import { CandlewickError, readTextChunks, StableDiffusionPipeline } from "../src/index.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
+import { tempDir } from "./helpers/temp.js";
 
 const FIXTURES = join(ROOT, "test/fixtures");
 
@@ -67,7 +67,7 @@ test("a path, the file's bytes and its decoded pixels give the same image to ima
 });
 
 test("inpainting runs with an ordinary and with a 9-channel UNet and reports its task; an inpainting model refuses text to image", async (t) => {
-  const folder = mkdtempSync(join(tmpdir(), "candlewick-inpaint-"));
+  const folder = tempDir("candlewick-inpaint-");
   try {
     for (const part of ["tokenizer", "text_encoder", "vae", "scheduler"]) cpSync(join(TINY_SD, part), join(folder, part), { recursive: true });
     cpSync(join(FIXTURES, "tiny-sd-inpaint"), folder, { recursive: true });

@@ -13,8 +13,7 @@
 // package without its native module).
 
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 
@@ -24,6 +23,7 @@ import pngjs from "pngjs";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { HubServer, filesOf } from "./helpers/hub-server.js";
+import { tempDir } from "./helpers/temp.js";
 
 const run = promisify(execFile);
 const REAL_CUDA = join(ROOT, "npm/linux-x64-gnu-cuda/candlewick.linux-x64-gnu-cuda.node");
@@ -51,7 +51,7 @@ async function stubCudaAddon(dir: string): Promise<string> {
 test.before(async () => {
   hub = await new HubServer().start();
   hub.addRepo("tiny/sd", { files: filesOf(TINY_SD), commit: "feedfacefeedfacefeedfacefeedfacefeedface" });
-  work = mkdtempSync(join(tmpdir(), "candlewick-install-"));
+  work = tempDir("candlewick-install-");
   await run(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "tsconfig.json")]);
   await run(process.execPath, ["-e", `require("fs").cpSync(${JSON.stringify(join(ROOT, "src/generated"))}, ${JSON.stringify(join(ROOT, "dist/generated"))}, { recursive: true })`]);
   // The README's route: pack:all's tarballs, then `npm install <folder>/*.tgz`.
@@ -95,7 +95,7 @@ test.serial("pack:all makes the main package and one per built platform, with th
 
 test.serial("pack:all --all (the release's packing) refuses to leave a platform out", async (t) => {
   if (existsSync(REAL_CUDA)) return t.pass("every platform is built here");
-  const error = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--all", "--out", mkdtempSync(join(tmpdir(), "candlewick-pack-all-"))]).then(() => undefined, (e: Error & { stderr: string }) => e);
+  const error = await run(process.execPath, [join(ROOT, "scripts/pack.mjs"), "--all", "--out", tempDir("candlewick-pack-all-")]).then(() => undefined, (e: Error & { stderr: string }) => e);
   t.regex(error?.stderr ?? "", /candlewick\.linux-x64-gnu-cuda\.node is missing: build it \(npm run build:cuda on linux-x64-gnu-cuda\)/);
 });
 
@@ -108,7 +108,7 @@ test.serial("plain npm pack of the repository root is refused, naming pack:all",
 test.serial("release.mjs --dry-run changes no file, packs every platform at the new version and publishes the platform packages before the main one", async (t) => {
   const files = ["package.json", "package-lock.json", "npm/linux-x64-gnu/package.json", "Cargo.toml", "Cargo.lock"];
   const before = files.map((f) => readFileSync(join(ROOT, f), "utf8"));
-  const cuda = existsSync(REAL_CUDA) ? [] : ["--node", `linux-x64-gnu-cuda=${await stubCudaAddon(mkdtempSync(join(tmpdir(), "candlewick-release-")))}`];
+  const cuda = existsSync(REAL_CUDA) ? [] : ["--node", `linux-x64-gnu-cuda=${await stubCudaAddon(tempDir("candlewick-release-"))}`];
   const { stdout } = await run(process.execPath, [join(ROOT, "scripts/release.mjs"), "9.8.7", "--dry-run", "--skip-build", ...cuda], { env: { ...env, npm_config_offline: "true" } });
   t.deepEqual(files.map((f) => readFileSync(join(ROOT, f), "utf8")), before, "no file changed");
   t.regex(stdout, /version 9\.8\.7 -> Cargo\.toml/);
@@ -137,7 +137,7 @@ for (const [name, command, args] of RUNTIMES) {
     const result = JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, unknown>;
     t.is(result.runtime, name);
     t.is(result.sha256, expected, "the same image as from the sources");
-    const cache = mkdtempSync(join(tmpdir(), "candlewick-install-cache-"));
+    const cache = tempDir("candlewick-install-cache-");
     const fromHub = await run(command, args, { cwd: app, env: { ...env, SMOKE_MODEL: "tiny/sd", HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cache, HF_TOKEN: "" } });
     const downloaded = JSON.parse(fromHub.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
     t.is(downloaded.modelDir, join(cache, "models--tiny--sd/snapshots/feedfacefeedfacefeedfacefeedfacefeedface"));

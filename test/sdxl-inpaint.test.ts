@@ -5,8 +5,7 @@
 // so no draw of diffusers' needs replaying). crates/candlewick-core/tests/sdxl_inpaint.rs checks
 // every golden step by step, with diffusers' draws replayed.
 
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
@@ -15,6 +14,7 @@ import { CandlewickError, readTextChunks, StableDiffusionPipeline } from "../src
 import { cli, scratch } from "./helpers/cli.js";
 import { GOLDENS, readJson, ROOT } from "./helpers/fixtures.js";
 import { readSafetensors } from "./helpers/safetensors.js";
+import { tempDir } from "./helpers/temp.js";
 
 const FIXTURES = join(ROOT, "test/fixtures");
 const TINY_SDXL = join(FIXTURES, "tiny-sdxl");
@@ -51,7 +51,7 @@ function maxDiff(a: Uint8Array, b: Uint8Array): number {
 
 /** tiny-sdxl with tiny-sdxl-inpaint's UNet and model_index.json (StableDiffusionXLInpaintPipeline). */
 function inpaintingFolder(): string {
-  const folder = mkdtempSync(join(tmpdir(), "candlewick-sdxl-inpaint-"));
+  const folder = tempDir("candlewick-sdxl-inpaint-");
   for (const part of ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "scheduler"]) {
     cpSync(join(TINY_SDXL, part), join(folder, part), { recursive: true });
   }

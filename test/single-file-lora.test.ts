@@ -4,8 +4,7 @@
 // fuse_lora; scripts/fixture_sdxl_lora.py's SDXL LoRA and goldens/sdxl_lora_pipeline.*); the Rust tests
 // crates/candlewick-core/tests/single_file_lora.rs and sdxl_lora.rs check them step by step.
 
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 import test from "ava";
@@ -14,6 +13,7 @@ import { CandlewickError, convertSingleFile, StableDiffusionPipeline } from "../
 import { cli } from "./helpers/cli.js";
 import { GOLDENS, readJson, ROOT, TINY_SD } from "./helpers/fixtures.js";
 import { readSafetensors } from "./helpers/safetensors.js";
+import { tempDir } from "./helpers/temp.js";
 
 const DIR = join(ROOT, "test/fixtures/single-file");
 const CHECKPOINT = join(DIR, "tiny-sd.safetensors");
@@ -102,7 +102,7 @@ test("pickled checkpoints are refused with the reason and a way to convert them"
 });
 
 test("convertSingleFile writes a diffusers folder that loads", async (t) => {
-  const out = join(mkdtempSync(join(tmpdir(), "candlewick-convert-")), "tiny");
+  const out = join(tempDir("candlewick-convert-"), "tiny");
   const result = await convertSingleFile(CHECKPOINT, out, { config: TINY_SD });
   t.is(result.modelType, "v1");
   t.true(existsSync(join(out, "unet/diffusion_pytorch_model.safetensors")));
@@ -115,7 +115,7 @@ test("convertSingleFile writes a diffusers folder that loads", async (t) => {
 });
 
 test("the CLI generates from a single-file checkpoint with a kohya LoRA, and converts", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "candlewick-cli-sf-"));
+  const dir = tempDir("candlewick-cli-sf-");
   const png = join(dir, "out.png");
   const run = await cli("generate", "a red apple", "--model", CHECKPOINT, "--config", TINY_SD, "--lora", `${KOHYA}:0.8`,
     "--device", "cpu", "--steps", "2", "--width", "64", "--height", "64", "--out", png, "--quiet");
@@ -152,7 +152,7 @@ test("SDXL base and refiner single files make their folders' images, and convert
     await single.dispose();
     t.deepEqual(got!.data, want!.data, `${name}: the single file's image differs from the folder's`);
 
-    const out = join(mkdtempSync(join(tmpdir(), "candlewick-convert-xl-")), "m");
+    const out = join(tempDir("candlewick-convert-xl-"), "m");
     const result = await convertSingleFile(join(DIR, `${name}.safetensors`), out, { config: folder });
     t.is(result.modelType, modelType);
     t.true(existsSync(join(out, "text_encoder_2/model.safetensors")));
@@ -176,7 +176,7 @@ test("an SDXL single file with another family's config folder is refused by name
   const refinerWithBase = await load("tiny-sdxl-refiner.safetensors", "tiny-sdxl");
   t.regex(refinerWithBase!.message, /tiny-sdxl\/text_encoder: belongs to an SDXL base folder, but .*tiny-sdxl-refiner\.safetensors is an SDXL refiner checkpoint/);
   // The CLI's convert: an SDXL folder (the images are compared in the test above, through the same convertSingleFile).
-  const dir = mkdtempSync(join(tmpdir(), "candlewick-cli-xl-"));
+  const dir = tempDir("candlewick-cli-xl-");
   const converted = await cli("convert", join(DIR, "tiny-sdxl-refiner.safetensors"), join(dir, "refiner"), "--config", join(ROOT, "test/fixtures/tiny-sdxl-refiner"));
   t.is(converted.code, 0, converted.stderr);
   t.regex(converted.stderr, /Wrote .*refiner \(xl_refiner, \d+ files\)/);

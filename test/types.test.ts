@@ -6,21 +6,21 @@
 // JavaScript examples are compiled the same way, as written.
 
 import { execFile } from "node:child_process";
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
 import test from "ava";
 
 import { ROOT } from "./helpers/fixtures.js";
+import { tempDir } from "./helpers/temp.js";
 
 const run = promisify(execFile);
 const TSC = join(ROOT, "node_modules/typescript/bin/tsc");
 let project = "";
 
 test.before(async () => {
-  project = mkdtempSync(join(tmpdir(), "candlewick-types-"));
+  project = tempDir("candlewick-types-");
   const pkg = join(project, "node_modules/candlewick");
   mkdirSync(pkg, { recursive: true });
   copyFileSync(join(ROOT, "package.json"), join(pkg, "package.json"));

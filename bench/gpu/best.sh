@@ -5,7 +5,7 @@
 # what it compiled and tuned in /tmp/torchinductor_root on the machine, so on one warm machine:
 #   call 1..n  PHASE=fill bash bench/gpu/best.sh   fills the caches (a call cut at its limit keeps what it made)
 #   last call  PHASE=time bash bench/gpu/best.sh   times it from warm caches, beside reduce-overhead and eager
-#              and candlewick (bench.mjs) in the same call
+#              and candlewick (bench.mjs; SKIP_CANDLEWICK=1 leaves it to the caller) in the same call
 # Carries .gpu/anchor_diffusers.py (a copy of ../shared/bench/anchor_diffusers.py), .gpu/node.xz, .gpu/whl,
 # .gpu/fam (candlewick.node.xz, dist/). Writes $OUT/best-*.json.
 set -uo pipefail
@@ -15,8 +15,8 @@ case "${PHASE:-fill}" in
 fill)  # batch 1 first; batch 8's shapes tune in what is left of the call (WHICH_FILL to change)
   WHICH=${WHICH_FILL:-compiled_best,compiled_best_b8} FLOPS=0 RUNS=1 OUT=$OUT timeout ${FILL_S:-570} python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -5 ;;
 time)
-  [ -f /tmp/sd15/unet/config.json ] || MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | tail -1
-  SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 120 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/best-candlewick.json" 2>&1 | tail -3
+  model_folder /tmp/sd15
+  [ "${SKIP_CANDLEWICK:-0}" = 1 ] || SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 120 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/best-candlewick.json" 2>&1 | tail -3
   WHICH=${WHICH_TIME:-fp16_sdpa,compiled_ro,compiled_best} FLOPS=0 OUT=$OUT timeout ${TIME_S:-400} python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tee "$OUT/best-diffusers.jsonl" | tail -8
   mv "$OUT/anchor_diffusers.json" "$OUT/best-diffusers.json" 2>/dev/null; true ;;
 esac

@@ -15,3 +15,22 @@ rm -rf dist && cp -r .gpu/fam/dist dist
 started=$SECONDS
 stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+# startup_row LABEL [VAR=value ...]: one fresh node process to its first SD1.5-shaped image (startup.mjs on
+# /tmp/sd15, the library's start-up profile on), with VARs in its environment; its rows go to
+# $R/startup-LABEL.jsonl and, labelled, to $OUT/startup-all.jsonl, a summary to the log.
+startup_row() {
+  local label=$1; shift
+  env "$@" CANDLEWICK_PROFILE_STARTUP=1 timeout 90 node bench/gpu/startup.mjs /tmp/sd15 1 \
+    > "$R/startup-$label.jsonl" 2> "$R/startup-$label.err"
+  echo "rc=$?"; grep -v candlewick_startup "$R/startup-$label.err" | tail -3
+  grep -h candlewick_startup "$R/startup-$label.err" >> "$R/startup-$label.jsonl"
+  python3 bench/gpu/startup_summary.py "$R/startup-$label.jsonl"
+  sed "s/^{/{\"process\": \"$label\", /" "$R/startup-$label.jsonl" >> "$OUT/startup-all.jsonl"
+}
+# model_folder DIR [FAMILY]: a random-weight model of FAMILY's shapes (sd15 unless given; reference.py with
+# MODEL_ONLY=1) written at DIR once a machine, then read through once so the page cache holds it.
+model_folder() {
+  local dir=$1 family=${2:-sd15}
+  [ -f "$dir/unet/config.json" ] || { stage "$family-shaped model at $dir"; FAMILY=$family MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py "$dir" 2>&1 | grep -v -i -E 'warn|deprecat' | tail -1; }
+  cat "$dir"/*/*.safetensors > /dev/null
+}

@@ -58,7 +58,7 @@ sdxl-tf32)  # after the upcast VAE decode moved to TF32 convolutions: f16 parity
     | grep -E '"(check|image_psnr_db|image_values_within_1_of_255|latents_step_19|seconds_call)"|rror'
   speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,compiled:b1 ;;
 sdxl-round2)
-  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sdxl sdxl
   stage "sdxl-1024: candlewick, graphs' memory kept (CANDLEWICK_TRIM_GRAPH_MEMORY=0)"
   CANDLEWICK_TRIM_GRAPH_MEMORY=0 SIZE=1024 STEPS=30 GUIDANCE=5 WHICH=fp16+flash+graphs timeout 200 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-1024-keep-candlewick.json" 2>&1 | quiet | tail -3
   speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs,fp16+flash+graphs:b4 eager:b1,eager:b4
@@ -81,7 +81,7 @@ sdxl-kernels)
   done
   STEP_DIFF=1 python3 bench/gpu/kernels.py "$OUT/sdxl-ncu-1.csv" "$OUT/sdxl-ncu-2.csv" "$OUT/sdxl-kernels.json" ;;
 round2b)
-  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sdxl sdxl
   stage "SDXL: graphs on and off, same image?"
   timeout 120 node bench/gpu/graphs_equal.mjs /tmp/sdxl "$OUT/sdxl-graphs-equal.json" 2>&1 | quiet | tail -2
   for size in 1024 512; do
@@ -91,19 +91,19 @@ round2b)
   done
   stage "sdxl-1024: candlewick with autotuning"
   SIZE=1024 STEPS=30 GUIDANCE=5 WHICH=fp16+flash+graphs,fp16+flash+graphs+gemmbench,fp16+flash+graphs+bench timeout 200 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-1024-levers-candlewick.json" 2>&1 | quiet | tail -4
-  [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sd15
   for trim in 1 0; do
     stage "sd15-512: CANDLEWICK_TRIM_GRAPH_MEMORY=$trim"
     CANDLEWICK_TRIM_GRAPH_MEMORY=$trim SIZE=512 STEPS=50 GUIDANCE=7.5 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 RUNS=5 timeout 150 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/sd15-512-trim$trim-candlewick.json" 2>&1 | quiet | tail -3
   done ;;
 round2c)
-  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sdxl sdxl
   stage "SDXL: graphs on and off, same image?"
   timeout 120 node bench/gpu/graphs_equal.mjs /tmp/sdxl "$OUT/sdxl-graphs-equal.json" 2>&1 | quiet | tail -2
   speed /tmp/sdxl sdxl-1024 1024 30 5 "" "" fp16+flash+graphs eager:b1
   speed /tmp/sdxl sdxl-turbo-512 512 1 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1 ;;
 sd2-speed)
-  [ -f /tmp/sd21/unet/config.json ] || { stage "SD2.1-shaped model"; FAMILY=sd2 MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd21 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sd21 sd2
   speed /tmp/sd21 sd21-768 768 50 7.5 "" "" fp16+flash+graphs eager:b1,compiled:b1
   speed /tmp/sd21 sd-turbo-512 512 4 0 "$TURBO" euler-a-trailing fp16+flash+graphs eager:b1,compiled:b1 ;;
 esac

@@ -9,14 +9,14 @@ set -uo pipefail
 source "$(dirname "$0")/fam-env.sh"
 quiet() { grep -v -i -E "warn|deprecat|float32|^\s*$" | cut -c1-300; }
 if [ "${SKIP_LORA:-0}" != 1 ]; then
-  [ -f /tmp/sd15/unet/config.json ] || { stage "SD1.5-shaped model"; MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sd15
   stage "LoRA"; python3 bench/gpu/make_lora.py /tmp/sd15 /tmp/lora16.safetensors 16 2>&1 | tail -1
   stage "base and LoRA-fused, same process"
   LORA=/tmp/lora16.safetensors WHICH=fp16+flash+graphs,fp16+flash+graphs+lora,fp16+flash+graphs RUNS=5 timeout 200 \
     node bench/gpu/bench.mjs /tmp/sd15 "$OUT/lora-sd15-candlewick.json" 2>&1 | quiet | tail -5
 fi
 if [ "${SKIP_PROFILE:-0}" != 1 ]; then
-  [ -f /tmp/sdxl/unet/config.json ] || { stage "SDXL-shaped model"; FAMILY=sdxl MODEL_ONLY=1 timeout 200 python3 bench/gpu/reference.py /tmp/sdxl 2>&1 | quiet | tail -1; }
+  model_folder /tmp/sdxl sdxl
   stage "SDXL per-layer profile, batch 1 and 4"
   CANDLEWICK_PROFILE=1 SIZE=1024 STEPS=5 RUNS=1 GUIDANCE=5 WHICH=fp16+flash,fp16+flash:b4 timeout 200 \
     node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-profile-candlewick.json" > "$OUT/sdxl-profile.log" 2>&1

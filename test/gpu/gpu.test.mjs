@@ -7,7 +7,7 @@
 //   CANDLEWICK_GPU_RESULTS  a folder for the leak test's numbers (bench/results takes them).
 // Run with --expose-gc so the host-memory figures are taken after a full collection.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -91,8 +91,9 @@ test("replaying the captured CUDA graph gives the image eager steps give, byte f
   }
 });
 
-// One fresh process's image with CANDLEWICK_PLAN_CACHE=`cache` (a folder, or "off"), as a sha256.
-function imageInFreshProcess(cache) {
+// One fresh process's image as a sha256, with `env` added to the environment, and the start-up
+// profile's rows it printed (CANDLEWICK_PROFILE_STARTUP=1), summed by name: { name: { s, calls } }.
+function freshProcess(env) {
   const script = `
     import { createHash } from "node:crypto";
     import { StableDiffusionPipeline } from ${JSON.stringify(new URL("../../dist/index.js", import.meta.url).href)};
@@ -100,11 +101,31 @@ function imageInFreshProcess(cache) {
     const [image] = await pipe.generate(${JSON.stringify({ ...small(11), numInferenceSteps: 6 })});
     console.log(createHash("sha256").update(image.data).digest("hex"));
     await pipe.dispose();`;
-  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
-    env: { ...process.env, CANDLEWICK_PLAN_CACHE: cache }, encoding: "utf8",
+  const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+    env: { ...process.env, CANDLEWICK_PROFILE_STARTUP: "1", ...env }, encoding: "utf8",
   });
-  return out.trim().split("\n").at(-1);
+  assert.equal(run.status, 0, `the fresh process failed: ${run.stderr}`);
+  const startup = {};
+  for (const line of run.stderr.split("\n").filter((l) => l.startsWith('{"candlewick_startup"'))) {
+    for (const [name, v] of Object.entries(JSON.parse(line).candlewick_startup)) {
+      if (name === "what") continue;
+      startup[name] = { s: (startup[name]?.s ?? 0) + v.s, calls: (startup[name]?.calls ?? 0) + v.calls };
+    }
+  }
+  return { image: run.stdout.trim().split("\n").at(-1), startup };
 }
+const imageInFreshProcess = (cache) => freshProcess({ CANDLEWICK_PLAN_CACHE: cache }).image;
+
+test("weights copied to the GPU from page-locked memory give the image candle's own upload gives", () => {
+  const pinned = freshProcess({ CANDLEWICK_PLAN_CACHE: "off" });
+  const pageable = freshProcess({ CANDLEWICK_PLAN_CACHE: "off", CANDLEWICK_PIN_WEIGHTS: "off" });
+  console.log(JSON.stringify({ pinned: pinned.startup, pageable: pageable.startup }));
+  assert.equal(pinned.image, pageable.image);
+  assert.equal(pageable.startup.weights_pinned_copy, undefined, "CANDLEWICK_PIN_WEIGHTS=off still pinned");
+  // The tiny fixture has no tensor of 1 MiB or more; an SD1.5-shaped model has hundreds.
+  const least = MODEL === TINY_SD ? 0 : 100;
+  assert.ok((pinned.startup.weights_pinned_copy?.calls ?? 0) >= least, `pinned copies: ${JSON.stringify(pinned.startup.weights_pinned_copy)}`);
+});
 
 test("cuDNN plans, attention graphs and cuBLASLt algorithms read back from the disk cache give the image plans built in the process give", () => {
   const cache = mkdtempSync(join(tmpdir(), "candlewick-plans-"));

@@ -2,11 +2,11 @@
 // sources), stdin closed, stdout and stderr pipes (not a TTY).
 
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 import { ROOT } from "./fixtures.js";
+import { tempDir } from "./temp.js";
 
 export const MAIN = join(ROOT, "src/cli/main.ts");
 
@@ -87,7 +87,7 @@ function spawnCli(args: string[], options: CliOptions): Promise<Run> {
 
 /** A scratch folder (world-writable, so that an unprivileged child can use it). */
 export function scratch(prefix = "candlewick-cli-"): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const dir = tempDir(prefix);
   chmodSync(dir, 0o777);
   return dir;
 }

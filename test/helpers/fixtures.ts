@@ -1,10 +1,10 @@
 // Paths of the fixtures that scripts/make_fixtures.py writes (the tiny model and the goldens), and
 // small helpers shared by the model tests.
 
-import { cpSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { tempDir } from "./temp.js";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const TINY_SD = join(ROOT, "test/fixtures/tiny-sd");
@@ -16,7 +16,7 @@ export function readJson<T = Record<string, unknown>>(path: string): T {
 
 /** A scratch copy of the tiny model (f32 weights only) that a test may break. */
 export function copyOfTinySd(): string {
-  const dir = join(mkdtempSync(join(tmpdir(), "candlewick-test-")), "tiny-sd");
+  const dir = join(tempDir("candlewick-test-"), "tiny-sd");
   cpSync(TINY_SD, dir, { recursive: true, filter: (src) => !src.endsWith(".fp16.safetensors") });
   return dir;
 }

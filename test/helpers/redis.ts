@@ -3,12 +3,11 @@
 // append-only persistence (fsync on every write), so that a restart keeps every job.
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { ROOT } from "./fixtures.js";
+import { tempDir } from "./temp.js";
 
 /** The redis-server to run, or why there is none. */
 export function findRedis(): { path: string } | { why: string } {
@@ -34,7 +33,7 @@ async function freePort(): Promise<number> {
 
 export class RedisServer {
   #child: ChildProcess | undefined;
-  readonly dir = mkdtempSync(join(tmpdir(), "candlewick-redis-"));
+  readonly dir = tempDir("candlewick-redis-");
 
   private constructor(readonly binary: string, readonly port: number) {}
 

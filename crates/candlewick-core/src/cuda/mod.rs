@@ -15,6 +15,7 @@
 //! - [`graph`]: the UNet step and the text encoder captured as CUDA graphs.
 //! - [`memory`]: how much GPU memory the process's tensors use.
 //! - `plan_cache`: cuDNN plans and attention graphs kept on disk across processes.
+//! - [`upload`]: large weight tensors copied to the GPU from page-locked memory.
 //! - [`features`]: what the build carries ([`build_info`]) and `built!`.
 //! - [`settings`]: the paths a pipeline takes ([`CudaSettings`]), resolved once at load and
 //!   installed on the pipeline's thread; [`attention`] dispatches on them.
@@ -30,6 +31,7 @@ pub mod memory;
 #[cfg(feature = "cuda")]
 pub(crate) mod op;
 pub(crate) mod plan_cache;
+pub mod upload;
 pub mod settings;
 
 use candle_core::{Result, Tensor};

@@ -92,7 +92,11 @@ impl<B: AsRef<[u8]>> SafetensorsFile<B> {
         }
         let stored = float_dtype(name, info)?;
         let data = self.data(name, info)?;
-        Tensor::from_raw_buffer(data, stored, &info.shape, device)?.to_dtype(dtype)
+        let tensor = match crate::cuda::upload::tensor(data, stored, &info.shape, device)? {
+            Some(tensor) => tensor,
+            None => Tensor::from_raw_buffer(data, stored, &info.shape, device)?,
+        };
+        tensor.to_dtype(dtype)
     }
 
     /// The tensor's bytes. `parse` has checked the offsets; this checks again rather than index.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Session 15's GPU calls (issue 21), three back to back on one machine, from the repository root:
+#   PART=check  carry .gpu/node.xz, .gpu/whl, .gpu/fam (a build with the pinned weight upload), node_modules/pngjs,
+#               .gpu/anchor_diffusers.py: test/gpu's pinned-upload and plan-cache tests on an SD1.5-shaped model;
+#               fresh processes alternating CANDLEWICK_PIN_WEIGHTS on and off (plan cache warm); then the
+#               max-autotune anchor's fill (best.sh) for what is left of the call (CALL_S, default 585 s).
+#   PART=fill   best.sh's fill for the whole call.
+#   PART=time   carry .gpu/node.xz, .gpu/pkg (npm pack's tarballs of a fresh clone's `npm run build:cuda`, each
+#               xz'd: the CUDA one is too large to carry otherwise), .gpu/anchor_diffusers.py: the tarballs
+#               installed as npm would (tarball.sh: import and CLI, no LD_ variables); that build's .node and
+#               dist/ timed by bench.mjs (batch 1 and 8) and two fresh processes; then diffusers' max-autotune
+#               recipe, torch.compile reduce-overhead and eager in the same call.
+set -uo pipefail
+source "$(dirname "$0")/fam-env.sh"
+R=/tmp/startup; mkdir -p $R; rm -f "$OUT/startup-all.jsonl"
+case "${PART:-check}" in
+check)
+  model_folder /tmp/sd15
+  stage "GPU tests: pinned upload, plan cache"
+  CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout 200 node --test --test-name-pattern "page-locked|disk cache" test/gpu/gpu.test.mjs 2>&1 \
+    | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail)|^not ok|^ok|rror|pinned" | head -20
+  export CANDLEWICK_PLAN_CACHE=/tmp/plan-cache
+  for label in warmup pin-on pin-off pin-on2 pin-off2 pin-on3 pin-off3; do
+    stage "fresh process: $label"
+    case $label in *off*) startup_row $label CANDLEWICK_PIN_WEIGHTS=off ;; *) startup_row $label ;; esac
+  done
+  left=$(( ${CALL_S:-585} - SECONDS ))
+  stage "max-autotune fill for ${left}s"
+  [ $left -gt 30 ] && PHASE=fill FILL_S=$left WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
+fill)
+  PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
+time)
+  P=/tmp/pkg; rm -rf $P; mkdir -p $P
+  for f in .gpu/pkg/*.tgz.xz; do xz -dc "$f" > "$P/$(basename "${f%.xz}")"; done
+  stage "the tarballs, installed"
+  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh $P /tmp/tarball-out 2>&1 | tail -12
+  cp /tmp/tarball-out/tarball-generate.txt /tmp/tarball-out/tarball-cli.png "$OUT/"
+  app=$(ls -td /tmp/app-* | head -1)/node_modules
+  export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
+  rm -rf dist && cp -r $app/candlewick/dist dist
+  model_folder /tmp/sd15
+  stage "candlewick (the tarball's build): batch 1 and 8"
+  SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 150 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/time-candlewick.json" 2>&1 | tail -3
+  export CANDLEWICK_PLAN_CACHE=/tmp/plan-cache
+  for label in tarball tarball2; do stage "fresh process: $label"; startup_row $label; done
+  stage "diffusers: max-autotune, reduce-overhead, eager"
+  PHASE=time SKIP_CANDLEWICK=1 WHICH_TIME=${WHICH_TIME:-compiled_best,compiled_ro,fp16_sdpa} \
+    TIME_S=$(( ${CALL_S:-585} - SECONDS )) bash bench/gpu/best.sh ;;
+esac
