@@ -116,15 +116,20 @@ function freshProcess(env) {
 }
 const imageInFreshProcess = (cache) => freshProcess({ CANDLEWICK_PLAN_CACHE: cache }).image;
 
-test("weights copied to the GPU from page-locked memory give the image candle's own upload gives", () => {
-  const pinned = freshProcess({ CANDLEWICK_PLAN_CACHE: "off" });
+test("weights copied to the GPU through page-locked memory (staged or registered) give the image candle's own upload gives", () => {
+  const staged = freshProcess({ CANDLEWICK_PLAN_CACHE: "off" });
+  const registered = freshProcess({ CANDLEWICK_PLAN_CACHE: "off", CANDLEWICK_PIN_WEIGHTS: "register" });
   const pageable = freshProcess({ CANDLEWICK_PLAN_CACHE: "off", CANDLEWICK_PIN_WEIGHTS: "off" });
-  console.log(JSON.stringify({ pinned: pinned.startup, pageable: pageable.startup }));
-  assert.equal(pinned.image, pageable.image);
+  console.log(JSON.stringify({ staged: staged.startup, registered: registered.startup, pageable: pageable.startup }));
+  assert.equal(staged.image, pageable.image, "staged");
+  assert.equal(registered.image, pageable.image, "registered");
   assert.equal(pageable.startup.weights_pinned_copy, undefined, "CANDLEWICK_PIN_WEIGHTS=off still pinned");
   // The tiny fixture has no tensor of 1 MiB or more; an SD1.5-shaped model has hundreds.
   const least = MODEL === TINY_SD ? 0 : 100;
-  assert.ok((pinned.startup.weights_pinned_copy?.calls ?? 0) >= least, `pinned copies: ${JSON.stringify(pinned.startup.weights_pinned_copy)}`);
+  for (const [name, run] of Object.entries({ staged, registered })) {
+    const copies = run.startup.weights_pinned_copy;
+    assert.ok((copies?.calls ?? 0) >= least, `${name}: pinned copies ${JSON.stringify(copies)}`);
+  }
 });
 
 test("cuDNN plans, attention graphs and cuBLASLt algorithms read back from the disk cache give the image plans built in the process give", () => {
