@@ -5,8 +5,9 @@
 #               fresh processes cycling CANDLEWICK_PIN_WEIGHTS staged (default), register, off (plan cache warm); then the
 #               max-autotune anchor's fill (best.sh) for what is left of the call (CALL_S, default 585 s).
 #   PART=fill   best.sh's fill for the whole call.
-#   PART=time   carry .gpu/node.xz, .gpu/pkg (npm pack's tarballs of a fresh clone's `npm run build:cuda`, each
-#               xz'd: the CUDA one is too large to carry otherwise), .gpu/anchor_diffusers.py: the tarballs
+#   PART=time   carry .gpu/pkg (scripts/pack.mjs's tarballs of a fresh clone's `npm run build:cuda`: the main and
+#               CUDA packages and pngjs's; node and diffusers are on the machine from the first call: carrying
+#               them too would pass the 64 MiB a call carries), .gpu/anchor_diffusers.py: the tarballs
 #               installed as npm would (tarball.sh: import and CLI, no LD_ variables); that build's .node and
 #               dist/ timed by bench.mjs (batch 1 and 8) and two fresh processes; then diffusers' max-autotune
 #               recipe, torch.compile reduce-overhead and eager in the same call.
@@ -34,10 +35,8 @@ check)
 fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 time)
-  P=/tmp/pkg; rm -rf $P; mkdir -p $P
-  for f in .gpu/pkg/*.tgz.xz; do xz -dc "$f" > "$P/$(basename "${f%.xz}")"; done
   stage "the tarballs, installed"
-  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh $P /tmp/tarball-out 2>&1 | tail -12
+  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh .gpu/pkg /tmp/tarball-out 2>&1 | tail -12
   cp /tmp/tarball-out/tarball-generate.txt /tmp/tarball-out/tarball-cli.png "$OUT/"
   app=$(ls -td /tmp/app-* | head -1)/node_modules
   export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
