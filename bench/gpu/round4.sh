@@ -2,7 +2,8 @@
 # Session 15's GPU calls (issue 21), three back to back on one machine, from the repository root:
 #   PART=check  carry .gpu/node.xz, .gpu/whl, .gpu/fam (a build with the pinned weight upload), node_modules/pngjs,
 #               .gpu/anchor_diffusers.py: test/gpu's pinned-upload and plan-cache tests on an SD1.5-shaped model;
-#               fresh processes cycling CANDLEWICK_PIN_WEIGHTS staged (default), register, off (plan cache warm); then the
+#               fresh processes cycling CANDLEWICK_PIN_WEIGHTS staged (then the default), register, off (plan cache warm;
+#               staged was taken out after these calls, register is the default now); then the
 #               max-autotune anchor's fill (best.sh) for what is left of the call (CALL_S, default 585 s).
 #   PART=fill   best.sh's fill for the whole call.
 #   PART=time   carry .gpu/pkg (scripts/pack.mjs's tarballs of a fresh clone's `npm run build:cuda`: the main and

@@ -372,9 +372,8 @@ fn load<M, C>(
         _ => "vae_weights",
     };
     let model =
-        profile::startup_time(name, Some(&target.device), || weights::with_file(&source.path, || build(vb, &config)));
-    crate::cuda::upload::finish();
-    Ok(Loaded { model: model?, config, source, base })
+        profile::startup_time(name, Some(&target.device), || weights::with_file(&source.path, || build(vb, &config)))?;
+    Ok(Loaded { model, config, source, base })
 }
 
 impl Components {
