@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::loaders::base_weights::{BaseWeights, Recorder};
+use candlewick_core::loaders::WeightsSource;
 use candlewick_core::loaders::lora::{self, LoraSpec};
 use candlewick_core::loaders::single_file_keys::UnetLayout;
 use candlewick_core::models::unet_2d_condition::UNet2DConditionConfig;
@@ -57,7 +58,8 @@ fn a_kohya_sdxl_lora_fuses_into_both_text_encoders_as_diffusers_does() {
 fn record(component: &str, stem: &str) -> BaseWeights {
     let path = tiny_sdxl().join(component).join(format!("{stem}.safetensors"));
     let file = weights::open_file(&path).unwrap();
-    let (vb, rec) = Recorder::wrap(Box::new(weights::open_file(&path).unwrap()), DType::F32, &Device::Cpu);
+    let source = WeightsSource::file(&path);
+    let (vb, rec) = Recorder::wrap(Box::new(weights::open_file(&path).unwrap()), &source, DType::F32, &Device::Cpu);
     for n in file.names() {
         vb.get_unchecked(&n).unwrap();
     }

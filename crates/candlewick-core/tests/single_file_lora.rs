@@ -145,6 +145,7 @@ fn the_fused_weights_equal_diffusers() {
     let record = |file: &weights::SafetensorsFile<memmap2::Mmap>| {
         let (vb, rec) = candlewick_core::loaders::base_weights::Recorder::wrap(
             Box::new(weights::open_file(file.path()).unwrap()),
+            &candlewick_core::loaders::WeightsSource::file(file.path()),
             DType::F32,
             &Device::Cpu,
         );

@@ -1,52 +1,73 @@
 //! The tensors a model was built from, kept by name, so that it can be built again with other
-//! weights (LoRA fused in, or taken out) without reading its file again.
+//! weights (LoRA fused in, or taken out).
 //!
 //! [`Recorder`] wraps the backend a model loads from and keeps every tensor it hands out (candle
 //! tensors share their storage: the model and the record hold the same memory). A tensor the
-//! constructor rewrites (the cuDNN channels-last path's 3x3 filters, attention's q/k/v projections
-//! concatenated, the resnets' time projections stacked) is kept in host memory instead, so the GPU
-//! does not hold it twice (SDXL's attention projections alone are 1.2 GiB in f16).
+//! constructor rewrites on the GPU (the cuDNN channels-last path's 3x3 filters, attention's q/k/v
+//! projections concatenated, the resnets' time projections stacked) is not kept: only its shape
+//! and dtype are, and a rebuild reads it again from the component's file ([`WeightsSource`], as
+//! the f32 VAE is read). Keeping a host copy instead cost a GPU-to-host copy of about half the
+//! UNet at every load (SD1.5's ~0.9 GB, SDXL's several) and that much host memory for as long as
+//! the pipeline lived. A file changed or removed since the load makes the rebuild fail with the
+//! file's name, and the models stay as they were.
 //! [`Rebuild`] serves a model's constructor from that record, with a delta added to some tensors.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
+use super::WeightsSource;
 use crate::cuda::settings::{self, ConvolutionPath};
 
 /// Tensors by their diffusers name, as the model's constructor received them.
 #[derive(Clone, Default)]
 pub struct BaseWeights {
     tensors: Arc<Mutex<HashMap<String, Tensor>>>,
+    /// The rewritten tensors' shapes and dtypes as loaded, read again from `source` when needed.
+    deferred: Arc<Mutex<HashMap<String, (Shape, DType)>>>,
+    source: Option<WeightsSource>,
 }
 
 impl BaseWeights {
+    /// A tensor kept in memory (None for one the record reads again from the file: a rebuild does).
     pub fn get(&self, name: &str) -> Option<Tensor> {
         self.tensors.lock().ok()?.get(name).cloned()
+    }
+
+    /// The tensor's shape, whether it is kept or read again on need.
+    pub fn dims(&self, name: &str) -> Option<Vec<usize>> {
+        if let Some(t) = self.tensors.lock().ok()?.get(name) {
+            return Some(t.dims().to_vec());
+        }
+        self.deferred.lock().ok()?.get(name).map(|(shape, _)| shape.dims().to_vec())
     }
 
     /// The names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tensors.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+        names.extend(self.deferred.lock().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
         names.sort();
         names
     }
 
-    fn insert(&self, name: &str, tensor: &Tensor) -> candle_core::Result<()> {
-        let kept = if rewritten_at_load(name, tensor) { tensor.to_device(&Device::Cpu)? } else { tensor.clone() };
-        if let Ok(mut tensors) = self.tensors.lock() {
-            tensors.insert(name.to_string(), kept);
+    fn insert(&self, name: &str, tensor: &Tensor, dtype: DType, defer: bool) {
+        if defer && self.source.is_some() {
+            if let Ok(mut deferred) = self.deferred.lock() {
+                deferred.insert(name.to_string(), (tensor.shape().clone(), dtype));
+            }
+        } else if let Ok(mut tensors) = self.tensors.lock() {
+            tensors.insert(name.to_string(), tensor.clone());
         }
-        Ok(())
     }
 
     /// A VarBuilder over these tensors, each plus its entry of `deltas` (computed in f32, then cast
     /// to the tensor's dtype), for the model's constructor.
     pub fn rebuild(&self, deltas: HashMap<String, Tensor>, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(Rebuild { base: self.clone(), deltas }), dtype, device.clone())
+        let rebuild = Rebuild { base: self.clone(), deltas, file: OnceLock::new() };
+        VarBuilder::from_backend(Box::new(rebuild), dtype, device.clone())
     }
 }
 
@@ -54,13 +75,30 @@ impl BaseWeights {
 pub struct Recorder {
     inner: Box<dyn SimpleBackend>,
     record: BaseWeights,
+    /// Which tensors are read again from the file rather than kept.
+    defer: fn(&str, &Tensor) -> bool,
 }
 
 impl Recorder {
-    /// `vb`'s backend, recording into a new [`BaseWeights`].
-    pub fn wrap(inner: Box<dyn SimpleBackend>, dtype: DType, device: &Device) -> (VarBuilder<'static>, BaseWeights) {
-        let record = BaseWeights::default();
-        let backend = Recorder { inner, record: record.clone() };
+    /// `inner` (opened from `source`), recording into a new [`BaseWeights`].
+    pub fn wrap(
+        inner: Box<dyn SimpleBackend>,
+        source: &WeightsSource,
+        dtype: DType,
+        device: &Device,
+    ) -> (VarBuilder<'static>, BaseWeights) {
+        Self::wrap_deferring(inner, source, dtype, device, rewritten_at_load)
+    }
+
+    fn wrap_deferring(
+        inner: Box<dyn SimpleBackend>,
+        source: &WeightsSource,
+        dtype: DType,
+        device: &Device,
+        defer: fn(&str, &Tensor) -> bool,
+    ) -> (VarBuilder<'static>, BaseWeights) {
+        let record = BaseWeights { source: Some(source.clone()), ..BaseWeights::default() };
+        let backend = Recorder { inner, record: record.clone(), defer };
         (VarBuilder::from_backend(Box::new(backend), dtype, device.clone()), record)
     }
 }
@@ -68,13 +106,13 @@ impl Recorder {
 impl SimpleBackend for Recorder {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.inner.get(s, name, h, dtype, dev)?;
-        self.record.insert(name, &t)?;
+        self.record.insert(name, &t, dtype, (self.defer)(name, &t));
         Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.inner.get_unchecked(name, dtype, dev)?;
-        self.record.insert(name, &t)?;
+        self.record.insert(name, &t, dtype, (self.defer)(name, &t));
         Ok(t)
     }
 
@@ -84,7 +122,7 @@ impl SimpleBackend for Recorder {
 }
 
 /// Whether the model's constructor replaces the GPU tensor `t` by a rewritten copy: the record then
-/// keeps it in host memory, not a second time on the GPU.
+/// reads it again from the file when needed rather than hold it a second time on the GPU.
 fn rewritten_at_load(name: &str, t: &Tensor) -> bool {
     let channels_last = settings::current().convolution == ConvolutionPath::CudnnChannelsLast;
     t.device().is_cuda() && rewritten_by_constructor(name, t.dims(), channels_last)
@@ -103,12 +141,30 @@ fn rewritten_by_constructor(name: &str, dims: &[usize], channels_last: bool) -> 
 struct Rebuild {
     base: BaseWeights,
     deltas: HashMap<String, Tensor>,
+    /// The component's file, opened on the first deferred tensor (once a rebuild).
+    file: OnceLock<candle_core::Result<Box<dyn SimpleBackend>>>,
 }
 
 impl Rebuild {
+    /// A recorded tensor: kept, or read again from the file (on the host, as loaded).
+    fn base(&self, name: &str) -> candle_core::Result<Tensor> {
+        let missing = || candle_core::Error::CannotFindTensor { path: name.into() };
+        if let Some(t) = self.base.get(name) {
+            return Ok(t);
+        }
+        let (shape, dtype) = self.base.deferred.lock().ok().and_then(|d| d.get(name).cloned()).ok_or_else(missing)?;
+        let source = self.base.source.as_ref().ok_or_else(missing)?;
+        let file = self.file.get_or_init(|| {
+            source.backend().map_err(|e| candle_core::Error::Msg(format!("reading the weights again: {e}")))
+        });
+        match file {
+            Ok(file) => file.get(shape, name, Init::Const(0.), dtype, &Device::Cpu),
+            Err(e) => Err(candle_core::Error::Msg(e.to_string())),
+        }
+    }
+
     fn tensor(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let base = self.base.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() })?;
-        let base = base.to_device(dev)?;
+        let base = self.base(name)?.to_device(dev)?;
         let t = match self.deltas.get(name) {
             Some(delta) => (base.to_dtype(DType::F32)? + delta.to_device(dev)?.to_dtype(DType::F32)?)?,
             None => base,
@@ -135,13 +191,47 @@ impl SimpleBackend for Rebuild {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.base.get(name).is_some()
+        self.base.dims(name).is_some()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::rewritten_by_constructor as rewritten;
+    use super::*;
+
+    /// A record that reads "a.to_q.weight" again from its file and keeps "b.weight"; a rebuild
+    /// gives both back (the delta added to the first), and fails by name once the file is gone.
+    #[test]
+    fn deferred_tensors_are_read_again_from_the_file() -> candle_core::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("unet.safetensors");
+        let cpu = Device::Cpu;
+        let a = Tensor::arange(0f32, 6., &cpu)?.reshape((2, 3))?;
+        let b = Tensor::arange(10f32, 14., &cpu)?;
+        candle_core::safetensors::save(&HashMap::from([("a.to_q.weight", a.clone()), ("b.weight", b.clone())]), &path)?;
+        let source = WeightsSource::file(&path);
+        let backend = source.backend().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (vb, base) = Recorder::wrap_deferring(backend, &source, DType::F32, &cpu, |name, _| name.contains(".to_q."));
+        vb.get((2, 3), "a.to_q.weight")?;
+        vb.get(4, "b.weight")?;
+        assert_eq!(base.names(), ["a.to_q.weight", "b.weight"]);
+        assert_eq!(base.dims("a.to_q.weight"), Some(vec![2, 3]));
+        assert!(base.get("a.to_q.weight").is_none(), "a deferred tensor was kept");
+
+        let delta = Tensor::ones((2, 3), DType::F32, &cpu)?;
+        let rebuilt = base.rebuild(HashMap::from([("a.to_q.weight".to_string(), delta.clone())]), DType::F32, &cpu);
+        let got = rebuilt.get((2, 3), "a.to_q.weight")?;
+        assert_eq!(got.to_vec2::<f32>()?, (a + delta)?.to_vec2::<f32>()?);
+        assert_eq!(rebuilt.get(4, "b.weight")?.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+
+        std::fs::remove_file(&path)?;
+        let again = base.rebuild(HashMap::new(), DType::F32, &cpu);
+        let e = again.get((2, 3), "a.to_q.weight").unwrap_err().to_string();
+        assert!(e.contains("unet.safetensors") && e.contains("file not found"), "{e}");
+        assert_eq!(again.get(4, "b.weight")?.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+        Ok(())
+    }
 
     #[test]
     fn the_tensors_constructors_copy_are_the_ones_kept_on_the_host() {

@@ -112,13 +112,13 @@ pub fn deltas(specs: &[LoraSpec], targets: &LoraTargets) -> Result<LoraDeltas> {
                     ),
                 )
             })?;
-            let base_weight =
-                base.get(&weight_name).ok_or_else(|| Error::Internal(format!("{weight_name} not recorded")))?;
+            let base_dims =
+                base.dims(&weight_name).ok_or_else(|| Error::Internal(format!("{weight_name} not recorded")))?;
             let default_scale = match module {
                 super::lora_keys::Module::Dotted(m) => peft.scale(*target, m),
                 super::lora_keys::Module::Kohya(_) => None,
             };
-            let delta = layer_delta(&file, layer, &key, base_weight.dims(), default_scale, targets.device)
+            let delta = layer_delta(&file, layer, &key, &base_dims, default_scale, targets.device)
                 .map_err(|e| Error::model(&spec.path, e))?;
             let delta = (delta * spec.weight)?;
             let sum = match sums.remove(&weight_name) {

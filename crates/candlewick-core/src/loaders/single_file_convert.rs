@@ -105,7 +105,8 @@ fn record(
     dtype: DType,
     build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<()>,
 ) -> Result<HashMap<String, Tensor>> {
-    let (vb, base) = Recorder::wrap(source.backend()?, dtype, &Device::Cpu);
+    // On the CPU no tensor is rewritten at load, so the record keeps them all.
+    let (vb, base) = Recorder::wrap(source.backend()?, source, dtype, &Device::Cpu);
     weights::with_file(&source.path, || build(vb))?;
     Ok(base.names().into_iter().filter_map(|n| Some((n.clone(), base.get(&n)?))).collect())
 }

@@ -363,7 +363,7 @@ fn load<M, C>(
         "vae" => {
             (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
         }
-        _ => Recorder::wrap(backend, target.dtype, &target.device),
+        _ => Recorder::wrap(backend, &source, target.dtype, &target.device),
     };
     let name = match component {
         "text_encoder" => "text_encoder_weights",
