@@ -2,8 +2,8 @@
 # Session 15's GPU calls (issue 21), three back to back on one machine, from the repository root:
 #   PART=check  carry .gpu/node.xz, .gpu/whl, .gpu/fam (a build with the pinned weight upload), node_modules/pngjs,
 #               .gpu/anchor_diffusers.py: test/gpu's pinned-upload and plan-cache tests on an SD1.5-shaped model;
-#               fresh processes cycling CANDLEWICK_PIN_WEIGHTS staged (then the default), register, off (plan cache warm;
-#               staged was taken out after these calls, register is the default now); then the
+#               fresh processes alternating CANDLEWICK_PIN_WEIGHTS on and off (plan cache warm;
+#               session 15's call cycled three forms, staged, register and off: staged was taken out after it); then the
 #               max-autotune anchor's fill (best.sh) for what is left of the call (CALL_S, default 585 s).
 #   PART=fill   best.sh's fill for the whole call.
 #   PART=time   carry .gpu/pkg (scripts/pack.mjs's tarballs of a fresh clone's `npm run build:cuda`: the main and
@@ -22,13 +22,9 @@ check)
   CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout 200 node --test --test-name-pattern "page-locked|disk cache" test/gpu/gpu.test.mjs 2>&1 \
     | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail)|^not ok|^ok|rror|pinned" | head -20
   export CANDLEWICK_PLAN_CACHE=/tmp/plan-cache
-  for label in warmup staged register off staged2 register2 off2 staged3 register3 off3; do
+  for label in warmup pinned off pinned2 off2 pinned3 off3; do
     stage "fresh process: $label"
-    case $label in
-      off*) startup_row $label CANDLEWICK_PIN_WEIGHTS=off ;;
-      register*) startup_row $label CANDLEWICK_PIN_WEIGHTS=register ;;
-      *) startup_row $label ;;
-    esac
+    case $label in off*) startup_row $label CANDLEWICK_PIN_WEIGHTS=off ;; *) startup_row $label ;; esac
   done
   left=$(( ${CALL_S:-585} - SECONDS ))
   stage "max-autotune fill for ${left}s"
