@@ -19,31 +19,48 @@ use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{GenerateOptions, LatentsInput, LoadOptions, Observer, StableDiffusionPipeline};
 use common::{assert_like_golden, fixtures, goldens, step_recorder};
 use serde_json::Value;
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+/// The golden call `section` of scripts/fixture_sdxl_prompt_weighting.py's goldens on the `model`
+/// fixture (CPU, f32): the pipeline, the section's settings, the goldens, and the call's options
+/// (its case's prompt and negative prompt, steps, guidance, size, and the latents `latents`).
+fn golden_call(
+    model: &str,
+    section: &str,
+    latents: &str,
+) -> (StableDiffusionPipeline, Value, HashMap<String, Tensor>, GenerateOptions) {
+    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
+    let pipe = StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap();
+    let path = fixtures().join("goldens/sdxl_prompt_weighting.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let meta = json[section].clone();
+    let case = json["cases"].as_array().unwrap().iter().find(|c| c["name"] == meta["case"]).unwrap();
+    let g = goldens("sdxl_prompt_weighting");
+    let initial = &g[latents];
+    let options = GenerateOptions {
+        prompt: vec![case["texts"]["prompt"]["text"].as_str().unwrap().into()],
+        negative_prompt: Some(vec![case["texts"]["negative_prompt"]["text"].as_str().unwrap().into()]),
+        num_inference_steps: meta["steps"].as_u64().unwrap() as usize,
+        guidance_scale: meta["guidance_scale"].as_f64().unwrap(),
+        width: Some(meta["width"].as_u64().unwrap() as usize),
+        height: Some(meta["height"].as_u64().unwrap() as usize),
+        latents: Some(LatentsInput {
+            shape: initial.dims4().unwrap().into(),
+            data: initial.flatten_all().unwrap().to_vec1().unwrap(),
+        }),
+        ..Default::default()
+    };
+    (pipe, meta, g, options)
+}
 
 #[test]
 fn sdxl_pipeline_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
-    let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl"), &options).unwrap();
-    let path = fixtures().join("goldens/sdxl_prompt_weighting.json");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let meta = &json["pipeline"];
-    let case = json["cases"].as_array().unwrap().iter().find(|c| c["name"] == meta["case"]).unwrap();
-    let g = goldens("sdxl_prompt_weighting");
-    let initial = &g["initial_latents"];
-    let shape: [usize; 4] = initial.dims4().unwrap().into();
-    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let (pipe, _, g, base) = golden_call("tiny-sdxl", "pipeline", "initial_latents");
+    let steps = base.num_inference_steps;
     let run = |truncate: bool, prefix: &str| {
-        let options = GenerateOptions {
-            prompt: vec![case["texts"]["prompt"]["text"].as_str().unwrap().into()],
-            negative_prompt: Some(vec![case["texts"]["negative_prompt"]["text"].as_str().unwrap().into()]),
-            num_inference_steps: steps,
-            guidance_scale: meta["guidance_scale"].as_f64().unwrap(),
-            width: Some(meta["width"].as_u64().unwrap() as usize),
-            height: Some(meta["height"].as_u64().unwrap() as usize),
-            latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
-            truncate_long_prompts: truncate,
-            ..Default::default()
-        };
+        let options = GenerateOptions { truncate_long_prompts: truncate, ..base.clone() };
         let (observer, seen) = step_recorder();
         let out = pipe.generate(&options, &observer).unwrap();
         assert_like_golden("weighted", &seen.lock().unwrap(), &out.images[0].data, &g, prefix, steps, 1);
@@ -62,26 +79,8 @@ fn sdxl_pipeline_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
 /// StableDiffusionXLImg2ImgPipeline given compel's embeddings (the script's `refiner_pipeline`).
 #[test]
 fn sdxl_refiner_with_a_long_weighted_prompt_matches_diffusers_with_compel() {
-    let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F32, ..Default::default() };
-    let pipe = StableDiffusionPipeline::load(&fixtures().join("tiny-sdxl-refiner"), &options).unwrap();
-    let path = fixtures().join("goldens/sdxl_prompt_weighting.json");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let meta = &json["refiner_pipeline"];
-    let case = json["cases"].as_array().unwrap().iter().find(|c| c["name"] == meta["case"]).unwrap();
-    let g = goldens("sdxl_prompt_weighting");
-    let initial = &g["refiner_initial_latents"];
-    let shape: [usize; 4] = initial.dims4().unwrap().into();
-    let options = GenerateOptions {
-        prompt: vec![case["texts"]["prompt"]["text"].as_str().unwrap().into()],
-        negative_prompt: Some(vec![case["texts"]["negative_prompt"]["text"].as_str().unwrap().into()]),
-        num_inference_steps: meta["steps"].as_u64().unwrap() as usize,
-        guidance_scale: meta["guidance_scale"].as_f64().unwrap(),
-        width: Some(meta["width"].as_u64().unwrap() as usize),
-        height: Some(meta["height"].as_u64().unwrap() as usize),
-        latents: Some(LatentsInput { shape, data: initial.flatten_all().unwrap().to_vec1().unwrap() }),
-        denoising_start: meta["denoising_start"].as_f64(),
-        ..Default::default()
-    };
+    let (pipe, meta, g, base) = golden_call("tiny-sdxl-refiner", "refiner_pipeline", "refiner_initial_latents");
+    let options = GenerateOptions { denoising_start: meta["denoising_start"].as_f64(), ..base };
     let (observer, seen) = step_recorder();
     let out = pipe.generate(&options, &observer).unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
