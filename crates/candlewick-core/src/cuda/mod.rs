@@ -31,8 +31,8 @@ pub mod memory;
 #[cfg(feature = "cuda")]
 pub(crate) mod op;
 pub(crate) mod plan_cache;
-pub mod upload;
 pub mod settings;
+pub mod upload;
 
 use candle_core::{Result, Tensor};
 

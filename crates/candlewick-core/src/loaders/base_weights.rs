@@ -212,7 +212,8 @@ mod tests {
         candle_core::safetensors::save(&HashMap::from([("a.to_q.weight", a.clone()), ("b.weight", b.clone())]), &path)?;
         let source = WeightsSource::file(&path);
         let backend = source.backend().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let (vb, base) = Recorder::wrap_deferring(backend, &source, DType::F32, &cpu, |name, _| name.contains(".to_q."));
+        let (vb, base) =
+            Recorder::wrap_deferring(backend, &source, DType::F32, &cpu, |name, _| name.contains(".to_q."));
         vb.get((2, 3), "a.to_q.weight")?;
         vb.get(4, "b.weight")?;
         assert_eq!(base.names(), ["a.to_q.weight", "b.weight"]);
