@@ -155,7 +155,15 @@ impl Rebuild {
         let (shape, dtype) = self.base.deferred.lock().ok().and_then(|d| d.get(name).cloned()).ok_or_else(missing)?;
         let source = self.base.source.as_ref().ok_or_else(missing)?;
         let file = self.file.get_or_init(|| {
-            source.backend().map_err(|e| candle_core::Error::Msg(format!("reading the weights again: {e}")))
+            // The caller names the component's file (weights::with_file): its own errors say only what is wrong.
+            source.backend().map_err(|e| {
+                candle_core::Error::Msg(match e {
+                    crate::error::Error::Model { path, message } if path == source.path => {
+                        format!("reading the weights again: {message}")
+                    }
+                    other => format!("reading the weights again: {other}"),
+                })
+            })
         });
         match file {
             Ok(file) => file.get(shape, name, Init::Const(0.), dtype, &Device::Cpu),
@@ -228,8 +236,10 @@ mod tests {
 
         std::fs::remove_file(&path)?;
         let again = base.rebuild(HashMap::new(), DType::F32, &cpu);
-        let e = again.get((2, 3), "a.to_q.weight").unwrap_err().to_string();
-        assert!(e.contains("unet.safetensors") && e.contains("file not found"), "{e}");
+        // As set_loras reports it: the file named once, then what is wrong.
+        let e = crate::weights::with_file(&path, || again.get((2, 3), "a.to_q.weight")).unwrap_err().to_string();
+        assert_eq!(e.matches("unet.safetensors").count(), 1, "{e}");
+        assert!(e.contains("reading the weights again: file not found"), "{e}");
         assert_eq!(again.get(4, "b.weight")?.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
         Ok(())
     }
