@@ -70,6 +70,8 @@ export interface PipelineInfo {
   autotune: { cudnn: boolean; gemm: boolean };
   /** Whether f32 matrix products may use TF32 (CUDA, `tf32: true`). */
   tf32: boolean;
+  /** Whether the UNet's linear layers multiply in FP8 (`fp8: true` where the GPU has it). */
+  fp8: boolean;
   /** Why a requested GPU path could not be taken and what runs instead, one sentence each (empty when all were). */
   cudaFallbacks: string[];
   /** Width when `generate` is given none (the UNet's sample_size x vaeScaleFactor). */

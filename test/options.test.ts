@@ -137,7 +137,7 @@ test("load options split into the binding's and the hub's", (t) => {
 test("load options convert as given", (t) => {
   t.deepEqual(toRawLoadOptions({ device: "cpu", dtype: "f16", tf32: true }), { device: "cpu", dtype: "f16", tf32: true });
   t.deepEqual(toRawLoadOptions(undefined), {});
-  const gpu = { attention: "flash", convolution: "cudnn-nchw", cudaGraphs: false, autotune: { cudnn: true, gemm: false }, tf32: true } as const;
+  const gpu = { attention: "flash", convolution: "cudnn-nchw", cudaGraphs: false, autotune: { cudnn: true, gemm: false }, tf32: true, fp8: true } as const;
   t.deepEqual(toRawLoadOptions(gpu), gpu);
   t.deepEqual(toRawLoadOptions({ autotune: {} }), { autotune: {} });
 });

@@ -37,6 +37,7 @@ test("info reflects the model folder's configs and the requested device", (t) =>
   t.false(pipe.cudaGraphs);
   t.deepEqual(pipe.info.autotune, { cudnn: false, gemm: false });
   t.false(pipe.info.tf32);
+  t.false(pipe.info.fp8);
   t.deepEqual(pipe.info.cudaFallbacks, []);
   t.is(pipe.gpuMemory(), undefined);
 });
@@ -47,6 +48,7 @@ test("a requested GPU path that cannot run here falls back to candle's and says 
     attention: "flash",
     convolution: "cudnn-nhwc",
     autotune: { cudnn: true, gemm: true },
+    fp8: true,
   });
   try {
     t.is(cpu.attention, "math");
@@ -57,6 +59,8 @@ test("a requested GPU path that cannot run here falls back to candle's and says 
     t.regex(said, /convolution "cudnn-nhwc" is unavailable: .*; using "candle"/);
     t.regex(said, /autotune\.cudnn is off/);
     t.regex(said, /autotune\.gemm is off/);
+    t.false(cpu.info.fp8);
+    t.regex(said, /fp8 is off: /);
     const [image] = await cpu.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
     const [same] = await pipe.generate({ prompt: "a red apple", ...SMALL, seed: 1 });
     t.deepEqual(image!.data, same!.data, "the fallback is the path the defaults take on the CPU");

@@ -64,6 +64,12 @@ const VARIANTS = {
     load: { dtype: "f16", cudaGraphs: true, ...(process.env.LORA ? { loras: [{ path: process.env.LORA, weight: 0.8 }] } : {}) },
     variant: "fp16+flash+graphs, LoRA fused",
   },
+  // FP8 (load option fp8): the UNet's linear layers in e4m3; each row also says how far its image is from
+  // the f16 row's of the same batch and seed when that row ran first in the same WHICH (vs_f16).
+  "fp16+flash+graphs+fp8": { load: { dtype: "f16", cudaGraphs: true, fp8: true }, variant: "fp16+flash+graphs, FP8 linear layers" },
+  "fp16+flash+graphs+fp8:b8": {
+    load: { dtype: "f16", cudaGraphs: true, fp8: true }, batch: 8, variant: "fp16+flash+graphs, FP8 linear layers",
+  },
   "fp16+flash:b4": { load: { dtype: "f16", cudaGraphs: false }, batch: 4, variant: "fp16+flash" },
   "fp16+flash:im2col": {
     load: { dtype: "f16", attention: "flash", convolution: "candle", cudaGraphs: false }, variant: "fp16+flash, im2col convolutions",
@@ -85,6 +91,19 @@ function memoryPeak() {
     return peakMiB / 1024;
   };
 }
+
+// How far image `b` is from `a` (8-bit RGB of the same size): PSNR in dB and the largest difference.
+function difference(a, b) {
+  let squares = 0, max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    squares += d * d;
+    if (Math.abs(d) > max) max = Math.abs(d);
+  }
+  const mse = squares / a.length;
+  return { psnr_db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), max_abs: max };
+}
+const f16Images = {};
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -121,9 +140,13 @@ for (const key of WHICH) {
     scheduler: SCHEDULER ?? null, pipeline_class: pipe.info.pipelineClass,
     median_s: median(times), min_s: Math.min(...times), max_s: Math.max(...times),
     images_per_s: batch / median(times), peak_gib: peakGiB, process_peak_gib: processPeakGiB, load_s: loadS, first_call_s: firstS,
-    attention: pipe.info.attention, convolution: pipe.info.convolution, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, dtype: pipe.dtype, device: pipe.device,
+    attention: pipe.info.attention, convolution: pipe.info.convolution, cuda_graphs: pipe.info.cudaGraphs, tf32: pipe.info.tf32, fp8: pipe.info.fp8,
+    dtype: pipe.dtype, device: pipe.device, cuda_fallbacks: pipe.info.cudaFallbacks,
     timings_ms: last[0].timings, warnings: [...warnings],
   };
+  if (spec.variant === undefined || spec.variant === "fp16+flash+graphs") f16Images[`${key.split(":")[0]}:${batch}`] = last[0].data;
+  const f16 = f16Images[`fp16+flash+graphs:${batch}`];
+  if (spec.load.fp8 && f16) row.vs_f16 = difference(f16, last[0].data);
   if (key === "fp16+flash+graphs") {
     const t = last[0].timings;
     phases = { text_encoder: t.textEncoderMs, unet_step: t.denoiseMs / STEPS, vae_decode: t.decodeMs };

@@ -9,17 +9,18 @@
 # Its tuning took more than 1,500 s over three calls (session 15) and a session has 1,800 s of device time, so the
 # tuning results travel between sessions: each fill call ends by writing $OUT/inductor-tuning.tar.xz (only what
 # inductor benchmarked: the chosen GEMM/convolution templates and each kernel's .best_config from coordinate
-# descent, not the compiled kernels, which build again in minutes); keep it as .gpu/inductor-tuning.tar.xz (git
-# ignores .gpu) and carry it, and any call unpacks it first, so that tuning goes on where it stopped.
+# descent, not the compiled kernels, which build again in minutes); commit it as bench/gpu/inductor-tuning.tar.xz
+# (.gpu/ does not outlive a session's machine), and any call unpacks it first, so that tuning goes on where it stopped.
 # Carries .gpu/anchor_diffusers.py (a copy of ../shared/bench/anchor_diffusers.py), .gpu/node.xz, .gpu/whl,
 # .gpu/fam (candlewick.node.xz, dist/). Writes $OUT/best-*.json.
 set -uo pipefail
 source "$(dirname "$0")/fam-env.sh"
 export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 INDUCTOR=/tmp/torchinductor_$(whoami)
-if [ -f .gpu/inductor-tuning.tar.xz ] && [ ! -f $INDUCTOR/.tuning-unpacked ]; then
-  mkdir -p $INDUCTOR && tar -C $INDUCTOR -xJf .gpu/inductor-tuning.tar.xz && touch $INDUCTOR/.tuning-unpacked
-  echo "inductor tuning carried in: $(tar -tJf .gpu/inductor-tuning.tar.xz | wc -l) files"
+TUNING=bench/gpu/inductor-tuning.tar.xz
+if [ -f $TUNING ] && [ ! -f $INDUCTOR/.tuning-unpacked ]; then
+  mkdir -p $INDUCTOR && tar -C $INDUCTOR -xJf $TUNING && touch $INDUCTOR/.tuning-unpacked
+  echo "inductor tuning carried in: $(tar -tJf $TUNING | wc -l) files"
 fi
 case "${PHASE:-fill}" in
 fill)  # batch 1 first; batch 8's shapes tune in what is left of the call (WHICH_FILL to change)

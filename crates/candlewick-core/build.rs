@@ -1,5 +1,5 @@
 //! CUDA builds only: compiles each kernel family of src/cuda/kernels/ (norm, layout, conv_tail,
-//! elementwise, sharing common.cuh) to PTX for the GPU's compute capability (CUDA_COMPUTE_CAP,
+//! elementwise, fp8, sharing common.cuh) to PTX for the GPU's compute capability (CUDA_COMPUTE_CAP,
 //! 90 for Hopper) with the toolkit's nvcc (CUDA_HOME or PATH). The PTX is embedded in the
 //! library and loaded by src/cuda/fused/launch.rs on first use. With cuDNN, also
 //! src/cuda/cudnn/sdpa.cpp (cuDNN's frontend headers: CUDA_HOME/include-cudnn-frontend, from
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The kernel families: src/cuda/kernels/NAME.cu, compiled to OUT_DIR/NAME.ptx.
-const FAMILIES: &[&str] = &["norm", "layout", "conv_tail", "elementwise"];
+const FAMILIES: &[&str] = &["norm", "layout", "conv_tail", "elementwise", "fp8"];
 
 fn main() {
     println!("cargo:rerun-if-changed=src/cuda/kernels");

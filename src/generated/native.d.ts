@@ -224,6 +224,8 @@ export interface RawLoadOptions {
   cudaGraphs?: boolean
   autotune?: RawAutotune
   tf32?: boolean
+  /** FP8 (e4m3) products for the UNet's linear layers (CUDA, f16, compute capability 8.9+). */
+  fp8?: boolean
   /** Threads for CPU tensor work (default: the cores available). */
   threads?: number
   /** Textual inversion embeddings (.safetensors paths, each with an optional token). */
@@ -264,6 +266,8 @@ export interface RawPipelineInfo {
   cudaGraphs: boolean
   autotune: RawAutotuneInfo
   tf32: boolean
+  /** Whether the UNet's linear layers multiply in FP8. */
+  fp8: boolean
   /** Why a requested GPU path could not be taken, one sentence each. */
   cudaFallbacks: Array<string>
   defaultWidth: number

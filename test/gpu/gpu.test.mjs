@@ -52,6 +52,30 @@ test("loads on CUDA in f16 with the fused paths and generates a full-size image"
   assert.ok(distinct > 10, `the image looks blank (${distinct} distinct byte values)`);
 });
 
+// FP8 is not diffusers' arithmetic: its bound is on the image's distance from the f16 one (PSNR), and the
+// image must differ (the UNet's linear layers did run in FP8).
+const FP8_MIN_PSNR_DB = 20;
+
+test("FP8 linear layers: on where asked, an image near the f16 one, reproducible", async () => {
+  const fp8 = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", fp8: true });
+  try {
+    assert.equal(fp8.info.fp8, true);
+    assert.deepEqual(fp8.info.cudaFallbacks, []);
+    const call = { prompt: "a red apple", numInferenceSteps: 20, seed: 1 };
+    const [[a], [b]] = [await pipe.generate(call), await fp8.generate(call)];
+    let squares = 0;
+    for (let i = 0; i < a.data.length; i++) squares += (a.data[i] - b.data[i]) ** 2;
+    const psnr = 10 * Math.log10((255 * 255) / (squares / a.data.length));
+    console.log(JSON.stringify({ fp8_psnr_db: psnr }));
+    assert.ok(psnr < Infinity, "the FP8 image is the f16 one: no layer ran in FP8");
+    assert.ok(psnr >= FP8_MIN_PSNR_DB, `FP8 image ${psnr.toFixed(1)} dB from the f16 one (bound ${FP8_MIN_PSNR_DB})`);
+    const [again] = await fp8.generate(call);
+    assert.deepEqual(again.data, b.data, "FP8 images are reproducible");
+  } finally {
+    await fp8.dispose();
+  }
+});
+
 test("cancel mid-run rejects with an AbortError, and the next call works and reproduces", async () => {
   const controller = new AbortController();
   const seen = [];

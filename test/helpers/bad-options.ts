@@ -159,6 +159,7 @@ export const BAD_LOAD_OPTIONS: BadCase[] = [
   { options: { device: "gpu" }, message: 'Expected one of "auto", "cpu", "cuda" for device but received "gpu"' },
   { options: { dtype: "bf16" }, message: 'Expected one of "auto", "f32", "f16" for dtype but received "bf16"' },
   { options: { tf32: 1 }, message: "Expected boolean for tf32 but received 1" },
+  { options: { fp8: "e4m3" }, message: 'Expected boolean for fp8 but received "e4m3"' },
   { options: { devcie: "cpu" }, message: 'Unknown option "devcie" in load options; did you mean "device"?' },
   { options: null, message: "Expected plain object for load options but received null" },
   { options: { device: "CUDA" }, message: 'Expected one of "auto", "cpu", "cuda" for device but received "CUDA"' },

@@ -24,6 +24,8 @@ pub struct RawLoadOptions {
     pub cuda_graphs: Option<bool>,
     pub autotune: Option<RawAutotune>,
     pub tf32: Option<bool>,
+    /// FP8 (e4m3) products for the UNet's linear layers (CUDA, f16, compute capability 8.9+).
+    pub fp8: Option<bool>,
     /// Threads for CPU tensor work (default: the cores available).
     pub threads: Option<u32>,
     /// Textual inversion embeddings (.safetensors paths, each with an optional token).
@@ -86,6 +88,7 @@ impl TryFrom<RawLoadOptions> for LoadOptions {
                     gemm: autotune.gemm.unwrap_or(d.autotune.gemm),
                 },
                 tf32: raw.tf32.unwrap_or(d.tf32),
+                fp8: raw.fp8.unwrap_or(d.fp8),
             },
             threads: raw.threads.map(|n| n as usize).or(defaults.threads),
             textual_inversions: raw
@@ -275,6 +278,8 @@ pub struct RawPipelineInfo {
     pub cuda_graphs: bool,
     pub autotune: RawAutotuneInfo,
     pub tf32: bool,
+    /// Whether the UNet's linear layers multiply in FP8.
+    pub fp8: bool,
     /// Why a requested GPU path could not be taken, one sentence each.
     pub cuda_fallbacks: Vec<String>,
     pub default_width: u32,
@@ -310,6 +315,7 @@ impl From<&PipelineInfo> for RawPipelineInfo {
             cuda_graphs: info.cuda.cuda_graphs,
             autotune: RawAutotuneInfo { cudnn: info.cuda.autotune.cudnn, gemm: info.cuda.autotune.gemm },
             tf32: info.cuda.tf32,
+            fp8: info.cuda.fp8,
             cuda_fallbacks: info.cuda_fallbacks.clone(),
             default_width: info.default_width as u32,
             default_height: info.default_height as u32,

@@ -71,6 +71,21 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
     crate::cuda::features::built!("cuda", imp::pointwise_conv_plus(xs, weight, addend))
 }
 
+/// `residual + x · wᵀ + bias` in FP8 for `crate::cuda::fp8`, which quantized `xs_q` (m x k) and
+/// `w_q` (n x k) into its packed layout (`fp8::Packed`: the values, then their scale) and checked
+/// the shapes; f16 out, shaped `out_dims`.
+#[cfg(feature = "cuda")]
+pub fn linear_fp8(
+    xs_q: &Tensor,
+    w_q: &Tensor,
+    mnk: (usize, usize, usize),
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_dims: &[usize],
+) -> Result<Tensor> {
+    imp::linear_fp8(xs_q, w_q, mnk, bias, residual, out_dims)
+}
+
 fn f16_on_cuda(t: &Tensor) -> bool {
     t.device().is_cuda() && t.dtype() == DType::F16
 }
@@ -113,11 +128,27 @@ mod imp {
         residual: Option<&Tensor>,
         out_dims: &[usize],
     ) -> Result<Tensor> {
-        let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec() };
+        let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8: None };
         let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
         match residual {
             Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op),
             None => xs.apply_op2_no_bwd(&weight, &op),
+        }
+    }
+
+    pub fn linear_fp8(
+        xs_q: &Tensor,
+        w_q: &Tensor,
+        mnk: (usize, usize, usize),
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        out_dims: &[usize],
+    ) -> Result<Tensor> {
+        let bias = bias.map(|b| b.contiguous()).transpose()?;
+        let op = LinearOp { bias, out_dims: out_dims.to_vec(), fp8: Some(mnk) };
+        match residual {
+            Some(r) => xs_q.apply_op3_no_bwd(w_q, &r.contiguous()?, &op),
+            None => xs_q.apply_op2_no_bwd(w_q, &op),
         }
     }
 
@@ -132,6 +163,8 @@ mod imp {
     struct LinearOp {
         bias: Option<Tensor>,
         out_dims: Vec<usize>,
+        /// FP8 (m, n, k): x and the weight are u8 tensors packed as `crate::cuda::fp8::Packed`.
+        fp8: Option<(usize, usize, usize)>,
     }
 
     impl LinearOp {
@@ -143,9 +176,26 @@ mod imp {
         ) -> Result<(CudaStorage, Shape)> {
             let device = x.device().clone();
             let stream = device.cuda_stream();
-            let (n, k) = wl.shape().dims2()?;
-            let m = xl.shape().elem_count() / k;
-            let (xv, wv) = (view(x, xl)?, view(w, wl)?);
+            // The inputs' addresses, and with FP8 their scales' (A's is the weight's, B's the input's).
+            let (m, n, k, x_ptr, w_ptr, scales) = match self.fp8 {
+                None => {
+                    let (n, k) = wl.shape().dims2()?;
+                    let m = xl.shape().elem_count() / k;
+                    (m, n, k, view(x, xl)?.device_ptr(&stream).0, view(w, wl)?.device_ptr(&stream).0, None)
+                }
+                Some((m, n, k)) => {
+                    use crate::cuda::fp8::Packed;
+                    let what = "cuBLASLt FP8 linear";
+                    let xv = crate::cuda::op::contiguous_view::<u8>(x, xl, what)?;
+                    let wv = crate::cuda::op::contiguous_view::<u8>(w, wl, what)?;
+                    let (xp, wp) = (Packed::of(m * k), Packed::of(n * k));
+                    if xv.len() != xp.bytes || wv.len() != wp.bytes {
+                        bail!("{what}: packed inputs of {} and {} bytes for m={m} n={n} k={k}", xv.len(), wv.len());
+                    }
+                    let (x_ptr, w_ptr) = (xv.device_ptr(&stream).0, wv.device_ptr(&stream).0);
+                    (m, n, k, x_ptr, w_ptr, Some([w_ptr + wp.scale as u64, x_ptr + xp.scale as u64]))
+                }
+            };
             let rv = residual.map(|(r, rl)| view(r, rl)).transpose()?;
             let bias_guard = self.bias.as_ref().map(|b| b.storage_and_layout());
             let bv = match &bias_guard {
@@ -157,8 +207,6 @@ mod imp {
             };
             let mut y = unsafe { device.alloc::<f16>(m * n) }?;
             {
-                let (x_ptr, _x_sync) = xv.device_ptr(&stream);
-                let (w_ptr, _w_sync) = wv.device_ptr(&stream);
                 let (y_ptr, _y_sync) = y.device_ptr_mut(&stream);
                 let r = rv.as_ref().map(|r| r.device_ptr(&stream));
                 let b = bv.as_ref().map(|b| b.device_ptr(&stream));
@@ -174,15 +222,24 @@ mod imp {
                     bias: b_ptr.is_some(),
                     residual: r_ptr.is_some(),
                     nchw_batch: None,
+                    fp8: scales.is_some(),
                 };
-                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], r_ptr, b_ptr)?;
+                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], r_ptr, b_ptr, scales)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from(self.out_dims.clone())))
         }
     }
 
     /// The plan for `key` (made on first use), run on the device's stream.
-    fn run_plan(device: &CudaDevice, key: Key, xwy: [u64; 3], residual: Option<u64>, bias: Option<u64>) -> Result<()> {
+    /// `scales`: with FP8, the device addresses of A's (the weight's) and B's (the input's) scales.
+    fn run_plan(
+        device: &CudaDevice,
+        key: Key,
+        xwy: [u64; 3],
+        residual: Option<u64>,
+        bias: Option<u64>,
+        scales: Option<[u64; 2]>,
+    ) -> Result<()> {
         let stream = device.cuda_stream();
         with_thread_state(device, |state| {
             let ThreadState { handle, plans, workspace, plan_folder, .. } = state;
@@ -199,7 +256,7 @@ mod imp {
                 })?;
                 if !from_disk {
                     if tuned {
-                        plan.tune(*handle, &stream, xwy, residual, bias, ws_ptr)?;
+                        plan.tune(*handle, &stream, xwy, residual, bias, scales, ws_ptr)?;
                     }
                     if let Some(folder) = plan_folder.as_deref() {
                         plan_cache::write(folder, "cublaslt", &stored_key, &algo_bytes(&plan.algo));
@@ -207,7 +264,7 @@ mod imp {
                 }
                 plans.insert(key, plan);
             }
-            plans[&key].run(*handle, xwy, residual, bias, ws_ptr, cu_stream)
+            plans[&key].run(*handle, xwy, residual, bias, scales, ws_ptr, cu_stream)
         })
     }
 
@@ -245,8 +302,9 @@ mod imp {
                     bias: false,
                     residual: true,
                     nchw_batch: Some(b as u64),
+                    fp8: false,
                 };
-                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], Some(a_ptr), None)?;
+                run_plan(&device, key, [x_ptr, w_ptr, y_ptr], Some(a_ptr), None, None)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(y, device), Shape::from((b, k, h, wd))))
         }
@@ -281,6 +339,8 @@ mod imp {
         /// A 1x1 convolution on NCHW tensors ([`PointwiseConvOp`]) of this many samples: m is
         /// then the pixels, the output m x n column-major a sample, the weight not transposed.
         nchw_batch: Option<u64>,
+        /// A (the weight) and B (xs) in e4m3, each with its scale (fast accumulation).
+        fp8: bool,
     }
 
     /// A shape's descriptors and the algorithm cuBLASLt's heuristics chose for it (or, when
@@ -295,6 +355,7 @@ mod imp {
         algo: sys::cublasLtMatmulAlgo_t,
         bias: bool,
         residual: bool,
+        fp8: bool,
         /// A is xs (a 1x1 convolution on NCHW tensors) rather than the weight.
         xs_first: bool,
     }
@@ -316,9 +377,11 @@ mod imp {
                 algo: unsafe { std::mem::zeroed() },
                 bias: key.bias,
                 residual: key.residual,
+                fp8: key.fp8,
                 xs_first: key.nchw_batch.is_some(),
             };
             let half = sys::cudaDataType_t::CUDA_R_16F;
+            let inputs = if key.fp8 { sys::cudaDataType_t::CUDA_R_8F_E4M3 } else { half };
             if let Some(batch) = key.nchw_batch {
                 // D (m x n) = A (m x k: xs, the sample's pixels x channels) · B (k x n: the
                 // weight [n, k] row-major) + C; A, C and D step a sample at a time, B stays.
@@ -329,8 +392,8 @@ mod imp {
                     unsafe { batch_layout(layout, batch as i32, stride as i64)? };
                 }
             } else {
-                plan.layouts[0] = lt::create_matrix_layout(half, key.k, key.n, key.k as i64).map_err(lt_error)?;
-                plan.layouts[1] = lt::create_matrix_layout(half, key.k, key.m, key.k as i64).map_err(lt_error)?;
+                plan.layouts[0] = lt::create_matrix_layout(inputs, key.k, key.n, key.k as i64).map_err(lt_error)?;
+                plan.layouts[1] = lt::create_matrix_layout(inputs, key.k, key.m, key.k as i64).map_err(lt_error)?;
                 plan.layouts[2] = lt::create_matrix_layout(half, key.n, key.m, key.n as i64).map_err(lt_error)?;
             }
             let transpose: i32 = key.nchw_batch.is_none() as i32;
@@ -342,6 +405,11 @@ mod imp {
             unsafe {
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &transpose)?;
                 plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+                if key.fp8 {
+                    let (fast, bias_type) = (1i8, half);
+                    plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast)?;
+                    plan.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type)?;
+                }
             }
             if let Some(algo) = stored.filter(|algo| plan.accepts(handle, algo)) {
                 plan.algo = algo;
@@ -371,6 +439,7 @@ mod imp {
             xwy: [u64; 3],
             residual: Option<u64>,
             bias: Option<u64>,
+            scales: Option<[u64; 2]>,
             workspace: u64,
         ) -> Result<()> {
             let candidates = self.candidates(handle, TUNE_CANDIDATES)?;
@@ -380,7 +449,7 @@ mod imp {
             let cu_stream = stream.cu_stream() as sys::cudaStream_t;
             let fastest = timing::fastest(stream, &candidates, TUNE_RUNS, |algo| {
                 self.algo = *algo;
-                self.run(handle, xwy, residual, bias, workspace, cu_stream)
+                self.run(handle, xwy, residual, bias, scales, workspace, cu_stream)
             })?;
             self.algo = candidates[fastest.unwrap_or(0)];
             Ok(())
@@ -439,10 +508,11 @@ mod imp {
             [x, w, y]: [u64; 3],
             residual: Option<u64>,
             bias: Option<u64>,
+            scales: Option<[u64; 2]>,
             workspace: u64,
             stream: sys::cudaStream_t,
         ) -> Result<()> {
-            if self.bias != bias.is_some() || self.residual != residual.is_some() {
+            if self.bias != bias.is_some() || self.residual != residual.is_some() || self.fp8 != scales.is_some() {
                 bail!("cuBLASLt linear: plan and call disagree on the epilogue");
             }
             let alpha = 1f32;
@@ -451,6 +521,10 @@ mod imp {
             unsafe {
                 if let Some(bias) = bias {
                     self.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
+                }
+                if let Some([a_scale, b_scale]) = scales {
+                    self.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale)?;
+                    self.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale)?;
                 }
                 let (first, second) = if self.xs_first { (x, w) } else { (w, x) };
                 lt::matmul(

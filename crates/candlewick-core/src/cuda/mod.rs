@@ -10,6 +10,7 @@
 //! - [`fused`]: our kernels (src/cuda/kernels/*.cu, by op family: norms, layout, convolution
 //!   tails, elementwise) as candle custom ops.
 //! - [`cublaslt`]: linear layers and 1x1 convolutions as cuBLASLt products with fused epilogues.
+//! - [`fp8`]: FP8 (e4m3) products for the UNet's linear layers (load option `fp8`).
 //! - [`cudnn`]: convolutions through cached cuDNN plans, and cuDNN's fused attention.
 //! - [`flash`]: FlashAttention-2 (candle-flash-attn).
 //! - [`graph`]: the UNet step and the text encoder captured as CUDA graphs.
@@ -25,6 +26,7 @@ pub mod cublaslt;
 pub mod cudnn;
 pub mod features;
 pub mod flash;
+pub mod fp8;
 pub mod fused;
 pub mod graph;
 pub mod memory;

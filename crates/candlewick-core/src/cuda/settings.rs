@@ -137,6 +137,9 @@ pub struct CudaSettings {
     /// Allow TF32 matrix units for f32 matrix products on CUDA (default false). candle holds this
     /// switch process-wide: the last CUDA pipeline loaded sets it for all.
     pub tf32: bool,
+    /// FP8 (e4m3) products for the UNet's linear layers (`crate::cuda::fp8`; default false): faster
+    /// on Ada and Hopper, not diffusers' numbers (the image differs from f16's).
+    pub fp8: bool,
 }
 
 impl Default for CudaSettings {
@@ -147,6 +150,7 @@ impl Default for CudaSettings {
             cuda_graphs: true,
             autotune: Autotune { cudnn: false, gemm: false },
             tf32: false,
+            fp8: false,
         }
     }
 }
@@ -168,6 +172,7 @@ impl CudaSettings {
         cuda_graphs: false,
         autotune: Autotune { cudnn: false, gemm: false },
         tf32: false,
+        fp8: false,
     };
 
     /// These settings as they can run with this build on `device` in `dtype`.
@@ -220,8 +225,24 @@ impl CudaSettings {
         if self.tf32 && !cuda {
             fallbacks.push("tf32 is off: it needs a CUDA device".into());
         }
-        let settings =
-            Self { attention, convolution, cuda_graphs: self.cuda_graphs && cuda, autotune, tf32: self.tf32 && cuda };
+        let fp8_refused = if self.fp8 && !f16 {
+            Some("it applies to f16 only".to_string())
+        } else if self.fp8 {
+            crate::cuda::fp8::unsupported(device)
+        } else {
+            None
+        };
+        if let Some(why) = &fp8_refused {
+            fallbacks.push(format!("fp8 is off: {why}"));
+        }
+        let settings = Self {
+            attention,
+            convolution,
+            cuda_graphs: self.cuda_graphs && cuda,
+            autotune,
+            tf32: self.tf32 && cuda,
+            fp8: self.fp8 && fp8_refused.is_none(),
+        };
         Resolved { settings, fallbacks }
     }
 
@@ -299,7 +320,8 @@ mod tests {
                 convolution: ConvolutionPath::Candle,
                 cuda_graphs: false,
                 autotune: Autotune::default(),
-                tf32: false
+                tf32: false,
+                fp8: false,
             }
         );
         assert!(defaults.fallbacks.is_empty(), "defaults fall back silently: {:?}", defaults.fallbacks);
@@ -310,6 +332,7 @@ mod tests {
             cuda_graphs: true,
             autotune: Autotune { cudnn: true, gemm: true },
             tf32: true,
+            fp8: true,
         };
         let resolved = asked.resolve(&Device::Cpu, DType::F16);
         assert_eq!(resolved.settings, defaults.settings);
@@ -322,6 +345,7 @@ mod tests {
             "autotune.cudnn is off",
             "autotune.gemm is off",
             "tf32 is off",
+            "fp8 is off: this build has no CUDA",
         ] {
             assert!(said.contains(part), "{part:?} missing from {said}");
         }

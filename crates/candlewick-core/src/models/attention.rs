@@ -314,15 +314,15 @@ impl Projections {
             }
         };
         if kv_dim != query_dim {
-            let kv = Linear::new(Tensor::cat(&[&wk, &wv], 0)?, stack(&[&bk, &bv])?);
-            return Ok(Self { q: Linear::new(wq, bq), kv, qkv: None });
+            let kv = Linear::new(Tensor::cat(&[&wk, &wv], 0)?, stack(&[&bk, &bv])?)?;
+            return Ok(Self { q: Linear::new(wq, bq)?, kv, qkv: None });
         }
         let (w, b) = (Tensor::cat(&[&wq, &wk, &wv], 0)?, stack(&[&bq, &bk, &bv])?);
         let rows = |start, len| -> Result<Linear> {
             let bias = b.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
-            Ok(Linear::new(w.narrow(0, start, len)?, bias))
+            Linear::new(w.narrow(0, start, len)?, bias)
         };
-        Ok(Self { q: rows(0, inner)?, kv: rows(inner, 2 * inner)?, qkv: Some(Linear::new(w.clone(), b.clone())) })
+        Ok(Self { q: rows(0, inner)?, kv: rows(inner, 2 * inner)?, qkv: Some(Linear::new(w.clone(), b.clone())?) })
     }
 }
 

@@ -1,22 +1,26 @@
 //! diffusers' `nn.Linear`: on CUDA in f16 one cuBLASLt call that adds the bias (and a residual)
 //! in its epilogue (`cublaslt::linear`); elsewhere candle_nn's matrix product, with the bias added by
-//! one fused kernel (`fused::bias_add`) or candle's broadcast add.
+//! one fused kernel (`fused::bias_add`) or candle's broadcast add. A UNet loaded with `fp8` keeps
+//! its weight quantized too and multiplies in FP8 where `cuda::fp8` takes the call.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::cuda::fp8::{self, Fp8Weight};
 use crate::cuda::{cublaslt, fused};
 
 #[derive(Debug, Clone)]
 pub struct Linear {
     product: candle_nn::Linear,
     bias: Option<Tensor>,
+    fp8: Option<Fp8Weight>,
 }
 
 impl Linear {
     /// From a weight [out_dim, in_dim] and an optional bias [out_dim].
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { product: candle_nn::Linear::new(weight, None), bias }
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let fp8 = fp8::weight(&weight)?;
+        Ok(Linear { product: candle_nn::Linear::new(weight, None), bias, fp8 })
     }
 }
 
@@ -24,7 +28,7 @@ impl Linear {
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
     let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
-    Ok(Linear { product: candle_nn::Linear::new(weight, None), bias })
+    Linear::new(weight, bias)
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
@@ -33,6 +37,9 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.fp8_product(xs, self.bias.as_ref(), None)? {
+            return Ok(ys);
+        }
         if let Some(ys) = cublaslt::linear(xs, self.product.weight(), self.bias.as_ref(), None)? {
             return Ok(ys);
         }
@@ -44,6 +51,9 @@ impl Linear {
     /// `residual + linear(xs)`: a residual connection after the layer, added in the GEMM's
     /// epilogue or the bias's kernel on CUDA.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.fp8_product(xs, self.bias.as_ref(), Some(residual))? {
+            return Ok(ys);
+        }
         if let Some(ys) = cublaslt::linear(xs, self.product.weight(), self.bias.as_ref(), Some(residual))? {
             return Ok(ys);
         }
@@ -58,7 +68,18 @@ impl Linear {
 
     /// The matrix product alone, for a caller that adds [`Self::bias`] in a kernel of its own.
     pub fn product(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.fp8_product(xs, None, None)? {
+            return Ok(ys);
+        }
         self.product.forward(xs)
+    }
+
+    /// The FP8 product when this layer was quantized and `cuda::fp8` takes the call.
+    fn fp8_product(&self, xs: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+        match &self.fp8 {
+            Some(weight) => fp8::linear(xs, weight, bias, residual),
+            None => Ok(None),
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {

@@ -83,15 +83,20 @@ fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option
     let mut first = 0;
     for resnet in resnets.iter_mut().filter(|r| r.time_emb_proj().is_some()) {
         let rows = resnet.time_emb_proj().map(|p| p.weight().dim(0)).transpose()?.unwrap_or(0);
-        let view = Linear::new(weight.narrow(0, first, rows)?, Some(bias.narrow(0, first, rows)?));
+        let view = Linear::new(weight.narrow(0, first, rows)?, Some(bias.narrow(0, first, rows)?))?;
         resnet.use_stacked_time_projection(view, first);
         first += rows;
     }
-    Ok(Some(Linear::new(weight, Some(bias))))
+    Ok(Some(Linear::new(weight, Some(bias))?))
 }
 
 impl UNet2DConditionModel {
+    /// With the load option `fp8`, its linear layers are quantized as they are made (`cuda::fp8`).
     pub fn new(vb: VarBuilder, cfg: &UNet2DConditionConfig) -> Result<Self> {
+        crate::cuda::fp8::quantizing(|| Self::build(vb, cfg))
+    }
+
+    fn build(vb: VarBuilder, cfg: &UNet2DConditionConfig) -> Result<Self> {
         cfg.check_supported()?;
         let n = cfg.down_block_types.len();
         let channels = &cfg.block_out_channels;

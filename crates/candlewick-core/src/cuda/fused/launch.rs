@@ -21,6 +21,7 @@ family!(NORM, "norm");
 family!(LAYOUT, "layout");
 family!(CONV_TAIL, "conv_tail");
 family!(ELEMENTWISE, "elementwise");
+family!(FP8, "fp8");
 
 /// Threads a block of the elementwise and row kernels.
 pub const THREADS: u32 = 256;

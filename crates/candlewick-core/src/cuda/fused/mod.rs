@@ -3,7 +3,7 @@
 //! `norm` (LayerNorm, GroupNorm + SiLU, NCHW or channels-last), `layout` (transposes, 2x
 //! upsampling into channels-last, the skip concatenation), `conv_tail` (a channels-last
 //! convolution's tail, alone or into the GroupNorm after it) and `elementwise` (bias adds,
-//! GEGLU); `launch` holds what they share. Those modules exist in CUDA builds only.
+//! GEGLU), `fp8` (FP8 quantization); `launch` holds what they share. Those modules exist in CUDA builds only.
 //!
 //! The functions here are every build's entry points and their guards: each returns None when
 //! its kernel cannot run here (a CPU tensor, a build without CUDA, a dtype other than f16/f32, a
@@ -19,6 +19,8 @@ use crate::cuda::features::built;
 mod conv_tail;
 #[cfg(feature = "cuda")]
 mod elementwise;
+#[cfg(feature = "cuda")]
+mod fp8;
 #[cfg(feature = "cuda")]
 mod launch;
 #[cfg(feature = "cuda")]
@@ -52,6 +54,13 @@ pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     built!("cuda", elementwise::geglu(h, bias))
+}
+
+/// FP8 quantization (`fp8`): `x` (f16 on CUDA) as the packed u8 tensor `crate::cuda::fp8::Packed`
+/// describes; `crate::cuda::fp8` checks its inputs.
+#[cfg(feature = "cuda")]
+pub fn fp8_quantize(x: &Tensor) -> Result<Tensor> {
+    fp8::quantize(x)
 }
 
 // ---- Norms (`norm`) -----------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+//! FP8 (e4m3) matrix products for the UNet's linear layers (load option `fp8`, off by default;
+//! compute capability 8.9 and up: Ada, Hopper). Each weight is quantized once at load with one
+//! scale for the tensor (its largest magnitude / 448), each layer's input at every call the same
+//! way (two kernels, src/cuda/kernels/fp8.cu), and cuBLASLt multiplies the two in FP8 with f32
+//! accumulation, adding the bias (and a residual) in its epilogue and writing f16
+//! (`cublaslt::linear_fp8`). The text encoders, the VAE, convolutions and attention stay f16.
+//!
+//! It is not diffusers' arithmetic: the image differs from the f16 one, and the GPU benchmark
+//! measures by how much beside its speed (bench/gpu/fp8.sh). The f16 weights are kept too (the
+//! layers that stay f16: the time embedding's few rows, the cross-attention's keys and values of
+//! 77 tokens), so the UNet's weights take 1.5x the memory.
+
+use std::cell::Cell;
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::cuda::features::built;
+use crate::cuda::settings;
+
+/// A tensor of `n` f16 values quantized to e4m3 in one u8 buffer: the values (byte 0 on), the
+/// f32 scale at `scale` (16-byte aligned, as cuBLASLt wants its pointers), then the quantizing
+/// kernel's `partials` per-block maxima (f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    pub scale: usize,
+    pub partials: usize,
+    pub bytes: usize,
+}
+
+impl Packed {
+    pub const SCALE_BYTES: usize = 16;
+    /// Blocks of the quantizing kernels at most (each block of the second pass reads every partial).
+    pub const MAX_BLOCKS: usize = 1024;
+
+    pub fn of(n: usize) -> Self {
+        let scale = n.div_ceil(16) * 16;
+        let partials = (n / 8).div_ceil(256).clamp(1, Self::MAX_BLOCKS);
+        Packed { scale, partials, bytes: scale + Self::SCALE_BYTES + 4 * partials }
+    }
+}
+
+/// A linear layer's weight [n, k] quantized at load.
+#[derive(Debug, Clone)]
+pub struct Fp8Weight {
+    pub packed: Tensor,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// Layers with fewer input rows than this (the time embedding's, the 77-token text context's)
+/// stay f16: quantizing their input costs more than the FP8 product saves.
+pub const MIN_ROWS: usize = 512;
+
+thread_local! {
+    static QUANTIZING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed
+/// settings ask for FP8.
+pub fn quantizing<R>(f: impl FnOnce() -> R) -> R {
+    let before = QUANTIZING.with(|q| q.replace(settings::current().fp8));
+    let out = f();
+    QUANTIZING.with(|q| q.set(before));
+    out
+}
+
+/// Why FP8 products cannot run on `device` (None when they can).
+pub fn unsupported(device: &Device) -> Option<String> {
+    if !cfg!(feature = "cuda") {
+        return Some("this build has no CUDA (the CUDA build has it: npm run build:cuda)".into());
+    }
+    match compute_capability(device) {
+        None => Some("it needs a CUDA device".into()),
+        Some((major, minor)) if (major, minor) < (8, 9) => {
+            Some(format!("it needs compute capability 8.9 or later (Ada, Hopper); this GPU has {major}.{minor}"))
+        }
+        Some(_) => None,
+    }
+}
+
+fn compute_capability(device: &Device) -> Option<(i32, i32)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as A;
+        let context = d.cuda_stream().context().clone();
+        let major = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
+        let minor = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
+        return Some((major, minor));
+    }
+    let _ = device;
+    None
+}
+
+/// `weight` [n, k] quantized, when a UNet is being built with FP8 on and the layer qualifies (f16
+/// on CUDA, n and k multiples of 16 as cuBLASLt's FP8 kernels want); else None.
+pub fn weight(weight: &Tensor) -> Result<Option<Fp8Weight>> {
+    if !QUANTIZING.with(|q| q.get()) || weight.dtype() != DType::F16 || !weight.device().is_cuda() {
+        return Ok(None);
+    }
+    let Ok((n, k)) = weight.dims2() else { return Ok(None) };
+    if n % 16 != 0 || k % 16 != 0 {
+        return Ok(None);
+    }
+    let packed: Result<Option<Tensor>> = built!("cuda", crate::cuda::fused::fp8_quantize(weight));
+    let packed = packed?;
+    Ok(packed.map(|packed| Fp8Weight { packed, n, k }))
+}
+
+/// `residual + xs · weightᵀ + bias` in FP8 (see the module), or None where it does not apply:
+/// fewer than [`MIN_ROWS`] rows, an f32 or CPU input, a misaligned view.
+pub fn linear(
+    xs: &Tensor,
+    weight: &Fp8Weight,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let Some(&k) = xs.dims().last() else { return Ok(None) };
+    let m = xs.elem_count() / k.max(1);
+    if k != weight.k || m < MIN_ROWS || xs.dtype() != DType::F16 || !xs.device().is_cuda() {
+        return Ok(None);
+    }
+    if m > i32::MAX as usize || !xs.layout().start_offset().is_multiple_of(8) {
+        return Ok(None);
+    }
+    let mut out_dims = xs.dims().to_vec();
+    out_dims.pop();
+    out_dims.push(weight.n);
+    if residual.is_some_and(|r| r.dims() != out_dims.as_slice() || r.dtype() != DType::F16)
+        || bias.is_some_and(|b| b.dims() != [weight.n] || b.dtype() != DType::F16)
+    {
+        return Ok(None);
+    }
+    built!("cuda", fp8_product(xs, weight, bias, residual, &out_dims))
+}
+
+#[cfg(feature = "cuda")]
+fn fp8_product(
+    xs: &Tensor,
+    weight: &Fp8Weight,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_dims: &[usize],
+) -> Result<Tensor> {
+    let xs_q = crate::cuda::fused::fp8_quantize(xs)?;
+    let m = xs.elem_count() / weight.k;
+    crate::cuda::cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
+}
