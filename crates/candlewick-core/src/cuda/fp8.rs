@@ -47,6 +47,17 @@ pub struct Fp8Weight {
     pub k: usize,
 }
 
+/// Layers with fewer outputs than this stay f16 (`CANDLEWICK_FP8_MIN_OUTPUTS` changes it, for the
+/// GPU benchmark): quantizing a layer's input costs in proportion to its inputs, the FP8 product
+/// saves in proportion to inputs x outputs, so narrow layers (a transformer block's output
+/// projections at SD1.5's 320 and 640 channels) gain nothing.
+pub fn min_outputs() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("CANDLEWICK_FP8_MIN_OUTPUTS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(1024)
+    })
+}
+
 /// Layers with fewer input rows than this (the time embedding's, the 77-token text context's)
 /// stay f16: quantizing their input costs more than the FP8 product saves.
 pub const MIN_ROWS: usize = 512;
@@ -92,13 +103,14 @@ fn compute_capability(device: &Device) -> Option<(i32, i32)> {
 }
 
 /// `weight` [n, k] quantized, when a UNet is being built with FP8 on and the layer qualifies (f16
-/// on CUDA, n and k multiples of 16 as cuBLASLt's FP8 kernels want); else None.
+/// on CUDA, n and k multiples of 16 as cuBLASLt's FP8 kernels want, n at least [`min_outputs`]);
+/// else None.
 pub fn weight(weight: &Tensor) -> Result<Option<Fp8Weight>> {
     if !QUANTIZING.with(|q| q.get()) || weight.dtype() != DType::F16 || !weight.device().is_cuda() {
         return Ok(None);
     }
     let Ok((n, k)) = weight.dims2() else { return Ok(None) };
-    if n % 16 != 0 || k % 16 != 0 {
+    if n % 16 != 0 || k % 16 != 0 || n < min_outputs() {
         return Ok(None);
     }
     let packed: Result<Option<Tensor>> = built!("cuda", crate::cuda::fused::fp8_quantize(weight));
