@@ -157,3 +157,29 @@ fn fp8_product(
     let m = xs.elem_count() / weight.k;
     crate::cuda::cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packed_layout_keeps_the_scale_aligned_and_room_for_every_partial() {
+        for n in [8, 16, 320 * 320, 1280 * 10240, 77 * 768, 1 << 30] {
+            let p = Packed::of(n);
+            assert!(p.scale >= n && p.scale % 16 == 0 && p.scale - n < 16, "{n}: {p:?}");
+            assert!((1..=Packed::MAX_BLOCKS).contains(&p.partials), "{n}: {p:?}");
+            assert_eq!(p.bytes, p.scale + Packed::SCALE_BYTES + 4 * p.partials);
+        }
+        // One block of 256 threads a 2,048 values (8 a thread) until the cap.
+        assert_eq!(Packed::of(2048 * 3).partials, 3);
+        assert_eq!(Packed::of(2048 * 3 + 8).partials, 4);
+    }
+
+    #[test]
+    fn nothing_is_quantized_outside_a_unet_built_with_fp8_on() {
+        let w = Tensor::zeros((1024, 1024), DType::F16, &Device::Cpu).unwrap();
+        assert!(weight(&w).unwrap().is_none());
+        assert!(quantizing(|| weight(&w).unwrap()).is_none(), "the CPU has no FP8 products");
+        assert!(!QUANTIZING.with(|q| q.get()), "the flag is the constructor's only");
+    }
+}
