@@ -24,7 +24,7 @@ impl Quantize {
         if numel % 8 != 0 || !aligned(&[ptr(&dev, &xv)], 16) {
             bail!("fp8 quantize: {numel} values at a misaligned address (16-byte vectors of 8)");
         }
-        let mut y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
+        let y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
         let vectors = (numel / 8) as u64;
         let count = packed.partials as u32;
         // Device addresses within y: the values, the scale and the first pass's partials.
