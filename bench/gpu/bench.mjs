@@ -67,6 +67,9 @@ const VARIANTS = {
   // FP8 (load option fp8): the UNet's linear layers in e4m3; each row also says how far its image is from
   // the f16 row's of the same batch and seed when that row ran first in the same WHICH (vs_f16).
   "fp16+flash+graphs+fp8": { load: { dtype: "f16", cudaGraphs: true, fp8: true }, variant: "fp16+flash+graphs, FP8 linear layers" },
+  "fp16+flash+graphs+fp8:b4": {
+    load: { dtype: "f16", cudaGraphs: true, fp8: true }, batch: 4, variant: "fp16+flash+graphs, FP8 linear layers",
+  },
   "fp16+flash+graphs+fp8:b8": {
     load: { dtype: "f16", cudaGraphs: true, fp8: true }, batch: 8, variant: "fp16+flash+graphs, FP8 linear layers",
   },

@@ -36,6 +36,19 @@ check)
   left=$(( ${CALL_S:-585} - SECONDS ))
   stage "max-autotune fill for ${left}s"
   [ $left -gt 60 ] && PHASE=fill FILL_S=$left WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
+more)  # the same machine after check and fill: which layers FP8 pays on (CANDLEWICK_FP8_MIN_OUTPUTS), SDXL batch 4
+  for min in 0 2048; do
+    stage "SD1.5 512 FP8 with CANDLEWICK_FP8_MIN_OUTPUTS=$min"
+    first=$([ $min = 0 ] && echo fp16+flash+graphs,)
+    CANDLEWICK_FP8_MIN_OUTPUTS=$min SIZE=512 STEPS=50 WHICH=${first}fp16+flash+graphs+fp8,fp16+flash+graphs+fp8:b8 \
+      timeout 100 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/sd15-fp8-min$min.json" 2>&1 | tail -3
+  done
+  stage "SDXL 1024 30 steps batch 4: FP8 off and on"
+  SIZE=1024 STEPS=30 GUIDANCE=5 RUNS=2 WHICH=fp16+flash+graphs:b4,fp16+flash+graphs+fp8:b4 \
+    timeout 150 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-fp8-b4.json" 2>&1 | tail -3
+  left=$(( ${CALL_S:-585} - SECONDS ))
+  stage "max-autotune fill for ${left}s"
+  [ $left -gt 60 ] && PHASE=fill FILL_S=$left WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 esac

@@ -52,9 +52,11 @@ test("loads on CUDA in f16 with the fused paths and generates a full-size image"
   assert.ok(distinct > 10, `the image looks blank (${distinct} distinct byte values)`);
 });
 
-// FP8 is not diffusers' arithmetic: its bound is on the image's distance from the f16 one (PSNR), and the
-// image must differ (the UNet's linear layers did run in FP8).
-const FP8_MIN_PSNR_DB = 20;
+// FP8 is not diffusers' arithmetic: its bound is on the image's distance from the f16 one (PSNR; 53 dB on the
+// H200 with SD1.5-shaped weights, bench/NOTES.md session 16), and on a full-size model the image must differ
+// (the UNet's wide linear layers did run in FP8; the tiny fixture's layers are too narrow and its images too
+// small for FP8 to take any: cuda::fp8's min_outputs and MIN_ROWS).
+const FP8_MIN_PSNR_DB = 35;
 
 test("FP8 linear layers: on where asked, an image near the f16 one, reproducible", async () => {
   const fp8 = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", fp8: true });
@@ -67,7 +69,7 @@ test("FP8 linear layers: on where asked, an image near the f16 one, reproducible
     for (let i = 0; i < a.data.length; i++) squares += (a.data[i] - b.data[i]) ** 2;
     const psnr = 10 * Math.log10((255 * 255) / (squares / a.data.length));
     console.log(JSON.stringify({ fp8_psnr_db: psnr }));
-    assert.ok(psnr < Infinity, "the FP8 image is the f16 one: no layer ran in FP8");
+    if (MODEL !== TINY_SD) assert.ok(psnr < Infinity, "the FP8 image is the f16 one: no layer ran in FP8");
     assert.ok(psnr >= FP8_MIN_PSNR_DB, `FP8 image ${psnr.toFixed(1)} dB from the f16 one (bound ${FP8_MIN_PSNR_DB})`);
     const [again] = await fp8.generate(call);
     assert.deepEqual(again.data, b.data, "FP8 images are reproducible");
