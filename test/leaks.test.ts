@@ -27,16 +27,23 @@ test.serial("300 calls, a third of them rejected, do not grow memory", async (t)
   await pipe.dispose();
 });
 
-test.serial("load, generate and dispose 20 times: memory comes back", async (t) => {
+test.serial("load, generate and dispose, three rounds of 15: memory comes back", async (t) => {
   const cycle = async () => {
     const pipe = await StableDiffusionPipeline.fromPretrained(TINY_SD, { device: "cpu", dtype: "f32" });
     await pipe.generate(TINY);
     await pipe.dispose();
   };
   for (let i = 0; i < 10; i++) await cycle();
-  const before = rssMb();
-  for (let i = 0; i < 20; i++) await cycle();
-  const delta = rssMb() - before;
-  t.log(`RSS delta over 20 load/generate/dispose cycles: ${delta.toFixed(1)} MB`);
-  t.true(delta < LIMIT_MB, `resident memory grew by ${delta.toFixed(1)} MB`);
+  // glibc's arenas grow in steps of 20-30 MB now and then and keep them (seen on the 2-core machine at a
+  // commit without any leak: 20 cycles grew by -19 to +27 MB), so one window's growth cannot tell a step from a
+  // leak. A leak grows every round; a step lands in one. So: at least one round of 15 cycles grows by less than
+  // LIMIT_MB, which a leak of 1.1 MB a cycle or more (a tenth of the tiny pipeline) fails in every round.
+  const growths: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const before = rssMb();
+    for (let i = 0; i < 15; i++) await cycle();
+    growths.push(rssMb() - before);
+  }
+  t.log(`RSS growth over three rounds of 15 load/generate/dispose cycles: ${growths.map((g) => g.toFixed(1)).join(", ")} MB`);
+  t.true(Math.min(...growths) < LIMIT_MB, `resident memory grew in every round: ${growths.map((g) => g.toFixed(1)).join(", ")} MB`);
 });

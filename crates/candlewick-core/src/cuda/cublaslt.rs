@@ -129,11 +129,7 @@ mod imp {
         out_dims: &[usize],
     ) -> Result<Tensor> {
         let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8: None };
-        let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
-        match residual {
-            Some(r) => xs.apply_op3_no_bwd(&weight, &r.contiguous()?, &op),
-            None => xs.apply_op2_no_bwd(&weight, &op),
-        }
+        op.apply(&xs.contiguous()?, &weight.contiguous()?, residual)
     }
 
     pub fn linear_fp8(
@@ -144,12 +140,9 @@ mod imp {
         residual: Option<&Tensor>,
         out_dims: &[usize],
     ) -> Result<Tensor> {
-        let bias = bias.map(|b| b.contiguous()).transpose()?;
-        let op = LinearOp { bias, out_dims: out_dims.to_vec(), fp8: Some(mnk) };
-        match residual {
-            Some(r) => xs_q.apply_op3_no_bwd(w_q, &r.contiguous()?, &op),
-            None => xs_q.apply_op2_no_bwd(w_q, &op),
-        }
+        let op =
+            LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8: Some(mnk) };
+        op.apply(xs_q, w_q, residual)
     }
 
     pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Tensor> {
@@ -168,6 +161,14 @@ mod imp {
     }
 
     impl LinearOp {
+        /// The op on contiguous `xs` and `weight`, with the residual as a third input when given.
+        fn apply(&self, xs: &Tensor, weight: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+            match residual {
+                Some(r) => xs.apply_op3_no_bwd(weight, &r.contiguous()?, self),
+                None => xs.apply_op2_no_bwd(weight, self),
+            }
+        }
+
         fn run(
             &self,
             (x, xl): (&CudaStorage, &Layout),
