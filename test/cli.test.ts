@@ -25,7 +25,7 @@ test("--help lists the commands and exits 0", async (t) => {
 test("generate --help lists every flag", async (t) => {
   const { code, stdout } = await cli("generate", "--help");
   t.is(code, 0);
-  const flags = ["--model", "--out", "--negative-prompt", "--steps", "--guidance", "--width", "--height", "--seed", "--num-images", "--device", "--dtype", "--eta", "--timestep-spacing", "--help"];
+  const flags = ["--model", "--out", "--negative-prompt", "--steps", "--guidance", "--width", "--height", "--seed", "--num-images", "--device", "--dtype", "--fp8", "--eta", "--timestep-spacing", "--help"];
   for (const flag of flags) t.true(stdout.includes(`  ${flag} `) || stdout.includes(`  ${flag},`), `${flag} is documented`);
 });
 
@@ -168,6 +168,17 @@ test("--num-images writes numbered files, and a seed reproduces them byte for by
 });
 
 const TINY = ["--steps", "1", "--width", "16", "--height", "16"];
+
+test("--fp8 where FP8 cannot run (the CPU) falls back to the f16/f32 path, says why, and draws the image it draws without it", async (t) => {
+  const dir = scratch();
+  const args = ["generate", "a red apple", ...TINY, "--seed", "3", "--device", "cpu"];
+  const plain = await cli(...args, "--quiet", "--out", join(dir, "plain.png"));
+  t.is(plain.code, 0, plain.stderr);
+  const fp8 = await cli(...args, "--fp8", "--out", join(dir, "fp8.png"));
+  t.is(fp8.code, 0, fp8.stderr);
+  t.regex(fp8.stderr, /^warning: fp8 is off: .+$/m);
+  t.deepEqual(readFileSync(join(dir, "fp8.png")), readFileSync(join(dir, "plain.png")));
+});
 
 test("--out in a folder that does not exist creates the folder, as batch --out does", async (t) => {
   const out = join(scratch(), "new/deeper/apple.png");

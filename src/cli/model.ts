@@ -20,5 +20,7 @@ export async function loadModel(model: string | undefined, load: LoadOptions, qu
   const options: LoadOptions = quiet ? load : { ...load, onDownloadProgress: (p) => download.update(p) };
   const pipe = await StableDiffusionPipeline.fromPretrained(model ?? DEFAULT_MODEL, options).finally(() => download.finish());
   say(`Running on ${pipe.device} (${pipe.dtype}): ${pipe.deviceReason}`);
+  // A GPU path asked for (--fp8) that cannot run here: the pipeline fell back and says why.
+  for (const why of pipe.info.cudaFallbacks) say(`warning: ${why}`);
   return pipe;
 }

@@ -57,6 +57,7 @@ const OPTIONS = {
   device: COMMON_FLAGS.device,
   dtype: COMMON_FLAGS.dtype,
   threads: COMMON_FLAGS.threads,
+  fp8: COMMON_FLAGS.fp8,
   quiet: COMMON_FLAGS.quiet,
   help: COMMON_FLAGS.help,
   port: { type: "string" },
