@@ -92,7 +92,7 @@ fn f16_on_cuda(t: &Tensor) -> bool {
 
 /// cuBLASLt's 16-byte alignment: every view starting on a multiple of 8 halves (candle's
 /// allocations themselves are 256-byte aligned; the callers check that rows are multiples of 8).
-fn starts_aligned(t: &Tensor) -> bool {
+pub(crate) fn starts_aligned(t: &Tensor) -> bool {
     t.layout().start_offset().is_multiple_of(8)
 }
 

@@ -6,7 +6,7 @@
 //! (`cublaslt::linear_fp8`). The text encoders, the VAE, convolutions and attention stay f16.
 //!
 //! It is not diffusers' arithmetic: the image differs from the f16 one, and the GPU benchmark
-//! measures by how much beside its speed (bench/gpu/fp8.sh). The f16 weights are kept too (the
+//! measures by how much beside its speed (bench/gpu/bench.mjs's FP8 rows, `vs_f16`). The f16 weights are kept too (the
 //! layers that stay f16: the time embedding's few rows, the cross-attention's keys and values of
 //! 77 tokens), so the UNet's weights take 1.5x the memory.
 
@@ -15,7 +15,7 @@ use std::cell::Cell;
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::cuda::features::built;
-use crate::cuda::settings;
+use crate::cuda::{cublaslt, settings};
 
 /// A tensor of `n` f16 values quantized to e4m3 in one u8 buffer: the values (byte 0 on), the
 /// f32 scale at `scale` (16-byte aligned, as cuBLASLt wants its pointers), then the quantizing
@@ -69,10 +69,15 @@ thread_local! {
 /// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed
 /// settings ask for FP8.
 pub fn quantizing<R>(f: impl FnOnce() -> R) -> R {
-    let before = QUANTIZING.with(|q| q.replace(settings::current().fp8));
-    let out = f();
-    QUANTIZING.with(|q| q.set(before));
-    out
+    /// Puts the flag back when the constructor returns or unwinds (the pipeline thread survives a panic).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            QUANTIZING.with(|q| q.set(self.0));
+        }
+    }
+    let _restore = Restore(QUANTIZING.with(|q| q.replace(settings::current().fp8)));
+    f()
 }
 
 /// Why FP8 products cannot run on `device` (None when they can).
@@ -119,7 +124,8 @@ pub fn weight(weight: &Tensor) -> Result<Option<Fp8Weight>> {
 }
 
 /// `residual + xs · weightᵀ + bias` in FP8 (see the module), or None where it does not apply:
-/// fewer than [`MIN_ROWS`] rows, an f32 or CPU input, a misaligned view.
+/// fewer than [`MIN_ROWS`] rows, an f32 or CPU input, a view cuBLASLt's alignment refuses (the
+/// check `cublaslt::linear` makes, on the input, bias and residual).
 pub fn linear(
     xs: &Tensor,
     weight: &Fp8Weight,
@@ -131,7 +137,7 @@ pub fn linear(
     if k != weight.k || m < MIN_ROWS || xs.dtype() != DType::F16 || !xs.device().is_cuda() {
         return Ok(None);
     }
-    if m > i32::MAX as usize || !xs.layout().start_offset().is_multiple_of(8) {
+    if m > i32::MAX as usize || ![Some(xs), bias, residual].into_iter().flatten().all(cublaslt::starts_aligned) {
         return Ok(None);
     }
     let mut out_dims = xs.dims().to_vec();
@@ -142,20 +148,19 @@ pub fn linear(
     {
         return Ok(None);
     }
-    built!("cuda", fp8_product(xs, weight, bias, residual, &out_dims))
+    built!("cuda", fp8_product(xs, (m, weight), bias, residual, &out_dims))
 }
 
 #[cfg(feature = "cuda")]
 fn fp8_product(
     xs: &Tensor,
-    weight: &Fp8Weight,
+    (m, weight): (usize, &Fp8Weight),
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     out_dims: &[usize],
 ) -> Result<Tensor> {
     let xs_q = crate::cuda::fused::fp8_quantize(xs)?;
-    let m = xs.elem_count() / weight.k;
-    crate::cuda::cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
+    cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
 }
 
 #[cfg(test)]
@@ -181,5 +186,15 @@ mod tests {
         assert!(weight(&w).unwrap().is_none());
         assert!(quantizing(|| weight(&w).unwrap()).is_none(), "the CPU has no FP8 products");
         assert!(!QUANTIZING.with(|q| q.get()), "the flag is the constructor's only");
+    }
+
+    #[test]
+    fn a_constructor_that_panics_leaves_the_flag_as_it_was() {
+        settings::CudaSettings { fp8: true, ..settings::CudaSettings::UNINSTALLED }.install(&Device::Cpu);
+        let caught = std::panic::catch_unwind(|| quantizing(|| assert!(QUANTIZING.with(|q| q.get()), "set inside")));
+        assert!(caught.is_ok());
+        let caught = std::panic::catch_unwind(|| quantizing(|| panic!("a constructor's panic")));
+        assert!(caught.is_err());
+        assert!(!QUANTIZING.with(|q| q.get()), "the flag stayed set after the panic");
     }
 }
