@@ -19,7 +19,9 @@ export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 INDUCTOR=/tmp/torchinductor_$(whoami)
 TUNING=bench/gpu/inductor-tuning.tar.xz
 if [ -f $TUNING ] && [ ! -f $INDUCTOR/.tuning-unpacked ]; then
-  mkdir -p $INDUCTOR && tar -C $INDUCTOR -xJf $TUNING && touch $INDUCTOR/.tuning-unpacked
+  # Never Triton's own cache (./triton): its metadata without the cubins beside it makes inductor's compile workers
+  # fail with KeyError 'cubin' (session 17: the tarball of session 16 carried 5,591 such files).
+  mkdir -p $INDUCTOR && tar -C $INDUCTOR -xJf $TUNING --exclude='./triton/*' && touch $INDUCTOR/.tuning-unpacked
   echo "inductor tuning carried in: $(tar -tJf $TUNING | wc -l) files"
 fi
 case "${PHASE:-fill}" in
@@ -28,7 +30,7 @@ fill)  # batch 1 first; batch 8's shapes tune in what is left of the call (WHICH
   # What was benchmarked: select_algorithm's results (cache/), coordinate descent's (.best_config beside each
   # kernel), other autotune records (.json); not the FX graphs nor the compiled kernels.
   echo "inductor cache: $(du -sh $INDUCTOR | cut -f1); top level: $(ls $INDUCTOR | head -12 | tr '\n' ' ')"
-  (cd $INDUCTOR && find . -type f \( -path './cache/*' -o -name '*.best_config' -o -name '*.json' \) -not -path './fxgraph/*' -print0 \
+  (cd $INDUCTOR && find . -type f \( -path './cache/*' -o -name '*.best_config' -o -name '*.json' \) -not -path './fxgraph/*' -not -path './triton/*' -print0 \
     | tar --null -T - -cf - | xz -T0 -6 > "$OUT/inductor-tuning.tar.xz")
   echo "inductor tuning written: $(tar -tJf "$OUT/inductor-tuning.tar.xz" | wc -l) files, $(du -h "$OUT/inductor-tuning.tar.xz" | cut -f1)" ;;
 time)

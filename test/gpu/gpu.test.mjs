@@ -78,6 +78,37 @@ test("FP8 linear layers: on where asked, an image near the f16 one, reproducible
   }
 });
 
+// setLoras rebuilds the UNet from its weight record inside the same FP8 scope as the load: the LoRA-fused
+// layers must be quantized again (the image changes with the LoRA, stays near the f16 LoRA image) and taking the
+// LoRA off must give the FP8 image of the plain model again, byte for byte. CANDLEWICK_GPU_LORA: a LoRA for
+// MODEL (bench/gpu/make_lora.py; bench/gpu/round6.sh makes one); skipped without it.
+const LORA = process.env.CANDLEWICK_GPU_LORA;
+test("FP8 with a LoRA: setLoras quantizes the fused layers again, and taking it off gives the plain FP8 image", { skip: !LORA && "CANDLEWICK_GPU_LORA not set" }, async () => {
+  const fp8 = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", fp8: true });
+  const f16 = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", loras: [{ path: LORA }] });
+  try {
+    const call = { prompt: "a red apple", numInferenceSteps: 20, seed: 1 };
+    const [plain] = await fp8.generate(call);
+    await fp8.setLoras([{ path: LORA }]);
+    assert.equal(fp8.info.fp8, true);
+    const [[withLora], [reference]] = [await fp8.generate(call), await f16.generate(call)];
+    const psnr = (a, b) => {
+      let squares = 0;
+      for (let i = 0; i < a.length; i++) squares += (a[i] - b[i]) ** 2;
+      return 10 * Math.log10((255 * 255) / (squares / a.length));
+    };
+    console.log(JSON.stringify({ fp8_lora_vs_f16_lora_db: psnr(withLora.data, reference.data), fp8_lora_vs_fp8_db: psnr(withLora.data, plain.data) }));
+    assert.notDeepEqual(withLora.data, plain.data, "the LoRA changed nothing under FP8");
+    assert.ok(psnr(withLora.data, reference.data) >= FP8_MIN_PSNR_DB, "the FP8 LoRA image is far from the f16 LoRA image");
+    await fp8.setLoras([]);
+    const [back] = await fp8.generate(call);
+    assert.deepEqual(back.data, plain.data, "without the LoRA, FP8 gives its first image again");
+  } finally {
+    await fp8.dispose();
+    await f16.dispose();
+  }
+});
+
 test("cancel mid-run rejects with an AbortError, and the next call works and reproduces", async () => {
   const controller = new AbortController();
   const seen = [];
