@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 17's last GPU call (issue 21), from the repository root, one call on a fresh machine: carry .gpu/node.xz,
-# .gpu/whl, .gpu/anchor_diffusers.py and .gpu/fam with the CUDA .node of a fresh clone's `npm run build:cuda`
+# .gpu/whl, .gpu/anchor_diffusers.py, node_modules/pngjs and .gpu/fam with the CUDA .node of a fresh clone's `npm run build:cuda`
 # (stripped, xz'd; the tarballs themselves do not fit one call's 64 MiB beside node) and that clone's dist/:
 #   the FP8 GPU tests after the alignment mend (0664839) and FP8 with a LoRA (make_lora.py's, setLoras on and off);
 #   bench.mjs f16 and FP8 at batch 1 and 8 (SD1.5 512, 50 steps); two fresh processes to their first image;
