@@ -20,7 +20,7 @@ INDUCTOR=/tmp/torchinductor_$(whoami)
 TUNING=bench/gpu/inductor-tuning.tar.xz
 if [ -f $TUNING ] && [ ! -f $INDUCTOR/.tuning-unpacked ]; then
   # Never Triton's own cache (./triton): its metadata without the cubins beside it makes inductor's compile workers
-  # fail with KeyError 'cubin' (session 17: the tarball of session 16 carried 5,591 such files).
+  # fail with KeyError 'cubin' (session 17: the tarball of session 16 carried 5,204 such files).
   mkdir -p $INDUCTOR && tar -C $INDUCTOR -xJf $TUNING --exclude='./triton/*' && touch $INDUCTOR/.tuning-unpacked
   echo "inductor tuning carried in: $(tar -tJf $TUNING | wc -l) files"
 fi

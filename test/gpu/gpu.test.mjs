@@ -58,6 +58,13 @@ test("loads on CUDA in f16 with the fused paths and generates a full-size image"
 // small for FP8 to take any: cuda::fp8's min_outputs and MIN_ROWS).
 const FP8_MIN_PSNR_DB = 35;
 
+/** Two images' PSNR in dB (Infinity when they are equal). */
+function psnrDb(a, b) {
+  let squares = 0;
+  for (let i = 0; i < a.length; i++) squares += (a[i] - b[i]) ** 2;
+  return 10 * Math.log10((255 * 255) / (squares / a.length));
+}
+
 test("FP8 linear layers: on where asked, an image near the f16 one, reproducible", async () => {
   const fp8 = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", fp8: true });
   try {
@@ -65,9 +72,7 @@ test("FP8 linear layers: on where asked, an image near the f16 one, reproducible
     assert.deepEqual(fp8.info.cudaFallbacks, []);
     const call = { prompt: "a red apple", numInferenceSteps: 20, seed: 1 };
     const [[a], [b]] = [await pipe.generate(call), await fp8.generate(call)];
-    let squares = 0;
-    for (let i = 0; i < a.data.length; i++) squares += (a.data[i] - b.data[i]) ** 2;
-    const psnr = 10 * Math.log10((255 * 255) / (squares / a.data.length));
+    const psnr = psnrDb(a.data, b.data);
     console.log(JSON.stringify({ fp8_psnr_db: psnr }));
     if (MODEL !== TINY_SD) assert.ok(psnr < Infinity, "the FP8 image is the f16 one: no layer ran in FP8");
     assert.ok(psnr >= FP8_MIN_PSNR_DB, `FP8 image ${psnr.toFixed(1)} dB from the f16 one (bound ${FP8_MIN_PSNR_DB})`);
@@ -92,14 +97,10 @@ test("FP8 with a LoRA: setLoras quantizes the fused layers again, and taking it 
     await fp8.setLoras([{ path: LORA }]);
     assert.equal(fp8.info.fp8, true);
     const [[withLora], [reference]] = [await fp8.generate(call), await f16.generate(call)];
-    const psnr = (a, b) => {
-      let squares = 0;
-      for (let i = 0; i < a.length; i++) squares += (a[i] - b[i]) ** 2;
-      return 10 * Math.log10((255 * 255) / (squares / a.length));
-    };
-    console.log(JSON.stringify({ fp8_lora_vs_f16_lora_db: psnr(withLora.data, reference.data), fp8_lora_vs_fp8_db: psnr(withLora.data, plain.data) }));
+    const [vsF16Lora, vsPlain] = [psnrDb(withLora.data, reference.data), psnrDb(withLora.data, plain.data)];
+    console.log(JSON.stringify({ fp8_lora_vs_f16_lora_db: vsF16Lora, fp8_lora_vs_fp8_db: vsPlain }));
     assert.notDeepEqual(withLora.data, plain.data, "the LoRA changed nothing under FP8");
-    assert.ok(psnr(withLora.data, reference.data) >= FP8_MIN_PSNR_DB, "the FP8 LoRA image is far from the f16 LoRA image");
+    assert.ok(vsF16Lora >= FP8_MIN_PSNR_DB, "the FP8 LoRA image is far from the f16 LoRA image");
     await fp8.setLoras([]);
     const [back] = await fp8.generate(call);
     assert.deepEqual(back.data, plain.data, "without the LoRA, FP8 gives its first image again");
