@@ -5,6 +5,12 @@
 //! accumulation, adding the bias (and a residual) in its epilogue and writing f16
 //! (`cublaslt::linear_fp8`). The text encoders, the VAE, convolutions and attention stay f16.
 //!
+//! A transformer block's LayerNorms write their output straight in e4m3 when the layer after them
+//! multiplies in FP8 ([`Quantized`], `LayerNorm::forward_fp8`): a static scale from the norm's own
+//! weight and bias bounds every value it can write ([`norm_bound`]), so the two quantizing passes
+//! and the f16 write are gone for the self-attention's q/k/v, the cross-attention's queries and the
+//! feed-forward's projection (`CANDLEWICK_FP8_NORM=0` puts them back, for the GPU benchmark).
+//!
 //! It is not diffusers' arithmetic: the image differs from the f16 one, and the GPU benchmark
 //! measures by how much beside its speed (bench/gpu/bench.mjs's FP8 rows, `vs_f16`). The f16 weights are kept too (the
 //! layers that stay f16: the time embedding's few rows, the cross-attention's keys and values of
@@ -64,6 +70,47 @@ pub const MIN_ROWS: usize = 512;
 
 thread_local! {
     static QUANTIZING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the constructor running on this thread builds FP8 layers (see [`quantizing`]).
+pub fn building() -> bool {
+    QUANTIZING.with(|q| q.get())
+}
+
+/// Whether LayerNorms write e4m3 for the FP8 layer after them (on unless `CANDLEWICK_FP8_NORM=0`).
+pub fn norm_quantizes() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_FP8_NORM").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The largest magnitude a LayerNorm over `weight.len()` features can write: its normalized
+/// values' squares sum to at most the feature count, so none exceeds its square root, and
+/// `sqrt(features) * max|weight| + max|bias|` bounds every output, whatever the input.
+pub fn norm_bound(weight: &[f32], bias: &[f32]) -> f32 {
+    let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    (weight.len() as f32).sqrt() * max_abs(weight) + max_abs(bias)
+}
+
+/// An f16 tensor of `dims` already quantized to e4m3 (the [`Packed`] layout), by a producer that
+/// wrote it so (a LayerNorm), for [`linear_quantized`].
+#[derive(Debug, Clone)]
+pub struct Quantized {
+    pub packed: Tensor,
+    pub dims: Vec<usize>,
+}
+
+/// Whether an FP8 product with `weight` takes an input of `dims` (its rows of the weight's width,
+/// at least [`MIN_ROWS`] of them): what [`linear`] checks of the input's shape.
+pub fn takes(dims: &[usize], weight: &Fp8Weight) -> bool {
+    let Some(&k) = dims.last() else { return false };
+    let m = dims.iter().product::<usize>() / k.max(1);
+    k == weight.k && (MIN_ROWS..=i32::MAX as usize).contains(&m)
+}
+
+/// [`takes`], and `bias` fits the product's epilogue: all that [`linear_quantized`] checks
+/// without a residual.
+pub fn takes_with_bias(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>) -> bool {
+    takes(dims, weight) && epilogue_fits(dims, weight, bias, None).is_some()
 }
 
 /// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed
@@ -132,33 +179,56 @@ pub fn linear(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    let Some(&k) = xs.dims().last() else { return Ok(None) };
-    let m = xs.elem_count() / k.max(1);
-    if k != weight.k || m < MIN_ROWS || xs.dtype() != DType::F16 || !xs.device().is_cuda() {
-        return Ok(None);
-    }
-    if m > i32::MAX as usize || ![Some(xs), bias, residual].into_iter().flatten().all(cublaslt::starts_aligned) {
-        return Ok(None);
-    }
-    let mut out_dims = xs.dims().to_vec();
-    out_dims.pop();
-    out_dims.push(weight.n);
-    if residual.is_some_and(|r| r.dims() != out_dims.as_slice() || r.dtype() != DType::F16)
-        || bias.is_some_and(|b| b.dims() != [weight.n] || b.dtype() != DType::F16)
+    if !takes(xs.dims(), weight) || xs.dtype() != DType::F16 || !xs.device().is_cuda() || !cublaslt::starts_aligned(xs)
     {
         return Ok(None);
     }
-    built!("cuda", fp8_product(xs, (m, weight), bias, residual, &out_dims))
+    let Some(out_dims) = epilogue_fits(xs.dims(), weight, bias, residual) else { return Ok(None) };
+    built!("cuda", fp8_product(xs, weight, bias, residual, &out_dims))
+}
+
+/// `residual + xs · weightᵀ + bias` from an input a producer quantized ([`Quantized`]), or None
+/// where [`linear`] would refuse its shape, bias or residual.
+pub fn linear_quantized(
+    xs: &Quantized,
+    weight: &Fp8Weight,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if !takes(&xs.dims, weight) {
+        return Ok(None);
+    }
+    let Some(out_dims) = epilogue_fits(&xs.dims, weight, bias, residual) else { return Ok(None) };
+    let m = xs.dims.iter().product::<usize>() / weight.k;
+    built!("cuda", cublaslt::linear_fp8(&xs.packed, &weight.packed, (m, weight.n, weight.k), bias, residual, &out_dims))
+}
+
+/// The product's dims when `bias` ([n], f16) and `residual` (the output's dims, f16) fit
+/// cuBLASLt's epilogue, aligned as it wants; else None.
+fn epilogue_fits(
+    dims: &[usize],
+    weight: &Fp8Weight,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Option<Vec<usize>> {
+    let mut out_dims = dims.to_vec();
+    out_dims.pop();
+    out_dims.push(weight.n);
+    let fits = residual.is_none_or(|r| r.dims() == out_dims.as_slice() && r.dtype() == DType::F16)
+        && bias.is_none_or(|b| b.dims() == [weight.n] && b.dtype() == DType::F16)
+        && [bias, residual].into_iter().flatten().all(cublaslt::starts_aligned);
+    fits.then_some(out_dims)
 }
 
 #[cfg(feature = "cuda")]
 fn fp8_product(
     xs: &Tensor,
-    (m, weight): (usize, &Fp8Weight),
+    weight: &Fp8Weight,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     out_dims: &[usize],
 ) -> Result<Tensor> {
+    let m = xs.elem_count() / weight.k;
     let xs_q = crate::cuda::fused::fp8_quantize(xs)?;
     cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
 }
@@ -178,6 +248,42 @@ mod tests {
         // One block of 256 threads a 2,048 values (8 a thread) until the cap.
         assert_eq!(Packed::of(2048 * 3).partials, 3);
         assert_eq!(Packed::of(2048 * 3 + 8).partials, 4);
+    }
+
+    #[test]
+    fn no_layer_norm_output_passes_its_bound() -> Result<()> {
+        // Rows built to push one feature as far as a LayerNorm can: one outlier among equal values.
+        let cols = 320;
+        let weight: Vec<f32> = (0..cols).map(|i| 0.5 + (i as f32 * 0.37).sin()).collect();
+        let bias: Vec<f32> = (0..cols).map(|i| 0.1 * (i as f32 * 0.11).cos()).collect();
+        let bound = norm_bound(&weight, &bias);
+        let widest = (0..cols).max_by(|&a, &b| weight[a].abs().total_cmp(&weight[b].abs())).unwrap();
+        let mut rows = vec![0f32; 3 * cols];
+        for (c, v) in rows.iter_mut().enumerate() {
+            *v = match c / cols {
+                0 => {
+                    if c % cols == widest {
+                        1e4
+                    } else {
+                        -3.0
+                    }
+                }
+                1 => (c as f32 * 1.7).sin() * 50.0,
+                _ => 0.0,
+            };
+        }
+        let device = Device::Cpu;
+        let norm = candle_nn::LayerNorm::new(
+            Tensor::new(weight.as_slice(), &device)?,
+            Tensor::new(bias.as_slice(), &device)?,
+            1e-5,
+        );
+        let ys = candle_core::Module::forward(&norm, &Tensor::from_vec(rows, (3, cols), &device)?)?;
+        let largest = ys.abs()?.max_keepdim(1)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(largest.iter().all(|&m| m <= bound), "{largest:?} against {bound}");
+        let max_bias = bias.iter().fold(0f32, |m, b| m.max(b.abs()));
+        assert!(largest[0] > 0.98 * (bound - max_bias), "the outlier row comes near it: {largest:?}, {bound}");
+        Ok(())
     }
 
     #[test]

@@ -12,7 +12,7 @@ use candle_nn::{Module, VarBuilder};
 use super::linear::{self, Linear};
 use super::norm::{group_norm, layer_norm, GroupNorm, LayerNorm};
 use super::resnet::conv;
-use crate::cuda::{self, fused};
+use crate::cuda::{self, fp8, fused};
 
 /// Upper bound on one f32 score block (batch*heads x queries x keys); larger products are
 /// computed in blocks, along batch*heads first and then along queries (the VAE's one-head
@@ -197,7 +197,7 @@ impl Attention {
             Some(norm) => norm.forward(&xs.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?.contiguous()?,
             None => xs.clone(),
         };
-        let out = self.attend(&normed, context, None)?;
+        let out = self.attend(Input::Half(&normed), context, None)?;
         self.finish(out, xs)
     }
 
@@ -207,7 +207,7 @@ impl Attention {
         if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
             return residual + self.forward(xs, context)?;
         }
-        self.attend(xs, context, Some(residual))
+        self.attend(Input::Half(xs), context, Some(residual))
     }
 
     /// The VAE's spatial self-attention: [b, c, h, w] in and out.
@@ -218,16 +218,40 @@ impl Attention {
             Some(norm) => norm.forward(&flat)?,
             None => flat,
         };
-        let out = self.attend(&fused::to_tokens(&normed.reshape((b, c, h, w))?)?, None, None)?;
+        let out = self.attend(Input::Half(&fused::to_tokens(&normed.reshape((b, c, h, w))?)?), None, None)?;
         self.finish(fused::from_tokens(&out, h, w)?, xs)
     }
 
+    /// The layer that reads this attention's input (q/k/v stacked for self-attention, to_q for
+    /// cross-attention), when [`Self::forward_residual_quantized`] can take that input quantized.
+    pub fn input_projection(&self, cross: bool) -> Option<&Linear> {
+        if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
+            return None;
+        }
+        match (cross, &self.projections.qkv) {
+            (false, Some(qkv)) => Some(qkv),
+            (false, None) => None,
+            (true, _) => Some(&self.projections.q),
+        }
+    }
+
+    /// [`Self::forward_residual`] from an input a LayerNorm wrote in e4m3 for
+    /// [`Self::input_projection`] (which said it takes it).
+    pub fn forward_residual_quantized(
+        &self,
+        xs: &fp8::Quantized,
+        context: Option<&Context>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.attend(Input::Fp8(xs), context, Some(residual))
+    }
+
     /// to_q/to_k/to_v, attention over heads, to_out.0 (+ `residual`): [b, seq, query_dim] out.
-    fn attend(&self, xs: &Tensor, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn attend(&self, xs: Input, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
         crate::profile::scope("attention", || self.attend_unprofiled(xs, context, residual))
     }
 
-    fn attend_unprofiled(&self, xs: &Tensor, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn attend_unprofiled(&self, xs: Input, context: Option<&Context>, residual: Option<&Tensor>) -> Result<Tensor> {
         let to_out = |out: &Tensor| match residual {
             Some(r) => self.to_out.forward_residual(out, r),
             None => self.to_out.forward(out),
@@ -262,17 +286,17 @@ impl Attention {
     /// q, k and v as [b, seq, heads, d] (flash attention's layout), views of one matrix
     /// product's output for self-attention (two for cross-attention: q, then k and v, or q and
     /// this layer's columns of the context's stacked keys and values).
-    fn project(&self, xs: &Tensor, context: Option<&Context>) -> Result<(Tensor, Tensor, Tensor)> {
+    fn project(&self, xs: Input, context: Option<&Context>) -> Result<(Tensor, Tensor, Tensor)> {
         let p = &self.projections;
         if let (None, Some(qkv)) = (context, &p.qkv) {
-            let [q, k, v] = self.unstack::<3>(&qkv.forward(xs)?)?;
+            let [q, k, v] = self.unstack::<3>(&xs.through(qkv)?)?;
             return Ok((q, k, v));
         }
-        let [q] = self.unstack::<1>(&p.q.forward(xs)?)?;
+        let [q] = self.unstack::<1>(&xs.through(&p.q)?)?;
         let kv = match (context, self.context_index) {
             (Some(c), Some(i)) if i < c.keys_values.len() => c.keys_values[i].clone(),
             (Some(c), _) => p.kv.forward(&c.hidden)?,
-            (None, _) => p.kv.forward(xs)?,
+            (None, _) => xs.through(&p.kv)?,
         };
         let [k, v] = self.unstack::<2>(&kv)?;
         Ok((q, k, v))
@@ -288,6 +312,29 @@ impl Attention {
         }
         parts.try_into().map_err(|_| candle_core::Error::Msg("attention: projection split".into()))
     }
+}
+
+/// What an attention's projections read: f16 activations, or a LayerNorm's output it wrote in
+/// e4m3 for them (`LayerNorm::forward_fp8`).
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Half(&'a Tensor),
+    Fp8(&'a fp8::Quantized),
+}
+
+impl Input<'_> {
+    /// `linear` of this input (bias included).
+    fn through(self, linear: &Linear) -> Result<Tensor> {
+        match self {
+            Input::Half(xs) => linear.forward(xs),
+            Input::Fp8(xs) => linear.forward_quantized(xs, None)?.ok_or_else(refused),
+        }
+    }
+}
+
+/// A layer that had said it takes a quantized input and then refused it: a bug, not bad input.
+fn refused() -> candle_core::Error {
+    candle_core::Error::Msg("an FP8 layer refused the quantized input it was given for it".into())
 }
 
 /// to_q, to_k and to_v, stacked so that one matrix product makes several of them.
@@ -345,9 +392,27 @@ impl FeedForward {
     /// `residual + feed_forward(xs)` (a transformer block's last residual connection), the
     /// addition fused into net.2's bias on CUDA.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_residual_of(Input::Half(xs), residual)
+    }
+
+    /// net.0.proj: the layer that reads this feed-forward's input.
+    pub fn input_projection(&self) -> &Linear {
+        &self.proj
+    }
+
+    /// [`Self::forward_residual`] from an input a LayerNorm wrote in e4m3 for
+    /// [`Self::input_projection`] (which said it takes it).
+    pub fn forward_residual_quantized(&self, xs: &fp8::Quantized, residual: &Tensor) -> Result<Tensor> {
+        self.forward_residual_of(Input::Fp8(xs), residual)
+    }
+
+    fn forward_residual_of(&self, xs: Input, residual: &Tensor) -> Result<Tensor> {
         crate::profile::scope("feed_forward", || {
             // The projection's bias is added in GEGLU's kernel on CUDA.
-            let h = crate::profile::scope("ff_proj", || self.proj.product(xs))?;
+            let h = crate::profile::scope("ff_proj", || match xs {
+                Input::Half(xs) => self.proj.product(xs),
+                Input::Fp8(xs) => self.proj.product_quantized(xs)?.ok_or_else(refused),
+            })?;
             let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h, self.proj.bias())? {
                 Some(gated) => Ok(gated),
                 None => {
@@ -409,12 +474,27 @@ impl BasicTransformerBlock {
         })
     }
 
+    /// Each norm writes e4m3 where the layer after it multiplies in FP8 (`fp8` load option), f16
+    /// elsewhere.
     pub fn forward(&self, xs: &Tensor, context: &Context) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
         let norm = |n: &LayerNorm, xs: &Tensor| crate::profile::scope("layer_norm", || n.forward(xs));
-        let xs = self.attn1.forward_residual(&norm(&self.norm1, xs)?, ctx1, xs)?;
-        let xs = self.attn2.forward_residual(&norm(&self.norm2, &xs)?, Some(context), &xs)?;
-        self.ff.forward_residual(&norm(&self.norm3, &xs)?, &xs)
+        let quantized = |n: &LayerNorm, xs: &Tensor, next: Option<&Linear>| match next {
+            Some(next) => crate::profile::scope("layer_norm", || n.forward_fp8(xs, next)),
+            None => Ok(None),
+        };
+        let xs = match quantized(&self.norm1, xs, self.attn1.input_projection(ctx1.is_some()))? {
+            Some(q) => self.attn1.forward_residual_quantized(&q, ctx1, xs)?,
+            None => self.attn1.forward_residual(&norm(&self.norm1, xs)?, ctx1, xs)?,
+        };
+        let xs = match quantized(&self.norm2, &xs, self.attn2.input_projection(true))? {
+            Some(q) => self.attn2.forward_residual_quantized(&q, Some(context), &xs)?,
+            None => self.attn2.forward_residual(&norm(&self.norm2, &xs)?, Some(context), &xs)?,
+        };
+        match quantized(&self.norm3, &xs, Some(self.ff.input_projection()))? {
+            Some(q) => self.ff.forward_residual_quantized(&q, &xs),
+            None => self.ff.forward_residual(&norm(&self.norm3, &xs)?, &xs),
+        }
     }
 }
 

@@ -7,11 +7,12 @@
 //! two kernels, SiLU included (`fused::group_norm`: partial sums per chunk of each group, then
 //! normalize, scale, shift and activate).
 
-use candle_core::{bail, Module, Result, Tensor};
+use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::activations::Activation;
-use crate::cuda::fused;
+use super::linear::Linear;
+use crate::cuda::{fp8, fused};
 
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -19,12 +20,34 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    /// In a UNet built with `fp8`: the largest magnitude this norm can write (`fp8::norm_bound`),
+    /// the static scale of its e4m3 output ([`LayerNorm::forward_fp8`]).
+    fp8_bound: Option<f32>,
 }
 
 pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     let (weight, bias) = (vb.get(dim, "weight")?, vb.get(dim, "bias")?);
     let inner = candle_nn::LayerNorm::new(weight.clone(), bias.clone(), eps);
-    Ok(LayerNorm { inner, weight, bias, eps })
+    let fp8_bound = if fp8::building() && fp8::norm_quantizes() && weight.device().is_cuda() {
+        let host = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
+        Some(fp8::norm_bound(&host(&weight)?, &host(&bias)?))
+    } else {
+        None
+    };
+    Ok(LayerNorm { inner, weight, bias, eps, fp8_bound })
+}
+
+impl LayerNorm {
+    /// The norm of `xs` written in e4m3 for `next`, the FP8 layer it feeds, when `next` takes
+    /// that input and the kernel the shape; None otherwise (the caller runs [`Module::forward`]).
+    pub fn forward_fp8(&self, xs: &Tensor, next: &Linear) -> Result<Option<fp8::Quantized>> {
+        let Some(bound) = self.fp8_bound else { return Ok(None) };
+        if !next.takes_fp8(xs.dims()) {
+            return Ok(None);
+        }
+        let packed = fused::layer_norm_fp8(xs, &self.weight, &self.bias, self.eps, bound)?;
+        Ok(packed.map(|packed| fp8::Quantized { packed, dims: xs.dims().to_vec() }))
+    }
 }
 
 impl Module for LayerNorm {

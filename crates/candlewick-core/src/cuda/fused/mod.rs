@@ -77,6 +77,25 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     built!("cuda", norm::layer_norm(x, weight, bias, eps))
 }
 
+/// LayerNorm over the last dim of `x` written as e4m3 for an FP8 product (`crate::cuda::fp8`'s
+/// packed layout), scaled by the static `bound / 448`: f16 rows a multiple of 8 long, at most
+/// 2,048, starting 16-byte aligned; else None (the caller takes the f16 LayerNorm).
+pub fn layer_norm_fp8(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, bound: f32) -> Result<Option<Tensor>> {
+    let f16 = candle_core::DType::F16;
+    if !x.device().is_cuda() || (x.dtype(), weight.dtype(), bias.dtype()) != (f16, f16, f16) || x.rank() == 0 {
+        return Ok(None);
+    }
+    let cols = x.dim(x.rank() - 1)?;
+    let aligned = [x, weight, bias].iter().all(|t| t.layout().start_offset().is_multiple_of(8));
+    if cols == 0 || !cols.is_multiple_of(8) || cols > 2048 || !aligned || x.elem_count() / cols > u32::MAX as usize {
+        return Ok(None);
+    }
+    if !(bound.is_finite() && bound > 0.0) {
+        return Ok(None);
+    }
+    built!("cuda", norm::layer_norm_e4m3(x, weight, bias, eps, bound))
+}
+
 /// diffusers' GroupNorm over [n, c, ...] with per-channel affine, then SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,

@@ -6,6 +6,8 @@ use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchC
 use candle_core::cuda::{CudaDType, CudaStorage};
 use candle_core::{bail, DType, Layout, Result, Shape, Tensor};
 
+use half::f16;
+
 use super::launch::*;
 use crate::cuda::op::{cuda_only_op, launch};
 
@@ -74,6 +76,65 @@ cuda_only_op!(CustomOp3 for LayerNorm, "fused-layer-norm", run::<f16 | f32>, x x
 
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let op = LayerNorm { eps: eps as f32 };
+    x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+}
+
+/// LayerNorm written straight as e4m3 (`layer_norm_e4m3_*_f16`) in the packed layout
+/// `crate::cuda::fp8::Packed` describes, with the static scale `bound / 448`.
+struct LayerNormE4m3 {
+    eps: f32,
+    bound: f32,
+}
+
+/// The register chunks a lane holds (each 8 values) for rows of `cols`: the smallest kernel that
+/// takes the row (SD's 320 to 1,280 channels).
+pub const E4M3_CHUNKS: [usize; 3] = [2, 4, 8];
+
+impl LayerNormE4m3 {
+    fn run(
+        &self,
+        (x, xl): (&CudaStorage, &Layout),
+        (w, wl): (&CudaStorage, &Layout),
+        (b, bl): (&CudaStorage, &Layout),
+    ) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::fp8::Packed;
+        let dev = x.device().clone();
+        let dims = xl.shape().dims();
+        let cols = dims[dims.len() - 1];
+        let rows = xl.shape().elem_count() / cols;
+        let Some(chunks) = E4M3_CHUNKS.into_iter().find(|&c| cols <= 256 * c) else {
+            bail!("layer norm to e4m3: rows of {cols} are longer than {}", 256 * E4M3_CHUNKS[2]);
+        };
+        if !cols.is_multiple_of(8) || wl.shape().elem_count() != cols || bl.shape().elem_count() != cols {
+            bail!("layer norm to e4m3: rows of {cols} (a multiple of 8) and weight and bias of as many values");
+        }
+        let (xv, wv, bv) = (view::<f16>(x, xl)?, view::<f16>(w, wl)?, view::<f16>(b, bl)?);
+        if !aligned(&[ptr(&dev, &xv), ptr(&dev, &wv), ptr(&dev, &bv)], 16) {
+            bail!("layer norm to e4m3: inputs at misaligned addresses (16-byte vectors of 8)");
+        }
+        let packed = Packed::of(rows * cols);
+        let y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
+        let base = ptr(&dev, &y);
+        let scale = base + packed.scale as u64;
+        const ROWS_PER_BLOCK: usize = THREADS as usize / 32;
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (r32, c32) = (rows as u32, cols as u32);
+        let name = format!("layer_norm_e4m3_{chunks}_f16");
+        launch!(dev, NORM, &name, cfg, &xv, &wv, &bv, &base, &r32, &c32, &self.eps, &self.bound, &scale)?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(packed.bytes)))
+    }
+}
+
+cuda_only_op!(CustomOp3 for LayerNormE4m3, "fused-layer-norm-e4m3", run, x xl, a al, b bl);
+
+/// LayerNorm of `x` (f16, rows a multiple of 8 up to 2,048 long) quantized to e4m3 with the
+/// static scale `bound / 448` (`bound` at least any normalized value's magnitude).
+pub fn layer_norm_e4m3(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, bound: f32) -> Result<Tensor> {
+    let op = LayerNormE4m3 { eps: eps as f32, bound };
     x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
 }
 

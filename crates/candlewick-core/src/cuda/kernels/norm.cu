@@ -3,6 +3,7 @@
 // affine) or, for small groups, one kernel; written NCHW or channels-last ([n, pixels, c]: a
 // transformer's tokens or a channels-last convolution's input). Called from src/cuda/fused/norm.rs.
 #include "common.cuh"
+#include <cuda_fp8.h>
 
 // LayerNorm over the last dim: x [rows, cols] -> y, one warp a row, statistics in f32 (mean,
 // then the mean of squared deviations, as PyTorch), then the per-column affine.
@@ -325,6 +326,81 @@ extern "C" __global__ void layer_norm_vec8_f16(const __half *x, const __half *we
   }
   reinterpret_cast<uint4 *>(y + offset)[chunk] = out;
 }
+
+// LayerNorm straight into e4m3 for an FP8 matrix product (load option `fp8`): the normalized
+// row times inv_scale, rounded to nearest and saturated, 8 values a uint2, where the f16 path
+// writes the row and the quantizer reads it twice (its largest magnitude, then the values). The
+// scale is static: `bound` = sqrt(cols) * max|weight| + max|bias| can never be exceeded (the
+// normalized values' squares sum to at most cols), so no pass for the largest magnitude is needed;
+// scale_out (the packed buffer's scale) gets bound / 448 from the first thread. A warp a row, each
+// lane CHUNKS 16-byte chunks of 8 values in registers: cols a multiple of 8, up to 256 * CHUNKS;
+// x, weight and bias 16-byte aligned, y 8-byte aligned. Statistics as layer_norm_vec8_f16's.
+template <int CHUNKS>
+__device__ void layer_norm_e4m3(const __half *x, const __half *weight, const __half *bias, uint2 *y, uint32_t rows,
+                                uint32_t cols, float eps, float bound, float *scale_out) {
+  const uint64_t row = (uint64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const uint32_t lane = threadIdx.x % 32, chunks = cols / 8;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_out = bound / 448.f;
+  if (row >= rows) return;
+  const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * cols);
+  float v[CHUNKS][8];
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < CHUNKS; i++) {
+    const uint32_t c = lane + 32 * i;
+    const uint4 raw = c < chunks ? xr[c] : make_uint4(0, 0, 0, 0);
+    const __half2 *h = reinterpret_cast<const __half2 *>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const float2 f = __half22float2(h[k]);
+      v[i][2 * k] = f.x;
+      v[i][2 * k + 1] = f.y;
+      s += f.x + f.y;
+    }
+  }
+  const float mean = warp_sum(s) / cols;
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < CHUNKS; i++) {
+    if (lane + 32 * i < chunks) {
+#pragma unroll
+      for (int k = 0; k < 8; k++) ss += (v[i][k] - mean) * (v[i][k] - mean);
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / cols + eps);
+  const float inv = 448.f / bound;
+  uint2 *yr = y + row * chunks;
+#pragma unroll
+  for (int i = 0; i < CHUNKS; i++) {
+    const uint32_t c = lane + 32 * i;
+    if (c >= chunks) continue;
+    const uint4 w_raw = reinterpret_cast<const uint4 *>(weight)[c];
+    const uint4 b_raw = reinterpret_cast<const uint4 *>(bias)[c];
+    const __half2 *w = reinterpret_cast<const __half2 *>(&w_raw);
+    const __half2 *b = reinterpret_cast<const __half2 *>(&b_raw);
+    uint2 out;
+    __nv_fp8x2_storage_t *o = reinterpret_cast<__nv_fp8x2_storage_t *>(&out);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const float2 wf = __half22float2(w[k]), bf = __half22float2(b[k]);
+      const float2 f = make_float2(((v[i][2 * k] - mean) * rstd * wf.x + bf.x) * inv,
+                                   ((v[i][2 * k + 1] - mean) * rstd * wf.y + bf.y) * inv);
+      o[k] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+    }
+    yr[c] = out;
+  }
+}
+
+#define LAYER_NORM_E4M3(CHUNKS)                                                                         \
+  extern "C" __global__ void layer_norm_e4m3_##CHUNKS##_f16(const __half *x, const __half *weight,        \
+                                                           const __half *bias, uint2 *y, uint32_t rows,   \
+                                                           uint32_t cols, float eps, float bound,        \
+                                                           float *scale_out) {                           \
+    layer_norm_e4m3<CHUNKS>(x, weight, bias, y, rows, cols, eps, bound, scale_out);                      \
+  }
+LAYER_NORM_E4M3(2)
+LAYER_NORM_E4M3(4)
+LAYER_NORM_E4M3(8)
 
 // GroupNorm in one kernel where a group fits in shared memory: x [batch, channels, pixels] ->
 // y [batch, pixels, channels] (channels-last, as group_norm_apply_tokens writes), SiLU after
