@@ -99,18 +99,17 @@ pub struct Quantized {
     pub dims: Vec<usize>,
 }
 
-/// Whether an FP8 product with `weight` takes an input of `dims` (its rows of the weight's width,
-/// at least [`MIN_ROWS`] of them): what [`linear`] checks of the input's shape.
-pub fn takes(dims: &[usize], weight: &Fp8Weight) -> bool {
-    let Some(&k) = dims.last() else { return false };
+/// The rows of an input of `dims` when an FP8 product with `weight` takes it (rows of the
+/// weight's width, at least [`MIN_ROWS`] of them): what [`linear`] checks of the input's shape.
+fn rows(dims: &[usize], weight: &Fp8Weight) -> Option<usize> {
+    let &k = dims.last()?;
     let m = dims.iter().product::<usize>() / k.max(1);
-    k == weight.k && (MIN_ROWS..=i32::MAX as usize).contains(&m)
+    (k == weight.k && (MIN_ROWS..=i32::MAX as usize).contains(&m)).then_some(m)
 }
 
-/// [`takes`], and `bias` fits the product's epilogue: all that [`linear_quantized`] checks
-/// without a residual.
-pub fn takes_with_bias(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>) -> bool {
-    takes(dims, weight) && epilogue_fits(dims, weight, bias, None).is_some()
+/// Whether [`linear_quantized`] takes an input of `dims` with `bias` and no residual.
+pub fn takes(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>) -> bool {
+    rows(dims, weight).is_some() && epilogue_fits(dims, weight, bias, None).is_some()
 }
 
 /// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed
@@ -179,12 +178,12 @@ pub fn linear(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    if !takes(xs.dims(), weight) || xs.dtype() != DType::F16 || !xs.device().is_cuda() || !cublaslt::starts_aligned(xs)
-    {
+    let Some(m) = rows(xs.dims(), weight) else { return Ok(None) };
+    if xs.dtype() != DType::F16 || !xs.device().is_cuda() || !cublaslt::starts_aligned(xs) {
         return Ok(None);
     }
     let Some(out_dims) = epilogue_fits(xs.dims(), weight, bias, residual) else { return Ok(None) };
-    built!("cuda", fp8_product(xs, weight, bias, residual, &out_dims))
+    built!("cuda", fp8_product(xs, (m, weight), bias, residual, &out_dims))
 }
 
 /// `residual + xs · weightᵀ + bias` from an input a producer quantized ([`Quantized`]), or None
@@ -195,11 +194,8 @@ pub fn linear_quantized(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    if !takes(&xs.dims, weight) {
-        return Ok(None);
-    }
+    let Some(m) = rows(&xs.dims, weight) else { return Ok(None) };
     let Some(out_dims) = epilogue_fits(&xs.dims, weight, bias, residual) else { return Ok(None) };
-    let m = xs.dims.iter().product::<usize>() / weight.k;
     built!("cuda", cublaslt::linear_fp8(&xs.packed, &weight.packed, (m, weight.n, weight.k), bias, residual, &out_dims))
 }
 
@@ -223,12 +219,11 @@ fn epilogue_fits(
 #[cfg(feature = "cuda")]
 fn fp8_product(
     xs: &Tensor,
-    weight: &Fp8Weight,
+    (m, weight): (usize, &Fp8Weight),
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     out_dims: &[usize],
 ) -> Result<Tensor> {
-    let m = xs.elem_count() / weight.k;
     let xs_q = crate::cuda::fused::fp8_quantize(xs)?;
     cublaslt::linear_fp8(&xs_q, &weight.packed, (m, weight.n, weight.k), bias, residual, out_dims)
 }

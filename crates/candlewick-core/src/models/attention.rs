@@ -204,7 +204,7 @@ impl Attention {
     /// `residual + forward(xs, context)`, the addition fused into to_out's bias on CUDA (a
     /// transformer block's residual connection).
     pub fn forward_residual(&self, xs: &Tensor, context: Option<&Context>, residual: &Tensor) -> Result<Tensor> {
-        if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
+        if !self.residual_in_to_out() {
             return residual + self.forward(xs, context)?;
         }
         self.attend(Input::Half(xs), context, Some(residual))
@@ -225,7 +225,7 @@ impl Attention {
     /// The layer that reads this attention's input (q/k/v stacked for self-attention, to_q for
     /// cross-attention), when [`Self::forward_residual_quantized`] can take that input quantized.
     pub fn input_projection(&self, cross: bool) -> Option<&Linear> {
-        if self.group_norm.is_some() || self.residual_connection || self.rescale_output_factor != 1.0 {
+        if !self.residual_in_to_out() {
             return None;
         }
         match (cross, &self.projections.qkv) {
@@ -233,6 +233,12 @@ impl Attention {
             (false, None) => None,
             (true, _) => Some(&self.projections.q),
         }
+    }
+
+    /// Whether a residual after this layer can be added in to_out's epilogue: no group norm before
+    /// the projections, no residual connection or rescale of its own after them.
+    fn residual_in_to_out(&self) -> bool {
+        self.group_norm.is_none() && !self.residual_connection && self.rescale_output_factor == 1.0
     }
 
     /// [`Self::forward_residual`] from an input a LayerNorm wrote in e4m3 for
@@ -327,7 +333,7 @@ impl Input<'_> {
     fn through(self, linear: &Linear) -> Result<Tensor> {
         match self {
             Input::Half(xs) => linear.forward(xs),
-            Input::Fp8(xs) => linear.forward_quantized(xs, None)?.ok_or_else(refused),
+            Input::Fp8(xs) => linear.forward_quantized(xs)?.ok_or_else(refused),
         }
     }
 }

@@ -77,22 +77,23 @@ impl Linear {
     /// Whether this layer multiplies an input of `dims` in FP8: what a producer asks before it
     /// writes its output quantized ([`fp8::Quantized`]) for [`Self::forward_quantized`].
     pub fn takes_fp8(&self, dims: &[usize]) -> bool {
-        self.fp8.as_ref().is_some_and(|w| fp8::takes_with_bias(dims, w, self.bias.as_ref()))
+        self.fp8.as_ref().is_some_and(|w| fp8::takes(dims, w, self.bias.as_ref()))
     }
 
-    /// [`Self::forward_residual`] (or the plain forward without `residual`) from an input already
-    /// quantized, None when this layer is not FP8 or refuses the call (the caller goes on in f16).
-    pub fn forward_quantized(&self, xs: &fp8::Quantized, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
-        match &self.fp8 {
-            Some(weight) => fp8::linear_quantized(xs, weight, self.bias.as_ref(), residual),
-            None => Ok(None),
-        }
+    /// The forward (bias included) from an input already quantized, None when this layer is not
+    /// FP8 or refuses the call.
+    pub fn forward_quantized(&self, xs: &fp8::Quantized) -> Result<Option<Tensor>> {
+        self.quantized_product(xs, self.bias.as_ref())
     }
 
     /// [`Self::product`] (no bias) from an input already quantized, as [`Self::forward_quantized`].
     pub fn product_quantized(&self, xs: &fp8::Quantized) -> Result<Option<Tensor>> {
+        self.quantized_product(xs, None)
+    }
+
+    fn quantized_product(&self, xs: &fp8::Quantized, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
         match &self.fp8 {
-            Some(weight) => fp8::linear_quantized(xs, weight, None, None),
+            Some(weight) => fp8::linear_quantized(xs, weight, bias, None),
             None => Ok(None),
         }
     }

@@ -77,6 +77,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     built!("cuda", norm::layer_norm(x, weight, bias, eps))
 }
 
+/// The longest row the e4m3 LayerNorm kernels take (8 values in each of a warp's lanes' 8 chunks).
+pub const LAYER_NORM_FP8_MAX_COLS: usize = 2048;
+
 /// LayerNorm over the last dim of `x` written as e4m3 for an FP8 product (`crate::cuda::fp8`'s
 /// packed layout), scaled by the static `bound / 448`: f16 rows a multiple of 8 long, at most
 /// 2,048, starting 16-byte aligned; else None (the caller takes the f16 LayerNorm).
@@ -87,7 +90,12 @@ pub fn layer_norm_fp8(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, boun
     }
     let cols = x.dim(x.rank() - 1)?;
     let aligned = [x, weight, bias].iter().all(|t| t.layout().start_offset().is_multiple_of(8));
-    if cols == 0 || !cols.is_multiple_of(8) || cols > 2048 || !aligned || x.elem_count() / cols > u32::MAX as usize {
+    if cols == 0
+        || !cols.is_multiple_of(8)
+        || cols > LAYER_NORM_FP8_MAX_COLS
+        || !aligned
+        || x.elem_count() / cols > u32::MAX as usize
+    {
         return Ok(None);
     }
     if !(bound.is_finite() && bound > 0.0) {

@@ -87,8 +87,9 @@ struct LayerNormE4m3 {
 }
 
 /// The register chunks a lane holds (each 8 values) for rows of `cols`: the smallest kernel that
-/// takes the row (SD's 320 to 1,280 channels).
-pub const E4M3_CHUNKS: [usize; 3] = [2, 4, 8];
+/// takes the row (SD's 320 to 1,280 channels); the last takes the longest rows the guard admits.
+const E4M3_CHUNKS: [usize; 3] = [2, 4, 8];
+const _: () = assert!(256 * E4M3_CHUNKS[2] == super::LAYER_NORM_FP8_MAX_COLS);
 
 impl LayerNormE4m3 {
     fn run(

@@ -328,7 +328,7 @@ extern "C" __global__ void layer_norm_vec8_f16(const __half *x, const __half *we
 }
 
 // LayerNorm straight into e4m3 for an FP8 matrix product (load option `fp8`): the normalized
-// row times inv_scale, rounded to nearest and saturated, 8 values a uint2, where the f16 path
+// row times 448 / bound, rounded to nearest and saturated, 8 values a uint2, where the f16 path
 // writes the row and the quantizer reads it twice (its largest magnitude, then the values). The
 // scale is static: `bound` = sqrt(cols) * max|weight| + max|bias| can never be exceeded (the
 // normalized values' squares sum to at most cols), so no pass for the largest magnitude is needed;
