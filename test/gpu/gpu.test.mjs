@@ -54,8 +54,8 @@ test("loads on CUDA in f16 with the fused paths and generates a full-size image"
 
 // FP8 is not diffusers' arithmetic: its bound is on the image's distance from the f16 one (PSNR; 53 dB on the
 // H200 with SD1.5-shaped weights, bench/NOTES.md session 16), and on a full-size model the image must differ
-// (the UNet's wide linear layers did run in FP8; the tiny fixture's layers are too narrow and its images too
-// small for FP8 to take any: cuda::fp8's min_outputs and MIN_ROWS).
+// (the UNet's wide linear layers did run in FP8; the tiny fixture's layers are too narrow for FP8 to take any:
+// cuda::fp8's min_outputs).
 const FP8_MIN_PSNR_DB = 35;
 
 /** Two images' PSNR in dB (Infinity when they are equal). */
@@ -78,9 +78,31 @@ test("FP8 linear layers: on where asked, an image near the f16 one, reproducible
     assert.ok(psnr >= FP8_MIN_PSNR_DB, `FP8 image ${psnr.toFixed(1)} dB from the f16 one (bound ${FP8_MIN_PSNR_DB})`);
     const [again] = await fp8.generate(call);
     assert.deepEqual(again.data, b.data, "FP8 images are reproducible");
+    // At 256x256 the deepest level has 8x8 tokens: the FP8 layers (no f16 weight to fall back on) take few rows.
+    const small = { ...call, width: 256, height: 256 };
+    const [[c], [d]] = [await pipe.generate(small), await fp8.generate(small)];
+    const smallPsnr = psnrDb(c.data, d.data);
+    console.log(JSON.stringify({ fp8_256_psnr_db: smallPsnr }));
+    assert.ok(smallPsnr >= FP8_MIN_PSNR_DB, `FP8 image at 256x256 ${smallPsnr.toFixed(1)} dB from the f16 one`);
   } finally {
     await fp8.dispose();
   }
+});
+
+// The FP8 layers hold their weights in e4m3 only (the f16 copies are dropped, the weight record reads them again
+// from the file for a LoRA): a pipeline loaded with fp8 takes less GPU memory than the same one in f16.
+test("FP8 takes less GPU memory at load than f16", { skip: MODEL === TINY_SD && "the tiny model has no FP8 layer" }, async () => {
+  const loadDelta = async (options) => {
+    const before = pipe.gpuMemory().used;
+    const loaded = await StableDiffusionPipeline.fromPretrained(MODEL, { device: "cuda", ...options });
+    const used = pipe.gpuMemory().used - before;
+    await loaded.dispose();
+    return used;
+  };
+  const f16 = await loadDelta({});
+  const fp8 = await loadDelta({ fp8: true });
+  console.log(JSON.stringify({ load_f16_mib: f16 / 2 ** 20, load_fp8_mib: fp8 / 2 ** 20 }));
+  assert.ok(fp8 < f16, `fp8 load took ${fp8} bytes, f16 ${f16}`);
 });
 
 // setLoras rebuilds the UNet from its weight record inside the same FP8 scope as the load: the LoRA-fused

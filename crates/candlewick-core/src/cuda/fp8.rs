@@ -11,14 +11,18 @@
 //! and the f16 write are gone for the self-attention's q/k/v, the cross-attention's queries and the
 //! feed-forward's projection (`CANDLEWICK_FP8_NORM=0` puts them back, for the GPU benchmark).
 //!
+//! Only the layers over the image's tokens are quantized (a transformer's projections in and out,
+//! its attention's q/k/v and to_out, its feed-forward: `Linear::over_tokens`), and they keep no f16
+//! copy of their weight: a UNet loaded with `fp8` holds those weights in half the memory. The
+//! layers fed by the time embedding or the text (the cross-attention's keys and values, made once a
+//! call) stay f16: a few rows, where an FP8 product gains nothing.
+//!
 //! It is not diffusers' arithmetic: the image differs from the f16 one, and the GPU benchmark
-//! measures by how much beside its speed (bench/gpu/bench.mjs's FP8 rows, `vs_f16`). The f16 weights are kept too (the
-//! layers that stay f16: the time embedding's few rows, the cross-attention's keys and values of
-//! 77 tokens), so the UNet's weights take 1.5x the memory.
+//! measures by how much beside its speed (bench/gpu/bench.mjs's FP8 rows, `vs_f16`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{bail, DType, Device, Result, Tensor, TensorId};
 
 use crate::cuda::features::built;
 use crate::cuda::{cublaslt, settings};
@@ -64,12 +68,11 @@ pub fn min_outputs() -> usize {
     })
 }
 
-/// Layers with fewer input rows than this (the time embedding's, the 77-token text context's)
-/// stay f16: quantizing their input costs more than the FP8 product saves.
-pub const MIN_ROWS: usize = 512;
-
 thread_local! {
     static QUANTIZING: Cell<bool> = const { Cell::new(false) };
+    /// The f16 tensors [`weight`] quantized during [`quantizing`] (what a weight record should
+    /// stop holding: the layers dropped them).
+    static QUANTIZED: RefCell<Vec<TensorId>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether the constructor running on this thread builds FP8 layers (see [`quantizing`]).
@@ -100,11 +103,11 @@ pub struct Quantized {
 }
 
 /// The rows of an input of `dims` when an FP8 product with `weight` takes it (rows of the
-/// weight's width, at least [`MIN_ROWS`] of them): what [`linear`] checks of the input's shape.
+/// weight's width, as many as cuBLASLt counts): what [`linear`] checks of the input's shape.
 fn rows(dims: &[usize], weight: &Fp8Weight) -> Option<usize> {
     let &k = dims.last()?;
     let m = dims.iter().product::<usize>() / k.max(1);
-    (k == weight.k && (MIN_ROWS..=i32::MAX as usize).contains(&m)).then_some(m)
+    (k == weight.k && (1..=i32::MAX as usize).contains(&m)).then_some(m)
 }
 
 /// Whether [`linear_quantized`] takes an input of `dims` with `bias` and no residual.
@@ -113,8 +116,8 @@ pub fn takes(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>) -> bool 
 }
 
 /// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed
-/// settings ask for FP8.
-pub fn quantizing<R>(f: impl FnOnce() -> R) -> R {
+/// settings ask for FP8; with the f16 tensors it quantized (their layers hold no other copy).
+pub fn quantizing<R>(f: impl FnOnce() -> R) -> (R, Vec<TensorId>) {
     /// Puts the flag back when the constructor returns or unwinds (the pipeline thread survives a panic).
     struct Restore(bool);
     impl Drop for Restore {
@@ -123,7 +126,9 @@ pub fn quantizing<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     let _restore = Restore(QUANTIZING.with(|q| q.replace(settings::current().fp8)));
-    f()
+    let before = QUANTIZED.with(|q| q.take());
+    let made = f();
+    (made, QUANTIZED.with(|q| q.replace(before)))
 }
 
 /// Why FP8 products cannot run on `device` (None when they can).
@@ -155,7 +160,7 @@ fn compute_capability(device: &Device) -> Option<(i32, i32)> {
 
 /// `weight` [n, k] quantized, when a UNet is being built with FP8 on and the layer qualifies (f16
 /// on CUDA, n and k multiples of 16 as cuBLASLt's FP8 kernels want, n at least [`min_outputs`]);
-/// else None.
+/// else None. The caller keeps the FP8 weight in place of the f16 one.
 pub fn weight(weight: &Tensor) -> Result<Option<Fp8Weight>> {
     if !QUANTIZING.with(|q| q.get()) || weight.dtype() != DType::F16 || !weight.device().is_cuda() {
         return Ok(None);
@@ -165,25 +170,46 @@ pub fn weight(weight: &Tensor) -> Result<Option<Fp8Weight>> {
         return Ok(None);
     }
     let packed: Result<Option<Tensor>> = built!("cuda", crate::cuda::fused::fp8_quantize(weight));
-    let packed = packed?;
-    Ok(packed.map(|packed| Fp8Weight { packed, n, k }))
+    let Some(packed) = packed? else { return Ok(None) };
+    QUANTIZED.with(|q| q.borrow_mut().push(weight.id()));
+    Ok(Some(Fp8Weight { packed, n, k }))
 }
 
-/// `residual + xs · weightᵀ + bias` in FP8 (see the module), or None where it does not apply:
-/// fewer than [`MIN_ROWS`] rows, an f32 or CPU input, a view cuBLASLt's alignment refuses (the
-/// check `cublaslt::linear` makes, on the input, bias and residual).
-pub fn linear(
-    xs: &Tensor,
-    weight: &Fp8Weight,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-) -> Result<Option<Tensor>> {
-    let Some(m) = rows(xs.dims(), weight) else { return Ok(None) };
-    if xs.dtype() != DType::F16 || !xs.device().is_cuda() || !cublaslt::starts_aligned(xs) {
-        return Ok(None);
+/// `residual + xs · weightᵀ + bias` in FP8 (see the module), for any input of the weight's width.
+/// The UNet's layers give f16 activations at aligned addresses and a bias and residual cuBLASLt's
+/// epilogue takes: one quantizing pass and one product. Anything else is made so first (an f32
+/// input cast, a view at an odd offset copied) or added after the product (a bias or residual the
+/// epilogue refuses), so that a layer held only in FP8 answers every call a linear layer would.
+pub fn linear(xs: &Tensor, weight: &Fp8Weight, bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    let Some(m) = rows(xs.dims(), weight) else {
+        bail!(
+            "linear layer (FP8, weight [{}, {}]): an input of shape {:?} is not rows of {} features (at most {} rows)",
+            weight.n,
+            weight.k,
+            xs.dims(),
+            weight.k,
+            i32::MAX
+        )
+    };
+    let xs = if xs.dtype() != DType::F16 {
+        xs.to_dtype(DType::F16)?
+    } else if !cublaslt::starts_aligned(xs) {
+        xs.copy()?
+    } else {
+        xs.clone()
+    };
+    if let Some(out_dims) = epilogue_fits(xs.dims(), weight, bias, residual) {
+        return fp8_product(&xs, (m, weight), bias, residual, &out_dims);
     }
-    let Some(out_dims) = epilogue_fits(xs.dims(), weight, bias, residual) else { return Ok(None) };
-    built!("cuda", fp8_product(xs, (m, weight), bias, residual, &out_dims))
+    let out_dims = epilogue_fits(xs.dims(), weight, None, None).expect("no epilogue always fits");
+    let mut ys = fp8_product(&xs, (m, weight), None, None, &out_dims)?;
+    if let Some(bias) = bias {
+        ys = ys.broadcast_add(&bias.to_dtype(DType::F16)?)?;
+    }
+    match residual {
+        Some(r) => ys + r.to_dtype(DType::F16)?,
+        None => Ok(ys),
+    }
 }
 
 /// `residual + xs · weightᵀ + bias` from an input a producer quantized ([`Quantized`]), or None
@@ -216,8 +242,19 @@ fn epilogue_fits(
     fits.then_some(out_dims)
 }
 
-#[cfg(feature = "cuda")]
 fn fp8_product(
+    xs: &Tensor,
+    (m, weight): (usize, &Fp8Weight),
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_dims: &[usize],
+) -> Result<Tensor> {
+    let product: Result<Option<Tensor>> = built!("cuda", quantized_product(xs, (m, weight), bias, residual, out_dims));
+    product?.ok_or_else(|| candle_core::Error::Msg("FP8 products need the CUDA build".into()))
+}
+
+#[cfg(feature = "cuda")]
+fn quantized_product(
     xs: &Tensor,
     (m, weight): (usize, &Fp8Weight),
     bias: Option<&Tensor>,
@@ -285,7 +322,8 @@ mod tests {
     fn nothing_is_quantized_outside_a_unet_built_with_fp8_on() {
         let w = Tensor::zeros((1024, 1024), DType::F16, &Device::Cpu).unwrap();
         assert!(weight(&w).unwrap().is_none());
-        assert!(quantizing(|| weight(&w).unwrap()).is_none(), "the CPU has no FP8 products");
+        let (made, quantized) = quantizing(|| weight(&w).unwrap());
+        assert!(made.is_none() && quantized.is_empty(), "the CPU has no FP8 products");
         assert!(!QUANTIZING.with(|q| q.get()), "the flag is the constructor's only");
     }
 

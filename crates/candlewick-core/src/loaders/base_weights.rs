@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, TensorId};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
@@ -51,6 +51,23 @@ impl BaseWeights {
         names.extend(self.deferred.lock().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
         names.sort();
         names
+    }
+
+    /// Stop holding the tensors among `ids` (the model dropped them: a UNet's FP8 layers keep
+    /// their weights in e4m3 only) and read them again from the file when a rebuild needs them,
+    /// as the rewritten ones. Without a file to read they stay.
+    pub fn read_again(&self, ids: &[TensorId]) {
+        if ids.is_empty() || self.source.is_none() {
+            return;
+        }
+        let (Ok(mut tensors), Ok(mut deferred)) = (self.tensors.lock(), self.deferred.lock()) else { return };
+        let names: Vec<String> =
+            tensors.iter().filter(|(_, t)| ids.contains(&t.id())).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            if let Some(t) = tensors.remove(&name) {
+                deferred.insert(name, (t.shape().clone(), t.dtype()));
+            }
+        }
     }
 
     fn insert(&self, name: &str, tensor: &Tensor, dtype: DType, defer: bool) {
@@ -241,6 +258,34 @@ mod tests {
         assert_eq!(e.matches("unet.safetensors").count(), 1, "{e}");
         assert!(e.contains("reading the weights again: file not found"), "{e}");
         assert_eq!(again.get(4, "b.weight")?.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    /// What a UNet's FP8 layers dropped (`read_again` with their ids) leaves the record and comes
+    /// back from the file in a rebuild; the rest stays held, and a record without a file keeps all.
+    #[test]
+    fn tensors_the_model_dropped_are_let_go_and_read_again() -> candle_core::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("unet.safetensors");
+        let cpu = Device::Cpu;
+        let (a, b) = (Tensor::arange(0f32, 4., &cpu)?, Tensor::arange(10f32, 12., &cpu)?);
+        candle_core::safetensors::save(&HashMap::from([("ff.weight", a.clone()), ("norm.weight", b.clone())]), &path)?;
+        let source = WeightsSource::file(&path);
+        let backend = source.backend().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (vb, base) = Recorder::wrap_deferring(backend, &source, DType::F32, &cpu, |_, _| false);
+        let (ff, norm) = (vb.get(4, "ff.weight")?, vb.get(2, "norm.weight")?);
+        base.read_again(&[ff.id()]);
+        assert!(base.get("ff.weight").is_none(), "the dropped tensor is still held");
+        assert_eq!(base.get("norm.weight").map(|t| t.id()), Some(norm.id()));
+        assert_eq!(base.names(), ["ff.weight", "norm.weight"]);
+        assert_eq!(base.dims("ff.weight"), Some(vec![4]));
+        let rebuilt = base.rebuild(HashMap::new(), DType::F32, &cpu);
+        assert_eq!(rebuilt.get(4, "ff.weight")?.to_vec1::<f32>()?, a.to_vec1::<f32>()?);
+
+        let fileless = BaseWeights::default();
+        fileless.insert("ff.weight", &ff, DType::F32, false);
+        fileless.read_again(&[ff.id()]);
+        assert!(fileless.get("ff.weight").is_some(), "nothing could read it again");
         Ok(())
     }
 

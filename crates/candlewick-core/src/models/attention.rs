@@ -161,15 +161,14 @@ impl Attention {
             bail!("Attention: heads ({}) and head dim ({}) must be positive", cfg.heads, cfg.dim_head);
         }
         let inner = cfg.heads * cfg.dim_head;
-        let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
         let group_norm = match cfg.group_norm {
             Some((groups, eps)) => Some(group_norm(vb.pp("group_norm"), groups, cfg.query_dim, eps)?),
             None => None,
         };
         Ok(Self {
             group_norm,
-            projections: Projections::new(&vb, cfg.query_dim, kv_dim, inner, cfg.bias)?,
-            to_out: linear::linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
+            projections: Projections::new(&vb, cfg.query_dim, cfg.cross_attention_dim, inner, cfg.bias)?,
+            to_out: linear::token_linear(inner, cfg.query_dim, vb.pp("to_out").pp("0"))?,
             heads: cfg.heads,
             residual_connection: cfg.residual_connection,
             rescale_output_factor: cfg.rescale_output_factor,
@@ -178,10 +177,13 @@ impl Attention {
         })
     }
 
-    /// This layer's key and value projection [2 * inner, kv_dim] (the UNet keeps it to make
-    /// [`Context::keys_values`]).
-    pub fn context_projection(&self) -> &Linear {
-        &self.projections.kv
+    /// A cross-attention's key and value projection [2 * inner, cross_attention_dim] (the UNet
+    /// keeps it to make [`Context::keys_values`]); None for a self-attention.
+    pub fn context_projection(&self) -> Option<&Linear> {
+        match &self.projections {
+            Projections::Separate { kv, .. } => Some(kv),
+            Projections::Stacked(_) => None,
+        }
     }
 
     /// Read keys and values from entry `index` of [`Context::keys_values`] when a context has them.
@@ -228,10 +230,10 @@ impl Attention {
         if !self.residual_in_to_out() {
             return None;
         }
-        match (cross, &self.projections.qkv) {
-            (false, Some(qkv)) => Some(qkv),
-            (false, None) => None,
-            (true, _) => Some(&self.projections.q),
+        match (cross, &self.projections) {
+            (false, Projections::Stacked(qkv)) => Some(qkv),
+            (true, Projections::Separate { q, .. }) => Some(q),
+            _ => None,
         }
     }
 
@@ -293,16 +295,21 @@ impl Attention {
     /// product's output for self-attention (two for cross-attention: q, then k and v, or q and
     /// this layer's columns of the context's stacked keys and values).
     fn project(&self, xs: Input, context: Option<&Context>) -> Result<(Tensor, Tensor, Tensor)> {
-        let p = &self.projections;
-        if let (None, Some(qkv)) = (context, &p.qkv) {
-            let [q, k, v] = self.unstack::<3>(&xs.through(qkv)?)?;
-            return Ok((q, k, v));
-        }
-        let [q] = self.unstack::<1>(&xs.through(&p.q)?)?;
+        let (q, kv) = match &self.projections {
+            Projections::Stacked(qkv) => {
+                let [q, k, v] = self.unstack::<3>(&xs.through(qkv)?)?;
+                let Some(c) = context else { return Ok((q, k, v)) };
+                // A self-attention given a context anyway reads its keys and values from it.
+                let [_, k, v] = self.unstack::<3>(&qkv.forward(&c.hidden)?)?;
+                return Ok((q, k, v));
+            }
+            Projections::Separate { q, kv } => (q, kv),
+        };
+        let [q] = self.unstack::<1>(&xs.through(q)?)?;
         let kv = match (context, self.context_index) {
             (Some(c), Some(i)) if i < c.keys_values.len() => c.keys_values[i].clone(),
-            (Some(c), _) => p.kv.forward(&c.hidden)?,
-            (None, _) => xs.through(&p.kv)?,
+            (Some(c), _) => kv.forward(&c.hidden)?,
+            (None, _) => xs.through(kv)?,
         };
         let [k, v] = self.unstack::<2>(&kv)?;
         Ok((q, k, v))
@@ -345,17 +352,17 @@ fn refused() -> candle_core::Error {
 
 /// to_q, to_k and to_v, stacked so that one matrix product makes several of them.
 #[derive(Debug, Clone)]
-struct Projections {
-    q: Linear,
-    /// to_k and to_v: weight [2 * inner, kv_dim].
-    kv: Linear,
-    /// All three, weight [3 * inner, query_dim], when queries and keys read inputs of one size
-    /// (self-attention); `q` and `kv` are then views of its weight.
-    qkv: Option<Linear>,
+enum Projections {
+    /// A self-attention's three, weight [3 * inner, query_dim]: one product over the image's tokens.
+    Stacked(Linear),
+    /// A cross-attention's to_q (over the image's tokens) and its to_k and to_v, weight
+    /// [2 * inner, cross_attention_dim], over the text (f16 under `fp8`: a few rows, once a call).
+    Separate { q: Linear, kv: Linear },
 }
 
 impl Projections {
-    fn new(vb: &VarBuilder, query_dim: usize, kv_dim: usize, inner: usize, bias: bool) -> Result<Self> {
+    fn new(vb: &VarBuilder, query_dim: usize, cross_dim: Option<usize>, inner: usize, bias: bool) -> Result<Self> {
+        let kv_dim = cross_dim.unwrap_or(query_dim);
         let weight = |name: &str, in_dim| vb.pp(name).get((inner, in_dim), "weight");
         let bias_of = |name: &str| if bias { vb.pp(name).get(inner, "bias").map(Some) } else { Ok(None) };
         let (wq, wk, wv) = (weight("to_q", query_dim)?, weight("to_k", kv_dim)?, weight("to_v", kv_dim)?);
@@ -366,16 +373,12 @@ impl Projections {
                 None => Ok(None),
             }
         };
-        if kv_dim != query_dim {
-            let kv = Linear::new(Tensor::cat(&[&wk, &wv], 0)?, stack(&[&bk, &bv])?)?;
-            return Ok(Self { q: Linear::new(wq, bq)?, kv, qkv: None });
+        if cross_dim.is_some() {
+            let kv = Linear::new(Tensor::cat(&[&wk, &wv], 0)?, stack(&[&bk, &bv])?);
+            return Ok(Self::Separate { q: Linear::over_tokens(wq, bq)?, kv });
         }
-        let (w, b) = (Tensor::cat(&[&wq, &wk, &wv], 0)?, stack(&[&bq, &bk, &bv])?);
-        let rows = |start, len| -> Result<Linear> {
-            let bias = b.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
-            Linear::new(w.narrow(0, start, len)?, bias)
-        };
-        Ok(Self { q: rows(0, inner)?, kv: rows(inner, 2 * inner)?, qkv: Some(Linear::new(w.clone(), b.clone())?) })
+        let qkv = Linear::over_tokens(Tensor::cat(&[&wq, &wk, &wv], 0)?, stack(&[&bq, &bk, &bv])?)?;
+        Ok(Self::Stacked(qkv))
     }
 }
 
@@ -390,8 +393,8 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(vb: VarBuilder, dim: usize, mult: usize) -> Result<Self> {
         let inner = dim * mult;
-        let proj = linear::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?;
-        let out = linear::linear(inner, dim, vb.pp("net").pp("2"))?;
+        let proj = linear::token_linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?;
+        let out = linear::token_linear(inner, dim, vb.pp("net").pp("2"))?;
         Ok(Self { proj, out })
     }
 
@@ -545,7 +548,7 @@ impl Transformer2DModel {
         let norm = group_norm(vb.pp("norm"), cfg.norm_num_groups, in_channels, 1e-6)?;
         let projection = |name: &str, i, o| -> Result<Projection> {
             Ok(if cfg.use_linear_projection {
-                Projection::Linear(linear::linear(i, o, vb.pp(name))?)
+                Projection::Linear(linear::token_linear(i, o, vb.pp(name))?)
             } else {
                 Projection::Conv(conv(vb.pp(name), i, o, 1)?)
             })

@@ -77,7 +77,7 @@ impl TimestepEmbedding {
 
     /// With LCM's `cond_proj` (`time_cond_proj_dim` -> `in_channels`, no bias).
     pub fn with_cond_proj(mut self, vb: VarBuilder, cond_proj_dim: usize) -> Result<Self> {
-        let in_channels = self.linear_1.weight().dim(1)?;
+        let in_channels = self.linear_1.dims().1;
         self.cond_proj = Some(linear::linear_b(cond_proj_dim, in_channels, false, vb.pp("cond_proj"))?);
         Ok(self)
     }

@@ -135,7 +135,7 @@ impl ResnetBlock2D {
 
     fn project_time(&self, proj: &Linear, t: &TimeEmbedding) -> Result<Tensor> {
         match (&t.projected, self.time_columns) {
-            (Some(all), Some(first)) => all.narrow(1, first, proj.weight().dim(0)?),
+            (Some(all), Some(first)) => all.narrow(1, first, proj.dims().0),
             _ => proj.forward(&t.activated),
         }
     }

@@ -7,7 +7,7 @@
 //! is refused by name when the model is built.
 
 use super::conv::Conv2d;
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, Result, Tensor, TensorId};
 use candle_nn::{Module, VarBuilder};
 
 use super::activations::Activation;
@@ -56,6 +56,8 @@ pub struct UNet2DConditionModel {
     conv_act: Activation,
     conv_out: Conv2d,
     center_input_sample: bool,
+    /// The f16 tensors its FP8 layers were made from and dropped (`fp8` load option).
+    quantized: Vec<TensorId>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,8 +74,8 @@ fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option
     let mut biases = Vec::new();
     for resnet in &resnets {
         let Some(proj) = resnet.time_emb_proj() else { continue };
-        let Some(bias) = proj.bias() else { return Ok(None) };
-        weights.push(proj.weight().clone());
+        let (Some(weight), Some(bias)) = (proj.weight(), proj.bias()) else { return Ok(None) };
+        weights.push(weight.clone());
         biases.push(bias.clone());
     }
     if weights.is_empty() {
@@ -82,18 +84,26 @@ fn stack_time_projections(mut resnets: Vec<&mut ResnetBlock2D>) -> Result<Option
     let (weight, bias) = (Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?);
     let mut first = 0;
     for resnet in resnets.iter_mut().filter(|r| r.time_emb_proj().is_some()) {
-        let rows = resnet.time_emb_proj().map(|p| p.weight().dim(0)).transpose()?.unwrap_or(0);
-        let view = Linear::new(weight.narrow(0, first, rows)?, Some(bias.narrow(0, first, rows)?))?;
+        let rows = resnet.time_emb_proj().map_or(0, |p| p.dims().0);
+        let view = Linear::new(weight.narrow(0, first, rows)?, Some(bias.narrow(0, first, rows)?));
         resnet.use_stacked_time_projection(view, first);
         first += rows;
     }
-    Ok(Some(Linear::new(weight, Some(bias))?))
+    Ok(Some(Linear::new(weight, Some(bias))))
 }
 
 impl UNet2DConditionModel {
-    /// With the load option `fp8`, its linear layers are quantized as they are made (`cuda::fp8`).
+    /// With the load option `fp8`, its linear layers over the image's tokens are quantized as
+    /// they are made (`cuda::fp8`).
     pub fn new(vb: VarBuilder, cfg: &UNet2DConditionConfig) -> Result<Self> {
-        crate::cuda::fp8::quantizing(|| Self::build(vb, cfg))
+        let (unet, quantized) = crate::cuda::fp8::quantizing(|| Self::build(vb, cfg));
+        Ok(Self { quantized, ..unet? })
+    }
+
+    /// The weights it was given that its FP8 layers hold in e4m3 only: a record of the tensors
+    /// it was built from should not keep them (`loaders::base_weights`), or their memory stays.
+    pub fn quantized_weights(&self) -> &[TensorId] {
+        &self.quantized
     }
 
     fn build(vb: VarBuilder, cfg: &UNet2DConditionConfig) -> Result<Self> {
@@ -264,9 +274,10 @@ impl UNet2DConditionModel {
             transformers.extend(block.transformers_mut());
         }
         let mut context_projections = Vec::new();
-        for (i, layer) in transformers.into_iter().flat_map(|t| t.context_attentions_mut()).enumerate() {
-            context_projections.push(layer.context_projection().clone());
-            layer.use_context_index(i);
+        for layer in transformers.into_iter().flat_map(|t| t.context_attentions_mut()) {
+            let Some(projection) = layer.context_projection() else { continue };
+            context_projections.push(projection.clone());
+            layer.use_context_index(context_projections.len() - 1);
         }
         Ok(Self {
             conv_in,
@@ -285,6 +296,7 @@ impl UNet2DConditionModel {
             conv_act: act,
             conv_out,
             center_input_sample: cfg.center_input_sample,
+            quantized: Vec::new(),
         })
     }
 
@@ -388,7 +400,10 @@ impl UNet2DConditionModel {
 
         let emb = self.resnet_act.forward(&emb)?;
         let projected = match &self.time_projections {
-            Some(p) => cublaslt::linear(&emb, p.weight(), p.bias(), None)?,
+            Some(p) => match p.weight() {
+                Some(weight) => cublaslt::linear(&emb, weight, p.bias(), None)?,
+                None => None,
+            },
             None => None,
         };
         let emb = TimeEmbedding { activated: emb, projected };

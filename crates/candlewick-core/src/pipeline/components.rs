@@ -254,6 +254,7 @@ impl Components {
                 }
             };
             let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
+            unet.base.read_again(unet.model.quantized_weights());
             let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
             Ok::<_, Error>((text_encoder, text_encoder_2, unet, vae))
         })();
