@@ -119,7 +119,7 @@ impl CudnnConv2d {
                 let plan = &plans[&key];
                 // While a CUDA graph is being captured, the workspace is the graph's own (allocated
                 // and freed inside it): the shared one may grow, and move, after the capture.
-                let mut own_workspace = match capturing(&stream) && plan.workspace_bytes > 0 {
+                let mut own_workspace = match own_workspace(&stream) && plan.workspace_bytes > 0 {
                     true => Some(unsafe { device.alloc::<u8>(plan.workspace_bytes) }?),
                     false => None,
                 };
@@ -235,6 +235,15 @@ const BENCHMARK_CANDIDATES: usize = 8;
 const BENCHMARK_RUNS: usize = 3;
 
 pub(super) use crate::cuda::op::timing::capturing;
+
+/// Whether a call allocates a workspace of its own, given back to the pool when it returns: always
+/// while a CUDA graph is captured; otherwise when `CANDLEWICK_CUDNN_WORKSPACE=per-call` (the
+/// default, `shared`, keeps one a thread, grown to the largest any call asked for).
+pub(super) fn own_workspace(stream: &CudaStream) -> bool {
+    static PER_CALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    capturing(stream)
+        || *PER_CALL.get_or_init(|| std::env::var("CANDLEWICK_CUDNN_WORKSPACE").is_ok_and(|v| v.trim() == "per-call"))
+}
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
 pub(super) fn grow<'a>(

@@ -19,7 +19,7 @@ use cudarc::cudnn::sys;
 use cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
 use half::f16;
 
-use super::op::{capturing, grow, with_thread_state};
+use super::op::{grow, own_workspace, with_thread_state};
 use crate::cuda::plan_cache;
 
 extern "C" {
@@ -219,7 +219,7 @@ impl Sdpa {
             let (o_ptr, _o_sync) = o.device_ptr_mut(&stream);
             with_thread_state(&device, |state| {
                 // While a CUDA graph is captured the workspace is the graph's own (see `op`).
-                let mut own = match capturing(&stream) && self.workspace > 0 {
+                let mut own = match own_workspace(&stream) && self.workspace > 0 {
                     true => Some(unsafe { device.alloc::<u8>(self.workspace) }?),
                     false => None,
                 };
