@@ -86,6 +86,13 @@ pub fn norm_quantizes() -> bool {
     *ON.get_or_init(|| std::env::var("CANDLEWICK_FP8_NORM").map_or(true, |v| v.trim() != "0"))
 }
 
+/// Whether GEGLU writes its output's largest magnitude for the FP8 layer after it, so that one
+/// quantizing pass is left (on unless `CANDLEWICK_FP8_GEGLU=0`, for the GPU benchmark's A/B).
+pub fn geglu_quantizes() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_FP8_GEGLU").map_or(true, |v| v.trim() != "0"))
+}
+
 /// The largest magnitude a LayerNorm over `weight.len()` features can write: its normalized
 /// values' squares sum to at most the feature count, so none exceeds its square root, and
 /// `sqrt(features) * max|weight| + max|bias|` bounds every output, whatever the input.
@@ -110,9 +117,9 @@ fn rows(dims: &[usize], weight: &Fp8Weight) -> Option<usize> {
     (k == weight.k && (1..=i32::MAX as usize).contains(&m)).then_some(m)
 }
 
-/// Whether [`linear_quantized`] takes an input of `dims` with `bias` and no residual.
-pub fn takes(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>) -> bool {
-    rows(dims, weight).is_some() && epilogue_fits(dims, weight, bias, None).is_some()
+/// Whether [`linear_quantized`] takes an input of `dims` with `bias` and `residual`.
+pub fn takes(dims: &[usize], weight: &Fp8Weight, bias: Option<&Tensor>, residual: Option<&Tensor>) -> bool {
+    rows(dims, weight).is_some() && epilogue_fits(dims, weight, bias, residual).is_some()
 }
 
 /// Runs `f` (the UNet's constructor) with the linear layers it makes quantized when the installed

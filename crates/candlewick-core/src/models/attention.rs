@@ -422,6 +422,9 @@ impl FeedForward {
                 Input::Half(xs) => self.proj.product(xs),
                 Input::Fp8(xs) => self.proj.product_quantized(xs)?.ok_or_else(refused),
             })?;
+            if let Some(out) = self.gated_out_fp8(&h, residual)? {
+                return Ok(out);
+            }
             let gated = crate::profile::scope("ff_geglu", || match fused::geglu(&h, self.proj.bias())? {
                 Some(gated) => Ok(gated),
                 None => {
@@ -431,6 +434,23 @@ impl FeedForward {
             })?;
             crate::profile::scope("ff_out", || self.out.forward_residual(&gated, residual))
         })
+    }
+
+    /// GEGLU written in e4m3 for net.2 and net.2 from it (+ `residual`), when net.2 multiplies in
+    /// FP8 (`fp8` load option) and takes that input; None otherwise (the f16 GEGLU then runs).
+    fn gated_out_fp8(&self, h: &Tensor, residual: &Tensor) -> Result<Option<Tensor>> {
+        let mut dims = h.dims().to_vec();
+        let Some(width) = dims.pop() else { return Ok(None) };
+        dims.push(width / 2);
+        if !fp8::geglu_quantizes() || !self.out.takes_fp8(&dims, Some(residual)) {
+            return Ok(None);
+        }
+        let packed = crate::profile::scope("ff_geglu", || fused::geglu_fp8(h, self.proj.bias()))?;
+        let Some(packed) = packed else { return Ok(None) };
+        let gated = fp8::Quantized { packed, dims };
+        crate::profile::scope("ff_out", || self.out.forward_residual_quantized(&gated, residual))?
+            .ok_or_else(refused)
+            .map(Some)
     }
 }
 

@@ -103,26 +103,37 @@ impl Linear {
         }
     }
 
-    /// Whether this layer multiplies an input of `dims` in FP8: what a producer asks before it
-    /// writes its output quantized ([`fp8::Quantized`]) for [`Self::forward_quantized`].
-    pub fn takes_fp8(&self, dims: &[usize]) -> bool {
-        matches!(&self.weight, Weight::Fp8(w) if fp8::takes(dims, w, self.bias.as_ref()))
+    /// Whether this layer multiplies an input of `dims` in FP8 (with `residual` added, when given):
+    /// what a producer asks before it writes its output quantized ([`fp8::Quantized`]) for
+    /// [`Self::forward_quantized`] or [`Self::forward_residual_quantized`].
+    pub fn takes_fp8(&self, dims: &[usize], residual: Option<&Tensor>) -> bool {
+        matches!(&self.weight, Weight::Fp8(w) if fp8::takes(dims, w, self.bias.as_ref(), residual))
     }
 
     /// The forward (bias included) from an input already quantized, None when this layer is not
     /// FP8 or refuses the call.
     pub fn forward_quantized(&self, xs: &fp8::Quantized) -> Result<Option<Tensor>> {
-        self.quantized_product(xs, self.bias.as_ref())
+        self.quantized_product(xs, self.bias.as_ref(), None)
+    }
+
+    /// [`Self::forward_residual`] from an input already quantized, as [`Self::forward_quantized`].
+    pub fn forward_residual_quantized(&self, xs: &fp8::Quantized, residual: &Tensor) -> Result<Option<Tensor>> {
+        self.quantized_product(xs, self.bias.as_ref(), Some(residual))
     }
 
     /// [`Self::product`] (no bias) from an input already quantized, as [`Self::forward_quantized`].
     pub fn product_quantized(&self, xs: &fp8::Quantized) -> Result<Option<Tensor>> {
-        self.quantized_product(xs, None)
+        self.quantized_product(xs, None, None)
     }
 
-    fn quantized_product(&self, xs: &fp8::Quantized, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    fn quantized_product(
+        &self,
+        xs: &fp8::Quantized,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
         match &self.weight {
-            Weight::Fp8(weight) => fp8::linear_quantized(xs, weight, bias, None),
+            Weight::Fp8(weight) => fp8::linear_quantized(xs, weight, bias, residual),
             Weight::Half(_) => Ok(None),
         }
     }

@@ -42,7 +42,7 @@ impl LayerNorm {
     /// that input and the kernel the shape; None otherwise (the caller runs [`Module::forward`]).
     pub fn forward_fp8(&self, xs: &Tensor, next: &Linear) -> Result<Option<fp8::Quantized>> {
         let Some(bound) = self.fp8_bound else { return Ok(None) };
-        if !next.takes_fp8(xs.dims()) {
+        if !next.takes_fp8(xs.dims(), None) {
             return Ok(None);
         }
         let packed = fused::layer_norm_fp8(xs, &self.weight, &self.bias, self.eps, bound)?;

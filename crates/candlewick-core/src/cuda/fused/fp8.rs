@@ -48,3 +48,76 @@ cuda_only_op!(CustomOp1 for Quantize, "fp8-quantize", run, x xl);
 pub fn quantize(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Quantize)
 }
+
+/// diffusers' GEGLU on the projection's output `h` [..., 2n] (the projection's bias added first),
+/// quantized as [`Quantize`] would quantize its f16 result, for the FP8 layer after it: GEGLU's
+/// kernel writes each block's largest magnitude as it goes (`geglu_amax_vec8_f16`), so only the
+/// quantizer's second pass follows.
+struct GegluQuantize {
+    has_bias: bool,
+}
+
+impl GegluQuantize {
+    fn run(&self, (h, hl): (&CudaStorage, &Layout), (b, bl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+        let dev = h.device().clone();
+        let last = hl.shape().dims().last().copied().unwrap_or(0);
+        let (hv, bv) = (view::<f16>(h, hl)?, view::<f16>(b, bl)?);
+        let numel = hl.shape().elem_count() / 2;
+        if last == 0 || last % 16 != 0 || numel / 8 >= u32::MAX as usize {
+            bail!("fp8 GEGLU: a projection of width {last} ({numel} outputs): the width must be a multiple of 16");
+        }
+        if self.has_bias && bl.shape().elem_count() != last {
+            bail!("fp8 GEGLU: a bias of {} values for {last} features", bl.shape().elem_count());
+        }
+        if !aligned(&[ptr(&dev, &hv), ptr(&dev, &bv)], 16) {
+            bail!("fp8 GEGLU: the projection or its bias at a misaligned address (16-byte vectors of 8)");
+        }
+        let packed = Packed::of(numel);
+        let mut gated = unsafe { dev.alloc::<f16>(numel) }?;
+        let y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
+        let base = ptr(&dev, &y);
+        let (scale, partials) = (base + packed.scale as u64, base + (packed.scale + Packed::SCALE_BYTES) as u64);
+        let blocks =
+            |n: usize| LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let (vectors, n_vectors, has_bias) = ((numel / 8) as u32, (last / 16) as u32, self.has_bias as i32);
+        let count = packed.partials as u32;
+        launch!(
+            dev,
+            FP8,
+            "geglu_amax_vec8_f16",
+            blocks(packed.partials),
+            &hv,
+            &bv,
+            &mut gated,
+            &vectors,
+            &n_vectors,
+            &has_bias,
+            &partials
+        )?;
+        let vectors = vectors as u64;
+        let quantize_blocks = (elementwise_grid(numel / 8) as usize).min(Packed::MAX_BLOCKS);
+        launch!(
+            dev,
+            FP8,
+            "quantize_e4m3_f16",
+            blocks(quantize_blocks),
+            &gated,
+            &vectors,
+            &partials,
+            &count,
+            &base,
+            &scale
+        )?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(packed.bytes)))
+    }
+}
+
+cuda_only_op!(CustomOp2 for GegluQuantize, "fp8-geglu", run, x xl, a al);
+
+/// `h` [..., 2n] (f16, n a multiple of 8) through GEGLU and quantized as a [`Packed`] u8 tensor;
+/// `bias` None: any tensor stands in for the kernel's unused pointer.
+pub fn geglu_quantize(h: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let h = h.contiguous()?;
+    let b = bias.unwrap_or(&h).contiguous()?;
+    h.apply_op2_no_bwd(&b, &GegluQuantize { has_bias: bias.is_some() })
+}

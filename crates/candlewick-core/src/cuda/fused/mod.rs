@@ -56,6 +56,26 @@ pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     built!("cuda", elementwise::geglu(h, bias))
 }
 
+/// [`geglu`] written in e4m3 for an FP8 layer (`crate::cuda::fp8::Packed`), the quantizer's first
+/// pass folded into GEGLU's kernel; None where its kernel does not apply (f16 on CUDA, the
+/// projection's width a multiple of 16, `h` and `bias` at 16-byte-aligned starts).
+pub fn geglu_fp8(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let f16 = candle_core::DType::F16;
+    let last = h.dims().last().copied().unwrap_or(0);
+    let starts_aligned = |t: &Tensor| !t.is_contiguous() || t.layout().start_offset().is_multiple_of(8);
+    if !h.device().is_cuda()
+        || h.dtype() != f16
+        || bias.is_some_and(|b| b.dtype() != f16 || b.dims() != [last] || !starts_aligned(b))
+        || last == 0
+        || !last.is_multiple_of(16)
+        || h.elem_count() / 16 >= u32::MAX as usize
+        || !starts_aligned(h)
+    {
+        return Ok(None);
+    }
+    built!("cuda", fp8::geglu_quantize(h, bias))
+}
+
 /// FP8 quantization (`fp8`): `x` (f16 on CUDA) as the packed u8 tensor `crate::cuda::fp8::Packed`
 /// describes; `crate::cuda::fp8` checks its inputs.
 #[cfg(feature = "cuda")]

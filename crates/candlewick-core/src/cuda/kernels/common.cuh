@@ -16,6 +16,35 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <typename T> __device__ __forceinline__ float round_as(float v) { return to_f(from_f<T>(v)); }
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+// GEGLU of 8 f16 outputs from 16-byte loads (geglu_vec8_f16; geglu_amax_vec8_f16 in fp8.cu): vector j of
+// row r of h [rows, 2n] (n_vectors = n / 8 vectors a half-row), the bias [2n] added first when has_bias.
+// The arithmetic of elementwise.cu's geglu, element by element.
+__device__ __forceinline__ uint4 geglu_vec8(const __half *h, const __half *bias, uint32_t r, uint32_t j,
+                                            uint32_t n_vectors, int has_bias) {
+  const uint4 *hr = reinterpret_cast<const uint4 *>(h) + (uint64_t)r * 2 * n_vectors;
+  const uint4 a4 = hr[j], g4 = hr[n_vectors + j];
+  uint4 ba4 = make_uint4(0, 0, 0, 0), bg4 = make_uint4(0, 0, 0, 0);
+  if (has_bias) {
+    ba4 = reinterpret_cast<const uint4 *>(bias)[j];
+    bg4 = reinterpret_cast<const uint4 *>(bias)[n_vectors + j];
+  }
+  const __half *a = reinterpret_cast<const __half *>(&a4), *g = reinterpret_cast<const __half *>(&g4);
+  const __half *ba = reinterpret_cast<const __half *>(&ba4), *bg = reinterpret_cast<const __half *>(&bg4);
+  uint4 out4;
+  __half *o = reinterpret_cast<__half *>(&out4);
+#pragma unroll
+  for (int k = 0; k < 8; k++) {
+    float av = __half2float(a[k]), gv = __half2float(g[k]);
+    if (has_bias) {
+      av = round_as<__half>(av + __half2float(ba[k]));
+      gv = round_as<__half>(gv + __half2float(bg[k]));
+    }
+    o[k] = __float2half_rn(av * round_as<__half>(gelu_erf(gv)));
+  }
+  return out4;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);

@@ -3,8 +3,6 @@
 // broadcast). Called from src/cuda/fused/elementwise.rs.
 #include "common.cuh"
 
-__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
-
 // y[i] = x[i] + bias[(i / inner) % channels]: a per-channel bias on [n, channels, inner...]
 // (inner = h*w for NCHW, 1 for the last dim of a linear layer's output).
 template <typename T>
@@ -55,27 +53,7 @@ extern "C" __global__ void geglu_vec8_f16(const __half *h, const __half *bias, _
                                           uint32_t n_vectors, int has_bias) {
   for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += blockDim.x * gridDim.x) {
     const uint32_t r = v / n_vectors, j = v - r * n_vectors;
-    const uint4 *hr = reinterpret_cast<const uint4 *>(h) + (uint64_t)r * 2 * n_vectors;
-    const uint4 a4 = hr[j], g4 = hr[n_vectors + j];
-    uint4 ba4 = make_uint4(0, 0, 0, 0), bg4 = make_uint4(0, 0, 0, 0);
-    if (has_bias) {
-      ba4 = reinterpret_cast<const uint4 *>(bias)[j];
-      bg4 = reinterpret_cast<const uint4 *>(bias)[n_vectors + j];
-    }
-    const __half *a = reinterpret_cast<const __half *>(&a4), *g = reinterpret_cast<const __half *>(&g4);
-    const __half *ba = reinterpret_cast<const __half *>(&ba4), *bg = reinterpret_cast<const __half *>(&bg4);
-    uint4 out4;
-    __half *o = reinterpret_cast<__half *>(&out4);
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-      float av = __half2float(a[k]), gv = __half2float(g[k]);
-      if (has_bias) {
-        av = round_as<__half>(av + __half2float(ba[k]));
-        gv = round_as<__half>(gv + __half2float(bg[k]));
-      }
-      o[k] = __float2half_rn(av * round_as<__half>(gelu_erf(gv)));
-    }
-    reinterpret_cast<uint4 *>(y)[v] = out4;
+    reinterpret_cast<uint4 *>(y)[v] = geglu_vec8(h, bias, r, j, n_vectors, has_bias);
   }
 }
 

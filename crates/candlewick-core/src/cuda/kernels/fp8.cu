@@ -44,6 +44,22 @@ extern "C" __global__ void amax_partials_f16(const uint4 *x, uint64_t vectors, f
   if (threadIdx.x == 0) partials[blockIdx.x] = m;
 }
 
+// GEGLU as geglu_vec8_f16 computes it (f16 out), with each block's largest |y| in partials[blockIdx.x]:
+// the quantizer's first pass folded into GEGLU for the FP8 layer after it (the feed-forward's net.2), so
+// quantize_e4m3_f16 alone follows. Launched with the partials' count of blocks.
+extern "C" __global__ void geglu_amax_vec8_f16(const __half *h, const __half *bias, __half *y, uint32_t vectors,
+                                               uint32_t n_vectors, int has_bias, float *partials) {
+  float m = 0.f;
+  for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += blockDim.x * gridDim.x) {
+    const uint32_t r = v / n_vectors, j = v - r * n_vectors;
+    const uint4 out = geglu_vec8(h, bias, r, j, n_vectors, has_bias);
+    reinterpret_cast<uint4 *>(y)[v] = out;
+    m = fmaxf(m, abs_max8(out));
+  }
+  m = block_max(m);
+  if (threadIdx.x == 0) partials[blockIdx.x] = m;
+}
+
 // y = x / scale in e4m3 (8 values a vector), scale = max(partials) / 448 (1 for an all-zero x).
 extern "C" __global__ void quantize_e4m3_f16(const uint4 *x, uint64_t vectors, const float *partials, uint32_t count,
                                              uint2 *y, float *scale) {
