@@ -3,7 +3,8 @@
 //! candle's own CUDA convolution is im2col + GEMM (a 9x larger matrix written and read for
 //! every 3x3 convolution), and its cuDNN path asks cuDNN's heuristics for an algorithm and
 //! zeroes a workspace on every call. Here each shape's plan is built on first use and cached,
-//! as PyTorch does, and the workspace is one buffer that grows as needed.
+//! as PyTorch does, and each call takes its workspace from the memory pool and gives it back
+//! (`op::own_workspace`; `CANDLEWICK_CUDNN_WORKSPACE=shared` keeps one a thread instead).
 //!
 //! Built only with the `cudnn` feature. Whether a pipeline's convolutions and attention use it
 //! is its `CudaSettings` (`crate::cuda::settings`); each pipeline runs on a thread of its own

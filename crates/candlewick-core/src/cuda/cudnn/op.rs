@@ -236,13 +236,15 @@ const BENCHMARK_RUNS: usize = 3;
 
 pub(super) use crate::cuda::op::timing::capturing;
 
-/// Whether a call allocates a workspace of its own, given back to the pool when it returns: always
-/// while a CUDA graph is captured; otherwise when `CANDLEWICK_CUDNN_WORKSPACE=per-call` (the
-/// default, `shared`, keeps one a thread, grown to the largest any call asked for).
+/// Whether a call allocates a workspace of its own, given back to the pool when it returns (as
+/// PyTorch's caching allocator does): always while a CUDA graph is captured, and by default.
+/// `CANDLEWICK_CUDNN_WORKSPACE=shared` keeps one a thread instead, grown to the largest any call
+/// asked for: 80 MiB more in use after an SDXL call at batch 4, for no measurable speed (H200,
+/// bench/NOTES.md, session 19; the pool makes a stream-ordered allocation cheap).
 pub(super) fn own_workspace(stream: &CudaStream) -> bool {
-    static PER_CALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     capturing(stream)
-        || *PER_CALL.get_or_init(|| std::env::var("CANDLEWICK_CUDNN_WORKSPACE").is_ok_and(|v| v.trim() == "per-call"))
+        || !*SHARED.get_or_init(|| std::env::var("CANDLEWICK_CUDNN_WORKSPACE").is_ok_and(|v| v.trim() == "shared"))
 }
 
 /// The thread's workspace, grown to at least `bytes`; None when no workspace is needed.
