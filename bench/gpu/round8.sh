@@ -13,6 +13,8 @@
 #     largest magnitude (the default) and without (CANDLEWICK_FP8_GEGLU=0), batch 1 (beside f16: vs_f16 must be the same
 #     to the last digit) and batch 4, each setting in its own process; then diffusers' torch.compile reduce-overhead at
 #     batch 1 for what is left of CALL_S.
+#   PART=sd15 (the .node of main at the session's end, 75d1a55; carry .gpu/anchor_diffusers.py too): SD1.5 512 50 steps
+#     f16 and FP8 at batch 1 and 8 (bench.mjs), then diffusers' torch.compile reduce-overhead at batch 1 in the same call.
 set -uo pipefail
 source "$(dirname "$0")/fam-env.sh"
 rows() { python3 -c "import json,sys; [print(r['variant'], r['batch'], round(r['median_s'],4), r.get('fp8'), r.get('vs_f16'), round(r['peak_gib'],2)) for r in json.load(open(sys.argv[1]))['rows']]" "$1"; }
@@ -75,5 +77,15 @@ geglu)
       2>&1 | grep -v -i -E 'warn|deprecat|float32' | tail -3
     cat "$OUT/sdxl-compiled-b1.jsonl"
   fi
+  ;;
+sd15)
+  model_folder /tmp/sd15
+  stage "SD1.5 512 50 steps: f16 and FP8, batch 1 and 8"
+  SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs+fp8,fp16+flash+graphs:b8,fp16+flash+graphs+fp8:b8 \
+    timeout 120 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/sd15.json" 2>&1 | tail -1; rows "$OUT/sd15.json"
+  left=$(( ${CALL_S:-330} - SECONDS ))
+  stage "diffusers torch.compile reduce-overhead, SD1.5 batch 1 (${left}s left)"
+  WHICH=compiled_ro FLOPS=0 OUT=$OUT timeout $(( left - 5 )) python3 .gpu/anchor_diffusers.py 2>&1 | grep -v -i warn | tail -3
+  mv "$OUT/anchor_diffusers.json" "$OUT/diffusers-sd15.json" 2>/dev/null; true
   ;;
 esac
