@@ -652,4 +652,50 @@ mod tests {
         }
         Ok(())
     }
+
+    /// A self-attention's stacked q/k/v gives what separate to_q and to_k/to_v give (a
+    /// cross-attention's layout, made from the same weights): over its own tokens, and given a
+    /// context anyway (keys and values then read from the context, as diffusers' `Attention`).
+    #[test]
+    fn stacked_projections_equal_separate_ones() -> Result<()> {
+        let dev = Device::Cpu;
+        let (dim, heads, dim_head) = (16, 2, 8);
+        let mut weights = std::collections::HashMap::new();
+        for (i, name) in ["to_q", "to_k", "to_v", "to_out.0"].iter().enumerate() {
+            let w = (Tensor::randn(0f32, 1.0, (dim, dim), &dev)? * (0.2 + 0.1 * i as f64))?;
+            weights.insert(format!("{name}.weight"), w);
+        }
+        weights.insert("to_out.0.bias".to_string(), Tensor::randn(0f32, 1.0, dim, &dev)?);
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
+        let cfg = |cross| AttentionConfig {
+            query_dim: dim,
+            cross_attention_dim: cross,
+            heads,
+            dim_head,
+            bias: false,
+            group_norm: None,
+            residual_connection: false,
+            rescale_output_factor: 1.0,
+            upcast_attention: false,
+        };
+        let (stacked, separate) = (Attention::new(vb.clone(), &cfg(None))?, Attention::new(vb, &cfg(Some(dim)))?);
+        assert!(matches!(stacked.projections, Projections::Stacked(_)));
+        assert!(matches!(separate.projections, Projections::Separate { .. }));
+        let xs = Tensor::randn(0f32, 1.0, (2, 5, dim), &dev)?;
+        let context = Context {
+            hidden: Tensor::randn(0f32, 1.0, (2, 7, dim), &dev)?,
+            keys_values: Vec::new(),
+            time_condition: None,
+            added_embedding: None,
+        };
+        for context in [None, Some(&context)] {
+            let (a, b) = (stacked.forward(&xs, context)?, separate.forward(&xs, context)?);
+            let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "context {}: differs by {diff}", context.is_some());
+        }
+        let with_context = stacked.forward(&xs, Some(&context))?;
+        let own = (&with_context - stacked.forward(&xs, None)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(own > 1e-3, "the context changed nothing");
+        Ok(())
+    }
 }
