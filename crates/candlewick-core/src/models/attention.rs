@@ -155,6 +155,24 @@ pub struct Attention {
     context_index: Option<usize>,
 }
 
+impl AttentionConfig {
+    /// A transformer block's attention (diffusers' `BasicTransformerBlock`): no bias on
+    /// to_q/to_k/to_v, no group norm, residual or rescale of its own.
+    pub fn transformer(dim: usize, cross: Option<usize>, heads: usize, dim_head: usize, upcast: bool) -> Self {
+        AttentionConfig {
+            query_dim: dim,
+            cross_attention_dim: cross,
+            heads,
+            dim_head,
+            bias: false,
+            group_norm: None,
+            residual_connection: false,
+            rescale_output_factor: 1.0,
+            upcast_attention: upcast,
+        }
+    }
+}
+
 impl Attention {
     pub fn new(vb: VarBuilder, cfg: &AttentionConfig) -> Result<Self> {
         if cfg.heads == 0 || cfg.dim_head == 0 {
@@ -479,18 +497,7 @@ impl BasicTransformerBlock {
     ) -> Result<Self> {
         let norm = |name: &str| layer_norm(dim, 1e-5, vb.pp(name));
         let attn = |name: &str, cross: Option<usize>| {
-            let cfg = AttentionConfig {
-                query_dim: dim,
-                cross_attention_dim: cross,
-                heads,
-                dim_head,
-                bias: false,
-                group_norm: None,
-                residual_connection: false,
-                rescale_output_factor: 1.0,
-                upcast_attention,
-            };
-            Attention::new(vb.pp(name), &cfg)
+            Attention::new(vb.pp(name), &AttentionConfig::transformer(dim, cross, heads, dim_head, upcast_attention))
         };
         Ok(Self {
             norm1: norm("norm1")?,
@@ -667,17 +674,7 @@ mod tests {
         }
         weights.insert("to_out.0.bias".to_string(), Tensor::randn(0f32, 1.0, dim, &dev)?);
         let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
-        let cfg = |cross| AttentionConfig {
-            query_dim: dim,
-            cross_attention_dim: cross,
-            heads,
-            dim_head,
-            bias: false,
-            group_norm: None,
-            residual_connection: false,
-            rescale_output_factor: 1.0,
-            upcast_attention: false,
-        };
+        let cfg = |cross| AttentionConfig::transformer(dim, cross, heads, dim_head, false);
         let (stacked, separate) = (Attention::new(vb.clone(), &cfg(None))?, Attention::new(vb, &cfg(Some(dim)))?);
         assert!(matches!(stacked.projections, Projections::Stacked(_)));
         assert!(matches!(separate.projections, Projections::Separate { .. }));

@@ -4,8 +4,8 @@
 //! guards: `crate::cuda::fp8`.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda::cudarc::driver::LaunchConfig;
-use candle_core::cuda::CudaStorage;
+use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, LaunchConfig};
+use candle_core::cuda::{CudaDevice, CudaStorage};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use half::f16;
 
@@ -13,32 +13,61 @@ use super::launch::*;
 use crate::cuda::fp8::Packed;
 use crate::cuda::op::{cuda_only_op, launch};
 
+/// A [`Packed`] output being written: its buffer and the device addresses of its values (`base`),
+/// scale and per-block partial maxima.
+struct PackedOut {
+    buffer: CudaSlice<u8>,
+    packed: Packed,
+    base: u64,
+    scale: u64,
+    partials: u64,
+}
+
+impl PackedOut {
+    fn alloc(dev: &CudaDevice, numel: usize) -> Result<Self> {
+        let packed = Packed::of(numel);
+        let buffer = unsafe { dev.alloc::<u8>(packed.bytes) }?;
+        let base = ptr(dev, &buffer);
+        let (scale, partials) = (base + packed.scale as u64, base + (packed.scale + Packed::SCALE_BYTES) as u64);
+        Ok(PackedOut { buffer, packed, base, scale, partials })
+    }
+
+    /// The quantizer's second pass (`quantize_e4m3_f16`): the f16 values `x`, whose block maxima a
+    /// first pass wrote to the partials, as e4m3, and the scale.
+    fn quantize(&self, dev: &CudaDevice, x: &CudaView<f16>) -> Result<()> {
+        let vectors = (x.len() / 8) as u64;
+        let count = self.packed.partials as u32;
+        let grid = (elementwise_grid(x.len() / 8) as usize).min(Packed::MAX_BLOCKS);
+        let (base, scale, partials) = (self.base, self.scale, self.partials);
+        launch!(dev, FP8, "quantize_e4m3_f16", blocks(grid), x, &vectors, &partials, &count, &base, &scale)
+    }
+
+    fn into_storage(self, dev: CudaDevice) -> (CudaStorage, Shape) {
+        let bytes = self.packed.bytes;
+        (CudaStorage::wrap_cuda_slice(self.buffer, dev), Shape::from(bytes))
+    }
+}
+
+/// `n` blocks of [`THREADS`] (the quantizing kernels loop over their vectors).
+fn blocks(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 struct Quantize;
 
 impl Quantize {
     fn run(&self, (x, xl): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
         let dev = x.device().clone();
         let numel = xl.shape().elem_count();
-        let packed = Packed::of(numel);
         let xv = view::<f16>(x, xl)?;
         if numel % 8 != 0 || !aligned(&[ptr(&dev, &xv)], 16) {
             bail!("fp8 quantize: {numel} values at a misaligned address (16-byte vectors of 8)");
         }
-        let y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
-        let vectors = (numel / 8) as u64;
-        let count = packed.partials as u32;
-        // Device addresses within y: the values, the scale and the first pass's partials.
-        let base = ptr(&dev, &y);
-        let (scale, partials) = (base + packed.scale as u64, base + (packed.scale + Packed::SCALE_BYTES) as u64);
-        let one_pass = |blocks: usize| LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(dev, FP8, "amax_partials_f16", one_pass(packed.partials), &xv, &vectors, &partials)?;
-        let blocks = (elementwise_grid(numel / 8) as usize).min(Packed::MAX_BLOCKS);
-        launch!(dev, FP8, "quantize_e4m3_f16", one_pass(blocks), &xv, &vectors, &partials, &count, &base, &scale)?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(packed.bytes)))
+        let out = PackedOut::alloc(&dev, numel)?;
+        let (vectors, partials) = ((numel / 8) as u64, out.partials);
+        launch!(dev, FP8, "amax_partials_f16", blocks(out.packed.partials), &xv, &vectors, &partials)?;
+        out.quantize(&dev, &xv)?;
+        Ok(out.into_storage(dev))
     }
 }
 
@@ -72,20 +101,15 @@ impl GegluQuantize {
         if !aligned(&[ptr(&dev, &hv), ptr(&dev, &bv)], 16) {
             bail!("fp8 GEGLU: the projection or its bias at a misaligned address (16-byte vectors of 8)");
         }
-        let packed = Packed::of(numel);
+        let out = PackedOut::alloc(&dev, numel)?;
         let mut gated = unsafe { dev.alloc::<f16>(numel) }?;
-        let y = unsafe { dev.alloc::<u8>(packed.bytes) }?;
-        let base = ptr(&dev, &y);
-        let (scale, partials) = (base + packed.scale as u64, base + (packed.scale + Packed::SCALE_BYTES) as u64);
-        let blocks =
-            |n: usize| LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let (vectors, n_vectors, has_bias) = ((numel / 8) as u32, (last / 16) as u32, self.has_bias as i32);
-        let count = packed.partials as u32;
+        let partials = out.partials;
         launch!(
             dev,
             FP8,
             "geglu_amax_vec8_f16",
-            blocks(packed.partials),
+            blocks(out.packed.partials),
             &hv,
             &bv,
             &mut gated,
@@ -94,21 +118,8 @@ impl GegluQuantize {
             &has_bias,
             &partials
         )?;
-        let vectors = vectors as u64;
-        let quantize_blocks = (elementwise_grid(numel / 8) as usize).min(Packed::MAX_BLOCKS);
-        launch!(
-            dev,
-            FP8,
-            "quantize_e4m3_f16",
-            blocks(quantize_blocks),
-            &gated,
-            &vectors,
-            &partials,
-            &count,
-            &base,
-            &scale
-        )?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from(packed.bytes)))
+        out.quantize(&dev, &gated.slice(..))?;
+        Ok(out.into_storage(dev))
     }
 }
 
