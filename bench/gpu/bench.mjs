@@ -11,8 +11,10 @@
 // warm-up. Peak GPU memory (peak_gib): the most the tensors held, from the warm-up to the last
 // run (pipe.gpuMemory().peakUsed after resetGpuMemoryPeak(): what diffusers' max_memory_allocated
 // measures); process_peak_gib: the most nvidia-smi reported (the whole process, CUDA context and
-// libraries included), sampled every 20 ms.
+// libraries included), sampled every 20 ms. images_sha256: each image of the last call; SAVE_RGB=PREFIX also writes
+// them as raw RGB to PREFIX-KEY.rgb (bench/gpu/rgb_diff.py compares two such files).
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
@@ -150,6 +152,9 @@ for (const key of WHICH) {
   if (spec.variant === undefined || spec.variant === "fp16+flash+graphs") f16Images[`${key.split(":")[0]}:${batch}`] = last[0].data;
   const f16 = f16Images[`fp16+flash+graphs:${batch}`];
   if (spec.load.fp8 && f16) row.vs_f16 = difference(f16, last[0].data);
+  // Every image of the last call, hashed, for A/Bs across processes (an environment switch read once a process).
+  row.images_sha256 = last.map((image) => createHash("sha256").update(image.data).digest("hex").slice(0, 16));
+  if (process.env.SAVE_RGB) writeFileSync(`${process.env.SAVE_RGB}-${key}.rgb`, Buffer.concat(last.map((image) => image.data)));
   if (key === "fp16+flash+graphs") {
     const t = last[0].timings;
     phases = { text_encoder: t.textEncoderMs, unet_step: t.denoiseMs / STEPS, vae_decode: t.decodeMs };

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::pipeline::{
     GenerateOptions, ImageInput, LatentsInput, LoadOptions, Observer, SizeConditions, StableDiffusionPipeline,
@@ -232,12 +232,17 @@ fn family_options_are_checked() {
 
 /// In f16 (the GPU's dtype; f32 weights converted at load) every family runs and stays close to
 /// its f32 image: the added conditions, the guidance embedding and the pooled text follow the
-/// model's dtype, and SDXL's VAE decodes in f32 (`force_upcast`).
+/// model's dtype, and SDXL's VAE decodes in f32 (`force_upcast`), loaded in f32 only.
 #[test]
 fn families_run_in_f16_close_to_f32() {
-    for (model, name) in [("tiny-sd2", "sd2_euler"), ("tiny-lcm", "lcm"), ("tiny-sdxl", "sdxl_ddim_sized")] {
+    for (model, name, vae) in [
+        ("tiny-sd2", "sd2_euler", DType::F16),
+        ("tiny-lcm", "lcm", DType::F16),
+        ("tiny-sdxl", "sdxl_ddim_sized", DType::F32),
+    ] {
         let options = LoadOptions { device: DeviceRequest::Cpu, dtype: DTypeRequest::F16, ..Default::default() };
         let pipe = StableDiffusionPipeline::load(&fixtures().join(model), &options).unwrap();
+        assert_eq!(pipe.vae_dtype(), vae, "{model}'s VAE in f16");
         let g = golden(name);
         let mut noise = common::replay(&g.json, &g.tensors);
         let out = pipe

@@ -81,3 +81,22 @@ fn the_largest_decoder_activation_decides_slices_and_tiles() {
     assert_eq!(sd15.largest_decoder_activation(1, 1, 1), 256 * 8 * 8);
     assert_eq!(sd15.largest_decoder_activation(usize::MAX, 1 << 20, 1 << 20), usize::MAX);
 }
+
+/// A batch of large images decodes one image at a time unasked (SDXL's 1024x1024: 2^28 elements an
+/// image), a batch of small ones whole (SD1.5's 512x512: 2^26), and `vae_slicing` slices any batch.
+#[test]
+fn large_images_decode_one_at_a_time() {
+    use candlewick_core::models::vae::AutoencoderKLConfig;
+    let vae = AutoencoderKLConfig { block_out_channels: vec![128, 256, 512, 512], ..Default::default() };
+    let (auto, asked) = (true, true);
+    assert!(vae.decodes_one_at_a_time(4, 128, 128, !asked, auto), "SDXL 1024x1024, batch 4");
+    assert!(!vae.decodes_one_at_a_time(4, 128, 128, !asked, !auto), "the A/B switch off");
+    assert!(!vae.decodes_one_at_a_time(1, 128, 128, !asked, auto), "one image is one image");
+    assert!(!vae.decodes_one_at_a_time(8, 64, 64, !asked, auto), "SD1.5 512x512, batch 8");
+    assert!(vae.decodes_one_at_a_time(8, 64, 64, asked, auto), "asked");
+    // 0.5 megapixels: 2^27 elements at 256 channels.
+    assert!(vae.decodes_one_at_a_time(2, 91, 91, !asked, auto), "728x728");
+    assert!(!vae.decodes_one_at_a_time(2, 91, 90, !asked, auto), "720x728");
+    // Two 2048x2048 images pass the kernels' index limit together: one at a time, switch or not.
+    assert!(vae.decodes_one_at_a_time(2, 256, 256, !asked, !auto));
+}

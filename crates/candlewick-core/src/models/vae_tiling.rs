@@ -36,7 +36,24 @@ impl VaeTiling {
 /// 4096x4096 decode (256 channels at full size: 2^32 elements) with CUDA_ERROR_INVALID_VALUE.
 pub const MAX_DECODE_ELEMENTS: usize = i32::MAX as usize;
 
+/// One image's largest decoder activation (in elements) from which a batch decodes one image at a
+/// time unasked: such an image keeps the GPU busy alone, so decoding the batch whole only holds
+/// every image's activations at once (SDXL's VAE at 1024x1024: 2^28 elements, 1 GiB in f32, each;
+/// its batch of 4 peaked at 12.07 GiB sliced against 23.38 whole, and decoded in 287 ms against 304
+/// on an H200, bench/results/2026-12-04-h200-r9-*). SD1.5's 512x512 (2^26) stays whole.
+pub const SLICE_FROM_ELEMENTS: usize = 1 << 27;
+
 impl AutoencoderKLConfig {
+    /// Whether an untiled decode of `batch` latents of `height` x `width` cells goes one image at a
+    /// time: when `asked` (diffusers' `enable_vae_slicing`), when the whole batch would pass
+    /// [`MAX_DECODE_ELEMENTS`], or, with `auto`, when one image reaches [`SLICE_FROM_ELEMENTS`].
+    /// The images are the whole batch's to within cuDNN's choice of algorithm for the smaller batch
+    /// (SDXL's f32 decode at 1024x1024 on an H200: 1.2% of the bytes one level apart, 67.4 dB).
+    pub fn decodes_one_at_a_time(&self, batch: usize, height: usize, width: usize, asked: bool, auto: bool) -> bool {
+        let largest = |n: usize| self.largest_decoder_activation(n, height, width);
+        asked || largest(batch) > MAX_DECODE_ELEMENTS || (auto && batch > 1 && largest(1) >= SLICE_FROM_ELEMENTS)
+    }
+
     /// Elements of the decoder's largest activation for `batch` latents of `height` x `width`
     /// cells: at level k (k upsamplings in), the up block's own channels and, from k = 1, the
     /// upsampled input it takes from the level before (SD1.5's 256 channels at full size).

@@ -62,8 +62,11 @@ pub struct Components {
     /// SDXL's second text encoder, when model_index.json lists `text_encoder_2`.
     pub text_encoder_2: Option<SecondTextEncoder>,
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
+    /// In the compute dtype, or in f32 where it always runs in f32 (SDXL's `force_upcast` in f16).
     pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
-    /// An f32 copy of the VAE, loaded when an f16 decode overflows.
+    /// The dtype `vae` was loaded in.
+    vae_dtype: DType,
+    /// An f32 copy of an f16 VAE, loaded when an f16 decode overflows.
     vae_f32: OnceCell<AutoencoderKL>,
     /// The folder's scheduler: model_index.json's class with scheduler_config.json's fields.
     pub scheduler: SchedulerChoice,
@@ -238,24 +241,42 @@ impl Components {
         // error is reported before a weights error, as when it was read first (one that does not
         // match its encoder's config explains the encoder's wrong shapes).
         let sdxl = parts.text_2.is_some();
+        let vae_dtype = match super::sdxl::vae_upcasts(sdxl, target.dtype, &parts.vae_config) {
+            true => DType::F32,
+            false => target.dtype,
+        };
         let tokenizer = parts.text.as_ref().map(TextParts::tokenizer_in_background);
         let tokenizer_2 = parts.text_2.as_ref().map(|(text, _)| text.tokenizer_in_background());
         let loaded = (|| {
             let text_encoder = match parts.text {
                 None => None,
-                Some(text) => Some(load("text_encoder", text.weights, &target, text.config, ClipTextTransformer::new)?),
+                Some(text) => Some(load(
+                    "text_encoder",
+                    text.weights,
+                    &target,
+                    target.dtype,
+                    text.config,
+                    ClipTextTransformer::new,
+                )?),
             };
             let text_encoder_2 = match parts.text_2 {
                 None => None,
                 Some((text, flags)) => {
-                    let encoder =
-                        load("text_encoder_2", text.weights, &target, text.config, ClipTextModelWithProjection::new)?;
+                    let encoder = load(
+                        "text_encoder_2",
+                        text.weights,
+                        &target,
+                        target.dtype,
+                        text.config,
+                        ClipTextModelWithProjection::new,
+                    )?;
                     Some((encoder, flags))
                 }
             };
-            let unet = load("unet", parts.unet_weights, &target, parts.unet_config, UNet2DConditionModel::new)?;
+            let unet =
+                load("unet", parts.unet_weights, &target, target.dtype, parts.unet_config, UNet2DConditionModel::new)?;
             unet.base.read_again(unet.model.quantized_weights());
-            let vae = load("vae", parts.vae_weights, &target, parts.vae_config, AutoencoderKL::new)?;
+            let vae = load("vae", parts.vae_weights, &target, vae_dtype, parts.vae_config, AutoencoderKL::new)?;
             Ok::<_, Error>((text_encoder, text_encoder_2, unet, vae))
         })();
         let tokenizer = tokenizer.map(PendingTokenizer::join).transpose();
@@ -302,6 +323,7 @@ impl Components {
             text_encoder_2,
             unet,
             vae,
+            vae_dtype,
             vae_f32: OnceCell::new(),
             scheduler,
             target,
@@ -337,8 +359,18 @@ impl Components {
         self.target.dtype
     }
 
-    /// The VAE in f32, loaded on first need (diffusers' `force_upcast` when f16 overflows).
+    /// The dtype the VAE was loaded in: f32 under SDXL's `force_upcast` in f16, else the compute
+    /// dtype.
+    pub fn vae_dtype(&self) -> DType {
+        self.vae_dtype
+    }
+
+    /// The VAE in f32: the VAE itself when loaded so, else an f32 copy loaded on first need (an f16
+    /// decode that overflowed).
     pub fn vae_in_f32(&self) -> Result<&AutoencoderKL> {
+        if self.vae_dtype == DType::F32 {
+            return Ok(&self.vae.model);
+        }
         if let Some(vae) = self.vae_f32.get() {
             return Ok(vae);
         }
@@ -349,22 +381,21 @@ impl Components {
     }
 }
 
-/// One model component from its config and weights, built on the target device, timed under the
-/// component's name in start-up profiles. The UNet's and the text encoders' tensors are recorded
-/// (`base`) for LoRA.
+/// One model component from its config and weights, built on the target device in `dtype`, timed
+/// under the component's name in start-up profiles. The UNet's and the text encoders' tensors are
+/// recorded (`base`) for LoRA.
 fn load<M, C>(
     component: &'static str,
     source: WeightsSource,
     target: &DeviceChoice,
+    dtype: DType,
     config: C,
     build: impl FnOnce(candle_nn::VarBuilder<'static>, &C) -> candle_core::Result<M>,
 ) -> Result<Loaded<M, C>> {
     let backend = profile::startup_time("weights_open", None, || source.backend())?;
     let (vb, base) = match component {
-        "vae" => {
-            (candle_nn::VarBuilder::from_backend(backend, target.dtype, target.device.clone()), BaseWeights::default())
-        }
-        _ => Recorder::wrap(backend, &source, target.dtype, &target.device),
+        "vae" => (candle_nn::VarBuilder::from_backend(backend, dtype, target.device.clone()), BaseWeights::default()),
+        _ => Recorder::wrap(backend, &source, dtype, &target.device),
     };
     let name = match component {
         "text_encoder" => "text_encoder_weights",

@@ -116,7 +116,10 @@ pub struct GenerateOptions {
     /// Decode the latents in overlapping tiles (diffusers' `enable_vae_tiling`): memory follows
     /// the tile, not the image. Off, a decode that runs out of memory is redone in tiles, with a warning.
     pub vae_tiling: bool,
-    /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`).
+    /// Decode the images of the batch one at a time (diffusers' `enable_vae_slicing`). Off, a batch
+    /// of large images (about 0.5 megapixels and up, where one image keeps the GPU busy) is decoded
+    /// one at a time anyway, in a fraction of the memory (images within one 8-bit level of the
+    /// whole batch's: cuDNN may pick other algorithms for one image).
     pub vae_slicing: bool,
     /// Encode prompts as diffusers' `StableDiffusionPipeline` does: no weighting syntax, cut at
     /// `model_max_length` (77) tokens with a warning (compel's `truncate_long_prompts`). Off (the

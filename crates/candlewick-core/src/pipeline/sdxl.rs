@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::components::Components;
 use super::options::MAX_SIDE;
 use crate::error::{expected, Error, Result};
+use crate::models::vae::AutoencoderKLConfig;
 
 /// The largest size condition (pixels): SDXL was trained on sizes up to 4096; a little room.
 const MAX_CONDITION: usize = 16 * MAX_SIDE;
@@ -205,8 +206,14 @@ pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str)
     Err(Error::model(model_index, format!("_class_name is {class_name:?} and {message}")))
 }
 
-/// The VAE decodes in f32 when the model is f16 and the VAE's config says `force_upcast` (SDXL's
-/// VAE overflows in f16), as `StableDiffusionXLPipeline` does.
+/// The VAE encodes and decodes in f32 when the model is f16 and the VAE's config says
+/// `force_upcast` (SDXL's VAE overflows in f16), as `StableDiffusionXLPipeline` does.
 pub(super) fn vae_needs_upcasting(c: &Components) -> bool {
-    c.text_encoder_2.is_some() && c.dtype() == DType::F16 && c.vae.config.force_upcast
+    vae_upcasts(c.text_encoder_2.is_some(), c.dtype(), &c.vae.config)
+}
+
+/// [`vae_needs_upcasting`] from the parts, before the components exist: such a VAE is loaded in
+/// f32 only (its f16 copy would never run).
+pub(super) fn vae_upcasts(sdxl: bool, dtype: DType, vae: &AutoencoderKLConfig) -> bool {
+    sdxl && dtype == DType::F16 && vae.force_upcast
 }

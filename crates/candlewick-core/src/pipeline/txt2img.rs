@@ -148,6 +148,12 @@ impl StableDiffusionPipeline {
         &self.info
     }
 
+    /// The dtype the VAE was loaded in (diffusers' `pipe.vae.dtype` after `upcast_vae`): f32 for
+    /// SDXL's VAE in f16 under `force_upcast`, which is then the only copy held.
+    pub fn vae_dtype(&self) -> candle_core::DType {
+        self.components.vae_dtype()
+    }
+
     /// Fuse `loras` in place of the LoRAs fused now (diffusers' `unfuse_lora` + `set_adapters` +
     /// `fuse_lora`; an empty list restores the base weights). The UNet's and text encoder's CUDA
     /// graphs read the old weights' memory: they are dropped and captured again on later calls.
@@ -478,7 +484,8 @@ impl StableDiffusionPipeline {
     }
 
     /// Step 6: latents to an image tensor in [0, 1], NCHW, f32, in tiles and one image at a time
-    /// when asked (or in tiles when the whole decode runs out of memory). An f16 decode that
+    /// when asked (one at a time also for large images, and in tiles when the whole decode runs out
+    /// of memory). An f16 decode that
     /// overflows (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the
     /// VAE, loaded on first need, as diffusers' `force_upcast` does.
     fn decode_latents(
@@ -494,7 +501,10 @@ impl StableDiffusionPipeline {
         // One image at a time gives the same images; tiles are the last resort (with a warning).
         let (batch, _, h, w) = latents.dims4()?;
         let fits = |n: usize| c.vae.config.largest_decoder_activation(n, h, w) <= MAX_DECODE_ELEMENTS;
-        let sliced = options.vae_slicing || (tiled.is_none() && !fits(batch));
+        let sliced = match tiled {
+            Some(_) => options.vae_slicing,
+            None => c.vae.config.decodes_one_at_a_time(batch, h, w, options.vae_slicing, auto_slicing()),
+        };
         if tiled.is_none() && !fits(1) {
             let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
             warnings.push(format!(
@@ -585,6 +595,14 @@ fn to_rgb8(image: &Tensor) -> Result<Vec<RgbImage>> {
     let (n, _c, height, width) = image.dims4()?;
     let bytes = (image * 255.0)?.round()?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
     (0..n).map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? })).collect()
+}
+
+/// Whether a batch of large images decodes one image at a time unasked
+/// (`AutoencoderKLConfig::decodes_one_at_a_time`; on unless `CANDLEWICK_VAE_AUTO_SLICING=0`, the
+/// A/B of bench/gpu/round9.sh; read once).
+fn auto_slicing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CANDLEWICK_VAE_AUTO_SLICING").map_or(true, |v| v != "0"))
 }
 
 /// Whether the f32 decode under `force_upcast` may run its convolutions in TF32 (on unless
