@@ -2,6 +2,7 @@
 
 mod check_inputs;
 mod components;
+mod decode_latents;
 mod denoise;
 mod image_processor;
 mod img2img;

@@ -8,7 +8,8 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::check_inputs::CheckedInputs;
 use super::components::Components;
-use super::denoise::{all_finite, AfterStep, Conditioning, DenoiseOptions, Denoiser};
+use super::decode_latents::decode_latents;
+use super::denoise::{AfterStep, Conditioning, DenoiseOptions, Denoiser};
 use super::noise::NoiseSource;
 use super::observer::Observer;
 use super::options::{
@@ -21,8 +22,6 @@ use crate::cuda::cudnn;
 use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
 use crate::loaders::lora::LoraSpec;
-use crate::models::vae::AutoencoderKL;
-use crate::models::vae_tiling::{VaeTiling, MAX_DECODE_ELEMENTS};
 use crate::profile;
 use crate::schedulers::{Scheduler, StepNoise};
 
@@ -354,7 +353,7 @@ impl StableDiffusionPipeline {
         }
 
         // 6. Decode the latents with the VAE.
-        let image = self.decode_latents(&latents, options, &mut warnings)?;
+        let image = decode_latents(&self.components, &self.info, &latents, options, &mut warnings)?;
 
         // 7. Convert to 8-bit RGB.
         let mut images = to_rgb8(&image)?;
@@ -482,80 +481,6 @@ impl StableDiffusionPipeline {
             other => other,
         }
     }
-
-    /// Step 6: latents to an image tensor in [0, 1], NCHW, f32, in tiles and one image at a time
-    /// when asked (one at a time also for large images, and in tiles when the whole decode runs out
-    /// of memory). An f16 decode that
-    /// overflows (NaN or infinity: a black image in diffusers) is redone with an f32 copy of the
-    /// VAE, loaded on first need, as diffusers' `force_upcast` does.
-    fn decode_latents(
-        &self,
-        latents: &Tensor,
-        options: &GenerateOptions,
-        warnings: &mut Vec<String>,
-    ) -> Result<Tensor> {
-        let c = &self.components;
-        let scaled = (latents / c.vae.config.scaling_factor)?;
-        let tiling = VaeTiling::for_vae(c.vae.config.sample_size.first(), self.info.vae_scale_factor);
-        let mut tiled = options.vae_tiling.then_some(&tiling);
-        // One image at a time gives the same images; tiles are the last resort (with a warning).
-        let (batch, _, h, w) = latents.dims4()?;
-        let fits = |n: usize| c.vae.config.largest_decoder_activation(n, h, w) <= MAX_DECODE_ELEMENTS;
-        let sliced = match tiled {
-            Some(_) => options.vae_slicing,
-            None => c.vae.config.decodes_one_at_a_time(batch, h, w, options.vae_slicing, auto_slicing()),
-        };
-        if tiled.is_none() && !fits(1) {
-            let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
-            warnings.push(format!(
-                "the VAE decode of {}x{} has activations of more than 2^31 elements, more than the GPU kernels can \
-                 index; it was decoded in tiles of {side}x{side} (ask for VAE tiling to silence this)",
-                w * vsf,
-                h * vsf
-            ));
-            tiled = Some(&tiling);
-        }
-        let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
-            vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
-        };
-        let upcast = sdxl::vae_needs_upcasting(c);
-        let (vae, dtype) = match upcast {
-            true => (c.vae_in_f32()?, DType::F32),
-            false => (&c.vae.model, c.dtype()),
-        };
-        // The upcast decode's convolutions in TF32, as PyTorch runs diffusers' (its default): in full
-        // f32 they took 552 ms of SDXL's 769 ms call on an H200 (bench/NOTES.md, 2026-12-03).
-        // CANDLEWICK_VAE_UPCAST_TF32=0 keeps them in full f32 (the A/B of bench/gpu/families.sh).
-        let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| match upcast && upcast_tf32() {
-            true => crate::cuda::cudnn::with_tf32_convolutions(|| decode(vae, dtype, tiled)),
-            false => decode(vae, dtype, tiled),
-        };
-        let mut image = match decode(vae, dtype, tiled) {
-            Err(e) if tiled.is_none() && crate::error::is_out_of_memory(&e) => {
-                let (vsf, side) = (self.info.vae_scale_factor, tiling.tile_sample_min_size);
-                warnings.push(format!(
-                    "the VAE decode of {}x{} ran out of memory on {}; it was decoded again in tiles of {side}x{side} \
-                     (asking for VAE tiling skips the first try)",
-                    w * vsf,
-                    h * vsf,
-                    self.info.device
-                ));
-                tiled = Some(&tiling);
-                decode(vae, dtype, tiled)?
-            }
-            other => other?,
-        };
-        if dtype != DType::F32 && !all_finite(&image)? {
-            warnings.push(format!("the VAE overflowed in {}; the image was decoded again in f32", self.info.dtype));
-            image = decode(c.vae_in_f32()?, DType::F32, tiled)?;
-        }
-        if !all_finite(&image)? {
-            return Err(Error::NonFinite(
-                "the VAE's decoded image is NaN or infinite (the latents are out of range)".into(),
-            ));
-        }
-        Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
-    }
 }
 
 /// Seconds between phase boundaries, with the device synchronized at each (three waits a call).
@@ -595,19 +520,4 @@ fn to_rgb8(image: &Tensor) -> Result<Vec<RgbImage>> {
     let (n, _c, height, width) = image.dims4()?;
     let bytes = (image * 255.0)?.round()?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
     (0..n).map(|i| Ok(RgbImage { width, height, data: bytes.i(i)?.flatten_all()?.to_vec1::<u8>()? })).collect()
-}
-
-/// Whether a batch of large images decodes one image at a time unasked
-/// (`AutoencoderKLConfig::decodes_one_at_a_time`; on unless `CANDLEWICK_VAE_AUTO_SLICING=0`, the
-/// A/B of bench/gpu/round9.sh; read once).
-fn auto_slicing() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CANDLEWICK_VAE_AUTO_SLICING").map_or(true, |v| v != "0"))
-}
-
-/// Whether the f32 decode under `force_upcast` may run its convolutions in TF32 (on unless
-/// `CANDLEWICK_VAE_UPCAST_TF32=0`; read once).
-fn upcast_tf32() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CANDLEWICK_VAE_UPCAST_TF32").map_or(true, |v| v != "0"))
 }
