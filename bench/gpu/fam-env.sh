@@ -34,3 +34,30 @@ model_folder() {
   [ -f "$dir/unet/config.json" ] || { stage "$family-shaped model at $dir"; FAMILY=$family MODEL_ONLY=1 timeout 300 python3 bench/gpu/reference.py "$dir" 2>&1 | grep -v -i -E 'warn|deprecat' | tail -1; }
   cat "$dir"/*/*.safetensors > /dev/null
 }
+# sdxl_compiled_rows BATCHES MIN_LEFT: diffusers' torch.compile reduce-overhead on /tmp/sdxl (anchor_families.py, e.g.
+# BATCHES=compiled:b4) into $OUT/sdxl-compiled-<last batch>.jsonl, when at least MIN_LEFT s of CALL_S (580) are left.
+sdxl_compiled_rows() {
+  local which=$1 left=$(( ${CALL_S:-580} - SECONDS )) file="$OUT/sdxl-compiled-${1##*:}.jsonl"
+  [ $left -gt "$2" ] || { echo "no time left for diffusers' $which (${left}s)"; return; }
+  stage "diffusers torch.compile reduce-overhead, $which (${left}s left)"
+  timeout $(( left - 5 )) python3 bench/gpu/anchor_families.py /tmp/sdxl "$file" "$which" 2>&1 | grep -v -i -E 'warn|deprecat|float32' | tail -3
+  cat "$file"
+}
+# use_tarballs PKG_DIR: the tarballs in PKG_DIR installed as npm would (tarball.sh: `import "candlewick"` and the CLI
+# generate on the GPU with no LD_ variables; its log, CLI image and package.json under $OUT); later commands then load
+# that install's .node and dist/.
+use_tarballs() {
+  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh "$1" /tmp/tarball-out 2>&1 | tail -12
+  cp /tmp/tarball-out/tarball-generate.txt /tmp/tarball-out/tarball-cli.png "$OUT/"
+  local app; app=$(ls -td /tmp/app-* | head -1)/node_modules
+  export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
+  rm -rf dist && cp -r $app/candlewick/dist dist
+  cp $app/candlewick/package.json "$OUT/package.json"
+}
+# fp8_gpu_tests [SECONDS]: test/gpu's FP8 tests on /tmp/sd15 (a LoRA one too when CANDLEWICK_GPU_LORA is set), the log
+# in $OUT/check-test.txt, the figures to the call's log.
+fp8_gpu_tests() {
+  stage "GPU tests: FP8"
+  CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout "${1:-150}" node --test --test-name-pattern "FP8" \
+    test/gpu/gpu.test.mjs 2>&1 | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail|skip)|^not ok|rror|_db|_mib" | head -20
+}

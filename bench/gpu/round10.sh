@@ -19,13 +19,7 @@ case "${PART:-final}" in
 fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 final)
-  stage "the tarballs, installed"
-  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh .gpu/pkg /tmp/tarball-out 2>&1 | tail -8
-  cp /tmp/tarball-out/tarball-generate.txt /tmp/tarball-out/tarball-cli.png "$OUT/"
-  app=$(ls -td /tmp/app-* | head -1)/node_modules
-  export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
-  rm -rf dist && cp -r $app/candlewick/dist dist
-  cp $app/candlewick/package.json "$OUT/package.json"
+  stage "the tarballs, installed"; use_tarballs .gpu/pkg
   stage "SD1.5-shaped model and diffusers' f32 reference (20 steps)"
   rm -rf /tmp/sd15 && PARITY_STEPS=20 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | grep -v -i -E 'warn|deprecat' | tail -2
   cat /tmp/sd15/*/*.safetensors > /dev/null

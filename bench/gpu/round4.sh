@@ -32,12 +32,7 @@ check)
 fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 time)
-  stage "the tarballs, installed"
-  mkdir -p /tmp/tarball-out && env -u CANDLEWICK_NATIVE_LIBRARY_PATH bash bench/gpu/tarball.sh .gpu/pkg /tmp/tarball-out 2>&1 | tail -12
-  cp /tmp/tarball-out/tarball-generate.txt /tmp/tarball-out/tarball-cli.png "$OUT/"
-  app=$(ls -td /tmp/app-* | head -1)/node_modules
-  export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
-  rm -rf dist && cp -r $app/candlewick/dist dist
+  stage "the tarballs, installed"; use_tarballs .gpu/pkg
   model_folder /tmp/sd15
   stage "candlewick (the tarball's build): batch 1 and 8"
   SIZE=512 STEPS=50 WHICH=fp16+flash+graphs,fp16+flash+graphs:b8 timeout 150 node bench/gpu/bench.mjs /tmp/sd15 "$OUT/time-candlewick.json" 2>&1 | tail -3

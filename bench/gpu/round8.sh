@@ -27,9 +27,7 @@ case "${PART:-check}" in
 check)
   model_folder /tmp/sd15
   stage "LoRA"; python3 bench/gpu/make_lora.py /tmp/sd15 /tmp/lora16.safetensors 16 2>&1 | tail -1
-  stage "GPU tests: FP8 (512, 256), FP8's load memory, FP8 with a LoRA"
-  CANDLEWICK_GPU_MODEL=/tmp/sd15 CANDLEWICK_GPU_LORA=/tmp/lora16.safetensors timeout 180 node --test --test-name-pattern "FP8" \
-    test/gpu/gpu.test.mjs 2>&1 | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail|skip)|^not ok|^ok|rror|_db|_mib" | head -20
+  CANDLEWICK_GPU_LORA=/tmp/lora16.safetensors fp8_gpu_tests 180
   model_folder /tmp/sdxl sdxl
   stage "SDXL 1024 memory by phase, batch 1: f16, FP8, diffusers"; memory_rows 1
   left=$(( ${CALL_S:-560} - SECONDS ))
@@ -61,22 +59,14 @@ workspace)
   ;;
 geglu)
   model_folder /tmp/sd15
-  stage "GPU tests: FP8"
-  CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout 120 node --test --test-name-pattern "FP8" \
-    test/gpu/gpu.test.mjs 2>&1 | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail|skip)|^not ok|rror|_db|_mib" | head -20
+  fp8_gpu_tests 120
   model_folder /tmp/sdxl sdxl
   for g in 1 0; do
     stage "SDXL 1024 30 steps f16 and FP8 (CANDLEWICK_FP8_GEGLU=$g) batch 1, FP8 batch 4"
     CANDLEWICK_FP8_GEGLU=$g SIZE=1024 STEPS=30 GUIDANCE=5 RUNS=3 WHICH=fp16+flash+graphs,fp16+flash+graphs+fp8,fp16+flash+graphs+fp8:b4 \
       timeout 150 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-geglu$g.json" 2>&1 | tail -1; rows "$OUT/sdxl-geglu$g.json"
   done
-  left=$(( ${CALL_S:-580} - SECONDS ))
-  if [ $left -gt 170 ]; then
-    stage "diffusers torch.compile reduce-overhead, batch 1 (${left}s left)"
-    timeout $(( left - 5 )) python3 bench/gpu/anchor_families.py /tmp/sdxl "$OUT/sdxl-compiled-b1.jsonl" compiled:b1 \
-      2>&1 | grep -v -i -E 'warn|deprecat|float32' | tail -3
-    cat "$OUT/sdxl-compiled-b1.jsonl"
-  fi
+  sdxl_compiled_rows compiled:b1 170
   ;;
 sd15)
   model_folder /tmp/sd15

@@ -14,9 +14,7 @@ rows() { python3 -c "import json,sys; [print(r['variant'], r['batch'], round(r['
 case "${PART:-check}" in
 check)
   model_folder /tmp/sd15
-  stage "GPU tests: FP8"
-  CANDLEWICK_GPU_MODEL=/tmp/sd15 timeout 150 node --test --test-name-pattern "FP8" \
-    test/gpu/gpu.test.mjs 2>&1 | tee "$OUT/check-test.txt" | grep -E "^# (pass|fail|skip)|^not ok|rror|_db|_mib" | head -20
+  fp8_gpu_tests 150
   model_folder /tmp/sdxl sdxl
   stage "SDXL 1024 memory by phase: f16 batch 1 and 4, batch 4 decoded whole, FP8 batch 4"
   SIZE=1024 BATCH=1 timeout 120 node bench/gpu/memory.mjs /tmp/sdxl "$OUT/sdxl-memory-b1-f16.json" 2>&1 | tail -1
@@ -33,13 +31,7 @@ check)
       timeout 120 node bench/gpu/bench.mjs /tmp/sdxl "$OUT/sdxl-b4-slicing$a.json" 2>&1 | tail -1; rows "$OUT/sdxl-b4-slicing$a.json"
   done
   python3 bench/gpu/rgb_diff.py /tmp/slicing1-fp16+flash+graphs:b4.rgb /tmp/slicing0-fp16+flash+graphs:b4.rgb | tee "$OUT/sdxl-b4-slicing-images.json"
-  left=$(( ${CALL_S:-580} - SECONDS ))
-  if [ $left -gt 200 ]; then
-    stage "diffusers torch.compile reduce-overhead, batch 4 (${left}s left)"
-    timeout $(( left - 5 )) python3 bench/gpu/anchor_families.py /tmp/sdxl "$OUT/sdxl-compiled-b4.jsonl" compiled:b4 \
-      2>&1 | grep -v -i -E 'warn|deprecat|float32' | tail -3
-    cat "$OUT/sdxl-compiled-b4.jsonl"
-  fi
+  sdxl_compiled_rows compiled:b4 200
   ;;
 fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
