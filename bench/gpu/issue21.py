@@ -52,6 +52,7 @@ targets = {
 result = {
     "issue": 21, "date": datetime.date.today().isoformat(), "gpu": open(os.path.join(out, "gpu.txt")).read().strip(),
     "package": (load("package.json") or {}).get("version"), "build": "tarballs of a fresh clone, installed as npm would",
+    "commit": open(os.path.join(out, "commit.txt")).read().strip() if os.path.exists(os.path.join(out, "commit.txt")) else None,
     "targets": {k: {"value": v, "target": t, "met": m} for k, (v, t, m) in targets.items()},
     "candlewick": rows, "diffusers": list(diffusers.values()), "fresh_processes": fresh, "parity": parity,
     "profile_ms_by_layer": profiles,

@@ -20,6 +20,7 @@ fill)
   PHASE=fill FILL_S=$(( ${CALL_S:-585} - 15 )) WHICH_FILL=compiled_best bash bench/gpu/best.sh ;;
 final)
   stage "the tarballs, installed"; use_tarballs .gpu/pkg
+  cp .gpu/pkg/commit.txt "$OUT/commit.txt" 2>/dev/null  # the packed clone's commit (`git rev-parse HEAD > .gpu/pkg/commit.txt`)
   stage "SD1.5-shaped model and diffusers' f32 reference (20 steps)"
   rm -rf /tmp/sd15 && PARITY_STEPS=20 timeout 150 python3 bench/gpu/reference.py /tmp/sd15 2>&1 | grep -v -i -E 'warn|deprecat' | tail -2
   cat /tmp/sd15/*/*.safetensors > /dev/null
