@@ -64,8 +64,6 @@ pub struct Components {
     pub unet: Loaded<UNet2DConditionModel, UNet2DConditionConfig>,
     /// In the compute dtype, or in f32 where it always runs in f32 (SDXL's `force_upcast` in f16).
     pub vae: Loaded<AutoencoderKL, AutoencoderKLConfig>,
-    /// The dtype `vae` was loaded in.
-    vae_dtype: DType,
     /// An f32 copy of an f16 VAE, loaded when an f16 decode overflows.
     vae_f32: OnceCell<AutoencoderKL>,
     /// The folder's scheduler: model_index.json's class with scheduler_config.json's fields.
@@ -323,7 +321,6 @@ impl Components {
             text_encoder_2,
             unet,
             vae,
-            vae_dtype,
             vae_f32: OnceCell::new(),
             scheduler,
             target,
@@ -362,13 +359,16 @@ impl Components {
     /// The dtype the VAE was loaded in: f32 under SDXL's `force_upcast` in f16, else the compute
     /// dtype.
     pub fn vae_dtype(&self) -> DType {
-        self.vae_dtype
+        match super::sdxl::vae_needs_upcasting(self) {
+            true => DType::F32,
+            false => self.dtype(),
+        }
     }
 
     /// The VAE in f32: the VAE itself when loaded so, else an f32 copy loaded on first need (an f16
     /// decode that overflowed).
     pub fn vae_in_f32(&self) -> Result<&AutoencoderKL> {
-        if self.vae_dtype == DType::F32 {
+        if self.vae_dtype() == DType::F32 {
             return Ok(&self.vae.model);
         }
         if let Some(vae) = self.vae_f32.get() {

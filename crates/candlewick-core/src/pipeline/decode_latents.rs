@@ -50,10 +50,7 @@ pub(super) fn decode_latents(
         vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
     };
     let upcast = sdxl::vae_needs_upcasting(c);
-    let (vae, dtype) = match upcast {
-        true => (c.vae_in_f32()?, DType::F32),
-        false => (&c.vae.model, c.dtype()),
-    };
+    let (vae, dtype) = (&c.vae.model, c.vae_dtype());
     // The upcast decode's convolutions in TF32, as PyTorch runs diffusers' (its default): in full
     // f32 they took 552 ms of SDXL's 769 ms call on an H200 (bench/NOTES.md, 2026-12-03).
     // CANDLEWICK_VAE_UPCAST_TF32=0 keeps them in full f32 (the A/B of bench/gpu/families.sh).

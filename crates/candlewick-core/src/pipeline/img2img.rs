@@ -72,12 +72,9 @@ pub(super) fn encode_vae_image(
     batch: usize,
     noise: &mut dyn StepNoise,
 ) -> Result<Tensor> {
-    // SDXL's VAE encodes in f32 under force_upcast, as diffusers does.
-    let mut dist = match super::sdxl::vae_needs_upcasting(c) {
-        true => c.vae_in_f32()?.encode(&image.to_dtype(DType::F32)?)?,
-        false => c.vae.model.encode(&image.to_dtype(c.dtype())?)?,
-    };
-    if c.dtype() != DType::F32 && !all_finite(&dist.mean.to_dtype(DType::F32)?)? {
+    // SDXL's VAE encodes in f32 under force_upcast (loaded so), as diffusers does.
+    let mut dist = c.vae.model.encode(&image.to_dtype(c.vae_dtype())?)?;
+    if c.vae_dtype() != DType::F32 && !all_finite(&dist.mean.to_dtype(DType::F32)?)? {
         dist = c.vae_in_f32()?.encode(&image.to_dtype(DType::F32)?)?;
     }
     let (_, channels, h, w) = dist.mean.dims4()?;
