@@ -64,11 +64,15 @@ function headers() {
   localStorage.setItem("candlewick-token", token);
   return token ? { "content-type": "application/json", authorization: "Bearer " + token } : { "content-type": "application/json" };
 }
-async function poll() {
+// The request the progress polls belong to; a poll that answers after its request has ended
+// (its fetch was in flight when the image came back) writes nothing over the result.
+let running = 0;
+async function poll(request) {
   try {
     const r = await fetch("/sdapi/v1/progress", { headers: headers() });
     if (!r.ok) return;
     const p = await r.json();
+    if (request !== running) return; // this request is over: its result stays
     $("bar").value = p.progress;
     $("status").textContent = p.state.sampling_steps ? "step " + p.state.sampling_step + " of " + p.state.sampling_steps + (p.state.job_count > 1 ? " (" + p.state.job_count + " jobs)" : "") : "waiting in the queue";
     if (p.current_image) {
@@ -88,7 +92,8 @@ $("form").addEventListener("submit", async (event) => {
   $("go").disabled = true;
   $("bar").hidden = false;
   $("bar").value = 0;
-  const polling = setInterval(poll, 250);
+  const request = ++running;
+  const polling = setInterval(() => poll(request), 250);
   try {
     const r = await fetch("/sdapi/v1/txt2img", { method: "POST", headers: headers(), body: JSON.stringify(body) });
     const answer = await r.json();
@@ -101,6 +106,7 @@ $("form").addEventListener("submit", async (event) => {
     $("error").textContent = String(error.message || error);
     $("status").textContent = "";
   } finally {
+    running++;
     clearInterval(polling);
     $("go").disabled = false;
     $("bar").hidden = true;
