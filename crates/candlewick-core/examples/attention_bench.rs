@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candlewick_core::cuda::flash;
-use candlewick_core::models::attention;
+use candlewick_core::models::attention_processor;
 
 fn time_ms(device: &Device, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> candle_core::Result<f64> {
     for _ in 0..20 {
@@ -42,12 +42,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let v = Tensor::randn(0f32, 1.0, (2, kv, 8, head_dim), &device)?.to_dtype(DType::F16)?;
             let flops = 4.0 * 2.0 * 8.0 * (seq * kv * head_dim) as f64;
             let (qt, kt, vt) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
-            let unfused_ms = time_ms(&device, || attention::scaled_dot_product(&qt, &kt, &vt))?;
+            let unfused_ms = time_ms(&device, || attention_processor::scaled_dot_product(&qt, &kt, &vt))?;
             let flash_ms = if flash::compiled() {
                 let ms = time_ms(&device, || flash::attention(&q, &k, &v).map(|o| o.expect("flash applies")))?;
                 // Same function: compare the two paths' outputs.
                 let a = flash::attention(&q, &k, &v)?.expect("flash applies").to_dtype(DType::F32)?;
-                let b = attention::scaled_dot_product(&qt, &kt, &vt)?.transpose(1, 2)?.to_dtype(DType::F32)?;
+                let b =
+                    attention_processor::scaled_dot_product(&qt, &kt, &vt)?.transpose(1, 2)?.to_dtype(DType::F32)?;
                 let rel = ((a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?) / b.abs()?.max_all()?.to_scalar::<f32>()?;
                 Some((ms, rel))
             } else {

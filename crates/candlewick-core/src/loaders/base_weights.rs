@@ -147,7 +147,7 @@ fn rewritten_at_load(name: &str, t: &Tensor) -> bool {
 
 /// The tensors the constructors copy into new ones: a kxk filter made channels-last for cuDNN
 /// (models/conv.rs), a self-attention's to_q, to_k and to_v concatenated into one projection and a
-/// cross-attention's to_k and to_v into another (models/attention.rs `Projections`), the resnets'
+/// cross-attention's to_k and to_v into another (models/attention_processor.rs `Projections`), the resnets'
 /// time_emb_proj stacked into one (models/unet_2d_condition.rs).
 fn rewritten_by_constructor(name: &str, dims: &[usize], channels_last: bool) -> bool {
     let filter = channels_last && dims.len() == 4 && dims[2] > 1;

@@ -13,7 +13,7 @@ use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use super::norm::{layer_norm, LayerNorm};
 use serde::Deserialize;
 
-use super::attention::causal_scaled_dot_product;
+use super::attention_processor::causal_scaled_dot_product;
 
 /// text_encoder/config.json, with `CLIPTextConfig`'s defaults for missing keys.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,12 +2,14 @@
 
 pub mod activations;
 pub mod attention;
+pub mod attention_processor;
 pub mod clip;
 pub mod conv;
 pub mod embeddings;
 pub mod linear;
 pub mod norm;
 pub mod resnet;
+pub mod transformer_2d;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
 pub mod unet_2d_condition_config;

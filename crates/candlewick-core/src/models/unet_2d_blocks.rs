@@ -5,8 +5,9 @@
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::attention::{Attention, AttentionConfig, Context, Transformer2DConfig, Transformer2DModel};
+use super::attention_processor::{Attention, AttentionConfig, Context};
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, TimeEmbedding, Upsample2D};
+use super::transformer_2d::{Transformer2DConfig, Transformer2DModel};
 use crate::cuda::fused;
 
 /// Settings of the transformers inside a cross-attention block.

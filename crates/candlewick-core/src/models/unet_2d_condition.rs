@@ -11,11 +11,12 @@ use candle_core::{bail, Result, Tensor, TensorId};
 use candle_nn::{Module, VarBuilder};
 
 use super::activations::Activation;
-use super::attention::{Context, Transformer2DModel};
+use super::attention_processor::Context;
 use super::embeddings::{guidance_scale_embedding, TextTimeEmbedding, TimestepEmbedding, Timesteps};
 use super::linear::Linear;
 use super::norm::{group_norm, GroupNorm};
 use super::resnet::{conv, ResnetBlock2D, ResnetConfig, TimeEmbedding, TimeEmbeddingNorm};
+use super::transformer_2d::Transformer2DModel;
 use super::unet_2d_blocks::{CrossAttnConfig, DownBlock2D, UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 use super::unet_2d_condition_config::block_kind;
 pub use super::unet_2d_condition_config::{PerBlock, UNet2DConditionConfig};

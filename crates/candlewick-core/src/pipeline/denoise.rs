@@ -8,7 +8,7 @@ use candle_core::{DType, IndexOp, Tensor};
 use super::observer::{Observer, StepProgress};
 use crate::cuda::graph::GraphedModel;
 use crate::error::{Error, Result};
-use crate::models::attention::Context;
+use crate::models::attention_processor::Context;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::schedulers::{Scheduler, StepNoise};
 
