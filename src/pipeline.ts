@@ -9,16 +9,8 @@ import { readImage } from "./image-input.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
 import { resolveModel } from "./hub/resolve.js";
-import {
-  checkGenerateOptions,
-  checkLoadOptions,
-  checkLoras,
-  type AttentionBackend,
-  type ConvolutionPath,
-  type GenerateOptions,
-  type LoadOptions,
-  type LoraInput,
-} from "./options.js";
+import { checkGenerateOptions, checkLoadOptions, checkLoras } from "./check-options.js";
+import type { AttentionBackend, ConvolutionPath, GenerateOptions, LoadOptions, LoraInput } from "./options.js";
 import { withDriverHint } from "./load-errors.js";
 import { describe } from "./validate.js";
 

@@ -11,7 +11,8 @@ import { loadNative } from "./binding.js";
 import { generateBatch, type BatchOptions, type BatchResult } from "./batch/generate-batch.js";
 import type { BatchInput } from "./batch/inputs.js";
 import type { GeneratedImage } from "./image.js";
-import { device as checkDevice, type Device, type GenerateOptions, type LoadOptions, type LoraInput } from "./options.js";
+import { device as checkDevice } from "./check-options.js";
+import type { Device, GenerateOptions, LoadOptions, LoraInput } from "./options.js";
 import { StableDiffusionPipeline } from "./pipeline.js";
 import { describe, invalid } from "./validate.js";
 

@@ -12,7 +12,7 @@ import { imageParameters, pngText, resolvedOf } from "../src/cli/parameters.js";
 import { checkInput } from "../src/batch/inputs.js";
 import { settingsFrom } from "../src/cli/flags.js";
 import { selectPipelineFiles } from "../src/hub/files.js";
-import { toRawLoadOptions } from "../src/options.js";
+import { toRawLoadOptions } from "../src/check-options.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";
 
 const fixture = (name: string) => join(ROOT, "test/fixtures", name);

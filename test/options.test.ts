@@ -7,7 +7,7 @@ import { runInNewContext } from "node:vm";
 import test from "ava";
 
 import { CandlewickError } from "../src/errors.js";
-import { checkGenerateOptions, checkLoadOptions, toRawLoadOptions } from "../src/options.js";
+import { checkGenerateOptions, checkLoadOptions, toRawLoadOptions } from "../src/check-options.js";
 import { toRawScheduler } from "../src/schedulers.js";
 import { BAD_GENERATE_OPTIONS, BAD_LOAD_OPTIONS } from "./helpers/bad-options.js";
 import { BAD_SCHEDULER_SHAPES } from "./helpers/bad-scheduler-options.js";

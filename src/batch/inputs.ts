@@ -7,7 +7,8 @@
 import { randomBytes } from "node:crypto";
 
 import { CandlewickError } from "../errors.js";
-import { checkGenerateOptions, type GenerateOptions } from "../options.js";
+import { checkGenerateOptions } from "../check-options.js";
+import type { GenerateOptions } from "../options.js";
 import type { ImageSource } from "../image-input.js";
 import type { SchedulerChoice } from "../schedulers.js";
 import { checkOptionsObject, invalid } from "../validate.js";

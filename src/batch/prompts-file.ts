@@ -14,7 +14,8 @@ import { join, resolve } from "node:path";
 import { readFile } from "node:fs/promises";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import { checkLoras, MAX_LORA_WEIGHT } from "../options.js";
+import { checkLoras } from "../check-options.js";
+import { MAX_LORA_WEIGHT } from "../options.js";
 import { isPlainObject, numberIn } from "../validate.js";
 import { checkInput, type BatchDefaults, type BatchInput, type CheckedInput } from "./inputs.js";
 

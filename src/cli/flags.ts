@@ -6,8 +6,9 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 import { VARIANTS } from "../hub/files.js";
+import { device, seed, side } from "../check-options.js";
 import {
-  device, DEVICES, DTYPES, MAX_LORA_WEIGHT, MAX_SIZE_CONDITION, MAX_STEPS, MAX_THREADS, seed, side, type GenerateOptions, type LoadOptions,
+  DEVICES, DTYPES, MAX_LORA_WEIGHT, MAX_SIZE_CONDITION, MAX_STEPS, MAX_THREADS, type GenerateOptions, type LoadOptions,
 } from "../options.js";
 import { TIMESTEP_SPACINGS } from "../schedulers.js";
 import { closest, integerIn, invalid, numberIn, oneOf } from "../validate.js";

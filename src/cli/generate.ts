@@ -8,7 +8,8 @@ import { extname } from "node:path";
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import { GeneratedImage } from "../image.js";
-import { MAX_IMAGES_PER_PROMPT, MAX_SIDE, MAX_STEPS, strength, type GenerateOptions, type LoadOptions, type PreviewImage } from "../options.js";
+import { strength } from "../check-options.js";
+import { MAX_IMAGES_PER_PROMPT, MAX_SIDE, MAX_STEPS, type GenerateOptions, type LoadOptions, type PreviewImage } from "../options.js";
 import { count, integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, number, parseFlags, seedFrom, settingsFrom, type Settings } from "./flags.js";
 import { DEFAULT_MODEL, loadModel } from "./model.js";

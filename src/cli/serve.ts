@@ -4,7 +4,8 @@
  */
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import { device as checkDevice, MAX_STEPS, type Device } from "../options.js";
+import { device as checkDevice } from "../check-options.js";
+import { MAX_STEPS, type Device } from "../options.js";
 import { PipelinePool } from "../pool.js";
 import { createServer, DEFAULTS } from "../server/create-server.js";
 import { integerIn } from "../validate.js";

@@ -1,7 +1,8 @@
 /** `candlewick worker --queue redis://... --out <dir>`: make the images of a BullMQ queue's jobs until SIGTERM or SIGINT. */
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
-import { device as checkDevice, type Device } from "../options.js";
+import { device as checkDevice } from "../check-options.js";
+import type { Device } from "../options.js";
 import { DEFAULT_QUEUE_NAME } from "../queue/connection.js";
 import { integerIn } from "../validate.js";
 import { COMMON_FLAGS, COMMON_HELP, integer, loadOptionsFrom, parseFlags } from "./flags.js";

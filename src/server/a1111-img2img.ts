@@ -15,7 +15,7 @@ import pngjs from "pngjs";
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import type { GeneratedImage } from "../image.js";
 import { MAX_INPUT_SIDE, type RawImageData } from "../image-input.js";
-import { strength as strengthOf } from "../options.js";
+import { strength as strengthOf } from "../check-options.js";
 import { describe, invalid } from "../validate.js";
 import { checkBody, notSupported, parseCommon } from "./a1111.js";
 import type { ImageRequest } from "./request.js";

@@ -9,7 +9,8 @@
 
 import { CandlewickError, INVALID_OPTION } from "../errors.js";
 import { GeneratedImage } from "../image.js";
-import { MAX_IMAGES_PER_CALL, MAX_STEPS, seed as seedOf, side } from "../options.js";
+import { seed as seedOf, side } from "../check-options.js";
+import { MAX_IMAGES_PER_CALL, MAX_STEPS } from "../options.js";
 import type { BatchDefaults } from "../batch/inputs.js";
 import { checkOptionsObject, integerIn, invalid, numberIn } from "../validate.js";
 import type { BatcherState } from "./batcher.js";

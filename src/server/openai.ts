@@ -6,7 +6,8 @@
  * shape, `{ error: { message, type, param, code } }`, which its clients read.
  */
 
-import { MAX_STEPS, seed as seedOf, side } from "../options.js";
+import { seed as seedOf, side } from "../check-options.js";
+import { MAX_STEPS } from "../options.js";
 import type { SchedulerChoice } from "../schedulers.js";
 import type { BatchDefaults } from "../batch/inputs.js";
 import { checkOptionsObject, integerIn, invalid, numberIn, oneOf } from "../validate.js";
