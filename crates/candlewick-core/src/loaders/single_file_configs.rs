@@ -1,8 +1,198 @@
-//! The configs diffusers' `from_single_file` takes for an SD1.x checkpoint when none is given: those
+//! A single file's configs (diffusers' `from_single_file` takes them from `config`, a diffusers
+//! folder, or else from the checkpoint type's default repository): [`ConfigValues`], read from the
+//! folder where it has them, else built in. SD2.x and SDXL files need the folder's.
+//!
+//! The built-in ones are diffusers' for an SD1.x checkpoint when none is given: those
 //! of its default repositories (`stable-diffusion-v1-5/stable-diffusion-v1-5`, and
 //! `stable-diffusion-v1-5/stable-diffusion-inpainting` for 9 input channels), which are the
 //! values of the original `v1-inference.yaml`. Built in because nothing is downloaded at load.
 //! Only the fields that differ from the config structs' diffusers defaults are written.
+
+use std::path::Path;
+
+use super::single_file::{ModelType, SingleFile};
+use crate::config::{parse_json, read_json, ModelFolder, ModelIndex};
+use crate::error::{Error, Result};
+use crate::pipeline::SecondTextFlags;
+
+/// A single file's configs as JSON: the `config` folder's where it has them, else built in.
+pub struct ConfigValues {
+    pub unet: serde_json::Value,
+    pub vae: serde_json::Value,
+    /// None for SDXL's refiner, which has no first text encoder.
+    pub text_encoder: Option<serde_json::Value>,
+    /// SDXL's `text_encoder_2` and model_index.json's flags for it.
+    pub text_encoder_2: Option<(serde_json::Value, SecondTextFlags)>,
+    /// With the class to build as `_class_name`.
+    pub scheduler: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigValues {
+    pub fn read(sf: &SingleFile, dir: &Path) -> Result<Self> {
+        let folder = ModelFolder { root: dir.to_path_buf() };
+        let index_path = dir.join("model_index.json");
+        let index: Option<ModelIndex> = index_path.is_file().then(|| read_json(&index_path)).transpose()?;
+        if sf.model_type.is_xl() {
+            return Self::read_xl(sf, &folder, index.as_ref());
+        }
+        if !dir.join("tokenizer").join("vocab.json").is_file() {
+            return Err(Error::model(
+                dir.join("tokenizer"),
+                "has no vocab.json: the `config` folder must hold the tokenizer",
+            ));
+        }
+        let has_unet = folder.config_path("unet").is_file();
+        if !has_unet && sf.model_type.is_v2() {
+            return Err(Error::model(
+                &sf.path,
+                format!(
+                    "is an SD2.x checkpoint, whose configs are not built in: pass `config` a copy of {} with its configs",
+                    sf.model_type.default_repo()
+                ),
+            ));
+        }
+        let json = |component: &str, built_in_text: &str| -> Result<serde_json::Value> {
+            let path = folder.config_path(component);
+            if path.is_file() {
+                read_json(&path)
+            } else {
+                parse_json(&path, built_in_text)
+            }
+        };
+        let mut unet = json("unet", SD1_UNET)?;
+        if !has_unet {
+            unet["in_channels"] = if sf.model_type == ModelType::Inpainting { 9 } else { 4 }.into();
+        }
+        check_family(sf, &folder, &unet)?;
+        let scheduler_path = folder.config_path("scheduler");
+        let mut scheduler: serde_json::Map<String, serde_json::Value> =
+            from_value(&scheduler_path, json("scheduler", SD1_SCHEDULER)?)?;
+        if let Some(class) = index.as_ref().and_then(|i| i.component_class("scheduler")) {
+            scheduler.insert("_class_name".into(), class.into());
+        }
+        Ok(Self {
+            unet,
+            vae: json("vae", SD1_VAE)?,
+            text_encoder: Some(json("text_encoder", SD1_TEXT_ENCODER)?),
+            text_encoder_2: None,
+            scheduler,
+        })
+    }
+
+    /// SDXL: every config from the folder (none is built in), the tokenizers the checkpoint's
+    /// text encoders need, and model_index.json's flags (the folder's defaults when absent).
+    fn read_xl(sf: &SingleFile, folder: &ModelFolder, index: Option<&ModelIndex>) -> Result<Self> {
+        // The inpainting checkpoint has the base's two text encoders.
+        let base = sf.model_type != ModelType::XlRefiner;
+        let kind = match sf.model_type {
+            ModelType::XlInpaint => "an SDXL inpainting",
+            ModelType::XlRefiner => "an SDXL refiner",
+            _ => "an SDXL base",
+        };
+        // Another family's folder first, by name (it lacks SDXL's files too, which would say less).
+        let unet_path = folder.config_path("unet");
+        if unet_path.is_file() {
+            check_family(sf, folder, &read_json(&unet_path)?)?;
+        }
+        let needed: &[(&str, &str)] = if base {
+            &[("tokenizer", "vocab.json"), ("tokenizer_2", "vocab.json"), ("text_encoder", "config.json")]
+        } else {
+            &[("tokenizer_2", "vocab.json")]
+        };
+        for (component, file) in needed {
+            let path = folder.component(component).join(file);
+            if !path.is_file() {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "not found: {} is {kind} checkpoint ({}), whose `config` folder must hold {component}/ \
+                         (e.g. a copy of {})",
+                        sf.path.display(),
+                        sf.model_type.name(),
+                        sf.model_type.default_repo()
+                    ),
+                ));
+            }
+        }
+        if !base && folder.config_path("text_encoder").is_file() {
+            return Err(Error::model(
+                folder.component("text_encoder"),
+                format!(
+                    "belongs to an SDXL base folder, but {} is an SDXL refiner checkpoint (xl_refiner: one text \
+                     encoder, text_encoder_2): pass `config` a refiner folder (e.g. a copy of {})",
+                    sf.path.display(),
+                    sf.model_type.default_repo()
+                ),
+            ));
+        }
+        let json = |component: &str| -> Result<serde_json::Value> {
+            let path = folder.config_path(component);
+            if !path.is_file() {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "not found: {} is {kind} checkpoint ({}), whose configs are not built in: pass `config` a \
+                         copy of {} with its configs",
+                        sf.path.display(),
+                        sf.model_type.name(),
+                        sf.model_type.default_repo()
+                    ),
+                ));
+            }
+            read_json(&path)
+        };
+        let unet = json("unet")?;
+        let scheduler_path = folder.config_path("scheduler");
+        let mut scheduler: serde_json::Map<String, serde_json::Value> =
+            from_value(&scheduler_path, json("scheduler")?)?;
+        if let Some(class) = index.and_then(|i| i.component_class("scheduler")) {
+            scheduler.insert("_class_name".into(), class.into());
+        }
+        // As Parts::from_folder: diffusers' from_single_file takes these from the folder's model_index.json.
+        let flag = |key: &str, default: bool| {
+            index.and_then(|i| i.components.get(key)).and_then(serde_json::Value::as_bool).unwrap_or(default)
+        };
+        let flags = SecondTextFlags {
+            force_zeros_for_empty_prompt: flag("force_zeros_for_empty_prompt", true),
+            requires_aesthetics_score: flag("requires_aesthetics_score", false),
+        };
+        Ok(Self {
+            unet,
+            vae: json("vae")?,
+            text_encoder: if base { Some(json("text_encoder")?) } else { None },
+            text_encoder_2: Some((json("text_encoder_2")?, flags)),
+            scheduler,
+        })
+    }
+}
+
+/// The `config` folder's UNet must be of the checkpoint's family: SDXL's takes the added
+/// conditions (`addition_embed_type`), SD1.x's and SD2.x's do not.
+fn check_family(sf: &SingleFile, folder: &ModelFolder, unet: &serde_json::Value) -> Result<()> {
+    let folder_xl = unet.get("addition_embed_type").is_some_and(|t| !t.is_null());
+    if folder_xl == sf.model_type.is_xl() {
+        return Ok(());
+    }
+    let (folder_kind, file_kind) = if folder_xl {
+        ("an SDXL UNet config (addition_embed_type set)", "an SD1.x/SD2.x checkpoint")
+    } else {
+        ("an SD1.x/SD2.x UNet config (no addition_embed_type)", "an SDXL checkpoint")
+    };
+    Err(Error::model(
+        folder.config_path("unet"),
+        format!(
+            "is {folder_kind}, but {} is {file_kind} ({}): pass `config` a folder of the checkpoint's family (e.g. a \
+             copy of {})",
+            sf.path.display(),
+            sf.model_type.name(),
+            sf.model_type.default_repo()
+        ),
+    ))
+}
+
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {
+    parse_json(path, &value.to_string())
+}
 
 /// unet/config.json (`in_channels` is set from the checkpoint: 4, or 9 for inpainting).
 pub const SD1_UNET: &str = r#"{

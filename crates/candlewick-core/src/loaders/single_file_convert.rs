@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::base_weights::Recorder;
-use super::single_file::{from_value, ConfigValues, SingleFile};
+use super::single_file::SingleFile;
+use super::single_file_configs::{from_value, ConfigValues};
 use super::single_file_configs::{model_index, model_index_xl};
 use super::WeightsSource;
 use crate::error::{Error, Result};
