@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
 use candlewick_core::loaders::lora::{self, LoraSpec};
-use candlewick_core::loaders::single_file::{self, ModelType, SingleFile};
+use candlewick_core::loaders::single_file::{ModelType, SingleFile};
+use candlewick_core::loaders::single_file_configs;
 use candlewick_core::loaders::single_file_convert::convert;
 use candlewick_core::pipeline::{LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::{weights, Error};
@@ -55,7 +56,7 @@ fn the_architecture_is_inferred_as_diffusers_does() {
 #[test]
 fn the_single_file_reads_the_same_tensors_as_the_folder() {
     let sf = SingleFile::open(&dir().join("tiny-sd.safetensors")).unwrap();
-    let parts = single_file::parts(&sf, Some(&tiny_sd())).unwrap();
+    let parts = single_file_configs::parts(&sf, Some(&tiny_sd())).unwrap();
     for (component, stem, source) in [
         ("unet", "diffusion_pytorch_model", &parts.unet_weights),
         ("vae", "diffusion_pytorch_model", &parts.vae_weights),

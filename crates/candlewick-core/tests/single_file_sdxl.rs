@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candlewick_core::device::{DTypeRequest, DeviceRequest};
-use candlewick_core::loaders::single_file::{self, ModelType, SingleFile};
+use candlewick_core::loaders::single_file::{ModelType, SingleFile};
+use candlewick_core::loaders::single_file_configs;
 use candlewick_core::loaders::single_file_convert::convert;
 use candlewick_core::pipeline::{GenerateOptions, ImageInput, LoadOptions, Observer, StableDiffusionPipeline};
 use candlewick_core::{weights, Error};
@@ -89,7 +90,7 @@ fn the_single_files_read_the_same_tensors_as_the_folders() {
     for model in [BASE, REFINER] {
         let folder = fixtures().join(model);
         let sf = SingleFile::open(&file(model)).unwrap();
-        let parts = single_file::parts(&sf, Some(&folder)).unwrap();
+        let parts = single_file_configs::parts(&sf, Some(&folder)).unwrap();
         let mut sources = vec![
             ("unet", "diffusion_pytorch_model", &parts.unet_weights),
             ("vae", "diffusion_pytorch_model", &parts.vae_weights),

@@ -20,21 +20,18 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use memmap2::Mmap;
 
-use super::single_file_configs::{from_value, ConfigValues};
 use super::single_file_keys::{self as keys, Source, UnetLayout};
 use super::WeightsSource;
-use crate::config::{read_json, ModelFolder};
+use crate::config::read_json;
 use crate::error::{Error, Result};
-use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::UNet2DConditionConfig;
 use crate::models::vae::AutoencoderKLConfig;
-use crate::pipeline::{Parts, TextParts};
 use crate::weights::{self, SafetensorsFile};
 
 /// diffusers' `CHECKPOINT_KEY_NAMES` that `infer_diffusers_model_type` reads.
 const UNET_PREFIX: &str = "model.diffusion_model.";
 const VAE_PREFIX: &str = "first_stage_model.";
-const KEY_CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
+pub(super) const KEY_CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
 const KEY_V2: &str = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
 const KEY_XL_BASE: &str = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias";
 const KEY_XL_REFINER: &str = "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias";
@@ -357,81 +354,4 @@ pub fn vae_option(
     }
     let blocks = config.block_out_channels.len();
     Ok((config, vae_file(path, blocks)?))
-}
-
-/// The parts of a single-file checkpoint: configs and tokenizer(s) from `config` (a diffusers
-/// folder, diffusers' `from_single_file(config=...)`) or, for SD1.x, diffusers' defaults built in.
-pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
-    let Some(dir) = config else {
-        let tokenizers = match sf.model_type {
-            ModelType::XlBase | ModelType::XlInpaint => "tokenizer/ and tokenizer_2/ (vocab.json and merges.txt each)",
-            ModelType::XlRefiner => "tokenizer_2/vocab.json and tokenizer_2/merges.txt",
-            _ => "tokenizer/vocab.json and tokenizer/merges.txt",
-        };
-        let configs = if sf.model_type.is_xl() || sf.model_type.is_v2() {
-            "and its configs".to_string()
-        } else {
-            format!("its configs are used when present, else diffusers' defaults for {}", sf.model_type.name())
-        };
-        return Err(Error::model(
-            &sf.path,
-            format!(
-                "is a single-file checkpoint ({} layout), which holds no tokenizer: pass the `config` option a diffusers \
-                 folder of the same family with {tokenizers} (e.g. {} from the Hugging Face Hub); {configs}",
-                sf.model_type.name(),
-                sf.model_type.default_repo(),
-            ),
-        ));
-    };
-    let values = ConfigValues::read(sf, dir)?;
-    let folder = ModelFolder { root: dir.to_path_buf() };
-    let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), values.unet)?;
-    let stored_in = sf.file.shape(KEY_CONV_IN).and_then(|s| s.get(1).copied());
-    if stored_in.is_some_and(|c| c != unet_config.in_channels) {
-        return Err(Error::model(
-            folder.config_path("unet"),
-            format!(
-                "has in_channels {} but the checkpoint's UNet takes {} ({}): pass `config` a folder of the same \
-                 kind (e.g. {}), or one with only tokenizer/ for diffusers' defaults",
-                unet_config.in_channels,
-                stored_in.unwrap_or_default(),
-                sf.model_type.name(),
-                sf.model_type.default_repo()
-            ),
-        ));
-    }
-    let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
-    let text = match values.text_encoder {
-        None => None,
-        Some(value) => {
-            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), value)?;
-            Some(TextParts {
-                tokenizer_dir: folder.component("tokenizer"),
-                weights: sf.text_encoder(config.hidden_size),
-                config,
-                name: "text_encoder",
-            })
-        }
-    };
-    let text_2 = match values.text_encoder_2 {
-        None => None,
-        Some((value, flags)) => {
-            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder_2"), value)?;
-            let weights = sf.text_encoder_2(config.hidden_size);
-            Some((
-                TextParts { tokenizer_dir: folder.component("tokenizer_2"), weights, config, name: "text_encoder_2" },
-                flags,
-            ))
-        }
-    };
-    Ok(Parts {
-        text,
-        text_2,
-        unet_weights: sf.unet(&unet_config)?,
-        unet_config,
-        vae_weights: sf.vae(vae_config.block_out_channels.len()),
-        vae_config,
-        scheduler_config: values.scheduler,
-        scheduler_path: folder.config_path("scheduler"),
-    })
 }

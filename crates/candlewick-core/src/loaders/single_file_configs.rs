@@ -1,6 +1,7 @@
-//! A single file's configs (diffusers' `from_single_file` takes them from `config`, a diffusers
-//! folder, or else from the checkpoint type's default repository): [`ConfigValues`], read from the
-//! folder where it has them, else built in. SD2.x and SDXL files need the folder's.
+//! A single file's [`parts`]: its weights (single_file.rs) with the configs and tokenizer(s) that
+//! diffusers' `from_single_file` takes from `config`, a diffusers folder, or else from the
+//! checkpoint type's default repository: [`ConfigValues`], read from the folder where it has
+//! them, else built in. SD2.x and SDXL files need the folder's.
 //!
 //! The built-in ones are diffusers' for an SD1.x checkpoint when none is given: those
 //! of its default repositories (`stable-diffusion-v1-5/stable-diffusion-v1-5`, and
@@ -10,10 +11,90 @@
 
 use std::path::Path;
 
-use super::single_file::{ModelType, SingleFile};
+use super::single_file::{ModelType, SingleFile, KEY_CONV_IN};
 use crate::config::{parse_json, read_json, ModelFolder, ModelIndex};
 use crate::error::{Error, Result};
-use crate::pipeline::SecondTextFlags;
+use crate::models::clip::ClipTextConfig;
+use crate::models::unet_2d_condition::UNet2DConditionConfig;
+use crate::models::vae::AutoencoderKLConfig;
+use crate::pipeline::{Parts, SecondTextFlags, TextParts};
+
+/// The parts of a single-file checkpoint: configs and tokenizer(s) from `config` (a diffusers
+/// folder, diffusers' `from_single_file(config=...)`) or, for SD1.x, diffusers' defaults built in.
+pub fn parts(sf: &SingleFile, config: Option<&Path>) -> Result<Parts> {
+    let Some(dir) = config else {
+        let tokenizers = match sf.model_type {
+            ModelType::XlBase | ModelType::XlInpaint => "tokenizer/ and tokenizer_2/ (vocab.json and merges.txt each)",
+            ModelType::XlRefiner => "tokenizer_2/vocab.json and tokenizer_2/merges.txt",
+            _ => "tokenizer/vocab.json and tokenizer/merges.txt",
+        };
+        let configs = if sf.model_type.is_xl() || sf.model_type.is_v2() {
+            "and its configs".to_string()
+        } else {
+            format!("its configs are used when present, else diffusers' defaults for {}", sf.model_type.name())
+        };
+        return Err(Error::model(
+            &sf.path,
+            format!(
+                "is a single-file checkpoint ({} layout), which holds no tokenizer: pass the `config` option a diffusers \
+                 folder of the same family with {tokenizers} (e.g. {} from the Hugging Face Hub); {configs}",
+                sf.model_type.name(),
+                sf.model_type.default_repo(),
+            ),
+        ));
+    };
+    let values = ConfigValues::read(sf, dir)?;
+    let folder = ModelFolder { root: dir.to_path_buf() };
+    let unet_config: UNet2DConditionConfig = from_value(&folder.config_path("unet"), values.unet)?;
+    let stored_in = sf.file.shape(KEY_CONV_IN).and_then(|s| s.get(1).copied());
+    if stored_in.is_some_and(|c| c != unet_config.in_channels) {
+        return Err(Error::model(
+            folder.config_path("unet"),
+            format!(
+                "has in_channels {} but the checkpoint's UNet takes {} ({}): pass `config` a folder of the same \
+                 kind (e.g. {}), or one with only tokenizer/ for diffusers' defaults",
+                unet_config.in_channels,
+                stored_in.unwrap_or_default(),
+                sf.model_type.name(),
+                sf.model_type.default_repo()
+            ),
+        ));
+    }
+    let vae_config: AutoencoderKLConfig = from_value(&folder.config_path("vae"), values.vae)?;
+    let text = match values.text_encoder {
+        None => None,
+        Some(value) => {
+            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder"), value)?;
+            Some(TextParts {
+                tokenizer_dir: folder.component("tokenizer"),
+                weights: sf.text_encoder(config.hidden_size),
+                config,
+                name: "text_encoder",
+            })
+        }
+    };
+    let text_2 = match values.text_encoder_2 {
+        None => None,
+        Some((value, flags)) => {
+            let config: ClipTextConfig = from_value(&folder.config_path("text_encoder_2"), value)?;
+            let weights = sf.text_encoder_2(config.hidden_size);
+            Some((
+                TextParts { tokenizer_dir: folder.component("tokenizer_2"), weights, config, name: "text_encoder_2" },
+                flags,
+            ))
+        }
+    };
+    Ok(Parts {
+        text,
+        text_2,
+        unet_weights: sf.unet(&unet_config)?,
+        unet_config,
+        vae_weights: sf.vae(vae_config.block_out_channels.len()),
+        vae_config,
+        scheduler_config: values.scheduler,
+        scheduler_path: folder.config_path("scheduler"),
+    })
+}
 
 /// A single file's configs as JSON: the `config` folder's where it has them, else built in.
 pub struct ConfigValues {

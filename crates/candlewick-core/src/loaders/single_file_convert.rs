@@ -32,7 +32,7 @@ pub struct Converted {
 /// not exist or be empty.
 pub fn convert(checkpoint: &Path, config: Option<&Path>, out: &Path) -> Result<Converted> {
     let sf = SingleFile::open(checkpoint)?;
-    let parts = super::single_file::parts(&sf, config)?; // checks the config folder and the tokenizer
+    let parts = super::single_file_configs::parts(&sf, config)?; // checks the config folder and the tokenizer
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Error::model(out, "exists and is not empty; convert writes a new diffusers folder"));
     }

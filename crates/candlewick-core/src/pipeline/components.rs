@@ -14,7 +14,8 @@ use crate::device::{self, DeviceChoice};
 use crate::error::{Error, Result};
 use crate::loaders::base_weights::{BaseWeights, Recorder};
 use crate::loaders::lora::{self, LoraSpec, LoraTargets};
-use crate::loaders::single_file::{self, SingleFile};
+use crate::loaders::single_file::SingleFile;
+use crate::loaders::single_file_configs;
 use crate::loaders::single_file_keys::UnetLayout;
 use crate::loaders::textual_inversion::{Encoder, TextualInversions};
 use crate::loaders::WeightsSource;
@@ -221,7 +222,7 @@ impl Components {
     pub fn load_single_file(path: &std::path::Path, options: &LoadOptions) -> Result<Self> {
         let file = SingleFile::open(path)?;
         let target = profile::startup_time("device", None, || device::choose(options.device, options.dtype))?;
-        let parts = single_file::parts(&file, options.config.as_deref())?;
+        let parts = single_file_configs::parts(&file, options.config.as_deref())?;
         Self::from_parts(parts, target, options)
     }
 
