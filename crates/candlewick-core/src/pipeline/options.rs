@@ -1,4 +1,5 @@
-//! What a caller asks of the pipeline: loading options and per-call generation options.
+//! What a caller asks of the pipeline and what it answers: loading options and what the loaded
+//! pipeline runs on ([`PipelineInfo`]), per-call generation options and each call's output.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,39 @@ pub struct LoadOptions {
     /// diffusers' names or the original layout (A1111's VAE files).
     pub vae: Option<PathBuf>,
     /// LoRAs fused into the UNet and the text encoder at load.
+    pub loras: Vec<LoraSpec>,
+}
+
+/// What a loaded pipeline is running on and what it produces by default.
+#[derive(Debug, Clone)]
+pub struct PipelineInfo {
+    pub model_dir: PathBuf,
+    /// model_index.json's `_class_name` ("StableDiffusionXLPipeline", ...): the model's family.
+    pub pipeline_class: String,
+    /// "cpu" or "cuda:0".
+    pub device: String,
+    /// Why that device was chosen.
+    pub device_reason: String,
+    /// "f32" or "f16".
+    pub dtype: String,
+    pub default_width: usize,
+    pub default_height: usize,
+    /// The GPU paths this pipeline takes, resolved at load (installed on the pipeline's thread).
+    pub cuda: CudaSettings,
+    /// Why a requested GPU path could not be taken, one sentence each (empty when all were).
+    pub cuda_fallbacks: Vec<String>,
+    /// Pixels per latent cell along each side.
+    pub vae_scale_factor: usize,
+    /// Tokens per prompt (77 for CLIP).
+    pub max_prompt_tokens: usize,
+    /// The UNet was trained on this many timesteps: the most inference steps a scheduler allows.
+    pub num_train_timesteps: usize,
+    /// The folder's scheduler (scheduler_config.json's `_class_name`): what runs unless a call
+    /// chooses another.
+    pub scheduler: String,
+    /// Threads of the pipeline's pool for CPU tensor work (set by the worker that runs it).
+    pub threads: usize,
+    /// The LoRAs fused into the weights (load option `loras`, then [`StableDiffusionPipeline::set_loras`]).
     pub loras: Vec<LoraSpec>,
 }
 

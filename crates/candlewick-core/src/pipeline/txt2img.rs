@@ -1,7 +1,7 @@
 //! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it, step by numbered step;
 //! with an image, image to image (img2img.rs) and inpainting (inpaint.rs) through the same steps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -13,13 +13,13 @@ use super::denoise::{AfterStep, Conditioning, DenoiseOptions, Denoiser};
 use super::noise::NoiseSource;
 use super::observer::Observer;
 use super::options::{
-    FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, ResolvedSettings, RgbImage, Task,
+    FinalLatents, GenerateOptions, GenerateOutput, LoadOptions, PhaseTimings, PipelineInfo, ResolvedSettings, RgbImage,
+    Task,
 };
 use super::prompt::PromptEncoder;
 use super::{img2img, inpaint, padding_mask_crop, sdxl, sdxl_encode_prompt};
 use crate::config::ModelFolder;
 use crate::cuda::cudnn;
-use crate::cuda::CudaSettings;
 use crate::error::{expected, Error, Result};
 use crate::loaders::lora::LoraSpec;
 use crate::profile;
@@ -35,39 +35,6 @@ const SUPPORTED_CLASSES: &[&str] = &[
     "StableDiffusionXLImg2ImgPipeline",
     "StableDiffusionXLInpaintPipeline",
 ];
-
-/// What a loaded pipeline is running on and what it produces by default.
-#[derive(Debug, Clone)]
-pub struct PipelineInfo {
-    pub model_dir: PathBuf,
-    /// model_index.json's `_class_name` ("StableDiffusionXLPipeline", ...): the model's family.
-    pub pipeline_class: String,
-    /// "cpu" or "cuda:0".
-    pub device: String,
-    /// Why that device was chosen.
-    pub device_reason: String,
-    /// "f32" or "f16".
-    pub dtype: String,
-    pub default_width: usize,
-    pub default_height: usize,
-    /// The GPU paths this pipeline takes, resolved at load (installed on the pipeline's thread).
-    pub cuda: CudaSettings,
-    /// Why a requested GPU path could not be taken, one sentence each (empty when all were).
-    pub cuda_fallbacks: Vec<String>,
-    /// Pixels per latent cell along each side.
-    pub vae_scale_factor: usize,
-    /// Tokens per prompt (77 for CLIP).
-    pub max_prompt_tokens: usize,
-    /// The UNet was trained on this many timesteps: the most inference steps a scheduler allows.
-    pub num_train_timesteps: usize,
-    /// The folder's scheduler (scheduler_config.json's `_class_name`): what runs unless a call
-    /// chooses another.
-    pub scheduler: String,
-    /// Threads of the pipeline's pool for CPU tensor work (set by the worker that runs it).
-    pub threads: usize,
-    /// The LoRAs fused into the weights (load option `loras`, then [`StableDiffusionPipeline::set_loras`]).
-    pub loras: Vec<LoraSpec>,
-}
 
 /// diffusers' `StableDiffusionPipeline`: the components, composed as text to image.
 pub struct StableDiffusionPipeline {

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Mutex};
 use std::thread::{self, JoinHandle};
 
+use super::options::PipelineInfo;
 use super::options::{GenerateOptions, GenerateOutput, LoadOptions};
-use super::txt2img::{PipelineInfo, StableDiffusionPipeline};
+use super::txt2img::StableDiffusionPipeline;
 use super::Observer;
 use crate::error::{Error, Result};
 use crate::loaders::lora::LoraSpec;
