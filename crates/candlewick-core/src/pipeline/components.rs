@@ -240,7 +240,7 @@ impl Components {
         // error is reported before a weights error, as when it was read first (one that does not
         // match its encoder's config explains the encoder's wrong shapes).
         let sdxl = parts.text_2.is_some();
-        let vae_dtype = match super::sdxl::vae_upcasts(sdxl, target.dtype, &parts.vae_config) {
+        let vae_dtype = match vae_upcasts(sdxl, target.dtype, &parts.vae_config) {
             true => DType::F32,
             false => target.dtype,
         };
@@ -360,10 +360,16 @@ impl Components {
     /// The dtype the VAE was loaded in: f32 under SDXL's `force_upcast` in f16, else the compute
     /// dtype.
     pub fn vae_dtype(&self) -> DType {
-        match super::sdxl::vae_needs_upcasting(self) {
+        match self.vae_needs_upcasting() {
             true => DType::F32,
             false => self.dtype(),
         }
+    }
+
+    /// The VAE encodes and decodes in f32 when the model is f16 and the VAE's config says
+    /// `force_upcast` (SDXL's VAE overflows in f16), as `StableDiffusionXLPipeline` does.
+    pub fn vae_needs_upcasting(&self) -> bool {
+        vae_upcasts(self.text_encoder_2.is_some(), self.dtype(), &self.vae.config)
     }
 
     /// The VAE in f32: the VAE itself when loaded so, else an f32 copy loaded on first need (an f16
@@ -463,4 +469,10 @@ impl Components {
         self.loras = loras.to_vec();
         Ok(())
     }
+}
+
+/// [`Components::vae_needs_upcasting`] from the parts, before the components exist: such a VAE is
+/// loaded in f32 only (its f16 copy would never run).
+fn vae_upcasts(sdxl: bool, dtype: DType, vae: &AutoencoderKLConfig) -> bool {
+    sdxl && dtype == DType::F16 && vae.force_upcast
 }

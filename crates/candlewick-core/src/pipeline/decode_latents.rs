@@ -9,7 +9,6 @@ use super::components::Components;
 use super::denoise::all_finite;
 use super::options::GenerateOptions;
 use super::options::PipelineInfo;
-use super::sdxl;
 use crate::error::{Error, Result};
 use crate::models::vae::AutoencoderKL;
 use crate::models::vae_tiling::{VaeTiling, MAX_DECODE_ELEMENTS};
@@ -49,7 +48,7 @@ pub(super) fn decode_latents(
     let decode = |vae: &AutoencoderKL, dtype: DType, tiled: Option<&VaeTiling>| -> candle_core::Result<Tensor> {
         vae.decode_with(&scaled.to_dtype(dtype)?, tiled, sliced)?.to_dtype(DType::F32)
     };
-    let upcast = sdxl::vae_needs_upcasting(c);
+    let upcast = c.vae_needs_upcasting();
     let (vae, dtype) = (&c.vae.model, c.vae_dtype());
     // The upcast decode's convolutions in TF32, as PyTorch runs diffusers' (its default): in full
     // f32 they took 552 ms of SDXL's 769 ms call on an H200 (bench/NOTES.md, 2026-12-03).

@@ -26,10 +26,9 @@ pub use image_processor::{preprocess_image, preprocess_mask, MAX_INPUT_SIDE};
 pub use observer::{Observer, StepProgress};
 pub use options::{
     FinalLatents, GenerateOptions, GenerateOutput, ImageInput, LatentsInput, LoadOptions, PhaseTimings, PipelineInfo,
-    ResolvedSettings, RgbImage, Task,
+    ResolvedSettings, RgbImage, SizeConditions, Task,
 };
 pub use padding_mask_crop::{overlay, preprocess_mask_crop, CropRegion};
 pub use preview::latents_to_rgb;
-pub use sdxl::SizeConditions;
 pub use txt2img::StableDiffusionPipeline;
 pub use worker::PipelineWorker;

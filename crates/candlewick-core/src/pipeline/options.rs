@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::sdxl::SizeConditions;
+use serde::{Deserialize, Serialize};
+
 use crate::cuda::CudaSettings;
 use crate::device::{DTypeRequest, DeviceRequest};
 use crate::loaders::lora::LoraSpec;
@@ -68,6 +69,43 @@ pub struct PipelineInfo {
     pub threads: usize,
     /// The LoRAs fused into the weights (load option `loras`, then [`StableDiffusionPipeline::set_loras`]).
     pub loras: Vec<LoraSpec>,
+}
+
+/// SDXL's micro-conditioning (diffusers' `StableDiffusionXLPipeline.__call__` arguments of the same
+/// names), each `[height, width]` or `[top, left]` in pixels. Unset sizes are the output's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SizeConditions {
+    /// The size the image is presented as having been before any resize (default: the output size).
+    pub original_size: Option<[usize; 2]>,
+    /// Where the image is presented as cropped from (default [0, 0]: centred, uncropped).
+    pub crops_coords_top_left: [usize; 2],
+    /// The size the image is presented as having (default: the output size).
+    pub target_size: Option<[usize; 2]>,
+    /// The same for the unconditional pass; used when both negative sizes are given (else the
+    /// unconditional pass reads the positive ones), as diffusers does.
+    pub negative_original_size: Option<[usize; 2]>,
+    pub negative_crops_coords_top_left: [usize; 2],
+    pub negative_target_size: Option<[usize; 2]>,
+    /// The refiner's (`requires_aesthetics_score`) score of the wanted image (diffusers' default 6).
+    pub aesthetic_score: f64,
+    /// The refiner's score for the unconditional pass (default 2.5).
+    pub negative_aesthetic_score: f64,
+}
+
+impl Default for SizeConditions {
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crops_coords_top_left: [0, 0],
+            target_size: None,
+            negative_original_size: None,
+            negative_crops_coords_top_left: [0, 0],
+            negative_target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
 }
 
 /// The most pixels along one side (src/options.ts has the same limit).

@@ -1,56 +1,17 @@
 //! What `StableDiffusionXLPipeline` adds to the text-to-image steps besides its prompt encoding
 //! ([`super::sdxl_encode_prompt`]): the size conditions (`add_time_ids`) the UNet's `text_time`
-//! embedding reads, `denoising_start` / `denoising_end`, the layout check and the VAE's upcast.
+//! embedding reads (the options themselves, [`SizeConditions`], are in options.rs),
+//! `denoising_start` / `denoising_end` and the layout check. The VAE's upcast is decided at load
+//! (`Components::vae_needs_upcasting`).
 
 use std::path::Path;
 
-use candle_core::DType;
-use serde::{Deserialize, Serialize};
-
 use super::components::Components;
-use super::options::MAX_SIDE;
+use super::options::{SizeConditions, MAX_SIDE};
 use crate::error::{expected, Error, Result};
-use crate::models::vae::AutoencoderKLConfig;
 
 /// The largest size condition (pixels): SDXL was trained on sizes up to 4096; a little room.
 const MAX_CONDITION: usize = 16 * MAX_SIDE;
-
-/// SDXL's micro-conditioning (diffusers' `StableDiffusionXLPipeline.__call__` arguments of the same
-/// names), each `[height, width]` or `[top, left]` in pixels. Unset sizes are the output's size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SizeConditions {
-    /// The size the image is presented as having been before any resize (default: the output size).
-    pub original_size: Option<[usize; 2]>,
-    /// Where the image is presented as cropped from (default [0, 0]: centred, uncropped).
-    pub crops_coords_top_left: [usize; 2],
-    /// The size the image is presented as having (default: the output size).
-    pub target_size: Option<[usize; 2]>,
-    /// The same for the unconditional pass; used when both negative sizes are given (else the
-    /// unconditional pass reads the positive ones), as diffusers does.
-    pub negative_original_size: Option<[usize; 2]>,
-    pub negative_crops_coords_top_left: [usize; 2],
-    pub negative_target_size: Option<[usize; 2]>,
-    /// The refiner's (`requires_aesthetics_score`) score of the wanted image (diffusers' default 6).
-    pub aesthetic_score: f64,
-    /// The refiner's score for the unconditional pass (default 2.5).
-    pub negative_aesthetic_score: f64,
-}
-
-impl Default for SizeConditions {
-    fn default() -> Self {
-        Self {
-            original_size: None,
-            crops_coords_top_left: [0, 0],
-            target_size: None,
-            negative_original_size: None,
-            negative_crops_coords_top_left: [0, 0],
-            negative_target_size: None,
-            aesthetic_score: 6.0,
-            negative_aesthetic_score: 2.5,
-        }
-    }
-}
 
 /// Which of diffusers' `_get_add_time_ids` a call follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,16 +165,4 @@ pub(super) fn check_layout(c: &Components, model_index: &Path, class_name: &str)
         _ => return Ok(()),
     };
     Err(Error::model(model_index, format!("_class_name is {class_name:?} and {message}")))
-}
-
-/// The VAE encodes and decodes in f32 when the model is f16 and the VAE's config says
-/// `force_upcast` (SDXL's VAE overflows in f16), as `StableDiffusionXLPipeline` does.
-pub(super) fn vae_needs_upcasting(c: &Components) -> bool {
-    vae_upcasts(c.text_encoder_2.is_some(), c.dtype(), &c.vae.config)
-}
-
-/// [`vae_needs_upcasting`] from the parts, before the components exist: such a VAE is loaded in
-/// f32 only (its f16 copy would never run).
-pub(super) fn vae_upcasts(sdxl: bool, dtype: DType, vae: &AutoencoderKLConfig) -> bool {
-    sdxl && dtype == DType::F16 && vae.force_upcast
 }

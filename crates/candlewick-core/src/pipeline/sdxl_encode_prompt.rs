@@ -10,8 +10,9 @@
 use candle_core::Tensor;
 
 use super::components::{Components, SecondTextEncoder};
+use super::options::SizeConditions;
 use super::prompt::token_ids;
-use super::sdxl::{SizeConditions, TimeIds};
+use super::sdxl::TimeIds;
 use super::weighted_embeddings::{weighted_embeddings, PlannedText};
 use crate::cuda::graph::GraphedModel;
 use crate::error::Result;
