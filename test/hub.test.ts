@@ -13,7 +13,8 @@ import test from "ava";
 
 import { CandlewickError } from "../src/errors.js";
 import { downloadPipeline, type DownloadProgress } from "../src/hub/download.js";
-import { isRepoId, resolveModel } from "../src/hub/resolve.js";
+import { isRepoId } from "../src/hub/http.js";
+import { resolveModel } from "../src/hub/resolve.js";
 import { hubFilePath } from "../src/hub/single-file.js";
 import { StableDiffusionPipeline } from "../src/pipeline.js";
 import { ROOT, TINY_SD } from "./helpers/fixtures.js";

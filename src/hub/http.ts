@@ -13,6 +13,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CandlewickError, HUB, HUB_AUTH, HUB_NOT_FOUND } from "../errors.js";
 import { hfHome, type Env } from "./cache.js";
 
+/** "org/name", as the hub spells repository ids (letters, digits, "-", "_", "."; no "--" or ".." runs). */
+export function isRepoId(name: string): boolean {
+  return /^[A-Za-z0-9][\w.-]{0,95}\/[\w.-]{1,96}$/.test(name) && !/--|\.\./.test(name) && !/[.-]$/.test(name);
+}
+
 /** What HEAD on a file's resolve URL tells. */
 export interface FileMetadata {
   /** The commit the file was resolved at. */

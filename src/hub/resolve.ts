@@ -5,12 +5,8 @@ import { resolve } from "node:path";
 
 import { CandlewickError, HUB_NOT_FOUND } from "../errors.js";
 import { downloadPipeline, type HubOptions } from "./download.js";
+import { isRepoId } from "./http.js";
 import { downloadFile, hubFilePath } from "./single-file.js";
-
-/** "org/name", as the hub spells repository ids (letters, digits, "-", "_", "."; no "--" or ".." runs). */
-export function isRepoId(name: string): boolean {
-  return /^[A-Za-z0-9][\w.-]{0,95}\/[\w.-]{1,96}$/.test(name) && !/--|\.\./.test(name) && !/[.-]$/.test(name);
-}
 
 /**
  * A path that exists is used as is. Otherwise a hub id is downloaded (or found in the cache) and its

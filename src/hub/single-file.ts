@@ -11,8 +11,7 @@ import { abortError, CandlewickError, HUB, HUB_NOT_FOUND } from "../errors.js";
 import { downloadBlob } from "./blob.js";
 import { RepoCache, defaultCacheDir } from "./cache.js";
 import { offlineMode, type HubOptions } from "./download.js";
-import { HubClient, defaultEndpoint, defaultToken } from "./http.js";
-import { isRepoId } from "./resolve.js";
+import { HubClient, defaultEndpoint, defaultToken, isRepoId } from "./http.js";
 
 /** "org/name/file.safetensors" (or a file in a folder of the repository) as repository and file; undefined for anything else. */
 export function hubFilePath(name: string): { repoId: string; file: string } | undefined {
