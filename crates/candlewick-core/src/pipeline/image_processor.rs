@@ -6,7 +6,6 @@
 //! Sizes are checked from the file's header before anything is decoded: a small file that
 //! declares 100000x100000 pixels is refused without allocating them.
 
-use std::borrow::Cow;
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor};
@@ -14,7 +13,6 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::options::{ImageInput, MAX_SIDE};
-use super::padding_mask_crop::{crop_and_fill, CropRegion};
 use super::pil_resample::Pixels;
 use crate::error::{expected, Error, Result};
 
@@ -58,25 +56,15 @@ impl Decoded {
         Pixels { width: self.width, height: self.height, channels, data: self.image.as_bytes().to_vec() }
     }
 
-    /// `preprocess(..., crops_coords, resize_mode="fill")`'s pixels, at width x height: the box
-    /// cropped and resized keeping its aspect (PIL's arithmetic, to the byte).
-    pub(super) fn cropped_and_filled(&self, crop: CropRegion, width: usize, height: usize) -> Result<Self> {
-        let p = crop_and_fill(&self.pixels(), crop, width, height);
-        let (w, h) = (p.width as u32, p.height as u32);
+    /// The image of 8-bit `pixels` (gray or RGB), as [`Self::pixels`] gives them.
+    pub(super) fn from_pixels(p: Pixels) -> Result<Self> {
+        let (width, height) = (p.width, p.height);
         let image = match p.channels {
-            1 => image::GrayImage::from_raw(w, h, p.data).map(DynamicImage::ImageLuma8),
-            _ => image::RgbImage::from_raw(w, h, p.data).map(DynamicImage::ImageRgb8),
+            1 => image::GrayImage::from_raw(width as u32, height as u32, p.data).map(DynamicImage::ImageLuma8),
+            _ => image::RgbImage::from_raw(width as u32, height as u32, p.data).map(DynamicImage::ImageRgb8),
         };
-        let image = image.ok_or_else(|| Error::Internal(format!("a {width}x{height} crop of the wrong length")))?;
+        let image = image.ok_or_else(|| Error::Internal(format!("{width}x{height} pixels of the wrong length")))?;
         Ok(Self { width, height, image })
-    }
-
-    /// Itself, or with `padding_mask_crop` its box cropped and filled to width x height.
-    pub(super) fn cropped(&self, crop: Option<CropRegion>, width: usize, height: usize) -> Result<Cow<'_, Self>> {
-        match crop {
-            Some(crop) => Ok(Cow::Owned(self.cropped_and_filled(crop, width, height)?)),
-            None => Ok(Cow::Borrowed(self)),
-        }
     }
 
     /// "32x32".

@@ -7,6 +7,8 @@
 //! through the mask (`apply_overlay`). Pixels go through PIL's arithmetic (pil_resample.rs) to the
 //! byte.
 
+use std::borrow::Cow;
+
 use candle_core::{Device, Tensor};
 
 use super::image_processor::Decoded;
@@ -21,6 +23,23 @@ pub struct CropRegion {
     pub y1: usize,
     pub x2: usize,
     pub y2: usize,
+}
+
+/// What `padding_mask_crop` does to an input image or mask.
+impl Decoded {
+    /// `preprocess(..., crops_coords, resize_mode="fill")`'s pixels, at width x height: the box
+    /// cropped and resized keeping its aspect (PIL's arithmetic, to the byte).
+    pub(super) fn cropped_and_filled(&self, crop: CropRegion, width: usize, height: usize) -> Result<Self> {
+        Decoded::from_pixels(crop_and_fill(&self.pixels(), crop, width, height))
+    }
+
+    /// Itself, or with `padding_mask_crop` its box cropped and filled to width x height.
+    pub(super) fn cropped(&self, crop: Option<CropRegion>, width: usize, height: usize) -> Result<Cow<'_, Self>> {
+        match crop {
+            Some(crop) => Ok(Cow::Owned(self.cropped_and_filled(crop, width, height)?)),
+            None => Ok(Cow::Borrowed(self)),
+        }
+    }
 }
 
 /// On the CPU, what the pipeline does with `padding_mask_crop` before the run: the crop box and
