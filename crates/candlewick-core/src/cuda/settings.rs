@@ -228,7 +228,7 @@ impl CudaSettings {
         let fp8_refused = if self.fp8 && !f16 {
             Some("it applies to f16 only".to_string())
         } else if self.fp8 {
-            crate::cuda::fp8::unsupported(device)
+            fp8_unsupported(device)
         } else {
             None
         };
@@ -275,6 +275,33 @@ thread_local! {
 /// The settings installed on the calling thread ([`CudaSettings::UNINSTALLED`] where none were).
 pub fn current() -> CudaSettings {
     INSTALLED.with(|s| s.get())
+}
+
+/// Why FP8 products cannot run on `device` (None when they can).
+fn fp8_unsupported(device: &Device) -> Option<String> {
+    if !cfg!(feature = "cuda") {
+        return Some("this build has no CUDA (the CUDA build has it: npm run build:cuda)".into());
+    }
+    match compute_capability(device) {
+        None => Some("it needs a CUDA device".into()),
+        Some((major, minor)) if (major, minor) < (8, 9) => {
+            Some(format!("it needs compute capability 8.9 or later (Ada, Hopper); this GPU has {major}.{minor}"))
+        }
+        Some(_) => None,
+    }
+}
+
+fn compute_capability(device: &Device) -> Option<(i32, i32)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as A;
+        let context = d.cuda_stream().context().clone();
+        let major = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
+        let minor = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
+        return Some((major, minor));
+    }
+    let _ = device;
+    None
 }
 
 #[cfg(test)]

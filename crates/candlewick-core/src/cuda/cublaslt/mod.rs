@@ -72,7 +72,7 @@ pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Res
 }
 
 /// `residual + x · wᵀ + bias` in FP8 for `crate::cuda::fp8`, which quantized `xs_q` (m x k) and
-/// `w_q` (n x k) into its packed layout (`fp8::Packed`: the values, then their scale) and checked
+/// `w_q` (n x k) into its packed layout (`fp8::packed::Packed`: the values, then their scale) and checked
 /// the shapes; f16 out, shaped `out_dims`.
 #[cfg(feature = "cuda")]
 pub fn linear_fp8(
@@ -144,7 +144,7 @@ mod imp {
     struct LinearOp {
         bias: Option<Tensor>,
         out_dims: Vec<usize>,
-        /// FP8 (m, n, k): x and the weight are u8 tensors packed as `crate::cuda::fp8::Packed`.
+        /// FP8 (m, n, k): x and the weight are u8 tensors packed as `crate::cuda::fp8::packed::Packed`.
         fp8: Option<(usize, usize, usize)>,
     }
 
@@ -173,7 +173,7 @@ mod imp {
                     (m, n, k, view(x, xl)?.device_ptr(&stream).0, view(w, wl)?.device_ptr(&stream).0, None)
                 }
                 Some((m, n, k)) => {
-                    use crate::cuda::fp8::Packed;
+                    use crate::cuda::fp8::packed::Packed;
                     let what = "cuBLASLt FP8 linear";
                     let xv = crate::cuda::op::contiguous_view::<u8>(x, xl, what)?;
                     let wv = crate::cuda::op::contiguous_view::<u8>(w, wl, what)?;

@@ -10,7 +10,7 @@ use candle_core::{bail, Layout, Result, Shape, Tensor};
 use half::f16;
 
 use super::launch::*;
-use crate::cuda::fp8::Packed;
+use crate::cuda::fp8::packed::Packed;
 use crate::cuda::op::{cuda_only_op, launch};
 
 /// A [`Packed`] output being written: its buffer and the device addresses of its values (`base`),

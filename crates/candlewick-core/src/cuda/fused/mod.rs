@@ -56,7 +56,7 @@ pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     built!("cuda", elementwise::geglu(h, bias))
 }
 
-/// [`geglu`] written in e4m3 for an FP8 layer (`crate::cuda::fp8::Packed`), the quantizer's first
+/// [`geglu`] written in e4m3 for an FP8 layer (`crate::cuda::fp8::packed::Packed`), the quantizer's first
 /// pass folded into GEGLU's kernel; None where its kernel does not apply (f16 on CUDA, the
 /// projection's width a multiple of 16, `h` and `bias` at 16-byte-aligned starts).
 pub fn geglu_fp8(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
@@ -76,7 +76,7 @@ pub fn geglu_fp8(h: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     built!("cuda", fp8::geglu_quantize(h, bias))
 }
 
-/// FP8 quantization (`fp8`): `x` (f16 on CUDA) as the packed u8 tensor `crate::cuda::fp8::Packed`
+/// FP8 quantization (`fp8`): `x` (f16 on CUDA) as the packed u8 tensor `crate::cuda::fp8::packed::Packed`
 /// describes; `crate::cuda::fp8` checks its inputs.
 #[cfg(feature = "cuda")]
 pub fn fp8_quantize(x: &Tensor) -> Result<Tensor> {

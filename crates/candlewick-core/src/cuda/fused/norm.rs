@@ -80,7 +80,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 }
 
 /// LayerNorm written straight as e4m3 (`layer_norm_e4m3_*_f16`) in the packed layout
-/// `crate::cuda::fp8::Packed` describes, with the static scale `bound / 448`.
+/// `crate::cuda::fp8::packed::Packed` describes, with the static scale `bound / 448`.
 struct LayerNormE4m3 {
     eps: f32,
     bound: f32,
@@ -98,7 +98,7 @@ impl LayerNormE4m3 {
         (w, wl): (&CudaStorage, &Layout),
         (b, bl): (&CudaStorage, &Layout),
     ) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::fp8::Packed;
+        use crate::cuda::fp8::packed::Packed;
         let dev = x.device().clone();
         let dims = xl.shape().dims();
         let cols = dims[dims.len() - 1];

@@ -20,34 +20,14 @@
 //! It is not diffusers' arithmetic: the image differs from the f16 one, and the GPU benchmark
 //! measures by how much beside its speed (bench/gpu/bench.mjs's FP8 rows, `vs_f16`).
 
+pub mod packed;
+
 use std::cell::{Cell, RefCell};
 
-use candle_core::{bail, DType, Device, Result, Tensor, TensorId};
+use candle_core::{bail, DType, Result, Tensor, TensorId};
 
 use crate::cuda::features::built;
 use crate::cuda::{cublaslt, settings};
-
-/// A tensor of `n` f16 values quantized to e4m3 in one u8 buffer: the values (byte 0 on), the
-/// f32 scale at `scale` (16-byte aligned, as cuBLASLt wants its pointers), then the quantizing
-/// kernel's `partials` per-block maxima (f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packed {
-    pub scale: usize,
-    pub partials: usize,
-    pub bytes: usize,
-}
-
-impl Packed {
-    pub const SCALE_BYTES: usize = 16;
-    /// Blocks of the quantizing kernels at most (each block of the second pass reads every partial).
-    pub const MAX_BLOCKS: usize = 1024;
-
-    pub fn of(n: usize) -> Self {
-        let scale = n.div_ceil(16) * 16;
-        let partials = (n / 8).div_ceil(256).clamp(1, Self::MAX_BLOCKS);
-        Packed { scale, partials, bytes: scale + Self::SCALE_BYTES + 4 * partials }
-    }
-}
 
 /// A linear layer's weight [n, k] quantized at load.
 #[derive(Debug, Clone)]
@@ -101,7 +81,7 @@ pub fn norm_bound(weight: &[f32], bias: &[f32]) -> f32 {
     (weight.len() as f32).sqrt() * max_abs(weight) + max_abs(bias)
 }
 
-/// An f16 tensor of `dims` already quantized to e4m3 (the [`Packed`] layout), by a producer that
+/// An f16 tensor of `dims` already quantized to e4m3 (the [`packed::Packed`] layout), by a producer that
 /// wrote it so (a LayerNorm), for [`linear_quantized`].
 #[derive(Debug, Clone)]
 pub struct Quantized {
@@ -136,33 +116,6 @@ pub fn quantizing<R>(f: impl FnOnce() -> R) -> (R, Vec<TensorId>) {
     let before = QUANTIZED.with(|q| q.take());
     let made = f();
     (made, QUANTIZED.with(|q| q.replace(before)))
-}
-
-/// Why FP8 products cannot run on `device` (None when they can).
-pub fn unsupported(device: &Device) -> Option<String> {
-    if !cfg!(feature = "cuda") {
-        return Some("this build has no CUDA (the CUDA build has it: npm run build:cuda)".into());
-    }
-    match compute_capability(device) {
-        None => Some("it needs a CUDA device".into()),
-        Some((major, minor)) if (major, minor) < (8, 9) => {
-            Some(format!("it needs compute capability 8.9 or later (Ada, Hopper); this GPU has {major}.{minor}"))
-        }
-        Some(_) => None,
-    }
-}
-
-fn compute_capability(device: &Device) -> Option<(i32, i32)> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(d) = device {
-        use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute as A;
-        let context = d.cuda_stream().context().clone();
-        let major = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).ok()?;
-        let minor = context.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).ok()?;
-        return Some((major, minor));
-    }
-    let _ = device;
-    None
 }
 
 /// `weight` [n, k] quantized, when a UNet is being built with FP8 on and the layer qualifies (f16
@@ -275,19 +228,7 @@ fn quantized_product(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_packed_layout_keeps_the_scale_aligned_and_room_for_every_partial() {
-        for n in [8, 16, 320 * 320, 1280 * 10240, 77 * 768, 1 << 30] {
-            let p = Packed::of(n);
-            assert!(p.scale >= n && p.scale % 16 == 0 && p.scale - n < 16, "{n}: {p:?}");
-            assert!((1..=Packed::MAX_BLOCKS).contains(&p.partials), "{n}: {p:?}");
-            assert_eq!(p.bytes, p.scale + Packed::SCALE_BYTES + 4 * p.partials);
-        }
-        // One block of 256 threads a 2,048 values (8 a thread) until the cap.
-        assert_eq!(Packed::of(2048 * 3).partials, 3);
-        assert_eq!(Packed::of(2048 * 3 + 8).partials, 4);
-    }
+    use candle_core::Device;
 
     #[test]
     fn no_layer_norm_output_passes_its_bound() -> Result<()> {
