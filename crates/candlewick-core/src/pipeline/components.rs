@@ -240,10 +240,7 @@ impl Components {
         // error is reported before a weights error, as when it was read first (one that does not
         // match its encoder's config explains the encoder's wrong shapes).
         let sdxl = parts.text_2.is_some();
-        let vae_dtype = match vae_upcasts(sdxl, target.dtype, &parts.vae_config) {
-            true => DType::F32,
-            false => target.dtype,
-        };
+        let vae_dtype = vae_dtype(sdxl, target.dtype, &parts.vae_config);
         let tokenizer = parts.text.as_ref().map(TextParts::tokenizer_in_background);
         let tokenizer_2 = parts.text_2.as_ref().map(|(text, _)| text.tokenizer_in_background());
         let loaded = (|| {
@@ -360,10 +357,7 @@ impl Components {
     /// The dtype the VAE was loaded in: f32 under SDXL's `force_upcast` in f16, else the compute
     /// dtype.
     pub fn vae_dtype(&self) -> DType {
-        match self.vae_needs_upcasting() {
-            true => DType::F32,
-            false => self.dtype(),
-        }
+        vae_dtype(self.text_encoder_2.is_some(), self.dtype(), &self.vae.config)
     }
 
     /// The VAE encodes and decodes in f32 when the model is f16 and the VAE's config says
@@ -471,8 +465,17 @@ impl Components {
     }
 }
 
-/// [`Components::vae_needs_upcasting`] from the parts, before the components exist: such a VAE is
-/// loaded in f32 only (its f16 copy would never run).
+/// [`Components::vae_needs_upcasting`] from the parts, before the components exist.
 fn vae_upcasts(sdxl: bool, dtype: DType, vae: &AutoencoderKLConfig) -> bool {
     sdxl && dtype == DType::F16 && vae.force_upcast
+}
+
+/// The dtype the VAE is loaded in: f32 where it upcasts ([`vae_upcasts`]; its f16 copy would
+/// never run), else the compute dtype.
+fn vae_dtype(sdxl: bool, dtype: DType, vae: &AutoencoderKLConfig) -> DType {
+    if vae_upcasts(sdxl, dtype, vae) {
+        DType::F32
+    } else {
+        dtype
+    }
 }
