@@ -9,9 +9,11 @@ mkdir -p $W "$OUT"; export PATH=$W:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64 P
 [ -x $W/node ] || { xz -dc .gpu/node.xz > $W/node && chmod +x $W/node; }
 [ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null
 [ -x $W/full_size_check ] || [ ! -f .gpu/fam/full_size_check.xz ] || { xz -dc .gpu/fam/full_size_check.xz > $W/full_size_check && chmod +x $W/full_size_check; }
-[ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
-export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
-rm -rf dist && cp -r .gpu/fam/dist dist
+if [ -f .gpu/fam/candlewick.node.xz ]; then  # a carried build (round10.sh's final part installs tarballs instead)
+  [ -f $W/candlewick.node ] || xz -dc .gpu/fam/candlewick.node.xz > $W/candlewick.node
+  export CANDLEWICK_NATIVE_LIBRARY_PATH=$W/candlewick.node
+  rm -rf dist && cp -r .gpu/fam/dist dist
+fi
 started=$SECONDS
 stage() { echo; echo "== [$((SECONDS - started))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -52,6 +54,9 @@ use_tarballs() {
   local app; app=$(ls -td /tmp/app-* | head -1)/node_modules
   export CANDLEWICK_NATIVE_LIBRARY_PATH=$(ls $app/candlewick-linux-x64-gnu-cuda/*.node)
   rm -rf dist && cp -r $app/candlewick/dist dist
+  # dist/ imports pngjs, which node_modules/ beside it lacks on the GPU machine (session 22's first final call failed
+  # so): the installed one is linked there.
+  mkdir -p node_modules && rm -rf node_modules/pngjs && ln -s $app/pngjs node_modules/pngjs
   cp $app/candlewick/package.json "$OUT/package.json"
 }
 # fp8_gpu_tests [SECONDS]: test/gpu's FP8 tests on /tmp/sd15 (a LoRA one too when CANDLEWICK_GPU_LORA is set), the log

@@ -36,8 +36,10 @@ profiles = [json.loads(line)["candlewick_profile"] for line in open(os.path.join
 
 ratio = lambda a, b: b["median_s"] / a["median_s"] if a and b else None
 first = min((r["process_to_first_image_s"] for r in fresh), default=None)
-f16 = parity.get("f16-flash") or {}
-latents_rel = max(f16.get("latents_max_abs_rel", {}).values(), default=None)
+# The GPU issue's bounds (issue 3): from diffusers' f32 latents, f32 within 1e-3 and f16 within 2e-2 max-abs relative.
+# Session 22's results file checked f16 against 1e-3 (the f32 bound) by mistake; its values are unchanged by this.
+rel = lambda name: max(((parity.get(name) or {}).get("latents_max_abs_rel") or {}).values(), default=None)
+f16_rel, f32_rel = rel("f16-flash"), rel("f32")
 targets = {
     "batch_1_s": (b1 and b1["median_s"], "<= 0.21", b1 is not None and b1["median_s"] <= 0.21),
     "vs_torch_compile_reduce_overhead": (ratio(b1, ro), ">= 1.8", ratio(b1, ro) is not None and ratio(b1, ro) >= 1.8),
@@ -47,7 +49,8 @@ targets = {
     "fresh_process_to_first_image_s": (first, "<= 1.0", first is not None and first <= 1.0),
     "peak_gib_vs_diffusers": ((b1 and b1["peak_gib"], ro and ro["peak_gib"]), "at most diffusers'",
                               b1 is not None and ro is not None and b1["peak_gib"] <= ro["peak_gib"]),
-    "parity_f16_latents_max_abs_rel": (latents_rel, "<= 1e-3", latents_rel is not None and latents_rel <= 1e-3),
+    "parity_f16_latents_max_abs_rel": (f16_rel, "<= 2e-2", f16_rel is not None and f16_rel <= 2e-2),
+    "parity_f32_latents_max_abs_rel": (f32_rel, "<= 1e-3", f32_rel is not None and f32_rel <= 1e-3),
 }
 result = {
     "issue": 21, "date": datetime.date.today().isoformat(), "gpu": open(os.path.join(out, "gpu.txt")).read().strip(),
