@@ -8,17 +8,16 @@
 // each figure is wall time from the first call to the last image in hand (PNG encoding not
 // included). One JSON line on stdout.
 import { performance } from "node:perf_hooks";
+import { mixedPrompt } from "./prompts.mjs";
 
 const [modelDir, stepsArg] = process.argv.slice(2);
 const steps = Number(stepsArg ?? 50);
 const { StableDiffusionPipeline } = await import(new URL("../../dist/index.js", import.meta.url).href);
 const size = Number(process.env.SIZE ?? 512);
 const pipe = await StableDiffusionPipeline.fromPretrained(modelDir, { device: process.env.DEVICE ?? "cuda" });
-const subjects = ["a lighthouse", "a red fox", "a teapot", "an old car", "a sailboat", "a castle", "a robot", "a cat"];
-const places = ["at dusk", "in the snow", "on a beach", "in a forest", "in a city", "on mars", "under water", "in a desert"];
 const inputs = [];
 for (let i = 0; i < 64; i++) {
-  const input = { prompt: `${subjects[i % 8]} ${places[Math.floor(i / 8)]}, ${i % 3 ? "oil painting" : "photo"}`, seed: 1000 + i };
+  const input = { prompt: mixedPrompt(i), seed: 1000 + i };
   if (i % 4 === 0) input.negativePrompt = "blurry, low quality";
   if (i % 8 === 7) input.guidanceScale = 5;
   inputs.push(input);

@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { mixedPrompt as prompt } from "./prompts.mjs";
 
 const [modelDir, outDir] = process.argv.slice(2);
 if (!modelDir || !outDir) throw new Error("usage: node bench/gpu/multi_gpu.mjs MODEL_DIR OUT_DIR");
@@ -38,9 +39,6 @@ const result = { bench: "multi-gpu", devices, size, steps, images, batch, starte
 const save = () => writeFileSync(join(outDir, "multi-gpu.json"), JSON.stringify(result, null, 1));
 const log = (...a) => console.error(`[${(performance.now() / 1000).toFixed(1)}s]`, ...a);
 
-const subjects = ["a lighthouse", "a red fox", "a teapot", "an old car", "a sailboat", "a castle", "a robot", "a cat"];
-const places = ["at dusk", "in the snow", "on a beach", "in a forest", "in a city", "on mars", "under water", "in a desert"];
-const prompt = (i) => `${subjects[i % 8]} ${places[Math.floor(i / 8) % 8]}, ${i % 3 ? "oil painting" : "photo"}`;
 const inputs = Array.from({ length: images }, (_, i) => ({ prompt: prompt(i), seed: 1000 + i, ...(i % 4 === 0 ? { negativePrompt: "blurry" } : {}) }));
 const defaults = { numInferenceSteps: steps, width: size, height: size };
 
@@ -52,14 +50,14 @@ function compare(a, b) {
   return { equal: max === 0, maxDiff: max, psnrDb: mse === 0 ? "equal" : 10 * Math.log10((255 * 255) / mse) };
 }
 
-/** Counts the generate calls each pipeline of `pool` runs. */
-function countCalls(pool) {
-  const calls = pool.pipelines.map(() => 0);
-  pool.pipelines.forEach((pipe, i) => {
+/** The generate calls each pipeline has run, by pipeline (counted from here on). */
+const calls = new Map();
+function countCalls(pipelines) {
+  for (const pipe of pipelines) {
     const generate = pipe.generate.bind(pipe);
-    pipe.generate = (o) => { calls[i]++; return generate(o); };
-  });
-  return calls;
+    calls.set(pipe, 0);
+    pipe.generate = (o) => { calls.set(pipe, calls.get(pipe) + 1); return generate(o); };
+  }
 }
 
 async function warmUp(pool) {
@@ -68,13 +66,12 @@ async function warmUp(pool) {
 
 async function poolRun(pool, label) {
   await warmUp(pool);
-  const before = pool.pipelines.map(() => 0);
-  const calls = countCalls(pool);
+  const before = pool.pipelines.map((pipe) => calls.get(pipe));
   const t = performance.now();
   const made = new Map();
   for await (const { index, image } of pool.generateBatch(inputs, { batchSize: batch, defaults })) made.set(index, Buffer.from(image.data));
   const seconds = (performance.now() - t) / 1000;
-  const row = { label, devices: pool.devices, images: made.size, seconds, imagesPerSecond: made.size / seconds, batchesPerPipeline: calls.map((c, i) => c - before[i]) };
+  const row = { label, devices: pool.devices, images: made.size, seconds, imagesPerSecond: made.size / seconds, batchesPerPipeline: pool.pipelines.map((pipe, i) => calls.get(pipe) - before[i]) };
   log(`${label}: ${made.size} images in ${seconds.toFixed(2)} s (${row.imagesPerSecond.toFixed(2)}/s), batches ${row.batchesPerPipeline.join(", ")}`);
   return { row, made };
 }
@@ -208,6 +205,7 @@ async function queueRun(pool, redisServer) {
 
 const all = await PipelinePool.fromPretrained(modelDir, { devices, ...threads });
 const one = PipelinePool.of([all.pipelines[0]]);
+countCalls(all.pipelines);
 try {
   const single = await poolRun(one, "one device");
   const pooled = await poolRun(all, `${devices.length} devices`);
