@@ -116,8 +116,7 @@ mod imp {
         residual: Option<&Tensor>,
         out_dims: &[usize],
     ) -> Result<Tensor> {
-        let op = LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8: None };
-        op.apply(&xs.contiguous()?, &weight.contiguous()?, residual)
+        LinearOp::new(bias, out_dims, None)?.apply(&xs.contiguous()?, &weight.contiguous()?, residual)
     }
 
     pub fn linear_fp8(
@@ -128,9 +127,7 @@ mod imp {
         residual: Option<&Tensor>,
         out_dims: &[usize],
     ) -> Result<Tensor> {
-        let op =
-            LinearOp { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8: Some(mnk) };
-        op.apply(xs_q, w_q, residual)
+        LinearOp::new(bias, out_dims, Some(mnk))?.apply(xs_q, w_q, residual)
     }
 
     pub fn pointwise_conv_plus(xs: &Tensor, weight: &Tensor, addend: &Tensor) -> Result<Tensor> {
@@ -149,6 +146,10 @@ mod imp {
     }
 
     impl LinearOp {
+        fn new(bias: Option<&Tensor>, out_dims: &[usize], fp8: Option<(usize, usize, usize)>) -> Result<Self> {
+            Ok(Self { bias: bias.map(|b| b.contiguous()).transpose()?, out_dims: out_dims.to_vec(), fp8 })
+        }
+
         /// The op on contiguous `xs` and `weight`, with the residual as a third input when given.
         fn apply(&self, xs: &Tensor, weight: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
             match residual {
